@@ -1,0 +1,423 @@
+//! One invocation's state machine.
+//!
+//! ```text
+//!   start(input) ──► items delivered to consumers of $input
+//!        │
+//!        ▼
+//!   step trigger holds? ──yes──► Dispatch(run) ──► driver calls the function
+//!        ▲                                              │
+//!        └──── items delivered to consumers ◄── finish(run, output)
+//! ```
+//! The invocation's output is ready when the output step completes; the
+//! execution is finished when, in addition, no dispatched run is outstanding.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::payload::{split_json_array, Payload};
+use crate::plan::{Mode, Plan, Source, StepIdx};
+use crate::record::{Breakdown, RunRecord, RunStatus};
+
+/// Index of a run within its execution.
+pub type RunId = usize;
+
+/// A run the driver must execute: call `function` with `input`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dispatch {
+    pub run: RunId,
+    pub step: StepIdx,
+    pub function: Arc<str>,
+    pub input: Payload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecStatus {
+    Running,
+    Succeeded(Payload),
+    Failed(String),
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// Items by index (a list source's items may arrive out of order).
+    items: Vec<Option<Bytes>>,
+    received: usize,
+    total: Option<usize>,
+}
+
+impl Slot {
+    fn complete(&self) -> bool {
+        self.total == Some(self.received)
+    }
+}
+
+#[derive(Debug, Default)]
+struct StepState {
+    slots: Vec<Slot>,
+    /// Items in arrival order not yet given to a run (firstOf, batch), with the run that produced each.
+    pending: Vec<(Bytes, Option<RunId>)>,
+    /// Producer run of the most recent arrival (the critical-path predecessor).
+    last_pred: Option<RunId>,
+    fired: usize,
+    completed: usize,
+    /// No more runs will fire.
+    closed: bool,
+    done: bool,
+    /// Outputs by run index.
+    outputs: Vec<Option<Bytes>>,
+    runs: Vec<RunId>,
+}
+
+struct RunState {
+    step: StepIdx,
+    index: usize,
+    pred: Option<RunId>,
+    record: RunRecord,
+}
+
+pub struct Execution {
+    plan: Arc<Plan>,
+    steps: Vec<StepState>,
+    runs: Vec<RunState>,
+    status: ExecStatus,
+    outstanding: usize,
+    output_at: Option<u64>,
+}
+
+impl Execution {
+    pub fn new(plan: Arc<Plan>) -> Execution {
+        let steps = plan
+            .steps
+            .iter()
+            .map(|s| StepState {
+                slots: s.sources.iter().map(|_| Slot::default()).collect(),
+                ..StepState::default()
+            })
+            .collect();
+        Execution { plan, steps, runs: Vec::new(), status: ExecStatus::Running, outstanding: 0, output_at: None }
+    }
+
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    pub fn status(&self) -> &ExecStatus {
+        &self.status
+    }
+
+    /// True once the result is known and no dispatched run is outstanding.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.status, ExecStatus::Running) && self.outstanding == 0
+    }
+
+    /// Feeds the workflow input; returns the first runs to dispatch.
+    pub fn start(&mut self, input: Bytes, now: u64) -> Vec<Dispatch> {
+        let mut out = Vec::new();
+        let consumers = self.plan.input_consumers.clone();
+        for (c, slot) in consumers {
+            self.deliver_whole(c, slot, input.clone(), None, now, &mut out);
+        }
+        out
+    }
+
+    /// The driver got an instance slot for `run` and is sending the request.
+    pub fn started(&mut self, run: RunId, now: u64, cold_start_us: u64, instance: &str) {
+        let r = &mut self.runs[run].record;
+        r.started_us = Some(now);
+        r.cold_start_us = cold_start_us;
+        r.instance = Some(instance.to_string());
+        r.status = RunStatus::Running;
+    }
+
+    /// A run finished; returns the runs that became ready.
+    pub fn finish(&mut self, run: RunId, result: Result<Bytes, String>, now: u64) -> Vec<Dispatch> {
+        let mut out = Vec::new();
+        if self.runs[run].record.finished_us.is_some() {
+            return out; // duplicate report: ignore
+        }
+        self.outstanding -= 1;
+        let (step, index) = (self.runs[run].step, self.runs[run].index);
+        let rec = &mut self.runs[run].record;
+        rec.finished_us = Some(now);
+        if rec.started_us.is_none() {
+            rec.started_us = Some(now);
+        }
+        if !matches!(self.status, ExecStatus::Running) {
+            rec.status = RunStatus::Abandoned;
+            if let Err(e) = result {
+                rec.error = Some(e);
+            }
+            return out;
+        }
+        match result {
+            Err(e) => {
+                rec.status = RunStatus::Failed;
+                rec.error = Some(e.clone());
+                let name = &self.plan.steps[step].name;
+                let msg = if self.plan.steps.len() == 1 {
+                    e
+                } else if self.plan.steps[step].produces_list() {
+                    format!("step '{name}' run {index}: {e}")
+                } else {
+                    format!("step '{name}': {e}")
+                };
+                self.fail(msg);
+            }
+            Ok(bytes) => {
+                rec.status = RunStatus::Succeeded;
+                rec.output_bytes = bytes.len() as u64;
+                let st = &mut self.steps[step];
+                st.completed += 1;
+                if st.outputs.len() <= index {
+                    st.outputs.resize(index + 1, None);
+                }
+                st.outputs[index] = Some(bytes.clone());
+                if self.plan.steps[step].produces_list() {
+                    for (c, slot) in self.plan.steps[step].consumers.clone() {
+                        self.deliver_item(c, slot, index, bytes.clone(), Some(run), now, &mut out);
+                    }
+                }
+                self.check_done(step, Some(run), now, &mut out);
+            }
+        }
+        out
+    }
+
+    fn fail(&mut self, msg: String) {
+        self.status = ExecStatus::Failed(msg);
+        for r in &mut self.runs {
+            if r.record.finished_us.is_none() && r.record.status == RunStatus::Queued {
+                r.record.status = RunStatus::Abandoned;
+            }
+        }
+    }
+
+    /// A step that closed and whose runs all completed is done: publish its output.
+    fn check_done(&mut self, step: StepIdx, pred: Option<RunId>, now: u64, out: &mut Vec<Dispatch>) {
+        let st = &mut self.steps[step];
+        if st.done || !st.closed || st.completed < st.fired {
+            return;
+        }
+        st.done = true;
+        let plan = self.plan.clone();
+        let ps = &plan.steps[step];
+        if ps.produces_list() {
+            let total = st.fired;
+            for &(c, slot) in &ps.consumers {
+                self.set_total(c, slot, total, now, out);
+            }
+        } else if let Some(Some(b)) = st.outputs.first().cloned() {
+            for &(c, slot) in &ps.consumers {
+                self.deliver_whole(c, slot, b.clone(), pred, now, out);
+            }
+        }
+        if step == self.plan.output && matches!(self.status, ExecStatus::Running) {
+            let st = &self.steps[step];
+            let outputs: Vec<Bytes> = st.outputs.iter().map(|o| o.clone().unwrap_or_default()).collect();
+            let payload = if ps.produces_list() {
+                Payload::Framed { items: outputs, format: stratus_spec::InputFormat::Json }
+            } else {
+                Payload::Raw(outputs.into_iter().next().unwrap_or_default())
+            };
+            self.output_at = Some(now);
+            self.status = ExecStatus::Succeeded(payload);
+        }
+    }
+
+    /// Delivers a single-item output (or the workflow input) to one consumer
+    /// slot; a `map` consumer splits it into items.
+    fn deliver_whole(
+        &mut self,
+        c: StepIdx,
+        slot: usize,
+        b: Bytes,
+        pred: Option<RunId>,
+        now: u64,
+        out: &mut Vec<Dispatch>,
+    ) {
+        if self.plan.steps[c].mode == Mode::Map {
+            match split_json_array(&b) {
+                Ok(items) => {
+                    let n = items.len();
+                    for (i, it) in items.into_iter().enumerate() {
+                        self.deliver_item(c, slot, i, it, pred, now, out);
+                    }
+                    self.set_total(c, slot, n, now, out);
+                }
+                Err(e) => {
+                    let src = match self.plan.steps[c].sources[slot] {
+                        Source::Input => "$input".to_string(),
+                        Source::Step(p) => format!("'{}'", self.plan.steps[p].name),
+                    };
+                    self.fail(format!("step '{}': map over {src}: {e}", self.plan.steps[c].name));
+                }
+            }
+        } else {
+            self.deliver_item(c, slot, 0, b, pred, now, out);
+            self.set_total(c, slot, 1, now, out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_item(
+        &mut self,
+        c: StepIdx,
+        slot: usize,
+        index: usize,
+        b: Bytes,
+        pred: Option<RunId>,
+        now: u64,
+        out: &mut Vec<Dispatch>,
+    ) {
+        if !matches!(self.status, ExecStatus::Running) {
+            return;
+        }
+        let mode = self.plan.steps[c].mode;
+        let st = &mut self.steps[c];
+        if st.closed {
+            return; // firstOf already fired: late items are dropped
+        }
+        st.last_pred = pred;
+        let s = &mut st.slots[slot];
+        if s.items.len() <= index {
+            s.items.resize(index + 1, None);
+        }
+        s.items[index] = Some(b.clone());
+        s.received += 1;
+        match mode {
+            Mode::Map => self.fire(c, index, vec![b], pred, now, out),
+            Mode::FirstOf(k) => {
+                st.pending.push((b, pred));
+                if st.pending.len() >= k {
+                    let items = std::mem::take(&mut st.pending).into_iter().map(|(b, _)| b).collect();
+                    st.closed = true;
+                    self.fire(c, 0, items, pred, now, out);
+                }
+            }
+            Mode::Batch(n) => {
+                st.pending.push((b, pred));
+                if st.pending.len() >= n {
+                    let items = std::mem::take(&mut st.pending).into_iter().map(|(b, _)| b).collect();
+                    let idx = st.fired;
+                    self.fire(c, idx, items, pred, now, out);
+                }
+            }
+            Mode::AllOf => {}
+        }
+    }
+
+    /// A source slot learnt how many items it will get in all.
+    fn set_total(&mut self, c: StepIdx, slot: usize, total: usize, now: u64, out: &mut Vec<Dispatch>) {
+        if !matches!(self.status, ExecStatus::Running) {
+            return;
+        }
+        let st = &mut self.steps[c];
+        st.slots[slot].total = Some(total);
+        if st.closed || !st.slots.iter().all(Slot::complete) {
+            return;
+        }
+        let pred = st.last_pred;
+        match self.plan.steps[c].mode {
+            Mode::AllOf => {
+                let items = st.slots.iter_mut().flat_map(|s| s.items.drain(..).map(Option::unwrap_or_default)).collect();
+                st.closed = true;
+                self.fire(c, 0, items, pred, now, out);
+            }
+            Mode::FirstOf(k) => {
+                let got = st.pending.len();
+                let name = self.plan.steps[c].name.clone();
+                self.fail(format!("step '{name}': firstOf {k} can never fire: its inputs produced only {got} item(s)"));
+            }
+            Mode::Batch(_) => {
+                st.closed = true;
+                if !st.pending.is_empty() {
+                    let items = std::mem::take(&mut st.pending).into_iter().map(|(b, _)| b).collect();
+                    let idx = st.fired;
+                    self.fire(c, idx, items, pred, now, out);
+                }
+                self.check_done(c, pred, now, out);
+            }
+            Mode::Map => {
+                st.closed = true;
+                self.check_done(c, pred, now, out);
+            }
+        }
+    }
+
+    fn fire(&mut self, c: StepIdx, index: usize, items: Vec<Bytes>, pred: Option<RunId>, now: u64, out: &mut Vec<Dispatch>) {
+        let ps = &self.plan.steps[c];
+        let input = if self.plan.raw_input[c] && items.len() == 1 {
+            Payload::Raw(items.into_iter().next().unwrap_or_default())
+        } else {
+            Payload::Framed { items, format: ps.format }
+        };
+        let run = self.runs.len();
+        self.runs.push(RunState {
+            step: c,
+            index,
+            pred,
+            record: RunRecord {
+                step: ps.name.to_string(),
+                run: index as u32,
+                function: ps.function.to_string(),
+                status: RunStatus::Queued,
+                queued_us: now,
+                started_us: None,
+                finished_us: None,
+                cold_start_us: 0,
+                instance: None,
+                input_bytes: input.len() as u64,
+                output_bytes: 0,
+                error: None,
+            },
+        });
+        let st = &mut self.steps[c];
+        st.fired += 1;
+        st.runs.push(run);
+        self.outstanding += 1;
+        out.push(Dispatch { run, step: c, function: ps.function.clone(), input });
+    }
+
+    /// Run records, in dispatch order.
+    pub fn records(&self) -> Vec<RunRecord> {
+        self.runs.iter().map(|r| r.record.clone()).collect()
+    }
+
+    /// Splits `total_us` along the critical path: from the output step's last
+    /// run back through the runs whose completion triggered each next one.
+    pub fn breakdown(&self, total_us: u64) -> Breakdown {
+        let mut b = Breakdown { total_us, ..Breakdown::default() };
+        let out = &self.steps[self.plan.output];
+        let mut cur = out
+            .runs
+            .iter()
+            .copied()
+            .filter(|&r| self.runs[r].record.finished_us.is_some())
+            .max_by_key(|&r| self.runs[r].record.finished_us);
+        if !matches!(self.status, ExecStatus::Succeeded(_)) {
+            // Failed: follow the last run that finished.
+            cur = (0..self.runs.len())
+                .filter(|&r| self.runs[r].record.finished_us.is_some())
+                .max_by_key(|&r| self.runs[r].record.finished_us);
+        }
+        while let Some(r) = cur {
+            let rec = &self.runs[r].record;
+            b.queue_us += rec.queue_us();
+            b.cold_start_us += rec.cold_start_us;
+            b.exec_us += rec.exec_us();
+            cur = self.runs[r].pred;
+        }
+        let accounted = b.queue_us + b.cold_start_us + b.exec_us;
+        b.overhead_us = total_us.saturating_sub(accounted);
+        b
+    }
+
+    /// When the output became ready (µs), if it has.
+    pub fn output_at(&self) -> Option<u64> {
+        self.output_at
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+use super::*;
+use proptest::prelude::*;
+use stratus_spec::{InputFormat, InputRef, Pos, Step, Trigger, Workflow};
+
+fn step(name: &str, inputs: &[&str]) -> Step {
+    Step {
+        name: name.into(),
+        function: format!("f-{name}"),
+        inputs: inputs
+            .iter()
+            .map(|i| if *i == "$input" { InputRef::WorkflowInput } else { InputRef::Step(i.to_string()) })
+            .collect(),
+        map: None,
+        trigger: Trigger::AllOf,
+        input_format: InputFormat::Json,
+        pos: Pos::default(),
+    }
+}
+
+fn mapping(name: &str, over: &str) -> Step {
+    let mut s = step(name, &[]);
+    s.map = Some(InputRef::Step(over.into()));
+    s
+}
+
+fn with_trigger(mut s: Step, t: Trigger) -> Step {
+    s.trigger = t;
+    s
+}
+
+fn exec(steps: Vec<Step>) -> Execution {
+    let wf = Workflow { name: "wf".into(), steps, output: None, pos: Pos::default() };
+    Execution::new(Arc::new(Plan::compile(&wf).unwrap()))
+}
+
+fn body(d: &Dispatch) -> String {
+    String::from_utf8(d.input.to_bytes().to_vec()).unwrap()
+}
+
+fn names(e: &Execution, ds: &[Dispatch]) -> Vec<String> {
+    ds.iter().map(|d| format!("{}#{}", e.plan().step_name(d.step), e.runs[d.run].index)).collect()
+}
+
+fn ok(s: &str) -> Result<Bytes, String> {
+    Ok(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn output(e: &Execution) -> String {
+    match e.status() {
+        ExecStatus::Succeeded(p) => String::from_utf8(p.to_bytes().to_vec()).unwrap(),
+        other => panic!("not succeeded: {other:?}"),
+    }
+}
+
+#[test]
+fn chain_passes_bytes_through_unchanged() {
+    let mut e = exec(vec![step("a", &[]), step("b", &["a"]), step("c", &["b"])]);
+    let d = e.start(Bytes::from_static(b"\x00raw\xff"), 0);
+    assert_eq!(names(&e, &d), ["a#0"]);
+    assert_eq!(d[0].input, Payload::Raw(Bytes::from_static(b"\x00raw\xff")));
+    let d = e.finish(d[0].run, ok("A"), 10);
+    assert_eq!(names(&e, &d), ["b#0"]);
+    assert_eq!(body(&d[0]), "A");
+    let d = e.finish(d[0].run, ok("B"), 20);
+    assert_eq!(body(&d[0]), "B");
+    assert!(e.finish(d[0].run, ok("C"), 30).is_empty());
+    assert_eq!(output(&e), "C");
+    assert!(e.is_finished());
+    assert_eq!(e.output_at(), Some(30));
+}
+
+#[test]
+fn join_orders_items_by_input_not_by_finish_time() {
+    let mut e = exec(vec![
+        step("src", &[]),
+        step("x", &["src"]),
+        step("y", &["src"]),
+        step("z", &["src"]),
+        step("join", &["z", "x", "y"]),
+    ]);
+    let d = e.start(Bytes::from_static(b"1"), 0);
+    let d = e.finish(d[0].run, ok("2"), 1);
+    assert_eq!(names(&e, &d), ["x#0", "y#0", "z#0"]);
+    assert!(e.finish(d[1].run, ok("\"y\""), 2).is_empty());
+    assert!(e.finish(d[0].run, ok("\"x\""), 3).is_empty());
+    let j = e.finish(d[2].run, ok("\"z\""), 4);
+    assert_eq!(names(&e, &j), ["join#0"]);
+    assert_eq!(body(&j[0]), r#"["z","x","y"]"#);
+    e.finish(j[0].run, ok("done"), 5);
+    assert_eq!(output(&e), "done");
+}
+
+#[test]
+fn map_width_is_decided_by_the_data() {
+    let mut e = exec(vec![step("split", &[]), mapping("m", "split"), step("reduce", &["m"])]);
+    let d = e.start(Bytes::from_static(b"x"), 0);
+    let m = e.finish(d[0].run, ok(r#"["a", {"k": 1}, 3]"#), 1);
+    assert_eq!(names(&e, &m), ["m#0", "m#1", "m#2"]);
+    assert_eq!(m.iter().map(body).collect::<Vec<_>>(), ["\"a\"", "{\"k\": 1}", "3"]);
+    assert!(e.finish(m[2].run, ok("30"), 2).is_empty());
+    assert!(e.finish(m[0].run, ok("10"), 3).is_empty());
+    let r = e.finish(m[1].run, ok("20"), 4);
+    assert_eq!(body(&r[0]), "[10,20,30]");
+}
+
+#[test]
+fn empty_map_still_reaches_the_join() {
+    let mut e = exec(vec![step("split", &[]), mapping("m", "split"), step("reduce", &["m"])]);
+    let d = e.start(Bytes::new(), 0);
+    let r = e.finish(d[0].run, ok("[]"), 1);
+    assert_eq!(names(&e, &r), ["reduce#0"]);
+    assert_eq!(body(&r[0]), "[]");
+}
+
+#[test]
+fn map_over_map_pipelines_per_item() {
+    let mut e = exec(vec![step("split", &[]), mapping("m1", "split"), mapping("m2", "m1")]);
+    let d = e.start(Bytes::new(), 0);
+    let m1 = e.finish(d[0].run, ok("[1,2]"), 1);
+    // m2#1 fires as soon as m1#1 finishes, before m1#0 does.
+    let m2 = e.finish(m1[1].run, ok("\"b\""), 2);
+    assert_eq!(names(&e, &m2), ["m2#1"]);
+    e.finish(m2[0].run, ok("\"B\""), 3);
+    let m2b = e.finish(m1[0].run, ok("\"a\""), 4);
+    e.finish(m2b[0].run, ok("\"A\""), 5);
+    assert_eq!(output(&e), r#"["A","B"]"#);
+}
+
+#[test]
+fn first_k_of_n_fires_once_and_drops_stragglers() {
+    let mut e = exec(vec![
+        step("src", &[]),
+        step("a", &["src"]),
+        step("b", &["src"]),
+        step("c", &["src"]),
+        with_trigger(step("fast", &["a", "b", "c"]), Trigger::FirstOf(2)),
+    ]);
+    let d = e.start(Bytes::new(), 0);
+    let d = e.finish(d[0].run, ok("0"), 1);
+    assert!(e.finish(d[2].run, ok("\"c\""), 2).is_empty());
+    let f = e.finish(d[0].run, ok("\"a\""), 3);
+    assert_eq!(names(&e, &f), ["fast#0"]);
+    assert_eq!(body(&f[0]), r#"["c","a"]"#);
+    e.finish(f[0].run, ok("won"), 4);
+    assert_eq!(output(&e), "won");
+    assert!(!e.is_finished(), "b is still outstanding");
+    assert!(e.finish(d[1].run, ok("\"b\""), 5).is_empty());
+    assert!(e.is_finished());
+}
+
+#[test]
+fn batch_groups_arrivals_and_flushes_the_remainder() {
+    let mut e = exec(vec![
+        step("split", &[]),
+        mapping("m", "split"),
+        with_trigger(step("b", &["m"]), Trigger::Batch(2)),
+    ]);
+    let d = e.start(Bytes::new(), 0);
+    let m = e.finish(d[0].run, ok("[1,2,3,4,5]"), 1);
+    assert!(e.finish(m[4].run, ok("5"), 2).is_empty());
+    let b0 = e.finish(m[0].run, ok("1"), 3);
+    assert_eq!(body(&b0[0]), "[5,1]");
+    e.finish(m[1].run, ok("2"), 4);
+    let b1 = e.finish(m[2].run, ok("3"), 5);
+    assert_eq!(body(&b1[0]), "[2,3]");
+    let rest = e.finish(m[3].run, ok("4"), 6);
+    assert_eq!(names(&e, &rest), ["b#2"]);
+    // A partial batch is still framed: the step's runs always see a list.
+    assert_eq!(body(&rest[0]), "[4]");
+    for (r, out) in [(b0[0].run, "\"x\""), (b1[0].run, "\"y\""), (rest[0].run, "\"z\"")] {
+        e.finish(r, ok(out), 7);
+    }
+    assert_eq!(output(&e), r#"["x","y","z"]"#);
+}
+
+#[test]
+fn failure_names_the_step_and_abandons_the_rest() {
+    let mut e = exec(vec![step("src", &[]), step("x", &["src"]), step("y", &["src"]), step("j", &["x", "y"])]);
+    let d = e.start(Bytes::new(), 0);
+    let d = e.finish(d[0].run, ok("1"), 1);
+    e.finish(d[0].run, Err("instance crashed".into()), 2);
+    assert_eq!(e.status(), &ExecStatus::Failed("step 'x': instance crashed".into()));
+    assert!(!e.is_finished());
+    assert!(e.finish(d[1].run, ok("2"), 3).is_empty());
+    assert!(e.is_finished());
+    let recs = e.records();
+    assert_eq!(recs[1].status, RunStatus::Failed);
+    assert_eq!(recs[2].status, RunStatus::Abandoned);
+}
+
+#[test]
+fn map_over_a_non_array_fails_clearly() {
+    let mut e = exec(vec![step("split", &[]), mapping("m", "split")]);
+    let d = e.start(Bytes::new(), 0);
+    e.finish(d[0].run, ok("{\"not\": \"a list\"}"), 1);
+    match e.status() {
+        ExecStatus::Failed(m) => assert!(m.starts_with("step 'm': map over 'split': output is not a JSON array"), "{m}"),
+        s => panic!("{s:?}"),
+    }
+    assert!(e.is_finished());
+}
+
+#[test]
+fn first_of_more_than_available_fails() {
+    let mut e = exec(vec![step("split", &[]), mapping("m", "split"), with_trigger(step("f", &["m"]), Trigger::FirstOf(3))]);
+    let d = e.start(Bytes::new(), 0);
+    let m = e.finish(d[0].run, ok("[1,2]"), 1);
+    e.finish(m[0].run, ok("1"), 2);
+    e.finish(m[1].run, ok("2"), 3);
+    assert_eq!(e.status(), &ExecStatus::Failed("step 'f': firstOf 3 can never fire: its inputs produced only 2 item(s)".into()));
+}
+
+#[test]
+fn breakdown_follows_the_critical_path() {
+    let mut e = exec(vec![step("src", &[]), step("x", &["src"]), step("y", &["src"]), step("j", &["x", "y"])]);
+    let d = e.start(Bytes::new(), 5);
+    e.started(d[0].run, 10, 3, "i1"); // queue 2, cold 3
+    let d = e.finish(d[0].run, ok("1"), 20); // exec 10
+    e.started(d[0].run, 21, 0, "i2");
+    e.started(d[1].run, 22, 0, "i3");
+    e.finish(d[0].run, ok("1"), 30);
+    let j = e.finish(d[1].run, ok("2"), 60); // y is on the critical path: queue 2, exec 38
+    e.started(j[0].run, 61, 0, "i4");
+    e.finish(j[0].run, ok("3"), 70); // queue 1, exec 9
+    let b = e.breakdown(80);
+    assert_eq!((b.queue_us, b.cold_start_us, b.exec_us), (2 + 2 + 1, 3, 10 + 38 + 9));
+    assert_eq!(b.overhead_us, 80 - 5 - 3 - 57);
+}
+
+/// Random DAGs: each step reads from 1..3 earlier steps (or $input) with a
+/// random mode. Whatever order runs finish in, the execution succeeds, every
+/// dispatched run is reported once, and allOf/firstOf steps fire exactly once.
+fn random_dag() -> impl Strategy<Value = (Vec<Step>, Vec<u8>)> {
+    (2usize..9, proptest::collection::vec(any::<u8>(), 64), proptest::collection::vec(any::<u8>(), 200)).prop_map(
+        |(n, choices, order)| {
+            let mut steps = Vec::new();
+            for i in 0..n {
+                let c = choices[i] as usize;
+                let name = format!("s{i}");
+                let s = if i == 0 {
+                    step(&name, &[])
+                } else if c % 5 == 0 {
+                    mapping(&name, &format!("s{}", choices[i + 8] as usize % i))
+                } else {
+                    let k = 1 + c % 3.min(i);
+                    let mut ins: Vec<String> = (0..k).map(|j| format!("s{}", (choices[i + 16 + j] as usize) % i)).collect();
+                    ins.sort();
+                    ins.dedup();
+                    let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
+                    let t = match c % 7 {
+                        1 => Trigger::FirstOf(1),
+                        2 => Trigger::Batch(2),
+                        _ => Trigger::AllOf,
+                    };
+                    with_trigger(step(&name, &refs), t)
+                };
+                steps.push(s);
+            }
+            // A single sink: a final allOf step over all former sinks.
+            let used: std::collections::HashSet<String> =
+                steps.iter().flat_map(|s| s.sources()).filter_map(|r| if let InputRef::Step(n) = r { Some(n) } else { None }).collect();
+            let sinks: Vec<String> = steps.iter().map(|s| s.name.clone()).filter(|n| !used.contains(n)).collect();
+            let refs: Vec<&str> = sinks.iter().map(String::as_str).collect();
+            steps.push(step("sink", &refs));
+            (steps, order)
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn random_dags_always_terminate((steps, order) in random_dag()) {
+        let mut e = exec(steps);
+        let mut ready = e.start(Bytes::from_static(b"[1,2]"), 0);
+        let mut t = 0;
+        let mut fired = std::collections::HashMap::<String, usize>::new();
+        let mut k = 0;
+        while !ready.is_empty() {
+            let pick = order[k % order.len()] as usize % ready.len();
+            k += 1;
+            let d = ready.swap_remove(pick);
+            *fired.entry(e.plan().step_name(d.step).to_string()).or_default() += 1;
+            t += 1;
+            e.started(d.run, t, 0, "i");
+            // Every function answers with a two-element list so maps always have work.
+            ready.extend(e.finish(d.run, ok("[1,2]"), t));
+        }
+        prop_assert!(matches!(e.status(), ExecStatus::Succeeded(_)), "{:?}", e.status());
+        prop_assert!(e.is_finished());
+        prop_assert_eq!(fired.get("sink"), Some(&1));
+        for r in e.records() {
+            prop_assert!(r.finished_us.is_some());
+        }
+    }
+}

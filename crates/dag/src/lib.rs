@@ -1,0 +1,34 @@
+//! The dataflow DAG engine: a pure state machine (no IO, no clocks, no threads).
+//!
+//! A [`Plan`] is compiled once from a validated [`stratus_spec::Workflow`]. Each
+//! invocation is an [`Execution`]: the driver (the gateway) feeds it events, the
+//! workflow input and finished runs, each stamped with a time the driver reads,
+//! and gets back the runs to dispatch. A step fires the moment its trigger
+//! condition holds; nothing waits for a "stage" to finish.
+//!
+//! # Data semantics
+//! Payloads are [`bytes::Bytes`] and are never re-encoded.
+//! - Every step's output is either a **single item** (`allOf`, `firstOf`) or a
+//!   **list** (`map`, `batch`: one item per run, in run order).
+//! - An input that is a single item contributes one item; a list contributes its
+//!   items. `map` over a single item splits it as a JSON array; each element's JSON
+//!   text is sliced out of the producer's buffer (zero copy), so `["a b", {"x":1}]`
+//!   yields the items `"a b"` and `{"x":1}`.
+//! - A run whose trigger statically admits exactly one item (`map`, `firstOf: 1`,
+//!   `batch: 1`, or `allOf` over one single-item input) receives that item's bytes
+//!   unchanged. Any other run receives its items framed by the step's
+//!   `inputFormat`: `json` concatenates them verbatim as `[a,b,c]`; `multipart`
+//!   sends `multipart/mixed`, one part per item.
+//! - `allOf` orders items by input (as listed), then by item index. `firstOf`
+//!   and `batch` order them by arrival.
+//! - The workflow's result is its output step's output; a list is framed as JSON.
+
+mod exec;
+mod payload;
+mod plan;
+pub mod record;
+
+pub use exec::{Dispatch, ExecStatus, Execution, RunId};
+pub use payload::{split_json_array, Payload};
+pub use plan::{Plan, PlanError, StepIdx};
+pub use record::{Breakdown, InvocationKind, InvocationRecord, RunRecord, RunStatus};

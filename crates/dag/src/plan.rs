@@ -1,0 +1,185 @@
+//! Compiling a validated workflow into an index-based plan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use stratus_spec::{InputFormat, InputRef, Trigger, Workflow};
+
+pub type StepIdx = usize;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("workflow '{workflow}' step '{step}': unknown input step '{input}'")]
+    UnknownStep { workflow: String, step: String, input: String },
+    #[error("workflow '{workflow}': output step '{output}' does not exist")]
+    UnknownOutput { workflow: String, output: String },
+    #[error("workflow '{workflow}' has no steps")]
+    Empty { workflow: String },
+}
+
+/// How a step turns arriving items into runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    AllOf,
+    FirstOf(usize),
+    Batch(usize),
+    Map,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Input,
+    Step(StepIdx),
+}
+
+#[derive(Debug)]
+pub(crate) struct PlanStep {
+    pub name: Arc<str>,
+    pub function: Arc<str>,
+    pub sources: Vec<Source>,
+    pub mode: Mode,
+    pub format: InputFormat,
+    /// (consumer, slot in the consumer's sources)
+    pub consumers: Vec<(StepIdx, usize)>,
+}
+
+impl PlanStep {
+    pub fn produces_list(&self) -> bool {
+        matches!(self.mode, Mode::Map | Mode::Batch(_))
+    }
+}
+
+/// A workflow compiled for execution. Cheap to share between invocations.
+#[derive(Debug)]
+pub struct Plan {
+    pub(crate) name: Arc<str>,
+    pub(crate) steps: Vec<PlanStep>,
+    pub(crate) output: StepIdx,
+    pub(crate) input_consumers: Vec<(StepIdx, usize)>,
+    /// Per step: true when its runs receive one unframed item.
+    pub(crate) raw_input: Vec<bool>,
+}
+
+impl Plan {
+    /// Compiles a workflow already checked by `stratus_spec` (cycles are
+    /// rejected there; a cyclic plan would simply never fire the cycle).
+    pub fn compile(wf: &Workflow) -> Result<Plan, PlanError> {
+        if wf.steps.is_empty() {
+            return Err(PlanError::Empty { workflow: wf.name.clone() });
+        }
+        let index: HashMap<&str, StepIdx> =
+            wf.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let mut steps = Vec::with_capacity(wf.steps.len());
+        for s in &wf.steps {
+            let mut sources = Vec::new();
+            for r in s.sources() {
+                sources.push(match r {
+                    InputRef::WorkflowInput => Source::Input,
+                    InputRef::Step(name) => match index.get(name.as_str()) {
+                        Some(&i) => Source::Step(i),
+                        None => {
+                            return Err(PlanError::UnknownStep {
+                                workflow: wf.name.clone(),
+                                step: s.name.clone(),
+                                input: name,
+                            })
+                        }
+                    },
+                });
+            }
+            let mode = if s.map.is_some() {
+                Mode::Map
+            } else {
+                match s.trigger {
+                    Trigger::AllOf => Mode::AllOf,
+                    Trigger::FirstOf(k) => Mode::FirstOf(k.max(1) as usize),
+                    Trigger::Batch(n) => Mode::Batch(n.max(1) as usize),
+                }
+            };
+            steps.push(PlanStep {
+                name: s.name.as_str().into(),
+                function: s.function.as_str().into(),
+                sources,
+                mode,
+                format: s.input_format,
+                consumers: Vec::new(),
+            });
+        }
+        let mut input_consumers = Vec::new();
+        for c in 0..steps.len() {
+            for slot in 0..steps[c].sources.len() {
+                match steps[c].sources[slot] {
+                    Source::Input => input_consumers.push((c, slot)),
+                    Source::Step(p) => steps[p].consumers.push((c, slot)),
+                }
+            }
+        }
+        let output = match &wf.output {
+            Some(o) => *index.get(o.as_str()).ok_or_else(|| PlanError::UnknownOutput {
+                workflow: wf.name.clone(),
+                output: o.clone(),
+            })?,
+            // The spec validator guarantees a single sink when `output` is absent.
+            None => steps.iter().position(|s| s.consumers.is_empty()).unwrap_or(steps.len() - 1),
+        };
+        let raw_input = steps
+            .iter()
+            .map(|s| match s.mode {
+                Mode::Map | Mode::FirstOf(1) | Mode::Batch(1) => true,
+                Mode::AllOf => {
+                    s.sources.len() == 1
+                        && match s.sources[0] {
+                            Source::Input => true,
+                            Source::Step(p) => !steps[p].produces_list(),
+                        }
+                }
+                _ => false,
+            })
+            .collect();
+        Ok(Plan { name: wf.name.as_str().into(), steps, output, input_consumers, raw_input })
+    }
+
+    /// A one-step plan: invoking a function directly uses the same engine and
+    /// the same record format as a workflow.
+    pub fn single(function: &str) -> Plan {
+        let f: Arc<str> = function.into();
+        Plan {
+            name: f.clone(),
+            steps: vec![PlanStep {
+                name: f.clone(),
+                function: f,
+                sources: vec![Source::Input],
+                mode: Mode::AllOf,
+                format: InputFormat::Json,
+                consumers: Vec::new(),
+            }],
+            output: 0,
+            input_consumers: vec![(0, 0)],
+            raw_input: vec![true],
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn step_name(&self, s: StepIdx) -> &str {
+        &self.steps[s].name
+    }
+
+    pub fn step_function(&self, s: StepIdx) -> &Arc<str> {
+        &self.steps[s].function
+    }
+
+    /// Distinct functions the plan calls.
+    pub fn functions(&self) -> Vec<Arc<str>> {
+        let mut v: Vec<Arc<str>> = self.steps.iter().map(|s| s.function.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}

@@ -1,0 +1,96 @@
+//! The one timing model for invocations, shared by the gateway, `/metrics`,
+//! the state store, the demo table and the benchmarks.
+//!
+//! Times are microseconds since the gateway received the invocation.
+//! For each run:
+//! ```text
+//! queued ──(queue: waiting for a free slot)──(cold start: waiting for a new instance)── started ──(exec)── finished
+//! ```
+//! `exec` is the HTTP round trip to the instance, so it includes the loopback
+//! hop (tens of µs), which the platform cannot separate from the function.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Inputs ready, waiting for an instance slot.
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    /// Dispatched but its result was not needed (the invocation failed or finished without it).
+    Abandoned,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub step: String,
+    /// Run index within the step: the map branch or batch number, else 0.
+    pub run: u32,
+    pub function: String,
+    pub status: RunStatus,
+    pub queued_us: u64,
+    pub started_us: Option<u64>,
+    pub finished_us: Option<u64>,
+    /// Part of `started - queued` spent waiting for a new instance to become ready.
+    pub cold_start_us: u64,
+    pub instance: Option<String>,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// Waiting for a slot on an existing instance.
+    pub fn queue_us(&self) -> u64 {
+        match self.started_us {
+            Some(s) => s.saturating_sub(self.queued_us).saturating_sub(self.cold_start_us),
+            None => 0,
+        }
+    }
+
+    pub fn exec_us(&self) -> u64 {
+        match (self.started_us, self.finished_us) {
+            (Some(s), Some(f)) => f.saturating_sub(s),
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvocationKind {
+    Function,
+    Workflow,
+}
+
+/// End-to-end latency split along the critical path (the chain of runs that
+/// each triggered the next, ending at the output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Breakdown {
+    pub total_us: u64,
+    pub queue_us: u64,
+    pub cold_start_us: u64,
+    pub exec_us: u64,
+    /// Everything else: the platform's own work (parsing, dispatch, framing,
+    /// HTTP handling in the gateway).
+    pub overhead_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub id: String,
+    pub target: String,
+    pub kind: InvocationKind,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// Wall-clock time the invocation arrived, µs since the Unix epoch.
+    pub received_unix_us: u64,
+    /// When the response was ready.
+    pub finished_us: u64,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub breakdown: Breakdown,
+    pub runs: Vec<RunRecord>,
+}

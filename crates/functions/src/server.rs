@@ -1,0 +1,253 @@
+//! The HTTP/1.1 server shared by every function.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::handlers::{self, spin, BadInput};
+use crate::{Config, Error, Function, DRAIN_TIMEOUT};
+
+/// Bodies at least this large are processed on tokio's blocking pool so that
+/// one big request does not stall the other connections of the (single-threaded) server.
+const OFFLOAD_BYTES: usize = 256 * 1024;
+
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static(handlers::OCTET_STREAM);
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const JSON: HeaderValue = HeaderValue::from_static(handlers::JSON);
+
+/// Request counters of one function server.
+#[derive(Debug, Default)]
+pub struct Stats {
+    inflight: AtomicU64,
+    max_inflight: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatsSnapshot {
+    pub inflight: u64,
+    pub max_inflight: u64,
+    pub requests: u64,
+}
+
+impl Stats {
+    /// Counts a request as started; it counts as finished when the guard drops
+    /// (also if the request is abandoned, e.g. the client disconnects).
+    pub fn enter(&self) -> InflightGuard<'_> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let at_start = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_inflight.fetch_max(at_start, Ordering::Relaxed);
+        InflightGuard { stats: self, at_start }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            inflight: self.inflight.load(Ordering::Relaxed),
+            max_inflight: self.max_inflight.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Marks one in-flight request; see [`Stats::enter`].
+#[derive(Debug)]
+pub struct InflightGuard<'a> {
+    stats: &'a Stats,
+    /// Requests in flight when this one started, itself included.
+    pub at_start: u64,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.stats.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct State {
+    function: Function,
+    config: Config,
+    stats: Stats,
+    pid: u32,
+}
+
+/// Serves function `name` on `listener` forever, configured from the
+/// environment ([`Config::from_env`]).
+pub async fn serve(name: &str, listener: TcpListener) -> Result<(), Error> {
+    let function = Function::from_name(name).ok_or_else(|| Error::UnknownFunction(name.into()))?;
+    let config = Config::from_env()?;
+    serve_with(function, config, listener, std::future::pending()).await
+}
+
+/// Serves `function` on `listener` until `shutdown` completes; then stops
+/// accepting, lets open requests finish (closing idle keep-alive
+/// connections), and returns once all connections are closed or after
+/// [`DRAIN_TIMEOUT`].
+pub async fn serve_with(
+    function: Function,
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let state = Arc::new(State { function, config, stats: Stats::default(), pid: std::process::id() });
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true);
+    let builder = Arc::new(builder);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    if !matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+                    ) {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let builder = builder.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(());
+    // Every connection task holds a receiver: `closed` resolves when all are done.
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, stop_tx.closed()).await;
+    Ok(())
+}
+
+fn respond(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, content_type);
+    r
+}
+
+fn bad_request(e: BadInput) -> Response<Full<Bytes>> {
+    let mut msg = e.0;
+    msg.push('\n');
+    respond(StatusCode::BAD_REQUEST, TEXT_PLAIN, msg)
+}
+
+fn internal_error(msg: String) -> Response<Full<Bytes>> {
+    respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT_PLAIN, msg)
+}
+
+fn stats_response(state: &State) -> Response<Full<Bytes>> {
+    let s = state.stats.snapshot();
+    let body = format!(
+        r#"{{"inflight":{},"max_inflight":{},"requests":{},"pid":{},"function":"{}"}}"#,
+        s.inflight,
+        s.max_inflight,
+        s.requests,
+        state.pid,
+        state.function.name()
+    );
+    respond(StatusCode::OK, JSON, body)
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() == Method::GET && req.uri().path() == "/stats" {
+        return Ok(stats_response(&state));
+    }
+    let guard = state.stats.enter();
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(bad_request(BadInput(format!("cannot read the request body: {e}")))),
+    };
+    let response = match state.function {
+        Function::Echo => {
+            let ct = parts.headers.get(CONTENT_TYPE).cloned().unwrap_or(OCTET_STREAM);
+            respond(StatusCode::OK, ct, body)
+        }
+        Function::Noop => Response::new(Full::new(Bytes::new())),
+        Function::Spin => run_spin(&state, &body, guard.at_start).await,
+        _ => run_pure(&state, body).await,
+    };
+    drop(guard);
+    Ok(response)
+}
+
+async fn run_pure(state: &Arc<State>, body: Bytes) -> Response<Full<Bytes>> {
+    let result = if body.len() >= OFFLOAD_BYTES {
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || handlers::run_pure(st.function, &st.config, &body)).await {
+            Ok(r) => r,
+            Err(e) => return internal_error(format!("handler failed: {e}")),
+        }
+    } else {
+        handlers::run_pure(state.function, &state.config, &body)
+    };
+    match result {
+        Some(Ok(out)) => respond(StatusCode::OK, HeaderValue::from_static(out.content_type), out.body),
+        Some(Err(e)) => bad_request(e),
+        None => internal_error(format!("{} is not a pure function", state.function)),
+    }
+}
+
+async fn run_spin(state: &State, body: &[u8], inflight_at_start: u64) -> Response<Full<Bytes>> {
+    let req = match spin::parse(body, &state.config) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let start = Instant::now();
+    let memory = if req.is_trivial() {
+        Vec::new()
+    } else if req.mode == spin::SpinMode::Busy || req.memory_mb > 0 {
+        // CPU work runs on the blocking pool: concurrent requests burn CPU in
+        // parallel, as in a multi-threaded server, and the I/O thread stays free.
+        let r = req.clone();
+        match tokio::task::spawn_blocking(move || spin::work(&r)).await {
+            Ok(m) => m,
+            Err(e) => return internal_error(format!("spin failed: {e}")),
+        }
+    } else {
+        Vec::new()
+    };
+    if req.mode == spin::SpinMode::Sleep && !req.duration.is_zero() {
+        tokio::time::sleep(req.duration).await;
+    }
+    if req.crash {
+        std::process::exit(spin::CRASH_EXIT_CODE);
+    }
+    drop(memory);
+    let max = state.stats.snapshot().max_inflight;
+    let (body, json) = spin::response(&req, state.pid, inflight_at_start, max, start.elapsed());
+    respond(StatusCode::OK, if json { JSON } else { OCTET_STREAM }, body)
+}

@@ -1,0 +1,91 @@
+//! Sandboxes run function instances. The gateway and the engine only see the
+//! [`Sandbox`] and [`Instance`] traits, so OCI-container (runc) and microVM
+//! backends plug in beside [`process::ProcessSandbox`] without touching them.
+//!
+//! Every backend honours the Knative runtime contract: the instance serves
+//! HTTP on the port given in `$PORT` and is ready once that port accepts
+//! connections.
+//!
+//! ```text
+//!  start() ──► spawning ──► probing ($PORT accepts?) ──► ready ──► stop() ──► stopped
+//!                 │              │                          │
+//!                 └──── exited ◄─┴──────────────────────────┘  (crash: exit status kept)
+//! ```
+
+mod faulty;
+mod logs;
+pub mod process;
+
+pub use faulty::FaultySandbox;
+pub use logs::LogBuffer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("instance {instance} of '{function}': cannot start '{program}': {source}")]
+    Spawn { function: String, instance: String, program: String, source: std::io::Error },
+    #[error("instance {instance} of '{function}' exited with {status} before becoming ready; last output:\n{logs}")]
+    ExitedEarly { function: String, instance: String, status: String, logs: String },
+    #[error("instance {instance} of '{function}' did not listen on its port within {timeout:?}")]
+    NotReady { function: String, instance: String, timeout: Duration },
+    #[error("'{function}' has an empty command: the process runtime needs containers[0].command")]
+    NoCommand { function: String },
+    #[error("no free port for a new instance")]
+    Port(#[source] std::io::Error),
+    #[error("injected fault: {0}")]
+    Injected(String),
+}
+
+/// What a backend needs to start one instance of a function.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub function: String,
+    pub revision: u64,
+    pub instance_id: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub container_port: u16,
+    /// Upper bound on the time to become ready.
+    pub startup_timeout: Duration,
+    /// Where the instance's stdout and stderr go.
+    pub logs: Arc<LogBuffer>,
+}
+
+/// How long the phases of a start took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartTiming {
+    pub spawn_us: u64,
+    pub ready_us: u64,
+}
+
+#[async_trait]
+pub trait Sandbox: Send + Sync + 'static {
+    /// Backend name, as used in the `stratus.dev/runtime` annotation.
+    fn kind(&self) -> &'static str;
+    /// Starts an instance and returns once it is ready to serve.
+    async fn start(&self, spec: &InstanceSpec) -> Result<(Box<dyn Instance>, StartTiming), SandboxError>;
+}
+
+#[async_trait]
+pub trait Instance: Send + Sync + 'static {
+    fn id(&self) -> &str;
+    /// Where the instance serves HTTP.
+    fn endpoint(&self) -> SocketAddr;
+    /// `Some(description)` once the instance has exited.
+    fn exit_status(&self) -> Option<String>;
+    /// Stops the instance (graceful, then forced) and waits until it is gone.
+    async fn stop(&self);
+}
+
+/// Directory of a platform run's bookkeeping (pid files), used to reap
+/// instances left behind by a platform that was killed.
+#[derive(Debug, Clone)]
+pub struct RunDir(pub PathBuf);

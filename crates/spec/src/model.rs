@@ -1,0 +1,162 @@
+//! Typed specs produced by the parser. Plain data: no IO, no YAML types leak out.
+
+use std::collections::BTreeMap;
+
+/// A 1-based position in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+/// Which sandbox backend runs a function's instances.
+/// Chosen by the annotation `stratus.dev/runtime` (default `process`).
+pub const RUNTIME_ANNOTATION: &str = "stratus.dev/runtime";
+
+/// A Knative `serving.knative.dev/v1` `Service`, reduced to what Stratus honours.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Service {
+    /// `metadata.name`.
+    pub name: String,
+    /// `autoscaling.knative.dev/min-scale` (default 0).
+    pub min_scale: u32,
+    /// `autoscaling.knative.dev/max-scale` (default 0 = unlimited).
+    pub max_scale: u32,
+    /// `autoscaling.knative.dev/target`: desired in-flight requests per instance
+    /// (default: `container_concurrency` if set, else 100, as in Knative).
+    pub target: Option<f64>,
+    /// `spec.template.spec.containerConcurrency` (0 = unlimited, Knative's default).
+    pub container_concurrency: u32,
+    /// `spec.template.spec.timeoutSeconds` (default 300, as in Knative).
+    pub timeout_seconds: u64,
+    /// `containers[0].image`.
+    pub image: String,
+    /// `containers[0].command`.
+    pub command: Vec<String>,
+    /// `containers[0].args`.
+    pub args: Vec<String>,
+    /// `containers[0].env`, in order (`name`/`value` pairs).
+    pub env: Vec<(String, String)>,
+    /// `containers[0].ports[0].containerPort` (default 8080).
+    pub container_port: u16,
+    /// Backend name from the `stratus.dev/runtime` annotation (default `process`).
+    pub runtime: String,
+    /// All of `spec.template.metadata.annotations`, verbatim.
+    pub annotations: BTreeMap<String, String>,
+    /// Position of the document in its file.
+    pub pos: Pos,
+}
+
+impl Service {
+    /// The concurrency target the autoscaler aims for per instance.
+    pub fn effective_target(&self) -> f64 {
+        let cc = self.container_concurrency as f64;
+        match (self.target, self.container_concurrency) {
+            (Some(t), 0) => t,
+            (Some(t), _) => t.min(cc),
+            (None, 0) => 100.0,
+            (None, _) => cc,
+        }
+    }
+}
+
+/// Where a step's input comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum InputRef {
+    /// `$input`: the bytes the workflow was invoked with.
+    WorkflowInput,
+    /// The output of another step, by name.
+    Step(String),
+}
+
+/// When a step fires, given the items that have arrived from its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Trigger {
+    /// `allOf` (default): once, when every input is complete.
+    AllOf,
+    /// `{firstOf: k}`: once, as soon as k items have arrived; later ones are dropped.
+    FirstOf(u32),
+    /// `{batch: n}`: once per n arrived items; a final partial batch when inputs end.
+    Batch(u32),
+}
+
+/// How several input items are framed into one request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum InputFormat {
+    /// `json` (default): items are concatenated verbatim as `[a,b,c]`.
+    /// Items must themselves be JSON texts; the platform does not re-encode them.
+    #[default]
+    Json,
+    /// `multipart`: a `multipart/mixed` body, one part per item (binary safe).
+    Multipart,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Step {
+    pub name: String,
+    /// Name of the function (Knative Service) this step calls.
+    pub function: String,
+    /// `inputs:`; empty with no `map` means `[$input]`.
+    pub inputs: Vec<InputRef>,
+    /// `map: src`: one run per item of `src`'s list output (dynamic fan-out).
+    pub map: Option<InputRef>,
+    pub trigger: Trigger,
+    pub input_format: InputFormat,
+    pub pos: Pos,
+}
+
+impl Step {
+    /// The sources this step reads from, whether through `map` or `inputs`.
+    pub fn sources(&self) -> Vec<InputRef> {
+        match &self.map {
+            Some(m) => vec![m.clone()],
+            None if self.inputs.is_empty() => vec![InputRef::WorkflowInput],
+            None => self.inputs.clone(),
+        }
+    }
+}
+
+/// A `stratus.dev/v1alpha1` `Workflow`: a DAG of steps that call functions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Workflow {
+    pub name: String,
+    pub steps: Vec<Step>,
+    /// The step whose output is the workflow's result (default: the only sink).
+    pub output: Option<String>,
+    pub pos: Pos,
+}
+
+/// One parsed YAML document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Resource {
+    Service(Service),
+    Workflow(Workflow),
+}
+
+/// Everything parsed from one file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Bundle {
+    /// The file name given to [`crate::parse`]; used in error positions.
+    pub file: String,
+    pub services: Vec<Service>,
+    pub workflows: Vec<Workflow>,
+    /// Non-fatal findings, e.g. unknown fields.
+    pub warnings: Vec<Warning>,
+    /// Each accepted document's original text, in file order, as
+    /// `(kind, name, yaml)`: `kind` is `"Service"` or `"Workflow"`, `yaml` the
+    /// exact slice of the file for that document (without its `---` line).
+    pub sources: Vec<(String, String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning {
+    pub file: String,
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: warning: {}", self.file, self.pos.line, self.pos.col, self.message)
+    }
+}

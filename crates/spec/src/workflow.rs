@@ -1,0 +1,447 @@
+//! `stratus.dev/v1alpha1` `Workflow` → [`Workflow`], with DAG validation.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::convert::{check_name, suggest, Ctx, MapView};
+use crate::model::{InputFormat, InputRef, Pos, Step, Trigger, Workflow};
+use crate::yaml::{Kind, Node};
+
+/// A step as read, with the positions validation needs.
+struct Parsed {
+    step: Step,
+    /// Every reference (from `map` or `inputs`) with its position.
+    refs: Vec<(InputRef, Pos)>,
+    trigger_set: bool,
+}
+
+/// Converts a Workflow document whose `apiVersion`/`kind` were already read.
+pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(String, Pos)>, Option<Workflow>) {
+    let errors_before = ctx.errors.len();
+    let mut name = None;
+    if let Some(m) = root.require(ctx, "metadata") {
+        if let Some(mut meta) = MapView::new(ctx, m, "metadata") {
+            if let Some(n) = meta.require(ctx, "name") {
+                if let Some(s) = ctx.string(n, "metadata.name") {
+                    match check_name(&s) {
+                        Ok(()) => name = Some((s, n.pos)),
+                        Err(e) => ctx.error(n.pos, format!("metadata.name: {e}")),
+                    }
+                }
+            }
+            meta.finish(ctx, &["namespace", "labels", "annotations"], &[]);
+        }
+    }
+    ctx.workflow = name.as_ref().map(|(n, _)| n.clone());
+
+    let mut steps = Vec::new();
+    let mut output = None;
+    if let Some(s) = root.require(ctx, "spec") {
+        if let Some(mut spec) = MapView::new(ctx, s, "spec") {
+            if let Some(list) = spec.require(ctx, "steps") {
+                if let Some(items) = ctx.seq(list, "spec.steps") {
+                    if items.is_empty() {
+                        ctx.error(list.pos, "spec.steps is empty; add at least one step");
+                    }
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(p) = step(ctx, item, i) {
+                            steps.push(p);
+                        }
+                        ctx.step = None;
+                    }
+                }
+            }
+            if let Some(o) = spec.get("output") {
+                output = ctx.string(o, "spec.output").map(|s| (s, o.pos));
+            }
+            spec.finish(ctx, &[], &[]);
+        }
+    }
+    let wf_pos = root.pos;
+    root.finish(ctx, &["status"], &[]);
+
+    validate(ctx, &steps, output.as_ref(), wf_pos);
+    ctx.workflow = None;
+
+    let ok = ctx.errors.len() == errors_before;
+    let wf = name.as_ref().filter(|_| ok).map(|(n, _)| Workflow {
+        name: n.clone(),
+        steps: steps.into_iter().map(|p| p.step).collect(),
+        output: output.map(|(o, _)| o),
+        pos: wf_pos,
+    });
+    (name, wf)
+}
+
+fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
+    let path = format!("spec.steps[{i}]");
+    let mut m = MapView::new(ctx, node, &path)?;
+    let name = match m.require(ctx, "name") {
+        Some(n) => ctx.string(n, &format!("{path}.name")).map(|s| (s, n.pos)),
+        None => None,
+    };
+    if let Some((n, _)) = &name {
+        ctx.step = Some(n.clone());
+    }
+    if let Some((n, pos)) = &name {
+        if let Err(e) = check_name(n) {
+            ctx.error(*pos, format!("step {e}"));
+        }
+    }
+    let function = m.require(ctx, "function").and_then(|f| ctx.string(f, &format!("{path}.function")));
+
+    let mut refs = Vec::new();
+    let map = m.get("map").and_then(|n| {
+        let s = ctx.string(n, &format!("{path}.map"))?;
+        let r = input_ref(ctx, &s, n.pos)?;
+        refs.push((r.clone(), n.pos));
+        Some(r)
+    });
+    let mut inputs = Vec::new();
+    if let Some(n) = m.get("inputs") {
+        let list: Vec<&Node> = match &*n.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            Kind::Scalar { .. } => vec![n],
+            Kind::Map(_) => {
+                ctx.type_error(n, &format!("{path}.inputs"), "a step name or a list of step names");
+                Vec::new()
+            }
+        };
+        for (j, item) in list.into_iter().enumerate() {
+            let Some(s) = ctx.string(item, &format!("{path}.inputs[{j}]")) else { continue };
+            let Some(r) = input_ref(ctx, &s, item.pos) else { continue };
+            if inputs.contains(&r) {
+                ctx.error(item.pos, format!("input '{s}' is listed twice; list each input once"));
+                continue;
+            }
+            refs.push((r.clone(), item.pos));
+            inputs.push(r);
+        }
+        if map.is_some() {
+            ctx.error(
+                n.pos,
+                "a step cannot have both map and inputs; use map to run once per item of one \
+                 source, or inputs to combine sources",
+            );
+        }
+    }
+    let trigger_node = m.get("trigger");
+    let trigger = trigger_node.and_then(|n| trigger(ctx, n, &format!("{path}.trigger")));
+    if let (Some(n), Some(_)) = (trigger_node, &map) {
+        ctx.error(n.pos, "a step with map cannot have a trigger (map already runs once per item); remove trigger");
+    }
+    let input_format = match m.get("inputFormat") {
+        None => InputFormat::Json,
+        Some(n) => match ctx.string(n, &format!("{path}.inputFormat")).as_deref() {
+            Some("json") => InputFormat::Json,
+            Some("multipart") => InputFormat::Multipart,
+            Some(other) => {
+                ctx.error(n.pos, format!("unknown inputFormat '{other}' (use json or multipart)"));
+                InputFormat::Json
+            }
+            None => InputFormat::Json,
+        },
+    };
+    m.finish(ctx, &[], &[]);
+
+    let (name, _) = name?;
+    Some(Parsed {
+        step: Step {
+            name,
+            function: function.unwrap_or_default(),
+            inputs,
+            map,
+            trigger: trigger.unwrap_or(Trigger::AllOf),
+            input_format,
+            pos: node.pos,
+        },
+        refs,
+        trigger_set: trigger_node.is_some(),
+    })
+}
+
+fn input_ref(ctx: &mut Ctx<'_>, s: &str, pos: Pos) -> Option<InputRef> {
+    if s == "$input" {
+        Some(InputRef::WorkflowInput)
+    } else if s.starts_with('$') {
+        ctx.error(pos, format!("unknown reference '{s}' (the only special input is $input)"));
+        None
+    } else {
+        Some(InputRef::Step(s.to_string()))
+    }
+}
+
+fn trigger(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Trigger> {
+    const HELP: &str = "use allOf, {firstOf: k} or {batch: n}";
+    match &*node.kind {
+        Kind::Scalar { value, .. } => match value.as_str() {
+            "allOf" => Some(Trigger::AllOf),
+            "firstOf" | "batch" => {
+                ctx.error(node.pos, format!("trigger {value} needs a count, e.g. {{{value}: 2}}"));
+                None
+            }
+            _ => {
+                ctx.error(node.pos, format!("unknown trigger '{value}' ({HELP})"));
+                None
+            }
+        },
+        Kind::Map(entries) if entries.len() == 1 => {
+            let (k, v) = &entries[0];
+            let key = k.as_scalar().unwrap_or("");
+            let make: fn(u32) -> Trigger = match key {
+                "firstOf" => Trigger::FirstOf,
+                "batch" => Trigger::Batch,
+                "allOf" if v.is_null() => return Some(Trigger::AllOf),
+                _ => {
+                    ctx.error(k.pos, format!("unknown trigger '{key}' ({HELP})"));
+                    return None;
+                }
+            };
+            let n = ctx.int(v, &format!("{path}.{key}"), i64::MIN, i64::MAX)?;
+            if n < 1 {
+                ctx.error(v.pos, format!("{key} must be at least 1, found {n}"));
+                return None;
+            }
+            match u32::try_from(n) {
+                Ok(n) => Some(make(n)),
+                Err(_) => {
+                    ctx.error(v.pos, format!("{key} {n} is too large"));
+                    None
+                }
+            }
+        }
+        _ => {
+            ctx.error(node.pos, format!("{path}: expected a trigger, found {} ({HELP})", node.describe()));
+            None
+        }
+    }
+}
+
+/// Checks names, references, cycles, triggers and the output step.
+fn validate(ctx: &mut Ctx<'_>, steps: &[Parsed], output: Option<&(String, Pos)>, wf_pos: Pos) {
+    // Duplicate names: the first definition wins.
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in steps.iter().enumerate() {
+        let name = p.step.name.as_str();
+        if let Some(&first) = index.get(name) {
+            ctx.step = Some(name.to_string());
+            ctx.error(
+                p.step.pos,
+                format!(
+                    "duplicate step name '{name}' (first defined at line {}); rename one of them",
+                    steps[first].step.pos.line
+                ),
+            );
+        } else {
+            index.insert(name, i);
+        }
+    }
+    let names: Vec<&str> = steps.iter().map(|p| p.step.name.as_str()).collect();
+
+    // References and edges (producer -> consumer).
+    let mut edges: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    let mut ref_problem = false;
+    for (j, p) in steps.iter().enumerate() {
+        if index.get(p.step.name.as_str()) != Some(&j) {
+            continue; // a duplicate; already reported
+        }
+        ctx.step = Some(p.step.name.clone());
+        for (r, pos) in &p.refs {
+            let InputRef::Step(src) = r else { continue };
+            match index.get(src.as_str()) {
+                Some(&i) if i == j => {
+                    ref_problem = true;
+                    ctx.error(*pos, format!("step '{src}' reads its own output; remove '{src}' from its inputs"));
+                }
+                Some(&i) => edges[i].push(j),
+                None => {
+                    ref_problem = true;
+                    let hint = match suggest(src, names.iter().copied()) {
+                        Some(s) => format!("did you mean '{s}'?"),
+                        None => format!("steps: {}", names.join(", ")),
+                    };
+                    ctx.error(*pos, format!("unknown step '{src}' ({hint})"));
+                }
+            }
+        }
+    }
+
+    // firstOf k can be checked now when every input yields exactly one item.
+    for p in steps {
+        let Trigger::FirstOf(k) = p.step.trigger else { continue };
+        if p.step.map.is_some() || !p.trigger_set {
+            continue;
+        }
+        let sources = p.step.sources();
+        let all_single = sources.iter().all(|r| match r {
+            InputRef::WorkflowInput => false,
+            InputRef::Step(s) => index.get(s.as_str()).is_some_and(|&i| {
+                let st = &steps[i].step;
+                st.map.is_none() && !matches!(st.trigger, Trigger::Batch(_))
+            }),
+        });
+        if all_single && k as usize > sources.len() {
+            ctx.step = Some(p.step.name.clone());
+            ctx.error(
+                p.step.pos,
+                format!(
+                    "firstOf: {k} can never fire: the step has only {} input(s), each producing one item; \
+                     use at most {}",
+                    sources.len(),
+                    sources.len()
+                ),
+            );
+        }
+    }
+    ctx.step = None;
+
+    let cycles = cycles(&edges);
+    for cycle in &cycles {
+        let path: Vec<&str> = cycle.iter().map(|&i| names[i]).collect();
+        ctx.error(
+            steps[cycle[0]].step.pos,
+            format!(
+                "cycle: {} (each step reads the previous one's output); remove one of these inputs",
+                path.join(" -> ")
+            ),
+        );
+    }
+
+    match output {
+        Some((o, pos)) => {
+            if !index.contains_key(o.as_str()) {
+                let hint = match suggest(o, names.iter().copied()) {
+                    Some(s) => format!("did you mean '{s}'?"),
+                    None => format!("steps: {}", names.join(", ")),
+                };
+                ctx.error(*pos, format!("spec.output names unknown step '{o}' ({hint})"));
+            }
+        }
+        None if cycles.is_empty() && !ref_problem => {
+            let sinks: Vec<&str> = index_order(&index, steps.len())
+                .filter(|&i| edges[i].is_empty())
+                .map(|i| names[i])
+                .collect();
+            if sinks.len() > 1 {
+                ctx.error(
+                    wf_pos,
+                    format!(
+                        "the workflow has {} final steps ({}); set spec.output to the step whose \
+                         output is the result",
+                        sinks.len(),
+                        sinks.join(", ")
+                    ),
+                );
+            }
+        }
+        None => {}
+    }
+}
+
+/// Indices of first definitions, in order.
+fn index_order<'a>(index: &'a HashMap<&str, usize>, n: usize) -> impl Iterator<Item = usize> + 'a {
+    let mut firsts: Vec<bool> = vec![false; n];
+    for &i in index.values() {
+        firsts[i] = true;
+    }
+    (0..n).filter(move |&i| firsts[i])
+}
+
+/// One cycle per non-trivial strongly connected component (self-loops are
+/// reported separately). Each cycle starts and ends at the component's first
+/// step, e.g. `[a, b, c, a]`.
+pub(crate) fn cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let comp = tarjan(edges);
+    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (v, &c) in comp.iter().enumerate() {
+        members.entry(c).or_default().push(v);
+    }
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for vs in members.values().filter(|vs| vs.len() > 1) {
+        let start = vs[0]; // members are pushed in index order
+        let c = comp[start];
+        // Shortest path from start back to start within the component.
+        let mut prev: Vec<Option<usize>> = vec![None; edges.len()];
+        let mut queue = VecDeque::from([start]);
+        let mut last = None;
+        'bfs: while let Some(u) = queue.pop_front() {
+            for &w in &edges[u] {
+                if comp[w] != c {
+                    continue;
+                }
+                if w == start {
+                    last = Some(u);
+                    break 'bfs;
+                }
+                if prev[w].is_none() {
+                    prev[w] = Some(u);
+                    queue.push_back(w);
+                }
+            }
+        }
+        let Some(mut u) = last else { continue };
+        let mut path = vec![start, u];
+        while u != start {
+            u = prev[u].unwrap_or(start);
+            path.push(u);
+        }
+        path.reverse();
+        out.push(path);
+    }
+    out.sort_by_key(|p| p[0]);
+    out
+}
+
+/// Iterative Tarjan: the component id of every vertex.
+fn tarjan(edges: &[Vec<usize>]) -> Vec<usize> {
+    let n = edges.len();
+    const NONE: usize = usize::MAX;
+    let mut index = vec![NONE; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut comp = vec![NONE; n];
+    let mut stack = Vec::new();
+    let mut next = 0;
+    let mut ncomp = 0;
+    for root in 0..n {
+        if index[root] != NONE {
+            continue;
+        }
+        let mut call: Vec<(usize, usize)> = vec![(root, 0)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut ei)) = call.last_mut() {
+            if let Some(&w) = edges[v].get(*ei) {
+                *ei += 1;
+                if index[w] == NONE {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    call.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            call.pop();
+            if let Some(&(parent, _)) = call.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    comp[w] = ncomp;
+                    if w == v {
+                        break;
+                    }
+                }
+                ncomp += 1;
+            }
+        }
+    }
+    comp
+}

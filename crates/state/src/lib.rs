@@ -1,0 +1,60 @@
+//! Cluster state behind the [`StateStore`] trait: deployed resources with
+//! their revision history, and invocation records.
+//!
+//! [`SqliteStore`] is the embedded default; a distributed store (etcd) is the
+//! planned second backend. [`FaultyStore`] wraps any store to fail writes on
+//! demand, for testing that a failed write deploys nothing.
+//!
+//! Calls are blocking; async callers use `spawn_blocking` or a writer thread.
+
+mod faulty;
+mod sqlite;
+
+pub use faulty::FaultyStore;
+pub use sqlite::SqliteStore;
+
+use serde::{Deserialize, Serialize};
+use stratus_dag::InvocationRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
+    #[error("injected fault: {0}")]
+    Injected(&'static str),
+}
+
+/// A deployed resource at its current revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResource {
+    /// `Service` or `Workflow`.
+    pub kind: String,
+    pub name: String,
+    pub revision: u64,
+    /// The parsed spec as JSON (the `stratus_spec` model).
+    pub spec_json: String,
+    /// The YAML document as the user wrote it.
+    pub source: String,
+    pub updated_unix_ms: u64,
+}
+
+pub trait StateStore: Send + Sync {
+    /// Stores all resources in one transaction: all or nothing. A resource
+    /// whose spec is unchanged keeps its revision; a changed one gets the
+    /// next. Returns the resulting revisions, in input order.
+    fn put_resources(&self, items: &[StoredResource]) -> Result<Vec<u64>, StateError>;
+    /// Deletes a resource (its history stays); false if it did not exist.
+    fn delete_resource(&self, kind: &str, name: &str) -> Result<bool, StateError>;
+    fn list_resources(&self) -> Result<Vec<StoredResource>, StateError>;
+    /// Appends invocation records in one transaction.
+    fn record_invocations(&self, recs: &[InvocationRecord]) -> Result<(), StateError>;
+    fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError>;
+    /// Newest first.
+    fn list_invocations(&self, target: Option<&str>, limit: usize) -> Result<Vec<InvocationRecord>, StateError>;
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,215 @@
+//! The embedded SQLite store.
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+use stratus_dag::InvocationRecord;
+
+use crate::{now_unix_ms, StateError, StateStore, StoredResource};
+
+const SCHEMA_VERSION: i64 = 1;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
+        Self::init(Connection::open(path)?)
+    }
+
+    pub fn in_memory() -> Result<SqliteStore, StateError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StateError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StateError::Corrupt(format!(
+                "state database has schema version {version}, newer than this binary's {SCHEMA_VERSION}; upgrade stratus"
+            )));
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS revisions (
+                kind TEXT NOT NULL, name TEXT NOT NULL, revision INTEGER NOT NULL,
+                spec_json TEXT NOT NULL, source TEXT NOT NULL, created_unix_ms INTEGER NOT NULL,
+                PRIMARY KEY (kind, name, revision));
+             CREATE TABLE IF NOT EXISTS resources (
+                kind TEXT NOT NULL, name TEXT NOT NULL, revision INTEGER NOT NULL,
+                updated_unix_ms INTEGER NOT NULL, PRIMARY KEY (kind, name));
+             CREATE TABLE IF NOT EXISTS invocations (
+                id TEXT PRIMARY KEY, target TEXT NOT NULL, received_unix_us INTEGER NOT NULL,
+                ok INTEGER NOT NULL, record_json TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS invocations_by_target ON invocations (target, received_unix_us);
+             CREATE INDEX IF NOT EXISTS invocations_by_time ON invocations (received_unix_us);
+             PRAGMA user_version = 1;",
+        )?;
+        Ok(SqliteStore { conn: Mutex::new(conn) })
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn put_resources(&self, items: &[StoredResource]) -> Result<Vec<u64>, StateError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let now = now_unix_ms();
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let latest: Option<(u64, String)> = tx
+                .query_row(
+                    "SELECT revision, spec_json FROM revisions WHERE kind = ?1 AND name = ?2
+                     ORDER BY revision DESC LIMIT 1",
+                    params![it.kind, it.name],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+                )
+                .optional()?;
+            let rev = match latest {
+                Some((rev, spec)) if spec == it.spec_json => rev,
+                Some((rev, _)) => rev + 1,
+                None => 1,
+            };
+            tx.execute(
+                "INSERT OR IGNORE INTO revisions (kind, name, revision, spec_json, source, created_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![it.kind, it.name, rev as i64, it.spec_json, it.source, now as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO resources (kind, name, revision, updated_unix_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, name) DO UPDATE SET revision = excluded.revision, updated_unix_ms = excluded.updated_unix_ms",
+                params![it.kind, it.name, rev as i64, now as i64],
+            )?;
+            out.push(rev);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn delete_resource(&self, kind: &str, name: &str) -> Result<bool, StateError> {
+        let conn = self.conn.lock();
+        Ok(conn.execute("DELETE FROM resources WHERE kind = ?1 AND name = ?2", params![kind, name])? > 0)
+    }
+
+    fn list_resources(&self) -> Result<Vec<StoredResource>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare(
+            "SELECT r.kind, r.name, r.revision, v.spec_json, v.source, r.updated_unix_ms
+             FROM resources r JOIN revisions v ON v.kind = r.kind AND v.name = r.name AND v.revision = r.revision
+             ORDER BY r.kind DESC, r.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredResource {
+                kind: r.get(0)?,
+                name: r.get(1)?,
+                revision: r.get::<_, i64>(2)? as u64,
+                spec_json: r.get(3)?,
+                source: r.get(4)?,
+                updated_unix_ms: r.get::<_, i64>(5)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn record_invocations(&self, recs: &[InvocationRecord]) -> Result<(), StateError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO invocations (id, target, received_unix_us, ok, record_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in recs {
+                let json = serde_json::to_string(r).map_err(|e| StateError::Corrupt(e.to_string()))?;
+                stmt.execute(params![r.id, r.target, r.received_unix_us as i64, r.ok, json])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError> {
+        let conn = self.conn.lock();
+        let json: Option<String> = conn
+            .query_row("SELECT record_json FROM invocations WHERE id = ?1", params![id], |r| r.get(0))
+            .optional()?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| StateError::Corrupt(format!("invocation {id}: {e}"))))
+            .transpose()
+    }
+
+    fn list_invocations(&self, target: Option<&str>, limit: usize) -> Result<Vec<InvocationRecord>, StateError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT record_json FROM invocations WHERE (?1 IS NULL OR target = ?1)
+             ORDER BY received_unix_us DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![target, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for j in rows {
+            out.push(serde_json::from_str(&j?).map_err(|e| StateError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratus_dag::{Breakdown, InvocationKind};
+
+    fn res(name: &str, spec: &str) -> StoredResource {
+        StoredResource {
+            kind: "Service".into(),
+            name: name.into(),
+            revision: 0,
+            spec_json: spec.into(),
+            source: format!("name: {name}"),
+            updated_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn revisions_advance_only_on_change_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            assert_eq!(s.put_resources(&[res("a", "1"), res("b", "1")]).unwrap(), vec![1, 1]);
+            assert_eq!(s.put_resources(&[res("a", "1")]).unwrap(), vec![1]);
+            assert_eq!(s.put_resources(&[res("a", "2")]).unwrap(), vec![2]);
+            assert!(s.delete_resource("Service", "b").unwrap());
+            assert!(!s.delete_resource("Service", "b").unwrap());
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let all = s.list_resources().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].name.as_str(), all[0].revision, all[0].spec_json.as_str()), ("a", 2, "2"));
+        // Redeploying a deleted resource continues its history.
+        assert_eq!(s.put_resources(&[res("b", "9")]).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn invocations_round_trip_newest_first() {
+        let s = SqliteStore::in_memory().unwrap();
+        let rec = |id: &str, t: u64| InvocationRecord {
+            id: id.into(),
+            target: "wf".into(),
+            kind: InvocationKind::Workflow,
+            ok: true,
+            error: None,
+            received_unix_us: t,
+            finished_us: 5,
+            input_bytes: 1,
+            output_bytes: 2,
+            breakdown: Breakdown::default(),
+            runs: vec![],
+        };
+        s.record_invocations(&[rec("x", 1), rec("y", 2)]).unwrap();
+        assert_eq!(s.get_invocation("x").unwrap().unwrap(), rec("x", 1));
+        assert!(s.get_invocation("nope").unwrap().is_none());
+        let ids: Vec<String> = s.list_invocations(Some("wf"), 10).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["y", "x"]);
+        assert!(s.list_invocations(Some("other"), 10).unwrap().is_empty());
+    }
+}
