@@ -1,1 +1,60 @@
-//! bench
+//! End-to-end jobs over an embedded platform: the `demo` and the
+//! `bench overhead` benchmark, plus shared report helpers.
+
+pub mod demo;
+pub mod overhead;
+pub mod report;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use stratus_gateway::client::GatewayClient;
+use stratus_gateway::{Config, Platform};
+
+/// An in-process platform serving on an ephemeral loopback port.
+pub struct Embedded {
+    pub platform: Arc<Platform>,
+    pub client: GatewayClient,
+    pub url: String,
+    _state: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Embedded {
+    pub async fn start(mut cfg: Config) -> Result<Embedded> {
+        let state = tempfile::tempdir().context("creating a temporary state directory")?;
+        cfg.state_dir = Some(state.path().to_path_buf());
+        let platform = Platform::start(cfg).await.context("starting the embedded platform")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let p = platform.clone();
+        let server = tokio::spawn(async move {
+            let _ = stratus_gateway::api::serve(p, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Ok(Embedded { platform, client: GatewayClient::new(&url), url, _state: state, stop: Some(tx), server: Some(server) })
+    }
+
+    /// Deploys YAML text; fails with the platform's message.
+    pub async fn deploy(&self, file: &str, yaml: &str) -> Result<stratus_gateway::DeployReport> {
+        let r = self.client.deploy(file, yaml).await?;
+        if r.status != 200 {
+            anyhow::bail!("deploying {file} failed:\n{}", r.error_message());
+        }
+        Ok(serde_json::from_slice(&r.body)?)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        self.platform.shutdown().await;
+    }
+}

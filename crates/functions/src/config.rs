@@ -69,12 +69,22 @@ impl Config {
         }
         c.group_by = get("GROUP_BY").map(|v| v.trim().to_string());
         c.report_fields = get("REPORT_FIELDS").map(|v| {
-            v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
         });
         if let Some(v) = get("SPIN_MS") {
             c.spin_ms = match v.trim().parse::<f64>() {
                 Ok(ms) if ms.is_finite() && ms >= 0.0 => ms,
-                _ => return Err(bad("SPIN_MS", &v, "not a non-negative number of milliseconds")),
+                _ => {
+                    return Err(bad(
+                        "SPIN_MS",
+                        &v,
+                        "not a non-negative number of milliseconds",
+                    ))
+                }
             };
         }
         if let Some(v) = get("SPIN_MODE") {
@@ -96,7 +106,11 @@ fn positive(var: &'static str, value: &str) -> Result<usize, Error> {
 }
 
 fn bad(var: &'static str, value: &str, reason: &str) -> Error {
-    Error::BadEnv { var, value: value.into(), reason: reason.into() }
+    Error::BadEnv {
+        var,
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 #[cfg(test)]
@@ -105,8 +119,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, Error> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -132,7 +148,10 @@ mod tests {
         assert_eq!(c.top_n, 3);
         assert_eq!(c.csv_batch_rows, 20);
         assert_eq!(c.group_by.as_deref(), Some("direction"));
-        assert_eq!(c.report_fields, Some(vec!["nswprice".to_string(), "vicprice".to_string()]));
+        assert_eq!(
+            c.report_fields,
+            Some(vec!["nswprice".to_string(), "vicprice".to_string()])
+        );
         assert_eq!(c.spin_ms, 2.5);
         assert_eq!(c.spin_mode, SpinMode::Sleep);
         // SPLIT_CHUNK_BYTES wins over SPLIT_PARTS.

@@ -154,7 +154,11 @@ pub enum Error {
 }
 
 fn known_names() -> String {
-    FUNCTIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    FUNCTIONS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs function `name` as a Knative-contract HTTP server until SIGTERM/SIGINT.
@@ -187,14 +191,18 @@ pub fn main_for(name: &str, args: &[String]) -> Result<(), Error> {
         match flag {
             "--port" => {
                 let v = value(flag)?;
-                port = v.parse().map_err(|_| Error::BadArg(format!("--port {v:?} is not a port number")))?;
+                port = v
+                    .parse()
+                    .map_err(|_| Error::BadArg(format!("--port {v:?} is not a port number")))?;
             }
             "--host" => host = value(flag)?,
             other => return Err(Error::BadArg(format!("unexpected {other:?}"))),
         }
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let result = rt.block_on(async {
         let addr = format!("{host}:{port}");
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
@@ -219,7 +227,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -245,7 +256,8 @@ mod tests {
     fn is_dns1123_label(s: &str) -> bool {
         !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-')
     }

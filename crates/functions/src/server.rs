@@ -51,7 +51,10 @@ impl Stats {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let at_start = self.inflight.fetch_add(1, Ordering::Relaxed) + 1;
         self.max_inflight.fetch_max(at_start, Ordering::Relaxed);
-        InflightGuard { stats: self, at_start }
+        InflightGuard {
+            stats: self,
+            at_start,
+        }
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -102,7 +105,12 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let state = Arc::new(State { function, config, stats: Stats::default(), pid: std::process::id() });
+    let state = Arc::new(State {
+        function,
+        config,
+        stats: Stats::default(),
+        pid: std::process::id(),
+    });
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
     let builder = Arc::new(builder);
@@ -151,7 +159,11 @@ pub async fn serve_with(
     Ok(())
 }
 
-fn respond(status: StatusCode, content_type: HeaderValue, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, content_type);
@@ -181,7 +193,10 @@ fn stats_response(state: &State) -> Response<Full<Bytes>> {
     respond(StatusCode::OK, JSON, body)
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() == Method::GET && req.uri().path() == "/stats" {
         return Ok(stats_response(&state));
     }
@@ -189,11 +204,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(bad_request(BadInput(format!("cannot read the request body: {e}")))),
+        Err(e) => {
+            return Ok(bad_request(BadInput(format!(
+                "cannot read the request body: {e}"
+            ))))
+        }
     };
     let response = match state.function {
         Function::Echo => {
-            let ct = parts.headers.get(CONTENT_TYPE).cloned().unwrap_or(OCTET_STREAM);
+            let ct = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .cloned()
+                .unwrap_or(OCTET_STREAM);
             respond(StatusCode::OK, ct, body)
         }
         Function::Noop => Response::new(Full::new(Bytes::new())),
@@ -207,7 +230,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
 async fn run_pure(state: &Arc<State>, body: Bytes) -> Response<Full<Bytes>> {
     let result = if body.len() >= OFFLOAD_BYTES {
         let st = state.clone();
-        match tokio::task::spawn_blocking(move || handlers::run_pure(st.function, &st.config, &body)).await {
+        match tokio::task::spawn_blocking(move || {
+            handlers::run_pure(st.function, &st.config, &body)
+        })
+        .await
+        {
             Ok(r) => r,
             Err(e) => return internal_error(format!("handler failed: {e}")),
         }
@@ -215,7 +242,11 @@ async fn run_pure(state: &Arc<State>, body: Bytes) -> Response<Full<Bytes>> {
         handlers::run_pure(state.function, &state.config, &body)
     };
     match result {
-        Some(Ok(out)) => respond(StatusCode::OK, HeaderValue::from_static(out.content_type), out.body),
+        Some(Ok(out)) => respond(
+            StatusCode::OK,
+            HeaderValue::from_static(out.content_type),
+            out.body,
+        ),
         Some(Err(e)) => bad_request(e),
         None => internal_error(format!("{} is not a pure function", state.function)),
     }

@@ -1,1 +1,20 @@
-//! gateway
+//! The gateway: the platform's HTTP front door (activator), the engine that
+//! drives workflow executions, autoscaling, metrics and the embedded
+//! [`Platform`] that ties state, sandboxes and the DAG engine together.
+//!
+//! Only this crate speaks HTTP, to clients and to function instances.
+
+pub mod api;
+mod body;
+pub mod client;
+pub mod config;
+mod engine;
+pub mod metrics;
+mod platform;
+pub mod pool;
+mod recorder;
+
+pub use body::ChunksBody;
+pub use config::Config;
+pub use engine::{CallError, InvokeResult};
+pub use platform::{DeployReport, Platform, PlatformError, ResourceInfo};

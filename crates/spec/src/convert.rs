@@ -13,11 +13,20 @@ pub(crate) struct Ctx<'f> {
     /// Context attached to errors raised while it is set.
     pub workflow: Option<String>,
     pub step: Option<String>,
+    /// "Did you mean" lookups left; bounds the work on huge, broken files.
+    suggestions_left: usize,
 }
 
 impl<'f> Ctx<'f> {
     pub fn new(file: &'f str) -> Self {
-        Ctx { file, errors: Vec::new(), warnings: Vec::new(), workflow: None, step: None }
+        Ctx {
+            file,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            workflow: None,
+            step: None,
+            suggestions_left: SUGGESTION_BUDGET,
+        }
     }
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
@@ -31,12 +40,29 @@ impl<'f> Ctx<'f> {
     }
 
     pub fn warn(&mut self, pos: Pos, message: impl Into<String>) {
-        self.warnings.push(Warning { file: self.file.to_string(), pos, message: message.into() });
+        self.warnings.push(Warning {
+            file: self.file.to_string(),
+            pos,
+            message: message.into(),
+        });
+    }
+
+    /// The closest candidate to `name`, while the lookup budget lasts.
+    pub fn suggest<'a>(
+        &mut self,
+        name: &str,
+        candidates: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&'a str> {
+        self.suggestions_left = self.suggestions_left.checked_sub(1)?;
+        suggest(name, candidates)
     }
 
     /// `path: expected X, found Y`.
     pub fn type_error(&mut self, node: &Node, path: &str, expected: &str) {
-        self.error(node.pos, format!("{path}: expected {expected}, found {}", node.describe()));
+        self.error(
+            node.pos,
+            format!("{path}: expected {expected}, found {}", node.describe()),
+        );
     }
 
     /// A non-null scalar's text (numbers and booleans are accepted as text).
@@ -54,10 +80,15 @@ impl<'f> Ctx<'f> {
     pub fn int(&mut self, node: &Node, path: &str, lo: i64, hi: i64) -> Option<i64> {
         let v = match &*node.kind {
             Kind::Scalar { value, plain: true } => parse_int(value),
-            Kind::Scalar { value, plain: false } if parse_int(value).is_some() => {
+            Kind::Scalar {
+                value,
+                plain: false,
+            } if parse_int(value).is_some() => {
                 self.error(
                     node.pos,
-                    format!("{path}: expected an integer, found string {value:?} (remove the quotes)"),
+                    format!(
+                        "{path}: expected an integer, found string {value:?} (remove the quotes)"
+                    ),
                 );
                 return None;
             }
@@ -68,7 +99,10 @@ impl<'f> Ctx<'f> {
             return None;
         };
         if v < lo || v > hi {
-            self.error(node.pos, format!("{path}: {v} is out of range; use a value in {lo}..={hi}"));
+            self.error(
+                node.pos,
+                format!("{path}: {v} is out of range; use a value in {lo}..={hi}"),
+            );
             return None;
         }
         Some(v)
@@ -168,7 +202,10 @@ impl<'n> MapView<'n> {
     /// Like [`MapView::get`], also returning the key's position.
     pub fn get_with_key(&mut self, key: &str) -> Option<(Pos, &'n Node)> {
         let v = self.get(key)?;
-        let k = self.entries.iter().find(|(k, _)| k.as_scalar() == Some(key))?;
+        let k = self
+            .entries
+            .iter()
+            .find(|(k, _)| k.as_scalar() == Some(key))?;
         Some((k.0.pos, v))
     }
 
@@ -176,7 +213,10 @@ impl<'n> MapView<'n> {
     pub fn require(&mut self, ctx: &mut Ctx<'_>, key: &str) -> Option<&'n Node> {
         let v = self.get(key);
         if v.is_none() {
-            ctx.error(self.pos, format!("missing required field {}", self.sub(key)));
+            ctx.error(
+                self.pos,
+                format!("missing required field {}", self.sub(key)),
+            );
         }
         v
     }
@@ -190,7 +230,11 @@ impl<'n> MapView<'n> {
                 Some(s) => out.push((s, k.pos, v)),
                 None => ctx.error(
                     k.pos,
-                    format!("{}: keys must be strings, found {}", self.path, k.describe()),
+                    format!(
+                        "{}: keys must be strings, found {}",
+                        self.path,
+                        k.describe()
+                    ),
                 ),
             }
         }
@@ -205,7 +249,14 @@ impl<'n> MapView<'n> {
                 continue;
             }
             let Some(key) = k.as_scalar() else {
-                ctx.error(k.pos, format!("{}: keys must be strings, found {}", self.path, k.describe()));
+                ctx.error(
+                    k.pos,
+                    format!(
+                        "{}: keys must be strings, found {}",
+                        self.path,
+                        k.describe()
+                    ),
+                );
                 continue;
             };
             if silent.contains(&key) {
@@ -216,7 +267,8 @@ impl<'n> MapView<'n> {
                 ctx.warn(k.pos, format!("{path}: {note}"));
                 continue;
             }
-            let hint = suggest(key, self.asked.iter().map(String::as_str))
+            let hint = ctx
+                .suggest(key, self.asked.iter().map(String::as_str))
                 .map(|s| format!("; did you mean '{s}'?"))
                 .unwrap_or_default();
             ctx.warn(k.pos, format!("unknown field {path} (ignored{hint})"));
@@ -230,7 +282,10 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         "is empty"
     } else if name.len() > 63 {
         "is longer than 63 characters"
-    } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         "may contain only lowercase letters, digits and '-'"
     } else if !name.as_bytes()[0].is_ascii_lowercase() {
         "must start with a lowercase letter"
@@ -245,8 +300,32 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     ))
 }
 
+/// How many "did you mean" lookups one file may do.
+pub(crate) const SUGGESTION_BUDGET: usize = 100;
+
+/// At most this many names are listed in one message.
+const LIST_MAX: usize = 10;
+
+/// `a, b, c` or `a, b, ... (12 more)`.
+pub(crate) fn list_names(names: &[&str]) -> String {
+    let mut s = names
+        .iter()
+        .take(LIST_MAX)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > LIST_MAX {
+        s.push_str(&format!(", ... ({} more)", names.len() - LIST_MAX));
+    }
+    s
+}
+
 /// The closest candidate within a small edit distance, for "did you mean".
-pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+/// Only the first 1000 candidates are considered.
+pub(crate) fn suggest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = match name.chars().count() {
         0..=2 => 0,
         3..=5 => 1,
@@ -255,7 +334,8 @@ pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a s
     let lower = name.to_ascii_lowercase();
     candidates
         .into_iter()
-        .filter(|c| *c != name)
+        .take(1000)
+        .filter(|c| *c != name && c.len().abs_diff(name.len()) <= limit)
         .map(|c| (edit_distance(&lower, &c.to_ascii_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
@@ -265,9 +345,6 @@ pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a s
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    if a.len().abs_diff(b.len()) > 3 {
-        return usize::MAX;
-    }
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     let mut cur = vec![0; b.len() + 1];
     for (i, ca) in a.iter().enumerate() {

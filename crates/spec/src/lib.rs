@@ -66,10 +66,10 @@ mod tests;
 
 pub use model::*;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use convert::{suggest, Ctx, MapView};
+use convert::{suggest, Ctx, MapView, SUGGESTION_BUDGET};
 
 /// `apiVersion` of Knative Services.
 pub const SERVICE_API_VERSION: &str = "serving.knative.dev/v1";
@@ -108,7 +108,11 @@ impl std::error::Error for SpecError {}
 pub struct SpecErrors(pub Vec<SpecError>);
 
 fn display_lines(errors: &[SpecError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl SpecErrors {
@@ -145,15 +149,22 @@ pub fn parse(file: &str, text: &str) -> Result<Bundle, SpecErrors> {
         ctx.error(*pos, msg.clone());
     }
 
-    let mut bundle = Bundle { file: file.to_string(), ..Bundle::default() };
+    let mut bundle = Bundle {
+        file: file.to_string(),
+        ..Bundle::default()
+    };
     // Every valid name seen, for the shared namespace check: name -> (kind, pos).
     let mut names: HashMap<String, (&'static str, Pos)> = HashMap::new();
     for (doc, source) in loaded.docs.iter().zip(sources) {
         if doc.root.is_null() {
             continue;
         }
-        let Some(mut root) = MapView::new(&mut ctx, &doc.root, "") else { continue };
-        let Some(kind) = document_kind(&mut ctx, &mut root) else { continue };
+        let Some(mut root) = MapView::new(&mut ctx, &doc.root, "") else {
+            continue;
+        };
+        let Some(kind) = document_kind(&mut ctx, &mut root) else {
+            continue;
+        };
         let (name, resource) = match kind {
             "Service" => {
                 let (name, svc) = service::convert(&mut ctx, root);
@@ -179,6 +190,7 @@ pub fn parse(file: &str, text: &str) -> Result<Bundle, SpecErrors> {
 
     if ctx.errors.is_empty() {
         bundle.warnings = ctx.warnings;
+        bundle.warnings.sort_by_key(|w| (w.pos.line, w.pos.col));
         Ok(bundle)
     } else {
         let mut errors = ctx.errors;
@@ -194,7 +206,10 @@ fn document_kind(ctx: &mut Ctx<'_>, root: &mut MapView<'_>) -> Option<&'static s
     let kind_node = root.get("kind");
     let api_node = root.get("apiVersion");
     let Some(kind_node) = kind_node else {
-        ctx.error(root.pos, format!("missing required field kind ({SUPPORTED})"));
+        ctx.error(
+            root.pos,
+            format!("missing required field kind ({SUPPORTED})"),
+        );
         return None;
     };
     let kind = ctx.string(kind_node, "kind")?;
@@ -202,15 +217,22 @@ fn document_kind(ctx: &mut Ctx<'_>, root: &mut MapView<'_>) -> Option<&'static s
         "Service" => ("Service", SERVICE_API_VERSION),
         "Workflow" => ("Workflow", WORKFLOW_API_VERSION),
         other => {
-            let hint = suggest(other, ["Service", "Workflow"])
+            let hint = ctx
+                .suggest(other, ["Service", "Workflow"])
                 .map(|s| format!("did you mean '{s}'? "))
                 .unwrap_or_default();
-            ctx.error(kind_node.pos, format!("unsupported kind '{other}' ({hint}{SUPPORTED})"));
+            ctx.error(
+                kind_node.pos,
+                format!("unsupported kind '{other}' ({hint}{SUPPORTED})"),
+            );
             return None;
         }
     };
     let Some(api_node) = api_node else {
-        ctx.error(root.pos, format!("missing required field apiVersion (use {want_api} for kind {kind})"));
+        ctx.error(
+            root.pos,
+            format!("missing required field apiVersion (use {want_api} for kind {kind})"),
+        );
         return None;
     };
     let api = ctx.string(api_node, "apiVersion")?;
@@ -256,23 +278,34 @@ fn check_unique(
 
 /// Cross-file check: every step's function must be a Service in `bundle` or
 /// one `known_functions` accepts (e.g. already deployed).
-pub fn validate_refs(bundle: &Bundle, known_functions: &dyn Fn(&str) -> bool) -> Result<(), SpecErrors> {
+pub fn validate_refs(
+    bundle: &Bundle,
+    known_functions: &dyn Fn(&str) -> bool,
+) -> Result<(), SpecErrors> {
+    let services: HashSet<&str> = bundle.services.iter().map(|s| s.name.as_str()).collect();
+    let mut suggestions_left = SUGGESTION_BUDGET;
     let mut errors = Vec::new();
     for wf in &bundle.workflows {
         for step in &wf.steps {
             let f = step.function.as_str();
-            if bundle.services.iter().any(|s| s.name == f) || known_functions(f) {
+            if services.contains(f) || known_functions(f) {
                 continue;
             }
-            let hint = suggest(f, bundle.services.iter().map(|s| s.name.as_str()))
-                .map(|s| format!("did you mean '{s}'? "))
-                .unwrap_or_default();
+            let mut hint = String::new();
+            if let Some(left) = suggestions_left.checked_sub(1) {
+                suggestions_left = left;
+                if let Some(s) = suggest(f, bundle.services.iter().map(|s| s.name.as_str())) {
+                    hint = format!("did you mean '{s}'? ");
+                }
+            }
             errors.push(SpecError {
                 file: bundle.file.clone(),
                 pos: step.pos,
                 workflow: Some(wf.name.clone()),
                 step: Some(step.name.clone()),
-                message: format!("unknown function '{f}' ({hint}deploy a Service named '{f}' or fix the name)"),
+                message: format!(
+                    "unknown function '{f}' ({hint}deploy a Service named '{f}' or fix the name)"
+                ),
             });
         }
     }

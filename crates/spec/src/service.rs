@@ -7,8 +7,14 @@ use crate::model::{Pos, Service, RUNTIME_ANNOTATION};
 use crate::yaml::Node;
 
 const AUTOSCALING: &str = "autoscaling.knative.dev/";
-const MIN_SCALE: [&str; 2] = ["autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/minScale"];
-const MAX_SCALE: [&str; 2] = ["autoscaling.knative.dev/max-scale", "autoscaling.knative.dev/maxScale"];
+const MIN_SCALE: [&str; 2] = [
+    "autoscaling.knative.dev/min-scale",
+    "autoscaling.knative.dev/minScale",
+];
+const MAX_SCALE: [&str; 2] = [
+    "autoscaling.knative.dev/max-scale",
+    "autoscaling.knative.dev/maxScale",
+];
 const TARGET: &str = "autoscaling.knative.dev/target";
 
 /// Kubernetes object metadata fields accepted without comment.
@@ -50,7 +56,10 @@ const POD_SPEC_SILENT: &[&str] = &[
 
 const POD_SPEC_NOTED: &[(&str, &str)] = &[
     ("volumes", "volumes are not supported by Stratus (ignored)"),
-    ("initContainers", "init containers are not supported by Stratus (ignored)"),
+    (
+        "initContainers",
+        "init containers are not supported by Stratus (ignored)",
+    ),
 ];
 
 const CONTAINER_SILENT: &[&str] = &[
@@ -67,15 +76,27 @@ const CONTAINER_SILENT: &[&str] = &[
 ];
 
 const CONTAINER_NOTED: &[(&str, &str)] = &[
-    ("envFrom", "envFrom is not supported by Stratus (ignored); list variables under env"),
-    ("volumeMounts", "volume mounts are not supported by Stratus (ignored)"),
-    ("workingDir", "workingDir is not supported by Stratus (ignored)"),
+    (
+        "envFrom",
+        "envFrom is not supported by Stratus (ignored); list variables under env",
+    ),
+    (
+        "volumeMounts",
+        "volume mounts are not supported by Stratus (ignored)",
+    ),
+    (
+        "workingDir",
+        "workingDir is not supported by Stratus (ignored)",
+    ),
 ];
 
 /// Converts a Service document whose `apiVersion`/`kind` were already read.
 /// Returns the name (with its position) whenever it is valid, and the Service
 /// when the document had no errors.
-pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(String, Pos)>, Option<Service>) {
+pub(crate) fn convert(
+    ctx: &mut Ctx<'_>,
+    mut root: MapView<'_>,
+) -> (Option<(String, Pos)>, Option<Service>) {
     let errors_before = ctx.errors.len();
     let doc_pos = root.pos;
 
@@ -139,7 +160,9 @@ pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(Stri
 
     // spec.template.{metadata,spec}
     const CONTAINERS: &str = "spec.template.spec.containers";
-    let missing = |ctx: &mut Ctx<'_>, pos: Pos| ctx.error(pos, format!("missing required field {CONTAINERS}"));
+    let missing = |ctx: &mut Ctx<'_>, pos: Pos| {
+        ctx.error(pos, format!("missing required field {CONTAINERS}"))
+    };
     let mut tspec_node = None;
     let mut scale_pos = None;
     match root.get("spec") {
@@ -164,7 +187,10 @@ pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(Stri
                 spec.finish(
                     ctx,
                     &[],
-                    &[("traffic", "traffic splitting is ignored (Stratus always routes to the current spec)")],
+                    &[(
+                        "traffic",
+                        "traffic splitting is ignored (Stratus always routes to the current spec)",
+                    )],
                 );
             }
         }
@@ -196,7 +222,9 @@ pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(Stri
 /// (to point at it if it conflicts with max-scale).
 fn template_metadata(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos> {
     let mut meta = MapView::new(ctx, node, "spec.template.metadata")?;
-    let pos = meta.get("annotations").and_then(|a| annotations(ctx, a, svc));
+    let pos = meta
+        .get("annotations")
+        .and_then(|a| annotations(ctx, a, svc));
     meta.finish(ctx, &["name", "labels", "namespace", "generateName"], &[]);
     pos
 }
@@ -216,11 +244,17 @@ fn annotations(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos>
         svc.annotations.insert(key.to_string(), value.clone());
         let scale = |seen: &mut Option<String>, ctx: &mut Ctx<'_>| -> Option<u32> {
             if let Some(first) = seen.replace(key.to_string()) {
-                ctx.error(kpos, format!("both '{first}' and '{key}' are set; keep only one"));
+                ctx.error(
+                    kpos,
+                    format!("both '{first}' and '{key}' are set; keep only one"),
+                );
             }
             let parsed = value.trim().parse::<u32>().ok();
             if parsed.is_none() {
-                ctx.error(v.pos, format!("annotation '{key}': expected a non-negative integer, found {value:?}"));
+                ctx.error(
+                    v.pos,
+                    format!("annotation '{key}': expected a non-negative integer, found {value:?}"),
+                );
             }
             parsed
         };
@@ -238,12 +272,17 @@ fn annotations(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos>
                 Ok(t) if t.is_finite() && t > 0.0 => svc.target = Some(t),
                 _ => ctx.error(
                     v.pos,
-                    format!("annotation '{key}': expected a number greater than 0, found {value:?}"),
+                    format!(
+                        "annotation '{key}': expected a number greater than 0, found {value:?}"
+                    ),
                 ),
             }
         } else if key == RUNTIME_ANNOTATION {
             if value.trim().is_empty() {
-                ctx.error(v.pos, format!("annotation '{key}' is empty; name a runtime such as 'process'"));
+                ctx.error(
+                    v.pos,
+                    format!("annotation '{key}' is empty; name a runtime such as 'process'"),
+                );
             } else {
                 svc.runtime = value.trim().to_string();
             }
@@ -253,7 +292,10 @@ fn annotations(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos>
                 ("class", "kpa.autoscaling.knative.dev") | ("metric", "concurrency")
             );
             if !harmless {
-                ctx.warn(kpos, format!("annotation '{key}' is not supported by Stratus (ignored)"));
+                ctx.warn(
+                    kpos,
+                    format!("annotation '{key}' is not supported by Stratus (ignored)"),
+                );
             }
         }
     }
@@ -261,7 +303,9 @@ fn annotations(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos>
 }
 
 fn pod_spec(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) {
-    let Some(mut spec) = MapView::new(ctx, node, "spec.template.spec") else { return };
+    let Some(mut spec) = MapView::new(ctx, node, "spec.template.spec") else {
+        return;
+    };
     if let Some(n) = spec.get("containerConcurrency") {
         if let Some(v) = ctx.int(n, "spec.template.spec.containerConcurrency", 0, 1000) {
             svc.container_concurrency = v as u32;
@@ -278,7 +322,10 @@ fn pod_spec(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) {
         Some(c) => {
             if let Some(items) = ctx.seq(c, PATH) {
                 match items {
-                    [] => ctx.error(c.pos, format!("{PATH} is empty; define exactly one container")),
+                    [] => ctx.error(
+                        c.pos,
+                        format!("{PATH} is empty; define exactly one container"),
+                    ),
                     [first, rest @ ..] => {
                         if let Some(second) = rest.first() {
                             ctx.error(
@@ -301,7 +348,9 @@ fn pod_spec(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) {
 
 fn container(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) {
     const PATH: &str = "spec.template.spec.containers[0]";
-    let Some(mut c) = MapView::new(ctx, node, PATH) else { return };
+    let Some(mut c) = MapView::new(ctx, node, PATH) else {
+        return;
+    };
     match c.get("image") {
         Some(n) => {
             if let Some(s) = ctx.string(n, &format!("{PATH}.image")) {
@@ -342,14 +391,23 @@ fn container(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) {
 }
 
 fn env(ctx: &mut Ctx<'_>, node: &Node, path: &str, svc: &mut Service) {
-    let Some(items) = ctx.seq(node, path) else { return };
+    let Some(items) = ctx.seq(node, path) else {
+        return;
+    };
     for (i, item) in items.iter().enumerate() {
         let p = format!("{path}[{i}]");
-        let Some(mut e) = MapView::new(ctx, item, &p) else { continue };
-        let name = e.require(ctx, "name").and_then(|n| ctx.string(n, &format!("{p}.name")));
+        let Some(mut e) = MapView::new(ctx, item, &p) else {
+            continue;
+        };
+        let name = e
+            .require(ctx, "name")
+            .and_then(|n| ctx.string(n, &format!("{p}.name")));
         if let Some((kpos, _)) = e.get_with_key("valueFrom") {
             let n = name.as_deref().unwrap_or("?");
-            ctx.warn(kpos, format!("{p}: valueFrom is not supported by Stratus; variable '{n}' is skipped"));
+            ctx.warn(
+                kpos,
+                format!("{p}: valueFrom is not supported by Stratus; variable '{n}' is skipped"),
+            );
             e.get("value");
             e.finish(ctx, &[], &[]);
             continue;
@@ -366,13 +424,20 @@ fn env(ctx: &mut Ctx<'_>, node: &Node, path: &str, svc: &mut Service) {
 }
 
 fn ports(ctx: &mut Ctx<'_>, node: &Node, path: &str, svc: &mut Service) {
-    let Some(items) = ctx.seq(node, path) else { return };
+    let Some(items) = ctx.seq(node, path) else {
+        return;
+    };
     if let Some(second) = items.get(1) {
-        ctx.error(second.pos, format!("{path}: only one port is supported, found {}", items.len()));
+        ctx.error(
+            second.pos,
+            format!("{path}: only one port is supported, found {}", items.len()),
+        );
     }
     let Some(first) = items.first() else { return };
     let p = format!("{path}[0]");
-    let Some(mut port) = MapView::new(ctx, first, &p) else { return };
+    let Some(mut port) = MapView::new(ctx, first, &p) else {
+        return;
+    };
     if let Some(n) = port.require(ctx, "containerPort") {
         if let Some(v) = ctx.int(n, &format!("{p}.containerPort"), 1, 65535) {
             svc.container_port = v as u16;

@@ -1,8 +1,8 @@
 //! `stratus.dev/v1alpha1` `Workflow` → [`Workflow`], with DAG validation.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::convert::{check_name, suggest, Ctx, MapView};
+use crate::convert::{check_name, list_names, Ctx, MapView};
 use crate::model::{InputFormat, InputRef, Pos, Step, Trigger, Workflow};
 use crate::yaml::{Kind, Node};
 
@@ -11,11 +11,13 @@ struct Parsed {
     step: Step,
     /// Every reference (from `map` or `inputs`) with its position.
     refs: Vec<(InputRef, Pos)>,
-    trigger_set: bool,
 }
 
 /// Converts a Workflow document whose `apiVersion`/`kind` were already read.
-pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(String, Pos)>, Option<Workflow>) {
+pub(crate) fn convert(
+    ctx: &mut Ctx<'_>,
+    mut root: MapView<'_>,
+) -> (Option<(String, Pos)>, Option<Workflow>) {
     let errors_before = ctx.errors.len();
     let mut name = None;
     if let Some(m) = root.require(ctx, "metadata") {
@@ -35,16 +37,22 @@ pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(Stri
 
     let mut steps = Vec::new();
     let mut output = None;
+    // False when a step or the output could not be read: then "which step is
+    // final" cannot be judged.
+    let mut complete = true;
+    let mut spec_pos = root.pos;
     if let Some(s) = root.require(ctx, "spec") {
         if let Some(mut spec) = MapView::new(ctx, s, "spec") {
+            spec_pos = spec.pos;
             if let Some(list) = spec.require(ctx, "steps") {
                 if let Some(items) = ctx.seq(list, "spec.steps") {
                     if items.is_empty() {
                         ctx.error(list.pos, "spec.steps is empty; add at least one step");
                     }
                     for (i, item) in items.iter().enumerate() {
-                        if let Some(p) = step(ctx, item, i) {
-                            steps.push(p);
+                        match step(ctx, item, i) {
+                            Some(p) => steps.push(p),
+                            None => complete = false,
                         }
                         ctx.step = None;
                     }
@@ -52,6 +60,7 @@ pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(Stri
             }
             if let Some(o) = spec.get("output") {
                 output = ctx.string(o, "spec.output").map(|s| (s, o.pos));
+                complete &= output.is_some();
             }
             spec.finish(ctx, &[], &[]);
         }
@@ -59,7 +68,7 @@ pub(crate) fn convert(ctx: &mut Ctx<'_>, mut root: MapView<'_>) -> (Option<(Stri
     let wf_pos = root.pos;
     root.finish(ctx, &["status"], &[]);
 
-    validate(ctx, &steps, output.as_ref(), wf_pos);
+    validate(ctx, &steps, output.as_ref(), complete, spec_pos);
     ctx.workflow = None;
 
     let ok = ctx.errors.len() == errors_before;
@@ -87,7 +96,9 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
             ctx.error(*pos, format!("step {e}"));
         }
     }
-    let function = m.require(ctx, "function").and_then(|f| ctx.string(f, &format!("{path}.function")));
+    let function = m
+        .require(ctx, "function")
+        .and_then(|f| ctx.string(f, &format!("{path}.function")));
 
     let mut refs = Vec::new();
     let map = m.get("map").and_then(|n| {
@@ -97,20 +108,32 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
         Some(r)
     });
     let mut inputs = Vec::new();
+    let mut seen = HashSet::new();
     if let Some(n) = m.get("inputs") {
         let list: Vec<&Node> = match &*n.kind {
             Kind::Seq(items) => items.iter().collect(),
             Kind::Scalar { .. } => vec![n],
             Kind::Map(_) => {
-                ctx.type_error(n, &format!("{path}.inputs"), "a step name or a list of step names");
+                ctx.type_error(
+                    n,
+                    &format!("{path}.inputs"),
+                    "a step name or a list of step names",
+                );
                 Vec::new()
             }
         };
         for (j, item) in list.into_iter().enumerate() {
-            let Some(s) = ctx.string(item, &format!("{path}.inputs[{j}]")) else { continue };
-            let Some(r) = input_ref(ctx, &s, item.pos) else { continue };
-            if inputs.contains(&r) {
-                ctx.error(item.pos, format!("input '{s}' is listed twice; list each input once"));
+            let Some(s) = ctx.string(item, &format!("{path}.inputs[{j}]")) else {
+                continue;
+            };
+            let Some(r) = input_ref(ctx, &s, item.pos) else {
+                continue;
+            };
+            if !seen.insert(r.clone()) {
+                ctx.error(
+                    item.pos,
+                    format!("input '{s}' is listed twice; list each input once"),
+                );
                 continue;
             }
             refs.push((r.clone(), item.pos));
@@ -135,7 +158,10 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
             Some("json") => InputFormat::Json,
             Some("multipart") => InputFormat::Multipart,
             Some(other) => {
-                ctx.error(n.pos, format!("unknown inputFormat '{other}' (use json or multipart)"));
+                ctx.error(
+                    n.pos,
+                    format!("unknown inputFormat '{other}' (use json or multipart)"),
+                );
                 InputFormat::Json
             }
             None => InputFormat::Json,
@@ -155,7 +181,6 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
             pos: node.pos,
         },
         refs,
-        trigger_set: trigger_node.is_some(),
     })
 }
 
@@ -163,7 +188,10 @@ fn input_ref(ctx: &mut Ctx<'_>, s: &str, pos: Pos) -> Option<InputRef> {
     if s == "$input" {
         Some(InputRef::WorkflowInput)
     } else if s.starts_with('$') {
-        ctx.error(pos, format!("unknown reference '{s}' (the only special input is $input)"));
+        ctx.error(
+            pos,
+            format!("unknown reference '{s}' (the only special input is $input)"),
+        );
         None
     } else {
         Some(InputRef::Step(s.to_string()))
@@ -176,7 +204,10 @@ fn trigger(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Trigger> {
         Kind::Scalar { value, .. } => match value.as_str() {
             "allOf" => Some(Trigger::AllOf),
             "firstOf" | "batch" => {
-                ctx.error(node.pos, format!("trigger {value} needs a count, e.g. {{{value}: 2}}"));
+                ctx.error(
+                    node.pos,
+                    format!("trigger {value} needs a count, e.g. {{{value}: 2}}"),
+                );
                 None
             }
             _ => {
@@ -209,15 +240,34 @@ fn trigger(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Trigger> {
                 }
             }
         }
-        _ => {
-            ctx.error(node.pos, format!("{path}: expected a trigger, found {} ({HELP})", node.describe()));
+        Kind::Map(_) => {
+            ctx.error(
+                node.pos,
+                format!("{path}: a trigger mapping must have exactly one key ({HELP})"),
+            );
+            None
+        }
+        Kind::Seq(_) => {
+            ctx.error(
+                node.pos,
+                format!(
+                    "{path}: expected a trigger, found {} ({HELP})",
+                    node.describe()
+                ),
+            );
             None
         }
     }
 }
 
 /// Checks names, references, cycles, triggers and the output step.
-fn validate(ctx: &mut Ctx<'_>, steps: &[Parsed], output: Option<&(String, Pos)>, wf_pos: Pos) {
+fn validate(
+    ctx: &mut Ctx<'_>,
+    steps: &[Parsed],
+    output: Option<&(String, Pos)>,
+    complete: bool,
+    spec_pos: Pos,
+) {
     // Duplicate names: the first definition wins.
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, p) in steps.iter().enumerate() {
@@ -250,14 +300,19 @@ fn validate(ctx: &mut Ctx<'_>, steps: &[Parsed], output: Option<&(String, Pos)>,
             match index.get(src.as_str()) {
                 Some(&i) if i == j => {
                     ref_problem = true;
-                    ctx.error(*pos, format!("step '{src}' reads its own output; remove '{src}' from its inputs"));
+                    ctx.error(
+                        *pos,
+                        format!(
+                            "step '{src}' reads its own output; remove '{src}' from its inputs"
+                        ),
+                    );
                 }
                 Some(&i) => edges[i].push(j),
                 None => {
                     ref_problem = true;
-                    let hint = match suggest(src, names.iter().copied()) {
+                    let hint = match ctx.suggest(src, names.iter().copied()) {
                         Some(s) => format!("did you mean '{s}'?"),
-                        None => format!("steps: {}", names.join(", ")),
+                        None => format!("steps: {}", list_names(&names)),
                     };
                     ctx.error(*pos, format!("unknown step '{src}' ({hint})"));
                 }
@@ -267,8 +322,10 @@ fn validate(ctx: &mut Ctx<'_>, steps: &[Parsed], output: Option<&(String, Pos)>,
 
     // firstOf k can be checked now when every input yields exactly one item.
     for p in steps {
-        let Trigger::FirstOf(k) = p.step.trigger else { continue };
-        if p.step.map.is_some() || !p.trigger_set {
+        let Trigger::FirstOf(k) = p.step.trigger else {
+            continue;
+        };
+        if p.step.map.is_some() {
             continue;
         }
         let sources = p.step.sources();
@@ -307,28 +364,30 @@ fn validate(ctx: &mut Ctx<'_>, steps: &[Parsed], output: Option<&(String, Pos)>,
     }
 
     match output {
-        Some((o, pos)) => {
-            if !index.contains_key(o.as_str()) {
-                let hint = match suggest(o, names.iter().copied()) {
-                    Some(s) => format!("did you mean '{s}'?"),
-                    None => format!("steps: {}", names.join(", ")),
-                };
-                ctx.error(*pos, format!("spec.output names unknown step '{o}' ({hint})"));
-            }
+        Some((o, pos)) if !index.contains_key(o.as_str()) => {
+            let hint = match ctx.suggest(o, names.iter().copied()) {
+                Some(s) => format!("did you mean '{s}'?"),
+                None => format!("steps: {}", list_names(&names)),
+            };
+            ctx.error(
+                *pos,
+                format!("spec.output names unknown step '{o}' ({hint})"),
+            );
         }
-        None if cycles.is_empty() && !ref_problem => {
+        Some(_) => {}
+        None if complete && cycles.is_empty() && !ref_problem => {
             let sinks: Vec<&str> = index_order(&index, steps.len())
                 .filter(|&i| edges[i].is_empty())
                 .map(|i| names[i])
                 .collect();
             if sinks.len() > 1 {
                 ctx.error(
-                    wf_pos,
+                    spec_pos,
                     format!(
                         "the workflow has {} final steps ({}); set spec.output to the step whose \
                          output is the result",
                         sinks.len(),
-                        sinks.join(", ")
+                        list_names(&sinks)
                     ),
                 );
             }
@@ -356,11 +415,13 @@ pub(crate) fn cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
         members.entry(c).or_default().push(v);
     }
     let mut out: Vec<Vec<usize>> = Vec::new();
+    // BFS predecessor links, shared by all components (each BFS stays in its
+    // own component, so entries never collide).
+    let mut prev: Vec<Option<usize>> = vec![None; edges.len()];
     for vs in members.values().filter(|vs| vs.len() > 1) {
         let start = vs[0]; // members are pushed in index order
         let c = comp[start];
         // Shortest path from start back to start within the component.
-        let mut prev: Vec<Option<usize>> = vec![None; edges.len()];
         let mut queue = VecDeque::from([start]);
         let mut last = None;
         'bfs: while let Some(u) = queue.pop_front() {

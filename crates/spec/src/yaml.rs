@@ -27,18 +27,30 @@ pub(crate) struct Node {
 pub(crate) enum Kind {
     /// `plain` is false for quoted/block scalars and for `!!str`-tagged ones:
     /// their text is a string, never a number, boolean or null.
-    Scalar { value: String, plain: bool },
+    Scalar {
+        value: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
 
 impl Node {
     fn new(pos: Pos, kind: Kind) -> Self {
-        Node { pos, kind: Rc::new(kind) }
+        Node {
+            pos,
+            kind: Rc::new(kind),
+        }
     }
 
     pub fn null(pos: Pos) -> Self {
-        Node::new(pos, Kind::Scalar { value: String::new(), plain: true })
+        Node::new(
+            pos,
+            Kind::Scalar {
+                value: String::new(),
+                plain: true,
+            },
+        )
     }
 
     pub fn is_null(&self) -> bool {
@@ -60,7 +72,10 @@ impl Node {
             Kind::Seq(_) => "a list".into(),
             Kind::Map(_) => "a mapping".into(),
             _ if self.is_null() => "an empty value".into(),
-            Kind::Scalar { value, plain: false } => format!("string {value:?}"),
+            Kind::Scalar {
+                value,
+                plain: false,
+            } => format!("string {value:?}"),
             Kind::Scalar { value, plain: true } => {
                 if crate::convert::parse_int(value).is_some() {
                     format!("integer {value}")
@@ -94,7 +109,10 @@ pub(crate) struct Loaded {
 }
 
 pub(crate) fn pos_of(m: &Marker) -> Pos {
-    Pos { line: clamp_u32(m.line()), col: clamp_u32(m.col().saturating_add(1)) }
+    Pos {
+        line: clamp_u32(m.line()),
+        col: clamp_u32(m.col().saturating_add(1)),
+    }
 }
 
 fn clamp_u32(v: usize) -> u32 {
@@ -116,12 +134,16 @@ pub(crate) fn load(text: &str) -> Loaded {
                 }
             }
             Err(e) => {
-                b.errors.push((pos_of(e.marker()), syntax_message(e.info())));
+                b.errors
+                    .push((pos_of(e.marker()), syntax_message(e.info())));
                 break;
             }
         }
     }
-    Loaded { docs: b.docs, errors: b.errors }
+    Loaded {
+        docs: b.docs,
+        errors: b.errors,
+    }
 }
 
 fn syntax_message(info: &str) -> String {
@@ -138,7 +160,11 @@ fn syntax_message(info: &str) -> String {
 /// The exact text of `doc`: after its `---` line if it has one, up to where
 /// the next document (or the file) starts.
 pub(crate) fn source_slices(text: &str, docs: &[Document]) -> Vec<String> {
-    let mut cur = CharCursor { text, chars: 0, bytes: 0 };
+    let mut cur = CharCursor {
+        text,
+        chars: 0,
+        bytes: 0,
+    };
     let mut out = Vec::with_capacity(docs.len());
     for d in docs {
         let prev_end = cur.byte_at(d.prev_end);
@@ -146,7 +172,9 @@ pub(crate) fn source_slices(text: &str, docs: &[Document]) -> Vec<String> {
         let end = cur.byte_at(d.end.max(d.start).max(d.prev_end));
         let mut s = if text[start..].starts_with("---") {
             let after = start + 3;
-            let line_end = text[after..].find('\n').map_or(text.len(), |i| after + i + 1);
+            let line_end = text[after..]
+                .find('\n')
+                .map_or(text.len(), |i| after + i + 1);
             let rest = text[after..line_end].trim();
             if rest.is_empty() || rest.starts_with('#') {
                 line_end
@@ -154,7 +182,9 @@ pub(crate) fn source_slices(text: &str, docs: &[Document]) -> Vec<String> {
                 after
             }
         } else if text[prev_end..].starts_with("...") {
-            text[prev_end..].find('\n').map_or(text.len(), |i| prev_end + i + 1)
+            text[prev_end..]
+                .find('\n')
+                .map_or(text.len(), |i| prev_end + i + 1)
         } else {
             prev_end
         };
@@ -201,7 +231,10 @@ struct Frame {
 
 enum FrameKind {
     Seq(Vec<Node>),
-    Map { entries: Vec<(Node, Node)>, key: Option<Node> },
+    Map {
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
 }
 
 #[derive(Default)]
@@ -241,11 +274,19 @@ impl Builder {
 
     fn open(&mut self, pos: Pos, anchor: usize, kind: FrameKind) {
         if self.stack.len() >= MAX_DEPTH {
-            self.fail(pos, format!("YAML nested deeper than {MAX_DEPTH} levels; flatten the document"));
+            self.fail(
+                pos,
+                format!("YAML nested deeper than {MAX_DEPTH} levels; flatten the document"),
+            );
             return;
         }
         self.count(1, pos);
-        self.stack.push(Frame { pos, anchor, size: 1, kind });
+        self.stack.push(Frame {
+            pos,
+            anchor,
+            size: 1,
+            kind,
+        });
     }
 
     fn complete(&mut self, node: Node, size: usize, anchor: usize) {
@@ -295,7 +336,8 @@ impl Builder {
 
     /// Applies `<<` merge keys and reports duplicate keys.
     fn merge_and_check(&mut self, entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
-        let is_merge = |k: &Node| matches!(&*k.kind, Kind::Scalar { value, plain: true } if value == "<<");
+        let is_merge =
+            |k: &Node| matches!(&*k.kind, Kind::Scalar { value, plain: true } if value == "<<");
         let mut out: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
         let mut merged: Vec<(Node, Node)> = Vec::new();
         let mut seen: HashMap<String, Pos> = HashMap::new();
@@ -383,18 +425,25 @@ impl MarkedEventReceiver for Builder {
                     }
                 }
                 None => {
-                    self.errors.push((
-                        pos,
+                    let msg = if self.stack.iter().any(|f| f.anchor == id) {
                         "recursive alias: it refers to a node that contains it; remove the alias"
-                            .into(),
-                    ));
+                    } else {
+                        "alias refers to an anchor of another document (anchors are local to \
+                         their document); define the anchor in this document"
+                    };
+                    self.errors.push((pos, msg.into()));
                     self.complete(Node::null(pos), 1, 0);
                 }
             },
             Event::SequenceStart(anchor, _) => self.open(pos, anchor, FrameKind::Seq(Vec::new())),
-            Event::MappingStart(anchor, _) => {
-                self.open(pos, anchor, FrameKind::Map { entries: Vec::new(), key: None })
-            }
+            Event::MappingStart(anchor, _) => self.open(
+                pos,
+                anchor,
+                FrameKind::Map {
+                    entries: Vec::new(),
+                    key: None,
+                },
+            ),
             Event::SequenceEnd | Event::MappingEnd => self.close(),
         }
     }

@@ -35,13 +35,20 @@ pub struct Output {
 
 impl Output {
     fn json(body: Vec<u8>) -> Self {
-        Output { body, content_type: JSON }
+        Output {
+            body,
+            content_type: JSON,
+        }
     }
 }
 
 /// Runs one of the pure functions (all but `echo`, `noop` and `spin`) on `body`.
 /// Returns `None` for the others.
-pub fn run_pure(function: Function, config: &Config, body: &[u8]) -> Option<Result<Output, BadInput>> {
+pub fn run_pure(
+    function: Function,
+    config: &Config,
+    body: &[u8],
+) -> Option<Result<Output, BadInput>> {
     let out = match function {
         Function::Echo | Function::Noop | Function::Spin => return None,
         Function::Split => text::split(body, config.split).map(Output::json),
@@ -51,8 +58,12 @@ pub fn run_pure(function: Function, config: &Config, body: &[u8]) -> Option<Resu
         Function::CsvParse => table::csv_parse(body, config.csv_batch_rows).map(Output::json),
         Function::Enrich => table::enrich(body).map(Output::json),
         Function::Aggregate => table::aggregate(body, config.group_by.as_deref()).map(Output::json),
-        Function::Report => table::report(body, config.report_fields.as_deref())
-            .map(|body| Output { body, content_type: MARKDOWN }),
+        Function::Report => {
+            table::report(body, config.report_fields.as_deref()).map(|body| Output {
+                body,
+                content_type: MARKDOWN,
+            })
+        }
     };
     Some(out)
 }
@@ -72,11 +83,16 @@ pub fn text_input(body: &[u8]) -> Result<Cow<'_, str>, BadInput> {
 }
 
 /// Parses a JSON body; an empty (or all-whitespace) body is `empty`.
-pub(crate) fn json_input(body: &[u8], what: &str, empty: serde_json::Value) -> Result<serde_json::Value, BadInput> {
+pub(crate) fn json_input(
+    body: &[u8],
+    what: &str,
+    empty: serde_json::Value,
+) -> Result<serde_json::Value, BadInput> {
     if body.trim_ascii().is_empty() {
         return Ok(empty);
     }
-    serde_json::from_slice(body).map_err(|e| BadInput(format!("body is not valid JSON ({what} expected): {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| BadInput(format!("body is not valid JSON ({what} expected): {e}")))
 }
 
 /// Formats a JSON path like `$[2][0]` for error messages.

@@ -78,7 +78,9 @@ pub fn parse(body: &[u8], config: &Config) -> Result<SpinRequest, BadInput> {
     };
     let ms_f = ms.as_f64().unwrap_or(f64::NAN);
     if !(0.0..=MAX_MS).contains(&ms_f) {
-        return Err(BadInput(format!("ms must be between 0 and {MAX_MS}, got {ms}")));
+        return Err(BadInput(format!(
+            "ms must be between 0 and {MAX_MS}, got {ms}"
+        )));
     }
     if raw.memory_mb > MAX_MEMORY_MB {
         return Err(BadInput(format!(
@@ -87,7 +89,9 @@ pub fn parse(body: &[u8], config: &Config) -> Result<SpinRequest, BadInput> {
         )));
     }
     if raw.output_bytes.is_some_and(|n| n > MAX_OUTPUT_BYTES) {
-        return Err(BadInput(format!("output_bytes must be at most {MAX_OUTPUT_BYTES}")));
+        return Err(BadInput(format!(
+            "output_bytes must be at most {MAX_OUTPUT_BYTES}"
+        )));
     }
     Ok(SpinRequest {
         duration: Duration::from_secs_f64(ms_f / 1000.0),
@@ -106,7 +110,10 @@ pub fn busy_spin(d: Duration) -> u64 {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     while start.elapsed() < d {
         for _ in 0..256 {
-            x = black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407));
+            x = black_box(
+                x.wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407),
+            );
         }
     }
     x
@@ -114,7 +121,9 @@ pub fn busy_spin(d: Duration) -> u64 {
 
 /// Allocates `mb` MiB and writes one byte per 4 KiB page so it is really resident.
 pub fn touch_memory(mb: u64) -> Vec<u8> {
-    let len = usize::try_from(mb).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+    let len = usize::try_from(mb)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(1 << 20);
     let mut v = vec![0u8; len];
     for i in (0..len).step_by(4096) {
         v[i] = 1;
@@ -178,15 +187,25 @@ mod tests {
         assert_eq!(r.duration, Duration::ZERO);
         assert_eq!(r.mode, SpinMode::Busy);
         assert!(r.is_trivial() && !r.crash && r.output_bytes.is_none());
-        let r = parse(br#"{"ms": 2.5, "mode": "sleep", "memory_mb": 3, "output_bytes": 7, "crash": true}"#, &c)
-            .unwrap();
+        let r = parse(
+            br#"{"ms": 2.5, "mode": "sleep", "memory_mb": 3, "output_bytes": 7, "crash": true}"#,
+            &c,
+        )
+        .unwrap();
         assert_eq!(r.duration, Duration::from_micros(2500));
         assert_eq!(r.mode, SpinMode::Sleep);
         assert_eq!((r.memory_mb, r.output_bytes, r.crash), (3, Some(7), true));
         // Defaults from the environment.
-        let c = Config { spin_ms: 4.0, spin_mode: SpinMode::Sleep, ..Config::default() };
+        let c = Config {
+            spin_ms: 4.0,
+            spin_mode: SpinMode::Sleep,
+            ..Config::default()
+        };
         let r = parse(b"{}", &c).unwrap();
-        assert_eq!((r.duration, r.mode), (Duration::from_millis(4), SpinMode::Sleep));
+        assert_eq!(
+            (r.duration, r.mode),
+            (Duration::from_millis(4), SpinMode::Sleep)
+        );
     }
 
     #[test]
@@ -199,7 +218,10 @@ mod tests {
             (br#"{"mode": "fast"}"#, "unknown variant"),
             (br#"{"msec": 10}"#, "unknown field"),
             (br#"{"memory_mb": 1000000}"#, "memory_mb must be"),
-            (br#"{"output_bytes": 9999999999999}"#, "output_bytes must be"),
+            (
+                br#"{"output_bytes": 9999999999999}"#,
+                "output_bytes must be",
+            ),
         ] {
             let err = parse(body, &c).unwrap_err();
             assert!(err.0.contains(needle), "{body:?}: {err}");
@@ -234,6 +256,9 @@ mod tests {
             br#"{"pid":42,"inflight_at_start":1,"max_inflight":3,"ms":10,"mode":"busy","elapsed_ms":10.25}"#
         );
         let r = parse(br#"{"output_bytes": 5}"#, &c).unwrap();
-        assert_eq!(response(&r, 1, 1, 1, Duration::ZERO), (b"xxxxx".to_vec(), false));
+        assert_eq!(
+            response(&r, 1, 1, 1, Duration::ZERO),
+            (b"xxxxx".to_vec(), false)
+        );
     }
 }

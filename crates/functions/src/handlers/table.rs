@@ -71,7 +71,10 @@ pub fn parse_csv(text: &str) -> Result<Vec<Record<'_>>, BadInput> {
                         Some(_) => i += 1,
                     }
                 }
-                fields.push(Field { text: Cow::Owned(s), quoted: true });
+                fields.push(Field {
+                    text: Cow::Owned(s),
+                    quoted: true,
+                });
                 match b.get(i) {
                     Some(b',') => i += 1,
                     Some(b'\r') if b.get(i + 1) == Some(&b'\n') => {
@@ -100,7 +103,10 @@ pub fn parse_csv(text: &str) -> Result<Vec<Record<'_>>, BadInput> {
                 if end > start && b[end - 1] == b'\r' && i < len && b[i] == b'\n' {
                     end -= 1;
                 }
-                fields.push(Field { text: Cow::Borrowed(&text[start..end]), quoted: false });
+                fields.push(Field {
+                    text: Cow::Borrowed(&text[start..end]),
+                    quoted: false,
+                });
                 match b.get(i) {
                     Some(b',') => i += 1,
                     Some(_) => {
@@ -150,7 +156,8 @@ fn looks_numeric(t: &str) -> bool {
     }
     b.first().is_some_and(|c| c.is_ascii_digit() || *c == b'.')
         && b.iter().any(u8::is_ascii_digit)
-        && b.iter().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
 }
 
 /// `csv-parse`: CSV text with a header row (raw, or a JSON string) → JSON array
@@ -169,7 +176,9 @@ pub fn csv_parse(body: &[u8], batch_rows: usize) -> Result<Vec<u8>, BadInput> {
             return Err(BadInput(format!("header: column {} has no name", i + 1)));
         }
         if names.iter().any(|n| n == name) {
-            return Err(BadInput(format!("header: column name {name:?} appears twice")));
+            return Err(BadInput(format!(
+                "header: column name {name:?} appears twice"
+            )));
         }
         names.push(name.to_string());
     }
@@ -184,10 +193,17 @@ pub fn csv_parse(body: &[u8], batch_rows: usize) -> Result<Vec<u8>, BadInput> {
                 fields.len()
             )));
         }
-        let row: Map<String, Value> = names.iter().cloned().zip(fields.iter().map(typed_value)).collect();
+        let row: Map<String, Value> = names
+            .iter()
+            .cloned()
+            .zip(fields.iter().map(typed_value))
+            .collect();
         batch.push(Value::Object(row));
         if batch.len() == batch_rows {
-            batches.push(Value::Array(std::mem::replace(&mut batch, Vec::with_capacity(batch_rows))));
+            batches.push(Value::Array(std::mem::replace(
+                &mut batch,
+                Vec::with_capacity(batch_rows),
+            )));
         }
     }
     if !batch.is_empty() {
@@ -288,7 +304,13 @@ pub struct FieldStats {
 
 impl FieldStats {
     fn add(&mut self, x: f64) {
-        self.merge(&FieldStats { n: 1, sum: x, min: x, max: x, mean: x });
+        self.merge(&FieldStats {
+            n: 1,
+            sum: x,
+            min: x,
+            max: x,
+            mean: x,
+        });
     }
 
     fn merge(&mut self, o: &FieldStats) {
@@ -381,7 +403,16 @@ impl Aggregate {
                 match group.fields.get_mut(k.as_str()) {
                     Some(s) => s.add(x),
                     None => {
-                        group.fields.insert(k.clone(), FieldStats { n: 1, sum: x, min: x, max: x, mean: x });
+                        group.fields.insert(
+                            k.clone(),
+                            FieldStats {
+                                n: 1,
+                                sum: x,
+                                min: x,
+                                max: x,
+                                mean: x,
+                            },
+                        );
                     }
                 }
             }
@@ -413,7 +444,8 @@ impl Aggregate {
         match v {
             Value::Object(m) if is_aggregate(m) => {
                 let partial = parse_aggregate(m, path)?;
-                self.merge(&partial).map_err(|e| BadInput(format!("{}: {e}", path_str(path))))
+                self.merge(&partial)
+                    .map_err(|e| BadInput(format!("{}: {e}", path_str(path))))
             }
             Value::Object(row) => {
                 self.add_row(row);
@@ -437,7 +469,8 @@ impl Aggregate {
 }
 
 fn describe_group_by(g: &Option<String>) -> String {
-    g.as_ref().map_or_else(|| "nothing".into(), |g| format!("{g:?}"))
+    g.as_ref()
+        .map_or_else(|| "nothing".into(), |g| format!("{g:?}"))
 }
 
 fn is_aggregate(m: &Map<String, Value>) -> bool {
@@ -467,7 +500,11 @@ fn fmt_num(x: f64) -> String {
     } else {
         let s = format!("{x:.4}");
         let s = s.trim_end_matches('0').trim_end_matches('.');
-        if s == "-0" { "0".into() } else { s.into() }
+        if s == "-0" {
+            "0".into()
+        } else {
+            s.into()
+        }
     }
 }
 
@@ -493,8 +530,11 @@ pub fn render_report(agg: &Aggregate, fields: Option<&[String]>) -> String {
     let columns: Vec<&str> = match fields {
         Some(f) => f.iter().map(String::as_str).collect(),
         None => {
-            let all: BTreeSet<&str> =
-                agg.groups.values().flat_map(|g| g.fields.keys().map(String::as_str)).collect();
+            let all: BTreeSet<&str> = agg
+                .groups
+                .values()
+                .flat_map(|g| g.fields.keys().map(String::as_str))
+                .collect();
             all.into_iter().collect()
         }
     };
@@ -502,7 +542,12 @@ pub fn render_report(agg: &Aggregate, fields: Option<&[String]>) -> String {
     let by = agg.group_by.as_deref();
     match by {
         Some(g) => {
-            let _ = writeln!(out, "{} rows in {} groups by `{g}`.\n", agg.rows, agg.groups.len());
+            let _ = writeln!(
+                out,
+                "{} rows in {} groups by `{g}`.\n",
+                agg.rows,
+                agg.groups.len()
+            );
         }
         None => {
             let _ = writeln!(out, "{} rows.\n", agg.rows);
@@ -538,7 +583,10 @@ pub fn render_report(agg: &Aggregate, fields: Option<&[String]>) -> String {
     if agg.groups.len() > 1 {
         row("**all**", &total);
     }
-    let _ = writeln!(out, "\n## Overall\n\n| field | n | mean | min | max |\n|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "\n## Overall\n\n| field | n | mean | min | max |\n|---|---:|---:|---:|---:|"
+    );
     for c in &columns {
         if let Some(s) = total.fields.get(*c).filter(|s| s.n > 0) {
             let _ = writeln!(
@@ -598,7 +646,7 @@ mod tests {
         serde_json::from_slice(bytes).unwrap()
     }
 
-    fn texts(r: &Record<'_>) -> Vec<&str> {
+    fn texts<'a>(r: &'a Record<'a>) -> Vec<&'a str> {
         r.1.iter().map(|f| f.text.as_ref()).collect()
     }
 
@@ -619,7 +667,10 @@ mod tests {
     #[test]
     fn csv_errors() {
         let err = parse_csv("a,b\n\"open,1\n").unwrap_err();
-        assert!(err.0.contains("line 2: quoted field is not closed"), "{err}");
+        assert!(
+            err.0.contains("line 2: quoted field is not closed"),
+            "{err}"
+        );
         let err = parse_csv("a,b\n\"x\"y,1\n").unwrap_err();
         assert!(err.0.contains("line 2: unexpected character"), "{err}");
         let err = csv_parse(b"a,b\n1,2\n3\n", 10).unwrap_err();
@@ -632,7 +683,12 @@ mod tests {
 
     #[test]
     fn csv_value_types() {
-        let f = |t: &str, quoted: bool| typed_value(&Field { text: t.into(), quoted });
+        let f = |t: &str, quoted: bool| {
+            typed_value(&Field {
+                text: t.into(),
+                quoted,
+            })
+        };
         assert_eq!(f("42", false), json!(42));
         assert_eq!(f("-0.5", false), json!(-0.5));
         assert_eq!(f(".25", false), json!(0.25));
@@ -703,7 +759,10 @@ mod tests {
         let out = parse(&aggregate(br#"[{"x":1},{"x":2}]"#, None).unwrap());
         assert_eq!(out["groups"]["all"]["fields"]["x"]["mean"], json!(1.5));
         let out = parse(&aggregate(b"", None).unwrap());
-        assert_eq!(out, json!({"kind":"aggregate","group_by":null,"rows":0,"groups":{}}));
+        assert_eq!(
+            out,
+            json!({"kind":"aggregate","group_by":null,"rows":0,"groups":{}})
+        );
     }
 
     #[test]
@@ -720,7 +779,11 @@ mod tests {
         assert_eq!(parse(&merged), parse(&whole));
         // Partials grouped differently do not mix.
         let err = aggregate(&serde_json::to_vec(&partials).unwrap(), None).unwrap_err();
-        assert!(err.0.contains("$[0]: cannot merge an aggregate grouped by \"g\""), "{err}");
+        assert!(
+            err.0
+                .contains("$[0]: cannot merge an aggregate grouped by \"g\""),
+            "{err}"
+        );
         let err = aggregate(br#"[{"kind":"aggregate","rows":"many"}]"#, None).unwrap_err();
         assert!(err.0.contains("$[0]: malformed aggregate"), "{err}");
         let err = aggregate(b"[1]", None).unwrap_err();
@@ -742,9 +805,17 @@ mod tests {
             | p | 3 | 2.3333 | 1 | 4 |\n| q | 1 | 1.000e-5 | 1.000e-5 | 1.000e-5 |\n";
         assert_eq!(out, expected);
         // Selected columns; several aggregates are merged.
-        let two = format!("[{},{}]", String::from_utf8_lossy(&agg), String::from_utf8_lossy(&agg));
-        let out = String::from_utf8(report(two.as_bytes(), Some(&["p".to_string()])).unwrap()).unwrap();
-        assert!(out.contains("6 rows in 2 groups") && out.contains("| h | rows | p |\n"), "{out}");
+        let two = format!(
+            "[{},{}]",
+            String::from_utf8_lossy(&agg),
+            String::from_utf8_lossy(&agg)
+        );
+        let out =
+            String::from_utf8(report(two.as_bytes(), Some(&["p".to_string()])).unwrap()).unwrap();
+        assert!(
+            out.contains("6 rows in 2 groups") && out.contains("| h | rows | p |\n"),
+            "{out}"
+        );
         let out = String::from_utf8(report(b"", None).unwrap()).unwrap();
         assert!(out.contains("0 rows.") && out.contains("No data."), "{out}");
         let err = report(br#"[{"x":1}]"#, None).unwrap_err();

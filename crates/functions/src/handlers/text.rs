@@ -22,34 +22,23 @@ pub fn split(body: &[u8], mode: SplitMode) -> Result<Vec<u8>, BadInput> {
 /// position, so a part is never cut inside a line (a single line longer than
 /// the target stays whole, and fewer parts come out).
 pub fn split_text(text: &str, mode: SplitMode) -> Vec<&str> {
-    let bytes = text.as_bytes();
-    let len = bytes.len();
+    let len = text.len();
     let mut parts = Vec::new();
     let mut start = 0;
-    let mut push_until = |start: &mut usize, target: usize, parts: &mut Vec<&str>| {
-        if target <= *start || target >= len {
-            return;
-        }
-        if let Some(cut) = cut_near(bytes, *start, target) {
-            if cut < len {
-                parts.push(&text[*start..cut]);
-                *start = cut;
-            }
-        }
-    };
     match mode {
         SplitMode::Parts(n) => {
             let n = n.max(1);
             for k in 1..n {
                 let target = (len as u128 * k as u128 / n as u128) as usize;
-                push_until(&mut start, target, &mut parts);
+                cut_at(text, &mut start, target, &mut parts);
             }
         }
         SplitMode::ChunkBytes(c) => {
             let c = c.max(1);
             while start + c < len {
                 let before = start;
-                push_until(&mut start, start + c, &mut parts);
+                let target = start + c;
+                cut_at(text, &mut start, target, &mut parts);
                 if start == before {
                     break; // no line boundary left
                 }
@@ -62,10 +51,30 @@ pub fn split_text(text: &str, mode: SplitMode) -> Vec<&str> {
     parts
 }
 
+/// Ends the part that begins at `start` at the line boundary nearest `target`, if any.
+fn cut_at<'a>(text: &'a str, start: &mut usize, target: usize, parts: &mut Vec<&'a str>) {
+    let len = text.len();
+    if target <= *start || target >= len {
+        return;
+    }
+    if let Some(cut) = cut_near(text.as_bytes(), *start, target) {
+        if cut < len {
+            parts.push(&text[*start..cut]);
+            *start = cut;
+        }
+    }
+}
+
 /// The line boundary (index just after a `\n`) in `(start, len]` nearest to `target`.
 fn cut_near(bytes: &[u8], start: usize, target: usize) -> Option<usize> {
-    let before = bytes[start..target].iter().rposition(|&b| b == b'\n').map(|i| start + i + 1);
-    let after = bytes[target..].iter().position(|&b| b == b'\n').map(|i| target + i + 1);
+    let before = bytes[start..target]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|i| start + i + 1);
+    let after = bytes[target..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| target + i + 1);
     let before = before.filter(|&c| c > start);
     match (before, after) {
         (Some(b), Some(a)) => Some(if target - b <= a - target { b } else { a }),
@@ -76,7 +85,10 @@ fn cut_near(bytes: &[u8], start: usize, target: usize) -> Option<usize> {
 /// Adds the words of `text` to `counts`: maximal runs of alphanumeric
 /// characters (Unicode-aware, [`char::is_alphanumeric`]), lowercased.
 pub fn count_words(text: &str, counts: &mut HashMap<String, u64>) {
-    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         let needs_lowering = if word.is_ascii() {
             word.bytes().any(|b| b.is_ascii_uppercase())
         } else {
@@ -117,7 +129,11 @@ fn counts_to_json(counts: &HashMap<String, u64>) -> Vec<u8> {
 /// Sums word-count objects found in `v`: an object word → count, or an array
 /// (nested to any depth) of them.
 pub fn merge_counts(v: &Value, counts: &mut HashMap<String, u64>) -> Result<(), BadInput> {
-    fn walk(v: &Value, counts: &mut HashMap<String, u64>, path: &mut Vec<usize>) -> Result<(), BadInput> {
+    fn walk(
+        v: &Value,
+        counts: &mut HashMap<String, u64>,
+        path: &mut Vec<usize>,
+    ) -> Result<(), BadInput> {
         match v {
             Value::Object(m) => {
                 for (word, n) in m {
@@ -155,7 +171,11 @@ pub fn merge_counts(v: &Value, counts: &mut HashMap<String, u64>) -> Result<(), 
 }
 
 fn parse_counts(body: &[u8]) -> Result<HashMap<String, u64>, BadInput> {
-    let v = json_input(body, "word-count object or array of them", Value::Array(vec![]))?;
+    let v = json_input(
+        body,
+        "word-count object or array of them",
+        Value::Array(vec![]),
+    )?;
     let mut counts = HashMap::new();
     merge_counts(&v, &mut counts)?;
     Ok(counts)
@@ -231,7 +251,10 @@ mod tests {
     #[test]
     fn split_edge_cases() {
         assert!(split_text("", SplitMode::Parts(4)).is_empty());
-        assert_eq!(split_text("one line, no newline", SplitMode::Parts(4)), vec!["one line, no newline"]);
+        assert_eq!(
+            split_text("one line, no newline", SplitMode::Parts(4)),
+            vec!["one line, no newline"]
+        );
         assert_eq!(split_text("a\nb", SplitMode::Parts(2)), vec!["a\n", "b"]);
         // A long first line stays whole.
         let text = format!("{}\nshort\n", "x".repeat(100));
@@ -254,9 +277,15 @@ mod tests {
         for p in &parts[..parts.len() - 1] {
             assert!((120..=160).contains(&p.len()), "{}", p.len());
         }
-        assert_eq!(split_text(&text, SplitMode::ChunkBytes(1 << 20)), vec![text.as_str()]);
+        assert_eq!(
+            split_text(&text, SplitMode::ChunkBytes(1 << 20)),
+            vec![text.as_str()]
+        );
         assert_eq!(split_text(&text, SplitMode::ChunkBytes(1)).len(), 100);
-        assert_eq!(split_text("no newline at all", SplitMode::ChunkBytes(3)).len(), 1);
+        assert_eq!(
+            split_text("no newline at all", SplitMode::ChunkBytes(3)).len(),
+            1
+        );
     }
 
     #[test]
@@ -288,7 +317,10 @@ mod tests {
         assert_eq!(wc_map(b"").unwrap(), b"{}");
         assert_eq!(wc_map(b"  ...  ").unwrap(), b"{}");
         // Raw text that starts with '[' but is not a string array is text.
-        assert_eq!(parse(&wc_map(b"[1] note").unwrap()), json!({"1": 1, "note": 1}));
+        assert_eq!(
+            parse(&wc_map(b"[1] note").unwrap()),
+            json!({"1": 1, "note": 1})
+        );
         assert!(wc_map(b"\xc3\x28").is_err());
     }
 
@@ -309,7 +341,10 @@ mod tests {
         );
         // Single object; top is cut to top_n with ties broken by word.
         let out = wc_reduce(br#"{"x":1,"y":1,"z":1,"w":2}"#, 2).unwrap();
-        assert_eq!(parse(&out), json!({"total_words": 5, "unique_words": 4, "top": [["w", 2], ["x", 1]]}));
+        assert_eq!(
+            parse(&out),
+            json!({"total_words": 5, "unique_words": 4, "top": [["w", 2], ["x", 1]]})
+        );
         let out = wc_reduce(b"", 10).unwrap();
         assert_eq!(out, br#"{"total_words":0,"unique_words":0,"top":[]}"#);
     }
@@ -322,7 +357,10 @@ mod tests {
         }
         let body = serde_json::to_vec(&Value::Object(m.clone())).unwrap();
         let out = parse(&wc_reduce(&body, 10).unwrap());
-        let mut all: Vec<(String, u64)> = m.into_iter().map(|(k, v)| (k, v.as_u64().unwrap())).collect();
+        let mut all: Vec<(String, u64)> = m
+            .into_iter()
+            .map(|(k, v)| (k, v.as_u64().unwrap()))
+            .collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         all.truncate(10);
         assert_eq!(out["top"], json!(all));
@@ -354,6 +392,9 @@ mod tests {
             .collect();
         let joined = format!("[{}]", mapped.join(","));
         let out = parse(&wc_reduce(joined.as_bytes(), 1).unwrap());
-        assert_eq!(out, json!({"total_words": 11, "unique_words": 9, "top": [["the", 3]]}));
+        assert_eq!(
+            out,
+            json!({"total_words": 11, "unique_words": 9, "top": [["the", 3]]})
+        );
     }
 }

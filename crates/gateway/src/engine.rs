@@ -1,0 +1,340 @@
+//! Drives invocations: feeds a [`stratus_dag::Execution`] with the results of
+//! function calls made through the pools, and turns the run into an
+//! [`InvocationRecord`].
+//!
+//! The driver runs inline in the request's task: dispatched runs are futures
+//! in one `FuturesUnordered`, so a step fires without a task spawn or a
+//! channel hop. Runs still outstanding when the output is ready (firstOf
+//! stragglers, side branches) are drained in a background task.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http_body_util::{BodyExt, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use stratus_dag::{Dispatch, ExecStatus, Execution, InvocationKind, InvocationRecord, Payload, Plan, RunId};
+
+use crate::body::ChunksBody;
+use crate::metrics::TargetMetrics;
+use crate::pool::{FunctionPool, PoolError};
+use crate::Platform;
+
+pub type HttpClient = Client<HttpConnector, ChunksBody>;
+
+pub fn http_client() -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(usize::MAX)
+        .build(conn)
+}
+
+/// Why a run failed, mapped to the HTTP status the caller sees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    Pool(PoolError),
+    Timeout { function: String, secs: u64 },
+    Crashed { function: String, instance: String, status: String, logs: String },
+    Connection { function: String, instance: String, error: String },
+    Status { function: String, code: u16, body: String },
+    TooLarge { function: String, limit: usize },
+    UnknownFunction(String),
+}
+
+impl CallError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CallError::Pool(PoolError::StartFailed { .. } | PoolError::Overloaded { .. } | PoolError::Retired { .. }) => 503,
+            CallError::Pool(PoolError::QueueTimeout { .. }) | CallError::Timeout { .. } => 504,
+            CallError::UnknownFunction(_) => 404,
+            _ => 502,
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Pool(e) => write!(f, "{e}"),
+            CallError::Timeout { function, secs } => {
+                write!(f, "function '{function}' did not respond within its timeoutSeconds ({secs}s)")
+            }
+            CallError::Crashed { function, instance, status, logs } => {
+                write!(f, "instance {instance} of '{function}' exited ({status}) while handling the request")?;
+                if !logs.is_empty() {
+                    write!(f, "; last output:\n{logs}")?;
+                }
+                Ok(())
+            }
+            CallError::Connection { function, instance, error } => {
+                write!(f, "request to instance {instance} of '{function}' failed: {error}")
+            }
+            CallError::Status { function, code, body } => write!(f, "function '{function}' answered HTTP {code}: {body}"),
+            CallError::TooLarge { function, limit } => {
+                write!(f, "function '{function}' returned more than the {limit}-byte body limit")
+            }
+            CallError::UnknownFunction(n) => write!(f, "function '{n}' is not deployed"),
+        }
+    }
+}
+
+/// What one run reports back to the driver.
+struct RunOutcome {
+    run: RunId,
+    started_us: u64,
+    cold_start_us: u64,
+    instance: String,
+    finished_us: u64,
+    result: Result<Bytes, CallError>,
+}
+
+/// The answer to an invocation.
+pub struct InvokeResult {
+    pub id: String,
+    pub result: Result<Payload, (u16, String)>,
+    pub breakdown: stratus_dag::Breakdown,
+}
+
+fn micros(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+impl Platform {
+    /// Calls one function once: acquire a slot (buffering while instances
+    /// start), send the request, collect the response, all within the
+    /// function's timeout.
+    async fn call(self: &Arc<Self>, pool: Arc<FunctionPool>, d: Dispatch, t0: Instant) -> RunOutcome {
+        let timeout = Duration::from_secs(pool.service.timeout_seconds);
+        let deadline = Instant::now() + timeout;
+        let fname = pool.service.name.clone();
+        let lease = match pool.acquire(deadline).await {
+            Ok(l) => l,
+            Err(e) => {
+                let now = micros(t0);
+                return RunOutcome {
+                    run: d.run,
+                    started_us: now,
+                    cold_start_us: 0,
+                    instance: String::new(),
+                    finished_us: now,
+                    result: Err(CallError::Pool(e)),
+                };
+            }
+        };
+        let started_us = micros(t0);
+        let instance = lease.slot.id.clone();
+        let cold_start_us = lease.cold_start_us;
+        let content_type = d.input.content_type();
+        let req = http::Request::post(lease.slot.uri.clone())
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(ChunksBody::from(d.input))
+            .expect("valid request");
+        pool.count_request();
+        let client = self.client.clone();
+        let limit = self.cfg.max_body_bytes;
+        let f2 = fname.clone();
+        let mut fut = Box::pin(async move {
+            let resp = client.request(req).await.map_err(|e| Err(format!("{e:#}")))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), limit).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    Ok(CallError::TooLarge { function: f2.clone(), limit })
+                } else {
+                    Err(format!("{e:#}"))
+                }
+            })?;
+            let body = body.to_bytes();
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
+                return Err(Ok(CallError::Status { function: f2, code: status.as_u16(), body: text }));
+            }
+            Ok(body)
+        });
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = match tokio::time::timeout(remaining, &mut fut).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(Ok(e))) => Err(e),
+            Ok(Err(Err(transport))) => {
+                // Did the instance die under us?
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let status = lease.slot.exit_status();
+                match status {
+                    Some(status) => {
+                        pool.kill(&lease.slot);
+                        tokio::time::sleep(Duration::from_millis(20)).await; // let the log pumps drain
+                        Err(CallError::Crashed {
+                            function: fname.clone(),
+                            instance: instance.clone(),
+                            logs: pool.logs.tail_of(&instance, 10),
+                            status,
+                        })
+                    }
+                    None => Err(CallError::Connection { function: fname.clone(), instance: instance.clone(), error: transport }),
+                }
+            }
+            Err(_) => {
+                // The instance may still be working on it: keep its slot until it
+                // answers, and kill it if it never does.
+                let grace = self.cfg.timeout_grace;
+                let p = pool.clone();
+                tokio::spawn(async move {
+                    if tokio::time::timeout(grace, fut).await.is_err() {
+                        tracing::warn!(instance = %lease.slot.id, "instance still busy after timeout grace: killing it");
+                        p.kill(&lease.slot);
+                    }
+                    drop(lease);
+                });
+                return RunOutcome {
+                    run: d.run,
+                    started_us,
+                    cold_start_us,
+                    instance,
+                    finished_us: micros(t0),
+                    result: Err(CallError::Timeout { function: fname, secs: timeout.as_secs() }),
+                };
+            }
+        };
+        drop(lease);
+        RunOutcome { run: d.run, started_us, cold_start_us, instance, finished_us: micros(t0), result }
+    }
+
+    fn pool_for(&self, function: &str) -> Option<Arc<FunctionPool>> {
+        self.registry.read().functions.get(function).cloned()
+    }
+
+    /// Runs `plan` on `input`. Returns when the output is ready; outstanding
+    /// runs are drained and the record written in the background.
+    pub(crate) async fn execute(
+        self: &Arc<Self>,
+        plan: Arc<Plan>,
+        kind: InvocationKind,
+        metrics: TargetMetrics,
+        input: Bytes,
+        t0: Instant,
+    ) -> InvokeResult {
+        let id = self.next_invocation_id();
+        let received_unix_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let input_bytes = input.len() as u64;
+        let mut exec = Execution::new(plan);
+        let mut running = FuturesUnordered::new();
+        let mut first_error: Option<CallError> = None;
+        let first = exec.start(input, micros(t0));
+        self.dispatch(first, t0, &mut running, &mut exec, &mut first_error);
+        while matches!(exec.status(), ExecStatus::Running) {
+            let Some(o) = running.next().await else { break };
+            self.complete(o, &mut exec, &mut first_error, t0, &mut running);
+        }
+        let total_us = exec.output_at().unwrap_or_else(|| micros(t0));
+        let breakdown = exec.breakdown(total_us);
+        let result = match exec.status() {
+            ExecStatus::Succeeded(p) => Ok(p.clone()),
+            ExecStatus::Failed(msg) => Err((first_error.as_ref().map(CallError::http_status).unwrap_or(502), msg.clone())),
+            ExecStatus::Running => Err((500, "internal error: execution stalled".to_string())),
+        };
+        metrics.latency.observe(total_us as f64 / 1e6);
+        if result.is_ok() {
+            metrics.ok.inc();
+        } else {
+            metrics.failed.inc();
+        }
+        let output_bytes = result.as_ref().map(|p| p.len() as u64).unwrap_or(0);
+        let error = result.as_ref().err().map(|(_, m)| m.clone());
+        let finish = {
+            let this = self.clone();
+            let id = id.clone();
+            move |exec: Execution| {
+                let rec = InvocationRecord {
+                    id,
+                    target: exec.plan().name().to_string(),
+                    kind,
+                    ok: error.is_none(),
+                    error,
+                    received_unix_us,
+                    finished_us: total_us,
+                    input_bytes,
+                    output_bytes,
+                    breakdown,
+                    runs: exec.records(),
+                };
+                this.recorder.record(rec);
+            }
+        };
+        if running.is_empty() {
+            finish(exec);
+        } else {
+            let this = self.clone();
+            tokio::spawn(async move {
+                let mut first_error = None;
+                while let Some(o) = running.next().await {
+                    this.complete(o, &mut exec, &mut first_error, t0, &mut running);
+                }
+                finish(exec);
+            });
+        }
+        InvokeResult { id, result, breakdown }
+    }
+
+    fn complete(
+        self: &Arc<Self>,
+        o: RunOutcome,
+        exec: &mut Execution,
+        first_error: &mut Option<CallError>,
+        t0: Instant,
+        running: &mut FuturesUnordered<futures_util::future::BoxFuture<'static, RunOutcome>>,
+    ) {
+        exec.started(o.run, o.started_us, o.cold_start_us, &o.instance);
+        let result = o.result.map_err(|e| {
+            let msg = e.to_string();
+            first_error.get_or_insert(e);
+            msg
+        });
+        let next = exec.finish(o.run, result, o.finished_us);
+        self.dispatch(next, t0, running, exec, first_error);
+    }
+
+    fn dispatch(
+        self: &Arc<Self>,
+        ds: Vec<Dispatch>,
+        t0: Instant,
+        running: &mut FuturesUnordered<futures_util::future::BoxFuture<'static, RunOutcome>>,
+        exec: &mut Execution,
+        first_error: &mut Option<CallError>,
+    ) {
+        for d in ds {
+            if d.input.len() > self.cfg.max_body_bytes {
+                let now = micros(t0);
+                let e = CallError::Status {
+                    function: d.function.to_string(),
+                    code: 413,
+                    body: format!("input of {} bytes exceeds the {}-byte limit per edge", d.input.len(), self.cfg.max_body_bytes),
+                };
+                let o = RunOutcome { run: d.run, started_us: now, cold_start_us: 0, instance: String::new(), finished_us: now, result: Err(e) };
+                self.complete(o, exec, first_error, t0, running);
+                continue;
+            }
+            match self.pool_for(&d.function) {
+                Some(pool) => {
+                    let this = self.clone();
+                    running.push(Box::pin(async move { this.call(pool, d, t0).await }));
+                }
+                None => {
+                    let now = micros(t0);
+                    let o = RunOutcome {
+                        run: d.run,
+                        started_us: now,
+                        cold_start_us: 0,
+                        instance: String::new(),
+                        finished_us: now,
+                        result: Err(CallError::UnknownFunction(d.function.to_string())),
+                    };
+                    self.complete(o, exec, first_error, t0, running);
+                }
+            }
+        }
+    }
+}

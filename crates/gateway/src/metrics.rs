@@ -1,0 +1,122 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub target: String,
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    pub function: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub invocations: Family<TargetLabels, Counter>,
+    pub latency: Family<TargetLabels, Histogram>,
+    pub instances: Family<FunctionLabels, Gauge>,
+    pub cold_starts: Family<FunctionLabels, Counter>,
+    pub start_failures: Family<FunctionLabels, Counter>,
+    pub function_requests: Family<FunctionLabels, Counter>,
+    pub queued: Family<FunctionLabels, Gauge>,
+    pub records_dropped: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("stratus");
+        let invocations = Family::<TargetLabels, Counter>::default();
+        let latency = Family::<TargetLabels, Histogram>::new_with_constructor(|| {
+            // 20 µs .. ~84 s
+            Histogram::new(exponential_buckets(20e-6, 2.0, 23))
+        });
+        let instances = Family::<FunctionLabels, Gauge>::default();
+        let cold_starts = Family::<FunctionLabels, Counter>::default();
+        let start_failures = Family::<FunctionLabels, Counter>::default();
+        let function_requests = Family::<FunctionLabels, Counter>::default();
+        let queued = Family::<FunctionLabels, Gauge>::default();
+        let records_dropped = Counter::default();
+        registry.register("invocations", "Invocations of functions and workflows", invocations.clone());
+        registry.register("invocation_duration_seconds", "End-to-end invocation latency", latency.clone());
+        registry.register("instances", "Ready instances per function", instances.clone());
+        registry.register("cold_starts", "Instances started", cold_starts.clone());
+        registry.register("start_failures", "Instance starts that failed", start_failures.clone());
+        registry.register("function_requests", "Requests sent to function instances", function_requests.clone());
+        registry.register("queued_requests", "Requests buffered waiting for an instance slot", queued.clone());
+        registry.register("records_dropped", "Invocation records not persisted (writer backlog)", records_dropped.clone());
+        Metrics {
+            registry,
+            invocations,
+            latency,
+            instances,
+            cold_starts,
+            start_failures,
+            function_requests,
+            queued,
+            records_dropped,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Per-function handles, resolved once so the hot path does no label lookups.
+#[derive(Clone)]
+pub struct FunctionMetrics {
+    pub instances: Gauge,
+    pub cold_starts: Counter,
+    pub start_failures: Counter,
+    pub requests: Counter,
+    pub queued: Gauge,
+}
+
+impl FunctionMetrics {
+    pub fn new(m: &Metrics, function: &str) -> FunctionMetrics {
+        let l = FunctionLabels { function: function.to_string() };
+        // One statement each: a `get_or_create` guard must be dropped before the next call.
+        let instances = m.instances.get_or_create(&l).clone();
+        let cold_starts = m.cold_starts.get_or_create(&l).clone();
+        let start_failures = m.start_failures.get_or_create(&l).clone();
+        let requests = m.function_requests.get_or_create(&l).clone();
+        let queued = m.queued.get_or_create(&l).clone();
+        FunctionMetrics { instances, cold_starts, start_failures, requests, queued }
+    }
+}
+
+/// Per-target handles for invocation counters and latency.
+#[derive(Clone)]
+pub struct TargetMetrics {
+    pub ok: Counter,
+    pub failed: Counter,
+    pub latency: Histogram,
+}
+
+impl TargetMetrics {
+    pub fn new(m: &Metrics, target: &str, kind: &str) -> TargetMetrics {
+        let l = |outcome: &str| TargetLabels { target: target.into(), kind: kind.into(), outcome: outcome.into() };
+        // One statement each: a `get_or_create` guard must be dropped before the next call.
+        let ok = m.invocations.get_or_create(&l("ok")).clone();
+        let failed = m.invocations.get_or_create(&l("error")).clone();
+        let latency = m.latency.get_or_create(&l("all")).clone();
+        TargetMetrics { ok, failed, latency }
+    }
+}

@@ -1,0 +1,444 @@
+//! The embedded platform: registry of deployed functions and workflows, their
+//! persistence, deployment, and lifecycle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde::Serialize;
+use stratus_dag::{InvocationKind, Plan};
+use stratus_sandbox::process::{ProcessConfig, ProcessSandbox};
+use stratus_sandbox::{LogBuffer, Sandbox};
+use stratus_spec::{Service, Workflow};
+use stratus_state::{SqliteStore, StateStore, StoredResource};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::engine::{http_client, HttpClient, InvokeResult};
+use crate::metrics::{FunctionMetrics, Metrics, TargetMetrics};
+use crate::pool::FunctionPool;
+use crate::recorder::Recorder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("'{0}' is not deployed")]
+    NotFound(String),
+    #[error("cannot delete function '{function}': workflow(s) {workflows} use it; delete or change them first")]
+    InUse { function: String, workflows: String },
+    #[error("state store")]
+    State(#[from] stratus_state::StateError),
+    #[error("cannot set up the state directory {path}")]
+    StateDir { path: String, source: std::io::Error },
+}
+
+pub(crate) struct WorkflowEntry {
+    pub spec: Workflow,
+    pub revision: u64,
+    pub plan: Arc<Plan>,
+    pub metrics: TargetMetrics,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub functions: HashMap<String, Arc<FunctionPool>>,
+    pub workflows: HashMap<String, Arc<WorkflowEntry>>,
+}
+
+pub struct Platform {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) sandboxes: HashMap<&'static str, Arc<dyn Sandbox>>,
+    pub(crate) registry: RwLock<Registry>,
+    pub(crate) client: HttpClient,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) recorder: Recorder,
+    logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
+    boot: u64,
+    seq: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+/// One resource as the API lists it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ResourceInfo {
+    pub kind: String,
+    pub name: String,
+    pub revision: u64,
+    /// For functions: ready instances, starting, buffered requests.
+    pub instances: Option<usize>,
+    pub starting: Option<u32>,
+    pub queued: Option<usize>,
+    pub changed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DeployReport {
+    pub resources: Vec<ResourceInfo>,
+    pub warnings: Vec<String>,
+}
+
+impl Platform {
+    /// Opens the state, reaps instances a killed predecessor left behind,
+    /// restores deployed resources and starts the autoscaler.
+    pub async fn start(cfg: Config) -> Result<Arc<Platform>, PlatformError> {
+        let store: Arc<dyn StateStore> = match &cfg.state_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .map_err(|source| PlatformError::StateDir { path: d.display().to_string(), source })?;
+                Arc::new(SqliteStore::open(&d.join("state.db"))?)
+            }
+            None => Arc::new(SqliteStore::in_memory()?),
+        };
+        Self::start_with(cfg, store, None).await
+    }
+
+    /// As [`Platform::start`], with an explicit store and optionally a
+    /// sandbox replacing the process backend (fault injection in tests).
+    pub async fn start_with(
+        cfg: Config,
+        store: Arc<dyn StateStore>,
+        process: Option<Arc<dyn Sandbox>>,
+    ) -> Result<Arc<Platform>, PlatformError> {
+        let pid_dir = cfg.state_dir.as_ref().map(|d| d.join("pids"));
+        if let Some(d) = &pid_dir {
+            let n = stratus_sandbox::process::reap_stale(d);
+            if n > 0 {
+                tracing::warn!(count = n, "killed instances left running by a previous platform process");
+            }
+        }
+        let process = process.unwrap_or_else(|| {
+            Arc::new(ProcessSandbox::new(ProcessConfig {
+                extra_path: cfg.extra_path.clone(),
+                workdir: cfg.workdir.clone(),
+                pid_dir,
+                stop_grace: cfg.stop_grace,
+            }))
+        });
+        let metrics = Arc::new(Metrics::new());
+        let cfg = Arc::new(cfg);
+        let mut sandboxes: HashMap<&'static str, Arc<dyn Sandbox>> = HashMap::new();
+        sandboxes.insert("process", process);
+        let p = Arc::new(Platform {
+            recorder: Recorder::new(store.clone(), cfg.recent_invocations, cfg.persist_invocations, metrics.clone()),
+            cfg,
+            store,
+            sandboxes,
+            registry: RwLock::new(Registry::default()),
+            client: http_client(),
+            metrics,
+            logs: RwLock::new(HashMap::new()),
+            boot: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            seq: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
+        });
+        p.restore()?;
+        let weak = Arc::downgrade(&p);
+        let token = p.shutdown.clone();
+        let tick = p.cfg.tick;
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(tick);
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = iv.tick() => {}
+                }
+                let Some(p) = weak.upgrade() else { break };
+                let pools: Vec<Arc<FunctionPool>> = p.registry.read().functions.values().cloned().collect();
+                for pool in pools {
+                    pool.tick();
+                }
+            }
+        });
+        Ok(p)
+    }
+
+    fn restore(self: &Arc<Self>) -> Result<(), PlatformError> {
+        let mut services = Vec::new();
+        let mut workflows = Vec::new();
+        for r in self.store.list_resources()? {
+            let corrupt = |e: serde_json::Error| {
+                stratus_state::StateError::Corrupt(format!("{} '{}' revision {}: {e}", r.kind, r.name, r.revision))
+            };
+            match r.kind.as_str() {
+                "Service" => services.push((serde_json::from_str::<Service>(&r.spec_json).map_err(corrupt)?, r.revision)),
+                "Workflow" => workflows.push((serde_json::from_str::<Workflow>(&r.spec_json).map_err(corrupt)?, r.revision)),
+                _ => {}
+            }
+        }
+        let mut reg = self.registry.write();
+        for (s, rev) in services {
+            let pool = self.new_pool(s, rev).map_err(PlatformError::Invalid)?;
+            reg.functions.insert(pool.service.name.clone(), pool);
+        }
+        for (w, rev) in workflows {
+            let entry = self.workflow_entry(w, rev).map_err(PlatformError::Invalid)?;
+            reg.workflows.insert(entry.spec.name.clone(), Arc::new(entry));
+        }
+        tracing::info!(functions = reg.functions.len(), workflows = reg.workflows.len(), "restored deployed resources");
+        Ok(())
+    }
+
+    fn new_pool(&self, s: Service, revision: u64) -> Result<Arc<FunctionPool>, String> {
+        let sandbox = self.sandboxes.get(s.runtime.as_str()).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
+            known.sort();
+            format!(
+                "function '{}': runtime '{}' is not available (annotation stratus.dev/runtime; available: {})",
+                s.name,
+                s.runtime,
+                known.join(", ")
+            )
+        })?;
+        let logs = self
+            .logs
+            .write()
+            .entry(s.name.clone())
+            .or_insert_with(|| Arc::new(LogBuffer::new(self.cfg.log_bytes)))
+            .clone();
+        let fm = FunctionMetrics::new(&self.metrics, &s.name);
+        let tm = TargetMetrics::new(&self.metrics, &s.name, "function");
+        Ok(FunctionPool::new(s, revision, sandbox, self.cfg.clone(), fm, tm, logs))
+    }
+
+    fn workflow_entry(&self, w: Workflow, revision: u64) -> Result<WorkflowEntry, String> {
+        let plan = Arc::new(Plan::compile(&w).map_err(|e| e.to_string())?);
+        let metrics = TargetMetrics::new(&self.metrics, &w.name, "workflow");
+        Ok(WorkflowEntry { spec: w, revision, plan, metrics })
+    }
+
+    /// Parses, validates and deploys every resource in `text`, or nothing.
+    pub async fn deploy(self: &Arc<Self>, file: &str, text: &str) -> Result<DeployReport, PlatformError> {
+        let bundle = stratus_spec::parse(file, text).map_err(|e| PlatformError::Invalid(e.to_string()))?;
+        let mut problems = Vec::new();
+        {
+            let reg = self.registry.read();
+            if let Err(e) = stratus_spec::validate_refs(&bundle, &|f| reg.functions.contains_key(f)) {
+                problems.push(e.to_string());
+            }
+            for s in &bundle.services {
+                if reg.workflows.contains_key(&s.name) {
+                    problems.push(format!("{file}:{}:{}: a workflow named '{}' is already deployed; functions and workflows share one namespace", s.pos.line, s.pos.col, s.name));
+                }
+                if !self.sandboxes.contains_key(s.runtime.as_str()) {
+                    problems.push(format!("{file}:{}:{}: function '{}': runtime '{}' is not available (annotation stratus.dev/runtime; available: process)", s.pos.line, s.pos.col, s.name, s.runtime));
+                }
+            }
+            for w in &bundle.workflows {
+                if reg.functions.contains_key(&w.name) {
+                    problems.push(format!("{file}:{}:{}: a function named '{}' is already deployed; functions and workflows share one namespace", w.pos.line, w.pos.col, w.name));
+                }
+                if let Err(e) = Plan::compile(w) {
+                    problems.push(format!("{file}:{}:{}: {e}", w.pos.line, w.pos.col));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PlatformError::Invalid(problems.join("\n")));
+        }
+        let source_of = |kind: &str, name: &str| {
+            bundle.sources.iter().find(|(k, n, _)| k == kind && n == name).map(|(_, _, t)| t.clone()).unwrap_or_default()
+        };
+        let mut items = Vec::new();
+        for s in &bundle.services {
+            items.push(StoredResource {
+                kind: "Service".into(),
+                name: s.name.clone(),
+                revision: 0,
+                spec_json: serde_json::to_string(&normalized_service(s)).expect("spec serializes"),
+                source: source_of("Service", &s.name),
+                updated_unix_ms: 0,
+            });
+        }
+        for w in &bundle.workflows {
+            items.push(StoredResource {
+                kind: "Workflow".into(),
+                name: w.name.clone(),
+                revision: 0,
+                spec_json: serde_json::to_string(&normalized_workflow(w)).expect("spec serializes"),
+                source: source_of("Workflow", &w.name),
+                updated_unix_ms: 0,
+            });
+        }
+        let store = self.store.clone();
+        let revisions = tokio::task::spawn_blocking(move || store.put_resources(&items))
+            .await
+            .map_err(|e| PlatformError::Invalid(format!("deploy task failed: {e}")))??;
+        // Durable: now switch the registry over.
+        let mut report = DeployReport { resources: Vec::new(), warnings: bundle.warnings.iter().map(|w| w.to_string()).collect() };
+        let mut reg = self.registry.write();
+        let mut revs = revisions.into_iter();
+        for s in bundle.services {
+            let rev = revs.next().unwrap_or(1);
+            let name = s.name.clone();
+            let unchanged = reg.functions.get(&name).is_some_and(|p| p.revision == rev);
+            if !unchanged {
+                let pool = self.new_pool(s, rev).map_err(PlatformError::Invalid)?;
+                if let Some(old) = reg.functions.insert(name.clone(), pool) {
+                    old.retire();
+                }
+            }
+            report.resources.push(ResourceInfo { kind: "Service".into(), name, revision: rev, instances: None, starting: None, queued: None, changed: Some(!unchanged) });
+        }
+        for w in bundle.workflows {
+            let rev = revs.next().unwrap_or(1);
+            let name = w.name.clone();
+            let unchanged = reg.workflows.get(&name).is_some_and(|e| e.revision == rev);
+            if !unchanged {
+                let entry = self.workflow_entry(w, rev).map_err(PlatformError::Invalid)?;
+                reg.workflows.insert(name.clone(), Arc::new(entry));
+            }
+            report.resources.push(ResourceInfo { kind: "Workflow".into(), name, revision: rev, instances: None, starting: None, queued: None, changed: Some(!unchanged) });
+        }
+        Ok(report)
+    }
+
+    /// Deletes a function or workflow by name.
+    pub async fn delete(self: &Arc<Self>, name: &str) -> Result<String, PlatformError> {
+        let kind = {
+            let reg = self.registry.read();
+            if reg.workflows.contains_key(name) {
+                "Workflow"
+            } else if reg.functions.contains_key(name) {
+                let mut users: Vec<&str> = reg
+                    .workflows
+                    .values()
+                    .filter(|w| w.spec.steps.iter().any(|s| s.function == name))
+                    .map(|w| w.spec.name.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    users.sort();
+                    return Err(PlatformError::InUse { function: name.into(), workflows: users.join(", ") });
+                }
+                "Service"
+            } else {
+                return Err(PlatformError::NotFound(name.into()));
+            }
+        };
+        let store = self.store.clone();
+        let n = name.to_string();
+        tokio::task::spawn_blocking(move || store.delete_resource(kind, &n))
+            .await
+            .map_err(|e| PlatformError::Invalid(format!("delete task failed: {e}")))??;
+        let mut reg = self.registry.write();
+        if kind == "Workflow" {
+            reg.workflows.remove(name);
+        } else if let Some(pool) = reg.functions.remove(name) {
+            pool.retire();
+        }
+        Ok(kind.to_string())
+    }
+
+    pub fn list(&self) -> Vec<ResourceInfo> {
+        let reg = self.registry.read();
+        let mut out: Vec<ResourceInfo> = reg
+            .functions
+            .values()
+            .map(|p| {
+                let (ready, starting, queued) = p.counts();
+                ResourceInfo {
+                    kind: "Service".into(),
+                    name: p.service.name.clone(),
+                    revision: p.revision,
+                    instances: Some(ready),
+                    starting: Some(starting),
+                    queued: Some(queued),
+                    changed: None,
+                }
+            })
+            .chain(reg.workflows.values().map(|w| ResourceInfo {
+                kind: "Workflow".into(),
+                name: w.spec.name.clone(),
+                revision: w.revision,
+                instances: None,
+                starting: None,
+                queued: None,
+                changed: None,
+            }))
+            .collect();
+        out.sort_by(|a, b| (b.kind.as_str(), a.name.as_str()).cmp(&(a.kind.as_str(), b.name.as_str())));
+        out
+    }
+
+    /// The stored YAML of a resource.
+    pub fn source(&self, name: &str) -> Option<String> {
+        self.store.list_resources().ok()?.into_iter().find(|r| r.name == name).map(|r| r.source)
+    }
+
+    pub fn function(&self, name: &str) -> Option<Arc<FunctionPool>> {
+        self.registry.read().functions.get(name).cloned()
+    }
+
+    pub fn logs(&self, name: &str, tail: usize) -> Option<Vec<String>> {
+        self.logs.read().get(name).map(|l| l.tail(tail))
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    pub fn invocation(&self, id: &str) -> Option<Arc<stratus_dag::InvocationRecord>> {
+        self.recorder.get(id)
+    }
+
+    pub fn invocations(&self, target: Option<&str>, limit: usize) -> Vec<Arc<stratus_dag::InvocationRecord>> {
+        self.recorder.list(target, limit)
+    }
+
+    /// Blocks until all invocation records so far are persisted.
+    pub fn flush_records(&self) {
+        self.recorder.flush();
+    }
+
+    pub(crate) fn next_invocation_id(&self) -> String {
+        format!("{:08x}-{:08x}", self.boot as u32, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn max_body_bytes(&self) -> usize {
+        self.cfg.max_body_bytes
+    }
+
+    /// Invokes a workflow or a function by name. `t0` is when the request arrived.
+    pub async fn invoke(self: &Arc<Self>, name: &str, input: Bytes, t0: Instant) -> Option<InvokeResult> {
+        let target = {
+            let reg = self.registry.read();
+            if let Some(w) = reg.workflows.get(name) {
+                Some((w.plan.clone(), InvocationKind::Workflow, w.metrics.clone()))
+            } else {
+                reg.functions.get(name).map(|p| (p.plan.clone(), InvocationKind::Function, p.target_metrics.clone()))
+            }
+        };
+        let (plan, kind, metrics) = target?;
+        Some(self.execute(plan, kind, metrics, input, t0).await)
+    }
+
+    /// Stops every instance and waits for them.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let pools: Vec<Arc<FunctionPool>> = {
+            let mut reg = self.registry.write();
+            reg.functions.drain().map(|(_, p)| p).collect()
+        };
+        futures_util::future::join_all(pools.iter().map(|p| p.stop_all())).await;
+        self.recorder.flush();
+    }
+}
+
+/// Revision identity ignores where in a file a resource was written.
+fn normalized_service(s: &Service) -> Service {
+    Service { pos: Default::default(), ..s.clone() }
+}
+
+fn normalized_workflow(w: &Workflow) -> Workflow {
+    let mut w = w.clone();
+    w.pos = Default::default();
+    for s in &mut w.steps {
+        s.pos = Default::default();
+    }
+    w
+}

@@ -1,0 +1,241 @@
+//! Argument parsing and dispatch to the library crates.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use stratus_gateway::client::GatewayClient;
+use stratus_gateway::{Config, Platform};
+
+#[derive(Parser)]
+#[command(name = "stratus", version, about = "Stratus: a serverless workflow platform for systems research")]
+pub struct Cli {
+    /// Gateway URL for client commands.
+    #[arg(long, global = true, env = "STRATUS_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the platform: gateway, activator, engine and state, in this process.
+    Up(UpArgs),
+    /// Deploy Knative Services and Workflows from YAML files or directories.
+    Deploy {
+        /// A YAML file (multi-document allowed) or a directory of them; repeatable.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Invoke a function or workflow and print its output.
+    Invoke {
+        name: String,
+        /// Request body: inline text/JSON, or @FILE to read a file.
+        #[arg(long, short = 'd', default_value = "")]
+        data: String,
+        /// Also print the per-step timing breakdown.
+        #[arg(long)]
+        trace: bool,
+    },
+    /// List deployed functions and workflows.
+    Ls,
+    /// Print a function's logs (stdout and stderr of its instances).
+    Logs {
+        name: String,
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+    },
+    /// Delete a function or workflow.
+    Delete { name: String },
+    /// The main job: start an embedded platform, deploy the examples, run
+    /// them, and print end-to-end latency with the per-step breakdown.
+    Demo(stratus_bench::demo::DemoArgs),
+    /// Run one of the built-in example functions as a Knative-contract HTTP server on $PORT.
+    Fn {
+        /// Function name (see `stratus fn --help` for the list).
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(stratus_functions::FUNCTIONS.iter().map(|(n, _)| *n)))]
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Orchestration overhead with warm instances: chain of 10, fan-out 16, burst throughput.
+    Overhead(stratus_bench::overhead::OverheadArgs),
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// State directory (SQLite database, pid files).
+    #[arg(long, env = "STRATUS_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Stop instances idle this many seconds (scale to zero).
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// Largest request/response body per edge, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_body_bytes: usize,
+    /// Do not persist invocation records (memory only).
+    #[arg(long)]
+    no_persist_invocations: bool,
+}
+
+fn default_state_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/stratus"),
+        None => PathBuf::from(".stratus"),
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let client = GatewayClient::new(&cli.gateway);
+    match cli.cmd {
+        Cmd::Up(a) => up(a).await,
+        Cmd::Deploy { files } => deploy(&client, &files).await,
+        Cmd::Invoke { name, data, trace } => invoke(&client, &name, &data, trace).await,
+        Cmd::Ls => ls(&client).await,
+        Cmd::Logs { name, tail } => {
+            let r = client.get(&format!("/v1/functions/{name}/logs?tail={tail}")).await?;
+            if r.status != 200 {
+                bail!("{}", r.error_message());
+            }
+            print!("{}", r.text());
+            Ok(())
+        }
+        Cmd::Delete { name } => {
+            let r = client.delete(&name).await?;
+            if r.status != 200 {
+                bail!("{}", r.error_message());
+            }
+            println!("deleted {} '{name}'", r.json()["kind"].as_str().unwrap_or("resource"));
+            Ok(())
+        }
+        Cmd::Demo(a) => stratus_bench::demo::run(a).await,
+        Cmd::Bench(BenchCmd::Overhead(a)) => stratus_bench::overhead::run(a).await,
+        Cmd::Fn { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+async fn up(a: UpArgs) -> Result<()> {
+    let state_dir = a.state_dir.unwrap_or_else(default_state_dir);
+    let cfg = Config {
+        state_dir: Some(state_dir.clone()),
+        idle_timeout: Duration::from_secs_f64(a.idle_timeout),
+        max_body_bytes: a.max_body_bytes,
+        persist_invocations: !a.no_persist_invocations,
+        ..Config::default()
+    };
+    let platform = Platform::start(cfg).await.context("starting the platform")?;
+    let listener = tokio::net::TcpListener::bind(a.addr).await.with_context(|| format!("cannot listen on {}", a.addr))?;
+    eprintln!("stratus gateway listening on http://{} (state in {})", listener.local_addr()?, state_dir.display());
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    stratus_gateway::api::serve(platform.clone(), listener, stop).await?;
+    eprintln!("stopping instances…");
+    platform.shutdown().await;
+    Ok(())
+}
+
+/// YAML files named directly, or found (sorted) in a directory.
+pub fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn deploy(client: &GatewayClient, paths: &[PathBuf]) -> Result<()> {
+    let files = yaml_files(paths)?;
+    if files.is_empty() {
+        bail!("no .yaml or .yml files found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let name = f.display().to_string();
+        let r = client.deploy(&name, &text).await?;
+        if r.status != 200 {
+            bail!("{name} was not deployed (nothing in it was):\n{}", r.error_message());
+        }
+        let rep: stratus_gateway::DeployReport = serde_json::from_slice(&r.body).context("bad deploy reply")?;
+        for w in &rep.warnings {
+            eprintln!("{w}");
+        }
+        for res in rep.resources {
+            let what = if res.changed == Some(false) { "unchanged" } else { "deployed" };
+            println!("{} {:<8} {} (revision {})", what, res.kind.to_lowercase(), res.name, res.revision);
+        }
+    }
+    Ok(())
+}
+
+pub fn read_data(data: &str) -> Result<Vec<u8>> {
+    match data.strip_prefix('@') {
+        Some(path) => std::fs::read(Path::new(path)).with_context(|| format!("cannot read --data file {path}")),
+        None => Ok(data.as_bytes().to_vec()),
+    }
+}
+
+async fn invoke(client: &GatewayClient, name: &str, data: &str, trace: bool) -> Result<()> {
+    let body = read_data(data)?;
+    let r = client.invoke(name, body.into()).await?;
+    if r.status != 200 {
+        bail!("invocation of '{name}' failed (HTTP {}): {}", r.status, r.error_message());
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(&r.body)?;
+    if !r.body.ends_with(b"\n") {
+        println!();
+    }
+    if trace {
+        let id = r.invocation_id.unwrap_or_default();
+        let rec = client.get(&format!("/v1/invocations/{id}")).await?;
+        let rec: stratus_dag::InvocationRecord = serde_json::from_slice(&rec.body).context("bad invocation record")?;
+        eprint!("{}", stratus_bench::report::trace_table(&rec));
+    }
+    Ok(())
+}
+
+async fn ls(client: &GatewayClient) -> Result<()> {
+    let r = client.get("/v1/resources").await?;
+    let items: Vec<stratus_gateway::ResourceInfo> = serde_json::from_slice(&r.body).context("bad list reply")?;
+    println!("{:<9} {:<24} {:>8} {:>9} {:>8} {:>6}", "KIND", "NAME", "REVISION", "INSTANCES", "STARTING", "QUEUED");
+    for i in items {
+        let o = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        println!(
+            "{:<9} {:<24} {:>8} {:>9} {:>8} {:>6}",
+            i.kind.to_lowercase(),
+            i.name,
+            i.revision,
+            o(i.instances.map(|v| v.to_string())),
+            o(i.starting.map(|v| v.to_string())),
+            o(i.queued.map(|v| v.to_string()))
+        );
+    }
+    Ok(())
+}
