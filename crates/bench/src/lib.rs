@@ -22,10 +22,16 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub async fn start(mut cfg: Config) -> Result<Embedded> {
+    pub async fn start(cfg: Config) -> Result<Embedded> {
+        Self::start_with(cfg, None).await
+    }
+
+    /// With `sandbox` replacing the process backend (e.g. a fault-injecting wrapper).
+    pub async fn start_with(mut cfg: Config, sandbox: Option<Arc<dyn stratus_sandbox::Sandbox>>) -> Result<Embedded> {
         let state = tempfile::tempdir().context("creating a temporary state directory")?;
         cfg.state_dir = Some(state.path().to_path_buf());
-        let platform = Platform::start(cfg).await.context("starting the embedded platform")?;
+        let store = Arc::new(stratus_state::SqliteStore::open(&state.path().join("state.db"))?);
+        let platform = Platform::start_with(cfg, store, sandbox).await.context("starting the embedded platform")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
