@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian machine
+# (as root), then runs the whole workspace's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v python3 >/dev/null || need+=(python3)   # the Python example function
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "missing: ${need[*]}; install them (e.g. sudo apt-get install ${need[*]}) and rerun" >&2
+    exit 1
+  fi
+fi
+
+cargo test --workspace "$@"
