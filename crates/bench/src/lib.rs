@@ -27,11 +27,18 @@ impl Embedded {
     }
 
     /// With `sandbox` replacing the process backend (e.g. a fault-injecting wrapper).
-    pub async fn start_with(mut cfg: Config, sandbox: Option<Arc<dyn stratus_sandbox::Sandbox>>) -> Result<Embedded> {
+    pub async fn start_with(
+        mut cfg: Config,
+        sandbox: Option<Arc<dyn stratus_sandbox::Sandbox>>,
+    ) -> Result<Embedded> {
         let state = tempfile::tempdir().context("creating a temporary state directory")?;
         cfg.state_dir = Some(state.path().to_path_buf());
-        let store = Arc::new(stratus_state::SqliteStore::open(&state.path().join("state.db"))?);
-        let platform = Platform::start_with(cfg, store, sandbox).await.context("starting the embedded platform")?;
+        let store = Arc::new(stratus_state::SqliteStore::open(
+            &state.path().join("state.db"),
+        )?);
+        let platform = Platform::start_with(cfg, store, sandbox)
+            .await
+            .context("starting the embedded platform")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -42,7 +49,14 @@ impl Embedded {
             })
             .await;
         });
-        Ok(Embedded { platform, client: GatewayClient::new(&url), url, _state: state, stop: Some(tx), server: Some(server) })
+        Ok(Embedded {
+            platform,
+            client: GatewayClient::new(&url),
+            url,
+            _state: state,
+            stop: Some(tx),
+            server: Some(server),
+        })
     }
 
     /// Deploys YAML text; fails with the platform's message.

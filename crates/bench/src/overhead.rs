@@ -56,17 +56,26 @@ fn service(name: &str, func: &str) -> String {
 fn workflows() -> String {
     let mut y = String::from("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain10\nspec:\n  steps:\n");
     for i in 0..10 {
-        y.push_str(&format!("    - name: s{i}\n      function: bench-echo-{i}\n"));
+        y.push_str(&format!(
+            "    - name: s{i}\n      function: bench-echo-{i}\n"
+        ));
         if i > 0 {
             y.push_str(&format!("      inputs: [s{}]\n", i - 1));
         }
     }
     y.push_str("---\napiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: fan16\nspec:\n  steps:\n    - name: src\n      function: bench-echo-0\n");
     for i in 0..16 {
-        y.push_str(&format!("    - name: b{i}\n      function: bench-fan\n      inputs: [src]\n"));
+        y.push_str(&format!(
+            "    - name: b{i}\n      function: bench-fan\n      inputs: [src]\n"
+        ));
     }
     y.push_str("    - name: join\n      function: bench-echo-1\n      inputs: [");
-    y.push_str(&(0..16).map(|i| format!("b{i}")).collect::<Vec<_>>().join(", "));
+    y.push_str(
+        &(0..16)
+            .map(|i| format!("b{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     y.push_str("]\n");
     y
 }
@@ -140,11 +149,18 @@ where
     for t in tasks {
         let _ = t.await;
     }
-    (total as f64 / t.elapsed().as_secs_f64(), errors.load(Ordering::Relaxed))
+    (
+        total as f64 / t.elapsed().as_secs_f64(),
+        errors.load(Ordering::Relaxed),
+    )
 }
 
 pub async fn run(a: OverheadArgs) -> Result<()> {
-    let cfg = Config { idle_timeout: Duration::from_secs(3600), persist_invocations: !a.no_persist, ..Config::default() };
+    let cfg = Config {
+        idle_timeout: Duration::from_secs(3600),
+        persist_invocations: !a.no_persist,
+        ..Config::default()
+    };
     let emb = Embedded::start(cfg).await?;
     let mut yaml = String::new();
     for i in 0..10 {
@@ -157,7 +173,11 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
     let client = emb.client.clone();
     // Wait for min-scale instances, then warm every path.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let endpoint = |name: &str| emb.platform.function(name).and_then(|p| p.endpoints().first().copied());
+    let endpoint = |name: &str| {
+        emb.platform
+            .function(name)
+            .and_then(|p| p.endpoints().first().copied())
+    };
     loop {
         let ready = (0..10).all(|i| endpoint(&format!("bench-echo-{i}")).is_some())
             && endpoint("bench-fan").is_some()
@@ -170,13 +190,17 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let chain_eps: Vec<SocketAddr> = (0..10).map(|i| endpoint(&format!("bench-echo-{i}")).expect("ready")).collect();
+    let chain_eps: Vec<SocketAddr> = (0..10)
+        .map(|i| endpoint(&format!("bench-echo-{i}")).expect("ready"))
+        .collect();
     let fan_ep = endpoint("bench-fan").expect("ready");
     let noop_ep = endpoint("bench-noop").expect("ready");
     let direct: Direct = {
         let mut c = HttpConnector::new();
         c.set_nodelay(true);
-        Client::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(usize::MAX).build(c)
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(usize::MAX)
+            .build(c)
     };
     let input = Bytes::from_static(b"0");
 
@@ -210,7 +234,10 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
         let (a, z) = (chain_eps[0], chain_eps[1]);
         async move {
             let b = direct_call(&direct, a, input).await?;
-            let outs = futures_util::future::try_join_all((0..16).map(|_| direct_call(&direct, fan_ep, b.clone()))).await?;
+            let outs = futures_util::future::try_join_all(
+                (0..16).map(|_| direct_call(&direct, fan_ep, b.clone())),
+            )
+            .await?;
             let mut joined = Vec::from(&b"["[..]);
             for (i, o) in outs.iter().enumerate() {
                 if i > 0 {
@@ -230,14 +257,25 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
     timed(a.warmup, via("fan16")).await?;
     timed(a.warmup, fan_direct).await?;
 
-    eprintln!("chain10: {} invocations through the platform, then {} direct", a.iterations, a.iterations);
-    let chain = timed(a.iterations, via("chain10")).await.context("chain10")?;
+    eprintln!(
+        "chain10: {} invocations through the platform, then {} direct",
+        a.iterations, a.iterations
+    );
+    let chain = timed(a.iterations, via("chain10"))
+        .await
+        .context("chain10")?;
     let chain_floor = timed(a.iterations, chain_direct).await?;
-    eprintln!("fan16: {} invocations through the platform, then {} direct", a.iterations, a.iterations);
+    eprintln!(
+        "fan16: {} invocations through the platform, then {} direct",
+        a.iterations, a.iterations
+    );
     let fan = timed(a.iterations, via("fan16")).await.context("fan16")?;
     let fan_floor = timed(a.iterations, fan_direct).await?;
 
-    eprintln!("burst: {} invocations of bench-noop from {} clients, then direct", a.burst, a.concurrency);
+    eprintln!(
+        "burst: {} invocations of bench-noop from {} clients, then direct",
+        a.burst, a.concurrency
+    );
     let c2 = client.clone();
     let (rate, errors) = burst(a.burst, a.concurrency, move || {
         let c = c2.clone();
@@ -259,8 +297,17 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
         floor_p99_us: percentile(f, 99.0),
         ratio_p50: percentile(v, 50.0) as f64 / percentile(f, 50.0).max(1) as f64,
     };
-    let results = [lat("chain10", &chain, &chain_floor), lat("fan16", &fan, &fan_floor)];
-    let tput = Throughput { invocations: a.burst, concurrency: a.concurrency, per_sec: rate, floor_per_sec: floor_rate, errors };
+    let results = [
+        lat("chain10", &chain, &chain_floor),
+        lat("fan16", &fan, &fan_floor),
+    ];
+    let tput = Throughput {
+        invocations: a.burst,
+        concurrency: a.concurrency,
+        per_sec: rate,
+        floor_per_sec: floor_rate,
+        errors,
+    };
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|l| {
@@ -274,8 +321,24 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
             ]
         })
         .collect();
-    println!("\nOrchestration overhead, warm instances ({} measured invocations each)\n", a.iterations);
-    print!("{}", table(&["SCENARIO", "p50", "p99", "DIRECT p50", "DIRECT p99", "p50 / DIRECT"], &rows));
+    println!(
+        "\nOrchestration overhead, warm instances ({} measured invocations each)\n",
+        a.iterations
+    );
+    print!(
+        "{}",
+        table(
+            &[
+                "SCENARIO",
+                "p50",
+                "p99",
+                "DIRECT p50",
+                "DIRECT p99",
+                "p50 / DIRECT"
+            ],
+            &rows
+        )
+    );
     println!(
         "\nburst: {:.0} invocations/s through the platform ({} errors); direct to the instance: {:.0} calls/s ({:.2}x)",
         rate,
@@ -292,7 +355,10 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
             "persist_invocations": !a.no_persist,
             "iterations": a.iterations,
         });
-        std::fs::write(out.join("overhead.json"), serde_json::to_string_pretty(&json)?)?;
+        std::fs::write(
+            out.join("overhead.json"),
+            serde_json::to_string_pretty(&json)?,
+        )?;
     }
     emb.stop().await;
     Ok(())

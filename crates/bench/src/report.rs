@@ -80,8 +80,21 @@ pub fn trace_table(rec: &InvocationRecord) -> String {
         })
         .collect();
     let b = rec.breakdown;
-    let mut out = format!("invocation {} of {} ({:?})\n", rec.id, rec.target, rec.kind).to_lowercase();
-    out.push_str(&table(&["STEP", "FUNCTION", "STATUS", "QUEUED AT", "QUEUE", "COLD START", "EXEC", "INSTANCE"], &rows));
+    let mut out =
+        format!("invocation {} of {} ({:?})\n", rec.id, rec.target, rec.kind).to_lowercase();
+    out.push_str(&table(
+        &[
+            "STEP",
+            "FUNCTION",
+            "STATUS",
+            "QUEUED AT",
+            "QUEUE",
+            "COLD START",
+            "EXEC",
+            "INSTANCE",
+        ],
+        &rows,
+    ));
     out.push_str(&format!(
         "critical path: total {} = queue {} + cold start {} + exec {} + overhead {}\n",
         fmt_us(b.total_us),

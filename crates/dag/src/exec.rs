@@ -95,7 +95,14 @@ impl Execution {
                 ..StepState::default()
             })
             .collect();
-        Execution { plan, steps, runs: Vec::new(), status: ExecStatus::Running, outstanding: 0, output_at: None }
+        Execution {
+            plan,
+            steps,
+            runs: Vec::new(),
+            status: ExecStatus::Running,
+            outstanding: 0,
+            output_at: None,
+        }
     }
 
     pub fn plan(&self) -> &Arc<Plan> {
@@ -194,7 +201,13 @@ impl Execution {
     }
 
     /// A step that closed and whose runs all completed is done: publish its output.
-    fn check_done(&mut self, step: StepIdx, pred: Option<RunId>, now: u64, out: &mut Vec<Dispatch>) {
+    fn check_done(
+        &mut self,
+        step: StepIdx,
+        pred: Option<RunId>,
+        now: u64,
+        out: &mut Vec<Dispatch>,
+    ) {
         let st = &mut self.steps[step];
         if st.done || !st.closed || st.completed < st.fired {
             return;
@@ -214,9 +227,16 @@ impl Execution {
         }
         if step == self.plan.output && matches!(self.status, ExecStatus::Running) {
             let st = &self.steps[step];
-            let outputs: Vec<Bytes> = st.outputs.iter().map(|o| o.clone().unwrap_or_default()).collect();
+            let outputs: Vec<Bytes> = st
+                .outputs
+                .iter()
+                .map(|o| o.clone().unwrap_or_default())
+                .collect();
             let payload = if ps.produces_list() {
-                Payload::Framed { items: outputs, format: stratus_spec::InputFormat::Json }
+                Payload::Framed {
+                    items: outputs,
+                    format: stratus_spec::InputFormat::Json,
+                }
             } else {
                 Payload::Raw(outputs.into_iter().next().unwrap_or_default())
             };
@@ -250,7 +270,10 @@ impl Execution {
                         Source::Input => "$input".to_string(),
                         Source::Step(p) => format!("'{}'", self.plan.steps[p].name),
                     };
-                    self.fail(format!("step '{}': map over {src}: {e}", self.plan.steps[c].name));
+                    self.fail(format!(
+                        "step '{}': map over {src}: {e}",
+                        self.plan.steps[c].name
+                    ));
                 }
             }
         } else {
@@ -290,7 +313,10 @@ impl Execution {
             Mode::FirstOf(k) => {
                 st.pending.push((b, pred));
                 if st.pending.len() >= k {
-                    let items = std::mem::take(&mut st.pending).into_iter().map(|(b, _)| b).collect();
+                    let items = std::mem::take(&mut st.pending)
+                        .into_iter()
+                        .map(|(b, _)| b)
+                        .collect();
                     st.closed = true;
                     self.fire(c, 0, items, pred, now, out);
                 }
@@ -298,7 +324,10 @@ impl Execution {
             Mode::Batch(n) => {
                 st.pending.push((b, pred));
                 if st.pending.len() >= n {
-                    let items = std::mem::take(&mut st.pending).into_iter().map(|(b, _)| b).collect();
+                    let items = std::mem::take(&mut st.pending)
+                        .into_iter()
+                        .map(|(b, _)| b)
+                        .collect();
                     let idx = st.fired;
                     self.fire(c, idx, items, pred, now, out);
                 }
@@ -308,7 +337,14 @@ impl Execution {
     }
 
     /// A source slot learnt how many items it will get in all.
-    fn set_total(&mut self, c: StepIdx, slot: usize, total: usize, now: u64, out: &mut Vec<Dispatch>) {
+    fn set_total(
+        &mut self,
+        c: StepIdx,
+        slot: usize,
+        total: usize,
+        now: u64,
+        out: &mut Vec<Dispatch>,
+    ) {
         if !matches!(self.status, ExecStatus::Running) {
             return;
         }
@@ -320,7 +356,11 @@ impl Execution {
         let pred = st.last_pred;
         match self.plan.steps[c].mode {
             Mode::AllOf => {
-                let items = st.slots.iter_mut().flat_map(|s| s.items.drain(..).map(Option::unwrap_or_default)).collect();
+                let items = st
+                    .slots
+                    .iter_mut()
+                    .flat_map(|s| s.items.drain(..).map(Option::unwrap_or_default))
+                    .collect();
                 st.closed = true;
                 self.fire(c, 0, items, pred, now, out);
             }
@@ -332,7 +372,10 @@ impl Execution {
             Mode::Batch(_) => {
                 st.closed = true;
                 if !st.pending.is_empty() {
-                    let items = std::mem::take(&mut st.pending).into_iter().map(|(b, _)| b).collect();
+                    let items = std::mem::take(&mut st.pending)
+                        .into_iter()
+                        .map(|(b, _)| b)
+                        .collect();
                     let idx = st.fired;
                     self.fire(c, idx, items, pred, now, out);
                 }
@@ -345,12 +388,23 @@ impl Execution {
         }
     }
 
-    fn fire(&mut self, c: StepIdx, index: usize, items: Vec<Bytes>, pred: Option<RunId>, now: u64, out: &mut Vec<Dispatch>) {
+    fn fire(
+        &mut self,
+        c: StepIdx,
+        index: usize,
+        items: Vec<Bytes>,
+        pred: Option<RunId>,
+        now: u64,
+        out: &mut Vec<Dispatch>,
+    ) {
         let ps = &self.plan.steps[c];
         let input = if self.plan.raw_input[c] && items.len() == 1 {
             Payload::Raw(items.into_iter().next().unwrap_or_default())
         } else {
-            Payload::Framed { items, format: ps.format }
+            Payload::Framed {
+                items,
+                format: ps.format,
+            }
         };
         let run = self.runs.len();
         self.runs.push(RunState {
@@ -376,7 +430,12 @@ impl Execution {
         st.fired += 1;
         st.runs.push(run);
         self.outstanding += 1;
-        out.push(Dispatch { run, step: c, function: ps.function.clone(), input });
+        out.push(Dispatch {
+            run,
+            step: c,
+            function: ps.function.clone(),
+            input,
+        });
     }
 
     /// Run records, in dispatch order.
@@ -387,7 +446,10 @@ impl Execution {
     /// Splits `total_us` along the critical path: from the output step's last
     /// run back through the runs whose completion triggered each next one.
     pub fn breakdown(&self, total_us: u64) -> Breakdown {
-        let mut b = Breakdown { total_us, ..Breakdown::default() };
+        let mut b = Breakdown {
+            total_us,
+            ..Breakdown::default()
+        };
         let out = &self.steps[self.plan.output];
         let mut cur = out
             .runs

@@ -7,7 +7,10 @@ use stratus_spec::InputFormat;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
     Raw(Bytes),
-    Framed { items: Vec<Bytes>, format: InputFormat },
+    Framed {
+        items: Vec<Bytes>,
+        format: InputFormat,
+    },
 }
 
 const MULTIPART_BASE: &str = "stratus-part-7f3a9c";
@@ -26,8 +29,14 @@ impl Payload {
     pub fn content_type(&self) -> String {
         match self {
             Payload::Raw(_) => "application/octet-stream".into(),
-            Payload::Framed { format: InputFormat::Json, .. } => "application/json".into(),
-            Payload::Framed { format: InputFormat::Multipart, items } => {
+            Payload::Framed {
+                format: InputFormat::Json,
+                ..
+            } => "application/json".into(),
+            Payload::Framed {
+                format: InputFormat::Multipart,
+                items,
+            } => {
                 format!("multipart/mixed; boundary={}", boundary_for(items))
             }
         }
@@ -63,7 +72,10 @@ impl Payload {
         };
         match self {
             Payload::Raw(b) => emit(b.clone()),
-            Payload::Framed { items, format: InputFormat::Json } => {
+            Payload::Framed {
+                items,
+                format: InputFormat::Json,
+            } => {
                 emit(Bytes::from_static(b"["));
                 for (i, it) in items.iter().enumerate() {
                     if i > 0 {
@@ -73,7 +85,10 @@ impl Payload {
                 }
                 emit(Bytes::from_static(b"]"));
             }
-            Payload::Framed { items, format: InputFormat::Multipart } => {
+            Payload::Framed {
+                items,
+                format: InputFormat::Multipart,
+            } => {
                 let boundary = boundary_for(items);
                 for it in items {
                     emit(Bytes::from(format!(
@@ -93,7 +108,11 @@ impl Payload {
 fn boundary_for(items: &[Bytes]) -> String {
     let mut n = 0u32;
     loop {
-        let b = if n == 0 { MULTIPART_BASE.to_string() } else { format!("{MULTIPART_BASE}-{n}") };
+        let b = if n == 0 {
+            MULTIPART_BASE.to_string()
+        } else {
+            format!("{MULTIPART_BASE}-{n}")
+        };
         let finder = memchr::memmem::Finder::new(b.as_bytes());
         if items.iter().all(|it| finder.find(it).is_none()) {
             return b;
@@ -124,19 +143,28 @@ mod tests {
     #[test]
     fn json_framing_is_verbatim_concatenation() {
         let p = Payload::Framed {
-            items: vec![Bytes::from_static(b"{\"a\": 1}"), Bytes::from_static(b"\"x\"")],
+            items: vec![
+                Bytes::from_static(b"{\"a\": 1}"),
+                Bytes::from_static(b"\"x\""),
+            ],
             format: InputFormat::Json,
         };
         assert_eq!(p.len(), 14);
         assert_eq!(&p.to_bytes()[..], b"[{\"a\": 1},\"x\"]");
-        let empty = Payload::Framed { items: vec![], format: InputFormat::Json };
+        let empty = Payload::Framed {
+            items: vec![],
+            format: InputFormat::Json,
+        };
         assert_eq!(&empty.to_bytes()[..], b"[]");
     }
 
     #[test]
     fn multipart_boundary_avoids_item_contents() {
         let evil = Bytes::from(format!("--{MULTIPART_BASE}\r\n"));
-        let p = Payload::Framed { items: vec![evil.clone(), Bytes::from_static(b"\0\xff")], format: InputFormat::Multipart };
+        let p = Payload::Framed {
+            items: vec![evil.clone(), Bytes::from_static(b"\0\xff")],
+            format: InputFormat::Multipart,
+        };
         let ct = p.content_type();
         let boundary = ct.split("boundary=").nth(1).unwrap().to_string();
         assert_ne!(boundary, MULTIPART_BASE);
@@ -154,6 +182,8 @@ mod tests {
         let texts: Vec<&[u8]> = items.iter().map(|b| &b[..]).collect();
         assert_eq!(texts, vec![&b"\"a b\""[..], b"{\"x\": [1,2]}", b"3"]);
         assert_eq!(items[0].as_ptr(), buf[3..].as_ptr());
-        assert!(split_json_array(&Bytes::from_static(b"{}")).unwrap_err().contains("not a JSON array"));
+        assert!(split_json_array(&Bytes::from_static(b"{}"))
+            .unwrap_err()
+            .contains("not a JSON array"));
     }
 }

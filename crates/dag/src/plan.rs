@@ -10,7 +10,11 @@ pub type StepIdx = usize;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
     #[error("workflow '{workflow}' step '{step}': unknown input step '{input}'")]
-    UnknownStep { workflow: String, step: String, input: String },
+    UnknownStep {
+        workflow: String,
+        step: String,
+        input: String,
+    },
     #[error("workflow '{workflow}': output step '{output}' does not exist")]
     UnknownOutput { workflow: String, output: String },
     #[error("workflow '{workflow}' has no steps")]
@@ -65,10 +69,16 @@ impl Plan {
     /// rejected there; a cyclic plan would simply never fire the cycle).
     pub fn compile(wf: &Workflow) -> Result<Plan, PlanError> {
         if wf.steps.is_empty() {
-            return Err(PlanError::Empty { workflow: wf.name.clone() });
+            return Err(PlanError::Empty {
+                workflow: wf.name.clone(),
+            });
         }
-        let index: HashMap<&str, StepIdx> =
-            wf.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let index: HashMap<&str, StepIdx> = wf
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         let mut steps = Vec::with_capacity(wf.steps.len());
         for s in &wf.steps {
             let mut sources = Vec::new();
@@ -115,12 +125,17 @@ impl Plan {
             }
         }
         let output = match &wf.output {
-            Some(o) => *index.get(o.as_str()).ok_or_else(|| PlanError::UnknownOutput {
-                workflow: wf.name.clone(),
-                output: o.clone(),
-            })?,
+            Some(o) => *index
+                .get(o.as_str())
+                .ok_or_else(|| PlanError::UnknownOutput {
+                    workflow: wf.name.clone(),
+                    output: o.clone(),
+                })?,
             // The spec validator guarantees a single sink when `output` is absent.
-            None => steps.iter().position(|s| s.consumers.is_empty()).unwrap_or(steps.len() - 1),
+            None => steps
+                .iter()
+                .position(|s| s.consumers.is_empty())
+                .unwrap_or(steps.len() - 1),
         };
         let raw_input = steps
             .iter()
@@ -136,7 +151,13 @@ impl Plan {
                 _ => false,
             })
             .collect();
-        Ok(Plan { name: wf.name.as_str().into(), steps, output, input_consumers, raw_input })
+        Ok(Plan {
+            name: wf.name.as_str().into(),
+            steps,
+            output,
+            input_consumers,
+            raw_input,
+        })
     }
 
     /// A one-step plan: invoking a function directly uses the same engine and

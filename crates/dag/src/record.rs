@@ -45,7 +45,9 @@ impl RunRecord {
     /// Waiting for a slot on an existing instance.
     pub fn queue_us(&self) -> u64 {
         match self.started_us {
-            Some(s) => s.saturating_sub(self.queued_us).saturating_sub(self.cold_start_us),
+            Some(s) => s
+                .saturating_sub(self.queued_us)
+                .saturating_sub(self.cold_start_us),
             None => 0,
         }
     }

@@ -54,11 +54,21 @@ fn platform_error(e: PlatformError) -> Response {
 async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Response> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds the {limit}-byte limit (stratus up --max-body-bytes)"),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body exceeds the {limit}-byte limit (stratus up --max-body-bytes)"
+                ),
+            ))
+        }
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
         )),
-        Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))),
     }
 }
 
@@ -72,7 +82,11 @@ async fn metrics(State(p): State<Arc<Platform>>) -> Response {
 }
 
 async fn deploy(State(p): State<Arc<Platform>>, headers: HeaderMap, req: Request) -> Response {
-    let file = headers.get("x-stratus-file").and_then(|v| v.to_str().ok()).unwrap_or("request.yaml").to_string();
+    let file = headers
+        .get("x-stratus-file")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("request.yaml")
+        .to_string();
     let body = match read_body(req, 16 << 20).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -109,7 +123,11 @@ struct LogsQuery {
     tail: Option<usize>,
 }
 
-async fn logs(State(p): State<Arc<Platform>>, Path(name): Path<String>, Query(q): Query<LogsQuery>) -> Response {
+async fn logs(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Response {
     match p.logs(&name, q.tail.unwrap_or(100)) {
         Some(lines) => {
             let mut text = lines.join("\n");
@@ -118,18 +136,28 @@ async fn logs(State(p): State<Arc<Platform>>, Path(name): Path<String>, Query(q)
             }
             text.into_response()
         }
-        None => error(StatusCode::NOT_FOUND, format!("no logs for '{name}': it is not deployed or never ran")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no logs for '{name}': it is not deployed or never ran"),
+        ),
     }
 }
 
-async fn invoke(State(p): State<Arc<Platform>>, Path(name): Path<String>, req: Request) -> Response {
+async fn invoke(
+    State(p): State<Arc<Platform>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
     let t0 = Instant::now();
     let input = match read_body(req, p.max_body_bytes()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     let Some(res) = p.invoke(&name, input, t0).await else {
-        return error(StatusCode::NOT_FOUND, format!("no function or workflow named '{name}' is deployed (see `stratus ls`)"));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no function or workflow named '{name}' is deployed (see `stratus ls`)"),
+        );
     };
     let b = res.breakdown;
     let timing = format!(
@@ -150,7 +178,11 @@ async fn invoke(State(p): State<Arc<Platform>>, Path(name): Path<String>, req: R
             r
         }
         Err((status, msg)) => {
-            let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY), Json(serde_json::json!({ "error": msg, "invocation_id": res.id }))).into_response();
+            let mut r = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                Json(serde_json::json!({ "error": msg, "invocation_id": res.id })),
+            )
+                .into_response();
             *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             r
         }
@@ -171,11 +203,16 @@ struct InvocationsQuery {
     limit: Option<usize>,
 }
 
-async fn invocations(State(p): State<Arc<Platform>>, Query(q): Query<InvocationsQuery>) -> Response {
+async fn invocations(
+    State(p): State<Arc<Platform>>,
+    Query(q): Query<InvocationsQuery>,
+) -> Response {
     let p2 = p.clone();
-    let recs = tokio::task::spawn_blocking(move || p2.invocations(q.target.as_deref(), q.limit.unwrap_or(50).min(10_000)))
-        .await
-        .unwrap_or_default();
+    let recs = tokio::task::spawn_blocking(move || {
+        p2.invocations(q.target.as_deref(), q.limit.unwrap_or(50).min(10_000))
+    })
+    .await
+    .unwrap_or_default();
     Json(recs).into_response()
 }
 
@@ -192,5 +229,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(p)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(p))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -17,7 +17,10 @@ pub struct ChunksBody {
 impl ChunksBody {
     pub fn new(chunks: Vec<Bytes>) -> ChunksBody {
         let remaining = chunks.iter().map(|c| c.len() as u64).sum();
-        ChunksBody { chunks: chunks.into(), remaining }
+        ChunksBody {
+            chunks: chunks.into(),
+            remaining,
+        }
     }
 
     pub fn one(b: Bytes) -> ChunksBody {
@@ -35,7 +38,10 @@ impl Body for ChunksBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         match this.chunks.pop_front() {
             Some(c) => {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
 
 use crate::body::ChunksBody;
 
@@ -58,7 +58,9 @@ impl GatewayClient {
         conn.set_connect_timeout(Some(Duration::from_secs(3)));
         GatewayClient {
             base: base.trim_end_matches('/').to_string(),
-            http: HyperClient::builder(hyper_util::rt::TokioExecutor::new()).pool_max_idle_per_host(usize::MAX).build(conn),
+            http: HyperClient::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(usize::MAX)
+                .build(conn),
         }
     }
 
@@ -66,37 +68,83 @@ impl GatewayClient {
         &self.base
     }
 
-    pub async fn request(&self, method: http::Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Reply, ClientError> {
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut b = http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b.body(ChunksBody::one(body)).map_err(|_| ClientError::Url(url.clone()))?;
-        let unreachable = |reason: String| ClientError::Unreachable { url: self.base.clone(), reason };
-        let resp = self.http.request(req).await.map_err(|e| unreachable(format!("{e:#}")))?;
+        let req = b
+            .body(ChunksBody::one(body))
+            .map_err(|_| ClientError::Url(url.clone()))?;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason,
+        };
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| unreachable(format!("{e:#}")))?;
         let status = resp.status().as_u16();
         let h = resp.headers();
         let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (invocation_id, server_timing, content_type) = (get("x-stratus-invocation-id"), get("server-timing"), get("content-type"));
-        let body = resp.into_body().collect().await.map_err(|e| unreachable(format!("{e:#}")))?.to_bytes();
-        Ok(Reply { status, invocation_id, server_timing, content_type, body })
+        let (invocation_id, server_timing, content_type) = (
+            get("x-stratus-invocation-id"),
+            get("server-timing"),
+            get("content-type"),
+        );
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(format!("{e:#}")))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            invocation_id,
+            server_timing,
+            content_type,
+            body,
+        })
     }
 
     pub async fn invoke(&self, name: &str, body: Bytes) -> Result<Reply, ClientError> {
-        self.request(http::Method::POST, &format!("/v1/invoke/{name}"), &[], body).await
-    }
-
-    pub async fn deploy(&self, file: &str, yaml: &str) -> Result<Reply, ClientError> {
-        self.request(http::Method::POST, "/v1/deploy", &[("x-stratus-file", file), ("content-type", "application/yaml")], Bytes::copy_from_slice(yaml.as_bytes()))
+        self.request(http::Method::POST, &format!("/v1/invoke/{name}"), &[], body)
             .await
     }
 
+    pub async fn deploy(&self, file: &str, yaml: &str) -> Result<Reply, ClientError> {
+        self.request(
+            http::Method::POST,
+            "/v1/deploy",
+            &[
+                ("x-stratus-file", file),
+                ("content-type", "application/yaml"),
+            ],
+            Bytes::copy_from_slice(yaml.as_bytes()),
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str) -> Result<Reply, ClientError> {
-        self.request(http::Method::GET, path, &[], Bytes::new()).await
+        self.request(http::Method::GET, path, &[], Bytes::new())
+            .await
     }
 
     pub async fn delete(&self, name: &str) -> Result<Reply, ClientError> {
-        self.request(http::Method::DELETE, &format!("/v1/resources/{name}"), &[], Bytes::new()).await
+        self.request(
+            http::Method::DELETE,
+            &format!("/v1/resources/{name}"),
+            &[],
+            Bytes::new(),
+        )
+        .await
     }
 }

@@ -39,7 +39,10 @@ impl Default for Config {
         Config {
             state_dir: None,
             workdir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-            extra_path: std::env::current_exe().ok().and_then(|p| p.parent().map(|d| vec![d.to_path_buf()])).unwrap_or_default(),
+            extra_path: std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(|d| vec![d.to_path_buf()]))
+                .unwrap_or_default(),
             max_body_bytes: 64 << 20,
             idle_timeout: Duration::from_secs(60),
             tick: Duration::from_millis(250),

@@ -15,7 +15,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use stratus_dag::{Dispatch, ExecStatus, Execution, InvocationKind, InvocationRecord, Payload, Plan, RunId};
+use stratus_dag::{
+    Dispatch, ExecStatus, Execution, InvocationKind, InvocationRecord, Payload, Plan, RunId,
+};
 
 use crate::body::ChunksBody;
 use crate::metrics::TargetMetrics;
@@ -38,18 +40,41 @@ pub fn http_client() -> HttpClient {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallError {
     Pool(PoolError),
-    Timeout { function: String, secs: u64 },
-    Crashed { function: String, instance: String, status: String, logs: String },
-    Connection { function: String, instance: String, error: String },
-    Status { function: String, code: u16, body: String },
-    TooLarge { function: String, limit: usize },
+    Timeout {
+        function: String,
+        secs: u64,
+    },
+    Crashed {
+        function: String,
+        instance: String,
+        status: String,
+        logs: String,
+    },
+    Connection {
+        function: String,
+        instance: String,
+        error: String,
+    },
+    Status {
+        function: String,
+        code: u16,
+        body: String,
+    },
+    TooLarge {
+        function: String,
+        limit: usize,
+    },
     UnknownFunction(String),
 }
 
 impl CallError {
     pub fn http_status(&self) -> u16 {
         match self {
-            CallError::Pool(PoolError::StartFailed { .. } | PoolError::Overloaded { .. } | PoolError::Retired { .. }) => 503,
+            CallError::Pool(
+                PoolError::StartFailed { .. }
+                | PoolError::Overloaded { .. }
+                | PoolError::Retired { .. },
+            ) => 503,
             CallError::Pool(PoolError::QueueTimeout { .. }) | CallError::Timeout { .. } => 504,
             CallError::UnknownFunction(_) => 404,
             _ => 502,
@@ -62,21 +87,43 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Pool(e) => write!(f, "{e}"),
             CallError::Timeout { function, secs } => {
-                write!(f, "function '{function}' did not respond within its timeoutSeconds ({secs}s)")
+                write!(
+                    f,
+                    "function '{function}' did not respond within its timeoutSeconds ({secs}s)"
+                )
             }
-            CallError::Crashed { function, instance, status, logs } => {
+            CallError::Crashed {
+                function,
+                instance,
+                status,
+                logs,
+            } => {
                 write!(f, "instance {instance} of '{function}' exited ({status}) while handling the request")?;
                 if !logs.is_empty() {
                     write!(f, "; last output:\n{logs}")?;
                 }
                 Ok(())
             }
-            CallError::Connection { function, instance, error } => {
-                write!(f, "request to instance {instance} of '{function}' failed: {error}")
+            CallError::Connection {
+                function,
+                instance,
+                error,
+            } => {
+                write!(
+                    f,
+                    "request to instance {instance} of '{function}' failed: {error}"
+                )
             }
-            CallError::Status { function, code, body } => write!(f, "function '{function}' answered HTTP {code}: {body}"),
+            CallError::Status {
+                function,
+                code,
+                body,
+            } => write!(f, "function '{function}' answered HTTP {code}: {body}"),
             CallError::TooLarge { function, limit } => {
-                write!(f, "function '{function}' returned more than the {limit}-byte body limit")
+                write!(
+                    f,
+                    "function '{function}' returned more than the {limit}-byte body limit"
+                )
             }
             CallError::UnknownFunction(n) => write!(f, "function '{n}' is not deployed"),
         }
@@ -108,7 +155,12 @@ impl Platform {
     /// Calls one function once: acquire a slot (buffering while instances
     /// start), send the request, collect the response, all within the
     /// function's timeout.
-    async fn call(self: &Arc<Self>, pool: Arc<FunctionPool>, d: Dispatch, t0: Instant) -> RunOutcome {
+    async fn call(
+        self: &Arc<Self>,
+        pool: Arc<FunctionPool>,
+        d: Dispatch,
+        t0: Instant,
+    ) -> RunOutcome {
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let deadline = Instant::now() + timeout;
         let fname = pool.service.name.clone();
@@ -139,19 +191,36 @@ impl Platform {
         let limit = self.cfg.max_body_bytes;
         let f2 = fname.clone();
         let mut fut = Box::pin(async move {
-            let resp = client.request(req).await.map_err(|e| Err(format!("{e:#}")))?;
+            let resp = client
+                .request(req)
+                .await
+                .map_err(|e| Err(format!("{e:#}")))?;
             let status = resp.status();
-            let body = Limited::new(resp.into_body(), limit).collect().await.map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    Ok(CallError::TooLarge { function: f2.clone(), limit })
-                } else {
-                    Err(format!("{e:#}"))
-                }
-            })?;
+            let body = Limited::new(resp.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        Ok(CallError::TooLarge {
+                            function: f2.clone(),
+                            limit,
+                        })
+                    } else {
+                        Err(format!("{e:#}"))
+                    }
+                })?;
             let body = body.to_bytes();
             if !status.is_success() {
-                let text = String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_string();
-                return Err(Ok(CallError::Status { function: f2, code: status.as_u16(), body: text }));
+                let text = String::from_utf8_lossy(&body[..body.len().min(512)])
+                    .trim()
+                    .to_string();
+                return Err(Ok(CallError::Status {
+                    function: f2,
+                    code: status.as_u16(),
+                    body: text,
+                }));
             }
             Ok(body)
         });
@@ -174,7 +243,11 @@ impl Platform {
                             status,
                         })
                     }
-                    None => Err(CallError::Connection { function: fname.clone(), instance: instance.clone(), error: transport }),
+                    None => Err(CallError::Connection {
+                        function: fname.clone(),
+                        instance: instance.clone(),
+                        error: transport,
+                    }),
                 }
             }
             Err(_) => {
@@ -195,12 +268,22 @@ impl Platform {
                     cold_start_us,
                     instance,
                     finished_us: micros(t0),
-                    result: Err(CallError::Timeout { function: fname, secs: timeout.as_secs() }),
+                    result: Err(CallError::Timeout {
+                        function: fname,
+                        secs: timeout.as_secs(),
+                    }),
                 };
             }
         };
         drop(lease);
-        RunOutcome { run: d.run, started_us, cold_start_us, instance, finished_us: micros(t0), result }
+        RunOutcome {
+            run: d.run,
+            started_us,
+            cold_start_us,
+            instance,
+            finished_us: micros(t0),
+            result,
+        }
     }
 
     fn pool_for(&self, function: &str) -> Option<Arc<FunctionPool>> {
@@ -218,7 +301,10 @@ impl Platform {
         t0: Instant,
     ) -> InvokeResult {
         let id = self.next_invocation_id();
-        let received_unix_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let received_unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         let input_bytes = input.len() as u64;
         let mut exec = Execution::new(plan);
         let mut running = FuturesUnordered::new();
@@ -233,7 +319,13 @@ impl Platform {
         let breakdown = exec.breakdown(total_us);
         let result = match exec.status() {
             ExecStatus::Succeeded(p) => Ok(p.clone()),
-            ExecStatus::Failed(msg) => Err((first_error.as_ref().map(CallError::http_status).unwrap_or(502), msg.clone())),
+            ExecStatus::Failed(msg) => Err((
+                first_error
+                    .as_ref()
+                    .map(CallError::http_status)
+                    .unwrap_or(502),
+                msg.clone(),
+            )),
             ExecStatus::Running => Err((500, "internal error: execution stalled".to_string())),
         };
         metrics.latency.observe(total_us as f64 / 1e6);
@@ -276,7 +368,11 @@ impl Platform {
                 finish(exec);
             });
         }
-        InvokeResult { id, result, breakdown }
+        InvokeResult {
+            id,
+            result,
+            breakdown,
+        }
     }
 
     fn complete(
@@ -311,9 +407,20 @@ impl Platform {
                 let e = CallError::Status {
                     function: d.function.to_string(),
                     code: 413,
-                    body: format!("input of {} bytes exceeds the {}-byte limit per edge", d.input.len(), self.cfg.max_body_bytes),
+                    body: format!(
+                        "input of {} bytes exceeds the {}-byte limit per edge",
+                        d.input.len(),
+                        self.cfg.max_body_bytes
+                    ),
                 };
-                let o = RunOutcome { run: d.run, started_us: now, cold_start_us: 0, instance: String::new(), finished_us: now, result: Err(e) };
+                let o = RunOutcome {
+                    run: d.run,
+                    started_us: now,
+                    cold_start_us: 0,
+                    instance: String::new(),
+                    finished_us: now,
+                    result: Err(e),
+                };
                 self.complete(o, exec, first_error, t0, running);
                 continue;
             }

@@ -45,14 +45,42 @@ impl Metrics {
         let function_requests = Family::<FunctionLabels, Counter>::default();
         let queued = Family::<FunctionLabels, Gauge>::default();
         let records_dropped = Counter::default();
-        registry.register("invocations", "Invocations of functions and workflows", invocations.clone());
-        registry.register("invocation_duration_seconds", "End-to-end invocation latency", latency.clone());
-        registry.register("instances", "Ready instances per function", instances.clone());
+        registry.register(
+            "invocations",
+            "Invocations of functions and workflows",
+            invocations.clone(),
+        );
+        registry.register(
+            "invocation_duration_seconds",
+            "End-to-end invocation latency",
+            latency.clone(),
+        );
+        registry.register(
+            "instances",
+            "Ready instances per function",
+            instances.clone(),
+        );
         registry.register("cold_starts", "Instances started", cold_starts.clone());
-        registry.register("start_failures", "Instance starts that failed", start_failures.clone());
-        registry.register("function_requests", "Requests sent to function instances", function_requests.clone());
-        registry.register("queued_requests", "Requests buffered waiting for an instance slot", queued.clone());
-        registry.register("records_dropped", "Invocation records not persisted (writer backlog)", records_dropped.clone());
+        registry.register(
+            "start_failures",
+            "Instance starts that failed",
+            start_failures.clone(),
+        );
+        registry.register(
+            "function_requests",
+            "Requests sent to function instances",
+            function_requests.clone(),
+        );
+        registry.register(
+            "queued_requests",
+            "Requests buffered waiting for an instance slot",
+            queued.clone(),
+        );
+        registry.register(
+            "records_dropped",
+            "Invocation records not persisted (writer backlog)",
+            records_dropped.clone(),
+        );
         Metrics {
             registry,
             invocations,
@@ -91,14 +119,22 @@ pub struct FunctionMetrics {
 
 impl FunctionMetrics {
     pub fn new(m: &Metrics, function: &str) -> FunctionMetrics {
-        let l = FunctionLabels { function: function.to_string() };
+        let l = FunctionLabels {
+            function: function.to_string(),
+        };
         // One statement each: a `get_or_create` guard must be dropped before the next call.
         let instances = m.instances.get_or_create(&l).clone();
         let cold_starts = m.cold_starts.get_or_create(&l).clone();
         let start_failures = m.start_failures.get_or_create(&l).clone();
         let requests = m.function_requests.get_or_create(&l).clone();
         let queued = m.queued.get_or_create(&l).clone();
-        FunctionMetrics { instances, cold_starts, start_failures, requests, queued }
+        FunctionMetrics {
+            instances,
+            cold_starts,
+            start_failures,
+            requests,
+            queued,
+        }
     }
 }
 
@@ -112,11 +148,19 @@ pub struct TargetMetrics {
 
 impl TargetMetrics {
     pub fn new(m: &Metrics, target: &str, kind: &str) -> TargetMetrics {
-        let l = |outcome: &str| TargetLabels { target: target.into(), kind: kind.into(), outcome: outcome.into() };
+        let l = |outcome: &str| TargetLabels {
+            target: target.into(),
+            kind: kind.into(),
+            outcome: outcome.into(),
+        };
         // One statement each: a `get_or_create` guard must be dropped before the next call.
         let ok = m.invocations.get_or_create(&l("ok")).clone();
         let failed = m.invocations.get_or_create(&l("error")).clone();
         let latency = m.latency.get_or_create(&l("all")).clone();
-        TargetMetrics { ok, failed, latency }
+        TargetMetrics {
+            ok,
+            failed,
+            latency,
+        }
     }
 }

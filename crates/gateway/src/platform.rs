@@ -33,7 +33,10 @@ pub enum PlatformError {
     #[error("state store")]
     State(#[from] stratus_state::StateError),
     #[error("cannot set up the state directory {path}")]
-    StateDir { path: String, source: std::io::Error },
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub(crate) struct WorkflowEntry {
@@ -88,8 +91,10 @@ impl Platform {
     pub async fn start(cfg: Config) -> Result<Arc<Platform>, PlatformError> {
         let store: Arc<dyn StateStore> = match &cfg.state_dir {
             Some(d) => {
-                std::fs::create_dir_all(d)
-                    .map_err(|source| PlatformError::StateDir { path: d.display().to_string(), source })?;
+                std::fs::create_dir_all(d).map_err(|source| PlatformError::StateDir {
+                    path: d.display().to_string(),
+                    source,
+                })?;
                 Arc::new(SqliteStore::open(&d.join("state.db"))?)
             }
             None => Arc::new(SqliteStore::in_memory()?),
@@ -108,7 +113,10 @@ impl Platform {
         if let Some(d) = &pid_dir {
             let n = stratus_sandbox::process::reap_stale(d);
             if n > 0 {
-                tracing::warn!(count = n, "killed instances left running by a previous platform process");
+                tracing::warn!(
+                    count = n,
+                    "killed instances left running by a previous platform process"
+                );
             }
         }
         let process = process.unwrap_or_else(|| {
@@ -124,7 +132,12 @@ impl Platform {
         let mut sandboxes: HashMap<&'static str, Arc<dyn Sandbox>> = HashMap::new();
         sandboxes.insert("process", process);
         let p = Arc::new(Platform {
-            recorder: Recorder::new(store.clone(), cfg.recent_invocations, cfg.persist_invocations, metrics.clone()),
+            recorder: Recorder::new(
+                store.clone(),
+                cfg.recent_invocations,
+                cfg.persist_invocations,
+                metrics.clone(),
+            ),
             cfg,
             store,
             sandboxes,
@@ -132,7 +145,10 @@ impl Platform {
             client: http_client(),
             metrics,
             logs: RwLock::new(HashMap::new()),
-            boot: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            boot: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             seq: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         });
@@ -149,7 +165,8 @@ impl Platform {
                     _ = iv.tick() => {}
                 }
                 let Some(p) = weak.upgrade() else { break };
-                let pools: Vec<Arc<FunctionPool>> = p.registry.read().functions.values().cloned().collect();
+                let pools: Vec<Arc<FunctionPool>> =
+                    p.registry.read().functions.values().cloned().collect();
                 for pool in pools {
                     pool.tick();
                 }
@@ -163,11 +180,20 @@ impl Platform {
         let mut workflows = Vec::new();
         for r in self.store.list_resources()? {
             let corrupt = |e: serde_json::Error| {
-                stratus_state::StateError::Corrupt(format!("{} '{}' revision {}: {e}", r.kind, r.name, r.revision))
+                stratus_state::StateError::Corrupt(format!(
+                    "{} '{}' revision {}: {e}",
+                    r.kind, r.name, r.revision
+                ))
             };
             match r.kind.as_str() {
-                "Service" => services.push((serde_json::from_str::<Service>(&r.spec_json).map_err(corrupt)?, r.revision)),
-                "Workflow" => workflows.push((serde_json::from_str::<Workflow>(&r.spec_json).map_err(corrupt)?, r.revision)),
+                "Service" => services.push((
+                    serde_json::from_str::<Service>(&r.spec_json).map_err(corrupt)?,
+                    r.revision,
+                )),
+                "Workflow" => workflows.push((
+                    serde_json::from_str::<Workflow>(&r.spec_json).map_err(corrupt)?,
+                    r.revision,
+                )),
                 _ => {}
             }
         }
@@ -177,10 +203,17 @@ impl Platform {
             reg.functions.insert(pool.service.name.clone(), pool);
         }
         for (w, rev) in workflows {
-            let entry = self.workflow_entry(w, rev).map_err(PlatformError::Invalid)?;
-            reg.workflows.insert(entry.spec.name.clone(), Arc::new(entry));
+            let entry = self
+                .workflow_entry(w, rev)
+                .map_err(PlatformError::Invalid)?;
+            reg.workflows
+                .insert(entry.spec.name.clone(), Arc::new(entry));
         }
-        tracing::info!(functions = reg.functions.len(), workflows = reg.workflows.len(), "restored deployed resources");
+        tracing::info!(
+            functions = reg.functions.len(),
+            workflows = reg.workflows.len(),
+            "restored deployed resources"
+        );
         Ok(())
     }
 
@@ -203,22 +236,41 @@ impl Platform {
             .clone();
         let fm = FunctionMetrics::new(&self.metrics, &s.name);
         let tm = TargetMetrics::new(&self.metrics, &s.name, "function");
-        Ok(FunctionPool::new(s, revision, sandbox, self.cfg.clone(), fm, tm, logs))
+        Ok(FunctionPool::new(
+            s,
+            revision,
+            sandbox,
+            self.cfg.clone(),
+            fm,
+            tm,
+            logs,
+        ))
     }
 
     fn workflow_entry(&self, w: Workflow, revision: u64) -> Result<WorkflowEntry, String> {
         let plan = Arc::new(Plan::compile(&w).map_err(|e| e.to_string())?);
         let metrics = TargetMetrics::new(&self.metrics, &w.name, "workflow");
-        Ok(WorkflowEntry { spec: w, revision, plan, metrics })
+        Ok(WorkflowEntry {
+            spec: w,
+            revision,
+            plan,
+            metrics,
+        })
     }
 
     /// Parses, validates and deploys every resource in `text`, or nothing.
-    pub async fn deploy(self: &Arc<Self>, file: &str, text: &str) -> Result<DeployReport, PlatformError> {
-        let bundle = stratus_spec::parse(file, text).map_err(|e| PlatformError::Invalid(e.to_string()))?;
+    pub async fn deploy(
+        self: &Arc<Self>,
+        file: &str,
+        text: &str,
+    ) -> Result<DeployReport, PlatformError> {
+        let bundle =
+            stratus_spec::parse(file, text).map_err(|e| PlatformError::Invalid(e.to_string()))?;
         let mut problems = Vec::new();
         {
             let reg = self.registry.read();
-            if let Err(e) = stratus_spec::validate_refs(&bundle, &|f| reg.functions.contains_key(f)) {
+            if let Err(e) = stratus_spec::validate_refs(&bundle, &|f| reg.functions.contains_key(f))
+            {
                 problems.push(e.to_string());
             }
             for s in &bundle.services {
@@ -242,7 +294,12 @@ impl Platform {
             return Err(PlatformError::Invalid(problems.join("\n")));
         }
         let source_of = |kind: &str, name: &str| {
-            bundle.sources.iter().find(|(k, n, _)| k == kind && n == name).map(|(_, _, t)| t.clone()).unwrap_or_default()
+            bundle
+                .sources
+                .iter()
+                .find(|(k, n, _)| k == kind && n == name)
+                .map(|(_, _, t)| t.clone())
+                .unwrap_or_default()
         };
         let mut items = Vec::new();
         for s in &bundle.services {
@@ -270,7 +327,10 @@ impl Platform {
             .await
             .map_err(|e| PlatformError::Invalid(format!("deploy task failed: {e}")))??;
         // Durable: now switch the registry over.
-        let mut report = DeployReport { resources: Vec::new(), warnings: bundle.warnings.iter().map(|w| w.to_string()).collect() };
+        let mut report = DeployReport {
+            resources: Vec::new(),
+            warnings: bundle.warnings.iter().map(|w| w.to_string()).collect(),
+        };
         let mut reg = self.registry.write();
         let mut revs = revisions.into_iter();
         for s in bundle.services {
@@ -283,17 +343,35 @@ impl Platform {
                     old.retire();
                 }
             }
-            report.resources.push(ResourceInfo { kind: "Service".into(), name, revision: rev, instances: None, starting: None, queued: None, changed: Some(!unchanged) });
+            report.resources.push(ResourceInfo {
+                kind: "Service".into(),
+                name,
+                revision: rev,
+                instances: None,
+                starting: None,
+                queued: None,
+                changed: Some(!unchanged),
+            });
         }
         for w in bundle.workflows {
             let rev = revs.next().unwrap_or(1);
             let name = w.name.clone();
             let unchanged = reg.workflows.get(&name).is_some_and(|e| e.revision == rev);
             if !unchanged {
-                let entry = self.workflow_entry(w, rev).map_err(PlatformError::Invalid)?;
+                let entry = self
+                    .workflow_entry(w, rev)
+                    .map_err(PlatformError::Invalid)?;
                 reg.workflows.insert(name.clone(), Arc::new(entry));
             }
-            report.resources.push(ResourceInfo { kind: "Workflow".into(), name, revision: rev, instances: None, starting: None, queued: None, changed: Some(!unchanged) });
+            report.resources.push(ResourceInfo {
+                kind: "Workflow".into(),
+                name,
+                revision: rev,
+                instances: None,
+                starting: None,
+                queued: None,
+                changed: Some(!unchanged),
+            });
         }
         Ok(report)
     }
@@ -313,7 +391,10 @@ impl Platform {
                     .collect();
                 if !users.is_empty() {
                     users.sort();
-                    return Err(PlatformError::InUse { function: name.into(), workflows: users.join(", ") });
+                    return Err(PlatformError::InUse {
+                        function: name.into(),
+                        workflows: users.join(", "),
+                    });
                 }
                 "Service"
             } else {
@@ -361,13 +442,20 @@ impl Platform {
                 changed: None,
             }))
             .collect();
-        out.sort_by(|a, b| (b.kind.as_str(), a.name.as_str()).cmp(&(a.kind.as_str(), b.name.as_str())));
+        out.sort_by(|a, b| {
+            (b.kind.as_str(), a.name.as_str()).cmp(&(a.kind.as_str(), b.name.as_str()))
+        });
         out
     }
 
     /// The stored YAML of a resource.
     pub fn source(&self, name: &str) -> Option<String> {
-        self.store.list_resources().ok()?.into_iter().find(|r| r.name == name).map(|r| r.source)
+        self.store
+            .list_resources()
+            .ok()?
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.source)
     }
 
     pub fn function(&self, name: &str) -> Option<Arc<FunctionPool>> {
@@ -386,7 +474,11 @@ impl Platform {
         self.recorder.get(id)
     }
 
-    pub fn invocations(&self, target: Option<&str>, limit: usize) -> Vec<Arc<stratus_dag::InvocationRecord>> {
+    pub fn invocations(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Vec<Arc<stratus_dag::InvocationRecord>> {
         self.recorder.list(target, limit)
     }
 
@@ -396,7 +488,11 @@ impl Platform {
     }
 
     pub(crate) fn next_invocation_id(&self) -> String {
-        format!("{:08x}-{:08x}", self.boot as u32, self.seq.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{:08x}-{:08x}",
+            self.boot as u32,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -404,13 +500,24 @@ impl Platform {
     }
 
     /// Invokes a workflow or a function by name. `t0` is when the request arrived.
-    pub async fn invoke(self: &Arc<Self>, name: &str, input: Bytes, t0: Instant) -> Option<InvokeResult> {
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        input: Bytes,
+        t0: Instant,
+    ) -> Option<InvokeResult> {
         let target = {
             let reg = self.registry.read();
             if let Some(w) = reg.workflows.get(name) {
                 Some((w.plan.clone(), InvocationKind::Workflow, w.metrics.clone()))
             } else {
-                reg.functions.get(name).map(|p| (p.plan.clone(), InvocationKind::Function, p.target_metrics.clone()))
+                reg.functions.get(name).map(|p| {
+                    (
+                        p.plan.clone(),
+                        InvocationKind::Function,
+                        p.target_metrics.clone(),
+                    )
+                })
             }
         };
         let (plan, kind, metrics) = target?;
@@ -431,7 +538,10 @@ impl Platform {
 
 /// Revision identity ignores where in a file a resource was written.
 fn normalized_service(s: &Service) -> Service {
-    Service { pos: Default::default(), ..s.clone() }
+    Service {
+        pos: Default::default(),
+        ..s.clone()
+    }
 }
 
 fn normalized_workflow(w: &Workflow) -> Workflow {

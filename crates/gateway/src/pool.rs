@@ -123,7 +123,11 @@ impl FunctionPool {
         target_metrics: TargetMetrics,
         logs: Arc<LogBuffer>,
     ) -> Arc<FunctionPool> {
-        let cap = if service.container_concurrency == 0 { u32::MAX } else { service.container_concurrency };
+        let cap = if service.container_concurrency == 0 {
+            u32::MAX
+        } else {
+            service.container_concurrency
+        };
         let target = service.effective_target().max(0.01);
         Arc::new(FunctionPool {
             plan: Arc::new(Plan::single(&service.name)),
@@ -161,16 +165,31 @@ impl FunctionPool {
     }
 
     pub fn endpoints(&self) -> Vec<SocketAddr> {
-        self.inner.lock().instances.iter().map(|s| s.endpoint).collect()
+        self.inner
+            .lock()
+            .instances
+            .iter()
+            .map(|s| s.endpoint)
+            .collect()
     }
 
     pub fn instance_ids(&self) -> Vec<String> {
-        self.inner.lock().instances.iter().map(|s| s.id.clone()).collect()
+        self.inner
+            .lock()
+            .instances
+            .iter()
+            .map(|s| s.id.clone())
+            .collect()
     }
 
     fn lease(self: &Arc<Self>, slot: &Arc<Slot>, cold_start_us: u64) -> Lease {
         slot.inflight.fetch_add(1, Ordering::Relaxed);
-        Lease { pool: self.clone(), slot: slot.clone(), cold_start_us, armed: true }
+        Lease {
+            pool: self.clone(),
+            slot: slot.clone(),
+            cold_start_us,
+            armed: true,
+        }
     }
 
     fn pick(&self, g: &Inner) -> Option<Arc<Slot>> {
@@ -187,13 +206,18 @@ impl FunctionPool {
         let rx = {
             let mut g = self.inner.lock();
             if g.retired {
-                return Err(PoolError::Retired { function: self.name().into() });
+                return Err(PoolError::Retired {
+                    function: self.name().into(),
+                });
             }
             if let Some(slot) = self.pick(&g) {
                 return Ok(self.lease(&slot, 0));
             }
             if g.waiters.len() >= self.cfg.max_queue {
-                return Err(PoolError::Overloaded { function: self.name().into(), queued: g.waiters.len() });
+                return Err(PoolError::Overloaded {
+                    function: self.name().into(),
+                    queued: g.waiters.len(),
+                });
             }
             let (tx, rx) = oneshot::channel();
             g.waiters.push_back(Waiter { tx, since });
@@ -203,17 +227,28 @@ impl FunctionPool {
         };
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(PoolError::Retired { function: self.name().into() }),
-            Err(_) => Err(PoolError::QueueTimeout { function: self.name().into(), waited: since.elapsed() }),
+            Ok(Err(_)) => Err(PoolError::Retired {
+                function: self.name().into(),
+            }),
+            Err(_) => Err(PoolError::QueueTimeout {
+                function: self.name().into(),
+                waited: since.elapsed(),
+            }),
         }
     }
 
     /// Hands `slot`'s free capacity to waiters, oldest first.
     fn hand_out(self: &Arc<Self>, g: &mut Inner, slot: &Arc<Slot>, cold: bool) {
         while slot.inflight() < self.cap && !slot.dead.load(Ordering::Relaxed) {
-            let Some(w) = g.waiters.pop_front() else { break };
+            let Some(w) = g.waiters.pop_front() else {
+                break;
+            };
             self.metrics.queued.dec();
-            let cold_us = if cold { w.since.elapsed().as_micros() as u64 } else { 0 };
+            let cold_us = if cold {
+                w.since.elapsed().as_micros() as u64
+            } else {
+                0
+            };
             let lease = self.lease(slot, cold_us);
             if let Err(Ok(mut lease)) = w.tx.send(Ok(lease)) {
                 // The waiter gave up: take the slot back without re-entering release.
@@ -310,7 +345,9 @@ impl FunctionPool {
                 let slot = Arc::new(Slot {
                     id: spec.instance_id,
                     endpoint,
-                    uri: format!("http://{endpoint}/").parse().expect("socket address is a valid authority"),
+                    uri: format!("http://{endpoint}/")
+                        .parse()
+                        .expect("socket address is a valid authority"),
                     inst,
                     inflight: AtomicU32::new(0),
                     last_active: AtomicU64::new(self.now_us()),
@@ -331,7 +368,10 @@ impl FunctionPool {
                 if g.instances.is_empty() && g.starting == 0 {
                     for w in g.waiters.drain(..) {
                         self.metrics.queued.dec();
-                        let _ = w.tx.send(Err(PoolError::StartFailed { function: s.name.clone(), reason: reason.clone() }));
+                        let _ = w.tx.send(Err(PoolError::StartFailed {
+                            function: s.name.clone(),
+                            reason: reason.clone(),
+                        }));
                     }
                 }
             }
@@ -341,7 +381,12 @@ impl FunctionPool {
     /// Periodic housekeeping: drop exited instances, stop idle ones, keep min-scale.
     pub(crate) fn tick(self: &Arc<Self>) {
         let mut g = self.inner.lock();
-        let dead: Vec<Arc<Slot>> = g.instances.iter().filter(|s| s.exit_status().is_some()).cloned().collect();
+        let dead: Vec<Arc<Slot>> = g
+            .instances
+            .iter()
+            .filter(|s| s.exit_status().is_some())
+            .cloned()
+            .collect();
         for s in &dead {
             tracing::warn!(instance = %s.id, status = ?s.exit_status(), "instance exited");
             s.dead.store(true, Ordering::Relaxed);
@@ -353,7 +398,11 @@ impl FunctionPool {
         let idle: Vec<Arc<Slot>> = g
             .instances
             .iter()
-            .filter(|s| s.inflight() == 0 && (g.retired || now.saturating_sub(s.last_active.load(Ordering::Relaxed)) >= idle_us))
+            .filter(|s| {
+                s.inflight() == 0
+                    && (g.retired
+                        || now.saturating_sub(s.last_active.load(Ordering::Relaxed)) >= idle_us)
+            })
             .cloned()
             .collect();
         for s in idle {
@@ -370,7 +419,12 @@ impl FunctionPool {
     pub(crate) fn retire(self: &Arc<Self>) {
         let mut g = self.inner.lock();
         g.retired = true;
-        let idle: Vec<Arc<Slot>> = g.instances.iter().filter(|s| s.inflight() == 0).cloned().collect();
+        let idle: Vec<Arc<Slot>> = g
+            .instances
+            .iter()
+            .filter(|s| s.inflight() == 0)
+            .cloned()
+            .collect();
         if g.waiters.is_empty() {
             for s in idle {
                 self.remove(&mut g, &s);
@@ -384,7 +438,9 @@ impl FunctionPool {
             let mut g = self.inner.lock();
             g.retired = true;
             for w in g.waiters.drain(..) {
-                let _ = w.tx.send(Err(PoolError::Retired { function: self.service.name.clone() }));
+                let _ = w.tx.send(Err(PoolError::Retired {
+                    function: self.service.name.clone(),
+                }));
             }
             std::mem::take(&mut g.instances)
         };

@@ -33,7 +33,12 @@ struct Recent {
 const BACKLOG: usize = 100_000;
 
 impl Recorder {
-    pub fn new(store: Arc<dyn StateStore>, cap: usize, persist: bool, metrics: Arc<Metrics>) -> Recorder {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        cap: usize,
+        persist: bool,
+        metrics: Arc<Metrics>,
+    ) -> Recorder {
         let tx = persist.then(|| {
             let (tx, rx) = mpsc::sync_channel::<Msg>(BACKLOG);
             let store = store.clone();
@@ -43,7 +48,13 @@ impl Recorder {
                 .expect("spawn recorder thread");
             tx
         });
-        Recorder { recent: Mutex::new(Recent::default()), cap, tx, store, metrics }
+        Recorder {
+            recent: Mutex::new(Recent::default()),
+            cap,
+            tx,
+            store,
+            metrics,
+        }
     }
 
     pub fn record(&self, rec: InvocationRecord) {

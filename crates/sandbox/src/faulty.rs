@@ -16,7 +16,11 @@ pub struct FaultySandbox<S> {
 
 impl<S: Sandbox> FaultySandbox<S> {
     pub fn new(inner: S) -> Self {
-        FaultySandbox { inner, fail_starts: AtomicU32::new(0), delay_us: AtomicU64::new(0) }
+        FaultySandbox {
+            inner,
+            fail_starts: AtomicU32::new(0),
+            delay_us: AtomicU64::new(0),
+        }
     }
 
     pub fn fail_next_starts(&self, n: u32) {
@@ -34,13 +38,23 @@ impl<S: Sandbox> Sandbox for FaultySandbox<S> {
         self.inner.kind()
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
+    async fn start(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
         let d = self.delay_us.load(Ordering::SeqCst);
         if d > 0 {
             tokio::time::sleep(Duration::from_micros(d)).await;
         }
-        if self.fail_starts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-            return Err(SandboxError::Injected(format!("start of {} failed", spec.instance_id)));
+        if self
+            .fail_starts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(SandboxError::Injected(format!(
+                "start of {} failed",
+                spec.instance_id
+            )));
         }
         self.inner.start(spec).await
     }

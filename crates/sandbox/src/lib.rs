@@ -29,11 +29,25 @@ use async_trait::async_trait;
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("instance {instance} of '{function}': cannot start '{program}': {source}")]
-    Spawn { function: String, instance: String, program: String, source: std::io::Error },
+    Spawn {
+        function: String,
+        instance: String,
+        program: String,
+        source: std::io::Error,
+    },
     #[error("instance {instance} of '{function}' exited with {status} before becoming ready; last output:\n{logs}")]
-    ExitedEarly { function: String, instance: String, status: String, logs: String },
+    ExitedEarly {
+        function: String,
+        instance: String,
+        status: String,
+        logs: String,
+    },
     #[error("instance {instance} of '{function}' did not listen on its port within {timeout:?}")]
-    NotReady { function: String, instance: String, timeout: Duration },
+    NotReady {
+        function: String,
+        instance: String,
+        timeout: Duration,
+    },
     #[error("'{function}' has an empty command: the process runtime needs containers[0].command")]
     NoCommand { function: String },
     #[error("no free port for a new instance")]
@@ -71,7 +85,10 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Backend name, as used in the `stratus.dev/runtime` annotation.
     fn kind(&self) -> &'static str;
     /// Starts an instance and returns once it is ready to serve.
-    async fn start(&self, spec: &InstanceSpec) -> Result<(Box<dyn Instance>, StartTiming), SandboxError>;
+    async fn start(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError>;
 }
 
 #[async_trait]

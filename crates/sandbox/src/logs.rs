@@ -17,13 +17,22 @@ struct Inner {
 
 impl std::fmt::Debug for LogBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogBuffer").field("cap_bytes", &self.cap_bytes).finish_non_exhaustive()
+        f.debug_struct("LogBuffer")
+            .field("cap_bytes", &self.cap_bytes)
+            .finish_non_exhaustive()
     }
 }
 
 impl LogBuffer {
     pub fn new(cap_bytes: usize) -> LogBuffer {
-        LogBuffer { inner: Mutex::new(Inner { lines: VecDeque::new(), bytes: 0, dropped: 0 }), cap_bytes }
+        LogBuffer {
+            inner: Mutex::new(Inner {
+                lines: VecDeque::new(),
+                bytes: 0,
+                dropped: 0,
+            }),
+            cap_bytes,
+        }
     }
 
     pub fn push(&self, line: String) {
@@ -41,7 +50,11 @@ impl LogBuffer {
     /// The last `n` lines (all when `n` is 0).
     pub fn tail(&self, n: usize) -> Vec<String> {
         let g = self.inner.lock();
-        let skip = if n == 0 { 0 } else { g.lines.len().saturating_sub(n) };
+        let skip = if n == 0 {
+            0
+        } else {
+            g.lines.len().saturating_sub(n)
+        };
         g.lines.iter().skip(skip).cloned().collect()
     }
 
@@ -51,7 +64,11 @@ impl LogBuffer {
         let g = self.inner.lock();
         let mine: Vec<&String> = g.lines.iter().filter(|l| l.starts_with(&prefix)).collect();
         let skip = mine.len().saturating_sub(n);
-        mine[skip..].iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+        mine[skip..]
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -70,7 +87,10 @@ mod tests {
         for i in 0..5 {
             b.push(format!("[i{} out] {i}", i % 2));
         }
-        assert_eq!(b.tail(2), vec!["[i1 out] 3".to_string(), "[i0 out] 4".to_string()]);
+        assert_eq!(
+            b.tail(2),
+            vec!["[i1 out] 3".to_string(), "[i0 out] 4".to_string()]
+        );
         assert_eq!(b.tail_of("i1", 5), "[i1 out] 1\n[i1 out] 3");
     }
 }

@@ -10,10 +10,10 @@
 //! so this backend gives each instance a free port instead.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 #[cfg(test)]
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,9 @@ impl ProcessSandbox {
         if let Some(p) = std::env::var_os("PATH") {
             parts.extend(std::env::split_paths(&p));
         }
-        let path_env = std::env::join_paths(parts).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let path_env = std::env::join_paths(parts)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(d) = &cfg.pid_dir {
             let _ = std::fs::create_dir_all(d);
         }
@@ -81,10 +83,15 @@ impl Sandbox for ProcessSandbox {
         "process"
     }
 
-    async fn start(&self, spec: &InstanceSpec) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
+    async fn start(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
         let t0 = Instant::now();
         let mut argv = spec.command.iter().chain(spec.args.iter());
-        let program = argv.next().ok_or_else(|| SandboxError::NoCommand { function: spec.function.clone() })?;
+        let program = argv.next().ok_or_else(|| SandboxError::NoCommand {
+            function: spec.function.clone(),
+        })?;
         let port = free_port()?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(argv)
@@ -93,7 +100,10 @@ impl Sandbox for ProcessSandbox {
             .env("PORT", port.to_string())
             .env("K_SERVICE", &spec.function)
             .env("K_CONFIGURATION", &spec.function)
-            .env("K_REVISION", format!("{}-{:05}", spec.function, spec.revision))
+            .env(
+                "K_REVISION",
+                format!("{}-{:05}", spec.function, spec.revision),
+            )
             .current_dir(&self.cfg.workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -124,17 +134,29 @@ impl Sandbox for ProcessSandbox {
         };
         let mut child = cmd.spawn().map_err(spawn_err)?;
         let pid = child.id().unwrap_or(0) as i32;
-        let pid_file = self.cfg.pid_dir.as_ref().map(|d| d.join(format!("{}.pid", spec.instance_id)));
+        let pid_file = self
+            .cfg
+            .pid_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.pid", spec.instance_id)));
         if let Some(f) = &pid_file {
             if let Some(st) = proc_start_time(pid) {
                 let _ = std::fs::write(f, format!("{pid} {st}\n"));
             }
         }
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, format!("[{} stdout] ", spec.instance_id), spec.logs.clone()));
+            tokio::spawn(pump(
+                out,
+                format!("[{} stdout] ", spec.instance_id),
+                spec.logs.clone(),
+            ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, format!("[{} stderr] ", spec.instance_id), spec.logs.clone()));
+            tokio::spawn(pump(
+                err,
+                format!("[{} stderr] ", spec.instance_id),
+                spec.logs.clone(),
+            ));
         }
         let exit = Arc::new(ExitState::default());
         {
@@ -279,7 +301,9 @@ fn proc_start_time(pid: i32) -> Option<u64> {
 /// Kills the process groups recorded in `pid_dir` by an earlier platform run
 /// that did not clean up (it was killed). Returns how many were still alive.
 pub fn reap_stale(pid_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(pid_dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(pid_dir) else {
+        return 0;
+    };
     let mut reaped = 0;
     for e in entries.flatten() {
         let path = e.path();
@@ -288,7 +312,10 @@ pub fn reap_stale(pid_dir: &Path) -> usize {
         }
         if let Ok(text) = std::fs::read_to_string(&path) {
             let mut it = text.split_whitespace();
-            if let (Some(Ok(pid)), Some(Ok(st))) = (it.next().map(str::parse::<i32>), it.next().map(str::parse::<u64>)) {
+            if let (Some(Ok(pid)), Some(Ok(st))) = (
+                it.next().map(str::parse::<i32>),
+                it.next().map(str::parse::<u64>),
+            ) {
                 if pid > 0 && proc_start_time(pid) == Some(st) {
                     // SAFETY: plain syscall on a group we created (same pid and start time).
                     unsafe {
@@ -343,42 +370,71 @@ mod tests {
         );
         let (inst, timing) = sb.start(&s).await.unwrap();
         assert!(timing.ready_us > 0);
-        assert!(tokio::net::TcpStream::connect(inst.endpoint()).await.is_ok());
+        assert!(tokio::net::TcpStream::connect(inst.endpoint())
+            .await
+            .is_ok());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         inst.stop().await;
         assert!(inst.exit_status().is_some());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(logs.tail(0).iter().any(|l| l == "[f-1 stdout] greeting=hi"), "{:?}", logs.tail(0));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "pid file removed");
+        assert!(
+            logs.tail(0).iter().any(|l| l == "[f-1 stdout] greeting=hi"),
+            "{:?}",
+            logs.tail(0)
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "pid file removed"
+        );
     }
 
     #[tokio::test]
     async fn early_exit_reports_status_and_output() {
         let logs = Arc::new(LogBuffer::new(1 << 16));
-        let err = match sandbox(None).start(&spec(&["sh", "-c", "echo boom >&2; exit 7"], &logs)).await {
+        let err = match sandbox(None)
+            .start(&spec(&["sh", "-c", "echo boom >&2; exit 7"], &logs))
+            .await
+        {
             Err(e) => e.to_string(),
             Ok(_) => panic!("started"),
         };
-        assert!(err.contains("exited with exit status 7 before becoming ready"), "{err}");
+        assert!(
+            err.contains("exited with exit status 7 before becoming ready"),
+            "{err}"
+        );
         assert!(err.contains("[f-1 stderr] boom"), "{err}");
     }
 
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let logs = Arc::new(LogBuffer::new(1024));
-        let err = sandbox(None).start(&spec(&["/nonexistent/fn"], &logs)).await.err().unwrap().to_string();
+        let err = sandbox(None)
+            .start(&spec(&["/nonexistent/fn"], &logs))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("cannot start '/nonexistent/fn'"), "{err}");
     }
 
     #[test]
     fn reap_stale_kills_recorded_live_groups_only() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("sleep").arg("1000").process_group(0).spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
         let st = proc_start_time(pid).unwrap();
         std::fs::write(dir.path().join("a.pid"), format!("{pid} {st}\n")).unwrap();
         // A recycled pid (wrong start time) must not be touched.
-        std::fs::write(dir.path().join("b.pid"), format!("{} 1\n", std::process::id())).unwrap();
+        std::fs::write(
+            dir.path().join("b.pid"),
+            format!("{} 1\n", std::process::id()),
+        )
+        .unwrap();
         assert_eq!(reap_stale(dir.path()), 1);
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;

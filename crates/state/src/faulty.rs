@@ -15,7 +15,10 @@ pub struct FaultyStore<S> {
 
 impl<S: StateStore> FaultyStore<S> {
     pub fn new(inner: S) -> Self {
-        FaultyStore { inner, fail_writes: AtomicU32::new(0) }
+        FaultyStore {
+            inner,
+            fail_writes: AtomicU32::new(0),
+        }
     }
 
     pub fn fail_next_writes(&self, n: u32) {
@@ -23,7 +26,9 @@ impl<S: StateStore> FaultyStore<S> {
     }
 
     fn check(&self, op: &'static str) -> Result<(), StateError> {
-        let took = self.fail_writes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let took = self
+            .fail_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         match took {
             Ok(_) => Err(StateError::Injected(op)),
             Err(_) => Ok(()),
@@ -50,7 +55,11 @@ impl<S: StateStore> StateStore for FaultyStore<S> {
     fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError> {
         self.inner.get_invocation(id)
     }
-    fn list_invocations(&self, target: Option<&str>, limit: usize) -> Result<Vec<InvocationRecord>, StateError> {
+    fn list_invocations(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InvocationRecord>, StateError> {
         self.inner.list_invocations(target, limit)
     }
 }

@@ -52,9 +52,16 @@ pub trait StateStore: Send + Sync {
     fn record_invocations(&self, recs: &[InvocationRecord]) -> Result<(), StateError>;
     fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError>;
     /// Newest first.
-    fn list_invocations(&self, target: Option<&str>, limit: usize) -> Result<Vec<InvocationRecord>, StateError>;
+    fn list_invocations(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InvocationRecord>, StateError>;
 }
 
 pub(crate) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

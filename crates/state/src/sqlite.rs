@@ -48,7 +48,9 @@ impl SqliteStore {
              CREATE INDEX IF NOT EXISTS invocations_by_time ON invocations (received_unix_us);
              PRAGMA user_version = 1;",
         )?;
-        Ok(SqliteStore { conn: Mutex::new(conn) })
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
     }
 }
 
@@ -90,7 +92,10 @@ impl StateStore for SqliteStore {
 
     fn delete_resource(&self, kind: &str, name: &str) -> Result<bool, StateError> {
         let conn = self.conn.lock();
-        Ok(conn.execute("DELETE FROM resources WHERE kind = ?1 AND name = ?2", params![kind, name])? > 0)
+        Ok(conn.execute(
+            "DELETE FROM resources WHERE kind = ?1 AND name = ?2",
+            params![kind, name],
+        )? > 0)
     }
 
     fn list_resources(&self) -> Result<Vec<StoredResource>, StateError> {
@@ -121,8 +126,15 @@ impl StateStore for SqliteStore {
                 "INSERT OR REPLACE INTO invocations (id, target, received_unix_us, ok, record_json) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for r in recs {
-                let json = serde_json::to_string(r).map_err(|e| StateError::Corrupt(e.to_string()))?;
-                stmt.execute(params![r.id, r.target, r.received_unix_us as i64, r.ok, json])?;
+                let json =
+                    serde_json::to_string(r).map_err(|e| StateError::Corrupt(e.to_string()))?;
+                stmt.execute(params![
+                    r.id,
+                    r.target,
+                    r.received_unix_us as i64,
+                    r.ok,
+                    json
+                ])?;
             }
         }
         tx.commit()?;
@@ -132,13 +144,24 @@ impl StateStore for SqliteStore {
     fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError> {
         let conn = self.conn.lock();
         let json: Option<String> = conn
-            .query_row("SELECT record_json FROM invocations WHERE id = ?1", params![id], |r| r.get(0))
+            .query_row(
+                "SELECT record_json FROM invocations WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
             .optional()?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| StateError::Corrupt(format!("invocation {id}: {e}"))))
-            .transpose()
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| StateError::Corrupt(format!("invocation {id}: {e}")))
+        })
+        .transpose()
     }
 
-    fn list_invocations(&self, target: Option<&str>, limit: usize) -> Result<Vec<InvocationRecord>, StateError> {
+    fn list_invocations(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InvocationRecord>, StateError> {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT record_json FROM invocations WHERE (?1 IS NULL OR target = ?1)
@@ -175,7 +198,10 @@ mod tests {
         let path = dir.path().join("state.db");
         {
             let s = SqliteStore::open(&path).unwrap();
-            assert_eq!(s.put_resources(&[res("a", "1"), res("b", "1")]).unwrap(), vec![1, 1]);
+            assert_eq!(
+                s.put_resources(&[res("a", "1"), res("b", "1")]).unwrap(),
+                vec![1, 1]
+            );
             assert_eq!(s.put_resources(&[res("a", "1")]).unwrap(), vec![1]);
             assert_eq!(s.put_resources(&[res("a", "2")]).unwrap(), vec![2]);
             assert!(s.delete_resource("Service", "b").unwrap());
@@ -184,7 +210,14 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         let all = s.list_resources().unwrap();
         assert_eq!(all.len(), 1);
-        assert_eq!((all[0].name.as_str(), all[0].revision, all[0].spec_json.as_str()), ("a", 2, "2"));
+        assert_eq!(
+            (
+                all[0].name.as_str(),
+                all[0].revision,
+                all[0].spec_json.as_str()
+            ),
+            ("a", 2, "2")
+        );
         // Redeploying a deleted resource continues its history.
         assert_eq!(s.put_resources(&[res("b", "9")]).unwrap(), vec![2]);
     }
@@ -208,7 +241,12 @@ mod tests {
         s.record_invocations(&[rec("x", 1), rec("y", 2)]).unwrap();
         assert_eq!(s.get_invocation("x").unwrap().unwrap(), rec("x", 1));
         assert!(s.get_invocation("nope").unwrap().is_none());
-        let ids: Vec<String> = s.list_invocations(Some("wf"), 10).unwrap().into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = s
+            .list_invocations(Some("wf"), 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         assert_eq!(ids, ["y", "x"]);
         assert!(s.list_invocations(Some("other"), 10).unwrap().is_empty());
     }

@@ -10,10 +10,19 @@ use stratus_gateway::client::GatewayClient;
 use stratus_gateway::{Config, Platform};
 
 #[derive(Parser)]
-#[command(name = "stratus", version, about = "Stratus: a serverless workflow platform for systems research")]
+#[command(
+    name = "stratus",
+    version,
+    about = "Stratus: a serverless workflow platform for systems research"
+)]
 pub struct Cli {
     /// Gateway URL for client commands.
-    #[arg(long, global = true, env = "STRATUS_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "STRATUS_GATEWAY",
+        default_value = "http://127.0.0.1:8080"
+    )]
     gateway: String,
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -105,7 +114,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Invoke { name, data, trace } => invoke(&client, &name, &data, trace).await,
         Cmd::Ls => ls(&client).await,
         Cmd::Logs { name, tail } => {
-            let r = client.get(&format!("/v1/functions/{name}/logs?tail={tail}")).await?;
+            let r = client
+                .get(&format!("/v1/functions/{name}/logs?tail={tail}"))
+                .await?;
             if r.status != 200 {
                 bail!("{}", r.error_message());
             }
@@ -117,7 +128,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             if r.status != 200 {
                 bail!("{}", r.error_message());
             }
-            println!("deleted {} '{name}'", r.json()["kind"].as_str().unwrap_or("resource"));
+            println!(
+                "deleted {} '{name}'",
+                r.json()["kind"].as_str().unwrap_or("resource")
+            );
             Ok(())
         }
         Cmd::Demo(a) => stratus_bench::demo::run(a).await,
@@ -135,11 +149,20 @@ async fn up(a: UpArgs) -> Result<()> {
         persist_invocations: !a.no_persist_invocations,
         ..Config::default()
     };
-    let platform = Platform::start(cfg).await.context("starting the platform")?;
-    let listener = tokio::net::TcpListener::bind(a.addr).await.with_context(|| format!("cannot listen on {}", a.addr))?;
-    eprintln!("stratus gateway listening on http://{} (state in {})", listener.local_addr()?, state_dir.display());
+    let platform = Platform::start(cfg)
+        .await
+        .context("starting the platform")?;
+    let listener = tokio::net::TcpListener::bind(a.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.addr))?;
+    eprintln!(
+        "stratus gateway listening on http://{} (state in {})",
+        listener.local_addr()?,
+        state_dir.display()
+    );
     let stop = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -173,22 +196,44 @@ pub fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 async fn deploy(client: &GatewayClient, paths: &[PathBuf]) -> Result<()> {
     let files = yaml_files(paths)?;
     if files.is_empty() {
-        bail!("no .yaml or .yml files found in {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no .yaml or .yml files found in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     for f in files {
-        let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
         let name = f.display().to_string();
         let r = client.deploy(&name, &text).await?;
         if r.status != 200 {
-            bail!("{name} was not deployed (nothing in it was):\n{}", r.error_message());
+            bail!(
+                "{name} was not deployed (nothing in it was):\n{}",
+                r.error_message()
+            );
         }
-        let rep: stratus_gateway::DeployReport = serde_json::from_slice(&r.body).context("bad deploy reply")?;
+        let rep: stratus_gateway::DeployReport =
+            serde_json::from_slice(&r.body).context("bad deploy reply")?;
         for w in &rep.warnings {
             eprintln!("{w}");
         }
         for res in rep.resources {
-            let what = if res.changed == Some(false) { "unchanged" } else { "deployed" };
-            println!("{} {:<8} {} (revision {})", what, res.kind.to_lowercase(), res.name, res.revision);
+            let what = if res.changed == Some(false) {
+                "unchanged"
+            } else {
+                "deployed"
+            };
+            println!(
+                "{} {:<8} {} (revision {})",
+                what,
+                res.kind.to_lowercase(),
+                res.name,
+                res.revision
+            );
         }
     }
     Ok(())
@@ -196,7 +241,8 @@ async fn deploy(client: &GatewayClient, paths: &[PathBuf]) -> Result<()> {
 
 pub fn read_data(data: &str) -> Result<Vec<u8>> {
     match data.strip_prefix('@') {
-        Some(path) => std::fs::read(Path::new(path)).with_context(|| format!("cannot read --data file {path}")),
+        Some(path) => std::fs::read(Path::new(path))
+            .with_context(|| format!("cannot read --data file {path}")),
         None => Ok(data.as_bytes().to_vec()),
     }
 }
@@ -205,7 +251,11 @@ async fn invoke(client: &GatewayClient, name: &str, data: &str, trace: bool) -> 
     let body = read_data(data)?;
     let r = client.invoke(name, body.into()).await?;
     if r.status != 200 {
-        bail!("invocation of '{name}' failed (HTTP {}): {}", r.status, r.error_message());
+        bail!(
+            "invocation of '{name}' failed (HTTP {}): {}",
+            r.status,
+            r.error_message()
+        );
     }
     use std::io::Write;
     std::io::stdout().write_all(&r.body)?;
@@ -215,7 +265,8 @@ async fn invoke(client: &GatewayClient, name: &str, data: &str, trace: bool) -> 
     if trace {
         let id = r.invocation_id.unwrap_or_default();
         let rec = client.get(&format!("/v1/invocations/{id}")).await?;
-        let rec: stratus_dag::InvocationRecord = serde_json::from_slice(&rec.body).context("bad invocation record")?;
+        let rec: stratus_dag::InvocationRecord =
+            serde_json::from_slice(&rec.body).context("bad invocation record")?;
         eprint!("{}", stratus_bench::report::trace_table(&rec));
     }
     Ok(())
@@ -223,8 +274,12 @@ async fn invoke(client: &GatewayClient, name: &str, data: &str, trace: bool) -> 
 
 async fn ls(client: &GatewayClient) -> Result<()> {
     let r = client.get("/v1/resources").await?;
-    let items: Vec<stratus_gateway::ResourceInfo> = serde_json::from_slice(&r.body).context("bad list reply")?;
-    println!("{:<9} {:<24} {:>8} {:>9} {:>8} {:>6}", "KIND", "NAME", "REVISION", "INSTANCES", "STARTING", "QUEUED");
+    let items: Vec<stratus_gateway::ResourceInfo> =
+        serde_json::from_slice(&r.body).context("bad list reply")?;
+    println!(
+        "{:<9} {:<24} {:>8} {:>9} {:>8} {:>6}",
+        "KIND", "NAME", "REVISION", "INSTANCES", "STARTING", "QUEUED"
+    );
     for i in items {
         let o = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         println!(

@@ -18,11 +18,15 @@ fn main() -> std::process::ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG").unwrap_or_else(|_| "stratus=info,stratus_gateway=info,warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
+                .unwrap_or_else(|_| "stratus=info,stratus_gateway=info,warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -8,7 +8,13 @@ fn step(name: &str, inputs: &[&str]) -> Step {
         function: format!("f-{name}"),
         inputs: inputs
             .iter()
-            .map(|i| if *i == "$input" { InputRef::WorkflowInput } else { InputRef::Step(i.to_string()) })
+            .map(|i| {
+                if *i == "$input" {
+                    InputRef::WorkflowInput
+                } else {
+                    InputRef::Step(i.to_string())
+                }
+            })
             .collect(),
         map: None,
         trigger: Trigger::AllOf,
@@ -29,7 +35,12 @@ fn with_trigger(mut s: Step, t: Trigger) -> Step {
 }
 
 fn exec(steps: Vec<Step>) -> Execution {
-    let wf = Workflow { name: "wf".into(), steps, output: None, pos: Pos::default() };
+    let wf = Workflow {
+        name: "wf".into(),
+        steps,
+        output: None,
+        pos: Pos::default(),
+    };
     Execution::new(Arc::new(Plan::compile(&wf).unwrap()))
 }
 
@@ -38,7 +49,9 @@ fn body(d: &Dispatch) -> String {
 }
 
 fn names(e: &Execution, ds: &[Dispatch]) -> Vec<String> {
-    ds.iter().map(|d| format!("{}#{}", e.plan().step_name(d.step), e.runs[d.run].index)).collect()
+    ds.iter()
+        .map(|d| format!("{}#{}", e.plan().step_name(d.step), e.runs[d.run].index))
+        .collect()
 }
 
 fn ok(s: &str) -> Result<Bytes, String> {
@@ -92,11 +105,18 @@ fn join_orders_items_by_input_not_by_finish_time() {
 
 #[test]
 fn map_width_is_decided_by_the_data() {
-    let mut e = exec(vec![step("split", &[]), mapping("m", "split"), step("reduce", &["m"])]);
+    let mut e = exec(vec![
+        step("split", &[]),
+        mapping("m", "split"),
+        step("reduce", &["m"]),
+    ]);
     let d = e.start(Bytes::from_static(b"x"), 0);
     let m = e.finish(d[0].run, ok(r#"["a", {"k": 1}, 3]"#), 1);
     assert_eq!(names(&e, &m), ["m#0", "m#1", "m#2"]);
-    assert_eq!(m.iter().map(body).collect::<Vec<_>>(), ["\"a\"", "{\"k\": 1}", "3"]);
+    assert_eq!(
+        m.iter().map(body).collect::<Vec<_>>(),
+        ["\"a\"", "{\"k\": 1}", "3"]
+    );
     assert!(e.finish(m[2].run, ok("30"), 2).is_empty());
     assert!(e.finish(m[0].run, ok("10"), 3).is_empty());
     let r = e.finish(m[1].run, ok("20"), 4);
@@ -105,7 +125,11 @@ fn map_width_is_decided_by_the_data() {
 
 #[test]
 fn empty_map_still_reaches_the_join() {
-    let mut e = exec(vec![step("split", &[]), mapping("m", "split"), step("reduce", &["m"])]);
+    let mut e = exec(vec![
+        step("split", &[]),
+        mapping("m", "split"),
+        step("reduce", &["m"]),
+    ]);
     let d = e.start(Bytes::new(), 0);
     let r = e.finish(d[0].run, ok("[]"), 1);
     assert_eq!(names(&e, &r), ["reduce#0"]);
@@ -114,7 +138,11 @@ fn empty_map_still_reaches_the_join() {
 
 #[test]
 fn map_over_map_pipelines_per_item() {
-    let mut e = exec(vec![step("split", &[]), mapping("m1", "split"), mapping("m2", "m1")]);
+    let mut e = exec(vec![
+        step("split", &[]),
+        mapping("m1", "split"),
+        mapping("m2", "m1"),
+    ]);
     let d = e.start(Bytes::new(), 0);
     let m1 = e.finish(d[0].run, ok("[1,2]"), 1);
     // m2#1 fires as soon as m1#1 finishes, before m1#0 does.
@@ -167,7 +195,11 @@ fn batch_groups_arrivals_and_flushes_the_remainder() {
     assert_eq!(names(&e, &rest), ["b#2"]);
     // A partial batch is still framed: the step's runs always see a list.
     assert_eq!(body(&rest[0]), "[4]");
-    for (r, out) in [(b0[0].run, "\"x\""), (b1[0].run, "\"y\""), (rest[0].run, "\"z\"")] {
+    for (r, out) in [
+        (b0[0].run, "\"x\""),
+        (b1[0].run, "\"y\""),
+        (rest[0].run, "\"z\""),
+    ] {
         e.finish(r, ok(out), 7);
     }
     assert_eq!(output(&e), r#"["x","y","z"]"#);
@@ -175,11 +207,19 @@ fn batch_groups_arrivals_and_flushes_the_remainder() {
 
 #[test]
 fn failure_names_the_step_and_abandons_the_rest() {
-    let mut e = exec(vec![step("src", &[]), step("x", &["src"]), step("y", &["src"]), step("j", &["x", "y"])]);
+    let mut e = exec(vec![
+        step("src", &[]),
+        step("x", &["src"]),
+        step("y", &["src"]),
+        step("j", &["x", "y"]),
+    ]);
     let d = e.start(Bytes::new(), 0);
     let d = e.finish(d[0].run, ok("1"), 1);
     e.finish(d[0].run, Err("instance crashed".into()), 2);
-    assert_eq!(e.status(), &ExecStatus::Failed("step 'x': instance crashed".into()));
+    assert_eq!(
+        e.status(),
+        &ExecStatus::Failed("step 'x': instance crashed".into())
+    );
     assert!(!e.is_finished());
     assert!(e.finish(d[1].run, ok("2"), 3).is_empty());
     assert!(e.is_finished());
@@ -194,7 +234,10 @@ fn map_over_a_non_array_fails_clearly() {
     let d = e.start(Bytes::new(), 0);
     e.finish(d[0].run, ok("{\"not\": \"a list\"}"), 1);
     match e.status() {
-        ExecStatus::Failed(m) => assert!(m.starts_with("step 'm': map over 'split': output is not a JSON array"), "{m}"),
+        ExecStatus::Failed(m) => assert!(
+            m.starts_with("step 'm': map over 'split': output is not a JSON array"),
+            "{m}"
+        ),
         s => panic!("{s:?}"),
     }
     assert!(e.is_finished());
@@ -202,17 +245,31 @@ fn map_over_a_non_array_fails_clearly() {
 
 #[test]
 fn first_of_more_than_available_fails() {
-    let mut e = exec(vec![step("split", &[]), mapping("m", "split"), with_trigger(step("f", &["m"]), Trigger::FirstOf(3))]);
+    let mut e = exec(vec![
+        step("split", &[]),
+        mapping("m", "split"),
+        with_trigger(step("f", &["m"]), Trigger::FirstOf(3)),
+    ]);
     let d = e.start(Bytes::new(), 0);
     let m = e.finish(d[0].run, ok("[1,2]"), 1);
     e.finish(m[0].run, ok("1"), 2);
     e.finish(m[1].run, ok("2"), 3);
-    assert_eq!(e.status(), &ExecStatus::Failed("step 'f': firstOf 3 can never fire: its inputs produced only 2 item(s)".into()));
+    assert_eq!(
+        e.status(),
+        &ExecStatus::Failed(
+            "step 'f': firstOf 3 can never fire: its inputs produced only 2 item(s)".into()
+        )
+    );
 }
 
 #[test]
 fn breakdown_follows_the_critical_path() {
-    let mut e = exec(vec![step("src", &[]), step("x", &["src"]), step("y", &["src"]), step("j", &["x", "y"])]);
+    let mut e = exec(vec![
+        step("src", &[]),
+        step("x", &["src"]),
+        step("y", &["src"]),
+        step("j", &["x", "y"]),
+    ]);
     let d = e.start(Bytes::new(), 5);
     e.started(d[0].run, 10, 3, "i1"); // queue 2, cold 3
     let d = e.finish(d[0].run, ok("1"), 20); // exec 10
@@ -223,7 +280,10 @@ fn breakdown_follows_the_critical_path() {
     e.started(j[0].run, 61, 0, "i4");
     e.finish(j[0].run, ok("3"), 70); // queue 1, exec 9
     let b = e.breakdown(80);
-    assert_eq!((b.queue_us, b.cold_start_us, b.exec_us), (2 + 2 + 1, 3, 10 + 38 + 9));
+    assert_eq!(
+        (b.queue_us, b.cold_start_us, b.exec_us),
+        (2 + 2 + 1, 3, 10 + 38 + 9)
+    );
     assert_eq!(b.overhead_us, 80 - 5 - 3 - 57);
 }
 
@@ -231,8 +291,12 @@ fn breakdown_follows_the_critical_path() {
 /// random mode. Whatever order runs finish in, the execution succeeds, every
 /// dispatched run is reported once, and allOf/firstOf steps fire exactly once.
 fn random_dag() -> impl Strategy<Value = (Vec<Step>, Vec<u8>)> {
-    (2usize..9, proptest::collection::vec(any::<u8>(), 64), proptest::collection::vec(any::<u8>(), 200)).prop_map(
-        |(n, choices, order)| {
+    (
+        2usize..9,
+        proptest::collection::vec(any::<u8>(), 64),
+        proptest::collection::vec(any::<u8>(), 200),
+    )
+        .prop_map(|(n, choices, order)| {
             let mut steps = Vec::new();
             for i in 0..n {
                 let c = choices[i] as usize;
@@ -243,7 +307,9 @@ fn random_dag() -> impl Strategy<Value = (Vec<Step>, Vec<u8>)> {
                     mapping(&name, &format!("s{}", choices[i + 8] as usize % i))
                 } else {
                     let k = 1 + c % 3.min(i);
-                    let mut ins: Vec<String> = (0..k).map(|j| format!("s{}", (choices[i + 16 + j] as usize) % i)).collect();
+                    let mut ins: Vec<String> = (0..k)
+                        .map(|j| format!("s{}", (choices[i + 16 + j] as usize) % i))
+                        .collect();
                     ins.sort();
                     ins.dedup();
                     let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
@@ -257,14 +323,26 @@ fn random_dag() -> impl Strategy<Value = (Vec<Step>, Vec<u8>)> {
                 steps.push(s);
             }
             // A single sink: a final allOf step over all former sinks.
-            let used: std::collections::HashSet<String> =
-                steps.iter().flat_map(|s| s.sources()).filter_map(|r| if let InputRef::Step(n) = r { Some(n) } else { None }).collect();
-            let sinks: Vec<String> = steps.iter().map(|s| s.name.clone()).filter(|n| !used.contains(n)).collect();
+            let used: std::collections::HashSet<String> = steps
+                .iter()
+                .flat_map(|s| s.sources())
+                .filter_map(|r| {
+                    if let InputRef::Step(n) = r {
+                        Some(n)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            let sinks: Vec<String> = steps
+                .iter()
+                .map(|s| s.name.clone())
+                .filter(|n| !used.contains(n))
+                .collect();
             let refs: Vec<&str> = sinks.iter().map(String::as_str).collect();
             steps.push(step("sink", &refs));
             (steps, order)
-        },
-    )
+        })
 }
 
 proptest! {

@@ -11,19 +11,41 @@ async fn deployed_functions_survive_a_restart() {
     let mut cfg = config();
     cfg.state_dir = Some(dir.path().to_path_buf());
     let p = stratus_gateway::Platform::start(cfg.clone()).await.unwrap();
-    p.deploy("a.yaml", &service("keep", "echo", "", "")).await.unwrap();
+    p.deploy("a.yaml", &service("keep", "echo", "", ""))
+        .await
+        .unwrap();
     let wf = "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: keepwf\nspec:\n  steps:\n    - name: a\n      function: keep\n";
     p.deploy("b.yaml", wf).await.unwrap();
-    let rev = p.deploy("a.yaml", &service("keep", "echo", "      timeoutSeconds: 9\n", "")).await.unwrap();
-    assert_eq!(rev.resources[0].revision, 2, "a changed spec is a new revision");
+    let rev = p
+        .deploy(
+            "a.yaml",
+            &service("keep", "echo", "      timeoutSeconds: 9\n", ""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rev.resources[0].revision, 2,
+        "a changed spec is a new revision"
+    );
     p.shutdown().await;
     drop(p);
     let p = stratus_gateway::Platform::start(cfg).await.unwrap();
-    let mut listed: Vec<(String, u64)> = p.list().into_iter().map(|r| (r.name, r.revision)).collect();
+    let mut listed: Vec<(String, u64)> =
+        p.list().into_iter().map(|r| (r.name, r.revision)).collect();
     listed.sort();
-    assert_eq!(listed, vec![("keep".to_string(), 2), ("keepwf".to_string(), 1)]);
+    assert_eq!(
+        listed,
+        vec![("keep".to_string(), 2), ("keepwf".to_string(), 1)]
+    );
     assert_eq!(p.function("keep").unwrap().service.timeout_seconds, 9);
-    let res = p.invoke("keepwf", bytes::Bytes::from_static(b"still here"), std::time::Instant::now()).await.unwrap();
+    let res = p
+        .invoke(
+            "keepwf",
+            bytes::Bytes::from_static(b"still here"),
+            std::time::Instant::now(),
+        )
+        .await
+        .unwrap();
     assert_eq!(res.result.unwrap().to_bytes(), &b"still here"[..]);
     p.shutdown().await;
 }
@@ -33,10 +55,16 @@ async fn delete_refuses_functions_in_use_and_stops_instances() {
     let p = platform(config()).await;
     deploy_ok(&p, &service("used", "spin", "", "")).await;
     deploy_ok(&p, "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: user\nspec:\n  steps:\n    - name: a\n      function: used\n").await;
-    let pid = invoke(&p, "used", &b"{}"[..]).await.json()["pid"].as_i64().unwrap() as i32;
+    let pid = invoke(&p, "used", &b"{}"[..]).await.json()["pid"]
+        .as_i64()
+        .unwrap() as i32;
     let r = p.client.delete("used").await.unwrap();
     assert_eq!(r.status, 409);
-    assert!(r.error_message().contains("workflow(s) user use it"), "{}", r.error_message());
+    assert!(
+        r.error_message().contains("workflow(s) user use it"),
+        "{}",
+        r.error_message()
+    );
     assert_eq!(p.client.delete("user").await.unwrap().status, 200);
     assert_eq!(p.client.delete("used").await.unwrap().status, 200);
     eventually("deleted function's instance stops", || !pid_alive(pid)).await;
@@ -52,7 +80,11 @@ async fn delete_refuses_functions_in_use_and_stops_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_orphans_after_the_platform_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let spawn_up = || {
         Command::new(stratus_bin())
             .args(["up", "--addr", &format!("127.0.0.1:{port}"), "--state-dir"])
@@ -71,9 +103,21 @@ async fn no_orphans_after_the_platform_is_killed() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let r = client.deploy("o.yaml", &service("orphan", "spin", "      containerConcurrency: 1\n", "")).await.unwrap();
+    let r = client
+        .deploy(
+            "o.yaml",
+            &service("orphan", "spin", "      containerConcurrency: 1\n", ""),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.error_message());
-    let pid = client.invoke("orphan", bytes::Bytes::from_static(b"{}")).await.unwrap().json()["pid"].as_i64().unwrap() as i32;
+    let pid = client
+        .invoke("orphan", bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap()
+        .json()["pid"]
+        .as_i64()
+        .unwrap() as i32;
     assert!(pid_alive(pid));
     // SAFETY: plain syscall on our own child.
     unsafe { libc::kill(up.id() as i32, libc::SIGKILL) };
@@ -87,8 +131,16 @@ async fn no_orphans_after_the_platform_is_killed() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let r = client.invoke("orphan", bytes::Bytes::from_static(b"{}")).await.unwrap();
-    assert_eq!(r.status, 200, "deployed function survived the crash: {}", r.error_message());
+    let r = client
+        .invoke("orphan", bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "deployed function survived the crash: {}",
+        r.error_message()
+    );
     let pid = r.json()["pid"].as_i64().unwrap() as i32;
     unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
     up.wait().unwrap();

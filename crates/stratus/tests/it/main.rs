@@ -14,7 +14,10 @@ use stratus_gateway::client::Reply;
 use stratus_gateway::Config;
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn stratus_bin() -> PathBuf {
@@ -84,7 +87,12 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 pub fn pid_alive(pid: i32) -> bool {
     // Zombies count as gone.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }

@@ -9,7 +9,11 @@ async fn concurrent(p: &Embedded, name: &str, body: &'static [u8], n: usize) -> 
         .map(|_| {
             let c = p.client.clone();
             let name = name.to_string();
-            tokio::spawn(async move { c.invoke(&name, bytes::Bytes::from_static(body)).await.unwrap() })
+            tokio::spawn(async move {
+                c.invoke(&name, bytes::Bytes::from_static(body))
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut out = Vec::new();
@@ -29,14 +33,24 @@ async fn fifty_requests_at_zero_instances_are_buffered_and_all_succeed() {
         "        autoscaling.knative.dev/max-scale: \"3\"\n",
     );
     deploy_ok(&p, &yaml).await;
-    assert_eq!(p.platform.function("buffered").unwrap().counts(), (0, 0, 0), "scaled to zero before the burst");
+    assert_eq!(
+        p.platform.function("buffered").unwrap().counts(),
+        (0, 0, 0),
+        "scaled to zero before the burst"
+    );
     let replies = concurrent(&p, "buffered", br#"{"ms": 20, "mode": "sleep"}"#, 50).await;
     for r in &replies {
         assert_eq!(r.status, 200, "{}", r.error_message());
         assert!(r.json()["max_inflight"].as_u64().unwrap() <= 5);
     }
-    let pids: std::collections::HashSet<u64> = replies.iter().map(|r| r.json()["pid"].as_u64().unwrap()).collect();
-    assert!(!pids.is_empty() && pids.len() <= 3, "max-scale 3 respected: {pids:?}");
+    let pids: std::collections::HashSet<u64> = replies
+        .iter()
+        .map(|r| r.json()["pid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !pids.is_empty() && pids.len() <= 3,
+        "max-scale 3 respected: {pids:?}"
+    );
     let first = record(&p, &replies[0]).await;
     assert!(first.breakdown.cold_start_us + first.breakdown.queue_us > 0);
     p.stop().await;
@@ -45,7 +59,12 @@ async fn fifty_requests_at_zero_instances_are_buffered_and_all_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_concurrency_one_is_never_exceeded() {
     let p = platform(config()).await;
-    let yaml = service("single", "spin", "      containerConcurrency: 1\n", "        autoscaling.knative.dev/max-scale: \"2\"\n");
+    let yaml = service(
+        "single",
+        "spin",
+        "      containerConcurrency: 1\n",
+        "        autoscaling.knative.dev/max-scale: \"2\"\n",
+    );
     deploy_ok(&p, &yaml).await;
     let replies = concurrent(&p, "single", br#"{"ms": 10, "mode": "sleep"}"#, 40).await;
     let mut seen_max = 0;
@@ -58,7 +77,10 @@ async fn container_concurrency_one_is_never_exceeded() {
     }
     assert_eq!(seen_max, 1);
     // With 40 requests and max-scale 2, requests queued for a slot.
-    let pids: std::collections::HashSet<u64> = replies.iter().map(|r| r.json()["pid"].as_u64().unwrap()).collect();
+    let pids: std::collections::HashSet<u64> = replies
+        .iter()
+        .map(|r| r.json()["pid"].as_u64().unwrap())
+        .collect();
     assert_eq!(pids.len(), 2, "scaled out to max-scale under load");
     p.stop().await;
 }
@@ -84,8 +106,16 @@ async fn idle_instances_scale_to_zero_and_back() {
     let rec = record(&p, &r).await;
     assert!(rec.runs[0].cold_start_us > 0);
     let metrics = p.client.get("/metrics").await.unwrap().text();
-    assert!(metrics.contains("stratus_cold_starts_total{function=\"idle\"} 2"), "{metrics}");
-    assert!(metrics.contains("stratus_invocations_total{target=\"idle\",kind=\"function\",outcome=\"ok\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("stratus_cold_starts_total{function=\"idle\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "stratus_invocations_total{target=\"idle\",kind=\"function\",outcome=\"ok\"} 2"
+        ),
+        "{metrics}"
+    );
     p.stop().await;
 }
 
@@ -94,10 +124,30 @@ async fn min_scale_keeps_warm_instances() {
     let mut cfg = config();
     cfg.idle_timeout = Duration::from_millis(100);
     let p = platform(cfg).await;
-    deploy_ok(&p, &service("warm", "noop", "", "        autoscaling.knative.dev/min-scale: \"2\"\n").replace("min-scale: \"0\"\n        autoscaling.knative.dev/min-scale", "max-scale: \"4\"\n        autoscaling.knative.dev/min-scale")).await;
+    deploy_ok(
+        &p,
+        &service(
+            "warm",
+            "noop",
+            "",
+            "        autoscaling.knative.dev/min-scale: \"2\"\n",
+        )
+        .replace(
+            "min-scale: \"0\"\n        autoscaling.knative.dev/min-scale",
+            "max-scale: \"4\"\n        autoscaling.knative.dev/min-scale",
+        ),
+    )
+    .await;
     let pool = p.platform.function("warm").unwrap();
-    eventually("min-scale instances start without traffic", || pool.counts().0 == 2).await;
+    eventually("min-scale instances start without traffic", || {
+        pool.counts().0 == 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(pool.counts().0, 2, "idle instances above zero are kept at min-scale");
+    assert_eq!(
+        pool.counts().0,
+        2,
+        "idle instances above zero are kept at min-scale"
+    );
     p.stop().await;
 }

@@ -9,10 +9,18 @@ use stratus_dag::RunStatus;
 async fn chain_records_every_step_in_order() {
     let p = platform(config()).await;
     deploy_examples(&p).await;
-    deploy_ok(&p, &std::fs::read_to_string(repo_root().join("examples/workflows/chain.yaml")).unwrap()).await;
+    deploy_ok(
+        &p,
+        &std::fs::read_to_string(repo_root().join("examples/workflows/chain.yaml")).unwrap(),
+    )
+    .await;
     let r = invoke(&p, "chain", &b"{\"x\": [1, 2, 3]}"[..]).await;
     assert_eq!(r.status, 200, "{}", r.error_message());
-    assert_eq!(r.text(), "{\"x\": [1, 2, 3]}", "echo chain returns its input byte for byte");
+    assert_eq!(
+        r.text(),
+        "{\"x\": [1, 2, 3]}",
+        "echo chain returns its input byte for byte"
+    );
     let rec = record(&p, &r).await;
     assert!(rec.ok);
     assert_eq!(rec.runs.len(), 5);
@@ -20,18 +28,30 @@ async fn chain_records_every_step_in_order() {
     for run in &rec.runs {
         assert_eq!(run.status, RunStatus::Succeeded);
         let (s, f) = (run.started_us.unwrap(), run.finished_us.unwrap());
-        assert!(run.queued_us >= prev_finish && s >= run.queued_us && f >= s, "{run:?}");
+        assert!(
+            run.queued_us >= prev_finish && s >= run.queued_us && f >= s,
+            "{run:?}"
+        );
         prev_finish = f;
     }
     let b = rec.breakdown;
-    assert!(b.cold_start_us > 0, "first invocation starts instances from zero");
-    assert_eq!(b.total_us, b.queue_us + b.cold_start_us + b.exec_us + b.overhead_us);
+    assert!(
+        b.cold_start_us > 0,
+        "first invocation starts instances from zero"
+    );
+    assert_eq!(
+        b.total_us,
+        b.queue_us + b.cold_start_us + b.exec_us + b.overhead_us
+    );
     p.stop().await;
 }
 
 fn word_counts(text: &str) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
-    for w in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for w in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         *m.entry(w.to_lowercase()).or_insert(0) += 1;
     }
     m
@@ -60,19 +80,37 @@ async fn map_reduce_width_is_decided_at_run_time() {
         let maps = rec.runs.iter().filter(|r| r.step == "count").count();
         let reduce = rec.runs.iter().find(|r| r.step == "reduce").unwrap();
         // The join starts only after every map branch finished.
-        let last_map = rec.runs.iter().filter(|r| r.step == "count").map(|r| r.finished_us.unwrap()).max().unwrap();
+        let last_map = rec
+            .runs
+            .iter()
+            .filter(|r| r.step == "count")
+            .map(|r| r.finished_us.unwrap())
+            .max()
+            .unwrap();
         assert!(reduce.queued_us >= last_map);
         widths.push(maps);
         if input.len() == text.len() {
             let out = r.json();
-            assert_eq!(out["total_words"].as_u64().unwrap(), expected.values().sum::<u64>());
+            assert_eq!(
+                out["total_words"].as_u64().unwrap(),
+                expected.values().sum::<u64>()
+            );
             assert_eq!(out["unique_words"].as_u64().unwrap(), expected.len() as u64);
             let top = &out["top"][0];
-            let (w, c) = expected.iter().max_by_key(|(w, c)| (**c, std::cmp::Reverse((*w).clone()))).unwrap();
-            assert_eq!((top[0].as_str().unwrap(), top[1].as_u64().unwrap()), (w.as_str(), *c));
+            let (w, c) = expected
+                .iter()
+                .max_by_key(|(w, c)| (**c, std::cmp::Reverse((*w).clone())))
+                .unwrap();
+            assert_eq!(
+                (top[0].as_str().unwrap(), top[1].as_u64().unwrap()),
+                (w.as_str(), *c)
+            );
         }
     }
-    assert!(widths[0] > widths[1] && widths[1] > 1, "fan-out width follows the data: {widths:?}");
+    assert!(
+        widths[0] > widths[1] && widths[1] > 1,
+        "fan-out width follows the data: {widths:?}"
+    );
     p.stop().await;
 }
 
@@ -81,12 +119,23 @@ async fn python_map_gives_the_same_answer_as_rust() {
     let p = platform(config()).await;
     deploy_examples(&p).await;
     for f in ["wordcount", "wordcount-py"] {
-        deploy_ok(&p, &std::fs::read_to_string(repo_root().join(format!("examples/workflows/{f}.yaml"))).unwrap()).await;
+        deploy_ok(
+            &p,
+            &std::fs::read_to_string(repo_root().join(format!("examples/workflows/{f}.yaml")))
+                .unwrap(),
+        )
+        .await;
     }
     let text = std::fs::read(repo_root().join("examples/data/gpl-3.0.txt")).unwrap();
     let rust = invoke(&p, "wordcount", text.clone()).await;
     let py = invoke(&p, "wordcount-py", text).await;
-    assert_eq!((rust.status, py.status), (200, 200), "{} / {}", rust.error_message(), py.error_message());
+    assert_eq!(
+        (rust.status, py.status),
+        (200, 200),
+        "{} / {}",
+        rust.error_message(),
+        py.error_message()
+    );
     assert_eq!(rust.json(), py.json());
     p.stop().await;
 }
@@ -106,8 +155,15 @@ async fn first_k_of_n_fires_before_the_slowest_input() {
     let rec = record(&p, &r).await;
     let slow = rec.runs.iter().find(|r| r.step == "slow").unwrap();
     let two = rec.runs.iter().find(|r| r.step == "two").unwrap();
-    assert!(two.finished_us.unwrap() < slow.finished_us.unwrap(), "k-of-n step finished before the slow input: {rec:#?}");
-    assert_eq!(rec.runs.iter().filter(|r| r.step == "two").count(), 1, "fires once");
+    assert!(
+        two.finished_us.unwrap() < slow.finished_us.unwrap(),
+        "k-of-n step finished before the slow input: {rec:#?}"
+    );
+    assert_eq!(
+        rec.runs.iter().filter(|r| r.step == "two").count(),
+        1,
+        "fires once"
+    );
     p.stop().await;
 }
 
@@ -120,7 +176,10 @@ async fn examples_all_run() {
         let path = entry.unwrap().path();
         deploy_ok(&p, &std::fs::read_to_string(&path).unwrap()).await;
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
-        let line = inputs.lines().find(|l| l.split('=').next().unwrap().trim() == name).expect("demo input listed");
+        let line = inputs
+            .lines()
+            .find(|l| l.split('=').next().unwrap().trim() == name)
+            .expect("demo input listed");
         let v = line.split_once('=').unwrap().1.trim();
         let body = match v.strip_prefix('@') {
             Some(f) => std::fs::read(repo_root().join(f)).unwrap(),
@@ -144,12 +203,17 @@ async fn edges_carry_64_mib_as_raw_bytes() {
     );
     deploy_ok(&p, &yaml).await;
     // Binary data, not valid UTF-8 or JSON: passed through untouched.
-    let payload: Vec<u8> = (0..(64u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let payload: Vec<u8> = (0..(64u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let r = invoke(&p, "big", payload.clone()).await;
     assert_eq!(r.status, 200, "{}", r.error_message());
     assert_eq!(r.body.len(), payload.len());
     assert!(r.body[..] == payload[..]);
     let rec = record(&p, &r).await;
-    assert!(rec.runs.iter().all(|r| r.input_bytes == 64 << 20 && r.output_bytes == 64 << 20));
+    assert!(rec
+        .runs
+        .iter()
+        .all(|r| r.input_bytes == 64 << 20 && r.output_bytes == 64 << 20));
     p.stop().await;
 }
