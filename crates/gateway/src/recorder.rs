@@ -114,6 +114,12 @@ impl Recorder {
 }
 
 fn writer(rx: mpsc::Receiver<Msg>, store: Arc<dyn StateStore>) {
+    // Persisting records is background work: under a burst it yields the CPU to
+    // the request path and catches up afterwards (the channel holds the backlog).
+    // SAFETY: plain syscalls on the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
     let mut batch: Vec<InvocationRecord> = Vec::new();
     let mut acks = Vec::new();
     while let Ok(first) = rx.recv() {

@@ -41,11 +41,12 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS resources (
                 kind TEXT NOT NULL, name TEXT NOT NULL, revision INTEGER NOT NULL,
                 updated_unix_ms INTEGER NOT NULL, PRIMARY KEY (kind, name));
+             -- Rows are appended in arrival order, so rowid order is time order.
              CREATE TABLE IF NOT EXISTS invocations (
-                id TEXT PRIMARY KEY, target TEXT NOT NULL, received_unix_us INTEGER NOT NULL,
+                id TEXT NOT NULL, target TEXT NOT NULL, received_unix_us INTEGER NOT NULL,
                 ok INTEGER NOT NULL, record_json TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS invocations_by_target ON invocations (target, received_unix_us);
-             CREATE INDEX IF NOT EXISTS invocations_by_time ON invocations (received_unix_us);
+             CREATE UNIQUE INDEX IF NOT EXISTS invocations_by_id ON invocations (id);
+             CREATE INDEX IF NOT EXISTS invocations_by_target ON invocations (target);
              PRAGMA user_version = 1;",
         )?;
         Ok(SqliteStore {
@@ -165,7 +166,7 @@ impl StateStore for SqliteStore {
         let conn = self.conn.lock();
         let mut stmt = conn.prepare_cached(
             "SELECT record_json FROM invocations WHERE (?1 IS NULL OR target = ?1)
-             ORDER BY received_unix_us DESC LIMIT ?2",
+             ORDER BY rowid DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![target, limit as i64], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
