@@ -303,7 +303,7 @@ fn random_dag() -> impl Strategy<Value = (Vec<Step>, Vec<u8>)> {
                 let name = format!("s{i}");
                 let s = if i == 0 {
                     step(&name, &[])
-                } else if c % 5 == 0 {
+                } else if c.is_multiple_of(5) {
                     mapping(&name, &format!("s{}", choices[i + 8] as usize % i))
                 } else {
                     let k = 1 + c % 3.min(i);
