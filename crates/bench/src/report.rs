@@ -123,6 +123,6 @@ mod tests {
     #[test]
     fn table_aligns_columns() {
         let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
-        assert_eq!(t, "A     BB\n---  --\nxyz   1\n");
+        assert_eq!(t, "A    BB\n---  --\nxyz   1\n");
     }
 }
