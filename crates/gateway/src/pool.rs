@@ -192,7 +192,15 @@ impl FunctionPool {
         }
     }
 
+    /// Packs requests onto the oldest instances up to the concurrency target,
+    /// so that instances beyond current demand go idle and are scaled down
+    /// after the idle window. Above the target, the least-loaded instance
+    /// with a free slot (up to `containerConcurrency`) takes the request.
     fn pick(&self, g: &Inner) -> Option<Arc<Slot>> {
+        let soft = (self.target.ceil() as u32).clamp(1, self.cap);
+        if let Some(s) = g.instances.iter().find(|s| s.inflight() < soft) {
+            return Some(s.clone());
+        }
         g.instances
             .iter()
             .filter(|s| s.inflight() < self.cap)
@@ -211,7 +219,12 @@ impl FunctionPool {
                 });
             }
             if let Some(slot) = self.pick(&g) {
-                return Ok(self.lease(&slot, 0));
+                let lease = self.lease(&slot, 0);
+                if slot.inflight() as f64 > self.target {
+                    // Served above the target: ask for more instances.
+                    self.scale_up(&mut g);
+                }
+                return Ok(lease);
             }
             if g.waiters.len() >= self.cfg.max_queue {
                 return Err(PoolError::Overloaded {

@@ -151,3 +151,40 @@ async fn min_scale_keeps_warm_instances() {
     );
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_out_on_concurrency_and_back_in_when_demand_drops() {
+    let mut cfg = config();
+    cfg.idle_timeout = Duration::from_millis(300);
+    let p = platform(cfg).await;
+    // Unlimited containerConcurrency, but a target of 1 in-flight request per instance.
+    let yaml = service("elastic", "spin", "", "        autoscaling.knative.dev/target: \"1\"\n        autoscaling.knative.dev/max-scale: \"4\"\n");
+    deploy_ok(&p, &yaml).await;
+    let pool = p.platform.function("elastic").unwrap();
+    let mut peak = 0;
+    for _ in 0..5 {
+        let replies = concurrent(&p, "elastic", br#"{"ms": 100, "mode": "sleep"}"#, 4).await;
+        assert!(replies.iter().all(|r| r.status == 200));
+        peak = peak.max(pool.counts().0);
+    }
+    assert_eq!(
+        peak, 4,
+        "scaled out to one instance per in-flight request (max-scale 4)"
+    );
+    // Demand drops to one request at a time: packing leaves the others idle and they go.
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(15) && pool.counts().0 > 1 {
+        assert_eq!(
+            invoke(&p, "elastic", &br#"{"ms": 20, "mode": "sleep"}"#[..])
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        pool.counts().0,
+        1,
+        "scaled in to current demand while traffic continues"
+    );
+    p.stop().await;
+}
