@@ -51,16 +51,6 @@ fn inputs(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|f| matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 pub async fn run(a: DemoArgs) -> Result<()> {
     if !a.examples.join("workflows").is_dir() {
         bail!("{} has no workflows/ directory: run the demo from the repository root, or pass --examples DIR", a.examples.display());
@@ -76,7 +66,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     );
     let mut workflows = Vec::new();
     for dir in ["functions", "workflows"] {
-        for f in yaml_files(&a.examples.join(dir))? {
+        for f in crate::yaml_files(&[a.examples.join(dir)])? {
             let text = std::fs::read_to_string(&f)?;
             let rep = emb.deploy(&f.display().to_string(), &text).await?;
             for r in rep.resources {

@@ -7,6 +7,8 @@ pub mod report;
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result};
 use stratus_gateway::client::GatewayClient;
 use stratus_gateway::{Config, Platform};
@@ -77,4 +79,23 @@ impl Embedded {
         }
         self.platform.shutdown().await;
     }
+}
+
+/// YAML files named directly, or found (sorted) in a directory.
+pub fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")))
+                .collect();
+            v.sort();
+            out.extend(v);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
 }

@@ -55,8 +55,8 @@ impl Slot {
 #[derive(Debug, Default)]
 struct StepState {
     slots: Vec<Slot>,
-    /// Items in arrival order not yet given to a run (firstOf, batch), with the run that produced each.
-    pending: Vec<(Bytes, Option<RunId>)>,
+    /// Items in arrival order not yet given to a run (firstOf, batch).
+    pending: Vec<Bytes>,
     /// Producer run of the most recent arrival (the critical-path predecessor).
     last_pred: Option<RunId>,
     fired: usize,
@@ -311,23 +311,17 @@ impl Execution {
         match mode {
             Mode::Map => self.fire(c, index, vec![b], pred, now, out),
             Mode::FirstOf(k) => {
-                st.pending.push((b, pred));
+                st.pending.push(b);
                 if st.pending.len() >= k {
-                    let items = std::mem::take(&mut st.pending)
-                        .into_iter()
-                        .map(|(b, _)| b)
-                        .collect();
+                    let items = std::mem::take(&mut st.pending);
                     st.closed = true;
                     self.fire(c, 0, items, pred, now, out);
                 }
             }
             Mode::Batch(n) => {
-                st.pending.push((b, pred));
+                st.pending.push(b);
                 if st.pending.len() >= n {
-                    let items = std::mem::take(&mut st.pending)
-                        .into_iter()
-                        .map(|(b, _)| b)
-                        .collect();
+                    let items = std::mem::take(&mut st.pending);
                     let idx = st.fired;
                     self.fire(c, idx, items, pred, now, out);
                 }
@@ -372,10 +366,7 @@ impl Execution {
             Mode::Batch(_) => {
                 st.closed = true;
                 if !st.pending.is_empty() {
-                    let items = std::mem::take(&mut st.pending)
-                        .into_iter()
-                        .map(|(b, _)| b)
-                        .collect();
+                    let items = std::mem::take(&mut st.pending);
                     let idx = st.fired;
                     self.fire(c, idx, items, pred, now, out);
                 }

@@ -40,6 +40,11 @@ pub fn http_client() -> HttpClient {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallError {
     Pool(PoolError),
+    EdgeTooLarge {
+        function: String,
+        size: usize,
+        limit: usize,
+    },
     Timeout {
         function: String,
         secs: u64,
@@ -77,6 +82,7 @@ impl CallError {
             ) => 503,
             CallError::Pool(PoolError::QueueTimeout { .. }) | CallError::Timeout { .. } => 504,
             CallError::UnknownFunction(_) => 404,
+            CallError::EdgeTooLarge { .. } => 413,
             _ => 502,
         }
     }
@@ -126,6 +132,13 @@ impl std::fmt::Display for CallError {
                 )
             }
             CallError::UnknownFunction(n) => write!(f, "function '{n}' is not deployed"),
+            CallError::EdgeTooLarge {
+                function,
+                size,
+                limit,
+            } => {
+                write!(f, "input of {size} bytes for function '{function}' exceeds the {limit}-byte limit per edge")
+            }
         }
     }
 }
@@ -138,6 +151,20 @@ struct RunOutcome {
     instance: String,
     finished_us: u64,
     result: Result<Bytes, CallError>,
+}
+
+impl RunOutcome {
+    /// A run that never reached an instance.
+    fn refused(run: RunId, now: u64, e: CallError) -> RunOutcome {
+        RunOutcome {
+            run,
+            started_us: now,
+            cold_start_us: 0,
+            instance: String::new(),
+            finished_us: now,
+            result: Err(e),
+        }
+    }
 }
 
 /// The answer to an invocation.
@@ -166,17 +193,7 @@ impl Platform {
         let fname = pool.service.name.clone();
         let lease = match pool.acquire(deadline).await {
             Ok(l) => l,
-            Err(e) => {
-                let now = micros(t0);
-                return RunOutcome {
-                    run: d.run,
-                    started_us: now,
-                    cold_start_us: 0,
-                    instance: String::new(),
-                    finished_us: now,
-                    result: Err(CallError::Pool(e)),
-                };
-            }
+            Err(e) => return RunOutcome::refused(d.run, micros(t0), CallError::Pool(e)),
         };
         let started_us = micros(t0);
         let instance = lease.slot.id.clone();
@@ -402,45 +419,25 @@ impl Platform {
         first_error: &mut Option<CallError>,
     ) {
         for d in ds {
-            if d.input.len() > self.cfg.max_body_bytes {
-                let now = micros(t0);
-                let e = CallError::Status {
+            let refused = if d.input.len() > self.cfg.max_body_bytes {
+                Some(CallError::EdgeTooLarge {
                     function: d.function.to_string(),
-                    code: 413,
-                    body: format!(
-                        "input of {} bytes exceeds the {}-byte limit per edge",
-                        d.input.len(),
-                        self.cfg.max_body_bytes
-                    ),
-                };
-                let o = RunOutcome {
-                    run: d.run,
-                    started_us: now,
-                    cold_start_us: 0,
-                    instance: String::new(),
-                    finished_us: now,
-                    result: Err(e),
-                };
+                    size: d.input.len(),
+                    limit: self.cfg.max_body_bytes,
+                })
+            } else {
+                match self.pool_for(&d.function) {
+                    Some(pool) => {
+                        let this = self.clone();
+                        running.push(Box::pin(async move { this.call(pool, d, t0).await }));
+                        continue;
+                    }
+                    None => Some(CallError::UnknownFunction(d.function.to_string())),
+                }
+            };
+            if let Some(e) = refused {
+                let o = RunOutcome::refused(d.run, micros(t0), e);
                 self.complete(o, exec, first_error, t0, running);
-                continue;
-            }
-            match self.pool_for(&d.function) {
-                Some(pool) => {
-                    let this = self.clone();
-                    running.push(Box::pin(async move { this.call(pool, d, t0).await }));
-                }
-                None => {
-                    let now = micros(t0);
-                    let o = RunOutcome {
-                        run: d.run,
-                        started_us: now,
-                        cold_start_us: 0,
-                        instance: String::new(),
-                        finished_us: now,
-                        result: Err(CallError::UnknownFunction(d.function.to_string())),
-                    };
-                    self.complete(o, exec, first_error, t0, running);
-                }
             }
         }
     }

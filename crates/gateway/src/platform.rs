@@ -301,27 +301,25 @@ impl Platform {
                 .map(|(_, _, t)| t.clone())
                 .unwrap_or_default()
         };
-        let mut items = Vec::new();
-        for s in &bundle.services {
-            items.push(StoredResource {
-                kind: "Service".into(),
-                name: s.name.clone(),
-                revision: 0,
-                spec_json: serde_json::to_string(&normalized_service(s)).expect("spec serializes"),
-                source: source_of("Service", &s.name),
-                updated_unix_ms: 0,
-            });
-        }
-        for w in &bundle.workflows {
-            items.push(StoredResource {
-                kind: "Workflow".into(),
-                name: w.name.clone(),
-                revision: 0,
-                spec_json: serde_json::to_string(&normalized_workflow(w)).expect("spec serializes"),
-                source: source_of("Workflow", &w.name),
-                updated_unix_ms: 0,
-            });
-        }
+        let stored = |kind: &str, name: &str, spec_json: String| StoredResource {
+            kind: kind.into(),
+            name: name.into(),
+            revision: 0,
+            spec_json,
+            source: source_of(kind, name),
+            updated_unix_ms: 0,
+        };
+        let mut items: Vec<StoredResource> = bundle
+            .services
+            .iter()
+            .map(|s| stored("Service", &s.name, spec_json(&normalized_service(s))))
+            .collect();
+        items.extend(
+            bundle
+                .workflows
+                .iter()
+                .map(|w| stored("Workflow", &w.name, spec_json(&normalized_workflow(w)))),
+        );
         let store = self.store.clone();
         let revisions = tokio::task::spawn_blocking(move || store.put_resources(&items))
             .await
@@ -534,6 +532,10 @@ impl Platform {
         futures_util::future::join_all(pools.iter().map(|p| p.stop_all())).await;
         self.recorder.flush();
     }
+}
+
+fn spec_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("specs serialize to JSON")
 }
 
 /// Revision identity ignores where in a file a resource was written.

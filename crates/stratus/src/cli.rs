@@ -174,27 +174,8 @@ async fn up(a: UpArgs) -> Result<()> {
     Ok(())
 }
 
-/// YAML files named directly, or found (sorted) in a directory.
-pub fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot read directory {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")))
-                .collect();
-            v.sort();
-            out.extend(v);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
-}
-
 async fn deploy(client: &GatewayClient, paths: &[PathBuf]) -> Result<()> {
-    let files = yaml_files(paths)?;
+    let files = stratus_bench::yaml_files(paths)?;
     if files.is_empty() {
         bail!(
             "no .yaml or .yml files found in {}",
