@@ -166,6 +166,12 @@ async fn payloads_over_the_limit_are_refused() {
     // Exactly at the limit is fine.
     let r = invoke(&p, "big", format!("{{\"output_bytes\": {}}}", 1 << 20)).await;
     assert_eq!((r.status, r.body.len()), (200, 1 << 20));
+    // An edge whose framed items exceed the limit fails before any call.
+    let wf = "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: wide\nspec:\n  steps:\n    - name: a\n      function: big\n    - name: b\n      function: big\n    - name: join\n      function: big\n      inputs: [a, b]\n";
+    deploy_ok(&p, wf).await;
+    let r = invoke(&p, "wide", format!("{{\"output_bytes\": {}}}", 600 << 10)).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.error_message().contains("step 'join': input of 1228803 bytes for function 'big' exceeds the 1048576-byte limit per edge"), "{}", r.error_message());
     p.stop().await;
 }
 
