@@ -282,6 +282,21 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
         async move { matches!(c.invoke("bench-noop", Bytes::new()).await, Ok(r) if r.status == 200) }
     })
     .await;
+    // Records are persisted in the background: wait for the writer to catch up,
+    // and count any it had to drop.
+    let p2 = emb.platform.clone();
+    let flush_t = Instant::now();
+    tokio::task::spawn_blocking(move || p2.flush_records()).await?;
+    let catch_up = flush_t.elapsed();
+    let dropped: u64 = emb
+        .platform
+        .metrics_text()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("stratus_records_dropped_total ")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
     let d2 = direct.clone();
     let (floor_rate, _) = burst(a.burst, a.concurrency, move || {
         let d = d2.clone();
@@ -346,13 +361,22 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
         floor_rate,
         rate / floor_rate.max(1.0)
     );
-    println!("invocation records persisted: {}", !a.no_persist);
+    if a.no_persist {
+        println!("invocation records: kept in memory only (--no-persist)");
+    } else {
+        println!(
+            "invocation records: persisted to SQLite by a background writer; it caught up {:.0} ms after the burst; {dropped} dropped",
+            catch_up.as_secs_f64() * 1e3
+        );
+    }
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out)?;
         let json = serde_json::json!({
             "latency": results,
             "burst": tput,
             "persist_invocations": !a.no_persist,
+            "records_dropped": dropped,
+            "record_writer_catch_up_ms": catch_up.as_secs_f64() * 1e3,
             "iterations": a.iterations,
         });
         std::fs::write(

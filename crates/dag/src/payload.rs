@@ -26,7 +26,7 @@ impl Payload {
     }
 
     /// `Content-Type` for the body.
-    pub fn content_type(&self) -> String {
+    pub fn content_type(&self) -> std::borrow::Cow<'static, str> {
         match self {
             Payload::Raw(_) => "application/octet-stream".into(),
             Payload::Framed {
@@ -36,9 +36,7 @@ impl Payload {
             Payload::Framed {
                 format: InputFormat::Multipart,
                 items,
-            } => {
-                format!("multipart/mixed; boundary={}", boundary_for(items))
-            }
+            } => format!("multipart/mixed; boundary={}", boundary_for(items)).into(),
         }
     }
 

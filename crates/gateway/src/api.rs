@@ -170,11 +170,9 @@ async fn invoke(
     );
     let mut resp = match res.result {
         Ok(payload) => {
-            let ct = payload.content_type();
+            let ct = crate::body::content_type(&payload);
             let mut r = Response::new(Body::new(ChunksBody::from(payload)));
-            if let Ok(v) = HeaderValue::from_str(&ct) {
-                r.headers_mut().insert(header::CONTENT_TYPE, v);
-            }
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
             r
         }
         Err((status, msg)) => {

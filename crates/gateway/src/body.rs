@@ -60,3 +60,12 @@ impl Body for ChunksBody {
         SizeHint::with_exact(self.remaining)
     }
 }
+
+/// `Content-Type` for a payload, without allocating in the common cases.
+pub fn content_type(p: &stratus_dag::Payload) -> http::HeaderValue {
+    match p.content_type() {
+        std::borrow::Cow::Borrowed(s) => http::HeaderValue::from_static(s),
+        std::borrow::Cow::Owned(s) => http::HeaderValue::try_from(s)
+            .unwrap_or(http::HeaderValue::from_static("application/octet-stream")),
+    }
+}

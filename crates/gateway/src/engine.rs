@@ -198,7 +198,7 @@ impl Platform {
         let started_us = micros(t0);
         let instance = lease.slot.id.clone();
         let cold_start_us = lease.cold_start_us;
-        let content_type = d.input.content_type();
+        let content_type = crate::body::content_type(&d.input);
         let req = http::Request::post(lease.slot.uri.clone())
             .header(http::header::CONTENT_TYPE, content_type)
             .body(ChunksBody::from(d.input))

@@ -120,13 +120,13 @@ fn writer(rx: mpsc::Receiver<Msg>, store: Arc<dyn StateStore>) {
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
     }
-    let mut batch: Vec<InvocationRecord> = Vec::new();
+    let mut batch: Vec<Arc<InvocationRecord>> = Vec::new();
     let mut acks = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(m) = next.take() {
             match m {
-                Msg::Record(r) => batch.push((*r).clone()),
+                Msg::Record(r) => batch.push(r),
                 Msg::Flush(a) => acks.push(a),
             }
             if batch.len() < 4096 {

@@ -1,6 +1,7 @@
 //! A fault-injecting wrapper around any [`StateStore`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use stratus_dag::InvocationRecord;
 
@@ -48,7 +49,7 @@ impl<S: StateStore> StateStore for FaultyStore<S> {
     fn list_resources(&self) -> Result<Vec<StoredResource>, StateError> {
         self.inner.list_resources()
     }
-    fn record_invocations(&self, recs: &[InvocationRecord]) -> Result<(), StateError> {
+    fn record_invocations(&self, recs: &[Arc<InvocationRecord>]) -> Result<(), StateError> {
         self.check("record_invocations")?;
         self.inner.record_invocations(recs)
     }

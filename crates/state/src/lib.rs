@@ -13,6 +13,8 @@ mod sqlite;
 pub use faulty::FaultyStore;
 pub use sqlite::SqliteStore;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use stratus_dag::InvocationRecord;
 
@@ -49,7 +51,7 @@ pub trait StateStore: Send + Sync {
     fn delete_resource(&self, kind: &str, name: &str) -> Result<bool, StateError>;
     fn list_resources(&self) -> Result<Vec<StoredResource>, StateError>;
     /// Appends invocation records in one transaction.
-    fn record_invocations(&self, recs: &[InvocationRecord]) -> Result<(), StateError>;
+    fn record_invocations(&self, recs: &[Arc<InvocationRecord>]) -> Result<(), StateError>;
     fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError>;
     /// Newest first.
     fn list_invocations(
