@@ -2,8 +2,12 @@
 //! `bench overhead` benchmark, plus shared report helpers.
 
 pub mod demo;
+pub mod loadgen;
 pub mod overhead;
 pub mod report;
+pub mod reportdir;
+pub mod run;
+pub mod synth_cmd;
 
 use std::sync::Arc;
 

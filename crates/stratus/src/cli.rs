@@ -78,6 +78,12 @@ pub enum Cmd {
 pub enum BenchCmd {
     /// Orchestration overhead with warm instances: chain of 10, fan-out 16, burst throughput.
     Overhead(stratus_bench::overhead::OverheadArgs),
+    /// Synthesise benchmark workflows from production trace statistics.
+    Synth(stratus_bench::synth_cmd::SynthArgs),
+    /// Drive synthesised workflows with open- or closed-loop load and write a report.
+    Run(stratus_bench::run::RunArgs),
+    /// Print the ratios between two `bench run` reports (B / A).
+    Compare { a: PathBuf, b: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -136,6 +142,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Demo(a) => stratus_bench::demo::run(a).await,
         Cmd::Bench(BenchCmd::Overhead(a)) => stratus_bench::overhead::run(a).await,
+        Cmd::Bench(BenchCmd::Synth(a)) => stratus_bench::synth_cmd::run(a),
+        Cmd::Bench(BenchCmd::Run(a)) => stratus_bench::run::run(a).await,
+        Cmd::Bench(BenchCmd::Compare { a, b }) => {
+            print!("{}", stratus_bench::run::compare(&a, &b)?);
+            Ok(())
+        }
         Cmd::Fn { .. } => unreachable!("handled before the runtime starts"),
     }
 }
