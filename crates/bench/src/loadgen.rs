@@ -52,7 +52,7 @@ pub fn from_minute_counts(
 
 /// Picks which target each arrival invokes: uniformly at random, seeded.
 pub fn assign(arrivals: usize, targets: usize, seed: u64) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_7a26_e7);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed7a_26e7);
     (0..arrivals)
         .map(|_| rng.random_range(0..targets.max(1)))
         .collect()

@@ -81,7 +81,11 @@ impl RunArgs {
                 self.rate
             ));
         }
-        if !(self.duration > 0.0) || self.warmup < 0.0 {
+        if self.duration.is_nan()
+            || self.duration <= 0.0
+            || self.warmup.is_nan()
+            || self.warmup < 0.0
+        {
             return bad(format!(
                 "--duration must be > 0 and --warmup ≥ 0 (got {} and {})",
                 self.duration, self.warmup
@@ -90,7 +94,11 @@ impl RunArgs {
         if self.concurrency == 0 || self.max_in_flight == 0 {
             return bad("--concurrency and --max-in-flight must be at least 1".into());
         }
-        if !(self.minute_seconds > 0.0) || self.trace_scale < 0.0 {
+        if self.minute_seconds.is_nan()
+            || self.minute_seconds <= 0.0
+            || self.trace_scale.is_nan()
+            || self.trace_scale < 0.0
+        {
             return bad("--minute-seconds must be > 0 and --trace-scale ≥ 0".into());
         }
         if !(1..=1440).contains(&self.trace_start) {

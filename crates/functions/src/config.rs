@@ -1,6 +1,7 @@
 //! Per-process configuration, read once from environment variables at start-up.
 
-use crate::handlers::spin::SpinMode;
+use crate::handlers::bench::BenchConfig;
+use crate::handlers::spin::{SpinMode, MAX_MEMORY_MB, MAX_MS, MAX_OUTPUT_BYTES};
 use crate::Error;
 
 /// How `split` cuts its input.
@@ -29,6 +30,8 @@ pub struct Config {
     pub spin_ms: f64,
     /// `spin`: `SPIN_MODE`, `busy` (default) or `sleep`, used when the request does not say.
     pub spin_mode: SpinMode,
+    /// `bench`: `BENCH_MS`, `BENCH_MEMORY_MB`, `BENCH_OUTPUT_BYTES`, `BENCH_MODE`.
+    pub bench: BenchConfig,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             report_fields: None,
             spin_ms: 0.0,
             spin_mode: SpinMode::Busy,
+            bench: BenchConfig::default(),
         }
     }
 }
@@ -88,11 +92,19 @@ impl Config {
             };
         }
         if let Some(v) = get("SPIN_MODE") {
-            c.spin_mode = match v.trim() {
-                "busy" => SpinMode::Busy,
-                "sleep" => SpinMode::Sleep,
-                _ => return Err(bad("SPIN_MODE", &v, "expected busy or sleep")),
-            };
+            c.spin_mode = mode("SPIN_MODE", &v)?;
+        }
+        if let Some(v) = get("BENCH_MS") {
+            c.bench.ms = millis("BENCH_MS", &v)?;
+        }
+        if let Some(v) = get("BENCH_MEMORY_MB") {
+            c.bench.memory_mb = at_most("BENCH_MEMORY_MB", &v, MAX_MEMORY_MB)?;
+        }
+        if let Some(v) = get("BENCH_OUTPUT_BYTES") {
+            c.bench.output_bytes = at_most("BENCH_OUTPUT_BYTES", &v, MAX_OUTPUT_BYTES)?;
+        }
+        if let Some(v) = get("BENCH_MODE") {
+            c.bench.mode = mode("BENCH_MODE", &v)?;
         }
         Ok(c)
     }
@@ -102,6 +114,38 @@ fn positive(var: &'static str, value: &str) -> Result<usize, Error> {
     match value.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(bad(var, value, "expected a positive integer")),
+    }
+}
+
+/// A duration in milliseconds: a finite number in `[0, MAX_MS]`.
+fn millis(var: &'static str, value: &str) -> Result<f64, Error> {
+    match value.trim().parse::<f64>() {
+        Ok(ms) if ms.is_finite() && (0.0..=MAX_MS).contains(&ms) => Ok(ms),
+        _ => Err(bad(
+            var,
+            value,
+            &format!("not a number of milliseconds between 0 and {MAX_MS}"),
+        )),
+    }
+}
+
+/// A non-negative integer no larger than `max`.
+fn at_most(var: &'static str, value: &str, max: u64) -> Result<u64, Error> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(bad(
+            var,
+            value,
+            &format!("expected an integer between 0 and {max}"),
+        )),
+    }
+}
+
+fn mode(var: &'static str, value: &str) -> Result<SpinMode, Error> {
+    match value.trim() {
+        "busy" => Ok(SpinMode::Busy),
+        "sleep" => Ok(SpinMode::Sleep),
+        _ => Err(bad(var, value, "expected busy or sleep")),
     }
 }
 
@@ -142,6 +186,10 @@ mod tests {
             ("REPORT_FIELDS", "nswprice, vicprice,,"),
             ("SPIN_MS", "2.5"),
             ("SPIN_MODE", "sleep"),
+            ("BENCH_MS", " 1.5 "),
+            ("BENCH_MEMORY_MB", "3"),
+            ("BENCH_OUTPUT_BYTES", "100"),
+            ("BENCH_MODE", "sleep"),
         ])
         .unwrap();
         assert_eq!(c.split, SplitMode::Parts(8));
@@ -154,6 +202,15 @@ mod tests {
         );
         assert_eq!(c.spin_ms, 2.5);
         assert_eq!(c.spin_mode, SpinMode::Sleep);
+        assert_eq!(
+            c.bench,
+            BenchConfig {
+                ms: 1.5,
+                memory_mb: 3,
+                output_bytes: 100,
+                mode: SpinMode::Sleep,
+            }
+        );
         // SPLIT_CHUNK_BYTES wins over SPLIT_PARTS.
         let c = from(&[("SPLIT_PARTS", "8"), ("SPLIT_CHUNK_BYTES", "1024")]).unwrap();
         assert_eq!(c.split, SplitMode::ChunkBytes(1024));
@@ -170,6 +227,16 @@ mod tests {
             ("SPIN_MS", "-3"),
             ("SPIN_MS", "NaN"),
             ("SPIN_MODE", "fast"),
+            ("BENCH_MS", "-1"),
+            ("BENCH_MS", "inf"),
+            ("BENCH_MS", "ten"),
+            ("BENCH_MS", "3600001"),
+            ("BENCH_MEMORY_MB", "-1"),
+            ("BENCH_MEMORY_MB", "1.5"),
+            ("BENCH_MEMORY_MB", "65537"),
+            ("BENCH_OUTPUT_BYTES", "1k"),
+            ("BENCH_OUTPUT_BYTES", "1073741825"),
+            ("BENCH_MODE", "Busy"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

@@ -74,6 +74,10 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
         "report",
         "renders an aggregate as a Markdown table of per-group means (env REPORT_FIELDS limits the columns)",
     ),
+    (
+        "bench",
+        "one node of a benchmark DAG: reads the body, burns CPU for env BENCH_MS (BENCH_MODE busy|sleep), touches BENCH_MEMORY_MB MiB, answers BENCH_OUTPUT_BYTES bytes",
+    ),
 ];
 
 /// A built-in function.
@@ -90,11 +94,12 @@ pub enum Function {
     Enrich,
     Aggregate,
     Report,
+    Bench,
 }
 
 impl Function {
     /// All functions, in [`FUNCTIONS`] order.
-    pub const ALL: [Function; 11] = [
+    pub const ALL: [Function; 12] = [
         Function::Echo,
         Function::Noop,
         Function::Spin,
@@ -106,6 +111,7 @@ impl Function {
         Function::Enrich,
         Function::Aggregate,
         Function::Report,
+        Function::Bench,
     ];
 
     /// Looks a function up by its name (as in [`FUNCTIONS`]).

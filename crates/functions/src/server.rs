@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::handlers::{self, spin, BadInput};
+use crate::handlers::{self, bench, spin, BadInput};
 use crate::{Config, Error, Function, DRAIN_TIMEOUT};
 
 /// Bodies at least this large are processed on tokio's blocking pool so that
@@ -85,6 +85,8 @@ struct State {
     config: Config,
     stats: Stats,
     pid: u32,
+    /// `bench`'s response body, built once (empty for other functions).
+    bench_output: Bytes,
 }
 
 /// Serves function `name` on `listener` forever, configured from the
@@ -105,11 +107,17 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let bench_output = if function == Function::Bench {
+        config.bench.output()
+    } else {
+        Bytes::new()
+    };
     let state = Arc::new(State {
         function,
         config,
         stats: Stats::default(),
         pid: std::process::id(),
+        bench_output,
     });
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
@@ -221,6 +229,7 @@ async fn handle(
         }
         Function::Noop => Response::new(Full::new(Bytes::new())),
         Function::Spin => run_spin(&state, &body, guard.at_start).await,
+        Function::Bench => run_bench(&state, body.len()).await,
         _ => run_pure(&state, body).await,
     };
     drop(guard);
@@ -281,4 +290,24 @@ async fn run_spin(state: &State, body: &[u8], inflight_at_start: u64) -> Respons
     let max = state.stats.snapshot().max_inflight;
     let (body, json) = spin::response(&req, state.pid, inflight_at_start, max, start.elapsed());
     respond(StatusCode::OK, if json { JSON } else { OCTET_STREAM }, body)
+}
+
+async fn run_bench(state: &State, input_bytes: usize) -> Response<Full<Bytes>> {
+    let cfg = state.config.bench;
+    let mut memory = Vec::new();
+    if cfg.needs_blocking_work() {
+        // CPU work runs on the blocking pool, as for `spin`: the I/O thread stays free.
+        match tokio::task::spawn_blocking(move || bench::work(&cfg)).await {
+            Ok(m) => memory = m,
+            Err(e) => return internal_error(format!("bench failed: {e}")),
+        }
+    }
+    if cfg.mode == spin::SpinMode::Sleep && !cfg.duration().is_zero() {
+        tokio::time::sleep(cfg.duration()).await;
+    }
+    drop(memory);
+    let mut r = respond(StatusCode::OK, OCTET_STREAM, state.bench_output.clone());
+    r.headers_mut()
+        .insert(bench::INPUT_BYTES_HEADER, HeaderValue::from(input_bytes));
+    r
 }

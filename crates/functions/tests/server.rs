@@ -217,6 +217,80 @@ async fn spin_tracks_concurrency() {
     assert_eq!(stats["inflight"], 0);
 }
 
+#[tokio::test]
+async fn bench_is_configured_by_the_environment() {
+    // Defaults: an empty 200 of type application/octet-stream, whatever the input.
+    let port = start(Function::Bench, Config::default()).await;
+    let mut c = Client::connect(port).await;
+    let (status, ct, body) = c.post("upstream output").await;
+    assert_eq!(
+        (status, ct.as_deref(), body.len()),
+        (StatusCode::OK, Some("application/octet-stream"), 0)
+    );
+
+    let config = Config::from_lookup(|k| {
+        match k {
+            "BENCH_MS" => Some("30"),
+            "BENCH_MEMORY_MB" => Some("4"),
+            "BENCH_OUTPUT_BYTES" => Some("100000"),
+            _ => None,
+        }
+        .map(String::from)
+    })
+    .unwrap();
+    let port = start(Function::Bench, config).await;
+    let mut c = Client::connect(port).await;
+    for input in [0usize, 1, 300_000] {
+        let t = Instant::now();
+        let resp = c
+            .send
+            .send_request(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/")
+                    .header("host", "localhost")
+                    .body(Full::new(Bytes::from(vec![b'i'; input])))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["x-bench-input-bytes"], input.to_string());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        assert_eq!(body, vec![b'x'; 100_000]);
+    }
+    let stats = c.stats().await;
+    assert_eq!(
+        (stats["requests"].as_u64(), stats["function"].as_str()),
+        (Some(3), Some("bench"))
+    );
+
+    // Sleep mode waits without a blocking thread; concurrent requests overlap.
+    let sleep = Config::from_lookup(|k| {
+        match k {
+            "BENCH_MS" => Some("150"),
+            "BENCH_MODE" => Some("sleep"),
+            _ => None,
+        }
+        .map(String::from)
+    })
+    .unwrap();
+    let port = start(Function::Bench, sleep).await;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(async move { Client::connect(port).await.post("").await.0 }))
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    let e = t.elapsed();
+    assert!(
+        e >= Duration::from_millis(150) && e < Duration::from_millis(440),
+        "{e:?}"
+    );
+}
+
 /// Plays the platform: split → map wc-map over the parts → wc-reduce, framing
 /// several items as `[a,b,...]` verbatim, on the word-count example text.
 #[tokio::test]

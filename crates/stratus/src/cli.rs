@@ -72,6 +72,56 @@ pub enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Dynamic datasets: ingest, list, delete (with retention and compaction).
+    #[command(subcommand)]
+    Data(DataCmd),
+}
+
+#[derive(Subcommand)]
+pub enum DataCmd {
+    /// Ingest a CSV file (or a pipeline's dataset) into a dataset store.
+    Ingest {
+        /// Store directory (created if missing).
+        #[arg(long, default_value = "data/store")]
+        store: PathBuf,
+        /// CSV file to ingest (or use --pipeline).
+        #[arg(required_unless_present = "pipeline", conflicts_with = "pipeline")]
+        csv: Option<PathBuf>,
+        /// Ingest the dataset a pipeline YAML reads, as it reads it (columns, drift).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// Label column: header name or 0-based index, negative from the end (default: last).
+        #[arg(long)]
+        label: Option<String>,
+        /// Timestamp column (default: the row number is the time).
+        #[arg(long)]
+        timestamp: Option<String>,
+        /// The file has a header row (default: detected).
+        #[arg(long, conflicts_with = "no_header")]
+        header: bool,
+        #[arg(long)]
+        no_header: bool,
+        /// Skip and count malformed rows instead of failing at the first.
+        #[arg(long)]
+        skip_bad_rows: bool,
+    },
+    /// Show a store's samples, sizes, time range, classes and tiers.
+    Ls {
+        #[arg(long, default_value = "data/store")]
+        store: PathBuf,
+    },
+    /// Delete samples by key and/or apply retention limits, then reclaim their bytes.
+    Rm {
+        #[arg(long, default_value = "data/store")]
+        store: PathBuf,
+        keys: Vec<u64>,
+        /// Delete samples older than this, relative to the newest timestamp.
+        #[arg(long)]
+        max_age: Option<i64>,
+        /// Keep at most this many (the newest).
+        #[arg(long)]
+        max_samples: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -146,6 +196,60 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(BenchCmd::Run(a)) => stratus_bench::run::run(a).await,
         Cmd::Bench(BenchCmd::Compare { a, b }) => {
             print!("{}", stratus_bench::run::compare(&a, &b)?);
+            Ok(())
+        }
+        Cmd::Data(d) => {
+            use stratus_dyndata::cli as data;
+            let out = tokio::task::spawn_blocking(move || match d {
+                DataCmd::Ingest {
+                    store,
+                    csv: Some(csv),
+                    label,
+                    timestamp,
+                    header,
+                    no_header,
+                    skip_bad_rows,
+                    ..
+                } => {
+                    let header = if header {
+                        Some(true)
+                    } else if no_header {
+                        Some(false)
+                    } else {
+                        None
+                    };
+                    data::ingest(
+                        &store,
+                        &csv,
+                        label.as_deref(),
+                        timestamp.as_deref(),
+                        header,
+                        skip_bad_rows,
+                    )
+                }
+                DataCmd::Ingest {
+                    store,
+                    pipeline: Some(p),
+                    ..
+                } => data::ingest_pipeline(&store, &p),
+                DataCmd::Ingest { .. } => Err(data::CliError::Usage(
+                    "give a CSV file or --pipeline".into(),
+                )),
+                DataCmd::Ls { store } => data::ls(&store),
+                DataCmd::Rm {
+                    store,
+                    keys,
+                    max_age,
+                    max_samples,
+                } => data::rm(&store, &keys, max_age, max_samples),
+            })
+            .await?;
+            let out = out?;
+            if out.ends_with('\n') {
+                print!("{out}");
+            } else {
+                println!("{out}");
+            }
             Ok(())
         }
         Cmd::Fn { .. } => unreachable!("handled before the runtime starts"),

@@ -1,8 +1,9 @@
 //! Pure handler logic: functions from request-body bytes to response-body bytes.
 //!
-//! `echo`, `noop` and the effectful part of `spin` (sleeping, crashing) live
-//! in the server; everything else is here and testable without a socket.
+//! `echo`, `noop`, `bench` and the effectful part of `spin` (sleeping,
+//! crashing) live in the server; everything else is here and testable without a socket.
 
+pub mod bench;
 pub mod spin;
 pub mod table;
 pub mod text;
@@ -42,7 +43,7 @@ impl Output {
     }
 }
 
-/// Runs one of the pure functions (all but `echo`, `noop` and `spin`) on `body`.
+/// Runs one of the pure functions (all but `echo`, `noop`, `spin` and `bench`) on `body`.
 /// Returns `None` for the others.
 pub fn run_pure(
     function: Function,
@@ -50,7 +51,7 @@ pub fn run_pure(
     body: &[u8],
 ) -> Option<Result<Output, BadInput>> {
     let out = match function {
-        Function::Echo | Function::Noop | Function::Spin => return None,
+        Function::Echo | Function::Noop | Function::Spin | Function::Bench => return None,
         Function::Split => text::split(body, config.split).map(Output::json),
         Function::WcMap => text::wc_map(body).map(Output::json),
         Function::WcMerge => text::wc_merge(body).map(Output::json),
@@ -137,7 +138,9 @@ mod tests {
         for f in Function::ALL {
             let r = run_pure(f, &c, b"");
             match f {
-                Function::Echo | Function::Noop | Function::Spin => assert!(r.is_none()),
+                Function::Echo | Function::Noop | Function::Spin | Function::Bench => {
+                    assert!(r.is_none())
+                }
                 // Every pure function accepts an empty body.
                 _ => assert!(r.unwrap().is_ok(), "{f} rejects an empty body"),
             }

@@ -1,0 +1,700 @@
+//! CSV to samples: a pure parser (the caller reads the file).
+//!
+//! - One sample a line; fields separated by `,`; a field may be quoted with
+//!   `"` (a doubled `""` inside is a quote). Quoted fields may not span lines.
+//!   Whitespace around fields is ignored; blank lines are skipped and counted.
+//! - Columns: the label column (default: the last), an optional timestamp
+//!   column, and every other column is a feature (an `f32`; NaN and ±inf are
+//!   rejected). Without a timestamp column the timestamp is the data row
+//!   number, from 0 (bad rows that are skipped keep their number, so time
+//!   stays aligned with the file).
+//! - Header: present, absent, or detected ([`Header::Auto`]: the first line
+//!   is a header when a field other than the label is not a number).
+//! - Labels: integers are used as class ids. Otherwise each distinct string
+//!   gets the next id in order of first appearance ([`LabelMap`]). Which of
+//!   the two applies is fixed by the first label the store ever sees.
+//! - A bad row is an error naming `file:line:column`, or, with
+//!   [`OnBadRow::Skip`], skipped and counted with its reason.
+
+use std::fmt;
+
+/// A column, by header name or by 0-based index (negative counts from the
+/// end: -1 is the last column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnRef {
+    Index(i64),
+    Name(String),
+}
+
+impl ColumnRef {
+    /// `"3"` or `"-1"` is an index, anything else a name.
+    pub fn parse(s: &str) -> ColumnRef {
+        match s.trim().parse::<i64>() {
+            Ok(i) => ColumnRef::Index(i),
+            Err(_) => ColumnRef::Name(s.trim().to_string()),
+        }
+    }
+}
+
+impl fmt::Display for ColumnRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnRef::Index(i) => write!(f, "{i}"),
+            ColumnRef::Name(n) => write!(f, "'{n}'"),
+        }
+    }
+}
+
+/// What to do with a malformed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnBadRow {
+    /// Stop with an error naming the row (nothing is ingested).
+    #[default]
+    Fail,
+    /// Skip the row, count it and keep its reason.
+    Skip,
+}
+
+impl std::str::FromStr for OnBadRow {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fail" => Ok(OnBadRow::Fail),
+            "skip" => Ok(OnBadRow::Skip),
+            _ => Err(format!("unknown bad-row policy '{s}'; use fail or skip")),
+        }
+    }
+}
+
+/// Whether the first line names the columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Header {
+    /// A header when a non-label field of the first line is not a number.
+    #[default]
+    Auto,
+    Present,
+    Absent,
+}
+
+/// How to read a CSV file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CsvOptions {
+    /// Default: the last column.
+    pub label_column: Option<ColumnRef>,
+    /// Default: none (the row number is the timestamp).
+    pub timestamp_column: Option<ColumnRef>,
+    pub header: Header,
+    pub on_bad_row: OnBadRow,
+}
+
+/// Class ids of labels. Numeric labels are their own ids; string labels
+/// get ids 0, 1, 2, ... in order of first appearance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LabelMap {
+    /// `None` until the first label is seen; `Some(true)` for numeric labels.
+    pub numeric: Option<bool>,
+    /// String labels; the id of `names[i]` is `i`.
+    pub names: Vec<String>,
+}
+
+impl LabelMap {
+    /// The class id of `text`, adding a new string label when needed.
+    /// `None` for a non-integer label once the map is numeric.
+    pub fn id(&mut self, text: &str) -> Option<i64> {
+        let as_int = parse_integral(text);
+        let numeric = *self.numeric.get_or_insert(as_int.is_some());
+        if numeric {
+            return as_int;
+        }
+        if let Some(i) = self.names.iter().position(|n| n == text) {
+            return Some(i as i64);
+        }
+        self.names.push(text.to_string());
+        Some(self.names.len() as i64 - 1)
+    }
+
+    /// The printable name of class `id`.
+    pub fn name(&self, id: i64) -> String {
+        match usize::try_from(id).ok().and_then(|i| self.names.get(i)) {
+            Some(n) if self.numeric == Some(false) => n.clone(),
+            _ => id.to_string(),
+        }
+    }
+}
+
+/// An integer, or a float with no fractional part (`"1.0"`).
+fn parse_integral(s: &str) -> Option<i64> {
+    if let Ok(i) = s.parse::<i64>() {
+        return Some(i);
+    }
+    let f = s.parse::<f64>().ok()?;
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+}
+
+/// A malformed CSV file or row.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CsvError {
+    /// A bad row (`line` and `col` are 1-based; `col` counts characters).
+    #[error("{file}:{line}:{col}: {message}")]
+    Row {
+        file: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+}
+
+/// A row that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// One parsed data row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub timestamp: i64,
+    pub label: i64,
+    pub features: Vec<f32>,
+}
+
+/// Bad rows kept with their reason; more are only counted.
+pub const MAX_BAD_ROWS_KEPT: usize = 20;
+
+/// The result of parsing a file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Parsed {
+    /// Column names (from the header, else `c0`, `c1`, ...).
+    pub columns: Vec<String>,
+    /// Feature column names, in feature order.
+    pub feature_columns: Vec<String>,
+    pub rows: Vec<Row>,
+    /// Data rows seen (good and bad).
+    pub data_rows: usize,
+    /// Bad rows skipped (with [`OnBadRow::Skip`]).
+    pub skipped: usize,
+    /// The first [`MAX_BAD_ROWS_KEPT`] skipped rows.
+    pub bad_rows: Vec<BadRow>,
+    pub blank_lines: usize,
+}
+
+/// Splits one line into fields with the 1-based character column where each
+/// starts. Errors carry the column of the problem.
+pub fn split_line(line: &str) -> Result<Vec<(usize, String)>, (usize, String)> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    let mut col = 1usize;
+    loop {
+        // Leading whitespace.
+        while let Some(&c) = chars.peek() {
+            if c == ' ' || c == '\t' {
+                chars.next();
+                col += 1;
+            } else {
+                break;
+            }
+        }
+        let start = col;
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            col += 1;
+            loop {
+                match chars.next() {
+                    None => return Err((start, "unterminated quoted field".into())),
+                    Some('"') => {
+                        col += 1;
+                        if chars.peek() == Some(&'"') {
+                            chars.next();
+                            col += 1;
+                            value.push('"');
+                        } else {
+                            break;
+                        }
+                    }
+                    Some(c) => {
+                        col += 1;
+                        value.push(c);
+                    }
+                }
+            }
+            while let Some(&c) = chars.peek() {
+                match c {
+                    ' ' | '\t' => {
+                        chars.next();
+                        col += 1;
+                    }
+                    ',' => break,
+                    _ => return Err((col, "unexpected text after a quoted field".into())),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                if c == '"' {
+                    return Err((col, "quote inside an unquoted field".into()));
+                }
+                value.push(c);
+                chars.next();
+                col += 1;
+            }
+            let trimmed = value.trim_end().len();
+            value.truncate(trimmed);
+        }
+        fields.push((start, value));
+        match chars.next() {
+            Some(',') => col += 1,
+            None => return Ok(fields),
+            Some(_) => unreachable!("fields end at a comma or the end of the line"),
+        }
+    }
+}
+
+fn resolve(
+    c: &ColumnRef,
+    columns: &[String],
+    has_header: bool,
+    what: &str,
+) -> Result<usize, String> {
+    let n = columns.len() as i64;
+    match c {
+        ColumnRef::Index(i) => {
+            let idx = if *i < 0 { n + i } else { *i };
+            if (0..n).contains(&idx) {
+                Ok(idx as usize)
+            } else {
+                Err(format!(
+                    "{what} column {i} does not exist: the file has {n} columns \
+                     (indexes 0..{} or -{n}..-1)",
+                    n - 1
+                ))
+            }
+        }
+        ColumnRef::Name(name) if !has_header => Err(format!(
+            "{what} column '{name}' is named, but the file has no header; \
+             give a 0-based index instead"
+        )),
+        ColumnRef::Name(name) => columns.iter().position(|c| c == name).ok_or_else(|| {
+            format!(
+                "{what} column '{name}' is not in the header (columns: {})",
+                columns.join(", ")
+            )
+        }),
+    }
+}
+
+/// Parses a whole CSV file (`file` is only used in messages). String labels
+/// are added to `labels`; on error `labels` may hold labels of rows before it.
+pub fn parse(
+    file: &str,
+    text: &str,
+    opts: &CsvOptions,
+    labels: &mut LabelMap,
+) -> Result<Parsed, CsvError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let row_err = |line: usize, col: usize, message: String| CsvError::Row {
+        file: file.to_string(),
+        line,
+        col,
+        message,
+    };
+    let mut out = Parsed::default();
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+
+    // The first non-blank line fixes the column count and maybe the names.
+    let (first_no, first) = loop {
+        match lines.next() {
+            None => {
+                return Err(CsvError::File {
+                    file: file.to_string(),
+                    message: "no rows: the file is empty".into(),
+                })
+            }
+            Some((_, l)) if l.trim().is_empty() => out.blank_lines += 1,
+            Some(x) => break x,
+        }
+    };
+    let first_fields = split_line(first).map_err(|(col, m)| row_err(first_no, col, m))?;
+    let ncols = first_fields.len();
+    let names: Vec<String> = first_fields.iter().map(|(_, v)| v.clone()).collect();
+    let label_ref = opts.label_column.clone().unwrap_or(ColumnRef::Index(-1));
+    let named = matches!(label_ref, ColumnRef::Name(_))
+        || matches!(opts.timestamp_column, Some(ColumnRef::Name(_)));
+    let has_header = match opts.header {
+        Header::Present => true,
+        Header::Absent => false,
+        Header::Auto if named => true,
+        Header::Auto => {
+            let label_idx =
+                resolve(&label_ref, &names, false, "label").map_err(|m| row_err(first_no, 1, m))?;
+            first_fields
+                .iter()
+                .enumerate()
+                .any(|(i, (_, v))| i != label_idx && v.parse::<f64>().is_err())
+        }
+    };
+    out.columns = if has_header {
+        names
+    } else {
+        (0..ncols).map(|i| format!("c{i}")).collect()
+    };
+    let at_header = |m: String| row_err(first_no, 1, m);
+    let label_idx = resolve(&label_ref, &out.columns, has_header, "label").map_err(at_header)?;
+    let ts_idx = match &opts.timestamp_column {
+        Some(c) => Some(resolve(c, &out.columns, has_header, "timestamp").map_err(at_header)?),
+        None => None,
+    };
+    if ts_idx == Some(label_idx) {
+        return Err(at_header(
+            "the label and timestamp columns are the same column".into(),
+        ));
+    }
+    let feature_idx: Vec<usize> = (0..ncols)
+        .filter(|&i| i != label_idx && Some(i) != ts_idx)
+        .collect();
+    out.feature_columns = feature_idx
+        .iter()
+        .map(|&i| out.columns[i].clone())
+        .collect();
+
+    let first_data = (!has_header).then_some((first_no, first));
+    for (line_no, line) in first_data.into_iter().chain(lines) {
+        if line.trim().is_empty() {
+            out.blank_lines += 1;
+            continue;
+        }
+        let row_no = out.data_rows;
+        out.data_rows += 1;
+        let parsed = parse_row(
+            line,
+            ncols,
+            label_idx,
+            ts_idx,
+            &feature_idx,
+            &out.columns,
+            row_no,
+            labels,
+        );
+        match parsed {
+            Ok(row) => out.rows.push(row),
+            Err((col, message)) => match opts.on_bad_row {
+                OnBadRow::Fail => return Err(row_err(line_no, col, message)),
+                OnBadRow::Skip => {
+                    out.skipped += 1;
+                    if out.bad_rows.len() < MAX_BAD_ROWS_KEPT {
+                        out.bad_rows.push(BadRow {
+                            line: line_no,
+                            col,
+                            message,
+                        });
+                    }
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_row(
+    line: &str,
+    ncols: usize,
+    label_idx: usize,
+    ts_idx: Option<usize>,
+    feature_idx: &[usize],
+    columns: &[String],
+    row_no: usize,
+    labels: &mut LabelMap,
+) -> Result<Row, (usize, String)> {
+    let fields = split_line(line)?;
+    if fields.len() != ncols {
+        let col = fields.get(ncols).map_or(line.chars().count() + 1, |f| f.0);
+        return Err((
+            col,
+            format!("expected {ncols} columns, found {}", fields.len()),
+        ));
+    }
+    let mut features = Vec::with_capacity(feature_idx.len());
+    for &i in feature_idx {
+        let (col, v) = &fields[i];
+        match v.parse::<f32>() {
+            Ok(x) if x.is_finite() => features.push(x),
+            Ok(_) => {
+                return Err((
+                    *col,
+                    format!(
+                        "column '{}': value {v:?} is not finite (NaN and infinity are rejected)",
+                        columns[i]
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err((
+                    *col,
+                    format!("column '{}': {v:?} is not a number", columns[i]),
+                ))
+            }
+        }
+    }
+    let timestamp = match ts_idx {
+        Some(i) => {
+            let (col, v) = &fields[i];
+            parse_integral(v).ok_or_else(|| {
+                (
+                    *col,
+                    format!("timestamp column '{}': {v:?} is not an integer", columns[i]),
+                )
+            })?
+        }
+        None => row_no as i64,
+    };
+    let (col, v) = &fields[label_idx];
+    if v.is_empty() {
+        return Err((
+            *col,
+            format!("label column '{}' is empty", columns[label_idx]),
+        ));
+    }
+    let label = labels.id(v).ok_or_else(|| {
+        (
+            *col,
+            format!(
+                "label column '{}': {v:?} is not an integer, but earlier labels were",
+                columns[label_idx]
+            ),
+        )
+    })?;
+    Ok(Row {
+        timestamp,
+        label,
+        features,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use expect_test::{expect, Expect};
+
+    use super::*;
+
+    fn check(text: &str, opts: CsvOptions, expect: Expect) {
+        let mut labels = LabelMap::default();
+        let actual = match parse("t.csv", text, &opts, &mut labels) {
+            Err(e) => format!("error: {e}\n"),
+            Ok(p) => {
+                let mut s = format!(
+                    "columns={:?} features={:?} data_rows={} skipped={} blank={}\n",
+                    p.columns, p.feature_columns, p.data_rows, p.skipped, p.blank_lines
+                );
+                for r in &p.rows {
+                    writeln!(s, "t={} y={} x={:?}", r.timestamp, r.label, r.features).unwrap();
+                }
+                for b in &p.bad_rows {
+                    writeln!(s, "bad {}:{}: {}", b.line, b.col, b.message).unwrap();
+                }
+                if labels.numeric == Some(false) {
+                    writeln!(s, "labels={:?}", labels.names).unwrap();
+                }
+                s
+            }
+        };
+        expect.assert_eq(&actual);
+    }
+
+    fn skip() -> CsvOptions {
+        CsvOptions {
+            on_bad_row: OnBadRow::Skip,
+            ..CsvOptions::default()
+        }
+    }
+
+    #[test]
+    fn header_detection_and_defaults() {
+        check(
+            "a,b,class\n1,2,0\n3.5,-4,1\n",
+            CsvOptions::default(),
+            expect![[r#"
+                columns=["a", "b", "class"] features=["a", "b"] data_rows=2 skipped=0 blank=0
+                t=0 y=0 x=[1.0, 2.0]
+                t=1 y=1 x=[3.5, -4.0]
+            "#]],
+        );
+        // No header, string labels: the label column is not used for detection.
+        check(
+            "1,2,up\n3,4,down\n5,6,up\n",
+            CsvOptions::default(),
+            expect![[r#"
+                columns=["c0", "c1", "c2"] features=["c0", "c1"] data_rows=3 skipped=0 blank=0
+                t=0 y=0 x=[1.0, 2.0]
+                t=1 y=1 x=[3.0, 4.0]
+                t=2 y=0 x=[5.0, 6.0]
+                labels=["up", "down"]
+            "#]],
+        );
+    }
+
+    #[test]
+    fn chosen_columns_and_quotes() {
+        check(
+            "time,\"x, y\",label,z\n 10 , \"1.5\" ,7,2\n\n12,2,8,\"3\"\n",
+            CsvOptions {
+                label_column: Some(ColumnRef::Name("label".into())),
+                timestamp_column: Some(ColumnRef::Index(0)),
+                ..CsvOptions::default()
+            },
+            expect![[r#"
+                columns=["time", "x, y", "label", "z"] features=["x, y", "z"] data_rows=2 skipped=0 blank=1
+                t=10 y=7 x=[1.5, 2.0]
+                t=12 y=8 x=[2.0, 3.0]
+            "#]],
+        );
+    }
+
+    #[test]
+    fn bad_rows_fail_with_position() {
+        let text = "a,b,y\n1,2,0\n1,x,0\n";
+        check(
+            text,
+            CsvOptions::default(),
+            expect![[r#"
+                error: t.csv:3:3: column 'b': "x" is not a number
+            "#]],
+        );
+        check(
+            "a,b,y\n1,2\n",
+            CsvOptions::default(),
+            expect![[r#"
+                error: t.csv:2:4: expected 3 columns, found 2
+            "#]],
+        );
+        check(
+            "a,b,y\n1,2,3,4\n",
+            CsvOptions::default(),
+            expect![[r#"
+                error: t.csv:2:7: expected 3 columns, found 4
+            "#]],
+        );
+        check(
+            "a,b,y\n1,NaN,0\n",
+            CsvOptions::default(),
+            expect![[r#"
+                error: t.csv:2:3: column 'b': value "NaN" is not finite (NaN and infinity are rejected)
+            "#]],
+        );
+        check(
+            "a,b,y\n1,2,0\n1,1e39,0\n",
+            CsvOptions::default(),
+            expect![[r#"
+                error: t.csv:3:3: column 'b': value "1e39" is not finite (NaN and infinity are rejected)
+            "#]],
+        );
+        check(
+            "a,b,y\n1,2,0\n1,2,cat\n",
+            CsvOptions::default(),
+            expect![[r#"
+                error: t.csv:3:5: label column 'y': "cat" is not an integer, but earlier labels were
+            "#]],
+        );
+        check(
+            "a,b,y\n1,\"2,0\n",
+            CsvOptions::default(),
+            expect![[r#"
+                error: t.csv:2:3: unterminated quoted field
+            "#]],
+        );
+        check(
+            "t,a,y\n1.5,2,0\n",
+            CsvOptions {
+                timestamp_column: Some(ColumnRef::Name("t".into())),
+                ..CsvOptions::default()
+            },
+            expect![[r#"
+                error: t.csv:2:1: timestamp column 't': "1.5" is not an integer
+            "#]],
+        );
+    }
+
+    #[test]
+    fn bad_rows_skipped_and_counted() {
+        check(
+            "a,b,y\n1,2,0\n1,x,0\n\n3,4\n5,6,1\n7,inf,1\n",
+            skip(),
+            expect![[r#"
+                columns=["a", "b", "y"] features=["a", "b"] data_rows=5 skipped=3 blank=1
+                t=0 y=0 x=[1.0, 2.0]
+                t=3 y=1 x=[5.0, 6.0]
+                bad 3:3: column 'b': "x" is not a number
+                bad 5:4: expected 3 columns, found 2
+                bad 7:3: column 'b': value "inf" is not finite (NaN and infinity are rejected)
+            "#]],
+        );
+    }
+
+    #[test]
+    fn column_errors() {
+        check(
+            "a,b,y\n1,2,0\n",
+            CsvOptions {
+                label_column: Some(ColumnRef::Name("class".into())),
+                ..CsvOptions::default()
+            },
+            expect![[r#"
+                error: t.csv:1:1: label column 'class' is not in the header (columns: a, b, y)
+            "#]],
+        );
+        check(
+            "1,2,0\n",
+            CsvOptions {
+                label_column: Some(ColumnRef::Index(5)),
+                ..CsvOptions::default()
+            },
+            expect![[r#"
+                error: t.csv:1:1: label column 5 does not exist: the file has 3 columns (indexes 0..2 or -3..-1)
+            "#]],
+        );
+        check(
+            "1,2,0\n",
+            CsvOptions {
+                header: Header::Absent,
+                timestamp_column: Some(ColumnRef::Name("t".into())),
+                ..CsvOptions::default()
+            },
+            expect![[r#"
+                error: t.csv:1:1: timestamp column 't' is named, but the file has no header; give a 0-based index instead
+            "#]],
+        );
+        check(
+            "\n\n",
+            CsvOptions::default(),
+            expect![[r#"
+                error: t.csv: no rows: the file is empty
+            "#]],
+        );
+    }
+
+    #[test]
+    fn label_map_is_first_appearance_and_persistent() {
+        let mut m = LabelMap::default();
+        assert_eq!(m.id("b"), Some(0));
+        assert_eq!(m.id("a"), Some(1));
+        assert_eq!(m.id("b"), Some(0));
+        assert_eq!(
+            m.id("7"),
+            Some(2),
+            "numbers are names once labels are strings"
+        );
+        assert_eq!(m.name(1), "a");
+        let mut n = LabelMap::default();
+        assert_eq!(n.id("1.0"), Some(1));
+        assert_eq!(n.id("x"), None);
+        assert_eq!(n.name(4), "4");
+    }
+}

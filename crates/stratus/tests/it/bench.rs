@@ -1,0 +1,159 @@
+//! `stratus bench synth` and `stratus bench run` end to end, as a user runs them.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::*;
+
+fn stratus(args: &[&str]) -> (bool, String) {
+    let out = Command::new(stratus_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = Vec::new();
+    for sub in ["", "dags"] {
+        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() && p.file_name().unwrap() != "config.json" {
+                v.push((
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn synth_is_reproducible_and_run_writes_a_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |n: &str| tmp.path().join(n).display().to_string();
+    let synth = |out: &str, seed: &str| {
+        stratus(&[
+            "bench",
+            "synth",
+            "--out",
+            out,
+            "--seed",
+            seed,
+            "--count",
+            "4",
+            "--duration-scale",
+            "0.001",
+            "--memory-scale",
+            "0",
+        ])
+    };
+    let (ok, log) = synth(&d("a"), "5");
+    assert!(ok, "{log}");
+    assert!(synth(&d("b"), "5").0);
+    assert!(synth(&d("c"), "6").0);
+    let (a, b, c) = (
+        files(&tmp.path().join("a")),
+        files(&tmp.path().join("b")),
+        files(&tmp.path().join("c")),
+    );
+    assert_eq!(a.len(), 5, "4 DAG files and dags.json");
+    assert_eq!(a, b, "same seed, same DAGs, byte for byte");
+    assert_ne!(a, c, "another seed, other DAGs");
+
+    let (ok, log) = stratus(&[
+        "bench",
+        "run",
+        "--synth",
+        &d("a"),
+        "--out",
+        &d("run"),
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+    ]);
+    assert!(ok, "{log}");
+    let run = tmp.path().join("run");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["ok"].as_u64().unwrap() > 10, "{summary}");
+    assert_eq!(summary["errors"].as_u64(), Some(0), "{summary}");
+    let csv = std::fs::read_to_string(run.join("invocations.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.split(',').nth(4) == Some("200")),
+        "{csv}"
+    );
+    for svg in ["latency_cdf.svg", "latency_timeline.svg"] {
+        assert!(
+            std::fs::read_to_string(run.join(svg))
+                .unwrap()
+                .starts_with("<svg"),
+            "{svg}"
+        );
+    }
+    let header: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(header["kind"], "workflow-run");
+    assert_eq!(header["config"]["seed"], 1);
+    assert!(header["machine"]["cores"].as_u64().unwrap() >= 1);
+    let (ok, cmp) = stratus(&["bench", "compare", &d("run"), &d("run")]);
+    assert!(ok && cmp.contains("1.00x"), "{cmp}");
+    // Reports are never overwritten.
+    let (ok, log) = stratus(&[
+        "bench",
+        "run",
+        "--synth",
+        &d("a"),
+        "--out",
+        &d("run"),
+        "--duration",
+        "1",
+    ]);
+    assert!(!ok && log.contains("is not empty"), "{log}");
+}
+
+#[test]
+fn bad_trace_files_and_impossible_parameters_are_reported_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace");
+    std::fs::create_dir(&trace).unwrap();
+    let src = repo_root().join("../shared/data/azure-functions-2019-sample");
+    for f in ["memory.csv", "invocations.csv"] {
+        std::fs::copy(src.join(f), trace.join(f)).unwrap();
+    }
+    let mut durations = std::fs::read_to_string(src.join("durations.csv")).unwrap();
+    durations = durations.replacen('\n', "\nowner,app,fn,abc,1,1,1,1,1,1,1,1,1,1\n", 1);
+    std::fs::write(trace.join("durations.csv"), durations).unwrap();
+    let out = tmp.path().join("out").display().to_string();
+    let t = trace.display().to_string();
+    let (ok, log) = stratus(&["bench", "synth", "--out", &out, "--functions-trace", &t]);
+    assert!(!ok);
+    assert!(
+        log.contains("durations.csv:2:"),
+        "names file and line: {log}"
+    );
+    assert!(!tmp.path().join("out").exists(), "nothing written");
+    let (ok, log) = stratus(&[
+        "bench", "synth", "--out", &out, "--shape", "chain", "--size", "0", "--cost", "0:0",
+    ]);
+    assert!(!ok && log.contains("needs at least 1 step"), "{log}");
+    let (ok, log) = stratus(&["bench", "synth", "--out", &out, "--cost", "fast"]);
+    assert!(!ok && log.contains("--cost"), "{log}");
+    let (ok, log) = stratus(&["bench", "run", "--synth", &out, "--out", &out, "--rate=-3"]);
+    assert!(!ok && log.contains("--rate must be a positive"), "{log}");
+}

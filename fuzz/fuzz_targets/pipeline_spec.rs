@@ -1,0 +1,24 @@
+//! `cargo +nightly fuzz run pipeline_spec` (from the repository root).
+//! The pipeline parser must never panic, loop or blow up, and every error
+//! must carry a position inside the file.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        match stratus_dyndata::spec::parse("fuzz.yaml", text) {
+            Ok(p) => {
+                assert!(p.selection.budget > 0.0 && p.selection.budget <= 1.0);
+                let _ = p.data.csv_options();
+            }
+            Err(errors) => {
+                assert!(!errors.0.is_empty());
+                let lines = text.lines().count() as u32 + 2;
+                for e in &errors.0 {
+                    assert!(e.pos.line <= lines, "{e}");
+                }
+            }
+        }
+    }
+});
