@@ -250,10 +250,10 @@ pub fn plot_timeline(
         chart
             .draw_series(LineSeries::new(
                 vec![(warmup_s, 0.0), (warmup_s, l_max * 1.05)],
-                RGBColor(120, 120, 120).stroke_width(1),
+                RGBColor(230, 120, 0).stroke_width(2),
             ))?
             .label("end of warm-up")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(120, 120, 120)));
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(230, 120, 0).stroke_width(2)));
     }
     let secs = t_max.ceil() as usize + 1;
     let mut buckets: Vec<Vec<u64>> = vec![Vec::new(); secs];

@@ -238,7 +238,7 @@ pub fn summary_text(s: &Summary) -> String {
     let mut out = format!(
         "{} invocations measured over {:.1} s ({:?} loop): {} ok, {} errors, {} shed; {:.1} ok/s\n\
          latency p50 {}  p90 {}  p99 {}  p99.9 {}  mean {}\n\
-         platform-side time: exec {:.1}%, queue {:.1}%, cold start {:.1}%, orchestration overhead {:.2}%\n\n",
+         platform-side time: exec {:.1}%, queue {:.1}%, cold start {:.1}%, orchestration overhead {:.4}%\n\n",
         s.invocations,
         s.measured_s,
         s.mode,
