@@ -253,7 +253,12 @@ pub fn plot_timeline(
                 RGBColor(230, 120, 0).stroke_width(2),
             ))?
             .label("end of warm-up")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(230, 120, 0).stroke_width(2)));
+            .legend(|(x, y)| {
+                PathElement::new(
+                    vec![(x, y), (x + 20, y)],
+                    RGBColor(230, 120, 0).stroke_width(2),
+                )
+            });
     }
     let secs = t_max.ceil() as usize + 1;
     let mut buckets: Vec<Vec<u64>> = vec![Vec::new(); secs];

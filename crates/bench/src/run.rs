@@ -299,6 +299,27 @@ fn csv(samples: &[Sample]) -> String {
     s
 }
 
+/// One step run of one invocation, as the platform recorded it (µs since the invocation arrived).
+fn step_row(id: &str, workflow: &str, r: &stratus_dag::RunRecord) -> String {
+    let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
+    format!(
+        "{id},{workflow},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+        r.step,
+        r.run,
+        r.function,
+        format!("{:?}", r.status).to_lowercase(),
+        r.queued_us,
+        opt(r.started_us),
+        opt(r.finished_us),
+        r.queue_us(),
+        r.cold_start_us,
+        r.exec_us(),
+        r.input_bytes,
+        r.output_bytes,
+        r.instance.as_deref().unwrap_or("")
+    )
+}
+
 async fn one(
     client: &GatewayClient,
     wf: &str,
@@ -494,12 +515,18 @@ pub async fn run(a: RunArgs) -> Result<()> {
         let p = e.platform.clone();
         tokio::task::spawn_blocking(move || p.flush_records()).await?;
     }
+    let mut steps_csv = String::from(
+        "invocation_id,workflow,step,run,function,status,queued_us,started_us,finished_us,queue_us,cold_start_us,exec_us,input_bytes,output_bytes,instance\n",
+    );
     for s in samples.iter_mut().filter(|s| !s.invocation_id.is_empty()) {
         let r = client
             .get(&format!("/v1/invocations/{}", s.invocation_id))
             .await?;
         if r.status == 200 {
             if let Ok(rec) = serde_json::from_slice::<stratus_dag::InvocationRecord>(&r.body) {
+                for run in &rec.runs {
+                    steps_csv.push_str(&step_row(&s.invocation_id, &s.workflow, run));
+                }
                 let b = rec.breakdown;
                 (
                     s.platform_total_us,
@@ -524,6 +551,7 @@ pub async fn run(a: RunArgs) -> Result<()> {
     let measured_s = (elapsed - a.warmup).max(1e-3);
     let summary = summarize(&samples, measured_s, shed, a.mode);
     report.write("invocations.csv", csv(&samples).as_bytes())?;
+    report.write("steps.csv", steps_csv.as_bytes())?;
     report.write_json("summary.json", &summary)?;
     let text = summary_text(&summary);
     report.write(

@@ -5,7 +5,8 @@
 //! Stratus `Workflow` (`apiVersion: stratus.dev/v1alpha1`). [`parse`] reads
 //! and validates one file, collecting every error it can find, each with
 //! `file:line:column`; [`validate_refs`] then checks that workflow steps call
-//! functions that exist.
+//! functions that exist. The positioned YAML loader underneath is public as
+//! [`yaml`], for other parsers that want the same positions and limits.
 //!
 //! # Workflow format
 //!
@@ -59,7 +60,7 @@ mod convert;
 mod model;
 mod service;
 mod workflow;
-mod yaml;
+pub mod yaml;
 
 #[cfg(test)]
 mod tests;

@@ -1146,3 +1146,68 @@ fn large_broken_files_stay_fast() {
         start.elapsed()
     );
 }
+
+/// The public loader: positions, anchors and limits as other parsers see them.
+#[test]
+fn yaml_loader_public_api() {
+    use crate::yaml::{self, Kind, Limits};
+
+    let loaded = yaml::load("a: &x [1, '2']\nb: *x\n---\nc: ~\n");
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let summary: Vec<String> = loaded
+        .docs
+        .iter()
+        .map(|d| {
+            let Kind::Map(entries) = &*d.root.kind else {
+                panic!("not a map")
+            };
+            let entries: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}@{}:{}={}",
+                        k.as_scalar().unwrap_or("?"),
+                        v.pos.line,
+                        v.pos.col,
+                        v.describe()
+                    )
+                })
+                .collect();
+            format!(
+                "doc@{}:{} anchor={:?} [{}]",
+                d.pos.line,
+                d.pos.col,
+                d.first_anchor.map(|p| (p.line, p.col)),
+                entries.join(", ")
+            )
+        })
+        .collect();
+    expect![[r#"
+        [
+            "doc@1:1 anchor=Some((1, 7)) [a@1:7=a list, b@2:4=a list]",
+            "doc@3:1 anchor=None [c@4:4=an empty value]",
+        ]
+    "#]]
+    .assert_debug_eq(&summary);
+
+    let limited = yaml::load_with(
+        "[[[1]]]",
+        Limits {
+            max_depth: 2,
+            ..Limits::default()
+        },
+    );
+    assert!(limited.docs.is_empty());
+    expect![[r#"
+        [
+            (
+                Pos {
+                    line: 1,
+                    col: 3,
+                },
+                "YAML nested deeper than 2 levels; flatten the document",
+            ),
+        ]
+    "#]]
+    .assert_debug_eq(&limited.errors);
+}

@@ -1,8 +1,14 @@
 //! A small positioned node tree built from `yaml-rust2`'s event parser.
 //!
+//! [`load`] reads every document of a text into [`Node`]s that carry their
+//! 1-based [`Pos`], so callers can point every error at `file:line:col`.
+//! Problems found while loading (syntax errors, limits, duplicate keys, bad
+//! `<<` merges) are collected in [`Loaded::errors`], not raised.
+//!
 //! Aliases are resolved by sharing the anchored node (`Rc`), so memory stays
 //! proportional to the input; the *expanded* node count is capped to defuse
-//! alias bombs, and nesting depth is capped so later recursive walks are safe.
+//! alias bombs, and nesting depth is capped so later recursive walks are safe
+//! (see [`Limits`]).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -12,19 +18,42 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use crate::model::Pos;
 
-/// Most nodes a file may expand to (aliases count their whole target).
-pub(crate) const MAX_NODES: usize = 1_000_000;
-/// Deepest nesting of sequences/mappings accepted.
-pub(crate) const MAX_DEPTH: usize = 256;
+/// Default for [`Limits::max_nodes`]: most nodes a file may expand to
+/// (aliases count their whole target).
+pub const MAX_NODES: usize = 1_000_000;
+/// Default for [`Limits::max_depth`]: deepest nesting of sequences/mappings.
+pub const MAX_DEPTH: usize = 256;
 
+/// Caps applied while loading; exceeding one stops loading with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most nodes the whole text may expand to, aliases counting their target.
+    pub max_nodes: usize,
+    /// Deepest nesting of sequences/mappings (the root collection is level 1).
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    /// [`MAX_NODES`] and [`MAX_DEPTH`].
+    fn default() -> Self {
+        Limits {
+            max_nodes: MAX_NODES,
+            max_depth: MAX_DEPTH,
+        }
+    }
+}
+
+/// One YAML node and where it starts. Cloning is cheap (the kind is shared).
 #[derive(Debug, Clone)]
-pub(crate) struct Node {
+pub struct Node {
     pub pos: Pos,
+    /// Shared: an alias and its anchored node point to the same `Kind`.
     pub kind: Rc<Kind>,
 }
 
+/// What a [`Node`] holds. Tags other than `!!str` are ignored.
 #[derive(Debug)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// `plain` is false for quoted/block scalars and for `!!str`-tagged ones:
     /// their text is a string, never a number, boolean or null.
     Scalar {
@@ -43,7 +72,7 @@ impl Node {
         }
     }
 
-    pub fn null(pos: Pos) -> Self {
+    fn null(pos: Pos) -> Self {
         Node::new(
             pos,
             Kind::Scalar {
@@ -53,6 +82,7 @@ impl Node {
         )
     }
 
+    /// A plain empty, `~` or `null` scalar.
     pub fn is_null(&self) -> bool {
         matches!(&*self.kind, Kind::Scalar { value, plain: true }
             if matches!(value.as_str(), "" | "~" | "null" | "Null" | "NULL"))
@@ -91,9 +121,16 @@ impl Node {
     }
 }
 
-/// One YAML document: its root and its range in the text (char indices).
-pub(crate) struct Document {
+/// One YAML document: its root and its range in the text.
+#[derive(Debug)]
+pub struct Document {
+    /// A null scalar for an empty document.
     pub root: Node,
+    /// Where the document starts (its `---`, or its first node).
+    pub pos: Pos,
+    /// Where its first anchor (`&a`) or alias (`*a`) is, if it has any; for
+    /// callers that do not accept them.
+    pub first_anchor: Option<Pos>,
     /// Char index of the `DocumentStart` event.
     start: usize,
     /// Char index of the `DocumentEnd` event.
@@ -102,13 +139,16 @@ pub(crate) struct Document {
     prev_end: usize,
 }
 
-pub(crate) struct Loaded {
+/// What [`load`] found.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Every document completed, in order.
     pub docs: Vec<Document>,
     /// YAML-level problems: syntax errors, limits, duplicate keys, bad merges.
     pub errors: Vec<(Pos, String)>,
 }
 
-pub(crate) fn pos_of(m: &Marker) -> Pos {
+fn pos_of(m: &Marker) -> Pos {
     Pos {
         line: clamp_u32(m.line()),
         col: clamp_u32(m.col().saturating_add(1)),
@@ -119,11 +159,20 @@ fn clamp_u32(v: usize) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-/// Parses every document in `text`. Stops at the first syntax error or limit;
-/// documents completed before it are still returned.
-pub(crate) fn load(text: &str) -> Loaded {
+/// Parses every document in `text` with the default [`Limits`]. Stops at the
+/// first syntax error or limit; documents completed before it are still
+/// returned.
+pub fn load(text: &str) -> Loaded {
+    load_with(text, Limits::default())
+}
+
+/// [`load`] with other limits.
+pub fn load_with(text: &str, limits: Limits) -> Loaded {
     let mut parser = Parser::new_from_str(text);
-    let mut b = Builder::default();
+    let mut b = Builder {
+        limits,
+        ..Builder::default()
+    };
     loop {
         match parser.next_token() {
             Ok((Event::StreamEnd, _)) => break,
@@ -239,12 +288,15 @@ enum FrameKind {
 
 #[derive(Default)]
 struct Builder {
+    limits: Limits,
     stack: Vec<Frame>,
     /// Completed anchored nodes of the current document, with their sizes.
     anchors: HashMap<usize, (Node, usize)>,
     total: usize,
     root: Option<Node>,
     doc_start: usize,
+    doc_pos: Pos,
+    first_anchor: Option<Pos>,
     prev_end: usize,
     docs: Vec<Document>,
     errors: Vec<(Pos, String)>,
@@ -254,12 +306,13 @@ struct Builder {
 impl Builder {
     fn count(&mut self, n: usize, pos: Pos) {
         self.total = self.total.saturating_add(n);
-        if self.total > MAX_NODES {
+        if self.total > self.limits.max_nodes {
             self.fail(
                 pos,
                 format!(
-                    "YAML too large: more than {MAX_NODES} nodes once aliases are expanded \
-                     (an alias bomb?); simplify the file or avoid deeply repeated aliases"
+                    "YAML too large: more than {} nodes once aliases are expanded \
+                     (an alias bomb?); simplify the file or avoid deeply repeated aliases",
+                    self.limits.max_nodes
                 ),
             );
         }
@@ -272,11 +325,22 @@ impl Builder {
         }
     }
 
+    /// Notes where the document's first anchor or alias is.
+    fn saw_anchor(&mut self, pos: Pos) {
+        self.first_anchor.get_or_insert(pos);
+    }
+
     fn open(&mut self, pos: Pos, anchor: usize, kind: FrameKind) {
-        if self.stack.len() >= MAX_DEPTH {
+        if anchor != 0 {
+            self.saw_anchor(pos);
+        }
+        if self.stack.len() >= self.limits.max_depth {
             self.fail(
                 pos,
-                format!("YAML nested deeper than {MAX_DEPTH} levels; flatten the document"),
+                format!(
+                    "YAML nested deeper than {} levels; flatten the document",
+                    self.limits.max_depth
+                ),
             );
             return;
         }
@@ -399,11 +463,23 @@ impl MarkedEventReceiver for Builder {
                 self.anchors.clear();
                 self.root = None;
                 self.doc_start = mark.index();
+                self.doc_pos = pos;
+                self.first_anchor = None;
             }
             Event::DocumentEnd => {
                 let root = self.root.take().unwrap_or_else(|| Node::null(pos));
+                // An implicit start can be reported one column late, like
+                // block collections; a document never starts after its root.
+                let start = if (root.pos.line, root.pos.col) < (self.doc_pos.line, self.doc_pos.col)
+                {
+                    root.pos
+                } else {
+                    self.doc_pos
+                };
                 self.docs.push(Document {
                     root,
+                    pos: start,
+                    first_anchor: self.first_anchor.take(),
                     start: self.doc_start,
                     end: mark.index(),
                     prev_end: self.prev_end,
@@ -413,28 +489,34 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(value, style, anchor, tag) => {
                 let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
                 let plain = style == TScalarStyle::Plain && !is_str_tag;
+                if anchor != 0 {
+                    self.saw_anchor(pos);
+                }
                 self.count(1, pos);
                 self.complete(Node::new(pos, Kind::Scalar { value, plain }), 1, anchor);
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some((node, size)) => {
-                    let (kind, size) = (node.kind.clone(), *size);
-                    self.count(size, pos);
-                    if !self.fatal {
-                        self.complete(Node { pos, kind }, size, 0);
+            Event::Alias(id) => {
+                self.saw_anchor(pos);
+                match self.anchors.get(&id) {
+                    Some((node, size)) => {
+                        let (kind, size) = (node.kind.clone(), *size);
+                        self.count(size, pos);
+                        if !self.fatal {
+                            self.complete(Node { pos, kind }, size, 0);
+                        }
+                    }
+                    None => {
+                        let msg = if self.stack.iter().any(|f| f.anchor == id) {
+                            "recursive alias: it refers to a node that contains it; remove the alias"
+                        } else {
+                            "alias refers to an anchor of another document (anchors are local to \
+                             their document); define the anchor in this document"
+                        };
+                        self.errors.push((pos, msg.into()));
+                        self.complete(Node::null(pos), 1, 0);
                     }
                 }
-                None => {
-                    let msg = if self.stack.iter().any(|f| f.anchor == id) {
-                        "recursive alias: it refers to a node that contains it; remove the alias"
-                    } else {
-                        "alias refers to an anchor of another document (anchors are local to \
-                         their document); define the anchor in this document"
-                    };
-                    self.errors.push((pos, msg.into()));
-                    self.complete(Node::null(pos), 1, 0);
-                }
-            },
+            }
             Event::SequenceStart(anchor, _) => self.open(pos, anchor, FrameKind::Seq(Vec::new())),
             Event::MappingStart(anchor, _) => self.open(
                 pos,

@@ -59,8 +59,8 @@ mod tests;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use yaml::Pos;
-use yaml::{Kind, Node};
+use stratus_spec::yaml::{Kind, Node};
+pub use stratus_spec::Pos;
 
 use crate::csv::{ColumnRef, CsvOptions, Header, OnBadRow};
 use crate::drift::RotationDrift;
@@ -270,7 +270,7 @@ impl Ctx<'_> {
     }
 
     fn string(&mut self, node: &Node, field: &str) -> Option<String> {
-        match node.scalar() {
+        match node.as_scalar() {
             Some(s) if !s.trim().is_empty() => Some(s.to_string()),
             _ => {
                 self.expected(node, field, "a non-empty string");
@@ -280,7 +280,7 @@ impl Ctx<'_> {
     }
 
     fn plain<'n>(&mut self, node: &'n Node, field: &str, what: &str) -> Option<&'n str> {
-        match &node.kind {
+        match &*node.kind {
             Kind::Scalar { value, plain: true } if !node.is_null() => Some(value),
             Kind::Scalar {
                 value,
@@ -354,7 +354,7 @@ impl Ctx<'_> {
     /// One of `choices` (a plain or quoted string).
     fn choice<T: Copy>(&mut self, node: &Node, field: &str, choices: &[(&str, T)]) -> Option<T> {
         let names: Vec<&str> = choices.iter().map(|c| c.0).collect();
-        let Some(s) = node.scalar() else {
+        let Some(s) = node.as_scalar() else {
             self.expected(node, field, &format!("one of {}", names.join(", ")));
             return None;
         };
@@ -373,7 +373,7 @@ impl Ctx<'_> {
     }
 
     fn usize_list(&mut self, node: &Node, field: &str, lo: i64, hi: i64) -> Option<Vec<usize>> {
-        let Kind::Seq(items) = &node.kind else {
+        let Kind::Seq(items) = &*node.kind else {
             self.expected(node, field, "a list of integers");
             return None;
         };
@@ -400,7 +400,7 @@ struct MapView<'n> {
 
 impl<'n> MapView<'n> {
     fn new(ctx: &mut Ctx<'_>, node: &'n Node, path: &str) -> Option<Self> {
-        match &node.kind {
+        match &*node.kind {
             Kind::Map(entries) => Some(MapView {
                 path: path.to_string(),
                 pos: node.pos,
@@ -433,7 +433,7 @@ impl<'n> MapView<'n> {
         let i = self
             .entries
             .iter()
-            .position(|(k, _)| k.scalar() == Some(key))?;
+            .position(|(k, _)| k.as_scalar() == Some(key))?;
         self.used[i] = true;
         let v = &self.entries[i].1;
         (!v.is_null()).then_some(v)
@@ -453,7 +453,7 @@ impl<'n> MapView<'n> {
             if *used {
                 continue;
             }
-            let name = k.scalar().unwrap_or("");
+            let name = k.as_scalar().unwrap_or("");
             let hint = suggest(name, &self.known)
                 .map(|n| format!("did you mean '{n}'? "))
                 .unwrap_or_default();
@@ -644,7 +644,7 @@ fn read_pipeline(ctx: &mut Ctx<'_>, root: &Node) -> Option<Pipeline> {
 pub const DEFAULT_WATTS_PER_CORE: f64 = 10.0;
 
 fn column(ctx: &mut Ctx<'_>, node: &Node, field: &str) -> Option<ColumnRef> {
-    match &node.kind {
+    match &*node.kind {
         Kind::Scalar { value, plain: true } => Some(match value.parse::<i64>() {
             Ok(i) => ColumnRef::Index(i),
             Err(_) => ColumnRef::Name(value.clone()),
@@ -891,7 +891,7 @@ fn read_training(ctx: &mut Ctx<'_>, n: &Node) -> Option<Training> {
 }
 
 fn read_trigger(ctx: &mut Ctx<'_>, n: &Node) -> Option<TriggerSpec> {
-    let Kind::Map(entries) = &n.kind else {
+    let Kind::Map(entries) = &*n.kind else {
         ctx.expected(
             n,
             "trigger",
@@ -911,7 +911,7 @@ fn read_trigger(ctx: &mut Ctx<'_>, n: &Node) -> Option<TriggerSpec> {
         return None;
     }
     let (k, v) = &entries[0];
-    let kind = k.scalar().unwrap_or("");
+    let kind = k.as_scalar().unwrap_or("");
     match kind {
         "every_samples" => {
             Some(TriggerSpec::EverySamples(

@@ -244,7 +244,7 @@ colour: red
             p.yaml:4:29: model.hidden: logreg has no hidden layers; remove it or use mlp
             p.yaml:5:16: training.lr: -1 is out of range; use 0 < lr <= 10
             p.yaml:5:30: training.momentum: momentum applies to sgd only (adam has its own moment estimates)
-            p.yaml:5:47: training.batch_size: expected an integer, found '1.5'
+            p.yaml:5:47: training.batch_size: expected an integer, found number 1.5
             p.yaml:5:58: training.seed: -3 is out of range; use a value in 0..=9223372036854775807
             p.yaml:8:25: tiering.hot_fraction: 2 is out of range; use a fraction in [0, 1]
             p.yaml:8:52: tiering.cost_cold_per_gb_month: -1 is out of range; must be >= 0
@@ -270,13 +270,13 @@ fn yaml_level_errors() {
     check(
         "a: &x {b: 1}\nc: *x\n",
         expect![[r#"
-            p.yaml:1:7: anchors and aliases are not supported in pipeline files
+            p.yaml:1:7: anchors and aliases are not supported in pipeline files; write the value out
         "#]],
     );
     check(
         "pipeline: {name: a}\npipeline: {name: b}\n",
         expect![[r#"
-            p.yaml:2:1: duplicate key 'pipeline' (first at line 1); remove one
+            p.yaml:2:1: duplicate key 'pipeline' (first at line 1); remove one of them
         "#]],
     );
     check(
@@ -291,11 +291,39 @@ fn yaml_level_errors() {
             p.yaml:1:1: file: expected a mapping, found a list
         "#]],
     );
+    check(
+        "pipeline: &p {name: a}\n",
+        expect![[r#"
+            p.yaml:1:14: anchors and aliases are not supported in pipeline files; write the value out
+        "#]],
+    );
+    // The earliest problem wins, even when an inner mapping ends first.
+    check(
+        "a: 1\na: {x: 1, x: 2}\n",
+        expect![[r#"
+            p.yaml:2:1: duplicate key 'a' (first at line 1); remove one of them
+        "#]],
+    );
+    check(
+        "pipeline:\n\tname: a\n",
+        expect![[r#"
+            p.yaml:2:2: YAML syntax error: tabs disallowed within this context (block indentation) (indent with spaces; YAML does not allow tabs for indentation)
+        "#]],
+    );
+    check(
+        &format!(
+            "pipeline: {{name: '{}'}}\n",
+            "x".repeat(super::yaml::MAX_BYTES)
+        ),
+        expect![[r#"
+            p.yaml:1:1: file is 1048597 bytes; a pipeline file may be at most 1048576
+        "#]],
+    );
     let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
     check(
         &deep,
         expect![[r#"
-            p.yaml:1:33: nested deeper than 32 levels
+            p.yaml:1:33: YAML nested deeper than 32 levels; flatten the document
         "#]],
     );
 }

@@ -98,6 +98,19 @@ fn synth_is_reproducible_and_run_writes_a_report() {
             .all(|l| l.split(',').nth(4) == Some("200")),
         "{csv}"
     );
+    // The platform's per-step breakdown: every invocation's steps, all succeeded.
+    let steps = std::fs::read_to_string(run.join("steps.csv")).unwrap();
+    assert!(
+        steps.lines().count() > csv.lines().count(),
+        "at least one step per invocation"
+    );
+    assert!(
+        steps
+            .lines()
+            .skip(1)
+            .all(|l| l.split(',').nth(5) == Some("succeeded")),
+        "{steps}"
+    );
     for svg in ["latency_cdf.svg", "latency_timeline.svg"] {
         assert!(
             std::fs::read_to_string(run.join(svg))
