@@ -104,8 +104,14 @@ async fn list(State(p): State<Arc<Platform>>) -> Response {
     Json(p.list()).into_response()
 }
 
+/// Runs a state-store read off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Option<T> + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok().flatten()
+}
+
 async fn show(State(p): State<Arc<Platform>>, Path(name): Path<String>) -> Response {
-    match p.source(&name) {
+    let n = name.clone();
+    match blocking(move || p.source(&n)).await {
         Some(src) => ([(header::CONTENT_TYPE, "application/yaml")], src).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("'{name}' is not deployed")),
     }
@@ -215,7 +221,8 @@ async fn invocations(
 }
 
 async fn invocation(State(p): State<Arc<Platform>>, Path(id): Path<String>) -> Response {
-    match p.invocation(&id) {
+    let i = id.clone();
+    match blocking(move || p.invocation(&i)).await {
         Some(r) => Json(r).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no invocation '{id}'")),
     }

@@ -110,6 +110,18 @@ pub enum DataCmd {
         #[arg(long, default_value = "data/store")]
         store: PathBuf,
     },
+    /// Benchmark: selection scoring over synthetic samples, then loading plus
+    /// GradNorm scoring of a whole store, in samples per second.
+    Bench {
+        #[arg(long, default_value = "data/store")]
+        store: PathBuf,
+        /// Synthetic samples for the scoring benchmark.
+        #[arg(long, default_value_t = 1_000_000)]
+        samples: usize,
+        /// Replay window for the loading benchmark.
+        #[arg(long, default_value_t = 1000)]
+        window: usize,
+    },
     /// Delete samples by key and/or apply retention limits, then reclaim their bytes.
     Rm {
         #[arg(long, default_value = "data/store")]
@@ -236,6 +248,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "give a CSV file or --pipeline".into(),
                 )),
                 DataCmd::Ls { store } => data::ls(&store),
+                DataCmd::Bench { store, samples, window } => {
+                    let scoring = data::bench_scoring(samples, 1).map_err(|e| data::CliError::Usage(e.to_string()))?;
+                    let loading = data::bench_loading(&store, window)?;
+                    Ok(format!("selection scoring:\n{scoring}\nloading + GradNorm scoring of {}:\n{loading}\n", store.display()))
+                }
                 DataCmd::Rm {
                     store,
                     keys,
