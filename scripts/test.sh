@@ -15,4 +15,10 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Tests read the workplace's reference data from ../shared/data (see its README).
+if [ ! -d ../shared/data ]; then
+  echo "../shared/data not found next to the repository ($(pwd)/..): the tests read real traces and datasets from it" >&2
+  exit 1
+fi
+
 cargo test --workspace "$@"
