@@ -1411,17 +1411,23 @@ impl Store {
             .collect()
     }
 
+    /// The live samples among `keys` that sit in `tier`, once each, by key.
+    fn live_locs_in(&self, keys: &[u64], tier: Tier) -> Result<Vec<Loc>, StoreError> {
+        let mut locs: Vec<Loc> = self
+            .live_locs(keys)?
+            .into_iter()
+            .filter(|l| l.tier == tier)
+            .collect();
+        locs.sort_by_key(|l| l.key);
+        locs.dedup_by_key(|l| l.key);
+        Ok(locs)
+    }
+
     /// Moves samples to the cold tier (samples already cold are left).
     /// Returns how many moved. The hot bytes are reclaimed by
     /// [`Store::compact`].
     pub fn demote(&mut self, keys: &[u64]) -> Result<usize, StoreError> {
-        let mut locs: Vec<Loc> = self
-            .live_locs(keys)?
-            .into_iter()
-            .filter(|l| l.tier == Tier::Hot)
-            .collect();
-        locs.sort_by_key(|l| l.key);
-        locs.dedup_by_key(|l| l.key);
+        let locs = self.live_locs_in(keys, Tier::Hot)?;
         if locs.is_empty() {
             return Ok(0);
         }
@@ -1481,13 +1487,7 @@ impl Store {
     /// Moves samples back to the hot tier (reading them from the cold tier
     /// counts as cold reads). Returns how many moved.
     pub fn promote(&mut self, keys: &[u64]) -> Result<usize, StoreError> {
-        let mut locs: Vec<Loc> = self
-            .live_locs(keys)?
-            .into_iter()
-            .filter(|l| l.tier == Tier::Cold)
-            .collect();
-        locs.sort_by_key(|l| l.key);
-        locs.dedup_by_key(|l| l.key);
+        let locs = self.live_locs_in(keys, Tier::Cold)?;
         if locs.is_empty() {
             return Ok(0);
         }

@@ -79,6 +79,20 @@ pub struct ResourceInfo {
     pub changed: Option<bool>,
 }
 
+impl ResourceInfo {
+    fn new(kind: &str, name: String, revision: u64) -> ResourceInfo {
+        ResourceInfo {
+            kind: kind.into(),
+            name,
+            revision,
+            instances: None,
+            starting: None,
+            queued: None,
+            changed: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DeployReport {
     pub resources: Vec<ResourceInfo>,
@@ -342,13 +356,8 @@ impl Platform {
                 }
             }
             report.resources.push(ResourceInfo {
-                kind: "Service".into(),
-                name,
-                revision: rev,
-                instances: None,
-                starting: None,
-                queued: None,
                 changed: Some(!unchanged),
+                ..ResourceInfo::new("Service", name, rev)
             });
         }
         for w in bundle.workflows {
@@ -362,13 +371,8 @@ impl Platform {
                 reg.workflows.insert(name.clone(), Arc::new(entry));
             }
             report.resources.push(ResourceInfo {
-                kind: "Workflow".into(),
-                name,
-                revision: rev,
-                instances: None,
-                starting: None,
-                queued: None,
                 changed: Some(!unchanged),
+                ..ResourceInfo::new("Workflow", name, rev)
             });
         }
         Ok(report)
@@ -430,15 +434,11 @@ impl Platform {
                     changed: None,
                 }
             })
-            .chain(reg.workflows.values().map(|w| ResourceInfo {
-                kind: "Workflow".into(),
-                name: w.spec.name.clone(),
-                revision: w.revision,
-                instances: None,
-                starting: None,
-                queued: None,
-                changed: None,
-            }))
+            .chain(
+                reg.workflows
+                    .values()
+                    .map(|w| ResourceInfo::new("Workflow", w.spec.name.clone(), w.revision)),
+            )
             .collect();
         out.sort_by(|a, b| {
             (b.kind.as_str(), a.name.as_str()).cmp(&(a.kind.as_str(), b.name.as_str()))
