@@ -2,6 +2,7 @@
 //! `bench overhead` benchmark, plus shared report helpers.
 
 pub mod demo;
+pub mod engine;
 pub mod loadgen;
 pub mod overhead;
 pub mod report;

@@ -140,6 +140,8 @@ pub enum DataCmd {
 pub enum BenchCmd {
     /// Orchestration overhead with warm instances: chain of 10, fan-out 16, burst throughput.
     Overhead(stratus_bench::overhead::OverheadArgs),
+    /// The pure DAG engine alone: bookkeeping cost per invocation and per step run.
+    Engine(stratus_bench::engine::EngineArgs),
     /// Synthesise benchmark workflows from production trace statistics.
     Synth(stratus_bench::synth_cmd::SynthArgs),
     /// Drive synthesised workflows with open- or closed-loop load and write a report.
@@ -204,6 +206,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Demo(a) => stratus_bench::demo::run(a).await,
         Cmd::Bench(BenchCmd::Overhead(a)) => stratus_bench::overhead::run(a).await,
+        Cmd::Bench(BenchCmd::Engine(a)) => stratus_bench::engine::run(a),
         Cmd::Bench(BenchCmd::Synth(a)) => stratus_bench::synth_cmd::run(a),
         Cmd::Bench(BenchCmd::Run(a)) => stratus_bench::run::run(a).await,
         Cmd::Bench(BenchCmd::Compare { a, b }) => {
