@@ -736,13 +736,7 @@ impl Store {
                 }
             }
         }
-        let mut buf = Vec::with_capacity(samples.len() * segment::record_len(dim));
-        let mut bounds = Vec::with_capacity(samples.len());
-        for s in samples {
-            let start = buf.len();
-            encode(s, &mut buf)?;
-            bounds.push((start, buf.len()));
-        }
+        let (buf, bounds) = encode_all(samples.iter(), samples.len() * segment::record_len(dim))?;
         let appended = self.append_hot(&buf, &bounds)?;
         let res = (|| {
             let tx = self.db.transaction()?;
@@ -1492,13 +1486,7 @@ impl Store {
             return Ok(0);
         }
         let batch = self.read_locs(&locs)?;
-        let mut buf = Vec::new();
-        let mut bounds = Vec::with_capacity(batch.len());
-        for s in batch.to_samples() {
-            let start = buf.len();
-            encode(&s, &mut buf)?;
-            bounds.push((start, buf.len()));
-        }
+        let (buf, bounds) = encode_all(batch.to_samples().iter(), 0)?;
         let appended = self.append_hot(&buf, &bounds)?;
         let res = (|| {
             let tx = self.db.transaction()?;
@@ -1741,4 +1729,22 @@ impl Iterator for Replay<'_> {
             }
         }
     }
+}
+
+/// Records encoded back to back, and each record's byte range.
+type Encoded = (Vec<u8>, Vec<(usize, usize)>);
+
+/// Encodes records back to back.
+fn encode_all<'a>(
+    samples: impl Iterator<Item = &'a Sample>,
+    capacity: usize,
+) -> Result<Encoded, StoreError> {
+    let mut buf = Vec::with_capacity(capacity);
+    let mut bounds = Vec::new();
+    for s in samples {
+        let start = buf.len();
+        encode(s, &mut buf)?;
+        bounds.push((start, buf.len()));
+    }
+    Ok((buf, bounds))
 }
