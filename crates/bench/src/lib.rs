@@ -35,15 +35,24 @@ impl Embedded {
 
     /// With `sandbox` replacing the process backend (e.g. a fault-injecting wrapper).
     pub async fn start_with(
-        mut cfg: Config,
+        cfg: Config,
         sandbox: Option<Arc<dyn stratus_sandbox::Sandbox>>,
+    ) -> Result<Embedded> {
+        Self::start_with_sandboxes(cfg, sandbox.into_iter().collect()).await
+    }
+
+    /// With extra sandbox backends (runc, microVM), each serving the
+    /// functions whose `stratus.dev/runtime` names its kind.
+    pub async fn start_with_sandboxes(
+        mut cfg: Config,
+        sandboxes: Vec<Arc<dyn stratus_sandbox::Sandbox>>,
     ) -> Result<Embedded> {
         let state = tempfile::tempdir().context("creating a temporary state directory")?;
         cfg.state_dir = Some(state.path().to_path_buf());
         let store = Arc::new(stratus_state::SqliteStore::open(
             &state.path().join("state.db"),
         )?);
-        let platform = Platform::start_with(cfg, store, sandbox)
+        let platform = Platform::start_with_sandboxes(cfg, store, sandboxes)
             .await
             .context("starting the embedded platform")?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

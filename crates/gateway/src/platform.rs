@@ -123,6 +123,18 @@ impl Platform {
         store: Arc<dyn StateStore>,
         process: Option<Arc<dyn Sandbox>>,
     ) -> Result<Arc<Platform>, PlatformError> {
+        Self::start_with_sandboxes(cfg, store, process.into_iter().collect()).await
+    }
+
+    /// As [`Platform::start`], with an explicit store and extra sandbox
+    /// backends (runc, microVM; or a fault-injecting one). Each serves the
+    /// functions whose `stratus.dev/runtime` annotation names its
+    /// [`Sandbox::kind`]; one of kind `process` replaces the default.
+    pub async fn start_with_sandboxes(
+        cfg: Config,
+        store: Arc<dyn StateStore>,
+        extra: Vec<Arc<dyn Sandbox>>,
+    ) -> Result<Arc<Platform>, PlatformError> {
         let pid_dir = cfg.state_dir.as_ref().map(|d| d.join("pids"));
         if let Some(d) = &pid_dir {
             let n = stratus_sandbox::process::reap_stale(d);
@@ -133,18 +145,19 @@ impl Platform {
                 );
             }
         }
-        let process = process.unwrap_or_else(|| {
-            Arc::new(ProcessSandbox::new(ProcessConfig {
-                extra_path: cfg.extra_path.clone(),
-                workdir: cfg.workdir.clone(),
-                pid_dir,
-                stop_grace: cfg.stop_grace,
-            }))
-        });
+        let process: Arc<dyn Sandbox> = Arc::new(ProcessSandbox::new(ProcessConfig {
+            extra_path: cfg.extra_path.clone(),
+            workdir: cfg.workdir.clone(),
+            pid_dir,
+            stop_grace: cfg.stop_grace,
+        }));
         let metrics = Arc::new(Metrics::new());
         let cfg = Arc::new(cfg);
         let mut sandboxes: HashMap<&'static str, Arc<dyn Sandbox>> = HashMap::new();
         sandboxes.insert("process", process);
+        for sb in extra {
+            sandboxes.insert(sb.kind(), sb);
+        }
         let p = Arc::new(Platform {
             recorder: Recorder::new(
                 store.clone(),
@@ -292,7 +305,9 @@ impl Platform {
                     problems.push(format!("{file}:{}:{}: a workflow named '{}' is already deployed; functions and workflows share one namespace", s.pos.line, s.pos.col, s.name));
                 }
                 if !self.sandboxes.contains_key(s.runtime.as_str()) {
-                    problems.push(format!("{file}:{}:{}: function '{}': runtime '{}' is not available (annotation stratus.dev/runtime; available: process)", s.pos.line, s.pos.col, s.name, s.runtime));
+                    let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
+                    known.sort_unstable();
+                    problems.push(format!("{file}:{}:{}: function '{}': runtime '{}' is not available (annotation stratus.dev/runtime; available: {})", s.pos.line, s.pos.col, s.name, s.runtime, known.join(", ")));
                 }
             }
             for w in &bundle.workflows {

@@ -15,6 +15,7 @@
 mod faulty;
 mod logs;
 pub mod process;
+pub mod runc;
 
 pub use faulty::FaultySandbox;
 pub use logs::LogBuffer;
@@ -52,6 +53,8 @@ pub enum SandboxError {
     NoCommand { function: String },
     #[error("no free port for a new instance")]
     Port(#[source] std::io::Error),
+    #[error("root filesystem: {0}")]
+    Rootfs(String),
     #[error("injected fault: {0}")]
     Injected(String),
 }
@@ -76,6 +79,11 @@ pub struct InstanceSpec {
 /// How long the phases of a start took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StartTiming {
+    /// Fetching image data before start (container backends; 0 otherwise).
+    pub fetch_us: u64,
+    /// Mounting or extracting the root filesystem (container backends).
+    pub mount_us: u64,
+    /// Spawning the instance (for runc: `runc create` + `runc start`).
     pub spawn_us: u64,
     pub ready_us: u64,
 }

@@ -211,7 +211,14 @@ impl Sandbox for ProcessSandbox {
             backoff = (backoff * 2).min(Duration::from_millis(10));
         }
         let ready_us = t0.elapsed().as_micros() as u64 - spawn_us;
-        Ok((Box::new(inst), StartTiming { spawn_us, ready_us }))
+        Ok((
+            Box::new(inst),
+            StartTiming {
+                spawn_us,
+                ready_us,
+                ..Default::default()
+            },
+        ))
     }
 }
 

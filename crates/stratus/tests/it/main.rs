@@ -4,6 +4,7 @@
 mod bench;
 mod errors;
 mod lifecycle;
+mod runc;
 mod scaling;
 mod workflows;
 
