@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v python3 >/dev/null || need+=(python3)   # the Python example function
+command -v runc >/dev/null || need+=(runc)         # the runc sandbox (crun fails on hybrid cgroups)
+command -v fusermount3 >/dev/null || need+=(fuse3) # lazy image root filesystems
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
