@@ -8,6 +8,7 @@ pub mod overhead;
 pub mod report;
 pub mod reportdir;
 pub mod run;
+pub mod shaper;
 pub mod synth_cmd;
 
 use std::sync::Arc;
