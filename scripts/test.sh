@@ -23,4 +23,7 @@ if [ ! -d ../shared/data ]; then
   exit 1
 fi
 
+# QEMU, the cloud kernel and busybox for the microvm sandbox tests.
+./scripts/build-microvm-guest.sh --install-only
+
 cargo test --workspace "$@"

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod engine;
+pub mod images;
 pub mod loadgen;
 pub mod overhead;
 pub mod report;

@@ -288,3 +288,63 @@ pub fn plot_timeline(
     root.present()?;
     Ok(())
 }
+
+/// Horizontal stacked bars as SVG: one bar per group (e.g. a mode at a
+/// concurrency), one colour per phase (e.g. fetch, mount, start, ready);
+/// values in milliseconds.
+pub fn plot_stacked_bars(
+    path: &Path,
+    title: &str,
+    phases: &[&str],
+    groups: &[(String, Vec<f64>)],
+) -> Result<()> {
+    let height = (120 + 34 * groups.len()).max(300) as u32;
+    let root = SVGBackend::new(path, (960, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let total_max = groups
+        .iter()
+        .map(|(_, v)| v.iter().sum::<f64>())
+        .fold(1e-3, f64::max);
+    let n = groups.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(230)
+        .build_cartesian_2d(0.0..total_max * 1.05, 0.0..n as f64)?;
+    let labels: Vec<String> = groups.iter().map(|g| g.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n * 2 + 1)
+        .y_label_formatter(&|y| {
+            let i = (*y - 0.5).round();
+            if (*y - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                labels[n - 1 - i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("milliseconds")
+        .draw()?;
+    for (pi, phase) in phases.iter().enumerate() {
+        let color = Palette99::pick(pi).to_rgba();
+        chart
+            .draw_series(groups.iter().enumerate().map(|(gi, (_, v))| {
+                let start: f64 = v.iter().take(pi).sum();
+                let end = start + v.get(pi).copied().unwrap_or(0.0);
+                let y = (n - 1 - gi) as f64;
+                Rectangle::new([(start, y + 0.15), (end, y + 0.85)], color.filled())
+            }))?
+            .label(phase.to_string())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

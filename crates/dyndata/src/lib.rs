@@ -13,6 +13,7 @@
 //!   drift by MMD or KS, accuracy drop). Pure.
 //! - [`drift`]: synthetic drift for streams without their own (rotating 8×8
 //!   digits over stream time). Pure.
+//! - [`jsonl`]: JSON lines to samples (live ingest bodies). Pure.
 //! - [`cli`]: printable entry points for `stratus data ingest|ls|rm`.
 //!
 //! Only [`store`], [`tier`] and [`cli`] do IO.
@@ -20,6 +21,7 @@
 pub mod cli;
 pub mod csv;
 pub mod drift;
+pub mod jsonl;
 pub mod segment;
 pub mod select;
 pub mod spec;
@@ -119,4 +121,6 @@ pub enum Error {
     Drift(#[from] drift::DriftError),
     #[error(transparent)]
     Cli(#[from] cli::CliError),
+    #[error(transparent)]
+    Jsonl(#[from] jsonl::JsonlError),
 }

@@ -937,9 +937,22 @@ impl Store {
         transform: impl FnOnce(Vec<Sample>) -> Result<Vec<Sample>, String>,
     ) -> Result<CsvReport, StoreError> {
         let text = fs::read_to_string(path).map_err(io_err("read", path))?;
-        let file = path.display().to_string();
+        self.ingest_csv_text_with(&path.display().to_string(), &text, opts, transform)
+    }
+
+    /// [`Store::ingest_csv_with`] on CSV text already in memory (live
+    /// ingest: an HTTP body). `file` names the text in errors. Same
+    /// validation, all or nothing.
+    pub fn ingest_csv_text_with(
+        &mut self,
+        file: &str,
+        text: &str,
+        opts: &CsvOptions,
+        transform: impl FnOnce(Vec<Sample>) -> Result<Vec<Sample>, String>,
+    ) -> Result<CsvReport, StoreError> {
+        let file = file.to_string();
         let mut labels = self.labels.clone();
-        let parsed = csv::parse(&file, &text, opts, &mut labels)?;
+        let parsed = csv::parse(&file, text, opts, &mut labels)?;
         let first_key = self.next_key()?;
         let samples: Vec<Sample> = parsed
             .rows

@@ -103,6 +103,14 @@ impl Platform {
     /// Opens the state, reaps instances a killed predecessor left behind,
     /// restores deployed resources and starts the autoscaler.
     pub async fn start(cfg: Config) -> Result<Arc<Platform>, PlatformError> {
+        Self::start_with_backends(cfg, Vec::new()).await
+    }
+
+    /// As [`Platform::start`], with extra sandbox backends (runc, microVM).
+    pub async fn start_with_backends(
+        cfg: Config,
+        extra: Vec<Arc<dyn Sandbox>>,
+    ) -> Result<Arc<Platform>, PlatformError> {
         let store: Arc<dyn StateStore> = match &cfg.state_dir {
             Some(d) => {
                 std::fs::create_dir_all(d).map_err(|source| PlatformError::StateDir {
@@ -113,7 +121,7 @@ impl Platform {
             }
             None => Arc::new(SqliteStore::in_memory()?),
         };
-        Self::start_with(cfg, store, None).await
+        Self::start_with_sandboxes(cfg, store, extra).await
     }
 
     /// As [`Platform::start`], with an explicit store and optionally a

@@ -75,6 +75,39 @@ pub enum Cmd {
     /// Dynamic datasets: ingest, list, delete (with retention and compaction).
     #[command(subcommand)]
     Data(DataCmd),
+    /// Training on dynamic datasets: run a pipeline, compare selection strategies.
+    #[command(subcommand)]
+    Train(TrainCmd),
+    /// RCSS chunk store: serve it over HTTP; put, get, list, GC and dedup stats.
+    #[command(subcommand)]
+    Snapstore(stratus_snapstore::cli::SnapstoreCmd),
+    /// Container images: import, build, eStargz convert, extract, lazy mount.
+    #[command(subcommand)]
+    Image(stratus_image::cli::ImageCmd),
+}
+
+#[derive(Subcommand)]
+pub enum TrainCmd {
+    /// Replay a pipeline's dataset as a stream, retrain at its triggers with
+    /// each strategy, and write a report (accuracy over time, cost, plots).
+    Run {
+        /// The pipeline YAML (see examples/pipelines/).
+        pipeline: PathBuf,
+        /// Report directory (must be empty or absent).
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated NAME[:BUDGET]: pipeline, default, all, new, uniform,
+        /// freshness, loss, gradnorm, uncertainty_margin, uncertainty_entropy,
+        /// kcenter, craig (default: the pipeline's strategy, all, new_data, uniform:0.25).
+        #[arg(long)]
+        strategies: Option<String>,
+        /// Only the first N windows of the stream.
+        #[arg(long)]
+        max_windows: Option<usize>,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +155,14 @@ pub enum DataCmd {
         #[arg(long, default_value_t = 1000)]
         window: usize,
     },
+    /// Live ingest over HTTP: POST /v1/datasets/{name}/samples (CSV or JSON lines)
+    /// appends to the store DIR/{name}.
+    Serve {
+        #[arg(long, default_value = "data/stores")]
+        store: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: SocketAddr,
+    },
     /// Delete samples by key and/or apply retention limits, then reclaim their bytes.
     Rm {
         #[arg(long, default_value = "data/store")]
@@ -148,6 +189,8 @@ pub enum BenchCmd {
     Run(stratus_bench::run::RunArgs),
     /// Print the ratios between two `bench run` reports (B / A).
     Compare { a: PathBuf, b: PathBuf },
+    /// Container cold starts from the snapshot store: full pull vs lazy vs lazy+prefetch.
+    Images(stratus_bench::images::ImagesArgs),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +210,19 @@ pub struct UpArgs {
     /// Do not persist invocation records (memory only).
     #[arg(long)]
     no_persist_invocations: bool,
+    /// Snapshot-store server the runc sandbox pulls `rcss:NAME` images from.
+    #[arg(long, env = "STRATUS_SNAPSTORE_URL")]
+    snapstore: Option<String>,
+    /// Bearer token for --snapstore.
+    #[arg(long, env = "STRATUS_SNAPSTORE_TOKEN", default_value = "")]
+    snapstore_token: String,
+    /// A local snapshot-store directory instead of a server.
+    #[arg(long)]
+    snapstore_dir: Option<PathBuf>,
+    /// How runc containers get their image: full (pull + extract), lazy, or
+    /// prefetch (lazy + landmark prefetch).
+    #[arg(long, default_value = "prefetch")]
+    image_pull: stratus_node::PullMode,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -209,8 +265,37 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(BenchCmd::Engine(a)) => stratus_bench::engine::run(a),
         Cmd::Bench(BenchCmd::Synth(a)) => stratus_bench::synth_cmd::run(a),
         Cmd::Bench(BenchCmd::Run(a)) => stratus_bench::run::run(a).await,
+        Cmd::Bench(BenchCmd::Images(a)) => stratus_bench::images::run(a).await,
         Cmd::Bench(BenchCmd::Compare { a, b }) => {
             print!("{}", stratus_bench::run::compare(&a, &b)?);
+            Ok(())
+        }
+        Cmd::Snapstore(c) => Ok(stratus_snapstore::cli::run(c).await?),
+        Cmd::Image(c) => {
+            print!("{}", tokio::task::spawn_blocking(move || stratus_image::cli::run(c)).await??);
+            Ok(())
+        }
+        Cmd::Data(DataCmd::Serve { store, addr }) => {
+            Ok(stratus_train::serve::run(store, addr).await?)
+        }
+        Cmd::Train(TrainCmd::Run {
+            pipeline,
+            out,
+            strategies,
+            max_windows,
+            no_progress,
+        }) => {
+            let args = stratus_train::cli::RunArgs {
+                pipeline,
+                out,
+                strategies,
+                max_windows,
+                progress: !no_progress,
+            };
+            print!(
+                "{}",
+                tokio::task::spawn_blocking(move || stratus_train::cli::run(&args)).await??
+            );
             Ok(())
         }
         Cmd::Data(d) => {
@@ -256,6 +341,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let loading = data::bench_loading(&store, window)?;
                     Ok(format!("selection scoring:\n{scoring}\nloading + GradNorm scoring of {}:\n{loading}\n", store.display()))
                 }
+                DataCmd::Serve { .. } => Err(data::CliError::Usage(
+                    "data serve runs on the async runtime".into(),
+                )),
                 DataCmd::Rm {
                     store,
                     keys,
@@ -285,7 +373,20 @@ async fn up(a: UpArgs) -> Result<()> {
         persist_invocations: !a.no_persist_invocations,
         ..Config::default()
     };
-    let platform = Platform::start(cfg)
+    let mut extra: Vec<std::sync::Arc<dyn stratus_sandbox::Sandbox>> = Vec::new();
+    match stratus_node::runc_backend(&stratus_node::RuncBackendOptions {
+        state_dir: state_dir.clone(),
+        snapstore_url: a.snapstore.clone(),
+        snapstore_token: a.snapstore_token.clone(),
+        snapstore_dir: a.snapstore_dir.clone(),
+        pull: a.image_pull,
+        cache_memory_bytes: 512 << 20,
+        cache_disk_bytes: 8 << 30,
+    })? {
+        Ok(sb) => extra.push(sb),
+        Err(why) => eprintln!("runc runtime unavailable: {why}"),
+    }
+    let platform = Platform::start_with_backends(cfg, extra)
         .await
         .context("starting the platform")?;
     let listener = tokio::net::TcpListener::bind(a.addr)

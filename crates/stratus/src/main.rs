@@ -19,7 +19,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRATUS_LOG")
-                .unwrap_or_else(|_| "stratus=info,stratus_gateway=info,warn".into()),
+                .unwrap_or_else(|_| "stratus=info,stratus_gateway=info,fuser=error,warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -333,7 +333,12 @@ fn yaml_level_errors() {
 fn example_pipelines_parse() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipelines");
     let mut names = Vec::new();
-    for name in ["elec2.yaml", "weather.yaml", "digits-rotated.yaml"] {
+    for name in [
+        "elec2.yaml",
+        "elec2-windows1000.yaml",
+        "weather.yaml",
+        "digits-rotated.yaml",
+    ] {
         let path = dir.join(name);
         let text = std::fs::read_to_string(&path).unwrap();
         let p = parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
@@ -342,6 +347,7 @@ fn example_pipelines_parse() {
             data.ends_with(format!(
                 "shared/data/drift/{}",
                 name.replace("-rotated.yaml", "8x8.csv")
+                    .replace("-windows1000", "")
                     .replace(".yaml", ".csv")
             )),
             "{}",
@@ -354,9 +360,10 @@ fn example_pipelines_parse() {
     }
     expect![[r#"
         [
-            "elec2-loss EverySamples(1000) Loss",
+            "elec2-daily EverySamples(48) NewData",
+            "elec2-windows1000-loss EverySamples(1000) Loss",
             "weather-gradnorm EveryTime(500) GradNorm",
-            "digits-rotated-craig Drift { metric: Mmd, window: 500, threshold: 0.02 } Craig",
+            "digits-rotated Drift { metric: Mmd, window: 500, threshold: 0.02 } NewData",
         ]
     "#]]
     .assert_debug_eq(&names);

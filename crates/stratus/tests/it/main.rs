@@ -4,6 +4,8 @@
 mod bench;
 mod errors;
 mod lifecycle;
+mod microvm;
+mod images;
 mod runc;
 mod scaling;
 mod workflows;

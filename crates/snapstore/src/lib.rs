@@ -1,0 +1,43 @@
+//! RCSS, the remote converged snapshot store: content-addressed chunks and
+//! immutable manifests for container image blobs and (later) microVM memory
+//! snapshots, kept by a [`ChunkBackend`] (local directory or S3), served by
+//! an HTTP server and read on nodes through a tiered cache.
+//!
+//! ```text
+//!  writer ──put_blob──► ChunkStore ──chunks, then manifest──► ChunkBackend (LocalFs | S3 | Faulty)
+//!                          ▲  (dedup, zero elision, GC)
+//!                          │
+//!        server (axum) ────┘  GET/PUT chunks, POST batch, manifests, stats; bearer token
+//!            ▲
+//!            │ HTTP (RemoteSource: timeouts, retries)
+//!  node: BlobReader ──► TieredCache (memory LRU → disk LRU → remote) ── all: ChunkSource, verified
+//! ```
+//!
+//! Pure parts: [`digest`], [`manifest`], [`chunking`], [`wire`].
+
+pub mod backend;
+pub mod cache;
+pub mod chunking;
+pub mod cli;
+pub mod digest;
+mod lru;
+pub mod manifest;
+pub mod reader;
+pub mod remote;
+pub mod server;
+pub mod source;
+pub mod store;
+pub mod wire;
+
+pub use backend::{
+    BackendError, ChunkBackend, FaultyBackend, LocalFsBackend, Op, S3Backend, S3Config,
+};
+pub use cache::{CacheConfig, CacheStats, TieredCache};
+pub use chunking::Chunking;
+pub use digest::Digest;
+pub use manifest::{ChunkRef, Manifest, ManifestKind};
+pub use reader::BlobReader;
+pub use remote::{RemoteConfig, RemoteSource};
+pub use server::ServeOptions;
+pub use source::{ChunkSource, SourceError};
+pub use store::{ChunkStore, DedupStats, GcOptions, GcStats, PutOutcome, PutStats};
