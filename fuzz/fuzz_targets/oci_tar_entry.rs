@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::io::Read;
-use stratus_image::estargz::{Writer, WriteOptions};
+use stratus_image::estargz::{WriteOptions, Writer};
 use stratus_image::tarfmt::{self, TarLimits};
 
 fuzz_target!(|data: &[u8]| {

@@ -93,7 +93,13 @@ pub struct Sample {
     pub files_touched: usize,
 }
 
-const PHASES: [&str; 5] = ["fetch", "mount", "container start", "ready", "first response"];
+const PHASES: [&str; 5] = [
+    "fetch",
+    "mount",
+    "container start",
+    "ready",
+    "first response",
+];
 
 fn ensure_rootfs(a: &ImagesArgs) -> Result<()> {
     if a.rootfs.join("usr/bin/python3").exists() {
@@ -187,9 +193,14 @@ async fn serve(store: Arc<ChunkStore>, token: &str) -> Result<Server> {
         token: token.into(),
         verify: true,
     };
-    tokio::spawn(stratus_snapstore::server::serve(listener, store, opts, async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(stratus_snapstore::server::serve(
+        listener,
+        store,
+        opts,
+        async {
+            let _ = rx.await;
+        },
+    ));
     Ok(Server { addr, _stop: tx })
 }
 
@@ -368,7 +379,9 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
             w.clone()
         }
         None => {
-            tmp = tempfile::Builder::new().prefix("stratus-images-").tempdir()?;
+            tmp = tempfile::Builder::new()
+                .prefix("stratus-images-")
+                .tempdir()?;
             tmp.path().to_path_buf()
         }
     };
@@ -480,7 +493,11 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
         let data: Vec<u8> = (0..256 * 1024u32)
             .map(|j| (j.wrapping_mul(2654435761).wrapping_add(i as u32 * 7919) >> 13) as u8)
             .collect();
-        let app = app_dir(&work.join(format!("app/v{i}")), &h, Some(("data.bin", data)))?;
+        let app = app_dir(
+            &work.join(format!("app/v{i}")),
+            &h,
+            Some(("data.bin", data)),
+        )?;
         let p = work.join(format!("img/v{i}"));
         build(&app, &p, Some(&base))?;
         let e = work.join(format!("img/v{i}-esgz"));
@@ -600,7 +617,10 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
                 fmt_us(r.first_response_us),
                 fmt_us(r.total_us),
                 format!("{:.1} MiB", r.bytes_fetched as f64 / 1048576.0),
-                format!("{:.1}%", 100.0 * r.bytes_fetched as f64 / image_bytes as f64),
+                format!(
+                    "{:.1}%",
+                    100.0 * r.bytes_fetched as f64 / image_bytes as f64
+                ),
                 r.ratio_vs_full
                     .map(|x| format!("{x:.2}"))
                     .unwrap_or_default(),
@@ -663,10 +683,16 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
             .map(|r| {
                 (
                     format!("{} x{}", r.mode, r.concurrency),
-                    [r.fetch_us, r.mount_us, r.start_us, r.ready_us, r.first_response_us]
-                        .iter()
-                        .map(|&u| u as f64 / 1e3)
-                        .collect(),
+                    [
+                        r.fetch_us,
+                        r.mount_us,
+                        r.start_us,
+                        r.ready_us,
+                        r.first_response_us,
+                    ]
+                    .iter()
+                    .map(|&u| u as f64 / 1e3)
+                    .collect(),
                 )
             })
             .collect();

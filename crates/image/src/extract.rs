@@ -3,7 +3,9 @@
 //!
 //! Safety: names are normalised by `tarfmt` (no `..`, no absolute paths,
 //! no escaping links); on top of that, nothing is ever created through an
-//! existing symlink: every ancestor of a path must be a real directory.
+//! existing symlink: a symlink where a parent directory should be is
+//! replaced by a directory, and hardlink targets must be reached through
+//! real directories.
 
 use crate::estargz;
 use crate::oci::{self, Layout, OciError};
@@ -218,20 +220,20 @@ fn finish_meta(path: &Path, m: &EntryMeta, opts: &ExtractOptions) -> io::Result<
     Ok(())
 }
 
-/// `dest/dir`, creating missing directories, refusing symlinks or
-/// non-directories on the way.
+/// `dest/dir`, creating missing directories. A symlink or file in the way
+/// is replaced by a directory, never followed: the layer's entry shadows
+/// it, as an overlayfs upper directory would (and as `lazyfs` shows it).
 fn safe_dir(dest: &Path, dir: &str) -> Result<PathBuf, String> {
     let mut p = dest.to_path_buf();
     for comp in dir.split('/').filter(|c| !c.is_empty()) {
         p.push(comp);
         match fs::symlink_metadata(&p) {
             Ok(md) if md.is_dir() => {}
-            Ok(md) if md.file_type().is_symlink() => {
-                return Err(format!(
-                    "path goes through the symlink {comp:?}; refusing to follow it"
-                ))
+            Ok(_) => {
+                fs::remove_file(&p)
+                    .map_err(|e| format!("replacing {comp:?} by a directory: {e}"))?;
+                fs::create_dir(&p).map_err(|e| format!("creating {comp:?}: {e}"))?;
             }
-            Ok(_) => return Err(format!("parent {comp:?} is not a directory")),
             Err(_) => {
                 fs::create_dir(&p).map_err(|e| format!("creating {comp:?}: {e}"))?;
             }

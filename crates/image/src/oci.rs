@@ -429,6 +429,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
     tmp.write_all(data).map_err(io_err(path))?;
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(io_err(path))?;
     tmp.as_file().sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| OciError::Io {
         path: path.to_path_buf(),
@@ -460,6 +463,10 @@ impl BlobWriter {
             path: dir.clone(),
             source: e.into_error(),
         })?;
+        // Blobs are content, not secrets: world-readable like any layout.
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(io_err(&dir))?;
         tmp.as_file().sync_all().map_err(io_err(&dir))?;
         let path = self.layout.blob_path(&digest)?;
         tmp.persist(&path).map_err(|e| OciError::Io {
@@ -535,6 +542,10 @@ mod tests {
         fs::write(l.blob_path(&m.config.digest).unwrap(), b"{}").unwrap();
         assert!(l2.config(&m).is_err());
         assert!(Layout::open(&dir.path().join("nope")).is_err());
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&l.blob_path(&layer.digest).unwrap()), 0o644);
+        assert_eq!(mode(&dir.path().join("index.json")), 0o644);
         assert!(l.blob_path("sha256:../../x").is_err());
     }
 }

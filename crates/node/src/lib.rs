@@ -73,7 +73,10 @@ pub fn runc_backend(
     let state_root = o.state_dir.join("runc");
     let n = runc::reap_stale(&runc_bin, &state_root);
     if n > 0 {
-        tracing::warn!(count = n, "deleted containers left by a previous platform process");
+        tracing::warn!(
+            count = n,
+            "deleted containers left by a previous platform process"
+        );
     }
     let source: Option<Arc<dyn stratus_snapstore::ChunkSource>> =
         match (&o.snapstore_url, &o.snapstore_dir) {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use stratus_image::oci::Layout;
-use stratus_snapstore::{Chunking, ChunkStore, ManifestKind, PutStats};
+use stratus_snapstore::{ChunkStore, Chunking, ManifestKind, PutStats};
 
 use crate::NodeError;
 
@@ -75,10 +75,12 @@ pub async fn publish(
             continue;
         }
         let path = l.blob_path(&d.digest).map_err(|e| lerr(e.to_string()))?;
-        let file = tokio::fs::File::open(&path).await.map_err(|source| NodeError::Io {
-            what: format!("opening {}", path.display()),
-            source,
-        })?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|source| NodeError::Io {
+                what: format!("opening {}", path.display()),
+                source,
+            })?;
         let out = store
             .put_blob(&bname, ManifestKind::Blob, file, chunking)
             .await

@@ -34,8 +34,7 @@ use stratus_sandbox::SandboxError;
 use stratus_snapstore::{BlobReader, ChunkSource};
 
 use crate::publish::{
-    blob_name, image_manifest_name, ANN_MANIFEST_DIGEST, ANN_MANIFEST_MEDIA_TYPE,
-    ANN_MANIFEST_SIZE,
+    blob_name, image_manifest_name, ANN_MANIFEST_DIGEST, ANN_MANIFEST_MEDIA_TYPE, ANN_MANIFEST_SIZE,
 };
 use crate::source::RcssBlobSource;
 
@@ -54,7 +53,9 @@ impl std::str::FromStr for PullMode {
             "full" | "full-pull" => Ok(PullMode::Full),
             "lazy" => Ok(PullMode::Lazy),
             "prefetch" | "lazy+prefetch" => Ok(PullMode::LazyPrefetch),
-            _ => Err(format!("image pull mode '{s}': expected full, lazy or prefetch")),
+            _ => Err(format!(
+                "image pull mode '{s}': expected full, lazy or prefetch"
+            )),
         }
     }
 }
@@ -229,7 +230,10 @@ impl ImageRootfs {
         if got.digest != d.digest {
             return Err(err(
                 image,
-                format!("pulled blob hashes to {}, expected {}", got.digest, d.digest),
+                format!(
+                    "pulled blob hashes to {}, expected {}",
+                    got.digest, d.digest
+                ),
             ));
         }
         Ok(())
@@ -330,8 +334,8 @@ impl ImageRootfs {
                     serde_json::from_slice(&cbytes).map_err(|e| format!("config: {e}"))?,
                 );
                 let fetch_us = t0.elapsed().as_micros() as u64;
-                let handle = lazyfs::mount(layers.clone(), src, &mnt, &opts)
-                    .map_err(|e| e.to_string())?;
+                let handle =
+                    lazyfs::mount(layers.clone(), src, &mnt, &opts).map_err(|e| e.to_string())?;
                 Ok::<_, String>((layers.len(), config, fetch_us, handle))
             })
             .await

@@ -272,7 +272,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Snapstore(c) => Ok(stratus_snapstore::cli::run(c).await?),
         Cmd::Image(c) => {
-            print!("{}", tokio::task::spawn_blocking(move || stratus_image::cli::run(c)).await??);
+            print!(
+                "{}",
+                tokio::task::spawn_blocking(move || stratus_image::cli::run(c)).await??
+            );
             Ok(())
         }
         Cmd::Data(DataCmd::Serve { store, addr }) => {

@@ -172,21 +172,22 @@ async fn post_samples(
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("ndjson") || ct.contains("jsonl"));
-    let store = {
-        let mut stores = st.stores.lock().unwrap_or_else(|e| e.into_inner());
-        match stores.get(&name) {
-            Some(s) => s.clone(),
-            None => match Store::open(st.root.join(&name)) {
-                Ok(s) => {
-                    let s = Arc::new(Mutex::new(s));
-                    stores.insert(name.clone(), s.clone());
-                    s
-                }
-                Err(e) => return store_error(e),
-            },
-        }
-    };
+    // Opening a store is disk IO (and may wait on its lock): off the runtime.
     let res = tokio::task::spawn_blocking(move || {
+        let store = {
+            let mut stores = st.stores.lock().unwrap_or_else(|e| e.into_inner());
+            match stores.get(&name) {
+                Some(s) => s.clone(),
+                None => match Store::open(st.root.join(&name)) {
+                    Ok(s) => {
+                        let s = Arc::new(Mutex::new(s));
+                        stores.insert(name.clone(), s.clone());
+                        s
+                    }
+                    Err(e) => return store_error(e),
+                },
+            }
+        };
         let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
         if jsonl {
             ingest_jsonl(&mut store, &body)

@@ -92,7 +92,11 @@ async fn serve_store(store: Arc<ChunkStore>) -> Remote {
     Remote { url, _stop: tx }
 }
 
-fn runc_with(state: &Path, mode: PullMode, source: Arc<dyn ChunkSource>) -> (Arc<RuncSandbox>, Arc<ImageRootfs>) {
+fn runc_with(
+    state: &Path,
+    mode: PullMode,
+    source: Arc<dyn ChunkSource>,
+) -> (Arc<RuncSandbox>, Arc<ImageRootfs>) {
     let images = Arc::new(ImageRootfs::new(
         source,
         RootfsConfig::new(state.join(format!("work-{}", mode.name())), mode),
@@ -145,19 +149,31 @@ async fn published_image_runs_full_pulled_and_lazily_mounted() {
         let cache = Arc::new(TieredCache::new(rs, CacheConfig::default()).unwrap());
         let state = dir.path().join(format!("state-{}-{image}", mode.name()));
         let (sb, images) = runc_with(&state, mode, cache.clone());
-        let p = Embedded::start_with_sandboxes(config(), vec![sb]).await.unwrap();
+        let p = Embedded::start_with_sandboxes(config(), vec![sb])
+            .await
+            .unwrap();
         let yaml = format!(
             "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: img\nspec:\n  template:\n    metadata:\n      annotations:\n        stratus.dev/runtime: runc\n    spec:\n      containers:\n        - image: rcss:{image}\n---\n"
         );
         deploy_ok(&p, &yaml).await;
         let r = invoke(&p, "img", &b"payload through an image"[..]).await;
-        assert_eq!(r.status, 200, "{} {image}: {}", mode.name(), r.error_message());
+        assert_eq!(
+            r.status,
+            200,
+            "{} {image}: {}",
+            mode.name(),
+            r.error_message()
+        );
         assert_eq!(r.text(), "payload through an image");
         let fetched = cache.stats().remote_bytes;
         assert!(fetched > 0, "{}: nothing fetched", mode.name());
         if mode != PullMode::Full {
             // The lazy mount recorded what the start read: the binary at least.
-            let rec: Vec<String> = images.records().into_iter().flat_map(|(_, r)| r.files).collect();
+            let rec: Vec<String> = images
+                .records()
+                .into_iter()
+                .flat_map(|(_, r)| r.files)
+                .collect();
             assert!(
                 rec.iter().any(|f| f == "bin/stratus"),
                 "{}: recorded {rec:?}",
@@ -182,7 +198,9 @@ async fn missing_and_bad_images_fail_clearly() {
         LocalFsBackend::open(dir.path().join("store")).unwrap(),
     )));
     let (sb, _) = runc_with(dir.path(), PullMode::Lazy, store);
-    let p = Embedded::start_with_sandboxes(config(), vec![sb]).await.unwrap();
+    let p = Embedded::start_with_sandboxes(config(), vec![sb])
+        .await
+        .unwrap();
     for (image, want) in [
         ("rcss:nope", "image 'rcss:nope': not in the snapshot store"),
         ("docker.io/library/python", "takes 'rcss:NAME'"),

@@ -3,9 +3,9 @@
 
 mod bench;
 mod errors;
+mod images;
 mod lifecycle;
 mod microvm;
-mod images;
 mod runc;
 mod scaling;
 mod workflows;

@@ -34,7 +34,13 @@ fn summary(dir: &std::path::Path) -> Vec<serde_json::Value> {
 fn elec2_short_run_writes_the_report() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("report");
-    let text = run(&args(example("elec2-windows1000.yaml"), out.clone(), None, 6)).unwrap();
+    let text = run(&args(
+        example("elec2-windows1000.yaml"),
+        out.clone(),
+        None,
+        6,
+    ))
+    .unwrap();
     assert!(text.contains("| loss-25 |"), "{text}");
     for f in [
         "config.json",
@@ -170,7 +176,7 @@ fn digits_cnn_with_drift_trigger_and_craig() {
     for line in trig.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
         let (cand, sel): (usize, usize) = (f[3].parse().unwrap(), f[5].parse().unwrap());
-        assert!(cand <= 1500 && sel == (cand + 1) / 2, "{line}");
+        assert!(cand <= 1500 && sel == cand.div_ceil(2), "{line}");
     }
 }
 
