@@ -81,9 +81,28 @@ pub enum Cmd {
     /// RCSS chunk store: serve it over HTTP; put, get, list, GC and dedup stats.
     #[command(subcommand)]
     Snapstore(stratus_snapstore::cli::SnapstoreCmd),
-    /// Container images: import, build, eStargz convert, extract, lazy mount.
+    /// Container images: import, build, eStargz convert, extract, lazy mount, publish.
     #[command(subcommand)]
-    Image(stratus_image::cli::ImageCmd),
+    Image(ImageCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    #[command(flatten)]
+    Local(stratus_image::cli::ImageCmd),
+    /// Put an image layout into a snapshot-store directory as `rcss:NAME`
+    /// (serve it with `stratus snapstore serve --root DIR`).
+    Publish {
+        layout: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The store directory.
+        #[arg(long)]
+        root: PathBuf,
+        /// Chunk size in bytes.
+        #[arg(long, default_value_t = 512 * 1024)]
+        chunk_size: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -271,7 +290,29 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Snapstore(c) => Ok(stratus_snapstore::cli::run(c).await?),
-        Cmd::Image(c) => {
+        Cmd::Image(ImageCmd::Publish {
+            layout,
+            name,
+            root,
+            chunk_size,
+        }) => {
+            let store = stratus_snapstore::ChunkStore::new(std::sync::Arc::new(
+                stratus_snapstore::LocalFsBackend::open(&root)?,
+            ));
+            let st = stratus_node::publish(
+                &store,
+                &layout,
+                &name,
+                stratus_snapstore::Chunking::Fixed(chunk_size),
+            )
+            .await?;
+            println!(
+                "published rcss:{name}: {} blobs ({} already stored), {} chunks written, {} deduplicated",
+                st.blobs, st.blobs_present, st.chunks.written, st.chunks.deduplicated
+            );
+            Ok(())
+        }
+        Cmd::Image(ImageCmd::Local(c)) => {
             print!(
                 "{}",
                 tokio::task::spawn_blocking(move || stratus_image::cli::run(c)).await??
