@@ -61,7 +61,7 @@ pub mod qmp;
 pub mod snapshot;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -347,29 +347,14 @@ impl MicrovmSandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("parent exited"));
-                }
-                Ok(())
-            });
-        }
+        stratus_sandbox::child::own_group_dying_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| MicrovmError::Io {
             what: format!("start {}", self.cfg.qemu.display()),
             source,
         })?;
         let pid = child.id().unwrap_or(0) as i32;
         let pid_file = self.cfg.work_dir.join("pids").join(format!("{}.pid", l.id));
-        if let Some(st) = proc_start_time(pid) {
+        if let Some(st) = stratus_sandbox::child::proc_start_time(pid) {
             let _ = std::fs::write(&pid_file, format!("{pid} {st}\n"));
         }
         let (net_tx, net_rx) = watch::channel(false);
@@ -390,7 +375,7 @@ impl MicrovmSandbox {
             let pid_file = pid_file.clone();
             tokio::spawn(async move {
                 let status = match child.wait().await {
-                    Ok(s) => describe(s),
+                    Ok(s) => stratus_sandbox::child::describe_exit(s),
                     Err(e) => format!("unknown status ({e})"),
                 };
                 *exit.status.lock() = Some(status);
@@ -836,12 +821,10 @@ pub fn qemu_args(a: &QemuArgs<'_>) -> Vec<String> {
 }
 
 fn free_port() -> Result<u16, MicrovmError> {
-    let io = |source| MicrovmError::Io {
+    stratus_sandbox::child::free_port().map_err(|source| MicrovmError::Io {
         what: "pick a free port".into(),
         source,
-    };
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io)?;
-    Ok(l.local_addr().map_err(io)?.port())
+    })
 }
 
 /// One HTTP/1.1 `GET /` to `addr`; Ok once any `HTTP/` status line arrives.
@@ -888,24 +871,6 @@ async fn pump(
         }
         logs.push(format!("{prefix}{l}"));
     }
-}
-
-fn describe(s: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (s.code(), s.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (None, Some(sig)) => format!("signal {sig}"),
-        _ => "unknown status".into(),
-    }
-}
-
-/// Field 22 of `/proc/<pid>/stat` (start time in ticks since boot); the
-/// same pid-file format as `stratus_sandbox::process`, so its `reap_stale`
-/// reads ours.
-fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[derive(Default)]

@@ -12,6 +12,7 @@
 //!                 └──── exited ◄─┴──────────────────────────┘  (crash: exit status kept)
 //! ```
 
+pub mod child;
 mod faulty;
 mod logs;
 pub mod process;

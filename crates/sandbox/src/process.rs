@@ -9,7 +9,7 @@
 //! Knative sets `containerPort` as `$PORT`; processes share the host's network,
 //! so this backend gives each instance a free port instead.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 #[cfg(test)]
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,10 +19,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Notify;
 
-use crate::{Instance, InstanceSpec, LogBuffer, Sandbox, SandboxError, StartTiming};
+use crate::child::{
+    describe_exit, free_port, own_group_dying_with_parent, probe_tcp, proc_start_time, pump_lines,
+    Probe,
+};
+use crate::{Instance, InstanceSpec, Sandbox, SandboxError, StartTiming};
 
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
@@ -57,11 +60,6 @@ impl ProcessSandbox {
     }
 }
 
-fn free_port() -> Result<u16, SandboxError> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(SandboxError::Port)?;
-    Ok(l.local_addr().map_err(SandboxError::Port)?.port())
-}
-
 #[derive(Default)]
 struct ExitState {
     status: Mutex<Option<String>>,
@@ -92,7 +90,7 @@ impl Sandbox for ProcessSandbox {
         let program = argv.next().ok_or_else(|| SandboxError::NoCommand {
             function: spec.function.clone(),
         })?;
-        let port = free_port()?;
+        let port = free_port().map_err(SandboxError::Port)?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(argv)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -109,23 +107,7 @@ impl Sandbox for ProcessSandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The platform died between fork and prctl: do not outlive it.
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("parent exited"));
-                }
-                Ok(())
-            });
-        }
+        own_group_dying_with_parent(&mut cmd);
         let spawn_err = |source| SandboxError::Spawn {
             function: spec.function.clone(),
             instance: spec.instance_id.clone(),
@@ -145,14 +127,14 @@ impl Sandbox for ProcessSandbox {
             }
         }
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(
+            tokio::spawn(pump_lines(
                 out,
                 format!("[{} stdout] ", spec.instance_id),
                 spec.logs.clone(),
             ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(
+            tokio::spawn(pump_lines(
                 err,
                 format!("[{} stderr] ", spec.instance_id),
                 spec.logs.clone(),
@@ -164,7 +146,7 @@ impl Sandbox for ProcessSandbox {
             let pid_file = pid_file.clone();
             tokio::spawn(async move {
                 let status = match child.wait().await {
-                    Ok(s) => describe(s),
+                    Ok(s) => describe_exit(s),
                     Err(e) => format!("unknown status ({e})"),
                 };
                 *exit.status.lock() = Some(status);
@@ -184,11 +166,13 @@ impl Sandbox for ProcessSandbox {
             pid_file,
         };
         // Readiness: Knative's default TCP probe on the port.
-        let deadline = t0 + spec.startup_timeout;
-        let mut backoff = Duration::from_micros(200);
-        loop {
-            if let Some(status) = inst.exit_status() {
-                tokio::time::sleep(Duration::from_millis(20)).await; // let the log pumps drain
+        match probe_tcp(inst.endpoint, t0 + spec.startup_timeout, || {
+            inst.exit_status()
+        })
+        .await
+        {
+            Probe::Ready => {}
+            Probe::Exited(status) => {
                 return Err(SandboxError::ExitedEarly {
                     function: spec.function.clone(),
                     instance: spec.instance_id.clone(),
@@ -196,10 +180,7 @@ impl Sandbox for ProcessSandbox {
                     logs: spec.logs.tail_of(&spec.instance_id, 20),
                 });
             }
-            if tokio::net::TcpStream::connect(inst.endpoint).await.is_ok() {
-                break;
-            }
-            if Instant::now() >= deadline {
+            Probe::TimedOut => {
                 inst.stop().await;
                 return Err(SandboxError::NotReady {
                     function: spec.function.clone(),
@@ -207,8 +188,6 @@ impl Sandbox for ProcessSandbox {
                     timeout: spec.startup_timeout,
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(10));
         }
         let ready_us = t0.elapsed().as_micros() as u64 - spawn_us;
         Ok((
@@ -219,22 +198,6 @@ impl Sandbox for ProcessSandbox {
                 ..Default::default()
             },
         ))
-    }
-}
-
-async fn pump(r: impl AsyncRead + Unpin, prefix: String, logs: Arc<LogBuffer>) {
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(l)) = lines.next_line().await {
-        logs.push(format!("{prefix}{l}"));
-    }
-}
-
-fn describe(s: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (s.code(), s.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (None, Some(sig)) => format!("signal {sig}"),
-        _ => "unknown status".into(),
     }
 }
 
@@ -297,14 +260,6 @@ impl Drop for ProcessInstance {
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
-/// Together with the pid it identifies a process across pid reuse.
-fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Kills the process groups recorded in `pid_dir` by an earlier platform run
 /// that did not clean up (it was killed). Returns how many were still alive.
 pub fn reap_stale(pid_dir: &Path) -> usize {
@@ -340,6 +295,7 @@ pub fn reap_stale(pid_dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LogBuffer;
 
     fn spec(cmd: &[&str], logs: &Arc<LogBuffer>) -> InstanceSpec {
         InstanceSpec {

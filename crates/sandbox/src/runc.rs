@@ -23,7 +23,7 @@
 //! - **No orphans.** Containers live under one `runc --root` per platform
 //!   run; [`reap_stale`] deletes whatever an earlier, killed run left there.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::Notify;
 
-use crate::{Instance, InstanceSpec, LogBuffer, Sandbox, SandboxError, StartTiming};
+use crate::child::{free_port, probe_tcp, pump_lines, Probe};
+use crate::{Instance, InstanceSpec, Sandbox, SandboxError, StartTiming};
 
 /// What an image's configuration says about how to run it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,11 +150,6 @@ impl RuncSandbox {
     }
 }
 
-fn free_port() -> Result<u16, SandboxError> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(SandboxError::Port)?;
-    Ok(l.local_addr().map_err(SandboxError::Port)?.port())
-}
-
 /// The OCI runtime config for one instance: `runc spec`'s defaults, with
 /// the host network, a read-only root and a private `/tmp`.
 pub fn runtime_config(
@@ -257,7 +252,7 @@ impl Sandbox for RuncSandbox {
                 function: spec.function.clone(),
             });
         }
-        let port = free_port()?;
+        let port = free_port().map_err(SandboxError::Port)?;
         let mut env: Vec<(String, String)> = vec![(
             "PATH".into(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
@@ -316,14 +311,14 @@ impl Sandbox for RuncSandbox {
         let err = child.stderr.take();
         let status = child.wait().await.map_err(|e| fail("runc create", &e))?;
         if let Some(o) = out {
-            tokio::spawn(pump(
+            tokio::spawn(pump_lines(
                 o,
                 format!("[{} stdout] ", spec.instance_id),
                 spec.logs.clone(),
             ));
         }
         if let Some(e) = err {
-            tokio::spawn(pump(
+            tokio::spawn(pump_lines(
                 e,
                 format!("[{} stderr] ", spec.instance_id),
                 spec.logs.clone(),
@@ -387,11 +382,13 @@ impl Sandbox for RuncSandbox {
             });
         }
         let spawn_us = t0.elapsed().as_micros() as u64;
-        let deadline = t0 + spec.startup_timeout;
-        let mut backoff = Duration::from_micros(200);
-        loop {
-            if let Some(status) = inst.exit_status() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        match probe_tcp(inst.endpoint, t0 + spec.startup_timeout, || {
+            inst.exit_status()
+        })
+        .await
+        {
+            Probe::Ready => {}
+            Probe::Exited(status) => {
                 inst.delete().await;
                 return Err(SandboxError::ExitedEarly {
                     function: spec.function.clone(),
@@ -400,10 +397,7 @@ impl Sandbox for RuncSandbox {
                     logs: spec.logs.tail_of(&spec.instance_id, 20),
                 });
             }
-            if tokio::net::TcpStream::connect(inst.endpoint).await.is_ok() {
-                break;
-            }
-            if Instant::now() >= deadline {
+            Probe::TimedOut => {
                 inst.stop().await;
                 return Err(SandboxError::NotReady {
                     function: spec.function.clone(),
@@ -411,8 +405,6 @@ impl Sandbox for RuncSandbox {
                     timeout: spec.startup_timeout,
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(10));
         }
         let ready_us = t0.elapsed().as_micros() as u64 - spawn_us;
         let timing = StartTiming {
@@ -436,13 +428,6 @@ fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: fd is a fresh, valid descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-async fn pump(r: impl AsyncRead + Unpin, prefix: String, logs: Arc<LogBuffer>) {
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(l)) = lines.next_line().await {
-        logs.push(format!("{prefix}{l}"));
-    }
 }
 
 #[derive(Default)]
