@@ -60,6 +60,28 @@ pub enum SandboxError {
     Injected(String),
 }
 
+impl SandboxError {
+    /// The instance exited (or its runtime failed) before it was ready;
+    /// carries the last lines it printed.
+    pub fn exited_early(spec: &InstanceSpec, status: impl Into<String>) -> SandboxError {
+        SandboxError::ExitedEarly {
+            function: spec.function.clone(),
+            instance: spec.instance_id.clone(),
+            status: status.into(),
+            logs: spec.logs.tail_of(&spec.instance_id, 20),
+        }
+    }
+
+    /// The instance did not become ready within its startup timeout.
+    pub fn not_ready(spec: &InstanceSpec) -> SandboxError {
+        SandboxError::NotReady {
+            function: spec.function.clone(),
+            instance: spec.instance_id.clone(),
+            timeout: spec.startup_timeout,
+        }
+    }
+}
+
 /// What a backend needs to start one instance of a function.
 #[derive(Debug, Clone)]
 pub struct InstanceSpec {

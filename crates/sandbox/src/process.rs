@@ -173,20 +173,11 @@ impl Sandbox for ProcessSandbox {
         {
             Probe::Ready => {}
             Probe::Exited(status) => {
-                return Err(SandboxError::ExitedEarly {
-                    function: spec.function.clone(),
-                    instance: spec.instance_id.clone(),
-                    status,
-                    logs: spec.logs.tail_of(&spec.instance_id, 20),
-                });
+                return Err(SandboxError::exited_early(spec, status));
             }
             Probe::TimedOut => {
                 inst.stop().await;
-                return Err(SandboxError::NotReady {
-                    function: spec.function.clone(),
-                    instance: spec.instance_id.clone(),
-                    timeout: spec.startup_timeout,
-                });
+                return Err(SandboxError::not_ready(spec));
             }
         }
         let ready_us = t0.elapsed().as_micros() as u64 - spawn_us;

@@ -338,12 +338,10 @@ impl Sandbox for RuncSandbox {
         if !status.success() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             inst.delete().await;
-            return Err(SandboxError::ExitedEarly {
-                function: spec.function.clone(),
-                instance: spec.instance_id.clone(),
-                status: format!("runc create: {status}"),
-                logs: spec.logs.tail_of(&spec.instance_id, 20),
-            });
+            return Err(SandboxError::exited_early(
+                spec,
+                format!("runc create: {status}"),
+            ));
         }
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .ok()
@@ -374,12 +372,10 @@ impl Sandbox for RuncSandbox {
         if !start.status.success() {
             let msg = String::from_utf8_lossy(&start.stderr).trim().to_string();
             inst.delete().await;
-            return Err(SandboxError::ExitedEarly {
-                function: spec.function.clone(),
-                instance: spec.instance_id.clone(),
-                status: format!("runc start: {msg}"),
-                logs: spec.logs.tail_of(&spec.instance_id, 20),
-            });
+            return Err(SandboxError::exited_early(
+                spec,
+                format!("runc start: {msg}"),
+            ));
         }
         let spawn_us = t0.elapsed().as_micros() as u64;
         match probe_tcp(inst.endpoint, t0 + spec.startup_timeout, || {
@@ -390,20 +386,11 @@ impl Sandbox for RuncSandbox {
             Probe::Ready => {}
             Probe::Exited(status) => {
                 inst.delete().await;
-                return Err(SandboxError::ExitedEarly {
-                    function: spec.function.clone(),
-                    instance: spec.instance_id.clone(),
-                    status,
-                    logs: spec.logs.tail_of(&spec.instance_id, 20),
-                });
+                return Err(SandboxError::exited_early(spec, status));
             }
             Probe::TimedOut => {
                 inst.stop().await;
-                return Err(SandboxError::NotReady {
-                    function: spec.function.clone(),
-                    instance: spec.instance_id.clone(),
-                    timeout: spec.startup_timeout,
-                });
+                return Err(SandboxError::not_ready(spec));
             }
         }
         let ready_us = t0.elapsed().as_micros() as u64 - spawn_us;
