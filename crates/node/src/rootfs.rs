@@ -315,7 +315,7 @@ impl ImageRootfs {
             threads: self.cfg.fuse_threads,
             ..MountOptions::default()
         };
-        let (layers, config, fetch_us, mount) = {
+        let (config, fetch_us, mount) = {
             let src = src.clone();
             let mnt = mnt.clone();
             tokio::task::spawn_blocking(move || {
@@ -334,15 +334,13 @@ impl ImageRootfs {
                     serde_json::from_slice(&cbytes).map_err(|e| format!("config: {e}"))?,
                 );
                 let fetch_us = t0.elapsed().as_micros() as u64;
-                let handle =
-                    lazyfs::mount(layers.clone(), src, &mnt, &opts).map_err(|e| e.to_string())?;
-                Ok::<_, String>((layers.len(), config, fetch_us, handle))
+                let handle = lazyfs::mount(layers, src, &mnt, &opts).map_err(|e| e.to_string())?;
+                Ok::<_, String>((config, fetch_us, handle))
             })
             .await
             .map_err(|e| err(image, e))?
             .map_err(|e| err(image, e))?
         };
-        let _ = layers;
         let mount_us = t0.elapsed().as_micros() as u64 - fetch_us;
         let shared: SharedMount = Arc::new(Mutex::new(Some(mount)));
         self.mounts
