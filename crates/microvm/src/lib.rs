@@ -71,8 +71,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
+use stratus_sandbox::child::ExitWatch;
 use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox, SandboxError, StartTiming};
 
 use crate::guest::{GuestBuilder, GuestError, Kernel};
@@ -369,7 +370,7 @@ impl MicrovmSandbox {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(pump(err, format!("[{} qemu] ", l.log), logs.clone(), None));
         }
-        let exit = Arc::new(ExitState::default());
+        let exit = Arc::new(ExitWatch::default());
         {
             let exit = exit.clone();
             let pid_file = pid_file.clone();
@@ -378,8 +379,7 @@ impl MicrovmSandbox {
                     Ok(s) => stratus_sandbox::child::describe_exit(s),
                     Err(e) => format!("unknown status ({e})"),
                 };
-                *exit.status.lock() = Some(status);
-                exit.notify.notify_waiters();
+                exit.set(status);
                 let _ = std::fs::remove_file(pid_file);
             });
         }
@@ -873,18 +873,12 @@ async fn pump(
     }
 }
 
-#[derive(Default)]
-struct ExitState {
-    status: Mutex<Option<String>>,
-    notify: Notify,
-}
-
 /// One QEMU process.
 struct Vm {
     id: String,
     pid: i32,
     endpoint: SocketAddr,
-    exit: Arc<ExitState>,
+    exit: Arc<ExitWatch>,
     pid_file: PathBuf,
     dir: PathBuf,
     sock: PathBuf,
@@ -895,7 +889,7 @@ struct Vm {
 
 impl Vm {
     fn exit_status(&self) -> Option<String> {
-        self.exit.status.lock().clone()
+        self.exit.status()
     }
 
     /// The QMP session, connected on first use.
@@ -962,13 +956,7 @@ impl Vm {
     }
 
     async fn wait_exit(&self, d: Duration) -> bool {
-        let notified = self.exit.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.exit.status.lock().is_some() {
-            return true;
-        }
-        tokio::time::timeout(d, notified).await.is_ok()
+        self.exit.wait(d).await
     }
 
     fn kill(&self) {

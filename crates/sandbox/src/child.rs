@@ -97,3 +97,35 @@ pub async fn probe_tcp(
         backoff = (backoff * 2).min(Duration::from_millis(10));
     }
 }
+
+/// An instance's exit, set once by whatever watches it (a `wait()` task, a
+/// pidfd) and awaited by `stop()`.
+#[derive(Default)]
+pub struct ExitWatch {
+    status: parking_lot::Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl ExitWatch {
+    /// Records the exit and wakes every waiter.
+    pub fn set(&self, status: String) {
+        *self.status.lock() = Some(status);
+        self.notify.notify_waiters();
+    }
+
+    /// `Some(description)` once the instance has exited.
+    pub fn status(&self) -> Option<String> {
+        self.status.lock().clone()
+    }
+
+    /// Waits up to `d` for the exit; true if it happened.
+    pub async fn wait(&self, d: Duration) -> bool {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.status.lock().is_some() {
+            return true;
+        }
+        tokio::time::timeout(d, notified).await.is_ok()
+    }
+}

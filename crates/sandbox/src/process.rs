@@ -18,12 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::child::{
     describe_exit, free_port, own_group_dying_with_parent, probe_tcp, proc_start_time, pump_lines,
-    Probe,
+    ExitWatch, Probe,
 };
 use crate::{Instance, InstanceSpec, Sandbox, SandboxError, StartTiming};
 
@@ -60,17 +58,11 @@ impl ProcessSandbox {
     }
 }
 
-#[derive(Default)]
-struct ExitState {
-    status: Mutex<Option<String>>,
-    notify: Notify,
-}
-
 pub struct ProcessInstance {
     id: String,
     endpoint: SocketAddr,
     pid: i32,
-    exit: Arc<ExitState>,
+    exit: Arc<ExitWatch>,
     grace: Duration,
     pid_file: Option<PathBuf>,
 }
@@ -140,7 +132,7 @@ impl Sandbox for ProcessSandbox {
                 spec.logs.clone(),
             ));
         }
-        let exit = Arc::new(ExitState::default());
+        let exit = Arc::new(ExitWatch::default());
         {
             let exit = exit.clone();
             let pid_file = pid_file.clone();
@@ -149,8 +141,7 @@ impl Sandbox for ProcessSandbox {
                     Ok(s) => describe_exit(s),
                     Err(e) => format!("unknown status ({e})"),
                 };
-                *exit.status.lock() = Some(status);
-                exit.notify.notify_waiters();
+                exit.set(status);
                 if let Some(f) = pid_file {
                     let _ = std::fs::remove_file(f);
                 }
@@ -203,13 +194,7 @@ impl ProcessInstance {
     }
 
     async fn wait_exit(&self, d: Duration) -> bool {
-        let notified = self.exit.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.exit.status.lock().is_some() {
-            return true;
-        }
-        tokio::time::timeout(d, notified).await.is_ok()
+        self.exit.wait(d).await
     }
 }
 
@@ -224,7 +209,7 @@ impl Instance for ProcessInstance {
     }
 
     fn exit_status(&self) -> Option<String> {
-        self.exit.status.lock().clone()
+        self.exit.status()
     }
 
     async fn stop(&self) {

@@ -33,9 +33,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Notify;
 
-use crate::child::{free_port, probe_tcp, pump_lines, Probe};
+use crate::child::{free_port, probe_tcp, pump_lines, ExitWatch, Probe};
 use crate::{Instance, InstanceSpec, Sandbox, SandboxError, StartTiming};
 
 /// What an image's configuration says about how to run it.
@@ -328,7 +327,7 @@ impl Sandbox for RuncSandbox {
             id: spec.instance_id.clone(),
             container: id.clone(),
             endpoint: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            exit: Arc::new(ExitState::default()),
+            exit: Arc::new(ExitWatch::default()),
             grace: self.cfg.stop_grace,
             runc: self.cfg.runc.clone(),
             state_root: self.cfg.state_root.clone(),
@@ -356,8 +355,7 @@ impl Sandbox for RuncSandbox {
                     if let Ok(afd) = unsafe { AsyncFd::register(fd) } {
                         let _ = afd.readable().await;
                     }
-                    *exit.status.lock() = Some("exited".into());
-                    exit.notify.notify_waiters();
+                    exit.set("exited".into());
                 });
             }
             Err(e) => {
@@ -417,17 +415,11 @@ fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-#[derive(Default)]
-struct ExitState {
-    status: Mutex<Option<String>>,
-    notify: Notify,
-}
-
 pub struct RuncInstance {
     id: String,
     container: String,
     endpoint: SocketAddr,
-    exit: Arc<ExitState>,
+    exit: Arc<ExitWatch>,
     grace: Duration,
     runc: PathBuf,
     state_root: PathBuf,
@@ -460,13 +452,7 @@ impl RuncInstance {
     }
 
     async fn wait_exit(&self, d: Duration) -> bool {
-        let notified = self.exit.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.exit.status.lock().is_some() {
-            return true;
-        }
-        tokio::time::timeout(d, notified).await.is_ok()
+        self.exit.wait(d).await
     }
 
     /// Deletes the container (forcefully), its bundle, and releases the rootfs.
@@ -488,7 +474,7 @@ impl Instance for RuncInstance {
     }
 
     fn exit_status(&self) -> Option<String> {
-        self.exit.status.lock().clone()
+        self.exit.status()
     }
 
     async fn stop(&self) {
