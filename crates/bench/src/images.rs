@@ -293,6 +293,7 @@ async fn cold_start(
         container_port: 8080,
         startup_timeout: Duration::from_secs(120),
         logs: Arc::new(LogBuffer::new(1 << 16)),
+        annotations: Default::default(),
     };
     let t0 = Instant::now();
     let (inst, timing) = n

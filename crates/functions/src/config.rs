@@ -1,6 +1,7 @@
 //! Per-process configuration, read once from environment variables at start-up.
 
 use crate::handlers::bench::BenchConfig;
+use crate::handlers::memhog::{MemhogConfig, MAX_MIB};
 use crate::handlers::spin::{SpinMode, MAX_MEMORY_MB, MAX_MS, MAX_OUTPUT_BYTES};
 use crate::Error;
 
@@ -32,6 +33,8 @@ pub struct Config {
     pub spin_mode: SpinMode,
     /// `bench`: `BENCH_MS`, `BENCH_MEMORY_MB`, `BENCH_OUTPUT_BYTES`, `BENCH_MODE`.
     pub bench: BenchConfig,
+    /// `memhog`: `MEMHOG_MIB` (default 16), `MEMHOG_SEED` (default 1), `MEMHOG_TOUCH_PCT` (default 100).
+    pub memhog: MemhogConfig,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             spin_ms: 0.0,
             spin_mode: SpinMode::Busy,
             bench: BenchConfig::default(),
+            memhog: MemhogConfig::default(),
         }
     }
 }
@@ -105,6 +109,15 @@ impl Config {
         }
         if let Some(v) = get("BENCH_MODE") {
             c.bench.mode = mode("BENCH_MODE", &v)?;
+        }
+        if let Some(v) = get("MEMHOG_MIB") {
+            c.memhog.mib = at_most("MEMHOG_MIB", &v, MAX_MIB)?;
+        }
+        if let Some(v) = get("MEMHOG_SEED") {
+            c.memhog.seed = at_most("MEMHOG_SEED", &v, u64::MAX)?;
+        }
+        if let Some(v) = get("MEMHOG_TOUCH_PCT") {
+            c.memhog.touch_pct = at_most("MEMHOG_TOUCH_PCT", &v, 100)? as u8;
         }
         Ok(c)
     }
@@ -190,6 +203,9 @@ mod tests {
             ("BENCH_MEMORY_MB", "3"),
             ("BENCH_OUTPUT_BYTES", "100"),
             ("BENCH_MODE", "sleep"),
+            ("MEMHOG_MIB", "64"),
+            ("MEMHOG_SEED", "18446744073709551615"),
+            ("MEMHOG_TOUCH_PCT", " 10 "),
         ])
         .unwrap();
         assert_eq!(c.split, SplitMode::Parts(8));
@@ -209,6 +225,14 @@ mod tests {
                 memory_mb: 3,
                 output_bytes: 100,
                 mode: SpinMode::Sleep,
+            }
+        );
+        assert_eq!(
+            c.memhog,
+            MemhogConfig {
+                mib: 64,
+                seed: u64::MAX,
+                touch_pct: 10,
             }
         );
         // SPLIT_CHUNK_BYTES wins over SPLIT_PARTS.
@@ -237,6 +261,12 @@ mod tests {
             ("BENCH_OUTPUT_BYTES", "1k"),
             ("BENCH_OUTPUT_BYTES", "1073741825"),
             ("BENCH_MODE", "Busy"),
+            ("MEMHOG_MIB", "65537"),
+            ("MEMHOG_MIB", "-1"),
+            ("MEMHOG_SEED", "18446744073709551616"),
+            ("MEMHOG_SEED", "seed"),
+            ("MEMHOG_TOUCH_PCT", "101"),
+            ("MEMHOG_TOUCH_PCT", "50%"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

@@ -78,6 +78,10 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
         "bench",
         "one node of a benchmark DAG: reads the body, burns CPU for env BENCH_MS (BENCH_MODE busy|sleep), touches BENCH_MEMORY_MB MiB, answers BENCH_OUTPUT_BYTES bytes",
     ),
+    (
+        "memhog",
+        "holds env MEMHOG_MIB MiB (default 16) of non-zero pseudo-random pages seeded by MEMHOG_SEED (default 1), filled before listening; each request touches MEMHOG_TOUCH_PCT% (default 100) of the pages -> {\"mib\":M,\"touched_pages\":N,\"checksum\":C}",
+    ),
 ];
 
 /// A built-in function.
@@ -95,11 +99,12 @@ pub enum Function {
     Aggregate,
     Report,
     Bench,
+    Memhog,
 }
 
 impl Function {
     /// All functions, in [`FUNCTIONS`] order.
-    pub const ALL: [Function; 12] = [
+    pub const ALL: [Function; 13] = [
         Function::Echo,
         Function::Noop,
         Function::Spin,
@@ -112,6 +117,7 @@ impl Function {
         Function::Aggregate,
         Function::Report,
         Function::Bench,
+        Function::Memhog,
     ];
 
     /// Looks a function up by its name (as in [`FUNCTIONS`]).
@@ -206,6 +212,9 @@ pub fn main_for(name: &str, args: &[String]) -> Result<(), Error> {
         }
     }
 
+    // Before listening: `memhog` fills its memory here, so it is ready once it accepts.
+    let state = server::prepare(function, config);
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -214,7 +223,7 @@ pub fn main_for(name: &str, args: &[String]) -> Result<(), Error> {
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
             .map_err(|source| Error::Bind { addr, source })?;
-        serve_with(function, config, listener, shutdown_signal()).await
+        server::serve_prepared(state, listener, shutdown_signal()).await
     });
     // Do not wait for blocking work (a busy `spin`) abandoned after the drain timeout.
     rt.shutdown_timeout(Duration::from_millis(100));

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::handlers::{self, bench, spin, BadInput};
+use crate::handlers::{self, bench, memhog, spin, BadInput};
 use crate::{Config, Error, Function, DRAIN_TIMEOUT};
 
 /// Bodies at least this large are processed on tokio's blocking pool so that
@@ -80,13 +80,36 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-struct State {
+/// A function server's state, built before it listens (see [`prepare`]).
+pub(crate) struct State {
     function: Function,
     config: Config,
     stats: Stats,
     pid: u32,
     /// `bench`'s response body, built once (empty for other functions).
     bench_output: Bytes,
+    /// `memhog`'s memory, allocated and filled once (`None` for other functions).
+    memhog: Option<std::sync::Mutex<memhog::Memhog>>,
+}
+
+/// Builds the per-process state; for `memhog` this allocates and fills its
+/// memory (the slow part), which must happen before the server listens.
+pub(crate) fn prepare(function: Function, config: Config) -> State {
+    let bench_output = if function == Function::Bench {
+        config.bench.output()
+    } else {
+        Bytes::new()
+    };
+    let memhog = (function == Function::Memhog)
+        .then(|| std::sync::Mutex::new(memhog::Memhog::new(&config.memhog)));
+    State {
+        function,
+        config,
+        stats: Stats::default(),
+        pid: std::process::id(),
+        bench_output,
+        memhog,
+    }
 }
 
 /// Serves function `name` on `listener` forever, configured from the
@@ -107,18 +130,16 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let bench_output = if function == Function::Bench {
-        config.bench.output()
-    } else {
-        Bytes::new()
-    };
-    let state = Arc::new(State {
-        function,
-        config,
-        stats: Stats::default(),
-        pid: std::process::id(),
-        bench_output,
-    });
+    serve_prepared(prepare(function, config), listener, shutdown).await
+}
+
+/// [`serve_with`] for a state built earlier by [`prepare`].
+pub(crate) async fn serve_prepared(
+    state: State,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let state = Arc::new(state);
     let mut builder = http1::Builder::new();
     builder.keep_alive(true);
     let builder = Arc::new(builder);
@@ -230,6 +251,7 @@ async fn handle(
         Function::Noop => Response::new(Full::new(Bytes::new())),
         Function::Spin => run_spin(&state, &body, guard.at_start).await,
         Function::Bench => run_bench(&state, body.len()).await,
+        Function::Memhog => run_memhog(&state).await,
         _ => run_pure(&state, body).await,
     };
     drop(guard);
@@ -310,4 +332,22 @@ async fn run_bench(state: &State, input_bytes: usize) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(bench::INPUT_BYTES_HEADER, HeaderValue::from(input_bytes));
     r
+}
+
+async fn run_memhog(state: &Arc<State>) -> Response<Full<Bytes>> {
+    let st = state.clone();
+    // Touching every page of a large heap is CPU work: off the I/O thread.
+    let report = tokio::task::spawn_blocking(move || {
+        st.memhog.as_ref().map(|m| {
+            // A panicking toucher leaves the memory as valid as before.
+            let mut hog = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            hog.touch()
+        })
+    })
+    .await;
+    match report {
+        Ok(Some(r)) => respond(StatusCode::OK, JSON, r.to_json()),
+        Ok(None) => internal_error("memhog state missing".into()),
+        Err(e) => internal_error(format!("memhog failed: {e}")),
+    }
 }

@@ -404,6 +404,74 @@ async fn analytics_pipeline_over_http() {
     );
 }
 
+fn memhog_config(mib: &str, seed: &str, pct: &str) -> Config {
+    Config::from_lookup(|k| {
+        match k {
+            "MEMHOG_MIB" => Some(mib),
+            "MEMHOG_SEED" => Some(seed),
+            "MEMHOG_TOUCH_PCT" => Some(pct),
+            _ => None,
+        }
+        .map(String::from)
+    })
+    .unwrap()
+}
+
+/// Checksums of `n` requests to a fresh `memhog` server.
+async fn memhog_checksums(config: Config, n: usize) -> Vec<u64> {
+    let port = start(Function::Memhog, config).await;
+    let mut c = Client::connect(port).await;
+    let mut sums = Vec::new();
+    for _ in 0..n {
+        let (status, ct, body) = c.post("the body is ignored").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ct.as_deref(), Some("application/json"));
+        sums.push(json_of(&body)["checksum"].as_u64().unwrap());
+    }
+    sums
+}
+
+#[tokio::test]
+async fn memhog_touches_its_pages_per_request() {
+    // 2 MiB = 512 pages, half of them per request.
+    let port = start(Function::Memhog, memhog_config("2", "9", "50")).await;
+    let mut c = Client::connect(port).await;
+    let mut sums = Vec::new();
+    for _ in 0..3 {
+        let (status, _, body) = c.post("").await;
+        assert_eq!(status, StatusCode::OK);
+        let v = json_of(&body);
+        assert_eq!(
+            (v["mib"].as_u64(), v["touched_pages"].as_u64()),
+            (Some(2), Some(256))
+        );
+        sums.push(v["checksum"].as_u64().unwrap());
+    }
+    // Each request starts where the last stopped: other pages, other sums.
+    assert_ne!(sums[0], sums[1]);
+    let stats = c.stats().await;
+    assert_eq!(
+        (stats["requests"].as_u64(), stats["function"].as_str()),
+        (Some(3), Some("memhog"))
+    );
+    // Deterministic for a seed; another seed is other memory.
+    assert_eq!(
+        memhog_checksums(memhog_config("2", "9", "50"), 3).await,
+        sums
+    );
+    assert_ne!(
+        memhog_checksums(memhog_config("2", "10", "50"), 3).await,
+        sums
+    );
+    // Defaults: 16 MiB, every page.
+    let port = start(Function::Memhog, Config::default()).await;
+    let (_, _, body) = Client::connect(port).await.post("").await;
+    assert_eq!(
+        json_of(&body),
+        json!({"mib": 16, "touched_pages": 4096, "checksum": json_of(&body)["checksum"]})
+    );
+}
+
 #[tokio::test]
 async fn serve_by_name_and_unknown_name() {
     let (l, port) = listener().await;

@@ -346,6 +346,7 @@ impl FunctionPool {
             container_port: s.container_port,
             startup_timeout: self.cfg.startup_timeout,
             logs: self.logs.clone(),
+            annotations: s.annotations.clone(),
         };
         let res = self.sandbox.start(&spec).await;
         let mut g = self.inner.lock();

@@ -117,6 +117,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         container_port: 8080,
                         startup_timeout: Duration::from_secs(120),
                         logs: logs.clone(),
+                        annotations: Default::default(),
                     };
                     let sb = sb.clone();
                     tasks.push(tokio::spawn(async move {

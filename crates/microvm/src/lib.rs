@@ -78,7 +78,10 @@ use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox, SandboxError, 
 
 use crate::guest::{GuestBuilder, GuestError, Kernel};
 use crate::qmp::{QmpClient, QmpError};
-use crate::snapshot::{SnapshotError, SnapshotFiles, SnapshotKey, SnapshotSource};
+use crate::snapshot::{
+    Restore, RestorePolicy, RestoreSession, RestoreStats, SnapshotError, SnapshotKey,
+    SnapshotSource,
+};
 
 /// The guest's address on QEMU's user-mode network.
 pub const GUEST_IP: &str = "10.0.2.15";
@@ -117,6 +120,8 @@ pub enum MicrovmError {
     },
     #[error("the VM exited ({status}) {when}")]
     Exited { status: String, when: &'static str },
+    #[error("{0}")]
+    Config(String),
     #[error("restore from {vmstate}: {detail}")]
     Restore { vmstate: PathBuf, detail: String },
 }
@@ -137,6 +142,9 @@ pub struct MicrovmConfig {
     pub accel: Accel,
     /// Snapshot after warm-up and restore from it; `None`: always cold boot.
     pub snapshots: Option<(Arc<dyn SnapshotSource>, RestoreMode)>,
+    /// The restore policy of functions without a `stratus.dev/restore-policy`
+    /// annotation.
+    pub restore_policy: RestorePolicy,
     /// Time between QMP `quit` and SIGKILL on stop.
     pub stop_grace: Duration,
 }
@@ -181,6 +189,7 @@ impl MicrovmConfig {
             memory_mib: 256,
             accel: Accel::Auto,
             snapshots: None,
+            restore_policy: RestorePolicy::WorkingSet,
             stop_grace: Duration::from_secs(2),
         })
     }
@@ -193,6 +202,27 @@ pub struct MicrovmSandbox {
     /// One snapshot maker per key; other starts wait, then restore.
     key_locks: Mutex<HashMap<SnapshotKey, Arc<tokio::sync::Mutex<()>>>>,
     seq: AtomicU64,
+    records: Mutex<HashMap<String, RestoreRecord>>,
+}
+
+/// How one start went, kept per instance id for benchmarks
+/// ([`MicrovmSandbox::record`]).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreRecord {
+    /// `None`: a cold boot (snapshots off).
+    pub policy: Option<RestorePolicy>,
+    /// This start made the snapshot first (boot + warm-up + publish).
+    pub made_snapshot: bool,
+    /// Preparing the snapshot for this restore (`SnapshotSource::open`).
+    pub fetch_us: u64,
+    /// QEMU start until the VM runs again (`cont`), including the
+    /// working-set prefetch wait.
+    pub restore_us: u64,
+    /// From `cont` until the function's first HTTP answer.
+    pub first_response_us: u64,
+    /// Of the above, waiting for the prefetch before `cont`.
+    pub prefetch_wait_us: u64,
+    pub stats: RestoreStats,
 }
 
 impl MicrovmSandbox {
@@ -215,11 +245,38 @@ impl MicrovmSandbox {
             accel: tokio::sync::OnceCell::new(),
             key_locks: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
+            records: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn config(&self) -> &MicrovmConfig {
         &self.cfg
+    }
+
+    /// How the start of `instance_id` went (kept until [`Self::take_records`]).
+    pub fn record(&self, instance_id: &str) -> Option<RestoreRecord> {
+        self.records.lock().get(instance_id).cloned()
+    }
+
+    /// Every record so far, emptying the table.
+    pub fn take_records(&self) -> HashMap<String, RestoreRecord> {
+        std::mem::take(&mut *self.records.lock())
+    }
+
+    /// The restore policy for `spec`: its annotation, else the default.
+    pub fn policy_for(&self, spec: &InstanceSpec) -> Result<RestorePolicy, String> {
+        match spec
+            .annotations
+            .get(stratus_sandbox::RESTORE_POLICY_ANNOTATION)
+        {
+            Some(v) => v.parse().map_err(|e| {
+                format!(
+                    "annotation {}: {e}",
+                    stratus_sandbox::RESTORE_POLICY_ANNOTATION
+                )
+            }),
+            None => Ok(self.cfg.restore_policy),
+        }
     }
 
     /// The accelerator in use (probing KVM once when [`Accel::Auto`]).
@@ -449,7 +506,7 @@ impl MicrovmSandbox {
         spec: &InstanceSpec,
         initrd: &Path,
         deadline: Instant,
-    ) -> Result<SnapshotFiles, MicrovmError> {
+    ) -> Result<(), MicrovmError> {
         let vm_id = self.vm_id(spec, "-snap");
         let log = format!("{} snapshot", spec.instance_id);
         let (vm, _) = self.cold_boot(spec, initrd, &vm_id, log, deadline).await?;
@@ -485,21 +542,26 @@ impl MicrovmSandbox {
         result
     }
 
+    /// Starts QEMU on the snapshot's files and runs it from where the
+    /// snapshot stopped: spawn ─► migrate-incoming ─► paused ─►
+    /// session.before_resume (prefetch) ─► cont.
     async fn restore(
         &self,
         spec: &InstanceSpec,
         initrd: &Path,
-        snap: &SnapshotFiles,
+        snap: &Restore,
         mode: RestoreMode,
         timing: &mut StartTiming,
+        rec: &mut RestoreRecord,
     ) -> Result<Vm, MicrovmError> {
         let vm_id = self.vm_id(spec, "");
         let dir = self.instance_dir(&vm_id)?;
+        let files = &snap.files;
         let t = Instant::now();
         let (mem, share) = match mode {
             RestoreMode::Copy => {
                 let dst = dir.join("memory");
-                let (from, to) = (snap.memory.clone(), dst.clone());
+                let (from, to) = (files.memory.clone(), dst.clone());
                 tokio::task::spawn_blocking(move || std::fs::copy(from, to))
                     .await
                     .map_err(|e| MicrovmError::Io {
@@ -507,14 +569,15 @@ impl MicrovmSandbox {
                         source: std::io::Error::other(e.to_string()),
                     })?
                     .map_err(|source| MicrovmError::Io {
-                        what: format!("copy {} to {}", snap.memory.display(), dst.display()),
+                        what: format!("copy {} to {}", files.memory.display(), dst.display()),
                         source,
                     })?;
                 (dst, true)
             }
-            RestoreMode::Private => (snap.memory.clone(), false),
+            RestoreMode::Private => (files.memory.clone(), false),
         };
         timing.fetch_us += t.elapsed().as_micros() as u64;
+        let t_restore = Instant::now();
         let t = Instant::now();
         let vm = self
             .launch(
@@ -540,7 +603,7 @@ impl MicrovmSandbox {
             q.set_ignore_shared().await?;
             let uri = format!(
                 "exec:cat {}",
-                guest::shell_quote(&snap.vmstate.to_string_lossy())
+                guest::shell_quote(&files.vmstate.to_string_lossy())
             );
             q.migrate_incoming(&uri).await?;
             let state = q.wait_leave("inmigrate", Duration::from_secs(30)).await?;
@@ -551,11 +614,15 @@ impl MicrovmSandbox {
                     detail: err.unwrap_or_else(|| "restore did not reach 'paused'".into()),
                 }));
             }
+            let tp = Instant::now();
+            snap.session.before_resume().await?;
+            rec.prefetch_wait_us = tp.elapsed().as_micros() as u64;
             q.cont().await?;
             timing.mount_us = t.elapsed().as_micros() as u64;
             Ok(())
         }
         .await;
+        rec.restore_us = t_restore.elapsed().as_micros() as u64;
         if let Err(e) = result {
             // QEMU exits when it cannot load the device state: say why.
             let detail = if vm.wait_exit(Duration::from_millis(500)).await {
@@ -567,9 +634,10 @@ impl MicrovmSandbox {
                     .lines()
                     .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
                     .collect();
+                let status = vm.exit_status().unwrap_or_default();
                 format!(
-                    "QEMU exited ({}) while loading it: {}",
-                    vm.exit_status().unwrap_or_default(),
+                    "QEMU exited ({status}{}) while loading it: {}",
+                    sigbus_hint(&status),
                     said[said.len().saturating_sub(3)..].join(" / ")
                 )
             } else {
@@ -577,7 +645,7 @@ impl MicrovmSandbox {
             };
             vm.stop().await;
             return Err(MicrovmError::Restore {
-                vmstate: snap.vmstate.clone(),
+                vmstate: files.vmstate.clone(),
                 detail,
             });
         }
@@ -591,6 +659,7 @@ impl MicrovmSandbox {
         let t0 = Instant::now();
         let deadline = t0 + spec.startup_timeout;
         let mut timing = StartTiming::default();
+        let policy = self.policy_for(spec).map_err(MicrovmError::Config)?;
         let accel = self.accel().await;
         let (guest, cfg, owned) = (self.guest.clone(), self.cfg.clone(), spec.clone());
         let (initrd, key) =
@@ -601,7 +670,8 @@ impl MicrovmSandbox {
                     source: std::io::Error::other(e.to_string()),
                 })??;
         timing.fetch_us = t0.elapsed().as_micros() as u64;
-        let vm = match &self.cfg.snapshots {
+        let mut rec = RestoreRecord::default();
+        let (vm, session) = match &self.cfg.snapshots {
             None => {
                 let vm_id = self.vm_id(spec, "");
                 let t = Instant::now();
@@ -610,24 +680,34 @@ impl MicrovmSandbox {
                     .await?;
                 timing.spawn_us = spawn_us;
                 timing.ready_us = (t.elapsed().as_micros() as u64).saturating_sub(spawn_us);
-                vm
+                rec.first_response_us = timing.spawn_us + timing.ready_us;
+                (vm, None)
             }
             Some((src, mode)) => {
                 let t = Instant::now();
                 let snap = {
                     let lock = self.key_lock(&key);
                     let _g = lock.lock().await;
-                    match src.get(&key).await? {
+                    match src.open(&key, policy).await? {
                         Some(s) => s,
                         None => {
                             self.make_snapshot(src, &key, spec, &initrd, deadline)
-                                .await?
+                                .await?;
+                            rec.made_snapshot = true;
+                            src.open(&key, policy).await?.ok_or_else(|| {
+                                MicrovmError::Snapshot(SnapshotError::Corrupt {
+                                    key: key.to_string(),
+                                    detail: "not found right after it was stored".into(),
+                                })
+                            })?
                         }
                     }
                 };
-                timing.fetch_us += t.elapsed().as_micros() as u64;
+                rec.policy = Some(snap.policy);
+                rec.fetch_us = t.elapsed().as_micros() as u64;
+                timing.fetch_us += rec.fetch_us;
                 let vm = self
-                    .restore(spec, &initrd, &snap, *mode, &mut timing)
+                    .restore(spec, &initrd, &snap, *mode, &mut timing, &mut rec)
                     .await?;
                 let t = Instant::now();
                 if let Err(e) = vm.wait_http(deadline).await {
@@ -635,13 +715,18 @@ impl MicrovmSandbox {
                     return Err(e);
                 }
                 timing.ready_us = t.elapsed().as_micros() as u64;
-                vm
+                rec.first_response_us = timing.ready_us;
+                snap.session.first_response(vm.pid).await;
+                rec.stats = snap.session.stats();
+                (vm, Some(snap.session))
             }
         };
+        self.records.lock().insert(spec.instance_id.clone(), rec);
         Ok((
             MicrovmInstance {
                 vm,
                 id: spec.instance_id.clone(),
+                session,
             },
             timing,
         ))
@@ -670,7 +755,7 @@ impl Sandbox for MicrovmSandbox {
                 Err(SandboxError::ExitedEarly {
                     function: spec.function.clone(),
                     instance: spec.instance_id.clone(),
-                    status: format!("QEMU {status}"),
+                    status: format!("QEMU {status}{}", sigbus_hint(&status)),
                     logs: spec.logs.tail_of(&spec.instance_id, 20),
                 })
             }
@@ -681,6 +766,16 @@ impl Sandbox for MicrovmSandbox {
                 source: std::io::Error::other(e.to_string()),
             }),
         }
+    }
+}
+
+/// QEMU dies of SIGBUS when a page of a lazily served memory file cannot
+/// be read (store outage, corrupt chunk): say so.
+fn sigbus_hint(status: &str) -> &'static str {
+    if status.contains("signal 7") {
+        ": SIGBUS, a page of the snapshot's memory could not be read"
+    } else {
+        ""
     }
 }
 
@@ -1003,6 +1098,8 @@ impl Drop for Vm {
 pub struct MicrovmInstance {
     vm: Vm,
     id: String,
+    /// Kept until the VM has exited (a lazy mount must outlive the mapping).
+    session: Option<Box<dyn RestoreSession>>,
 }
 
 impl MicrovmInstance {
@@ -1028,6 +1125,15 @@ impl Instance for MicrovmInstance {
 
     async fn stop(&self) {
         self.vm.stop().await;
+    }
+}
+
+impl Drop for MicrovmInstance {
+    fn drop(&mut self) {
+        // QEMU must be gone before a lazily served memory file goes away.
+        if self.session.is_some() && self.vm.exit_status().is_none() {
+            self.vm.kill();
+        }
     }
 }
 

@@ -75,19 +75,147 @@ pub enum SnapshotError {
     Injected { key: String },
 }
 
+/// How a restore gets the snapshot's memory (per function:
+/// `stratus.dev/restore-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RestorePolicy {
+    /// Fetch the whole memory file to the node, then restore.
+    Eager,
+    /// Map a file whose pages are fetched on first touch.
+    Lazy,
+    /// Lazy, but first prefetch (in one batch, before `cont`) the chunks an
+    /// earlier restore touched; the first restore records them.
+    WorkingSet,
+    /// The snapshot is already complete on the node (the limit).
+    WarmLocal,
+}
+
+impl RestorePolicy {
+    pub const ALL: [RestorePolicy; 4] = [
+        RestorePolicy::Eager,
+        RestorePolicy::Lazy,
+        RestorePolicy::WorkingSet,
+        RestorePolicy::WarmLocal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestorePolicy::Eager => "eager",
+            RestorePolicy::Lazy => "lazy",
+            RestorePolicy::WorkingSet => "working-set",
+            RestorePolicy::WarmLocal => "warm-local",
+        }
+    }
+}
+
+impl serde::Serialize for RestorePolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for RestorePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RestorePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        RestorePolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown restore policy {s:?} (expected one of eager, lazy, working-set, warm-local)"
+                )
+            })
+    }
+}
+
+/// What one restore moved, for the benchmark and the logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreStats {
+    /// The node already had the snapshot complete (warm-local / cache hit).
+    pub cache_hit: bool,
+    /// Fetched before the VM started (eager: the memory file; all: vmstate).
+    pub fetched_chunks: u64,
+    pub fetched_bytes: u64,
+    /// Fetched in the working-set prefetch batch.
+    pub prefetched_chunks: u64,
+    pub prefetched_bytes: u64,
+    /// Fetched on first touch while the guest ran.
+    pub on_demand_chunks: u64,
+    pub on_demand_bytes: u64,
+    /// Zero pages served without a fetch.
+    pub zero_chunks: u64,
+    /// Chunks recorded as the working set by this restore (0: not recording).
+    pub recorded_chunks: u64,
+}
+
+/// The life of one restored instance's view of a snapshot (a lazy mount,
+/// a prefetch in flight). Dropped after the VM has exited.
+#[async_trait]
+pub trait RestoreSession: Send + Sync {
+    /// QEMU has loaded the device state and waits to `cont`: finish what
+    /// must be in place first (the working-set prefetch).
+    async fn before_resume(&self) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+    /// The restored function (QEMU process `vm_pid`) answered its first
+    /// request: the end of a working-set recording.
+    async fn first_response(&self, _vm_pid: i32) {}
+    fn stats(&self) -> RestoreStats {
+        RestoreStats::default()
+    }
+}
+
+/// A session with nothing to do (local files).
+pub struct NoSession(pub RestoreStats);
+
+impl RestoreSession for NoSession {
+    fn stats(&self) -> RestoreStats {
+        self.0
+    }
+}
+
+/// A snapshot ready to restore from.
+pub struct Restore {
+    pub files: SnapshotFiles,
+    /// What the source does (a `working-set` restore with nothing recorded
+    /// yet runs `lazy` and records).
+    pub policy: RestorePolicy,
+    pub session: Box<dyn RestoreSession>,
+}
+
+impl std::fmt::Debug for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restore")
+            .field("files", &self.files)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where snapshots come from and go to.
 #[async_trait]
 pub trait SnapshotSource: Send + Sync + 'static {
-    /// The snapshot under `key` as local files, or `None` if there is none.
-    async fn get(&self, key: &SnapshotKey) -> Result<Option<SnapshotFiles>, SnapshotError>;
+    /// The snapshot under `key`, prepared for a restore by `policy`, or
+    /// `None` if there is none.
+    async fn open(
+        &self,
+        key: &SnapshotKey,
+        policy: RestorePolicy,
+    ) -> Result<Option<Restore>, SnapshotError>;
     /// Publishes a snapshot. `memory` and `vmstate` are taken over (moved
-    /// when possible): the caller must not use them afterwards.
+    /// or deleted): the caller must not use them afterwards.
     async fn put(
         &self,
         key: &SnapshotKey,
         memory: &Path,
         vmstate: &Path,
-    ) -> Result<SnapshotFiles, SnapshotError>;
+    ) -> Result<(), SnapshotError>;
 }
 
 /// Snapshots in a local directory.
@@ -229,9 +357,9 @@ fn put_sync(
     result
 }
 
-#[async_trait]
-impl SnapshotSource for LocalDirSnapshots {
-    async fn get(&self, key: &SnapshotKey) -> Result<Option<SnapshotFiles>, SnapshotError> {
+impl LocalDirSnapshots {
+    /// The stored files under `key`, checked against the manifest.
+    pub async fn get(&self, key: &SnapshotKey) -> Result<Option<SnapshotFiles>, SnapshotError> {
         let root = self.root.clone();
         let key = key.clone();
         tokio::task::spawn_blocking(move || get_sync(&root, &key))
@@ -239,7 +367,8 @@ impl SnapshotSource for LocalDirSnapshots {
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    async fn put(
+    /// Stores a snapshot, returning its files.
+    pub async fn store(
         &self,
         key: &SnapshotKey,
         memory: &Path,
@@ -255,6 +384,34 @@ impl SnapshotSource for LocalDirSnapshots {
         tokio::task::spawn_blocking(move || put_sync(&root, &key, &memory, &vmstate))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+}
+
+/// Local files are always complete: every policy is `warm-local`.
+#[async_trait]
+impl SnapshotSource for LocalDirSnapshots {
+    async fn open(
+        &self,
+        key: &SnapshotKey,
+        _policy: RestorePolicy,
+    ) -> Result<Option<Restore>, SnapshotError> {
+        Ok(self.get(key).await?.map(|files| Restore {
+            files,
+            policy: RestorePolicy::WarmLocal,
+            session: Box::new(NoSession(RestoreStats {
+                cache_hit: true,
+                ..RestoreStats::default()
+            })),
+        }))
+    }
+
+    async fn put(
+        &self,
+        key: &SnapshotKey,
+        memory: &Path,
+        vmstate: &Path,
+    ) -> Result<(), SnapshotError> {
+        self.store(key, memory, vmstate).await.map(|_| ())
     }
 }
 
@@ -290,13 +447,17 @@ fn take(n: &AtomicU32) -> bool {
 
 #[async_trait]
 impl<S: SnapshotSource> SnapshotSource for FaultySnapshots<S> {
-    async fn get(&self, key: &SnapshotKey) -> Result<Option<SnapshotFiles>, SnapshotError> {
+    async fn open(
+        &self,
+        key: &SnapshotKey,
+        policy: RestorePolicy,
+    ) -> Result<Option<Restore>, SnapshotError> {
         if take(&self.fail_gets) {
             return Err(SnapshotError::Injected {
                 key: key.to_string(),
             });
         }
-        self.inner.get(key).await
+        self.inner.open(key, policy).await
     }
 
     async fn put(
@@ -304,7 +465,7 @@ impl<S: SnapshotSource> SnapshotSource for FaultySnapshots<S> {
         key: &SnapshotKey,
         memory: &Path,
         vmstate: &Path,
-    ) -> Result<SnapshotFiles, SnapshotError> {
+    ) -> Result<(), SnapshotError> {
         if take(&self.fail_puts) {
             return Err(SnapshotError::Injected {
                 key: key.to_string(),
@@ -328,7 +489,7 @@ mod tests {
         let (m, v) = (d.path().join("m"), d.path().join("v"));
         std::fs::write(&m, vec![7u8; 8192]).unwrap();
         std::fs::write(&v, b"state").unwrap();
-        let files = store.put(&key, &m, &v).await.unwrap();
+        let files = store.store(&key, &m, &v).await.unwrap();
         assert!(!m.exists() && !v.exists(), "inputs are taken over");
         assert_eq!((files.memory_bytes, files.vmstate_bytes), (8192, 5));
         assert_eq!(store.get(&key).await.unwrap(), Some(files.clone()));
@@ -360,9 +521,14 @@ mod tests {
         let store = FaultySnapshots::new(LocalDirSnapshots::new(d.path()));
         let key = SnapshotKey::new("f", 1, 1);
         store.fail_next_gets(2);
-        assert!(store.get(&key).await.is_err());
-        assert!(store.get(&key).await.is_err());
-        assert_eq!(store.get(&key).await.unwrap(), None);
+        for _ in 0..2 {
+            assert!(store.open(&key, RestorePolicy::Lazy).await.is_err());
+        }
+        assert!(store
+            .open(&key, RestorePolicy::Lazy)
+            .await
+            .unwrap()
+            .is_none());
         store.fail_next_puts(1);
         let (m, v) = (d.path().join("m"), d.path().join("v"));
         std::fs::write(&m, b"m").unwrap();
@@ -371,6 +537,16 @@ mod tests {
         assert_eq!(e.to_string(), format!("snapshot {key}: injected fault"));
         assert!(m.exists(), "a failed put leaves the inputs");
         store.put(&key, &m, &v).await.unwrap();
-        assert!(store.get(&key).await.unwrap().is_some());
+        let r = store
+            .open(&key, RestorePolicy::Lazy)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.policy,
+            RestorePolicy::WarmLocal,
+            "local files are complete"
+        );
+        assert!(r.session.stats().cache_hit);
     }
 }

@@ -15,9 +15,13 @@
 //! - [`ImageRootfs`] prepares a container rootfs for `image: rcss:NAME`
 //!   (and `dir:/path`) in one of three [`PullMode`]s.
 
+pub mod memfs;
 mod publish;
 mod rootfs;
+pub mod snapcache;
 mod source;
+pub mod vm;
+pub mod vmsnap;
 
 pub use publish::{blob_name, image_manifest_name, publish, PublishStats};
 pub use rootfs::{ImageRootfs, PullMode, RootfsConfig, StartRecord};

@@ -97,7 +97,14 @@ pub struct InstanceSpec {
     pub startup_timeout: Duration,
     /// Where the instance's stdout and stderr go.
     pub logs: Arc<LogBuffer>,
+    /// The Service's `spec.template.metadata.annotations` (backend options
+    /// such as `stratus.dev/restore-policy`).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
+
+/// The annotation naming a `microvm` function's snapshot restore policy
+/// (the spec crate validates its values).
+pub const RESTORE_POLICY_ANNOTATION: &str = "stratus.dev/restore-policy";
 
 /// How long the phases of a start took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

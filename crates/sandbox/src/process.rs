@@ -285,6 +285,7 @@ mod tests {
             container_port: 8080,
             startup_timeout: Duration::from_secs(5),
             logs: logs.clone(),
+            annotations: Default::default(),
         }
     }
 

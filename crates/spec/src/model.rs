@@ -13,6 +13,13 @@ pub struct Pos {
 /// Chosen by the annotation `stratus.dev/runtime` (default `process`).
 pub const RUNTIME_ANNOTATION: &str = "stratus.dev/runtime";
 
+/// How a `microvm` function's instances restore from its memory snapshot:
+/// one of [`RESTORE_POLICIES`] (default: the node's configured policy).
+pub const RESTORE_POLICY_ANNOTATION: &str = "stratus.dev/restore-policy";
+
+/// The values [`RESTORE_POLICY_ANNOTATION`] accepts.
+pub const RESTORE_POLICIES: [&str; 4] = ["eager", "lazy", "working-set", "warm-local"];
+
 /// A Knative `serving.knative.dev/v1` `Service`, reduced to what Stratus honours.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Service {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::convert::{check_name, Ctx, MapView};
-use crate::model::{Pos, Service, RUNTIME_ANNOTATION};
+use crate::model::{Pos, Service, RESTORE_POLICIES, RESTORE_POLICY_ANNOTATION, RUNTIME_ANNOTATION};
 use crate::yaml::Node;
 
 const AUTOSCALING: &str = "autoscaling.knative.dev/";
@@ -285,6 +285,16 @@ fn annotations(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos>
                 );
             } else {
                 svc.runtime = value.trim().to_string();
+            }
+        } else if key == RESTORE_POLICY_ANNOTATION {
+            if !RESTORE_POLICIES.contains(&value.trim()) {
+                ctx.error(
+                    v.pos,
+                    format!(
+                        "annotation '{key}': expected one of {}, found {value:?}",
+                        RESTORE_POLICIES.join(", ")
+                    ),
+                );
             }
         } else if let Some(rest) = key.strip_prefix(AUTOSCALING) {
             let harmless = matches!(

@@ -242,6 +242,23 @@ pub struct UpArgs {
     /// prefetch (lazy + landmark prefetch).
     #[arg(long, default_value = "prefetch")]
     image_pull: stratus_node::PullMode,
+    /// How microVM functions restore from their memory snapshot unless
+    /// annotated (stratus.dev/restore-policy): eager, lazy, working-set,
+    /// warm-local.
+    #[arg(long, default_value = "working-set")]
+    restore_policy: stratus_microvm::snapshot::RestorePolicy,
+    /// Guest memory of microVM functions, MiB.
+    #[arg(long, default_value_t = 256)]
+    vm_memory_mib: u32,
+    /// Node snapshot cache (eager / warm-local restores), bytes.
+    #[arg(long, default_value_t = 8 << 30)]
+    snapshot_cache_bytes: u64,
+    /// Node snapshot cache eviction: lru or size (largest first).
+    #[arg(long, default_value = "lru")]
+    snapshot_cache_policy: stratus_node::snapcache::EvictionPolicy,
+    /// Snapshot keys the node cache never evicts (repeatable).
+    #[arg(long = "pin-snapshot")]
+    pin_snapshot: Vec<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -429,6 +446,25 @@ async fn up(a: UpArgs) -> Result<()> {
     })? {
         Ok(sb) => extra.push(sb),
         Err(why) => eprintln!("runc runtime unavailable: {why}"),
+    }
+    match stratus_node::vm::microvm_backend(&stratus_node::vm::MicrovmBackendOptions {
+        state_dir: state_dir.clone(),
+        snapstore_url: a.snapstore.clone(),
+        snapstore_token: a.snapstore_token.clone(),
+        snapstore_dir: a.snapstore_dir.clone(),
+        restore_policy: a.restore_policy,
+        memory_mib: a.vm_memory_mib,
+        cache_bytes: a.snapshot_cache_bytes,
+        cache_policy: a.snapshot_cache_policy,
+        pinned: a.pin_snapshot.clone(),
+        chunk_cache_bytes: 512 << 20,
+        extra_path: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| vec![d.to_path_buf()]))
+            .unwrap_or_default(),
+    })? {
+        Ok(sb) => extra.push(sb),
+        Err(why) => eprintln!("microvm runtime unavailable: {why}"),
     }
     let platform = Platform::start_with_backends(cfg, extra)
         .await

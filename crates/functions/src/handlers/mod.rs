@@ -1,9 +1,11 @@
 //! Pure handler logic: functions from request-body bytes to response-body bytes.
 //!
-//! `echo`, `noop`, `bench` and the effectful part of `spin` (sleeping,
-//! crashing) live in the server; everything else is here and testable without a socket.
+//! `echo`, `noop`, `bench`, the per-process state of `memhog` and the
+//! effectful part of `spin` (sleeping, crashing) live in the server;
+//! everything else is here and testable without a socket.
 
 pub mod bench;
+pub mod memhog;
 pub mod spin;
 pub mod table;
 pub mod text;
@@ -43,7 +45,7 @@ impl Output {
     }
 }
 
-/// Runs one of the pure functions (all but `echo`, `noop`, `spin` and `bench`) on `body`.
+/// Runs one of the pure functions (all but `echo`, `noop`, `spin`, `bench` and `memhog`) on `body`.
 /// Returns `None` for the others.
 pub fn run_pure(
     function: Function,
@@ -51,7 +53,9 @@ pub fn run_pure(
     body: &[u8],
 ) -> Option<Result<Output, BadInput>> {
     let out = match function {
-        Function::Echo | Function::Noop | Function::Spin | Function::Bench => return None,
+        Function::Echo | Function::Noop | Function::Spin | Function::Bench | Function::Memhog => {
+            return None
+        }
         Function::Split => text::split(body, config.split).map(Output::json),
         Function::WcMap => text::wc_map(body).map(Output::json),
         Function::WcMerge => text::wc_merge(body).map(Output::json),
@@ -138,7 +142,11 @@ mod tests {
         for f in Function::ALL {
             let r = run_pure(f, &c, b"");
             match f {
-                Function::Echo | Function::Noop | Function::Spin | Function::Bench => {
+                Function::Echo
+                | Function::Noop
+                | Function::Spin
+                | Function::Bench
+                | Function::Memhog => {
                     assert!(r.is_none())
                 }
                 // Every pure function accepts an empty body.

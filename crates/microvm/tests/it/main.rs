@@ -38,6 +38,7 @@ fn spec(id: &str, command: &[&str], logs: &Arc<LogBuffer>) -> InstanceSpec {
         container_port: 8080,
         startup_timeout: Duration::from_secs(120),
         logs: logs.clone(),
+        annotations: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@ mod lifecycle;
 mod microvm;
 mod runc;
 mod scaling;
+mod vmsnap;
 mod workflows;
 
 use std::path::PathBuf;

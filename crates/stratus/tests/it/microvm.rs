@@ -17,7 +17,7 @@ const MICROVM: &str = "        stratus.dev/runtime: microvm\n";
 
 /// A config for VMs under `dir`, or `None` (skipped loudly) when QEMU, the
 /// kernel or busybox are missing; in CI that is a failure.
-fn microvm_or_skip(dir: &Path) -> Option<MicrovmConfig> {
+pub(crate) fn microvm_or_skip(dir: &Path) -> Option<MicrovmConfig> {
     match MicrovmConfig::detect(dir.join("vm")) {
         Ok(mut cfg) => {
             cfg.extra_path = vec![stratus_bin().parent().unwrap().to_path_buf()];
@@ -59,7 +59,7 @@ fn count_entries(p: &Path) -> usize {
 }
 
 /// `GET /stats` of a built-in function: its request counter.
-async fn requests(addr: std::net::SocketAddr) -> i64 {
+pub(crate) async fn requests(addr: std::net::SocketAddr) -> i64 {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /stats HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
@@ -141,7 +141,7 @@ async fn a_missing_program_is_reported_without_booting() {
     p.stop().await;
 }
 
-fn spin_spec(instance: &str, logs: &Arc<LogBuffer>) -> InstanceSpec {
+pub(crate) fn spin_spec(instance: &str, logs: &Arc<LogBuffer>) -> InstanceSpec {
     // What the platform's pool builds for revision 1 of `service("vm-spin", "spin", …)`.
     InstanceSpec {
         function: "vm-spin".into(),
@@ -154,6 +154,7 @@ fn spin_spec(instance: &str, logs: &Arc<LogBuffer>) -> InstanceSpec {
         container_port: 8080,
         startup_timeout: Duration::from_secs(120),
         logs: logs.clone(),
+        annotations: Default::default(),
     }
 }
 

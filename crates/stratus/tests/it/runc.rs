@@ -188,6 +188,7 @@ async fn containers_left_by_a_killed_platform_are_reaped() {
         container_port: 8080,
         startup_timeout: Duration::from_secs(10),
         logs,
+        annotations: Default::default(),
     };
     use stratus_sandbox::Sandbox;
     let (inst, timing) = sb.start(&spec).await.unwrap();

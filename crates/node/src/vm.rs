@@ -1,0 +1,119 @@
+//! The node's `microvm` backend for `stratus up`: QEMU instances whose
+//! memory snapshots live in the chunk store (a snapstore server or a local
+//! store directory) or, with neither, in a local snapshot directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use stratus_microvm::snapshot::{LocalDirSnapshots, RestorePolicy, SnapshotSource};
+use stratus_microvm::{MicrovmConfig, MicrovmSandbox, RestoreMode};
+use stratus_snapstore::{
+    CacheConfig, ChunkSource, ChunkStore, LocalFsBackend, RemoteConfig, RemoteSource, TieredCache,
+};
+
+use crate::memfs::MemfsOptions;
+use crate::snapcache::{EvictionPolicy, SnapshotCache, SnapshotCacheConfig};
+use crate::vmsnap::{ChunkSink, RcssSnapshots, RcssSnapshotsConfig};
+use crate::NodeError;
+
+/// How a node runs microVM functions.
+#[derive(Debug, Clone)]
+pub struct MicrovmBackendOptions {
+    pub state_dir: PathBuf,
+    pub snapstore_url: Option<String>,
+    pub snapstore_token: String,
+    pub snapstore_dir: Option<PathBuf>,
+    /// For functions without a `stratus.dev/restore-policy` annotation.
+    pub restore_policy: RestorePolicy,
+    pub memory_mib: u32,
+    /// Node snapshot cache (eager / warm-local): capacity, eviction, pins.
+    pub cache_bytes: u64,
+    pub cache_policy: EvictionPolicy,
+    pub pinned: Vec<String>,
+    /// Node chunk cache memory tier (lazy / working-set reads).
+    pub chunk_cache_bytes: u64,
+    /// Directories searched first for function programs (the guest image).
+    pub extra_path: Vec<PathBuf>,
+}
+
+/// A snapshot store for microVMs: RCSS when one is configured, else local
+/// files.
+pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSource>, NodeError> {
+    let store_err = |e: &dyn std::fmt::Display| NodeError::Store(e.to_string());
+    let (remote, sink): (Arc<dyn ChunkSource>, Arc<dyn ChunkSink>) =
+        match (&o.snapstore_url, &o.snapstore_dir) {
+            (Some(url), _) => {
+                let r = Arc::new(
+                    RemoteSource::new(RemoteConfig::new(url, &o.snapstore_token))
+                        .map_err(|e| store_err(&e))?,
+                );
+                (r.clone(), r)
+            }
+            (None, Some(dir)) => {
+                let s = Arc::new(ChunkStore::new(Arc::new(
+                    LocalFsBackend::open(dir).map_err(|e| store_err(&e))?,
+                )));
+                (s.clone(), s)
+            }
+            (None, None) => {
+                return Ok(Arc::new(LocalDirSnapshots::new(
+                    o.state_dir.join("microvm-snapshots"),
+                )))
+            }
+        };
+    let chunks = Arc::new(
+        TieredCache::new(
+            remote.clone(),
+            CacheConfig {
+                memory_bytes: o.chunk_cache_bytes,
+                disk: None,
+            },
+        )
+        .map_err(|e| store_err(&e))?,
+    );
+    let cache = Arc::new(
+        SnapshotCache::open(SnapshotCacheConfig {
+            root: o.state_dir.join("snapshot-cache"),
+            capacity_bytes: o.cache_bytes,
+            policy: o.cache_policy,
+            pinned: o.pinned.clone(),
+        })
+        .map_err(|e| store_err(&e))?,
+    );
+    let src = RcssSnapshots::new(RcssSnapshotsConfig {
+        chunks,
+        remote,
+        sink,
+        cache,
+        work_dir: o.state_dir.join("microvm-restores"),
+        memfs: MemfsOptions::default(),
+        batch_pages: 1024,
+        parallel: 4,
+    })
+    .map_err(|e| store_err(&e))?;
+    Ok(Arc::new(src))
+}
+
+/// The microVM sandbox for `stratus up`, or `None` (with the reason) when
+/// QEMU, a kernel or busybox is missing. VMs a killed predecessor left are
+/// killed first.
+pub fn microvm_backend(
+    o: &MicrovmBackendOptions,
+) -> Result<Result<Arc<MicrovmSandbox>, String>, NodeError> {
+    let work = o.state_dir.join("microvm");
+    let mut cfg = match MicrovmConfig::detect(&work) {
+        Ok(c) => c,
+        Err(why) => return Ok(Err(why)),
+    };
+    let n = stratus_microvm::reap_stale(&work);
+    if n > 0 {
+        tracing::warn!(count = n, "killed VMs left by a previous platform process");
+    }
+    cfg.memory_mib = o.memory_mib;
+    cfg.extra_path = o.extra_path.clone();
+    cfg.restore_policy = o.restore_policy;
+    cfg.snapshots = Some((snapshot_source(o)?, RestoreMode::Private));
+    MicrovmSandbox::new(cfg)
+        .map(|s| Ok(Arc::new(s)))
+        .map_err(|e| NodeError::Store(e.to_string()))
+}

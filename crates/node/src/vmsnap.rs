@@ -1,0 +1,933 @@
+//! MicroVM memory snapshots in the chunk store: [`RcssSnapshots`], the
+//! node's `stratus_microvm::snapshot::SnapshotSource` over RCSS.
+//!
+//! ```text
+//!  put:  memory ──4 KiB pages──► zero pages elided, the rest put_chunk (dedup by digest)
+//!        vmstate ──512 KiB chunks──► put_chunk
+//!        manifests: vm/KEY/vmstate (blob), then vm/KEY/memory (memory-snapshot,
+//!        annotation stratus.vmstate) LAST: a snapshot exists once its memory manifest does.
+//!
+//!  open(KEY, policy):
+//!    eager       ─► node SnapshotCache hit? else fetch every non-zero page (batched)
+//!                   into a sparse file in the cache ─► QEMU maps it MAP_PRIVATE
+//!    warm-local  ─► the same cache entry (a miss fills it, like eager)
+//!    lazy        ─► vmstate fetched; memory = a memfs FUSE file (one mount per
+//!                   restore) whose pages are fetched on first touch through the
+//!                   node chunk cache
+//!    working-set ─► lazy + vm/KEY/working-set: its chunks fetched in ONE batch
+//!                   (started at open, awaited before `cont`); no working set yet:
+//!                   this restore records one (first-touch order until the first
+//!                   response) and publishes it
+//! ```
+//!
+//! Every chunk is verified against its digest before QEMU sees it (the
+//! sources verify); a corrupt or missing chunk fails the read (`EIO` in
+//! memfs, so QEMU gets `SIGBUS` and exits: the platform sees the instance
+//! die), never a wrong page.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use stratus_microvm::snapshot::{
+    Restore, RestorePolicy, RestoreSession, RestoreStats, SnapshotError, SnapshotFiles,
+    SnapshotKey, SnapshotSource,
+};
+use stratus_snapstore::chunking::{self, Chunking};
+use stratus_snapstore::reader::PrefetchStats;
+use stratus_snapstore::{
+    BlobReader, ChunkRef, ChunkSource, ChunkStore, Digest, Manifest, ManifestKind, RemoteSource,
+    SourceError,
+};
+
+use crate::memfs::{self, MemfsHandle, MemfsOptions};
+use crate::snapcache::{CachedSnapshot, SnapshotCache, SnapshotLease};
+
+/// Manifest names of one snapshot.
+pub fn memory_name(key: &impl std::fmt::Display) -> String {
+    format!("vm/{key}/memory")
+}
+
+pub fn vmstate_name(key: &impl std::fmt::Display) -> String {
+    format!("vm/{key}/vmstate")
+}
+
+pub fn working_set_name(key: &impl std::fmt::Display) -> String {
+    format!("vm/{key}/working-set")
+}
+
+/// Annotation on the memory manifest naming the vmstate manifest.
+pub const VMSTATE_ANNOTATION: &str = "stratus.vmstate";
+
+/// Where snapshots are written: the store itself or a snapstore server.
+#[async_trait]
+pub trait ChunkSink: Send + Sync {
+    /// Stores a chunk; `true` if it was new.
+    async fn put_chunk(&self, digest: &Digest, data: Bytes) -> Result<bool, String>;
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), String>;
+}
+
+#[async_trait]
+impl ChunkSink for ChunkStore {
+    async fn put_chunk(&self, digest: &Digest, data: Bytes) -> Result<bool, String> {
+        ChunkStore::put_chunk(self, digest, data)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), String> {
+        ChunkStore::put_manifest(self, manifest)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl ChunkSink for RemoteSource {
+    async fn put_chunk(&self, digest: &Digest, data: Bytes) -> Result<bool, String> {
+        RemoteSource::put_chunk(self, digest, data)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), String> {
+        RemoteSource::put_manifest(self, manifest)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What one snapshot upload stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UploadStats {
+    pub memory_bytes: u64,
+    pub pages: u64,
+    pub zero_pages: u64,
+    /// Pages whose content was already in the store (dedup).
+    pub deduplicated_pages: u64,
+    pub new_pages: u64,
+    pub bytes_uploaded: u64,
+    pub vmstate_bytes: u64,
+    pub upload_us: u64,
+}
+
+/// Node-wide byte counters (the cost next to latency).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MovedStats {
+    /// Fetched from the store by eager fills (cache misses).
+    pub eager_bytes: u64,
+    /// Fetched in working-set prefetch batches.
+    pub prefetch_bytes: u64,
+    /// Served to lazy mounts on first touch (through the chunk cache).
+    pub on_demand_bytes: u64,
+    /// vmstate files fetched.
+    pub vmstate_bytes: u64,
+    /// Uploaded by `put`.
+    pub uploaded_bytes: u64,
+}
+
+#[derive(Clone)]
+pub struct RcssSnapshotsConfig {
+    /// Reads for lazy mounts and prefetches: the node chunk cache
+    /// (`TieredCache` over the remote).
+    pub chunks: Arc<dyn ChunkSource>,
+    /// Reads for eager fills (straight from the store: the fill is itself
+    /// the node's copy).
+    pub remote: Arc<dyn ChunkSource>,
+    pub sink: Arc<dyn ChunkSink>,
+    /// Complete snapshots on this node (eager, warm-local).
+    pub cache: Arc<SnapshotCache>,
+    /// Per-restore directories: memfs mount points and vmstate files.
+    pub work_dir: PathBuf,
+    pub memfs: MemfsOptions,
+    /// Pages per eager fetch batch.
+    pub batch_pages: usize,
+    /// Eager batches in flight, and uploads in flight.
+    pub parallel: usize,
+}
+
+impl std::fmt::Debug for RcssSnapshotsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RcssSnapshotsConfig")
+            .field("work_dir", &self.work_dir)
+            .field("batch_pages", &self.batch_pages)
+            .field("parallel", &self.parallel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Snapshots in the chunk store, restored by policy.
+pub struct RcssSnapshots {
+    cfg: RcssSnapshotsConfig,
+    rt: tokio::runtime::Handle,
+    seq: AtomicU64,
+    moved: Arc<Mutex<MovedStats>>,
+    uploads: Mutex<Vec<(String, UploadStats)>>,
+    /// Manifests are immutable: each is fetched and parsed once.
+    manifests: Mutex<std::collections::HashMap<String, Arc<Manifest>>>,
+}
+
+impl RcssSnapshots {
+    /// Must be called inside a tokio runtime (memfs reads block on it).
+    pub fn new(cfg: RcssSnapshotsConfig) -> Result<RcssSnapshots, SnapshotError> {
+        std::fs::create_dir_all(&cfg.work_dir).map_err(|source| SnapshotError::Io {
+            key: "-".into(),
+            path: cfg.work_dir.clone(),
+            source,
+        })?;
+        // Leftovers of a killed predecessor: unmount, then remove.
+        if let Ok(entries) = std::fs::read_dir(&cfg.work_dir) {
+            for e in entries.flatten() {
+                let mnt = e.path().join("mnt");
+                if mnt.exists() {
+                    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
+                        // SAFETY: a valid C string; failure is harmless.
+                        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                    }
+                }
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        Ok(RcssSnapshots {
+            cfg,
+            rt: tokio::runtime::Handle::current(),
+            seq: AtomicU64::new(0),
+            moved: Arc::new(Mutex::new(MovedStats::default())),
+            uploads: Mutex::new(Vec::new()),
+            manifests: Mutex::new(Default::default()),
+        })
+    }
+
+    pub fn cache(&self) -> &Arc<SnapshotCache> {
+        &self.cfg.cache
+    }
+
+    pub fn moved(&self) -> MovedStats {
+        *self.moved.lock()
+    }
+
+    /// Every upload so far: (key, stats).
+    pub fn uploads(&self) -> Vec<(String, UploadStats)> {
+        self.uploads.lock().clone()
+    }
+
+    fn err(key: &SnapshotKey, detail: impl std::fmt::Display) -> SnapshotError {
+        SnapshotError::Corrupt {
+            key: key.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn io(key: &SnapshotKey, path: &Path, source: std::io::Error) -> SnapshotError {
+        SnapshotError::Io {
+            key: key.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// A manifest, from the node's table or the store (not-found is not
+    /// remembered: it may appear later).
+    async fn manifest(&self, name: &str) -> Result<Arc<Manifest>, SourceError> {
+        if let Some(m) = self.manifests.lock().get(name) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(self.cfg.chunks.manifest(name).await?);
+        self.manifests.lock().insert(name.to_string(), m.clone());
+        Ok(m)
+    }
+
+    /// The memory manifest, or `None` when there is no snapshot.
+    async fn memory_manifest(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Option<Arc<Manifest>>, SnapshotError> {
+        match self.manifest(&memory_name(key)).await {
+            Ok(m) => {
+                if m.kind != ManifestKind::MemorySnapshot {
+                    return Err(Self::err(
+                        key,
+                        format!("{} is a {} manifest, not memory-snapshot", m.name, m.kind),
+                    ));
+                }
+                Ok(Some(m))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(store_err(key, e)),
+        }
+    }
+
+    /// Fetches the vmstate into `to` (verified chunk by chunk, size checked).
+    async fn fetch_vmstate(
+        &self,
+        key: &SnapshotKey,
+        memory: &Manifest,
+        to: &Path,
+    ) -> Result<u64, SnapshotError> {
+        let name = memory
+            .annotations
+            .get(VMSTATE_ANNOTATION)
+            .cloned()
+            .unwrap_or_else(|| vmstate_name(key));
+        let m = self.manifest(&name).await.map_err(|e| store_err(key, e))?;
+        let reader = BlobReader::new(m, self.cfg.chunks.clone())
+            .map_err(|e| Self::err(key, format!("vmstate: {}", chain(&e))))?;
+        let data = reader
+            .read_at(0, reader.size())
+            .await
+            .map_err(|e| Self::err(key, format!("vmstate: {}", chain(&e))))?;
+        if data.len() as u64 != reader.size() {
+            return Err(Self::err(
+                key,
+                format!(
+                    "vmstate is {} bytes, its manifest says {}",
+                    data.len(),
+                    reader.size()
+                ),
+            ));
+        }
+        std::fs::write(to, &data).map_err(|e| Self::io(key, to, e))?;
+        self.moved.lock().vmstate_bytes += data.len() as u64;
+        Ok(data.len() as u64)
+    }
+
+    /// Eager fill: every non-zero page from the store into a sparse file.
+    async fn fill_memory(
+        &self,
+        key: &SnapshotKey,
+        m: &Manifest,
+        to: &Path,
+    ) -> Result<(u64, u64), SnapshotError> {
+        let file = std::fs::File::create(to).map_err(|e| Self::io(key, to, e))?;
+        file.set_len(m.size).map_err(|e| Self::io(key, to, e))?;
+        let file = Arc::new(file);
+        let stored: Vec<ChunkRef> = m.chunks.iter().filter(|c| !c.is_zero()).copied().collect();
+        let groups: Vec<Vec<ChunkRef>> = stored
+            .chunks(self.cfg.batch_pages.max(1))
+            .map(<[ChunkRef]>::to_vec)
+            .collect();
+        let (mut chunks, mut bytes) = (0u64, 0u64);
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.cfg.parallel.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for g in groups {
+            let permit = sem.clone().acquire_owned().await.expect("never closed");
+            let (src, file, to) = (self.cfg.remote.clone(), file.clone(), to.to_path_buf());
+            tasks.spawn(async move {
+                let _permit = permit;
+                let digests: Vec<Digest> = g.iter().filter_map(|c| c.digest).collect();
+                let got = src.fetch(&digests).await.map_err(|e| chain(&e))?;
+                let n = g.len() as u64;
+                let b: u64 = got.iter().map(|d| d.len() as u64).sum();
+                tokio::task::spawn_blocking(move || {
+                    for (c, data) in g.iter().zip(got) {
+                        file.write_all_at(&data, c.offset)
+                            .map_err(|e| format!("{}: {e}", to.display()))?;
+                    }
+                    Ok::<_, String>((n, b))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            });
+            while let Some(r) = tasks.try_join_next() {
+                let (n, b) = flatten(r).map_err(|e| Self::err(key, e))?;
+                chunks += n;
+                bytes += b;
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            let (n, b) = flatten(r).map_err(|e| Self::err(key, e))?;
+            chunks += n;
+            bytes += b;
+        }
+        Ok((chunks, bytes))
+    }
+
+    async fn open_cached(
+        &self,
+        key: &SnapshotKey,
+        m: Arc<Manifest>,
+        policy: RestorePolicy,
+    ) -> Result<Restore, SnapshotError> {
+        let mut stats = RestoreStats::default();
+        let entry: CachedSnapshot = match self.cfg.cache.get(key.as_str()) {
+            Some(e) => {
+                stats.cache_hit = true;
+                e
+            }
+            None => {
+                let filled = Arc::new(Mutex::new((0u64, 0u64)));
+                let f2 = filled.clone();
+                let m2 = m.clone();
+                let e = self
+                    .cfg
+                    .cache
+                    .insert_with(key.as_str(), |mem: PathBuf, vms: PathBuf| async move {
+                        let r = self
+                            .fill_memory(key, &m2, &mem)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        *f2.lock() = r;
+                        self.fetch_vmstate(key, &m2, &vms)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|e| Self::err(key, e))?;
+                let (c, b) = *filled.lock();
+                stats.fetched_chunks = c;
+                stats.fetched_bytes = b;
+                self.moved.lock().eager_bytes += b;
+                e
+            }
+        };
+        // (Just inserted as most recently used: not leased, so that the
+        // hit/miss counters stay one per restore.)
+        Ok(cached_restore(entry, None, policy, stats))
+    }
+
+    async fn open_lazy(
+        &self,
+        key: &SnapshotKey,
+        m: Arc<Manifest>,
+        policy: RestorePolicy,
+    ) -> Result<Restore, SnapshotError> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .cfg
+            .work_dir
+            .join(format!("{key}-{}-{n}", std::process::id()));
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).map_err(|e| Self::io(key, &mnt, e))?;
+        let guard = DirGuard(dir.clone());
+        let vmstate = dir.join("vmstate");
+        // The working set, if one was recorded: its prefetch starts now and
+        // runs while QEMU starts.
+        let ws = if policy == RestorePolicy::WorkingSet {
+            match self.manifest(&working_set_name(key)).await {
+                Ok(ws) if memfs::working_set_chunks(&m, &ws).is_ok() => Some(ws),
+                Ok(ws) => {
+                    tracing::warn!(key = %key, kind = %ws.kind, "ignoring a working set that does not match the snapshot");
+                    None
+                }
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(store_err(key, e)),
+            }
+        } else {
+            None
+        };
+        let reader = Arc::new(
+            BlobReader::new(m.clone(), self.cfg.chunks.clone()).map_err(|e| Self::err(key, e))?,
+        );
+        let (rd, rt, opts, mnt2) = (reader, self.rt.clone(), self.cfg.memfs.clone(), mnt.clone());
+        let handle = tokio::task::spawn_blocking(move || memfs::mount(rd, rt, &mnt2, &opts))
+            .await
+            .map_err(|e| Self::err(key, e))?
+            .map_err(|e| Self::err(key, format!("lazy memory mount: {e}")))?;
+        let handle = Arc::new(handle);
+        // The working set's prefetch (one batch, into this mount's page
+        // cache) runs while the vmstate arrives and QEMU starts.
+        let (prefetch, ws_set) = match &ws {
+            Some(ws) => {
+                let set: HashSet<usize> = ws
+                    .chunks
+                    .iter()
+                    .filter_map(|c| m.chunk_index_at(c.offset))
+                    .collect();
+                let (h, ws) = (handle.clone(), ws.clone());
+                let task: PrefetchTask = tokio::spawn(async move { h.prefetch(&ws).await });
+                (Some(task), set)
+            }
+            None => (None, HashSet::new()),
+        };
+        let vmstate_bytes = self.fetch_vmstate(key, &m, &vmstate).await?;
+        let files = SnapshotFiles {
+            memory: handle.file_path(),
+            vmstate,
+            memory_bytes: m.size,
+            vmstate_bytes,
+        };
+        let recording = policy == RestorePolicy::WorkingSet && ws.is_none();
+        Ok(Restore {
+            files,
+            policy,
+            session: Box::new(LazySession {
+                key: key.clone(),
+                manifest: m,
+                handle: Mutex::new(Some(handle)),
+                prefetch: tokio::sync::Mutex::new(prefetch),
+                prefetched: Mutex::new(PrefetchStats::default()),
+                ws_set,
+                recording,
+                recorded: AtomicU64::new(0),
+                sink: self.cfg.sink.clone(),
+                moved: self.moved.clone(),
+                _dir: guard,
+            }),
+        })
+    }
+}
+
+fn cached_restore(
+    entry: CachedSnapshot,
+    lease: Option<SnapshotLease>,
+    policy: RestorePolicy,
+    stats: RestoreStats,
+) -> Restore {
+    Restore {
+        files: SnapshotFiles {
+            memory: entry.memory.clone(),
+            vmstate: entry.vmstate.clone(),
+            memory_bytes: entry.memory_bytes,
+            vmstate_bytes: entry.vmstate_bytes,
+        },
+        policy,
+        session: Box::new(CachedSession {
+            lease: Mutex::new(lease),
+            stats,
+        }),
+    }
+}
+
+/// A restore from the node cache: the entry is leased (not evictable)
+/// until QEMU has the file open and the function answered.
+struct CachedSession {
+    lease: Mutex<Option<SnapshotLease>>,
+    stats: RestoreStats,
+}
+
+#[async_trait]
+impl RestoreSession for CachedSession {
+    async fn first_response(&self, _vm_pid: i32) {
+        self.lease.lock().take();
+    }
+    fn stats(&self) -> RestoreStats {
+        self.stats
+    }
+}
+
+fn manifest(kind: ManifestKind, name: String, size: u64, chunks: Vec<ChunkRef>) -> Manifest {
+    Manifest {
+        version: stratus_snapstore::manifest::MANIFEST_VERSION,
+        kind,
+        name,
+        size,
+        chunks,
+        annotations: Default::default(),
+    }
+}
+
+fn flatten<T>(r: Result<Result<T, String>, tokio::task::JoinError>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())?
+}
+
+fn store_err(key: &SnapshotKey, e: SourceError) -> SnapshotError {
+    SnapshotError::Corrupt {
+        key: key.to_string(),
+        detail: format!("snapshot store: {}", chain(&e)),
+    }
+}
+
+/// An error and its sources, `: `-joined.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[async_trait]
+impl SnapshotSource for RcssSnapshots {
+    async fn open(
+        &self,
+        key: &SnapshotKey,
+        policy: RestorePolicy,
+    ) -> Result<Option<Restore>, SnapshotError> {
+        // A complete local copy needs nothing from the store.
+        if matches!(policy, RestorePolicy::Eager | RestorePolicy::WarmLocal) {
+            let lease = if self.cfg.cache.contains(key.as_str()) {
+                self.cfg.cache.lease(key.as_str())
+            } else {
+                None
+            };
+            if let Some(lease) = lease {
+                return Ok(Some(cached_restore(
+                    lease.snapshot().clone(),
+                    Some(lease),
+                    policy,
+                    RestoreStats {
+                        cache_hit: true,
+                        ..RestoreStats::default()
+                    },
+                )));
+            }
+        }
+        let Some(m) = self.memory_manifest(key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(match policy {
+            RestorePolicy::Eager | RestorePolicy::WarmLocal => {
+                self.open_cached(key, m, policy).await?
+            }
+            RestorePolicy::Lazy | RestorePolicy::WorkingSet => {
+                self.open_lazy(key, m, policy).await?
+            }
+        }))
+    }
+
+    async fn put(
+        &self,
+        key: &SnapshotKey,
+        memory: &Path,
+        vmstate: &Path,
+    ) -> Result<(), SnapshotError> {
+        let t = std::time::Instant::now();
+        let mut st = UploadStats::default();
+        // vmstate first (small, fixed chunks).
+        let vms = std::fs::read(vmstate).map_err(|e| Self::io(key, vmstate, e))?;
+        st.vmstate_bytes = vms.len() as u64;
+        let vms = Bytes::from(vms);
+        let size = Chunking::default().chunk_size();
+        let mut refs = Vec::new();
+        for p in chunking::split(&vms, 0, size) {
+            if let Some(d) = p.digest {
+                self.cfg
+                    .sink
+                    .put_chunk(&d, p.data.clone())
+                    .await
+                    .map_err(|e| Self::err(key, format!("upload vmstate: {e}")))?;
+            }
+            refs.push(ChunkRef {
+                offset: p.offset,
+                len: p.data.len() as u32,
+                digest: p.digest,
+            });
+        }
+        let vm_manifest = manifest(
+            ManifestKind::Blob,
+            vmstate_name(key),
+            vms.len() as u64,
+            refs,
+        );
+        self.cfg
+            .sink
+            .put_manifest(&vm_manifest)
+            .await
+            .map_err(|e| Self::err(key, format!("upload vmstate manifest: {e}")))?;
+        // Memory, page by page, read in 4 MiB blocks.
+        let page = Chunking::pages().chunk_size();
+        let mut f = std::fs::File::open(memory).map_err(|e| Self::io(key, memory, e))?;
+        let total = f.metadata().map_err(|e| Self::io(key, memory, e))?.len();
+        st.memory_bytes = total;
+        let mut refs: Vec<ChunkRef> = Vec::with_capacity((total / u64::from(page)) as usize + 1);
+        let mut offset = 0u64;
+        let sem = Arc::new(tokio::sync::Semaphore::new(self.cfg.parallel.max(1) * 8));
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let mut buf = vec![0u8; 4 << 20];
+            let mut got = 0;
+            while got < buf.len() {
+                let n = f
+                    .read(&mut buf[got..])
+                    .map_err(|e| Self::io(key, memory, e))?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            if got == 0 {
+                break;
+            }
+            buf.truncate(got);
+            let block = Bytes::from(buf);
+            for p in chunking::split(&block, offset, page) {
+                st.pages += 1;
+                match p.digest {
+                    None => st.zero_pages += 1,
+                    Some(d) => {
+                        let permit = sem.clone().acquire_owned().await.expect("never closed");
+                        let (sink, data) = (self.cfg.sink.clone(), p.data.clone());
+                        tasks.spawn(async move {
+                            let _permit = permit;
+                            let len = data.len() as u64;
+                            sink.put_chunk(&d, data).await.map(|new| (new, len))
+                        });
+                    }
+                }
+                refs.push(ChunkRef {
+                    offset: p.offset,
+                    len: p.data.len() as u32,
+                    digest: p.digest,
+                });
+                while let Some(r) = tasks.try_join_next() {
+                    count_upload(&mut st, r).map_err(|e| Self::err(key, e))?;
+                }
+            }
+            offset += got as u64;
+        }
+        while let Some(r) = tasks.join_next().await {
+            count_upload(&mut st, r).map_err(|e| Self::err(key, e))?;
+        }
+        let mut m = manifest(ManifestKind::MemorySnapshot, memory_name(key), total, refs);
+        m.annotations
+            .insert(VMSTATE_ANNOTATION.into(), vmstate_name(key));
+        self.cfg
+            .sink
+            .put_manifest(&m)
+            .await
+            .map_err(|e| Self::err(key, format!("upload memory manifest: {e}")))?;
+        let _ = std::fs::remove_file(memory);
+        let _ = std::fs::remove_file(vmstate);
+        st.upload_us = t.elapsed().as_micros() as u64;
+        self.moved.lock().uploaded_bytes += st.bytes_uploaded + st.vmstate_bytes;
+        tracing::info!(key = %key, pages = st.pages, zero = st.zero_pages, dedup = st.deduplicated_pages, new = st.new_pages, ms = st.upload_us / 1000, "snapshot uploaded");
+        self.uploads.lock().push((key.to_string(), st));
+        Ok(())
+    }
+}
+
+fn count_upload(
+    st: &mut UploadStats,
+    r: Result<Result<(bool, u64), String>, tokio::task::JoinError>,
+) -> Result<(), String> {
+    let (new, len) = r.map_err(|e| e.to_string())??;
+    if new {
+        st.new_pages += 1;
+        st.bytes_uploaded += len;
+    } else {
+        st.deduplicated_pages += 1;
+    }
+    Ok(())
+}
+
+/// The working set a restore touched, as a `working-set` manifest.
+///
+/// QEMU advises `MADV_HUGEPAGE` on guest RAM, so the kernel fills the
+/// memfs page cache in whole 2 MiB blocks and memfs's own record is
+/// 2 MiB-granular. The pages QEMU actually mapped are finer: they are the
+/// present entries of `/proc/PID/pagemap` over its mapping of the memory
+/// file (page faults map the touched page and, by fault-around, at most
+/// 64 KiB of neighbours already cached). The manifest lists those pages
+/// (zero pages included, so a prefetch puts them in the page cache too),
+/// in memfs's first-touch order of their 2 MiB blocks. Falls back to
+/// memfs's record when the mapping cannot be read.
+fn recorded_working_set(h: &MemfsHandle, vm_pid: i32, name: &str) -> Manifest {
+    let m = h.manifest();
+    match mapped_pages(vm_pid, &h.file_path()) {
+        Ok(pages) if !pages.is_empty() => {
+            let present: HashSet<usize> = pages
+                .into_iter()
+                .filter_map(|p| m.chunk_index_at(p * PAGE))
+                .collect();
+            // Blocks in first-touch order, then pages in address order.
+            let mut seen_block = HashSet::new();
+            let mut order: Vec<usize> = Vec::with_capacity(present.len());
+            let mut sorted: Vec<usize> = present.iter().copied().collect();
+            sorted.sort_unstable();
+            let block_of = |i: usize| m.chunks[i].offset / (2 << 20);
+            for i in h.touched_with_zeros() {
+                let b = block_of(i);
+                if seen_block.insert(b) {
+                    order.extend(sorted.iter().copied().filter(|&j| block_of(j) == b));
+                }
+            }
+            let listed: HashSet<usize> = order.iter().copied().collect();
+            order.extend(sorted.into_iter().filter(|j| !listed.contains(j)));
+            let mut ws = h.working_set_manifest_with_zeros(name);
+            ws.chunks = order.into_iter().map(|i| m.chunks[i]).collect();
+            ws
+        }
+        Ok(_) => h.working_set_manifest_with_zeros(name),
+        Err(e) => {
+            tracing::warn!(pid = vm_pid, error = %e, "cannot read the VM's page map; using the 2 MiB-granular record");
+            h.working_set_manifest_with_zeros(name)
+        }
+    }
+}
+
+const PAGE: u64 = 4096;
+
+/// File page indexes of `file` that process `pid` has mapped (present or
+/// swapped in its page tables).
+fn mapped_pages(pid: i32, file: &Path) -> std::io::Result<Vec<u64>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let want = file.to_string_lossy();
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(off), Some(_dev), Some(_ino)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let path: Vec<&str> = f.collect();
+        if path.join(" ") != want {
+            continue;
+        }
+        let parse = |s: &str| u64::from_str_radix(s, 16).ok();
+        let (Some((start, end)), Some(off)) = (
+            range
+                .split_once('-')
+                .and_then(|(a, b)| Some((parse(a)?, parse(b)?))),
+            parse(off),
+        ) else {
+            continue;
+        };
+        let n = ((end - start) / PAGE) as usize;
+        let mut buf = vec![0u8; n * 8];
+        use std::io::{Seek, SeekFrom};
+        pagemap.seek(SeekFrom::Start(start / PAGE * 8))?;
+        pagemap.read_exact(&mut buf)?;
+        for (i, e) in buf.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+            if v & (3 << 62) != 0 {
+                out.push(off / PAGE + i as u64);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes a per-restore directory when the restore ends.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+type PrefetchTask = tokio::task::JoinHandle<Result<PrefetchStats, memfs::MemfsError>>;
+
+/// One lazy restore: its memfs mount, the working-set prefetch in flight,
+/// the recording.
+struct LazySession {
+    key: SnapshotKey,
+    manifest: Arc<Manifest>,
+    handle: Mutex<Option<Arc<MemfsHandle>>>,
+    prefetch: tokio::sync::Mutex<Option<PrefetchTask>>,
+    prefetched: Mutex<PrefetchStats>,
+    /// Chunk indexes the prefetch covers.
+    ws_set: HashSet<usize>,
+    recording: bool,
+    recorded: AtomicU64,
+    sink: Arc<dyn ChunkSink>,
+    moved: Arc<Mutex<MovedStats>>,
+    _dir: DirGuard,
+}
+
+impl LazySession {
+    /// Chunks (count, bytes) first touched by the guest that the prefetch
+    /// did not cover.
+    fn on_demand(&self) -> (u64, u64) {
+        let g = self.handle.lock();
+        let Some(h) = g.as_ref() else {
+            return (0, 0);
+        };
+        h.touched()
+            .into_iter()
+            .filter(|i| !self.ws_set.contains(i))
+            .filter_map(|i| self.manifest.chunks.get(i))
+            .filter(|c| !c.is_zero())
+            .fold((0, 0), |(n, b), c| (n + 1, b + u64::from(c.len)))
+    }
+}
+
+#[async_trait]
+impl RestoreSession for LazySession {
+    async fn before_resume(&self) -> Result<(), SnapshotError> {
+        let task = self.prefetch.lock().await.take();
+        if let Some(t) = task {
+            let st = t
+                .await
+                .map_err(|e| SnapshotError::Corrupt {
+                    key: self.key.to_string(),
+                    detail: format!("working-set prefetch task: {e}"),
+                })?
+                .map_err(|e| SnapshotError::Corrupt {
+                    key: self.key.to_string(),
+                    detail: format!("working-set prefetch: {e}"),
+                })?;
+            self.moved.lock().prefetch_bytes += st.bytes;
+            *self.prefetched.lock() = st;
+        }
+        Ok(())
+    }
+
+    async fn first_response(&self, vm_pid: i32) {
+        if !self.recording {
+            return;
+        }
+        let Some(h) = self.handle.lock().clone() else {
+            return;
+        };
+        let name = working_set_name(&self.key);
+        let ws = match tokio::task::spawn_blocking(move || recorded_working_set(&h, vm_pid, &name))
+            .await
+        {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "recording the working set");
+                return;
+            }
+        };
+        self.recorded
+            .store(ws.chunks.len() as u64, Ordering::Relaxed);
+        // A concurrent first restore may have published one already.
+        match self.sink.put_manifest(&ws).await {
+            Ok(()) => {
+                tracing::info!(key = %self.key, chunks = ws.chunks.len(), "working set recorded")
+            }
+            Err(e) => tracing::warn!(key = %self.key, error = %e, "working set not stored"),
+        }
+    }
+
+    fn stats(&self) -> RestoreStats {
+        let p = *self.prefetched.lock();
+        let (on_demand_chunks, on_demand_bytes) = self.on_demand();
+        let zero_chunks = self
+            .handle
+            .lock()
+            .as_ref()
+            .map_or(0, |h| h.stats().zero_chunks_served);
+        RestoreStats {
+            cache_hit: false,
+            fetched_chunks: 0,
+            fetched_bytes: 0,
+            prefetched_chunks: p.chunks,
+            prefetched_bytes: p.bytes,
+            on_demand_chunks,
+            on_demand_bytes,
+            zero_chunks,
+            recorded_chunks: self.recorded.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for LazySession {
+    fn drop(&mut self) {
+        let (_, bytes) = self.on_demand();
+        self.moved.lock().on_demand_bytes += bytes;
+        if let Some(h) = self.handle.lock().take() {
+            // The last reference unmounts (a prefetch still running holds one).
+            if let Ok(h) = Arc::try_unwrap(h) {
+                if let Err(e) = h.unmount() {
+                    tracing::warn!(key = %self.key, error = %e, "unmounting a lazy memory file");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! MicroVM memory snapshots in the chunk store (RCSS part 2): upload at
+//! page granularity, restore by every policy from a real snapstore server,
+//! and the fault cases (corrupt chunks, a store outage mid-restore).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use stratus_microvm::snapshot::{RestorePolicy, SnapshotSource};
+use stratus_microvm::{MicrovmConfig, MicrovmSandbox, RestoreMode};
+use stratus_node::memfs::MemfsOptions;
+use stratus_node::snapcache::{EvictionPolicy, SnapshotCache, SnapshotCacheConfig};
+use stratus_node::vmsnap::{self, RcssSnapshots, RcssSnapshotsConfig};
+use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox};
+use stratus_snapstore::{
+    CacheConfig, ChunkSource, ChunkStore, Digest, LocalFsBackend, Manifest, RemoteConfig,
+    RemoteSource, ServeOptions, SourceError, TieredCache,
+};
+
+use crate::microvm::{microvm_or_skip, requests, spin_spec};
+
+const TOKEN: &str = "t0ken";
+
+/// A snapstore server on loopback over a store directory.
+struct Server {
+    url: String,
+    store: Arc<ChunkStore>,
+    dir: std::path::PathBuf,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn server(dir: &Path) -> Server {
+    let store = Arc::new(ChunkStore::new(Arc::new(
+        LocalFsBackend::open(dir).unwrap(),
+    )));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = ServeOptions {
+        token: TOKEN.into(),
+        // Corrupt chunks reach the node, which must catch them itself.
+        verify: false,
+    };
+    tokio::spawn(stratus_snapstore::server::serve(
+        l,
+        store.clone(),
+        opts,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Server {
+        url,
+        store,
+        dir: dir.to_path_buf(),
+        _stop: tx,
+    }
+}
+
+fn remote(url: &str) -> Arc<RemoteSource> {
+    let mut c = RemoteConfig::new(url, TOKEN);
+    c.timeout = Duration::from_secs(5);
+    c.max_attempts = 2;
+    c.backoff = Duration::from_millis(50);
+    Arc::new(RemoteSource::new(c).unwrap())
+}
+
+/// The node side: chunk cache, snapshot cache, RCSS snapshot source.
+fn node(root: &Path, remote: Arc<dyn ChunkSource>, sink: Arc<RemoteSource>) -> Arc<RcssSnapshots> {
+    let chunks = Arc::new(
+        TieredCache::new(
+            remote.clone(),
+            CacheConfig {
+                memory_bytes: 256 << 20,
+                disk: None,
+            },
+        )
+        .unwrap(),
+    );
+    let cache = Arc::new(
+        SnapshotCache::open(SnapshotCacheConfig {
+            root: root.join("snapshot-cache"),
+            capacity_bytes: 4 << 30,
+            policy: EvictionPolicy::Lru,
+            pinned: vec![],
+        })
+        .unwrap(),
+    );
+    Arc::new(
+        RcssSnapshots::new(RcssSnapshotsConfig {
+            chunks,
+            remote,
+            sink,
+            cache,
+            work_dir: root.join("restores"),
+            memfs: MemfsOptions::default(),
+            batch_pages: 1024,
+            parallel: 4,
+        })
+        .unwrap(),
+    )
+}
+
+fn with_policy(mut spec: InstanceSpec, p: RestorePolicy) -> InstanceSpec {
+    spec.annotations.insert(
+        stratus_sandbox::RESTORE_POLICY_ANNOTATION.into(),
+        p.to_string(),
+    );
+    spec
+}
+
+fn memfs_mounts() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("stratus-memfs"))
+        .count()
+}
+
+/// The one memory manifest in the store.
+async fn memory_manifest(store: &ChunkStore) -> Manifest {
+    let names = store.list().await.unwrap();
+    let name = names
+        .iter()
+        .find(|n| n.starts_with("vm/") && n.ends_with("/memory"))
+        .unwrap_or_else(|| panic!("no memory manifest in {names:?}"));
+    ChunkSource::manifest(store, name).await.unwrap()
+}
+
+async fn start(
+    sb: &MicrovmSandbox,
+    spec: &InstanceSpec,
+) -> (Box<dyn Instance>, stratus_microvm::RestoreRecord) {
+    let (inst, _) = sb
+        .start(spec)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.instance_id));
+    let rec = sb.record(&spec.instance_id).unwrap();
+    eprintln!(
+        "{}: {}",
+        spec.instance_id,
+        serde_json::to_string(&rec).unwrap()
+    );
+    assert!(
+        requests(inst.endpoint()).await >= 1,
+        "{} answers",
+        spec.instance_id
+    );
+    (inst, rec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut cfg) = microvm_or_skip(dir.path()) else {
+        return;
+    };
+    let srv = server(&dir.path().join("store")).await;
+    let r = remote(&srv.url);
+    let src = node(&dir.path().join("node"), r.clone(), r.clone());
+    cfg.snapshots = Some((src.clone() as Arc<dyn SnapshotSource>, RestoreMode::Private));
+    let sb = MicrovmSandbox::new(cfg).unwrap();
+    let logs = Arc::new(LogBuffer::new(1 << 20));
+    let spec = |id: &str, p| with_policy(spin_spec(id, &logs), p);
+
+    // First start: boot, snapshot, upload; then a working-set restore that
+    // records the working set.
+    let (a, rec) = start(&sb, &spec("ws-1", RestorePolicy::WorkingSet)).await;
+    assert!(rec.made_snapshot);
+    assert_eq!(rec.policy, Some(RestorePolicy::WorkingSet));
+    assert!(rec.stats.recorded_chunks > 0, "{rec:?}");
+    assert_eq!(rec.stats.prefetched_chunks, 0);
+    let up = src.uploads();
+    assert_eq!(up.len(), 1);
+    let u = up[0].1;
+    assert_eq!(u.memory_bytes, 256 << 20);
+    assert_eq!(u.pages, u.memory_bytes / 4096);
+    assert!(u.zero_pages > u.pages / 4, "zero pages elided: {u:?}");
+    assert!(
+        u.deduplicated_pages > 0,
+        "identical pages stored once: {u:?}"
+    );
+    let m = memory_manifest(&srv.store).await;
+    assert_eq!(m.kind.as_str(), "memory-snapshot");
+    assert_eq!(
+        m.chunks.iter().filter(|c| c.is_zero()).count() as u64,
+        u.zero_pages
+    );
+    let key = m
+        .name
+        .trim_start_matches("vm/")
+        .trim_end_matches("/memory")
+        .to_string();
+    let ws = ChunkSource::manifest(srv.store.as_ref(), &format!("vm/{key}/working-set"))
+        .await
+        .unwrap();
+    assert_eq!(ws.kind.as_str(), "working-set");
+    assert_eq!(ws.chunks.len() as u64, rec.stats.recorded_chunks);
+    // Page-granular (from the VM's page map), zero pages included so that a
+    // prefetch puts them in the page cache too.
+    assert!(ws.chunks.iter().filter(|c| !c.is_zero()).count() > ws.chunks.len() / 2);
+    assert!(
+        (ws.chunks.len() as u64) < rec.stats.on_demand_chunks + rec.stats.zero_chunks,
+        "finer than what the kernel read (2 MiB blocks): {rec:?}"
+    );
+
+    // Later working-set restores prefetch it in one batch before `cont`.
+    let (b, rec) = start(&sb, &spec("ws-2", RestorePolicy::WorkingSet)).await;
+    assert!(!rec.made_snapshot);
+    // (Counted once per distinct page content.)
+    assert!(
+        rec.stats.prefetched_chunks > 0 && rec.stats.prefetched_chunks <= ws.chunks.len() as u64,
+        "{rec:?}"
+    );
+    assert_eq!(rec.stats.recorded_chunks, 0);
+    assert!(
+        rec.stats.on_demand_chunks < rec.stats.prefetched_chunks,
+        "the working set covers most of what the restore touches: {rec:?}"
+    );
+
+    // Lazy: everything on first touch.
+    let (c, rec) = start(&sb, &spec("lazy", RestorePolicy::Lazy)).await;
+    assert_eq!(rec.stats.prefetched_chunks, 0);
+    assert!(rec.stats.on_demand_chunks > 0, "{rec:?}");
+    assert_eq!(memfs_mounts(), 3, "one memfs mount per lazy restore");
+
+    // Eager: the whole memory into the node cache, then warm-local hits it.
+    let (d, rec) = start(&sb, &spec("eager", RestorePolicy::Eager)).await;
+    assert!(!rec.stats.cache_hit);
+    assert_eq!(
+        rec.stats.fetched_chunks,
+        m.chunks.iter().filter(|c| !c.is_zero()).count() as u64
+    );
+    let (e, rec) = start(&sb, &spec("warm", RestorePolicy::WarmLocal)).await;
+    assert!(rec.stats.cache_hit, "{rec:?}");
+    assert_eq!(rec.stats.fetched_bytes, 0);
+    let (f, rec) = start(&sb, &spec("eager-again", RestorePolicy::Eager)).await;
+    assert!(
+        rec.stats.cache_hit,
+        "eager needs no fetch once cached: {rec:?}"
+    );
+    let cs = src.cache().stats();
+    assert_eq!((cs.entries, cs.hits, cs.misses), (1, 2, 1), "{cs:?}");
+    assert!(cs.stored_bytes < 256 << 20, "zero pages are holes: {cs:?}");
+
+    // An unknown policy annotation is refused with its name.
+    let mut bad = spin_spec("bad", &logs);
+    bad.annotations.insert(
+        stratus_sandbox::RESTORE_POLICY_ANNOTATION.into(),
+        "sometimes".into(),
+    );
+    let err = sb.start(&bad).await.err().unwrap().to_string();
+    assert!(
+        err.contains("stratus.dev/restore-policy") && err.contains("sometimes"),
+        "{err}"
+    );
+
+    for i in [a, b, c, d, e, f] {
+        i.stop().await;
+    }
+    drop(sb);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(memfs_mounts(), 0, "lazy mounts are gone after stop");
+    let moved = src.moved();
+    assert!(
+        moved.prefetch_bytes > 0 && moved.eager_bytes > 0 && moved.on_demand_bytes > 0,
+        "{moved:?}"
+    );
+}
+
+/// A chunk source that stops answering after `ok` fetches (a store outage
+/// in the middle of a restore).
+struct FailAfter {
+    inner: Arc<dyn ChunkSource>,
+    ok: AtomicI64,
+}
+
+#[async_trait]
+impl ChunkSource for FailAfter {
+    async fn fetch(&self, digests: &[Digest]) -> Result<Vec<Bytes>, SourceError> {
+        if self.ok.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            return Err(SourceError::NotFound {
+                what: "any chunk (injected outage)".into(),
+                origin: "FailAfter".into(),
+            });
+        }
+        self.inner.fetch(digests).await
+    }
+    async fn manifest(&self, name: &str) -> Result<Manifest, SourceError> {
+        self.inner.manifest(name).await
+    }
+}
+
+fn sandbox_on(base: &MicrovmConfig, work: &Path, src: Arc<RcssSnapshots>) -> MicrovmSandbox {
+    let mut cfg = base.clone();
+    cfg.work_dir = work.to_path_buf();
+    cfg.snapshots = Some((src as Arc<dyn SnapshotSource>, RestoreMode::Private));
+    MicrovmSandbox::new(cfg).unwrap()
+}
+
+fn chunk_file(store_dir: &Path, d: &Digest) -> std::path::PathBuf {
+    let p = LocalFsBackend::open(store_dir).unwrap().chunk_path(d);
+    assert!(p.is_file(), "chunk {d} at {}", p.display());
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_chunks_and_store_outages_fail_restores_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut cfg) = microvm_or_skip(dir.path()) else {
+        return;
+    };
+    let srv = server(&dir.path().join("store")).await;
+    let r = remote(&srv.url);
+    let src = node(&dir.path().join("node"), r.clone(), r.clone());
+    let base_cfg: MicrovmConfig = cfg.clone();
+    cfg.snapshots = Some((src.clone() as Arc<dyn SnapshotSource>, RestoreMode::Private));
+    let sb = MicrovmSandbox::new(cfg).unwrap();
+
+    let logs = Arc::new(LogBuffer::new(1 << 20));
+    let spec = |id: &str, p| with_policy(spin_spec(id, &logs), p);
+    let (a, _) = start(&sb, &spec("first", RestorePolicy::WorkingSet)).await;
+    a.stop().await;
+    drop(a);
+    let m = memory_manifest(&srv.store).await;
+    let key = m
+        .name
+        .trim_start_matches("vm/")
+        .trim_end_matches("/memory")
+        .to_string();
+
+    // A store outage after the vmstate arrived: the lazy restore's page
+    // reads fail; the start fails with an error, nothing hangs.
+    let failing = Arc::new(FailAfter {
+        inner: r.clone(),
+        ok: AtomicI64::new(1),
+    });
+    let src2 = node(&dir.path().join("node2"), failing, r.clone());
+    let sb2 = sandbox_on(&base_cfg, &dir.path().join("vm2"), src2);
+    let t = std::time::Instant::now();
+    let mut s = spec("outage", RestorePolicy::Lazy);
+    s.startup_timeout = Duration::from_secs(60);
+    let err = tokio::time::timeout(Duration::from_secs(90), sb2.start(&s))
+        .await
+        .expect("a failed lazy restore must not hang")
+        .err()
+        .expect("the restore cannot succeed without its pages")
+        .to_string();
+    eprintln!("outage: {err} after {:?}", t.elapsed());
+    assert!(err.contains("SIGBUS"), "{err}");
+    assert!(memfs_mounts() == 0, "the failed restore's mount is gone");
+
+    // A corrupt memory page in the store: eager refuses (naming the chunk),
+    // and the node cache keeps nothing.
+    let ws = ChunkSource::manifest(srv.store.as_ref(), &format!("vm/{key}/working-set"))
+        .await
+        .unwrap();
+    let victim = ws.chunks[0].digest.unwrap();
+    let victim_file = chunk_file(&srv.dir, &victim);
+    let original = std::fs::read(&victim_file).unwrap();
+    std::fs::write(&victim_file, vec![0xAB; 4096]).unwrap();
+    let err = sb
+        .start(&spec("eager-corrupt", RestorePolicy::Eager))
+        .await
+        .err()
+        .expect("a corrupt page must refuse the restore")
+        .to_string();
+    assert!(
+        err.contains("corrupt") && err.contains(&victim.to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        src.cache().stats().entries,
+        0,
+        "nothing half-written is cached"
+    );
+    // Lazy on a node whose chunk cache does not hold good copies: with
+    // every working-set page corrupt (the kernel's readahead may read a
+    // page the guest never touches, so one is not enough) the guest cannot
+    // run; the restore fails cleanly.
+    let mut saved = Vec::new();
+    let distinct: std::collections::BTreeSet<Digest> =
+        ws.chunks.iter().filter_map(|c| c.digest).collect();
+    for d in &distinct {
+        let f = chunk_file(&srv.dir, d);
+        if let Ok(orig) = std::fs::read(&f) {
+            std::fs::write(&f, vec![0xCD; orig.len()]).unwrap();
+            saved.push((f, orig));
+        }
+    }
+    let src3 = node(&dir.path().join("node3"), r.clone(), r.clone());
+    let sb3 = sandbox_on(&base_cfg, &dir.path().join("vm3"), src3);
+    let err = tokio::time::timeout(
+        Duration::from_secs(90),
+        sb3.start(&spec("lazy-corrupt", RestorePolicy::Lazy)),
+    )
+    .await
+    .expect("no hang")
+    .err()
+    .expect("the corrupt page is never used")
+    .to_string();
+    eprintln!("lazy corrupt: {err}");
+    assert!(err.contains("SIGBUS"), "{err}");
+    for (f, orig) in saved {
+        std::fs::write(f, orig).unwrap();
+    }
+    std::fs::write(&victim_file, &original).unwrap();
+
+    // A corrupt vmstate (on a node that has no good copy cached): refused
+    // before QEMU runs.
+    let vm = ChunkSource::manifest(srv.store.as_ref(), &vmsnap::vmstate_name(&key))
+        .await
+        .unwrap();
+    let vd = vm.chunks.iter().find_map(|c| c.digest).unwrap();
+    std::fs::write(chunk_file(&srv.dir, &vd), b"garbage").unwrap();
+    let src4 = node(&dir.path().join("node4"), r.clone(), r.clone());
+    let sb4 = sandbox_on(&base_cfg, &dir.path().join("vm4"), src4.clone());
+    for p in [RestorePolicy::Lazy, RestorePolicy::WarmLocal] {
+        let err = sb4
+            .start(&spec(&format!("vmstate-corrupt-{p}"), p))
+            .await
+            .err()
+            .expect("a corrupt vmstate is refused")
+            .to_string();
+        assert!(
+            err.contains("corrupt") && err.contains(&vd.to_string()),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        src4.cache().stats().entries,
+        0,
+        "nothing half-written is cached"
+    );
+    assert_eq!(memfs_mounts(), 0);
+}
