@@ -478,6 +478,14 @@ fn service_annotations() {
             source Service/s: 9 lines, "apiVersion: serving.knative.dev/v1" .. "      containers: [{image: i}]"
         "#]],
     );
+    // A microVM restore policy: one of the known names.
+    check(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    metadata:\n      annotations: {stratus.dev/runtime: microvm, stratus.dev/restore-policy: sometimes}\n    spec:\n      containers: [{image: i, command: [c]}]\n",
+        expect![[r#"
+            ERROR:
+            t.yaml:7:79: annotation 'stratus.dev/restore-policy': expected one of eager, lazy, working-set, warm-local, found "sometimes"
+        "#]],
+    );
     // Misplaced and unsupported annotations warn.
     check(
         &format!(
