@@ -43,10 +43,10 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
     let (remote, sink): (Arc<dyn ChunkSource>, Arc<dyn ChunkSink>) =
         match (&o.snapstore_url, &o.snapstore_dir) {
             (Some(url), _) => {
-                let r = Arc::new(
-                    RemoteSource::new(RemoteConfig::new(url, &o.snapstore_token))
-                        .map_err(|e| store_err(&e))?,
-                );
+                // Memory pages are 4 KiB: batch as many as the server takes.
+                let mut rc = RemoteConfig::new(url, &o.snapstore_token);
+                rc.batch_size = stratus_snapstore::wire::MAX_BATCH;
+                let r = Arc::new(RemoteSource::new(rc).map_err(|e| store_err(&e))?);
                 (r.clone(), r)
             }
             (None, Some(dir)) => {
