@@ -230,3 +230,56 @@ pub fn bench_loading(store_dir: &Path, window: usize) -> Result<String, CliError
         n as f64 / total.max(1e-12) / 1e6
     ))
 }
+
+/// Prints a command's report on stdout, with a final newline. A reader that
+/// has gone (`stratus data ls | head -1`) is not an error: the command has
+/// done its work, and `print!` would panic on the broken pipe.
+pub fn print_report(text: &str) -> std::io::Result<()> {
+    write_report(&mut std::io::stdout().lock(), text)
+}
+
+/// [`print_report`] into any writer: `Ok` when the reader has gone.
+pub fn write_report(w: &mut impl std::io::Write, text: &str) -> std::io::Result<()> {
+    let r = w
+        .write_all(text.as_bytes())
+        .and_then(|()| {
+            if text.ends_with('\n') {
+                Ok(())
+            } else {
+                w.write_all(b"\n")
+            }
+        })
+        .and_then(|()| w.flush());
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_into_a_closed_pipe_is_ok() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        drop(reader);
+        // Larger than a pipe buffer, so a lost EPIPE could not hide in it.
+        let text = "x".repeat(1 << 20);
+        write_report(&mut writer, &text).unwrap();
+        // Any other error still is one.
+        let mut full = [0u8; 4];
+        let mut small: &mut [u8] = &mut full;
+        let e = write_report(&mut small, "too long for four bytes").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn report_gets_one_final_newline() {
+        for (text, want) in [("a", "a\n"), ("a\n", "a\n"), ("", "\n")] {
+            let mut out = Vec::new();
+            write_report(&mut out, text).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{text:?}");
+        }
+    }
+}

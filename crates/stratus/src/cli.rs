@@ -353,11 +353,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 max_windows,
                 progress: !no_progress,
             };
-            print!(
-                "{}",
-                tokio::task::spawn_blocking(move || stratus_train::cli::run(&args)).await??
-            );
-            Ok(())
+            let out = tokio::task::spawn_blocking(move || stratus_train::cli::run(&args)).await??;
+            Ok(stratus_dyndata::cli::print_report(&out)?)
         }
         Cmd::Data(d) => {
             use stratus_dyndata::cli as data;
@@ -413,13 +410,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 } => data::rm(&store, &keys, max_age, max_samples),
             })
             .await?;
-            let out = out?;
-            if out.ends_with('\n') {
-                print!("{out}");
-            } else {
-                println!("{out}");
-            }
-            Ok(())
+            Ok(data::print_report(&out?)?)
         }
         Cmd::Fn { .. } => unreachable!("handled before the runtime starts"),
     }

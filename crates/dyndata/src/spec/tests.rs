@@ -337,6 +337,7 @@ fn example_pipelines_parse() {
         "elec2.yaml",
         "elec2-windows1000.yaml",
         "weather.yaml",
+        "weather-every2000.yaml",
         "digits-rotated.yaml",
     ] {
         let path = dir.join(name);
@@ -348,6 +349,7 @@ fn example_pipelines_parse() {
                 "shared/data/drift/{}",
                 name.replace("-rotated.yaml", "8x8.csv")
                     .replace("-windows1000", "")
+                    .replace("-every2000", "")
                     .replace(".yaml", ".csv")
             )),
             "{}",
@@ -363,6 +365,7 @@ fn example_pipelines_parse() {
             "elec2-daily EverySamples(48) NewData",
             "elec2-windows1000-loss EverySamples(1000) Loss",
             "weather-gradnorm EveryTime(500) GradNorm",
+            "weather-every2000 EveryTime(2000) All",
             "digits-rotated Drift { metric: Mmd, window: 500, threshold: 0.02 } NewData",
         ]
     "#]]

@@ -4,6 +4,7 @@
 mod bench;
 mod errors;
 mod images;
+mod ingest_kill;
 mod lifecycle;
 mod microvm;
 mod runc;
