@@ -10,6 +10,7 @@ pub mod report;
 pub mod reportdir;
 pub mod run;
 pub mod shaper;
+pub mod snapshots;
 pub mod synth_cmd;
 
 use std::sync::Arc;

@@ -210,6 +210,8 @@ pub enum BenchCmd {
     Compare { a: PathBuf, b: PathBuf },
     /// Container cold starts from the snapshot store: full pull vs lazy vs lazy+prefetch.
     Images(stratus_bench::images::ImagesArgs),
+    /// MicroVM cold starts from memory snapshots: eager vs lazy vs working-set vs warm-local.
+    Snapshots(stratus_bench::snapshots::SnapshotsArgs),
 }
 
 #[derive(clap::Args)]
@@ -302,6 +304,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(BenchCmd::Synth(a)) => stratus_bench::synth_cmd::run(a),
         Cmd::Bench(BenchCmd::Run(a)) => stratus_bench::run::run(a).await,
         Cmd::Bench(BenchCmd::Images(a)) => stratus_bench::images::run(a).await,
+        Cmd::Bench(BenchCmd::Snapshots(a)) => stratus_bench::snapshots::run(a).await,
         Cmd::Bench(BenchCmd::Compare { a, b }) => {
             print!("{}", stratus_bench::run::compare(&a, &b)?);
             Ok(())
