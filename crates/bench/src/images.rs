@@ -565,7 +565,7 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
         ));
     }
     report.write("cold_starts.csv", csv.as_bytes())?;
-    let med = |v: Vec<u64>| percentile(&v, 0.5);
+    let med = |v: Vec<u64>| percentile(&v, 50.0);
     let mut rows: Vec<Row> = Vec::new();
     for link in &links {
         let lname = link.to_string();
