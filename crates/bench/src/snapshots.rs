@@ -75,6 +75,10 @@ pub struct SnapshotsArgs {
     /// Only these functions (echo, memhog-64, memhog-192); all by default.
     #[arg(long, value_delimiter = ',')]
     pub functions: Vec<String>,
+    /// memfs fetch-ahead: on the first read inside each aligned block of
+    /// this many KiB, fetch the rest of the block in one batch (0: off).
+    #[arg(long, default_value_t = 2048)]
+    pub fetch_ahead_kib: u64,
 }
 
 /// A function of the benchmark: which handler, in how large a guest.
@@ -617,6 +621,7 @@ fn node(
     sink: Arc<RemoteSource>,
     cache: SnapshotCacheConfig,
     chunks: Option<Arc<TieredCache>>,
+    fetch_ahead: u64,
 ) -> Result<Node> {
     let chunks = match chunks {
         Some(c) => c,
@@ -635,7 +640,10 @@ fn node(
         sink,
         cache,
         work_dir: root.join("restores"),
-        memfs: MemfsOptions::default(),
+        memfs: MemfsOptions {
+            fetch_ahead,
+            ..MemfsOptions::default()
+        },
         batch_pages: 1024,
         parallel: 4,
     })?);
@@ -862,6 +870,7 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         direct.clone(),
         SnapshotCacheConfig::new(work.join("node/snapshot-cache"), 64 << 30),
         None,
+        a.fetch_ahead_kib << 10,
     )?;
     let sandboxes: Vec<Arc<MicrovmSandbox>> = fns
         .iter()
@@ -1265,6 +1274,8 @@ async fn cache_policies(c: &CacheCtx<'_>) -> Result<Vec<CachePolicyRow>> {
                 pinned,
             },
             Some(c.node.chunks.clone()),
+            // (eager and warm-local restores only: no lazy reads)
+            0,
         )?;
         let sbs: Vec<MicrovmSandbox> = c
             .fns

@@ -86,7 +86,10 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
         sink,
         cache,
         work_dir: o.state_dir.join("microvm-restores"),
-        memfs: MemfsOptions::default(),
+        memfs: MemfsOptions {
+            fetch_ahead: 2 << 20,
+            ..MemfsOptions::default()
+        },
         batch_pages: 1024,
         parallel: 4,
     })

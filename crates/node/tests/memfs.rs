@@ -912,3 +912,58 @@ fn huge_page_advice_widens_what_a_fault_reads() {
         assert_eq!(h.stats().reads, 0, "{name}: {:?}", h.stats());
     }
 }
+
+#[test]
+fn fetch_ahead_brings_the_rest_of_a_block_in_one_batch() {
+    if !fuse_or_skip() {
+        return;
+    }
+    let fx = Fixture::new(256); // 1 MiB
+    let counting = Arc::new(Counting {
+        inner: fx.store.clone(),
+        calls: AtomicU64::new(0),
+        digests: AtomicU64::new(0),
+    });
+    // A node cache in front of the counted source, as on a node.
+    let cache = fx.rt.block_on(async {
+        Arc::new(
+            stratus_snapstore::TieredCache::new(
+                counting.clone(),
+                stratus_snapstore::CacheConfig {
+                    memory_bytes: 64 << 20,
+                    disk: None,
+                },
+            )
+            .unwrap(),
+        )
+    });
+    let block_pages = 16; // 64 KiB blocks
+    let h = fx.mount_over(
+        cache,
+        &MemfsOptions {
+            max_readahead: 4096,
+            fetch_ahead: (block_pages * PAGE) as u64,
+            ..MemfsOptions::default()
+        },
+    );
+    let f = File::open(h.file_path()).unwrap();
+    // The first read in block 1 fetches pages 16..32 in one call.
+    assert_eq!(pread_page(&f, 16).unwrap(), fx.page_of(16));
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
+    let in_block = fx.manifest.chunks[16..32]
+        .iter()
+        .filter_map(|c| c.digest)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
+    assert_eq!(counting.digests.load(Ordering::SeqCst), in_block);
+    // The rest of the block needs no fetch.
+    for i in 17..32 {
+        assert_eq!(pread_page(&f, i).unwrap(), fx.page_of(i), "page {i}");
+    }
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 1);
+    // A read in the middle of another block fetches from there to its end.
+    assert_eq!(pread_page(&f, 40).unwrap(), fx.page_of(40));
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(pread_page(&f, 47).unwrap(), fx.page_of(47));
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 2);
+}

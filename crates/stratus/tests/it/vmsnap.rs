@@ -96,7 +96,10 @@ fn node(root: &Path, remote: Arc<dyn ChunkSource>, sink: Arc<RemoteSource>) -> A
             sink,
             cache,
             work_dir: root.join("restores"),
-            memfs: MemfsOptions::default(),
+            memfs: MemfsOptions {
+                fetch_ahead: 2 << 20,
+                ..MemfsOptions::default()
+            },
             batch_pages: 1024,
             parallel: 4,
         })
