@@ -989,25 +989,30 @@ impl MountHandle {
         let Some(s) = self.session.take() else {
             return Ok(());
         };
-        match s.umount_and_join() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, mountpoint = %self.mountpoint.display(), "lazyfs: unmount failed; trying fusermount3 -u and umount -l");
-                let ok = |cmd: &str, args: &[&OsStr]| {
-                    std::process::Command::new(cmd)
-                        .args(args)
-                        .stderr(std::process::Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                };
-                let mp = self.mountpoint.as_os_str();
-                if ok("fusermount3", &[OsStr::new("-u"), mp])
-                    || ok("umount", &[OsStr::new("-l"), mp])
-                {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
+        end_session(s, &self.mountpoint, "lazyfs")
+    }
+}
+
+/// Unmounts a FUSE session and joins its thread, falling back to
+/// `fusermount3 -u` and `umount -l` (lazy: a process still holding the
+/// mount keeps it until it lets go). `what` names the filesystem in logs.
+pub fn end_session(s: fuser::BackgroundSession, mountpoint: &Path, what: &str) -> io::Result<()> {
+    match s.umount_and_join() {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, mountpoint = %mountpoint.display(), "{what}: unmount failed; trying fusermount3 -u and umount -l");
+            let ok = |cmd: &str, args: &[&OsStr]| {
+                std::process::Command::new(cmd)
+                    .args(args)
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            let mp = mountpoint.as_os_str();
+            if ok("fusermount3", &[OsStr::new("-u"), mp]) || ok("umount", &[OsStr::new("-l"), mp]) {
+                Ok(())
+            } else {
+                Err(e)
             }
         }
     }

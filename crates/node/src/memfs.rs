@@ -826,27 +826,7 @@ impl MemfsHandle {
         let Some(s) = self.session.take() else {
             return Ok(());
         };
-        match s.umount_and_join() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, mountpoint = %self.mountpoint.display(), "memfs: unmount failed; trying fusermount3 -u and umount -l");
-                let ok = |cmd: &str, args: &[&OsStr]| {
-                    std::process::Command::new(cmd)
-                        .args(args)
-                        .stderr(std::process::Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                };
-                let mp = self.mountpoint.as_os_str();
-                if ok("fusermount3", &[OsStr::new("-u"), mp])
-                    || ok("umount", &[OsStr::new("-l"), mp])
-                {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        stratus_image::lazyfs::end_session(s, &self.mountpoint, "memfs")
     }
 }
 
