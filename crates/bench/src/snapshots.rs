@@ -77,7 +77,7 @@ pub struct SnapshotsArgs {
     pub functions: Vec<String>,
     /// memfs fetch-ahead: on the first read inside each aligned block of
     /// this many KiB, fetch the rest of the block in one batch (0: off).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 0)]
     pub fetch_ahead_kib: u64,
 }
 

@@ -86,10 +86,9 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
         sink,
         cache,
         work_dir: o.state_dir.join("microvm-restores"),
-        memfs: MemfsOptions {
-            fetch_ahead: 2 << 20,
-            ..MemfsOptions::default()
-        },
+        // No fetch-ahead: measured slower for lazy and working-set restores
+        // (docs/benchmarks.md).
+        memfs: MemfsOptions::default(),
         batch_pages: 1024,
         parallel: 4,
     })
