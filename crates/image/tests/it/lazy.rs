@@ -142,7 +142,21 @@ fn prefetched_files_are_served_from_cache_and_access_is_recorded() {
     let chunks = h.accessed_chunks();
     assert_eq!(chunks.len(), 10);
     assert_eq!(chunks[0], ("app/data.bin".to_string(), 0));
-    assert_eq!(chunks[9], ("lib/big.so".to_string(), 4 * 65_536));
+    // Within a file, two FUSE threads may record concurrent readahead
+    // reads in either order: compare big.so's chunks as a set.
+    let big: std::collections::BTreeSet<_> = chunks
+        .iter()
+        .filter(|(f, _)| f == "lib/big.so")
+        .map(|(_, off)| *off)
+        .collect();
+    assert_eq!(big, (0..5).map(|i| i * 65_536).collect());
+    assert_eq!(
+        chunks[5..]
+            .iter()
+            .filter(|(f, _)| f == "lib/big.so")
+            .count(),
+        5
+    );
     // The record feeds the converter.
     let list = im.path("access.txt");
     h.write_access_list(&list).unwrap();
