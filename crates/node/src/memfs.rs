@@ -282,21 +282,10 @@ impl Shared {
         };
         match self.rt.block_on(fut) {
             Ok(Ok(b)) => Ok(b),
-            Ok(Err(e)) => Err(error_chain(&e)),
+            Ok(Err(e)) => Err(stratus_image::error_chain(&e)),
             Err(_) => Err(format!("timed out after {:?}", self.read_timeout)),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 struct Memfs {

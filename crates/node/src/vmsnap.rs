@@ -47,6 +47,8 @@ use stratus_snapstore::{
     SourceError,
 };
 
+use stratus_image::error_chain;
+
 use crate::memfs::{self, MemfsHandle, MemfsOptions};
 use crate::snapcache::{CachedSnapshot, SnapshotCache, SnapshotLease};
 
@@ -276,11 +278,11 @@ impl RcssSnapshots {
             .unwrap_or_else(|| vmstate_name(key));
         let m = self.manifest(&name).await.map_err(|e| store_err(key, e))?;
         let reader = BlobReader::new(m, self.cfg.chunks.clone())
-            .map_err(|e| Self::err(key, format!("vmstate: {}", chain(&e))))?;
+            .map_err(|e| Self::err(key, format!("vmstate: {}", error_chain(&e))))?;
         let data = reader
             .read_at(0, reader.size())
             .await
-            .map_err(|e| Self::err(key, format!("vmstate: {}", chain(&e))))?;
+            .map_err(|e| Self::err(key, format!("vmstate: {}", error_chain(&e))))?;
         if data.len() as u64 != reader.size() {
             return Err(Self::err(
                 key,
@@ -320,7 +322,7 @@ impl RcssSnapshots {
             tasks.spawn(async move {
                 let _permit = permit;
                 let digests: Vec<Digest> = g.iter().filter_map(|c| c.digest).collect();
-                let got = src.fetch(&digests).await.map_err(|e| chain(&e))?;
+                let got = src.fetch(&digests).await.map_err(|e| error_chain(&e))?;
                 let n = g.len() as u64;
                 let b: u64 = got.iter().map(|d| d.len() as u64).sum();
                 tokio::task::spawn_blocking(move || {
@@ -529,23 +531,8 @@ fn flatten<T>(r: Result<Result<T, String>, tokio::task::JoinError>) -> Result<T,
 fn store_err(key: &SnapshotKey, e: SourceError) -> SnapshotError {
     SnapshotError::Corrupt {
         key: key.to_string(),
-        detail: format!("snapshot store: {}", chain(&e)),
+        detail: format!("snapshot store: {}", error_chain(&e)),
     }
-}
-
-/// An error and its sources, `: `-joined.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[async_trait]
@@ -731,20 +718,26 @@ fn recorded_working_set(h: &MemfsHandle, vm_pid: i32, name: &str) -> Manifest {
                 .into_iter()
                 .filter_map(|p| m.chunk_index_at(p * PAGE))
                 .collect();
-            // Blocks in first-touch order, then pages in address order.
-            let mut seen_block = HashSet::new();
-            let mut order: Vec<usize> = Vec::with_capacity(present.len());
-            let mut sorted: Vec<usize> = present.iter().copied().collect();
-            sorted.sort_unstable();
-            let block_of = |i: usize| m.chunks[i].offset / (2 << 20);
+            // Blocks in first-touch order, then pages in address order;
+            // blocks memfs never saw (none expected) last.
+            let mut by_block: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+            for i in present {
+                by_block
+                    .entry(m.chunks[i].offset / (2 << 20))
+                    .or_default()
+                    .push(i);
+            }
+            let mut order: Vec<usize> = Vec::new();
             for i in h.touched_with_zeros() {
-                let b = block_of(i);
-                if seen_block.insert(b) {
-                    order.extend(sorted.iter().copied().filter(|&j| block_of(j) == b));
+                if let Some(mut pages) = by_block.remove(&(m.chunks[i].offset / (2 << 20))) {
+                    pages.sort_unstable();
+                    order.extend(pages);
                 }
             }
-            let listed: HashSet<usize> = order.iter().copied().collect();
-            order.extend(sorted.into_iter().filter(|j| !listed.contains(j)));
+            for (_, mut pages) in by_block {
+                pages.sort_unstable();
+                order.extend(pages);
+            }
             let mut ws = h.working_set_manifest_with_zeros(name);
             ws.chunks = order.into_iter().map(|i| m.chunks[i]).collect();
             ws
