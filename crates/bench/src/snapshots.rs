@@ -745,6 +745,7 @@ fn moved_delta(a: MovedStats, b: MovedStats) -> MovedStats {
         on_demand_bytes: b.on_demand_bytes - a.on_demand_bytes,
         vmstate_bytes: b.vmstate_bytes - a.vmstate_bytes,
         uploaded_bytes: b.uploaded_bytes - a.uploaded_bytes,
+        pack_stored_bytes: b.pack_stored_bytes - a.pack_stored_bytes,
     }
 }
 

@@ -614,11 +614,21 @@ impl MicrovmSandbox {
                     detail: err.unwrap_or_else(|| "restore did not reach 'paused'".into()),
                 }));
             }
+            let migrate_us = t.elapsed().as_micros() as u64;
             let tp = Instant::now();
             snap.session.before_resume().await?;
             rec.prefetch_wait_us = tp.elapsed().as_micros() as u64;
+            let tc = Instant::now();
             q.cont().await?;
             timing.mount_us = t.elapsed().as_micros() as u64;
+            tracing::debug!(
+                vm = %vm_id,
+                spawn_us = timing.spawn_us,
+                migrate_us,
+                prefetch_wait_us = rec.prefetch_wait_us,
+                cont_us = tc.elapsed().as_micros() as u64,
+                "restore phases"
+            );
             Ok(())
         }
         .await;

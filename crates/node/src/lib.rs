@@ -22,6 +22,7 @@ pub mod snapcache;
 mod source;
 pub mod vm;
 pub mod vmsnap;
+pub mod wspack;
 
 pub use publish::{blob_name, image_manifest_name, publish, PublishStats};
 pub use rootfs::{ImageRootfs, PullMode, RootfsConfig, StartRecord};

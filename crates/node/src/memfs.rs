@@ -602,6 +602,40 @@ pub fn mount(
     })
 }
 
+/// Pushes `pieces` into the page cache of the mount's file with FUSE
+/// notify-store; opens the file first when `pin_needed` (the kernel drops a
+/// store for an inode it does not hold, and an open file keeps the inode
+/// and its cache alive) and returns that file to keep.
+fn notify_store(
+    notifier: &fuser::Notifier,
+    path: &Path,
+    pieces: &[(u64, Bytes)],
+    pin_needed: bool,
+) -> Result<Option<std::fs::File>, MemfsError> {
+    let serr = |what: String, source| MemfsError::Store {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
+    let pin = if pin_needed {
+        Some(
+            std::fs::File::open(path)
+                .map_err(|e| serr("opening the file to pin its inode".into(), e))?,
+        )
+    } else {
+        None
+    };
+    for (off, data) in pieces {
+        for (k, piece) in data.chunks(STORE_PIECE as usize).enumerate() {
+            let at = off + (k as u64) * STORE_PIECE;
+            notifier
+                .store(FILE, at, piece)
+                .map_err(|e| serr(format!("{} bytes at {at}", piece.len()), e))?;
+        }
+    }
+    Ok(pin)
+}
+
 /// Refuses runtimes the FUSE threads could hang or panic on.
 fn check_runtime(rt: &tokio::runtime::Handle) -> Result<(), MemfsError> {
     if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
@@ -747,45 +781,69 @@ impl MemfsHandle {
                 })?;
             pieces.push((run.start, data));
         }
-        let path = self.file_path();
-        let notifier = self.notifier.clone();
+        let (path, notifier) = (self.file_path(), self.notifier.clone());
         let pin_needed = self.pin.lock().is_none();
-        let store = move || -> Result<Option<std::fs::File>, MemfsError> {
-            let serr = |what: String, source| MemfsError::Store {
-                path: path.clone(),
-                what,
-                source,
-            };
-            // The kernel drops a store for an inode it does not hold;
-            // an open file keeps the inode (and its cache) alive.
-            let pin = if pin_needed {
-                Some(
-                    std::fs::File::open(&path)
-                        .map_err(|e| serr("opening the file to pin its inode".into(), e))?,
-                )
-            } else {
-                None
-            };
-            for (off, data) in &pieces {
-                notifier
-                    .store(FILE, *off, data)
-                    .map_err(|e| serr(format!("{} bytes at {off}", data.len()), e))?;
-            }
-            Ok(pin)
-        };
-        let pin = tokio::task::spawn_blocking(store)
-            .await
-            .map_err(|e| MemfsError::Store {
-                path: self.file_path(),
-                what: "the page-cache store task failed".into(),
-                source: io::Error::other(e.to_string()),
-            })??;
+        let pin = tokio::task::spawn_blocking(move || {
+            notify_store(&notifier, &path, &pieces, pin_needed)
+        })
+        .await
+        .map_err(|e| MemfsError::Store {
+            path: self.file_path(),
+            what: "the page-cache store task failed".into(),
+            source: io::Error::other(e.to_string()),
+        })??;
         if let Some(f) = pin {
             self.pin.lock().get_or_insert(f);
         }
+        self.mark_prefetched(&idx);
+        Ok(stats)
+    }
+
+    /// Pushes pages fetched elsewhere (e.g. a decoded working-set pack
+    /// frame) into this mount's page cache and counts them as prefetched.
+    /// Each piece is (offset, bytes) of whole chunks of the snapshot,
+    /// adjacent in the file; zero chunks may be pushed as zero bytes.
+    /// Blocking (writes to the FUSE device): call it off the async workers.
+    pub fn store_pages(&self, pieces: &[(u64, Bytes)]) -> Result<(), MemfsError> {
+        let m = self.manifest().clone();
+        let mut idx = Vec::new();
+        for (off, data) in pieces {
+            let bad = |what: String| MemfsError::Store {
+                path: self.file_path(),
+                what,
+                source: io::Error::from(io::ErrorKind::InvalidInput),
+            };
+            let end = off + data.len() as u64;
+            let mut at = *off;
+            while at < end {
+                match m.chunk_index_at(at) {
+                    Some(i) if m.chunks[i].offset == at && m.chunks[i].end() <= end => {
+                        idx.push(i);
+                        at = m.chunks[i].end();
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "{} bytes at {off} are not whole chunks of {} (at byte {at})",
+                            data.len(),
+                            m.name
+                        )))
+                    }
+                }
+            }
+        }
+        let pin_needed = self.pin.lock().is_none();
+        if let Some(f) = notify_store(&self.notifier, &self.file_path(), pieces, pin_needed)? {
+            self.pin.lock().get_or_insert(f);
+        }
+        self.mark_prefetched(&idx);
+        Ok(())
+    }
+
+    fn mark_prefetched(&self, idx: &[usize]) {
+        let m = self.manifest();
         let mut r = self.shared.rec.lock();
         let c = &self.shared.counters;
-        for &i in &idx {
+        for &i in idx {
             if !r.prefetched.insert(i) {
                 continue;
             }
@@ -797,7 +855,6 @@ impl MemfsHandle {
                     .fetch_add(u64::from(m.chunks[i].len), Ordering::Relaxed);
             }
         }
-        Ok(stats)
     }
 
     /// Unmounts now, falling back to `fusermount3 -u` and `umount -l`

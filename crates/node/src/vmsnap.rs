@@ -51,6 +51,7 @@ use stratus_image::error_chain;
 
 use crate::memfs::{self, MemfsHandle, MemfsOptions};
 use crate::snapcache::{CachedSnapshot, SnapshotCache, SnapshotLease};
+use crate::wspack;
 
 /// Manifest names of one snapshot.
 pub fn memory_name(key: &impl std::fmt::Display) -> String {
@@ -131,6 +132,21 @@ pub struct MovedStats {
     pub vmstate_bytes: u64,
     /// Uploaded by `put`.
     pub uploaded_bytes: u64,
+    /// Working-set packs stored (compressed frames) by recording restores.
+    pub pack_stored_bytes: u64,
+}
+
+/// One working-set pack built by a recording restore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PackStats {
+    /// Non-zero pages in the pack.
+    pub pages: u64,
+    pub frames: u64,
+    /// Page bytes before and after compression.
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    /// Reading the pages, compressing, storing frames and manifest.
+    pub build_us: u64,
 }
 
 #[derive(Clone)]
@@ -170,6 +186,7 @@ pub struct RcssSnapshots {
     seq: AtomicU64,
     moved: Arc<Mutex<MovedStats>>,
     uploads: Mutex<Vec<(String, UploadStats)>>,
+    packs: Arc<Mutex<Vec<(String, PackStats)>>>,
     /// Manifests are immutable: each is fetched and parsed once.
     manifests: Mutex<std::collections::HashMap<String, Arc<Manifest>>>,
 }
@@ -201,6 +218,7 @@ impl RcssSnapshots {
             seq: AtomicU64::new(0),
             moved: Arc::new(Mutex::new(MovedStats::default())),
             uploads: Mutex::new(Vec::new()),
+            packs: Default::default(),
             manifests: Mutex::new(Default::default()),
         })
     }
@@ -216,6 +234,11 @@ impl RcssSnapshots {
     /// Every upload so far: (key, stats).
     pub fn uploads(&self) -> Vec<(String, UploadStats)> {
         self.uploads.lock().clone()
+    }
+
+    /// Every working-set pack this node built so far: (key, stats).
+    pub fn packs(&self) -> Vec<(String, PackStats)> {
+        self.packs.lock().clone()
     }
 
     fn err(key: &SnapshotKey, detail: impl std::fmt::Display) -> SnapshotError {
@@ -410,8 +433,10 @@ impl RcssSnapshots {
         let vmstate = dir.join("vmstate");
         // The working set, if one was recorded: its prefetch starts now and
         // runs while QEMU starts.
-        let ws = if policy == RestorePolicy::WorkingSet {
-            match self.manifest(&working_set_name(key)).await {
+        let (ws, pack) = if policy == RestorePolicy::WorkingSet {
+            let (ws_name, pack_name) = (working_set_name(key), wspack::pack_name(key));
+            let (ws, pack) = tokio::join!(self.manifest(&ws_name), self.manifest(&pack_name));
+            let ws = match ws {
                 Ok(ws) if memfs::working_set_chunks(&m, &ws).is_ok() => Some(ws),
                 Ok(ws) => {
                     tracing::warn!(key = %key, kind = %ws.kind, "ignoring a working set that does not match the snapshot");
@@ -419,21 +444,53 @@ impl RcssSnapshots {
                 }
                 Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(store_err(key, e)),
-            }
+            };
+            // A pack is an optimisation: without a usable one the working
+            // set is fetched page by page.
+            let pack = match (&ws, pack) {
+                (Some(ws), Ok(p)) => match wspack::check(&p, ws) {
+                    Ok(frames) => Some((p, frames)),
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "ignoring the working-set pack");
+                        None
+                    }
+                },
+                (_, Err(e)) if !e.is_not_found() => {
+                    tracing::warn!(key = %key, error = %error_chain(&e), "working-set pack unreadable; fetching pages");
+                    None
+                }
+                _ => None,
+            };
+            (ws, pack)
         } else {
-            None
+            (None, None)
         };
         let reader = Arc::new(
             BlobReader::new(m.clone(), self.cfg.chunks.clone()).map_err(|e| Self::err(key, e))?,
         );
         let (rd, rt, opts, mnt2) = (reader, self.rt.clone(), self.cfg.memfs.clone(), mnt.clone());
-        let handle = tokio::task::spawn_blocking(move || memfs::mount(rd, rt, &mnt2, &opts))
-            .await
+        // The mount and the vmstate (small; QEMU needs it first) at once,
+        // then the working-set prefetch, which would delay the vmstate on
+        // the link.
+        let t = std::time::Instant::now();
+        let mount = async {
+            let r = tokio::task::spawn_blocking(move || memfs::mount(rd, rt, &mnt2, &opts)).await;
+            tracing::trace!(us = t.elapsed().as_micros() as u64, "memfs mounted");
+            r
+        };
+        let vms = async {
+            let r = self.fetch_vmstate(key, &m, &vmstate).await;
+            tracing::trace!(us = t.elapsed().as_micros() as u64, "vmstate fetched");
+            r
+        };
+        let (handle, vmstate_bytes) = tokio::join!(mount, vms);
+        let handle = handle
             .map_err(|e| Self::err(key, e))?
             .map_err(|e| Self::err(key, format!("lazy memory mount: {e}")))?;
+        let vmstate_bytes = vmstate_bytes?;
         let handle = Arc::new(handle);
-        // The working set's prefetch (one batch, into this mount's page
-        // cache) runs while the vmstate arrives and QEMU starts.
+        // The working set's prefetch (into this mount's page cache) runs
+        // while QEMU starts.
         let (prefetch, ws_set) = match &ws {
             Some(ws) => {
                 let set: HashSet<usize> = ws
@@ -442,12 +499,27 @@ impl RcssSnapshots {
                     .filter_map(|c| m.chunk_index_at(c.offset))
                     .collect();
                 let (h, ws) = (handle.clone(), ws.clone());
-                let task: PrefetchTask = tokio::spawn(async move { h.prefetch(&ws).await });
+                let chunks = self.cfg.remote.clone();
+                let task: PrefetchTask = tokio::spawn(async move {
+                    let Some((pack, frames)) = pack else {
+                        return h.prefetch(&ws).await;
+                    };
+                    match prefetch_pack(&h, chunks, &ws, &pack, &frames).await {
+                        Ok(st) => Ok(st),
+                        Err(e) => {
+                            // What the pack pushed stays; the page-wise
+                            // prefetch verifies every page it still needs.
+                            tracing::warn!(pack = %pack.name, error = %e, "working-set pack failed; fetching its pages one by one");
+                            let mut st = h.prefetch(&ws).await?;
+                            st.bytes += e.moved;
+                            Ok(st)
+                        }
+                    }
+                });
                 (Some(task), set)
             }
             None => (None, HashSet::new()),
         };
-        let vmstate_bytes = self.fetch_vmstate(key, &m, &vmstate).await?;
         let files = SnapshotFiles {
             memory: handle.file_path(),
             vmstate,
@@ -467,6 +539,8 @@ impl RcssSnapshots {
                 ws_set,
                 recording,
                 recorded: AtomicU64::new(0),
+                chunks: self.cfg.chunks.clone(),
+                packs: self.packs.clone(),
                 sink: self.cfg.sink.clone(),
                 moved: self.moved.clone(),
                 _dir: guard,
@@ -710,6 +784,121 @@ fn count_upload(
 /// (zero pages included, so a prefetch puts them in the page cache too),
 /// in memfs's first-touch order of their 2 MiB blocks. Falls back to
 /// memfs's record when the mapping cannot be read.
+/// Aborts tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|t| t.abort());
+    }
+}
+
+/// A pack prefetch that failed, and the bytes it had moved.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+struct PackFailed {
+    detail: String,
+    moved: u64,
+}
+
+/// Fetches a working-set pack (checked against `ws` by [`wspack::check`],
+/// `frames` = its result) a few frames at a time and pushes each frame's
+/// pages into `h`'s page cache as it arrives, in the working set's order;
+/// the working set's zero pages are pushed first (nothing to fetch). The
+/// pages QEMU touches while it loads the device state come first in the
+/// recorded order, so they are in the page cache before it asks.
+async fn prefetch_pack(
+    h: &Arc<MemfsHandle>,
+    chunks: Arc<dyn ChunkSource>,
+    ws: &Manifest,
+    pack: &Manifest,
+    frames: &[std::ops::Range<usize>],
+) -> Result<PrefetchStats, PackFailed> {
+    const IN_FLIGHT: usize = 4;
+    let fail = |detail: String, moved: u64| PackFailed { detail, moved };
+    let t0 = std::time::Instant::now();
+    let mut st = PrefetchStats::default();
+    // Zero pages: runs of adjacent zero chunks, pushed as zeros.
+    let mut zeros: Vec<(u64, u64)> = Vec::new();
+    let mut sorted: Vec<&ChunkRef> = ws.chunks.iter().filter(|c| c.is_zero()).collect();
+    sorted.sort_unstable_by_key(|c| c.offset);
+    for c in sorted {
+        match zeros.last_mut() {
+            Some((o, l)) if *o + *l == c.offset && *l < 1 << 20 => *l += u64::from(c.len),
+            _ => zeros.push((c.offset, u64::from(c.len))),
+        }
+        st.zero_chunks += 1;
+    }
+    if !zeros.is_empty() {
+        let zero = Bytes::from(vec![0u8; 1 << 20]);
+        let pieces: Vec<(u64, Bytes)> = zeros
+            .iter()
+            .map(|&(o, l)| (o, zero.slice(..l as usize)))
+            .collect();
+        let h2 = h.clone();
+        tokio::task::spawn_blocking(move || h2.store_pages(&pieces))
+            .await
+            .map_err(|e| fail(format!("zero pages: {e}"), 0))?
+            .map_err(|e| fail(format!("zero pages: {}", error_chain(&e)), 0))?;
+    }
+    tracing::trace!(
+        zero_runs = zeros.len(),
+        us = t0.elapsed().as_micros() as u64,
+        "pack zero pages pushed"
+    );
+    let nonzero: Arc<Vec<ChunkRef>> =
+        Arc::new(ws.chunks.iter().copied().filter(|c| !c.is_zero()).collect());
+    let digests: Vec<(usize, Digest)> = pack
+        .chunks
+        .iter()
+        .enumerate()
+        .filter_map(|(k, f)| Some((k, f.digest?)))
+        .collect();
+    // Fetches run in their own tasks, IN_FLIGHT at a time, so the link
+    // stays busy while earlier frames are decoded and pushed.
+    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let tasks: Vec<(usize, tokio::task::JoinHandle<_>)> = digests
+        .into_iter()
+        .map(|(k, d)| {
+            let (chunks, permits) = (chunks.clone(), permits.clone());
+            let task = tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                chunks.fetch(&[d]).await
+            });
+            (k, task)
+        })
+        .collect();
+    // Dropping the handles on an early return leaves the rest to finish
+    // into the chunk cache; abort them instead.
+    let _abort = AbortOnDrop(tasks.iter().map(|(_, t)| t.abort_handle()).collect());
+    for (k, task) in tasks {
+        let got = task
+            .await
+            .map_err(|e| fail(format!("frame {k}: {e}"), st.bytes))?;
+        let stored = got
+            .map_err(|e| fail(format!("frame {k}: {}", error_chain(&e)), st.bytes))?
+            .pop()
+            .ok_or_else(|| fail(format!("frame {k}: the source returned nothing"), st.bytes))?;
+        st.bytes += stored.len() as u64;
+        let (pack2, h2, nz, range) = (pack.clone(), h.clone(), nonzero.clone(), frames[k].clone());
+        let pushed = tokio::task::spawn_blocking(move || {
+            let raw = wspack::decode(&pack2, k, &stored).map_err(|e| e.to_string())?;
+            let pieces = wspack::runs(&nz[range], &raw);
+            h2.store_pages(&pieces).map_err(|e| error_chain(&e))
+        })
+        .await
+        .map_err(|e| fail(format!("frame {k}: {e}"), st.bytes))?;
+        pushed.map_err(|e| fail(e, st.bytes))?;
+        st.chunks += frames[k].len() as u64;
+        tracing::trace!(
+            frame = k,
+            us = t0.elapsed().as_micros() as u64,
+            "pack frame pushed"
+        );
+    }
+    Ok(st)
+}
+
 fn recorded_working_set(h: &MemfsHandle, vm_pid: i32, name: &str) -> Manifest {
     let m = h.manifest();
     match mapped_pages(vm_pid, &h.file_path()) {
@@ -817,12 +1006,48 @@ struct LazySession {
     ws_set: HashSet<usize>,
     recording: bool,
     recorded: AtomicU64,
+    /// Where a recording restore reads the working set's pages for its pack.
+    chunks: Arc<dyn ChunkSource>,
+    packs: Arc<Mutex<Vec<(String, PackStats)>>>,
     sink: Arc<dyn ChunkSink>,
     moved: Arc<Mutex<MovedStats>>,
     _dir: DirGuard,
 }
 
 impl LazySession {
+    /// Stores the working set's pages once more as a pack (see
+    /// [`wspack`]): frames first, then the pack manifest, so a pack that
+    /// exists is whole.
+    async fn build_pack(&self, ws: &Manifest) -> Result<PackStats, String> {
+        let t = std::time::Instant::now();
+        let digests: Vec<Digest> = ws.chunks.iter().filter_map(|c| c.digest).collect();
+        let pages = self
+            .chunks
+            .fetch(&digests)
+            .await
+            .map_err(|e| format!("reading the working set's pages: {}", error_chain(&e)))?;
+        let frames = tokio::task::spawn_blocking(move || wspack::encode(&pages))
+            .await
+            .map_err(|e| format!("compressing: {e}"))?;
+        let pack = wspack::manifest(wspack::pack_name(&self.key), ws, &frames);
+        let mut st = PackStats {
+            pages: digests.len() as u64,
+            frames: frames.len() as u64,
+            raw_bytes: pack.size,
+            ..PackStats::default()
+        };
+        for f in &frames {
+            self.sink
+                .put_chunk(&f.digest, f.stored.clone())
+                .await
+                .map_err(|e| format!("storing frame {}: {e}", f.digest))?;
+            st.stored_bytes += f.stored.len() as u64;
+        }
+        self.sink.put_manifest(&pack).await?;
+        st.build_us = t.elapsed().as_micros() as u64;
+        Ok(st)
+    }
+
     /// Chunks (count, bytes) first touched by the guest that the prefetch
     /// did not cover.
     fn on_demand(&self) -> (u64, u64) {
@@ -842,6 +1067,10 @@ impl LazySession {
 #[async_trait]
 impl RestoreSession for LazySession {
     async fn before_resume(&self) -> Result<(), SnapshotError> {
+        if let Some(h) = self.handle.lock().clone() {
+            let st = h.stats();
+            tracing::debug!(key = %self.key, reads = st.reads, bytes_read = st.bytes_read, on_demand = st.chunks_on_demand, prefetched = st.prefetched_chunks, "memfs before resume");
+        }
         let task = self.prefetch.lock().await.take();
         if let Some(t) = task {
             let st = t
@@ -884,7 +1113,19 @@ impl RestoreSession for LazySession {
             Ok(()) => {
                 tracing::info!(key = %self.key, chunks = ws.chunks.len(), "working set recorded")
             }
-            Err(e) => tracing::warn!(key = %self.key, error = %e, "working set not stored"),
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "working set not stored");
+                return;
+            }
+        }
+        match self.build_pack(&ws).await {
+            Ok(st) => {
+                tracing::info!(key = %self.key, pages = st.pages, frames = st.frames, raw = st.raw_bytes, stored = st.stored_bytes, ms = st.build_us / 1000, "working-set pack stored");
+                self.moved.lock().pack_stored_bytes += st.stored_bytes;
+                self.packs.lock().push((self.key.to_string(), st));
+            }
+            // Restores then fetch the working set page by page.
+            Err(e) => tracing::warn!(key = %self.key, error = %e, "working-set pack not stored"),
         }
     }
 
