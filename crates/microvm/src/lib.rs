@@ -605,6 +605,7 @@ impl MicrovmSandbox {
                 "exec:cat {}",
                 guest::shell_quote(&files.vmstate.to_string_lossy())
             );
+            snap.session.before_incoming().await?;
             q.migrate_incoming(&uri).await?;
             let state = q.wait_leave("inmigrate", Duration::from_secs(30)).await?;
             if state != "paused" {

@@ -158,6 +158,12 @@ pub struct RestoreStats {
 /// a prefetch in flight). Dropped after the VM has exited.
 #[async_trait]
 pub trait RestoreSession: Send + Sync {
+    /// QEMU runs (QMP answers) and is about to read [`SnapshotFiles::vmstate`]:
+    /// finish writing it. A source may return from `open` before the
+    /// vmstate has arrived, so that QEMU starts meanwhile.
+    async fn before_incoming(&self) -> Result<(), SnapshotError> {
+        Ok(())
+    }
     /// QEMU has loaded the device state and waits to `cont`: finish what
     /// must be in place first (the working-set prefetch).
     async fn before_resume(&self) -> Result<(), SnapshotError> {

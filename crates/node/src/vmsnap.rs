@@ -288,37 +288,35 @@ impl RcssSnapshots {
     }
 
     /// Fetches the vmstate into `to` (verified chunk by chunk, size checked).
+    /// The vmstate manifest of snapshot `memory`.
+    async fn vmstate_manifest(
+        &self,
+        key: &SnapshotKey,
+        memory: &Manifest,
+    ) -> Result<Arc<Manifest>, SnapshotError> {
+        let name = memory
+            .annotations
+            .get(VMSTATE_ANNOTATION)
+            .cloned()
+            .unwrap_or_else(|| vmstate_name(key));
+        self.manifest(&name).await.map_err(|e| store_err(key, e))
+    }
+
     async fn fetch_vmstate(
         &self,
         key: &SnapshotKey,
         memory: &Manifest,
         to: &Path,
     ) -> Result<u64, SnapshotError> {
-        let name = memory
-            .annotations
-            .get(VMSTATE_ANNOTATION)
-            .cloned()
-            .unwrap_or_else(|| vmstate_name(key));
-        let m = self.manifest(&name).await.map_err(|e| store_err(key, e))?;
-        let reader = BlobReader::new(m, self.cfg.chunks.clone())
-            .map_err(|e| Self::err(key, format!("vmstate: {}", error_chain(&e))))?;
-        let data = reader
-            .read_at(0, reader.size())
-            .await
-            .map_err(|e| Self::err(key, format!("vmstate: {}", error_chain(&e))))?;
-        if data.len() as u64 != reader.size() {
-            return Err(Self::err(
-                key,
-                format!(
-                    "vmstate is {} bytes, its manifest says {}",
-                    data.len(),
-                    reader.size()
-                ),
-            ));
-        }
-        std::fs::write(to, &data).map_err(|e| Self::io(key, to, e))?;
-        self.moved.lock().vmstate_bytes += data.len() as u64;
-        Ok(data.len() as u64)
+        let m = self.vmstate_manifest(key, memory).await?;
+        write_vmstate(
+            key.clone(),
+            m,
+            self.cfg.chunks.clone(),
+            self.moved.clone(),
+            to.to_path_buf(),
+        )
+        .await
     }
 
     /// Eager fill: every non-zero page from the store into a sparse file.
@@ -468,26 +466,28 @@ impl RcssSnapshots {
         let reader = Arc::new(
             BlobReader::new(m.clone(), self.cfg.chunks.clone()).map_err(|e| Self::err(key, e))?,
         );
+        // In flight at once, in this order on the link: the vmstate (small;
+        // QEMU reads it once it runs, see `before_incoming`), the pack's
+        // frames, the mount. `open` returns once the mount is there, so
+        // QEMU starts while both transfers run.
+        let vm = self.vmstate_manifest(key, &m).await?;
+        let vmstate_bytes = vm.size;
+        let vmstate_task: VmstateTask = tokio::spawn(write_vmstate(
+            key.clone(),
+            vm,
+            self.cfg.chunks.clone(),
+            self.moved.clone(),
+            vmstate.clone(),
+        ));
+        let vmstate_task = Aborting(Some(vmstate_task));
+        let frames_in_flight = pack
+            .as_ref()
+            .map(|(p, _)| PackFetch::start(self.cfg.remote.clone(), p));
         let (rd, rt, opts, mnt2) = (reader, self.rt.clone(), self.cfg.memfs.clone(), mnt.clone());
-        // The mount and the vmstate (small; QEMU needs it first) at once,
-        // then the working-set prefetch, which would delay the vmstate on
-        // the link.
-        let t = std::time::Instant::now();
-        let mount = async {
-            let r = tokio::task::spawn_blocking(move || memfs::mount(rd, rt, &mnt2, &opts)).await;
-            tracing::trace!(us = t.elapsed().as_micros() as u64, "memfs mounted");
-            r
-        };
-        let vms = async {
-            let r = self.fetch_vmstate(key, &m, &vmstate).await;
-            tracing::trace!(us = t.elapsed().as_micros() as u64, "vmstate fetched");
-            r
-        };
-        let (handle, vmstate_bytes) = tokio::join!(mount, vms);
-        let handle = handle
+        let handle = tokio::task::spawn_blocking(move || memfs::mount(rd, rt, &mnt2, &opts))
+            .await
             .map_err(|e| Self::err(key, e))?
             .map_err(|e| Self::err(key, format!("lazy memory mount: {e}")))?;
-        let vmstate_bytes = vmstate_bytes?;
         let handle = Arc::new(handle);
         // The working set's prefetch (into this mount's page cache) runs
         // while QEMU starts.
@@ -499,12 +499,11 @@ impl RcssSnapshots {
                     .filter_map(|c| m.chunk_index_at(c.offset))
                     .collect();
                 let (h, ws) = (handle.clone(), ws.clone());
-                let chunks = self.cfg.remote.clone();
                 let task: PrefetchTask = tokio::spawn(async move {
-                    let Some((pack, frames)) = pack else {
+                    let (Some((pack, frames)), Some(fetch)) = (pack, frames_in_flight) else {
                         return h.prefetch(&ws).await;
                     };
-                    match prefetch_pack(&h, chunks, &ws, &pack, &frames).await {
+                    match push_pack(&h, &ws, &pack, &frames, fetch).await {
                         Ok(st) => Ok(st),
                         Err(e) => {
                             // What the pack pushed stays; the page-wise
@@ -535,6 +534,7 @@ impl RcssSnapshots {
                 manifest: m,
                 handle: Mutex::new(Some(handle)),
                 prefetch: tokio::sync::Mutex::new(prefetch),
+                vmstate: tokio::sync::Mutex::new(vmstate_task),
                 prefetched: Mutex::new(PrefetchStats::default()),
                 ws_set,
                 recording,
@@ -784,6 +784,40 @@ fn count_upload(
 /// (zero pages included, so a prefetch puts them in the page cache too),
 /// in memfs's first-touch order of their 2 MiB blocks. Falls back to
 /// memfs's record when the mapping cannot be read.
+/// Fetches a vmstate blob (manifest `m`) into the file `to`.
+async fn write_vmstate(
+    key: SnapshotKey,
+    m: Arc<Manifest>,
+    chunks: Arc<dyn ChunkSource>,
+    moved: Arc<Mutex<MovedStats>>,
+    to: PathBuf,
+) -> Result<u64, SnapshotError> {
+    let err = |detail: String| SnapshotError::Corrupt {
+        key: key.to_string(),
+        detail,
+    };
+    let reader =
+        BlobReader::new(m, chunks).map_err(|e| err(format!("vmstate: {}", error_chain(&e))))?;
+    let data = reader
+        .read_at(0, reader.size())
+        .await
+        .map_err(|e| err(format!("vmstate: {}", error_chain(&e))))?;
+    if data.len() as u64 != reader.size() {
+        return Err(err(format!(
+            "vmstate is {} bytes, its manifest says {}",
+            data.len(),
+            reader.size()
+        )));
+    }
+    std::fs::write(&to, &data).map_err(|source| SnapshotError::Io {
+        key: key.to_string(),
+        path: to.clone(),
+        source,
+    })?;
+    moved.lock().vmstate_bytes += data.len() as u64;
+    Ok(data.len() as u64)
+}
+
 /// Aborts tasks when dropped.
 struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
 
@@ -801,20 +835,68 @@ struct PackFailed {
     moved: u64,
 }
 
-/// Fetches a working-set pack (checked against `ws` by [`wspack::check`],
-/// `frames` = its result) a few frames at a time and pushes each frame's
-/// pages into `h`'s page cache as it arrives, in the working set's order;
-/// the working set's zero pages are pushed first (nothing to fetch). The
-/// pages QEMU touches while it loads the device state come first in the
-/// recorded order, so they are in the page cache before it asks.
-async fn prefetch_pack(
+type VmstateTask = tokio::task::JoinHandle<Result<u64, SnapshotError>>;
+type FrameTask = tokio::task::JoinHandle<Result<Vec<Bytes>, SourceError>>;
+
+/// A task aborted when dropped unless taken.
+struct Aborting<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// A working-set pack's frames being fetched, [`PackFetch::IN_FLIGHT`] at
+/// a time, each in its own task so the link stays busy while earlier
+/// frames are decoded and pushed; aborted when dropped.
+struct PackFetch {
+    tasks: Vec<(usize, FrameTask)>,
+    _abort: AbortOnDrop,
+}
+
+impl PackFetch {
+    const IN_FLIGHT: usize = 4;
+
+    fn start(source: Arc<dyn ChunkSource>, pack: &Manifest) -> PackFetch {
+        let permits = Arc::new(tokio::sync::Semaphore::new(Self::IN_FLIGHT));
+        let tasks: Vec<_> = pack
+            .chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(k, f)| Some((k, f.digest?)))
+            .map(|(k, d)| {
+                let (source, permits) = (source.clone(), permits.clone());
+                let task = tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    source.fetch(&[d]).await
+                });
+                (k, task)
+            })
+            .collect();
+        let abort = AbortOnDrop(tasks.iter().map(|(_, t)| t.abort_handle()).collect());
+        PackFetch {
+            tasks,
+            _abort: abort,
+        }
+    }
+}
+
+/// Pushes a working-set pack (checked against `ws` by [`wspack::check`],
+/// `frames` = its result; `fetch` = its frames in flight) into `h`'s page
+/// cache frame by frame as they arrive, in the working set's order; the
+/// working set's zero pages are pushed first (nothing to fetch). The pages
+/// QEMU touches while it loads the device state come first in the recorded
+/// order, so they are in the page cache before it asks.
+async fn push_pack(
     h: &Arc<MemfsHandle>,
-    chunks: Arc<dyn ChunkSource>,
     ws: &Manifest,
     pack: &Manifest,
     frames: &[std::ops::Range<usize>],
+    fetch: PackFetch,
 ) -> Result<PrefetchStats, PackFailed> {
-    const IN_FLIGHT: usize = 4;
     let fail = |detail: String, moved: u64| PackFailed { detail, moved };
     let t0 = std::time::Instant::now();
     let mut st = PrefetchStats::default();
@@ -848,29 +930,7 @@ async fn prefetch_pack(
     );
     let nonzero: Arc<Vec<ChunkRef>> =
         Arc::new(ws.chunks.iter().copied().filter(|c| !c.is_zero()).collect());
-    let digests: Vec<(usize, Digest)> = pack
-        .chunks
-        .iter()
-        .enumerate()
-        .filter_map(|(k, f)| Some((k, f.digest?)))
-        .collect();
-    // Fetches run in their own tasks, IN_FLIGHT at a time, so the link
-    // stays busy while earlier frames are decoded and pushed.
-    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    let tasks: Vec<(usize, tokio::task::JoinHandle<_>)> = digests
-        .into_iter()
-        .map(|(k, d)| {
-            let (chunks, permits) = (chunks.clone(), permits.clone());
-            let task = tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                chunks.fetch(&[d]).await
-            });
-            (k, task)
-        })
-        .collect();
-    // Dropping the handles on an early return leaves the rest to finish
-    // into the chunk cache; abort them instead.
-    let _abort = AbortOnDrop(tasks.iter().map(|(_, t)| t.abort_handle()).collect());
+    let PackFetch { tasks, _abort } = fetch;
     for (k, task) in tasks {
         let got = task
             .await
@@ -1001,6 +1061,8 @@ struct LazySession {
     manifest: Arc<Manifest>,
     handle: Mutex<Option<Arc<MemfsHandle>>>,
     prefetch: tokio::sync::Mutex<Option<PrefetchTask>>,
+    /// The vmstate still arriving (aborted if the restore ends first).
+    vmstate: tokio::sync::Mutex<Aborting<Result<u64, SnapshotError>>>,
     prefetched: Mutex<PrefetchStats>,
     /// Chunk indexes the prefetch covers.
     ws_set: HashSet<usize>,
@@ -1066,6 +1128,20 @@ impl LazySession {
 
 #[async_trait]
 impl RestoreSession for LazySession {
+    async fn before_incoming(&self) -> Result<(), SnapshotError> {
+        let task = self.vmstate.lock().await.0.take();
+        match task {
+            Some(t) => t
+                .await
+                .map_err(|e| SnapshotError::Corrupt {
+                    key: self.key.to_string(),
+                    detail: format!("vmstate fetch task: {e}"),
+                })?
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     async fn before_resume(&self) -> Result<(), SnapshotError> {
         if let Some(h) = self.handle.lock().clone() {
             let st = h.stats();

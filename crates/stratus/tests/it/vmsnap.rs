@@ -14,9 +14,10 @@ use stratus_microvm::{MicrovmConfig, MicrovmSandbox, RestoreMode};
 use stratus_node::memfs::MemfsOptions;
 use stratus_node::snapcache::{EvictionPolicy, SnapshotCache, SnapshotCacheConfig};
 use stratus_node::vmsnap::{self, RcssSnapshots, RcssSnapshotsConfig};
+use stratus_node::wspack;
 use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox};
 use stratus_snapstore::{
-    CacheConfig, ChunkSource, ChunkStore, Digest, LocalFsBackend, Manifest, RemoteConfig,
+    CacheConfig, ChunkRef, ChunkSource, ChunkStore, Digest, LocalFsBackend, Manifest, RemoteConfig,
     RemoteSource, ServeOptions, SourceError, TieredCache,
 };
 
@@ -115,11 +116,14 @@ fn with_policy(mut spec: InstanceSpec, p: RestorePolicy) -> InstanceSpec {
     spec
 }
 
-fn memfs_mounts() -> usize {
+/// memfs mounts under `root` (tests run at once: each counts its own).
+fn memfs_mounts(root: &Path) -> usize {
+    let root = root.to_string_lossy();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains("stratus-memfs"))
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&*root)))
         .count()
 }
 
@@ -224,11 +228,50 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
         "the working set covers most of what the restore touches: {rec:?}"
     );
 
+    // The working set is stored a second time as a pack: its non-zero
+    // pages in order, in LZ4 frames, and ws-2 prefetched it from there.
+    let pack = ChunkSource::manifest(srv.store.as_ref(), &wspack::pack_name(&key))
+        .await
+        .unwrap();
+    let per_frame = wspack::check(&pack, &ws).expect("the pack belongs to this working set");
+    let nonzero: Vec<ChunkRef> = ws.chunks.iter().copied().filter(|c| !c.is_zero()).collect();
+    for (k, f) in pack.chunks.iter().enumerate() {
+        let stored = srv.store.fetch(&[f.digest.unwrap()]).await.unwrap();
+        let raw = wspack::decode(&pack, k, &stored[0]).unwrap();
+        let digests: Vec<Digest> = nonzero[per_frame[k].clone()]
+            .iter()
+            .map(|c| c.digest.unwrap())
+            .collect();
+        let pages = srv.store.fetch(&digests).await.unwrap();
+        assert!(
+            raw == pages.concat(),
+            "frame {k} holds the working set's pages in order"
+        );
+    }
+    let packs = src.packs();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let ps = packs[0].1;
+    assert_eq!(ps.pages, nonzero.len() as u64);
+    assert!(ps.stored_bytes < ps.raw_bytes, "compressed: {ps:?}");
+    assert_eq!(
+        rec.stats.prefetched_chunks,
+        nonzero.len() as u64,
+        "every non-zero working-set page came from the pack: {rec:?}"
+    );
+    assert_eq!(
+        rec.stats.prefetched_bytes, ps.stored_bytes,
+        "the pack's compressed frames are what moved: {rec:?}"
+    );
+
     // Lazy: everything on first touch.
     let (c, rec) = start(&sb, &spec("lazy", RestorePolicy::Lazy)).await;
     assert_eq!(rec.stats.prefetched_chunks, 0);
     assert!(rec.stats.on_demand_chunks > 0, "{rec:?}");
-    assert_eq!(memfs_mounts(), 3, "one memfs mount per lazy restore");
+    assert_eq!(
+        memfs_mounts(dir.path()),
+        3,
+        "one memfs mount per lazy restore"
+    );
 
     // Eager: the whole memory into the node cache, then warm-local hits it.
     let (d, rec) = start(&sb, &spec("eager", RestorePolicy::Eager)).await;
@@ -266,7 +309,11 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
     }
     drop(sb);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(memfs_mounts(), 0, "lazy mounts are gone after stop");
+    assert_eq!(
+        memfs_mounts(dir.path()),
+        0,
+        "lazy mounts are gone after stop"
+    );
     let moved = src.moved();
     assert!(
         moved.prefetch_bytes > 0 && moved.eager_bytes > 0 && moved.on_demand_bytes > 0,
@@ -335,6 +382,40 @@ async fn corrupt_chunks_and_store_outages_fail_restores_cleanly() {
         .trim_end_matches("/memory")
         .to_string();
 
+    // A corrupt working-set pack frame: a working-set restore on a fresh
+    // node never uses it, fetches the working set page by page (each page
+    // verified) and runs.
+    let ws0 = ChunkSource::manifest(srv.store.as_ref(), &format!("vm/{key}/working-set"))
+        .await
+        .unwrap();
+    let pack = ChunkSource::manifest(srv.store.as_ref(), &wspack::pack_name(&key))
+        .await
+        .unwrap();
+    let frame = pack.chunks[0].digest.unwrap();
+    let frame_file = chunk_file(&srv.dir, &frame);
+    let good = std::fs::read(&frame_file).unwrap();
+    std::fs::write(&frame_file, b"not an lz4 frame").unwrap();
+    let src5 = node(&dir.path().join("node5"), r.clone(), r.clone());
+    let sb5 = sandbox_on(&base_cfg, &dir.path().join("vm5"), src5);
+    let (i5, rec) = start(&sb5, &spec("ws-bad-pack", RestorePolicy::WorkingSet)).await;
+    assert_eq!(
+        rec.stats.prefetched_chunks,
+        ws0.chunks
+            .iter()
+            .filter_map(|c| c.digest)
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64,
+        "the page-wise prefetch covered the working set (distinct pages): {rec:?}"
+    );
+    assert_eq!(
+        rec.stats.prefetched_bytes,
+        ws0.chunks.iter().filter(|c| !c.is_zero()).count() as u64 * 4096,
+        "uncompressed pages moved, not the pack: {rec:?}"
+    );
+    i5.stop().await;
+    drop((i5, sb5));
+    std::fs::write(&frame_file, good).unwrap();
+
     // A store outage after the vmstate arrived: the lazy restore's page
     // reads fail; the start fails with an error, nothing hangs.
     let failing = Arc::new(FailAfter {
@@ -354,7 +435,10 @@ async fn corrupt_chunks_and_store_outages_fail_restores_cleanly() {
         .to_string();
     eprintln!("outage: {err} after {:?}", t.elapsed());
     assert!(err.contains("SIGBUS"), "{err}");
-    assert!(memfs_mounts() == 0, "the failed restore's mount is gone");
+    assert!(
+        memfs_mounts(dir.path()) == 0,
+        "the failed restore's mount is gone"
+    );
 
     // A corrupt memory page in the store: eager refuses (naming the chunk),
     // and the node cache keeps nothing.
@@ -438,5 +522,5 @@ async fn corrupt_chunks_and_store_outages_fail_restores_cleanly() {
         0,
         "nothing half-written is cached"
     );
-    assert_eq!(memfs_mounts(), 0);
+    assert_eq!(memfs_mounts(dir.path()), 0);
 }
