@@ -646,6 +646,7 @@ fn node(
         },
         batch_pages: 1024,
         parallel: 4,
+        working_set_settle: stratus_node::vmsnap::DEFAULT_WORKING_SET_SETTLE,
     })?);
     Ok(Node { chunks, snaps })
 }

@@ -91,6 +91,7 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
         memfs: MemfsOptions::default(),
         batch_pages: 1024,
         parallel: 4,
+        working_set_settle: crate::vmsnap::DEFAULT_WORKING_SET_SETTLE,
     })
     .map_err(|e| store_err(&e))?;
     Ok(Arc::new(src))

@@ -7,11 +7,11 @@
 //!
 //! ```text
 //!  working set (manifest vm/KEY/working-set: chunk refs in first-touch order, zero pages included)
-//!     non-zero refs ──► pages p0 p1 p2 … ──► frames of ≤ FRAME_BYTES raw ──► LZ4 block each
+//!     non-zero refs ──► pages p0 p1 p2 … ──► frames of ≤ FRAME_BYTES raw ──► zstd each
 //!  pack manifest vm/KEY/working-set-pack (kind `working-set-pack`):
 //!     chunks  = one per frame: offset/len in the RAW pack (they tile it), digest of the STORED
 //!               (compressed) bytes, so sources verify frames like any chunk
-//!     annotations: stratus.pack.compression = lz4-block,
+//!     annotations: stratus.pack.compression = zstd (level 3),
 //!                  stratus.pack.working-set = sha256 of the working-set manifest's JSON
 //! ```
 //!
@@ -32,8 +32,10 @@ use stratus_snapstore::{ChunkRef, Digest, Manifest, ManifestKind};
 pub const PACK_KIND: &str = "working-set-pack";
 /// Annotation: how frames are compressed.
 pub const COMPRESSION_ANNOTATION: &str = "stratus.pack.compression";
-/// The only compression written and read.
-pub const LZ4_BLOCK: &str = "lz4-block";
+/// Frame compression (the only one written and read).
+pub const ZSTD: &str = "zstd";
+/// zstd level for frames (packs are written once, read on every restore).
+const ZSTD_LEVEL: i32 = 3;
 /// Annotation: sha256 of the working-set manifest's JSON.
 pub const WORKING_SET_ANNOTATION: &str = "stratus.pack.working-set";
 /// Raw bytes per frame (whole pages; the last frame may be shorter).
@@ -86,7 +88,8 @@ pub fn encode(pages: &[Bytes]) -> Vec<Frame> {
         if raw.is_empty() {
             return;
         }
-        let stored = Bytes::from(lz4_flex::block::compress(raw));
+        // Compressing a buffer in memory cannot fail.
+        let stored = Bytes::from(zstd::bulk::compress(raw, ZSTD_LEVEL).unwrap_or_default());
         frames.push(Frame {
             digest: Digest::of(&stored),
             stored,
@@ -126,7 +129,7 @@ pub fn manifest(name: String, ws: &Manifest, frames: &[Frame]) -> Manifest {
         size: offset,
         chunks,
         annotations: [
-            (COMPRESSION_ANNOTATION.to_string(), LZ4_BLOCK.to_string()),
+            (COMPRESSION_ANNOTATION.to_string(), ZSTD.to_string()),
             (WORKING_SET_ANNOTATION.to_string(), fingerprint(ws)),
         ]
         .into(),
@@ -147,10 +150,10 @@ pub fn check(pack: &Manifest, ws: &Manifest) -> Result<Vec<Range<usize>>, PackEr
         return Err(bad(format!("kind is {}, not {PACK_KIND}", pack.kind)));
     }
     match pack.annotations.get(COMPRESSION_ANNOTATION) {
-        Some(c) if c == LZ4_BLOCK => {}
+        Some(c) if c == ZSTD => {}
         other => {
             return Err(bad(format!(
-                "compression {other:?} is not supported (only {LZ4_BLOCK})"
+                "compression {other:?} is not supported (only {ZSTD})"
             )))
         }
     }
@@ -212,7 +215,7 @@ pub fn decode(pack: &Manifest, k: usize, stored: &[u8]) -> Result<Vec<u8>, PackE
         end: f.end(),
         what,
     };
-    let raw = lz4_flex::block::decompress(stored, f.len as usize)
+    let raw = zstd::bulk::decompress(stored, f.len as usize)
         .map_err(|e| err(format!("does not decompress: {e}")))?;
     if raw.len() != f.len as usize {
         return Err(err(format!(
@@ -331,9 +334,12 @@ mod tests {
         let mut other = pack.clone();
         other
             .annotations
-            .insert(COMPRESSION_ANNOTATION.into(), "zstd".into());
+            .insert(COMPRESSION_ANNOTATION.into(), "brotli".into());
         let e = check(&other, &ws1).unwrap_err().to_string();
-        assert!(e.contains("\"zstd\"") && e.contains("not supported"), "{e}");
+        assert!(
+            e.contains("\"brotli\"") && e.contains("not supported"),
+            "{e}"
+        );
         let mut other = pack.clone();
         other.kind = ManifestKind::Blob;
         assert!(check(&other, &ws1)
@@ -392,7 +398,7 @@ mod tests {
             assert!(e.contains("frame 0 (raw bytes 0..4096)"), "{e}");
         }
         // A frame that decompresses to fewer bytes than the manifest says.
-        let short = lz4_flex::block::compress(&a[..100]);
+        let short = zstd::bulk::compress(&a[..100], 3).unwrap();
         assert!(decode(&pack, 0, &short).is_err());
     }
 }

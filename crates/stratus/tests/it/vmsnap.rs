@@ -103,6 +103,7 @@ fn node(root: &Path, remote: Arc<dyn ChunkSource>, sink: Arc<RemoteSource>) -> A
             },
             batch_pages: 1024,
             parallel: 4,
+            working_set_settle: vmsnap::DEFAULT_WORKING_SET_SETTLE,
         })
         .unwrap(),
     )
@@ -229,7 +230,7 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
     );
 
     // The working set is stored a second time as a pack: its non-zero
-    // pages in order, in LZ4 frames, and ws-2 prefetched it from there.
+    // pages in order, in zstd frames, and ws-2 prefetched it from there.
     let pack = ChunkSource::manifest(srv.store.as_ref(), &wspack::pack_name(&key))
         .await
         .unwrap();
@@ -394,7 +395,7 @@ async fn corrupt_chunks_and_store_outages_fail_restores_cleanly() {
     let frame = pack.chunks[0].digest.unwrap();
     let frame_file = chunk_file(&srv.dir, &frame);
     let good = std::fs::read(&frame_file).unwrap();
-    std::fs::write(&frame_file, b"not an lz4 frame").unwrap();
+    std::fs::write(&frame_file, b"not a zstd frame").unwrap();
     let src5 = node(&dir.path().join("node5"), r.clone(), r.clone());
     let sb5 = sandbox_on(&base_cfg, &dir.path().join("vm5"), src5);
     let (i5, rec) = start(&sb5, &spec("ws-bad-pack", RestorePolicy::WorkingSet)).await;
