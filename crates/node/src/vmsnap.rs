@@ -69,8 +69,13 @@ pub fn working_set_name(key: &impl std::fmt::Display) -> String {
 /// Annotation on the memory manifest naming the vmstate manifest.
 pub const VMSTATE_ANNOTATION: &str = "stratus.vmstate";
 
-/// Default [`RcssSnapshotsConfig::working_set_settle`].
-pub const DEFAULT_WORKING_SET_SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+/// Default [`RcssSnapshotsConfig::working_set_settle`]: none (REAP's
+/// record-at-first-response). Measured for one echo snapshot, 0.5 s turned
+/// ~950 pages that every later restore faulted on demand into 64 more
+/// recorded pages; in another run the misses stayed, and memhog-192's
+/// working set grew from 16.5k to 29k pages (it keeps touching memory
+/// after answering), so it is off by default (docs/benchmarks.md).
+pub const DEFAULT_WORKING_SET_SETTLE: std::time::Duration = std::time::Duration::ZERO;
 
 /// Where snapshots are written: the store itself or a snapstore server.
 #[async_trait]
@@ -1188,11 +1193,9 @@ impl RestoreSession for LazySession {
         let Some(h) = self.handle.lock().clone() else {
             return;
         };
-        // The pages mapped at the first response, and again once the guest
-        // has settled (it finishes the exchange — socket teardown, timers —
-        // right after answering; measured for echo: 64 more pages, and
-        // without them every later restore faulted the same ~950 pages in
-        // on demand). The union is the working set.
+        // The pages mapped at the first response, and again after the
+        // configured settle time (the guest finishes the exchange right
+        // after answering); the union is the working set.
         let path = h.file_path();
         let first = {
             let path = path.clone();
