@@ -301,7 +301,6 @@ impl RcssSnapshots {
         }
     }
 
-    /// Fetches the vmstate into `to` (verified chunk by chunk, size checked).
     /// The vmstate manifest of snapshot `memory`.
     async fn vmstate_manifest(
         &self,
@@ -316,6 +315,7 @@ impl RcssSnapshots {
         self.manifest(&name).await.map_err(|e| store_err(key, e))
     }
 
+    /// Fetches the vmstate into `to` (verified chunk by chunk, size checked).
     async fn fetch_vmstate(
         &self,
         key: &SnapshotKey,
@@ -493,7 +493,7 @@ impl RcssSnapshots {
             self.moved.clone(),
             vmstate.clone(),
         ));
-        let vmstate_task = Aborting(Some(vmstate_task));
+        let vmstate_task = Some(Aborting(vmstate_task));
         let frames_in_flight = pack
             .as_ref()
             .map(|(p, _)| PackFetch::start(self.cfg.remote.clone(), p));
@@ -788,17 +788,6 @@ fn count_upload(
     Ok(())
 }
 
-/// The working set a restore touched, as a `working-set` manifest.
-///
-/// QEMU advises `MADV_HUGEPAGE` on guest RAM, so the kernel fills the
-/// memfs page cache in whole 2 MiB blocks and memfs's own record is
-/// 2 MiB-granular. The pages QEMU actually mapped are finer: they are the
-/// present entries of `/proc/PID/pagemap` over its mapping of the memory
-/// file (page faults map the touched page and, by fault-around, at most
-/// 64 KiB of neighbours already cached). The manifest lists those pages
-/// (zero pages included, so a prefetch puts them in the page cache too),
-/// in memfs's first-touch order of their 2 MiB blocks. Falls back to
-/// memfs's record when the mapping cannot be read.
 /// Fetches a vmstate blob (manifest `m`) into the file `to`.
 async fn write_vmstate(
     key: SnapshotKey,
@@ -833,15 +822,6 @@ async fn write_vmstate(
     Ok(data.len() as u64)
 }
 
-/// Aborts tasks when dropped.
-struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.iter().for_each(|t| t.abort());
-    }
-}
-
 /// A pack prefetch that failed, and the bytes it had moved.
 #[derive(Debug, thiserror::Error)]
 #[error("{detail}")]
@@ -851,16 +831,15 @@ struct PackFailed {
 }
 
 type VmstateTask = tokio::task::JoinHandle<Result<u64, SnapshotError>>;
-type FrameTask = tokio::task::JoinHandle<Result<Vec<Bytes>, SourceError>>;
+type FrameResult = Result<Vec<Bytes>, SourceError>;
 
-/// A task aborted when dropped unless taken.
-struct Aborting<T>(Option<tokio::task::JoinHandle<T>>);
+/// A task aborted when dropped (a no-op once it has finished); await
+/// `&mut .0` for its result.
+struct Aborting<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for Aborting<T> {
     fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            t.abort();
-        }
+        self.0.abort();
     }
 }
 
@@ -868,8 +847,7 @@ impl<T> Drop for Aborting<T> {
 /// a time, each in its own task so the link stays busy while earlier
 /// frames are decoded and pushed; aborted when dropped.
 struct PackFetch {
-    tasks: Vec<(usize, FrameTask)>,
-    _abort: AbortOnDrop,
+    tasks: Vec<(usize, Aborting<FrameResult>)>,
 }
 
 impl PackFetch {
@@ -888,14 +866,10 @@ impl PackFetch {
                     let _permit = permits.acquire_owned().await;
                     source.fetch(&[d]).await
                 });
-                (k, task)
+                (k, Aborting(task))
             })
             .collect();
-        let abort = AbortOnDrop(tasks.iter().map(|(_, t)| t.abort_handle()).collect());
-        PackFetch {
-            tasks,
-            _abort: abort,
-        }
+        PackFetch { tasks }
     }
 }
 
@@ -945,9 +919,9 @@ async fn push_pack(
     );
     let nonzero: Arc<Vec<ChunkRef>> =
         Arc::new(ws.chunks.iter().copied().filter(|c| !c.is_zero()).collect());
-    let PackFetch { tasks, _abort } = fetch;
-    for (k, task) in tasks {
-        let got = task
+    // An early return drops the frames not yet awaited: aborted.
+    for (k, mut task) in fetch.tasks {
+        let got = (&mut task.0)
             .await
             .map_err(|e| fail(format!("frame {k}: {e}"), st.bytes))?;
         let stored = got
@@ -974,6 +948,17 @@ async fn push_pack(
     Ok(st)
 }
 
+/// The working set a restore touched, as a `working-set` manifest.
+///
+/// QEMU advises `MADV_HUGEPAGE` on guest RAM, so the kernel fills the
+/// memfs page cache in whole 2 MiB blocks and memfs's own record is
+/// 2 MiB-granular. The pages QEMU actually mapped are finer: `pages`, the
+/// present entries of `/proc/PID/pagemap` over its mapping of the memory
+/// file (page faults map the touched page and, by fault-around, at most
+/// 64 KiB of neighbours already cached). The manifest lists those pages
+/// (zero pages included, so a prefetch puts them in the page cache too),
+/// in memfs's first-touch order of their 2 MiB blocks. Falls back to
+/// memfs's record when `pages` could not be read.
 fn recorded_working_set(
     h: &MemfsHandle,
     pages: std::io::Result<Vec<u64>>,
@@ -1082,7 +1067,7 @@ struct LazySession {
     handle: Mutex<Option<Arc<MemfsHandle>>>,
     prefetch: tokio::sync::Mutex<Option<PrefetchTask>>,
     /// The vmstate still arriving (aborted if the restore ends first).
-    vmstate: tokio::sync::Mutex<Aborting<Result<u64, SnapshotError>>>,
+    vmstate: tokio::sync::Mutex<Option<Aborting<Result<u64, SnapshotError>>>>,
     prefetched: Mutex<PrefetchStats>,
     /// Chunk indexes the prefetch covers.
     ws_set: HashSet<usize>,
@@ -1150,9 +1135,9 @@ impl LazySession {
 #[async_trait]
 impl RestoreSession for LazySession {
     async fn before_incoming(&self) -> Result<(), SnapshotError> {
-        let task = self.vmstate.lock().await.0.take();
+        let task = self.vmstate.lock().await.take();
         match task {
-            Some(t) => t
+            Some(mut t) => (&mut t.0)
                 .await
                 .map_err(|e| SnapshotError::Corrupt {
                     key: self.key.to_string(),
@@ -1201,12 +1186,16 @@ impl RestoreSession for LazySession {
             let path = path.clone();
             tokio::task::spawn_blocking(move || mapped_pages(vm_pid, &path)).await
         };
-        tokio::time::sleep(self.settle).await;
-        let later = tokio::task::spawn_blocking(move || mapped_pages(vm_pid, &path)).await;
         let flat = |r: Result<std::io::Result<Vec<u64>>, tokio::task::JoinError>| {
             r.map_err(std::io::Error::other).and_then(|r| r)
         };
-        let pages = match (flat(first), flat(later)) {
+        let later = if self.settle.is_zero() {
+            Err(std::io::Error::other("no settle time: one reading"))
+        } else {
+            tokio::time::sleep(self.settle).await;
+            flat(tokio::task::spawn_blocking(move || mapped_pages(vm_pid, &path)).await)
+        };
+        let pages = match (flat(first), later) {
             (Ok(mut a), Ok(b)) => {
                 a.extend(b);
                 a.sort_unstable();
