@@ -398,18 +398,28 @@ impl MicrovmSandbox {
             qmp: &sock,
             incoming: l.incoming,
         });
-        let mut cmd = tokio::process::Command::new(&self.cfg.qemu);
+        let qemu = stratus_sandbox::child::resolve_program(
+            &self.cfg.qemu.to_string_lossy(),
+            &std::env::var_os("PATH").unwrap_or_default(),
+            l.dir,
+        )
+        .map_err(|source| MicrovmError::Io {
+            what: format!("start {}", self.cfg.qemu.display()),
+            source,
+        })?;
+        let mut cmd = stratus_sandbox::child::command_dying_with_parent(&qemu);
         cmd.args(&args)
             .current_dir(l.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        stratus_sandbox::child::own_group_dying_with_parent(&mut cmd);
+        let t_fork = Instant::now();
         let mut child = cmd.spawn().map_err(|source| MicrovmError::Io {
             what: format!("start {}", self.cfg.qemu.display()),
             source,
         })?;
+        tracing::debug!(vm = %l.id, fork_us = t_fork.elapsed().as_micros() as u64, "qemu forked");
         let pid = child.id().unwrap_or(0) as i32;
         let pid_file = self.cfg.work_dir.join("pids").join(format!("{}.pid", l.id));
         if let Some(st) = stratus_sandbox::child::proc_start_time(pid) {

@@ -434,6 +434,7 @@ impl RcssSnapshots {
         m: Arc<Manifest>,
         policy: RestorePolicy,
     ) -> Result<Restore, SnapshotError> {
+        let t_open = std::time::Instant::now();
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let dir = self
             .cfg
@@ -477,6 +478,7 @@ impl RcssSnapshots {
         } else {
             (None, None)
         };
+        let manifests_us = t_open.elapsed().as_micros() as u64;
         let reader = Arc::new(
             BlobReader::new(m.clone(), self.cfg.chunks.clone()).map_err(|e| Self::err(key, e))?,
         );
@@ -497,12 +499,14 @@ impl RcssSnapshots {
         let frames_in_flight = pack
             .as_ref()
             .map(|(p, _)| PackFetch::start(self.cfg.remote.clone(), p));
+        let tasks_us = t_open.elapsed().as_micros() as u64;
         let (rd, rt, opts, mnt2) = (reader, self.rt.clone(), self.cfg.memfs.clone(), mnt.clone());
         let handle = tokio::task::spawn_blocking(move || memfs::mount(rd, rt, &mnt2, &opts))
             .await
             .map_err(|e| Self::err(key, e))?
             .map_err(|e| Self::err(key, format!("lazy memory mount: {e}")))?;
         let handle = Arc::new(handle);
+        tracing::debug!(key = %key, manifests_us, tasks_us, mounted_us = t_open.elapsed().as_micros() as u64, "lazy open phases");
         // The working set's prefetch (into this mount's page cache) runs
         // while QEMU starts.
         let (prefetch, ws_set) = match &ws {

@@ -2,8 +2,10 @@
 //! process groups that die with the platform, pid identities that survive
 //! pid reuse, log pumps, exit descriptions and the readiness probe loop.
 
+use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -16,8 +18,83 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Makes the child lead its own process group and get SIGKILL when the
+/// A command for `program` (an absolute path, see [`resolve_program`])
+/// whose process leads its own process group and gets SIGKILL when the
 /// platform dies (`PR_SET_PDEATHSIG`), even by `kill -9`.
+///
+/// Started through util-linux `setpriv --pdeathsig KILL`, so that the
+/// standard library can use `posix_spawn` (a vfork: nothing copied). A
+/// `pre_exec` hook forces a fork instead, which copies the page tables of
+/// the whole platform process (15–45 ms for a node holding chunk caches,
+/// measured in `bench snapshots`) and stalls its other threads' page
+/// faults meanwhile. Without `setpriv` it falls back to fork + `pre_exec`.
+pub fn command_dying_with_parent(program: &Path) -> tokio::process::Command {
+    match setpriv() {
+        Some(sp) => {
+            let mut cmd = tokio::process::Command::new(sp);
+            cmd.args(["--pdeathsig", "KILL", "--"])
+                .arg(program)
+                .process_group(0);
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(program);
+            own_group_dying_with_parent(&mut cmd);
+            cmd
+        }
+    }
+}
+
+/// `setpriv` if it is installed (util-linux; essential on Debian).
+fn setpriv() -> Option<&'static Path> {
+    static SETPRIV: OnceLock<Option<PathBuf>> = OnceLock::new();
+    SETPRIV
+        .get_or_init(|| {
+            ["/usr/bin/setpriv", "/bin/setpriv"]
+                .into_iter()
+                .map(PathBuf::from)
+                .find(|p| is_executable(p))
+        })
+        .as_deref()
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `program` as the absolute path `execvp` would run: itself when it
+/// names a path (has a `/`; relative ones from `cwd`, the child's
+/// working directory), else the first executable file of that name in
+/// `path` (a `PATH` value). Spawn errors must be reported here: behind
+/// `setpriv` a missing program is only an exit status.
+pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Result<PathBuf> {
+    let not_found = |what: String| std::io::Error::new(std::io::ErrorKind::NotFound, what);
+    if program.is_empty() {
+        return Err(not_found("empty program name".into()));
+    }
+    if program.contains('/') {
+        let p = cwd.join(program);
+        return match std::fs::metadata(&p) {
+            Ok(m) if m.is_file() && is_executable(&p) => Ok(p),
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "not an executable file",
+            )),
+            Err(e) => Err(e),
+        };
+    }
+    std::env::split_paths(path)
+        // Relative entries (and empty ones) are relative to the working
+        // directory, as for execvp.
+        .map(|d| cwd.join(d).join(program))
+        .find(|p| is_executable(p))
+        .ok_or_else(|| not_found(format!("not found in PATH ({})", path.to_string_lossy())))
+}
+
+/// Makes the child lead its own process group and get SIGKILL when the
+/// platform dies, with a `pre_exec` hook (forces fork; see
+/// [`command_dying_with_parent`]).
 pub fn own_group_dying_with_parent(cmd: &mut tokio::process::Command) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe libc calls between fork and exec.
@@ -127,5 +204,99 @@ impl ExitWatch {
             return true;
         }
         tokio::time::timeout(d, notified).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat_field(pid: u32, n: usize) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = &stat[stat.rfind(')')? + 2..];
+        after.split_whitespace().nth(n).map(str::to_string)
+    }
+
+    #[test]
+    fn resolves_programs_like_execvp() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let exe = bin.join("tool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        let plain = bin.join("data");
+        std::fs::write(&plain, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths(["/nonexistent", "bin"]).unwrap();
+        let cwd = dir.path();
+        // Bare names through PATH; a relative PATH entry is from the cwd.
+        assert_eq!(resolve_program("tool", &path, cwd).unwrap(), exe);
+        let e = resolve_program("data", &path, cwd).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        assert!(e.to_string().contains("not found in PATH"), "{e}");
+        // Paths as given, relative ones from the cwd.
+        assert_eq!(resolve_program("bin/tool", &path, cwd).unwrap(), exe);
+        assert_eq!(
+            resolve_program(exe.to_str().unwrap(), &path, Path::new("/")).unwrap(),
+            exe
+        );
+        let e = resolve_program("bin/data", &path, cwd).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        let e = resolve_program("bin/none", &path, cwd).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+        assert!(resolve_program("", &path, cwd).is_err());
+    }
+
+    /// The child leads its own group and is killed when the thread that
+    /// started it ends (`PR_SET_PDEATHSIG` follows the creating thread; a
+    /// platform killed with SIGKILL ends all of them).
+    #[test]
+    fn children_lead_their_group_and_die_with_their_parent() {
+        let sleep = resolve_program("sleep", &std::env::var_os("PATH").unwrap(), Path::new("/"))
+            .expect("sleep on PATH");
+        let pid = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut cmd = command_dying_with_parent(&sleep);
+                cmd.arg("30");
+                let child = cmd.spawn().unwrap();
+                let pid = child.id().unwrap();
+                // The exec has happened once the process runs `sleep`.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map_or(true, |c| c.trim() != "sleep")
+                {
+                    assert!(Instant::now() < deadline, "child never ran sleep");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                assert_eq!(
+                    stat_field(pid, 2).as_deref(),
+                    Some(pid.to_string().as_str()),
+                    "the child leads its own process group"
+                );
+                // Not killed on drop: only the parent's end may kill it.
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // Gone, or a zombie nobody reaped yet.
+            match stat_field(pid, 0).as_deref() {
+                None | Some("Z") => break,
+                Some(_) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child {pid} outlived the thread that started it"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::child::{
-    describe_exit, free_port, own_group_dying_with_parent, probe_tcp, proc_start_time, pump_lines,
-    ExitWatch, Probe,
+    command_dying_with_parent, describe_exit, free_port, probe_tcp, proc_start_time, pump_lines,
+    resolve_program, ExitWatch, Probe,
 };
 use crate::{Instance, InstanceSpec, Sandbox, SandboxError, StartTiming};
 
@@ -83,7 +83,15 @@ impl Sandbox for ProcessSandbox {
             function: spec.function.clone(),
         })?;
         let port = free_port().map_err(SandboxError::Port)?;
-        let mut cmd = tokio::process::Command::new(program);
+        let spawn_err = |source| SandboxError::Spawn {
+            function: spec.function.clone(),
+            instance: spec.instance_id.clone(),
+            program: program.clone(),
+            source,
+        };
+        let resolved = resolve_program(program, self.path_env.as_ref(), &self.cfg.workdir)
+            .map_err(spawn_err)?;
+        let mut cmd = command_dying_with_parent(&resolved);
         cmd.args(argv)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("PATH", &self.path_env)
@@ -99,13 +107,6 @@ impl Sandbox for ProcessSandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        own_group_dying_with_parent(&mut cmd);
-        let spawn_err = |source| SandboxError::Spawn {
-            function: spec.function.clone(),
-            instance: spec.instance_id.clone(),
-            program: program.clone(),
-            source,
-        };
         let mut child = cmd.spawn().map_err(spawn_err)?;
         let pid = child.id().unwrap_or(0) as i32;
         let pid_file = self
