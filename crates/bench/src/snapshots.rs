@@ -141,6 +141,11 @@ pub struct Sample {
     pub zero_chunks: u64,
     /// fetched + prefetched + on-demand bytes this restore was served.
     pub bytes_moved: u64,
+    /// The working-set generation prefetched (0: none).
+    pub working_set_generation: u32,
+    /// Chunks of the working-set generation this restore recorded or
+    /// refined (0: none; published after the round, not timed).
+    pub recorded_chunks: u64,
 }
 
 impl Sample {
@@ -168,6 +173,8 @@ impl Sample {
             on_demand_chunks: s.on_demand_chunks,
             zero_chunks: s.zero_chunks,
             bytes_moved: s.fetched_bytes + s.prefetched_bytes + s.on_demand_bytes,
+            working_set_generation: s.working_set_generation,
+            recorded_chunks: s.recorded_chunks,
         }
     }
 }
@@ -647,6 +654,7 @@ fn node(
         batch_pages: 1024,
         parallel: 4,
         working_set_settle: stratus_node::vmsnap::DEFAULT_WORKING_SET_SETTLE,
+        working_set_generations: stratus_node::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
     })?);
     Ok(Node { chunks, snaps })
 }
@@ -906,6 +914,8 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         let (inst, rec) =
             start_one(sb, &spec(f, &id, Some(RestorePolicy::WorkingSet), &logs)).await?;
         inst.stop().await;
+        // The working set is published after the first response.
+        n.snaps.settled().await;
         if !rec.made_snapshot {
             bail!("{}: the first start did not make the snapshot", f.name);
         }
@@ -1030,6 +1040,9 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
                             }
                         };
                         let (m1, r1) = (n.snaps.moved(), shaped.stats());
+                        // A refined working set is published after the
+                        // restores answered: not part of this round.
+                        n.snaps.settled().await;
                         let sc = Scenario {
                             link: lname,
                             function: &f.name,
@@ -1132,6 +1145,7 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         &firsts,
         &baselines,
         &rows,
+        &refinements(&samples),
         &rounds,
         dedup.as_ref(),
         &snap_dedup,
@@ -1332,6 +1346,28 @@ async fn cache_policies(c: &CacheCtx<'_>) -> Result<Vec<CachePolicyRow>> {
     Ok(out)
 }
 
+/// One line per working-set generation a measured restore published.
+fn refinements(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .filter(|s| s.policy == "working-set" && s.working_set_generation > 0 && s.recorded_chunks > 0)
+        .map(|s| {
+            format!(
+                "{}: generation {} ({} chunks) by {} ({}, x{}, run {}; it prefetched generation {} and faulted {} chunks on demand)",
+                s.function,
+                s.working_set_generation + 1,
+                s.recorded_chunks,
+                s.instance,
+                s.link,
+                s.concurrency,
+                s.run,
+                s.working_set_generation,
+                s.on_demand_chunks
+            )
+        })
+        .collect()
+}
+
 fn slug(s: &str) -> String {
     s.replace([',', '.'], "_")
 }
@@ -1344,6 +1380,7 @@ fn summary(
     firsts: &[FirstStart],
     baselines: &[Baseline],
     rows: &[Row],
+    refined: &[String],
     rounds: &[Round],
     dedup: Option<&DedupStats>,
     snap_dedup: &SnapDedup,
@@ -1456,6 +1493,13 @@ Functions: {}. Snapshots are uploaded at 4 KiB pages (zero pages elided) to one 
         &t,
     ));
     md.push_str("```\n\nSNAPSHOT: the first start's snapshot preparation (boot + warm-up + save + upload + open). DEDUP'D: pages already in the store when uploaded (within the snapshot or from an earlier function's). FULL BOOT: a microVM without snapshots, boot to first response. PROCESS: the same function as a process sandbox, spawn to ready (medians).\n\n");
+    if !refined.is_empty() {
+        md.push_str("Working sets refined (a working-set restore that faulted many pages on demand published the next generation: the previous one plus the pages it mapped; later restores prefetch that):\n\n");
+        for l in refined {
+            md.push_str(&format!("- {l}\n"));
+        }
+        md.push('\n');
+    }
     let d = snap_dedup;
     md.push_str(&format!(
         "## Dedup across the functions' snapshots\n\n{} snapshots (memory + vmstate), {} MiB logical ({} MiB zero pages, elided), {} non-zero page references ({} MiB) naming {} distinct chunks ({} MiB): {:.1}% of references deduplicated, {:.1}% of logical bytes not stored. {} distinct pages ({} MiB) appear in more than one function's snapshot (kernel, busybox, the `stratus` binary).\n\n",
@@ -1542,7 +1586,25 @@ mod tests {
             on_demand_chunks: 2,
             zero_chunks: 0,
             bytes_moved: total * 10,
+            working_set_generation: u32::from(policy == "working-set"),
+            recorded_chunks: 0,
         }
+    }
+
+    #[test]
+    fn refinements_name_the_generation_each_restore_published() {
+        let mut a = sample("l", "echo", "working-set", 1, 100);
+        a.recorded_chunks = 900;
+        a.instance = "ws-7".into();
+        let mut b = sample("l", "echo", "lazy", 1, 100);
+        b.recorded_chunks = 5;
+        let c = sample("l", "echo", "working-set", 1, 100);
+        let lines = refinements(&[a, b, c]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("echo: generation 2 (900 chunks) by ws-7"),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -150,8 +150,11 @@ pub struct RestoreStats {
     pub on_demand_bytes: u64,
     /// Zero pages served without a fetch.
     pub zero_chunks: u64,
-    /// Chunks recorded as the working set by this restore (0: not recording).
+    /// Chunks recorded as the working set by this restore (0: not recording):
+    /// the first generation, or a refined one (`working_set_generation` + 1).
     pub recorded_chunks: u64,
+    /// The working-set generation this restore prefetched (0: none).
+    pub working_set_generation: u32,
 }
 
 /// The life of one restored instance's view of a snapshot (a lazy mount,

@@ -92,6 +92,7 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
         batch_pages: 1024,
         parallel: 4,
         working_set_settle: crate::vmsnap::DEFAULT_WORKING_SET_SETTLE,
+        working_set_generations: crate::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
     })
     .map_err(|e| store_err(&e))?;
     Ok(Arc::new(src))

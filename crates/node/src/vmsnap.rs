@@ -62,9 +62,33 @@ pub fn vmstate_name(key: &impl std::fmt::Display) -> String {
     format!("vm/{key}/vmstate")
 }
 
+/// The first working set of a snapshot (generation 1, the recording).
 pub fn working_set_name(key: &impl std::fmt::Display) -> String {
-    format!("vm/{key}/working-set")
+    working_set_generation_name(key, 1)
 }
+
+/// Working set generation `generation` of a snapshot. Generation 1 is
+/// recorded by the first working-set restore; a later restore that still
+/// faults many pages on demand publishes the next generation: the previous
+/// one plus the pages it mapped (see [`RcssSnapshotsConfig::working_set_generations`]).
+/// Manifests are immutable, so each generation has its own name, and its
+/// pack ([`wspack::pack_generation_name`]) is stored before it.
+pub fn working_set_generation_name(key: &impl std::fmt::Display, generation: u32) -> String {
+    match generation {
+        0 | 1 => format!("vm/{key}/working-set"),
+        g => format!("vm/{key}/working-set.{g}"),
+    }
+}
+
+/// Default [`RcssSnapshotsConfig::working_set_generations`]: the recording
+/// and two refinements.
+pub const DEFAULT_WORKING_SET_GENERATIONS: u32 = 3;
+
+/// A working-set restore refines the working set when it mapped at least
+/// this many pages (chunks) the working set lacks, and at least
+/// 1/[`REFINE_MIN_MISS_FRACTION`] of the working set.
+pub const REFINE_MIN_MISSES: u64 = 32;
+pub const REFINE_MIN_MISS_FRACTION: u64 = 100;
 
 /// Annotation on the memory manifest naming the vmstate manifest.
 pub const VMSTATE_ANNOTATION: &str = "stratus.vmstate";
@@ -180,6 +204,10 @@ pub struct RcssSnapshotsConfig {
     /// is the union of the readings at the response and after it). The
     /// recording restore's start returns that much later, once per snapshot.
     pub working_set_settle: std::time::Duration,
+    /// Working-set generations at most: 1 records once (REAP); each more
+    /// lets a later restore that still misses pages refine it
+    /// ([`working_set_generation_name`]).
+    pub working_set_generations: u32,
 }
 
 impl std::fmt::Debug for RcssSnapshotsConfig {
@@ -189,6 +217,7 @@ impl std::fmt::Debug for RcssSnapshotsConfig {
             .field("batch_pages", &self.batch_pages)
             .field("parallel", &self.parallel)
             .field("working_set_settle", &self.working_set_settle)
+            .field("working_set_generations", &self.working_set_generations)
             .finish_non_exhaustive()
     }
 }
@@ -200,9 +229,27 @@ pub struct RcssSnapshots {
     seq: AtomicU64,
     moved: Arc<Mutex<MovedStats>>,
     uploads: Mutex<Vec<(String, UploadStats)>>,
-    packs: Arc<Mutex<Vec<(String, PackStats)>>>,
+    ws: Arc<WorkingSets>,
+}
+
+/// What a node knows of working sets, shared with the tasks that publish
+/// new ones after a restore has answered.
+struct WorkingSets {
+    /// Where a recording reads the working set's pages for its pack.
+    chunks: Arc<dyn ChunkSource>,
+    sink: Arc<dyn ChunkSink>,
+    moved: Arc<Mutex<MovedStats>>,
     /// Manifests are immutable: each is fetched and parsed once.
     manifests: Mutex<std::collections::HashMap<String, Arc<Manifest>>>,
+    /// The newest working-set generation found or published per snapshot
+    /// key. Found once per key and process: generations another node
+    /// publishes later are seen after a restart.
+    newest: Mutex<std::collections::HashMap<String, u32>>,
+    packs: Mutex<Vec<(String, PackStats)>>,
+    /// Working-set manifest names being published.
+    pending: Mutex<HashSet<String>>,
+    /// Publications in flight ([`RcssSnapshots::settled`]).
+    busy: tokio::sync::watch::Sender<usize>,
 }
 
 impl RcssSnapshots {
@@ -226,14 +273,24 @@ impl RcssSnapshots {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+        let moved = Arc::new(Mutex::new(MovedStats::default()));
+        let (chunks, sink) = (cfg.chunks.clone(), cfg.sink.clone());
         Ok(RcssSnapshots {
             cfg,
             rt: tokio::runtime::Handle::current(),
             seq: AtomicU64::new(0),
-            moved: Arc::new(Mutex::new(MovedStats::default())),
+            moved: moved.clone(),
             uploads: Mutex::new(Vec::new()),
-            packs: Default::default(),
-            manifests: Mutex::new(Default::default()),
+            ws: Arc::new(WorkingSets {
+                chunks,
+                sink,
+                moved,
+                manifests: Mutex::new(Default::default()),
+                newest: Mutex::new(Default::default()),
+                packs: Mutex::new(Vec::new()),
+                pending: Mutex::new(HashSet::new()),
+                busy: tokio::sync::watch::Sender::new(0),
+            }),
         })
     }
 
@@ -252,7 +309,16 @@ impl RcssSnapshots {
 
     /// Every working-set pack this node built so far: (key, stats).
     pub fn packs(&self) -> Vec<(String, PackStats)> {
-        self.packs.lock().clone()
+        self.ws.packs.lock().clone()
+    }
+
+    /// Waits until no working set is being published. A restore that
+    /// records or refines one publishes it after it answered, in the
+    /// background (its pages are read, compressed and stored while the
+    /// instance serves).
+    pub async fn settled(&self) {
+        let mut rx = self.ws.busy.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     fn err(key: &SnapshotKey, detail: impl std::fmt::Display) -> SnapshotError {
@@ -273,12 +339,53 @@ impl RcssSnapshots {
     /// A manifest, from the node's table or the store (not-found is not
     /// remembered: it may appear later).
     async fn manifest(&self, name: &str) -> Result<Arc<Manifest>, SourceError> {
-        if let Some(m) = self.manifests.lock().get(name) {
+        if let Some(m) = self.ws.manifests.lock().get(name) {
             return Ok(m.clone());
         }
         let m = Arc::new(self.cfg.chunks.manifest(name).await?);
-        self.manifests.lock().insert(name.to_string(), m.clone());
+        self.ws.manifests.lock().insert(name.to_string(), m.clone());
         Ok(m)
+    }
+
+    /// The newest working-set generation of `key` and its pack manifest
+    /// (an error there only costs the pack), or `None` before the first
+    /// recording. Generations are probed upwards once per key.
+    async fn newest_working_set(
+        &self,
+        key: &SnapshotKey,
+    ) -> Result<Option<WsGeneration>, SnapshotError> {
+        let known = self.ws.newest.lock().get(key.as_str()).copied();
+        let mut newest: Option<(u32, Arc<Manifest>)> = None;
+        let mut complete = true;
+        for g in known.unwrap_or(1)..=self.cfg.working_set_generations.max(1) {
+            match self.manifest(&working_set_generation_name(key, g)).await {
+                Ok(ws) => newest = Some((g, ws)),
+                Err(e) if e.is_not_found() => break,
+                Err(e) if newest.is_none() => return Err(store_err(key, e)),
+                Err(e) => {
+                    tracing::warn!(key = %key, generation = g, error = %error_chain(&e), "working-set generation unreadable; using the one before");
+                    complete = false;
+                    break;
+                }
+            }
+            if known.is_some() {
+                break;
+            }
+        }
+        let Some((generation, ws)) = newest else {
+            return Ok(None);
+        };
+        if complete {
+            self.ws.newest.lock().insert(key.to_string(), generation);
+        }
+        let pack = self
+            .manifest(&wspack::pack_generation_name(key, generation))
+            .await;
+        Ok(Some(WsGeneration {
+            generation,
+            ws,
+            pack,
+        }))
     }
 
     /// The memory manifest, or `None` when there is no snapshot.
@@ -446,37 +553,34 @@ impl RcssSnapshots {
         let vmstate = dir.join("vmstate");
         // The working set, if one was recorded: its prefetch starts now and
         // runs while QEMU starts.
-        let (ws, pack) = if policy == RestorePolicy::WorkingSet {
-            let (ws_name, pack_name) = (working_set_name(key), wspack::pack_name(key));
-            let (ws, pack) = tokio::join!(self.manifest(&ws_name), self.manifest(&pack_name));
-            let ws = match ws {
-                Ok(ws) if memfs::working_set_chunks(&m, &ws).is_ok() => Some(ws),
-                Ok(ws) => {
-                    tracing::warn!(key = %key, kind = %ws.kind, "ignoring a working set that does not match the snapshot");
-                    None
+        let (ws, pack) = match policy {
+            RestorePolicy::WorkingSet => match self.newest_working_set(key).await? {
+                Some(g) if memfs::working_set_chunks(&m, &g.ws).is_err() => {
+                    tracing::warn!(key = %key, working_set = %g.ws.name, "ignoring a working set that does not match the snapshot");
+                    (None, None)
                 }
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(store_err(key, e)),
-            };
-            // A pack is an optimisation: without a usable one the working
-            // set is fetched page by page.
-            let pack = match (&ws, pack) {
-                (Some(ws), Ok(p)) => match wspack::check(&p, ws) {
-                    Ok(frames) => Some((p, frames)),
-                    Err(e) => {
-                        tracing::warn!(key = %key, error = %e, "ignoring the working-set pack");
-                        None
-                    }
-                },
-                (_, Err(e)) if !e.is_not_found() => {
-                    tracing::warn!(key = %key, error = %error_chain(&e), "working-set pack unreadable; fetching pages");
-                    None
+                Some(g) => {
+                    // A pack is an optimisation: without a usable one the
+                    // working set is fetched page by page.
+                    let pack = match g.pack {
+                        Ok(p) => match wspack::check(&p, &g.ws) {
+                            Ok(frames) => Some((p, frames)),
+                            Err(e) => {
+                                tracing::warn!(key = %key, error = %e, "ignoring the working-set pack");
+                                None
+                            }
+                        },
+                        Err(e) if !e.is_not_found() => {
+                            tracing::warn!(key = %key, error = %error_chain(&e), "working-set pack unreadable; fetching pages");
+                            None
+                        }
+                        Err(_) => None,
+                    };
+                    (Some((g.generation, g.ws)), pack)
                 }
-                _ => None,
-            };
-            (ws, pack)
-        } else {
-            (None, None)
+                None => (None, None),
+            },
+            _ => (None, None),
         };
         let manifests_us = t_open.elapsed().as_micros() as u64;
         let reader = Arc::new(
@@ -510,7 +614,7 @@ impl RcssSnapshots {
         // The working set's prefetch (into this mount's page cache) runs
         // while QEMU starts.
         let (prefetch, ws_set) = match &ws {
-            Some(ws) => {
+            Some((_, ws)) => {
                 let set: HashSet<usize> = ws
                     .chunks
                     .iter()
@@ -544,6 +648,12 @@ impl RcssSnapshots {
             vmstate_bytes,
         };
         let recording = policy == RestorePolicy::WorkingSet && ws.is_none();
+        // The generation prefetched (0: none), and what a refinement
+        // would extend.
+        let generation = ws.as_ref().map_or(0, |(g, _)| *g);
+        let refine = ws
+            .filter(|(g, _)| *g < self.cfg.working_set_generations)
+            .map(|(_, ws)| ws);
         Ok(Restore {
             files,
             policy,
@@ -556,12 +666,11 @@ impl RcssSnapshots {
                 prefetched: Mutex::new(PrefetchStats::default()),
                 ws_set,
                 recording,
+                refine,
+                generation,
                 recorded: AtomicU64::new(0),
                 settle: self.cfg.working_set_settle,
-                chunks: self.cfg.chunks.clone(),
-                packs: self.packs.clone(),
-                sink: self.cfg.sink.clone(),
-                moved: self.moved.clone(),
+                shared: self.ws.clone(),
                 _dir: guard,
             }),
         })
@@ -1008,6 +1117,25 @@ fn recorded_working_set(
     }
 }
 
+/// The next generation of working set `base`: its chunks in their order,
+/// then those of `fresh` (a recording of a later restore, named for the
+/// new generation) it lacks.
+fn refined(base: &Manifest, fresh: Manifest) -> Manifest {
+    let have: HashSet<u64> = base.chunks.iter().map(|c| c.offset).collect();
+    let mut ws = Manifest {
+        name: fresh.name.clone(),
+        chunks: base.chunks.clone(),
+        ..base.clone()
+    };
+    ws.chunks.extend(
+        fresh
+            .chunks
+            .into_iter()
+            .filter(|c| !have.contains(&c.offset)),
+    );
+    ws
+}
+
 const PAGE: u64 = 4096;
 
 /// File page indexes of `file` that process `pid` has mapped (present or
@@ -1075,22 +1203,82 @@ struct LazySession {
     prefetched: Mutex<PrefetchStats>,
     /// Chunk indexes the prefetch covers.
     ws_set: HashSet<usize>,
+    /// No working set yet: this restore records generation 1.
     recording: bool,
+    /// The working set prefetched, when a next generation may still follow.
+    refine: Option<Arc<Manifest>>,
+    /// The working-set generation prefetched (0: none).
+    generation: u32,
     recorded: AtomicU64,
     settle: std::time::Duration,
-    /// Where a recording restore reads the working set's pages for its pack.
-    chunks: Arc<dyn ChunkSource>,
-    packs: Arc<Mutex<Vec<(String, PackStats)>>>,
-    sink: Arc<dyn ChunkSink>,
-    moved: Arc<Mutex<MovedStats>>,
+    shared: Arc<WorkingSets>,
     _dir: DirGuard,
 }
 
-impl LazySession {
-    /// Stores the working set's pages once more as a pack (see
-    /// [`wspack`]): frames first, then the pack manifest, so a pack that
-    /// exists is whole.
-    async fn build_pack(&self, ws: &Manifest) -> Result<PackStats, String> {
+/// A working-set generation found in the store, with its pack manifest.
+struct WsGeneration {
+    generation: u32,
+    ws: Arc<Manifest>,
+    pack: Result<Arc<Manifest>, SourceError>,
+}
+
+impl WorkingSets {
+    /// Publishes working-set generation `generation` of `key` in the
+    /// background: its pack (frames, then the pack manifest, so a pack
+    /// that exists is whole), then the working-set manifest, so a
+    /// generation that exists has its pack. Nothing is published when the
+    /// pack cannot be stored (a concurrent restore may have published this
+    /// generation first: manifests are immutable).
+    fn publish(self: &Arc<Self>, key: SnapshotKey, generation: u32, ws: Manifest) {
+        // Concurrent restores of one snapshot on this node: one publishes.
+        let known = self.newest.lock().get(key.as_str()).copied().unwrap_or(0);
+        if known >= generation || !self.pending.lock().insert(ws.name.clone()) {
+            tracing::debug!(key = %key, generation, "working-set generation already published or being published here");
+            return;
+        }
+        self.busy.send_modify(|n| *n += 1);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let name = ws.name.clone();
+            let what = if generation <= 1 {
+                "recorded"
+            } else {
+                "refined"
+            };
+            match me.build_pack(&key, generation, &ws).await {
+                Ok(st) => {
+                    tracing::info!(key = %key, generation, pages = st.pages, frames = st.frames, raw = st.raw_bytes, stored = st.stored_bytes, ms = st.build_us / 1000, "working-set pack stored");
+                    me.moved.lock().pack_stored_bytes += st.stored_bytes;
+                    me.packs.lock().push((key.to_string(), st));
+                    match me.sink.put_manifest(&ws).await {
+                        Ok(()) => {
+                            tracing::info!(key = %key, generation, chunks = ws.chunks.len(), "working set {what}");
+                            me.manifests.lock().insert(ws.name.clone(), Arc::new(ws));
+                            let mut newest = me.newest.lock();
+                            let n = newest.entry(key.to_string()).or_insert(generation);
+                            *n = (*n).max(generation);
+                        }
+                        Err(e) => {
+                            tracing::warn!(key = %key, generation, error = %e, "working set not stored")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, generation, error = %e, "working-set pack not stored; working set not {what}")
+                }
+            }
+            me.pending.lock().remove(&name);
+            me.busy.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// Stores `ws`'s pages once more as a pack (see [`wspack`]).
+    async fn build_pack(
+        &self,
+        key: &SnapshotKey,
+        generation: u32,
+        ws: &Manifest,
+    ) -> Result<PackStats, String> {
         let t = std::time::Instant::now();
         let digests: Vec<Digest> = ws.chunks.iter().filter_map(|c| c.digest).collect();
         let pages = self
@@ -1101,7 +1289,7 @@ impl LazySession {
         let frames = tokio::task::spawn_blocking(move || wspack::encode(&pages))
             .await
             .map_err(|e| format!("compressing: {e}"))?;
-        let pack = wspack::manifest(wspack::pack_name(&self.key), ws, &frames);
+        let pack = wspack::manifest(wspack::pack_generation_name(key, generation), ws, &frames);
         let mut st = PackStats {
             pages: digests.len() as u64,
             frames: frames.len() as u64,
@@ -1116,10 +1304,15 @@ impl LazySession {
             st.stored_bytes += f.stored.len() as u64;
         }
         self.sink.put_manifest(&pack).await?;
+        self.manifests
+            .lock()
+            .insert(pack.name.clone(), Arc::new(pack));
         st.build_us = t.elapsed().as_micros() as u64;
         Ok(st)
     }
+}
 
+impl LazySession {
     /// Chunks (count, bytes) first touched by the guest that the prefetch
     /// did not cover.
     fn on_demand(&self) -> (u64, u64) {
@@ -1169,16 +1362,26 @@ impl RestoreSession for LazySession {
                     key: self.key.to_string(),
                     detail: format!("working-set prefetch: {e}"),
                 })?;
-            self.moved.lock().prefetch_bytes += st.bytes;
+            self.shared.moved.lock().prefetch_bytes += st.bytes;
             *self.prefetched.lock() = st;
         }
         Ok(())
     }
 
     async fn first_response(&self, vm_pid: i32) {
-        if !self.recording {
+        // What this restore records: generation 1 when there is no working
+        // set yet, or the next generation when it mapped many pages the
+        // prefetched one lacks (the previous generation plus those).
+        let (generation, base) = if self.recording {
+            (1, None)
+        } else if let Some(ws) = &self.refine {
+            if self.on_demand().0 == 0 {
+                return; // no page outside the working set was read
+            }
+            (self.generation + 1, Some(ws.clone()))
+        } else {
             return;
-        }
+        };
         let Some(h) = self.handle.lock().clone() else {
             return;
         };
@@ -1209,8 +1412,8 @@ impl RestoreSession for LazySession {
             (Ok(a), Err(_)) | (Err(_), Ok(a)) => Ok(a),
             (Err(e), Err(_)) => Err(e),
         };
-        let name = working_set_name(&self.key);
-        let ws = match tokio::task::spawn_blocking(move || {
+        let name = working_set_generation_name(&self.key, generation);
+        let fresh = match tokio::task::spawn_blocking(move || {
             recorded_working_set(&h, pages, vm_pid, &name)
         })
         .await
@@ -1221,27 +1424,21 @@ impl RestoreSession for LazySession {
                 return;
             }
         };
+        let ws = match base {
+            None => fresh,
+            Some(base) => {
+                let ws = refined(&base, fresh);
+                let (had, new) = (base.chunks.len(), ws.chunks.len() - base.chunks.len());
+                if (new as u64) < REFINE_MIN_MISSES.max(had as u64 / REFINE_MIN_MISS_FRACTION) {
+                    tracing::debug!(key = %self.key, generation = self.generation, new, "working set not refined: few pages missed");
+                    return;
+                }
+                ws
+            }
+        };
         self.recorded
             .store(ws.chunks.len() as u64, Ordering::Relaxed);
-        // A concurrent first restore may have published one already.
-        match self.sink.put_manifest(&ws).await {
-            Ok(()) => {
-                tracing::info!(key = %self.key, chunks = ws.chunks.len(), "working set recorded")
-            }
-            Err(e) => {
-                tracing::warn!(key = %self.key, error = %e, "working set not stored");
-                return;
-            }
-        }
-        match self.build_pack(&ws).await {
-            Ok(st) => {
-                tracing::info!(key = %self.key, pages = st.pages, frames = st.frames, raw = st.raw_bytes, stored = st.stored_bytes, ms = st.build_us / 1000, "working-set pack stored");
-                self.moved.lock().pack_stored_bytes += st.stored_bytes;
-                self.packs.lock().push((self.key.to_string(), st));
-            }
-            // Restores then fetch the working set page by page.
-            Err(e) => tracing::warn!(key = %self.key, error = %e, "working-set pack not stored"),
-        }
+        self.shared.publish(self.key.clone(), generation, ws);
     }
 
     fn stats(&self) -> RestoreStats {
@@ -1262,6 +1459,7 @@ impl RestoreSession for LazySession {
             on_demand_bytes,
             zero_chunks,
             recorded_chunks: self.recorded.load(Ordering::Relaxed),
+            working_set_generation: self.generation,
         }
     }
 }
@@ -1269,7 +1467,7 @@ impl RestoreSession for LazySession {
 impl Drop for LazySession {
     fn drop(&mut self) {
         let (_, bytes) = self.on_demand();
-        self.moved.lock().on_demand_bytes += bytes;
+        self.shared.moved.lock().on_demand_bytes += bytes;
         if let Some(h) = self.handle.lock().take() {
             // The last reference unmounts (a prefetch still running holds one).
             if let Ok(h) = Arc::try_unwrap(h) {

@@ -8,7 +8,8 @@
 //! ```text
 //!  working set (manifest vm/KEY/working-set: chunk refs in first-touch order, zero pages included)
 //!     non-zero refs ──► pages p0 p1 p2 … ──► frames of ≤ FRAME_BYTES raw ──► zstd each
-//!  pack manifest vm/KEY/working-set-pack (kind `working-set-pack`):
+//!  pack manifest vm/KEY/working-set-pack (kind `working-set-pack`; generation N of a refined
+//!  working set: vm/KEY/working-set.N and vm/KEY/working-set-pack.N):
 //!     chunks  = one per frame: offset/len in the RAW pack (they tile it), digest of the STORED
 //!               (compressed) bytes, so sources verify frames like any chunk
 //!     annotations: stratus.pack.compression = zstd (level 3),
@@ -59,9 +60,18 @@ pub enum PackError {
     },
 }
 
-/// The pack manifest name of a snapshot key.
+/// The pack manifest name of a snapshot key's first working set.
 pub fn pack_name(key: &impl std::fmt::Display) -> String {
-    format!("vm/{key}/working-set-pack")
+    pack_generation_name(key, 1)
+}
+
+/// The pack of working-set generation `generation` (see
+/// `vmsnap::working_set_generation_name`).
+pub fn pack_generation_name(key: &impl std::fmt::Display, generation: u32) -> String {
+    match generation {
+        0 | 1 => format!("vm/{key}/working-set-pack"),
+        g => format!("vm/{key}/working-set-pack.{g}"),
+    }
 }
 
 /// sha256 of a manifest's JSON: binds a pack to its working set.

@@ -71,6 +71,15 @@ fn remote(url: &str) -> Arc<RemoteSource> {
 
 /// The node side: chunk cache, snapshot cache, RCSS snapshot source.
 fn node(root: &Path, remote: Arc<dyn ChunkSource>, sink: Arc<RemoteSource>) -> Arc<RcssSnapshots> {
+    node_with(root, remote, sink, vmsnap::DEFAULT_WORKING_SET_GENERATIONS)
+}
+
+fn node_with(
+    root: &Path,
+    remote: Arc<dyn ChunkSource>,
+    sink: Arc<RemoteSource>,
+    working_set_generations: u32,
+) -> Arc<RcssSnapshots> {
     let chunks = Arc::new(
         TieredCache::new(
             remote.clone(),
@@ -104,6 +113,7 @@ fn node(root: &Path, remote: Arc<dyn ChunkSource>, sink: Arc<RemoteSource>) -> A
             batch_pages: 1024,
             parallel: 4,
             working_set_settle: vmsnap::DEFAULT_WORKING_SET_SETTLE,
+            working_set_generations,
         })
         .unwrap(),
     )
@@ -169,14 +179,16 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
     let srv = server(&dir.path().join("store")).await;
     let r = remote(&srv.url);
     let src = node(&dir.path().join("node"), r.clone(), r.clone());
+    let base = cfg.clone();
     cfg.snapshots = Some((src.clone() as Arc<dyn SnapshotSource>, RestoreMode::Private));
     let sb = MicrovmSandbox::new(cfg).unwrap();
     let logs = Arc::new(LogBuffer::new(1 << 20));
     let spec = |id: &str, p| with_policy(spin_spec(id, &logs), p);
 
     // First start: boot, snapshot, upload; then a working-set restore that
-    // records the working set.
+    // records the working set (published once it answered).
     let (a, rec) = start(&sb, &spec("ws-1", RestorePolicy::WorkingSet)).await;
+    src.settled().await;
     assert!(rec.made_snapshot);
     assert_eq!(rec.policy, Some(RestorePolicy::WorkingSet));
     assert!(rec.stats.recorded_chunks > 0, "{rec:?}");
@@ -223,7 +235,16 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
         rec.stats.prefetched_chunks > 0 && rec.stats.prefetched_chunks <= ws.chunks.len() as u64,
         "{rec:?}"
     );
-    assert_eq!(rec.stats.recorded_chunks, 0);
+    assert_eq!(rec.stats.working_set_generation, 1, "{rec:?}");
+    // It may have refined the working set: only after many misses.
+    let ws2_refined = rec.stats.recorded_chunks > 0;
+    if ws2_refined {
+        assert!(
+            rec.stats.recorded_chunks >= ws.chunks.len() as u64 + vmsnap::REFINE_MIN_MISSES,
+            "{rec:?}"
+        );
+    }
+    src.settled().await;
     assert!(
         rec.stats.on_demand_chunks < rec.stats.prefetched_chunks,
         "the working set covers most of what the restore touches: {rec:?}"
@@ -250,7 +271,7 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
         );
     }
     let packs = src.packs();
-    assert_eq!(packs.len(), 1, "{packs:?}");
+    assert_eq!(packs.len(), 1 + usize::from(ws2_refined), "{packs:?}");
     let ps = packs[0].1;
     assert_eq!(ps.pages, nonzero.len() as u64);
     assert!(ps.stored_bytes < ps.raw_bytes, "compressed: {ps:?}");
@@ -320,6 +341,90 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
         moved.prefetch_bytes > 0 && moved.eager_bytes > 0 && moved.on_demand_bytes > 0,
         "{moved:?}"
     );
+
+    // Refinement, on a second node over the same store: a working set that
+    // misses most of what the guest touches (a third of the newest one,
+    // published as the next generation) makes the restore that prefetched
+    // it publish the generation after: that one plus what it mapped.
+    let newest = newest_generation(&srv.store, &key).await;
+    let g = newest.0 + 1;
+    let third = Manifest {
+        name: vmsnap::working_set_generation_name(&key, g),
+        chunks: newest.1.chunks[..newest.1.chunks.len() / 3].to_vec(),
+        ..newest.1.clone()
+    };
+    publish_with_pack(&srv.store, &r, &key, g, &third).await;
+    let src2 = node_with(&dir.path().join("node2"), r.clone(), r.clone(), 10);
+    let sb2 = sandbox_on(&base, &dir.path().join("vm2"), src2.clone());
+    let (i3, rec3) = start(&sb2, &spec("ws-3", RestorePolicy::WorkingSet)).await;
+    assert_eq!(rec3.stats.working_set_generation, g, "{rec3:?}");
+    assert!(
+        rec3.stats.on_demand_chunks >= vmsnap::REFINE_MIN_MISSES,
+        "{rec3:?}"
+    );
+    assert!(
+        rec3.stats.recorded_chunks > third.chunks.len() as u64,
+        "{rec3:?}"
+    );
+    src2.settled().await;
+    let (g2, refined) = newest_generation(&srv.store, &key).await;
+    assert_eq!(g2, g + 1);
+    assert_eq!(refined.chunks.len() as u64, rec3.stats.recorded_chunks);
+    assert_eq!(
+        refined.chunks[..third.chunks.len()],
+        third.chunks[..],
+        "the previous generation first, in its order"
+    );
+    let pack = ChunkSource::manifest(
+        srv.store.as_ref(),
+        &wspack::pack_generation_name(&key, g + 1),
+    )
+    .await
+    .unwrap();
+    wspack::check(&pack, &refined).expect("the refined generation has its own pack");
+    // The next restore prefetches the refined generation and misses far
+    // less; it does not refine again unless it still misses many pages.
+    let (i4, rec4) = start(&sb2, &spec("ws-4", RestorePolicy::WorkingSet)).await;
+    assert_eq!(rec4.stats.working_set_generation, g + 1, "{rec4:?}");
+    assert!(
+        rec4.stats.on_demand_chunks * 2 < rec3.stats.on_demand_chunks,
+        "{rec3:?} then {rec4:?}"
+    );
+    src2.settled().await;
+    for i in [i3, i4] {
+        i.stop().await;
+    }
+}
+
+/// The newest working-set generation of `key` in the store.
+async fn newest_generation(store: &ChunkStore, key: &str) -> (u32, Manifest) {
+    let mut newest = None;
+    for g in 1..=20 {
+        match ChunkSource::manifest(store, &vmsnap::working_set_generation_name(&key, g)).await {
+            Ok(m) => newest = Some((g, m)),
+            Err(_) => break,
+        }
+    }
+    newest.expect("a working set")
+}
+
+/// Stores `ws` as generation `g` of `key`, its pack first.
+async fn publish_with_pack(
+    store: &ChunkStore,
+    sink: &Arc<RemoteSource>,
+    key: &str,
+    g: u32,
+    ws: &Manifest,
+) {
+    let digests: Vec<Digest> = ws.chunks.iter().filter_map(|c| c.digest).collect();
+    let pages = store.fetch(&digests).await.unwrap();
+    let frames = wspack::encode(&pages);
+    let pack = wspack::manifest(wspack::pack_generation_name(&key, g), ws, &frames);
+    for f in &frames {
+        sink.put_chunk(&f.digest, f.stored.clone()).await.unwrap();
+    }
+    sink.put_manifest(&pack).await.unwrap();
+    sink.put_manifest(ws).await.unwrap();
 }
 
 /// A chunk source that stops answering after `ok` fetches (a store outage
@@ -374,6 +479,7 @@ async fn corrupt_chunks_and_store_outages_fail_restores_cleanly() {
     let logs = Arc::new(LogBuffer::new(1 << 20));
     let spec = |id: &str, p| with_policy(spin_spec(id, &logs), p);
     let (a, _) = start(&sb, &spec("first", RestorePolicy::WorkingSet)).await;
+    src.settled().await;
     a.stop().await;
     drop(a);
     let m = memory_manifest(&srv.store).await;
@@ -397,8 +503,9 @@ async fn corrupt_chunks_and_store_outages_fail_restores_cleanly() {
     let good = std::fs::read(&frame_file).unwrap();
     std::fs::write(&frame_file, b"not a zstd frame").unwrap();
     let src5 = node(&dir.path().join("node5"), r.clone(), r.clone());
-    let sb5 = sandbox_on(&base_cfg, &dir.path().join("vm5"), src5);
+    let sb5 = sandbox_on(&base_cfg, &dir.path().join("vm5"), src5.clone());
     let (i5, rec) = start(&sb5, &spec("ws-bad-pack", RestorePolicy::WorkingSet)).await;
+    src5.settled().await;
     assert_eq!(
         rec.stats.prefetched_chunks,
         ws0.chunks
