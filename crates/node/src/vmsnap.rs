@@ -84,9 +84,10 @@ pub fn working_set_generation_name(key: &impl std::fmt::Display, generation: u32
 /// and two refinements.
 pub const DEFAULT_WORKING_SET_GENERATIONS: u32 = 3;
 
-/// A working-set restore refines the working set when it mapped at least
-/// this many pages (chunks) the working set lacks, and at least
-/// 1/[`REFINE_MIN_MISS_FRACTION`] of the working set.
+/// A working-set restore refines the working set when it faulted at least
+/// this many non-zero chunks on demand (FUSE reads outside the working
+/// set), and at least 1/[`REFINE_MIN_MISS_FRACTION`] of the working set's
+/// length.
 pub const REFINE_MIN_MISSES: u64 = 32;
 pub const REFINE_MIN_MISS_FRACTION: u64 = 100;
 
@@ -1370,13 +1371,17 @@ impl RestoreSession for LazySession {
 
     async fn first_response(&self, vm_pid: i32) {
         // What this restore records: generation 1 when there is no working
-        // set yet, or the next generation when it mapped many pages the
-        // prefetched one lacks (the previous generation plus those).
+        // set yet, or the next generation when it faulted many chunks on
+        // demand (the previous generation plus the pages it mapped that
+        // the previous one lacks). The cost of a miss is its whole 2 MiB
+        // block read through FUSE, not the few pages the guest touched in
+        // it, so the chunks read decide.
         let (generation, base) = if self.recording {
             (1, None)
         } else if let Some(ws) = &self.refine {
-            if self.on_demand().0 == 0 {
-                return; // no page outside the working set was read
+            let min = REFINE_MIN_MISSES.max(ws.chunks.len() as u64 / REFINE_MIN_MISS_FRACTION);
+            if self.on_demand().0 < min {
+                return;
             }
             (self.generation + 1, Some(ws.clone()))
         } else {
@@ -1428,9 +1433,8 @@ impl RestoreSession for LazySession {
             None => fresh,
             Some(base) => {
                 let ws = refined(&base, fresh);
-                let (had, new) = (base.chunks.len(), ws.chunks.len() - base.chunks.len());
-                if (new as u64) < REFINE_MIN_MISSES.max(had as u64 / REFINE_MIN_MISS_FRACTION) {
-                    tracing::debug!(key = %self.key, generation = self.generation, new, "working set not refined: few pages missed");
+                if ws.chunks.len() == base.chunks.len() {
+                    tracing::debug!(key = %self.key, generation = self.generation, "working set not refined: no page mapped outside it");
                     return;
                 }
                 ws
