@@ -1236,6 +1236,7 @@ impl WorkingSets {
     /// generation that exists has its pack. Nothing is published when the
     /// pack cannot be stored (a concurrent restore may have published this
     /// generation first: manifests are immutable).
+    ///
     /// Returns whether it started (not when this node already has or is
     /// publishing that generation).
     fn publish(self: &Arc<Self>, key: SnapshotKey, generation: u32, ws: Manifest) -> bool {
