@@ -234,8 +234,8 @@ pub struct RcssSnapshots {
     cfg: RcssSnapshotsConfig,
     rt: tokio::runtime::Handle,
     seq: AtomicU64,
-    moved: Arc<Mutex<MovedStats>>,
     uploads: Mutex<Vec<(String, UploadStats)>>,
+    /// Also holds the node-wide byte counters.
     ws: Arc<WorkingSets>,
 }
 
@@ -286,7 +286,6 @@ impl RcssSnapshots {
             cfg,
             rt: tokio::runtime::Handle::current(),
             seq: AtomicU64::new(0),
-            moved: moved.clone(),
             uploads: Mutex::new(Vec::new()),
             ws: Arc::new(WorkingSets {
                 chunks,
@@ -306,7 +305,7 @@ impl RcssSnapshots {
     }
 
     pub fn moved(&self) -> MovedStats {
-        *self.moved.lock()
+        *self.ws.moved.lock()
     }
 
     /// Every upload so far: (key, stats).
@@ -441,7 +440,7 @@ impl RcssSnapshots {
             key.clone(),
             m,
             self.cfg.chunks.clone(),
-            self.moved.clone(),
+            self.ws.moved.clone(),
             to.to_path_buf(),
         )
         .await
@@ -533,7 +532,7 @@ impl RcssSnapshots {
                 let (c, b) = *filled.lock();
                 stats.fetched_chunks = c;
                 stats.fetched_bytes = b;
-                self.moved.lock().eager_bytes += b;
+                self.ws.moved.lock().eager_bytes += b;
                 e
             }
         };
@@ -603,7 +602,7 @@ impl RcssSnapshots {
             key.clone(),
             vm,
             self.cfg.chunks.clone(),
-            self.moved.clone(),
+            self.ws.moved.clone(),
             vmstate.clone(),
         ));
         let vmstate_task = Some(Aborting(vmstate_task));
@@ -887,7 +886,7 @@ impl SnapshotSource for RcssSnapshots {
         let _ = std::fs::remove_file(memory);
         let _ = std::fs::remove_file(vmstate);
         st.upload_us = t.elapsed().as_micros() as u64;
-        self.moved.lock().uploaded_bytes += st.bytes_uploaded + st.vmstate_bytes;
+        self.ws.moved.lock().uploaded_bytes += st.bytes_uploaded + st.vmstate_bytes;
         tracing::info!(key = %key, pages = st.pages, zero = st.zero_pages, dedup = st.deduplicated_pages, new = st.new_pages, ms = st.upload_us / 1000, "snapshot uploaded");
         self.uploads.lock().push((key.to_string(), st));
         Ok(())

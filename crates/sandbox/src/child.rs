@@ -93,9 +93,9 @@ pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Resu
 }
 
 /// Makes the child lead its own process group and get SIGKILL when the
-/// platform dies, with a `pre_exec` hook (forces fork; see
+/// platform dies, with a `pre_exec` hook (forces fork; the fallback of
 /// [`command_dying_with_parent`]).
-pub fn own_group_dying_with_parent(cmd: &mut tokio::process::Command) {
+fn own_group_dying_with_parent(cmd: &mut tokio::process::Command) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe libc calls between fork and exec.
     unsafe {
