@@ -79,6 +79,10 @@ pub struct SnapshotsArgs {
     /// this many KiB, fetch the rest of the block in one batch (0: off).
     #[arg(long, default_value_t = 0)]
     pub fetch_ahead_kib: u64,
+    /// Working-set restores wait for the whole pack before resuming the
+    /// guest (REAP), instead of resuming while it arrives.
+    #[arg(long)]
+    pub wait_for_prefetch: bool,
 }
 
 /// A function of the benchmark: which handler, in how large a guest.
@@ -629,6 +633,7 @@ fn node(
     cache: SnapshotCacheConfig,
     chunks: Option<Arc<TieredCache>>,
     fetch_ahead: u64,
+    resume_during_prefetch: bool,
 ) -> Result<Node> {
     let chunks = match chunks {
         Some(c) => c,
@@ -655,6 +660,8 @@ fn node(
         parallel: 4,
         working_set_settle: stratus_node::vmsnap::DEFAULT_WORKING_SET_SETTLE,
         working_set_generations: stratus_node::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
+        resume_during_prefetch,
+        spare_mounts: 1,
     })?);
     Ok(Node { chunks, snaps })
 }
@@ -881,6 +888,7 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         SnapshotCacheConfig::new(work.join("node/snapshot-cache"), 64 << 30),
         None,
         a.fetch_ahead_kib << 10,
+        !a.wait_for_prefetch,
     )?;
     let sandboxes: Vec<Arc<MicrovmSandbox>> = fns
         .iter()
@@ -1292,6 +1300,7 @@ async fn cache_policies(c: &CacheCtx<'_>) -> Result<Vec<CachePolicyRow>> {
             Some(c.node.chunks.clone()),
             // (eager and warm-local restores only: no lazy reads)
             0,
+            true,
         )?;
         let sbs: Vec<MicrovmSandbox> = c
             .fns

@@ -59,7 +59,7 @@ use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -213,6 +213,8 @@ impl Bits {
 struct Record {
     seen: Bits,
     prefetched: Bits,
+    /// Announced by [`MemfsHandle::expect`]: on their way, not on demand.
+    arriving: Bits,
     /// Zero chunks included.
     order: Vec<usize>,
 }
@@ -221,14 +223,14 @@ struct Shared {
     reader: Arc<BlobReader>,
     rt: tokio::runtime::Handle,
     read_timeout: Duration,
-    max_readahead: u32,
     fetch_ahead: u64,
     /// Blocks whose rest was fetched ahead.
     ahead: Mutex<std::collections::HashSet<u64>>,
     attr: FileAttr,
-    root_attr: FileAttr,
     rec: Mutex<Record>,
     counters: Counters,
+    /// Pages announced by [`MemfsHandle::expect`].
+    arrivals: Mutex<Option<Arc<Arrivals>>>,
 }
 
 impl Shared {
@@ -245,7 +247,7 @@ impl Shared {
                 continue;
             }
             r.order.push(i);
-            if r.prefetched.get(i) {
+            if r.prefetched.get(i) || r.arriving.get(i) {
                 continue;
             }
             let counter = if m.chunks[i].is_zero() {
@@ -263,20 +265,29 @@ impl Shared {
             return Ok(Bytes::new());
         }
         self.record(offset, end);
-        // The rest of this block in one batch, the first time it is read.
+        let arrivals = self.arrivals.lock().clone();
+        // The rest of this block in one batch, the first time it is read
+        // (pages on their way excepted).
         let ahead_end = match self.fetch_ahead {
             0 => end,
             fa => ((offset / fa + 1) * fa).min(self.attr.size).max(end),
         };
         let ahead = ahead_end > end && self.ahead.lock().insert(offset / self.fetch_ahead.max(1));
+        let ahead: Vec<Range<u64>> = match (ahead, &arrivals) {
+            (false, _) => Vec::new(),
+            (true, None) => std::iter::once(offset..ahead_end).collect(),
+            (true, Some(a)) => self.not_arriving(a, end..ahead_end),
+        };
         // Built inside block_on: the timer needs the runtime's context.
         let fut = async {
             tokio::time::timeout(self.read_timeout, async {
-                if ahead {
-                    let rest = offset..ahead_end;
-                    self.reader.prefetch(std::slice::from_ref(&rest)).await?;
+                if !ahead.is_empty() {
+                    self.reader.prefetch(&ahead).await?;
                 }
-                self.reader.read_at(offset, end - offset).await
+                match &arrivals {
+                    None => self.reader.read_at(offset, end - offset).await,
+                    Some(a) => self.read_arriving(a, offset, end).await,
+                }
             })
             .await
         };
@@ -286,15 +297,180 @@ impl Shared {
             Err(_) => Err(format!("timed out after {:?}", self.read_timeout)),
         }
     }
+
+    /// The parts of `range` (whole chunks overlapping it, clipped to it)
+    /// whose chunks are not announced in `a`, as runs of adjacent chunks.
+    fn not_arriving(&self, a: &Arrivals, range: Range<u64>) -> Vec<Range<u64>> {
+        let m = self.reader.manifest();
+        let mut out: Vec<Range<u64>> = Vec::new();
+        let Some(first) = m.chunk_index_at(range.start) else {
+            return out;
+        };
+        let last = m
+            .chunk_index_at(range.end.saturating_sub(1))
+            .unwrap_or(first);
+        for i in first..=last {
+            if a.batch_of.contains_key(&i) {
+                continue;
+            }
+            let c = &m.chunks[i];
+            let r = c.offset.max(range.start)..c.end().min(range.end);
+            match out.last_mut() {
+                Some(prev) if prev.end == r.start => prev.end = r.end,
+                _ => out.push(r),
+            }
+        }
+        out
+    }
+
+    /// A READ of `[offset, end)` while pages are announced: announced
+    /// chunks are copied from their batch once it is delivered (never
+    /// fetched again), the rest is read through the reader meanwhile; a
+    /// batch that is gone (pushed into the page cache, or failed) is read
+    /// through the reader too.
+    async fn read_arriving(&self, a: &Arrivals, offset: u64, end: u64) -> Result<Bytes, ReadError> {
+        let m = self.reader.manifest();
+        let first = m.chunk_index_at(offset).unwrap_or(0);
+        let last = m.chunk_index_at(end - 1).unwrap_or(first);
+        let mut waits: Vec<(usize, Vec<usize>)> = Vec::new();
+        for i in first..=last {
+            if let Some(&b) = a.batch_of.get(&i) {
+                match waits.iter_mut().find(|(x, _)| *x == b) {
+                    Some((_, v)) => v.push(i),
+                    None => waits.push((b, vec![i])),
+                }
+            }
+        }
+        if waits.is_empty() {
+            return self.reader.read_at(offset, end - offset).await;
+        }
+        let own = self.not_arriving(a, offset..end);
+        let mut buf = vec![0u8; (end - offset) as usize];
+        let mut copy = |r: Range<u64>, data: &[u8]| {
+            let at = (r.start - offset) as usize;
+            buf[at..at + data.len()].copy_from_slice(data);
+        };
+        let read_own = async {
+            if own.len() > 1 {
+                self.reader.prefetch(&own).await?;
+            }
+            let mut got = Vec::with_capacity(own.len());
+            for r in &own {
+                got.push((
+                    r.clone(),
+                    self.reader.read_at(r.start, r.end - r.start).await?,
+                ));
+            }
+            Ok::<_, ReadError>(got)
+        };
+        let wait_all = async {
+            let mut got = Vec::with_capacity(waits.len());
+            for (b, idx) in &waits {
+                let mut rx = a.batches[*b].clone();
+                let state = match rx.wait_for(|s| !matches!(s, Arrival::Pending)).await {
+                    Ok(s) => s.clone(),
+                    Err(_) => Arrival::Gone,
+                };
+                got.push((state, idx.clone()));
+            }
+            got
+        };
+        let (own_data, batches) = tokio::join!(read_own, wait_all);
+        for (r, data) in own_data? {
+            copy(r, &data);
+        }
+        let mut gone: Vec<Range<u64>> = Vec::new();
+        for (state, idx) in batches {
+            for i in idx {
+                let c = &m.chunks[i];
+                let r = c.offset.max(offset)..c.end().min(end);
+                match &state {
+                    Arrival::Ready(pages) if pages.contains_key(&i) => {
+                        let page = &pages[&i];
+                        let from = (r.start - c.offset) as usize;
+                        copy(r.clone(), &page[from..from + (r.end - r.start) as usize]);
+                    }
+                    _ => gone.push(r),
+                }
+            }
+        }
+        if !gone.is_empty() {
+            self.counters
+                .chunks_on_demand
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+            if gone.len() > 1 {
+                self.reader.prefetch(&gone).await?;
+            }
+            for r in gone {
+                let data = self.reader.read_at(r.start, r.end - r.start).await?;
+                copy(r, &data);
+            }
+        }
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// What [`MemfsHandle::expect`] announced: chunk index → batch, and each
+/// batch's state.
+struct Arrivals {
+    batch_of: std::collections::HashMap<usize, usize>,
+    batches: Vec<tokio::sync::watch::Receiver<Arrival>>,
+}
+
+#[derive(Clone)]
+enum Arrival {
+    Pending,
+    /// The batch's pages by chunk index.
+    Ready(Arc<std::collections::HashMap<usize, Bytes>>),
+    /// Pushed into the page cache, or failed: read through the reader.
+    Gone,
+}
+
+/// One announced batch of pages ([`MemfsHandle::expect`]): READs that need
+/// them wait until [`Arriving::deliver`], then copy them; dropping it
+/// (after the pages were pushed into the page cache, or when they could
+/// not be had) lets later READs go to the reader.
+pub struct Arriving {
+    tx: tokio::sync::watch::Sender<Arrival>,
+    chunks: Vec<usize>,
+}
+
+impl Arriving {
+    /// The chunk indexes announced, in the order given to `expect`.
+    pub fn chunks(&self) -> &[usize] {
+        &self.chunks
+    }
+
+    /// Hands the batch's pages to the READs waiting for them: `pages[k]` is
+    /// the content of chunk `chunks()[k]`, whole.
+    ///
+    /// Call it as soon as the pages are there, and never make it wait for
+    /// a page-cache push ([`MemfsHandle::store_pages`]): a READ holds its
+    /// pages locked while it waits, and a push of those pages waits for
+    /// the READ.
+    pub fn deliver(&self, pages: Vec<Bytes>) {
+        let map = self.chunks.iter().copied().zip(pages).collect();
+        self.tx.send_replace(Arrival::Ready(Arc::new(map)));
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.tx.send_replace(Arrival::Gone);
+    }
 }
 
 struct Memfs {
-    shared: Arc<Shared>,
+    /// Set once the mount is bound to a snapshot ([`Unbound::bind`]);
+    /// until then the directory is empty.
+    slot: Arc<OnceLock<Arc<Shared>>>,
+    max_readahead: u32,
+    root_attr: FileAttr,
 }
 
 impl fuser::Filesystem for Memfs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let want = self.shared.max_readahead.max(4096);
+        let want = self.max_readahead.max(4096);
         if let Err(max) = config.set_max_readahead(want) {
             tracing::debug!(
                 want,
@@ -307,17 +483,19 @@ impl fuser::Filesystem for Memfs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent == ROOT && name == FILE_NAME {
-            reply.entry(&TTL, &self.shared.attr, Generation(0));
-        } else {
-            reply.error(Errno::ENOENT);
+        match self.slot.get() {
+            // (An error reply is not cached: the name appears on binding.)
+            Some(s) if parent == ROOT && name == FILE_NAME => {
+                reply.entry(&TTL, &s.attr, Generation(0))
+            }
+            _ => reply.error(Errno::ENOENT),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match ino {
-            ROOT => reply.attr(&TTL, &self.shared.root_attr),
-            FILE => reply.attr(&TTL, &self.shared.attr),
+        match (ino, self.slot.get()) {
+            (ROOT, _) => reply.attr(&TTL, &self.root_attr),
+            (FILE, Some(s)) => reply.attr(&TTL, &s.attr),
             _ => reply.error(Errno::ENOENT),
         }
     }
@@ -340,9 +518,9 @@ impl fuser::Filesystem for Memfs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let attr = match ino {
-            ROOT => &self.shared.root_attr,
-            FILE => &self.shared.attr,
+        let attr = match (ino, self.slot.get()) {
+            (ROOT, _) => &self.root_attr,
+            (FILE, Some(s)) => &s.attr,
             _ => return reply.error(Errno::ENOENT),
         };
         // An ftruncate to the current size is a no-op; anything that would
@@ -375,10 +553,9 @@ impl fuser::Filesystem for Memfs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if ino != FILE {
+        let Some(s) = self.slot.get().filter(|_| ino == FILE) else {
             return reply.error(Errno::EISDIR);
-        }
-        let s = &self.shared;
+        };
         s.counters.reads.fetch_add(1, Ordering::Relaxed);
         match s.read(offset, size) {
             Ok(d) => {
@@ -468,7 +645,13 @@ impl fuser::Filesystem for Memfs {
             (ROOT, FileType::Directory, ".."),
             (FILE, FileType::RegularFile, FILE_NAME),
         ];
-        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+        let n = if self.slot.get().is_some() { 3 } else { 2 };
+        for (i, (ino, kind, name)) in entries
+            .into_iter()
+            .take(n)
+            .enumerate()
+            .skip(offset as usize)
+        {
             if reply.add(ino, i as u64 + 1, kind, name) {
                 break;
             }
@@ -477,16 +660,8 @@ impl fuser::Filesystem for Memfs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(
-            self.shared.attr.size.div_ceil(4096),
-            0,
-            0,
-            2,
-            0,
-            4096,
-            255,
-            4096,
-        );
+        let size = self.slot.get().map_or(0, |s| s.attr.size);
+        reply.statfs(size.div_ceil(4096), 0, 0, 2, 0, 4096, 255, 4096);
     }
 }
 
@@ -519,61 +694,59 @@ pub fn mount(
     mountpoint: &Path,
     opts: &MemfsOptions,
 ) -> Result<MemfsHandle, MemfsError> {
+    Ok(mount_unbound(rt, mountpoint, opts)?.bind(reader))
+}
+
+/// A memfs mount not yet bound to a snapshot: an empty directory, ready
+/// for [`Unbound::bind`] (mounting is the slow part: a mount syscall, the
+/// FUSE handshake and threads, 2–20 ms measured under load, so a node keeps
+/// one ready off the restore's path). Unmounts when dropped.
+pub struct Unbound {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    slot: Arc<OnceLock<Arc<Shared>>>,
+    rt: tokio::runtime::Handle,
+    opts: MemfsOptions,
+    root_attr: FileAttr,
+}
+
+impl std::fmt::Debug for Unbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unbound")
+            .field("mountpoint", &self.mountpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Mounts an unbound memfs at `mountpoint` (an existing directory); `rt` as
+/// for [`mount`].
+pub fn mount_unbound(
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    opts: &MemfsOptions,
+) -> Result<Unbound, MemfsError> {
     check_runtime(&rt)?;
-    let m = reader.manifest().clone();
-    let stored: u64 = m
-        .chunks
-        .iter()
-        .filter(|c| !c.is_zero())
-        .map(|c| u64::from(c.len))
-        .sum();
     let now = SystemTime::now();
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let base = FileAttr {
-        ino: FILE,
-        size: m.size,
-        // Like a sparse file: zero chunks are holes.
-        blocks: stored.div_ceil(512),
+    let root_attr = FileAttr {
+        ino: ROOT,
+        size: 0,
+        blocks: 0,
         atime: now,
         mtime: now,
         ctime: now,
         crtime: now,
-        kind: FileType::RegularFile,
-        perm: 0o644,
-        nlink: 1,
+        kind: FileType::Directory,
+        perm: 0o755,
+        nlink: 2,
         uid,
         gid,
         rdev: 0,
         blksize: 4096,
         flags: 0,
     };
-    let root_attr = FileAttr {
-        ino: ROOT,
-        size: 0,
-        blocks: 0,
-        kind: FileType::Directory,
-        perm: 0o755,
-        nlink: 2,
-        ..base
-    };
-    let n = m.chunks.len();
-    let shared = Arc::new(Shared {
-        reader,
-        rt,
-        read_timeout: opts.read_timeout,
-        max_readahead: opts.max_readahead,
-        fetch_ahead: opts.fetch_ahead,
-        ahead: Mutex::new(Default::default()),
-        attr: base,
-        root_attr,
-        rec: Mutex::new(Record {
-            seen: Bits::new(n),
-            prefetched: Bits::new(n),
-            order: Vec::new(),
-        }),
-        counters: Counters::default(),
-    });
+    let slot = Arc::new(OnceLock::new());
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::FSName("stratus-memfs".into()),
@@ -586,20 +759,90 @@ pub fn mount(
     }
     config.n_threads = Some(opts.threads.max(1));
     let fs = Memfs {
-        shared: shared.clone(),
+        slot: slot.clone(),
+        max_readahead: opts.max_readahead,
+        root_attr,
     };
     let session =
         fuser::spawn_mount(fs, mountpoint, &config).map_err(|source| MemfsError::Mount {
             path: mountpoint.to_path_buf(),
             source,
         })?;
-    Ok(MemfsHandle {
-        notifier: session.notifier(),
+    Ok(Unbound {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
-        shared,
-        pin: Mutex::new(None),
+        slot,
+        rt,
+        opts: opts.clone(),
+        root_attr,
     })
+}
+
+impl Unbound {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Serves `reader`'s blob as `mountpoint/memory` from now on.
+    pub fn bind(mut self, reader: Arc<BlobReader>) -> MemfsHandle {
+        let m = reader.manifest().clone();
+        let stored: u64 = m
+            .chunks
+            .iter()
+            .filter(|c| !c.is_zero())
+            .map(|c| u64::from(c.len))
+            .sum();
+        let attr = FileAttr {
+            ino: FILE,
+            size: m.size,
+            // Like a sparse file: zero chunks are holes.
+            blocks: stored.div_ceil(512),
+            kind: FileType::RegularFile,
+            perm: 0o644,
+            nlink: 1,
+            ..self.root_attr
+        };
+        let n = m.chunks.len();
+        let shared = Arc::new(Shared {
+            reader,
+            rt: self.rt.clone(),
+            read_timeout: self.opts.read_timeout,
+            fetch_ahead: self.opts.fetch_ahead,
+            ahead: Mutex::new(Default::default()),
+            attr,
+            rec: Mutex::new(Record {
+                seen: Bits::new(n),
+                prefetched: Bits::new(n),
+                arriving: Bits::new(n),
+                order: Vec::new(),
+            }),
+            counters: Counters::default(),
+            arrivals: Mutex::new(None),
+        });
+        // Only `bind` sets it, and it takes the mount by value.
+        let _ = self.slot.set(shared.clone());
+        let session = self
+            .session
+            .take()
+            .expect("an unbound mount has its session");
+        MemfsHandle {
+            notifier: session.notifier(),
+            session: Some(session),
+            mountpoint: std::mem::take(&mut self.mountpoint),
+            shared,
+            pin: Mutex::new(None),
+        }
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            if let Err(e) = stratus_image::lazyfs::end_session(s, &self.mountpoint, "memfs") {
+                tracing::error!(error = %e, mountpoint = %self.mountpoint.display(), "memfs: could not unmount");
+            }
+        }
+    }
 }
 
 /// Pushes `pieces` into the page cache of the mount's file with FUSE
@@ -729,6 +972,55 @@ impl MemfsHandle {
             chunks: order.iter().map(|&i| m.chunks[i]).collect(),
             annotations: [(MEMORY_ANNOTATION.to_string(), m.name.clone())].into(),
         }
+    }
+
+    /// Announces pages that are on their way (e.g. a working-set pack's
+    /// frames, fetched and decoded elsewhere), one batch per element of
+    /// `batches` (chunk indexes; zero chunks need no announcing): until a
+    /// batch is delivered, a READ that needs one of its chunks waits for it
+    /// instead of fetching it again, so the guest may run before they have
+    /// all arrived. At most once per mount; chunks past the snapshot's end
+    /// or in two batches are refused.
+    pub fn expect(&self, batches: Vec<Vec<usize>>) -> Result<Vec<Arriving>, MemfsError> {
+        let m = self.manifest();
+        let bad = |what: String| MemfsError::Store {
+            path: self.file_path(),
+            what,
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        };
+        let mut slot = self.shared.arrivals.lock();
+        if slot.is_some() {
+            return Err(bad("pages were announced already".into()));
+        }
+        let mut batch_of = std::collections::HashMap::new();
+        for (b, idx) in batches.iter().enumerate() {
+            for &i in idx {
+                if i >= m.chunks.len() {
+                    return Err(bad(format!("chunk {i} is past the end of {}", m.name)));
+                }
+                if batch_of.insert(i, b).is_some() {
+                    return Err(bad(format!("chunk {i} is announced twice")));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(batches.len());
+        let mut rxs = Vec::with_capacity(batches.len());
+        for chunks in batches {
+            let (tx, rx) = tokio::sync::watch::channel(Arrival::Pending);
+            out.push(Arriving { tx, chunks });
+            rxs.push(rx);
+        }
+        {
+            let mut r = self.shared.rec.lock();
+            for &i in batch_of.keys() {
+                r.arriving.insert(i);
+            }
+        }
+        *slot = Some(Arc::new(Arrivals {
+            batch_of,
+            batches: rxs,
+        }));
+        Ok(out)
     }
 
     /// Fetches the working set `ws` (recorded by an earlier restore of this

@@ -215,6 +215,14 @@ pub struct RcssSnapshotsConfig {
     /// lets a later restore that still misses pages refine it
     /// ([`working_set_generation_name`]).
     pub working_set_generations: u32,
+    /// Resume the guest while a working-set pack is still arriving: memfs
+    /// READs of its pages wait for their frame (FaaSnap's concurrent
+    /// paging). False waits for the whole pack before `cont` (REAP).
+    pub resume_during_prefetch: bool,
+    /// memfs mounts kept ready for lazy and working-set restores, made in
+    /// the background once a restore has answered (0: each restore mounts
+    /// its own, 2–20 ms on its path).
+    pub spare_mounts: usize,
 }
 
 impl std::fmt::Debug for RcssSnapshotsConfig {
@@ -225,6 +233,8 @@ impl std::fmt::Debug for RcssSnapshotsConfig {
             .field("parallel", &self.parallel)
             .field("working_set_settle", &self.working_set_settle)
             .field("working_set_generations", &self.working_set_generations)
+            .field("resume_during_prefetch", &self.resume_during_prefetch)
+            .field("spare_mounts", &self.spare_mounts)
             .finish_non_exhaustive()
     }
 }
@@ -237,6 +247,65 @@ pub struct RcssSnapshots {
     uploads: Mutex<Vec<(String, UploadStats)>>,
     /// Also holds the node-wide byte counters.
     ws: Arc<WorkingSets>,
+    spares: Arc<SpareMounts>,
+}
+
+/// memfs mounts made ahead of the restores that take them
+/// ([`RcssSnapshotsConfig::spare_mounts`]).
+struct SpareMounts {
+    want: usize,
+    work_dir: PathBuf,
+    opts: MemfsOptions,
+    rt: tokio::runtime::Handle,
+    /// Ready mounts, and how many are being made.
+    ready: Mutex<(Vec<(memfs::Unbound, DirGuard)>, usize)>,
+    seq: AtomicU64,
+    /// Counts mounts being made ([`RcssSnapshots::settled`]).
+    busy: tokio::sync::watch::Sender<usize>,
+}
+
+impl SpareMounts {
+    fn take(&self) -> Option<(memfs::Unbound, DirGuard)> {
+        self.ready.lock().0.pop()
+    }
+
+    /// Mounts (in the background) until `want` are ready or being made.
+    fn refill(self: &Arc<Self>) {
+        let mut r = self.ready.lock();
+        while r.0.len() + r.1 < self.want {
+            r.1 += 1;
+            self.busy.send_modify(|n| *n += 1);
+            let me = self.clone();
+            self.rt.spawn_blocking(move || {
+                let made = me.mount_one();
+                let mut r = me.ready.lock();
+                r.1 -= 1;
+                match made {
+                    Ok(m) => r.0.push(m),
+                    Err(e) => tracing::warn!(error = %e, "memfs: a spare mount failed"),
+                }
+                drop(r);
+                me.busy.send_modify(|n| *n -= 1);
+            });
+        }
+    }
+
+    fn mount_one(&self) -> Result<(memfs::Unbound, DirGuard), String> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .work_dir
+            .join(format!("spare-{}-{n}", std::process::id()));
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+        let guard = DirGuard(dir);
+        let u =
+            memfs::mount_unbound(self.rt.clone(), &mnt, &self.opts).map_err(|e| error_chain(&e))?;
+        Ok((u, guard))
+    }
+
+    fn ready(&self) -> usize {
+        self.ready.lock().0.len()
+    }
 }
 
 /// What a node knows of working sets, shared with the tasks that publish
@@ -248,6 +317,10 @@ struct WorkingSets {
     moved: Arc<Mutex<MovedStats>>,
     /// Manifests are immutable: each is fetched and parsed once.
     manifests: Mutex<std::collections::HashMap<String, Arc<Manifest>>>,
+    /// Packs found to belong to their working set (pack name, working-set
+    /// name) → [`wspack::check`]'s frames: the check hashes the working
+    /// set's JSON (~2 ms for echo's), and both manifests are immutable.
+    checked_packs: Mutex<std::collections::HashMap<(String, String), PackFrames>>,
     /// The newest working-set generation found or published per snapshot
     /// key. Found once per key and process: generations another node
     /// publishes later are seen after a restart.
@@ -282,9 +355,20 @@ impl RcssSnapshots {
         }
         let moved = Arc::new(Mutex::new(MovedStats::default()));
         let (chunks, sink) = (cfg.chunks.clone(), cfg.sink.clone());
+        let rt = tokio::runtime::Handle::current();
+        let spares = Arc::new(SpareMounts {
+            want: cfg.spare_mounts,
+            work_dir: cfg.work_dir.clone(),
+            opts: cfg.memfs.clone(),
+            rt: rt.clone(),
+            ready: Mutex::new((Vec::new(), 0)),
+            seq: AtomicU64::new(0),
+            busy: tokio::sync::watch::Sender::new(0),
+        });
         Ok(RcssSnapshots {
             cfg,
-            rt: tokio::runtime::Handle::current(),
+            spares,
+            rt,
             seq: AtomicU64::new(0),
             uploads: Mutex::new(Vec::new()),
             ws: Arc::new(WorkingSets {
@@ -292,6 +376,7 @@ impl RcssSnapshots {
                 sink,
                 moved,
                 manifests: Mutex::new(Default::default()),
+                checked_packs: Mutex::new(Default::default()),
                 newest: Mutex::new(Default::default()),
                 packs: Mutex::new(Vec::new()),
                 pending: Mutex::new(HashSet::new()),
@@ -325,6 +410,14 @@ impl RcssSnapshots {
     pub async fn settled(&self) {
         let mut rx = self.ws.busy.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
+        let mut rx = self.spares.busy.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// memfs mounts ready for the next lazy restores (each one is a mount
+    /// under the work directory).
+    pub fn spare_mounts(&self) -> usize {
+        self.spares.ready()
     }
 
     fn err(key: &SnapshotKey, detail: impl std::fmt::Display) -> SnapshotError {
@@ -351,6 +444,21 @@ impl RcssSnapshots {
         let m = Arc::new(self.cfg.chunks.manifest(name).await?);
         self.ws.manifests.lock().insert(name.to_string(), m.clone());
         Ok(m)
+    }
+
+    /// [`wspack::check`], remembered per (pack, working set) once it passed.
+    fn check_pack(
+        &self,
+        pack: &Manifest,
+        ws: &Manifest,
+    ) -> Result<Vec<std::ops::Range<usize>>, wspack::PackError> {
+        let k = (pack.name.clone(), ws.name.clone());
+        if let Some(f) = self.ws.checked_packs.lock().get(&k) {
+            return Ok(f.clone());
+        }
+        let frames = wspack::check(pack, ws)?;
+        self.ws.checked_packs.lock().insert(k, frames.clone());
+        Ok(frames)
     }
 
     /// The newest working-set generation of `key` and its pack manifest
@@ -548,15 +656,21 @@ impl RcssSnapshots {
         policy: RestorePolicy,
     ) -> Result<Restore, SnapshotError> {
         let t_open = std::time::Instant::now();
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let dir = self
-            .cfg
-            .work_dir
-            .join(format!("{key}-{}-{n}", std::process::id()));
-        let mnt = dir.join("mnt");
-        std::fs::create_dir_all(&mnt).map_err(|e| Self::io(key, &mnt, e))?;
-        let guard = DirGuard(dir.clone());
-        let vmstate = dir.join("vmstate");
+        let (spare, guard) = match self.spares.take() {
+            Some((u, guard)) => (Some(u), guard),
+            None => {
+                let n = self.seq.fetch_add(1, Ordering::Relaxed);
+                let dir = self
+                    .cfg
+                    .work_dir
+                    .join(format!("{key}-{}-{n}", std::process::id()));
+                let mnt = dir.join("mnt");
+                std::fs::create_dir_all(&mnt).map_err(|e| Self::io(key, &mnt, e))?;
+                (None, DirGuard(dir))
+            }
+        };
+        let mnt = guard.0.join("mnt");
+        let vmstate = guard.0.join("vmstate");
         // The working set, if one was recorded: its prefetch starts now and
         // runs while QEMU starts.
         let (ws, pack) = match policy {
@@ -569,7 +683,7 @@ impl RcssSnapshots {
                     // A pack is an optimisation: without a usable one the
                     // working set is fetched page by page.
                     let pack = match g.pack {
-                        Ok(p) => match wspack::check(&p, &g.ws) {
+                        Ok(p) => match self.check_pack(&p, &g.ws) {
                             Ok(frames) => Some((p, frames)),
                             Err(e) => {
                                 tracing::warn!(key = %key, error = %e, "ignoring the working-set pack");
@@ -610,42 +724,70 @@ impl RcssSnapshots {
             .as_ref()
             .map(|(p, _)| PackFetch::start(self.cfg.remote.clone(), p));
         let tasks_us = t_open.elapsed().as_micros() as u64;
-        let (rd, rt, opts, mnt2) = (reader, self.rt.clone(), self.cfg.memfs.clone(), mnt.clone());
-        let handle = tokio::task::spawn_blocking(move || memfs::mount(rd, rt, &mnt2, &opts))
-            .await
-            .map_err(|e| Self::err(key, e))?
-            .map_err(|e| Self::err(key, format!("lazy memory mount: {e}")))?;
+        let spared = spare.is_some();
+        let handle = match spare {
+            Some(u) => u.bind(reader),
+            None => {
+                let (rt, opts) = (self.rt.clone(), self.cfg.memfs.clone());
+                tokio::task::spawn_blocking(move || memfs::mount(reader, rt, &mnt, &opts))
+                    .await
+                    .map_err(|e| Self::err(key, e))?
+                    .map_err(|e| Self::err(key, format!("lazy memory mount: {e}")))?
+            }
+        };
         let handle = Arc::new(handle);
-        tracing::debug!(key = %key, manifests_us, tasks_us, mounted_us = t_open.elapsed().as_micros() as u64, "lazy open phases");
+        tracing::debug!(key = %key, manifests_us, tasks_us, spared, mounted_us = t_open.elapsed().as_micros() as u64, "lazy open phases");
         // The working set's prefetch (into this mount's page cache) runs
-        // while QEMU starts.
-        let (prefetch, ws_set) = match &ws {
+        // while QEMU starts. A pack's frames are announced to the mount
+        // first, so READs of their pages (QEMU's while it loads the device
+        // state, the guest's once it runs) wait for them instead of
+        // fetching them again.
+        let (prefetch, ws_set, overlap) = match &ws {
             Some((_, ws)) => {
-                let set: HashSet<usize> = ws
-                    .chunks
-                    .iter()
-                    .filter_map(|c| m.chunk_index_at(c.offset))
-                    .collect();
+                let idx = memfs::working_set_chunks(&m, ws).map_err(|e| Self::err(key, e))?;
+                let set: HashSet<usize> = idx.iter().copied().collect();
+                let decoding = match (pack, frames_in_flight) {
+                    (Some((pack, frames)), Some(fetch)) => {
+                        let nz: Vec<usize> = idx
+                            .into_iter()
+                            .filter(|&i| !m.chunks[i].is_zero())
+                            .collect();
+                        let batches = frames.iter().map(|r| nz[r.clone()].to_vec()).collect();
+                        match handle.expect(batches) {
+                            Ok(arriving) => {
+                                let ctx = PackCtx::new(pack, frames, ws);
+                                let decoding = decode_frames(&ctx, fetch, arriving);
+                                Some((ctx, decoding))
+                            }
+                            Err(e) => {
+                                tracing::warn!(key = %key, error = %e, "working-set pack not announced; fetching its pages");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let overlap = decoding.is_some() && self.cfg.resume_during_prefetch;
                 let (h, ws) = (handle.clone(), ws.clone());
                 let task: PrefetchTask = tokio::spawn(async move {
-                    let (Some((pack, frames)), Some(fetch)) = (pack, frames_in_flight) else {
+                    let Some((ctx, decoding)) = decoding else {
                         return h.prefetch(&ws).await;
                     };
-                    match push_pack(&h, &ws, &pack, &frames, fetch).await {
+                    match push_pack(&h, &ws, &ctx.frames, decoding).await {
                         Ok(st) => Ok(st),
                         Err(e) => {
                             // What the pack pushed stays; the page-wise
                             // prefetch verifies every page it still needs.
-                            tracing::warn!(pack = %pack.name, error = %e, "working-set pack failed; fetching its pages one by one");
+                            tracing::warn!(pack = %ctx.pack.name, error = %e, "working-set pack failed; fetching its pages one by one");
                             let mut st = h.prefetch(&ws).await?;
                             st.bytes += e.moved;
                             Ok(st)
                         }
                     }
                 });
-                (Some(task), set)
+                (Some(task), set, overlap)
             }
-            None => (None, HashSet::new()),
+            None => (None, HashSet::new(), false),
         };
         let files = SnapshotFiles {
             memory: handle.file_path(),
@@ -670,6 +812,7 @@ impl RcssSnapshots {
                 prefetch: tokio::sync::Mutex::new(prefetch),
                 vmstate: tokio::sync::Mutex::new(vmstate_task),
                 prefetched: Mutex::new(PrefetchStats::default()),
+                overlap,
                 ws_set,
                 recording,
                 refine,
@@ -677,6 +820,7 @@ impl RcssSnapshots {
                 recorded: AtomicU64::new(0),
                 settle: self.cfg.working_set_settle,
                 shared: self.ws.clone(),
+                spares: self.spares.clone(),
                 _dir: guard,
             }),
         })
@@ -992,18 +1136,108 @@ impl PackFetch {
     }
 }
 
+/// What decoding a pack's frames needs: the pack and the working set's
+/// non-zero chunk refs, in order.
+#[derive(Clone)]
+struct PackCtx {
+    pack: Arc<Manifest>,
+    /// Per frame, its range of `nonzero` ([`wspack::check`]).
+    frames: Arc<Vec<std::ops::Range<usize>>>,
+    nonzero: Arc<Vec<ChunkRef>>,
+}
+
+impl PackCtx {
+    fn new(pack: Arc<Manifest>, frames: Vec<std::ops::Range<usize>>, ws: &Manifest) -> PackCtx {
+        PackCtx {
+            pack,
+            frames: Arc::new(frames),
+            nonzero: Arc::new(ws.chunks.iter().copied().filter(|c| !c.is_zero()).collect()),
+        }
+    }
+}
+
+/// One frame fetched and decoded: its pages as runs of the memory file,
+/// ready to push, and its announcement (dropped once they are pushed).
+struct DecodedFrame {
+    stored: u64,
+    pieces: Vec<(u64, Bytes)>,
+    arriving: memfs::Arriving,
+}
+
+type DecodeTask = Aborting<Result<DecodedFrame, String>>;
+
+/// Decodes each frame as it arrives, in its own task, and hands its pages
+/// to the READs waiting for them ([`memfs::Arriving::deliver`]). This never
+/// waits for a page-cache push, which may itself wait for such a READ.
+/// `arriving[k]` announces frame `k`'s non-zero pages.
+fn decode_frames(
+    ctx: &PackCtx,
+    fetch: PackFetch,
+    arriving: Vec<memfs::Arriving>,
+) -> Vec<(usize, DecodeTask)> {
+    let mut arriving: Vec<Option<memfs::Arriving>> = arriving.into_iter().map(Some).collect();
+    fetch
+        .tasks
+        .into_iter()
+        .map(|(k, mut fetched)| {
+            let (ctx, arriving) = (ctx.clone(), arriving.get_mut(k).and_then(Option::take));
+            let task = tokio::spawn(async move {
+                let arriving = arriving.ok_or_else(|| format!("frame {k}: not announced"))?;
+                let got = (&mut fetched.0)
+                    .await
+                    .map_err(|e| format!("frame {k}: {e}"))?;
+                let stored = got
+                    .map_err(|e| format!("frame {k}: {}", error_chain(&e)))?
+                    .pop()
+                    .ok_or_else(|| format!("frame {k}: the source returned nothing"))?;
+                tokio::task::spawn_blocking(move || {
+                    let t = std::time::Instant::now();
+                    let raw = Bytes::from(
+                        wspack::decode(&ctx.pack, k, &stored).map_err(|e| e.to_string())?,
+                    );
+                    tracing::trace!(
+                        frame = k,
+                        raw = raw.len(),
+                        decode_us = t.elapsed().as_micros() as u64,
+                        "pack frame decoded"
+                    );
+                    let range = ctx.frames[k].clone();
+                    let pages: Vec<Bytes> = ctx.nonzero[range.clone()]
+                        .iter()
+                        .scan(0usize, |at, c| {
+                            let p = raw.slice(*at..*at + c.len as usize);
+                            *at += c.len as usize;
+                            Some(p)
+                        })
+                        .collect();
+                    arriving.deliver(pages);
+                    let pieces = wspack::runs(&ctx.nonzero[range], &raw);
+                    Ok(DecodedFrame {
+                        stored: stored.len() as u64,
+                        pieces,
+                        arriving,
+                    })
+                })
+                .await
+                .map_err(|e| format!("frame {k}: {e}"))?
+            });
+            (k, Aborting(task))
+        })
+        .collect()
+}
+
 /// Pushes a working-set pack (checked against `ws` by [`wspack::check`],
-/// `frames` = its result; `fetch` = its frames in flight) into `h`'s page
-/// cache frame by frame as they arrive, in the working set's order; the
-/// working set's zero pages are pushed first (nothing to fetch). The pages
-/// QEMU touches while it loads the device state come first in the recorded
-/// order, so they are in the page cache before it asks.
+/// `frames` = its result; `decoding` = its frames being fetched and decoded)
+/// into `h`'s page cache frame by frame as they arrive, in the working
+/// set's order; the working set's zero pages are pushed first (nothing to
+/// fetch). The pages QEMU touches while it loads the device state come
+/// first in the recorded order, so they are usually there before it asks;
+/// a READ that comes first waits for its frame's decoded pages instead.
 async fn push_pack(
     h: &Arc<MemfsHandle>,
     ws: &Manifest,
-    pack: &Manifest,
     frames: &[std::ops::Range<usize>],
-    fetch: PackFetch,
+    decoding: Vec<(usize, DecodeTask)>,
 ) -> Result<PrefetchStats, PackFailed> {
     let fail = |detail: String, moved: u64| PackFailed { detail, moved };
     let t0 = std::time::Instant::now();
@@ -1036,27 +1270,24 @@ async fn push_pack(
         us = t0.elapsed().as_micros() as u64,
         "pack zero pages pushed"
     );
-    let nonzero: Arc<Vec<ChunkRef>> =
-        Arc::new(ws.chunks.iter().copied().filter(|c| !c.is_zero()).collect());
     // An early return drops the frames not yet awaited: aborted.
-    for (k, mut task) in fetch.tasks {
-        let got = (&mut task.0)
+    for (k, mut task) in decoding {
+        let d = (&mut task.0)
             .await
-            .map_err(|e| fail(format!("frame {k}: {e}"), st.bytes))?;
-        let stored = got
-            .map_err(|e| fail(format!("frame {k}: {}", error_chain(&e)), st.bytes))?
-            .pop()
-            .ok_or_else(|| fail(format!("frame {k}: the source returned nothing"), st.bytes))?;
-        st.bytes += stored.len() as u64;
-        let (pack2, h2, nz, range) = (pack.clone(), h.clone(), nonzero.clone(), frames[k].clone());
+            .map_err(|e| fail(format!("frame {k}: {e}"), st.bytes))?
+            .map_err(|e| fail(e, st.bytes))?;
+        st.bytes += d.stored;
+        let h2 = h.clone();
         let pushed = tokio::task::spawn_blocking(move || {
-            let raw = wspack::decode(&pack2, k, &stored).map_err(|e| e.to_string())?;
-            let pieces = wspack::runs(&nz[range], &raw);
-            h2.store_pages(&pieces).map_err(|e| error_chain(&e))
+            let r = h2.store_pages(&d.pieces);
+            // In the page cache now: later READs (after an eviction) go
+            // to the reader.
+            drop(d.arriving);
+            r
         })
         .await
         .map_err(|e| fail(format!("frame {k}: {e}"), st.bytes))?;
-        pushed.map_err(|e| fail(e, st.bytes))?;
+        pushed.map_err(|e| fail(format!("frame {k}: {}", error_chain(&e)), st.bytes))?;
         st.chunks += frames[k].len() as u64;
         tracing::trace!(
             frame = k,
@@ -1207,6 +1438,9 @@ struct LazySession {
     /// The vmstate still arriving (aborted if the restore ends first).
     vmstate: tokio::sync::Mutex<Option<Aborting<Result<u64, SnapshotError>>>>,
     prefetched: Mutex<PrefetchStats>,
+    /// The guest resumes while the pack is still arriving: the prefetch is
+    /// awaited after the first response, not before `cont`.
+    overlap: bool,
     /// Chunk indexes the prefetch covers.
     ws_set: HashSet<usize>,
     /// No working set yet: this restore records generation 1.
@@ -1218,8 +1452,13 @@ struct LazySession {
     recorded: AtomicU64,
     settle: std::time::Duration,
     shared: Arc<WorkingSets>,
+    /// Refilled once this restore has answered (or ended).
+    spares: Arc<SpareMounts>,
     _dir: DirGuard,
 }
+
+/// Per pack frame, its range of the working set's non-zero chunks.
+type PackFrames = Vec<std::ops::Range<usize>>;
 
 /// A working-set generation found in the store, with its pack manifest.
 struct WsGeneration {
@@ -1323,6 +1562,27 @@ impl WorkingSets {
 }
 
 impl LazySession {
+    /// Waits for the working-set prefetch (if any, once) and keeps its
+    /// stats.
+    async fn prefetch_done(&self) -> Result<(), SnapshotError> {
+        let task = self.prefetch.lock().await.take();
+        if let Some(t) = task {
+            let st = t
+                .await
+                .map_err(|e| SnapshotError::Corrupt {
+                    key: self.key.to_string(),
+                    detail: format!("working-set prefetch task: {e}"),
+                })?
+                .map_err(|e| SnapshotError::Corrupt {
+                    key: self.key.to_string(),
+                    detail: format!("working-set prefetch: {e}"),
+                })?;
+            self.shared.moved.lock().prefetch_bytes += st.bytes;
+            *self.prefetched.lock() = st;
+        }
+        Ok(())
+    }
+
     /// Chunks (count, bytes) first touched by the guest that the prefetch
     /// did not cover.
     fn on_demand(&self) -> (u64, u64) {
@@ -1360,25 +1620,23 @@ impl RestoreSession for LazySession {
             let st = h.stats();
             tracing::debug!(key = %self.key, reads = st.reads, bytes_read = st.bytes_read, on_demand = st.chunks_on_demand, prefetched = st.prefetched_chunks, "memfs before resume");
         }
-        let task = self.prefetch.lock().await.take();
-        if let Some(t) = task {
-            let st = t
-                .await
-                .map_err(|e| SnapshotError::Corrupt {
-                    key: self.key.to_string(),
-                    detail: format!("working-set prefetch task: {e}"),
-                })?
-                .map_err(|e| SnapshotError::Corrupt {
-                    key: self.key.to_string(),
-                    detail: format!("working-set prefetch: {e}"),
-                })?;
-            self.shared.moved.lock().prefetch_bytes += st.bytes;
-            *self.prefetched.lock() = st;
+        if self.overlap {
+            return Ok(());
         }
-        Ok(())
+        self.prefetch_done().await
     }
 
     async fn first_response(&self, vm_pid: i32) {
+        self.spares.refill();
+        if self.overlap {
+            let t = std::time::Instant::now();
+            if let Err(e) = self.prefetch_done().await {
+                // The guest answered: what it needed arrived, on demand
+                // if not from the pack.
+                tracing::warn!(key = %self.key, error = %e, "working-set prefetch after resuming");
+            }
+            tracing::debug!(key = %self.key, waited_us = t.elapsed().as_micros() as u64, "prefetch done after the first response");
+        }
         // What this restore records: generation 1 when there is no working
         // set yet, or the next generation when it faulted many chunks on
         // demand (the previous generation plus the pages it mapped that

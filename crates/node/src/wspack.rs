@@ -241,8 +241,7 @@ pub fn decode(pack: &Manifest, k: usize, stored: &[u8]) -> Result<Vec<u8>, PackE
 /// `chunks` are the working set's non-zero chunk refs the frame carries, in
 /// order; returns (memory offset, bytes) per run of chunks that follow each
 /// other in the file.
-pub fn runs(chunks: &[ChunkRef], raw: &[u8]) -> Vec<(u64, Bytes)> {
-    let raw = Bytes::copy_from_slice(raw);
+pub fn runs(chunks: &[ChunkRef], raw: &Bytes) -> Vec<(u64, Bytes)> {
     let mut out: Vec<(u64, Range<usize>)> = Vec::new();
     let mut at = 0usize;
     for c in chunks {
@@ -309,7 +308,7 @@ mod tests {
         let mut seen = 0;
         for (k, f) in frames.iter().enumerate() {
             assert_eq!(Digest::of(&f.stored), back.chunks[k].digest.unwrap());
-            let raw = decode(&back, k, &f.stored).expect("decodes");
+            let raw = Bytes::from(decode(&back, k, &f.stored).expect("decodes"));
             let rs = runs(&nonzero[per_frame[k].clone()], &raw);
             // frame 1 spans the jump from the first run to the second
             assert_eq!(rs.len(), if k == 1 { 2 } else { 1 }, "frame {k}");

@@ -473,6 +473,139 @@ fn working_set_is_recorded_in_first_touch_order_and_prefetch_serves_it() {
 }
 
 #[test]
+fn announced_pages_are_waited_for_not_fetched_and_pushes_do_not_deadlock() {
+    if !fuse_or_skip() {
+        return;
+    }
+    let fx = Fixture::new(2048);
+    let counting = Arc::new(Counting {
+        inner: fx.store.clone(),
+        calls: AtomicU64::new(0),
+        digests: AtomicU64::new(0),
+    });
+    let h = Arc::new(fx.mount_over(counting.clone(), &opts(128 << 10)));
+    let nonzero = |r: std::ops::Range<usize>| -> Vec<usize> {
+        r.filter(|&i| !fx.manifest.chunks[i].is_zero()).collect()
+    };
+    // Three batches on their way: A and B cover the first 2 MiB, C a
+    // range that will never arrive.
+    let (a, b, c) = (nonzero(0..256), nonzero(256..512), nonzero(1600..1700));
+    let mut arriving = h.expect(vec![a.clone(), b.clone(), c.clone()]).unwrap();
+    assert!(h.expect(vec![vec![3]]).is_err(), "announced once per mount");
+    let arr_c = arriving.pop().unwrap();
+    let arr_b = arriving.pop().unwrap();
+    let arr_a = arriving.pop().unwrap();
+    assert_eq!(arr_b.chunks(), &b[..]);
+    let pages = |idx: &[usize]| -> Vec<Bytes> {
+        idx.iter()
+            .map(|&i| Bytes::copy_from_slice(fx.page_of(i)))
+            .collect()
+    };
+
+    // A read across A and B waits for both.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = h.file_path();
+    std::thread::spawn(move || {
+        let f = File::open(path).unwrap();
+        let mut buf = vec![0u8; 12 * PAGE];
+        let r = f.read_exact_at(&mut buf, (250 * PAGE) as u64).map(|_| buf);
+        let _ = tx.send(r);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rx.try_recv().is_err(), "the read waits for its pages");
+    // A arrives and is pushed into the page cache while the read still
+    // waits for B: the push may wait for the read's locked pages, but
+    // delivering B never waits for the push.
+    arr_a.deliver(pages(&a));
+    let (h2, pa) = (h.clone(), {
+        let mut v = Vec::new();
+        for run in a.chunk_by(|x, y| y == &(x + 1)) {
+            let data: Vec<u8> = run.iter().flat_map(|&i| fx.page_of(i).to_vec()).collect();
+            v.push(((run[0] * PAGE) as u64, Bytes::from(data)));
+        }
+        v
+    });
+    let push = std::thread::spawn(move || {
+        let r = h2.store_pages(&pa);
+        drop(arr_a);
+        r
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    arr_b.deliver(pages(&b));
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the read finished: no deadlock with the push")
+        .unwrap();
+    assert!(
+        got == fx.data[250 * PAGE..262 * PAGE],
+        "the pages as stored"
+    );
+    bounded(Duration::from_secs(10), move || push.join().unwrap()).unwrap();
+    assert_eq!(
+        counting.digests.load(Ordering::SeqCst),
+        0,
+        "announced pages are never fetched again"
+    );
+    let s = h.stats();
+    assert_eq!(s.chunks_on_demand, 0, "{s:?}");
+    assert_eq!(s.prefetched_chunks as usize, a.len(), "{s:?}");
+
+    // C never arrives (its batch is dropped): its pages are read through
+    // the source, on demand.
+    drop(arr_c);
+    let f = File::open(h.file_path()).unwrap();
+    assert!(pread_page(&f, 1651).unwrap() == fx.page_of(1651));
+    assert!(counting.digests.load(Ordering::SeqCst) > 0);
+    assert!(h.stats().chunks_on_demand > 0);
+    // B was delivered but never pushed: still served from its batch.
+    let before = counting.digests.load(Ordering::SeqCst);
+    assert!(pread_page(&f, 401).unwrap() == fx.page_of(401));
+    assert_eq!(counting.digests.load(Ordering::SeqCst), before);
+    drop(f);
+    drop(arr_b);
+
+    // Announcing chunks past the end, or one twice, is refused.
+    let h3 = fx.mount(&opts(128 << 10));
+    let n = fx.manifest.chunks.len();
+    let err = h3.expect(vec![vec![n]]).err().unwrap().to_string();
+    assert!(err.contains("past the end"), "{err}");
+    let err = h3
+        .expect(vec![vec![1, 2], vec![2]])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("announced twice"), "{err}");
+}
+
+#[test]
+fn an_unbound_mount_is_empty_until_bound() {
+    if !fuse_or_skip() {
+        return;
+    }
+    let fx = Fixture::new(600);
+    let mnt = fx.dir.path().join("spare");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let u = memfs::mount_unbound(fx.rt.handle().clone(), &mnt, &opts(128 << 10)).unwrap();
+    assert!(mounted(&mnt));
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+    assert!(!mnt.join(memfs::FILE_NAME).exists());
+    let reader = Arc::new(BlobReader::new(fx.manifest.clone(), fx.store.clone()).unwrap());
+    let h = u.bind(reader);
+    let md = std::fs::metadata(h.file_path()).unwrap();
+    assert_eq!(md.len(), fx.data.len() as u64);
+    let f = File::open(h.file_path()).unwrap();
+    assert!(pread_page(&f, 7).unwrap() == fx.page_of(7));
+    drop(f);
+    drop(h);
+    assert!(!mounted(&mnt));
+    // Dropped unbound: unmounted.
+    let u = memfs::mount_unbound(fx.rt.handle().clone(), &mnt, &opts(128 << 10)).unwrap();
+    assert!(mounted(&mnt));
+    drop(u);
+    assert!(!mounted(&mnt));
+}
+
+#[test]
 fn a_corrupt_chunk_is_eio_and_other_pages_still_read() {
     if !fuse_or_skip() {
         return;

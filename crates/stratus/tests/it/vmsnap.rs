@@ -114,6 +114,8 @@ fn node_with(
             parallel: 4,
             working_set_settle: vmsnap::DEFAULT_WORKING_SET_SETTLE,
             working_set_generations,
+            resume_during_prefetch: true,
+            spare_mounts: 1,
         })
         .unwrap(),
     )
@@ -127,15 +129,25 @@ fn with_policy(mut spec: InstanceSpec, p: RestorePolicy) -> InstanceSpec {
     spec
 }
 
-/// memfs mounts under `root` (tests run at once: each counts its own).
+/// memfs mounts under `root` serving a memory file (tests run at once:
+/// each counts its own); spare mounts, not bound yet, are empty.
 fn memfs_mounts(root: &Path) -> usize {
+    all_memfs_mounts(root)
+        .iter()
+        .filter(|m| Path::new(m).join(stratus_node::memfs::FILE_NAME).exists())
+        .count()
+}
+
+fn all_memfs_mounts(root: &Path) -> Vec<String> {
     let root = root.to_string_lossy();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter(|l| l.contains("stratus-memfs"))
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&*root)))
-        .count()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&*root))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The one memory manifest in the store.
@@ -295,6 +307,10 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
         3,
         "one memfs mount per lazy restore"
     );
+    // Plus one made ahead for the next lazy restore.
+    src.settled().await;
+    assert_eq!(src.spare_mounts(), 1);
+    assert_eq!(all_memfs_mounts(dir.path()).len(), 4);
 
     // Eager: the whole memory into the node cache, then warm-local hits it.
     let (d, rec) = start(&sb, &spec("eager", RestorePolicy::Eager)).await;
@@ -397,6 +413,10 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
     for i in [i3, i4] {
         i.stop().await;
     }
+    // Spare mounts go with their node.
+    drop((sb2, src2, src));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(all_memfs_mounts(dir.path()), Vec::<String>::new());
 }
 
 /// The newest working-set generation of `key` in the store.
