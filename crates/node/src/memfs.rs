@@ -17,9 +17,21 @@
 //!    absent ──guest fault / read(2)──► READ ──BlobReader──► page cache ──► (MAP_PRIVATE: CoW on write)
 //!      │                                 ├─ recorded: chunk index, first-touch order, once
 //!      │                                 └─ source error or timeout ──► EIO (counted; mmap: SIGBUS)
-//!      └──MemfsHandle::prefetch(working set)──► one batched fetch ──► FUSE_NOTIFY_STORE ──► page cache
-//!                                             (no READ later unless the kernel evicts the page)
+//!      ├──MemfsHandle::prefetch(working set)──► one batched fetch ──► FUSE_NOTIFY_STORE ──► page cache
+//!      │                                      (no READ later unless the kernel evicts the page)
+//!      └──MemfsHandle::expect(batches)──► READ of an announced page waits for its batch
+//!           Arriving::deliver(pages) ──► the READ copies them (never fetched again)
+//!           Arriving dropped (pushed with store_pages, or failed) ──► later READs go to BlobReader
 //! ```
+//!
+//! A READ that waits for announced pages holds its pages locked in the
+//! page cache, and a notify-store of those pages waits for the READ: so
+//! delivering a batch must never wait for a push (the caller delivers each
+//! batch as soon as it has it, and pushes afterwards).
+//!
+//! [`mount_unbound`] mounts an empty directory that [`Unbound::bind`] later
+//! turns into the memory file of one snapshot, so a node can take the
+//! mount's cost (2–20 ms) off the restore's path.
 //!
 //! One mount per restore. Each restore gets its own inode, so its own page
 //! cache and its own working-set record: the node gives up page-cache

@@ -218,6 +218,14 @@ pub struct RcssSnapshotsConfig {
     /// Resume the guest while a working-set pack is still arriving: memfs
     /// READs of its pages wait for their frame (FaaSnap's concurrent
     /// paging). False waits for the whole pack before `cont` (REAP).
+    ///
+    /// Measured slower on this kernel: QEMU's guest RAM is
+    /// `MADV_HUGEPAGE`, so a guest fault on a page not pushed yet READs
+    /// its whole 2 MiB block, and the pages of that block outside the
+    /// working set are fetched on demand (echo: 0–1,330 chunks per
+    /// restore; memhog-192 with 4 at once: ~27,000), where waiting leaves
+    /// them untouched. QEMU's own reads while it loads the device state
+    /// wait for their frames either way.
     pub resume_during_prefetch: bool,
     /// memfs mounts kept ready for lazy and working-set restores, made in
     /// the background once a restore has answered (0: each restore mounts
@@ -322,8 +330,9 @@ struct WorkingSets {
     /// set's JSON (~2 ms for echo's), and both manifests are immutable.
     checked_packs: Mutex<std::collections::HashMap<(String, String), PackFrames>>,
     /// The newest working-set generation found or published per snapshot
-    /// key. Found once per key and process: generations another node
-    /// publishes later are seen after a restart.
+    /// key. Found once per key and process; a generation another node
+    /// publishes later is found by the next restore here that does not
+    /// refine (it probes for the next one after answering).
     newest: Mutex<std::collections::HashMap<String, u32>>,
     packs: Mutex<Vec<(String, PackStats)>>,
     /// Working-set manifest names being published.
@@ -1468,6 +1477,38 @@ struct WsGeneration {
 }
 
 impl WorkingSets {
+    /// Looks, in the background, for generation `generation + 1` of `key`,
+    /// which another node may have published since this one found its
+    /// newest: once found, later restores here prefetch it.
+    fn probe_newer(self: &Arc<Self>, key: &SnapshotKey, generation: u32) {
+        let name = working_set_generation_name(key, generation + 1);
+        if self.pending.lock().contains(&name) || self.manifests.lock().contains_key(&name) {
+            return;
+        }
+        self.busy.send_modify(|n| *n += 1);
+        let (me, key) = (self.clone(), key.to_string());
+        tokio::spawn(async move {
+            match me.chunks.manifest(&name).await {
+                Ok(m) => {
+                    tracing::debug!(
+                        key,
+                        generation = generation + 1,
+                        "working-set generation published elsewhere found"
+                    );
+                    me.manifests.lock().insert(name, Arc::new(m));
+                    let mut newest = me.newest.lock();
+                    let n = newest.entry(key).or_insert(generation + 1);
+                    *n = (*n).max(generation + 1);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::debug!(key, error = %error_chain(&e), "probing for a newer working-set generation")
+                }
+            }
+            me.busy.send_modify(|n| *n -= 1);
+        });
+    }
+
     /// Publishes working-set generation `generation` of `key` in the
     /// background: its pack (frames, then the pack manifest, so a pack
     /// that exists is whole), then the working-set manifest, so a
@@ -1648,6 +1689,7 @@ impl RestoreSession for LazySession {
         } else if let Some(ws) = &self.refine {
             let min = REFINE_MIN_MISSES.max(ws.chunks.len() as u64 / REFINE_MIN_MISS_FRACTION);
             if self.on_demand().0 < min {
+                self.shared.probe_newer(&self.key, self.generation);
                 return;
             }
             (self.generation + 1, Some(ws.clone()))
