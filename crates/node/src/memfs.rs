@@ -396,13 +396,18 @@ impl Shared {
             for i in idx {
                 let c = &m.chunks[i];
                 let r = c.offset.max(offset)..c.end().min(end);
-                match &state {
-                    Arrival::Ready(pages) if pages.contains_key(&i) => {
-                        let page = &pages[&i];
-                        let from = (r.start - c.offset) as usize;
-                        copy(r.clone(), &page[from..from + (r.end - r.start) as usize]);
-                    }
-                    _ => gone.push(r),
+                // (A delivered page of the wrong length is not used.)
+                let from = (r.start - c.offset) as usize;
+                let part = match &state {
+                    Arrival::Ready(pages) => pages
+                        .get(&i)
+                        .filter(|p| p.len() == c.len as usize)
+                        .map(|p| p.slice(from..from + (r.end - r.start) as usize)),
+                    _ => None,
+                };
+                match part {
+                    Some(p) => copy(r, &p),
+                    None => gone.push(r),
                 }
             }
         }
