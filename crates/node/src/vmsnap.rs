@@ -684,29 +684,31 @@ impl RcssSnapshots {
         // runs while QEMU starts.
         let (ws, pack) = match policy {
             RestorePolicy::WorkingSet => match self.newest_working_set(key).await? {
-                Some(g) if memfs::working_set_chunks(&m, &g.ws).is_err() => {
-                    tracing::warn!(key = %key, working_set = %g.ws.name, "ignoring a working set that does not match the snapshot");
-                    (None, None)
-                }
-                Some(g) => {
-                    // A pack is an optimisation: without a usable one the
-                    // working set is fetched page by page.
-                    let pack = match g.pack {
-                        Ok(p) => match self.check_pack(&p, &g.ws) {
-                            Ok(frames) => Some((p, frames)),
-                            Err(e) => {
-                                tracing::warn!(key = %key, error = %e, "ignoring the working-set pack");
+                Some(g) => match memfs::working_set_chunks(&m, &g.ws) {
+                    Err(_) => {
+                        tracing::warn!(key = %key, working_set = %g.ws.name, "ignoring a working set that does not match the snapshot");
+                        (None, None)
+                    }
+                    Ok(idx) => {
+                        // A pack is an optimisation: without a usable one the
+                        // working set is fetched page by page.
+                        let pack = match g.pack {
+                            Ok(p) => match self.check_pack(&p, &g.ws) {
+                                Ok(frames) => Some((p, frames)),
+                                Err(e) => {
+                                    tracing::warn!(key = %key, error = %e, "ignoring the working-set pack");
+                                    None
+                                }
+                            },
+                            Err(e) if !e.is_not_found() => {
+                                tracing::warn!(key = %key, error = %error_chain(&e), "working-set pack unreadable; fetching pages");
                                 None
                             }
-                        },
-                        Err(e) if !e.is_not_found() => {
-                            tracing::warn!(key = %key, error = %error_chain(&e), "working-set pack unreadable; fetching pages");
-                            None
-                        }
-                        Err(_) => None,
-                    };
-                    (Some((g.generation, g.ws)), pack)
-                }
+                            Err(_) => None,
+                        };
+                        (Some((g.generation, g.ws, idx)), pack)
+                    }
+                },
                 None => (None, None),
             },
             _ => (None, None),
@@ -752,13 +754,13 @@ impl RcssSnapshots {
         // state, the guest's once it runs) wait for them instead of
         // fetching them again.
         let (prefetch, ws_set, overlap) = match &ws {
-            Some((_, ws)) => {
-                let idx = memfs::working_set_chunks(&m, ws).map_err(|e| Self::err(key, e))?;
+            Some((_, ws, idx)) => {
                 let set: HashSet<usize> = idx.iter().copied().collect();
                 let decoding = match (pack, frames_in_flight) {
                     (Some((pack, frames)), Some(fetch)) => {
                         let nz: Vec<usize> = idx
-                            .into_iter()
+                            .iter()
+                            .copied()
                             .filter(|&i| !m.chunks[i].is_zero())
                             .collect();
                         let batches = frames.iter().map(|r| nz[r.clone()].to_vec()).collect();
@@ -807,10 +809,10 @@ impl RcssSnapshots {
         let recording = policy == RestorePolicy::WorkingSet && ws.is_none();
         // The generation prefetched (0: none), and what a refinement
         // would extend.
-        let generation = ws.as_ref().map_or(0, |(g, _)| *g);
+        let generation = ws.as_ref().map_or(0, |(g, _, _)| *g);
         let refine = ws
-            .filter(|(g, _)| *g < self.cfg.working_set_generations)
-            .map(|(_, ws)| ws);
+            .filter(|(g, _, _)| *g < self.cfg.working_set_generations)
+            .map(|(_, ws, _)| ws);
         Ok(Restore {
             files,
             policy,
