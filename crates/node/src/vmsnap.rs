@@ -1640,6 +1640,99 @@ impl LazySession {
             .filter(|c| !c.is_zero())
             .fold((0, 0), |(n, b), c| (n + 1, b + u64::from(c.len)))
     }
+
+    /// Records and publishes the working set this restore mapped, when it
+    /// should (see below); returns whether a generation was published.
+    async fn record_generation(&self, vm_pid: i32) -> bool {
+        // What this restore records: generation 1 when there is no working
+        // set yet, or the next generation when it faulted many chunks on
+        // demand (the previous generation plus the pages it mapped that
+        // the previous one lacks). The cost of a miss is its whole 2 MiB
+        // block read through FUSE, not the few pages the guest touched in
+        // it, so the chunks read decide.
+        let (generation, base) = if self.recording {
+            (1, None)
+        } else if let Some(ws) = &self.refine {
+            let min = REFINE_MIN_MISSES.max(ws.chunks.len() as u64 / REFINE_MIN_MISS_FRACTION);
+            if self.on_demand().0 < min {
+                return false;
+            }
+            (self.generation + 1, Some(ws.clone()))
+        } else {
+            return false;
+        };
+        let Some(h) = self.handle.lock().clone() else {
+            return false;
+        };
+        // The pages mapped at the first response, and again after the
+        // configured settle time (the guest finishes the exchange right
+        // after answering); the union is the working set.
+        let path = h.file_path();
+        let first = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || mapped_pages(vm_pid, &path)).await
+        };
+        let flat = |r: Result<std::io::Result<Vec<u64>>, tokio::task::JoinError>| {
+            r.map_err(std::io::Error::other).and_then(|r| r)
+        };
+        let later = if self.settle.is_zero() {
+            Err(std::io::Error::other("no settle time: one reading"))
+        } else {
+            tokio::time::sleep(self.settle).await;
+            flat(tokio::task::spawn_blocking(move || mapped_pages(vm_pid, &path)).await)
+        };
+        let pages = match (flat(first), later) {
+            (Ok(mut a), Ok(b)) => {
+                a.extend(b);
+                a.sort_unstable();
+                a.dedup();
+                Ok(a)
+            }
+            (Ok(a), Err(_)) | (Err(_), Ok(a)) => Ok(a),
+            (Err(e), Err(_)) => Err(e),
+        };
+        let name = working_set_generation_name(&self.key, generation);
+        let fresh = match tokio::task::spawn_blocking(move || {
+            recorded_working_set(&h, pages, vm_pid, &name)
+        })
+        .await
+        {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "recording the working set");
+                return false;
+            }
+        };
+        let ws = match base {
+            None => fresh,
+            Some(base) => {
+                let ws = refined(&base, fresh);
+                let (had, new) = (base.chunks.len(), ws.chunks.len() - base.chunks.len());
+                // A guest miss maps its page and, by fault-around, up to 15
+                // neighbours; fewer new pages are misses the page map does
+                // not show (QEMU's own reads), which a new pack (0.3–1.7 s
+                // of compression, 5–56 MB stored) would not remove.
+                if new < REFINE_MIN_NEW_PAGES {
+                    tracing::debug!(key = %self.key, generation = self.generation, new, "working set not refined: (almost) no page mapped outside it");
+                    return false;
+                }
+                // One restore that wandered off (seen once in 10 for
+                // memhog-192: 25k pages outside a 17k-page working set)
+                // must not bloat what every later restore prefetches.
+                if new > had / REFINE_MAX_GROWTH_FRACTION {
+                    tracing::info!(key = %self.key, generation = self.generation, had, new, "working set not refined: this restore mapped too many pages outside it to be typical");
+                    return false;
+                }
+                ws
+            }
+        };
+        let n = ws.chunks.len() as u64;
+        if !self.shared.publish(self.key.clone(), generation, ws) {
+            return false;
+        }
+        self.recorded.store(n, Ordering::Relaxed);
+        true
+    }
 }
 
 #[async_trait]
@@ -1680,92 +1773,10 @@ impl RestoreSession for LazySession {
             }
             tracing::debug!(key = %self.key, waited_us = t.elapsed().as_micros() as u64, "prefetch done after the first response");
         }
-        // What this restore records: generation 1 when there is no working
-        // set yet, or the next generation when it faulted many chunks on
-        // demand (the previous generation plus the pages it mapped that
-        // the previous one lacks). The cost of a miss is its whole 2 MiB
-        // block read through FUSE, not the few pages the guest touched in
-        // it, so the chunks read decide.
-        let (generation, base) = if self.recording {
-            (1, None)
-        } else if let Some(ws) = &self.refine {
-            let min = REFINE_MIN_MISSES.max(ws.chunks.len() as u64 / REFINE_MIN_MISS_FRACTION);
-            if self.on_demand().0 < min {
-                self.shared.probe_newer(&self.key, self.generation);
-                return;
-            }
-            (self.generation + 1, Some(ws.clone()))
-        } else {
-            return;
-        };
-        let Some(h) = self.handle.lock().clone() else {
-            return;
-        };
-        // The pages mapped at the first response, and again after the
-        // configured settle time (the guest finishes the exchange right
-        // after answering); the union is the working set.
-        let path = h.file_path();
-        let first = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || mapped_pages(vm_pid, &path)).await
-        };
-        let flat = |r: Result<std::io::Result<Vec<u64>>, tokio::task::JoinError>| {
-            r.map_err(std::io::Error::other).and_then(|r| r)
-        };
-        let later = if self.settle.is_zero() {
-            Err(std::io::Error::other("no settle time: one reading"))
-        } else {
-            tokio::time::sleep(self.settle).await;
-            flat(tokio::task::spawn_blocking(move || mapped_pages(vm_pid, &path)).await)
-        };
-        let pages = match (flat(first), later) {
-            (Ok(mut a), Ok(b)) => {
-                a.extend(b);
-                a.sort_unstable();
-                a.dedup();
-                Ok(a)
-            }
-            (Ok(a), Err(_)) | (Err(_), Ok(a)) => Ok(a),
-            (Err(e), Err(_)) => Err(e),
-        };
-        let name = working_set_generation_name(&self.key, generation);
-        let fresh = match tokio::task::spawn_blocking(move || {
-            recorded_working_set(&h, pages, vm_pid, &name)
-        })
-        .await
-        {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::warn!(key = %self.key, error = %e, "recording the working set");
-                return;
-            }
-        };
-        let ws = match base {
-            None => fresh,
-            Some(base) => {
-                let ws = refined(&base, fresh);
-                let (had, new) = (base.chunks.len(), ws.chunks.len() - base.chunks.len());
-                // A guest miss maps its page and, by fault-around, up to 15
-                // neighbours; fewer new pages are misses the page map does
-                // not show (QEMU's own reads), which a new pack (0.3–1.7 s
-                // of compression, 5–56 MB stored) would not remove.
-                if new < REFINE_MIN_NEW_PAGES {
-                    tracing::debug!(key = %self.key, generation = self.generation, new, "working set not refined: (almost) no page mapped outside it");
-                    return;
-                }
-                // One restore that wandered off (seen once in 10 for
-                // memhog-192: 25k pages outside a 17k-page working set)
-                // must not bloat what every later restore prefetches.
-                if new > had / REFINE_MAX_GROWTH_FRACTION {
-                    tracing::info!(key = %self.key, generation = self.generation, had, new, "working set not refined: this restore mapped too many pages outside it to be typical");
-                    return;
-                }
-                ws
-            }
-        };
-        let n = ws.chunks.len() as u64;
-        if self.shared.publish(self.key.clone(), generation, ws) {
-            self.recorded.store(n, Ordering::Relaxed);
+        // A restore that publishes no next generation looks for one that
+        // another node may have published.
+        if !self.record_generation(vm_pid).await && self.refine.is_some() {
+            self.shared.probe_newer(&self.key, self.generation);
         }
     }
 
