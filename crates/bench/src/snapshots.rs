@@ -86,6 +86,18 @@ pub struct SnapshotsArgs {
     /// included (docs/benchmarks.md).
     #[arg(long)]
     pub resume_during_prefetch: bool,
+    /// Working-set restores read a page fault's whole 2 MiB block (what
+    /// the kernel asks for under QEMU's huge-page advice) instead of the
+    /// faulting page alone; the recorded working set then holds the
+    /// fault-around neighbours of the pages touched too.
+    #[arg(long)]
+    pub block_faults: bool,
+    /// Pause before each measured round, after the previous round's
+    /// instances stopped and the node settled, so that their teardown
+    /// (QEMU exiting, a lazy mount's page cache dropped, a cache file
+    /// deleted) does not run into the next policy's start.
+    #[arg(long, default_value_t = 200)]
+    pub pause_ms: u64,
 }
 
 /// A function of the benchmark: which handler, in how large a guest.
@@ -637,6 +649,7 @@ fn node(
     chunks: Option<Arc<TieredCache>>,
     fetch_ahead: u64,
     resume_during_prefetch: bool,
+    exact_faults: bool,
 ) -> Result<Node> {
     let chunks = match chunks {
         Some(c) => c,
@@ -665,6 +678,7 @@ fn node(
         working_set_generations: stratus_node::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
         resume_during_prefetch,
         spare_mounts: 1,
+        exact_faults,
     })?);
     Ok(Node { chunks, snaps })
 }
@@ -892,6 +906,7 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         None,
         a.fetch_ahead_kib << 10,
         a.resume_during_prefetch,
+        !a.block_faults,
     )?;
     let sandboxes: Vec<Arc<MicrovmSandbox>> = fns
         .iter()
@@ -1035,6 +1050,8 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
                                 }
                             }
                         }
+                        n.snaps.settled().await;
+                        tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
                         let (m0, r0) = (n.snaps.moved(), shaped.stats());
                         let specs: Vec<InstanceSpec> = (0..k)
                             .map(|_| spec(f, &next_id(policy.as_str()), Some(policy), &logs))
@@ -1304,6 +1321,7 @@ async fn cache_policies(c: &CacheCtx<'_>) -> Result<Vec<CachePolicyRow>> {
             // (eager and warm-local restores only: no lazy reads)
             0,
             false,
+            false,
         )?;
         let sbs: Vec<MicrovmSandbox> = c
             .fns
@@ -1402,7 +1420,7 @@ fn summary(
 ) -> String {
     let mut md = format!(
         "# MicroVM cold starts from memory snapshots in the chunk store\n\nMachine: {}. Revision {}. QEMU accelerator: {accel:?}.\n\n\
-Functions: {}. Snapshots are uploaded at 4 KiB pages (zero pages elided) to one snapstore server; the node reads them through an emulated link (user-space shaper). Before each round the node is cold (chunk cache memory and snapshot cache cleared; warm-local: one unmeasured eager start fills the snapshot cache). Total = fetch (snapshot prepared on the node) + restore (QEMU start to `cont`, working-set prefetch included) + first response (`cont` to the first HTTP answer). Medians over {} run(s) × the concurrent starts.\n\n",
+Functions: {}. Snapshots are uploaded at 4 KiB pages (zero pages elided) to one snapstore server; the node reads them through an emulated link (user-space shaper). Before each round the node is cold (chunk cache memory and snapshot cache cleared; warm-local: one unmeasured eager start fills the snapshot cache), and idle for {} ms after the previous round's instances stopped. Policies take turns within each run. Working-set restores read misses {}. Total = fetch (snapshot prepared on the node) + restore (QEMU start to `cont`, working-set prefetch included) + first response (`cont` to the first HTTP answer). Medians over {} run(s) × the concurrent starts.\n\n",
         crate::reportdir::Machine::detect().describe(),
         crate::reportdir::git_revision(),
         fns.iter()
@@ -1412,6 +1430,12 @@ Functions: {}. Snapshots are uploaded at 4 KiB pages (zero pages elided) to one 
                 }))
             .collect::<Vec<_>>()
             .join(", "),
+        a.pause_ms,
+        if a.block_faults {
+            "in 2 MiB blocks (`--block-faults`)"
+        } else {
+            "page by page (exact faults)"
+        },
         a.runs
     );
     md.push_str("## Targets\n\n");

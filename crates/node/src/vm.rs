@@ -96,6 +96,7 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
         // Measured slower: see RcssSnapshotsConfig::resume_during_prefetch.
         resume_during_prefetch: false,
         spare_mounts: 1,
+        exact_faults: true,
     })
     .map_err(|e| store_err(&e))?;
     Ok(Arc::new(src))

@@ -90,6 +90,10 @@ pub const DEFAULT_WORKING_SET_GENERATIONS: u32 = 3;
 /// length.
 pub const REFINE_MIN_MISSES: u64 = 32;
 pub const REFINE_MIN_MISS_FRACTION: u64 = 100;
+/// With exact faults a miss is one page (one round trip, ~5 ms on the
+/// bench's 1 ms link): a restore refines after this many, and when it
+/// maps at least this many pages outside the working set.
+pub const REFINE_MIN_EXACT_MISSES: u64 = 4;
 
 /// ... and adds at least [`REFINE_MIN_NEW_PAGES`] pages mapped outside
 /// it, at most 1/[`REFINE_MAX_GROWTH_FRACTION`] of its length (more is
@@ -106,7 +110,7 @@ pub const VMSTATE_ANNOTATION: &str = "stratus.vmstate";
 /// recorded pages; in another run the misses stayed, and memhog-192's
 /// working set grew from 16.5k to 29k pages (it keeps touching memory
 /// after answering), so it is off by default (docs/benchmarks.md).
-pub const DEFAULT_WORKING_SET_SETTLE: std::time::Duration = std::time::Duration::ZERO;
+pub const DEFAULT_WORKING_SET_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where snapshots are written: the store itself or a snapstore server.
 #[async_trait]
@@ -231,6 +235,14 @@ pub struct RcssSnapshotsConfig {
     /// the background once a restore has answered (0: each restore mounts
     /// its own, 2–20 ms on its path).
     pub spare_mounts: usize,
+    /// Working-set restores (the recording one and those that prefetch)
+    /// read their misses page by page ([`MemfsHandle::set_exact_faults`]):
+    /// a miss costs its page instead of its 2 MiB block, and the recorded
+    /// working set is the pages touched, not their fault-around
+    /// neighbours (echo: ~920 pages instead of ~4,000, a 1.4 MB pack
+    /// instead of 5.4 MB). Lazy restores read blocks either way (page by
+    /// page is slower when most pages come on demand).
+    pub exact_faults: bool,
 }
 
 impl std::fmt::Debug for RcssSnapshotsConfig {
@@ -243,6 +255,7 @@ impl std::fmt::Debug for RcssSnapshotsConfig {
             .field("working_set_generations", &self.working_set_generations)
             .field("resume_during_prefetch", &self.resume_during_prefetch)
             .field("spare_mounts", &self.spare_mounts)
+            .field("exact_faults", &self.exact_faults)
             .finish_non_exhaustive()
     }
 }
@@ -746,6 +759,8 @@ impl RcssSnapshots {
                     .map_err(|e| Self::err(key, format!("lazy memory mount: {e}")))?
             }
         };
+        let exact = self.cfg.exact_faults && policy == RestorePolicy::WorkingSet;
+        handle.set_exact_faults(exact);
         let handle = Arc::new(handle);
         tracing::debug!(key = %key, manifests_us, tasks_us, spared, mounted_us = t_open.elapsed().as_micros() as u64, "lazy open phases");
         // The working set's prefetch (into this mount's page cache) runs
@@ -829,6 +844,7 @@ impl RcssSnapshots {
                 refine,
                 generation,
                 recorded: AtomicU64::new(0),
+                exact,
                 settle: self.cfg.working_set_settle,
                 shared: self.ws.clone(),
                 spares: self.spares.clone(),
@@ -1461,6 +1477,8 @@ struct LazySession {
     /// The working-set generation prefetched (0: none).
     generation: u32,
     recorded: AtomicU64,
+    /// Misses read page by page (see [`RcssSnapshotsConfig::exact_faults`]).
+    exact: bool,
     settle: std::time::Duration,
     shared: Arc<WorkingSets>,
     /// Refilled once this restore has answered (or ended).
@@ -1653,7 +1671,11 @@ impl LazySession {
         let (generation, base) = if self.recording {
             (1, None)
         } else if let Some(ws) = &self.refine {
-            let min = REFINE_MIN_MISSES.max(ws.chunks.len() as u64 / REFINE_MIN_MISS_FRACTION);
+            let min = if self.exact {
+                REFINE_MIN_EXACT_MISSES
+            } else {
+                REFINE_MIN_MISSES.max(ws.chunks.len() as u64 / REFINE_MIN_MISS_FRACTION)
+            };
             if self.on_demand().0 < min {
                 return false;
             }
@@ -1712,7 +1734,12 @@ impl LazySession {
                 // neighbours; fewer new pages are misses the page map does
                 // not show (QEMU's own reads), which a new pack (0.3–1.7 s
                 // of compression, 5–56 MB stored) would not remove.
-                if new < REFINE_MIN_NEW_PAGES {
+                let min_new = if self.exact {
+                    REFINE_MIN_EXACT_MISSES as usize
+                } else {
+                    REFINE_MIN_NEW_PAGES
+                };
+                if new < min_new {
                     tracing::debug!(key = %self.key, generation = self.generation, new, "working set not refined: (almost) no page mapped outside it");
                     return false;
                 }

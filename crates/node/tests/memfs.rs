@@ -1100,3 +1100,71 @@ fn fetch_ahead_brings_the_rest_of_a_block_in_one_batch() {
     assert_eq!(pread_page(&f, 47).unwrap(), fx.page_of(47));
     assert_eq!(counting.calls.load(Ordering::SeqCst), 2);
 }
+
+/// Exact faults: under huge-page advice a fault still reads only its own
+/// page (the block's readahead is refused once, the kernel re-reads the
+/// faulting page alone), every page reads back right, through the mapping
+/// and through `read(2)`, and pushed pages are never read again.
+#[test]
+fn exact_faults_read_the_faulting_page_alone_and_every_page_reads_back() {
+    if !fuse_or_skip() {
+        return;
+    }
+    let fx = Fixture::new(2048); // 8 MiB: four 2 MiB blocks
+    let h = fx.mount(&MemfsOptions::default());
+    h.set_exact_faults(true);
+    let f = File::open(h.file_path()).unwrap();
+    let mut m = Map::private(&f, fx.data.len());
+    // SAFETY: advice on our own mapping.
+    let r = unsafe { libc::madvise(m.ptr.cast(), m.len, libc::MADV_HUGEPAGE) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let p = 601; // non-zero, in the 2 MiB block of pages 512..1024
+    assert!(!fx.manifest.chunks[p].is_zero());
+    assert_eq!(m.bytes()[p * PAGE + 9], fx.page_of(p)[9]);
+    let s = h.stats();
+    assert_eq!(h.touched(), vec![p], "{s:?}");
+    assert_eq!(s.chunks_on_demand, 1, "{s:?}");
+    assert!(s.readahead_refused >= 1, "{s:?}");
+    assert_eq!(s.errors, 0, "{s:?}");
+    // A neighbour faults on its own, and reads right.
+    assert_eq!(m.bytes()[(p + 1) * PAGE + 7], fx.page_of(p + 1)[7]);
+    assert_eq!(h.stats().chunks_on_demand, 2, "{:?}", h.stats());
+    // Every page of the file, through the mapping (no SIGBUS) ...
+    for i in (0..2048).rev() {
+        assert!(
+            m.bytes()[i * PAGE..(i + 1) * PAGE] == *fx.page_of(i),
+            "page {i} through the mapping"
+        );
+    }
+    drop(m);
+    // ... and through read(2), on a fresh mount, in 64 KiB reads.
+    let h2 = fx.mount(&MemfsOptions::default());
+    h2.set_exact_faults(true);
+    let f2 = File::open(h2.file_path()).unwrap();
+    let mut buf = vec![0u8; 16 * PAGE];
+    for at in (0..fx.data.len()).step_by(buf.len()) {
+        f2.read_exact_at(&mut buf, at as u64).unwrap();
+        assert!(buf == fx.data[at..at + buf.len()], "read(2) at {at}");
+    }
+    assert_eq!(h2.stats().errors, 0);
+    assert!(h2.stats().readahead_refused >= 1, "{:?}", h2.stats());
+    // Pushed pages: a fault on one needs no READ; a fault outside them
+    // reads its page alone.
+    let ws = Manifest {
+        chunks: vec![fx.manifest.chunks[p]],
+        ..h.working_set_manifest_with_zeros("ws")
+    };
+    let h3 = fx.mount(&MemfsOptions::default());
+    h3.set_exact_faults(true);
+    fx.rt.block_on(h3.prefetch(&ws)).unwrap();
+    let f3 = File::open(h3.file_path()).unwrap();
+    let mut m3 = Map::private(&f3, fx.data.len());
+    // SAFETY: advice on our own mapping.
+    let r = unsafe { libc::madvise(m3.ptr.cast(), m3.len, libc::MADV_HUGEPAGE) };
+    assert_eq!(r, 0);
+    assert_eq!(m3.bytes()[p * PAGE + 9], fx.page_of(p)[9]);
+    assert_eq!(h3.stats().reads, 0, "{:?}", h3.stats());
+    let q = 1601;
+    assert_eq!(m3.bytes()[q * PAGE + 3], fx.page_of(q)[3]);
+    assert_eq!(h3.touched(), vec![q], "{:?}", h3.stats());
+}

@@ -170,6 +170,13 @@ pub async fn serve(
             "the bearer token must not be empty".into(),
         ));
     }
+    // Small fetches (one chunk on a page fault) must not wait for Nagle's
+    // algorithm to meet the client's delayed ACK (40 ms per request).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY on a chunk-server connection");
+        }
+    });
     axum::serve(listener, router(store, opts))
         .with_graceful_shutdown(shutdown)
         .await

@@ -123,6 +123,7 @@ fn node_with(
             working_set_generations,
             resume_during_prefetch,
             spare_mounts: 1,
+            exact_faults: true,
         })
         .unwrap(),
     )
