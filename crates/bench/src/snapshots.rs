@@ -641,15 +641,21 @@ struct Node {
     snaps: Arc<RcssSnapshots>,
 }
 
+/// How the node's lazy and working-set restores read (bench flags).
+#[derive(Clone, Copy, Default)]
+struct LazyKnobs {
+    fetch_ahead: u64,
+    resume_during_prefetch: bool,
+    exact_faults: bool,
+}
+
 fn node(
     root: &Path,
     link: Arc<LinkSource>,
     sink: Arc<RemoteSource>,
     cache: SnapshotCacheConfig,
     chunks: Option<Arc<TieredCache>>,
-    fetch_ahead: u64,
-    resume_during_prefetch: bool,
-    exact_faults: bool,
+    knobs: LazyKnobs,
 ) -> Result<Node> {
     let chunks = match chunks {
         Some(c) => c,
@@ -669,16 +675,16 @@ fn node(
         cache,
         work_dir: root.join("restores"),
         memfs: MemfsOptions {
-            fetch_ahead,
+            fetch_ahead: knobs.fetch_ahead,
             ..MemfsOptions::default()
         },
         batch_pages: 1024,
         parallel: 4,
         working_set_settle: stratus_node::vmsnap::DEFAULT_WORKING_SET_SETTLE,
         working_set_generations: stratus_node::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
-        resume_during_prefetch,
+        resume_during_prefetch: knobs.resume_during_prefetch,
         spare_mounts: 1,
-        exact_faults,
+        exact_faults: knobs.exact_faults,
     })?);
     Ok(Node { chunks, snaps })
 }
@@ -904,9 +910,11 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         direct.clone(),
         SnapshotCacheConfig::new(work.join("node/snapshot-cache"), 64 << 30),
         None,
-        a.fetch_ahead_kib << 10,
-        a.resume_during_prefetch,
-        !a.block_faults,
+        LazyKnobs {
+            fetch_ahead: a.fetch_ahead_kib << 10,
+            resume_during_prefetch: a.resume_during_prefetch,
+            exact_faults: !a.block_faults,
+        },
     )?;
     let sandboxes: Vec<Arc<MicrovmSandbox>> = fns
         .iter()
@@ -1319,9 +1327,7 @@ async fn cache_policies(c: &CacheCtx<'_>) -> Result<Vec<CachePolicyRow>> {
             },
             Some(c.node.chunks.clone()),
             // (eager and warm-local restores only: no lazy reads)
-            0,
-            false,
-            false,
+            LazyKnobs::default(),
         )?;
         let sbs: Vec<MicrovmSandbox> = c
             .fns
