@@ -79,13 +79,11 @@ pub struct SnapshotsArgs {
     /// this many KiB, fetch the rest of the block in one batch (0: off).
     #[arg(long, default_value_t = 0)]
     pub fetch_ahead_kib: u64,
-    /// Working-set restores resume the guest while the pack still
-    /// arrives, instead of waiting for all of it before `cont` (REAP).
-    /// Measured slower here: a guest fault on a page not pushed yet reads
-    /// its whole 2 MiB block through FUSE, pages outside the working set
-    /// included (docs/benchmarks.md).
+    /// Working-set restores wait for the whole pack before `cont` (REAP),
+    /// instead of resuming the guest while it still arrives (FaaSnap; a
+    /// fault on a page not pushed yet waits for its frame).
     #[arg(long)]
-    pub resume_during_prefetch: bool,
+    pub wait_for_prefetch: bool,
     /// Working-set restores read a page fault's whole 2 MiB block (what
     /// the kernel asks for under QEMU's huge-page advice) instead of the
     /// faulting page alone; the recorded working set then holds the
@@ -912,7 +910,7 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         None,
         LazyKnobs {
             fetch_ahead: a.fetch_ahead_kib << 10,
-            resume_during_prefetch: a.resume_during_prefetch,
+            resume_during_prefetch: !a.wait_for_prefetch,
             exact_faults: !a.block_faults,
         },
     )?;
@@ -1426,7 +1424,7 @@ fn summary(
 ) -> String {
     let mut md = format!(
         "# MicroVM cold starts from memory snapshots in the chunk store\n\nMachine: {}. Revision {}. QEMU accelerator: {accel:?}.\n\n\
-Functions: {}. Snapshots are uploaded at 4 KiB pages (zero pages elided) to one snapstore server; the node reads them through an emulated link (user-space shaper). Before each round the node is cold (chunk cache memory and snapshot cache cleared; warm-local: one unmeasured eager start fills the snapshot cache), and idle for {} ms after the previous round's instances stopped. Policies take turns within each run. Working-set restores read misses {}. Total = fetch (snapshot prepared on the node) + restore (QEMU start to `cont`, working-set prefetch included) + first response (`cont` to the first HTTP answer). Medians over {} run(s) × the concurrent starts.\n\n",
+Functions: {}. Snapshots are uploaded at 4 KiB pages (zero pages elided) to one snapstore server; the node reads them through an emulated link (user-space shaper). Before each round the node is cold (chunk cache memory and snapshot cache cleared; warm-local: one unmeasured eager start fills the snapshot cache), and idle for {} ms after the previous round's instances stopped. Policies take turns within each run. Working-set restores read misses {} and {}. Total = fetch (snapshot prepared on the node) + restore (QEMU start to `cont`, working-set prefetch included) + first response (`cont` to the first HTTP answer). Medians over {} run(s) × the concurrent starts.\n\n",
         crate::reportdir::Machine::detect().describe(),
         crate::reportdir::git_revision(),
         fns.iter()
@@ -1441,6 +1439,11 @@ Functions: {}. Snapshots are uploaded at 4 KiB pages (zero pages elided) to one 
             "in 2 MiB blocks (`--block-faults`)"
         } else {
             "page by page (exact faults)"
+        },
+        if a.wait_for_prefetch {
+            "wait for the whole pack before `cont` (`--wait-for-prefetch`)"
+        } else {
+            "resume while the pack arrives"
         },
         a.runs
     );

@@ -86,6 +86,10 @@ use crate::snapshot::{
 /// The guest's address on QEMU's user-mode network.
 pub const GUEST_IP: &str = "10.0.2.15";
 
+/// One readiness probe of a booting VM (its function may not listen yet,
+/// and a connection made too early can hang).
+const BOOT_PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accel {
@@ -504,7 +508,7 @@ impl MicrovmSandbox {
             .await?;
         let spawn_us = t.elapsed().as_micros() as u64;
         vm.wait_network(deadline).await?;
-        vm.wait_http(deadline).await?;
+        vm.wait_http(deadline, BOOT_PROBE_TIMEOUT).await?;
         Ok((vm, spawn_us))
     }
 
@@ -731,7 +735,13 @@ impl MicrovmSandbox {
                     .restore(spec, &initrd, &snap, *mode, &mut timing, &mut rec)
                     .await?;
                 let t = Instant::now();
-                if let Err(e) = vm.wait_http(deadline).await {
+                // The function was listening when the snapshot was taken:
+                // a slow answer is a slow first request (pages arriving),
+                // and probing again would run the function twice.
+                if let Err(e) = vm
+                    .wait_http(deadline, deadline.saturating_duration_since(Instant::now()))
+                    .await
+                {
                     vm.stop().await;
                     return Err(e);
                 }
@@ -1046,7 +1056,9 @@ impl Vm {
         }
     }
 
-    async fn wait_http(&self, deadline: Instant) -> Result<(), MicrovmError> {
+    /// Probes the function's HTTP endpoint until it answers, each attempt
+    /// bounded by `attempt`, all of them by `deadline`.
+    async fn wait_http(&self, deadline: Instant, attempt: Duration) -> Result<(), MicrovmError> {
         let mut backoff = Duration::from_millis(2);
         loop {
             if let Some(status) = self.exit_status() {
@@ -1056,7 +1068,7 @@ impl Vm {
                 });
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            match http_get(self.endpoint, left.min(Duration::from_millis(1500))).await {
+            match http_get(self.endpoint, left.min(attempt)).await {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
                     return Err(MicrovmError::Io {

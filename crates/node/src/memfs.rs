@@ -167,10 +167,12 @@ pub struct MemfsOptions {
     /// Bound on one READ (fetch included); past it the READ fails with EIO.
     pub read_timeout: Duration,
     /// On the first READ inside each aligned block of this many bytes,
-    /// fetch the rest of the block in the same batch (0: off). Under QEMU,
-    /// whose guest RAM is `MADV_HUGEPAGE`, the kernel reads every faulted
-    /// 2 MiB block whole in 128 KiB READs, so 2 MiB turns 16 round trips
-    /// into one.
+    /// fetch the whole block in the same batch (0: off), into the chunk
+    /// source's cache, not the page cache. Under QEMU, whose guest RAM is
+    /// `MADV_HUGEPAGE`, the kernel reads every faulted 2 MiB block whole
+    /// in 1 MiB READs, so 2 MiB turns several round trips into one; with
+    /// exact faults it makes the page-by-page faults of one block one
+    /// fetch.
     pub fetch_ahead: u64,
 }
 
@@ -265,8 +267,9 @@ struct Shared {
     reader: Arc<BlobReader>,
     rt: tokio::runtime::Handle,
     read_timeout: Duration,
-    fetch_ahead: u64,
-    /// Blocks whose rest was fetched ahead.
+    /// [`MemfsOptions::fetch_ahead`], or [`MemfsHandle::set_fetch_ahead`].
+    fetch_ahead: AtomicU64,
+    /// Blocks fetched ahead.
     ahead: Mutex<std::collections::HashSet<u64>>,
     attr: FileAttr,
     rec: Mutex<Record>,
@@ -349,15 +352,19 @@ impl Shared {
         self.record(offset, end);
         // The rest of this block in one batch, the first time it is read
         // (pages on their way excepted).
-        let ahead_end = match self.fetch_ahead {
-            0 => end,
-            fa => ((offset / fa + 1) * fa).min(self.attr.size).max(end),
+        let fa = self.fetch_ahead.load(Ordering::Relaxed);
+        let block = match fa {
+            0 => offset..end,
+            fa => {
+                (offset / fa * fa).min(offset)
+                    ..((offset / fa + 1) * fa).min(self.attr.size).max(end)
+            }
         };
-        let ahead = ahead_end > end && self.ahead.lock().insert(offset / self.fetch_ahead.max(1));
+        let ahead = block != (offset..end) && self.ahead.lock().insert(offset / fa.max(1));
         let ahead: Vec<Range<u64>> = match (ahead, &arrivals) {
             (false, _) => Vec::new(),
-            (true, None) => std::iter::once(offset..ahead_end).collect(),
-            (true, Some(a)) => self.not_arriving(a, end..ahead_end),
+            (true, None) => vec![block],
+            (true, Some(a)) => self.not_arriving(a, block),
         };
         // Built inside block_on: the timer needs the runtime's context.
         let fut = async {
@@ -909,7 +916,7 @@ impl Unbound {
             counters: Counters::default(),
             arrivals: Mutex::new(None),
             exact: std::sync::atomic::AtomicBool::new(false),
-            fetch_ahead: self.opts.fetch_ahead,
+            fetch_ahead: AtomicU64::new(self.opts.fetch_ahead),
             refused: Mutex::new(Bits::new(n)),
         });
         // Only `bind` sets it, and it takes the mount by value.
@@ -1012,6 +1019,11 @@ impl MemfsHandle {
     /// that are zero, pushed or announced are served whole either way.
     pub fn set_exact_faults(&self, on: bool) {
         self.shared.exact.store(on, Ordering::Relaxed);
+    }
+
+    /// Replaces [`MemfsOptions::fetch_ahead`] for this mount from now on.
+    pub fn set_fetch_ahead(&self, bytes: u64) {
+        self.shared.fetch_ahead.store(bytes, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> MemfsStats {

@@ -93,8 +93,8 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
         parallel: 4,
         working_set_settle: crate::vmsnap::DEFAULT_WORKING_SET_SETTLE,
         working_set_generations: crate::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
-        // Measured slower: see RcssSnapshotsConfig::resume_during_prefetch.
-        resume_during_prefetch: false,
+        // With exact faults: see RcssSnapshotsConfig::resume_during_prefetch.
+        resume_during_prefetch: true,
         spare_mounts: 1,
         exact_faults: true,
     })

@@ -95,6 +95,10 @@ pub const REFINE_MIN_MISS_FRACTION: u64 = 100;
 /// maps at least this many pages outside the working set.
 pub const REFINE_MIN_EXACT_MISSES: u64 = 4;
 
+/// memfs fetch-ahead of a recording restore with exact faults (2 MiB: the
+/// block a fault would have read without them).
+pub const RECORDING_FETCH_AHEAD: u64 = 2 << 20;
+
 /// ... and adds at least [`REFINE_MIN_NEW_PAGES`] pages mapped outside
 /// it, at most 1/[`REFINE_MAX_GROWTH_FRACTION`] of its length (more is
 /// taken for an atypical restore and not published).
@@ -223,13 +227,14 @@ pub struct RcssSnapshotsConfig {
     /// READs of its pages wait for their frame (FaaSnap's concurrent
     /// paging). False waits for the whole pack before `cont` (REAP).
     ///
-    /// Measured slower on this kernel: QEMU's guest RAM is
-    /// `MADV_HUGEPAGE`, so a guest fault on a page not pushed yet READs
-    /// its whole 2 MiB block, and the pages of that block outside the
-    /// working set are fetched on demand (echo: 0–1,330 chunks per
-    /// restore; memhog-192 with 4 at once: ~27,000), where waiting leaves
-    /// them untouched. QEMU's own reads while it loads the device state
-    /// wait for their frames either way.
+    /// Only with [`RcssSnapshotsConfig::exact_faults`]: without them QEMU's
+    /// guest RAM is `MADV_HUGEPAGE`, so a guest fault on a page not pushed
+    /// yet READs its whole 2 MiB block, and the pages of that block outside
+    /// the working set are fetched on demand (echo: 0–1,330 chunks per
+    /// restore; memhog-192 with 4 at once: ~27,000), measured slower than
+    /// waiting. With them a fault waits for its own page's frame, and
+    /// QEMU's start overlaps the pack's transfer (docs/benchmarks.md
+    /// compares the two).
     pub resume_during_prefetch: bool,
     /// memfs mounts kept ready for lazy and working-set restores, made in
     /// the background once a restore has answered (0: each restore mounts
@@ -761,6 +766,15 @@ impl RcssSnapshots {
         };
         let exact = self.cfg.exact_faults && policy == RestorePolicy::WorkingSet;
         handle.set_exact_faults(exact);
+        if exact && ws.is_none() {
+            // The recording restore faults page by page (so that its page
+            // map shows only what the guest touched), but fetches each
+            // block's pages in one batch into the chunk cache: one round
+            // trip per block as without exact faults, not one per page
+            // (memhog-192: ~12k pages, a minute at ~5 ms each, long
+            // enough for the guest to time out and touch everything).
+            handle.set_fetch_ahead(RECORDING_FETCH_AHEAD.max(self.cfg.memfs.fetch_ahead));
+        }
         let handle = Arc::new(handle);
         tracing::debug!(key = %key, manifests_us, tasks_us, spared, mounted_us = t_open.elapsed().as_micros() as u64, "lazy open phases");
         // The working set's prefetch (into this mount's page cache) runs
