@@ -76,7 +76,7 @@ pub struct SnapshotsArgs {
     #[arg(long, value_delimiter = ',')]
     pub functions: Vec<String>,
     /// memfs fetch-ahead: on the first read inside each aligned block of
-    /// this many KiB, fetch the rest of the block in one batch (0: off).
+    /// this many KiB, fetch the whole block in one batch (0: off).
     #[arg(long, default_value_t = 0)]
     pub fetch_ahead_kib: u64,
     /// Working-set restores wait for the whole pack before `cont` (REAP),

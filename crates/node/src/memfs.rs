@@ -43,11 +43,11 @@
 //! What a READ covers decides what is recorded (measured on this kernel,
 //! 6.18, see `tests/memfs.rs`): a page fault in a mapping reads around the
 //! faulting page, a window of `max_readahead` centred on it (32 pages at
-//! 128 KiB), while a small random `pread` reads just its page. So the
-//! restore that RECORDS a working set should mount with `max_readahead`
-//! 4096 (one READ per faulting page, an exact page-level record as REAP
-//! takes it with userfaultfd); other lazy restores are faster with the
-//! default 128 KiB (sequential faults: ~3.5x the throughput of 4 KiB).
+//! 128 KiB), while a small random `pread` reads just its page. Without
+//! huge-page advice, `max_readahead` 4096 would give one READ per faulting
+//! page (an exact page-level record as REAP takes it with userfaultfd);
+//! lazy restores are faster with the default 128 KiB (sequential faults:
+//! ~3.5x the throughput of 4 KiB).
 //!
 //! BUT QEMU `madvise(MADV_HUGEPAGE)`s all guest RAM, and for a VM_HUGEPAGE
 //! mapping the kernel's fault path reads the whole 2 MiB-aligned block

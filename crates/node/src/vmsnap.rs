@@ -749,9 +749,12 @@ impl RcssSnapshots {
             vmstate.clone(),
         ));
         let vmstate_task = Some(Aborting(vmstate_task));
+        // Through the node's chunk cache: concurrent restores of one
+        // snapshot share each frame's fetch (single-flight) instead of
+        // each moving the whole pack over the link.
         let frames_in_flight = pack
             .as_ref()
-            .map(|(p, _)| PackFetch::start(self.cfg.remote.clone(), p));
+            .map(|(p, _)| PackFetch::start(self.cfg.chunks.clone(), p));
         let tasks_us = t_open.elapsed().as_micros() as u64;
         let spared = spare.is_some();
         let handle = match spare {
