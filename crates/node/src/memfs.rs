@@ -350,15 +350,12 @@ impl Shared {
             return Err(ReadFail::Refused);
         }
         self.record(offset, end);
-        // The rest of this block in one batch, the first time it is read
-        // (pages on their way excepted).
+        // This whole block in one batch, the first time it is read (pages
+        // on their way excepted).
         let fa = self.fetch_ahead.load(Ordering::Relaxed);
         let block = match fa {
             0 => offset..end,
-            fa => {
-                (offset / fa * fa).min(offset)
-                    ..((offset / fa + 1) * fa).min(self.attr.size).max(end)
-            }
+            fa => offset / fa * fa..((offset / fa + 1) * fa).min(self.attr.size).max(end),
         };
         let ahead = block != (offset..end) && self.ahead.lock().insert(offset / fa.max(1));
         let ahead: Vec<Range<u64>> = match (ahead, &arrivals) {

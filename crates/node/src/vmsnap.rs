@@ -108,12 +108,13 @@ pub const REFINE_MAX_GROWTH_FRACTION: usize = 4;
 /// Annotation on the memory manifest naming the vmstate manifest.
 pub const VMSTATE_ANNOTATION: &str = "stratus.vmstate";
 
-/// Default [`RcssSnapshotsConfig::working_set_settle`]: none (REAP's
-/// record-at-first-response). Measured for one echo snapshot, 0.5 s turned
-/// ~950 pages that every later restore faulted on demand into 64 more
-/// recorded pages; in another run the misses stayed, and memhog-192's
-/// working set grew from 16.5k to 29k pages (it keeps touching memory
-/// after answering), so it is off by default (docs/benchmarks.md).
+/// Default [`RcssSnapshotsConfig::working_set_settle`]: 50 ms. Echo
+/// touches ~10 pages right after answering that a reading at the first
+/// response missed and every later restore then faulted (one round trip
+/// each with exact faults). Longer settles record what a guest does after
+/// its request: 0.5 s grew memhog-192's working set from 16.5k to 29k
+/// pages with whole-block faults (it keeps touching memory). A recording
+/// or refining restore's `start` returns this much later.
 pub const DEFAULT_WORKING_SET_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where snapshots are written: the store itself or a snapstore server.

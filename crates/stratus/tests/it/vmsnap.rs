@@ -261,7 +261,7 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
     if ws2_refined {
         assert!(
             rec.stats.recorded_chunks > ws.chunks.len() as u64
-                && rec.stats.on_demand_chunks >= vmsnap::REFINE_MIN_MISSES,
+                && rec.stats.on_demand_chunks >= vmsnap::REFINE_MIN_EXACT_MISSES,
             "{rec:?}"
         );
     }
@@ -386,7 +386,7 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
     let (i3, rec3) = start(&sb2, &spec("ws-3", RestorePolicy::WorkingSet)).await;
     assert_eq!(rec3.stats.working_set_generation, g, "{rec3:?}");
     assert!(
-        rec3.stats.on_demand_chunks >= vmsnap::REFINE_MIN_MISSES,
+        rec3.stats.on_demand_chunks >= vmsnap::REFINE_MIN_EXACT_MISSES,
         "{rec3:?}"
     );
     assert!(
