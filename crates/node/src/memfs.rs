@@ -312,7 +312,7 @@ impl Shared {
     /// Whether to answer this READ with EIO as readahead (exact faults):
     /// it spans several chunks, one of them would be fetched (not zero,
     /// pushed or announced), and none of them was refused before.
-    fn refuse(&self, offset: u64, end: u64, arrivals: Option<&Arrivals>) -> bool {
+    fn refuse(&self, offset: u64, end: u64) -> bool {
         let m = self.reader.manifest();
         let first = m.chunk_index_at(offset).unwrap_or(0);
         let last = m.chunk_index_at(end - 1).unwrap_or(first);
@@ -326,9 +326,7 @@ impl Shared {
             if refused.get(i) {
                 return false;
             }
-            let local = m.chunks[i].is_zero()
-                || r.prefetched.get(i)
-                || arrivals.is_some_and(|a| a.batch_of.contains_key(&i));
+            let local = m.chunks[i].is_zero() || r.prefetched.get(i) || r.arriving.get(i);
             remote |= !local;
         }
         if remote {
@@ -345,7 +343,7 @@ impl Shared {
             return Ok(Bytes::new());
         }
         let arrivals = self.arrivals.lock().clone();
-        if self.exact.load(Ordering::Relaxed) && self.refuse(offset, end, arrivals.as_deref()) {
+        if self.exact.load(Ordering::Relaxed) && self.refuse(offset, end) {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             return Err(ReadFail::Refused);
         }
