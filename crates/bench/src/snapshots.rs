@@ -374,11 +374,29 @@ fn link_bandwidth(link: &str) -> Option<u64> {
     LinkSpec::parse(link).ok().and_then(|l| l.bandwidth)
 }
 
+/// The least time `bytes` can take over `link`: one round trip (the
+/// request out, the first byte back) plus the bytes at the link's
+/// bandwidth. `None` for an unlimited or unparsable link.
+pub fn link_floor_us(link: &str, bytes: u64) -> Option<u64> {
+    let l = LinkSpec::parse(link).ok()?;
+    let bw = l.bandwidth?;
+    let rtt = 2 * l.latency.as_micros() as u64;
+    Some(rtt + (bytes as u128 * 1_000_000 / u128::from(bw.max(1))) as u64)
+}
+
 /// The targets, from the medians.
 /// (a) lazy and working-set total ≤ 1.25× warm-local, per link and
 /// function, concurrency 1; (b) working-set and lazy ≥ 5× faster than
 /// eager for 256 MiB guests on 1 Gbit/s links; (c) dedup reported.
-pub fn targets(rows: &[Row], dedup: Option<&SnapDedup>) -> Vec<Target> {
+///
+/// A working-set verdict under (a) also states the link's floor: what
+/// the median unloaded working-set round moved over the link
+/// (`rounds`), at the link's bandwidth plus one round trip, against
+/// warm-local. The recorded working set is what the guest touched up to
+/// its first answer, so a restore that moves it cannot answer sooner;
+/// where the floor alone exceeds 1.25× warm-local, the target is out of
+/// reach on that link whatever the prefetch order.
+pub fn targets(rows: &[Row], rounds: &[Round], dedup: Option<&SnapDedup>) -> Vec<Target> {
     let mut out = Vec::new();
     let mut seen: Vec<(String, String, u32)> = Vec::new();
     for r in rows.iter().filter(|r| r.concurrency == 1) {
@@ -392,9 +410,41 @@ pub fn targets(rows: &[Row], dedup: Option<&SnapDedup>) -> Vec<Target> {
         let warm = total(link, f, "warm-local");
         for p in ["working-set", "lazy"] {
             let v = ratio(total(link, f, p), warm);
+            let floor = match (p, warm) {
+                ("working-set", Some(w)) if w > 0 => {
+                    let moved: Vec<u64> = rounds
+                        .iter()
+                        .filter(|r| {
+                            r.link == *link
+                                && r.function == *f
+                                && r.policy == p
+                                && r.concurrency == 1
+                        })
+                        .map(|r| r.link_bytes)
+                        .collect();
+                    (!moved.is_empty())
+                        .then(|| median(&moved))
+                        .and_then(|b| Some((b, link_floor_us(link, b)?)))
+                        .map(|(b, fl)| {
+                            let x = fl as f64 / w as f64;
+                            format!(
+                                " (link floor: its {} MiB over the link take ≥ {} = {x:.2}× warm-local{})",
+                                mib(b),
+                                fmt_us(fl),
+                                if x > 1.25 {
+                                    ", out of reach on this link"
+                                } else {
+                                    ""
+                                }
+                            )
+                        })
+                        .unwrap_or_default()
+                }
+                _ => String::new(),
+            };
             out.push(Target {
                 text: format!(
-                    "(a) {p} total ≤ 1.25× warm-local total, {f} on {link}, unloaded: {}",
+                    "(a) {p} total ≤ 1.25× warm-local total, {f} on {link}, unloaded: {}{floor}",
                     v.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "-".into())
                 ),
                 value: v,
@@ -1171,7 +1221,7 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         }),
     )?;
     let rows = rows(&samples);
-    let targets = targets(&rows, Some(&snap_dedup));
+    let targets = targets(&rows, &rounds, Some(&snap_dedup));
     let md = summary(
         &a,
         accel,
@@ -1717,7 +1767,32 @@ mod tests {
             bytes_saved_ratio: 0.8,
             ..Default::default()
         };
-        let t = targets(&r, Some(&d));
+        // What big's working-set round moved: 12.5 MB on 1 Gbit/s, 1 ms
+        // each way: 100 ms + 2 ms, against a 1 ms warm-local.
+        let round = |f: &str, policy: &str, link_bytes: u64| Round {
+            link: link.into(),
+            function: f.into(),
+            policy: policy.into(),
+            concurrency: 1,
+            run: 0,
+            link_bytes,
+            link_requests: 1,
+            moved: MovedStats::default(),
+        };
+        let rounds = vec![
+            round("big", "working-set", 12_500_000),
+            round("big", "lazy", 99_000_000),
+        ];
+        assert_eq!(link_floor_us(link, 12_500_000), Some(102_000));
+        assert_eq!(link_floor_us("unlimited,1ms", 1), None);
+        let t = targets(&r, &rounds, Some(&d));
+        assert!(!t[0].text.contains("link floor"), "{}", t[0].text);
+        assert!(
+            t[2].text.contains("link floor: its 11.9 MiB over the link take ≥ 102.0 ms = 102.00× warm-local, out of reach"),
+            "{}",
+            t[2].text
+        );
+        assert!(!t[3].text.contains("link floor"), "{}", t[3].text);
         let v: Vec<(Verdict, Option<f64>)> = t.iter().map(|t| (t.verdict, t.value)).collect();
         assert_eq!(
             v,
@@ -1735,7 +1810,7 @@ mod tests {
         // No 1 Gbit link, no warm-local, too few snapshots: not measured.
         let r = rows(&[sample("100mbit,10ms", "echo", "lazy", 1, 5)]);
         let one = SnapDedup { snapshots: 1, ..d };
-        let t = targets(&r, Some(&one));
+        let t = targets(&r, &[], Some(&one));
         assert!(t.iter().all(|t| t.verdict == Verdict::NotMeasured), "{t:?}");
     }
 
