@@ -12,10 +12,50 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::LogBuffer;
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, for a child to listen on.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`): a
+/// port from `bind(0)` is an ephemeral one, which any outgoing connection
+/// of this or another process may take before the child binds it, and a
+/// concurrent `bind(0)` may be handed again once it is released (QEMU's
+/// `hostfwd` failed so once in ~1,800 restores of `bench snapshots`:
+/// "Could not set up host forwarding rule"). A process-wide cursor,
+/// starting at a per-process offset, walks the range, so a port handed
+/// out is not handed out again by this process before the range wraps.
+/// Falls back to `bind(0)` when the range leaves no room below.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (lo, hi) = child_port_range();
+    let span = u32::from(hi.saturating_sub(lo));
+    if span > 0 {
+        let offset = std::process::id().wrapping_mul(2_654_435_761) % span;
+        for _ in 0..span.min(512) {
+            let k = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = lo + ((offset + k % span) % span) as u16;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(l.local_addr()?.port())
+}
+
+/// Lowest port [`free_port`] hands out.
+const CHILD_PORTS_FROM: u16 = 10_000;
+
+/// `[CHILD_PORTS_FROM, first ephemeral port)`: ports no outgoing
+/// connection is given.
+fn child_port_range() -> (u16, u16) {
+    static RANGE: OnceLock<(u16, u16)> = OnceLock::new();
+    *RANGE.get_or_init(|| {
+        let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32_768);
+        (CHILD_PORTS_FROM.min(ephemeral_from), ephemeral_from)
+    })
 }
 
 /// A command for `program` (an absolute path, see [`resolve_program`])
@@ -210,6 +250,22 @@ impl ExitWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_free_distinct_and_not_ephemeral() {
+        let (lo, hi) = child_port_range();
+        let ports: Vec<u16> = (0..64).map(|_| free_port().unwrap()).collect();
+        let mut distinct = ports.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            if hi > lo {
+                assert!((lo..hi).contains(&p), "{p} outside {lo}..{hi}");
+            }
+            TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
+        }
+    }
 
     fn stat_field(pid: u32, n: usize) -> Option<String> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
