@@ -411,35 +411,7 @@ pub fn targets(rows: &[Row], rounds: &[Round], dedup: Option<&SnapDedup>) -> Vec
         for p in ["working-set", "lazy"] {
             let v = ratio(total(link, f, p), warm);
             let floor = match (p, warm) {
-                ("working-set", Some(w)) if w > 0 => {
-                    let moved: Vec<u64> = rounds
-                        .iter()
-                        .filter(|r| {
-                            r.link == *link
-                                && r.function == *f
-                                && r.policy == p
-                                && r.concurrency == 1
-                        })
-                        .map(|r| r.link_bytes)
-                        .collect();
-                    (!moved.is_empty())
-                        .then(|| median(&moved))
-                        .and_then(|b| Some((b, link_floor_us(link, b)?)))
-                        .map(|(b, fl)| {
-                            let x = fl as f64 / w as f64;
-                            format!(
-                                " (link floor: its {} MiB over the link take ≥ {} = {x:.2}× warm-local{})",
-                                mib(b),
-                                fmt_us(fl),
-                                if x > 1.25 {
-                                    ", out of reach on this link"
-                                } else {
-                                    ""
-                                }
-                            )
-                        })
-                        .unwrap_or_default()
-                }
+                ("working-set", Some(w)) => link_floor_note(rounds, link, f, w),
                 _ => String::new(),
             };
             out.push(Target {
@@ -508,6 +480,40 @@ pub fn targets(rows: &[Row], rounds: &[Round], dedup: Option<&SnapDedup>) -> Vec
         },
     });
     out
+}
+
+/// " (link floor: …)" for `function`'s unloaded working-set rounds on
+/// `link` against a warm-local total of `warm_us` (see [`targets`]);
+/// empty without such rounds, a bandwidth or a warm-local time.
+fn link_floor_note(rounds: &[Round], link: &str, function: &str, warm_us: u64) -> String {
+    let moved: Vec<u64> = rounds
+        .iter()
+        .filter(|r| {
+            r.link == link
+                && r.function == function
+                && r.policy == "working-set"
+                && r.concurrency == 1
+        })
+        .map(|r| r.link_bytes)
+        .collect();
+    if moved.is_empty() || warm_us == 0 {
+        return String::new();
+    }
+    let bytes = median(&moved);
+    let Some(floor) = link_floor_us(link, bytes) else {
+        return String::new();
+    };
+    let x = floor as f64 / warm_us as f64;
+    format!(
+        " (link floor: its {} MiB over the link take ≥ {} = {x:.2}× warm-local{})",
+        mib(bytes),
+        fmt_us(floor),
+        if x > 1.25 {
+            ", out of reach on this link"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Dedup over the functions' snapshots alone (memory and vmstate
