@@ -16,31 +16,55 @@ use crate::LogBuffer;
 ///
 /// Taken below the kernel's ephemeral range (`ip_local_port_range`): a
 /// port from `bind(0)` is an ephemeral one, which any outgoing connection
-/// of this or another process may take before the child binds it, and a
-/// concurrent `bind(0)` may be handed again once it is released (QEMU's
+/// of this or another process may take before the child binds it (QEMU's
 /// `hostfwd` failed so once in ~1,800 restores of `bench snapshots`:
-/// "Could not set up host forwarding rule"). A process-wide cursor,
-/// starting at a per-process offset, walks the range, so a port handed
-/// out is not handed out again by this process before the range wraps.
-/// Falls back to `bind(0)` when the range leaves no room below.
+/// "Could not set up host forwarding rule"). Picks are random, as
+/// `bind(0)`'s are, so that processes picking at once do not walk the
+/// same sequence, and this process does not hand out a port it handed
+/// out among its last [`RECENT_PORTS`] picks (its child may not have bound
+/// it yet). Falls back to `bind(0)` when the range leaves no room below.
 pub fn free_port() -> std::io::Result<u16> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
+    use std::hash::{BuildHasher, Hasher};
+    static PICKER: OnceLock<PortPicker> = OnceLock::new();
+    let picker = PICKER.get_or_init(Default::default);
     let (lo, hi) = child_port_range();
-    let span = u32::from(hi.saturating_sub(lo));
-    if span > 0 {
-        let offset = std::process::id().wrapping_mul(2_654_435_761) % span;
-        for _ in 0..span.min(512) {
-            let k = NEXT.fetch_add(1, Ordering::Relaxed);
-            let port = lo + ((offset + k % span) % span) as u16;
-            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                return Ok(port);
+    let span = u64::from(hi.saturating_sub(lo));
+    if span > RECENT_PORTS as u64 {
+        let mut g = picker.picks.lock();
+        for _ in 0..512 {
+            g.n += 1;
+            let mut h = picker.keys.build_hasher();
+            h.write_u64(g.n);
+            let port = lo + (h.finish() % span) as u16;
+            if g.recent.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+                continue;
             }
+            if g.recent.len() == RECENT_PORTS {
+                g.recent.pop_front();
+            }
+            g.recent.push_back(port);
+            return Ok(port);
         }
     }
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(l.local_addr()?.port())
 }
+
+/// [`free_port`]'s process-wide state: random keys, and its picks.
+#[derive(Default)]
+struct PortPicker {
+    keys: std::collections::hash_map::RandomState,
+    picks: parking_lot::Mutex<Picks>,
+}
+
+#[derive(Default)]
+struct Picks {
+    n: u64,
+    recent: std::collections::VecDeque<u16>,
+}
+
+/// Ports [`free_port`] remembers having handed out.
+const RECENT_PORTS: usize = 1024;
 
 /// Lowest port [`free_port`] hands out.
 const CHILD_PORTS_FROM: u16 = 10_000;
