@@ -278,17 +278,22 @@ mod tests {
     #[test]
     fn free_ports_are_free_distinct_and_not_ephemeral() {
         let (lo, hi) = child_port_range();
-        let ports: Vec<u16> = (0..64).map(|_| free_port().unwrap()).collect();
+        // Each port bound at once, as a child would (a port left unbound
+        // may be taken by another process's pick meanwhile).
+        let mut ports = Vec::new();
+        let mut held = Vec::new();
+        for _ in 0..64 {
+            let p = free_port().unwrap();
+            held.push(TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap());
+            if hi > lo {
+                assert!((lo..hi).contains(&p), "{p} outside {lo}..{hi}");
+            }
+            ports.push(p);
+        }
         let mut distinct = ports.clone();
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
-        for p in ports {
-            if hi > lo {
-                assert!((lo..hi).contains(&p), "{p} outside {lo}..{hi}");
-            }
-            TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
-        }
     }
 
     fn stat_field(pid: u32, n: usize) -> Option<String> {
