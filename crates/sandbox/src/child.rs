@@ -12,74 +12,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::LogBuffer;
 
-/// A loopback port nobody listens on right now, for a child to listen on.
-///
-/// Taken below the kernel's ephemeral range (`ip_local_port_range`): a
-/// port from `bind(0)` is an ephemeral one, which any outgoing connection
-/// of this or another process may take before the child binds it (QEMU's
-/// `hostfwd` failed so once in ~1,800 restores of `bench snapshots`:
-/// "Could not set up host forwarding rule"). Picks are random, as
-/// `bind(0)`'s are, so that processes picking at once do not walk the
-/// same sequence, and this process does not hand out a port it handed
-/// out among its last [`RECENT_PORTS`] picks (its child may not have bound
-/// it yet). Falls back to `bind(0)` when the range leaves no room below.
+/// A loopback port nobody listens on right now.
 pub fn free_port() -> std::io::Result<u16> {
-    use std::hash::{BuildHasher, Hasher};
-    static PICKER: OnceLock<PortPicker> = OnceLock::new();
-    let picker = PICKER.get_or_init(Default::default);
-    let (lo, hi) = child_port_range();
-    let span = u64::from(hi.saturating_sub(lo));
-    if span > RECENT_PORTS as u64 {
-        let mut g = picker.picks.lock();
-        for _ in 0..512 {
-            g.n += 1;
-            let mut h = picker.keys.build_hasher();
-            h.write_u64(g.n);
-            let port = lo + (h.finish() % span) as u16;
-            if g.recent.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
-                continue;
-            }
-            if g.recent.len() == RECENT_PORTS {
-                g.recent.pop_front();
-            }
-            g.recent.push_back(port);
-            return Ok(port);
-        }
-    }
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(l.local_addr()?.port())
-}
-
-/// [`free_port`]'s process-wide state: random keys, and its picks.
-#[derive(Default)]
-struct PortPicker {
-    keys: std::collections::hash_map::RandomState,
-    picks: parking_lot::Mutex<Picks>,
-}
-
-#[derive(Default)]
-struct Picks {
-    n: u64,
-    recent: std::collections::VecDeque<u16>,
-}
-
-/// Ports [`free_port`] remembers having handed out.
-const RECENT_PORTS: usize = 1024;
-
-/// Lowest port [`free_port`] hands out.
-const CHILD_PORTS_FROM: u16 = 10_000;
-
-/// `[CHILD_PORTS_FROM, first ephemeral port)`: ports no outgoing
-/// connection is given.
-fn child_port_range() -> (u16, u16) {
-    static RANGE: OnceLock<(u16, u16)> = OnceLock::new();
-    *RANGE.get_or_init(|| {
-        let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-            .unwrap_or(32_768);
-        (CHILD_PORTS_FROM.min(ephemeral_from), ephemeral_from)
-    })
 }
 
 /// A command for `program` (an absolute path, see [`resolve_program`])
@@ -274,27 +210,6 @@ impl ExitWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn free_ports_are_free_distinct_and_not_ephemeral() {
-        let (lo, hi) = child_port_range();
-        // Each port bound at once, as a child would (a port left unbound
-        // may be taken by another process's pick meanwhile).
-        let mut ports = Vec::new();
-        let mut held = Vec::new();
-        for _ in 0..64 {
-            let p = free_port().unwrap();
-            held.push(TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap());
-            if hi > lo {
-                assert!((lo..hi).contains(&p), "{p} outside {lo}..{hi}");
-            }
-            ports.push(p);
-        }
-        let mut distinct = ports.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
-    }
 
     fn stat_field(pid: u32, n: usize) -> Option<String> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
