@@ -17,12 +17,6 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-# Tests read the workplace's reference data from ../shared/data (see its README).
-if [ ! -d ../shared/data ]; then
-  echo "../shared/data not found next to the repository ($(pwd)/..): the tests read real traces and datasets from it" >&2
-  exit 1
-fi
-
 # QEMU, the cloud kernel and busybox for the microvm sandbox tests.
 ./scripts/build-microvm-guest.sh --install-only
 

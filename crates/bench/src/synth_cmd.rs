@@ -30,7 +30,7 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 1)]
     pub reducers: u32,
     /// Directory with the Azure Functions 2019 files (durations.csv, memory.csv, invocations.csv).
-    #[arg(long, default_value = "../shared/data/azure-functions-2019-sample")]
+    #[arg(long, default_value = "data/azure-functions-2019-sample")]
     pub functions_trace: PathBuf,
     /// Override the durations file (e.g. the full dataset's function_durations_percentiles.anon.d01.csv).
     #[arg(long)]
@@ -40,7 +40,7 @@ pub struct SynthArgs {
     #[arg(long)]
     pub invocations: Option<PathBuf>,
     /// Directory with the Azure 2021 DAG shape CDFs.
-    #[arg(long, default_value = "../shared/data/azure-dag-shapes-2021")]
+    #[arg(long, default_value = "data/azure-dag-shapes-2021")]
     pub dag_shapes: PathBuf,
     /// Node cost: `trace` (sampled per node from a trace function), or `MS:MB` fixed (e.g. `0:0`).
     #[arg(long, default_value = "trace")]

@@ -3,7 +3,7 @@
 //! Every parser takes the file's text and a file name used only in messages;
 //! columns are found by header name (extra columns are ignored, order does
 //! not matter), so the same code reads the 100-function samples in
-//! `shared/data` and the full public datasets (e.g.
+//! `data/` and the full public datasets (e.g.
 //! `function_durations_percentiles.anon.d01.csv`). Errors say
 //! `file:line:column`, the column's name and the offending text.
 //!

@@ -4,7 +4,7 @@
 //! A benchmark, never a test:
 //!
 //! ```sh
-//! cargo run --release -- data ingest --store /tmp/elec2 ../shared/data/drift/elec2.csv
+//! cargo run --release -- data ingest --store /tmp/elec2 data/drift/elec2.csv
 //! cargo run --release -p stratus-train --example score_bench -- /tmp/elec2 [WINDOW] [REPEATS]
 //! ```
 

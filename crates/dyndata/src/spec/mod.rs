@@ -12,7 +12,7 @@
 //!   name: elec2-loss            # required
 //!   description: free text
 //! data:
-//!   dataset: ../../../shared/data/drift/elec2.csv  # relative to this file
+//!   dataset: ../../data/drift/elec2.csv  # relative to this file
 //!   label_column: class         # header name or 0-based index; default last
 //!   timestamp_column: null      # default: none (row number is time)
 //!   header: true                # default: detect

@@ -346,7 +346,7 @@ fn example_pipelines_parse() {
         let data = p.dataset_path(&path);
         assert!(
             data.ends_with(format!(
-                "shared/data/drift/{}",
+                "data/drift/{}",
                 name.replace("-rotated.yaml", "8x8.csv")
                     .replace("-windows1000", "")
                     .replace("-every2000", "")

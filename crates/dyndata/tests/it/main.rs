@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use stratus_dyndata::Sample;
 
-/// `../shared/data/drift/NAME` from the repository root.
+/// `data/drift/NAME` in the repository (see `data/README.md`).
 pub fn drift_data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/drift")
+        .join("../../data/drift")
         .join(name)
 }
 

@@ -145,7 +145,7 @@ fn bad_trace_files_and_impossible_parameters_are_reported_before_anything_runs()
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("trace");
     std::fs::create_dir(&trace).unwrap();
-    let src = repo_root().join("../shared/data/azure-functions-2019-sample");
+    let src = repo_root().join("data/azure-functions-2019-sample");
     for f in ["memory.csv", "invocations.csv"] {
         std::fs::copy(src.join(f), trace.join(f)).unwrap();
     }

@@ -1,13 +1,14 @@
-//! The real files in shared/data parse, with the values the README states.
+//! The real files in data/ parse, with the values its README states.
 
 use stratus_synth::trace;
 
 use crate::{azure_shapes, profiles, read};
 
 #[test]
-fn data_directory_is_the_shared_one() {
-    let dir = std::fs::canonicalize(crate::DATA).expect("shared/data exists");
-    assert!(dir.ends_with("shared/data"), "{}", dir.display());
+fn data_directory_is_the_repositorys_own() {
+    let dir = std::fs::canonicalize(crate::DATA).expect("data/ exists");
+    let repo = std::fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).unwrap();
+    assert_eq!(dir, repo.join("data"));
     assert!(dir.join("README.md").is_file());
 }
 

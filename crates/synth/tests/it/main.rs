@@ -11,14 +11,14 @@ mod stats;
 use stratus_synth::trace::{self, FunctionProfile, Selection};
 use stratus_synth::{AzureShapes, SynthDag};
 
-/// The reference data (`/work/shared/data` next to the repository). Tests
-/// fail, not skip, when it is missing.
-pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
+/// The reference data vendored in the repository (`data/`, see its
+/// README). Tests fail, not skip, when it is missing.
+pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data");
 
 pub fn read(rel: &str) -> String {
     let path = format!("{DATA}/{rel}");
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{path}: {e}; the reference data must be at ../shared/data from the repository root")
+        panic!("{path}: {e}; the reference data must be at data/ in the repository")
     })
 }
 

@@ -21,7 +21,7 @@ pub fn pipeline_in(dir: &Path, text: &str) -> PathBuf {
     let d = dir.join("examples/pipelines");
     std::fs::create_dir_all(&d).unwrap();
     let p = d.join("p.yaml");
-    let abs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/drift");
+    let abs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/drift");
     std::fs::write(&p, text.replace("DRIFT_DATA", &abs.display().to_string())).unwrap();
     p
 }

@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 warnings.filterwarnings("ignore")
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.environ.get(
-    "WEATHER_CSV", os.path.join(HERE, "../../../../../shared/data/drift/weather.csv")
+    "WEATHER_CSV", os.path.join(HERE, "../../../../data/drift/weather.csv")
 )
 d = np.loadtxt(DATA, delimiter=",", skiprows=1)
 X, y = d[:, :-1], d[:, -1].astype(int)
