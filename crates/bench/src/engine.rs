@@ -10,7 +10,7 @@ use bytes::Bytes;
 use stratus_dag::{Execution, Plan};
 use stratus_spec::{InputFormat, InputRef, Pos, Step, Trigger, Workflow};
 
-use crate::report::table;
+use stratus_report::table;
 
 #[derive(clap::Args, Debug)]
 pub struct EngineArgs {

@@ -39,9 +39,9 @@ use stratus_snapstore::{
     TieredCache,
 };
 
-use crate::report::{fmt_us, percentile, table};
-use crate::reportdir::{plot_stacked_bars, ReportDir};
 use crate::shaper::{LinkSpec, Shaper};
+use stratus_report::{fmt_us, percentile, table};
+use stratus_report::{plot_stacked_bars, ReportDir};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct ImagesArgs {
@@ -713,7 +713,7 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
 fn header_line() -> String {
     format!(
         "Machine: {}. Revision {}.",
-        crate::reportdir::Machine::detect().describe(),
-        crate::reportdir::git_revision()
+        stratus_report::Machine::detect().describe(),
+        stratus_report::git_revision()
     )
 }

@@ -22,8 +22,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use stratus_gateway::{ChunksBody, Config};
 
-use crate::report::{fmt_us, percentile, table};
-use crate::Embedded;
+use stratus_embedded::Embedded;
+use stratus_report::{fmt_us, percentile, table};
 
 #[derive(clap::Args, Debug, serde::Serialize)]
 pub struct OverheadArgs {
@@ -165,7 +165,7 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
         bail!("--rounds, --iterations, --burst and --concurrency must be at least 1");
     }
     let report = match &a.out {
-        Some(out) => Some(crate::reportdir::ReportDir::create(
+        Some(out) => Some(stratus_report::ReportDir::create(
             out,
             "overhead",
             serde_json::to_value(&a)?,

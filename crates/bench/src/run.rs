@@ -14,9 +14,9 @@ use stratus_gateway::client::GatewayClient;
 use stratus_gateway::Config;
 
 use crate::loadgen;
-use crate::report::{fmt_us, percentile, table};
-use crate::reportdir::{plot_cdf, plot_timeline, ReportDir};
-use crate::Embedded;
+use stratus_embedded::Embedded;
+use stratus_report::{fmt_us, percentile, table};
+use stratus_report::{plot_cdf, plot_timeline, ReportDir};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -416,7 +416,7 @@ pub async fn run(a: RunArgs) -> Result<()> {
         (None, Some(e)) => e.client.clone(),
         _ => unreachable!(),
     };
-    for f in crate::yaml_files(&[a.synth.join("dags")])? {
+    for f in stratus_embedded::yaml_files(&[a.synth.join("dags")])? {
         let text = std::fs::read_to_string(&f)?;
         let r = client.deploy(&f.display().to_string(), &text).await?;
         if r.status != 200 {

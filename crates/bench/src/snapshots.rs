@@ -46,9 +46,9 @@ use stratus_snapstore::{
     RemoteConfig, RemoteSource, ServeOptions, SourceError, TieredCache,
 };
 
-use crate::report::{fmt_us, percentile, table};
-use crate::reportdir::{plot_cdf, plot_stacked_bars, ReportDir};
 use crate::shaper::{LinkSpec, Shaper};
+use stratus_report::{fmt_us, percentile, table};
+use stratus_report::{plot_cdf, plot_stacked_bars, ReportDir};
 
 const TOKEN: &str = "bench-token";
 
@@ -1481,8 +1481,8 @@ fn summary(
     let mut md = format!(
         "# MicroVM cold starts from memory snapshots in the chunk store\n\nMachine: {}. Revision {}. QEMU accelerator: {accel:?}.\n\n\
 Functions: {}. Snapshots are uploaded at 4 KiB pages (zero pages elided) to one snapstore server; the node reads them through an emulated link (user-space shaper). Before each round the node is cold (chunk cache memory and snapshot cache cleared; warm-local: one unmeasured eager start fills the snapshot cache), and idle for {} ms after the previous round's instances stopped. Policies take turns within each run. Working-set restores read misses {} and {}. Total = fetch (snapshot prepared on the node) + restore (QEMU start to `cont`, working-set prefetch included) + first response (`cont` to the first HTTP answer). Medians over {} run(s) × the concurrent starts.\n\n",
-        crate::reportdir::Machine::detect().describe(),
-        crate::reportdir::git_revision(),
+        stratus_report::Machine::detect().describe(),
+        stratus_report::git_revision(),
         fns.iter()
             .map(|f| format!("`{}` ({} MiB guest{})", f.name, f.guest_mib,
                 if f.env.is_empty() { String::new() } else {

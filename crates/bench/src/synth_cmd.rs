@@ -8,7 +8,7 @@ use stratus_synth::shape::{AzureShapes, Shape};
 use stratus_synth::synth::{Inputs, NodeCost, PayloadDist, SynthConfig, Synthesizer};
 use stratus_synth::trace;
 
-use crate::reportdir::ReportDir;
+use stratus_report::ReportDir;
 
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct SynthArgs {

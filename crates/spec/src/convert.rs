@@ -2,8 +2,8 @@
 //! typed field access with positions, unknown-field warnings.
 
 use crate::model::{Pos, Warning};
-use crate::yaml::{Kind, Node};
 use crate::SpecError;
+use stratus_yaml::{parse_int, Kind, Node};
 
 /// Collects errors and warnings for one file.
 pub(crate) struct Ctx<'f> {
@@ -135,15 +135,6 @@ impl<'f> Ctx<'f> {
             }
         }
     }
-}
-
-/// Decimal integer, optionally signed (YAML core schema, decimal form).
-pub(crate) fn parse_int(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// A mapping node being read field by field; fields never read are reported

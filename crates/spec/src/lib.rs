@@ -5,8 +5,8 @@
 //! Stratus `Workflow` (`apiVersion: stratus.dev/v1alpha1`). [`parse`] reads
 //! and validates one file, collecting every error it can find, each with
 //! `file:line:column`; [`validate_refs`] then checks that workflow steps call
-//! functions that exist. The positioned YAML loader underneath is public as
-//! [`yaml`], for other parsers that want the same positions and limits.
+//! functions that exist. The positioned YAML loader underneath is the
+//! `stratus-yaml` crate, which other parsers (e.g. `dyndata`'s pipelines) use too.
 //!
 //! # Workflow format
 //!
@@ -60,7 +60,8 @@ mod convert;
 mod model;
 mod service;
 mod workflow;
-pub mod yaml;
+
+use stratus_yaml as yaml;
 
 #[cfg(test)]
 mod tests;

@@ -2,12 +2,7 @@
 
 use std::collections::BTreeMap;
 
-/// A 1-based position in a source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
+pub use stratus_yaml::Pos;
 
 /// Which sandbox backend runs a function's instances.
 /// Chosen by the annotation `stratus.dev/runtime` (default `process`).

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::convert::{check_name, Ctx, MapView};
 use crate::model::{Pos, Service, RESTORE_POLICIES, RESTORE_POLICY_ANNOTATION, RUNTIME_ANNOTATION};
-use crate::yaml::Node;
+use stratus_yaml::Node;
 
 const AUTOSCALING: &str = "autoscaling.knative.dev/";
 const MIN_SCALE: [&str; 2] = [

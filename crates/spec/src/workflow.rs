@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::convert::{check_name, list_names, Ctx, MapView};
 use crate::model::{InputFormat, InputRef, Pos, Step, Trigger, Workflow};
-use crate::yaml::{Kind, Node};
+use stratus_yaml::{Kind, Node};
 
 /// A step as read, with the positions validation needs.
 struct Parsed {

@@ -60,7 +60,7 @@ pub enum Cmd {
     Delete { name: String },
     /// The main job: start an embedded platform, deploy the examples, run
     /// them, and print end-to-end latency with the per-step breakdown.
-    Demo(stratus_bench::demo::DemoArgs),
+    Demo(stratus_embedded::demo::DemoArgs),
     /// Run one of the built-in example functions as a Knative-contract HTTP server on $PORT.
     Fn {
         /// Function name (see `stratus fn --help` for the list).
@@ -298,7 +298,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Demo(a) => stratus_bench::demo::run(a).await,
+        Cmd::Demo(a) => stratus_embedded::demo::run(a).await,
         Cmd::Bench(BenchCmd::Overhead(a)) => stratus_bench::overhead::run(a).await,
         Cmd::Bench(BenchCmd::Engine(a)) => stratus_bench::engine::run(a),
         Cmd::Bench(BenchCmd::Synth(a)) => stratus_bench::synth_cmd::run(a),
@@ -486,7 +486,7 @@ async fn up(a: UpArgs) -> Result<()> {
 }
 
 async fn deploy(client: &GatewayClient, paths: &[PathBuf]) -> Result<()> {
-    let files = stratus_bench::yaml_files(paths)?;
+    let files = stratus_embedded::yaml_files(paths)?;
     if files.is_empty() {
         bail!(
             "no .yaml or .yml files found in {}",
@@ -559,7 +559,7 @@ async fn invoke(client: &GatewayClient, name: &str, data: &str, trace: bool) -> 
         let rec = client.get(&format!("/v1/invocations/{id}")).await?;
         let rec: stratus_dag::InvocationRecord =
             serde_json::from_slice(&rec.body).context("bad invocation record")?;
-        eprint!("{}", stratus_bench::report::trace_table(&rec));
+        eprint!("{}", crate::trace::trace_table(&rec));
     }
     Ok(())
 }

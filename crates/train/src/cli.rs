@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use stratus_bench::reportdir::ReportDir;
+use stratus_report::ReportDir;
 
 use crate::report;
 use crate::runner::{self, StrategyRun};

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use plotters::prelude::*;
-use stratus_bench::reportdir::ReportDir;
+use stratus_report::ReportDir;
 
 use crate::runner::{StrategyResult, Summary};
 

@@ -59,8 +59,8 @@ mod tests;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use stratus_spec::yaml::{Kind, Node};
-pub use stratus_spec::Pos;
+pub use stratus_yaml::Pos;
+use stratus_yaml::{Kind, Node};
 
 use crate::csv::{ColumnRef, CsvOptions, Header, OnBadRow};
 use crate::drift::RotationDrift;

@@ -1,11 +1,10 @@
-//! Pipeline files through `stratus_spec`'s positioned YAML loader.
+//! Pipeline files through the project's positioned YAML loader (`stratus_yaml`).
 //!
 //! Pipeline files are small and hand-written, so this keeps to a simple
 //! subset: one document, no anchors or aliases, nesting at most
 //! [`MAX_DEPTH`] deep, at most [`MAX_BYTES`] of text.
 
-use stratus_spec::yaml::{self, Limits, Node};
-use stratus_spec::Pos;
+use stratus_yaml::{self as yaml, Limits, Node, Pos};
 
 /// Largest pipeline file accepted.
 pub const MAX_BYTES: usize = 1 << 20;

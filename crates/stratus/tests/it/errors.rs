@@ -201,7 +201,7 @@ async fn start_failures_fail_buffered_requests_with_the_reason() {
         }),
     ));
     sb.fail_next_starts(1);
-    let q = stratus_bench::Embedded::start_with(config(), Some(sb.clone()))
+    let q = stratus_embedded::Embedded::start_with(config(), Some(sb.clone()))
         .await
         .unwrap();
     deploy_ok(&q, &service("flaky", "echo", "", "")).await;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_bench::Embedded;
+use stratus_embedded::Embedded;
 use stratus_image::build::BuildOptions;
 use stratus_image::convert::ConvertOptions;
 use stratus_image::oci::ProcessConfig;

@@ -15,7 +15,7 @@ mod workflows;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use stratus_bench::Embedded;
+use stratus_embedded::Embedded;
 use stratus_gateway::client::Reply;
 use stratus_gateway::Config;
 

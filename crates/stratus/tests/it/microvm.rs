@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_bench::Embedded;
+use stratus_embedded::Embedded;
 use stratus_microvm::snapshot::LocalDirSnapshots;
 use stratus_microvm::{MicrovmConfig, MicrovmSandbox, RestoreMode};
 use stratus_sandbox::{InstanceSpec, LogBuffer, Sandbox};

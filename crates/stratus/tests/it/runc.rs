@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_bench::Embedded;
+use stratus_embedded::Embedded;
 use stratus_sandbox::runc::{DirRootfs, RuncConfig, RuncSandbox};
 
 use crate::*;

@@ -16,7 +16,12 @@ use std::rc::Rc;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use crate::model::Pos;
+/// A 1-based position in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
 
 /// Default for [`Limits::max_nodes`]: most nodes a file may expand to
 /// (aliases count their whole target).
@@ -107,7 +112,7 @@ impl Node {
                 plain: false,
             } => format!("string {value:?}"),
             Kind::Scalar { value, plain: true } => {
-                if crate::convert::parse_int(value).is_some() {
+                if parse_int(value).is_some() {
                     format!("integer {value}")
                 } else if matches!(value.as_str(), "true" | "false" | "True" | "False") {
                     format!("boolean {value}")
@@ -208,7 +213,7 @@ fn syntax_message(info: &str) -> String {
 
 /// The exact text of `doc`: after its `---` line if it has one, up to where
 /// the next document (or the file) starts.
-pub(crate) fn source_slices(text: &str, docs: &[Document]) -> Vec<String> {
+pub fn source_slices(text: &str, docs: &[Document]) -> Vec<String> {
     let mut cur = CharCursor {
         text,
         chars: 0,
@@ -528,5 +533,84 @@ impl MarkedEventReceiver for Builder {
             ),
             Event::SequenceEnd | Event::MappingEnd => self.close(),
         }
+    }
+}
+
+/// Decimal integer, optionally signed (YAML core schema, decimal form).
+pub fn parse_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    /// The public loader: positions, anchors and limits as other parsers see them.
+    #[test]
+    fn yaml_loader_public_api() {
+        let loaded = load("a: &x [1, '2']\nb: *x\n---\nc: ~\n");
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let summary: Vec<String> = loaded
+            .docs
+            .iter()
+            .map(|d| {
+                let Kind::Map(entries) = &*d.root.kind else {
+                    panic!("not a map")
+                };
+                let entries: Vec<String> = entries
+                    .iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{}@{}:{}={}",
+                            k.as_scalar().unwrap_or("?"),
+                            v.pos.line,
+                            v.pos.col,
+                            v.describe()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "doc@{}:{} anchor={:?} [{}]",
+                    d.pos.line,
+                    d.pos.col,
+                    d.first_anchor.map(|p| (p.line, p.col)),
+                    entries.join(", ")
+                )
+            })
+            .collect();
+        expect![[r#"
+            [
+                "doc@1:1 anchor=Some((1, 7)) [a@1:7=a list, b@2:4=a list]",
+                "doc@3:1 anchor=None [c@4:4=an empty value]",
+            ]
+        "#]]
+        .assert_debug_eq(&summary);
+
+        let limited = load_with(
+            "[[[1]]]",
+            Limits {
+                max_depth: 2,
+                ..Limits::default()
+            },
+        );
+        assert!(limited.docs.is_empty());
+        expect![[r#"
+            [
+                (
+                    Pos {
+                        line: 1,
+                        col: 3,
+                    },
+                    "YAML nested deeper than 2 levels; flatten the document",
+                ),
+            ]
+        "#]]
+        .assert_debug_eq(&limited.errors);
     }
 }

@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use stratus_dag::InvocationRecord;
 use stratus_gateway::Config;
 
-use crate::report::{fmt_us, percentile, table};
+use stratus_report::{fmt_us, percentile, table};
+
 use crate::Embedded;
 
 #[derive(clap::Args, Debug)]

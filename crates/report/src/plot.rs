@@ -1,173 +1,30 @@
-//! Self-describing result directories, shared by every benchmark.
-//!
-//! A report directory holds `config.json` (what ran: the command's settings,
-//! seed, machine, git revision, start time), the raw per-item CSV, a
-//! `summary.json` and `summary.md`, and plots as SVG. `stratus bench compare`
-//! reads two of them.
+//! Plots as SVG (plotters): latency CDFs, latency over time, stacked phase bars.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result};
 use plotters::prelude::*;
-use serde::Serialize;
 
-/// Facts about the machine a report was measured on.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Machine {
-    pub cpu_model: String,
-    pub cores: usize,
-    pub memory_gib: f64,
-    pub kernel: String,
-    pub hostname: String,
-}
+use crate::ReportError;
 
-impl Machine {
-    pub fn detect() -> Machine {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let cpuinfo = read("/proc/cpuinfo");
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("model name")
-                    .and_then(|r| r.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let memory_gib = read("/proc/meminfo")
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kb| kb / (1024.0 * 1024.0))
-            .unwrap_or(0.0);
-        Machine {
-            cpu_model,
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            memory_gib: (memory_gib * 10.0).round() / 10.0,
-            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-            hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
-        }
-    }
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-    pub fn describe(&self) -> String {
-        format!(
-            "{} cores ({}), {:.1} GiB RAM, Linux {}",
-            self.cores, self.cpu_model, self.memory_gib, self.kernel
-        )
-    }
-}
-
-/// `git rev-parse HEAD` plus `-dirty` when the tree has changes; "unknown" outside a checkout.
-pub fn git_revision() -> String {
-    let out = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match out(&["rev-parse", "HEAD"]) {
-        Some(rev) => {
-            let dirty = out(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{rev}-dirty")
-            } else {
-                rev
-            }
-        }
-        None => "unknown".into(),
-    }
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ReportHeader {
-    /// Which benchmark wrote it (e.g. `workflow-run`).
-    pub kind: String,
-    pub stratus_version: String,
-    pub git_revision: String,
-    pub started_unix_ms: u64,
-    pub machine: Machine,
-    /// The benchmark's own settings, seed included.
-    pub config: serde_json::Value,
-}
-
-pub struct ReportDir {
-    pub path: PathBuf,
-}
-
-impl ReportDir {
-    /// Creates `path` (it must be empty or absent) and writes `config.json`.
-    pub fn create(path: &Path, kind: &str, config: serde_json::Value) -> Result<ReportDir> {
-        if path.exists()
-            && std::fs::read_dir(path)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false)
-        {
-            anyhow::bail!(
-                "{} is not empty; choose a new --out directory (reports are never overwritten)",
-                path.display()
-            );
-        }
-        std::fs::create_dir_all(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let header = ReportHeader {
-            kind: kind.into(),
-            stratus_version: env!("CARGO_PKG_VERSION").into(),
-            git_revision: git_revision(),
-            started_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            machine: Machine::detect(),
-            config,
-        };
-        let dir = ReportDir {
-            path: path.to_path_buf(),
-        };
-        dir.write_json("config.json", &header)?;
-        Ok(dir)
-    }
-
-    /// Writes a file atomically (temporary name, then rename).
-    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let dst = self.path.join(name);
-        let file = dst
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dst.with_file_name(format!(".{file}.tmp"));
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &dst).with_context(|| format!("cannot write {}", dst.display()))?;
-        Ok(())
-    }
-
-    pub fn write_json(&self, name: &str, v: &impl Serialize) -> Result<()> {
-        self.write(name, &serde_json::to_vec_pretty(v)?)
-    }
-
-    pub fn read_header(path: &Path) -> Result<ReportHeader> {
-        let p = path.join("config.json");
-        let text = std::fs::read_to_string(&p).with_context(|| {
-            format!(
-                "{} is not a report directory (no config.json)",
-                path.display()
-            )
-        })?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a Stratus report header", p.display()))
-    }
+fn drawn(path: &Path, r: DrawResult) -> Result<(), ReportError> {
+    r.map_err(|e| ReportError::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// A latency CDF (log-scaled x axis) as SVG, one series per name.
-pub fn plot_cdf(path: &Path, title: &str, series: &[(String, Vec<u64>)]) -> Result<()> {
+pub fn plot_cdf(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<u64>)],
+) -> Result<(), ReportError> {
+    drawn(path, draw_cdf(path, title, series))
+}
+
+fn draw_cdf(path: &Path, title: &str, series: &[(String, Vec<u64>)]) -> DrawResult {
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let all: Vec<u64> = series.iter().flat_map(|(_, v)| v.iter().copied()).collect();
@@ -218,7 +75,16 @@ pub fn plot_timeline(
     title: &str,
     points: &[(f64, u64, bool)],
     warmup_s: f64,
-) -> Result<()> {
+) -> Result<(), ReportError> {
+    drawn(path, draw_timeline(path, title, points, warmup_s))
+}
+
+fn draw_timeline(
+    path: &Path,
+    title: &str,
+    points: &[(f64, u64, bool)],
+    warmup_s: f64,
+) -> DrawResult {
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let t_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
@@ -269,12 +135,7 @@ pub fn plot_timeline(
         .iter()
         .enumerate()
         .filter(|(_, b)| !b.is_empty())
-        .map(|(i, b)| {
-            (
-                i as f64 + 0.5,
-                crate::report::percentile(b, 50.0) as f64 / 1e3,
-            )
-        })
+        .map(|(i, b)| (i as f64 + 0.5, crate::percentile(b, 50.0) as f64 / 1e3))
         .collect();
     chart
         .draw_series(LineSeries::new(med, BLACK.stroke_width(2)))?
@@ -297,7 +158,16 @@ pub fn plot_stacked_bars(
     title: &str,
     phases: &[&str],
     groups: &[(String, Vec<f64>)],
-) -> Result<()> {
+) -> Result<(), ReportError> {
+    drawn(path, draw_stacked_bars(path, title, phases, groups))
+}
+
+fn draw_stacked_bars(
+    path: &Path,
+    title: &str,
+    phases: &[&str],
+    groups: &[(String, Vec<f64>)],
+) -> DrawResult {
     let height = (120 + 34 * groups.len()).max(300) as u32;
     let root = SVGBackend::new(path, (960, height)).into_drawing_area();
     root.fill(&WHITE)?;
