@@ -97,12 +97,7 @@ async fn no_orphans_after_the_platform_is_killed() {
     };
     let mut up = spawn_up();
     let client = stratus_gateway::client::GatewayClient::new(&format!("http://127.0.0.1:{port}"));
-    for _ in 0..200 {
-        if client.get("/healthz").await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_healthy(&client).await;
     let r = client
         .deploy(
             "o.yaml",
@@ -125,12 +120,7 @@ async fn no_orphans_after_the_platform_is_killed() {
     eventually("instance dies with its platform", || !pid_alive(pid)).await;
     // A graceful stop (SIGTERM) also stops instances, and a restart restores state.
     let mut up = spawn_up();
-    for _ in 0..200 {
-        if client.get("/healthz").await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_healthy(&client).await;
     let r = client
         .invoke("orphan", bytes::Bytes::from_static(b"{}"))
         .await
@@ -145,4 +135,16 @@ async fn no_orphans_after_the_platform_is_killed() {
     unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
     up.wait().unwrap();
     assert!(!pid_alive(pid), "graceful stop waits for instances");
+}
+
+/// Waits until `stratus up` answers `/healthz`; fails after 20 s.
+async fn wait_healthy(client: &stratus_gateway::client::GatewayClient) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while client.get("/healthz").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stratus up did not answer /healthz within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

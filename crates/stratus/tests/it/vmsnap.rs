@@ -21,6 +21,7 @@ use stratus_snapstore::{
     RemoteSource, ServeOptions, SourceError, TieredCache,
 };
 
+use crate::eventually;
 use crate::microvm::{microvm_or_skip, requests, spin_spec};
 
 const TOKEN: &str = "t0ken";
@@ -355,12 +356,10 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
         i.stop().await;
     }
     drop(sb);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        memfs_mounts(dir.path()),
-        0,
-        "lazy mounts are gone after stop"
-    );
+    eventually("lazy mounts are gone after stop", || {
+        memfs_mounts(dir.path()) == 0
+    })
+    .await;
     let moved = src.moved();
     assert!(
         moved.prefetch_bytes > 0 && moved.eager_bytes > 0 && moved.on_demand_bytes > 0,
@@ -464,8 +463,10 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
     }
     // Spare mounts go with their node.
     drop((sb2, src2, sb1, src));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(all_memfs_mounts(dir.path()), Vec::<String>::new());
+    eventually("spare mounts are gone with their node", || {
+        all_memfs_mounts(dir.path()).is_empty()
+    })
+    .await;
 }
 
 /// The newest working-set generation of `key` in the store.
