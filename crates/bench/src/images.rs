@@ -41,7 +41,7 @@ use stratus_snapstore::{
 
 use crate::shaper::{LinkSpec, Shaper};
 use stratus_report::{fmt_us, percentile, table};
-use stratus_report::{plot_stacked_bars, ReportDir};
+use stratus_report::{plot_stacked_bars, CsvTable, ReportDir};
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct ImagesArgs {
@@ -545,26 +545,39 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
     };
 
     // ---- report
-    let mut csv = String::from("link,mode,concurrency,run,fetch_us,mount_us,start_us,ready_us,first_response_us,total_us,bytes_fetched,chunks_fetched,files_touched\n");
+    let mut csv = CsvTable::new(&[
+        "link",
+        "mode",
+        "concurrency",
+        "run",
+        "fetch_us",
+        "mount_us",
+        "start_us",
+        "ready_us",
+        "first_response_us",
+        "total_us",
+        "bytes_fetched",
+        "chunks_fetched",
+        "files_touched",
+    ]);
     for s in &samples {
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            s.link,
-            s.mode,
-            s.concurrency,
-            s.run,
-            s.fetch_us,
-            s.mount_us,
-            s.start_us,
-            s.ready_us,
-            s.first_response_us,
-            s.total_us,
-            s.bytes_fetched,
-            s.chunks_fetched,
-            s.files_touched
-        ));
+        csv.row([
+            s.link.to_string(),
+            s.mode.to_string(),
+            s.concurrency.to_string(),
+            s.run.to_string(),
+            s.fetch_us.to_string(),
+            s.mount_us.to_string(),
+            s.start_us.to_string(),
+            s.ready_us.to_string(),
+            s.first_response_us.to_string(),
+            s.total_us.to_string(),
+            s.bytes_fetched.to_string(),
+            s.chunks_fetched.to_string(),
+            s.files_touched.to_string(),
+        ]);
     }
-    report.write("cold_starts.csv", csv.as_bytes())?;
+    report.write("cold_starts.csv", &csv.into_bytes())?;
     let med = |v: Vec<u64>| percentile(&v, 50.0);
     let mut rows: Vec<Row> = Vec::new();
     for link in &links {

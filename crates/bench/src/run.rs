@@ -16,7 +16,7 @@ use stratus_gateway::Config;
 use crate::loadgen;
 use stratus_embedded::Embedded;
 use stratus_report::{fmt_us, percentile, table};
-use stratus_report::{plot_cdf, plot_timeline, ReportDir};
+use stratus_report::{plot_cdf, plot_timeline, CsvTable, ReportDir};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
@@ -273,51 +273,80 @@ pub fn summary_text(s: &Summary) -> String {
     out
 }
 
-fn csv(samples: &[Sample]) -> String {
-    let mut s = String::from(
-        "scheduled_us,sent_us,workflow,warmup,status,latency_us,platform_total_us,queue_us,cold_start_us,exec_us,overhead_us,invocation_id,error\n",
-    );
+fn csv(samples: &[Sample]) -> Vec<u8> {
+    let mut t = CsvTable::new(&[
+        "scheduled_us",
+        "sent_us",
+        "workflow",
+        "warmup",
+        "status",
+        "latency_us",
+        "platform_total_us",
+        "queue_us",
+        "cold_start_us",
+        "exec_us",
+        "overhead_us",
+        "invocation_id",
+        "error",
+    ]);
     for x in samples {
-        let err = x.error.replace('"', "\"\"").replace('\n', " ");
-        s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},\"{}\"\n",
-            x.scheduled_us,
-            x.sent_us,
-            x.workflow,
-            x.warmup,
-            x.status,
-            x.latency_us,
-            x.platform_total_us,
-            x.queue_us,
-            x.cold_start_us,
-            x.exec_us,
-            x.overhead_us,
-            x.invocation_id,
-            err
-        ));
+        t.row([
+            x.scheduled_us.to_string(),
+            x.sent_us.to_string(),
+            x.workflow.clone(),
+            x.warmup.to_string(),
+            x.status.to_string(),
+            x.latency_us.to_string(),
+            x.platform_total_us.to_string(),
+            x.queue_us.to_string(),
+            x.cold_start_us.to_string(),
+            x.exec_us.to_string(),
+            x.overhead_us.to_string(),
+            x.invocation_id.clone(),
+            x.error.clone(),
+        ]);
     }
-    s
+    t.into_bytes()
 }
 
+const STEP_COLUMNS: [&str; 15] = [
+    "invocation_id",
+    "workflow",
+    "step",
+    "run",
+    "function",
+    "status",
+    "queued_us",
+    "started_us",
+    "finished_us",
+    "queue_us",
+    "cold_start_us",
+    "exec_us",
+    "input_bytes",
+    "output_bytes",
+    "instance",
+];
+
 /// One step run of one invocation, as the platform recorded it (µs since the invocation arrived).
-fn step_row(id: &str, workflow: &str, r: &stratus_dag::RunRecord) -> String {
+fn step_row(id: &str, workflow: &str, r: &stratus_dag::RunRecord) -> [String; 15] {
     let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
-    format!(
-        "{id},{workflow},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
-        r.step,
-        r.run,
-        r.function,
+    [
+        id.to_string(),
+        workflow.to_string(),
+        r.step.clone(),
+        r.run.to_string(),
+        r.function.clone(),
         format!("{:?}", r.status).to_lowercase(),
-        r.queued_us,
+        r.queued_us.to_string(),
         opt(r.started_us),
         opt(r.finished_us),
-        r.queue_us(),
-        r.cold_start_us,
-        r.exec_us(),
-        r.input_bytes,
-        r.output_bytes,
-        r.instance.as_deref().unwrap_or("")
-    )
+        r.queue_us().to_string(),
+        r.cold_start_us.to_string(),
+        r.exec_us().to_string(),
+        r.input_bytes.to_string(),
+        r.output_bytes.to_string(),
+        r.instance.clone().unwrap_or_default(),
+    ]
 }
 
 async fn one(
@@ -515,9 +544,7 @@ pub async fn run(a: RunArgs) -> Result<()> {
         let p = e.platform.clone();
         tokio::task::spawn_blocking(move || p.flush_records()).await?;
     }
-    let mut steps_csv = String::from(
-        "invocation_id,workflow,step,run,function,status,queued_us,started_us,finished_us,queue_us,cold_start_us,exec_us,input_bytes,output_bytes,instance\n",
-    );
+    let mut steps_csv = CsvTable::new(&STEP_COLUMNS);
     for s in samples.iter_mut().filter(|s| !s.invocation_id.is_empty()) {
         let r = client
             .get(&format!("/v1/invocations/{}", s.invocation_id))
@@ -525,7 +552,7 @@ pub async fn run(a: RunArgs) -> Result<()> {
         if r.status == 200 {
             if let Ok(rec) = serde_json::from_slice::<stratus_dag::InvocationRecord>(&r.body) {
                 for run in &rec.runs {
-                    steps_csv.push_str(&step_row(&s.invocation_id, &s.workflow, run));
+                    steps_csv.row(step_row(&s.invocation_id, &s.workflow, run));
                 }
                 let b = rec.breakdown;
                 (
@@ -550,8 +577,8 @@ pub async fn run(a: RunArgs) -> Result<()> {
 
     let measured_s = (elapsed - a.warmup).max(1e-3);
     let summary = summarize(&samples, measured_s, shed, a.mode);
-    report.write("invocations.csv", csv(&samples).as_bytes())?;
-    report.write("steps.csv", steps_csv.as_bytes())?;
+    report.write("invocations.csv", &csv(&samples))?;
+    report.write("steps.csv", &steps_csv.into_bytes())?;
     report.write_json("summary.json", &summary)?;
     let text = summary_text(&summary);
     report.write(

@@ -7,12 +7,14 @@
 //! plots ([`plot`]). `stratus bench compare` reads two of them. This crate
 //! knows nothing of the platform: it depends on no other Stratus crate.
 
+mod csv;
 mod dir;
 pub mod plot;
 mod table;
 
 use std::path::{Path, PathBuf};
 
+pub use csv::CsvTable;
 pub use dir::{git_revision, Machine, ReportDir, ReportHeader};
 pub use plot::{plot_cdf, plot_stacked_bars, plot_timeline};
 pub use table::{fmt_us, percentile, table};

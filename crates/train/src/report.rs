@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use plotters::prelude::*;
-use stratus_report::ReportDir;
+use stratus_report::{CsvTable, ReportDir};
 
 use crate::runner::{StrategyResult, Summary};
 
@@ -23,62 +23,81 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// `<label>.windows.csv`.
-pub fn windows_csv(r: &StrategyResult) -> String {
-    let mut s = String::from("window,start,end,samples,accuracy,model_version\n");
+pub fn windows_csv(r: &StrategyResult) -> Vec<u8> {
+    let mut t = CsvTable::new(&[
+        "window",
+        "start",
+        "end",
+        "samples",
+        "accuracy",
+        "model_version",
+    ]);
     for w in &r.windows {
-        writeln!(
-            s,
-            "{},{},{},{},{},{}",
-            w.window,
-            w.start,
-            w.end,
-            w.samples,
+        t.row([
+            w.window.to_string(),
+            w.start.to_string(),
+            w.end.to_string(),
+            w.samples.to_string(),
             opt(w.accuracy),
-            w.model_version
-        )
-        .expect("write to String");
+            w.model_version.to_string(),
+        ]);
     }
-    s
+    t.into_bytes()
 }
 
 /// `<label>.triggers.csv`.
-pub fn triggers_csv(r: &StrategyResult) -> String {
-    let mut s = String::from(
-        "trigger,window,trained_until,candidates,new_samples,selected,sample_steps,scored,\
-         retention_deleted,cpu_s,train_cpu_s,energy_j,hot_bytes,cold_bytes,cold_reads,\
-         cold_read_bytes,storage_usd_month,cold_read_usd,last_epoch_loss,model_version,\
-         next_accuracy,next_samples\n",
-    );
-    for t in &r.triggers {
-        writeln!(
-            s,
-            "{},{},{},{},{},{},{},{},{},{:.4},{:.4},{:.3},{},{},{},{},{:.3e},{:.3e},{:.5},{},{},{}",
-            t.trigger,
-            t.window,
-            t.trained_until,
-            t.candidates,
-            t.new_samples,
-            t.selected,
-            t.sample_steps,
-            t.scored,
-            t.retention_deleted,
-            t.cpu_s,
-            t.train_cpu_s,
-            t.energy_j,
-            t.hot_bytes,
-            t.cold_bytes,
-            t.cold_reads,
-            t.cold_read_bytes,
-            t.storage_usd_month,
-            t.cold_read_usd,
-            t.last_epoch_loss,
-            t.model_version,
-            opt(t.next_accuracy),
-            t.next_samples
-        )
-        .expect("write to String");
+pub fn triggers_csv(r: &StrategyResult) -> Vec<u8> {
+    let mut t = CsvTable::new(&[
+        "trigger",
+        "window",
+        "trained_until",
+        "candidates",
+        "new_samples",
+        "selected",
+        "sample_steps",
+        "scored",
+        "retention_deleted",
+        "cpu_s",
+        "train_cpu_s",
+        "energy_j",
+        "hot_bytes",
+        "cold_bytes",
+        "cold_reads",
+        "cold_read_bytes",
+        "storage_usd_month",
+        "cold_read_usd",
+        "last_epoch_loss",
+        "model_version",
+        "next_accuracy",
+        "next_samples",
+    ]);
+    for x in &r.triggers {
+        t.row([
+            x.trigger.to_string(),
+            x.window.to_string(),
+            x.trained_until.to_string(),
+            x.candidates.to_string(),
+            x.new_samples.to_string(),
+            x.selected.to_string(),
+            x.sample_steps.to_string(),
+            x.scored.to_string(),
+            x.retention_deleted.to_string(),
+            format!("{:.4}", x.cpu_s),
+            format!("{:.4}", x.train_cpu_s),
+            format!("{:.3}", x.energy_j),
+            x.hot_bytes.to_string(),
+            x.cold_bytes.to_string(),
+            x.cold_reads.to_string(),
+            x.cold_read_bytes.to_string(),
+            format!("{:.3e}", x.storage_usd_month),
+            format!("{:.3e}", x.cold_read_usd),
+            format!("{:.5}", x.last_epoch_loss),
+            x.model_version.to_string(),
+            opt(x.next_accuracy),
+            x.next_samples.to_string(),
+        ]);
     }
-    s
+    t.into_bytes()
 }
 
 /// The markdown summary table; cost ratios are against `all` when it ran.
@@ -123,14 +142,8 @@ pub fn summary_md(title: &str, rows: &[Summary]) -> String {
 /// Writes every file of the report (config.json was written on creation).
 pub fn write(dir: &ReportDir, title: &str, results: &[StrategyResult]) -> Result<()> {
     for r in results {
-        dir.write(
-            &format!("{}.windows.csv", r.run.label),
-            windows_csv(r).as_bytes(),
-        )?;
-        dir.write(
-            &format!("{}.triggers.csv", r.run.label),
-            triggers_csv(r).as_bytes(),
-        )?;
+        dir.write(&format!("{}.windows.csv", r.run.label), &windows_csv(r))?;
+        dir.write(&format!("{}.triggers.csv", r.run.label), &triggers_csv(r))?;
     }
     let rows: Vec<Summary> = results.iter().map(|r| r.summary.clone()).collect();
     dir.write_json("summary.json", &rows)?;
