@@ -155,13 +155,13 @@ pub enum Error {
     },
     #[error("invalid argument: {0} (usage: stratus fn <name> [--port N] [--host ADDR])")]
     BadArg(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -12,7 +12,7 @@ fn main() -> std::process::ExitCode {
         return match stratus_functions::main_for(name, args) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("stratus fn {name}: {e}");
+                eprintln!("stratus fn {name}: {:#}", anyhow::Error::from(e));
                 std::process::ExitCode::FAILURE
             }
         };

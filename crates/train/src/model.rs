@@ -31,7 +31,7 @@ const MIN_STD: f32 = 1e-3;
 /// A model that cannot be built, run or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("candle: {0}")]
+    #[error("candle")]
     Candle(#[from] candle_core::Error),
     #[error("model.id cnn takes 8×8 images (64 features); the dataset has {0} features")]
     NotAnImage(usize),

@@ -30,7 +30,7 @@ use crate::model::{Arch, ModelError, Net, Norm, Prediction};
 pub enum TrainError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("candle: {0}")]
+    #[error("candle")]
     Candle(#[from] candle_core::Error),
     #[error("training set: {what} has {got} entries, expected {expected}")]
     Length {
