@@ -46,8 +46,14 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cache task failed: {0}")]
-    Task(String),
+    #[error("cache task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl From<CacheError> for SourceError {
+    fn from(e: CacheError) -> SourceError {
+        SourceError::other(e)
+    }
 }
 
 /// Tier sizes.
@@ -351,7 +357,7 @@ impl TieredCache {
                 Ok(done)
             })
             .await
-            .map_err(|e| CacheError::Task(e.to_string()))??;
+            .map_err(CacheError::Task)??;
         let mut evicted = Vec::new();
         {
             let mut idx = tier.index.lock();
@@ -368,7 +374,7 @@ impl TieredCache {
                 }
             })
             .await
-            .map_err(|e| CacheError::Task(e.to_string()))?;
+            .map_err(CacheError::Task)?;
         }
         Ok(())
     }

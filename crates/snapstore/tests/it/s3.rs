@@ -7,7 +7,7 @@ use bytes::Bytes;
 use stratus_snapstore::cache::CacheConfig;
 use stratus_snapstore::{
     BlobReader, ChunkBackend, ChunkSource, ChunkStore, Chunking, Digest, GcOptions, ManifestKind,
-    RemoteConfig, RemoteSource, SourceError, TieredCache,
+    RemoteConfig, RemoteError, RemoteSource, SourceError, TieredCache,
 };
 
 use crate::support::{assert_cache_files_verified, noise, same, temp_files, S3Server, TestServer};
@@ -145,7 +145,9 @@ async fn s3_outage_mid_fetch_fails_clearly_and_leaves_cache_clean() {
         std::error::Error::source(src).map(ToString::to_string)
     );
     assert!(
-        matches!(e.source_error(), Some(SourceError::Remote(_))),
+        e.source_error()
+            .and_then(SourceError::downcast_ref::<RemoteError>)
+            .is_some(),
         "{msg}"
     );
     assert!(
