@@ -116,6 +116,7 @@ async fn s3_outage_mid_fetch_fails_clearly_and_leaves_cache_clean() {
     let mut cfg = RemoteConfig::new(&server.url, crate::support::TOKEN);
     cfg.max_attempts = 3;
     cfg.backoff = Duration::from_millis(10);
+    cfg.jitter_seed = Some(1);
     cfg.batch_size = 2;
     cfg.parallel_batches = 1;
     let remote = Arc::new(RemoteSource::new(cfg).unwrap());
