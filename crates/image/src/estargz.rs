@@ -13,14 +13,13 @@
 //! further chunk of it too); the TOC's tar header starts its own member; the
 //! footer is an empty gzip member whose Extra field holds the TOC offset.
 
-use crate::digest::{self, DigestError, HashWriter};
+use crate::digest::{self, DigestError};
 use crate::paths::{self, PathError};
 use crate::tarfmt::{self, EntryMeta, Kind};
 use base64::Engine as _;
-use flate2::Compression;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 pub const FOOTER_SIZE: u64 = 51;
 pub const TOC_NAME: &str = "stargz.index.json";

@@ -1,6 +1,7 @@
 //! Tests of the eStargz reader, writer and TOC validation.
 
 use super::*;
+use flate2::Compression;
 
 #[test]
 fn footer_roundtrip_and_nasty_footers() {
@@ -358,6 +359,7 @@ fn rejects_truncated_and_forged_blobs() {
 
 mod props {
     use super::super::*;
+    use flate2::Compression;
     use proptest::prelude::*;
 
     proptest! {

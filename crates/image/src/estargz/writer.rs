@@ -1,8 +1,15 @@
 //! The eStargz [`Writer`]: entries in, a blob of gzip members plus TOC and
 //! footer out, with the digests a layer descriptor needs ([`BlobInfo`]).
 
-use super::*;
+use super::{
+    footer, EntryType, Result, Toc, TocEntry, DEFAULT_CHUNK_SIZE, LANDMARK_CONTENTS,
+    NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_NAME,
+};
+use crate::digest::{self, HashWriter};
+use crate::tarfmt::{self, EntryMeta, Kind};
 use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::{self, Read, Write};
 
 /// Writes a concatenation of gzip members, tracking the compressed offset
 /// and hashing the uncompressed stream (the layer's diff ID).
