@@ -114,10 +114,13 @@ impl StopSignals {
             .enable_io()
             .build()
             .context("starting the signal runtime")?;
-        let _in_rt = rt.enter();
-        let interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
-        let terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
-        drop(_in_rt);
+        let (interrupt, terminate) = {
+            let _in_rt = rt.enter();
+            (
+                signal(SignalKind::interrupt()).context("catching SIGINT")?,
+                signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            )
+        };
         Ok(StopSignals {
             rt,
             interrupt,
@@ -245,22 +248,27 @@ pub fn run(cmd: ImageCmd) -> Result<String> {
 mod tests {
     use super::StopSignals;
     use rustix::process::{getpid, kill_process, Signal};
-    use std::sync::mpsc;
     use std::time::Duration;
 
     #[test]
     fn sigint_and_sigterm_end_the_wait_not_the_process() {
+        // Where `stratus image mount` runs it: on a blocking thread of the
+        // CLI's runtime.
+        let rt = tokio::runtime::Runtime::new().unwrap();
         for sig in [Signal::INT, Signal::TERM] {
-            let stop = StopSignals::install().unwrap();
-            // Sent before the wait starts: kept, not lost.
-            kill_process(getpid(), sig).unwrap();
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                stop.wait();
-                let _ = tx.send(());
+            let waited = rt.block_on(async move {
+                let wait = tokio::task::spawn_blocking(move || {
+                    let stop = StopSignals::install().unwrap();
+                    // Sent before the wait starts: kept, not lost.
+                    kill_process(getpid(), sig).unwrap();
+                    stop.wait();
+                });
+                tokio::time::timeout(Duration::from_secs(60), wait).await
             });
-            rx.recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("{sig:?} did not end the wait"));
+            assert!(
+                matches!(waited, Ok(Ok(()))),
+                "{sig:?} did not end the wait: {waited:?}"
+            );
         }
     }
 }

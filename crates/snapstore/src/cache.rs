@@ -17,7 +17,9 @@
 //! are verified again on every read, so a file that rotted or was torn by a
 //! crash is dropped, counted and fetched again). Disk writes go to a
 //! temporary file renamed into place, and leftovers are removed at open, so
-//! an interrupted fetch never leaves a half-written chunk.
+//! an interrupted fetch never leaves a half-written chunk. A disk tier that
+//! cannot be used is a [`CacheError`], which converts into
+//! [`SourceError::Other`].
 
 use std::collections::HashMap;
 use std::fs;
