@@ -148,8 +148,8 @@ fn walk_into(
             }
             Kind::Char | Kind::Block => {
                 let rdev = md.rdev();
-                m.dev_major = libc::major(rdev);
-                m.dev_minor = libc::minor(rdev);
+                m.dev_major = rustix::fs::major(rdev);
+                m.dev_minor = rustix::fs::minor(rdev);
             }
             _ => {}
         }

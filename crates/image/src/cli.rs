@@ -10,8 +10,8 @@ use crate::source::DirBlobSource;
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ImageCmd {
@@ -96,22 +96,46 @@ fn summary(what: &str, s: &ImageSummary) -> String {
     out
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+/// SIGINT and SIGTERM, caught from [`StopSignals::install`] on: either one
+/// ends [`StopSignals::wait`] instead of the process, so a mount is
+/// unmounted on Ctrl-C or `kill`. A signal that arrives before `wait` is
+/// kept, not lost.
+struct StopSignals {
+    rt: tokio::runtime::Runtime,
+    interrupt: Signal,
+    terminate: Signal,
 }
 
-fn wait_for_signal() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe.
-        unsafe {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
-        }
+impl StopSignals {
+    fn install() -> Result<StopSignals> {
+        // Its own small runtime: `run` is synchronous (the CLI calls it on a
+        // blocking thread).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .context("starting the signal runtime")?;
+        let (interrupt, terminate) = {
+            let _in_rt = rt.enter();
+            (
+                signal(SignalKind::interrupt()).context("catching SIGINT")?,
+                signal(SignalKind::terminate()).context("catching SIGTERM")?,
+            )
+        };
+        Ok(StopSignals {
+            rt,
+            interrupt,
+            terminate,
+        })
     }
-    while !STOP.load(Ordering::SeqCst) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+
+    /// Blocks until SIGINT or SIGTERM.
+    fn wait(mut self) {
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        });
     }
 }
 
@@ -200,6 +224,7 @@ pub fn run(cmd: ImageCmd) -> Result<String> {
                 prefetch: !no_prefetch,
                 ..Default::default()
             };
+            let stop = StopSignals::install()?;
             let h = lazyfs::mount_layout(&l, src, &mountpoint, &opts)
                 .with_context(|| format!("mounting {}", layout.display()))?;
             eprintln!(
@@ -207,7 +232,7 @@ pub fn run(cmd: ImageCmd) -> Result<String> {
                 layout.display(),
                 mountpoint.display()
             );
-            wait_for_signal();
+            stop.wait();
             if let Some(r) = &record {
                 h.write_access_list(r)
                     .with_context(|| format!("writing {}", r.display()))?;
@@ -215,6 +240,35 @@ pub fn run(cmd: ImageCmd) -> Result<String> {
             let stats = h.stats();
             h.unmount().context("unmounting")?;
             Ok(format!("{}\n", serde_json::to_string(&stats)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopSignals;
+    use rustix::process::{getpid, kill_process, Signal};
+    use std::time::Duration;
+
+    #[test]
+    fn sigint_and_sigterm_end_the_wait_not_the_process() {
+        // Where `stratus image mount` runs it: on a blocking thread of the
+        // CLI's runtime.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for sig in [Signal::INT, Signal::TERM] {
+            let waited = rt.block_on(async move {
+                let wait = tokio::task::spawn_blocking(move || {
+                    let stop = StopSignals::install().unwrap();
+                    // Sent before the wait starts: kept, not lost.
+                    kill_process(getpid(), sig).unwrap();
+                    stop.wait();
+                });
+                tokio::time::timeout(Duration::from_secs(60), wait).await
+            });
+            assert!(
+                matches!(waited, Ok(Ok(()))),
+                "{sig:?} did not end the wait: {waited:?}"
+            );
         }
     }
 }

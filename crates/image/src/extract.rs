@@ -11,11 +11,10 @@ use crate::estargz;
 use crate::oci::{self, Layout, OciError};
 use crate::paths;
 use crate::tarfmt::{self, EntryMeta, Kind, TarError, TarLimits};
+use rustix::fs::{FileType, Mode, CWD};
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -48,14 +47,9 @@ impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
             limits: TarLimits::default(),
-            preserve_owner: nix_is_root(),
+            preserve_owner: rustix::process::geteuid().is_root(),
         }
     }
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -179,19 +173,15 @@ pub fn apply_layer<R: Read>(
                 return Ok(());
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
-                let fmt = match m.kind {
-                    Kind::Char => libc::S_IFCHR,
-                    Kind::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
+                let file_type = match m.kind {
+                    Kind::Char => FileType::CharacterDevice,
+                    Kind::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
                 };
-                let c =
-                    CString::new(path.as_os_str().as_bytes()).map_err(|e| bad(e.to_string()))?;
-                let dev = libc::makedev(m.dev_major, m.dev_minor);
-                // SAFETY: `c` is a valid NUL-terminated path.
-                let rc = unsafe { libc::mknod(c.as_ptr(), fmt | (m.mode & 0o7777), dev) };
-                if rc != 0 {
-                    return Err(bad(format!("mknod: {}", io::Error::last_os_error())));
-                }
+                let mode = Mode::from_raw_mode(m.mode & 0o7777);
+                let dev = rustix::fs::makedev(m.dev_major, m.dev_minor);
+                rustix::fs::mknodat(CWD, &path, file_type, mode, dev)
+                    .map_err(|e| bad(format!("mknod: {}", io::Error::from(e))))?;
             }
             Kind::Dir => {}
         }

@@ -17,7 +17,9 @@
 //! are verified again on every read, so a file that rotted or was torn by a
 //! crash is dropped, counted and fetched again). Disk writes go to a
 //! temporary file renamed into place, and leftovers are removed at open, so
-//! an interrupted fetch never leaves a half-written chunk.
+//! an interrupted fetch never leaves a half-written chunk. A disk tier that
+//! cannot be used is a [`CacheError`], which converts into
+//! [`SourceError::Other`].
 
 use std::collections::HashMap;
 use std::fs;
@@ -46,8 +48,14 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cache task failed: {0}")]
-    Task(String),
+    #[error("cache task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl From<CacheError> for SourceError {
+    fn from(e: CacheError) -> SourceError {
+        SourceError::other(e)
+    }
 }
 
 /// Tier sizes.
@@ -351,7 +359,7 @@ impl TieredCache {
                 Ok(done)
             })
             .await
-            .map_err(|e| CacheError::Task(e.to_string()))??;
+            .map_err(CacheError::Task)??;
         let mut evicted = Vec::new();
         {
             let mut idx = tier.index.lock();
@@ -368,7 +376,7 @@ impl TieredCache {
                 }
             })
             .await
-            .map_err(|e| CacheError::Task(e.to_string()))?;
+            .map_err(CacheError::Task)?;
         }
         Ok(())
     }

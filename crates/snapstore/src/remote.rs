@@ -1,24 +1,30 @@
 //! [`RemoteSource`]: the node-side HTTP client of the RCSS server.
 //!
 //! Every request has a timeout; failures that may pass (connection errors,
-//! timeouts, 5xx) are retried with exponential backoff up to
-//! [`RemoteConfig::max_attempts`], then reported with the chunk and the
-//! attempt count. Chunks are verified against their digests here, whatever
-//! the server did.
+//! timeouts, 5xx) are retried with exponential backoff and full jitter
+//! ([`crate::backoff`]) up to [`RemoteConfig::max_attempts`], then reported
+//! with the chunk and the attempt count. Chunks are verified against their
+//! digests here, whatever the server did.
+//!
+//! The client shares only [`crate::wire`] with the server. Its own failures
+//! are [`RemoteError`]s, which convert into [`SourceError::Other`].
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
+use crate::backoff::Backoff;
 use crate::digest::Digest;
 use crate::manifest::Manifest;
-use crate::server::{BatchRequest, BATCH_CONTENT_TYPE};
 use crate::source::{verify_all, ChunkSource, SourceError};
-use crate::wire::{self, Status};
+use crate::wire::{self, BatchRequest, Status, BATCH_CONTENT_TYPE};
 
 /// Why the last attempt of a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,12 @@ pub enum RemoteError {
     Client(#[source] reqwest::Error),
 }
 
+impl From<RemoteError> for SourceError {
+    fn from(e: RemoteError) -> SourceError {
+        SourceError::other(e)
+    }
+}
+
 /// Where the server is and how hard to try.
 #[derive(Clone, Debug)]
 pub struct RemoteConfig {
@@ -72,9 +84,13 @@ pub struct RemoteConfig {
     pub connect_timeout: Duration,
     /// Tries per request (1: no retry).
     pub max_attempts: u32,
-    /// First backoff; doubles per retry up to `max_backoff`.
+    /// Ceiling of the first retry's delay; doubles per retry up to
+    /// `max_backoff`. Each delay is drawn uniformly below its ceiling.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// Seed of the retry jitter (`None`: from the clock, so that nodes
+    /// differ). Tests set it to get the same delays every run.
+    pub jitter_seed: Option<u64>,
     /// Digests per batch request.
     pub batch_size: usize,
     /// Batch requests in flight per `fetch`.
@@ -91,6 +107,7 @@ impl RemoteConfig {
             max_attempts: 4,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
+            jitter_seed: None,
             batch_size: 128,
             parallel_batches: 4,
         }
@@ -110,6 +127,7 @@ pub struct RemoteStats {
 pub struct RemoteSource {
     client: reqwest::Client,
     cfg: RemoteConfig,
+    jitter: Mutex<ChaCha8Rng>,
     requests: AtomicU64,
     retries: AtomicU64,
     chunks: AtomicU64,
@@ -129,8 +147,10 @@ impl RemoteSource {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(RemoteError::Client)?;
+        let seed = cfg.jitter_seed.unwrap_or_else(clock_seed);
         Ok(RemoteSource {
             client,
+            jitter: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             cfg,
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -158,7 +178,7 @@ impl RemoteSource {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, Fail>>,
     {
-        let mut backoff = self.cfg.backoff;
+        let mut backoff = Backoff::new(self.cfg.backoff, self.cfg.max_backoff);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -178,8 +198,8 @@ impl RemoteSource {
                 Err(Fail::Retry(cause)) => {
                     tracing::debug!(what, attempt, error = %cause, "retrying");
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
+                    let delay = backoff.next_delay(&mut *self.jitter.lock());
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
@@ -446,6 +466,15 @@ impl RemoteSource {
                 .into()
             })
     }
+}
+
+/// A jitter seed that differs between processes and between clients.
+fn clock_seed() -> u64 {
+    static CLIENTS: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ CLIENTS.fetch_add(1, Ordering::Relaxed)
 }
 
 fn message_of(body: &[u8]) -> String {

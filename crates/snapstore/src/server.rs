@@ -32,14 +32,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::digest::Digest;
 use crate::manifest::{Manifest, MAX_CHUNK_LEN, MAX_MANIFEST_BYTES};
 use crate::source::SourceError;
 use crate::store::{ChunkStore, GcOptions, StoreError};
-use crate::wire::{encode_header, Status, MAX_BATCH};
+use crate::wire::{encode_header, BatchRequest, Status, BATCH_CONTENT_TYPE, MAX_BATCH};
 
 /// The server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -361,14 +361,6 @@ async fn put_chunk(
         Ok(StatusCode::OK)
     }
 }
-
-/// Body of `POST /v1/chunks/batch`.
-#[derive(Serialize, Deserialize)]
-pub struct BatchRequest {
-    pub digests: Vec<Digest>,
-}
-
-pub const BATCH_CONTENT_TYPE: &str = "application/vnd.stratus.chunk-batch";
 
 /// Chunks read from the backend at once while streaming a batch.
 const BATCH_GROUP: usize = 32;

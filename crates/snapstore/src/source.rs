@@ -4,6 +4,14 @@
 //! ([`crate::cache::TieredCache`]). Every implementation verifies each chunk
 //! against its digest before returning it, so nothing unverified reaches a
 //! sandbox or a cache.
+//!
+//! [`SourceError`] holds what every source can report (not found, corrupt,
+//! a bad manifest, a backend failure); a source's own failures (the HTTP
+//! client's `RemoteError`, the cache's `CacheError`) convert into
+//! [`SourceError::Other`] in that source's module, so this module names no
+//! implementor.
+
+use std::error::Error;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,16 +40,29 @@ pub enum SourceError {
     },
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// A failure particular to one source, e.g. a request to the RCSS
+    /// server that failed for good, or the cache's disk tier.
     #[error(transparent)]
-    Remote(#[from] crate::remote::RemoteError),
-    #[error(transparent)]
-    Cache(#[from] crate::cache::CacheError),
+    Other(Box<dyn Error + Send + Sync>),
 }
 
 impl SourceError {
+    /// Wraps a source's own error.
+    pub fn other(e: impl Error + Send + Sync + 'static) -> SourceError {
+        SourceError::Other(Box::new(e))
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, SourceError::NotFound { .. })
             || matches!(self, SourceError::Backend(b) if b.is_not_found())
+    }
+
+    /// The source's own error of type `E` behind [`SourceError::Other`].
+    pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
+        match self {
+            SourceError::Other(e) => e.downcast_ref(),
+            _ => None,
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-//! The batch response framing of `POST /v1/chunks/batch` (pure).
+//! What the RCSS client ([`crate::remote`]) and server ([`crate::server`])
+//! both speak for batched chunk reads (pure): the JSON request body of
+//! `POST /v1/chunks/batch`, its response content type, and the framing of
+//! the response.
 //!
-//! One record per requested digest, in request order:
+//! The response holds one record per requested digest, in request order:
 //!
 //! ```text
 //! digest   32 bytes   raw SHA-256 the record answers
@@ -10,8 +13,18 @@
 //! ```
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+
+/// Body of `POST /v1/chunks/batch`.
+#[derive(Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub digests: Vec<Digest>,
+}
+
+/// Content type of a batch response.
+pub const BATCH_CONTENT_TYPE: &str = "application/vnd.stratus.chunk-batch";
 
 pub const HEADER_LEN: usize = 32 + 1 + 8;
 /// Most digests one batch request may ask for.

@@ -3,6 +3,7 @@
 
 use crate::fixtures::*;
 use crate::images::{convert_opts, extract_to, Images};
+use rustix::io::Errno;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -206,7 +207,7 @@ fn bad_chunks_and_source_failures_are_eio_and_never_cached() {
     let src: Arc<dyn BlobSource> = Arc::new(FaultySource::new(clean.clone()).corrupt(true));
     let h = lazyfs::mount(layers.clone(), src, &mnt, &MountOptions::default()).unwrap();
     let err = fs::read(mnt.join("lib/mid.so")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert_eq!(err.raw_os_error(), Some(Errno::IO.raw_os_error()));
     assert!(h.stats().errors >= 1);
     drop(h);
     // A failing fetch is EIO; the next read fetches again and succeeds.
@@ -221,7 +222,7 @@ fn bad_chunks_and_source_failures_are_eio_and_never_cached() {
     // (The kernel retries a failed page read once, so fail for a while.)
     flaky.fail_next(1000);
     let err = fs::read(mnt.join("etc/config")).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert_eq!(err.raw_os_error(), Some(Errno::IO.raw_os_error()));
     assert!(flaky.failures.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     flaky.fail_next(0);
     assert_eq!(fs::read(mnt.join("etc/config")).unwrap(), b"key=upper\n");
@@ -298,11 +299,9 @@ fn concurrent_readers_fetch_each_chunk_once() {
         for i in 0..8u64 {
             let (mnt, want) = (&mnt, &want);
             s.spawn(move || {
-                use std::os::fd::AsRawFd;
                 use std::os::unix::fs::FileExt;
                 let f = fs::File::open(mnt.join("lib/big.so")).unwrap();
-                // SAFETY: a valid open descriptor.
-                unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+                let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Random);
                 let mut buf = vec![0u8; 4096];
                 let off = i * 8192;
                 f.read_exact_at(&mut buf, off).unwrap();

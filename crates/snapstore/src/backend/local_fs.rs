@@ -57,13 +57,8 @@ fn temp_name(dir: &Path, name: &str) -> PathBuf {
 
 /// Flushes the whole filesystem holding `path` (`syncfs(2)`).
 fn sync_fs(path: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     let f = File::open(path)?;
-    // SAFETY: `f` is an open descriptor for the duration of the call.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::syncfs(&f)?)
 }
 
 /// Writes `data` to `dir/name` atomically and durably.

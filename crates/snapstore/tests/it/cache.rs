@@ -41,6 +41,7 @@ async fn rig() -> Rig {
     let server = TestServer::start(store, true).await;
     let mut cfg = RemoteConfig::new(&server.url, TOKEN);
     cfg.backoff = Duration::from_millis(5);
+    cfg.jitter_seed = Some(1);
     cfg.max_attempts = 2;
     let remote = Arc::new(RemoteSource::new(cfg).unwrap());
     Rig {

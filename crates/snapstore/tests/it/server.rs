@@ -20,6 +20,7 @@ async fn setup(verify: bool) -> (tempfile::TempDir, Arc<ChunkStore>, TestServer,
     let server = TestServer::start(store.clone(), verify).await;
     let mut cfg = RemoteConfig::new(&server.url, TOKEN);
     cfg.backoff = Duration::from_millis(5);
+    cfg.jitter_seed = Some(1);
     let client = RemoteSource::new(cfg).unwrap();
     (dir, store, server, client)
 }
@@ -272,6 +273,7 @@ async fn retries_ride_out_a_flaky_store_and_a_dead_server_fails_clearly() {
     let server = TestServer::start(store.clone(), true).await;
     let mut cfg = RemoteConfig::new(&server.url, TOKEN);
     cfg.backoff = Duration::from_millis(5);
+    cfg.jitter_seed = Some(1);
     cfg.max_attempts = 4;
     let client = RemoteSource::new(cfg).unwrap();
     faulty.fail_first(Op::Get, 2);
