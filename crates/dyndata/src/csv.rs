@@ -389,13 +389,15 @@ impl Columns<'_> {
             let v = r.field(i);
             match v.parse::<f32>() {
                 Ok(x) if x.is_finite() => features.push(x),
-                Ok(_) => return Err((
-                    r.col(i),
-                    format!(
+                Ok(_) => {
+                    return Err((
+                        r.col(i),
+                        format!(
                         "column '{}': value {v:?} is not finite (NaN and infinity are rejected)",
                         self.names[i]
                     ),
-                )),
+                    ))
+                }
                 Err(_) => {
                     return Err((
                         r.col(i),
