@@ -71,6 +71,9 @@ pub struct Reader<'a> {
     prev_end_line: usize,
     blank_lines: usize,
     at_end: bool,
+    /// Nothing read since the start or a seek: the csv crate skips a
+    /// byte-order mark here.
+    fresh: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -96,6 +99,7 @@ impl<'a> Reader<'a> {
             prev_end_line: 0,
             blank_lines: 0,
             at_end: false,
+            fresh: true,
         }
     }
 
@@ -106,7 +110,7 @@ impl<'a> Reader<'a> {
             if self.at_end {
                 return Ok(false);
             }
-            let before = self.inner.position().byte() as usize;
+            let mut before = self.inner.position().byte() as usize;
             if !self
                 .inner
                 .read_byte_record(&mut self.record)
@@ -117,19 +121,23 @@ impl<'a> Reader<'a> {
             }
             let text = self.text;
             let bytes = text.as_bytes();
+            if std::mem::take(&mut self.fresh) && bytes[before..].starts_with(BOM) {
+                before += BOM.len();
+            }
             let is_term = |b: u8| b == b'\n' || b == b'\r';
             let mut start = before;
             while start < bytes.len() && is_term(bytes[start]) {
                 start += 1;
             }
-            let mut end = (self.inner.position().byte() as usize).min(bytes.len());
+            let mut end = (self.inner.position().byte() as usize).clamp(start, bytes.len());
             while end > start && is_term(bytes[end - 1]) {
                 end -= 1;
             }
             self.start = start;
             self.end = end;
             self.line = self.line_at(start);
-            // Saturating: lines do not advance at a lone `\r`.
+            // Lines do not advance at a lone `\r`, so records can share one.
+            let new_line = self.line > self.prev_end_line;
             self.blank_lines += self.line.saturating_sub(self.prev_end_line + 1);
             let raw = &bytes[start..end];
             self.has_quote = raw.contains(&b'"');
@@ -141,7 +149,7 @@ impl<'a> Reader<'a> {
             self.located.clear();
             self.unpadded.clear();
             if !self.has_quote && self.record.len() == 1 && self.field(0).trim().is_empty() {
-                self.blank_lines += 1;
+                self.blank_lines += usize::from(new_line);
                 continue;
             }
             if self.has_quote {
@@ -303,6 +311,7 @@ impl<'a> Reader<'a> {
             .seek_raw(io::SeekFrom::Start(next as u64), pos)
             .expect("seeking in memory cannot fail");
         self.prev_end_line = self.line;
+        self.fresh = true;
     }
 
     /// Counts the blank lines after the last record.
@@ -316,6 +325,8 @@ impl<'a> Reader<'a> {
         self.blank_lines += lines.saturating_sub(self.prev_end_line);
     }
 }
+
+const BOM: &[u8] = "\u{feff}".as_bytes();
 
 /// Index of the quote that closes a quoted field whose text starts at
 /// `from` (`""` pairs are skipped).

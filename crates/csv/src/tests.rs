@@ -141,3 +141,44 @@ fn trim_allows_space_around_quotes() {
         "1: \" \\\"1.5\\\" \"@1 \"2\"@9 (end 10)\nblank 0"
     );
 }
+
+proptest::proptest! {
+    /// Any text reads to the end without a panic, in every mode, and every
+    /// position is inside the text.
+    #[test]
+    fn any_text_reads_to_the_end(text in "[a,\"\r\n \té\u{feff}]{0,40}", trim: bool, multiline: bool) {
+        let lines = text.split('\n').count();
+        let mut r = Reader::new(&text, Options { trim, multiline });
+        let mut records = 0;
+        loop {
+            match r.read() {
+                Ok(false) => break,
+                Ok(true) => {
+                    records += 1;
+                    proptest::prop_assert!(r.line() >= 1 && r.line() <= lines);
+                    for i in 0..r.len() {
+                        proptest::prop_assert!(r.col(i) >= 1);
+                        let _ = (r.field(i), r.is_quoted(i));
+                    }
+                    proptest::prop_assert!(r.end_col() >= 1);
+                }
+                Err(QuoteError::Unterminated { line, col } | QuoteError::TextAfterQuote { line, col }) => {
+                    proptest::prop_assert!(line >= 1 && line <= lines && col >= 1);
+                }
+            }
+            proptest::prop_assert!(records <= text.len());
+        }
+        proptest::prop_assert!(r.blank_lines() <= lines);
+    }
+}
+
+#[test]
+fn second_bom_and_lone_cr() {
+    // The csv crate skips a byte-order mark as well; positions stay right.
+    assert_eq!(
+        dump("\u{feff}\u{feff}a,b", STRICT),
+        "1: \"a\"@1 \"b\"@3 (end 4)\nblank 0"
+    );
+    // Records split at a lone `\r` share a line; blank lines count lines.
+    assert_eq!(dump("\t\r\t", STRICT), "blank 1");
+}
