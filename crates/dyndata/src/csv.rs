@@ -1,8 +1,10 @@
 //! CSV to samples: a pure parser (the caller reads the file).
 //!
-//! - One sample a line; fields separated by `,`; a field may be quoted with
-//!   `"` (a doubled `""` inside is a quote). Quoted fields may not span lines.
-//!   Whitespace around fields is ignored; blank lines are skipped and counted.
+//! - One sample a line, read with the `csv` crate (through `stratus_csv`,
+//!   which adds positions): fields separated by `,`; a field may be quoted
+//!   with `"` (a doubled `""` inside is a quote). Quoted fields may not span
+//!   lines. Whitespace around fields (and around quotes) is ignored; a UTF-8
+//!   byte-order mark is skipped; blank lines are skipped and counted.
 //! - Columns: the label column (default: the last), an optional timestamp
 //!   column, and every other column is a feature (an `f32`; NaN and ±inf are
 //!   rejected). Without a timestamp column the timestamp is the data row
@@ -17,6 +19,8 @@
 //!   [`OnBadRow::Skip`], skipped and counted with its reason.
 
 use std::fmt;
+
+use stratus_csv::{Options, QuoteError, Reader};
 
 /// A column, by header name or by 0-based index (negative counts from the
 /// end: -1 is the last column).
@@ -182,80 +186,6 @@ pub struct Parsed {
     pub blank_lines: usize,
 }
 
-/// Splits one line into fields with the 1-based character column where each
-/// starts. Errors carry the column of the problem.
-pub fn split_line(line: &str) -> Result<Vec<(usize, String)>, (usize, String)> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    let mut col = 1usize;
-    loop {
-        // Leading whitespace.
-        while let Some(&c) = chars.peek() {
-            if c == ' ' || c == '\t' {
-                chars.next();
-                col += 1;
-            } else {
-                break;
-            }
-        }
-        let start = col;
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            col += 1;
-            loop {
-                match chars.next() {
-                    None => return Err((start, "unterminated quoted field".into())),
-                    Some('"') => {
-                        col += 1;
-                        if chars.peek() == Some(&'"') {
-                            chars.next();
-                            col += 1;
-                            value.push('"');
-                        } else {
-                            break;
-                        }
-                    }
-                    Some(c) => {
-                        col += 1;
-                        value.push(c);
-                    }
-                }
-            }
-            while let Some(&c) = chars.peek() {
-                match c {
-                    ' ' | '\t' => {
-                        chars.next();
-                        col += 1;
-                    }
-                    ',' => break,
-                    _ => return Err((col, "unexpected text after a quoted field".into())),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ',' {
-                    break;
-                }
-                if c == '"' {
-                    return Err((col, "quote inside an unquoted field".into()));
-                }
-                value.push(c);
-                chars.next();
-                col += 1;
-            }
-            let trimmed = value.trim_end().len();
-            value.truncate(trimmed);
-        }
-        fields.push((start, value));
-        match chars.next() {
-            Some(',') => col += 1,
-            None => return Ok(fields),
-            Some(_) => unreachable!("fields end at a comma or the end of the line"),
-        }
-    }
-}
-
 fn resolve(
     c: &ColumnRef,
     columns: &[String],
@@ -297,32 +227,35 @@ pub fn parse(
     opts: &CsvOptions,
     labels: &mut LabelMap,
 ) -> Result<Parsed, CsvError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let row_err = |line: usize, col: usize, message: String| CsvError::Row {
         file: file.to_string(),
         line,
         col,
         message,
     };
+    let quote_err = |e: QuoteError| {
+        let (line, col, message) = quote_problem(e);
+        row_err(line, col, message)
+    };
     let mut out = Parsed::default();
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    let mut reader = Reader::new(
+        text,
+        Options {
+            trim: true,
+            multiline: false,
+        },
+    );
 
     // The first non-blank line fixes the column count and maybe the names.
-    let (first_no, first) = loop {
-        match lines.next() {
-            None => {
-                return Err(CsvError::File {
-                    file: file.to_string(),
-                    message: "no rows: the file is empty".into(),
-                })
-            }
-            Some((_, l)) if l.trim().is_empty() => out.blank_lines += 1,
-            Some(x) => break x,
-        }
-    };
-    let first_fields = split_line(first).map_err(|(col, m)| row_err(first_no, col, m))?;
-    let ncols = first_fields.len();
-    let names: Vec<String> = first_fields.iter().map(|(_, v)| v.clone()).collect();
+    if !reader.read().map_err(quote_err)? {
+        return Err(CsvError::File {
+            file: file.to_string(),
+            message: "no rows: the file is empty".into(),
+        });
+    }
+    let first_no = reader.line();
+    let ncols = reader.len();
+    let names: Vec<String> = (0..ncols).map(|i| reader.field(i).to_string()).collect();
     let label_ref = opts.label_column.clone().unwrap_or(ColumnRef::Index(-1));
     let named = matches!(label_ref, ColumnRef::Name(_))
         || matches!(opts.timestamp_column, Some(ColumnRef::Name(_)));
@@ -333,10 +266,10 @@ pub fn parse(
         Header::Auto => {
             let label_idx =
                 resolve(&label_ref, &names, false, "label").map_err(|m| row_err(first_no, 1, m))?;
-            first_fields
+            names
                 .iter()
                 .enumerate()
-                .any(|(i, (_, v))| i != label_idx && v.parse::<f64>().is_err())
+                .any(|(i, v)| i != label_idx && v.parse::<f64>().is_err())
         }
     };
     out.columns = if has_header {
@@ -355,126 +288,162 @@ pub fn parse(
             "the label and timestamp columns are the same column".into(),
         ));
     }
-    let feature_idx: Vec<usize> = (0..ncols)
-        .filter(|&i| i != label_idx && Some(i) != ts_idx)
-        .collect();
-    out.feature_columns = feature_idx
+    let cols = Columns {
+        ncols,
+        label: label_idx,
+        timestamp: ts_idx,
+        features: (0..ncols)
+            .filter(|&i| i != label_idx && Some(i) != ts_idx)
+            .collect(),
+        names: &out.columns,
+    };
+    out.feature_columns = cols
+        .features
         .iter()
         .map(|&i| out.columns[i].clone())
         .collect();
 
-    let first_data = (!has_header).then_some((first_no, first));
-    for (line_no, line) in first_data.into_iter().chain(lines) {
-        if line.trim().is_empty() {
-            out.blank_lines += 1;
-            continue;
-        }
-        let row_no = out.data_rows;
-        out.data_rows += 1;
-        let parsed = parse_row(
-            line,
-            ncols,
-            label_idx,
-            ts_idx,
-            &feature_idx,
-            &out.columns,
-            row_no,
-            labels,
-        );
+    let mut rows = Vec::new();
+    let mut data_rows = 0;
+    let mut skipped = 0;
+    let mut bad_rows = Vec::new();
+    let mut pending = !has_header;
+    loop {
+        // The first line is a data row when there is no header.
+        let next = if std::mem::take(&mut pending) {
+            Ok(true)
+        } else {
+            reader.read()
+        };
+        let parsed = match next {
+            Ok(false) => break,
+            Ok(true) => {
+                data_rows += 1;
+                cols.row(&reader, data_rows - 1, labels)
+                    .map_err(|(col, message)| (reader.line(), col, message))
+            }
+            Err(e) => {
+                data_rows += 1;
+                Err(quote_problem(e))
+            }
+        };
         match parsed {
-            Ok(row) => out.rows.push(row),
-            Err((col, message)) => match opts.on_bad_row {
-                OnBadRow::Fail => return Err(row_err(line_no, col, message)),
+            Ok(row) => rows.push(row),
+            Err((line, col, message)) => match opts.on_bad_row {
+                OnBadRow::Fail => return Err(row_err(line, col, message)),
                 OnBadRow::Skip => {
-                    out.skipped += 1;
-                    if out.bad_rows.len() < MAX_BAD_ROWS_KEPT {
-                        out.bad_rows.push(BadRow {
-                            line: line_no,
-                            col,
-                            message,
-                        });
+                    skipped += 1;
+                    if bad_rows.len() < MAX_BAD_ROWS_KEPT {
+                        bad_rows.push(BadRow { line, col, message });
                     }
                 }
             },
         }
     }
+    out.rows = rows;
+    out.data_rows = data_rows;
+    out.skipped = skipped;
+    out.bad_rows = bad_rows;
+    out.blank_lines = reader.blank_lines();
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn parse_row(
-    line: &str,
+/// Line, column and message of a broken quote.
+fn quote_problem(e: QuoteError) -> (usize, usize, String) {
+    match e {
+        QuoteError::Unterminated { line, col } => (line, col, "unterminated quoted field".into()),
+        QuoteError::TextAfterQuote { line, col } => {
+            (line, col, "unexpected text after a quoted field".into())
+        }
+    }
+}
+
+/// Where the label, timestamp and features are in a row.
+struct Columns<'c> {
     ncols: usize,
-    label_idx: usize,
-    ts_idx: Option<usize>,
-    feature_idx: &[usize],
-    columns: &[String],
-    row_no: usize,
-    labels: &mut LabelMap,
-) -> Result<Row, (usize, String)> {
-    let fields = split_line(line)?;
-    if fields.len() != ncols {
-        let col = fields.get(ncols).map_or(line.chars().count() + 1, |f| f.0);
-        return Err((
-            col,
-            format!("expected {ncols} columns, found {}", fields.len()),
-        ));
-    }
-    let mut features = Vec::with_capacity(feature_idx.len());
-    for &i in feature_idx {
-        let (col, v) = &fields[i];
-        match v.parse::<f32>() {
-            Ok(x) if x.is_finite() => features.push(x),
-            Ok(_) => {
-                return Err((
-                    *col,
-                    format!(
+    label: usize,
+    timestamp: Option<usize>,
+    features: Vec<usize>,
+    names: &'c [String],
+}
+
+impl Columns<'_> {
+    /// The reader's current record as a row; errors carry the column.
+    fn row(
+        &self,
+        r: &Reader<'_>,
+        row_no: usize,
+        labels: &mut LabelMap,
+    ) -> Result<Row, (usize, String)> {
+        let ncols = self.ncols;
+        if r.len() != ncols {
+            let col = if r.len() > ncols {
+                r.col(ncols)
+            } else {
+                r.end_col()
+            };
+            return Err((col, format!("expected {ncols} columns, found {}", r.len())));
+        }
+        let mut features = Vec::with_capacity(self.features.len());
+        for &i in &self.features {
+            let v = r.field(i);
+            match v.parse::<f32>() {
+                Ok(x) if x.is_finite() => features.push(x),
+                Ok(_) => {
+                    return Err((
+                        r.col(i),
+                        format!(
                         "column '{}': value {v:?} is not finite (NaN and infinity are rejected)",
-                        columns[i]
+                        self.names[i]
                     ),
-                ))
-            }
-            Err(_) => {
-                return Err((
-                    *col,
-                    format!("column '{}': {v:?} is not a number", columns[i]),
-                ))
+                    ))
+                }
+                Err(_) => {
+                    return Err((
+                        r.col(i),
+                        format!("column '{}': {v:?} is not a number", self.names[i]),
+                    ))
+                }
             }
         }
-    }
-    let timestamp = match ts_idx {
-        Some(i) => {
-            let (col, v) = &fields[i];
-            parse_integral(v).ok_or_else(|| {
-                (
-                    *col,
-                    format!("timestamp column '{}': {v:?} is not an integer", columns[i]),
-                )
-            })?
+        let timestamp = match self.timestamp {
+            Some(i) => {
+                let v = r.field(i);
+                parse_integral(v).ok_or_else(|| {
+                    (
+                        r.col(i),
+                        format!(
+                            "timestamp column '{}': {v:?} is not an integer",
+                            self.names[i]
+                        ),
+                    )
+                })?
+            }
+            None => row_no as i64,
+        };
+        let i = self.label;
+        let v = r.field(i);
+        if v.is_empty() {
+            return Err((
+                r.col(i),
+                format!("label column '{}' is empty", self.names[i]),
+            ));
         }
-        None => row_no as i64,
-    };
-    let (col, v) = &fields[label_idx];
-    if v.is_empty() {
-        return Err((
-            *col,
-            format!("label column '{}' is empty", columns[label_idx]),
-        ));
+        let label = labels.id(v).ok_or_else(|| {
+            (
+                r.col(i),
+                format!(
+                    "label column '{}': {v:?} is not an integer, but earlier labels were",
+                    self.names[i]
+                ),
+            )
+        })?;
+        Ok(Row {
+            timestamp,
+            label,
+            features,
+        })
     }
-    let label = labels.id(v).ok_or_else(|| {
-        (
-            *col,
-            format!(
-                "label column '{}': {v:?} is not an integer, but earlier labels were",
-                columns[label_idx]
-            ),
-        )
-    })?;
-    Ok(Row {
-        timestamp,
-        label,
-        features,
-    })
 }
 
 #[cfg(test)]
@@ -618,6 +587,35 @@ mod tests {
             },
             expect![[r#"
                 error: t.csv:2:1: timestamp column 't': "1.5" is not an integer
+            "#]],
+        );
+    }
+
+    #[test]
+    fn quoting_line_ends_and_ragged_rows() {
+        // A BOM, CRLF, quoted names with commas and escaped quotes, string
+        // labels with a comma, an empty trailing line.
+        check(
+            "\u{feff}\"x, 1\",\"say \"\"x\"\"\",y\r\n1,2,\"up, mostly\"\r\n3,4,down\r\n\r\n",
+            CsvOptions::default(),
+            expect![[r#"
+                columns=["x, 1", "say \"x\"", "y"] features=["x, 1", "say \"x\""] data_rows=2 skipped=0 blank=1
+                t=0 y=0 x=[1.0, 2.0]
+                t=1 y=1 x=[3.0, 4.0]
+                labels=["up, mostly", "down"]
+            "#]],
+        );
+        // Ragged rows and broken quotes are skipped with their position.
+        check(
+            "a,b,y\r\n1,2\r\n1,2,0,9\r\n\"1\"x,2,0\r\n5,\"6,1\r\n7,8,1\r\n",
+            skip(),
+            expect![[r#"
+                columns=["a", "b", "y"] features=["a", "b"] data_rows=5 skipped=4 blank=0
+                t=4 y=1 x=[7.0, 8.0]
+                bad 2:4: expected 3 columns, found 2
+                bad 3:7: expected 3 columns, found 4
+                bad 4:4: unexpected text after a quoted field
+                bad 5:3: unterminated quoted field
             "#]],
         );
     }

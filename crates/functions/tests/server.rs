@@ -501,7 +501,12 @@ async fn shutdown_drains_in_flight_requests() {
         let mut c = Client::connect(port).await;
         c.post(r#"{"ms": 200, "mode": "sleep"}"#).await
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Shut down once the slow request is in flight.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while idle.stats().await["inflight"] != 1 {
+        assert!(Instant::now() < deadline, "the slow request never started");
+        tokio::task::yield_now().await;
+    }
     tx.send(()).unwrap();
     let (status, _, body) = slow.await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -516,12 +521,12 @@ async fn shutdown_drains_in_flight_requests() {
     assert!(idle.try_request(Method::POST, "/", None, "").await.is_err());
 }
 
-/// Child half of `spin_crash_exits_with_status_3`: serves spin and prints its port.
-#[test]
-fn crash_child() {
-    if std::env::var_os("STRATUS_TEST_CRASH_CHILD").is_none() {
-        return;
-    }
+/// Set in the child of `spin_crash_exits_with_status_3`, which re-runs that
+/// test as the server to crash.
+const CRASH_CHILD: &str = "STRATUS_TEST_CRASH_CHILD";
+
+/// The child: serves spin and prints its port, until a request crashes it.
+fn serve_spin_until_crash() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -533,15 +538,24 @@ fn crash_child() {
             .await
             .unwrap();
     });
+    unreachable!("spin serves until it crashes");
 }
 
 #[test]
 fn spin_crash_exits_with_status_3() {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
+    if std::env::var_os(CRASH_CHILD).is_some() {
+        return serve_spin_until_crash();
+    }
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env("STRATUS_TEST_CRASH_CHILD", "1")
+        .args([
+            "--exact",
+            "spin_crash_exits_with_status_3",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -553,7 +567,8 @@ fn spin_crash_exits_with_status_3() {
             .lines()
             .map_while(Result::ok)
         {
-            // The harness may print "test crash_child ... " on the same line.
+            // The harness may print "test spin_crash_exits_with_status_3 ... "
+            // on the same line.
             if let Some(i) = line.find("PORT=") {
                 let _ = tx.send(line[i + 5..].trim().parse::<u16>().ok());
                 return;

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use csv::{Cell, Reader};
+use csv::Reader;
 
 /// Memory given to a function whose application has no row in the memory
 /// trace: 128 MB, the smallest size serverless platforms commonly offer (AWS
@@ -291,29 +291,27 @@ impl FunctionProfile {
 struct Fields<'r, 'a> {
     reader: &'r Reader<'a>,
     line: usize,
-    cells: &'r [Cell<'a>],
 }
 
 impl Fields<'_, '_> {
     fn text(&self, idx: usize) -> String {
-        self.cells[idx].text.trim().to_string()
+        self.reader.text(idx).trim().to_string()
     }
 
     fn bad(&self, idx: usize, expected: &'static str) -> TraceError {
-        let cell = &self.cells[idx];
         TraceError::BadNumber {
             file: self.reader.file().to_string(),
             line: self.line,
-            col: cell.col,
+            col: self.reader.col(idx),
             column: self.reader.header()[idx].clone(),
-            text: cell.text.to_string(),
+            text: self.reader.text(idx).to_string(),
             expected,
         }
     }
 
     /// A finite number (any sign).
     fn number(&self, idx: usize) -> Result<f64, TraceError> {
-        match self.cells[idx].text.trim().parse::<f64>() {
+        match self.reader.text(idx).trim().parse::<f64>() {
             Ok(v) if v.is_finite() => Ok(v),
             _ => Err(self.bad(idx, "a number")),
         }
@@ -323,13 +321,12 @@ impl Fields<'_, '_> {
     fn non_negative(&self, idx: usize) -> Result<f64, TraceError> {
         let v = self.number(idx)?;
         if v < 0.0 {
-            let cell = &self.cells[idx];
             return Err(TraceError::Negative {
                 file: self.reader.file().to_string(),
                 line: self.line,
-                col: cell.col,
+                col: self.reader.col(idx),
                 column: self.reader.header()[idx].clone(),
-                text: cell.text.trim().to_string(),
+                text: self.text(idx),
             });
         }
         Ok(v)
@@ -337,7 +334,7 @@ impl Fields<'_, '_> {
 
     /// A non-negative whole number, written as an integer or as `12.0`.
     fn count(&self, idx: usize) -> Result<u64, TraceError> {
-        let text = self.cells[idx].text.trim();
+        let text = self.reader.text(idx).trim();
         if let Ok(v) = text.parse::<u64>() {
             return Ok(v);
         }
@@ -355,14 +352,8 @@ fn rows<'a, T>(
     mut f: impl FnMut(&Fields<'_, 'a>) -> Result<T, TraceError>,
 ) -> Result<Vec<T>, TraceError> {
     let mut out = Vec::new();
-    let mut cells = Vec::new();
-    while let Some(line) = reader.next_row(&mut cells)? {
-        let fields = Fields {
-            reader,
-            line,
-            cells: &cells,
-        };
-        out.push(f(&fields)?);
+    while let Some(line) = reader.next_row()? {
+        out.push(f(&Fields { reader, line })?);
     }
     if out.is_empty() {
         return Err(TraceError::NoRows {
@@ -692,7 +683,7 @@ pub fn parse_cdf(file: &str, text: &str) -> Result<Cdf, TraceError> {
                     return Err(TraceError::NonMonotonic {
                         file: f.reader.file().to_string(),
                         line: f.line,
-                        col: f.cells[idx].col,
+                        col: f.reader.col(idx),
                         column: f.reader.header()[idx].clone(),
                         text: text.clone(),
                         previous: was_text.clone(),

@@ -1,8 +1,8 @@
 //! Kill an ingesting process and check the store it leaves behind.
 //!
-//! The test binary re-runs itself as the child (`ingest_until_killed` with
-//! `DYNDATA_CRASH_STORE` set), which ingests, deletes, compacts and demotes
-//! in a loop, printing `committed N` after each ingest commit. The parent
+//! The test re-runs itself as the child (with `DYNDATA_CRASH_STORE` set),
+//! which ingests, deletes, compacts and demotes in a loop, printing
+//! `committed N` after each ingest commit. The parent
 //! SIGKILLs it at varying points, reopens the store and checks that every
 //! sample the child reported committed is there (or was deleted by it),
 //! every indexed sample reads back with a valid CRC and the right content,
@@ -33,11 +33,9 @@ fn deleted_by_child(key: u64) -> bool {
     key % 7 == 0
 }
 
-/// The child: runs only when the parent sets `DYNDATA_CRASH_STORE`.
-#[test]
-fn ingest_until_killed() {
-    let Ok(dir) = std::env::var(ENV) else { return };
-    let mut store = Store::open_with(&dir, options()).unwrap();
+/// The child, in the store `dir`: runs until killed.
+fn ingest_until_killed(dir: &str) -> ! {
+    let mut store = Store::open_with(dir, options()).unwrap();
     let mut round = 0u64;
     loop {
         let first = store.next_key().unwrap();
@@ -105,6 +103,9 @@ fn verify(dir: &Path, committed: u64) -> u64 {
 
 #[test]
 fn killed_ingest_leaves_a_consistent_store() {
+    if let Ok(dir) = std::env::var(ENV) {
+        ingest_until_killed(&dir);
+    }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut last = 0;
@@ -112,7 +113,7 @@ fn killed_ingest_leaves_a_consistent_store() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "crash::ingest_until_killed",
+                "crash::killed_ingest_leaves_a_consistent_store",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -137,7 +138,8 @@ fn killed_ingest_leaves_a_consistent_store() {
             }
         }
         assert!(commits > 0, "the child never committed (round {round})");
-        // Land the kill at different points of the next write.
+        // Land the kill at different points of the next write (a delay that
+        // varies the moment, not one that waits for anything).
         std::thread::sleep(Duration::from_micros(300 * round * round));
         child.kill().unwrap();
         child.wait().unwrap();

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
+use stratus_csv::{Options, QuoteError, Reader};
 
 use super::{json_input, path_str, text_input, type_name, BadInput};
 
@@ -28,102 +29,40 @@ pub struct Field<'a> {
 /// A CSV record and the (1-based) line it starts on.
 pub type Record<'a> = (usize, Vec<Field<'a>>);
 
-/// Parses RFC 4180 CSV: `,` separators, `"`-quoted fields that may contain
-/// separators, newlines and doubled quotes, LF or CRLF line ends. Blank lines
-/// are skipped; a leading byte-order mark is ignored.
+/// Parses RFC 4180 CSV with the `csv` crate (through `stratus_csv`): `,`
+/// separators, `"`-quoted fields that may contain separators, newlines and
+/// doubled quotes, LF or CRLF line ends. Blank lines are skipped; a leading
+/// byte-order mark is ignored.
 pub fn parse_csv(text: &str) -> Result<Vec<Record<'_>>, BadInput> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let b = text.as_bytes();
-    let len = b.len();
+    let mut reader = Reader::new(
+        text,
+        Options {
+            trim: false,
+            multiline: true,
+        },
+    );
     let mut records = Vec::new();
-    let mut i = 0;
-    let mut line = 1;
-    while i < len {
-        let rec_line = line;
-        let mut fields = Vec::new();
-        loop {
-            if b.get(i) == Some(&b'"') {
-                let open_line = line;
-                i += 1;
-                let mut s = String::new();
-                let mut seg = i;
-                loop {
-                    match b.get(i) {
-                        None => {
-                            return Err(BadInput(format!(
-                                "line {open_line}: quoted field is not closed"
-                            )))
-                        }
-                        Some(b'"') if b.get(i + 1) == Some(&b'"') => {
-                            s.push_str(&text[seg..=i]);
-                            i += 2;
-                            seg = i;
-                        }
-                        Some(b'"') => {
-                            s.push_str(&text[seg..i]);
-                            i += 1;
-                            break;
-                        }
-                        Some(b'\n') => {
-                            line += 1;
-                            i += 1;
-                        }
-                        Some(_) => i += 1,
-                    }
-                }
-                fields.push(Field {
-                    text: Cow::Owned(s),
-                    quoted: true,
-                });
-                match b.get(i) {
-                    Some(b',') => i += 1,
-                    Some(b'\r') if b.get(i + 1) == Some(&b'\n') => {
-                        i += 2;
-                        line += 1;
-                        break;
-                    }
-                    Some(b'\n') => {
-                        i += 1;
-                        line += 1;
-                        break;
-                    }
-                    None => break,
-                    Some(_) => {
-                        return Err(BadInput(format!(
-                            "line {line}: unexpected character after a closing quote (use \"\" for a quote inside a quoted field)"
-                        )))
-                    }
-                }
-            } else {
-                let start = i;
-                while i < len && b[i] != b',' && b[i] != b'\n' {
-                    i += 1;
-                }
-                let mut end = i;
-                if end > start && b[end - 1] == b'\r' && i < len && b[i] == b'\n' {
-                    end -= 1;
-                }
-                fields.push(Field {
-                    text: Cow::Borrowed(&text[start..end]),
-                    quoted: false,
-                });
-                match b.get(i) {
-                    Some(b',') => i += 1,
-                    Some(_) => {
-                        i += 1;
-                        line += 1;
-                        break;
-                    }
-                    None => break,
-                }
+    loop {
+        match reader.read() {
+            Ok(false) => return Ok(records),
+            Ok(true) => {}
+            Err(QuoteError::Unterminated { line, .. }) => {
+                return Err(BadInput(format!("line {line}: quoted field is not closed")))
+            }
+            Err(QuoteError::TextAfterQuote { line, .. }) => {
+                return Err(BadInput(format!(
+                    "line {line}: unexpected character after a closing quote (use \"\" for a quote inside a quoted field)"
+                )))
             }
         }
-        let blank = fields.len() == 1 && !fields[0].quoted && fields[0].text.trim().is_empty();
-        if !blank {
-            records.push((rec_line, fields));
-        }
+        let fields = (0..reader.len())
+            .map(|i| Field {
+                text: Cow::Owned(reader.field(i).to_string()),
+                quoted: reader.is_quoted(i),
+            })
+            .collect();
+        records.push((reader.line(), fields));
     }
-    Ok(records)
 }
 
 /// The JSON value of a CSV field: unquoted integers and decimals become
@@ -662,6 +601,11 @@ mod tests {
         assert_eq!(recs[3].0, 6);
         assert_eq!(texts(&recs[3]), ["last", "", ""]);
         assert!(recs[3].1[2].quoted && !recs[3].1[1].quoted);
+        // Ragged rows are records too (csv-parse checks the field count).
+        let recs = parse_csv("a,b\r\n1\r\n1,2,3\r\n\r\n").unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(texts(&recs[1]), ["1"]);
+        assert_eq!((recs[2].0, texts(&recs[2])), (3, vec!["1", "2", "3"]));
     }
 
     #[test]

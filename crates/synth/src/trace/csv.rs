@@ -1,4 +1,5 @@
-//! A minimal streaming CSV reader for the trace files.
+//! Trace files as CSV records, read with the `csv` crate through
+//! `stratus_csv` (which adds field positions and strict quotes).
 //!
 //! Handles what the published traces contain and a little more: a UTF-8 BOM,
 //! `\n` or `\r\n` line endings, blank lines (skipped), and RFC 4180 quoted
@@ -7,23 +8,19 @@
 //! read one at a time into a reused buffer, so a full-day invocations file
 //! (tens of thousands of rows of 1,440 counts) never exists as cells at once.
 
-use std::borrow::Cow;
+use stratus_csv::{Options, QuoteError};
 
 use super::TraceError;
 
-/// One field of a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Cell<'a> {
-    /// The field's text, without quotes.
-    pub text: Cow<'a, str>,
-    /// 1-based character column where the field starts.
-    pub col: usize,
-}
+const OPTIONS: Options = Options {
+    trim: false,
+    multiline: false,
+};
 
 /// Reads records from one file's text.
 pub(crate) struct Reader<'a> {
     file: &'a str,
-    lines: std::iter::Enumerate<std::str::Split<'a, char>>,
+    inner: stratus_csv::Reader<'a>,
     /// The header's cells, trimmed.
     header: Vec<String>,
 }
@@ -31,20 +28,20 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Reads the header (the first non-blank line).
     pub fn new(file: &'a str, text: &'a str) -> Result<Self, TraceError> {
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let mut reader = Reader {
-            file,
-            lines: text.split('\n').enumerate(),
-            header: Vec::new(),
-        };
-        let mut cells = Vec::new();
-        if reader.next_record(&mut cells)?.is_none() {
+        let mut inner = stratus_csv::Reader::new(text, OPTIONS);
+        if !inner.read().map_err(|e| quote_error(file, e))? {
             return Err(TraceError::Empty {
                 file: file.to_string(),
             });
         }
-        reader.header = cells.iter().map(|c| c.text.trim().to_string()).collect();
-        Ok(reader)
+        let header = (0..inner.len())
+            .map(|i| inner.field(i).trim().to_string())
+            .collect();
+        Ok(Reader {
+            file,
+            inner,
+            header,
+        })
     }
 
     pub fn file(&self) -> &'a str {
@@ -69,34 +66,53 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Reads the next non-blank record into `cells`, checking its field count
-    /// against the header. Returns its 1-based line number, or `None` at the end.
-    pub fn next_row(&mut self, cells: &mut Vec<Cell<'a>>) -> Result<Option<usize>, TraceError> {
-        let Some(line) = self.next_record(cells)? else {
+    /// Reads the next non-blank record, checking its field count against the
+    /// header. Returns its 1-based line number, or `None` at the end.
+    pub fn next_row(&mut self) -> Result<Option<usize>, TraceError> {
+        if !self.inner.read().map_err(|e| quote_error(self.file, e))? {
             return Ok(None);
-        };
-        if cells.len() != self.header.len() {
+        }
+        let line = self.inner.line();
+        if self.inner.len() != self.header.len() {
             return Err(TraceError::FieldCount {
                 file: self.file.to_string(),
                 line,
                 expected: self.header.len(),
-                found: cells.len(),
+                found: self.inner.len(),
             });
         }
         Ok(Some(line))
     }
 
-    fn next_record(&mut self, cells: &mut Vec<Cell<'a>>) -> Result<Option<usize>, TraceError> {
-        cells.clear();
-        for (i, raw) in self.lines.by_ref() {
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
-            if line.is_empty() {
-                continue;
-            }
-            split(self.file, i + 1, line, cells)?;
-            return Ok(Some(i + 1));
-        }
-        Ok(None)
+    /// Field `idx` of the current row, unquoted, untrimmed.
+    pub fn text(&self, idx: usize) -> &str {
+        self.inner.field(idx)
+    }
+
+    /// 1-based character column where field `idx` of the current row starts.
+    pub fn col(&self, idx: usize) -> usize {
+        self.inner.col(idx)
+    }
+}
+
+fn quote_error(file: &str, e: QuoteError) -> TraceError {
+    let (line, col, problem) = match e {
+        QuoteError::Unterminated { line, col } => (
+            line,
+            col,
+            "unterminated quoted field (a quoted field must close on the same line)",
+        ),
+        QuoteError::TextAfterQuote { line, col } => (
+            line,
+            col,
+            "unexpected text after a closing quote (expected ',' or the end of the line)",
+        ),
+    };
+    TraceError::Quote {
+        file: file.to_string(),
+        line,
+        col,
+        problem,
     }
 }
 
@@ -115,92 +131,18 @@ fn header_summary(header: &[String]) -> String {
     s
 }
 
-/// Splits one line into fields.
-fn split<'a>(
-    file: &str,
-    line_no: usize,
-    line: &'a str,
-    cells: &mut Vec<Cell<'a>>,
-) -> Result<(), TraceError> {
-    let bytes = line.as_bytes();
-    // Character column of byte offset `at`, advanced incrementally so long
-    // lines stay linear.
-    let mut col_at = 0usize;
-    let mut col = 1usize;
-    let mut column_of = |at: usize| {
-        col += line[col_at..at].chars().count();
-        col_at = at;
-        col
-    };
-    let mut i = 0;
-    loop {
-        let start = i;
-        let start_col = column_of(start);
-        if bytes.get(i) == Some(&b'"') {
-            let mut text = String::new();
-            i += 1;
-            loop {
-                match line[i..].find('"') {
-                    None => return Err(TraceError::Quote {
-                        file: file.to_string(),
-                        line: line_no,
-                        col: start_col,
-                        problem:
-                            "unterminated quoted field (a quoted field must close on the same line)",
-                    }),
-                    Some(off) => {
-                        let q = i + off;
-                        text.push_str(&line[i..q]);
-                        if bytes.get(q + 1) == Some(&b'"') {
-                            text.push('"');
-                            i = q + 2;
-                        } else {
-                            i = q + 1;
-                            break;
-                        }
-                    }
-                }
-            }
-            cells.push(Cell {
-                text: Cow::Owned(text),
-                col: start_col,
-            });
-            match bytes.get(i) {
-                None => return Ok(()),
-                Some(b',') => i += 1,
-                Some(_) => {
-                    return Err(TraceError::Quote {
-                        file: file.to_string(),
-                        line: line_no,
-                        col: column_of(i),
-                        problem: "unexpected text after a closing quote (expected ',' or the end of the line)",
-                    })
-                }
-            }
-        } else {
-            let end = line[i..].find(',').map_or(line.len(), |off| i + off);
-            cells.push(Cell {
-                text: Cow::Borrowed(&line[i..end]),
-                col: start_col,
-            });
-            if end == line.len() {
-                return Ok(());
-            }
-            i = end + 1;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The fields of `line`, read as line 3 of a file, with their columns.
     fn fields(line: &str) -> Result<Vec<(String, usize)>, String> {
-        let mut cells = Vec::new();
-        split("t.csv", 3, line, &mut cells).map_err(|e| e.to_string())?;
-        Ok(cells
-            .into_iter()
-            .map(|c| (c.text.into_owned(), c.col))
+        let text = format!("\n\n{line}");
+        let mut r = stratus_csv::Reader::new(&text, OPTIONS);
+        assert!(r.read().map_err(|e| quote_error("t.csv", e).to_string())?);
+        assert_eq!(r.line(), 3);
+        Ok((0..r.len())
+            .map(|i| (r.field(i).to_string(), r.col(i)))
             .collect())
     }
 

@@ -1,0 +1,191 @@
+//! The pipeline file's schema: the typed [`Pipeline`] that
+//! [`parse`](super::parse) returns, and its errors.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::Pos;
+
+use crate::csv::{ColumnRef, CsvOptions, Header, OnBadRow};
+use crate::drift::RotationDrift;
+use crate::select::Strategy;
+use crate::store::{RetentionPolicy, Window};
+use crate::trigger::DriftMetric;
+
+/// A parsed pipeline file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub name: String,
+    pub description: String,
+    pub data: Data,
+    pub model: Model,
+    pub training: Training,
+    pub trigger: TriggerSpec,
+    pub selection: Selection,
+    pub evaluation: Evaluation,
+    pub retention: RetentionPolicy,
+    pub tiering: Tiering,
+    pub cost: Cost,
+}
+
+/// `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Data {
+    /// As written; resolve with [`Pipeline::dataset_path`].
+    pub dataset: String,
+    pub label_column: Option<ColumnRef>,
+    pub timestamp_column: Option<ColumnRef>,
+    pub header: Header,
+    pub on_bad_row: OnBadRow,
+    pub window: Window,
+    pub drift: Option<RotationDrift>,
+}
+
+impl Data {
+    /// How to read the dataset file.
+    pub fn csv_options(&self) -> CsvOptions {
+        CsvOptions {
+            label_column: self.label_column.clone(),
+            timestamp_column: self.timestamp_column.clone(),
+            header: self.header,
+            on_bad_row: self.on_bad_row,
+        }
+    }
+}
+
+/// `model.id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelId {
+    LogReg,
+    Mlp,
+    Cnn,
+}
+
+/// `model`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    pub id: ModelId,
+    /// Dense hidden layer widths (mlp, cnn head).
+    pub hidden: Vec<usize>,
+    /// Convolution channels (cnn).
+    pub channels: Vec<usize>,
+}
+
+/// `training.optimizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+}
+
+/// `training`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Training {
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub epochs_per_trigger: u32,
+    pub warm_start: bool,
+    pub seed: u64,
+}
+
+/// `trigger`: when to retrain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TriggerSpec {
+    EverySamples(u64),
+    EveryTime(i64),
+    Drift {
+        metric: DriftMetric,
+        /// Samples in the reference and in each detection window.
+        window: usize,
+        threshold: f64,
+    },
+    Performance {
+        min_accuracy: f64,
+        /// Most recent labelled predictions the accuracy is measured on.
+        window: usize,
+    },
+}
+
+/// `selection`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Selection {
+    pub strategy: Strategy,
+    /// Fraction of the candidates kept, in (0, 1].
+    pub budget: f64,
+}
+
+/// `evaluation`: after each trigger, the new model is scored on the next
+/// `next_windows` windows before it trains on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation {
+    pub next_windows: usize,
+}
+
+/// `tiering`: prices in USD.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tiering {
+    pub hot_fraction: f64,
+    pub cost_hot_per_gb_month: f64,
+    pub cost_cold_per_gb_month: f64,
+    pub cost_cold_read_per_gb: f64,
+}
+
+impl Default for Tiering {
+    fn default() -> Self {
+        Tiering {
+            hot_fraction: 1.0,
+            cost_hot_per_gb_month: 0.08,
+            cost_cold_per_gb_month: 0.0125,
+            cost_cold_read_per_gb: 0.01,
+        }
+    }
+}
+
+/// `cost`: energy accounting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    pub watts_per_core: f64,
+}
+
+impl Pipeline {
+    /// The dataset path, relative paths taken from the pipeline file's
+    /// directory.
+    pub fn dataset_path(&self, pipeline_file: &Path) -> PathBuf {
+        let p = Path::new(&self.data.dataset);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        pipeline_file
+            .parent()
+            .unwrap_or_else(|| Path::new(""))
+            .join(p)
+    }
+}
+
+/// One problem in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub file: String,
+    pub pos: Pos,
+    /// Dotted path of the field (`selection.budget`), empty for the file.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.pos.line, self.pos.col)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found, in file order; displays one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct SpecErrors(pub Vec<SpecError>);
