@@ -6,20 +6,26 @@
 //! across the functions' snapshots and the node snapshot cache's eviction
 //! policies.
 //!
-//! One in-process snapstore server and one node serve every scenario, so
-//! dedup is measured in one store and the node's caches are the ones a
-//! real node would have; the node reads through [`LinkSource`], pointed at
-//! the current link's shaper. Each function's first start makes, uploads
-//! and restores its snapshot (recording the working set). Every measured
-//! round then starts from a cold node, so that a round measures its policy
-//! and not what the previous one left in the caches. A start's total is
-//! fetch (snapshot prepared on the node) + restore (QEMU start to `cont`)
-//! + first response (`cont` to the first HTTP answer).
+//! Set-up (not timed): one in-process snapstore server over a scratch
+//! store, and one node (`RcssSnapshots` over one memory-only chunk cache
+//! and one snapshot cache) for every function, so that dedup is measured
+//! in one store; each function has its own microVM sandbox. Uploads go
+//! straight to the server; every read of the node goes through
+//! [`LinkSource`], which points at the current link's shaper.
 //!
-//! Modules: [`model`] and [`targets`] are the pure data and verdicts,
-//! [`harness`] the server, node and sandboxes, [`scenarios`] the measured
-//! phases, [`cache`] the eviction-policy experiment, [`dedup`], and
-//! [`summary`] / [`report`] what is written.
+//! Per function, the first start boots, warms up, snapshots, uploads and
+//! restores by working set, recording it. Every measured round starts
+//! from a cold node (caches cleared; warm-local first fills the snapshot
+//! cache with one unmeasured eager start), so that it measures its policy
+//! and not what the previous round left behind; then N instances start at
+//! once. A start's total is its fetch (snapshot prepared on the node),
+//! restore (QEMU start to `cont`, prefetch wait included) and first
+//! response (`cont` to the first HTTP answer).
+//!
+//! Modules: `model` and `targets` are the pure data and verdicts,
+//! `harness` the server, node and sandboxes, `scenarios` the measured
+//! phases, `cache` the eviction-policy experiment, `dedup`, and
+//! `summary` / `report` what is written.
 
 mod cache;
 mod dedup;
@@ -98,6 +104,8 @@ pub struct SnapshotsArgs {
     pub pause_ms: u64,
 }
 
+/// Runs the benchmark (as root, with QEMU): set-up, first starts,
+/// baselines, measured rounds, the cache-policy experiment, dedup, report.
 pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
     if !is_root() {
         bail!(
