@@ -69,7 +69,7 @@ impl MicrovmConfig {
         let qemu = guest::resolve_program("qemu-system-x86_64", &[]).map_err(|_| {
             "qemu-system-x86_64 not found (apt-get install qemu-system-x86)".to_string()
         })?;
-        let kernel = Kernel::find().map_err(|e| e.to_string())?;
+        let kernel = Kernel::find().map_err(|e| stratus_sandbox::error_chain(&e))?;
         let busybox = PathBuf::from("/bin/busybox");
         if !busybox.is_file() {
             return Err("/bin/busybox not found (apt-get install busybox-static)".into());

@@ -34,13 +34,13 @@ use crate::snapshot::SnapshotError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MicrovmError {
-    #[error("guest image: {0}")]
+    #[error("guest image")]
     Guest(#[from] GuestError),
     #[error(transparent)]
     Qmp(#[from] QmpError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -48,6 +48,8 @@ pub enum MicrovmError {
     },
     #[error("the VM exited ({status}) {when}")]
     Exited { status: String, when: &'static str },
+    #[error("another process took the VM's forwarded host port, on each of {attempts} tries")]
+    PortTaken { attempts: u32 },
     #[error("{0}")]
     Config(String),
     #[error("restore from {vmstate}: {detail}")]

@@ -10,7 +10,9 @@
 //!   it reaches the guest ([`probe_kvm`]).
 //! - **Invocation channel.** User-mode networking (slirp): the guest is
 //!   [`GUEST_IP`] and QEMU forwards `127.0.0.1:HOSTPORT` to its
-//!   `containerPort` (`hostfwd`).
+//!   `containerPort` (`hostfwd`). Another process can take HOSTPORT before
+//!   QEMU binds it; [`launch`] then starts QEMU again on a new port
+//!   (see `stratus_sandbox::ports`).
 //! - **Memory.** RAM is a `memory-backend-file`, shared or private (see
 //!   [`crate::sandbox`]), so that a snapshot's memory is a plain file.
 //! - **Logs.** The serial console is QEMU's stdout (`[ID serial] …`), QEMU's
@@ -19,18 +21,22 @@
 //!   platform (`PR_SET_PDEATHSIG`), and has a pid file under `WORK/pids`.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
-use stratus_sandbox::child::ExitWatch;
+use stratus_sandbox::child::{signal_group, watch_exit, write_pid_file, ExitWatch};
+use stratus_sandbox::ports::{PortPicker, PORT_ATTEMPTS};
 use stratus_sandbox::LogBuffer;
 
 use crate::guest::{self, GuestBuilder};
+use crate::qmp::QmpClient;
 use crate::vm::Vm;
 use crate::{Accel, MicrovmConfig, MicrovmError};
 
@@ -47,7 +53,6 @@ pub(crate) struct Launch<'a> {
     pub(crate) mem_path: &'a Path,
     pub(crate) share: bool,
     pub(crate) initrd: &'a Path,
-    pub(crate) host_port: u16,
     pub(crate) guest_port: u16,
     pub(crate) incoming: bool,
 }
@@ -130,27 +135,24 @@ pub fn qemu_args(a: &QemuArgs<'_>) -> Vec<String> {
     v
 }
 
-pub(crate) fn free_port() -> Result<u16, MicrovmError> {
-    stratus_sandbox::child::free_port().map_err(|source| MicrovmError::Io {
-        what: "pick a free port".into(),
-        source,
-    })
-}
+/// What QEMU prints when it cannot bind its `hostfwd` port, then exits.
+const HOSTFWD_FAILED: &str = "Could not set up host forwarding rule";
 
+/// How long QEMU may take to answer on its QMP socket.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Copies QEMU's output lines into `logs` (without the serial console's
+/// `\r`), showing each to `seen` first.
 async fn pump(
     r: impl AsyncRead + Unpin,
     prefix: String,
     logs: Arc<LogBuffer>,
-    net_up: Option<watch::Sender<bool>>,
+    mut seen: impl FnMut(&str),
 ) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(l)) = lines.next_line().await {
         let l = l.trim_end_matches('\r');
-        if let Some(tx) = &net_up {
-            if l.contains(guest::NETWORK_UP) {
-                let _ = tx.send(true);
-            }
-        }
+        seen(l);
         logs.push(format!("{prefix}{l}"));
     }
 }
@@ -219,27 +221,43 @@ pub(crate) async fn probe_kvm(cfg: &MicrovmConfig, guest: &GuestBuilder) -> Acce
     }
 }
 
-/// Starts QEMU for `l` with the `accel` in use.
+/// One QEMU process. Dropped while it runs, it kills QEMU's process group.
+pub(crate) struct Qemu {
+    pub(crate) pid: i32,
+    pub(crate) exit: Arc<ExitWatch>,
+    pub(crate) pid_file: PathBuf,
+}
+
+impl Qemu {
+    /// SIGKILL to the process group QEMU leads.
+    pub(crate) fn kill(&self) {
+        signal_group(self.pid, Signal::KILL);
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if self.exit.status().is_none() {
+            self.kill();
+        }
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// Starts QEMU for `l` with the `accel` in use, and returns once its QMP
+/// socket answers (QEMU has set up its devices and `hostfwd` by then).
+///
+/// The forwarded host port comes from `ports`. When another process took
+/// it first, QEMU says [`HOSTFWD_FAILED`] and exits; QEMU is then started
+/// again on a new port, at most [`PORT_ATTEMPTS`] times in all.
 pub(crate) async fn launch(
     cfg: &MicrovmConfig,
     accel: Accel,
+    ports: &dyn PortPicker,
     l: Launch<'_>,
     logs: &Arc<LogBuffer>,
 ) -> Result<Vm, MicrovmError> {
-    let sock = l.dir.join("qmp.sock");
-    let args = qemu_args(&QemuArgs {
-        accel,
-        memory_mib: cfg.memory_mib,
-        mem_path: l.mem_path,
-        share: l.share,
-        kernel: &cfg.kernel.vmlinuz,
-        initrd: l.initrd,
-        host_port: l.host_port,
-        guest_port: l.guest_port,
-        qmp: &sock,
-        incoming: l.incoming,
-    });
-    let qemu = stratus_sandbox::child::resolve_program(
+    let program = stratus_sandbox::child::resolve_program(
         &cfg.qemu.to_string_lossy(),
         &std::env::var_os("PATH").unwrap_or_default(),
         l.dir,
@@ -248,61 +266,116 @@ pub(crate) async fn launch(
         what: format!("start {}", cfg.qemu.display()),
         source,
     })?;
-    let mut cmd = stratus_sandbox::child::command_dying_with_parent(&qemu);
-    cmd.args(&args)
-        .current_dir(l.dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let t_fork = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| MicrovmError::Io {
-        what: format!("start {}", cfg.qemu.display()),
-        source,
-    })?;
-    tracing::debug!(vm = %l.id, fork_us = t_fork.elapsed().as_micros() as u64, "qemu forked");
-    let pid = child.id().unwrap_or(0) as i32;
-    let pid_file = cfg.work_dir.join("pids").join(format!("{}.pid", l.id));
-    if let Some(st) = stratus_sandbox::child::proc_start_time(pid) {
-        let _ = std::fs::write(&pid_file, format!("{pid} {st}\n"));
-    }
-    let (net_tx, net_rx) = watch::channel(false);
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(pump(
-            out,
-            format!("[{} serial] ", l.log),
-            logs.clone(),
-            Some(net_tx),
-        ));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(pump(err, format!("[{} qemu] ", l.log), logs.clone(), None));
-    }
-    let exit = Arc::new(ExitWatch::default());
-    {
-        let exit = exit.clone();
-        let pid_file = pid_file.clone();
-        tokio::spawn(async move {
-            let status = match child.wait().await {
-                Ok(s) => stratus_sandbox::child::describe_exit(s),
-                Err(e) => format!("unknown status ({e})"),
-            };
-            exit.set(status);
-            let _ = std::fs::remove_file(pid_file);
+    let sock = l.dir.join("qmp.sock");
+    let mut attempt = 1;
+    loop {
+        let port = ports.pick().map_err(|source| MicrovmError::Io {
+            what: "pick a free port".into(),
+            source,
+        })?;
+        // A failed attempt's socket, which nothing answers on.
+        let _ = std::fs::remove_file(&sock);
+        let args = qemu_args(&QemuArgs {
+            accel,
+            memory_mib: cfg.memory_mib,
+            mem_path: l.mem_path,
+            share: l.share,
+            kernel: &cfg.kernel.vmlinuz,
+            initrd: l.initrd,
+            host_port: port,
+            guest_port: l.guest_port,
+            qmp: &sock,
+            incoming: l.incoming,
         });
+        let mut cmd = stratus_sandbox::child::command_dying_with_parent(&program);
+        cmd.args(&args)
+            .current_dir(l.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let t_fork = Instant::now();
+        let mut child = cmd.spawn().map_err(|source| MicrovmError::Io {
+            what: format!("start {}", cfg.qemu.display()),
+            source,
+        })?;
+        tracing::debug!(vm = %l.id, fork_us = t_fork.elapsed().as_micros() as u64, "qemu forked");
+        let pid = child.id().unwrap_or(0) as i32;
+        let pid_file = cfg.work_dir.join("pids").join(format!("{}.pid", l.id));
+        write_pid_file(&pid_file, pid);
+        let (net_tx, net_rx) = watch::channel(false);
+        if let Some(out) = child.stdout.take() {
+            let prefix = format!("[{} serial] ", l.log);
+            tokio::spawn(pump(out, prefix, logs.clone(), move |l| {
+                if l.contains(guest::NETWORK_UP) {
+                    let _ = net_tx.send(true);
+                }
+            }));
+        }
+        let hostfwd_failed = Arc::new(AtomicBool::new(false));
+        let stderr = child.stderr.take().map(|err| {
+            let flag = hostfwd_failed.clone();
+            let prefix = format!("[{} qemu] ", l.log);
+            tokio::spawn(pump(err, prefix, logs.clone(), move |l| {
+                if l.contains(HOSTFWD_FAILED) {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }))
+        });
+        let qemu = Qemu {
+            pid,
+            exit: watch_exit(child, Some(pid_file.clone())),
+            pid_file,
+        };
+        let connected = tokio::select! {
+            qmp = QmpClient::connect(&sock, QMP_TIMEOUT, QMP_TIMEOUT) => Some(qmp),
+            _ = qemu.exit.exited() => None,
+        };
+        let qmp_failed = match connected {
+            Some(Ok(qmp)) => {
+                return Ok(Vm {
+                    id: l.id.to_string(),
+                    qemu,
+                    endpoint: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                    dir: l.dir.to_path_buf(),
+                    sock,
+                    net_up: net_rx,
+                    qmp: tokio::sync::Mutex::new(Some(qmp)),
+                    grace: cfg.stop_grace,
+                })
+            }
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        // QEMU exited, or its QMP session failed, which is how its exit
+        // looks when the greeting was under way: if QEMU is gone, why it
+        // went decides.
+        let status = match qmp_failed {
+            Some(e) if !qemu.exit.wait(Duration::from_secs(2)).await => return Err(e.into()),
+            _ => qemu.exit.status().unwrap_or_default(),
+        };
+        // QEMU's last words: its stderr ends with it.
+        if let Some(pump) = stderr {
+            let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        }
+        if !hostfwd_failed.load(Ordering::SeqCst) {
+            return Err(MicrovmError::Exited {
+                status,
+                when: "before its QMP socket answered",
+            });
+        }
+        if attempt == PORT_ATTEMPTS {
+            return Err(MicrovmError::PortTaken { attempts: attempt });
+        }
+        tracing::warn!(
+            vm = %l.id,
+            port,
+            attempt,
+            of = PORT_ATTEMPTS,
+            "QEMU could not bind its hostfwd port (another process took it); starting it again on a new port"
+        );
+        attempt += 1;
     }
-    Ok(Vm {
-        id: l.id.to_string(),
-        pid,
-        endpoint: SocketAddr::from((Ipv4Addr::LOCALHOST, l.host_port)),
-        exit,
-        pid_file,
-        dir: l.dir.to_path_buf(),
-        sock,
-        net_up: net_rx,
-        qmp: tokio::sync::Mutex::new(None),
-        grace: cfg.stop_grace,
-    })
 }
 
 #[cfg(test)]

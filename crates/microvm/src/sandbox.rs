@@ -38,10 +38,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox, SandboxError, StartTiming};
+use stratus_sandbox::ports::{FreePorts, PortPicker};
+use stratus_sandbox::{
+    error_chain, Instance, InstanceSpec, LogBuffer, Sandbox, SandboxError, StartTiming,
+};
 
 use crate::guest::{self, GuestBuilder, GuestError};
-use crate::qemu::{self, free_port, Launch};
+use crate::qemu::{self, Launch};
 use crate::qmp::QmpError;
 use crate::snapshot::{
     Restore, RestorePolicy, RestoreStats, SnapshotError, SnapshotKey, SnapshotSource,
@@ -61,6 +64,8 @@ pub struct MicrovmSandbox {
     key_locks: Mutex<HashMap<SnapshotKey, Arc<tokio::sync::Mutex<()>>>>,
     seq: AtomicU64,
     records: Mutex<HashMap<String, RestoreRecord>>,
+    /// Host ports for QEMU's `hostfwd`.
+    ports: Arc<dyn PortPicker>,
 }
 
 /// How one start went, kept per instance id for benchmarks
@@ -104,7 +109,15 @@ impl MicrovmSandbox {
             key_locks: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             records: Mutex::new(HashMap::new()),
+            ports: Arc::new(FreePorts),
         })
+    }
+
+    /// Picks the VMs' forwarded host ports with `ports` instead of
+    /// [`FreePorts`] (tests hand out a port they hold).
+    pub fn with_ports(mut self, ports: Arc<dyn PortPicker>) -> MicrovmSandbox {
+        self.ports = ports;
+        self
     }
 
     pub fn config(&self) -> &MicrovmConfig {
@@ -155,7 +168,7 @@ impl MicrovmSandbox {
     }
 
     async fn launch(&self, l: Launch<'_>, logs: &Arc<LogBuffer>) -> Result<Vm, MicrovmError> {
-        qemu::launch(&self.cfg, self.accel().await, l, logs).await
+        qemu::launch(&self.cfg, self.accel().await, &*self.ports, l, logs).await
     }
 
     fn key_lock(&self, key: &SnapshotKey) -> Arc<tokio::sync::Mutex<()>> {
@@ -214,7 +227,6 @@ impl MicrovmSandbox {
                     mem_path: &mem,
                     share: true,
                     initrd,
-                    host_port: free_port()?,
                     guest_port: spec.container_port,
                     incoming: false,
                 },
@@ -317,7 +329,6 @@ impl MicrovmSandbox {
                     mem_path: &mem,
                     share,
                     initrd,
-                    host_port: free_port()?,
                     guest_port: spec.container_port,
                     incoming: true,
                 },
@@ -381,7 +392,7 @@ impl MicrovmSandbox {
                     said[said.len().saturating_sub(3)..].join(" / ")
                 )
             } else {
-                e.to_string()
+                error_chain(&e)
             };
             vm.stop().await;
             return Err(MicrovmError::Restore {
@@ -462,7 +473,7 @@ impl MicrovmSandbox {
                 }
                 timing.ready_us = t.elapsed().as_micros() as u64;
                 rec.first_response_us = timing.ready_us;
-                snap.session.first_response(vm.pid).await;
+                snap.session.first_response(vm.pid()).await;
                 rec.stats = snap.session.stats();
                 (vm, Some(snap.session))
             }
@@ -492,8 +503,10 @@ impl Sandbox for MicrovmSandbox {
         match self.start_inner(spec).await {
             Ok((inst, timing)) => Ok((Box::new(inst), timing)),
             Err(MicrovmError::Guest(e)) => Err(SandboxError::Rootfs(format!(
-                "instance {} of '{}': guest image: {e}",
-                spec.instance_id, spec.function
+                "instance {} of '{}': guest image: {}",
+                spec.instance_id,
+                spec.function,
+                error_chain(&e)
             ))),
             Err(MicrovmError::Exited { status, .. }) => {
                 // Let the log pumps drain the console's last lines.
@@ -505,12 +518,11 @@ impl Sandbox for MicrovmSandbox {
                     logs: spec.logs.tail_of(&spec.instance_id, 20),
                 })
             }
-            Err(e) => Err(SandboxError::Spawn {
-                function: spec.function.clone(),
-                instance: spec.instance_id.clone(),
-                program: self.cfg.qemu.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            }),
+            Err(e) => Err(SandboxError::spawn(
+                spec,
+                &self.cfg.qemu.display().to_string(),
+                &e,
+            )),
         }
     }
 }

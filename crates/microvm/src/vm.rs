@@ -11,16 +11,15 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use stratus_sandbox::child::ExitWatch;
 use stratus_sandbox::Instance;
 
+use crate::qemu::Qemu;
 use crate::qmp::QmpClient;
 use crate::snapshot::RestoreSession;
 use crate::MicrovmError;
@@ -53,13 +52,11 @@ pub async fn http_get(addr: SocketAddr, limit: Duration) -> std::io::Result<()> 
     }
 }
 
-/// One QEMU process.
+/// A launched VM: its QEMU process, instance directory and QMP session.
 pub(crate) struct Vm {
     pub(crate) id: String,
-    pub(crate) pid: i32,
+    pub(crate) qemu: Qemu,
     pub(crate) endpoint: SocketAddr,
-    pub(crate) exit: Arc<ExitWatch>,
-    pub(crate) pid_file: PathBuf,
     pub(crate) dir: PathBuf,
     pub(crate) sock: PathBuf,
     pub(crate) net_up: watch::Receiver<bool>,
@@ -69,10 +66,15 @@ pub(crate) struct Vm {
 
 impl Vm {
     pub(crate) fn exit_status(&self) -> Option<String> {
-        self.exit.status()
+        self.qemu.exit.status()
     }
 
-    /// The QMP session, connected on first use.
+    pub(crate) fn pid(&self) -> i32 {
+        self.qemu.pid
+    }
+
+    /// The QMP session (connected by the launch; again on first use after
+    /// it was dropped).
     pub(crate) async fn qmp(
         &self,
     ) -> Result<tokio::sync::MutexGuard<'_, Option<QmpClient>>, MicrovmError> {
@@ -144,16 +146,11 @@ impl Vm {
     }
 
     pub(crate) async fn wait_exit(&self, d: Duration) -> bool {
-        self.exit.wait(d).await
+        self.qemu.exit.wait(d).await
     }
 
     pub(crate) fn kill(&self) {
-        if self.pid > 0 {
-            // SAFETY: plain syscall on the group QEMU leads (setpgid in pre_exec).
-            unsafe {
-                libc::kill(-self.pid, libc::SIGKILL);
-            }
-        }
+        self.qemu.kill();
     }
 
     pub(crate) async fn stop(&self) {
@@ -172,7 +169,7 @@ impl Vm {
             }
         }
         self.kill();
-        let _ = std::fs::remove_file(&self.pid_file);
+        let _ = std::fs::remove_file(&self.qemu.pid_file);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -182,7 +179,7 @@ impl Drop for Vm {
         if self.exit_status().is_none() {
             self.kill();
         }
-        let _ = std::fs::remove_file(&self.pid_file);
+        let _ = std::fs::remove_file(&self.qemu.pid_file);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -198,7 +195,7 @@ pub struct MicrovmInstance {
 impl MicrovmInstance {
     /// The QEMU process id (for tests and diagnostics).
     pub fn pid(&self) -> i32 {
-        self.vm.pid
+        self.vm.pid()
     }
 }
 
