@@ -28,10 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
-use stratus_sandbox::child::{signal_group, watch_exit, write_pid_file, ExitWatch};
+use stratus_sandbox::child::{
+    pump_lines_with, signal_group, watch_exit, write_pid_file, ExitWatch,
+};
 use stratus_sandbox::ports::{PortPicker, PORT_ATTEMPTS};
 use stratus_sandbox::LogBuffer;
 
@@ -72,6 +74,16 @@ pub struct QemuArgs<'a> {
     pub incoming: bool,
 }
 
+/// No default devices or config, no display, the serial console on stdio.
+const HEADLESS: [&str; 6] = [
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+];
+
 /// QEMU option values escape `,` as `,,`.
 fn opt_path(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
@@ -100,18 +112,8 @@ pub fn qemu_args(a: &QemuArgs<'_>) -> Vec<String> {
     if a.accel == Accel::Kvm {
         v.extend(["-cpu".into(), "host".into()]);
     }
-    v.extend(
-        [
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ]
-        .map(String::from),
-    );
+    v.extend(HEADLESS.map(String::from));
+    v.push("-no-reboot".into());
     v.extend([
         "-kernel".into(),
         a.kernel.to_string_lossy().into_owned(),
@@ -141,22 +143,6 @@ const HOSTFWD_FAILED: &str = "Could not set up host forwarding rule";
 /// How long QEMU may take to answer on its QMP socket.
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Copies QEMU's output lines into `logs` (without the serial console's
-/// `\r`), showing each to `seen` first.
-async fn pump(
-    r: impl AsyncRead + Unpin,
-    prefix: String,
-    logs: Arc<LogBuffer>,
-    mut seen: impl FnMut(&str),
-) {
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(l)) = lines.next_line().await {
-        let l = l.trim_end_matches('\r');
-        seen(l);
-        logs.push(format!("{prefix}{l}"));
-    }
-}
-
 /// KVM if a short probe boot with it reaches the guest's `/init`
 /// (nested KVM can open `/dev/kvm` and still not run a guest), else TCG.
 pub(crate) async fn probe_kvm(cfg: &MicrovmConfig, guest: &GuestBuilder) -> Accel {
@@ -174,14 +160,7 @@ pub(crate) async fn probe_kvm(cfg: &MicrovmConfig, guest: &GuestBuilder) -> Acce
     };
     let child = tokio::process::Command::new(&cfg.qemu)
         .args(["-M", "q35,accel=kvm", "-cpu", "host", "-m", "128"])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-        ])
+        .args(HEADLESS)
         .arg("-kernel")
         .arg(&cfg.kernel.vmlinuz)
         .arg("-initrd")
@@ -306,7 +285,7 @@ pub(crate) async fn launch(
         let (net_tx, net_rx) = watch::channel(false);
         if let Some(out) = child.stdout.take() {
             let prefix = format!("[{} serial] ", l.log);
-            tokio::spawn(pump(out, prefix, logs.clone(), move |l| {
+            tokio::spawn(pump_lines_with(out, prefix, logs.clone(), move |l| {
                 if l.contains(guest::NETWORK_UP) {
                     let _ = net_tx.send(true);
                 }
@@ -316,7 +295,7 @@ pub(crate) async fn launch(
         let stderr = child.stderr.take().map(|err| {
             let flag = hostfwd_failed.clone();
             let prefix = format!("[{} qemu] ", l.log);
-            tokio::spawn(pump(err, prefix, logs.clone(), move |l| {
+            tokio::spawn(pump_lines_with(err, prefix, logs.clone(), move |l| {
                 if l.contains(HOSTFWD_FAILED) {
                     flag.store(true, Ordering::SeqCst);
                 }

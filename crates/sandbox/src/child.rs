@@ -158,7 +158,8 @@ pub async fn pump_lines(r: impl AsyncRead + Unpin, prefix: String, logs: Arc<Log
     pump_lines_with(r, prefix, logs, |_| {}).await
 }
 
-/// [`pump_lines`], showing each line to `seen` first.
+/// [`pump_lines`], showing each line to `seen` first. A line's trailing
+/// `\r` (a serial console's, a CRLF-writing program's) is dropped.
 pub async fn pump_lines_with(
     r: impl AsyncRead + Unpin,
     prefix: String,
@@ -167,7 +168,8 @@ pub async fn pump_lines_with(
 ) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(l)) = lines.next_line().await {
-        seen(&l);
+        let l = l.trim_end_matches('\r');
+        seen(l);
         logs.push(format!("{prefix}{l}"));
     }
 }
