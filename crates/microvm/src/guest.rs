@@ -58,7 +58,7 @@ pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_mmio", "virtio_net"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

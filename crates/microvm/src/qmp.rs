@@ -108,7 +108,7 @@ pub enum QmpError {
         #[source]
         source: std::io::Error,
     },
-    #[error("QMP '{command}': {source}")]
+    #[error("QMP '{command}'")]
     Io {
         command: String,
         #[source]

@@ -62,7 +62,7 @@ pub struct SnapshotFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot {key}: {path}: {source}")]
+    #[error("snapshot {key}: {path}")]
     Io {
         key: String,
         path: PathBuf,
@@ -305,7 +305,7 @@ fn get_sync(root: &Path, key: &SnapshotKey) -> Result<Option<SnapshotFiles>, Sna
 fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     match std::fs::rename(from, to) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
             std::fs::copy(from, to)?;
             std::fs::remove_file(from)
         }

@@ -1,22 +1,20 @@
-//! Helpers every backend needs for the processes it starts: free ports,
-//! process groups that die with the platform, pid identities that survive
-//! pid reuse, log pumps, exit descriptions and the readiness probe loop.
+//! Helpers every backend needs for the processes it starts: process
+//! groups that die with the platform, pid identities that survive pid
+//! reuse, pid files, exit watches, log pumps, exit descriptions and the
+//! readiness probe loop. Free ports are in [`crate::ports`].
 
 use std::ffi::OsStr;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::LogBuffer;
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(l.local_addr()?.port())
-}
+pub use crate::ports::free_port;
 
 /// A command for `program` (an absolute path, see [`resolve_program`])
 /// whose process leads its own process group and gets SIGKILL when the
@@ -96,22 +94,27 @@ pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Resu
 /// platform dies, with a `pre_exec` hook (forces fork; the fallback of
 /// [`command_dying_with_parent`]).
 fn own_group_dying_with_parent(cmd: &mut tokio::process::Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    let parent = rustix::process::getpid();
+    // SAFETY: between fork and exec only raw system calls (rustix's, which
+    // neither allocate nor lock), and the error paths allocate nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            rustix::process::setpgid(None, None)?;
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
             // The platform died between fork and prctl: do not outlive it.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("parent exited"));
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
             }
             Ok(())
         });
+    }
+}
+
+/// Sends `sig` to process group `pgid` (a child we started leads its own
+/// group); a gone group or a pid of 0 is no error.
+pub fn signal_group(pgid: i32, sig: Signal) {
+    if let Some(pid) = Pid::from_raw(pgid).filter(|_| pgid > 0) {
+        let _ = rustix::process::kill_process_group(pid, sig);
     }
 }
 
@@ -123,10 +126,50 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Records `pid` in `pid_file` with its start time ([`proc_start_time`]),
+/// for `reap_stale` after a platform crash. Best effort.
+pub fn write_pid_file(pid_file: &Path, pid: i32) {
+    if let Some(st) = proc_start_time(pid) {
+        let _ = std::fs::write(pid_file, format!("{pid} {st}\n"));
+    }
+}
+
+/// Waits for `child` in a task: removes its pid file, then records its
+/// exit in the returned watch (in that order, so that a start retried
+/// under the same pid file never loses the new one).
+pub fn watch_exit(mut child: tokio::process::Child, pid_file: Option<PathBuf>) -> Arc<ExitWatch> {
+    let exit = Arc::new(ExitWatch::default());
+    let watch = exit.clone();
+    tokio::spawn(async move {
+        let status = match child.wait().await {
+            Ok(s) => describe_exit(s),
+            Err(e) => format!("unknown status ({e})"),
+        };
+        if let Some(f) = pid_file {
+            let _ = std::fs::remove_file(f);
+        }
+        watch.set(status);
+    });
+    exit
+}
+
 /// Copies lines from `r` into `logs`, each with `prefix`.
 pub async fn pump_lines(r: impl AsyncRead + Unpin, prefix: String, logs: Arc<LogBuffer>) {
+    pump_lines_with(r, prefix, logs, |_| {}).await
+}
+
+/// [`pump_lines`], showing each line to `seen` first. A line's trailing
+/// `\r` (a serial console's, a CRLF-writing program's) is dropped.
+pub async fn pump_lines_with(
+    r: impl AsyncRead + Unpin,
+    prefix: String,
+    logs: Arc<LogBuffer>,
+    mut seen: impl FnMut(&str),
+) {
     let mut lines = BufReader::new(r).lines();
     while let Ok(Some(l)) = lines.next_line().await {
+        let l = l.trim_end_matches('\r');
+        seen(l);
         logs.push(format!("{prefix}{l}"));
     }
 }
@@ -195,15 +238,22 @@ impl ExitWatch {
         self.status.lock().clone()
     }
 
+    /// Waits for the exit and returns its description.
+    pub async fn exited(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(status) = self.status() {
+                return status;
+            }
+            notified.await;
+        }
+    }
+
     /// Waits up to `d` for the exit; true if it happened.
     pub async fn wait(&self, d: Duration) -> bool {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if self.status.lock().is_some() {
-            return true;
-        }
-        tokio::time::timeout(d, notified).await.is_ok()
+        tokio::time::timeout(d, self.exited()).await.is_ok()
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod child;
 mod faulty;
 mod logs;
+pub mod ports;
 pub mod process;
 pub mod runc;
 
@@ -30,12 +31,14 @@ use async_trait::async_trait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("instance {instance} of '{function}': cannot start '{program}': {source}")]
+    /// `reason` is the cause's [`error_chain`]: this error crosses into
+    /// text at the platform's edge, so it says in full why.
+    #[error("instance {instance} of '{function}': cannot start '{program}': {reason}")]
     Spawn {
         function: String,
         instance: String,
         program: String,
-        source: std::io::Error,
+        reason: String,
     },
     #[error("instance {instance} of '{function}' exited with {status} before becoming ready; last output:\n{logs}")]
     ExitedEarly {
@@ -54,6 +57,12 @@ pub enum SandboxError {
     NoCommand { function: String },
     #[error("no free port for a new instance")]
     Port(#[source] std::io::Error),
+    #[error("instance {instance} of '{function}': another process took its port, on each of {attempts} tries")]
+    PortTaken {
+        function: String,
+        instance: String,
+        attempts: u32,
+    },
     #[error("root filesystem: {0}")]
     Rootfs(String),
     #[error("injected fault: {0}")]
@@ -61,6 +70,20 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// `program` could not be started for `spec`, because of `cause`.
+    pub fn spawn(
+        spec: &InstanceSpec,
+        program: &str,
+        cause: &(dyn std::error::Error + 'static),
+    ) -> SandboxError {
+        SandboxError::Spawn {
+            function: spec.function.clone(),
+            instance: spec.instance_id.clone(),
+            program: program.to_string(),
+            reason: error_chain(cause),
+        }
+    }
+
     /// The instance exited (or its runtime failed) before it was ready;
     /// carries the last lines it printed.
     pub fn exited_early(spec: &InstanceSpec, status: impl Into<String>) -> SandboxError {
@@ -80,6 +103,15 @@ impl SandboxError {
             timeout: spec.startup_timeout,
         }
     }
+}
+
+/// `e`'s message and those of its sources, joined with `: `: how an error
+/// that becomes text keeps its causes (messages never repeat their source).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// What a backend needs to start one instance of a function.

@@ -7,22 +7,28 @@
 //! so that [`reap_stale`] can kill its whole group after a platform crash.
 //!
 //! Knative sets `containerPort` as `$PORT`; processes share the host's network,
-//! so this backend gives each instance a free port instead.
+//! so this backend gives each instance a free port instead, and starts the
+//! child again on a new port when another process took it first (see
+//! [`crate::ports`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 #[cfg(test)]
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use rustix::process::Signal;
+use tokio::io::AsyncRead;
 
 use crate::child::{
-    command_dying_with_parent, describe_exit, free_port, probe_tcp, proc_start_time, pump_lines,
-    resolve_program, ExitWatch, Probe,
+    command_dying_with_parent, probe_tcp, proc_start_time, pump_lines_with, resolve_program,
+    signal_group, watch_exit, write_pid_file, ExitWatch, Probe,
 };
+use crate::ports::{self, FreePorts, Owner, PortPicker, PORT_ATTEMPTS};
 use crate::{Instance, InstanceSpec, Sandbox, SandboxError, StartTiming};
 
 #[derive(Debug, Clone)]
@@ -40,6 +46,7 @@ pub struct ProcessConfig {
 pub struct ProcessSandbox {
     cfg: ProcessConfig,
     path_env: String,
+    ports: Arc<dyn PortPicker>,
 }
 
 impl ProcessSandbox {
@@ -54,7 +61,18 @@ impl ProcessSandbox {
         if let Some(d) = &cfg.pid_dir {
             let _ = std::fs::create_dir_all(d);
         }
-        ProcessSandbox { cfg, path_env }
+        ProcessSandbox {
+            cfg,
+            path_env,
+            ports: Arc::new(FreePorts),
+        }
+    }
+
+    /// Picks instance ports with `ports` instead of [`FreePorts`] (tests
+    /// hand out a port they hold).
+    pub fn with_ports(mut self, ports: Arc<dyn PortPicker>) -> ProcessSandbox {
+        self.ports = ports;
+        self
     }
 }
 
@@ -78,21 +96,81 @@ impl Sandbox for ProcessSandbox {
         spec: &InstanceSpec,
     ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
         let t0 = Instant::now();
-        let mut argv = spec.command.iter().chain(spec.args.iter());
-        let program = argv.next().ok_or_else(|| SandboxError::NoCommand {
-            function: spec.function.clone(),
-        })?;
-        let port = free_port().map_err(SandboxError::Port)?;
-        let spawn_err = |source| SandboxError::Spawn {
-            function: spec.function.clone(),
-            instance: spec.instance_id.clone(),
-            program: program.clone(),
-            source,
-        };
+        let program = spec
+            .command
+            .first()
+            .ok_or_else(|| SandboxError::NoCommand {
+                function: spec.function.clone(),
+            })?;
         let resolved = resolve_program(program, self.path_env.as_ref(), &self.cfg.workdir)
-            .map_err(spawn_err)?;
-        let mut cmd = command_dying_with_parent(&resolved);
-        cmd.args(argv)
+            .map_err(|e| SandboxError::spawn(spec, program, &e))?;
+        let mut attempt = 1;
+        loop {
+            let port = self.ports.pick().map_err(SandboxError::Port)?;
+            let (inst, said_in_use) = self.spawn(spec, &resolved, port)?;
+            let spawn_us = t0.elapsed().as_micros() as u64;
+            // Readiness: Knative's default TCP probe on the port, and the
+            // listener that answered must be the child's.
+            let probe = probe_tcp(inst.endpoint, t0 + spec.startup_timeout, || {
+                inst.exit_status()
+            })
+            .await;
+            let taken = match probe {
+                Probe::Ready => ports::listener_owner(port, inst.pid as u32) == Owner::Other,
+                Probe::Exited(status) => {
+                    let taken = said_in_use.load(Ordering::SeqCst)
+                        || ports::held_by_others(port, inst.pid as u32);
+                    if !taken || attempt == PORT_ATTEMPTS {
+                        return Err(SandboxError::exited_early(spec, status));
+                    }
+                    true
+                }
+                Probe::TimedOut => {
+                    inst.stop().await;
+                    return Err(SandboxError::not_ready(spec));
+                }
+            };
+            if !taken {
+                let ready_us = t0.elapsed().as_micros() as u64 - spawn_us;
+                let timing = StartTiming {
+                    spawn_us,
+                    ready_us,
+                    ..Default::default()
+                };
+                return Ok((Box::new(inst), timing));
+            }
+            inst.kill().await;
+            if attempt == PORT_ATTEMPTS {
+                return Err(SandboxError::PortTaken {
+                    function: spec.function.clone(),
+                    instance: spec.instance_id.clone(),
+                    attempts: attempt,
+                });
+            }
+            tracing::warn!(
+                function = %spec.function,
+                instance = %spec.instance_id,
+                port,
+                attempt,
+                of = PORT_ATTEMPTS,
+                "another process took the instance's port; starting it again on a new port"
+            );
+            attempt += 1;
+        }
+    }
+}
+
+impl ProcessSandbox {
+    /// Spawns the child on `port`, with its log pumps and exit watch; the
+    /// flag is set once it printed that its address was in use.
+    fn spawn(
+        &self,
+        spec: &InstanceSpec,
+        resolved: &Path,
+        port: u16,
+    ) -> Result<(ProcessInstance, Arc<AtomicBool>), SandboxError> {
+        let mut cmd = command_dying_with_parent(resolved);
+        cmd.args(spec.command.iter().skip(1).chain(spec.args.iter()))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("PATH", &self.path_env)
             .env("PORT", port.to_string())
@@ -107,7 +185,9 @@ impl Sandbox for ProcessSandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| SandboxError::spawn(spec, &spec.command[0], &e))?;
         let pid = child.id().unwrap_or(0) as i32;
         let pid_file = self
             .cfg
@@ -115,40 +195,34 @@ impl Sandbox for ProcessSandbox {
             .as_ref()
             .map(|d| d.join(format!("{}.pid", spec.instance_id)));
         if let Some(f) = &pid_file {
-            if let Some(st) = proc_start_time(pid) {
-                let _ = std::fs::write(f, format!("{pid} {st}\n"));
-            }
+            write_pid_file(f, pid);
         }
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump_lines(
-                out,
-                format!("[{} stdout] ", spec.instance_id),
+        let said_in_use = Arc::new(AtomicBool::new(false));
+        let streams = [
+            child
+                .stdout
+                .take()
+                .map(|r| Box::new(r) as Box<dyn AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|r| Box::new(r) as Box<dyn AsyncRead + Send + Unpin>),
+        ];
+        for (stream, name) in streams.into_iter().zip(["stdout", "stderr"]) {
+            let Some(r) = stream else { continue };
+            let flag = said_in_use.clone();
+            tokio::spawn(pump_lines_with(
+                r,
+                format!("[{} {name}] ", spec.instance_id),
                 spec.logs.clone(),
+                move |l| {
+                    if ports::says_address_in_use(l) {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                },
             ));
         }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump_lines(
-                err,
-                format!("[{} stderr] ", spec.instance_id),
-                spec.logs.clone(),
-            ));
-        }
-        let exit = Arc::new(ExitWatch::default());
-        {
-            let exit = exit.clone();
-            let pid_file = pid_file.clone();
-            tokio::spawn(async move {
-                let status = match child.wait().await {
-                    Ok(s) => describe_exit(s),
-                    Err(e) => format!("unknown status ({e})"),
-                };
-                exit.set(status);
-                if let Some(f) = pid_file {
-                    let _ = std::fs::remove_file(f);
-                }
-            });
-        }
-        let spawn_us = t0.elapsed().as_micros() as u64;
+        let exit = watch_exit(child, pid_file.clone());
         let inst = ProcessInstance {
             id: spec.instance_id.clone(),
             endpoint: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
@@ -157,45 +231,23 @@ impl Sandbox for ProcessSandbox {
             grace: self.cfg.stop_grace,
             pid_file,
         };
-        // Readiness: Knative's default TCP probe on the port.
-        match probe_tcp(inst.endpoint, t0 + spec.startup_timeout, || {
-            inst.exit_status()
-        })
-        .await
-        {
-            Probe::Ready => {}
-            Probe::Exited(status) => {
-                return Err(SandboxError::exited_early(spec, status));
-            }
-            Probe::TimedOut => {
-                inst.stop().await;
-                return Err(SandboxError::not_ready(spec));
-            }
-        }
-        let ready_us = t0.elapsed().as_micros() as u64 - spawn_us;
-        Ok((
-            Box::new(inst),
-            StartTiming {
-                spawn_us,
-                ready_us,
-                ..Default::default()
-            },
-        ))
+        Ok((inst, said_in_use))
     }
 }
 
 impl ProcessInstance {
-    fn signal_group(&self, sig: libc::c_int) {
-        if self.pid > 0 {
-            // SAFETY: plain syscall; the group is the child's own (setpgid in pre_exec).
-            unsafe {
-                libc::kill(-self.pid, sig);
-            }
-        }
+    fn signal_group(&self, sig: Signal) {
+        signal_group(self.pid, sig);
     }
 
     async fn wait_exit(&self, d: Duration) -> bool {
         self.exit.wait(d).await
+    }
+
+    /// Kills the whole group at once and waits for the leader's exit.
+    async fn kill(&self) {
+        self.signal_group(Signal::KILL);
+        self.wait_exit(Duration::from_secs(2)).await;
     }
 }
 
@@ -215,21 +267,21 @@ impl Instance for ProcessInstance {
 
     async fn stop(&self) {
         if self.exit_status().is_none() {
-            self.signal_group(libc::SIGTERM);
+            self.signal_group(Signal::TERM);
             if !self.wait_exit(self.grace).await {
-                self.signal_group(libc::SIGKILL);
+                self.signal_group(Signal::KILL);
                 self.wait_exit(Duration::from_secs(2)).await;
             }
         }
         // The leader is gone; take any stragglers in its group with it.
-        self.signal_group(libc::SIGKILL);
+        self.signal_group(Signal::KILL);
     }
 }
 
 impl Drop for ProcessInstance {
     fn drop(&mut self) {
         if self.exit_status().is_none() {
-            self.signal_group(libc::SIGKILL);
+            self.signal_group(Signal::KILL);
         }
         if let Some(f) = &self.pid_file {
             let _ = std::fs::remove_file(f);
@@ -255,11 +307,9 @@ pub fn reap_stale(pid_dir: &Path) -> usize {
                 it.next().map(str::parse::<i32>),
                 it.next().map(str::parse::<u64>),
             ) {
+                // A group we created: same pid and start time.
                 if pid > 0 && proc_start_time(pid) == Some(st) {
-                    // SAFETY: plain syscall on a group we created (same pid and start time).
-                    unsafe {
-                        libc::kill(-pid, libc::SIGKILL);
-                    }
+                    signal_group(pid, Signal::KILL);
                     reaped += 1;
                 }
             }
@@ -272,6 +322,7 @@ pub fn reap_stale(pid_dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::PresetPorts;
     use crate::LogBuffer;
 
     fn spec(cmd: &[&str], logs: &Arc<LogBuffer>) -> InstanceSpec {
@@ -317,17 +368,65 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         inst.stop().await;
         assert!(inst.exit_status().is_some());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            logs.tail(0).iter().any(|l| l == "[f-1 stdout] greeting=hi"),
-            "{:?}",
-            logs.tail(0)
-        );
+        let greeted = || logs.tail(0).iter().any(|l| l == "[f-1 stdout] greeting=hi");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !greeted() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(greeted(), "{:?}", logs.tail(0));
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,
             "pid file removed"
         );
+    }
+
+    /// Starts an HTTP server whose first port, `taken`, another socket
+    /// holds: the start must end on a new port, served by the child.
+    async fn starts_past_a_taken_port(taken: u16) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let logs = Arc::new(LogBuffer::new(1 << 16));
+        let ports = Arc::new(PresetPorts::new([taken]));
+        let sb = sandbox(None).with_ports(ports.clone());
+        let s = spec(
+            &[
+                "sh",
+                "-c",
+                "exec python3 -m http.server $PORT --bind 127.0.0.1",
+            ],
+            &logs,
+        );
+        let (inst, _) = sb
+            .start(&s)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", logs.tail(0).join("\n")));
+        assert!(ports.picks() >= 2, "picked {} ports", ports.picks());
+        assert_ne!(inst.endpoint().port(), taken);
+        let mut c = tokio::net::TcpStream::connect(inst.endpoint())
+            .await
+            .unwrap();
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+        inst.stop().await;
+    }
+
+    /// Another process listens on the port: the child's bind fails, and the
+    /// probe may reach the other listener first; neither counts as ready.
+    #[tokio::test]
+    async fn a_port_another_process_listens_on_is_given_up_for_a_new_one() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        starts_past_a_taken_port(held.local_addr().unwrap().port()).await;
+    }
+
+    /// An outgoing connection holds the port (the ephemeral-range race):
+    /// nothing listens, the child's bind fails and it exits.
+    #[tokio::test]
+    async fn a_port_a_connection_holds_is_given_up_for_a_new_one() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        starts_past_a_taken_port(c.local_addr().unwrap().port()).await;
     }
 
     #[tokio::test]
@@ -379,7 +478,7 @@ mod tests {
         assert_eq!(reap_stale(dir.path()), 1);
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(status.signal(), Some(Signal::KILL.as_raw()));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -24,7 +24,7 @@
 //!   run; [`reap_stale`] deletes whatever an earlier, killed run left there.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -197,15 +197,9 @@ pub fn runtime_config(
 /// Open files allowed in a container: up to 65536, never above our own hard
 /// limit (a container may not raise it; runc create would fail).
 fn nofile_limit() -> u64 {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
-        return 1024;
-    }
-    l.rlim_max.min(65536)
+    let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    // `None`: unlimited.
+    l.maximum.unwrap_or(u64::MAX).min(65536)
 }
 
 /// Container ids are the instance ids, restricted to what runc accepts.
@@ -300,12 +294,9 @@ impl Sandbox for RuncSandbox {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = create.spawn().map_err(|source| SandboxError::Spawn {
-            function: spec.function.clone(),
-            instance: spec.instance_id.clone(),
-            program: self.cfg.runc.display().to_string(),
-            source,
-        })?;
+        let mut child = create
+            .spawn()
+            .map_err(|e| SandboxError::spawn(spec, &self.cfg.runc.display().to_string(), &e))?;
         let out = child.stdout.take();
         let err = child.stderr.take();
         let status = child.wait().await.map_err(|e| fail("runc create", &e))?;
@@ -403,16 +394,13 @@ impl Sandbox for RuncSandbox {
 }
 
 fn pidfd(pid: i32) -> std::io::Result<OwnedFd> {
-    if pid <= 0 {
-        return Err(std::io::Error::other("no pid file from runc create"));
-    }
-    // SAFETY: plain syscall; the returned fd is owned by us.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid)
+        .filter(|_| pid > 0)
+        .ok_or_else(|| std::io::Error::other("no pid file from runc create"))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 pub struct RuncInstance {

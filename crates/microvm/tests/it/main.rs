@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use stratus_microvm::snapshot::{FaultySnapshots, LocalDirSnapshots};
 use stratus_microvm::{MicrovmConfig, MicrovmSandbox, RestoreMode};
+use stratus_sandbox::ports::PresetPorts;
 use stratus_sandbox::{InstanceSpec, LogBuffer, Sandbox};
 
 fn config_or_skip(dir: &Path) -> Option<MicrovmConfig> {
@@ -162,5 +163,41 @@ async fn a_function_that_exits_powers_the_vm_off_and_is_reported() {
         "{e}"
     );
     assert_eq!(entries(&work.join("pids")), 0);
+    assert_eq!(entries(&work.join("instances")), 0);
+}
+
+/// The first host port handed out is one this test listens on: QEMU cannot
+/// set up its `hostfwd` rule and exits, and the start goes on with QEMU on
+/// a new port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_forwarded_port_is_given_up_for_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cfg) = config_or_skip(dir.path()) else {
+        return;
+    };
+    let work = cfg.work_dir.clone();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let ports = Arc::new(PresetPorts::new([taken]));
+    let sb = MicrovmSandbox::new(cfg).unwrap().with_ports(ports.clone());
+    let logs = Arc::new(LogBuffer::new(1 << 20));
+    let (inst, _) = sb
+        .start(&spec("p-1", HTTPD, &logs))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs.tail(40).join("\n")));
+    assert!(
+        logs.tail(0)
+            .iter()
+            .any(|l| l.contains("Could not set up host forwarding rule")),
+        "the first QEMU met the taken port: {:?}",
+        logs.tail(40)
+    );
+    assert!(ports.picks() >= 2, "picked {} ports", ports.picks());
+    assert_ne!(inst.endpoint().port(), taken);
+    stratus_microvm::http_get(inst.endpoint(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    inst.stop().await;
+    assert_eq!(entries(&work.join("pids")), 0, "no QEMU left");
     assert_eq!(entries(&work.join("instances")), 0);
 }
