@@ -168,6 +168,11 @@ impl FunctionPool {
             .collect()
     }
 
+    /// Whether this revision was replaced or deleted.
+    pub fn is_retired(&self) -> bool {
+        self.inner.lock().state.is_retired()
+    }
+
     pub fn endpoints(&self) -> Vec<SocketAddr> {
         self.slots().iter().map(|s| s.endpoint).collect()
     }
@@ -180,23 +185,26 @@ impl FunctionPool {
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Lease, PoolError> {
         let since = Instant::now();
         let deadline_us = deadline.saturating_duration_since(self.epoch).as_micros() as Micros;
-        let (request, rx) = {
+        let queued = {
             let mut g = self.inner.lock();
             let before = Gauges::of(&g.state);
             let (request, actions) = g.state.request(self.now_us(), deadline_us);
             let mut d = self.execute(&mut g, before, actions, Some(request));
-            let answer = d.own.take();
-            let rx = answer.is_none().then(|| {
-                let (tx, rx) = oneshot::channel();
-                g.waiters.insert(request, tx);
-                rx
-            });
+            let queued = match d.own.take() {
+                Some(answer) => Err(answer),
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    g.waiters.insert(request, tx);
+                    Ok((request, rx))
+                }
+            };
             drop(g);
             self.deliver(d);
-            match (answer, rx) {
-                (Some(reply), _) => return reply,
-                (None, rx) => (request, rx.expect("a request without an answer waits")),
-            }
+            queued
+        };
+        let (request, rx) = match queued {
+            Ok(q) => q,
+            Err(answer) => return answer,
         };
         // Gives the place in the queue up if this future is dropped or times out.
         let mut waiting = Waiting {
@@ -401,7 +409,7 @@ impl FunctionPool {
             }
             Err(e) => {
                 self.metrics.start_failures.inc();
-                let reason = e.to_string();
+                let reason = crate::error_chain(&e);
                 tracing::warn!(function = %s.name, error = %reason, "instance start failed");
                 self.update(|g| g.state.start_failed(key, &reason));
             }
