@@ -59,6 +59,13 @@ pub(crate) struct WorkflowEntry {
     pub metrics: TargetMetrics,
 }
 
+/// A bundle that passed validation: each service with the sandbox that runs
+/// it, each workflow with its plan.
+struct Checked {
+    services: Vec<(Service, Arc<dyn Sandbox>)>,
+    workflows: Vec<(Workflow, Arc<Plan>)>,
+}
+
 #[derive(Default)]
 pub(crate) struct Registry {
     pub functions: HashMap<String, Arc<FunctionPool>>,
@@ -331,7 +338,10 @@ impl Platform {
         file: &str,
         bundle: stratus_spec::Bundle,
     ) -> Result<DeployReport, PlatformError> {
-        let (services, workflows) = self.check(file, &bundle)?;
+        let Checked {
+            services,
+            workflows,
+        } = self.check(file, &bundle)?;
         let items = stored_resources(&bundle);
         let store = self.store.clone();
         let revisions = tokio::task::spawn_blocking(move || store.put_resources(&items))
@@ -400,14 +410,8 @@ impl Platform {
         Ok(report)
     }
 
-    /// Validates a bundle against what is deployed; returns each service
-    /// with its sandbox and each workflow with its plan.
-    #[allow(clippy::type_complexity)]
-    fn check(
-        &self,
-        file: &str,
-        bundle: &stratus_spec::Bundle,
-    ) -> Result<(Vec<(Service, Arc<dyn Sandbox>)>, Vec<(Workflow, Arc<Plan>)>), PlatformError> {
+    /// Validates a bundle against what is deployed.
+    fn check(&self, file: &str, bundle: &stratus_spec::Bundle) -> Result<Checked, PlatformError> {
         let mut problems = Vec::new();
         let mut services = Vec::new();
         let mut workflows = Vec::new();
@@ -436,7 +440,10 @@ impl Platform {
         if !problems.is_empty() {
             return Err(PlatformError::Invalid(problems.join("\n")));
         }
-        Ok((services, workflows))
+        Ok(Checked {
+            services,
+            workflows,
+        })
     }
 
     /// Deletes a function or workflow by name.
