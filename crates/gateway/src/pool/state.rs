@@ -66,7 +66,8 @@ impl fmt::Display for RequestId {
 pub struct Scaling {
     /// Most leases one instance holds at once (`containerConcurrency`; 0 = unlimited).
     pub container_concurrency: u32,
-    /// In-flight requests per instance the autoscaler aims for (> 0).
+    /// In-flight requests per instance the autoscaler aims for (below
+    /// 0.01 counts as 0.01).
     pub target: f64,
     /// Instances kept even without traffic.
     pub min_scale: u32,
@@ -379,6 +380,8 @@ impl PoolState {
     /// Periodic housekeeping: refuse waiters past their deadline, stop
     /// instances idle for the idle window (down to the desired count; all
     /// of them once retired) and start instances up to the desired count.
+    /// Deadlines are only checked here; a driver with a timer per request
+    /// may instead [`cancel`](Self::cancel) it when its deadline passes.
     pub fn tick(&mut self, now: Micros) -> Vec<Action> {
         let mut out = Vec::new();
         let mut i = 0;
