@@ -34,20 +34,14 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 
-fn platform_error(e: PlatformError) -> Response {
+pub(crate) fn platform_error(e: PlatformError) -> Response {
     let status = match &e {
         PlatformError::Invalid(_) => StatusCode::BAD_REQUEST,
         PlatformError::NotFound(_) => StatusCode::NOT_FOUND,
         PlatformError::InUse { .. } => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    error(status, msg)
+    error(status, crate::error_chain(&e))
 }
 
 /// Reads a request body, refusing more than `limit` bytes with a 413.
@@ -67,7 +61,10 @@ async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Response>
         }
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {e}"),
+            format!(
+                "could not read the request body: {}",
+                crate::error_chain(&*e)
+            ),
         )),
     }
 }

@@ -91,7 +91,7 @@ impl GatewayClient {
             .http
             .request(req)
             .await
-            .map_err(|e| unreachable(format!("{e:#}")))?;
+            .map_err(|e| unreachable(crate::error_chain(&e)))?;
         let status = resp.status().as_u16();
         let h = resp.headers();
         let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -104,7 +104,7 @@ impl GatewayClient {
             .into_body()
             .collect()
             .await
-            .map_err(|e| unreachable(format!("{e:#}")))?
+            .map_err(|e| unreachable(crate::error_chain(&e)))?
             .to_bytes();
         Ok(Reply {
             status,

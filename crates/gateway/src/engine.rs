@@ -211,7 +211,7 @@ impl Platform {
             let resp = client
                 .request(req)
                 .await
-                .map_err(|e| Err(format!("{e:#}")))?;
+                .map_err(|e| Err(crate::error_chain(&e)))?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), limit)
                 .collect()
@@ -225,7 +225,7 @@ impl Platform {
                             limit,
                         })
                     } else {
-                        Err(format!("{e:#}"))
+                        Err(crate::error_chain(&*e))
                     }
                 })?;
             let body = body.to_bytes();

@@ -1,5 +1,14 @@
 //! The embedded platform: registry of deployed functions and workflows, their
 //! persistence, deployment, and lifecycle.
+//!
+//! Deploys and deletes are serialised by one async mutex and run in their own
+//! task (so a caller that goes away cannot stop one between the durable write
+//! and the registry switch). Each validates against the registry, does all
+//! that can fail (parsing, runtime lookup, plan compilation, the SQLite
+//! write), then switches the registry in one infallible step: the registry
+//! and the state store hold the same resources at the same revisions, and no
+//! workflow refers to a function that is not deployed. Invocations read the
+//! registry under its own short lock and never wait for a deploy.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +23,7 @@ use stratus_sandbox::process::{ProcessConfig, ProcessSandbox};
 use stratus_sandbox::{LogBuffer, Sandbox};
 use stratus_spec::{Service, Workflow};
 use stratus_state::{SqliteStore, StateStore, StoredResource};
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -37,6 +47,9 @@ pub enum PlatformError {
         path: String,
         source: std::io::Error,
     },
+    /// The task doing the work panicked or was cancelled: a bug, not bad input.
+    #[error("{op} failed internally")]
+    Internal { op: &'static str, source: JoinError },
 }
 
 pub(crate) struct WorkflowEntry {
@@ -44,6 +57,13 @@ pub(crate) struct WorkflowEntry {
     pub revision: u64,
     pub plan: Arc<Plan>,
     pub metrics: TargetMetrics,
+}
+
+/// A bundle that passed validation: each service with the sandbox that runs
+/// it, each workflow with its plan.
+struct Checked {
+    services: Vec<(Service, Arc<dyn Sandbox>)>,
+    workflows: Vec<(Workflow, Arc<Plan>)>,
 }
 
 #[derive(Default)]
@@ -57,6 +77,8 @@ pub struct Platform {
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) sandboxes: HashMap<&'static str, Arc<dyn Sandbox>>,
     pub(crate) registry: RwLock<Registry>,
+    /// Held by deploy, delete and shutdown for their whole run.
+    mutations: tokio::sync::Mutex<()>,
     pub(crate) client: HttpClient,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) recorder: Recorder,
@@ -177,6 +199,7 @@ impl Platform {
             store,
             sandboxes,
             registry: RwLock::new(Registry::default()),
+            mutations: tokio::sync::Mutex::new(()),
             client: http_client(),
             metrics,
             logs: RwLock::new(HashMap::new()),
@@ -234,13 +257,13 @@ impl Platform {
         }
         let mut reg = self.registry.write();
         for (s, rev) in services {
-            let pool = self.new_pool(s, rev).map_err(PlatformError::Invalid)?;
+            let sandbox = self.sandbox_for(&s).map_err(PlatformError::Invalid)?;
+            let pool = self.new_pool(s, rev, sandbox);
             reg.functions.insert(pool.service.name.clone(), pool);
         }
         for (w, rev) in workflows {
-            let entry = self
-                .workflow_entry(w, rev)
-                .map_err(PlatformError::Invalid)?;
+            let plan = Plan::compile(&w).map_err(|e| PlatformError::Invalid(e.to_string()))?;
+            let entry = self.workflow_entry(w, rev, Arc::new(plan));
             reg.workflows
                 .insert(entry.spec.name.clone(), Arc::new(entry));
         }
@@ -252,17 +275,21 @@ impl Platform {
         Ok(())
     }
 
-    fn new_pool(&self, s: Service, revision: u64) -> Result<Arc<FunctionPool>, String> {
-        let sandbox = self.sandboxes.get(s.runtime.as_str()).cloned().ok_or_else(|| {
+    /// The sandbox backend that runs `s`.
+    fn sandbox_for(&self, s: &Service) -> Result<Arc<dyn Sandbox>, String> {
+        self.sandboxes.get(s.runtime.as_str()).cloned().ok_or_else(|| {
             let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
-            known.sort();
+            known.sort_unstable();
             format!(
                 "function '{}': runtime '{}' is not available (annotation stratus.dev/runtime; available: {})",
                 s.name,
                 s.runtime,
                 known.join(", ")
             )
-        })?;
+        })
+    }
+
+    fn new_pool(&self, s: Service, revision: u64, sandbox: Arc<dyn Sandbox>) -> Arc<FunctionPool> {
         let logs = self
             .logs
             .write()
@@ -271,26 +298,17 @@ impl Platform {
             .clone();
         let fm = FunctionMetrics::new(&self.metrics, &s.name);
         let tm = TargetMetrics::new(&self.metrics, &s.name, "function");
-        Ok(FunctionPool::new(
-            s,
-            revision,
-            sandbox,
-            self.cfg.clone(),
-            fm,
-            tm,
-            logs,
-        ))
+        FunctionPool::new(s, revision, sandbox, self.cfg.clone(), fm, tm, logs)
     }
 
-    fn workflow_entry(&self, w: Workflow, revision: u64) -> Result<WorkflowEntry, String> {
-        let plan = Arc::new(Plan::compile(&w).map_err(|e| e.to_string())?);
+    fn workflow_entry(&self, w: Workflow, revision: u64, plan: Arc<Plan>) -> WorkflowEntry {
         let metrics = TargetMetrics::new(&self.metrics, &w.name, "workflow");
-        Ok(WorkflowEntry {
+        WorkflowEntry {
             spec: w,
             revision,
             plan,
             metrics,
-        })
+        }
     }
 
     /// Parses, validates and deploys every resource in `text`, or nothing.
@@ -301,108 +319,150 @@ impl Platform {
     ) -> Result<DeployReport, PlatformError> {
         let bundle =
             stratus_spec::parse(file, text).map_err(|e| PlatformError::Invalid(e.to_string()))?;
-        let mut problems = Vec::new();
-        {
+        let this = self.clone();
+        let file = file.to_string();
+        tokio::spawn(async move {
+            let _serialised = this.mutations.lock().await;
+            this.deploy_bundle(&file, bundle).await
+        })
+        .await
+        .map_err(|source| PlatformError::Internal {
+            op: "deploy",
+            source,
+        })?
+    }
+
+    /// Deploys a parsed bundle; the caller holds `mutations`.
+    async fn deploy_bundle(
+        &self,
+        file: &str,
+        bundle: stratus_spec::Bundle,
+    ) -> Result<DeployReport, PlatformError> {
+        let Checked {
+            services,
+            workflows,
+        } = self.check(file, &bundle)?;
+        let items = stored_resources(&bundle);
+        let store = self.store.clone();
+        let revisions = tokio::task::spawn_blocking(move || store.put_resources(&items))
+            .await
+            .map_err(|source| PlatformError::Internal {
+                op: "the state write of a deploy",
+                source,
+            })??;
+        // Durable: build the new pools and entries, then switch the registry.
+        let mut revs = revisions.into_iter();
+        let services: Vec<(Service, Arc<dyn Sandbox>, u64)> = services
+            .into_iter()
+            .map(|(s, sb)| (s, sb, revs.next().unwrap_or(1)))
+            .collect();
+        let workflows: Vec<(Workflow, Arc<Plan>, u64)> = workflows
+            .into_iter()
+            .map(|(w, plan)| (w, plan, revs.next().unwrap_or(1)))
+            .collect();
+        // The registry changes only under `mutations`, so what is current now
+        // is current at the switch.
+        let (fn_current, wf_current) = {
             let reg = self.registry.read();
-            if let Err(e) = stratus_spec::validate_refs(&bundle, &|f| reg.functions.contains_key(f))
-            {
-                problems.push(e.to_string());
+            let f: Vec<bool> = services
+                .iter()
+                .map(|(s, _, rev)| current(reg.functions.get(&s.name).map(|p| p.revision), *rev))
+                .collect();
+            let w: Vec<bool> = workflows
+                .iter()
+                .map(|(w, _, rev)| current(reg.workflows.get(&w.name).map(|e| e.revision), *rev))
+                .collect();
+            (f, w)
+        };
+        let mut report = DeployReport {
+            resources: Vec::new(),
+            warnings: bundle.warnings.iter().map(|w| w.to_string()).collect(),
+        };
+        let mut pools = Vec::new();
+        for ((s, sandbox, rev), keep) in services.into_iter().zip(fn_current) {
+            report.resources.push(ResourceInfo {
+                changed: Some(!keep),
+                ..ResourceInfo::new("Service", s.name.clone(), rev)
+            });
+            if !keep {
+                pools.push(self.new_pool(s, rev, sandbox));
             }
-            for s in &bundle.services {
-                if reg.workflows.contains_key(&s.name) {
-                    problems.push(format!("{file}:{}:{}: a workflow named '{}' is already deployed; functions and workflows share one namespace", s.pos.line, s.pos.col, s.name));
-                }
-                if !self.sandboxes.contains_key(s.runtime.as_str()) {
-                    let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
-                    known.sort_unstable();
-                    problems.push(format!("{file}:{}:{}: function '{}': runtime '{}' is not available (annotation stratus.dev/runtime; available: {})", s.pos.line, s.pos.col, s.name, s.runtime, known.join(", ")));
-                }
+        }
+        let mut entries = Vec::new();
+        for ((w, plan, rev), keep) in workflows.into_iter().zip(wf_current) {
+            report.resources.push(ResourceInfo {
+                changed: Some(!keep),
+                ..ResourceInfo::new("Workflow", w.name.clone(), rev)
+            });
+            if !keep {
+                entries.push(Arc::new(self.workflow_entry(w, rev, plan)));
             }
-            for w in &bundle.workflows {
-                if reg.functions.contains_key(&w.name) {
-                    problems.push(format!("{file}:{}:{}: a function named '{}' is already deployed; functions and workflows share one namespace", w.pos.line, w.pos.col, w.name));
-                }
-                if let Err(e) = Plan::compile(w) {
-                    problems.push(format!("{file}:{}:{}: {e}", w.pos.line, w.pos.col));
-                }
+        }
+        let mut reg = self.registry.write();
+        for pool in pools {
+            if let Some(old) = reg.functions.insert(pool.service.name.clone(), pool) {
+                old.retire();
+            }
+        }
+        for entry in entries {
+            reg.workflows.insert(entry.spec.name.clone(), entry);
+        }
+        Ok(report)
+    }
+
+    /// Validates a bundle against what is deployed.
+    fn check(&self, file: &str, bundle: &stratus_spec::Bundle) -> Result<Checked, PlatformError> {
+        let mut problems = Vec::new();
+        let mut services = Vec::new();
+        let mut workflows = Vec::new();
+        let reg = self.registry.read();
+        if let Err(e) = stratus_spec::validate_refs(bundle, &|f| reg.functions.contains_key(f)) {
+            problems.push(e.to_string());
+        }
+        for s in &bundle.services {
+            if reg.workflows.contains_key(&s.name) {
+                problems.push(format!("{file}:{}:{}: a workflow named '{}' is already deployed; functions and workflows share one namespace", s.pos.line, s.pos.col, s.name));
+            }
+            match self.sandbox_for(s) {
+                Ok(sb) => services.push((s.clone(), sb)),
+                Err(e) => problems.push(format!("{file}:{}:{}: {e}", s.pos.line, s.pos.col)),
+            }
+        }
+        for w in &bundle.workflows {
+            if reg.functions.contains_key(&w.name) {
+                problems.push(format!("{file}:{}:{}: a function named '{}' is already deployed; functions and workflows share one namespace", w.pos.line, w.pos.col, w.name));
+            }
+            match Plan::compile(w) {
+                Ok(plan) => workflows.push((w.clone(), Arc::new(plan))),
+                Err(e) => problems.push(format!("{file}:{}:{}: {e}", w.pos.line, w.pos.col)),
             }
         }
         if !problems.is_empty() {
             return Err(PlatformError::Invalid(problems.join("\n")));
         }
-        let source_of = |kind: &str, name: &str| {
-            bundle
-                .sources
-                .iter()
-                .find(|(k, n, _)| k == kind && n == name)
-                .map(|(_, _, t)| t.clone())
-                .unwrap_or_default()
-        };
-        let stored = |kind: &str, name: &str, spec_json: String| StoredResource {
-            kind: kind.into(),
-            name: name.into(),
-            revision: 0,
-            spec_json,
-            source: source_of(kind, name),
-            updated_unix_ms: 0,
-        };
-        let mut items: Vec<StoredResource> = bundle
-            .services
-            .iter()
-            .map(|s| stored("Service", &s.name, spec_json(&normalized_service(s))))
-            .collect();
-        items.extend(
-            bundle
-                .workflows
-                .iter()
-                .map(|w| stored("Workflow", &w.name, spec_json(&normalized_workflow(w)))),
-        );
-        let store = self.store.clone();
-        let revisions = tokio::task::spawn_blocking(move || store.put_resources(&items))
-            .await
-            .map_err(|e| PlatformError::Invalid(format!("deploy task failed: {e}")))??;
-        // Durable: now switch the registry over.
-        let mut report = DeployReport {
-            resources: Vec::new(),
-            warnings: bundle.warnings.iter().map(|w| w.to_string()).collect(),
-        };
-        let mut reg = self.registry.write();
-        let mut revs = revisions.into_iter();
-        for s in bundle.services {
-            let rev = revs.next().unwrap_or(1);
-            let name = s.name.clone();
-            let unchanged = reg.functions.get(&name).is_some_and(|p| p.revision == rev);
-            if !unchanged {
-                let pool = self.new_pool(s, rev).map_err(PlatformError::Invalid)?;
-                if let Some(old) = reg.functions.insert(name.clone(), pool) {
-                    old.retire();
-                }
-            }
-            report.resources.push(ResourceInfo {
-                changed: Some(!unchanged),
-                ..ResourceInfo::new("Service", name, rev)
-            });
-        }
-        for w in bundle.workflows {
-            let rev = revs.next().unwrap_or(1);
-            let name = w.name.clone();
-            let unchanged = reg.workflows.get(&name).is_some_and(|e| e.revision == rev);
-            if !unchanged {
-                let entry = self
-                    .workflow_entry(w, rev)
-                    .map_err(PlatformError::Invalid)?;
-                reg.workflows.insert(name.clone(), Arc::new(entry));
-            }
-            report.resources.push(ResourceInfo {
-                changed: Some(!unchanged),
-                ..ResourceInfo::new("Workflow", name, rev)
-            });
-        }
-        Ok(report)
+        Ok(Checked {
+            services,
+            workflows,
+        })
     }
 
     /// Deletes a function or workflow by name.
     pub async fn delete(self: &Arc<Self>, name: &str) -> Result<String, PlatformError> {
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let _serialised = this.mutations.lock().await;
+            this.delete_resource(&name).await
+        })
+        .await
+        .map_err(|source| PlatformError::Internal {
+            op: "delete",
+            source,
+        })?
+    }
+
+    /// Deletes one resource; the caller holds `mutations`.
+    async fn delete_resource(&self, name: &str) -> Result<String, PlatformError> {
         let kind = {
             let reg = self.registry.read();
             if reg.workflows.contains_key(name) {
@@ -430,7 +490,10 @@ impl Platform {
         let n = name.to_string();
         tokio::task::spawn_blocking(move || store.delete_resource(kind, &n))
             .await
-            .map_err(|e| PlatformError::Invalid(format!("delete task failed: {e}")))??;
+            .map_err(|source| PlatformError::Internal {
+                op: "the state write of a delete",
+                source,
+            })??;
         let mut reg = self.registry.write();
         if kind == "Workflow" {
             reg.workflows.remove(name);
@@ -548,6 +611,7 @@ impl Platform {
     /// Stops every instance and waits for them.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
+        let _serialised = self.mutations.lock().await;
         let pools: Vec<Arc<FunctionPool>> = {
             let mut reg = self.registry.write();
             reg.functions.drain().map(|(_, p)| p).collect()
@@ -555,6 +619,42 @@ impl Platform {
         futures_util::future::join_all(pools.iter().map(|p| p.stop_all())).await;
         self.recorder.flush();
     }
+}
+
+/// Whether the registry's revision of a resource (if deployed) stays for a
+/// deploy that stored `stored`: the same revision is unchanged, and a newer
+/// one is never replaced by an older one.
+fn current(deployed: Option<u64>, stored: u64) -> bool {
+    deployed.is_some_and(|d| d >= stored)
+}
+
+/// The rows a deploy writes: each resource's normalised spec and its YAML.
+fn stored_resources(bundle: &stratus_spec::Bundle) -> Vec<StoredResource> {
+    let source_of = |kind: &str, name: &str| {
+        bundle
+            .sources
+            .iter()
+            .find(|(k, n, _)| k == kind && n == name)
+            .map(|(_, _, t)| t.clone())
+            .unwrap_or_default()
+    };
+    let stored = |kind: &str, name: &str, spec_json: String| StoredResource {
+        kind: kind.into(),
+        name: name.into(),
+        revision: 0,
+        spec_json,
+        source: source_of(kind, name),
+        updated_unix_ms: 0,
+    };
+    let services = bundle
+        .services
+        .iter()
+        .map(|s| stored("Service", &s.name, spec_json(&normalized_service(s))));
+    let workflows = bundle
+        .workflows
+        .iter()
+        .map(|w| stored("Workflow", &w.name, spec_json(&normalized_workflow(w))));
+    services.chain(workflows).collect()
 }
 
 fn spec_json<T: Serialize>(v: &T) -> String {
@@ -577,3 +677,6 @@ fn normalized_workflow(w: &Workflow) -> Workflow {
     }
     w
 }
+
+#[cfg(test)]
+mod tests;

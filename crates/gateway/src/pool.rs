@@ -1,25 +1,21 @@
 //! The activator: one [`FunctionPool`] per deployed function revision.
 //!
-//! It buffers requests while instances start (scale from zero), never lets
-//! more than `containerConcurrency` requests onto an instance, scales on
-//! concurrency between min-scale and max-scale, and stops instances idle for
-//! longer than the idle window (down to zero).
+//! The decisions — which instance serves a request, who waits and in what
+//! order, how many instances to run, which idle ones to stop — are made by
+//! the pure [`PoolState`]. This module is its driver: it feeds the state
+//! events (a request arrives, an instance is ready or exited, a lease is
+//! released, a periodic tick) with the time they happened, and carries out
+//! the returned [`Action`]s: it starts and stops sandbox instances, and hands
+//! waiting requests their [`Lease`] or their error through a oneshot channel.
 //!
-//! ```text
-//! acquire ──► free slot on a ready instance? ──yes──► Lease (held for the request)
-//!                  │ no                                   │ drop
-//!                  ▼                                      ▼
-//!            FIFO waiters ◄── handed the slot ◄──── release / instance ready
-//!                  │
-//!                  └──► scale up: desired = ceil((in-flight + waiting) / target)
-//!                       clamped to [min-scale, max-scale]
-//! instance:  starting ──► ready ──► (idle > window) stopping ──► gone
-//!                            └──► dead (exited / timed out) ──► gone
-//! ```
+//! Actions are decided under the pool's lock and delivered after it is
+//! released, so a lease whose requester has gone is released like any other
+//! (no re-entry into the lock).
 
-use std::collections::VecDeque;
+pub mod state;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +24,8 @@ use stratus_dag::Plan;
 use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox};
 use stratus_spec::Service;
 use tokio::sync::oneshot;
+
+pub use state::{Action, InstanceId, Micros, PoolState, Refusal, RequestId, Scaling};
 
 use crate::config::Config;
 use crate::metrics::{FunctionMetrics, TargetMetrics};
@@ -44,39 +42,29 @@ pub enum PoolError {
     Retired { function: String },
 }
 
-/// One running instance and its accounting.
+/// One running instance.
 pub struct Slot {
     pub id: String,
     pub endpoint: SocketAddr,
     pub uri: http::Uri,
+    key: InstanceId,
     inst: Box<dyn Instance>,
-    inflight: AtomicU32,
-    /// µs since the pool's epoch.
-    last_active: AtomicU64,
-    dead: AtomicBool,
 }
 
 impl Slot {
     pub fn exit_status(&self) -> Option<String> {
         self.inst.exit_status()
     }
-
-    pub fn inflight(&self) -> u32 {
-        self.inflight.load(Ordering::Relaxed)
-    }
 }
 
-struct Waiter {
-    tx: oneshot::Sender<Result<Lease, PoolError>>,
-    since: Instant,
-}
+type Reply = Result<Lease, PoolError>;
 
-#[derive(Default)]
 struct Inner {
-    instances: Vec<Arc<Slot>>,
-    starting: u32,
-    waiters: VecDeque<Waiter>,
-    retired: bool,
+    state: PoolState,
+    /// Ready instances.
+    slots: HashMap<InstanceId, Arc<Slot>>,
+    /// Where each waiting request's answer goes.
+    waiters: HashMap<RequestId, oneshot::Sender<Reply>>,
 }
 
 pub struct FunctionPool {
@@ -89,10 +77,7 @@ pub struct FunctionPool {
     sandbox: Arc<dyn Sandbox>,
     cfg: Arc<Config>,
     metrics: FunctionMetrics,
-    cap: u32,
-    target: f64,
     epoch: Instant,
-    seq: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -102,15 +87,25 @@ pub struct Lease {
     pub slot: Arc<Slot>,
     /// Time spent waiting for a newly started instance.
     pub cold_start_us: u64,
-    armed: bool,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.armed {
-            self.pool.release(&self.slot);
-        }
+        let now = self.pool.now_us();
+        let key = self.slot.key;
+        self.pool.update(|g| g.state.release(key, now));
     }
+}
+
+/// What is left to do once the pool's lock is released.
+#[derive(Default)]
+struct Deliveries {
+    /// Answers to waiting requests (`None`: the requester has gone).
+    replies: Vec<(Option<oneshot::Sender<Reply>>, Reply)>,
+    /// The answer to the request whose `acquire` is executing.
+    own: Option<Reply>,
+    /// Instances taken out of service, to stop.
+    stops: Vec<Arc<Slot>>,
 }
 
 impl FunctionPool {
@@ -123,12 +118,7 @@ impl FunctionPool {
         target_metrics: TargetMetrics,
         logs: Arc<LogBuffer>,
     ) -> Arc<FunctionPool> {
-        let cap = if service.container_concurrency == 0 {
-            u32::MAX
-        } else {
-            service.container_concurrency
-        };
-        let target = service.effective_target().max(0.01);
+        let scaling = Scaling::for_service(&service, cfg.idle_timeout, cfg.max_queue);
         Arc::new(FunctionPool {
             plan: Arc::new(Plan::single(&service.name)),
             service: Arc::new(service),
@@ -138,11 +128,12 @@ impl FunctionPool {
             sandbox,
             cfg,
             metrics,
-            cap,
-            target,
             epoch: Instant::now(),
-            seq: AtomicU64::new(0),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                state: PoolState::new(scaling),
+                slots: HashMap::new(),
+                waiters: HashMap::new(),
+            }),
         })
     }
 
@@ -154,92 +145,78 @@ impl FunctionPool {
         self.metrics.requests.inc();
     }
 
-    fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+    fn now_us(&self) -> Micros {
+        self.epoch.elapsed().as_micros() as Micros
     }
 
-    /// Ready instances and those starting.
+    /// Ready instances, those starting, and buffered requests.
     pub fn counts(&self) -> (usize, u32, usize) {
         let g = self.inner.lock();
-        (g.instances.len(), g.starting, g.waiters.len())
+        (
+            g.state.ready(),
+            g.state.starting() as u32,
+            g.state.waiting(),
+        )
+    }
+
+    /// Ready instances, oldest first.
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        let g = self.inner.lock();
+        g.state
+            .instances()
+            .filter_map(|(id, _)| g.slots.get(&id).cloned())
+            .collect()
+    }
+
+    /// Whether this revision was replaced or deleted.
+    pub fn is_retired(&self) -> bool {
+        self.inner.lock().state.is_retired()
     }
 
     pub fn endpoints(&self) -> Vec<SocketAddr> {
-        self.inner
-            .lock()
-            .instances
-            .iter()
-            .map(|s| s.endpoint)
-            .collect()
+        self.slots().iter().map(|s| s.endpoint).collect()
     }
 
     pub fn instance_ids(&self) -> Vec<String> {
-        self.inner
-            .lock()
-            .instances
-            .iter()
-            .map(|s| s.id.clone())
-            .collect()
-    }
-
-    fn lease(self: &Arc<Self>, slot: &Arc<Slot>, cold_start_us: u64) -> Lease {
-        slot.inflight.fetch_add(1, Ordering::Relaxed);
-        Lease {
-            pool: self.clone(),
-            slot: slot.clone(),
-            cold_start_us,
-            armed: true,
-        }
-    }
-
-    /// Packs requests onto the oldest instances up to the concurrency target,
-    /// so that instances beyond current demand go idle and are scaled down
-    /// after the idle window. Above the target, the least-loaded instance
-    /// with a free slot (up to `containerConcurrency`) takes the request.
-    fn pick(&self, g: &Inner) -> Option<Arc<Slot>> {
-        let soft = (self.target.ceil() as u32).clamp(1, self.cap);
-        if let Some(s) = g.instances.iter().find(|s| s.inflight() < soft) {
-            return Some(s.clone());
-        }
-        g.instances
-            .iter()
-            .filter(|s| s.inflight() < self.cap)
-            .min_by_key(|s| s.inflight())
-            .cloned()
+        self.slots().iter().map(|s| s.id.clone()).collect()
     }
 
     /// Waits (until `deadline`) for a slot on a ready instance.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Lease, PoolError> {
         let since = Instant::now();
-        let rx = {
+        let deadline_us = deadline.saturating_duration_since(self.epoch).as_micros() as Micros;
+        let queued = {
             let mut g = self.inner.lock();
-            if g.retired {
-                return Err(PoolError::Retired {
-                    function: self.name().into(),
-                });
-            }
-            if let Some(slot) = self.pick(&g) {
-                let lease = self.lease(&slot, 0);
-                if slot.inflight() as f64 > self.target {
-                    // Served above the target: ask for more instances.
-                    self.scale_up(&mut g);
+            let before = Gauges::of(&g.state);
+            let (request, actions) = g.state.request(self.now_us(), deadline_us);
+            let mut d = self.execute(&mut g, before, actions, Some(request));
+            let queued = match d.own.take() {
+                Some(answer) => Err(answer),
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    g.waiters.insert(request, tx);
+                    Ok((request, rx))
                 }
-                return Ok(lease);
-            }
-            if g.waiters.len() >= self.cfg.max_queue {
-                return Err(PoolError::Overloaded {
-                    function: self.name().into(),
-                    queued: g.waiters.len(),
-                });
-            }
-            let (tx, rx) = oneshot::channel();
-            g.waiters.push_back(Waiter { tx, since });
-            self.metrics.queued.inc();
-            self.scale_up(&mut g);
-            rx
+            };
+            drop(g);
+            self.deliver(d);
+            queued
         };
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(r)) => r,
+        let (request, rx) = match queued {
+            Ok(q) => q,
+            Err(answer) => return answer,
+        };
+        // Gives the place in the queue up if this future is dropped or times out.
+        let mut waiting = Waiting {
+            pool: self,
+            request,
+            armed: true,
+        };
+        let reply = match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(reply)) => {
+                waiting.armed = false;
+                reply
+            }
             Ok(Err(_)) => Err(PoolError::Retired {
                 function: self.name().into(),
             }),
@@ -247,58 +224,134 @@ impl FunctionPool {
                 function: self.name().into(),
                 waited: since.elapsed(),
             }),
-        }
-    }
-
-    /// Hands `slot`'s free capacity to waiters, oldest first.
-    fn hand_out(self: &Arc<Self>, g: &mut Inner, slot: &Arc<Slot>, cold: bool) {
-        while slot.inflight() < self.cap && !slot.dead.load(Ordering::Relaxed) {
-            let Some(w) = g.waiters.pop_front() else {
-                break;
-            };
-            self.metrics.queued.dec();
-            let cold_us = if cold {
-                w.since.elapsed().as_micros() as u64
-            } else {
-                0
-            };
-            let lease = self.lease(slot, cold_us);
-            if let Err(Ok(mut lease)) = w.tx.send(Ok(lease)) {
-                // The waiter gave up: take the slot back without re-entering release.
-                lease.armed = false;
-                slot.inflight.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn release(self: &Arc<Self>, slot: &Arc<Slot>) {
-        let mut g = self.inner.lock();
-        slot.inflight.fetch_sub(1, Ordering::Relaxed);
-        slot.last_active.store(self.now_us(), Ordering::Relaxed);
-        if slot.dead.load(Ordering::Relaxed) {
-            self.scale_up(&mut g);
-            return;
-        }
-        self.hand_out(&mut g, slot, false);
-        if g.retired && slot.inflight() == 0 && g.waiters.is_empty() {
-            self.remove(&mut g, slot);
-        }
+        };
+        drop(waiting);
+        reply
     }
 
     /// Takes an instance out of service (it exited, or it timed out) and stops it.
     pub fn kill(self: &Arc<Self>, slot: &Arc<Slot>) {
-        let mut g = self.inner.lock();
-        slot.dead.store(true, Ordering::Relaxed);
-        self.remove(&mut g, slot);
-        self.scale_up(&mut g);
+        let key = slot.key;
+        self.update(|g| g.state.instance_exited(key));
     }
 
-    fn remove(&self, g: &mut Inner, slot: &Arc<Slot>) {
-        let before = g.instances.len();
-        g.instances.retain(|s| !Arc::ptr_eq(s, slot));
-        if g.instances.len() < before {
-            self.metrics.instances.dec();
-            let slot = slot.clone();
+    /// Periodic housekeeping: drop exited instances, stop idle ones, keep
+    /// min-scale, refuse requests past their deadline.
+    pub(crate) fn tick(self: &Arc<Self>) {
+        let now = self.now_us();
+        self.update(|g| {
+            let exited: Vec<InstanceId> = g
+                .state
+                .instances()
+                .filter_map(|(id, _)| {
+                    let slot = g.slots.get(&id)?;
+                    let status = slot.exit_status()?;
+                    tracing::warn!(instance = %slot.id, %status, "instance exited");
+                    Some(id)
+                })
+                .collect();
+            let mut actions = Vec::new();
+            for id in exited {
+                actions.extend(g.state.instance_exited(id));
+            }
+            actions.extend(g.state.tick(now));
+            actions
+        });
+    }
+
+    /// No new requests; instances stop once idle.
+    pub(crate) fn retire(self: &Arc<Self>) {
+        self.update(|g| g.state.retire());
+    }
+
+    /// Stops every instance now and waits for them (platform shutdown).
+    pub(crate) async fn stop_all(self: &Arc<Self>) {
+        let mut d = {
+            let mut g = self.inner.lock();
+            let before = Gauges::of(&g.state);
+            let actions = g.state.shutdown();
+            self.execute(&mut g, before, actions, None)
+        };
+        let stops = std::mem::take(&mut d.stops);
+        self.deliver(d);
+        futures_util::future::join_all(stops.iter().map(|s| s.inst.stop())).await;
+    }
+
+    /// One state transition under the lock; its actions carried out after.
+    fn update(self: &Arc<Self>, f: impl FnOnce(&mut Inner) -> Vec<Action>) {
+        let mut g = self.inner.lock();
+        let before = Gauges::of(&g.state);
+        let actions = f(&mut g);
+        let d = self.execute(&mut g, before, actions, None);
+        drop(g);
+        self.deliver(d);
+    }
+
+    /// Carries out `actions` as far as it can under the lock: starts
+    /// instances, takes stopped ones out of the slot map, and turns grants
+    /// and refusals into replies. `own` is a request whose reply the caller
+    /// takes directly.
+    fn execute(
+        self: &Arc<Self>,
+        g: &mut Inner,
+        before: Gauges,
+        actions: Vec<Action>,
+        own: Option<RequestId>,
+    ) -> Deliveries {
+        let mut d = Deliveries::default();
+        for a in actions {
+            let (request, reply) = match a {
+                Action::Start(id) => {
+                    let pool = self.clone();
+                    tokio::spawn(async move { pool.start_one(id).await });
+                    continue;
+                }
+                Action::Stop(id) => {
+                    if let Some(slot) = g.slots.remove(&id) {
+                        d.stops.push(slot);
+                    }
+                    continue;
+                }
+                Action::Grant {
+                    request,
+                    instance,
+                    cold_start_us,
+                } => {
+                    let slot = g.slots[&instance].clone();
+                    let lease = Lease {
+                        pool: self.clone(),
+                        slot,
+                        cold_start_us,
+                    };
+                    (request, Ok(lease))
+                }
+                Action::Refuse { request, why } => (request, Err(self.refusal(why))),
+            };
+            let tx = g.waiters.remove(&request);
+            if Some(request) == own {
+                d.own = Some(reply);
+            } else {
+                d.replies.push((tx, reply));
+            }
+        }
+        let after = Gauges::of(&g.state);
+        self.metrics.queued.inc_by(after.queued - before.queued);
+        self.metrics
+            .instances
+            .inc_by(after.instances - before.instances);
+        d
+    }
+
+    /// Sends the replies and stops the instances that `execute` left, with
+    /// the lock released: a lease whose requester has gone is dropped here
+    /// and released like any other.
+    fn deliver(&self, d: Deliveries) {
+        for (tx, reply) in d.replies {
+            if let Some(tx) = tx {
+                let _ = tx.send(reply);
+            }
+        }
+        for slot in d.stops {
             tokio::spawn(async move {
                 slot.inst.stop().await;
                 tracing::debug!(instance = %slot.id, "instance stopped");
@@ -306,39 +359,25 @@ impl FunctionPool {
         }
     }
 
-    fn desired(&self, g: &Inner) -> usize {
-        let inflight: u64 = g.instances.iter().map(|s| s.inflight() as u64).sum();
-        let demand = inflight as f64 + g.waiters.len() as f64;
-        let mut d = (demand / self.target).ceil() as usize;
-        if !g.waiters.is_empty() {
-            d = d.max(1);
-        }
-        d = d.max(self.service.min_scale as usize);
-        if self.service.max_scale > 0 {
-            d = d.min(self.service.max_scale as usize);
-        }
-        d
-    }
-
-    fn scale_up(self: &Arc<Self>, g: &mut Inner) {
-        if g.retired {
-            return;
-        }
-        let have = g.instances.len() + g.starting as usize;
-        for _ in have..self.desired(g) {
-            g.starting += 1;
-            let pool = self.clone();
-            tokio::spawn(async move { pool.start_one().await });
+    fn refusal(&self, why: Refusal) -> PoolError {
+        let function = self.name().to_string();
+        match why {
+            Refusal::Overloaded { queued } => PoolError::Overloaded { function, queued },
+            Refusal::Retired => PoolError::Retired { function },
+            Refusal::StartFailed { reason } => PoolError::StartFailed { function, reason },
+            Refusal::TimedOut { waited_us } => PoolError::QueueTimeout {
+                function,
+                waited: Duration::from_micros(waited_us),
+            },
         }
     }
 
-    async fn start_one(self: Arc<Self>) {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    async fn start_one(self: Arc<Self>, key: InstanceId) {
         let s = &self.service;
         let spec = InstanceSpec {
             function: s.name.clone(),
             revision: self.revision,
-            instance_id: format!("{}-r{}-{n}", s.name, self.revision),
+            instance_id: format!("{}-r{}-{}", s.name, self.revision, key.0),
             image: s.image.clone(),
             command: s.command.clone(),
             args: s.args.clone(),
@@ -348,10 +387,7 @@ impl FunctionPool {
             logs: self.logs.clone(),
             annotations: s.annotations.clone(),
         };
-        let res = self.sandbox.start(&spec).await;
-        let mut g = self.inner.lock();
-        g.starting -= 1;
-        match res {
+        match self.sandbox.start(&spec).await {
             Ok((inst, timing)) => {
                 tracing::debug!(instance = %spec.instance_id, spawn_us = timing.spawn_us, ready_us = timing.ready_us, "instance ready");
                 self.metrics.cold_starts.inc();
@@ -362,106 +398,60 @@ impl FunctionPool {
                     uri: format!("http://{endpoint}/")
                         .parse()
                         .expect("socket address is a valid authority"),
+                    key,
                     inst,
-                    inflight: AtomicU32::new(0),
-                    last_active: AtomicU64::new(self.now_us()),
-                    dead: AtomicBool::new(false),
                 });
-                g.instances.push(slot.clone());
-                self.metrics.instances.inc();
-                if g.retired && g.waiters.is_empty() {
-                    self.remove(&mut g, &slot);
-                    return;
-                }
-                self.hand_out(&mut g, &slot, true);
+                let now = self.now_us();
+                self.update(|g| {
+                    g.slots.insert(key, slot);
+                    g.state.instance_ready(key, now)
+                });
             }
             Err(e) => {
                 self.metrics.start_failures.inc();
-                let reason = e.to_string();
+                let reason = crate::error_chain(&e);
                 tracing::warn!(function = %s.name, error = %reason, "instance start failed");
-                if g.instances.is_empty() && g.starting == 0 {
-                    for w in g.waiters.drain(..) {
-                        self.metrics.queued.dec();
-                        let _ = w.tx.send(Err(PoolError::StartFailed {
-                            function: s.name.clone(),
-                            reason: reason.clone(),
-                        }));
-                    }
-                }
+                self.update(|g| g.state.start_failed(key, &reason));
             }
         }
     }
+}
 
-    /// Periodic housekeeping: drop exited instances, stop idle ones, keep min-scale.
-    pub(crate) fn tick(self: &Arc<Self>) {
-        let mut g = self.inner.lock();
-        let dead: Vec<Arc<Slot>> = g
-            .instances
-            .iter()
-            .filter(|s| s.exit_status().is_some())
-            .cloned()
-            .collect();
-        for s in &dead {
-            tracing::warn!(instance = %s.id, status = ?s.exit_status(), "instance exited");
-            s.dead.store(true, Ordering::Relaxed);
-            self.remove(&mut g, s);
-        }
-        let idle_us = self.cfg.idle_timeout.as_micros() as u64;
-        let now = self.now_us();
-        let floor = if g.retired { 0 } else { self.desired(&g) };
-        let idle: Vec<Arc<Slot>> = g
-            .instances
-            .iter()
-            .filter(|s| {
-                s.inflight() == 0
-                    && (g.retired
-                        || now.saturating_sub(s.last_active.load(Ordering::Relaxed)) >= idle_us)
-            })
-            .cloned()
-            .collect();
-        for s in idle {
-            if g.instances.len() <= floor || (g.retired && !g.waiters.is_empty()) {
-                break;
-            }
-            tracing::debug!(instance = %s.id, "stopping idle instance");
-            self.remove(&mut g, &s);
-        }
-        self.scale_up(&mut g);
-    }
+/// The state's counts behind the pool's gauges (shared by all revisions of
+/// a function, so they move by deltas).
+#[derive(Clone, Copy)]
+struct Gauges {
+    queued: i64,
+    instances: i64,
+}
 
-    /// No new requests; instances stop once idle. Returns the instances still running.
-    pub(crate) fn retire(self: &Arc<Self>) {
-        let mut g = self.inner.lock();
-        g.retired = true;
-        let idle: Vec<Arc<Slot>> = g
-            .instances
-            .iter()
-            .filter(|s| s.inflight() == 0)
-            .cloned()
-            .collect();
-        if g.waiters.is_empty() {
-            for s in idle {
-                self.remove(&mut g, &s);
-            }
+impl Gauges {
+    fn of(s: &PoolState) -> Gauges {
+        Gauges {
+            queued: s.waiting() as i64,
+            instances: s.ready() as i64,
         }
     }
+}
 
-    /// Stops every instance now and waits for them (platform shutdown).
-    pub(crate) async fn stop_all(self: &Arc<Self>) {
-        let slots: Vec<Arc<Slot>> = {
-            let mut g = self.inner.lock();
-            g.retired = true;
-            for w in g.waiters.drain(..) {
-                let _ = w.tx.send(Err(PoolError::Retired {
-                    function: self.service.name.clone(),
-                }));
-            }
-            std::mem::take(&mut g.instances)
-        };
-        for s in &slots {
-            s.dead.store(true, Ordering::Relaxed);
-            self.metrics.instances.dec();
+/// A request's place in the queue while its `acquire` waits.
+struct Waiting<'a> {
+    pool: &'a Arc<FunctionPool>,
+    request: RequestId,
+    armed: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
         }
-        futures_util::future::join_all(slots.iter().map(|s| s.inst.stop())).await;
+        let mut g = self.pool.inner.lock();
+        if g.state.cancel(self.request) {
+            self.pool.metrics.queued.dec();
+        }
+        // The sender holds no lease: a reply sent already is in the channel,
+        // dropped with the receiver (outside the lock).
+        g.waiters.remove(&self.request);
     }
 }

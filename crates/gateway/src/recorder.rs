@@ -135,7 +135,7 @@ fn writer(rx: mpsc::Receiver<Msg>, store: Arc<dyn StateStore>) {
         }
         if !batch.is_empty() {
             if let Err(e) = store.record_invocations(&batch) {
-                tracing::warn!(error = %e, n = batch.len(), "could not persist invocation records");
+                tracing::warn!(error = %crate::error_chain(&e), n = batch.len(), "could not persist invocation records");
             }
             batch.clear();
         }

@@ -1,0 +1,354 @@
+//! The control plane under concurrent deploys and deletes, with the real
+//! SQLite store: the registry and the store agree after every mutation, and a
+//! deploy that fails changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stratus_sandbox::{Instance, InstanceSpec, SandboxError, StartTiming};
+use stratus_state::{FaultyStore, StateError};
+
+use super::*;
+
+/// The process backend's stand-in: nothing in these tests starts an
+/// instance (min-scale 0, no invocations); if one is asked for, it fails.
+struct NoInstances;
+
+#[async_trait]
+impl Sandbox for NoInstances {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+    async fn start(
+        &self,
+        spec: &InstanceSpec,
+    ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
+        Err(SandboxError::NoCommand {
+            function: spec.function.clone(),
+        })
+    }
+}
+
+/// A SQLite store whose resource writes panic while `panic` is set.
+struct PanickingStore {
+    inner: SqliteStore,
+    panic: AtomicBool,
+}
+
+impl StateStore for PanickingStore {
+    fn put_resources(&self, items: &[StoredResource]) -> Result<Vec<u64>, StateError> {
+        assert!(!self.panic.load(Ordering::SeqCst), "injected panic");
+        self.inner.put_resources(items)
+    }
+    fn delete_resource(&self, kind: &str, name: &str) -> Result<bool, StateError> {
+        self.inner.delete_resource(kind, name)
+    }
+    fn list_resources(&self) -> Result<Vec<StoredResource>, StateError> {
+        self.inner.list_resources()
+    }
+    fn record_invocations(
+        &self,
+        recs: &[Arc<stratus_dag::InvocationRecord>],
+    ) -> Result<(), StateError> {
+        self.inner.record_invocations(recs)
+    }
+    fn get_invocation(
+        &self,
+        id: &str,
+    ) -> Result<Option<stratus_dag::InvocationRecord>, StateError> {
+        self.inner.get_invocation(id)
+    }
+    fn list_invocations(
+        &self,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<stratus_dag::InvocationRecord>, StateError> {
+        self.inner.list_invocations(target, limit)
+    }
+}
+
+fn service(name: &str, version: u32) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n          env:\n            - name: VERSION\n              value: \"{version}\"\n---\n"
+    )
+}
+
+fn workflow(name: &str, first: &str, second: &str) -> String {
+    format!(
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  steps:\n    - name: a\n      function: {first}\n    - name: b\n      function: {second}\n      inputs: [a]\n  output: b\n---\n"
+    )
+}
+
+async fn platform(store: Arc<dyn StateStore>) -> Arc<Platform> {
+    Platform::start_with(Config::default(), store, Some(Arc::new(NoInstances)))
+        .await
+        .expect("platform starts")
+}
+
+fn sqlite(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("state.db")).unwrap()
+}
+
+/// Kind and name → revision and normalised spec.
+type Resources = BTreeMap<(String, String), (u64, String)>;
+
+fn registry_resources(p: &Platform) -> Resources {
+    let reg = p.registry.read();
+    let functions = reg.functions.values().map(|pool| {
+        (
+            ("Service".to_string(), pool.service.name.clone()),
+            (pool.revision, spec_json(&normalized_service(&pool.service))),
+        )
+    });
+    let workflows = reg.workflows.values().map(|w| {
+        (
+            ("Workflow".to_string(), w.spec.name.clone()),
+            (w.revision, spec_json(&normalized_workflow(&w.spec))),
+        )
+    });
+    functions.chain(workflows).collect()
+}
+
+fn stored_resources_of(store: &dyn StateStore) -> Resources {
+    store
+        .list_resources()
+        .unwrap()
+        .into_iter()
+        .map(|r| ((r.kind, r.name), (r.revision, r.spec_json)))
+        .collect()
+}
+
+/// The registry and the store hold the same resources at the same revisions
+/// with the same specs, and every workflow's functions are deployed.
+fn assert_agree(p: &Platform) {
+    assert_eq!(registry_resources(p), stored_resources_of(&*p.store));
+    let reg = p.registry.read();
+    for w in reg.workflows.values() {
+        for s in &w.spec.steps {
+            assert!(
+                reg.functions.contains_key(&s.function),
+                "workflow '{}' uses '{}', which is not deployed",
+                w.spec.name,
+                s.function
+            );
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift64).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+const FUNCTIONS: [&str; 3] = ["f0", "f1", "f2"];
+const WORKFLOWS: [&str; 2] = ["w0", "w1"];
+
+/// One random mutation; errors that bad timing makes legitimate (an unknown
+/// function, a name in use, a name already deleted) are fine, others not.
+async fn mutate(p: &Arc<Platform>, rng: &mut Rng) {
+    let f = |rng: &mut Rng| FUNCTIONS[rng.below(3) as usize];
+    let w = WORKFLOWS[rng.below(2) as usize];
+    let version = rng.below(3) as u32;
+    let res = match rng.below(5) {
+        0 => p
+            .deploy("race.yaml", &service(f(rng), version))
+            .await
+            .map(drop),
+        1 => {
+            let yaml = workflow(w, f(rng), f(rng));
+            p.deploy("race.yaml", &yaml).await.map(drop)
+        }
+        2 => {
+            let first = f(rng);
+            let yaml = format!("{}{}", service(first, version), workflow(w, first, f(rng)));
+            p.deploy("race.yaml", &yaml).await.map(drop)
+        }
+        3 => p.delete(f(rng)).await.map(drop),
+        _ => p.delete(w).await.map(drop),
+    };
+    match res {
+        Ok(())
+        | Err(PlatformError::Invalid(_))
+        | Err(PlatformError::NotFound(_))
+        | Err(PlatformError::InUse { .. }) => {}
+        Err(e) => panic!("unexpected error: {}", crate::error_chain(&e)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_deploys_and_deletes_leave_registry_and_store_in_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(Arc::new(sqlite(&dir))).await;
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
+                for i in 0..40 {
+                    mutate(&p, &mut rng).await;
+                    if i % 10 == 0 {
+                        // Between mutations the two agree.
+                        let _serialised = p.mutations.lock().await;
+                        assert_agree(&p);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_agree(&p);
+    assert!(
+        !registry_resources(&p).is_empty() || !p.store.list_resources().unwrap().is_empty(),
+        "the race left something to compare (or agreed on nothing)"
+    );
+    // A restart restores what was deployed.
+    let live = registry_resources(&p);
+    p.shutdown().await;
+    let again = platform(Arc::new(sqlite(&dir))).await;
+    assert_eq!(registry_resources(&again), live);
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redeploys_of_one_function_end_on_the_stored_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(Arc::new(sqlite(&dir))).await;
+    let tasks: Vec<_> = (0..16u32)
+        .map(|v| {
+            let p = p.clone();
+            tokio::spawn(async move { p.deploy("f.yaml", &service("f", v)).await.unwrap() })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for t in tasks {
+        revisions.push(t.await.unwrap().resources[0].revision);
+    }
+    revisions.sort_unstable();
+    assert_eq!(
+        revisions,
+        (1..=16).collect::<Vec<u64>>(),
+        "one revision each"
+    );
+    assert_eq!(p.function("f").unwrap().revision, 16);
+    assert_agree(&p);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_or_delete_whose_state_write_fails_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::new(sqlite(&dir)));
+    let p = platform(store.clone()).await;
+    let yaml = format!("{}{}", service("f0", 0), workflow("w0", "f0", "f0"));
+    p.deploy("ok.yaml", &yaml).await.unwrap();
+    let before = registry_resources(&p);
+    let pool = p.function("f0").unwrap();
+
+    // A new revision of f0, a new f1 and w0 moved onto f1: all or nothing.
+    store.fail_next_writes(1);
+    let yaml = format!(
+        "{}{}{}",
+        service("f0", 1),
+        service("f1", 0),
+        workflow("w0", "f1", "f0")
+    );
+    let err = p.deploy("bad.yaml", &yaml).await.unwrap_err();
+    assert!(matches!(err, PlatformError::State(_)), "{err:?}");
+    assert_eq!(registry_resources(&p), before);
+    assert!(
+        Arc::ptr_eq(&p.function("f0").unwrap(), &pool),
+        "f0's pool is untouched"
+    );
+    assert!(!pool.is_retired(), "and not retired");
+    assert_agree(&p);
+
+    store.fail_next_writes(1);
+    let err = p.delete("w0").await.unwrap_err();
+    assert!(matches!(err, PlatformError::State(_)), "{err:?}");
+    assert_eq!(registry_resources(&p), before);
+    assert_agree(&p);
+
+    // Once the store works again, the same deploy goes through whole.
+    p.deploy("bad.yaml", &yaml).await.unwrap();
+    assert_agree(&p);
+    assert_eq!(p.function("f0").unwrap().revision, 2);
+    assert!(pool.is_retired(), "the replaced pool is retired");
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_whose_task_panics_is_an_internal_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(PanickingStore {
+        inner: sqlite(&dir),
+        panic: AtomicBool::new(false),
+    });
+    let p = platform(store.clone()).await;
+    p.deploy("ok.yaml", &service("f0", 0)).await.unwrap();
+    let before = registry_resources(&p);
+    store.panic.store(true, Ordering::SeqCst);
+    let err = p.deploy("f.yaml", &service("f0", 1)).await.unwrap_err();
+    assert!(matches!(err, PlatformError::Internal { .. }), "{err:?}");
+    assert_eq!(
+        crate::api::platform_error(err).status(),
+        http::StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(registry_resources(&p), before);
+    assert_agree(&p);
+    // Mutations are not wedged by the failure.
+    store.panic.store(false, Ordering::SeqCst);
+    p.deploy("f.yaml", &service("f0", 1)).await.unwrap();
+    assert_agree(&p);
+    p.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_whose_caller_goes_away_still_completes_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(Arc::new(sqlite(&dir))).await;
+    let yaml = format!("{}{}", service("f0", 0), workflow("w0", "f0", "f0"));
+    // Poll the deploy once, then drop it, as a disconnecting client would.
+    let _ = tokio::time::timeout(Duration::ZERO, p.deploy("f.yaml", &yaml)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while p.list().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped deploy never completed"
+        );
+        tokio::task::yield_now().await;
+    }
+    let _serialised = p.mutations.lock().await;
+    assert_agree(&p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_in_use_cannot_be_deleted_and_a_workflow_cannot_use_a_deleted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = platform(Arc::new(sqlite(&dir))).await;
+    p.deploy("f.yaml", &service("f0", 0)).await.unwrap();
+    let yaml = workflow("w0", "f0", "f0");
+    let (deploy, delete) = tokio::join!(p.deploy("w.yaml", &yaml), p.delete("f0"));
+    // Whichever ran first, the other saw its effect.
+    match (deploy, delete) {
+        (Ok(_), Err(PlatformError::InUse { .. })) => assert_eq!(p.list().len(), 2),
+        (Err(PlatformError::Invalid(msg)), Ok(_)) => {
+            assert!(msg.contains("unknown function 'f0'"), "{msg}");
+            assert!(p.list().is_empty());
+        }
+        other => panic!("both or neither succeeded: {other:?}"),
+    }
+    assert_agree(&p);
+    p.shutdown().await;
+}
