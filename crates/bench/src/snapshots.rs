@@ -36,9 +36,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use stratus_microvm::snapshot::{RestorePolicy, SnapshotSource};
 use stratus_microvm::{MicrovmConfig, MicrovmSandbox, RestoreMode, RestoreRecord};
-use stratus_node::memfs::MemfsOptions;
-use stratus_node::snapcache::{EvictionPolicy, SnapshotCache, SnapshotCacheConfig};
-use stratus_node::vmsnap::{MovedStats, RcssSnapshots, RcssSnapshotsConfig, UploadStats};
+use stratus_rcss_vm::memfs::MemfsOptions;
+use stratus_rcss_vm::snapcache::{EvictionPolicy, SnapshotCache, SnapshotCacheConfig};
+use stratus_rcss_vm::vmsnap::{MovedStats, RcssSnapshots, RcssSnapshotsConfig, UploadStats};
 use stratus_sandbox::process::{ProcessConfig, ProcessSandbox};
 use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox};
 use stratus_snapstore::{
@@ -734,8 +734,8 @@ fn node(
         },
         batch_pages: 1024,
         parallel: 4,
-        working_set_settle: stratus_node::vmsnap::DEFAULT_WORKING_SET_SETTLE,
-        working_set_generations: stratus_node::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
+        working_set_settle: stratus_rcss_vm::vmsnap::DEFAULT_WORKING_SET_SETTLE,
+        working_set_generations: stratus_rcss_vm::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
         resume_during_prefetch: knobs.resume_during_prefetch,
         spare_mounts: 1,
         exact_faults: knobs.exact_faults,
@@ -1195,8 +1195,8 @@ pub async fn run(mut a: SnapshotsArgs) -> Result<()> {
         let Some(key) = &fs.key else { continue };
         let mut chunks = Vec::new();
         for name in [
-            stratus_node::vmsnap::memory_name(key),
-            stratus_node::vmsnap::vmstate_name(key),
+            stratus_rcss_vm::vmsnap::memory_name(key),
+            stratus_rcss_vm::vmsnap::vmstate_name(key),
         ] {
             let m = ChunkSource::manifest(server.store.as_ref(), &name)
                 .await

@@ -820,8 +820,10 @@ pub fn mount_unbound(
 ) -> Result<Unbound, MemfsError> {
     check_runtime(&rt)?;
     let now = SystemTime::now();
-    // SAFETY: getuid/getgid have no preconditions.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
     let root_attr = FileAttr {
         ino: ROOT,
         size: 0,

@@ -373,10 +373,8 @@ impl RcssSnapshots {
             for e in entries.flatten() {
                 let mnt = e.path().join("mnt");
                 if mnt.exists() {
-                    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()) {
-                        // SAFETY: a valid C string; failure is harmless.
-                        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                    }
+                    // Failure is harmless: most are not mounts.
+                    let _ = rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH);
                 }
                 let _ = std::fs::remove_dir_all(e.path());
             }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_node::snapcache::{
+use stratus_rcss_vm::snapcache::{
     CachedSnapshot, EntryMeta, EvictionPolicy, SnapCacheError, SnapshotCache, SnapshotCacheConfig,
     ENTRY_FILE, MARKER_FILE, MEMORY_FILE, VMSTATE_FILE,
 };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use stratus_node::memfs::{self, MemfsHandle, MemfsOptions};
+use stratus_rcss_vm::memfs::{self, MemfsHandle, MemfsOptions};
 use stratus_snapstore::{
     BlobReader, CacheConfig, ChunkBackend, ChunkSource, ChunkStore, Chunking, Digest,
     FaultyBackend, LocalFsBackend, Manifest, ManifestKind, SourceError, TieredCache,

@@ -52,7 +52,6 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -462,13 +461,10 @@ impl SnapshotCache {
             .write(true)
             .open(&marker)
             .map_err(io("opening", &marker))?;
-        // SAFETY: flock on a valid, owned descriptor.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(SnapCacheError::Locked { root });
-            }
-            return Err(io("locking", &marker)(e));
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(SnapCacheError::Locked { root }),
+            Err(e) => return Err(io("locking", &marker)(e.into())),
         }
         let shared = Shared {
             boot_id: boot_id(),
@@ -1010,7 +1006,7 @@ fn remove_any(p: &Path) {
 fn move_file(from: &Path, to: &Path) -> Result<(), String> {
     match std::fs::rename(from, to) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
             std::fs::copy(from, to)
                 .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))?;
             std::fs::remove_file(from)

@@ -1,0 +1,5 @@
+//! Integration tests: real files, real FUSE mounts, and QEMU where it is
+//! installed.
+
+mod memfs;
+mod snapcache;
