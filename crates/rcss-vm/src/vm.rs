@@ -25,7 +25,10 @@ pub struct VmError {
 }
 
 impl VmError {
-    fn new(what: impl Into<String>, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> VmError {
+    fn new(
+        what: impl Into<String>,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> VmError {
         VmError {
             what: what.into(),
             source: e.into(),
