@@ -117,7 +117,7 @@ impl RcssSnapshots {
                         Ok(())
                     })
                     .await
-                    .map_err(|e| Self::err(key, e))?;
+                    .map_err(|e| Self::err(key, error_chain(&e)))?;
                 let (c, b) = *filled.lock();
                 stats.fetched_chunks = c;
                 stats.fetched_bytes = b;

@@ -170,7 +170,9 @@ impl RcssSnapshots {
                 tokio::task::spawn_blocking(move || memfs::mount(reader, rt, &mnt, &opts))
                     .await
                     .map_err(|e| Self::err(key, e))?
-                    .map_err(|e| Self::err(key, format!("lazy memory mount: {e}")))?
+                    .map_err(|e| {
+                        Self::err(key, format!("lazy memory mount: {}", error_chain(&e)))
+                    })?
             }
         };
         let exact = self.cfg.exact_faults && policy == RestorePolicy::WorkingSet;
@@ -209,7 +211,7 @@ impl RcssSnapshots {
                                 Some((ctx, decoding))
                             }
                             Err(e) => {
-                                tracing::warn!(key = %key, error = %e, "working-set pack not announced; fetching its pages");
+                                tracing::warn!(key = %key, error = %error_chain(&e), "working-set pack not announced; fetching its pages");
                                 None
                             }
                         }
@@ -326,7 +328,7 @@ impl LazySession {
                 })?
                 .map_err(|e| SnapshotError::Corrupt {
                     key: self.key.to_string(),
-                    detail: format!("working-set prefetch: {e}"),
+                    detail: format!("working-set prefetch: {}", error_chain(&e)),
                 })?;
             self.shared.moved.lock().prefetch_bytes += st.bytes;
             *self.prefetched.lock() = st;
@@ -426,7 +428,7 @@ impl Drop for LazySession {
             // The last reference unmounts (a prefetch still running holds one).
             if let Ok(h) = Arc::try_unwrap(h) {
                 if let Err(e) = h.unmount() {
-                    tracing::warn!(key = %self.key, error = %e, "unmounting a lazy memory file");
+                    tracing::warn!(key = %self.key, error = %error_chain(&e), "unmounting a lazy memory file");
                 }
             }
         }
