@@ -31,7 +31,7 @@
 //!
 //! [`mount_unbound`] mounts an empty directory that [`Unbound::bind`] later
 //! turns into the memory file of one snapshot, so a node can take the
-//! mount's cost (2–20 ms) off the restore's path.
+//! mount's cost off the restore's path.
 //!
 //! One mount per restore. Each restore gets its own inode, so its own page
 //! cache and its own working-set record: the node gives up page-cache
@@ -40,23 +40,21 @@
 //! cannot disturb another; the chunk cache below, e.g. a
 //! [`stratus_snapstore::TieredCache`], is still shared).
 //!
-//! What a READ covers decides what is recorded (measured on this kernel,
-//! 6.18, see `tests/memfs.rs`): a page fault in a mapping reads around the
-//! faulting page, a window of `max_readahead` centred on it (32 pages at
-//! 128 KiB), while a small random `pread` reads just its page. Without
-//! huge-page advice, `max_readahead` 4096 would give one READ per faulting
-//! page (an exact page-level record as REAP takes it with userfaultfd);
-//! lazy restores are faster with the default 128 KiB (sequential faults:
-//! ~3.5x the throughput of 4 KiB).
+//! What a READ covers decides what is recorded (`tests/it/memfs.rs` shows
+//! it): a page fault in a mapping reads around the faulting page, a window
+//! of `max_readahead` centred on it (32 pages at 128 KiB), while a small
+//! random `pread` reads just its page. Without huge-page advice,
+//! `max_readahead` 4096 would give one READ per faulting page (an exact
+//! page-level record as REAP takes it with userfaultfd); lazy restores are
+//! faster with the default 128 KiB (sequential faults).
 //!
 //! BUT QEMU `madvise(MADV_HUGEPAGE)`s all guest RAM, and for a VM_HUGEPAGE
 //! mapping the kernel's fault path reads the whole 2 MiB-aligned block
 //! around a fault "even if readahead is disabled" (mm/filemap.c,
 //! `do_sync_mmap_readahead`); neither `max_readahead`, `MADV_RANDOM` nor
-//! `PR_SET_THP_DISABLE` changes that (measured: one fault = 2 MiB of
-//! READs). Under QEMU, then, the first touch of any page fetches its 2 MiB
-//! block and the recorded working set is a list of such blocks (in
-//! first-touch order; zero chunks in them cost nothing).
+//! `PR_SET_THP_DISABLE` changes that. Under QEMU, then, the first touch of
+//! any page fetches its 2 MiB block and the recorded working set is a list
+//! of such blocks (in first-touch order; zero chunks in them cost nothing).
 //!
 //! **Exact faults** ([`MemfsHandle::set_exact_faults`]) undo that
 //! widening without touching QEMU: a READ that spans several chunks and
@@ -72,10 +70,9 @@
 //! of them are served whole. What a fault costs then is its page (one
 //! round trip) instead of its 2 MiB block; what the page cache holds is
 //! what was touched, so fault-around maps no untouched neighbours and the
-//! page map reads as the touched set (echo's recorded working set: ~920
-//! pages instead of ~4,000). Measured slower for restores that touch many
-//! pages on demand (echo lazy: 6.5 s instead of 1.4 s on a 1 ms link), so
-//! it is for restores that mostly prefetch.
+//! page map reads as the touched set. It is slower for restores that touch
+//! many pages on demand (one round trip per page), so it is for restores
+//! that mostly prefetch.
 //!
 //! Writes are refused (`EROFS`), as are size changes and `fallocate`, but
 //! the mount is read-write: `MountOption::RO` would make QEMU's `O_RDWR`
@@ -237,8 +234,8 @@ pub fn mount(
 
 /// A memfs mount not yet bound to a snapshot: an empty directory, ready
 /// for [`Unbound::bind`] (mounting is the slow part: a mount syscall, the
-/// FUSE handshake and threads, 2–20 ms measured under load, so a node keeps
-/// one ready off the restore's path). Unmounts when dropped.
+/// FUSE handshake and threads, so a node keeps one ready off the restore's
+/// path). Unmounts when dropped.
 pub struct Unbound {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,

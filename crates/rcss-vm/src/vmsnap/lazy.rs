@@ -182,8 +182,8 @@ impl RcssSnapshots {
             // map shows only what the guest touched), but fetches each
             // block's pages in one batch into the chunk cache: one round
             // trip per block as without exact faults, not one per page
-            // (memhog-192: ~12k pages, a minute at ~5 ms each, long
-            // enough for the guest to time out and touch everything).
+            // (a large working set page by page takes long enough for the
+            // guest to time out and touch everything).
             handle.set_fetch_ahead(RECORDING_FETCH_AHEAD.max(self.cfg.memfs.fetch_ahead));
         }
         let handle = Arc::new(handle);

@@ -20,6 +20,11 @@
 //!                   response) and publishes it
 //! ```
 //!
+//! The modules follow that picture: `names` (manifest names and lookups),
+//! `upload` (`put`), `eager` (the cache-backed policies), `lazy` (memfs
+//! restores), `pack` (working-set packs on the restore path and their
+//! building), `working_set` (recording, refining, publishing).
+//!
 //! Every chunk is verified against its digest before QEMU sees it (the
 //! sources verify); a corrupt or missing chunk fails the read (`EIO` in
 //! memfs, so QEMU gets `SIGBUS` and exits: the platform sees the instance
@@ -113,23 +118,21 @@ pub struct RcssSnapshotsConfig {
     /// Only with [`RcssSnapshotsConfig::exact_faults`]: without them QEMU's
     /// guest RAM is `MADV_HUGEPAGE`, so a guest fault on a page not pushed
     /// yet READs its whole 2 MiB block, and the pages of that block outside
-    /// the working set are fetched on demand (echo: 0–1,330 chunks per
-    /// restore; memhog-192 with 4 at once: ~27,000), measured slower than
+    /// the working set are fetched on demand, which is slower than
     /// waiting. With them a fault waits for its own page's frame, and
     /// QEMU's start overlaps the pack's transfer (docs/benchmarks.md
     /// compares the two).
     pub resume_during_prefetch: bool,
     /// memfs mounts kept ready for lazy and working-set restores, made in
     /// the background once a restore has answered (0: each restore mounts
-    /// its own, 2–20 ms on its path).
+    /// its own, on its path).
     pub spare_mounts: usize,
     /// Working-set restores (the recording one and those that prefetch)
     /// read their misses page by page ([`MemfsHandle::set_exact_faults`]):
     /// a miss costs its page instead of its 2 MiB block, and the recorded
     /// working set is the pages touched, not their fault-around
-    /// neighbours (echo: ~920 pages instead of ~4,000, a 1.4 MB pack
-    /// instead of 5.4 MB). Lazy restores read blocks either way (page by
-    /// page is slower when most pages come on demand).
+    /// neighbours (a much smaller pack). Lazy restores read blocks either
+    /// way (page by page is slower when most pages come on demand).
     pub exact_faults: bool,
 }
 

@@ -67,10 +67,8 @@ pub(super) struct PackFetch {
 
 impl PackFetch {
     /// Each frame is its own request, so a request's round trip and the
-    /// server's turnaround idle the link unless others are in flight:
-    /// on 1 Gbit/s, 1 ms, memhog-192's 50 MiB pack arrived ~25 ms later
-    /// with 4 (median restore 542 vs 497 ms with 8 over 5 runs); 32 slowed
-    /// QEMU's start beside them.
+    /// server's turnaround idle the link unless others are in flight; too
+    /// many slow QEMU's start beside them (docs/benchmarks.md).
     const IN_FLIGHT: usize = 8;
 
     pub(super) fn start(source: Arc<dyn ChunkSource>, pack: &Manifest) -> PackFetch {

@@ -29,12 +29,10 @@ pub const DEFAULT_WORKING_SET_GENERATIONS: u32 = 3;
 /// set), and at least 1/[`REFINE_MIN_MISS_FRACTION`] of the working set's
 /// length.
 pub const REFINE_MIN_MISSES: u64 = 32;
-
 pub const REFINE_MIN_MISS_FRACTION: u64 = 100;
-
-/// With exact faults a miss is one page (one round trip, ~5 ms on the
-/// bench's 1 ms link): a restore refines after this many, and when it
-/// maps at least this many pages outside the working set.
+/// With exact faults a miss is one page (one round trip): a restore
+/// refines after this many, and when it maps at least this many pages
+/// outside the working set.
 pub const REFINE_MIN_EXACT_MISSES: u64 = 4;
 
 /// memfs fetch-ahead of a recording restore with exact faults (2 MiB: the
@@ -45,16 +43,15 @@ pub const RECORDING_FETCH_AHEAD: u64 = 2 << 20;
 /// it, at most 1/[`REFINE_MAX_GROWTH_FRACTION`] of its length (more is
 /// taken for an atypical restore and not published).
 pub const REFINE_MIN_NEW_PAGES: usize = 8;
-
 pub const REFINE_MAX_GROWTH_FRACTION: usize = 4;
 
-/// Default [`RcssSnapshotsConfig::working_set_settle`]: 50 ms. Echo
-/// touches ~10 pages right after answering that a reading at the first
-/// response missed and every later restore then faulted (one round trip
+/// Default [`RcssSnapshotsConfig::working_set_settle`]. A guest touches a
+/// few pages right after answering that a reading at the first response
+/// misses, and every later restore would then fault them (one round trip
 /// each with exact faults). Longer settles record what a guest does after
-/// its request: 0.5 s grew memhog-192's working set from 16.5k to 29k
-/// pages with whole-block faults (it keeps touching memory). A recording
-/// or refining restore's `start` returns this much later.
+/// its request, which grows the working set of a guest that keeps
+/// touching memory. A recording or refining restore's `start` returns
+/// this much later.
 pub const DEFAULT_WORKING_SET_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What a node knows of working sets, shared with the tasks that publish
@@ -68,7 +65,7 @@ pub(super) struct WorkingSets {
     pub(super) manifests: Mutex<std::collections::HashMap<String, Arc<Manifest>>>,
     /// Packs found to belong to their working set (pack name, working-set
     /// name) → [`wspack::check`]'s frames: the check hashes the working
-    /// set's JSON (~2 ms for echo's), and both manifests are immutable.
+    /// set's JSON, and both manifests are immutable.
     pub(super) checked_packs: Mutex<std::collections::HashMap<(String, String), PackFrames>>,
     /// The newest working-set generation found or published per snapshot
     /// key. Found once per key and process; a generation another node
@@ -417,8 +414,8 @@ impl LazySession {
                 let (had, new) = (base.chunks.len(), ws.chunks.len() - base.chunks.len());
                 // A guest miss maps its page and, by fault-around, up to 15
                 // neighbours; fewer new pages are misses the page map does
-                // not show (QEMU's own reads), which a new pack (0.3–1.7 s
-                // of compression, 5–56 MB stored) would not remove.
+                // not show (QEMU's own reads), which a new pack (seconds of
+                // compression, megabytes stored) would not remove.
                 let min_new = if self.exact {
                     REFINE_MIN_EXACT_MISSES as usize
                 } else {
@@ -428,9 +425,9 @@ impl LazySession {
                     tracing::debug!(key = %self.key, generation = self.generation, new, "working set not refined: (almost) no page mapped outside it");
                     return false;
                 }
-                // One restore that wandered off (seen once in 10 for
-                // memhog-192: 25k pages outside a 17k-page working set)
-                // must not bloat what every later restore prefetches.
+                // One restore that wandered off (mapped more pages outside
+                // the working set than in it) must not bloat what every
+                // later restore prefetches.
                 if new > had / REFINE_MAX_GROWTH_FRACTION {
                     tracing::info!(key = %self.key, generation = self.generation, had, new, "working set not refined: this restore mapped too many pages outside it to be typical");
                     return false;
