@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stratus_node::snapcache::{validate_key, EntryMeta, MAX_ENTRY_JSON};
+use stratus_rcss_vm::snapcache::{validate_key, EntryMeta, MAX_ENTRY_JSON};
 
 fuzz_target!(|data: &[u8]| {
     match EntryMeta::parse(data) {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stratus_node::wspack;
+use stratus_rcss_vm::wspack;
 use stratus_snapstore::Manifest;
 
 fuzz_target!(|data: &[u8]| {

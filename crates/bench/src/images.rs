@@ -31,7 +31,7 @@ use serde::Serialize;
 use stratus_image::build::BuildOptions;
 use stratus_image::convert::ConvertOptions;
 use stratus_image::oci::ProcessConfig;
-use stratus_node::{ImageRootfs, PullMode, RootfsConfig};
+use stratus_rcss_image::{ImageRootfs, PullMode, RootfsConfig};
 use stratus_sandbox::runc::{RuncConfig, RuncSandbox};
 use stratus_sandbox::{InstanceSpec, LogBuffer, Sandbox};
 use stratus_snapstore::{
@@ -411,8 +411,8 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
     let store = Arc::new(ChunkStore::new(Arc::new(LocalFsBackend::open(
         work.join("store"),
     )?)));
-    stratus_node::publish(&store, &plain, "fn-plain", chunking).await?;
-    stratus_node::publish(&store, &lazy, "fn-lazy", chunking).await?;
+    stratus_rcss_image::publish(&store, &plain, "fn-plain", chunking).await?;
+    stratus_rcss_image::publish(&store, &lazy, "fn-lazy", chunking).await?;
     let server = serve(store.clone(), token).await?;
     let direct = format!("http://{}", server.addr);
 
@@ -437,7 +437,7 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
     report.write("prioritized-files.txt", rec.files.join("\n").as_bytes())?;
     let prio = work.join("img/prefetch");
     convert(&plain, &prio, rec.files.clone())?;
-    stratus_node::publish(&store, &prio, "fn-prefetch", chunking).await?;
+    stratus_rcss_image::publish(&store, &prio, "fn-prefetch", chunking).await?;
 
     // ---- cold starts
     let modes = [
@@ -503,7 +503,7 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
         build(&app, &p, Some(&base))?;
         let e = work.join(format!("img/v{i}-esgz"));
         convert(&p, &e, rec.files.clone())?;
-        stratus_node::publish(&dstore, &e, &format!("fn-v{i}"), chunking).await?;
+        stratus_rcss_image::publish(&dstore, &e, &format!("fn-v{i}"), chunking).await?;
         let _ = std::fs::remove_dir_all(&p);
         dedup_layouts.push(e);
     }
@@ -522,7 +522,7 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
             .chain(std::iter::once(&m.config))
             .chain(m.layers.iter())
         {
-            let man = dstore.manifest(&stratus_node::blob_name(&d.digest)).await?;
+            let man = dstore.manifest(&stratus_rcss_image::blob_name(&d.digest)).await?;
             logical += man.size;
             for c in &man.chunks {
                 if let Some(dg) = c.digest {

@@ -243,7 +243,7 @@ pub struct UpArgs {
     /// How runc containers get their image: full (pull + extract), lazy, or
     /// prefetch (lazy + landmark prefetch).
     #[arg(long, default_value = "prefetch")]
-    image_pull: stratus_node::PullMode,
+    image_pull: stratus_rcss_image::PullMode,
     /// How microVM functions restore from their memory snapshot unless
     /// annotated (stratus.dev/restore-policy): eager, lazy, working-set,
     /// warm-local.
@@ -257,7 +257,7 @@ pub struct UpArgs {
     snapshot_cache_bytes: u64,
     /// Node snapshot cache eviction: lru or size (largest first).
     #[arg(long, default_value = "lru")]
-    snapshot_cache_policy: stratus_node::snapcache::EvictionPolicy,
+    snapshot_cache_policy: stratus_rcss_vm::snapcache::EvictionPolicy,
     /// Snapshot keys the node cache never evicts (repeatable).
     #[arg(long = "pin-snapshot")]
     pin_snapshot: Vec<String>,
@@ -319,7 +319,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let store = stratus_snapstore::ChunkStore::new(std::sync::Arc::new(
                 stratus_snapstore::LocalFsBackend::open(&root)?,
             ));
-            let st = stratus_node::publish(
+            let st = stratus_rcss_image::publish(
                 &store,
                 &layout,
                 &name,
@@ -429,7 +429,7 @@ async fn up(a: UpArgs) -> Result<()> {
         ..Config::default()
     };
     let mut extra: Vec<std::sync::Arc<dyn stratus_sandbox::Sandbox>> = Vec::new();
-    match stratus_node::runc_backend(&stratus_node::RuncBackendOptions {
+    match stratus_rcss_image::runc_backend(&stratus_rcss_image::RuncBackendOptions {
         state_dir: state_dir.clone(),
         snapstore_url: a.snapstore.clone(),
         snapstore_token: a.snapstore_token.clone(),
@@ -441,7 +441,7 @@ async fn up(a: UpArgs) -> Result<()> {
         Ok(sb) => extra.push(sb),
         Err(why) => eprintln!("runc runtime unavailable: {why}"),
     }
-    match stratus_node::vm::microvm_backend(&stratus_node::vm::MicrovmBackendOptions {
+    match stratus_rcss_vm::vm::microvm_backend(&stratus_rcss_vm::vm::MicrovmBackendOptions {
         state_dir: state_dir.clone(),
         snapstore_url: a.snapstore.clone(),
         snapstore_token: a.snapstore_token.clone(),

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use stratus_microvm::snapshot::RestorePolicy;
 use stratus_microvm::MicrovmSandbox;
-use stratus_node::snapcache::{EvictionPolicy, SnapshotCacheConfig};
+use stratus_rcss_vm::snapcache::{EvictionPolicy, SnapshotCacheConfig};
 
 use super::harness::{moved_delta, node, remote, sandbox, spec, start_one, Ids, LazyKnobs};
 use super::scenarios::Bench;

@@ -78,8 +78,8 @@ pub(super) async fn snapshot_chunks(
         let Some(key) = &fs.key else { continue };
         let mut chunks = Vec::new();
         for name in [
-            stratus_node::vmsnap::memory_name(key),
-            stratus_node::vmsnap::vmstate_name(key),
+            stratus_rcss_vm::vmsnap::memory_name(key),
+            stratus_rcss_vm::vmsnap::vmstate_name(key),
         ] {
             let m = ChunkSource::manifest(store, &name)
                 .await

@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use stratus_microvm::snapshot::{RestorePolicy, SnapshotSource};
 use stratus_microvm::{MicrovmConfig, MicrovmSandbox, RestoreMode, RestoreRecord};
-use stratus_node::memfs::MemfsOptions;
-use stratus_node::snapcache::{SnapshotCache, SnapshotCacheConfig};
-use stratus_node::vmsnap::{MovedStats, RcssSnapshots, RcssSnapshotsConfig};
+use stratus_rcss_vm::memfs::MemfsOptions;
+use stratus_rcss_vm::snapcache::{SnapshotCache, SnapshotCacheConfig};
+use stratus_rcss_vm::vmsnap::{MovedStats, RcssSnapshots, RcssSnapshotsConfig};
 use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox};
 use stratus_snapstore::{
     CacheConfig, ChunkSource, ChunkStore, Digest, LocalFsBackend, Manifest, RemoteConfig,
@@ -143,8 +143,8 @@ pub(super) fn node(
         },
         batch_pages: 1024,
         parallel: 4,
-        working_set_settle: stratus_node::vmsnap::DEFAULT_WORKING_SET_SETTLE,
-        working_set_generations: stratus_node::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
+        working_set_settle: stratus_rcss_vm::vmsnap::DEFAULT_WORKING_SET_SETTLE,
+        working_set_generations: stratus_rcss_vm::vmsnap::DEFAULT_WORKING_SET_GENERATIONS,
         resume_during_prefetch: knobs.resume_during_prefetch,
         spare_mounts: 1,
         exact_faults: knobs.exact_faults,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use stratus_microvm::RestoreRecord;
-use stratus_node::vmsnap::{MovedStats, UploadStats};
+use stratus_rcss_vm::vmsnap::{MovedStats, UploadStats};
 use stratus_report::percentile;
 
 /// A function of the benchmark: which handler, in how large a guest.

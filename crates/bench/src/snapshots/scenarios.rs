@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use stratus_microvm::snapshot::RestorePolicy;
 use stratus_microvm::{MicrovmConfig, MicrovmSandbox};
-use stratus_node::snapcache::SnapshotCacheConfig;
+use stratus_rcss_vm::snapcache::SnapshotCacheConfig;
 use stratus_report::fmt_us;
 use stratus_sandbox::process::{ProcessConfig, ProcessSandbox};
 use stratus_sandbox::{InstanceSpec, LogBuffer, Sandbox};

@@ -1,4 +1,4 @@
-use stratus_node::vmsnap::MovedStats;
+use stratus_rcss_vm::vmsnap::MovedStats;
 use stratus_snapstore::Digest;
 
 use super::cache::skewed_sequence;

@@ -10,7 +10,7 @@ use stratus_embedded::Embedded;
 use stratus_image::build::BuildOptions;
 use stratus_image::convert::ConvertOptions;
 use stratus_image::oci::ProcessConfig;
-use stratus_node::{ImageRootfs, PullMode, RootfsConfig};
+use stratus_rcss_image::{ImageRootfs, PullMode, RootfsConfig};
 use stratus_sandbox::runc::{RuncConfig, RuncSandbox};
 use stratus_snapstore::{
     CacheConfig, ChunkSource, ChunkStore, Chunking, LocalFsBackend, RemoteConfig, RemoteSource,
@@ -124,16 +124,16 @@ async fn published_image_runs_full_pulled_and_lazily_mounted() {
         LocalFsBackend::open(dir.path().join("store")).unwrap(),
     )));
     let chunking = Chunking::default();
-    let a = stratus_node::publish(&store, &plain, "echo-plain", chunking)
+    let a = stratus_rcss_image::publish(&store, &plain, "echo-plain", chunking)
         .await
         .unwrap();
-    let b = stratus_node::publish(&store, &esgz, "echo", chunking)
+    let b = stratus_rcss_image::publish(&store, &esgz, "echo", chunking)
         .await
         .unwrap();
     assert_eq!(a.blobs, 3);
     assert_eq!(b.blobs, 3);
     // Publishing again stores nothing new.
-    let again = stratus_node::publish(&store, &esgz, "echo", chunking)
+    let again = stratus_rcss_image::publish(&store, &esgz, "echo", chunking)
         .await
         .unwrap();
     assert_eq!(again.blobs_present, 3);

@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use stratus_microvm::snapshot::{RestorePolicy, SnapshotSource};
 use stratus_microvm::{MicrovmConfig, MicrovmSandbox, RestoreMode};
-use stratus_node::memfs::MemfsOptions;
-use stratus_node::snapcache::{EvictionPolicy, SnapshotCache, SnapshotCacheConfig};
-use stratus_node::vmsnap::{self, RcssSnapshots, RcssSnapshotsConfig};
-use stratus_node::wspack;
+use stratus_rcss_vm::memfs::MemfsOptions;
+use stratus_rcss_vm::snapcache::{EvictionPolicy, SnapshotCache, SnapshotCacheConfig};
+use stratus_rcss_vm::vmsnap::{self, RcssSnapshots, RcssSnapshotsConfig};
+use stratus_rcss_vm::wspack;
 use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox};
 use stratus_snapstore::{
     CacheConfig, ChunkRef, ChunkSource, ChunkStore, Digest, LocalFsBackend, Manifest, RemoteConfig,
@@ -143,7 +143,7 @@ fn with_policy(mut spec: InstanceSpec, p: RestorePolicy) -> InstanceSpec {
 fn memfs_mounts(root: &Path) -> usize {
     all_memfs_mounts(root)
         .iter()
-        .filter(|m| Path::new(m).join(stratus_node::memfs::FILE_NAME).exists())
+        .filter(|m| Path::new(m).join(stratus_rcss_vm::memfs::FILE_NAME).exists())
         .count()
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use stratus_image::oci::Layout;
 use stratus_snapstore::{ChunkStore, Chunking, ManifestKind, PutStats};
 
-use crate::NodeError;
+use crate::ImageError;
 
 /// The store name of an image blob (`sha256:<hex>`).
 pub fn blob_name(digest: &str) -> String {
@@ -50,18 +50,22 @@ pub async fn publish(
     layout: &Path,
     name: &str,
     chunking: Chunking,
-) -> Result<PublishStats, NodeError> {
-    let lerr = |message: String| NodeError::Layout {
+) -> Result<PublishStats, ImageError> {
+    let lerr = |message: String| ImageError::Layout {
         path: layout.display().to_string(),
         message,
     };
-    let l = Layout::open(layout).map_err(|e| lerr(e.to_string()))?;
-    let (desc, m) = l.manifest().map_err(|e| lerr(e.to_string()))?;
+    let lread = |e| ImageError::LayoutRead {
+        path: layout.display().to_string(),
+        source: Box::new(e),
+    };
+    let l = Layout::open(layout).map_err(lread)?;
+    let (desc, m) = l.manifest().map_err(lread)?;
     let mut stats = PublishStats::default();
     let existing: std::collections::HashSet<String> = store
         .list()
         .await
-        .map_err(|e| NodeError::Store(e.to_string()))?
+        .map_err(|e| ImageError::store("listing the store", e))?
         .into_iter()
         .collect();
     for d in std::iter::once(&desc)
@@ -74,17 +78,17 @@ pub async fn publish(
             stats.blobs_present += 1;
             continue;
         }
-        let path = l.blob_path(&d.digest).map_err(|e| lerr(e.to_string()))?;
+        let path = l.blob_path(&d.digest).map_err(lread)?;
         let file = tokio::fs::File::open(&path)
             .await
-            .map_err(|source| NodeError::Io {
+            .map_err(|source| ImageError::Io {
                 what: format!("opening {}", path.display()),
                 source,
             })?;
         let out = store
             .put_blob(&bname, ManifestKind::Blob, file, chunking)
             .await
-            .map_err(|e| NodeError::Store(format!("storing {}: {e}", d.digest)))?;
+            .map_err(|e| ImageError::store(format!("storing {}", d.digest), e))?;
         if out.manifest.size != d.size {
             return Err(lerr(format!(
                 "blob {} is {} bytes, its descriptor says {}",
@@ -96,7 +100,7 @@ pub async fn publish(
     if let Ok(old) = store.manifest(&image_manifest_name(name)).await {
         return match old.annotations.get(ANN_MANIFEST_DIGEST) {
             Some(d) if *d == desc.digest => Ok(stats),
-            other => Err(NodeError::Image {
+            other => Err(ImageError::Image {
                 image: name.to_string(),
                 message: format!(
                     "already published as {} (image manifests are immutable; delete it first or use another name)",
@@ -119,6 +123,6 @@ pub async fn publish(
             chunking,
         )
         .await
-        .map_err(|e| NodeError::Store(format!("storing image manifest {name}: {e}")))?;
+        .map_err(|e| ImageError::store(format!("storing image manifest {name}"), e))?;
     Ok(stats)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use stratus_node::memfs::{self, MemfsHandle, MemfsOptions};
+use stratus_rcss_vm::memfs::{self, MemfsHandle, MemfsOptions};
 use stratus_snapstore::{
     BlobReader, CacheConfig, ChunkBackend, ChunkSource, ChunkStore, Chunking, Digest,
     FaultyBackend, LocalFsBackend, Manifest, ManifestKind, SourceError, TieredCache,
@@ -21,8 +21,7 @@ use stratus_snapstore::{
 const PAGE: usize = 4096;
 
 fn fuse_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let ok = unsafe { libc::geteuid() } == 0 && Path::new("/dev/fuse").exists();
+    let ok = rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists();
     if !ok {
         let why = "memfs tests need root and /dev/fuse";
         if std::env::var("CI").as_deref() == Ok("true") {
@@ -505,13 +504,16 @@ fn announced_pages_are_waited_for_not_fetched_and_pushes_do_not_deadlock() {
     // A read across A and B waits for both.
     let (tx, rx) = std::sync::mpsc::channel();
     let path = h.file_path();
+    let reads = h.stats().reads;
     std::thread::spawn(move || {
         let f = File::open(path).unwrap();
         let mut buf = vec![0u8; 12 * PAGE];
         let r = f.read_exact_at(&mut buf, (250 * PAGE) as u64).map(|_| buf);
         let _ = tx.send(r);
     });
-    std::thread::sleep(Duration::from_millis(300));
+    crate::wait_until(Duration::from_secs(10), "the read reached memfs", || {
+        h.stats().reads > reads
+    });
     assert!(rx.try_recv().is_err(), "the read waits for its pages");
     // A arrives and is pushed into the page cache while the read still
     // waits for B: the push may wait for the read's locked pages, but
@@ -525,12 +527,16 @@ fn announced_pages_are_waited_for_not_fetched_and_pushes_do_not_deadlock() {
         }
         v
     });
+    let (pushing_tx, pushing_rx) = std::sync::mpsc::channel();
     let push = std::thread::spawn(move || {
+        let _ = pushing_tx.send(());
         let r = h2.store_pages(&pa);
         drop(arr_a);
         r
     });
-    std::thread::sleep(Duration::from_millis(100));
+    pushing_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the push started");
     arr_b.deliver(pages(&b));
     let got = rx
         .recv_timeout(Duration::from_secs(10))
@@ -945,16 +951,13 @@ fn qemu_runs_a_guest_from_the_memory_file() {
             }
         }
         let mut child = cmd.spawn().unwrap();
-        // Let the firmware run for a while.
-        let deadline = Instant::now() + Duration::from_secs(3);
+        // The firmware runs until it has read guest memory through memfs
+        // (or QEMU exits).
         let mut exited = None;
-        while Instant::now() < deadline {
-            if let Some(st) = child.try_wait().unwrap() {
-                exited = Some(st);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::wait_until(Duration::from_secs(60), "the guest read memory", || {
+            exited = child.try_wait().unwrap();
+            exited.is_some() || h.stats().reads > 0
+        });
         let _ = child.kill();
         let out = child.wait_with_output().unwrap();
         assert!(
@@ -965,7 +968,7 @@ fn qemu_runs_a_guest_from_the_memory_file() {
         let s = h.stats();
         let t = h.touched();
         eprintln!(
-            "QEMU (TCG, SeaBIOS, 3 s, PR_SET_THP_DISABLE {thp_disable}): {} READs, {} KiB, {} chunks touched + {} zero; errors {}; first: {:?}",
+            "QEMU (TCG, SeaBIOS, PR_SET_THP_DISABLE {thp_disable}): {} READs, {} KiB, {} chunks touched + {} zero; errors {}; first: {:?}",
             s.reads,
             s.bytes_read >> 10,
             t.len(),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stratus_node::snapcache::{
+use stratus_rcss_vm::snapcache::{
     CachedSnapshot, EntryMeta, EvictionPolicy, SnapCacheError, SnapshotCache, SnapshotCacheConfig,
     ENTRY_FILE, MARKER_FILE, MEMORY_FILE, VMSTATE_FILE,
 };
@@ -65,9 +65,17 @@ fn keys(cache: &SnapshotCache) -> Vec<String> {
     v
 }
 
-/// Lets mtimes differ (the LRU order on reopen comes from them).
-fn tick() {
-    std::thread::sleep(Duration::from_millis(5));
+/// Waits until the clock is past `key`'s last use as recorded on disk, so
+/// that the next use gets a later mtime (the LRU order on reopen comes
+/// from them).
+fn tick(root: &Path, key: &str) {
+    let last = std::fs::metadata(root.join(key).join(ENTRY_FILE))
+        .unwrap()
+        .modified()
+        .unwrap();
+    crate::wait_until(Duration::from_secs(10), "the clock moves on", || {
+        std::time::SystemTime::now() > last
+    });
 }
 
 #[tokio::test]
@@ -207,10 +215,10 @@ async fn reopen_keeps_entries_lru_order_and_config_pins() {
     let mut size = 0;
     for k in ["a", "b", "c"] {
         size = put(&cache, k, 32 << 10).await.stored_bytes;
-        tick();
+        tick(&root, k);
     }
     cache.get("a").unwrap(); // order now b, c, a
-    tick();
+    tick(&root, "a");
     // One process per root.
     let e = SnapshotCache::open(config(&root, 1, EvictionPolicy::Lru, &[])).unwrap_err();
     assert!(matches!(e, SnapCacheError::Locked { .. }), "{e}");
@@ -222,7 +230,7 @@ async fn reopen_keeps_entries_lru_order_and_config_pins() {
     let s = cache.get("c").unwrap();
     assert_eq!(std::fs::read(&s.memory).unwrap(), pattern("c", 32 << 10));
     assert_eq!(s.stored_bytes, size);
-    tick();
+    tick(&root, "c");
     drop(cache);
 
     // The get above made the order b, a, c. Smaller now and b pinned: a goes.
@@ -395,19 +403,34 @@ async fn failed_or_cancelled_fill_leaves_nothing() {
     assert_eq!(listing(&root), ["f-r1-01"]);
 }
 
+/// Waits until `n` callers have asked for a key. A caller counts itself
+/// just before `insert_with`, which registers it as a waiter without
+/// yielding in between, so the last ones are registered (or about to be)
+/// once the count is reached.
+async fn all_asked(asked: &AtomicUsize, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while asked.load(Ordering::SeqCst) < n {
+        assert!(tokio::time::Instant::now() < deadline, "callers asked");
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_inserts_of_one_key_fill_once() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(&dir.path().join("c"), u64::MAX, EvictionPolicy::Lru, &[]);
     let fills = Arc::new(AtomicUsize::new(0));
+    // The fill goes on once every caller has asked for the key.
+    let asked = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..8)
         .map(|_| {
-            let (cache, fills) = (cache.clone(), fills.clone());
+            let (cache, fills, asked) = (cache.clone(), fills.clone(), asked.clone());
             tokio::spawn(async move {
+                asked.fetch_add(1, Ordering::SeqCst);
                 cache
                     .insert_with("shared", |m, v| async move {
                         fills.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        all_asked(&asked, 8).await;
                         std::fs::write(m, pattern("shared", 1 << 20)).map_err(|e| e.to_string())?;
                         std::fs::write(v, b"vm").map_err(|e| e.to_string())
                     })
@@ -426,14 +449,16 @@ async fn concurrent_inserts_of_one_key_fill_once() {
 
     // A failing fill's error reaches every waiter; nobody fills twice.
     let fills = Arc::new(AtomicUsize::new(0));
+    let asked = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..4)
         .map(|_| {
-            let (cache, fills) = (cache.clone(), fills.clone());
+            let (cache, fills, asked) = (cache.clone(), fills.clone(), asked.clone());
             tokio::spawn(async move {
+                asked.fetch_add(1, Ordering::SeqCst);
                 cache
                     .insert_with("broken", |_, _| async move {
                         fills.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        all_asked(&asked, 4).await;
                         Err("chunk 3 is corrupt".to_string())
                     })
                     .await
@@ -459,9 +484,15 @@ async fn concurrent_inserts_of_one_key_fill_once() {
     });
     started_rx.await.unwrap();
     let c = cache.clone();
-    let waiter = tokio::spawn(async move { put(&c, "takeover", 4096).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiter.is_finished());
+    let mut waiter = Box::pin(async move { put(&c, "takeover", 4096).await });
+    // Polled once, the waiter has asked for the key: it waits for the
+    // stuck fill.
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(std::future::Future::poll(waiter.as_mut(), cx).is_pending())
+    })
+    .await;
+    assert!(first, "the waiter waits");
+    let waiter = tokio::spawn(waiter);
     leader.abort();
     let s = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await

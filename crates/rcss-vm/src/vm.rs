@@ -14,7 +14,27 @@ use stratus_snapstore::{
 use crate::memfs::MemfsOptions;
 use crate::snapcache::{EvictionPolicy, SnapshotCache, SnapshotCacheConfig};
 use crate::vmsnap::{ChunkSink, RcssSnapshots, RcssSnapshotsConfig};
-use crate::NodeError;
+
+/// Building the node's microVM backend failed.
+#[derive(Debug, thiserror::Error)]
+#[error("microVM backend: {what}")]
+pub struct VmError {
+    what: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl VmError {
+    fn new(
+        what: impl Into<String>,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> VmError {
+        VmError {
+            what: what.into(),
+            source: e.into(),
+        }
+    }
+}
 
 /// How a node runs microVM functions.
 #[derive(Debug, Clone)]
@@ -38,20 +58,23 @@ pub struct MicrovmBackendOptions {
 
 /// A snapshot store for microVMs: RCSS when one is configured, else local
 /// files.
-pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSource>, NodeError> {
-    let store_err = |e: &dyn std::fmt::Display| NodeError::Store(e.to_string());
+pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSource>, VmError> {
     let (remote, sink): (Arc<dyn ChunkSource>, Arc<dyn ChunkSink>) =
         match (&o.snapstore_url, &o.snapstore_dir) {
             (Some(url), _) => {
                 // Memory pages are 4 KiB: batch as many as the server takes.
                 let mut rc = RemoteConfig::new(url, &o.snapstore_token);
                 rc.batch_size = stratus_snapstore::wire::MAX_BATCH;
-                let r = Arc::new(RemoteSource::new(rc).map_err(|e| store_err(&e))?);
+                let r = Arc::new(
+                    RemoteSource::new(rc)
+                        .map_err(|e| VmError::new(format!("connecting to {url}"), e))?,
+                );
                 (r.clone(), r)
             }
             (None, Some(dir)) => {
                 let s = Arc::new(ChunkStore::new(Arc::new(
-                    LocalFsBackend::open(dir).map_err(|e| store_err(&e))?,
+                    LocalFsBackend::open(dir)
+                        .map_err(|e| VmError::new(format!("opening {}", dir.display()), e))?,
                 )));
                 (s.clone(), s)
             }
@@ -69,7 +92,7 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
                 disk: None,
             },
         )
-        .map_err(|e| store_err(&e))?,
+        .map_err(|e| VmError::new("opening the node chunk cache", e))?,
     );
     let cache = Arc::new(
         SnapshotCache::open(SnapshotCacheConfig {
@@ -78,7 +101,7 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
             policy: o.cache_policy,
             pinned: o.pinned.clone(),
         })
-        .map_err(|e| store_err(&e))?,
+        .map_err(|e| VmError::new("opening the node snapshot cache", e))?,
     );
     let src = RcssSnapshots::new(RcssSnapshotsConfig {
         chunks,
@@ -98,7 +121,7 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
         spare_mounts: 1,
         exact_faults: true,
     })
-    .map_err(|e| store_err(&e))?;
+    .map_err(|e| VmError::new("opening the snapshot service", e))?;
     Ok(Arc::new(src))
 }
 
@@ -107,7 +130,7 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
 /// killed first.
 pub fn microvm_backend(
     o: &MicrovmBackendOptions,
-) -> Result<Result<Arc<MicrovmSandbox>, String>, NodeError> {
+) -> Result<Result<Arc<MicrovmSandbox>, String>, VmError> {
     let work = o.state_dir.join("microvm");
     let mut cfg = match MicrovmConfig::detect(&work) {
         Ok(c) => c,
@@ -123,5 +146,5 @@ pub fn microvm_backend(
     cfg.snapshots = Some((snapshot_source(o)?, RestoreMode::Private));
     MicrovmSandbox::new(cfg)
         .map(|s| Ok(Arc::new(s)))
-        .map_err(|e| NodeError::Store(e.to_string()))
+        .map_err(|e| VmError::new("starting the microVM sandbox", e))
 }
