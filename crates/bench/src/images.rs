@@ -522,7 +522,9 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
             .chain(std::iter::once(&m.config))
             .chain(m.layers.iter())
         {
-            let man = dstore.manifest(&stratus_rcss_image::blob_name(&d.digest)).await?;
+            let man = dstore
+                .manifest(&stratus_rcss_image::blob_name(&d.digest))
+                .await?;
             logical += man.size;
             for c in &man.chunks {
                 if let Some(dg) = c.digest {

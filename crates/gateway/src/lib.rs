@@ -21,13 +21,4 @@ pub use platform::{DeployReport, Platform, PlatformError, ResourceInfo};
 
 /// An error and its causes on one line: `what failed: why: why`. Messages
 /// in this project do not repeat their source, so each cause appears once.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
+pub use stratus_sandbox::error_chain;

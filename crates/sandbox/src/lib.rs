@@ -107,11 +107,15 @@ impl SandboxError {
 
 /// `e`'s message and those of its sources, joined with `: `: how an error
 /// that becomes text keeps its causes (messages never repeat their source).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(e), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
 }
 
 /// What a backend needs to start one instance of a function.

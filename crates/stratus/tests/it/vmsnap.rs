@@ -143,7 +143,11 @@ fn with_policy(mut spec: InstanceSpec, p: RestorePolicy) -> InstanceSpec {
 fn memfs_mounts(root: &Path) -> usize {
     all_memfs_mounts(root)
         .iter()
-        .filter(|m| Path::new(m).join(stratus_rcss_vm::memfs::FILE_NAME).exists())
+        .filter(|m| {
+            Path::new(m)
+                .join(stratus_rcss_vm::memfs::FILE_NAME)
+                .exists()
+        })
         .count()
 }
 
