@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use crate::cgroup::InstanceCgroup;
+use crate::user::User;
 use crate::LogBuffer;
 
 pub use crate::ports::free_port;
@@ -41,6 +43,106 @@ pub fn command_dying_with_parent(program: &Path) -> tokio::process::Command {
             cmd
         }
     }
+}
+
+/// How an instance process is confined, beyond leading its own process
+/// group and dying with the platform.
+#[derive(Clone, Copy, Default)]
+pub struct Confine<'a> {
+    /// The user it switches to (supplementary groups cleared); `None`
+    /// keeps the platform's.
+    pub user: Option<&'a User>,
+    /// The cgroup it enters before it execs.
+    pub cgroup: Option<&'a InstanceCgroup>,
+}
+
+/// A command for `program` (an absolute path) in `workdir`, as
+/// [`command_dying_with_parent`] makes it, that also sets `no_new_privs`
+/// (no setuid binary or file capability can raise its privileges) and
+/// applies `confine`.
+///
+/// Unconfined it goes through `setpriv` (`posix_spawn`, no page tables
+/// copied). With a cgroup or a user it forks: the child must enter its
+/// cgroup before it execs, so that nothing the function starts runs
+/// outside it, and only a hook between fork and exec can do that
+/// (`clone3`'s `CLONE_INTO_CGROUP` is not reachable through
+/// `std::process`); and the working directory must be entered as the new
+/// user, so that one it cannot reach fails the spawn. It also forks when
+/// `setpriv` is missing.
+pub fn confined_command(
+    program: &Path,
+    workdir: &Path,
+    confine: Confine<'_>,
+) -> std::io::Result<tokio::process::Command> {
+    let setpriv = setpriv().filter(|_| confine.cgroup.is_none() && confine.user.is_none());
+    let mut cmd = match setpriv {
+        Some(sp) => {
+            let mut cmd = tokio::process::Command::new(sp);
+            cmd.args(["--pdeathsig", "KILL", "--no-new-privs", "--"])
+                .arg(program)
+                .process_group(0);
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(program);
+            confine_in_child(&mut cmd, workdir, confine)?;
+            cmd
+        }
+    };
+    cmd.current_dir(workdir);
+    Ok(cmd)
+}
+
+/// The fork + `pre_exec` half of [`confined_command`]. In the child, in
+/// this order: enter the cgroup (while still root: the cgroup's files
+/// belong to root), lead a new process group, drop supplementary groups,
+/// gid and uid, enter `workdir` again as the new user (so that a directory
+/// it cannot reach is a spawn error, not a function failing oddly), set the
+/// parent-death signal (a uid change clears it) and `no_new_privs`.
+fn confine_in_child(
+    cmd: &mut tokio::process::Command,
+    workdir: &Path,
+    confine: Confine<'_>,
+) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let parent = rustix::process::getpid();
+    let procs = confine.cgroup.map(|c| c.procs_fd().as_raw_fd());
+    let ids = confine.user.map(|u| {
+        (
+            rustix::process::Uid::from_raw(u.uid),
+            rustix::process::Gid::from_raw(u.gid),
+        )
+    });
+    let workdir = std::ffi::CString::new(workdir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in workdir"))?;
+    // SAFETY: between fork and exec the hook makes only raw system calls
+    // (rustix's, which neither allocate nor lock) on values prepared
+    // before the fork, and its error paths allocate nothing. The child has
+    // one thread, so the thread-scoped credential calls (raw setresuid
+    // and friends) change the whole process. `procs` stays open until the
+    // spawn returns: the caller holds the `InstanceCgroup`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = procs {
+                rustix::io::write(BorrowedFd::borrow_raw(fd), b"0")?;
+            }
+            rustix::process::setpgid(None, None)?;
+            if let Some((uid, gid)) = ids {
+                rustix::thread::set_thread_groups(&[])?;
+                rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+                rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+                rustix::process::chdir(workdir.as_c_str())?;
+            }
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The platform died between fork and prctl: do not outlive it.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            rustix::thread::set_no_new_privs(true)?;
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// `setpriv` if it is installed (util-linux; essential on Debian).
