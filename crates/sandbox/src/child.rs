@@ -169,6 +169,19 @@ fn is_executable(p: &Path) -> bool {
 /// `path` (a `PATH` value). Spawn errors must be reported here: behind
 /// `setpriv` a missing program is only an exit status.
 pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Result<PathBuf> {
+    resolve_program_as(program, path, cwd, None)
+}
+
+/// [`resolve_program`] as `user` would resolve it: a `PATH` entry or a
+/// program that user cannot reach is skipped, as `execvp` running as that
+/// user does (root's `PATH` may start with directories under `/root`).
+pub fn resolve_program_as(
+    program: &str,
+    path: &OsStr,
+    cwd: &Path,
+    user: Option<&User>,
+) -> std::io::Result<PathBuf> {
+    let runnable = |p: &Path| is_executable(p) && user.is_none_or(|u| may_exec(u, p));
     let not_found = |what: String| std::io::Error::new(std::io::ErrorKind::NotFound, what);
     if program.is_empty() {
         return Err(not_found("empty program name".into()));
@@ -176,7 +189,14 @@ pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Resu
     if program.contains('/') {
         let p = cwd.join(program);
         return match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() && is_executable(&p) => Ok(p),
+            Ok(m) if m.is_file() && runnable(&p) => Ok(p),
+            Ok(m) if m.is_file() && is_executable(&p) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} may not run it (it needs x on every directory above it, and on it)",
+                    user.map(User::describe).unwrap_or_default()
+                ),
+            )),
             Ok(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 "not an executable file",
@@ -188,8 +208,31 @@ pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Resu
         // Relative entries (and empty ones) are relative to the working
         // directory, as for execvp.
         .map(|d| cwd.join(d).join(program))
-        .find(|p| is_executable(p))
+        .find(|p| runnable(p))
         .ok_or_else(|| not_found(format!("not found in PATH ({})", path.to_string_lossy())))
+}
+
+/// Whether `user` (its uid and primary gid: instances have no
+/// supplementary groups) may execute (or, a directory, enter) `p`: x on
+/// `p` and on every directory above it, from the mode bits (ACLs are not
+/// read).
+pub(crate) fn may_exec(user: &User, p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let allows = |m: &std::fs::Metadata| {
+        let shift = if m.uid() == user.uid {
+            6
+        } else if m.gid() == user.gid {
+            3
+        } else {
+            0
+        };
+        (m.mode() >> shift) & 0o1 != 0
+    };
+    let Ok(abs) = std::path::absolute(p) else {
+        return false;
+    };
+    abs.ancestors()
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| allows(&m)))
 }
 
 /// Makes the child lead its own process group and get SIGKILL when the
@@ -398,6 +441,48 @@ mod tests {
         let e = resolve_program("bin/none", &path, cwd).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
         assert!(resolve_program("", &path, cwd).is_err());
+    }
+
+    /// Another user's search skips what it cannot reach, as `execvp`
+    /// running as that user would (root's `PATH` starts under `/root`).
+    #[test]
+    fn resolves_programs_as_another_user_would() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(dir.path(), 0o755);
+        let (private, public) = (dir.path().join("private"), dir.path().join("public"));
+        for (d, m) in [(&private, 0o700), (&public, 0o755)] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("tool"), "#!/bin/sh\n").unwrap();
+            mode(&d.join("tool"), 0o755);
+            mode(d, m);
+        }
+        std::fs::write(public.join("mine"), "#!/bin/sh\n").unwrap();
+        mode(&public.join("mine"), 0o700);
+        let me = rustix::process::geteuid().as_raw();
+        let other = User {
+            name: "other".into(),
+            uid: me.wrapping_add(4242),
+            gid: me.wrapping_add(4242),
+            home: "/".into(),
+        };
+        let path = std::env::join_paths([&private, &public]).unwrap();
+        let cwd = dir.path();
+        assert_eq!(
+            resolve_program("tool", &path, cwd).unwrap(),
+            private.join("tool")
+        );
+        assert_eq!(
+            resolve_program_as("tool", &path, cwd, Some(&other)).unwrap(),
+            public.join("tool")
+        );
+        assert!(resolve_program_as("mine", &path, cwd, Some(&other)).is_err());
+        let e = resolve_program_as("private/tool", &path, cwd, Some(&other)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("other (uid"), "{e}");
     }
 
     /// The child leads its own group and is killed when the thread that

@@ -39,8 +39,8 @@ use tokio::io::AsyncRead;
 
 use crate::cgroup::{Cgroups, InstanceCgroup};
 use crate::child::{
-    confined_command, probe_tcp, proc_start_time, pump_lines_with, resolve_program, signal_group,
-    watch_exit, write_pid_file, Confine, ExitWatch, Probe,
+    confined_command, may_exec, probe_tcp, proc_start_time, pump_lines_with, resolve_program_as,
+    signal_group, watch_exit, write_pid_file, Confine, ExitWatch, Probe,
 };
 use crate::ports::{self, FreePorts, Owner, PortPicker, PORT_ATTEMPTS};
 use crate::user::User;
@@ -94,6 +94,13 @@ impl ProcessSandbox {
         if let Some(d) = &cfg.pid_dir {
             let _ = std::fs::create_dir_all(d);
         }
+        if let Some(u) = cfg.user.as_ref().filter(|u| !may_exec(u, &cfg.workdir)) {
+            tracing::warn!(
+                user = %u.describe(),
+                workdir = %cfg.workdir.display(),
+                "function processes run as a user who cannot enter their working directory: they will not start (choose another with --run-as, or open the directory)"
+            );
+        }
         ProcessSandbox {
             cfg,
             path_env,
@@ -137,8 +144,13 @@ impl Sandbox for ProcessSandbox {
             .ok_or_else(|| SandboxError::NoCommand {
                 function: spec.function.clone(),
             })?;
-        let resolved = resolve_program(program, self.path_env.as_ref(), &self.cfg.workdir)
-            .map_err(|e| SandboxError::spawn(spec, program, &e))?;
+        let resolved = resolve_program_as(
+            program,
+            self.path_env.as_ref(),
+            &self.cfg.workdir,
+            self.cfg.user.as_ref(),
+        )
+        .map_err(|e| SandboxError::spawn(spec, program, &e))?;
         let mut attempt = 1;
         loop {
             let port = self.ports.pick().map_err(SandboxError::Port)?;
