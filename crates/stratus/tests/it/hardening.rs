@@ -229,7 +229,7 @@ impl Up {
         }
     }
 
-    fn spawn(&self) -> Child {
+    fn spawn(&self) -> Running {
         // The shell enters the cgroup, then becomes `stratus up`.
         Command::new("sh")
             .args(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
@@ -242,6 +242,7 @@ impl Up {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
+            .map(Running)
             .unwrap()
     }
 
@@ -262,14 +263,25 @@ impl Up {
     }
 }
 
-fn kill_9(up: &mut Child) {
+/// A running `stratus up`, killed (`kill -9`) and waited for when dropped,
+/// so that a failing test leaves none behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kill_9(up: &mut Running) {
     // SAFETY: plain syscall on our own child.
-    assert_eq!(unsafe { libc::kill(up.id() as i32, libc::SIGKILL) }, 0);
-    up.wait().unwrap();
+    assert_eq!(unsafe { libc::kill(up.0.id() as i32, libc::SIGKILL) }, 0);
+    up.0.wait().unwrap();
 }
 
 /// Starts `stratus up`, deploys the forking function and starts an instance.
-async fn up_with_forker(up: &Up) -> (Child, Forked, tempfile::TempDir) {
+async fn up_with_forker(up: &Up) -> (Running, Forked, tempfile::TempDir) {
     let (dir, yaml) = forking_fn();
     let child = up.spawn();
     up.healthy().await;
