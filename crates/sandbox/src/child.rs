@@ -1,5 +1,6 @@
 //! Helpers every backend needs for the processes it starts: process
-//! groups that die with the platform, pid identities that survive pid
+//! groups that die with the platform, confinement (another user, a cgroup,
+//! `no_new_privs`: [`confined_command`]), pid identities that survive pid
 //! reuse, pid files, exit watches, log pumps, exit descriptions and the
 //! readiness probe loop. Free ports are in [`crate::ports`].
 
