@@ -32,6 +32,13 @@ pub struct Config {
     pub recent_invocations: usize,
     /// Bytes of function logs kept per function.
     pub log_bytes: usize,
+    /// The user function processes run as when the platform is root
+    /// (`--run-as`, a name or uid[:gid]); `None`: `nobody`. A platform that
+    /// is not root runs them as itself.
+    pub run_as: Option<String>,
+    /// Runtimes that could not be set up here, with why (e.g. runc without
+    /// root): a deploy that needs one fails with that reason.
+    pub unavailable_runtimes: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -53,6 +60,8 @@ impl Default for Config {
             persist_invocations: true,
             recent_invocations: 10_000,
             log_bytes: 1 << 20,
+            run_as: None,
+            unavailable_runtimes: Vec::new(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum PlatformError {
     InUse { function: String, workflows: String },
     #[error("state store")]
     State(#[from] stratus_state::StateError),
+    #[error("function user")]
+    RunAs(#[from] stratus_sandbox::user::UserError),
     #[error("cannot set up the state directory {path}")]
     StateDir {
         path: String,
@@ -121,6 +123,29 @@ pub struct DeployReport {
     pub warnings: Vec<String>,
 }
 
+/// Each process instance in a cgroup of its own where cgroup v2 is
+/// writable, after killing what dead platform processes left in theirs.
+fn instance_cgroups() -> Option<stratus_sandbox::cgroup::Cgroups> {
+    match stratus_sandbox::cgroup::Cgroups::setup() {
+        Ok((cg, reaped)) => {
+            if reaped > 0 {
+                tracing::warn!(
+                    count = reaped,
+                    "killed instances left running by dead platform processes (their cgroups)"
+                );
+            }
+            Some(cg)
+        }
+        Err(e) => {
+            tracing::info!(
+                why = %stratus_sandbox::error_chain(&e),
+                "no cgroup per instance: a process an instance moved out of its process group (setsid) is not stopped with it"
+            );
+            None
+        }
+    }
+}
+
 impl Platform {
     /// Opens the state, reaps instances a killed predecessor left behind,
     /// restores deployed resources and starts the autoscaler.
@@ -175,11 +200,14 @@ impl Platform {
                 );
             }
         }
+        let user = stratus_sandbox::user::resolve(cfg.run_as.as_deref())?;
         let process: Arc<dyn Sandbox> = Arc::new(ProcessSandbox::new(ProcessConfig {
             extra_path: cfg.extra_path.clone(),
             workdir: cfg.workdir.clone(),
             pid_dir,
             stop_grace: cfg.stop_grace,
+            user,
+            cgroups: instance_cgroups(),
         }));
         let metrics = Arc::new(Metrics::new());
         let cfg = Arc::new(cfg);
@@ -278,6 +306,17 @@ impl Platform {
     /// The sandbox backend that runs `s`.
     fn sandbox_for(&self, s: &Service) -> Result<Arc<dyn Sandbox>, String> {
         self.sandboxes.get(s.runtime.as_str()).cloned().ok_or_else(|| {
+            if let Some((_, why)) = self
+                .cfg
+                .unavailable_runtimes
+                .iter()
+                .find(|(kind, _)| *kind == s.runtime)
+            {
+                return format!(
+                    "function '{}': runtime '{}' is not available on this platform: {why}",
+                    s.name, s.runtime
+                );
+            }
             let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
             known.sort_unstable();
             format!(

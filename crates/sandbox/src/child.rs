@@ -1,5 +1,6 @@
 //! Helpers every backend needs for the processes it starts: process
-//! groups that die with the platform, pid identities that survive pid
+//! groups that die with the platform, confinement (another user, a cgroup,
+//! `no_new_privs`: [`confined_command`]), pid identities that survive pid
 //! reuse, pid files, exit watches, log pumps, exit descriptions and the
 //! readiness probe loop. Free ports are in [`crate::ports`].
 
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use crate::cgroup::InstanceCgroup;
+use crate::user::User;
 use crate::LogBuffer;
 
 pub use crate::ports::free_port;
@@ -43,6 +46,106 @@ pub fn command_dying_with_parent(program: &Path) -> tokio::process::Command {
     }
 }
 
+/// How an instance process is confined, beyond leading its own process
+/// group and dying with the platform.
+#[derive(Clone, Copy, Default)]
+pub struct Confine<'a> {
+    /// The user it switches to (supplementary groups cleared); `None`
+    /// keeps the platform's.
+    pub user: Option<&'a User>,
+    /// The cgroup it enters before it execs.
+    pub cgroup: Option<&'a InstanceCgroup>,
+}
+
+/// A command for `program` (an absolute path) in `workdir`, as
+/// [`command_dying_with_parent`] makes it, that also sets `no_new_privs`
+/// (no setuid binary or file capability can raise its privileges) and
+/// applies `confine`.
+///
+/// Unconfined it goes through `setpriv` (`posix_spawn`, no page tables
+/// copied). With a cgroup or a user it forks: the child must enter its
+/// cgroup before it execs, so that nothing the function starts runs
+/// outside it, and only a hook between fork and exec can do that
+/// (`clone3`'s `CLONE_INTO_CGROUP` is not reachable through
+/// `std::process`); and the working directory must be entered as the new
+/// user, so that one it cannot reach fails the spawn. It also forks when
+/// `setpriv` is missing.
+pub fn confined_command(
+    program: &Path,
+    workdir: &Path,
+    confine: Confine<'_>,
+) -> std::io::Result<tokio::process::Command> {
+    let setpriv = setpriv().filter(|_| confine.cgroup.is_none() && confine.user.is_none());
+    let mut cmd = match setpriv {
+        Some(sp) => {
+            let mut cmd = tokio::process::Command::new(sp);
+            cmd.args(["--pdeathsig", "KILL", "--no-new-privs", "--"])
+                .arg(program)
+                .process_group(0);
+            cmd
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(program);
+            confine_in_child(&mut cmd, workdir, confine)?;
+            cmd
+        }
+    };
+    cmd.current_dir(workdir);
+    Ok(cmd)
+}
+
+/// The fork + `pre_exec` half of [`confined_command`]. In the child, in
+/// this order: enter the cgroup (while still root: the cgroup's files
+/// belong to root), lead a new process group, drop supplementary groups,
+/// gid and uid, enter `workdir` again as the new user (so that a directory
+/// it cannot reach is a spawn error, not a function failing oddly), set the
+/// parent-death signal (a uid change clears it) and `no_new_privs`.
+fn confine_in_child(
+    cmd: &mut tokio::process::Command,
+    workdir: &Path,
+    confine: Confine<'_>,
+) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let parent = rustix::process::getpid();
+    let procs = confine.cgroup.map(|c| c.procs_fd().as_raw_fd());
+    let ids = confine.user.map(|u| {
+        (
+            rustix::process::Uid::from_raw(u.uid),
+            rustix::process::Gid::from_raw(u.gid),
+        )
+    });
+    let workdir = std::ffi::CString::new(workdir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in workdir"))?;
+    // SAFETY: between fork and exec the hook makes only raw system calls
+    // (rustix's, which neither allocate nor lock) on values prepared
+    // before the fork, and its error paths allocate nothing. The child has
+    // one thread, so the thread-scoped credential calls (raw setresuid
+    // and friends) change the whole process. `procs` stays open until the
+    // spawn returns: the caller holds the `InstanceCgroup`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = procs {
+                rustix::io::write(BorrowedFd::borrow_raw(fd), b"0")?;
+            }
+            rustix::process::setpgid(None, None)?;
+            if let Some((uid, gid)) = ids {
+                rustix::thread::set_thread_groups(&[])?;
+                rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+                rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+                rustix::process::chdir(workdir.as_c_str())?;
+            }
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The platform died between fork and prctl: do not outlive it.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            rustix::thread::set_no_new_privs(true)?;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// `setpriv` if it is installed (util-linux; essential on Debian).
 fn setpriv() -> Option<&'static Path> {
     static SETPRIV: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -67,6 +170,19 @@ fn is_executable(p: &Path) -> bool {
 /// `path` (a `PATH` value). Spawn errors must be reported here: behind
 /// `setpriv` a missing program is only an exit status.
 pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Result<PathBuf> {
+    resolve_program_as(program, path, cwd, None)
+}
+
+/// [`resolve_program`] as `user` would resolve it: a `PATH` entry or a
+/// program that user cannot reach is skipped, as `execvp` running as that
+/// user does (root's `PATH` may start with directories under `/root`).
+pub fn resolve_program_as(
+    program: &str,
+    path: &OsStr,
+    cwd: &Path,
+    user: Option<&User>,
+) -> std::io::Result<PathBuf> {
+    let runnable = |p: &Path| is_executable(p) && user.is_none_or(|u| may_exec(u, p));
     let not_found = |what: String| std::io::Error::new(std::io::ErrorKind::NotFound, what);
     if program.is_empty() {
         return Err(not_found("empty program name".into()));
@@ -74,7 +190,14 @@ pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Resu
     if program.contains('/') {
         let p = cwd.join(program);
         return match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() && is_executable(&p) => Ok(p),
+            Ok(m) if m.is_file() && runnable(&p) => Ok(p),
+            Ok(m) if m.is_file() && is_executable(&p) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} may not run it (it needs x on every directory above it, and on it)",
+                    user.map(User::describe).unwrap_or_default()
+                ),
+            )),
             Ok(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 "not an executable file",
@@ -86,8 +209,31 @@ pub fn resolve_program(program: &str, path: &OsStr, cwd: &Path) -> std::io::Resu
         // Relative entries (and empty ones) are relative to the working
         // directory, as for execvp.
         .map(|d| cwd.join(d).join(program))
-        .find(|p| is_executable(p))
+        .find(|p| runnable(p))
         .ok_or_else(|| not_found(format!("not found in PATH ({})", path.to_string_lossy())))
+}
+
+/// Whether `user` (its uid and primary gid: instances have no
+/// supplementary groups) may execute (or, a directory, enter) `p`: x on
+/// `p` and on every directory above it, from the mode bits (ACLs are not
+/// read).
+pub(crate) fn may_exec(user: &User, p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let allows = |m: &std::fs::Metadata| {
+        let shift = if m.uid() == user.uid {
+            6
+        } else if m.gid() == user.gid {
+            3
+        } else {
+            0
+        };
+        (m.mode() >> shift) & 0o1 != 0
+    };
+    let Ok(abs) = std::path::absolute(p) else {
+        return false;
+    };
+    abs.ancestors()
+        .all(|a| std::fs::metadata(a).is_ok_and(|m| allows(&m)))
 }
 
 /// Makes the child lead its own process group and get SIGKILL when the
@@ -296,6 +442,48 @@ mod tests {
         let e = resolve_program("bin/none", &path, cwd).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
         assert!(resolve_program("", &path, cwd).is_err());
+    }
+
+    /// Another user's search skips what it cannot reach, as `execvp`
+    /// running as that user would (root's `PATH` starts under `/root`).
+    #[test]
+    fn resolves_programs_as_another_user_would() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(dir.path(), 0o755);
+        let (private, public) = (dir.path().join("private"), dir.path().join("public"));
+        for (d, m) in [(&private, 0o700), (&public, 0o755)] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("tool"), "#!/bin/sh\n").unwrap();
+            mode(&d.join("tool"), 0o755);
+            mode(d, m);
+        }
+        std::fs::write(public.join("mine"), "#!/bin/sh\n").unwrap();
+        mode(&public.join("mine"), 0o700);
+        let me = rustix::process::geteuid().as_raw();
+        let other = User {
+            name: "other".into(),
+            uid: me.wrapping_add(4242),
+            gid: me.wrapping_add(4242),
+            home: "/".into(),
+        };
+        let path = std::env::join_paths([&private, &public]).unwrap();
+        let cwd = dir.path();
+        assert_eq!(
+            resolve_program("tool", &path, cwd).unwrap(),
+            private.join("tool")
+        );
+        assert_eq!(
+            resolve_program_as("tool", &path, cwd, Some(&other)).unwrap(),
+            public.join("tool")
+        );
+        assert!(resolve_program_as("mine", &path, cwd, Some(&other)).is_err());
+        let e = resolve_program_as("private/tool", &path, cwd, Some(&other)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("other (uid"), "{e}");
     }
 
     /// The child leads its own group and is killed when the thread that

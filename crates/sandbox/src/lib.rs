@@ -12,12 +12,14 @@
 //!                 └──── exited ◄─┴──────────────────────────┘  (crash: exit status kept)
 //! ```
 
+pub mod cgroup;
 pub mod child;
 mod faulty;
 mod logs;
 pub mod ports;
 pub mod process;
 pub mod runc;
+pub mod user;
 
 pub use faulty::FaultySandbox;
 pub use logs::LogBuffer;

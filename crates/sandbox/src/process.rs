@@ -1,10 +1,23 @@
 //! The `process` backend: each instance is a child process running the
 //! container's `command` + `args` on the host, with `$PORT` set.
 //!
-//! No orphans: every child leads its own process group, gets
+//! **Least privilege.** A platform running as root runs instances as an
+//! unprivileged user ([`ProcessConfig::user`], `stratus up --run-as`,
+//! `nobody` by default; see [`crate::user`]) with `$HOME`, `$USER` and
+//! `$LOGNAME` of that user, no supplementary groups and `no_new_privs`.
+//! The user must be able to reach the command and the working directory;
+//! a directory it cannot enter is a spawn error naming the user.
+//!
+//! **No orphans.** Every child leads its own process group, gets
 //! `PR_SET_PDEATHSIG = SIGKILL` (it dies with the platform, even on
 //! `kill -9`), is killed when its handle drops, and is recorded in a pid file
-//! so that [`reap_stale`] can kill its whole group after a platform crash.
+//! so that [`reap_stale`] can kill its group after a platform crash. Where
+//! cgroup v2 is writable ([`ProcessConfig::cgroups`]), each instance also
+//! runs in a cgroup of its own, entered before exec: stopping it kills the
+//! whole cgroup, so a grandchild that left the process group (`setsid`, a
+//! daemon) dies too, and one left by a killed platform is killed at the next
+//! start on the machine ([`crate::cgroup`]). Without cgroups, such an
+//! escaped grandchild is out of reach.
 //!
 //! Knative sets `containerPort` as `$PORT`; processes share the host's network,
 //! so this backend gives each instance a free port instead, and starts the
@@ -24,11 +37,13 @@ use async_trait::async_trait;
 use rustix::process::Signal;
 use tokio::io::AsyncRead;
 
+use crate::cgroup::{Cgroups, InstanceCgroup};
 use crate::child::{
-    command_dying_with_parent, probe_tcp, proc_start_time, pump_lines_with, resolve_program,
-    signal_group, watch_exit, write_pid_file, ExitWatch, Probe,
+    confined_command, may_exec, probe_tcp, proc_start_time, pump_lines_with, resolve_program_as,
+    signal_group, watch_exit, write_pid_file, Confine, ExitWatch, Probe,
 };
 use crate::ports::{self, FreePorts, Owner, PortPicker, PORT_ATTEMPTS};
+use crate::user::User;
 use crate::{Instance, InstanceSpec, Sandbox, SandboxError, StartTiming};
 
 #[derive(Debug, Clone)]
@@ -41,6 +56,24 @@ pub struct ProcessConfig {
     pub pid_dir: Option<PathBuf>,
     /// Time between SIGTERM and SIGKILL on stop.
     pub stop_grace: Duration,
+    /// The user instances run as; `None` keeps the platform's
+    /// ([`crate::user::resolve`] picks it).
+    pub user: Option<User>,
+    /// Where each instance gets a cgroup of its own; `None`: process
+    /// groups only ([`Cgroups::setup`] where it works).
+    pub cgroups: Option<Cgroups>,
+}
+
+/// Why a child could not start (the cause under [`SandboxError::Spawn`]).
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error("instances run as {user}, who may not run {program} in {workdir} (it needs x on every directory above both, r+x on the program; or choose another user with --run-as)")]
+    UserCannotReach {
+        user: String,
+        program: PathBuf,
+        workdir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct ProcessSandbox {
@@ -60,6 +93,13 @@ impl ProcessSandbox {
             .unwrap_or_default();
         if let Some(d) = &cfg.pid_dir {
             let _ = std::fs::create_dir_all(d);
+        }
+        if let Some(u) = cfg.user.as_ref().filter(|u| !may_exec(u, &cfg.workdir)) {
+            tracing::warn!(
+                user = %u.describe(),
+                workdir = %cfg.workdir.display(),
+                "function processes run as a user who cannot enter their working directory: they will not start (choose another with --run-as, or open the directory)"
+            );
         }
         ProcessSandbox {
             cfg,
@@ -83,6 +123,8 @@ pub struct ProcessInstance {
     exit: Arc<ExitWatch>,
     grace: Duration,
     pid_file: Option<PathBuf>,
+    /// Dropped after the instance (kills what is left in it).
+    cgroup: Option<InstanceCgroup>,
 }
 
 #[async_trait]
@@ -102,8 +144,13 @@ impl Sandbox for ProcessSandbox {
             .ok_or_else(|| SandboxError::NoCommand {
                 function: spec.function.clone(),
             })?;
-        let resolved = resolve_program(program, self.path_env.as_ref(), &self.cfg.workdir)
-            .map_err(|e| SandboxError::spawn(spec, program, &e))?;
+        let resolved = resolve_program_as(
+            program,
+            self.path_env.as_ref(),
+            &self.cfg.workdir,
+            self.cfg.user.as_ref(),
+        )
+        .map_err(|e| SandboxError::spawn(spec, program, &e))?;
         let mut attempt = 1;
         loop {
             let port = self.ports.pick().map_err(SandboxError::Port)?;
@@ -169,7 +216,25 @@ impl ProcessSandbox {
         resolved: &Path,
         port: u16,
     ) -> Result<(ProcessInstance, Arc<AtomicBool>), SandboxError> {
-        let mut cmd = command_dying_with_parent(resolved);
+        let cgroup = match &self.cfg.cgroups {
+            Some(cg) => Some(
+                cg.create(&spec.instance_id)
+                    .map_err(|e| SandboxError::spawn(spec, &spec.command[0], &e))?,
+            ),
+            None => None,
+        };
+        let confine = Confine {
+            user: self.cfg.user.as_ref(),
+            cgroup: cgroup.as_ref(),
+        };
+        let mut cmd = confined_command(resolved, &self.cfg.workdir, confine)
+            .map_err(|e| SandboxError::spawn(spec, &spec.command[0], &e))?;
+        if let Some(u) = &self.cfg.user {
+            // The function's own env may override these.
+            cmd.env("HOME", &u.home)
+                .env("USER", &u.name)
+                .env("LOGNAME", &u.name);
+        }
         cmd.args(spec.command.iter().skip(1).chain(spec.args.iter()))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("PATH", &self.path_env)
@@ -180,14 +245,22 @@ impl ProcessSandbox {
                 "K_REVISION",
                 format!("{}-{:05}", spec.function, spec.revision),
             )
-            .current_dir(&self.cfg.workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SandboxError::spawn(spec, &spec.command[0], &e))?;
+        let mut child = cmd.spawn().map_err(|e| match &self.cfg.user {
+            Some(u) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let e = ProcessError::UserCannotReach {
+                    user: u.describe(),
+                    program: resolved.to_path_buf(),
+                    workdir: self.cfg.workdir.clone(),
+                    source: e,
+                };
+                SandboxError::spawn(spec, &spec.command[0], &e)
+            }
+            _ => SandboxError::spawn(spec, &spec.command[0], &e),
+        })?;
         let pid = child.id().unwrap_or(0) as i32;
         let pid_file = self
             .cfg
@@ -230,6 +303,7 @@ impl ProcessSandbox {
             exit,
             grace: self.cfg.stop_grace,
             pid_file,
+            cgroup,
         };
         Ok((inst, said_in_use))
     }
@@ -244,9 +318,13 @@ impl ProcessInstance {
         self.exit.wait(d).await
     }
 
-    /// Kills the whole group at once and waits for the leader's exit.
+    /// Kills the whole group (and cgroup) at once and waits for the
+    /// leader's exit.
     async fn kill(&self) {
         self.signal_group(Signal::KILL);
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
         self.wait_exit(Duration::from_secs(2)).await;
     }
 }
@@ -273,8 +351,14 @@ impl Instance for ProcessInstance {
                 self.wait_exit(Duration::from_secs(2)).await;
             }
         }
-        // The leader is gone; take any stragglers in its group with it.
+        // The leader is gone; take any stragglers in its group (and those
+        // that left it, in its cgroup) with it.
         self.signal_group(Signal::KILL);
+        if let Some(cg) = &self.cgroup {
+            if !cg.kill_and_wait(Duration::from_secs(2)).await {
+                tracing::warn!(instance = %self.id, cgroup = %cg.path().display(), "processes left in the instance's cgroup after cgroup.kill");
+            }
+        }
     }
 }
 
@@ -290,7 +374,12 @@ impl Drop for ProcessInstance {
 }
 
 /// Kills the process groups recorded in `pid_dir` by an earlier platform run
-/// that did not clean up (it was killed). Returns how many were still alive.
+/// that did not clean up (it was killed). Returns how many it signalled.
+///
+/// A group outlives its leader: when the leader is gone (init reaped it
+/// after the platform died) its number stays taken while any member lives,
+/// so the group is killed unless that pid now names another process (a
+/// different start time: the number was free, so no member of ours is left).
 pub fn reap_stale(pid_dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(pid_dir) else {
         return 0;
@@ -307,8 +396,11 @@ pub fn reap_stale(pid_dir: &Path) -> usize {
                 it.next().map(str::parse::<i32>),
                 it.next().map(str::parse::<u64>),
             ) {
-                // A group we created: same pid and start time.
-                if pid > 0 && proc_start_time(pid) == Some(st) {
+                let ours = match proc_start_time(pid) {
+                    Some(now) => now == st, // the leader, or a recycled pid
+                    None => true,           // leader gone; members may live
+                };
+                if pid > 0 && ours && group_has_members(pid) {
                     signal_group(pid, Signal::KILL);
                     reaped += 1;
                 }
@@ -317,6 +409,13 @@ pub fn reap_stale(pid_dir: &Path) -> usize {
         let _ = std::fs::remove_file(&path);
     }
     reaped
+}
+
+/// Whether process group `pgid` has a member (signal 0 to the group).
+fn group_has_members(pgid: i32) -> bool {
+    rustix::process::Pid::from_raw(pgid).is_some_and(|p| {
+        rustix::process::test_kill_process_group(p) != Err(rustix::io::Errno::SRCH)
+    })
 }
 
 #[cfg(test)]
@@ -347,6 +446,8 @@ mod tests {
             workdir: std::env::temp_dir(),
             pid_dir,
             stop_grace: Duration::from_millis(500),
+            user: None,
+            cgroups: None,
         })
     }
 
@@ -456,6 +557,148 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("cannot start '/nonexistent/fn'"), "{err}");
+    }
+
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    /// Gone, or a zombie nobody reaped yet.
+    fn gone(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    fn wait_gone(pid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone(pid) {
+            assert!(Instant::now() < deadline, "process {pid} survived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn nobody() -> User {
+        crate::user::resolve_in(&std::fs::read_to_string("/etc/passwd").unwrap(), 0, None)
+            .unwrap()
+            .expect("a root platform switches users")
+    }
+
+    /// As root: the instance runs as `nobody` with `no_new_privs`, in a
+    /// cgroup of its own, and stopping it kills a daemon that left its
+    /// process group (`setsid`).
+    #[tokio::test]
+    async fn runs_unprivileged_in_its_own_cgroup_and_stops_escaped_daemons() {
+        if !is_root() {
+            eprintln!("skipped: switching users and creating cgroups need root");
+            return;
+        }
+        let logs = Arc::new(LogBuffer::new(1 << 16));
+        let (cgroups, _) = Cgroups::setup().expect("cgroup v2 with cgroup.kill");
+        let sb = ProcessSandbox::new(ProcessConfig {
+            user: Some(nobody()),
+            cgroups: Some(cgroups.clone()),
+            ..sandbox(None).cfg.clone()
+        });
+        let s = spec(
+            &[
+                "sh",
+                "-c",
+                "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME; \
+                 grep NoNewPrivs /proc/self/status; grep ^0:: /proc/self/cgroup; \
+                 setsid sleep 1000 & echo daemon=$!; \
+                 exec python3 -m http.server $PORT --bind 127.0.0.1",
+            ],
+            &logs,
+        );
+        let (inst, _) = sb
+            .start(&s)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", logs.tail(0).join("\n")));
+        let line = |prefix: &str| {
+            logs.tail(0).iter().find_map(|l| {
+                l.strip_prefix(&format!("[f-1 stdout] {prefix}"))
+                    .map(str::to_string)
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while line("daemon=").is_none() {
+            assert!(Instant::now() < deadline, "{:?}", logs.tail(0));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            line("uid=").as_deref(),
+            Some("65534 gid=65534 groups=65534 home=/nonexistent")
+        );
+        assert_eq!(line("NoNewPrivs:").as_deref().map(str::trim), Some("1"));
+        let cg = line("0::").unwrap();
+        assert!(
+            cgroups
+                .dir()
+                .ends_with(cg.rsplit_once('/').unwrap().0.trim_start_matches('/')),
+            "{cg} is not under {}",
+            cgroups.dir().display()
+        );
+        let daemon: i32 = line("daemon=").unwrap().parse().unwrap();
+        assert!(!gone(daemon));
+        inst.stop().await;
+        wait_gone(daemon);
+    }
+
+    /// A working directory the user cannot enter (a root-only tempdir) is a
+    /// spawn error that names the user.
+    #[tokio::test]
+    async fn a_workdir_the_user_cannot_enter_is_a_clear_spawn_error() {
+        if !is_root() {
+            eprintln!("skipped: switching users needs root");
+            return;
+        }
+        let private = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let logs = Arc::new(LogBuffer::new(1024));
+        let sb = ProcessSandbox::new(ProcessConfig {
+            user: Some(nobody()),
+            workdir: private.path().to_path_buf(),
+            ..sandbox(None).cfg.clone()
+        });
+        let err = match sb.start(&spec(&["sh", "-c", "exit 0"], &logs)).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("started in a directory its user cannot enter"),
+        };
+        assert!(err.contains("instances run as nobody (uid 65534"), "{err}");
+        assert!(err.contains("Permission denied"), "{err}");
+    }
+
+    /// The leader of a recorded group exited and was reaped long ago; a
+    /// member it left behind is still killed.
+    #[test]
+    fn reap_stale_kills_a_group_whose_leader_is_gone() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = std::process::Command::new("sh")
+            .args(["-c", "sleep 1000 & echo $!"])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = leader.id() as i32;
+        let st = proc_start_time(pid).unwrap();
+        let mut out = String::new();
+        std::io::BufReader::new(leader.stdout.take().unwrap())
+            .read_line(&mut out)
+            .unwrap();
+        let member: i32 = out.trim().parse().unwrap();
+        leader.wait().unwrap();
+        assert!(proc_start_time(pid).is_none(), "the leader is reaped");
+        assert!(!gone(member));
+        std::fs::write(dir.path().join("a.pid"), format!("{pid} {st}\n")).unwrap();
+        assert_eq!(reap_stale(dir.path()), 1);
+        wait_gone(member);
     }
 
     #[test]

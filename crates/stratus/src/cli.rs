@@ -261,6 +261,12 @@ pub struct UpArgs {
     /// Snapshot keys the node cache never evicts (repeatable).
     #[arg(long = "pin-snapshot")]
     pin_snapshot: Vec<String>,
+    /// The user process-runtime functions run as when the platform runs as
+    /// root: a user name or uid[:gid] (default: nobody). A platform that is
+    /// not root runs them as its own user. runc and microVM functions keep
+    /// their own isolation.
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -426,8 +432,10 @@ async fn up(a: UpArgs) -> Result<()> {
         idle_timeout: Duration::from_secs_f64(a.idle_timeout),
         max_body_bytes: a.max_body_bytes,
         persist_invocations: !a.no_persist_invocations,
+        run_as: a.run_as.clone(),
         ..Config::default()
     };
+    let mut unavailable = Vec::new();
     let mut extra: Vec<std::sync::Arc<dyn stratus_sandbox::Sandbox>> = Vec::new();
     match stratus_rcss_image::runc_backend(&stratus_rcss_image::RuncBackendOptions {
         state_dir: state_dir.clone(),
@@ -439,7 +447,10 @@ async fn up(a: UpArgs) -> Result<()> {
         cache_disk_bytes: 8 << 30,
     })? {
         Ok(sb) => extra.push(sb),
-        Err(why) => eprintln!("runc runtime unavailable: {why}"),
+        Err(why) => {
+            eprintln!("runc runtime unavailable: {why}");
+            unavailable.push(("runc".to_string(), why));
+        }
     }
     match stratus_rcss_vm::vm::microvm_backend(&stratus_rcss_vm::vm::MicrovmBackendOptions {
         state_dir: state_dir.clone(),
@@ -458,8 +469,15 @@ async fn up(a: UpArgs) -> Result<()> {
             .unwrap_or_default(),
     })? {
         Ok(sb) => extra.push(sb),
-        Err(why) => eprintln!("microvm runtime unavailable: {why}"),
+        Err(why) => {
+            eprintln!("microvm runtime unavailable: {why}");
+            unavailable.push(("microvm".to_string(), why));
+        }
     }
+    let cfg = Config {
+        unavailable_runtimes: unavailable,
+        ..cfg
+    };
     let platform = Platform::start_with_backends(cfg, extra)
         .await
         .context("starting the platform")?;

@@ -163,6 +163,8 @@ impl<'a> Bench<'a> {
             workdir: self.work.clone(),
             pid_dir: Some(self.work.join("process-pids")),
             stop_grace: Duration::from_secs(1),
+            user: None,
+            cgroups: None,
         });
         for f in &self.fns {
             eprintln!("{}: baselines (full boot, process) ...", f.name);

@@ -198,6 +198,8 @@ async fn start_failures_fail_buffered_requests_with_the_reason() {
             workdir: repo_root(),
             pid_dir: None,
             stop_grace: Duration::from_millis(200),
+            user: None,
+            cgroups: None,
         }),
     ));
     sb.fail_next_starts(1);

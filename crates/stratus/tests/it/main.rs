@@ -3,6 +3,7 @@
 
 mod bench;
 mod errors;
+mod hardening;
 mod images;
 mod ingest_kill;
 mod lifecycle;
