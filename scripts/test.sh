@@ -17,6 +17,22 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# As root, the platform runs functions as `nobody`, who must be able to
+# reach the repository (the function binaries and example scripts). A clone
+# under a private directory (root's 0700 home) is out of its reach: give
+# "others" search permission (x, not read) on the directories above it.
+if [ "$(id -u)" = 0 ]; then
+  d="$(pwd -P)"
+  while :; do
+    if [ "$(stat -c %u "$d")" != 65534 ] && [ $(( 0$(stat -c %a "$d") & 1 )) = 0 ]; then
+      echo "chmod o+x $d: the tests' functions run as nobody, who must reach $(pwd -P)" >&2
+      chmod o+x "$d"
+    fi
+    [ "$d" = / ] && break
+    d="$(dirname "$d")"
+  done
+fi
+
 # QEMU, the cloud kernel and busybox for the microvm sandbox tests.
 ./scripts/build-microvm-guest.sh --install-only
 

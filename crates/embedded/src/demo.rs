@@ -56,10 +56,27 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     if !a.examples.join("workflows").is_dir() {
         bail!("{} has no workflows/ directory: run the demo from the repository root, or pass --examples DIR", a.examples.display());
     }
-    let cfg = Config {
+    let mut cfg = Config {
         idle_timeout: Duration::from_secs(300),
         ..Config::default()
     };
+    // As root, functions run as an unprivileged user, who must be able to
+    // reach the examples and the function binaries. A clone under a private
+    // directory (root's 0700 home) is out of its reach: the demo then runs
+    // its own example functions as root and says so (`stratus up` refuses).
+    if let Some(user) = stratus_sandbox::user::resolve(None)? {
+        let here = std::env::current_dir()?;
+        if !stratus_sandbox::child::may_exec(&user, &here) {
+            eprintln!(
+                "note: {} cannot enter {} (a directory above it is not searchable by others), \
+                 so the demo runs its example functions as root; clone elsewhere or \
+                 `chmod o+x` the directories above it to run them unprivileged\n",
+                user.describe(),
+                here.display()
+            );
+            cfg.run_as = Some("root".into());
+        }
+    }
     let emb = Embedded::start(cfg).await?;
     println!(
         "Stratus demo: embedded platform at {} (SQLite state, process sandboxes)\n",

@@ -217,7 +217,7 @@ pub fn resolve_program_as(
 /// supplementary groups) may execute (or, a directory, enter) `p`: x on
 /// `p` and on every directory above it, from the mode bits (ACLs are not
 /// read).
-pub(crate) fn may_exec(user: &User, p: &Path) -> bool {
+pub fn may_exec(user: &User, p: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let allows = |m: &std::fs::Metadata| {
         let shift = if m.uid() == user.uid {
