@@ -443,8 +443,9 @@ pub async fn run(a: RunArgs) -> Result<()> {
         ),
     };
     let client = match (&a.target_gateway, &embedded) {
-        (Some(url), _) => GatewayClient::new(url)
-            .with_token(&stratus_gateway::client::find_token(None)?.0),
+        (Some(url), _) => {
+            GatewayClient::new(url).with_token(&stratus_gateway::client::find_token(None)?.0)
+        }
         (None, Some(e)) => e.client.clone(),
         _ => unreachable!(),
     };

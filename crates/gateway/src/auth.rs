@@ -153,7 +153,12 @@ mod tests {
     }
 
     /// One line per (method, path, headers): what the gateway answers.
-    fn check(a: &Access, method: Method, path: &str, headers: &[(header::HeaderName, &str)]) -> u16 {
+    fn check(
+        a: &Access,
+        method: Method,
+        path: &str,
+        headers: &[(header::HeaderName, &str)],
+    ) -> u16 {
         match a.check(&method, path, &h(headers)) {
             Ok(()) => 200,
             Err(d) => d.status().as_u16(),
@@ -169,15 +174,39 @@ mod tests {
         let a = access(false, true);
         let post = || Method::POST;
         assert_eq!(check(&a, Method::GET, "/healthz", &[]), 200);
-        assert_eq!(check(&a, Method::GET, "/healthz", &[(HOST, "evil.test")]), 403);
-        assert_eq!(check(&a, Method::GET, "/healthz", &[(HOST, "stratus.test:80")]), 200);
-        assert_eq!(check(&a, post(), "/v1/invoke/f", &[]), 200, "invoke is open by default");
-        assert_eq!(check(&a, post(), "/v1/invoke/f", &[(ORIGIN, "http://evil.test")]), 403);
-        assert_eq!(check(&a, post(), "/v1/invoke/f", &[(ORIGIN, "http://ui.test")]), 200);
+        assert_eq!(
+            check(&a, Method::GET, "/healthz", &[(HOST, "evil.test")]),
+            403
+        );
+        assert_eq!(
+            check(&a, Method::GET, "/healthz", &[(HOST, "stratus.test:80")]),
+            200
+        );
+        assert_eq!(
+            check(&a, post(), "/v1/invoke/f", &[]),
+            200,
+            "invoke is open by default"
+        );
+        assert_eq!(
+            check(&a, post(), "/v1/invoke/f", &[(ORIGIN, "http://evil.test")]),
+            403
+        );
+        assert_eq!(
+            check(&a, post(), "/v1/invoke/f", &[(ORIGIN, "http://ui.test")]),
+            200
+        );
         assert_eq!(check(&a, post(), "/v1/deploy", &[YAML]), 401);
         assert_eq!(check(&a, post(), "/v1/deploy", &[INVOKE, YAML]), 401);
         assert_eq!(check(&a, post(), "/v1/deploy", &[ADMIN, YAML]), 200);
-        assert_eq!(check(&a, post(), "/v1/deploy", &[ADMIN, (CONTENT_TYPE, "text/plain")]), 415);
+        assert_eq!(
+            check(
+                &a,
+                post(),
+                "/v1/deploy",
+                &[ADMIN, (CONTENT_TYPE, "text/plain")]
+            ),
+            415
+        );
         assert_eq!(check(&a, post(), "/v1/deploy", &[ADMIN]), 415);
         for path in [
             "/metrics",
@@ -205,7 +234,12 @@ mod tests {
         assert_eq!(check(&a, Method::POST, "/v1/invoke/f", &[INVOKE]), 200);
         assert_eq!(check(&a, Method::POST, "/v1/invoke/f", &[ADMIN]), 200);
         assert_eq!(
-            check(&a, Method::POST, "/v1/invoke/f", &[(AUTHORIZATION, "Bearer nope-nope-nope-nope")]),
+            check(
+                &a,
+                Method::POST,
+                "/v1/invoke/f",
+                &[(AUTHORIZATION, "Bearer nope-nope-nope-nope")]
+            ),
             401
         );
         // The invoke token opens nothing else.
@@ -216,7 +250,10 @@ mod tests {
     fn no_admin_token_closes_admin_routes() {
         let a = access(true, false);
         let stand_in = (AUTHORIZATION, "Bearer admin-routes-closed");
-        assert_eq!(check(&a, Method::GET, "/v1/resources", &[stand_in.clone()]), 401);
+        assert_eq!(
+            check(&a, Method::GET, "/v1/resources", &[stand_in.clone()]),
+            401
+        );
         assert_eq!(check(&a, Method::POST, "/v1/invoke/f", &[stand_in]), 401);
         assert_eq!(check(&a, Method::POST, "/v1/invoke/f", &[INVOKE]), 200);
         assert_eq!(check(&a, Method::GET, "/healthz", &[]), 200);

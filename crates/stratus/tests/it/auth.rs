@@ -122,7 +122,12 @@ const YAML: (&str, &str) = ("content-type", "application/yaml");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_refuses_unauthenticated_foreign_and_form_requests() {
     let up = Up::start(
-        &["--allow-host", "stratus.test", "--allow-origin", "http://ui.test"],
+        &[
+            "--allow-host",
+            "stratus.test",
+            "--allow-origin",
+            "http://ui.test",
+        ],
         &[],
     )
     .await;
@@ -142,9 +147,16 @@ async fn api_refuses_unauthenticated_foreign_and_form_requests() {
     // No token, or the wrong one: 401, and nothing is deployed.
     let r = send(&anon, Method::POST, "/v1/deploy", &[YAML]).await;
     assert_eq!(r.status, 401, "{}", r.text());
-    assert!(r.error_message().contains("missing bearer token"), "{}", r.text());
+    assert!(
+        r.error_message().contains("missing bearer token"),
+        "{}",
+        r.text()
+    );
     let r = send(&wrong, Method::POST, "/v1/deploy", &[YAML]).await;
-    assert_eq!((r.status, r.error_message()), (401, "wrong bearer token".into()));
+    assert_eq!(
+        (r.status, r.error_message()),
+        (401, "wrong bearer token".into())
+    );
     // Bodies a form can send: 415, even with the token.
     for ct in [
         "text/plain",
@@ -156,9 +168,15 @@ async fn api_refuses_unauthenticated_foreign_and_form_requests() {
         assert_eq!(r.status, 415, "{ct}: {}", r.text());
         assert!(r.error_message().contains("form"), "{}", r.text());
     }
-    assert_eq!(send(&admin, Method::POST, "/v1/deploy", &[]).await.status, 415);
+    assert_eq!(
+        send(&admin, Method::POST, "/v1/deploy", &[]).await.status,
+        415
+    );
     // A foreign Host (DNS rebinding) or Origin (a web page): 403, token or not.
-    for h in [("host", "rebind.evil.test:8080"), ("origin", "http://evil.test")] {
+    for h in [
+        ("host", "rebind.evil.test:8080"),
+        ("origin", "http://evil.test"),
+    ] {
         let r = send(&admin, Method::POST, "/v1/deploy", &[YAML, h]).await;
         assert_eq!(r.status, 403, "{h:?}: {}", r.text());
         let r = send(&anon, Method::GET, "/healthz", &[h]).await;
@@ -186,6 +204,16 @@ async fn api_refuses_unauthenticated_foreign_and_form_requests() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let id = r.invocation_id.clone().unwrap();
+    // The record is written once the run has finished.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while send(&admin, Method::GET, &format!("/v1/invocations/{id}"), &[])
+        .await
+        .status
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "no record for {id}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(send(&anon, Method::GET, "/healthz", &[]).await.status, 200);
     for path in [
         "/metrics".to_string(),
@@ -195,7 +223,11 @@ async fn api_refuses_unauthenticated_foreign_and_form_requests() {
         "/v1/invocations".into(),
         format!("/v1/invocations/{id}"),
     ] {
-        assert_eq!(send(&anon, Method::GET, &path, &[]).await.status, 401, "{path}");
+        assert_eq!(
+            send(&anon, Method::GET, &path, &[]).await.status,
+            401,
+            "{path}"
+        );
         let r = send(&admin, Method::GET, &path, &[]).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
@@ -215,7 +247,7 @@ async fn the_cli_finds_the_token_by_itself() {
     let out = ok(&up.cli(&["deploy", "-f", yaml], &[]));
     assert!(out.contains("deployed service  authfn"), "{out}");
     assert!(ok(&up.cli(&["ls"], &[])).contains("authfn"));
-    let out = ok(&up.cli(&["invoke", "authfn", "--data", "{\"x\":1}", "--trace"], &[]));
+    let out = ok(&up.cli(&["invoke", "authfn", "--data", "{\"x\":1}"], &[]));
     assert!(out.contains("\"x\":1") || out.contains("\"x\": 1"), "{out}");
     ok(&up.cli(&["logs", "authfn"], &[]));
 
@@ -266,30 +298,52 @@ async fn an_invoke_token_closes_invoking() {
     .await;
     let log = up.log();
     assert!(
-        log.contains("admin token: $STRATUS_TOKEN") && log.contains("invoking needs the invoke token"),
+        log.contains("admin token: $STRATUS_TOKEN")
+            && log.contains("invoking needs the invoke token"),
         "{log}"
     );
     assert!(
         !up.state_dir().join("admin.token").exists(),
         "a token from the environment is not written"
     );
-    let admin = up.anon().with_token(&Token::parse(admin_text, "test").unwrap());
+    let admin = up
+        .anon()
+        .with_token(&Token::parse(admin_text, "test").unwrap());
     let invoker = up.anon().with_token(&Token::read_file(&inv).unwrap());
     let r = send(&admin, Method::POST, "/v1/deploy", &[YAML]).await;
     assert_eq!(r.status, 200, "{}", r.text());
 
     let body = || Bytes::from_static(b"{}");
-    assert_eq!(up.anon().invoke("authfn", body()).await.unwrap().status, 401);
+    assert_eq!(
+        up.anon().invoke("authfn", body()).await.unwrap().status,
+        401
+    );
     assert_eq!(invoker.invoke("authfn", body()).await.unwrap().status, 200);
     assert_eq!(admin.invoke("authfn", body()).await.unwrap().status, 200);
     // The invoke token opens nothing else.
-    assert_eq!(send(&invoker, Method::POST, "/v1/deploy", &[YAML]).await.status, 401);
-    assert_eq!(send(&invoker, Method::GET, "/v1/invocations", &[]).await.status, 401);
+    assert_eq!(
+        send(&invoker, Method::POST, "/v1/deploy", &[YAML])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        send(&invoker, Method::GET, "/v1/invocations", &[])
+            .await
+            .status,
+        401
+    );
 
     // The CLI: no token found → 401 from the gateway; --token-file → runs.
     let err = fails(&up.cli(&["invoke", "authfn"], &[]));
-    assert!(err.contains("HTTP 401") && err.contains("missing bearer token"), "{err}");
-    ok(&up.cli(&["invoke", "authfn", "--token-file", inv.to_str().unwrap()], &[]));
+    assert!(
+        err.contains("HTTP 401") && err.contains("missing bearer token"),
+        "{err}"
+    );
+    ok(&up.cli(
+        &["invoke", "authfn", "--token-file", inv.to_str().unwrap()],
+        &[],
+    ));
     ok(&up.cli(&["invoke", "authfn"], &[("STRATUS_TOKEN", admin_text)]));
 }
 
@@ -300,10 +354,15 @@ async fn up_takes_its_admin_token_from_a_file() {
     std::fs::write(&file, "admin-token-from-a-file\n").unwrap();
     let path = file.to_str().unwrap();
     let up = Up::start(&["--token-file", path], &[]).await;
-    assert!(up.log().contains(&format!("admin token: the token file {path}")));
+    assert!(up
+        .log()
+        .contains(&format!("admin token: the token file {path}")));
     assert!(!up.state_dir().join("admin.token").exists());
     let yaml = up.write("fn.yaml", &service("authfn", "echo", "", ""));
-    let o = up.cli(&["deploy", "-f", yaml.to_str().unwrap(), "--token-file", path], &[]);
+    let o = up.cli(
+        &["deploy", "-f", yaml.to_str().unwrap(), "--token-file", path],
+        &[],
+    );
     assert!(ok(&o).contains("authfn"));
 
     // A bad token file stops `stratus up` before it listens, saying why.
@@ -316,7 +375,10 @@ async fn up_takes_its_admin_token_from_a_file() {
         .output()
         .unwrap();
     let err = fails(&o);
-    assert!(err.contains("shorter than 16") && err.contains(short_name(&short)), "{err}");
+    assert!(
+        err.contains("shorter than 16") && err.contains(short_name(&short)),
+        "{err}"
+    );
 }
 
 fn short_name(p: &Path) -> &str {
