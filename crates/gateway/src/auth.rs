@@ -251,7 +251,12 @@ mod tests {
         let a = access(true, false);
         let stand_in = (AUTHORIZATION, "Bearer admin-routes-closed");
         assert_eq!(
-            check(&a, Method::GET, "/v1/resources", &[stand_in.clone()]),
+            check(
+                &a,
+                Method::GET,
+                "/v1/resources",
+                std::slice::from_ref(&stand_in)
+            ),
             401
         );
         assert_eq!(check(&a, Method::POST, "/v1/invoke/f", &[stand_in]), 401);
