@@ -397,6 +397,7 @@ class StratusEngine:
         self.port = free_port()
         env = dict(os.environ)
         env["PATH"] = os.path.dirname(self.bin) + os.pathsep + env.get("PATH", "")
+        env.pop("STRATUS_TOKEN", None)  # so `stratus up` writes state/admin.token
         self.log_path = os.path.join(self.tmp, "stratus.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -413,6 +414,10 @@ class StratusEngine:
             preexec_fn=die_with_parent,
         )
         self.local = threading.local()
+        # `stratus up` writes its admin token here (mode 0600) before it
+        # listens; every request but /healthz needs it.
+        self.token_path = os.path.join(self.tmp, "state", "admin.token")
+        self.token = None
         self.noop_slots = args.stratus_noop_slots
         self.noop_cc = args.stratus_noop_concurrency
         deadline = time.monotonic() + 30
@@ -427,6 +432,8 @@ class StratusEngine:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"stratus up did not become healthy: {self.log_tail()}")
             time.sleep(0.05)
+        with open(self.token_path) as f:
+            self.token = f.read().strip()
 
     def log_tail(self, n=2000):
         try:
@@ -445,8 +452,11 @@ class StratusEngine:
 
     def request(self, method, path, body=None, headers=None):
         c = self.conn()
+        headers = dict(headers or {})
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
         try:
-            c.request(method, path, body=body, headers=headers or {})
+            c.request(method, path, body=body, headers=headers)
             r = c.getresponse()
             data = r.read()
         except (http.client.HTTPException, OSError):

@@ -67,7 +67,9 @@ pub struct RunArgs {
     pub max_in_flight: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Drive a running gateway instead of an embedded platform.
+    /// Drive a running gateway instead of an embedded platform (its admin
+    /// token is found like the CLI's: $STRATUS_TOKEN, then admin.token in
+    /// $STRATUS_STATE_DIR or ~/.local/state/stratus).
     #[arg(long)]
     pub target_gateway: Option<String>,
 }
@@ -441,7 +443,9 @@ pub async fn run(a: RunArgs) -> Result<()> {
         ),
     };
     let client = match (&a.target_gateway, &embedded) {
-        (Some(url), _) => GatewayClient::new(url),
+        (Some(url), _) => {
+            GatewayClient::new(url).with_token(&stratus_gateway::client::find_token(None)?.0)
+        }
         (None, Some(e)) => e.client.clone(),
         _ => unreachable!(),
     };

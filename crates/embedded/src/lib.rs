@@ -3,8 +3,9 @@
 //!
 //! [`Embedded`] starts a `Platform` with a temporary state directory and
 //! SQLite store, plus the real HTTP API in a background task; clients talk
-//! to it exactly as they would to `stratus up`. [`demo`] is the README's
-//! main job on top of it.
+//! to it exactly as they would to `stratus up`, with an admin token (a new
+//! random one unless the `Config` names one) that its `client` sends.
+//! [`demo`] is the README's main job on top of it.
 
 pub mod demo;
 
@@ -19,8 +20,11 @@ use stratus_gateway::{Config, Platform};
 /// An in-process platform serving on an ephemeral loopback port.
 pub struct Embedded {
     pub platform: Arc<Platform>,
+    /// Sends `token`.
     pub client: GatewayClient,
     pub url: String,
+    /// The admin token the API requires.
+    pub token: stratus_auth::Token,
     _state: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -47,6 +51,11 @@ impl Embedded {
     ) -> Result<Embedded> {
         let state = tempfile::tempdir().context("creating a temporary state directory")?;
         cfg.state_dir = Some(state.path().to_path_buf());
+        let token = match &cfg.admin_token {
+            Some(t) => t.clone(),
+            None => stratus_auth::Token::generate()?,
+        };
+        cfg.admin_token = Some(token.clone());
         let store = Arc::new(stratus_state::SqliteStore::open(
             &state.path().join("state.db"),
         )?);
@@ -65,8 +74,9 @@ impl Embedded {
         });
         Ok(Embedded {
             platform,
-            client: GatewayClient::new(&url),
+            client: GatewayClient::new(&url).with_token(&token),
             url,
+            token,
             _state: state,
             stop: Some(tx),
             server: Some(server),

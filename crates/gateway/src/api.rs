@@ -1,4 +1,5 @@
-//! The HTTP front door (documented in `docs/openapi.yaml`).
+//! The HTTP front door (documented in `docs/openapi.yaml`). Every route is
+//! behind `auth::layer` (tokens, `Host`, `Origin`, body types).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use crate::platform::PlatformError;
 use crate::Platform;
 
 pub fn router(p: Arc<Platform>) -> Router {
+    let access = Arc::new(crate::auth::Access::new(&p.cfg));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -28,9 +30,13 @@ pub fn router(p: Arc<Platform>) -> Router {
         .route("/v1/invocations", get(invocations))
         .route("/v1/invocations/{id}", get(invocation))
         .with_state(p)
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            crate::auth::layer,
+        ))
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 

@@ -1,11 +1,14 @@
-//! A small client for the gateway API, used by the CLI, tests and benches.
+//! A small client for the gateway API, used by the CLI, tests and benches,
+//! and how a client finds its token.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
+use stratus_auth::{AuthError, Token, TokenSource, TOKEN_ENV};
 
 use crate::body::ChunksBody;
 
@@ -45,10 +48,36 @@ impl Reply {
     }
 }
 
+/// `stratus up`'s state directory when none is given: `$STRATUS_STATE_DIR`,
+/// else `~/.local/state/stratus`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STRATUS_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/stratus"),
+        None => PathBuf::from(".stratus"),
+    }
+}
+
+/// A client's admin token, found the way kubectl finds its config:
+/// `explicit` (`--token-file`), then `$STRATUS_TOKEN`, then `admin.token`
+/// in the default state directory.
+pub fn find_token(explicit: Option<&Path>) -> Result<(Token, TokenSource), AuthError> {
+    let env = std::env::var(TOKEN_ENV).ok();
+    Token::discover(
+        explicit,
+        env.as_deref(),
+        &default_state_dir().join(crate::auth::ADMIN_TOKEN_FILE),
+    )
+}
+
 #[derive(Clone)]
 pub struct GatewayClient {
     base: String,
     http: HyperClient<HttpConnector, ChunksBody>,
+    /// `Bearer TOKEN`, sent unless a request names its own `authorization`.
+    auth: Option<http::HeaderValue>,
 }
 
 impl GatewayClient {
@@ -61,7 +90,19 @@ impl GatewayClient {
             http: HyperClient::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_max_idle_per_host(usize::MAX)
                 .build(conn),
+            auth: None,
         }
+    }
+
+    /// Sends `token` as `Authorization: Bearer` on every request.
+    pub fn with_token(mut self, token: &Token) -> GatewayClient {
+        self.auth = http::HeaderValue::try_from(format!("Bearer {}", token.expose()))
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -79,6 +120,14 @@ impl GatewayClient {
         let mut b = http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             b = b.header(*k, *v);
+        }
+        if let Some(a) = &self.auth {
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            {
+                b = b.header(http::header::AUTHORIZATION, a.clone());
+            }
         }
         let req = b
             .body(ChunksBody::one(body))

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use stratus_auth::Token;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the state database and pid files live; `None` keeps state in memory.
@@ -39,6 +41,16 @@ pub struct Config {
     /// Runtimes that could not be set up here, with why (e.g. runc without
     /// root): a deploy that needs one fails with that reason.
     pub unavailable_runtimes: Vec<(String, String)>,
+    /// The admin token: deploy, delete, listing, logs, invocation records
+    /// and metrics need it. `None` closes those routes to everyone.
+    pub admin_token: Option<Token>,
+    /// With a token here, `POST /v1/invoke/{name}` needs it (or the admin
+    /// token); without one, invoking is open.
+    pub invoke_token: Option<Token>,
+    /// Host names the API answers to besides IP literals and `localhost`.
+    pub allow_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`) that may call the API.
+    pub allow_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -62,6 +74,10 @@ impl Default for Config {
             log_bytes: 1 << 20,
             run_as: None,
             unavailable_runtimes: Vec::new(),
+            admin_token: None,
+            invoke_token: None,
+            allow_hosts: Vec::new(),
+            allow_origins: Vec::new(),
         }
     }
 }

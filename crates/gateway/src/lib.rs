@@ -5,6 +5,7 @@
 //! Only this crate speaks HTTP, to clients and to function instances.
 
 pub mod api;
+pub mod auth;
 mod body;
 pub mod client;
 pub mod config;

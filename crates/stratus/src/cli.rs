@@ -37,6 +37,8 @@ pub enum Cmd {
         /// A YAML file (multi-document allowed) or a directory of them; repeatable.
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        token: TokenArg,
     },
     /// Invoke a function or workflow and print its output.
     Invoke {
@@ -44,20 +46,31 @@ pub enum Cmd {
         /// Request body: inline text/JSON, or @FILE to read a file.
         #[arg(long, short = 'd', default_value = "")]
         data: String,
-        /// Also print the per-step timing breakdown.
+        /// Also print the per-step timing breakdown (needs the admin token).
         #[arg(long)]
         trace: bool,
+        #[command(flatten)]
+        token: TokenArg,
     },
     /// List deployed functions and workflows.
-    Ls,
+    Ls {
+        #[command(flatten)]
+        token: TokenArg,
+    },
     /// Print a function's logs (stdout and stderr of its instances).
     Logs {
         name: String,
         #[arg(long, default_value_t = 100)]
         tail: usize,
+        #[command(flatten)]
+        token: TokenArg,
     },
     /// Delete a function or workflow.
-    Delete { name: String },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        token: TokenArg,
+    },
     /// The main job: start an embedded platform, deploy the examples, run
     /// them, and print end-to-end latency with the per-step breakdown.
     Demo(stratus_embedded::demo::DemoArgs),
@@ -214,6 +227,16 @@ pub enum BenchCmd {
     Snapshots(stratus_bench::snapshots::SnapshotsArgs),
 }
 
+/// How a client command finds its bearer token.
+#[derive(clap::Args)]
+pub struct TokenArg {
+    /// File holding the bearer token (default: $STRATUS_TOKEN, then
+    /// admin.token in the state directory: $STRATUS_STATE_DIR or
+    /// ~/.local/state/stratus).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
 #[derive(clap::Args)]
 pub struct UpArgs {
     /// Address to listen on.
@@ -267,24 +290,56 @@ pub struct UpArgs {
     /// their own isolation.
     #[arg(long, value_name = "USER")]
     run_as: Option<String>,
+    /// Host names the API answers to besides IP addresses and localhost
+    /// (requests with another Host are refused: DNS rebinding); repeatable.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// Browser origins (scheme://host[:port]) allowed to call the API;
+    /// requests with any other Origin are refused. Repeatable.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    allow_origins: Vec<String>,
+    /// The admin token (deploy, delete, logs, listing, records, metrics):
+    /// this file, else $STRATUS_TOKEN, else STATE_DIR/admin.token, created
+    /// at random (mode 0600) if missing.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Require this token (or the admin token) to invoke; without it,
+    /// invoking is open to anyone who can reach --addr.
+    #[arg(long, value_name = "PATH")]
+    invoke_token_file: Option<PathBuf>,
 }
 
-fn default_state_dir() -> PathBuf {
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/state/stratus"),
-        None => PathBuf::from(".stratus"),
+/// A client that sends the admin token (`find_token`).
+fn admin_client(gateway: &str, t: &TokenArg) -> Result<GatewayClient> {
+    let (token, _) = stratus_gateway::client::find_token(t.token_file.as_deref())?;
+    Ok(GatewayClient::new(gateway).with_token(&token))
+}
+
+/// For invoking, which may be open: a token if one is found (a named
+/// `--token-file` must be readable), else none.
+fn invoke_client(gateway: &str, t: &TokenArg) -> Result<GatewayClient> {
+    let client = GatewayClient::new(gateway);
+    match stratus_gateway::client::find_token(t.token_file.as_deref()) {
+        Ok((token, _)) => Ok(client.with_token(&token)),
+        Err(stratus_auth::AuthError::NotFound { .. }) => Ok(client),
+        Err(e) => Err(e.into()),
     }
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let client = GatewayClient::new(&cli.gateway);
+    let gw = cli.gateway.as_str();
     match cli.cmd {
         Cmd::Up(a) => up(a).await,
-        Cmd::Deploy { files } => deploy(&client, &files).await,
-        Cmd::Invoke { name, data, trace } => invoke(&client, &name, &data, trace).await,
-        Cmd::Ls => ls(&client).await,
-        Cmd::Logs { name, tail } => {
-            let r = client
+        Cmd::Deploy { files, token } => deploy(&admin_client(gw, &token)?, &files).await,
+        Cmd::Invoke {
+            name,
+            data,
+            trace,
+            token,
+        } => invoke(&invoke_client(gw, &token)?, &name, &data, trace).await,
+        Cmd::Ls { token } => ls(&admin_client(gw, &token)?).await,
+        Cmd::Logs { name, tail, token } => {
+            let r = admin_client(gw, &token)?
                 .get(&format!("/v1/functions/{name}/logs?tail={tail}"))
                 .await?;
             if r.status != 200 {
@@ -293,8 +348,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             print!("{}", r.text());
             Ok(())
         }
-        Cmd::Delete { name } => {
-            let r = client.delete(&name).await?;
+        Cmd::Delete { name, token } => {
+            let r = admin_client(gw, &token)?.delete(&name).await?;
             if r.status != 200 {
                 bail!("{}", r.error_message());
             }
@@ -426,13 +481,42 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn up(a: UpArgs) -> Result<()> {
-    let state_dir = a.state_dir.unwrap_or_else(default_state_dir);
+    let state_dir = a
+        .state_dir
+        .unwrap_or_else(stratus_gateway::client::default_state_dir);
+    // The admin token: --token-file, $STRATUS_TOKEN, or the state
+    // directory's admin.token (created at random, mode 0600, if missing).
+    let default_file = state_dir.join(stratus_gateway::auth::ADMIN_TOKEN_FILE);
+    let env = std::env::var(stratus_auth::TOKEN_ENV)
+        .ok()
+        .filter(|v| !v.is_empty());
+    let (admin, source) = if a.token_file.is_some() || env.is_some() {
+        stratus_auth::Token::discover(a.token_file.as_deref(), env.as_deref(), &default_file)?
+    } else {
+        stratus_auth::Token::load_or_create(&default_file)?
+    };
+    let invoke_token = match &a.invoke_token_file {
+        Some(p) => Some(stratus_auth::Token::read_file(p)?),
+        None => None,
+    };
+    eprintln!("admin token: {source}");
+    match &a.invoke_token_file {
+        Some(p) => eprintln!(
+            "invoking needs the invoke token ({}) or the admin token",
+            p.display()
+        ),
+        None => eprintln!("invoking is open (stratus up --invoke-token-file to require a token)"),
+    }
     let cfg = Config {
         state_dir: Some(state_dir.clone()),
         idle_timeout: Duration::from_secs_f64(a.idle_timeout),
         max_body_bytes: a.max_body_bytes,
         persist_invocations: !a.no_persist_invocations,
         run_as: a.run_as.clone(),
+        admin_token: Some(admin),
+        invoke_token,
+        allow_hosts: a.allow_hosts.clone(),
+        allow_origins: a.allow_origins.clone(),
         ..Config::default()
     };
     let mut unavailable = Vec::new();
@@ -575,6 +659,13 @@ async fn invoke(client: &GatewayClient, name: &str, data: &str, trace: bool) -> 
     if trace {
         let id = r.invocation_id.unwrap_or_default();
         let rec = client.get(&format!("/v1/invocations/{id}")).await?;
+        if rec.status != 200 {
+            bail!(
+                "cannot read the trace of invocation {id} (HTTP {}; records need the admin token): {}",
+                rec.status,
+                rec.error_message()
+            );
+        }
         let rec: stratus_dag::InvocationRecord =
             serde_json::from_slice(&rec.body).context("bad invocation record")?;
         eprint!("{}", crate::trace::trace_table(&rec));
@@ -584,6 +675,9 @@ async fn invoke(client: &GatewayClient, name: &str, data: &str, trace: bool) -> 
 
 async fn ls(client: &GatewayClient) -> Result<()> {
     let r = client.get("/v1/resources").await?;
+    if r.status != 200 {
+        bail!("{}", r.error_message());
+    }
     let items: Vec<stratus_gateway::ResourceInfo> =
         serde_json::from_slice(&r.body).context("bad list reply")?;
     println!(

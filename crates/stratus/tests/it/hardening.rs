@@ -246,8 +246,14 @@ impl Up {
             .unwrap()
     }
 
+    /// A client with the admin token once `stratus up` has written it.
     fn client(&self) -> stratus_gateway::client::GatewayClient {
-        stratus_gateway::client::GatewayClient::new(&format!("http://127.0.0.1:{}", self.port))
+        let c =
+            stratus_gateway::client::GatewayClient::new(&format!("http://127.0.0.1:{}", self.port));
+        match stratus_auth::Token::read_file(&self.state.join("admin.token")) {
+            Ok(t) => c.with_token(&t),
+            Err(_) => c,
+        }
     }
 
     async fn healthy(&self) {

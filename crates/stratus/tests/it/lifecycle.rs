@@ -90,6 +90,7 @@ async fn no_orphans_after_the_platform_is_killed() {
             .args(["up", "--addr", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(dir.path())
             .current_dir(repo_root())
+            .env_remove("STRATUS_TOKEN")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -98,6 +99,9 @@ async fn no_orphans_after_the_platform_is_killed() {
     let mut up = spawn_up();
     let client = stratus_gateway::client::GatewayClient::new(&format!("http://127.0.0.1:{port}"));
     wait_healthy(&client).await;
+    // `stratus up` wrote its admin token before listening.
+    let token = stratus_auth::Token::read_file(&dir.path().join("admin.token")).unwrap();
+    let client = client.with_token(&token);
     let r = client
         .deploy(
             "o.yaml",
@@ -138,7 +142,7 @@ async fn no_orphans_after_the_platform_is_killed() {
 }
 
 /// Waits until `stratus up` answers `/healthz`; fails after 20 s.
-async fn wait_healthy(client: &stratus_gateway::client::GatewayClient) {
+pub async fn wait_healthy(client: &stratus_gateway::client::GatewayClient) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while client.get("/healthz").await.is_err() {
         assert!(

@@ -1,6 +1,7 @@
 //! Integration tests: the real platform on an ephemeral port, real function
 //! processes (`stratus fn …`, python3), real HTTP.
 
+mod auth;
 mod bench;
 mod errors;
 mod hardening;
