@@ -32,6 +32,24 @@ pub struct Config {
     pub recent_invocations: usize,
     /// Bytes of function logs kept per function.
     pub log_bytes: usize,
+    /// Most items one `map` step may fan out to; a wider map is refused with
+    /// 413 before any of its runs start.
+    pub max_map_width: usize,
+    /// Most runs of one invocation in flight at once unless its workflow sets
+    /// `spec.maxConcurrency`; the rest wait and hold no connection.
+    pub max_in_flight: usize,
+    /// Most client connections the API serves at once; never more than half
+    /// the process's file-descriptor limit. Beyond it, accepting pauses and
+    /// the oldest connections are asked to close.
+    pub max_connections: usize,
+    /// A connection waiting for a request's headers (a new one, or an idle
+    /// keep-alive one) longer than this is closed.
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request body.
+    pub body_read_timeout: Duration,
+    /// On shutdown, how long in-flight requests may finish before their
+    /// connections are closed.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +71,12 @@ impl Default for Config {
             persist_invocations: true,
             recent_invocations: 10_000,
             log_bytes: 1 << 20,
+            max_map_width: 10_000,
+            max_in_flight: 64,
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -29,6 +29,23 @@ pub struct Metrics {
     pub function_requests: Family<FunctionLabels, Counter>,
     pub queued: Family<FunctionLabels, Gauge>,
     pub records_dropped: Counter,
+    /// Client connections open on the API.
+    pub connections: Gauge,
+    pub accept_paused: AcceptPaused,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Times the API stopped accepting connections, by reason.
+#[derive(Clone)]
+pub struct AcceptPaused {
+    /// At the connection limit.
+    pub connections: Counter,
+    /// File descriptors running low.
+    pub fds: Counter,
 }
 
 impl Metrics {
@@ -81,8 +98,29 @@ impl Metrics {
             "Invocation records not persisted (writer backlog)",
             records_dropped.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Client connections open on the API",
+            connections.clone(),
+        );
+        let paused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "accept_paused",
+            "Times the API paused accepting connections (reason: connections = at --max-connections, fds = file descriptors low)",
+            paused.clone(),
+        );
+        let reason = |r: &str| ReasonLabels { reason: r.into() };
+        // One statement each: a `get_or_create` guard must be dropped before the next call.
+        let paused_connections = paused.get_or_create(&reason("connections")).clone();
+        let paused_fds = paused.get_or_create(&reason("fds")).clone();
         Metrics {
             registry,
+            connections,
+            accept_paused: AcceptPaused {
+                connections: paused_connections,
+                fds: paused_fds,
+            },
             invocations,
             latency,
             instances,

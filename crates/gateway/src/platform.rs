@@ -593,19 +593,29 @@ impl Platform {
         let target = {
             let reg = self.registry.read();
             if let Some(w) = reg.workflows.get(name) {
-                Some((w.plan.clone(), InvocationKind::Workflow, w.metrics.clone()))
+                let cap = w.spec.max_concurrency.map(|n| n as usize);
+                Some((
+                    w.plan.clone(),
+                    InvocationKind::Workflow,
+                    w.metrics.clone(),
+                    cap.unwrap_or(self.cfg.max_in_flight),
+                ))
             } else {
                 reg.functions.get(name).map(|p| {
                     (
                         p.plan.clone(),
                         InvocationKind::Function,
                         p.target_metrics.clone(),
+                        1,
                     )
                 })
             }
         };
-        let (plan, kind, metrics) = target?;
-        Some(self.execute(plan, kind, metrics, input, t0).await)
+        let (plan, kind, metrics, max_in_flight) = target?;
+        Some(
+            self.execute(plan, kind, metrics, input, max_in_flight, t0)
+                .await,
+        )
     }
 
     /// Stops every instance and waits for them.

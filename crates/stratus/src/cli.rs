@@ -261,6 +261,27 @@ pub struct UpArgs {
     /// Snapshot keys the node cache never evicts (repeatable).
     #[arg(long = "pin-snapshot")]
     pin_snapshot: Vec<String>,
+    /// Most items one `map` step may fan out to; a wider map gets 413.
+    #[arg(long, default_value_t = Config::default().max_map_width)]
+    max_map_width: usize,
+    /// Most runs of one invocation in flight at once, unless its workflow
+    /// sets spec.maxConcurrency.
+    #[arg(long, default_value_t = Config::default().max_in_flight)]
+    max_in_flight: usize,
+    /// Most client connections at once (never more than half the
+    /// file-descriptor limit).
+    #[arg(long, default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a connection may take to send a request's headers (also how
+    /// long an idle keep-alive connection stays open).
+    #[arg(long, default_value_t = Config::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
+    /// Seconds a client may take to send a request body.
+    #[arg(long, default_value_t = Config::default().body_read_timeout.as_secs_f64())]
+    body_read_timeout: f64,
+    /// Seconds in-flight requests may take to finish on shutdown.
+    #[arg(long, default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
+    shutdown_timeout: f64,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -419,6 +440,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A positive, finite number of seconds.
+fn secs(flag: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("{flag} {v}: give a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
 async fn up(a: UpArgs) -> Result<()> {
     let state_dir = a.state_dir.unwrap_or_else(default_state_dir);
     let cfg = Config {
@@ -426,6 +455,12 @@ async fn up(a: UpArgs) -> Result<()> {
         idle_timeout: Duration::from_secs_f64(a.idle_timeout),
         max_body_bytes: a.max_body_bytes,
         persist_invocations: !a.no_persist_invocations,
+        max_map_width: a.max_map_width,
+        max_in_flight: a.max_in_flight,
+        max_connections: a.max_connections,
+        header_read_timeout: secs("--header-read-timeout", a.header_read_timeout)?,
+        body_read_timeout: secs("--body-read-timeout", a.body_read_timeout)?,
+        shutdown_timeout: secs("--shutdown-timeout", a.shutdown_timeout)?,
         ..Config::default()
     };
     let mut extra: Vec<std::sync::Arc<dyn stratus_sandbox::Sandbox>> = Vec::new();

@@ -6,6 +6,7 @@ mod errors;
 mod images;
 mod ingest_kill;
 mod lifecycle;
+mod limits;
 mod microvm;
 mod runc;
 mod scaling;

@@ -1,0 +1,361 @@
+//! Limits: one request cannot exhaust the platform (map width, runs in
+//! flight), and the gateway bounds its connections, their idle time and its
+//! shutdown.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stratus_gateway::client::GatewayClient;
+use tokio::io::AsyncWriteExt;
+
+use crate::*;
+
+/// The client every test here talks to a gateway with: the one place to add
+/// credentials when the API requires them.
+pub fn gateway(url: &str) -> GatewayClient {
+    GatewayClient::new(url)
+}
+
+/// `stratus up` as a real child process on a free port, with its own state
+/// directory; killed when dropped.
+pub struct Up {
+    child: Child,
+    pub url: String,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Up {
+    /// Starts `stratus up ARGS` with at most `nofile` open files (soft and
+    /// hard limit) when given, and `env` added to its environment.
+    pub fn spawn(args: &[&str], nofile: Option<u64>, env: &[(&str, &str)]) -> Up {
+        Self::spawn_in(tempfile::tempdir().unwrap(), args, nofile, env)
+    }
+
+    pub fn spawn_in(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        nofile: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Up {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+        let mut cmd = Command::new(stratus_bin());
+        cmd.args(["up", "--addr", &addr, "--state-dir"])
+            .arg(dir.path().join("state"))
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(repo_root())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        Up {
+            child: cmd.spawn().expect("stratus up starts"),
+            url: format!("http://{addr}"),
+            addr,
+            dir,
+        }
+    }
+
+    pub fn client(&self) -> GatewayClient {
+        gateway(&self.url)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    /// Waits until `/healthz` answers 200; fails after 30 s.
+    pub async fn healthy(&self) {
+        let c = self.client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = c.get("/healthz").await {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stratus up did not answer /healthz within 30 s; its log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; `None` if it is still running
+    /// after `within`.
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A metric's value from `/metrics` text; fails when the series is absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+fn map_workflow(name: &str, function: &str, spec_extra: &str) -> String {
+    format!(
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n{spec_extra}  steps:\n    - name: each\n      function: {function}\n      map: $input\n---\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_bomb_is_refused_before_any_work_and_the_gateway_keeps_serving() {
+    let p = platform(config()).await;
+    let c = gateway(&p.url);
+    let yaml = format!(
+        "{}{}",
+        service("bomb-echo", "echo", "", ""),
+        map_workflow("bomb", "bomb-echo", "")
+    );
+    let r = c.deploy("bomb.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    // 50,000 items in 100 KB: five times the default map width.
+    let input = format!("[{}]", vec!["0"; 50_000].join(","));
+    let (bomb, health) = tokio::join!(c.invoke("bomb", input.into()), c.get("/healthz"));
+    let bomb = bomb.unwrap();
+    assert_eq!(bomb.status, 413, "{}", bomb.text());
+    let msg = bomb.error_message();
+    assert!(
+        msg.contains("step 'each': map over $input has 50000 items, more than the limit of 10000")
+            && msg.contains("--max-map-width"),
+        "{msg}"
+    );
+    assert_eq!(health.unwrap().status, 200);
+    // No work started: the function never had an instance or a request.
+    let m = c.get("/metrics").await.unwrap().text();
+    assert_eq!(
+        metric(&m, "stratus_cold_starts_total{function=\"bomb-echo\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "stratus_function_requests_total{function=\"bomb-echo\"}"
+        ),
+        0.0
+    );
+    let rec = record(&p, &bomb).await;
+    assert!(rec.runs.is_empty(), "no run was created: {:?}", rec.runs);
+    // A map within the limit, and the function itself, still work.
+    let ok = c.invoke("bomb", "[1,2,3]".into()).await.unwrap();
+    assert_eq!((ok.status, ok.text().as_str()), (200, "[1,2,3]"));
+    let ok = c.invoke("bomb-echo", "hi".into()).await.unwrap();
+    assert_eq!((ok.status, ok.text().as_str()), (200, "hi"));
+    p.stop().await;
+}
+
+/// The most runs of `rec` whose [started, finished] intervals overlap.
+fn max_overlap(rec: &stratus_dag::InvocationRecord) -> usize {
+    let mut edges: Vec<(u64, i32)> = Vec::new();
+    for r in &rec.runs {
+        edges.push((r.started_us.unwrap(), 1));
+        edges.push((r.finished_us.unwrap(), -1));
+    }
+    // Ends before starts at the same instant: touching runs do not overlap.
+    edges.sort();
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as usize
+}
+
+/// The most requests one spin instance saw in flight, from its answers.
+fn max_inflight_seen(reply: &stratus_gateway::client::Reply) -> u64 {
+    let items = reply.json();
+    let items = items.as_array().expect("a JSON array of spin answers");
+    items
+        .iter()
+        .map(|i| i["max_inflight"].as_u64().unwrap())
+        .max()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_bounds_the_runs_of_one_invocation_in_flight() {
+    let p = platform(config()).await;
+    let c = gateway(&p.url);
+    // One instance each, taking any number of requests at once: only the
+    // workflow's cap limits how many it sees.
+    let one = "        autoscaling.knative.dev/max-scale: \"1\"\n";
+    let yaml = format!(
+        "{}{}{}{}",
+        service("spin-capped", "spin", "", one),
+        service("spin-free", "spin", "", one),
+        map_workflow("capped", "spin-capped", "  maxConcurrency: 3\n"),
+        map_workflow("free", "spin-free", ""),
+    );
+    let r = c.deploy("cap.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let item = r#"{"ms":300,"mode":"sleep"}"#;
+    let input = format!("[{}]", [item; 12].join(","));
+    let capped = c.invoke("capped", input.clone().into()).await.unwrap();
+    assert_eq!(capped.status, 200, "{}", capped.error_message());
+    let seen = max_inflight_seen(&capped);
+    assert!((1..=3).contains(&seen), "the instance saw {seen} in flight");
+    let rec = record(&p, &capped).await;
+    assert_eq!(rec.runs.len(), 12);
+    assert!(max_overlap(&rec) <= 3, "{:?}", rec.runs);
+    // Without the cap the same shape does put more in flight: the
+    // observation above can tell the difference.
+    let free = c.invoke("free", input.into()).await.unwrap();
+    assert_eq!(free.status, 200, "{}", free.error_message());
+    assert!(max_inflight_seen(&free) > 3, "{}", free.text());
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_beyond_the_fd_limit_do_not_stop_the_gateway() {
+    let up = Up::spawn(&[], Some(1024), &[]);
+    up.healthy().await;
+    let c = up.client();
+    let r = c
+        .deploy("echo.yaml", &service("fd-echo", "echo", "", ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    // 1,100 connections that never send a byte: more than the gateway's
+    // whole descriptor limit.
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..1100 {
+        let addr = up.addr.clone();
+        connects.spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+        });
+    }
+    let mut idle = Vec::new();
+    while let Some(r) = connects.join_next().await {
+        if let Ok(Ok(s)) = r.unwrap() {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() >= 1024, "only {} connected", idle.len());
+    // It still serves, cold start included.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let r = loop {
+        match c.invoke("fd-echo", "still here".into()).await {
+            Ok(r) => break r,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "gateway unreachable with idle connections open: {e}; log:\n{}",
+                up.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "still here"),
+        "{}",
+        up.log()
+    );
+    let m = c.get("/metrics").await.unwrap().text();
+    assert!(
+        metric(&m, "stratus_accept_paused_total{reason=\"connections\"}") > 0.0,
+        "the connection limit (half of 1024 descriptors) was reached:\n{m}"
+    );
+    assert!(
+        metric(&m, "stratus_connections") <= 512.0,
+        "connections stay under half the descriptor limit:\n{m}"
+    );
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_do_not_block_shutdown() {
+    // Timeouts far longer than the shutdown deadline: only the deadline can end them.
+    let mut up = Up::spawn(
+        &[
+            "--header-read-timeout",
+            "600",
+            "--body-read-timeout",
+            "600",
+            "--shutdown-timeout",
+            "1",
+        ],
+        None,
+        &[],
+    );
+    up.healthy().await;
+    // Half a request head, and a whole head with half its body.
+    let mut head = tokio::net::TcpStream::connect(&up.addr).await.unwrap();
+    head.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut body = tokio::net::TcpStream::connect(&up.addr).await.unwrap();
+    body.write_all(
+        b"POST /v1/invoke/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"partial",
+    )
+    .await
+    .unwrap();
+    // Both are being served (the body one is inside its handler) before the stop.
+    let c = up.client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = c.get("/metrics").await.unwrap().text();
+        if metric(&m, "stratus_connections") >= 3.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "connections not accepted:\n{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exit = up.terminate(Duration::from_secs(30)).await;
+    let log = up.log();
+    assert!(
+        exit.is_some(),
+        "stratus up still running 30 s after SIGTERM; log:\n{log}"
+    );
+    assert!(exit.unwrap().success(), "{log}");
+    assert!(
+        log.contains("connections still open at the shutdown deadline"),
+        "{log}"
+    );
+    drop((head, body));
+}
