@@ -50,6 +50,9 @@ pub struct Config {
     /// On shutdown, how long in-flight requests may finish before their
     /// connections are closed.
     pub shutdown_timeout: Duration,
+    /// Runtimes this node cannot offer, with why (`runc` not installed…):
+    /// functions stored with one are loaded but unavailable.
+    pub unavailable_runtimes: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
+            unavailable_runtimes: Vec::new(),
         }
     }
 }

@@ -74,6 +74,11 @@ pub enum CallError {
     UnknownFunction(String),
     /// Never called: the invocation had already failed when its turn came.
     Abandoned,
+    /// The function's runtime is missing on this node.
+    Unavailable {
+        function: String,
+        reason: String,
+    },
 }
 
 impl CallError {
@@ -83,7 +88,8 @@ impl CallError {
                 PoolError::StartFailed { .. }
                 | PoolError::Overloaded { .. }
                 | PoolError::Retired { .. },
-            ) => 503,
+            )
+            | CallError::Unavailable { .. } => 503,
             CallError::Pool(PoolError::QueueTimeout { .. }) | CallError::Timeout { .. } => 504,
             CallError::UnknownFunction(_) => 404,
             CallError::EdgeTooLarge { .. } => 413,
@@ -137,6 +143,9 @@ impl std::fmt::Display for CallError {
             }
             CallError::UnknownFunction(n) => write!(f, "function '{n}' is not deployed"),
             CallError::Abandoned => write!(f, "not called: the invocation had already failed"),
+            CallError::Unavailable { function, reason } => {
+                write!(f, "function '{function}' is unavailable: {reason}; fix the node or delete or redeploy the function")
+            }
             CallError::EdgeTooLarge {
                 function,
                 size,
@@ -308,8 +317,18 @@ impl Platform {
         }
     }
 
-    fn pool_for(&self, function: &str) -> Option<Arc<FunctionPool>> {
-        self.registry.read().functions.get(function).cloned()
+    fn pool_for(&self, function: &str) -> Result<Arc<FunctionPool>, CallError> {
+        let reg = self.registry.read();
+        if let Some(why) = reg.unavailable.get(function) {
+            return Err(CallError::Unavailable {
+                function: function.to_string(),
+                reason: why.clone(),
+            });
+        }
+        reg.functions
+            .get(function)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownFunction(function.to_string()))
     }
 
     /// Runs `plan` on `input` with at most `max_in_flight` runs in flight;
@@ -439,14 +458,14 @@ impl Platform {
                 })
             } else {
                 match self.pool_for(&next.function) {
-                    Some(pool) => {
+                    Ok(pool) => {
                         let this = self.clone();
                         let t0 = d.t0;
                         d.running
                             .push(Box::pin(async move { this.call(pool, next, t0).await }));
                         continue;
                     }
-                    None => Some(CallError::UnknownFunction(next.function.to_string())),
+                    Err(e) => Some(e),
                 }
             };
             if let Some(e) = refused {

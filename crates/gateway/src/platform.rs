@@ -70,6 +70,10 @@ struct Checked {
 pub(crate) struct Registry {
     pub functions: HashMap<String, Arc<FunctionPool>>,
     pub workflows: HashMap<String, Arc<WorkflowEntry>>,
+    /// Functions restored with a runtime this node lacks, with why. They are
+    /// listed, can be deleted or redeployed, and their calls get 503; their
+    /// pools never start an instance.
+    pub unavailable: HashMap<String, String>,
 }
 
 pub struct Platform {
@@ -99,6 +103,9 @@ pub struct ResourceInfo {
     pub starting: Option<u32>,
     pub queued: Option<usize>,
     pub changed: Option<bool>,
+    /// Why a function cannot run on this node (its runtime is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 impl ResourceInfo {
@@ -111,6 +118,7 @@ impl ResourceInfo {
             starting: None,
             queued: None,
             changed: None,
+            unavailable: None,
         }
     }
 }
@@ -256,8 +264,19 @@ impl Platform {
             }
         }
         let mut reg = self.registry.write();
-        for (s, rev) in services {
-            let sandbox = self.sandbox_for(&s).map_err(PlatformError::Invalid)?;
+        for (mut s, rev) in services {
+            let sandbox = match self.sandboxes.get(s.runtime.as_str()) {
+                Some(sb) => sb.clone(),
+                None => {
+                    let why = self.runtime_missing(&s.runtime);
+                    // Degrade, don't die: every other resource still serves,
+                    // and this one can be deleted or redeployed.
+                    tracing::warn!(function = %s.name, reason = %why, "function unavailable");
+                    reg.unavailable.insert(s.name.clone(), why.clone());
+                    s.min_scale = 0;
+                    Arc::new(Unavailable(why))
+                }
+            };
             let pool = self.new_pool(s, rev, sandbox);
             reg.functions.insert(pool.service.name.clone(), pool);
         }
@@ -277,16 +296,33 @@ impl Platform {
 
     /// The sandbox backend that runs `s`.
     fn sandbox_for(&self, s: &Service) -> Result<Arc<dyn Sandbox>, String> {
-        self.sandboxes.get(s.runtime.as_str()).cloned().ok_or_else(|| {
-            let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
-            known.sort_unstable();
-            format!(
-                "function '{}': runtime '{}' is not available (annotation stratus.dev/runtime; available: {})",
-                s.name,
-                s.runtime,
-                known.join(", ")
-            )
-        })
+        self.sandboxes
+            .get(s.runtime.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "function '{}': {}",
+                    s.name,
+                    self.runtime_missing(&s.runtime)
+                )
+            })
+    }
+
+    /// Why `runtime` cannot run functions here.
+    fn runtime_missing(&self, runtime: &str) -> String {
+        let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
+        known.sort_unstable();
+        let why = self
+            .cfg
+            .unavailable_runtimes
+            .iter()
+            .find(|(r, _)| r == runtime)
+            .map(|(_, why)| format!(": {why}"))
+            .unwrap_or_default();
+        format!(
+            "runtime '{runtime}' is not available on this node (annotation stratus.dev/runtime; available: {}){why}",
+            known.join(", ")
+        )
     }
 
     fn new_pool(&self, s: Service, revision: u64, sandbox: Arc<dyn Sandbox>) -> Arc<FunctionPool> {
@@ -400,6 +436,7 @@ impl Platform {
         }
         let mut reg = self.registry.write();
         for pool in pools {
+            reg.unavailable.remove(&pool.service.name);
             if let Some(old) = reg.functions.insert(pool.service.name.clone(), pool) {
                 old.retire();
             }
@@ -498,6 +535,7 @@ impl Platform {
         if kind == "Workflow" {
             reg.workflows.remove(name);
         } else if let Some(pool) = reg.functions.remove(name) {
+            reg.unavailable.remove(name);
             pool.retire();
         }
         Ok(kind.to_string())
@@ -518,6 +556,7 @@ impl Platform {
                     starting: Some(starting),
                     queued: Some(queued),
                     changed: None,
+                    unavailable: reg.unavailable.get(&p.service.name).cloned(),
                 }
             })
             .chain(
@@ -628,6 +667,35 @@ impl Platform {
         };
         futures_util::future::join_all(pools.iter().map(|p| p.stop_all())).await;
         self.recorder.flush();
+    }
+}
+
+/// The backend of a function whose runtime this node lacks: every start
+/// fails with why. (The engine refuses its calls before they get here.)
+struct Unavailable(String);
+
+#[async_trait::async_trait]
+impl Sandbox for Unavailable {
+    fn kind(&self) -> &'static str {
+        "unavailable"
+    }
+
+    async fn start(
+        &self,
+        spec: &stratus_sandbox::InstanceSpec,
+    ) -> Result<
+        (
+            Box<dyn stratus_sandbox::Instance>,
+            stratus_sandbox::StartTiming,
+        ),
+        stratus_sandbox::SandboxError,
+    > {
+        Err(stratus_sandbox::SandboxError::Spawn {
+            function: spec.function.clone(),
+            instance: spec.instance_id.clone(),
+            program: String::new(),
+            reason: self.0.clone(),
+        })
     }
 }
 

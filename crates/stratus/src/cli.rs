@@ -450,7 +450,7 @@ fn secs(flag: &str, v: f64) -> Result<Duration> {
 
 async fn up(a: UpArgs) -> Result<()> {
     let state_dir = a.state_dir.unwrap_or_else(default_state_dir);
-    let cfg = Config {
+    let mut cfg = Config {
         state_dir: Some(state_dir.clone()),
         idle_timeout: Duration::from_secs_f64(a.idle_timeout),
         max_body_bytes: a.max_body_bytes,
@@ -474,7 +474,10 @@ async fn up(a: UpArgs) -> Result<()> {
         cache_disk_bytes: 8 << 30,
     })? {
         Ok(sb) => extra.push(sb),
-        Err(why) => eprintln!("runc runtime unavailable: {why}"),
+        Err(why) => {
+            eprintln!("runc runtime unavailable: {why}");
+            cfg.unavailable_runtimes.push(("runc".into(), why));
+        }
     }
     match stratus_rcss_vm::vm::microvm_backend(&stratus_rcss_vm::vm::MicrovmBackendOptions {
         state_dir: state_dir.clone(),
@@ -493,7 +496,10 @@ async fn up(a: UpArgs) -> Result<()> {
             .unwrap_or_default(),
     })? {
         Ok(sb) => extra.push(sb),
-        Err(why) => eprintln!("microvm runtime unavailable: {why}"),
+        Err(why) => {
+            eprintln!("microvm runtime unavailable: {why}");
+            cfg.unavailable_runtimes.push(("microvm".into(), why));
+        }
     }
     let platform = Platform::start_with_backends(cfg, extra)
         .await
@@ -618,6 +624,9 @@ async fn ls(client: &GatewayClient) -> Result<()> {
             o(i.starting.map(|v| v.to_string())),
             o(i.queued.map(|v| v.to_string()))
         );
+        if let Some(why) = i.unavailable {
+            println!("          unavailable: {why}");
+        }
     }
     Ok(())
 }

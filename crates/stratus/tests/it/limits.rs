@@ -2,6 +2,7 @@
 //! flight), and the gateway bounds its connections, their idle time and its
 //! shutdown.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,38 +17,43 @@ pub fn gateway(url: &str) -> GatewayClient {
     GatewayClient::new(url)
 }
 
-/// `stratus up` as a real child process on a free port, with its own state
-/// directory; killed when dropped.
+/// `stratus up` as a real child process on a free port, with its state in
+/// `dir/state` and its stderr in `dir/up.log`; killed when dropped.
 pub struct Up {
     child: Child,
     pub url: String,
     pub addr: String,
-    pub dir: tempfile::TempDir,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl Up {
-    /// Starts `stratus up ARGS` with at most `nofile` open files (soft and
-    /// hard limit) when given, and `env` added to its environment.
+    /// Starts `stratus up ARGS` in a fresh directory, with at most `nofile`
+    /// open files (soft and hard limit) when given, and `env` added to its
+    /// environment.
     pub fn spawn(args: &[&str], nofile: Option<u64>, env: &[(&str, &str)]) -> Up {
-        Self::spawn_in(tempfile::tempdir().unwrap(), args, nofile, env)
+        let tmp = tempfile::tempdir().unwrap();
+        let mut up = Self::spawn_at(tmp.path(), args, nofile, env);
+        up._tmp = Some(tmp);
+        up
     }
 
-    pub fn spawn_in(
-        dir: tempfile::TempDir,
-        args: &[&str],
-        nofile: Option<u64>,
-        env: &[(&str, &str)],
-    ) -> Up {
+    /// As [`Up::spawn`], in `dir` (which the caller keeps).
+    pub fn spawn_at(dir: &Path, args: &[&str], nofile: Option<u64>, env: &[(&str, &str)]) -> Up {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("up.log"))
+            .unwrap();
         let mut cmd = Command::new(stratus_bin());
         cmd.args(["up", "--addr", &addr, "--state-dir"])
-            .arg(dir.path().join("state"))
+            .arg(dir.join("state"))
             .args(args)
             .envs(env.iter().copied())
             .current_dir(repo_root())
@@ -73,7 +79,8 @@ impl Up {
             child: cmd.spawn().expect("stratus up starts"),
             url: format!("http://{addr}"),
             addr,
-            dir,
+            dir: dir.to_path_buf(),
+            _tmp: None,
         }
     }
 
@@ -82,7 +89,7 @@ impl Up {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("up.log")).unwrap_or_default()
     }
 
     /// Waits until `/healthz` answers 200; fails after 30 s.
@@ -358,4 +365,95 @@ async fn slowloris_connections_do_not_block_shutdown() {
         "{log}"
     );
     drop((head, body));
+}
+
+/// A directory whose only program is `setpriv` (which starting instances
+/// needs): a `PATH` on which runc is missing.
+fn path_without_runc(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let setpriv = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("setpriv"))
+        .find(|p| p.exists())
+        .expect("setpriv (util-linux) on PATH");
+    std::os::unix::fs::symlink(setpriv, bin.join("setpriv")).unwrap();
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_whose_runtime_is_missing_is_unavailable_and_the_rest_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Deploy two functions and a workflow on one of them.
+    let mut up = Up::spawn_at(tmp.path(), &[], None, &[]);
+    up.healthy().await;
+    let yaml = format!(
+        "{}{}{}",
+        service("fine", "echo", "", ""),
+        service("needs-runc", "echo", "", ""),
+        map_workflow("uses-runc", "needs-runc", "")
+    );
+    let r = up.client().deploy("two.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert!(up.terminate(Duration::from_secs(30)).await.is_some());
+    // Store one as a runc Service, as if deployed on a node that had runc.
+    {
+        let store = stratus_state::SqliteStore::open(&tmp.path().join("state/state.db")).unwrap();
+        use stratus_state::StateStore;
+        let mut r = store
+            .list_resources()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == "needs-runc")
+            .unwrap();
+        let mut spec: serde_json::Value = serde_json::from_str(&r.spec_json).unwrap();
+        assert_eq!(spec["runtime"], "process", "{spec}");
+        spec["runtime"] = "runc".into();
+        r.spec_json = spec.to_string();
+        store.put_resources(&[r]).unwrap();
+    }
+    // Restart where runc is missing: it starts, and only that function is down.
+    let path = path_without_runc(tmp.path());
+    let up = Up::spawn_at(tmp.path(), &[], None, &[("PATH", path.to_str().unwrap())]);
+    up.healthy().await;
+    let c = up.client();
+    let ok = c.invoke("fine", "hello".into()).await.unwrap();
+    assert_eq!(
+        (ok.status, ok.text().as_str()),
+        (200, "hello"),
+        "{}",
+        up.log()
+    );
+    for target in ["needs-runc", "uses-runc"] {
+        let r = c.invoke(target, "[1]".into()).await.unwrap();
+        assert_eq!(r.status, 503, "{target}: {}", r.text());
+        let msg = r.error_message();
+        assert!(
+            msg.contains("function 'needs-runc' is unavailable: runtime 'runc' is not available on this node")
+                && msg.contains("runc"),
+            "{msg}"
+        );
+    }
+    // `stratus ls` says why.
+    let ls = Command::new(stratus_bin())
+        .args(["--gateway", &up.url, "ls"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.status.success(), "{out}");
+    assert!(
+        out.contains("needs-runc") && out.contains("unavailable: runtime 'runc' is not available"),
+        "{out}"
+    );
+    // It can be deleted (after its workflow) and redeployed on a runtime this node has.
+    assert_eq!(c.delete("uses-runc").await.unwrap().status, 200);
+    let r = c.delete("needs-runc").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c
+        .deploy("again.yaml", &service("needs-runc", "echo", "", ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let r = c.invoke("needs-runc", "back".into()).await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "back"));
+    drop(up);
 }
