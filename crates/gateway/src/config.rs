@@ -30,6 +30,11 @@ pub struct Config {
     pub persist_invocations: bool,
     /// Invocation records kept in memory for `GET /v1/invocations/{id}`.
     pub recent_invocations: usize,
+    /// How long persisted invocation records are kept.
+    pub record_retention: stratus_state::Retention,
+    /// How often records beyond retention are pruned (and lost records
+    /// reported in the log).
+    pub record_prune_interval: Duration,
     /// Bytes of function logs kept per function.
     pub log_bytes: usize,
     /// Most items one `map` step may fan out to; a wider map is refused with
@@ -73,6 +78,8 @@ impl Default for Config {
             max_queue: 10_000,
             persist_invocations: true,
             recent_invocations: 10_000,
+            record_retention: stratus_state::Retention::default(),
+            record_prune_interval: Duration::from_secs(10),
             log_bytes: 1 << 20,
             max_map_width: 10_000,
             max_in_flight: 64,

@@ -200,7 +200,10 @@ impl Platform {
             recorder: Recorder::new(
                 store.clone(),
                 cfg.recent_invocations,
-                cfg.persist_invocations,
+                cfg.persist_invocations.then(|| crate::recorder::Persist {
+                    retention: cfg.record_retention.clone(),
+                    interval: cfg.record_prune_interval,
+                }),
                 metrics.clone(),
             ),
             cfg,

@@ -279,6 +279,16 @@ pub struct UpArgs {
     /// Seconds a client may take to send a request body.
     #[arg(long, default_value_t = Config::default().body_read_timeout.as_secs_f64())]
     body_read_timeout: f64,
+    /// Keep invocation records at most this many seconds (0: no age bound).
+    #[arg(long, default_value_t = 86_400.0)]
+    record_max_age: f64,
+    /// Keep at most this many invocation records (0: no count bound).
+    #[arg(long, default_value_t = 2_000_000)]
+    record_max_count: u64,
+    /// Keep the state database under this many bytes in use by pruning the
+    /// oldest invocation records (0: no byte bound).
+    #[arg(long, default_value_t = 2 << 30)]
+    record_max_bytes: u64,
     /// Seconds in-flight requests may take to finish on shutdown.
     #[arg(long, default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
     shutdown_timeout: f64,
@@ -461,6 +471,13 @@ async fn up(a: UpArgs) -> Result<()> {
         header_read_timeout: secs("--header-read-timeout", a.header_read_timeout)?,
         body_read_timeout: secs("--body-read-timeout", a.body_read_timeout)?,
         shutdown_timeout: secs("--shutdown-timeout", a.shutdown_timeout)?,
+        record_retention: stratus_state::Retention {
+            max_age: (a.record_max_age > 0.0)
+                .then(|| secs("--record-max-age", a.record_max_age))
+                .transpose()?,
+            max_records: (a.record_max_count > 0).then_some(a.record_max_count),
+            max_bytes: (a.record_max_bytes > 0).then_some(a.record_max_bytes),
+        },
         ..Config::default()
     };
     let mut extra: Vec<std::sync::Arc<dyn stratus_sandbox::Sandbox>> = Vec::new();

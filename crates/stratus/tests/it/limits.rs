@@ -457,3 +457,85 @@ async fn a_function_whose_runtime_is_missing_is_unavailable_and_the_rest_serves(
     assert_eq!((r.status, r.text().as_str()), (200, "back"));
     drop(up);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_records_beyond_retention_are_pruned() {
+    let mut cfg = config();
+    cfg.record_retention = stratus_state::Retention {
+        max_age: None,
+        max_records: Some(10),
+        max_bytes: None,
+    };
+    cfg.record_prune_interval = Duration::from_millis(50);
+    let p = platform(cfg).await;
+    let c = gateway(&p.url);
+    let r = c
+        .deploy("r.yaml", &service("kept", "echo", "", ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let mut last = None;
+    for i in 0..30 {
+        let r = c.invoke("kept", format!("{i}").into()).await.unwrap();
+        assert_eq!(r.status, 200);
+        last = r.invocation_id;
+    }
+    let platform = p.platform.clone();
+    eventually("records pruned to 10", || {
+        platform.invocations(None, 1000).len() <= 10
+    })
+    .await;
+    let kept = p.platform.invocations(None, 1000);
+    assert_eq!(kept[0].id, last.unwrap(), "the newest record stays");
+    let m = c.get("/metrics").await.unwrap().text();
+    assert!(metric(&m, "stratus_records_pruned_total") >= 20.0, "{m}");
+    assert_eq!(metric(&m, "stratus_records_dropped_total"), 0.0);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_full_disk_invocations_go_on_and_lost_records_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(stratus_state::FaultyStore::new(
+        stratus_state::SqliteStore::open(&dir.path().join("state.db")).unwrap(),
+    ));
+    let p = stratus_gateway::Platform::start_with(config(), store.clone(), None)
+        .await
+        .unwrap();
+    p.deploy("d.yaml", &service("full", "echo", "", ""))
+        .await
+        .unwrap();
+    // The disk fills: every write of records fails from now on.
+    store.fail_next_writes(u32::MAX);
+    for i in 0..25 {
+        let r = p
+            .invoke("full", format!("{i}").into(), Instant::now())
+            .await
+            .unwrap();
+        assert_eq!(r.result.unwrap().to_bytes(), format!("{i}").as_bytes());
+    }
+    p.flush_records();
+    let m = p.metrics_text();
+    assert_eq!(metric(&m, "stratus_records_dropped_total"), 25.0, "{m}");
+    assert_eq!(metric(&m, "stratus_state_write_failing"), 1.0, "{m}");
+    assert!(metric(&m, "stratus_state_write_errors_total") >= 1.0, "{m}");
+    // Space again: records persist, and the condition clears.
+    store.fail_next_writes(0);
+    let r = p
+        .invoke("full", "again".into(), Instant::now())
+        .await
+        .unwrap();
+    assert!(r.result.is_ok());
+    p.flush_records();
+    let m = p.metrics_text();
+    assert_eq!(metric(&m, "stratus_state_write_failing"), 0.0, "{m}");
+    assert_eq!(metric(&m, "stratus_records_dropped_total"), 25.0, "{m}");
+    let persisted = p.invocations(None, 100);
+    assert_eq!(
+        persisted.len(),
+        1,
+        "only the record written after the disk had room"
+    );
+    assert_eq!(persisted[0].id, r.id);
+    p.shutdown().await;
+}
