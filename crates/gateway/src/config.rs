@@ -43,6 +43,10 @@ pub struct Config {
     /// Most runs of one invocation in flight at once unless its workflow sets
     /// `spec.maxConcurrency`; the rest wait and hold no connection.
     pub max_in_flight: usize,
+    /// Most calls to instances in flight on the whole platform (each holds a
+    /// connection); never more than a quarter of the file-descriptor limit.
+    /// Beyond it, calls wait for one to finish.
+    pub max_calls: usize,
     /// Most client connections the API serves at once; never more than half
     /// the process's file-descriptor limit. Beyond it, accepting pauses and
     /// the oldest connections are asked to close.
@@ -83,6 +87,7 @@ impl Default for Config {
             log_bytes: 1 << 20,
             max_map_width: 10_000,
             max_in_flight: 64,
+            max_calls: 10_000,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),

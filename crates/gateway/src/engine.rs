@@ -74,6 +74,12 @@ pub enum CallError {
     UnknownFunction(String),
     /// Never called: the invocation had already failed when its turn came.
     Abandoned,
+    /// No call to an instance could start before the deadline: `limit`
+    /// calls were in flight on the whole platform.
+    Busy {
+        function: String,
+        limit: usize,
+    },
     /// The function's runtime is missing on this node.
     Unavailable {
         function: String,
@@ -89,7 +95,8 @@ impl CallError {
                 | PoolError::Overloaded { .. }
                 | PoolError::Retired { .. },
             )
-            | CallError::Unavailable { .. } => 503,
+            | CallError::Unavailable { .. }
+            | CallError::Busy { .. } => 503,
             CallError::Pool(PoolError::QueueTimeout { .. }) | CallError::Timeout { .. } => 504,
             CallError::UnknownFunction(_) => 404,
             CallError::EdgeTooLarge { .. } => 413,
@@ -143,6 +150,10 @@ impl std::fmt::Display for CallError {
             }
             CallError::UnknownFunction(n) => write!(f, "function '{n}' is not deployed"),
             CallError::Abandoned => write!(f, "not called: the invocation had already failed"),
+            CallError::Busy { function, limit } => write!(
+                f,
+                "no call to '{function}' could start within its timeout: the platform had {limit} calls to instances in flight, its limit (stratus up --max-calls, at most a quarter of the file-descriptor limit)"
+            ),
             CallError::Unavailable { function, reason } => {
                 write!(f, "function '{function}' is unavailable: {reason}; fix the node or delete or redeploy the function")
             }
@@ -209,6 +220,26 @@ impl Platform {
             Ok(l) => l,
             Err(e) => return RunOutcome::refused(d.run, micros(t0), CallError::Pool(e)),
         };
+        // Each call holds a connection (a file descriptor) until its response
+        // is read: past the platform's budget, calls wait for one to finish.
+        let permit = match tokio::time::timeout_at(
+            deadline.into(),
+            self.calls.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return RunOutcome::refused(
+                    d.run,
+                    micros(t0),
+                    CallError::Busy {
+                        function: fname,
+                        limit: self.calls_limit,
+                    },
+                )
+            }
+        };
         let started_us = micros(t0);
         let instance = lease.slot.id.clone();
         let cold_start_us = lease.cold_start_us;
@@ -222,6 +253,7 @@ impl Platform {
         let limit = self.cfg.max_body_bytes;
         let f2 = fname.clone();
         let mut fut = Box::pin(async move {
+            let _permit = permit;
             let resp = client
                 .request(req)
                 .await

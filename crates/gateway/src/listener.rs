@@ -45,7 +45,7 @@ pub struct Limits {
 }
 
 /// The process's soft file-descriptor limit.
-fn fd_limit() -> usize {
+pub(crate) fn fd_limit() -> usize {
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -67,6 +67,12 @@ fn open_fds() -> Option<usize> {
 /// them keep the other half.
 pub fn effective_max_connections(configured: usize, fd_limit: usize) -> usize {
     configured.min(fd_limit / 2).max(1)
+}
+
+/// Calls to instances allowed in flight at once: the configured cap, but
+/// at most a quarter of the fd limit (each holds a connection).
+pub fn effective_max_calls(configured: usize, fd_limit: usize) -> usize {
+    configured.min(fd_limit / 4).max(1)
 }
 
 /// Whether `open` descriptors leave too few of `limit` for cold starts and
@@ -268,6 +274,8 @@ mod tests {
         assert_eq!(effective_max_connections(10_000, 1024), 512);
         assert_eq!(effective_max_connections(100, 1024), 100);
         assert_eq!(effective_max_connections(10, 1), 1);
+        assert_eq!(effective_max_calls(10_000, 1024), 256);
+        assert_eq!(effective_max_calls(100, 1024), 100);
     }
 
     #[test]

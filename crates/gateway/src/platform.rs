@@ -84,6 +84,9 @@ pub struct Platform {
     /// Held by deploy, delete and shutdown for their whole run.
     mutations: tokio::sync::Mutex<()>,
     pub(crate) client: HttpClient,
+    /// Calls to instances in flight, each holding a connection.
+    pub(crate) calls: Arc<tokio::sync::Semaphore>,
+    pub(crate) calls_limit: usize,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) recorder: Recorder,
     logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
@@ -190,6 +193,8 @@ impl Platform {
             stop_grace: cfg.stop_grace,
         }));
         let metrics = Arc::new(Metrics::new());
+        let calls_limit =
+            crate::listener::effective_max_calls(cfg.max_calls, crate::listener::fd_limit());
         let cfg = Arc::new(cfg);
         let mut sandboxes: HashMap<&'static str, Arc<dyn Sandbox>> = HashMap::new();
         sandboxes.insert("process", process);
@@ -212,6 +217,8 @@ impl Platform {
             registry: RwLock::new(Registry::default()),
             mutations: tokio::sync::Mutex::new(()),
             client: http_client(),
+            calls: Arc::new(tokio::sync::Semaphore::new(calls_limit)),
+            calls_limit,
             metrics,
             logs: RwLock::new(HashMap::new()),
             boot: std::time::SystemTime::now()

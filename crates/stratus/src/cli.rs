@@ -268,6 +268,10 @@ pub struct UpArgs {
     /// sets spec.maxConcurrency.
     #[arg(long, default_value_t = Config::default().max_in_flight)]
     max_in_flight: usize,
+    /// Most calls to instances in flight on the whole platform (never more
+    /// than a quarter of the file-descriptor limit); more wait.
+    #[arg(long, default_value_t = Config::default().max_calls)]
+    max_calls: usize,
     /// Most client connections at once (never more than half the
     /// file-descriptor limit).
     #[arg(long, default_value_t = Config::default().max_connections)]
@@ -467,6 +471,7 @@ async fn up(a: UpArgs) -> Result<()> {
         persist_invocations: !a.no_persist_invocations,
         max_map_width: a.max_map_width,
         max_in_flight: a.max_in_flight,
+        max_calls: a.max_calls,
         max_connections: a.max_connections,
         header_read_timeout: secs("--header-read-timeout", a.header_read_timeout)?,
         body_read_timeout: secs("--body-read-timeout", a.body_read_timeout)?,

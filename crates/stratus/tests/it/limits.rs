@@ -316,6 +316,36 @@ async fn idle_connections_beyond_the_fd_limit_do_not_stop_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_wait_for_descriptors_instead_of_failing() {
+    // 160 descriptors: at most 40 calls to instances in flight. One
+    // invocation asks for 150 at once.
+    let up = Up::spawn(&[], Some(160), &[]);
+    up.healthy().await;
+    let c = up.client();
+    let yaml = format!(
+        "{}{}",
+        service(
+            "fd-wide",
+            "spin",
+            "",
+            "        autoscaling.knative.dev/max-scale: \"1\"\n"
+        ),
+        map_workflow("wide", "fd-wide", "  maxConcurrency: 150\n"),
+    );
+    let r = c.deploy("wide.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let item = r#"{"ms":50,"mode":"sleep"}"#;
+    let input = format!("[{}]", [item; 150].join(","));
+    let r = c.invoke("wide", input.into()).await.unwrap();
+    assert_eq!(r.status, 200, "{}\nlog:\n{}", r.text(), up.log());
+    let seen = max_inflight_seen(&r);
+    assert!(
+        (1..=40).contains(&seen),
+        "the instance saw {seen} calls at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_block_shutdown() {
     // Timeouts far longer than the shutdown deadline: only the deadline can end them.
     let mut up = Up::spawn(
