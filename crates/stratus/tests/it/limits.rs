@@ -134,6 +134,30 @@ impl Drop for Up {
     }
 }
 
+/// Raises this test process's descriptor limit to at least `n` (the tests
+/// open more connections than a default 1024 allows).
+fn ensure_own_fd_limit(n: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on locals.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        if r.rlim_cur >= n {
+            return;
+        }
+        r.rlim_cur = n;
+        r.rlim_max = r.rlim_max.max(n);
+        assert_eq!(
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r),
+            0,
+            "cannot raise RLIMIT_NOFILE to {n}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// A metric's value from `/metrics` text; fails when the series is absent.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -256,6 +280,7 @@ async fn max_concurrency_bounds_the_runs_of_one_invocation_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_beyond_the_fd_limit_do_not_stop_the_gateway() {
+    ensure_own_fd_limit(4096);
     let up = Up::spawn(&[], Some(1024), &[]);
     up.healthy().await;
     let c = up.client();
