@@ -370,6 +370,32 @@ async fn calls_wait_for_descriptors_instead_of_failing() {
     );
 }
 
+/// Reads until the server closes the connection; fails after 20 s.
+async fn closed_by_server(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got)).await;
+    assert!(r.is_ok(), "the gateway kept an idle connection open 20 s");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_silent_connections_are_closed() {
+    let up = Up::spawn(&["--header-read-timeout", "0.3"], None, &[]);
+    up.healthy().await;
+    // A connection that never sends a byte.
+    let mut silent = tokio::net::TcpStream::connect(&up.addr).await.unwrap();
+    assert!(closed_by_server(&mut silent).await.is_empty());
+    // A keep-alive connection, idle after one request.
+    let mut keep = tokio::net::TcpStream::connect(&up.addr).await.unwrap();
+    keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = String::from_utf8(closed_by_server(&mut keep).await).unwrap();
+    assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+    assert!(got.ends_with("ok\n"), "one response, then closed: {got}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_block_shutdown() {
     // Timeouts far longer than the shutdown deadline: only the deadline can end them.
