@@ -473,14 +473,15 @@ impl Platform {
 
     /// Queues `ds` behind any waiting runs and starts runs while fewer than
     /// `max_in_flight` are in flight. Once the execution has failed, waiting
-    /// runs are abandoned without a call.
+    /// runs are abandoned without a call; once it has succeeded, they still
+    /// run (side branches), as runs dispatched before did.
     fn dispatch(self: &Arc<Self>, d: &mut Driver, ds: Vec<Dispatch>) {
         d.waiting.extend(ds);
         while d.running.len() < d.max_in_flight {
             let Some(next) = d.waiting.pop_front() else {
                 break;
             };
-            let refused = if !matches!(d.exec.status(), ExecStatus::Running) {
+            let refused = if matches!(d.exec.status(), ExecStatus::Failed(_)) {
                 Some(CallError::Abandoned)
             } else if next.input.len() > self.cfg.max_body_bytes {
                 Some(CallError::EdgeTooLarge {

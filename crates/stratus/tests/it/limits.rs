@@ -341,6 +341,34 @@ async fn idle_connections_beyond_the_fd_limit_do_not_stop_the_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_branches_waiting_under_the_cap_still_run_after_the_output() {
+    let p = platform(config()).await;
+    let c = gateway(&p.url);
+    let yaml = format!(
+        "{}{}apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: sides\nspec:\n  maxConcurrency: 2\n  output: out\n  steps:\n    - name: out\n      function: side-echo\n    - name: side\n      function: side-spin\n      map: $input\n",
+        service("side-echo", "echo", "", ""),
+        service("side-spin", "spin", "", ""),
+    );
+    let r = c.deploy("sides.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let input = format!("[{}]", [r#"{"ms":300,"mode":"sleep"}"#; 5].join(","));
+    let r = c.invoke("sides", input.clone().into()).await.unwrap();
+    assert_eq!((r.status, r.text()), (200, input));
+    let rec = record(&p, &r).await;
+    let side: Vec<_> = rec.runs.iter().filter(|r| r.step == "side").collect();
+    assert_eq!(side.len(), 5, "{:?}", rec.runs);
+    // Runs that finish after the output are recorded as abandoned; these
+    // were all called all the same.
+    assert!(
+        side.iter()
+            .all(|r| r.instance.as_deref().is_some_and(|i| !i.is_empty())),
+        "{side:?}"
+    );
+    assert!(max_overlap(&rec) <= 2, "{:?}", rec.runs);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_wait_for_descriptors_instead_of_failing() {
     // 160 descriptors: at most 40 calls to instances in flight. One
     // invocation asks for 150 at once.
