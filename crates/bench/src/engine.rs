@@ -36,6 +36,7 @@ fn shapes() -> Vec<(&'static str, Workflow, Bytes)> {
         name: name.into(),
         steps,
         output: None,
+        max_concurrency: None,
         pos: Pos::default(),
     };
     let chain: Vec<Step> = (0..10)

@@ -83,6 +83,10 @@ pub struct Execution {
     status: ExecStatus,
     outstanding: usize,
     output_at: Option<u64>,
+    /// Most items one `map` may split its input into.
+    max_map_width: usize,
+    /// The execution failed because a map was wider than `max_map_width`.
+    too_wide: bool,
 }
 
 impl Execution {
@@ -102,7 +106,22 @@ impl Execution {
             status: ExecStatus::Running,
             outstanding: 0,
             output_at: None,
+            max_map_width: usize::MAX,
+            too_wide: false,
         }
+    }
+
+    /// Caps how many items a `map` may split one input into: a wider one
+    /// fails the execution before any of its runs is dispatched (see
+    /// [`Execution::map_too_wide`]). Unlimited by default.
+    pub fn set_max_map_width(&mut self, n: usize) {
+        self.max_map_width = n;
+    }
+
+    /// True when the execution failed because a map was too wide: the
+    /// caller's input was too large, not a function's fault.
+    pub fn map_too_wide(&self) -> bool {
+        self.too_wide
     }
 
     pub fn plan(&self) -> &Arc<Plan> {
@@ -258,6 +277,16 @@ impl Execution {
     ) {
         if self.plan.steps[c].mode == Mode::Map {
             match split_json_array(&b) {
+                Ok(items) if items.len() > self.max_map_width => {
+                    let src = self.source_name(c, slot);
+                    self.too_wide = true;
+                    self.fail(format!(
+                        "step '{}': map over {src} has {} items, more than the limit of {} items per map",
+                        self.plan.steps[c].name,
+                        items.len(),
+                        self.max_map_width
+                    ));
+                }
                 Ok(items) => {
                     let n = items.len();
                     for (i, it) in items.into_iter().enumerate() {
@@ -266,10 +295,7 @@ impl Execution {
                     self.set_total(c, slot, n, now, out);
                 }
                 Err(e) => {
-                    let src = match self.plan.steps[c].sources[slot] {
-                        Source::Input => "$input".to_string(),
-                        Source::Step(p) => format!("'{}'", self.plan.steps[p].name),
-                    };
+                    let src = self.source_name(c, slot);
                     self.fail(format!(
                         "step '{}': map over {src}: {e}",
                         self.plan.steps[c].name
@@ -279,6 +305,13 @@ impl Execution {
         } else {
             self.deliver_item(c, slot, 0, b, pred, now, out);
             self.set_total(c, slot, 1, now, out);
+        }
+    }
+
+    fn source_name(&self, c: StepIdx, slot: usize) -> String {
+        match self.plan.steps[c].sources[slot] {
+            Source::Input => "$input".to_string(),
+            Source::Step(p) => format!("'{}'", self.plan.steps[p].name),
         }
     }
 

@@ -51,8 +51,23 @@ pub(crate) fn platform_error(e: PlatformError) -> Response {
 }
 
 /// Reads a request body, refusing more than `limit` bytes with a 413.
-async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Response> {
-    match Limited::new(req.into_body(), limit).collect().await {
+/// A body not received within `timeout` gets a 408.
+async fn read_body(
+    req: Request,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, Response> {
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {}s (stratus up --body-read-timeout)",
+                timeout.as_secs_f64()
+            ),
+        ));
+    };
+    match collected {
         Ok(b) => Ok(b.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -90,7 +105,7 @@ async fn deploy(State(p): State<Arc<Platform>>, headers: HeaderMap, req: Request
         .and_then(|v| v.to_str().ok())
         .unwrap_or("request.yaml")
         .to_string();
-    let body = match read_body(req, 16 << 20).await {
+    let body = match read_body(req, 16 << 20, p.cfg.body_read_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -158,7 +173,7 @@ async fn invoke(
     req: Request,
 ) -> Response {
     let t0 = Instant::now();
-    let input = match read_body(req, p.max_body_bytes()).await {
+    let input = match read_body(req, p.max_body_bytes(), p.cfg.body_read_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -231,13 +246,18 @@ async fn invocation(State(p): State<Arc<Platform>>, Path(id): Path<String>) -> R
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, within the
+/// platform's connection limits (see [`crate::listener`]).
 pub async fn serve(
     p: Arc<Platform>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(p))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = crate::listener::Limits {
+        max_connections: p.cfg.max_connections,
+        header_read_timeout: p.cfg.header_read_timeout,
+        shutdown_timeout: p.cfg.shutdown_timeout,
+    };
+    let metrics = p.metrics.clone();
+    crate::listener::serve(router(p), listener, limits, metrics, shutdown).await
 }

@@ -32,14 +32,20 @@ pub struct Config {
     pub persist_invocations: bool,
     /// Invocation records kept in memory for `GET /v1/invocations/{id}`.
     pub recent_invocations: usize,
+    /// How long persisted invocation records are kept.
+    pub record_retention: stratus_state::Retention,
+    /// How often records beyond retention are pruned (and lost records
+    /// reported in the log).
+    pub record_prune_interval: Duration,
     /// Bytes of function logs kept per function.
     pub log_bytes: usize,
     /// The user function processes run as when the platform is root
     /// (`--run-as`, a name or uid[:gid]); `None`: `nobody`. A platform that
     /// is not root runs them as itself.
     pub run_as: Option<String>,
-    /// Runtimes that could not be set up here, with why (e.g. runc without
-    /// root): a deploy that needs one fails with that reason.
+    /// Runtimes this node cannot offer, with why (runc without root or not
+    /// installed…): a deploy that needs one fails with that reason, and
+    /// functions stored with one are loaded but unavailable.
     pub unavailable_runtimes: Vec<(String, String)>,
     /// The admin token: deploy, delete, listing, logs, invocation records
     /// and metrics need it. `None` closes those routes to everyone.
@@ -51,6 +57,28 @@ pub struct Config {
     pub allow_hosts: Vec<String>,
     /// Browser origins (`scheme://host[:port]`) that may call the API.
     pub allow_origins: Vec<String>,
+    /// Most items one `map` step may fan out to; a wider map is refused with
+    /// 413 before any of its runs start.
+    pub max_map_width: usize,
+    /// Most runs of one invocation in flight at once unless its workflow sets
+    /// `spec.maxConcurrency`; the rest wait and hold no connection.
+    pub max_in_flight: usize,
+    /// Most calls to instances in flight on the whole platform (each holds a
+    /// connection); never more than a quarter of the file-descriptor limit.
+    /// Beyond it, calls wait for one to finish.
+    pub max_calls: usize,
+    /// Most client connections the API serves at once; never more than half
+    /// the process's file-descriptor limit. Beyond it, accepting pauses and
+    /// the oldest connections are asked to close.
+    pub max_connections: usize,
+    /// A connection waiting for a request's headers (a new one, or an idle
+    /// keep-alive one) longer than this is closed.
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request body.
+    pub body_read_timeout: Duration,
+    /// On shutdown, how long in-flight requests may finish before their
+    /// connections are closed.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +99,8 @@ impl Default for Config {
             max_queue: 10_000,
             persist_invocations: true,
             recent_invocations: 10_000,
+            record_retention: stratus_state::Retention::default(),
+            record_prune_interval: Duration::from_secs(10),
             log_bytes: 1 << 20,
             run_as: None,
             unavailable_runtimes: Vec::new(),
@@ -78,6 +108,13 @@ impl Default for Config {
             invoke_token: None,
             allow_hosts: Vec::new(),
             allow_origins: Vec::new(),
+            max_map_width: 10_000,
+            max_in_flight: 64,
+            max_calls: 10_000,
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }

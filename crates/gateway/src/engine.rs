@@ -7,10 +7,12 @@
 //! channel hop. Runs still outstanding when the output is ready (firstOf
 //! stragglers, side branches) are drained in a background task.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -70,6 +72,19 @@ pub enum CallError {
         limit: usize,
     },
     UnknownFunction(String),
+    /// Never called: the invocation had already failed when its turn came.
+    Abandoned,
+    /// No call to an instance could start before the deadline: `limit`
+    /// calls were in flight on the whole platform.
+    Busy {
+        function: String,
+        limit: usize,
+    },
+    /// The function's runtime is missing on this node.
+    Unavailable {
+        function: String,
+        reason: String,
+    },
 }
 
 impl CallError {
@@ -79,7 +94,9 @@ impl CallError {
                 PoolError::StartFailed { .. }
                 | PoolError::Overloaded { .. }
                 | PoolError::Retired { .. },
-            ) => 503,
+            )
+            | CallError::Unavailable { .. }
+            | CallError::Busy { .. } => 503,
             CallError::Pool(PoolError::QueueTimeout { .. }) | CallError::Timeout { .. } => 504,
             CallError::UnknownFunction(_) => 404,
             CallError::EdgeTooLarge { .. } => 413,
@@ -132,6 +149,14 @@ impl std::fmt::Display for CallError {
                 )
             }
             CallError::UnknownFunction(n) => write!(f, "function '{n}' is not deployed"),
+            CallError::Abandoned => write!(f, "not called: the invocation had already failed"),
+            CallError::Busy { function, limit } => write!(
+                f,
+                "no call to '{function}' could start within its timeout: the platform had {limit} calls to instances in flight, its limit (stratus up --max-calls, at most a quarter of the file-descriptor limit)"
+            ),
+            CallError::Unavailable { function, reason } => {
+                write!(f, "function '{function}' is unavailable: {reason}; fix the node or delete or redeploy the function")
+            }
             CallError::EdgeTooLarge {
                 function,
                 size,
@@ -195,6 +220,26 @@ impl Platform {
             Ok(l) => l,
             Err(e) => return RunOutcome::refused(d.run, micros(t0), CallError::Pool(e)),
         };
+        // Each call holds a connection (a file descriptor) until its response
+        // is read: past the platform's budget, calls wait for one to finish.
+        let permit = match tokio::time::timeout_at(
+            deadline.into(),
+            self.calls.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return RunOutcome::refused(
+                    d.run,
+                    micros(t0),
+                    CallError::Busy {
+                        function: fname,
+                        limit: self.calls_limit,
+                    },
+                )
+            }
+        };
         let started_us = micros(t0);
         let instance = lease.slot.id.clone();
         let cold_start_us = lease.cold_start_us;
@@ -208,6 +253,7 @@ impl Platform {
         let limit = self.cfg.max_body_bytes;
         let f2 = fname.clone();
         let mut fut = Box::pin(async move {
+            let _permit = permit;
             let resp = client
                 .request(req)
                 .await
@@ -303,18 +349,31 @@ impl Platform {
         }
     }
 
-    fn pool_for(&self, function: &str) -> Option<Arc<FunctionPool>> {
-        self.registry.read().functions.get(function).cloned()
+    fn pool_for(&self, function: &str) -> Result<Arc<FunctionPool>, CallError> {
+        let reg = self.registry.read();
+        if let Some(why) = reg.unavailable.get(function) {
+            return Err(CallError::Unavailable {
+                function: function.to_string(),
+                reason: why.clone(),
+            });
+        }
+        reg.functions
+            .get(function)
+            .cloned()
+            .ok_or_else(|| CallError::UnknownFunction(function.to_string()))
     }
 
-    /// Runs `plan` on `input`. Returns when the output is ready; outstanding
-    /// runs are drained and the record written in the background.
+    /// Runs `plan` on `input` with at most `max_in_flight` runs in flight;
+    /// runs beyond it wait in the driver and hold no connection. Returns when
+    /// the output is ready; outstanding runs are drained and the record
+    /// written in the background.
     pub(crate) async fn execute(
         self: &Arc<Self>,
         plan: Arc<Plan>,
         kind: InvocationKind,
         metrics: TargetMetrics,
         input: Bytes,
+        max_in_flight: usize,
         t0: Instant,
     ) -> InvokeResult {
         let id = self.next_invocation_id();
@@ -324,20 +383,35 @@ impl Platform {
             .unwrap_or(0);
         let input_bytes = input.len() as u64;
         let mut exec = Execution::new(plan);
-        let mut running = FuturesUnordered::new();
-        let mut first_error: Option<CallError> = None;
-        let first = exec.start(input, micros(t0));
-        self.dispatch(first, t0, &mut running, &mut exec, &mut first_error);
-        while matches!(exec.status(), ExecStatus::Running) {
-            let Some(o) = running.next().await else { break };
-            self.complete(o, &mut exec, &mut first_error, t0, &mut running);
+        exec.set_max_map_width(self.cfg.max_map_width);
+        let mut d = Driver {
+            exec,
+            running: FuturesUnordered::new(),
+            waiting: VecDeque::new(),
+            max_in_flight: max_in_flight.max(1),
+            first_error: None,
+            t0,
+        };
+        let first = d.exec.start(input, micros(t0));
+        self.dispatch(&mut d, first);
+        while matches!(d.exec.status(), ExecStatus::Running) {
+            let Some(o) = d.running.next().await else {
+                break;
+            };
+            self.complete(&mut d, o);
         }
-        let total_us = exec.output_at().unwrap_or_else(|| micros(t0));
-        let breakdown = exec.breakdown(total_us);
-        let result = match exec.status() {
+        let total_us = d.exec.output_at().unwrap_or_else(|| micros(t0));
+        let breakdown = d.exec.breakdown(total_us);
+        let result = match d.exec.status() {
             ExecStatus::Succeeded(p) => Ok(p.clone()),
+            ExecStatus::Failed(msg) if d.exec.map_too_wide() => Err((
+                413,
+                format!(
+                    "{msg} (stratus up --max-map-width; split the input into several invocations)"
+                ),
+            )),
             ExecStatus::Failed(msg) => Err((
-                first_error
+                d.first_error
                     .as_ref()
                     .map(CallError::http_status)
                     .unwrap_or(502),
@@ -373,16 +447,15 @@ impl Platform {
                 this.recorder.record(rec);
             }
         };
-        if running.is_empty() {
-            finish(exec);
+        if d.running.is_empty() {
+            finish(d.exec);
         } else {
             let this = self.clone();
             tokio::spawn(async move {
-                let mut first_error = None;
-                while let Some(o) = running.next().await {
-                    this.complete(o, &mut exec, &mut first_error, t0, &mut running);
+                while let Some(o) = d.running.next().await {
+                    this.complete(&mut d, o);
                 }
-                finish(exec);
+                finish(d.exec);
             });
         }
         InvokeResult {
@@ -392,53 +465,73 @@ impl Platform {
         }
     }
 
-    fn complete(
-        self: &Arc<Self>,
-        o: RunOutcome,
-        exec: &mut Execution,
-        first_error: &mut Option<CallError>,
-        t0: Instant,
-        running: &mut FuturesUnordered<futures_util::future::BoxFuture<'static, RunOutcome>>,
-    ) {
-        exec.started(o.run, o.started_us, o.cold_start_us, &o.instance);
-        let result = o.result.map_err(|e| {
-            let msg = e.to_string();
-            first_error.get_or_insert(e);
-            msg
-        });
-        let next = exec.finish(o.run, result, o.finished_us);
-        self.dispatch(next, t0, running, exec, first_error);
+    /// Feeds a finished run to the execution, then starts what became ready.
+    fn complete(self: &Arc<Self>, d: &mut Driver, o: RunOutcome) {
+        let next = d.settle(o);
+        self.dispatch(d, next);
     }
 
-    fn dispatch(
-        self: &Arc<Self>,
-        ds: Vec<Dispatch>,
-        t0: Instant,
-        running: &mut FuturesUnordered<futures_util::future::BoxFuture<'static, RunOutcome>>,
-        exec: &mut Execution,
-        first_error: &mut Option<CallError>,
-    ) {
-        for d in ds {
-            let refused = if d.input.len() > self.cfg.max_body_bytes {
+    /// Queues `ds` behind any waiting runs and starts runs while fewer than
+    /// `max_in_flight` are in flight. Once the execution has failed, waiting
+    /// runs are abandoned without a call; once it has succeeded, they still
+    /// run (side branches), as runs dispatched before did.
+    fn dispatch(self: &Arc<Self>, d: &mut Driver, ds: Vec<Dispatch>) {
+        d.waiting.extend(ds);
+        while d.running.len() < d.max_in_flight {
+            let Some(next) = d.waiting.pop_front() else {
+                break;
+            };
+            let refused = if matches!(d.exec.status(), ExecStatus::Failed(_)) {
+                Some(CallError::Abandoned)
+            } else if next.input.len() > self.cfg.max_body_bytes {
                 Some(CallError::EdgeTooLarge {
-                    function: d.function.to_string(),
-                    size: d.input.len(),
+                    function: next.function.to_string(),
+                    size: next.input.len(),
                     limit: self.cfg.max_body_bytes,
                 })
             } else {
-                match self.pool_for(&d.function) {
-                    Some(pool) => {
+                match self.pool_for(&next.function) {
+                    Ok(pool) => {
                         let this = self.clone();
-                        running.push(Box::pin(async move { this.call(pool, d, t0).await }));
+                        let t0 = d.t0;
+                        d.running
+                            .push(Box::pin(async move { this.call(pool, next, t0).await }));
                         continue;
                     }
-                    None => Some(CallError::UnknownFunction(d.function.to_string())),
+                    Err(e) => Some(e),
                 }
             };
             if let Some(e) = refused {
-                let o = RunOutcome::refused(d.run, micros(t0), e);
-                self.complete(o, exec, first_error, t0, running);
+                // Settled here, not through `complete`: no recursion per refusal.
+                let o = RunOutcome::refused(next.run, micros(d.t0), e);
+                let more = d.settle(o);
+                d.waiting.extend(more);
             }
         }
+    }
+}
+
+/// One invocation's driver state: the execution, the runs in flight, and
+/// the runs waiting for a free place under `max_in_flight`.
+pub(crate) struct Driver {
+    exec: Execution,
+    running: FuturesUnordered<BoxFuture<'static, RunOutcome>>,
+    waiting: VecDeque<Dispatch>,
+    max_in_flight: usize,
+    first_error: Option<CallError>,
+    t0: Instant,
+}
+
+impl Driver {
+    /// Records a finished run; returns the runs that became ready.
+    fn settle(&mut self, o: RunOutcome) -> Vec<Dispatch> {
+        self.exec
+            .started(o.run, o.started_us, o.cold_start_us, &o.instance);
+        let result = o.result.map_err(|e| {
+            let msg = e.to_string();
+            self.first_error.get_or_insert(e);
+            msg
+        });
+        self.exec.finish(o.run, result, o.finished_us)
     }
 }

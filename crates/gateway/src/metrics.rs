@@ -29,6 +29,27 @@ pub struct Metrics {
     pub function_requests: Family<FunctionLabels, Counter>,
     pub queued: Family<FunctionLabels, Gauge>,
     pub records_dropped: Counter,
+    pub records_pruned: Counter,
+    pub state_write_errors: Counter,
+    /// 1 while the last write of invocation records failed (disk full…).
+    pub state_write_failing: Gauge,
+    /// Client connections open on the API.
+    pub connections: Gauge,
+    pub accept_paused: AcceptPaused,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Times the API stopped accepting connections, by reason.
+#[derive(Clone)]
+pub struct AcceptPaused {
+    /// At the connection limit.
+    pub connections: Counter,
+    /// File descriptors running low.
+    pub fds: Counter,
 }
 
 impl Metrics {
@@ -78,11 +99,50 @@ impl Metrics {
         );
         registry.register(
             "records_dropped",
-            "Invocation records not persisted (writer backlog)",
+            "Invocation records lost: the writer's backlog was full, or the state store failed the write (disk full...)",
             records_dropped.clone(),
         );
+        let records_pruned = Counter::default();
+        registry.register(
+            "records_pruned",
+            "Invocation records deleted by retention (stratus up --record-max-*)",
+            records_pruned.clone(),
+        );
+        let state_write_errors = Counter::default();
+        registry.register(
+            "state_write_errors",
+            "Failed writes of invocation records to the state store",
+            state_write_errors.clone(),
+        );
+        let state_write_failing = Gauge::default();
+        registry.register(
+            "state_write_failing",
+            "1 while writing invocation records to the state store fails (disk full...), else 0",
+            state_write_failing.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Client connections open on the API",
+            connections.clone(),
+        );
+        let paused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "accept_paused",
+            "Times the API paused accepting connections (reason: connections = at --max-connections, fds = file descriptors low)",
+            paused.clone(),
+        );
+        let reason = |r: &str| ReasonLabels { reason: r.into() };
+        // One statement each: a `get_or_create` guard must be dropped before the next call.
+        let paused_connections = paused.get_or_create(&reason("connections")).clone();
+        let paused_fds = paused.get_or_create(&reason("fds")).clone();
         Metrics {
             registry,
+            connections,
+            accept_paused: AcceptPaused {
+                connections: paused_connections,
+                fds: paused_fds,
+            },
             invocations,
             latency,
             instances,
@@ -91,6 +151,9 @@ impl Metrics {
             function_requests,
             queued,
             records_dropped,
+            records_pruned,
+            state_write_errors,
+            state_write_failing,
         }
     }
 

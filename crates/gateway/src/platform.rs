@@ -72,6 +72,10 @@ struct Checked {
 pub(crate) struct Registry {
     pub functions: HashMap<String, Arc<FunctionPool>>,
     pub workflows: HashMap<String, Arc<WorkflowEntry>>,
+    /// Functions restored with a runtime this node lacks, with why. They are
+    /// listed, can be deleted or redeployed, and their calls get 503; their
+    /// pools never start an instance.
+    pub unavailable: HashMap<String, String>,
 }
 
 pub struct Platform {
@@ -82,6 +86,9 @@ pub struct Platform {
     /// Held by deploy, delete and shutdown for their whole run.
     mutations: tokio::sync::Mutex<()>,
     pub(crate) client: HttpClient,
+    /// Calls to instances in flight, each holding a connection.
+    pub(crate) calls: Arc<tokio::sync::Semaphore>,
+    pub(crate) calls_limit: usize,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) recorder: Recorder,
     logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
@@ -101,6 +108,9 @@ pub struct ResourceInfo {
     pub starting: Option<u32>,
     pub queued: Option<usize>,
     pub changed: Option<bool>,
+    /// Why a function cannot run on this node (its runtime is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 impl ResourceInfo {
@@ -113,6 +123,7 @@ impl ResourceInfo {
             starting: None,
             queued: None,
             changed: None,
+            unavailable: None,
         }
     }
 }
@@ -210,6 +221,8 @@ impl Platform {
             cgroups: instance_cgroups(),
         }));
         let metrics = Arc::new(Metrics::new());
+        let calls_limit =
+            crate::listener::effective_max_calls(cfg.max_calls, crate::listener::fd_limit());
         let cfg = Arc::new(cfg);
         let mut sandboxes: HashMap<&'static str, Arc<dyn Sandbox>> = HashMap::new();
         sandboxes.insert("process", process);
@@ -220,7 +233,10 @@ impl Platform {
             recorder: Recorder::new(
                 store.clone(),
                 cfg.recent_invocations,
-                cfg.persist_invocations,
+                cfg.persist_invocations.then(|| crate::recorder::Persist {
+                    retention: cfg.record_retention.clone(),
+                    interval: cfg.record_prune_interval,
+                }),
                 metrics.clone(),
             ),
             cfg,
@@ -229,6 +245,8 @@ impl Platform {
             registry: RwLock::new(Registry::default()),
             mutations: tokio::sync::Mutex::new(()),
             client: http_client(),
+            calls: Arc::new(tokio::sync::Semaphore::new(calls_limit)),
+            calls_limit,
             metrics,
             logs: RwLock::new(HashMap::new()),
             boot: std::time::SystemTime::now()
@@ -284,8 +302,19 @@ impl Platform {
             }
         }
         let mut reg = self.registry.write();
-        for (s, rev) in services {
-            let sandbox = self.sandbox_for(&s).map_err(PlatformError::Invalid)?;
+        for (mut s, rev) in services {
+            let sandbox = match self.sandboxes.get(s.runtime.as_str()) {
+                Some(sb) => sb.clone(),
+                None => {
+                    let why = self.runtime_missing(&s.runtime);
+                    // Degrade, don't die: every other resource still serves,
+                    // and this one can be deleted or redeployed.
+                    tracing::warn!(function = %s.name, reason = %why, "function unavailable");
+                    reg.unavailable.insert(s.name.clone(), why.clone());
+                    s.min_scale = 0;
+                    Arc::new(Unavailable(why))
+                }
+            };
             let pool = self.new_pool(s, rev, sandbox);
             reg.functions.insert(pool.service.name.clone(), pool);
         }
@@ -305,27 +334,33 @@ impl Platform {
 
     /// The sandbox backend that runs `s`.
     fn sandbox_for(&self, s: &Service) -> Result<Arc<dyn Sandbox>, String> {
-        self.sandboxes.get(s.runtime.as_str()).cloned().ok_or_else(|| {
-            if let Some((_, why)) = self
-                .cfg
-                .unavailable_runtimes
-                .iter()
-                .find(|(kind, _)| *kind == s.runtime)
-            {
-                return format!(
-                    "function '{}': runtime '{}' is not available on this platform: {why}",
-                    s.name, s.runtime
-                );
-            }
-            let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
-            known.sort_unstable();
-            format!(
-                "function '{}': runtime '{}' is not available (annotation stratus.dev/runtime; available: {})",
-                s.name,
-                s.runtime,
-                known.join(", ")
-            )
-        })
+        self.sandboxes
+            .get(s.runtime.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "function '{}': {}",
+                    s.name,
+                    self.runtime_missing(&s.runtime)
+                )
+            })
+    }
+
+    /// Why `runtime` cannot run functions here.
+    fn runtime_missing(&self, runtime: &str) -> String {
+        let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
+        known.sort_unstable();
+        let why = self
+            .cfg
+            .unavailable_runtimes
+            .iter()
+            .find(|(r, _)| r == runtime)
+            .map(|(_, why)| format!(": {why}"))
+            .unwrap_or_default();
+        format!(
+            "runtime '{runtime}' is not available on this node (annotation stratus.dev/runtime; available: {}){why}",
+            known.join(", ")
+        )
     }
 
     fn new_pool(&self, s: Service, revision: u64, sandbox: Arc<dyn Sandbox>) -> Arc<FunctionPool> {
@@ -439,6 +474,7 @@ impl Platform {
         }
         let mut reg = self.registry.write();
         for pool in pools {
+            reg.unavailable.remove(&pool.service.name);
             if let Some(old) = reg.functions.insert(pool.service.name.clone(), pool) {
                 old.retire();
             }
@@ -537,6 +573,7 @@ impl Platform {
         if kind == "Workflow" {
             reg.workflows.remove(name);
         } else if let Some(pool) = reg.functions.remove(name) {
+            reg.unavailable.remove(name);
             pool.retire();
         }
         Ok(kind.to_string())
@@ -557,6 +594,7 @@ impl Platform {
                     starting: Some(starting),
                     queued: Some(queued),
                     changed: None,
+                    unavailable: reg.unavailable.get(&p.service.name).cloned(),
                 }
             })
             .chain(
@@ -632,19 +670,29 @@ impl Platform {
         let target = {
             let reg = self.registry.read();
             if let Some(w) = reg.workflows.get(name) {
-                Some((w.plan.clone(), InvocationKind::Workflow, w.metrics.clone()))
+                let cap = w.spec.max_concurrency.map(|n| n as usize);
+                Some((
+                    w.plan.clone(),
+                    InvocationKind::Workflow,
+                    w.metrics.clone(),
+                    cap.unwrap_or(self.cfg.max_in_flight),
+                ))
             } else {
                 reg.functions.get(name).map(|p| {
                     (
                         p.plan.clone(),
                         InvocationKind::Function,
                         p.target_metrics.clone(),
+                        1,
                     )
                 })
             }
         };
-        let (plan, kind, metrics) = target?;
-        Some(self.execute(plan, kind, metrics, input, t0).await)
+        let (plan, kind, metrics, max_in_flight) = target?;
+        Some(
+            self.execute(plan, kind, metrics, input, max_in_flight, t0)
+                .await,
+        )
     }
 
     /// Stops every instance and waits for them.
@@ -657,6 +705,35 @@ impl Platform {
         };
         futures_util::future::join_all(pools.iter().map(|p| p.stop_all())).await;
         self.recorder.flush();
+    }
+}
+
+/// The backend of a function whose runtime this node lacks: every start
+/// fails with why. (The engine refuses its calls before they get here.)
+struct Unavailable(String);
+
+#[async_trait::async_trait]
+impl Sandbox for Unavailable {
+    fn kind(&self) -> &'static str {
+        "unavailable"
+    }
+
+    async fn start(
+        &self,
+        spec: &stratus_sandbox::InstanceSpec,
+    ) -> Result<
+        (
+            Box<dyn stratus_sandbox::Instance>,
+            stratus_sandbox::StartTiming,
+        ),
+        stratus_sandbox::SandboxError,
+    > {
+        Err(stratus_sandbox::SandboxError::Spawn {
+            function: spec.function.clone(),
+            instance: spec.instance_id.clone(),
+            program: String::new(),
+            reason: self.0.clone(),
+        })
     }
 }
 

@@ -1,13 +1,20 @@
 //! Invocation records: the latest kept in memory, all persisted in batches by
 //! a writer thread so the request path never waits on the database.
+//!
+//! The writer also prunes the store to its [`Retention`] every interval. A
+//! record that is lost (the backlog was full, or the store failed the
+//! write, e.g. on a full disk) is counted in `stratus_records_dropped_total`
+//! and reported in the log once per interval; requests are served as usual.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use stratus_dag::InvocationRecord;
-use stratus_state::StateStore;
+use stratus_state::{Retention, StateStore};
 
 use crate::metrics::Metrics;
 
@@ -16,12 +23,21 @@ enum Msg {
     Flush(mpsc::Sender<()>),
 }
 
+/// How records are persisted.
+pub struct Persist {
+    pub retention: Retention,
+    /// Pruning period, and how often losses are logged.
+    pub interval: Duration,
+}
+
 pub struct Recorder {
     recent: Mutex<Recent>,
     cap: usize,
     tx: Option<mpsc::SyncSender<Msg>>,
     store: Arc<dyn StateStore>,
     metrics: Arc<Metrics>,
+    /// Records dropped for a full backlog since the writer last logged.
+    backlog_lost: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -36,15 +52,23 @@ impl Recorder {
     pub fn new(
         store: Arc<dyn StateStore>,
         cap: usize,
-        persist: bool,
+        persist: Option<Persist>,
         metrics: Arc<Metrics>,
     ) -> Recorder {
-        let tx = persist.then(|| {
+        let backlog_lost = Arc::new(AtomicU64::new(0));
+        let tx = persist.map(|persist| {
             let (tx, rx) = mpsc::sync_channel::<Msg>(BACKLOG);
-            let store = store.clone();
+            let w = Writer {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                persist,
+                backlog_lost: backlog_lost.clone(),
+                write_lost: 0,
+                last_error: None,
+            };
             std::thread::Builder::new()
                 .name("stratus-recorder".into())
-                .spawn(move || writer(rx, store))
+                .spawn(move || w.run(rx))
                 .expect("spawn recorder thread");
             tx
         });
@@ -54,6 +78,7 @@ impl Recorder {
             tx,
             store,
             metrics,
+            backlog_lost,
         }
     }
 
@@ -72,6 +97,7 @@ impl Recorder {
         if let Some(tx) = &self.tx {
             if tx.try_send(Msg::Record(rec)).is_err() {
                 self.metrics.records_dropped.inc();
+                self.backlog_lost.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -113,34 +139,117 @@ impl Recorder {
     }
 }
 
-fn writer(rx: mpsc::Receiver<Msg>, store: Arc<dyn StateStore>) {
-    // Persisting records is background work: under a burst it yields the CPU to
-    // the request path and catches up afterwards (the channel holds the backlog).
-    // SAFETY: plain syscalls on the calling thread.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+struct Writer {
+    store: Arc<dyn StateStore>,
+    metrics: Arc<Metrics>,
+    persist: Persist,
+    backlog_lost: Arc<AtomicU64>,
+    /// Records in failed writes since the last report.
+    write_lost: u64,
+    /// The latest write error since the last report.
+    last_error: Option<String>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        // Persisting records is background work: under a burst it yields the CPU to
+        // the request path and catches up afterwards (the channel holds the backlog).
+        // SAFETY: plain syscalls on the calling thread.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+        }
+        let interval = self.persist.interval;
+        let mut batch: Vec<Arc<InvocationRecord>> = Vec::new();
+        let mut acks = Vec::new();
+        let mut last_prune = Instant::now();
+        loop {
+            let mut next = match rx.recv_timeout(interval) {
+                Ok(m) => Some(m),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Record(r) => batch.push(r),
+                    Msg::Flush(a) => acks.push(a),
+                }
+                if batch.len() < 4096 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.write(&batch);
+                batch.clear();
+            }
+            if last_prune.elapsed() >= interval {
+                last_prune = Instant::now();
+                self.prune();
+                self.report_losses();
+            }
+            for a in acks.drain(..) {
+                let _ = a.send(());
+            }
+        }
     }
-    let mut batch: Vec<Arc<InvocationRecord>> = Vec::new();
-    let mut acks = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
-            match m {
-                Msg::Record(r) => batch.push(r),
-                Msg::Flush(a) => acks.push(a),
+
+    fn write(&mut self, batch: &[Arc<InvocationRecord>]) {
+        match self.store.record_invocations(batch) {
+            Ok(()) => {
+                if self.metrics.state_write_failing.set(0) == 1 {
+                    tracing::info!("invocation records are persisted again");
+                }
             }
-            if batch.len() < 4096 {
-                next = rx.try_recv().ok();
+            Err(e) => {
+                let n = batch.len() as u64;
+                self.metrics.records_dropped.inc_by(n);
+                self.metrics.state_write_errors.inc();
+                if self.metrics.state_write_failing.set(1) == 0 {
+                    // The first failure is reported at once, later ones per interval.
+                    tracing::warn!(error = %crate::error_chain(&e), lost = n, "cannot persist invocation records; invocations go on, their records are lost until the store accepts writes again");
+                } else {
+                    self.write_lost += n;
+                    self.last_error = Some(crate::error_chain(&e));
+                }
             }
         }
-        if !batch.is_empty() {
-            if let Err(e) = store.record_invocations(&batch) {
-                tracing::warn!(error = %crate::error_chain(&e), n = batch.len(), "could not persist invocation records");
+    }
+
+    fn prune(&self) {
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        match self
+            .store
+            .prune_invocations(&self.persist.retention, now_us)
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                self.metrics.records_pruned.inc_by(n);
+                tracing::debug!(pruned = n, "invocation records past retention deleted");
             }
-            batch.clear();
+            Err(e) => {
+                tracing::warn!(error = %crate::error_chain(&e), "cannot prune invocation records")
+            }
         }
-        for a in acks.drain(..) {
-            let _ = a.send(());
+    }
+
+    /// Logs what was lost since the last report, once per interval.
+    fn report_losses(&mut self) {
+        let backlog = self.backlog_lost.swap(0, Ordering::Relaxed);
+        if backlog > 0 {
+            tracing::warn!(
+                lost = backlog,
+                "invocation records dropped: the writer's backlog of {BACKLOG} was full"
+            );
+        }
+        if self.write_lost > 0 {
+            tracing::warn!(
+                lost = self.write_lost,
+                error = self.last_error.take().unwrap_or_default(),
+                "invocation records lost: the state store is failing writes"
+            );
+            self.write_lost = 0;
         }
     }
 }

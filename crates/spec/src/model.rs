@@ -125,6 +125,10 @@ pub struct Workflow {
     pub steps: Vec<Step>,
     /// The step whose output is the workflow's result (default: the only sink).
     pub output: Option<String>,
+    /// `spec.maxConcurrency`: most runs of one invocation in flight at once
+    /// (the platform's default when absent).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
     pub pos: Pos,
 }
 

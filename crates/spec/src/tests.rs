@@ -57,6 +57,9 @@ fn render(b: &Bundle) -> String {
             w.name, w.pos.line, w.pos.col, w.output
         )
         .unwrap();
+        if let Some(n) = w.max_concurrency {
+            writeln!(out, "  maxConcurrency={n}").unwrap();
+        }
         for s in &w.steps {
             let mut line = format!(
                 "  step {} @{}:{} fn={}",
@@ -1029,6 +1032,34 @@ fn workflow_output_and_sinks() {
         ERROR:
         t.yaml:15:11: workflow 'w': spec.output: expected a string, found a list
     "#]],
+    );
+}
+
+#[test]
+fn workflow_max_concurrency() {
+    let steps = "    - name: a\n      function: deployed-fn\n";
+    check(
+        &format!("{}  maxConcurrency: 4\n", wf(steps)),
+        expect![[r#"
+        workflow w @1:1 output=None
+          maxConcurrency=4
+          step a @7:7 fn=deployed-fn AllOf Json
+        source Workflow/w: 9 lines, "apiVersion: stratus.dev/v1alpha1" .. "  maxConcurrency: 4"
+    "#]],
+    );
+    check(
+        &format!("{}  maxConcurrency: 0\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:19: workflow 'w': spec.maxConcurrency: 0 is out of range; use a value in 1..=100000
+        "#]],
+    );
+    check(
+        &format!("{}  maxConcurrency: \"8\"\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:19: workflow 'w': spec.maxConcurrency: expected an integer, found string "8" (remove the quotes)
+        "#]],
     );
 }
 

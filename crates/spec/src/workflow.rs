@@ -6,6 +6,9 @@ use crate::convert::{check_name, list_names, Ctx, MapView};
 use crate::model::{InputFormat, InputRef, Pos, Step, Trigger, Workflow};
 use stratus_yaml::{Kind, Node};
 
+/// Largest `spec.maxConcurrency`.
+const MAX_CONCURRENCY: i64 = 100_000;
+
 /// A step as read, with the positions validation needs.
 struct Parsed {
     step: Step,
@@ -37,6 +40,7 @@ pub(crate) fn convert(
 
     let mut steps = Vec::new();
     let mut output = None;
+    let mut max_concurrency = None;
     // False when a step or the output could not be read: then "which step is
     // final" cannot be judged.
     let mut complete = true;
@@ -62,6 +66,11 @@ pub(crate) fn convert(
                 output = ctx.string(o, "spec.output").map(|s| (s, o.pos));
                 complete &= output.is_some();
             }
+            if let Some(n) = spec.get("maxConcurrency") {
+                max_concurrency = ctx
+                    .int(n, "spec.maxConcurrency", 1, MAX_CONCURRENCY)
+                    .map(|v| v as u32);
+            }
             spec.finish(ctx, &[], &[]);
         }
     }
@@ -76,6 +85,7 @@ pub(crate) fn convert(
         name: n.clone(),
         steps: steps.into_iter().map(|p| p.step).collect(),
         output: output.map(|(o, _)| o),
+        max_concurrency,
         pos: wf_pos,
     });
     (name, wf)

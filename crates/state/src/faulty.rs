@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use stratus_dag::InvocationRecord;
 
-use crate::{StateError, StateStore, StoredResource};
+use crate::{Retention, StateError, StateStore, StoredResource};
 
 /// Fails the next `n` writes (`put_resources`, `delete_resource`,
-/// `record_invocations`) with [`StateError::Injected`]; reads pass through.
+/// `record_invocations`) with [`StateError::Injected`]; reads and pruning
+/// (which frees space) pass through. `fail_next_writes(u32::MAX)` is a full
+/// disk until `fail_next_writes(0)`.
 pub struct FaultyStore<S> {
     inner: S,
     fail_writes: AtomicU32,
@@ -62,5 +64,12 @@ impl<S: StateStore> StateStore for FaultyStore<S> {
         limit: usize,
     ) -> Result<Vec<InvocationRecord>, StateError> {
         self.inner.list_invocations(target, limit)
+    }
+    fn prune_invocations(
+        &self,
+        retention: &Retention,
+        now_unix_us: u64,
+    ) -> Result<u64, StateError> {
+        self.inner.prune_invocations(retention, now_unix_us)
     }
 }

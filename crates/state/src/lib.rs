@@ -42,6 +42,31 @@ pub struct StoredResource {
     pub updated_unix_ms: u64,
 }
 
+/// How long invocation records are kept: a record goes when any bound is
+/// exceeded, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    /// Records received longer ago than this.
+    pub max_age: Option<std::time::Duration>,
+    /// Records beyond this many.
+    pub max_records: Option<u64>,
+    /// Bytes the store uses (for SQLite: database pages in use) beyond this.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Retention {
+    /// A day, two million records (about 1.2 GB of ~550-byte records with
+    /// their index), and 2 GiB: whichever comes first. At 12.8k invocations/s
+    /// the count bounds it after about 3 minutes; at 20/s, the day.
+    fn default() -> Self {
+        Retention {
+            max_age: Some(std::time::Duration::from_secs(24 * 3600)),
+            max_records: Some(2_000_000),
+            max_bytes: Some(2 << 30),
+        }
+    }
+}
+
 pub trait StateStore: Send + Sync {
     /// Stores all resources in one transaction: all or nothing. A resource
     /// whose spec is unchanged keeps its revision; a changed one gets the
@@ -59,6 +84,10 @@ pub trait StateStore: Send + Sync {
         target: Option<&str>,
         limit: usize,
     ) -> Result<Vec<InvocationRecord>, StateError>;
+    /// Deletes the oldest invocation records until `retention` holds at
+    /// `now_unix_us`; returns how many went.
+    fn prune_invocations(&self, retention: &Retention, now_unix_us: u64)
+        -> Result<u64, StateError>;
 }
 
 pub(crate) fn now_unix_ms() -> u64 {

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use stratus_dag::InvocationRecord;
 
-use crate::{now_unix_ms, StateError, StateStore, StoredResource};
+use crate::{now_unix_ms, Retention, StateError, StateStore, StoredResource};
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -177,6 +177,90 @@ impl StateStore for SqliteStore {
         }
         Ok(out)
     }
+
+    fn prune_invocations(&self, r: &Retention, now_unix_us: u64) -> Result<u64, StateError> {
+        let mut deleted = 0;
+        if let Some(age) = r.max_age {
+            // Rows are in (roughly) arrival order: look at the oldest batch,
+            // delete those past the cutoff, stop at the first batch that had
+            // a younger one.
+            let cutoff = now_unix_us.saturating_sub(age.as_micros() as u64) as i64;
+            loop {
+                let k = self.conn.lock().execute(
+                    "DELETE FROM invocations WHERE rowid IN
+                     (SELECT rowid FROM (SELECT rowid, received_unix_us FROM invocations
+                                         ORDER BY rowid LIMIT ?2)
+                      WHERE received_unix_us < ?1)",
+                    params![cutoff, PRUNE_BATCH],
+                )? as i64;
+                deleted += k as u64;
+                if k < PRUNE_BATCH {
+                    break;
+                }
+            }
+        }
+        if let Some(max) = r.max_records {
+            let n = self.invocation_count()?;
+            if n > max {
+                deleted += self.delete_oldest(n - max)?;
+            }
+        }
+        if let Some(max) = r.max_bytes {
+            // Deleting rows frees whole pages only as they empty: measure
+            // again after each round.
+            for _ in 0..8 {
+                let used = self.used_bytes()?;
+                let n = self.invocation_count()?;
+                if used <= max || n == 0 {
+                    break;
+                }
+                let per_row = (used / n).max(1);
+                deleted += self.delete_oldest((used - max).div_ceil(per_row))?;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Rows deleted per statement while pruning: the lock is released between
+/// batches so that reads and the writer are not held up for long.
+const PRUNE_BATCH: i64 = 5_000;
+
+impl SqliteStore {
+    /// Deletes up to `n` of the oldest invocation records.
+    fn delete_oldest(&self, mut n: u64) -> Result<u64, StateError> {
+        let mut deleted = 0;
+        while n > 0 {
+            let batch = (n as i64).min(PRUNE_BATCH);
+            let k = self.conn.lock().execute(
+                "DELETE FROM invocations WHERE rowid IN
+                 (SELECT rowid FROM invocations ORDER BY rowid LIMIT ?1)",
+                params![batch],
+            )? as u64;
+            deleted += k;
+            if k < batch as u64 {
+                break;
+            }
+            n -= k;
+        }
+        Ok(deleted)
+    }
+
+    fn invocation_count(&self) -> Result<u64, StateError> {
+        let n: i64 = self
+            .conn
+            .lock()
+            .query_row("SELECT count(*) FROM invocations", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Bytes of database pages in use (free pages excluded).
+    pub fn used_bytes(&self) -> Result<u64, StateError> {
+        let conn = self.conn.lock();
+        let q = |p: &str| conn.pragma_query_value(None, p, |r| r.get::<_, i64>(0));
+        let (pages, free, size) = (q("page_count")?, q("freelist_count")?, q("page_size")?);
+        Ok(((pages - free).max(0) * size) as u64)
+    }
 }
 
 #[cfg(test)]
@@ -254,5 +338,88 @@ mod tests {
             .collect();
         assert_eq!(ids, ["y", "x"]);
         assert!(s.list_invocations(Some("other"), 10).unwrap().is_empty());
+    }
+
+    fn recs(n: u64, t0: u64) -> Vec<Arc<InvocationRecord>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(InvocationRecord {
+                    id: format!("r{}", t0 + i),
+                    target: "wf".into(),
+                    kind: InvocationKind::Workflow,
+                    ok: true,
+                    error: Some("x".repeat(200)),
+                    received_unix_us: t0 + i,
+                    finished_us: 5,
+                    input_bytes: 1,
+                    output_bytes: 2,
+                    breakdown: Breakdown::default(),
+                    runs: vec![],
+                })
+            })
+            .collect()
+    }
+
+    fn ids(s: &SqliteStore) -> Vec<String> {
+        let mut v: Vec<String> = s
+            .list_invocations(None, usize::MAX >> 1)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        v.reverse();
+        v
+    }
+
+    fn only(f: impl FnOnce(&mut Retention)) -> Retention {
+        let mut r = Retention {
+            max_age: None,
+            max_records: None,
+            max_bytes: None,
+        };
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn pruning_by_age_drops_records_received_before_the_cutoff() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.record_invocations(&recs(12_000, 1_000_000)).unwrap();
+        let r = only(|r| r.max_age = Some(std::time::Duration::from_micros(100)));
+        // now - 100 µs = 1_011_900: ids below it go, across several batches.
+        assert_eq!(s.prune_invocations(&r, 1_012_000).unwrap(), 11_900);
+        let left = ids(&s);
+        assert_eq!(left.len(), 100);
+        assert_eq!(left[0], "r1011900");
+        assert_eq!(s.prune_invocations(&r, 1_012_000).unwrap(), 0);
+    }
+
+    #[test]
+    fn pruning_by_count_keeps_the_newest() {
+        let s = SqliteStore::in_memory().unwrap();
+        s.record_invocations(&recs(30, 0)).unwrap();
+        let r = only(|r| r.max_records = Some(10));
+        assert_eq!(s.prune_invocations(&r, 0).unwrap(), 20);
+        assert_eq!(
+            ids(&s),
+            (20..30).map(|i| format!("r{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn pruning_by_bytes_gets_under_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
+        s.record_invocations(&recs(4_000, 0)).unwrap();
+        let before = s.used_bytes().unwrap();
+        assert!(before > 1 << 20, "{before}");
+        let max = 256 << 10;
+        let r = only(|r| r.max_bytes = Some(max));
+        let gone = s.prune_invocations(&r, 0).unwrap();
+        assert!(s.used_bytes().unwrap() <= max);
+        let left = ids(&s);
+        assert_eq!(left.len() as u64, 4_000 - gone);
+        assert!(!left.is_empty(), "does not delete everything");
+        assert_eq!(left.last().unwrap(), "r3999", "the newest stay");
     }
 }

@@ -307,6 +307,41 @@ pub struct UpArgs {
     /// invoking is open to anyone who can reach --addr.
     #[arg(long, value_name = "PATH")]
     invoke_token_file: Option<PathBuf>,
+    /// Most items one `map` step may fan out to; a wider map gets 413.
+    #[arg(long, default_value_t = Config::default().max_map_width)]
+    max_map_width: usize,
+    /// Most runs of one invocation in flight at once, unless its workflow
+    /// sets spec.maxConcurrency.
+    #[arg(long, default_value_t = Config::default().max_in_flight)]
+    max_in_flight: usize,
+    /// Most calls to instances in flight on the whole platform (never more
+    /// than a quarter of the file-descriptor limit); more wait.
+    #[arg(long, default_value_t = Config::default().max_calls)]
+    max_calls: usize,
+    /// Most client connections at once (never more than half the
+    /// file-descriptor limit).
+    #[arg(long, default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Seconds a connection may take to send a request's headers (also how
+    /// long an idle keep-alive connection stays open).
+    #[arg(long, default_value_t = Config::default().header_read_timeout.as_secs_f64())]
+    header_read_timeout: f64,
+    /// Seconds a client may take to send a request body.
+    #[arg(long, default_value_t = Config::default().body_read_timeout.as_secs_f64())]
+    body_read_timeout: f64,
+    /// Keep invocation records at most this many seconds (0: no age bound).
+    #[arg(long, default_value_t = 86_400.0)]
+    record_max_age: f64,
+    /// Keep at most this many invocation records (0: no count bound).
+    #[arg(long, default_value_t = 2_000_000)]
+    record_max_count: u64,
+    /// Keep the state database under this many bytes in use by pruning the
+    /// oldest invocation records (0: no byte bound).
+    #[arg(long, default_value_t = 2 << 30)]
+    record_max_bytes: u64,
+    /// Seconds in-flight requests may take to finish on shutdown.
+    #[arg(long, default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
+    shutdown_timeout: f64,
 }
 
 /// A client that sends the admin token (`find_token`).
@@ -480,6 +515,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A positive, finite number of seconds.
+fn secs(flag: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("{flag} {v}: give a positive number of seconds");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
 async fn up(a: UpArgs) -> Result<()> {
     let state_dir = a
         .state_dir
@@ -507,7 +550,7 @@ async fn up(a: UpArgs) -> Result<()> {
         ),
         None => eprintln!("invoking is open (stratus up --invoke-token-file to require a token)"),
     }
-    let cfg = Config {
+    let mut cfg = Config {
         state_dir: Some(state_dir.clone()),
         idle_timeout: Duration::from_secs_f64(a.idle_timeout),
         max_body_bytes: a.max_body_bytes,
@@ -517,9 +560,22 @@ async fn up(a: UpArgs) -> Result<()> {
         invoke_token,
         allow_hosts: a.allow_hosts.clone(),
         allow_origins: a.allow_origins.clone(),
+        max_map_width: a.max_map_width,
+        max_in_flight: a.max_in_flight,
+        max_calls: a.max_calls,
+        max_connections: a.max_connections,
+        header_read_timeout: secs("--header-read-timeout", a.header_read_timeout)?,
+        body_read_timeout: secs("--body-read-timeout", a.body_read_timeout)?,
+        shutdown_timeout: secs("--shutdown-timeout", a.shutdown_timeout)?,
+        record_retention: stratus_state::Retention {
+            max_age: (a.record_max_age > 0.0)
+                .then(|| secs("--record-max-age", a.record_max_age))
+                .transpose()?,
+            max_records: (a.record_max_count > 0).then_some(a.record_max_count),
+            max_bytes: (a.record_max_bytes > 0).then_some(a.record_max_bytes),
+        },
         ..Config::default()
     };
-    let mut unavailable = Vec::new();
     let mut extra: Vec<std::sync::Arc<dyn stratus_sandbox::Sandbox>> = Vec::new();
     match stratus_rcss_image::runc_backend(&stratus_rcss_image::RuncBackendOptions {
         state_dir: state_dir.clone(),
@@ -533,7 +589,7 @@ async fn up(a: UpArgs) -> Result<()> {
         Ok(sb) => extra.push(sb),
         Err(why) => {
             eprintln!("runc runtime unavailable: {why}");
-            unavailable.push(("runc".to_string(), why));
+            cfg.unavailable_runtimes.push(("runc".into(), why));
         }
     }
     match stratus_rcss_vm::vm::microvm_backend(&stratus_rcss_vm::vm::MicrovmBackendOptions {
@@ -555,13 +611,9 @@ async fn up(a: UpArgs) -> Result<()> {
         Ok(sb) => extra.push(sb),
         Err(why) => {
             eprintln!("microvm runtime unavailable: {why}");
-            unavailable.push(("microvm".to_string(), why));
+            cfg.unavailable_runtimes.push(("microvm".into(), why));
         }
     }
-    let cfg = Config {
-        unavailable_runtimes: unavailable,
-        ..cfg
-    };
     let platform = Platform::start_with_backends(cfg, extra)
         .await
         .context("starting the platform")?;
@@ -695,6 +747,9 @@ async fn ls(client: &GatewayClient) -> Result<()> {
             o(i.starting.map(|v| v.to_string())),
             o(i.queued.map(|v| v.to_string()))
         );
+        if let Some(why) = i.unavailable {
+            println!("          unavailable: {why}");
+        }
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ fn exec(steps: Vec<Step>) -> Execution {
         name: "wf".into(),
         steps,
         output: None,
+        max_concurrency: None,
         pos: Pos::default(),
     };
     Execution::new(Arc::new(Plan::compile(&wf).unwrap()))
@@ -121,6 +122,39 @@ fn map_width_is_decided_by_the_data() {
     assert!(e.finish(m[0].run, ok("10"), 3).is_empty());
     let r = e.finish(m[1].run, ok("20"), 4);
     assert_eq!(body(&r[0]), "[10,20,30]");
+}
+
+#[test]
+fn a_map_wider_than_its_limit_fails_before_dispatching() {
+    let wf = |e: &mut Execution| e.set_max_map_width(2);
+    // Over the workflow input: nothing is dispatched at all.
+    let mut s = step("m", &[]);
+    s.map = Some(InputRef::WorkflowInput);
+    let mut e = exec(vec![s]);
+    wf(&mut e);
+    assert!(e.start(Bytes::from_static(b"[1,2,3]"), 0).is_empty());
+    assert!(e.map_too_wide());
+    assert!(e.is_finished());
+    match e.status() {
+        ExecStatus::Failed(m) => assert_eq!(
+            m,
+            "step 'm': map over $input has 3 items, more than the limit of 2 items per map"
+        ),
+        s => panic!("{s:?}"),
+    }
+    // Over a step's output: the producer ran, no map item is dispatched.
+    let mut e = exec(vec![step("split", &[]), mapping("m", "split")]);
+    wf(&mut e);
+    let d = e.start(Bytes::new(), 0);
+    assert!(e.finish(d[0].run, ok("[1,2,3]"), 1).is_empty());
+    assert!(e.map_too_wide() && e.is_finished());
+    assert_eq!(e.records().len(), 1, "only the producer's run exists");
+    // At the limit: fine.
+    let mut e = exec(vec![step("split", &[]), mapping("m", "split")]);
+    wf(&mut e);
+    let d = e.start(Bytes::new(), 0);
+    assert_eq!(e.finish(d[0].run, ok("[1,2]"), 1).len(), 2);
+    assert!(!e.map_too_wide());
 }
 
 #[test]

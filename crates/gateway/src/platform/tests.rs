@@ -67,6 +67,13 @@ impl StateStore for PanickingStore {
     ) -> Result<Vec<stratus_dag::InvocationRecord>, StateError> {
         self.inner.list_invocations(target, limit)
     }
+    fn prune_invocations(
+        &self,
+        retention: &stratus_state::Retention,
+        now_unix_us: u64,
+    ) -> Result<u64, StateError> {
+        self.inner.prune_invocations(retention, now_unix_us)
+    }
 }
 
 fn service(name: &str, version: u32) -> String {

@@ -399,9 +399,9 @@ async fn an_unavailable_runtime_says_why_at_deploy() {
     let r = p.client.deploy("b.yaml", &yaml).await.unwrap();
     assert_eq!(r.status, 400, "{}", r.error_message());
     assert!(
-        r.error_message().contains(
-            "runtime 'runc' is not available on this platform: the runc sandbox needs root"
-        ),
+        r.error_message()
+            .contains("runtime 'runc' is not available on this node")
+            && r.error_message().contains("the runc sandbox needs root"),
         "{}",
         r.error_message()
     );

@@ -8,6 +8,7 @@ mod hardening;
 mod images;
 mod ingest_kill;
 mod lifecycle;
+mod limits;
 mod microvm;
 mod runc;
 mod scaling;
