@@ -422,7 +422,7 @@ async fn idle_and_silent_connections_are_closed() {
     assert!(closed_by_server(&mut silent).await.is_empty());
     // A keep-alive connection, idle after one request.
     let mut keep = tokio::net::TcpStream::connect(&up.addr).await.unwrap();
-    keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    keep.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let got = String::from_utf8(closed_by_server(&mut keep).await).unwrap();
@@ -448,12 +448,12 @@ async fn slowloris_connections_do_not_block_shutdown() {
     up.healthy().await;
     // Half a request head, and a whole head with half its body.
     let mut head = tokio::net::TcpStream::connect(&up.addr).await.unwrap();
-    head.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    head.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     let mut body = tokio::net::TcpStream::connect(&up.addr).await.unwrap();
     body.write_all(
-        b"POST /v1/invoke/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"partial",
+        b"POST /v1/invoke/nothing HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"partial",
     )
     .await
     .unwrap();
