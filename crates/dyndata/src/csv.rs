@@ -227,125 +227,184 @@ pub fn parse(
     opts: &CsvOptions,
     labels: &mut LabelMap,
 ) -> Result<Parsed, CsvError> {
-    let row_err = |line: usize, col: usize, message: String| CsvError::Row {
-        file: file.to_string(),
-        line,
-        col,
-        message,
-    };
-    let quote_err = |e: QuoteError| {
-        let (line, col, message) = quote_problem(e);
-        row_err(line, col, message)
-    };
-    let mut out = Parsed::default();
-    let mut reader = Reader::new(
-        text,
-        Options {
-            trim: true,
-            multiline: false,
-        },
-    );
+    let mut p = CsvStream::new(file, opts.clone(), usize::MAX);
+    p.feed(text, 1, labels)?;
+    p.finish()
+}
 
-    // The first non-blank line fixes the column count and maybe the names.
-    if !reader.read().map_err(quote_err)? {
-        return Err(CsvError::File {
+/// A CSV parser fed whole lines a piece at a time (an HTTP body as it
+/// arrives); [`parse`] is one piece. Same rules and messages, with lines
+/// numbered in the whole input.
+#[derive(Debug)]
+pub struct CsvStream {
+    file: String,
+    opts: CsvOptions,
+    max_fields: usize,
+    /// Set by the first non-blank line.
+    cols: Option<Columns>,
+    out: Parsed,
+}
+
+impl CsvStream {
+    /// A record of more than `max_fields` fields is an error (found before
+    /// its fields are looked at).
+    pub fn new(file: &str, opts: CsvOptions, max_fields: usize) -> CsvStream {
+        CsvStream {
             file: file.to_string(),
-            message: "no rows: the file is empty".into(),
-        });
-    }
-    let first_no = reader.line();
-    let ncols = reader.len();
-    let names: Vec<String> = (0..ncols).map(|i| reader.field(i).to_string()).collect();
-    let label_ref = opts.label_column.clone().unwrap_or(ColumnRef::Index(-1));
-    let named = matches!(label_ref, ColumnRef::Name(_))
-        || matches!(opts.timestamp_column, Some(ColumnRef::Name(_)));
-    let has_header = match opts.header {
-        Header::Present => true,
-        Header::Absent => false,
-        Header::Auto if named => true,
-        Header::Auto => {
-            let label_idx =
-                resolve(&label_ref, &names, false, "label").map_err(|m| row_err(first_no, 1, m))?;
-            names
-                .iter()
-                .enumerate()
-                .any(|(i, v)| i != label_idx && v.parse::<f64>().is_err())
+            opts,
+            max_fields,
+            cols: None,
+            out: Parsed::default(),
         }
-    };
-    out.columns = if has_header {
-        names
-    } else {
-        (0..ncols).map(|i| format!("c{i}")).collect()
-    };
-    let at_header = |m: String| row_err(first_no, 1, m);
-    let label_idx = resolve(&label_ref, &out.columns, has_header, "label").map_err(at_header)?;
-    let ts_idx = match &opts.timestamp_column {
-        Some(c) => Some(resolve(c, &out.columns, has_header, "timestamp").map_err(at_header)?),
-        None => None,
-    };
-    if ts_idx == Some(label_idx) {
-        return Err(at_header(
-            "the label and timestamp columns are the same column".into(),
-        ));
     }
-    let cols = Columns {
-        ncols,
-        label: label_idx,
-        timestamp: ts_idx,
-        features: (0..ncols)
-            .filter(|&i| i != label_idx && Some(i) != ts_idx)
-            .collect(),
-        names: &out.columns,
-    };
-    out.feature_columns = cols
-        .features
-        .iter()
-        .map(|&i| out.columns[i].clone())
-        .collect();
 
-    let mut rows = Vec::new();
-    let mut data_rows = 0;
-    let mut skipped = 0;
-    let mut bad_rows = Vec::new();
-    let mut pending = !has_header;
-    loop {
-        // The first line is a data row when there is no header.
-        let next = if std::mem::take(&mut pending) {
-            Ok(true)
-        } else {
-            reader.read()
-        };
-        let parsed = match next {
-            Ok(false) => break,
-            Ok(true) => {
-                data_rows += 1;
-                cols.row(&reader, data_rows - 1, labels)
-                    .map_err(|(col, message)| (reader.line(), col, message))
-            }
-            Err(e) => {
-                data_rows += 1;
-                Err(quote_problem(e))
-            }
-        };
-        match parsed {
-            Ok(row) => rows.push(row),
-            Err((line, col, message)) => match opts.on_bad_row {
-                OnBadRow::Fail => return Err(row_err(line, col, message)),
-                OnBadRow::Skip => {
-                    skipped += 1;
-                    if bad_rows.len() < MAX_BAD_ROWS_KEPT {
-                        bad_rows.push(BadRow { line, col, message });
-                    }
-                }
-            },
+    /// Rows parsed so far.
+    pub fn rows(&self) -> usize {
+        self.out.rows.len()
+    }
+
+    fn row_err(&self, line: usize, col: usize, message: String) -> CsvError {
+        CsvError::Row {
+            file: self.file.clone(),
+            line,
+            col,
+            message,
         }
     }
-    out.rows = rows;
-    out.data_rows = data_rows;
-    out.skipped = skipped;
-    out.bad_rows = bad_rows;
-    out.blank_lines = reader.blank_lines();
-    Ok(out)
+
+    /// Parses `text`: whole lines, the first being line `first_line`
+    /// (1-based) of the input.
+    pub fn feed(
+        &mut self,
+        text: &str,
+        first_line: usize,
+        labels: &mut LabelMap,
+    ) -> Result<(), CsvError> {
+        let off = first_line - 1;
+        let mut reader = Reader::new(
+            text,
+            Options {
+                trim: true,
+                multiline: false,
+            },
+        );
+        loop {
+            let (line, parsed) = match reader.read() {
+                Ok(false) => break,
+                Ok(true) if reader.len() > self.max_fields => {
+                    let line = reader.line() + off;
+                    let msg = format!(
+                        "{} fields; at most {} are accepted",
+                        reader.len(),
+                        self.max_fields
+                    );
+                    return Err(self.row_err(line, 1, msg));
+                }
+                Ok(true) if self.cols.is_none() => {
+                    // The first line is a data row when there is no header.
+                    if !self.start(&reader, off)? {
+                        continue;
+                    }
+                    let cols = self.cols.as_ref().expect("set by start");
+                    let r = cols.row(&reader, self.out.data_rows, &self.out.columns, labels);
+                    self.out.data_rows += 1;
+                    (reader.line() + off, r)
+                }
+                Ok(true) => {
+                    let cols = self.cols.as_ref().expect("set by the first line");
+                    let r = cols.row(&reader, self.out.data_rows, &self.out.columns, labels);
+                    self.out.data_rows += 1;
+                    (reader.line() + off, r)
+                }
+                Err(e) if self.cols.is_none() => {
+                    let (line, col, message) = quote_problem(e);
+                    return Err(self.row_err(line + off, col, message));
+                }
+                Err(e) => {
+                    self.out.data_rows += 1;
+                    let (line, col, message) = quote_problem(e);
+                    (line + off, Err((col, message)))
+                }
+            };
+            match parsed {
+                Ok(row) => self.out.rows.push(row),
+                Err((col, message)) => match self.opts.on_bad_row {
+                    OnBadRow::Fail => return Err(self.row_err(line, col, message)),
+                    OnBadRow::Skip => {
+                        self.out.skipped += 1;
+                        if self.out.bad_rows.len() < MAX_BAD_ROWS_KEPT {
+                            self.out.bad_rows.push(BadRow { line, col, message });
+                        }
+                    }
+                },
+            }
+        }
+        self.out.blank_lines += reader.blank_lines();
+        Ok(())
+    }
+
+    /// The first record: column count, header or not, which column is
+    /// what. `Ok(true)` when it is also the first data row.
+    fn start(&mut self, reader: &Reader<'_>, off: usize) -> Result<bool, CsvError> {
+        let first_no = reader.line() + off;
+        let ncols = reader.len();
+        let names: Vec<String> = (0..ncols).map(|i| reader.field(i).to_string()).collect();
+        let opts = &self.opts;
+        let at_header = |m: String| self.row_err(first_no, 1, m);
+        let label_ref = opts.label_column.clone().unwrap_or(ColumnRef::Index(-1));
+        let named = matches!(label_ref, ColumnRef::Name(_))
+            || matches!(opts.timestamp_column, Some(ColumnRef::Name(_)));
+        let has_header = match opts.header {
+            Header::Present => true,
+            Header::Absent => false,
+            Header::Auto if named => true,
+            Header::Auto => {
+                let label_idx = resolve(&label_ref, &names, false, "label").map_err(at_header)?;
+                names
+                    .iter()
+                    .enumerate()
+                    .any(|(i, v)| i != label_idx && v.parse::<f64>().is_err())
+            }
+        };
+        let columns = if has_header {
+            names
+        } else {
+            (0..ncols).map(|i| format!("c{i}")).collect()
+        };
+        let label = resolve(&label_ref, &columns, has_header, "label").map_err(at_header)?;
+        let timestamp = match &opts.timestamp_column {
+            Some(c) => Some(resolve(c, &columns, has_header, "timestamp").map_err(at_header)?),
+            None => None,
+        };
+        if timestamp == Some(label) {
+            return Err(at_header(
+                "the label and timestamp columns are the same column".into(),
+            ));
+        }
+        let features: Vec<usize> = (0..ncols)
+            .filter(|&i| i != label && Some(i) != timestamp)
+            .collect();
+        self.out.feature_columns = features.iter().map(|&i| columns[i].clone()).collect();
+        self.out.columns = columns;
+        self.cols = Some(Columns {
+            ncols,
+            label,
+            timestamp,
+            features,
+        });
+        Ok(!has_header)
+    }
+
+    /// Everything parsed; an input without a non-blank line is an error.
+    pub fn finish(self) -> Result<Parsed, CsvError> {
+        if self.cols.is_none() {
+            return Err(CsvError::File {
+                file: self.file,
+                message: "no rows: the file is empty".into(),
+            });
+        }
+        Ok(self.out)
+    }
 }
 
 /// Line, column and message of a broken quote.
@@ -359,20 +418,21 @@ fn quote_problem(e: QuoteError) -> (usize, usize, String) {
 }
 
 /// Where the label, timestamp and features are in a row.
-struct Columns<'c> {
+#[derive(Debug)]
+struct Columns {
     ncols: usize,
     label: usize,
     timestamp: Option<usize>,
     features: Vec<usize>,
-    names: &'c [String],
 }
 
-impl Columns<'_> {
+impl Columns {
     /// The reader's current record as a row; errors carry the column.
     fn row(
         &self,
         r: &Reader<'_>,
         row_no: usize,
+        names: &[String],
         labels: &mut LabelMap,
     ) -> Result<Row, (usize, String)> {
         let ncols = self.ncols;
@@ -394,14 +454,14 @@ impl Columns<'_> {
                         r.col(i),
                         format!(
                         "column '{}': value {v:?} is not finite (NaN and infinity are rejected)",
-                        self.names[i]
+                        names[i]
                     ),
                     ))
                 }
                 Err(_) => {
                     return Err((
                         r.col(i),
-                        format!("column '{}': {v:?} is not a number", self.names[i]),
+                        format!("column '{}': {v:?} is not a number", names[i]),
                     ))
                 }
             }
@@ -414,7 +474,7 @@ impl Columns<'_> {
                         r.col(i),
                         format!(
                             "timestamp column '{}': {v:?} is not an integer",
-                            self.names[i]
+                            names[i]
                         ),
                     )
                 })?
@@ -426,7 +486,7 @@ impl Columns<'_> {
         if v.is_empty() {
             return Err((
                 r.col(i),
-                format!("label column '{}' is empty", self.names[i]),
+                format!("label column '{}' is empty", names[i]),
             ));
         }
         let label = labels.id(v).ok_or_else(|| {
@@ -434,7 +494,7 @@ impl Columns<'_> {
                 r.col(i),
                 format!(
                     "label column '{}': {v:?} is not an integer, but earlier labels were",
-                    self.names[i]
+                    names[i]
                 ),
             )
         })?;
@@ -676,6 +736,31 @@ mod tests {
                 error: t.csv: no rows: the file is empty
             "#]],
         );
+    }
+
+    #[test]
+    fn a_stream_fed_in_pieces_parses_like_the_whole_text() {
+        let text = "x,y,class\n1,2,up\n\n3,\"4\",down\r\n5,6,up\n7,8\n";
+        let whole = parse("t.csv", text, &skip(), &mut LabelMap::default()).unwrap();
+        let mut labels = LabelMap::default();
+        let mut p = CsvStream::new("t.csv", skip(), usize::MAX);
+        // Pieces of whole lines, numbered in the whole text.
+        p.feed("x,y,class\n1,2,up\n\n", 1, &mut labels).unwrap();
+        assert_eq!(p.rows(), 1);
+        p.feed("3,\"4\",down\r\n5,6,up\n", 4, &mut labels).unwrap();
+        p.feed("7,8\n", 6, &mut labels).unwrap();
+        assert_eq!(p.finish().unwrap(), whole);
+        assert_eq!(whole.bad_rows[0].line, 6);
+        assert_eq!(whole.blank_lines, 1);
+        // Too many fields: refused before a field is looked at.
+        let mut p = CsvStream::new("body", CsvOptions::default(), 3);
+        p.feed("1,2,0\n", 1, &mut labels).unwrap();
+        let e = p.feed("1,2,3,4,5\n", 2, &mut labels).unwrap_err();
+        assert_eq!(e.to_string(), "body:2:1: 5 fields; at most 3 are accepted");
+        let e = CsvStream::new("body", CsvOptions::default(), 3)
+            .feed(&"1,".repeat(10), 7, &mut labels)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "body:7:1: 11 fields; at most 3 are accepted");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod lifecycle;
 mod microvm;
 mod runc;
 mod scaling;
+mod serve_limits;
 mod vmsnap;
 mod workflows;
 
