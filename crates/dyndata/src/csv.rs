@@ -472,10 +472,7 @@ impl Columns {
                 parse_integral(v).ok_or_else(|| {
                     (
                         r.col(i),
-                        format!(
-                            "timestamp column '{}': {v:?} is not an integer",
-                            names[i]
-                        ),
+                        format!("timestamp column '{}': {v:?} is not an integer", names[i]),
                     )
                 })?
             }
@@ -484,10 +481,7 @@ impl Columns {
         let i = self.label;
         let v = r.field(i);
         if v.is_empty() {
-            return Err((
-                r.col(i),
-                format!("label column '{}' is empty", names[i]),
-            ));
+            return Err((r.col(i), format!("label column '{}' is empty", names[i])));
         }
         let label = labels.id(v).ok_or_else(|| {
             (
@@ -761,6 +755,39 @@ mod tests {
             .feed(&"1,".repeat(10), 7, &mut labels)
             .unwrap_err();
         assert_eq!(e.to_string(), "body:7:1: 11 fields; at most 3 are accepted");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_runs_of_whole_lines_parse_like_the_whole_text(
+            text in "[01a,\"\n ]{0,60}", cuts in proptest::collection::vec(0usize..60, 0..5),
+            skip_bad: bool,
+        ) {
+            let opts = if skip_bad { skip() } else { CsvOptions::default() };
+            let whole = parse("t", &text, &opts, &mut LabelMap::default());
+            // Runs end after a line break.
+            let ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
+            let mut cuts: Vec<usize> = cuts.iter().filter_map(|c| ends.get(c % ends.len().max(1)).copied()).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut p = CsvStream::new("t", opts, usize::MAX);
+            let mut labels = LabelMap::default();
+            let (mut at, mut line) = (0, 1);
+            let mut fed = Ok(());
+            for c in cuts.into_iter().chain([text.len()]) {
+                if fed.is_ok() && c >= at {
+                    fed = p.feed(&text[at..c], line, &mut labels);
+                    line += text[at..c].matches('\n').count();
+                    at = c;
+                }
+            }
+            let streamed = fed.and_then(|()| p.finish());
+            match (streamed, whole) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a.rows, b.rows),
+                (Err(a), Err(b)) => proptest::prop_assert_eq!(a, b),
+                (a, b) => proptest::prop_assert!(false, "streamed {:?}, whole {:?}", a, b),
+            }
+        }
     }
 
     #[test]

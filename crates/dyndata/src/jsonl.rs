@@ -251,9 +251,31 @@ mod tests {
         parse_into("b", a, 1, None, 5, 4, &mut out).unwrap();
         parse_into("b", a, 2, None, 5, 4, &mut out).unwrap();
         assert_eq!(out.iter().map(|s| s.key).collect::<Vec<_>>(), [5, 6]);
-        let e = parse_into("b", "{\"features\":[1],\"label\":0}", 3, None, 5, 4, &mut out);
-        assert_eq!(e.unwrap_err().to_string(), "b:3:2: 1 features; this dataset has 2");
-        let e = parse_into("b", "{\"features\":[1,2,3,4,5],\"label\":0}", 9, None, 0, 4, &mut Vec::new());
-        assert_eq!(e.unwrap_err().to_string(), "b:9:2: 5 features; at most 4 are accepted");
+        let e = parse_into(
+            "b",
+            "{\"features\":[1],\"label\":0}",
+            3,
+            None,
+            5,
+            4,
+            &mut out,
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "b:3:2: 1 features; this dataset has 2"
+        );
+        let e = parse_into(
+            "b",
+            "{\"features\":[1,2,3,4,5],\"label\":0}",
+            9,
+            None,
+            0,
+            4,
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "b:9:2: 5 features; at most 4 are accepted"
+        );
     }
 }

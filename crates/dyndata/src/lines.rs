@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn lines_and_limits() {
         assert_eq!(run(&[b"ab\ncd", b"e\n", b"f"], 3, 1).unwrap(), "ab\ncde\nf");
-        assert_eq!(run(&[b"abcd"], 3, 1), Err(LinesError::TooLong { line: 1, max: 3 }));
+        assert_eq!(
+            run(&[b"abcd"], 3, 1),
+            Err(LinesError::TooLong { line: 1, max: 3 })
+        );
         // Found while the line is still arriving.
         assert_eq!(
             run(&[b"a\nbc", b"d", b"e"], 3, 1),
@@ -169,7 +172,15 @@ mod tests {
             Err(LinesError::NotUtf8 { line: 2, byte: 1 })
         );
         // A character split across pieces is whole again.
-        assert_eq!(run(&["é\n".as_bytes()[..1].as_ref(), &"é\n".as_bytes()[1..]], 9, 1).unwrap(), "é\n");
+        assert_eq!(
+            run(
+                &["é\n".as_bytes()[..1].as_ref(), &"é\n".as_bytes()[1..]],
+                9,
+                1
+            )
+            .unwrap(),
+            "é\n"
+        );
         assert_eq!(run(&[], 3, 1).unwrap(), "");
     }
 

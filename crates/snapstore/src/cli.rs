@@ -15,9 +15,9 @@ use crate::manifest::{ManifestError, ManifestKind};
 use crate::reader::{BlobReader, ReadError};
 use crate::remote::{RemoteConfig, RemoteError, RemoteSource};
 use crate::server::{bind_and_serve, Limits, ServeOptions, ServerError};
-use stratus_auth::{ConnLimits, Token, TOKEN_ENV};
 use crate::source::ChunkSource;
 use crate::store::{ChunkStore, GcOptions, StoreError};
+use stratus_auth::{ConnLimits, Token, TOKEN_ENV};
 
 /// A CLI command that failed.
 #[derive(Debug, thiserror::Error)]
@@ -220,9 +220,12 @@ pub const LEGACY_TOKEN_ENV: &str = "STRATUS_SNAPSTORE_TOKEN";
 
 /// `$STRATUS_TOKEN`, else `$STRATUS_SNAPSTORE_TOKEN`: name and value.
 fn token_env() -> Option<(&'static str, String)> {
-    [TOKEN_ENV, LEGACY_TOKEN_ENV]
-        .into_iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()).map(|v| (n, v)))
+    [TOKEN_ENV, LEGACY_TOKEN_ENV].into_iter().find_map(|n| {
+        std::env::var(n)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (n, v))
+    })
 }
 
 fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> CliError {
@@ -317,8 +320,11 @@ pub async fn run(cmd: SnapstoreCmd) -> Result<(), CliError> {
             let source: Arc<dyn ChunkSource> = match remote {
                 Some(url) => {
                     let env = token_env().map(|(_, v)| v);
-                    let (token, _) =
-                        Token::discover(token_file.as_deref(), env.as_deref(), &store.token_path()?)?;
+                    let (token, _) = Token::discover(
+                        token_file.as_deref(),
+                        env.as_deref(),
+                        &store.token_path()?,
+                    )?;
                     Arc::new(RemoteSource::new(RemoteConfig::new(url, token.expose()))?)
                 }
                 None => store.store()?,

@@ -56,7 +56,7 @@ pub use manifest::{ChunkRef, Manifest, ManifestKind};
 pub use reader::BlobReader;
 pub use remote::{RemoteConfig, RemoteError, RemoteSource};
 pub use server::ServeOptions;
-/// The bearer token type servers take (from `stratus-auth`).
-pub use stratus_auth::Token;
 pub use source::{ChunkSource, SourceError};
 pub use store::{ChunkStore, DedupStats, GcOptions, GcStats, PutOutcome, PutStats};
+/// The bearer token type servers take (from `stratus-auth`).
+pub use stratus_auth::Token;

@@ -23,8 +23,8 @@
 //!   `stratus_dyndata::jsonl`.
 //!
 //! The body is parsed as it arrives (see [`ingest`]), and every limit in
-//! [`Limits`] is checked on the way: a line too long is refused when its
-//! first `max_line_bytes + 1` bytes are in, not after the whole body.
+//! [`Limits`] is checked on the way: parsing stops, and nothing more of the
+//! body is kept, once a line is longer than `max_line_bytes`.
 //!
 //! Answers: `200 {"ingested": n, "first_key": k}`; `400 {"error", "line",
 //! "column"}` for a bad row (nothing stored); `400` for a bad dataset name;

@@ -45,7 +45,8 @@ fn start_server(root: &Path) -> (Child, SocketAddr, String) {
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    let token = std::fs::read_to_string(root.join(".serve.token")).expect("the server's token file");
+    let token =
+        std::fs::read_to_string(root.join(".serve.token")).expect("the server's token file");
     (child, addr, token.trim().to_string())
 }
 

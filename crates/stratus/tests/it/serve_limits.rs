@@ -91,7 +91,9 @@ fn request(addr: SocketAddr, head: &str, body: Vec<u8>) -> (u16, String) {
     );
     let writer = std::thread::spawn(move || {
         // The server may close early (a refused body): errors are expected.
-        let _ = w.write_all(head.as_bytes()).and_then(|()| w.write_all(&body));
+        let _ = w
+            .write_all(head.as_bytes())
+            .and_then(|()| w.write_all(&body));
     });
     let mut reply = Vec::new();
     let _ = s.read_to_end(&mut reply);
@@ -132,7 +134,10 @@ fn data_serve_needs_a_token_and_refuses_a_huge_line_with_bounded_memory() {
     assert_eq!(st, 401, "{body}");
     let (st, body) = post_csv(addr, Some("wrong-token-wrong-token"), "a", "x,y\n1,0\n");
     assert_eq!(st, 401, "{body}");
-    assert!(!tmp.path().join("a").exists(), "a refused request made a dataset");
+    assert!(
+        !tmp.path().join("a").exists(),
+        "a refused request made a dataset"
+    );
     let (st, body) = post_csv(addr, Some(&token), "a", "x,y\n1,0\n");
     assert_eq!(st, 200, "{body}");
     // A browser form cannot post here, even with the token.
@@ -146,7 +151,10 @@ fn data_serve_needs_a_token_and_refuses_a_huge_line_with_bounded_memory() {
     // A failed creation leaves nothing behind.
     let (st, body) = post_csv(addr, Some(&token), "fresh", "x,y\n1,0\n2,zero\n1,2,3\n");
     assert_eq!(st, 400, "{body}");
-    assert!(!tmp.path().join("fresh").exists(), "half-created dataset left");
+    assert!(
+        !tmp.path().join("fresh").exists(),
+        "half-created dataset left"
+    );
 
     // One 60 MB line: refused with 413 at the line limit, memory bounded.
     let before = server.status_bytes("VmRSS:");
@@ -294,7 +302,11 @@ fn snapstore_needs_a_token_and_bounds_bodies_and_stalled_batches() {
     let mut peak = 0;
     loop {
         peak = peak.max(server.status_bytes("VmRSS:"));
-        let (st, body) = request(addr, &format!("GET /v1/stats HTTP/1.1\r\n{auth}"), Vec::new());
+        let (st, body) = request(
+            addr,
+            &format!("GET /v1/stats HTTP/1.1\r\n{auth}"),
+            Vec::new(),
+        );
         assert_eq!(st, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         if v["server"]["chunks_served"].as_u64().unwrap() >= 4 * 32 {
@@ -308,6 +320,11 @@ fn snapstore_needs_a_token_and_bounds_bodies_and_stalled_batches() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let peak = peak.max(server.status_bytes("VmRSS:"));
+    eprintln!(
+        "4 stalled batch readers: RSS {} MiB, {} MiB before",
+        peak >> 20,
+        before >> 20
+    );
     // Four connections, each pinning at most its 64 MiB budget (unbounded,
     // each would pin about 1 GiB).
     assert!(

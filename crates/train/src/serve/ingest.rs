@@ -5,9 +5,10 @@
 //! checked on arrival), parses each run of whole lines at once (CSV through
 //! [`CsvStream`], JSON lines through [`jsonl::parse_into`], the feature
 //! count checked per row) and stores the rows at the end, all or nothing.
-//! When the task fails early it drops the channel, the handler stops
-//! reading, and the client gets the error without sending the rest. Memory
-//! per request: the parsed rows (at most `max_rows`) plus a few pieces.
+//! When the task fails early it drops the channel and stops parsing; the
+//! handler reads the rest of the body without keeping it, then answers.
+//! Memory per request: the parsed rows (at most `max_rows`) plus a few
+//! pieces and one line.
 
 use std::sync::Arc;
 
@@ -44,16 +45,16 @@ pub(super) async fn handle(
 ) -> Reply {
     let limits = app.limits;
     let deadline = tokio::time::Instant::now() + limits.body_timeout;
-    let permit =
-        match tokio::time::timeout_at(deadline, app.inflight.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => {
-                return reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many ingest requests in flight; retry later",
-                )
-            }
-        };
+    let permit = match tokio::time::timeout_at(deadline, app.inflight.clone().acquire_owned()).await
+    {
+        Ok(Ok(p)) => p,
+        _ => {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many ingest requests in flight; retry later",
+            )
+        }
+    };
     let (tx, rx) = mpsc::channel(4);
     let job = tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -70,6 +71,9 @@ pub(super) async fn handle(
 }
 
 /// Forwards body pieces until the end, a limit, or the task hanging up.
+/// After the task has refused the body, the rest is read and dropped (up
+/// to the body limit and deadline): a client that writes its whole body
+/// before reading then gets the answer, not a reset connection.
 async fn pump(
     mut body: Body,
     tx: mpsc::Sender<Piece>,
@@ -77,6 +81,7 @@ async fn pump(
     deadline: tokio::time::Instant,
 ) {
     let mut total = 0usize;
+    let mut refused = false;
     loop {
         let piece = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => Piece::Failed(reply(
@@ -106,10 +111,18 @@ async fn pump(
                 Err(_) => continue, // trailers
             },
         };
+        if refused {
+            if matches!(piece, Piece::Failed(_)) {
+                return;
+            }
+            continue;
+        }
         let stop = matches!(piece, Piece::Failed(_));
-        if tx.send(piece).await.is_err() || stop {
+        if stop {
+            let _ = tx.send(piece).await;
             return;
         }
+        refused = tx.send(piece).await.is_err();
     }
 }
 
@@ -136,7 +149,7 @@ fn run(app: &App, name: &str, jsonl: bool, q: &CsvQuery, rx: mpsc::Receiver<Piec
 /// Where parsed rows go.
 enum Sink {
     Csv {
-        parser: CsvStream,
+        parser: Box<CsvStream>,
         labels: stratus_dyndata::csv::LabelMap,
         by_row: bool,
     },
@@ -168,14 +181,20 @@ impl Sink {
         // Features, a label and a timestamp.
         let max_fields = limits.max_features.saturating_add(2);
         Sink::Csv {
-            parser: CsvStream::new(BODY, opts, max_fields),
+            parser: Box::new(CsvStream::new(BODY, opts, max_fields)),
             labels: store.labels().clone(),
             by_row,
         }
     }
 
     /// Parses a run of whole lines starting at line `first`.
-    fn feed(&mut self, first: usize, text: &str, first_key: u64, limits: &Limits) -> Result<(), Reply> {
+    fn feed(
+        &mut self,
+        first: usize,
+        text: &str,
+        first_key: u64,
+        limits: &Limits,
+    ) -> Result<(), Reply> {
         let rows = match self {
             Sink::Csv { parser, labels, .. } => {
                 parser
@@ -184,13 +203,21 @@ impl Sink {
                 parser.rows()
             }
             Sink::Jsonl { samples, dim } => {
-                jsonl::parse_into(BODY, text, first, *dim, first_key, limits.max_features, samples)
-                    .map_err(|e| {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            Json(json!({"error": e.to_string(), "line": e.line, "column": e.col})),
-                        )
-                    })?;
+                jsonl::parse_into(
+                    BODY,
+                    text,
+                    first,
+                    *dim,
+                    first_key,
+                    limits.max_features,
+                    samples,
+                )
+                .map_err(|e| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        Json(json!({"error": e.to_string(), "line": e.line, "column": e.col})),
+                    )
+                })?;
                 samples.len()
             }
         };

@@ -184,7 +184,10 @@ mod tests {
         std::fs::create_dir(&old).unwrap();
         std::fs::write(old.join("hot"), b"not a directory").unwrap();
         assert!(stores.checkout("old").is_err());
-        assert!(old.join("hot").exists(), "an existing dataset is never removed");
+        assert!(
+            old.join("hot").exists(),
+            "an existing dataset is never removed"
+        );
         // A root that is a file: nothing can be created, nothing is left.
         let file_root = dir.path().join("file");
         std::fs::write(&file_root, b"").unwrap();

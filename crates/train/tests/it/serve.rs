@@ -186,11 +186,17 @@ fn refuses_without_a_token_and_over_the_limits() {
     let body = format!("1,0\n{}0\n", "1,".repeat(40));
     let (st, v) = srv.post(&url("long"), "text/csv", &body);
     assert_eq!((st, &v["line"]), (413, &2.into()), "{v}");
-    assert!(v["error"].as_str().unwrap().contains("--max-line-bytes"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("--max-line-bytes"),
+        "{v}"
+    );
     // Too many features (CSV and JSON lines), too many rows.
     let (st, v) = srv.post(&url("wide"), "text/csv", "1,2,3,4,5,6,7,0\n");
     assert_eq!(st, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("8 fields; at most 6"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("8 fields; at most 6"),
+        "{v}"
+    );
     let (st, v) = srv.post(
         &url("wide"),
         "application/x-ndjson",
@@ -214,6 +220,18 @@ fn refuses_without_a_token_and_over_the_limits() {
     let (st, _) = srv.post(&url("d1"), "text/csv", "x\n");
     assert_eq!(st, 400);
     srv.stop();
-    assert_eq!(Store::open(tmp.path().join("d1")).unwrap().next_key().unwrap(), 1);
-    assert_eq!(Store::open(tmp.path().join("d0")).unwrap().next_key().unwrap(), 2);
+    assert_eq!(
+        Store::open(tmp.path().join("d1"))
+            .unwrap()
+            .next_key()
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        Store::open(tmp.path().join("d0"))
+            .unwrap()
+            .next_key()
+            .unwrap(),
+        2
+    );
 }
