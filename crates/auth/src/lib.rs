@@ -17,7 +17,7 @@ mod listener;
 mod token;
 
 pub use guard::{check_bearer, check_body_type, Denied, Guard, HostPolicy};
-pub use listener::{BoundedListener, ConnLimits, IdleIo};
+pub use listener::{serve_bounded, BoundedListener, ConnBusy, ConnLimits, IdleIo};
 pub use token::{Token, TokenSource, TOKEN_ENV};
 
 /// Why a token could not be made, read or found.

@@ -3,20 +3,27 @@
 //! - At most `max_connections` connections are open at once; `accept` waits
 //!   for one to close before taking the next (the kernel's backlog queues
 //!   the rest).
-//! - A connection on which no byte moves for `idle_timeout` is closed: the
-//!   wrapper fails a read or write that has been pending that long. That
-//!   bounds a client that sends its headers or body slowly, one that keeps
-//!   an idle keep-alive connection, and one that stops reading a streamed
-//!   reply (the server's memory for it is released with the connection).
-//!
-//! Handlers keep their own time limits; this bounds only the socket.
+//! - A connection on which no byte moves for `idle_timeout` while no handler
+//!   runs for it is closed: the wrapper fails a read or write that has been
+//!   pending that long. That bounds a client that sends its headers slowly,
+//!   one that keeps an idle keep-alive connection, and one that stops
+//!   reading a streamed reply (the server's memory for it is released with
+//!   the connection). While a handler runs (counted by [`serve_bounded`]'s
+//!   middleware), the connection may be quiet: slow work is not cut off.
+//! - With [`serve_bounded`]'s `body_timeout`, a request body must arrive
+//!   within that time (a handler reading it then gets an error).
 
 use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -87,12 +94,89 @@ impl axum::serve::Listener for BoundedListener {
     }
 }
 
-/// A connection that fails once no byte has moved for the idle timeout.
+/// A connection that fails once no byte has moved for the idle timeout
+/// while no handler runs for it.
 pub struct IdleIo {
     tcp: TcpStream,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    busy: ConnBusy,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Handlers running for one connection (see [`serve_bounded`]).
+#[derive(Clone, Debug, Default)]
+pub struct ConnBusy(Arc<AtomicUsize>);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BoundedListener>>
+    for ConnBusy
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, BoundedListener>) -> ConnBusy {
+        stream.io().busy.clone()
+    }
+}
+
+/// Counts a request as running on its connection until its handler returns
+/// (a streamed reply then counts as quiet: a client that stops reading it
+/// is timed out).
+async fn track_busy(
+    ConnectInfo(busy): ConnectInfo<ConnBusy>,
+    req: Request,
+    next: Next,
+) -> Response {
+    struct Running(ConnBusy);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0 .0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    busy.0.fetch_add(1, Ordering::SeqCst);
+    let _running = Running(busy);
+    next.run(req).await
+}
+
+/// A request body that must arrive by a deadline.
+fn body_by(req: Request, timeout: Duration) -> Request {
+    use futures_util::StreamExt as _;
+    let (parts, body) = req.into_parts();
+    let deadline = Instant::now() + timeout;
+    let stream = futures_util::stream::unfold(Some(body.into_data_stream()), move |s| async move {
+        let mut s = s?;
+        match tokio::time::timeout_at(deadline, s.next()).await {
+            Ok(Some(item)) => Some((item.map_err(io::Error::other), Some(s))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the request body did not arrive within {timeout:?}"),
+                )),
+                None,
+            )),
+        }
+    });
+    Request::from_parts(parts, axum::body::Body::from_stream(stream))
+}
+
+/// `axum::serve` over a [`BoundedListener`], with graceful shutdown; with
+/// `body_timeout`, request bodies must arrive within it.
+pub async fn serve_bounded(
+    listener: BoundedListener,
+    router: axum::Router,
+    body_timeout: Option<Duration>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let router = match body_timeout {
+        Some(t) => router.layer(axum::middleware::map_request(
+            move |req: Request| async move { body_by(req, t) },
+        )),
+        None => router,
+    };
+    let app = router
+        .layer(axum::middleware::from_fn(track_busy))
+        .into_make_service_with_connect_info::<ConnBusy>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 impl IdleIo {
@@ -101,17 +185,24 @@ impl IdleIo {
             tcp,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            busy: ConnBusy::default(),
             _permit: permit,
         }
     }
 
-    /// Pushes the deadline on after progress; on `Pending`, fails once the
-    /// deadline has passed (the sleep wakes the task then).
+    /// Pushes the deadline on after progress and while a handler runs; on
+    /// `Pending`, fails once the deadline has passed (the sleep wakes the
+    /// task then).
     fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let busy = self.busy.0.load(Ordering::SeqCst) > 0;
         match r {
             Poll::Ready(v) => {
                 self.deadline.as_mut().reset(Instant::now() + self.idle);
                 Poll::Ready(v)
+            }
+            Poll::Pending if busy => {
+                self.deadline.as_mut().reset(Instant::now() + self.idle);
+                Poll::Pending
             }
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
@@ -204,5 +295,72 @@ mod tests {
         drop(io);
         let second = tokio::time::timeout(Duration::from_secs(10), l.accept()).await;
         assert!(second.is_ok());
+    }
+
+    /// A handler slower than the idle timeout still answers: the timeout
+    /// is for the socket, not for the work.
+    #[tokio::test]
+    async fn a_slow_handler_is_not_cut_off() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let l = BoundedListener::new(
+            tcp,
+            ConnLimits {
+                max_connections: 4,
+                idle_timeout: Duration::from_millis(200),
+            },
+        );
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                "done"
+            }),
+        );
+        tokio::spawn(serve_bounded(l, app, None, std::future::pending()));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).await.unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 200") && reply.ends_with("done"),
+            "{reply:?}"
+        );
+    }
+
+    /// A body that stops arriving fails the handler's read; a connection
+    /// that sends nothing is closed.
+    #[tokio::test]
+    async fn slow_bodies_and_silent_connections_are_ended() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let l = BoundedListener::new(
+            tcp,
+            ConnLimits {
+                max_connections: 4,
+                idle_timeout: Duration::from_millis(300),
+            },
+        );
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(|b: axum::body::Bytes| async move { format!("{}", b.len()) }),
+        );
+        let body_timeout = Some(Duration::from_millis(300));
+        tokio::spawn(serve_bounded(l, app, body_timeout, std::future::pending()));
+        let started = std::time::Instant::now();
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 4"), "{reply:?}");
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        let n = silent.read_to_end(&mut buf).await.unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

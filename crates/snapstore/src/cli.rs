@@ -143,6 +143,9 @@ pub enum SnapstoreCmd {
         /// Chunk bytes a batch reply reads ahead of its client.
         #[arg(long, default_value_t = 64 << 20)]
         batch_budget: usize,
+        /// Seconds for a request body to arrive.
+        #[arg(long, default_value_t = 120)]
+        body_timeout_secs: u64,
     },
     /// Store a file as a blob: chunks (deduplicated, zeros elided), then its manifest.
     Put {
@@ -248,6 +251,7 @@ pub async fn run(cmd: SnapstoreCmd) -> Result<(), CliError> {
             idle_timeout_secs,
             max_body_bytes,
             batch_budget,
+            body_timeout_secs,
         } => {
             let token = server_token(&store, token_file.as_deref())?;
             let store = store.store()?;
@@ -271,6 +275,7 @@ pub async fn run(cmd: SnapstoreCmd) -> Result<(), CliError> {
                 limits: Limits {
                     max_body_bytes,
                     batch_budget,
+                    body_timeout: Duration::from_secs(body_timeout_secs),
                     conn: ConnLimits {
                         max_connections,
                         idle_timeout: Duration::from_secs(idle_timeout_secs),
@@ -320,11 +325,13 @@ pub async fn run(cmd: SnapstoreCmd) -> Result<(), CliError> {
             let source: Arc<dyn ChunkSource> = match remote {
                 Some(url) => {
                     let env = token_env().map(|(_, v)| v);
-                    let (token, _) = Token::discover(
-                        token_file.as_deref(),
-                        env.as_deref(),
-                        &store.token_path()?,
-                    )?;
+                    // The store's own file is only the last resort.
+                    let default = match (&token_file, &env) {
+                        (None, None) => store.token_path()?,
+                        _ => PathBuf::new(),
+                    };
+                    let (token, _) =
+                        Token::discover(token_file.as_deref(), env.as_deref(), &default)?;
                     Arc::new(RemoteSource::new(RemoteConfig::new(url, token.expose()))?)
                 }
                 None => store.store()?,

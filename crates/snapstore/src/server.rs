@@ -101,6 +101,8 @@ pub struct Limits {
     /// Distinct chunk bytes a batch reply reads ahead of the client
     /// (default 64 MiB, one connection's worth; see [`batch`]).
     pub batch_budget: usize,
+    /// Time for a request body to arrive (default 120 s); slower is 400.
+    pub body_timeout: Duration,
     /// Open connections and idle time (defaults 256 and 60 s).
     pub conn: ConnLimits,
 }
@@ -110,6 +112,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: MAX_BODY_BYTES,
             batch_budget: 64 << 20,
+            body_timeout: Duration::from_secs(120),
             conn: ConnLimits::default(),
         }
     }
@@ -222,8 +225,8 @@ pub async fn serve(
     // The listener also sets TCP_NODELAY: small fetches (one chunk on a
     // page fault) must not wait for Nagle's algorithm.
     let listener = BoundedListener::new(listener, opts.limits.conn);
-    axum::serve(listener, router(store, opts))
-        .with_graceful_shutdown(shutdown)
+    let body_timeout = opts.limits.body_timeout;
+    stratus_auth::serve_bounded(listener, router(store, opts), Some(body_timeout), shutdown)
         .await
         .map_err(ServerError::Serve)
 }

@@ -212,8 +212,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let listener = BoundedListener::new(listener, cfg.limits.conn);
-    axum::serve(listener, router(cfg))
-        .with_graceful_shutdown(shutdown)
+    // The ingest handler keeps its own body deadline (a 408).
+    stratus_auth::serve_bounded(listener, router(cfg), None, shutdown)
         .await
         .map_err(ServeError::Serve)
 }

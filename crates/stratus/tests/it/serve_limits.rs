@@ -334,4 +334,49 @@ fn snapstore_needs_a_token_and_bounds_bodies_and_stalled_batches() {
         before >> 20
     );
     drop(stalled);
+
+    // The client finds the token the same way: the store's file here.
+    let file = tmp.path().join("blob.bin");
+    std::fs::write(&file, &chunk[..100_000]).unwrap();
+    let put = Command::new(stratus_bin())
+        .args(["snapstore", "put", "--root"])
+        .arg(&root)
+        .arg("files/blob")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = |env_token: Option<&str>| {
+        let mut c = Command::new(stratus_bin());
+        c.args(["snapstore", "get", "--root"])
+            .arg(&root)
+            .args(["--remote", &format!("http://{addr}"), "files/blob"])
+            .env_remove("STRATUS_SNAPSTORE_TOKEN")
+            .env_remove("STRATUS_TOKEN");
+        if let Some(t) = env_token {
+            c.env("STRATUS_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = get(None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout == chunk[..100_000],
+        "wrong bytes from get --remote"
+    );
+    let out = get(Some("a-wrong-token-0000"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
