@@ -9,11 +9,15 @@
 //!   bearer token, its `Host` (against DNS rebinding) and, for browsers, its
 //!   `Origin` and body type (against cross-site requests). Pure: it reads
 //!   headers and returns a [`Denied`] that says what was wrong.
+//! - [`BoundedListener`]: a listener for `axum::serve` that caps open
+//!   connections and closes a connection idle (no byte moved) too long.
 
 mod guard;
+mod listener;
 mod token;
 
 pub use guard::{check_bearer, check_body_type, Denied, Guard, HostPolicy};
+pub use listener::{serve_bounded, BoundedListener, ConnBusy, ConnLimits, IdleIo};
 pub use token::{Token, TokenSource, TOKEN_ENV};
 
 /// Why a token could not be made, read or found.

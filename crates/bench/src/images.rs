@@ -189,10 +189,7 @@ async fn serve(store: Arc<ChunkStore>, token: &str) -> Result<Server> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = ServeOptions {
-        token: token.into(),
-        verify: true,
-    };
+    let opts = ServeOptions::new(stratus_snapstore::Token::parse(token, "bench")?);
     tokio::spawn(stratus_snapstore::server::serve(
         listener,
         store,
@@ -386,7 +383,7 @@ pub async fn run(a: ImagesArgs) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    let token = "bench-token";
+    let token = "bench-images-token";
     let chunking = Chunking::Fixed(a.chunk_kib * 1024);
 
     // ---- images

@@ -227,125 +227,184 @@ pub fn parse(
     opts: &CsvOptions,
     labels: &mut LabelMap,
 ) -> Result<Parsed, CsvError> {
-    let row_err = |line: usize, col: usize, message: String| CsvError::Row {
-        file: file.to_string(),
-        line,
-        col,
-        message,
-    };
-    let quote_err = |e: QuoteError| {
-        let (line, col, message) = quote_problem(e);
-        row_err(line, col, message)
-    };
-    let mut out = Parsed::default();
-    let mut reader = Reader::new(
-        text,
-        Options {
-            trim: true,
-            multiline: false,
-        },
-    );
+    let mut p = CsvStream::new(file, opts.clone(), usize::MAX);
+    p.feed(text, 1, labels)?;
+    p.finish()
+}
 
-    // The first non-blank line fixes the column count and maybe the names.
-    if !reader.read().map_err(quote_err)? {
-        return Err(CsvError::File {
+/// A CSV parser fed whole lines a piece at a time (an HTTP body as it
+/// arrives); [`parse`] is one piece. Same rules and messages, with lines
+/// numbered in the whole input.
+#[derive(Debug)]
+pub struct CsvStream {
+    file: String,
+    opts: CsvOptions,
+    max_fields: usize,
+    /// Set by the first non-blank line.
+    cols: Option<Columns>,
+    out: Parsed,
+}
+
+impl CsvStream {
+    /// A record of more than `max_fields` fields is an error (found before
+    /// its fields are looked at).
+    pub fn new(file: &str, opts: CsvOptions, max_fields: usize) -> CsvStream {
+        CsvStream {
             file: file.to_string(),
-            message: "no rows: the file is empty".into(),
-        });
-    }
-    let first_no = reader.line();
-    let ncols = reader.len();
-    let names: Vec<String> = (0..ncols).map(|i| reader.field(i).to_string()).collect();
-    let label_ref = opts.label_column.clone().unwrap_or(ColumnRef::Index(-1));
-    let named = matches!(label_ref, ColumnRef::Name(_))
-        || matches!(opts.timestamp_column, Some(ColumnRef::Name(_)));
-    let has_header = match opts.header {
-        Header::Present => true,
-        Header::Absent => false,
-        Header::Auto if named => true,
-        Header::Auto => {
-            let label_idx =
-                resolve(&label_ref, &names, false, "label").map_err(|m| row_err(first_no, 1, m))?;
-            names
-                .iter()
-                .enumerate()
-                .any(|(i, v)| i != label_idx && v.parse::<f64>().is_err())
+            opts,
+            max_fields,
+            cols: None,
+            out: Parsed::default(),
         }
-    };
-    out.columns = if has_header {
-        names
-    } else {
-        (0..ncols).map(|i| format!("c{i}")).collect()
-    };
-    let at_header = |m: String| row_err(first_no, 1, m);
-    let label_idx = resolve(&label_ref, &out.columns, has_header, "label").map_err(at_header)?;
-    let ts_idx = match &opts.timestamp_column {
-        Some(c) => Some(resolve(c, &out.columns, has_header, "timestamp").map_err(at_header)?),
-        None => None,
-    };
-    if ts_idx == Some(label_idx) {
-        return Err(at_header(
-            "the label and timestamp columns are the same column".into(),
-        ));
     }
-    let cols = Columns {
-        ncols,
-        label: label_idx,
-        timestamp: ts_idx,
-        features: (0..ncols)
-            .filter(|&i| i != label_idx && Some(i) != ts_idx)
-            .collect(),
-        names: &out.columns,
-    };
-    out.feature_columns = cols
-        .features
-        .iter()
-        .map(|&i| out.columns[i].clone())
-        .collect();
 
-    let mut rows = Vec::new();
-    let mut data_rows = 0;
-    let mut skipped = 0;
-    let mut bad_rows = Vec::new();
-    let mut pending = !has_header;
-    loop {
-        // The first line is a data row when there is no header.
-        let next = if std::mem::take(&mut pending) {
-            Ok(true)
-        } else {
-            reader.read()
-        };
-        let parsed = match next {
-            Ok(false) => break,
-            Ok(true) => {
-                data_rows += 1;
-                cols.row(&reader, data_rows - 1, labels)
-                    .map_err(|(col, message)| (reader.line(), col, message))
-            }
-            Err(e) => {
-                data_rows += 1;
-                Err(quote_problem(e))
-            }
-        };
-        match parsed {
-            Ok(row) => rows.push(row),
-            Err((line, col, message)) => match opts.on_bad_row {
-                OnBadRow::Fail => return Err(row_err(line, col, message)),
-                OnBadRow::Skip => {
-                    skipped += 1;
-                    if bad_rows.len() < MAX_BAD_ROWS_KEPT {
-                        bad_rows.push(BadRow { line, col, message });
-                    }
-                }
-            },
+    /// Rows parsed so far.
+    pub fn rows(&self) -> usize {
+        self.out.rows.len()
+    }
+
+    fn row_err(&self, line: usize, col: usize, message: String) -> CsvError {
+        CsvError::Row {
+            file: self.file.clone(),
+            line,
+            col,
+            message,
         }
     }
-    out.rows = rows;
-    out.data_rows = data_rows;
-    out.skipped = skipped;
-    out.bad_rows = bad_rows;
-    out.blank_lines = reader.blank_lines();
-    Ok(out)
+
+    /// Parses `text`: whole lines, the first being line `first_line`
+    /// (1-based) of the input.
+    pub fn feed(
+        &mut self,
+        text: &str,
+        first_line: usize,
+        labels: &mut LabelMap,
+    ) -> Result<(), CsvError> {
+        let off = first_line - 1;
+        let mut reader = Reader::new(
+            text,
+            Options {
+                trim: true,
+                multiline: false,
+            },
+        );
+        loop {
+            let (line, parsed) = match reader.read() {
+                Ok(false) => break,
+                Ok(true) if reader.len() > self.max_fields => {
+                    let line = reader.line() + off;
+                    let msg = format!(
+                        "{} fields; at most {} are accepted",
+                        reader.len(),
+                        self.max_fields
+                    );
+                    return Err(self.row_err(line, 1, msg));
+                }
+                Ok(true) if self.cols.is_none() => {
+                    // The first line is a data row when there is no header.
+                    if !self.start(&reader, off)? {
+                        continue;
+                    }
+                    let cols = self.cols.as_ref().expect("set by start");
+                    let r = cols.row(&reader, self.out.data_rows, &self.out.columns, labels);
+                    self.out.data_rows += 1;
+                    (reader.line() + off, r)
+                }
+                Ok(true) => {
+                    let cols = self.cols.as_ref().expect("set by the first line");
+                    let r = cols.row(&reader, self.out.data_rows, &self.out.columns, labels);
+                    self.out.data_rows += 1;
+                    (reader.line() + off, r)
+                }
+                Err(e) if self.cols.is_none() => {
+                    let (line, col, message) = quote_problem(e);
+                    return Err(self.row_err(line + off, col, message));
+                }
+                Err(e) => {
+                    self.out.data_rows += 1;
+                    let (line, col, message) = quote_problem(e);
+                    (line + off, Err((col, message)))
+                }
+            };
+            match parsed {
+                Ok(row) => self.out.rows.push(row),
+                Err((col, message)) => match self.opts.on_bad_row {
+                    OnBadRow::Fail => return Err(self.row_err(line, col, message)),
+                    OnBadRow::Skip => {
+                        self.out.skipped += 1;
+                        if self.out.bad_rows.len() < MAX_BAD_ROWS_KEPT {
+                            self.out.bad_rows.push(BadRow { line, col, message });
+                        }
+                    }
+                },
+            }
+        }
+        self.out.blank_lines += reader.blank_lines();
+        Ok(())
+    }
+
+    /// The first record: column count, header or not, which column is
+    /// what. `Ok(true)` when it is also the first data row.
+    fn start(&mut self, reader: &Reader<'_>, off: usize) -> Result<bool, CsvError> {
+        let first_no = reader.line() + off;
+        let ncols = reader.len();
+        let names: Vec<String> = (0..ncols).map(|i| reader.field(i).to_string()).collect();
+        let opts = &self.opts;
+        let at_header = |m: String| self.row_err(first_no, 1, m);
+        let label_ref = opts.label_column.clone().unwrap_or(ColumnRef::Index(-1));
+        let named = matches!(label_ref, ColumnRef::Name(_))
+            || matches!(opts.timestamp_column, Some(ColumnRef::Name(_)));
+        let has_header = match opts.header {
+            Header::Present => true,
+            Header::Absent => false,
+            Header::Auto if named => true,
+            Header::Auto => {
+                let label_idx = resolve(&label_ref, &names, false, "label").map_err(at_header)?;
+                names
+                    .iter()
+                    .enumerate()
+                    .any(|(i, v)| i != label_idx && v.parse::<f64>().is_err())
+            }
+        };
+        let columns = if has_header {
+            names
+        } else {
+            (0..ncols).map(|i| format!("c{i}")).collect()
+        };
+        let label = resolve(&label_ref, &columns, has_header, "label").map_err(at_header)?;
+        let timestamp = match &opts.timestamp_column {
+            Some(c) => Some(resolve(c, &columns, has_header, "timestamp").map_err(at_header)?),
+            None => None,
+        };
+        if timestamp == Some(label) {
+            return Err(at_header(
+                "the label and timestamp columns are the same column".into(),
+            ));
+        }
+        let features: Vec<usize> = (0..ncols)
+            .filter(|&i| i != label && Some(i) != timestamp)
+            .collect();
+        self.out.feature_columns = features.iter().map(|&i| columns[i].clone()).collect();
+        self.out.columns = columns;
+        self.cols = Some(Columns {
+            ncols,
+            label,
+            timestamp,
+            features,
+        });
+        Ok(!has_header)
+    }
+
+    /// Everything parsed; an input without a non-blank line is an error.
+    pub fn finish(self) -> Result<Parsed, CsvError> {
+        if self.cols.is_none() {
+            return Err(CsvError::File {
+                file: self.file,
+                message: "no rows: the file is empty".into(),
+            });
+        }
+        Ok(self.out)
+    }
 }
 
 /// Line, column and message of a broken quote.
@@ -359,20 +418,21 @@ fn quote_problem(e: QuoteError) -> (usize, usize, String) {
 }
 
 /// Where the label, timestamp and features are in a row.
-struct Columns<'c> {
+#[derive(Debug)]
+struct Columns {
     ncols: usize,
     label: usize,
     timestamp: Option<usize>,
     features: Vec<usize>,
-    names: &'c [String],
 }
 
-impl Columns<'_> {
+impl Columns {
     /// The reader's current record as a row; errors carry the column.
     fn row(
         &self,
         r: &Reader<'_>,
         row_no: usize,
+        names: &[String],
         labels: &mut LabelMap,
     ) -> Result<Row, (usize, String)> {
         let ncols = self.ncols;
@@ -394,14 +454,14 @@ impl Columns<'_> {
                         r.col(i),
                         format!(
                         "column '{}': value {v:?} is not finite (NaN and infinity are rejected)",
-                        self.names[i]
+                        names[i]
                     ),
                     ))
                 }
                 Err(_) => {
                     return Err((
                         r.col(i),
-                        format!("column '{}': {v:?} is not a number", self.names[i]),
+                        format!("column '{}': {v:?} is not a number", names[i]),
                     ))
                 }
             }
@@ -412,10 +472,7 @@ impl Columns<'_> {
                 parse_integral(v).ok_or_else(|| {
                     (
                         r.col(i),
-                        format!(
-                            "timestamp column '{}': {v:?} is not an integer",
-                            self.names[i]
-                        ),
+                        format!("timestamp column '{}': {v:?} is not an integer", names[i]),
                     )
                 })?
             }
@@ -424,17 +481,14 @@ impl Columns<'_> {
         let i = self.label;
         let v = r.field(i);
         if v.is_empty() {
-            return Err((
-                r.col(i),
-                format!("label column '{}' is empty", self.names[i]),
-            ));
+            return Err((r.col(i), format!("label column '{}' is empty", names[i])));
         }
         let label = labels.id(v).ok_or_else(|| {
             (
                 r.col(i),
                 format!(
                     "label column '{}': {v:?} is not an integer, but earlier labels were",
-                    self.names[i]
+                    names[i]
                 ),
             )
         })?;
@@ -447,252 +501,4 @@ impl Columns<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::fmt::Write as _;
-
-    use expect_test::{expect, Expect};
-
-    use super::*;
-
-    fn check(text: &str, opts: CsvOptions, expect: Expect) {
-        let mut labels = LabelMap::default();
-        let actual = match parse("t.csv", text, &opts, &mut labels) {
-            Err(e) => format!("error: {e}\n"),
-            Ok(p) => {
-                let mut s = format!(
-                    "columns={:?} features={:?} data_rows={} skipped={} blank={}\n",
-                    p.columns, p.feature_columns, p.data_rows, p.skipped, p.blank_lines
-                );
-                for r in &p.rows {
-                    writeln!(s, "t={} y={} x={:?}", r.timestamp, r.label, r.features).unwrap();
-                }
-                for b in &p.bad_rows {
-                    writeln!(s, "bad {}:{}: {}", b.line, b.col, b.message).unwrap();
-                }
-                if labels.numeric == Some(false) {
-                    writeln!(s, "labels={:?}", labels.names).unwrap();
-                }
-                s
-            }
-        };
-        expect.assert_eq(&actual);
-    }
-
-    fn skip() -> CsvOptions {
-        CsvOptions {
-            on_bad_row: OnBadRow::Skip,
-            ..CsvOptions::default()
-        }
-    }
-
-    #[test]
-    fn header_detection_and_defaults() {
-        check(
-            "a,b,class\n1,2,0\n3.5,-4,1\n",
-            CsvOptions::default(),
-            expect![[r#"
-                columns=["a", "b", "class"] features=["a", "b"] data_rows=2 skipped=0 blank=0
-                t=0 y=0 x=[1.0, 2.0]
-                t=1 y=1 x=[3.5, -4.0]
-            "#]],
-        );
-        // No header, string labels: the label column is not used for detection.
-        check(
-            "1,2,up\n3,4,down\n5,6,up\n",
-            CsvOptions::default(),
-            expect![[r#"
-                columns=["c0", "c1", "c2"] features=["c0", "c1"] data_rows=3 skipped=0 blank=0
-                t=0 y=0 x=[1.0, 2.0]
-                t=1 y=1 x=[3.0, 4.0]
-                t=2 y=0 x=[5.0, 6.0]
-                labels=["up", "down"]
-            "#]],
-        );
-    }
-
-    #[test]
-    fn chosen_columns_and_quotes() {
-        check(
-            "time,\"x, y\",label,z\n 10 , \"1.5\" ,7,2\n\n12,2,8,\"3\"\n",
-            CsvOptions {
-                label_column: Some(ColumnRef::Name("label".into())),
-                timestamp_column: Some(ColumnRef::Index(0)),
-                ..CsvOptions::default()
-            },
-            expect![[r#"
-                columns=["time", "x, y", "label", "z"] features=["x, y", "z"] data_rows=2 skipped=0 blank=1
-                t=10 y=7 x=[1.5, 2.0]
-                t=12 y=8 x=[2.0, 3.0]
-            "#]],
-        );
-    }
-
-    #[test]
-    fn bad_rows_fail_with_position() {
-        let text = "a,b,y\n1,2,0\n1,x,0\n";
-        check(
-            text,
-            CsvOptions::default(),
-            expect![[r#"
-                error: t.csv:3:3: column 'b': "x" is not a number
-            "#]],
-        );
-        check(
-            "a,b,y\n1,2\n",
-            CsvOptions::default(),
-            expect![[r#"
-                error: t.csv:2:4: expected 3 columns, found 2
-            "#]],
-        );
-        check(
-            "a,b,y\n1,2,3,4\n",
-            CsvOptions::default(),
-            expect![[r#"
-                error: t.csv:2:7: expected 3 columns, found 4
-            "#]],
-        );
-        check(
-            "a,b,y\n1,NaN,0\n",
-            CsvOptions::default(),
-            expect![[r#"
-                error: t.csv:2:3: column 'b': value "NaN" is not finite (NaN and infinity are rejected)
-            "#]],
-        );
-        check(
-            "a,b,y\n1,2,0\n1,1e39,0\n",
-            CsvOptions::default(),
-            expect![[r#"
-                error: t.csv:3:3: column 'b': value "1e39" is not finite (NaN and infinity are rejected)
-            "#]],
-        );
-        check(
-            "a,b,y\n1,2,0\n1,2,cat\n",
-            CsvOptions::default(),
-            expect![[r#"
-                error: t.csv:3:5: label column 'y': "cat" is not an integer, but earlier labels were
-            "#]],
-        );
-        check(
-            "a,b,y\n1,\"2,0\n",
-            CsvOptions::default(),
-            expect![[r#"
-                error: t.csv:2:3: unterminated quoted field
-            "#]],
-        );
-        check(
-            "t,a,y\n1.5,2,0\n",
-            CsvOptions {
-                timestamp_column: Some(ColumnRef::Name("t".into())),
-                ..CsvOptions::default()
-            },
-            expect![[r#"
-                error: t.csv:2:1: timestamp column 't': "1.5" is not an integer
-            "#]],
-        );
-    }
-
-    #[test]
-    fn quoting_line_ends_and_ragged_rows() {
-        // A BOM, CRLF, quoted names with commas and escaped quotes, string
-        // labels with a comma, an empty trailing line.
-        check(
-            "\u{feff}\"x, 1\",\"say \"\"x\"\"\",y\r\n1,2,\"up, mostly\"\r\n3,4,down\r\n\r\n",
-            CsvOptions::default(),
-            expect![[r#"
-                columns=["x, 1", "say \"x\"", "y"] features=["x, 1", "say \"x\""] data_rows=2 skipped=0 blank=1
-                t=0 y=0 x=[1.0, 2.0]
-                t=1 y=1 x=[3.0, 4.0]
-                labels=["up, mostly", "down"]
-            "#]],
-        );
-        // Ragged rows and broken quotes are skipped with their position.
-        check(
-            "a,b,y\r\n1,2\r\n1,2,0,9\r\n\"1\"x,2,0\r\n5,\"6,1\r\n7,8,1\r\n",
-            skip(),
-            expect![[r#"
-                columns=["a", "b", "y"] features=["a", "b"] data_rows=5 skipped=4 blank=0
-                t=4 y=1 x=[7.0, 8.0]
-                bad 2:4: expected 3 columns, found 2
-                bad 3:7: expected 3 columns, found 4
-                bad 4:4: unexpected text after a quoted field
-                bad 5:3: unterminated quoted field
-            "#]],
-        );
-    }
-
-    #[test]
-    fn bad_rows_skipped_and_counted() {
-        check(
-            "a,b,y\n1,2,0\n1,x,0\n\n3,4\n5,6,1\n7,inf,1\n",
-            skip(),
-            expect![[r#"
-                columns=["a", "b", "y"] features=["a", "b"] data_rows=5 skipped=3 blank=1
-                t=0 y=0 x=[1.0, 2.0]
-                t=3 y=1 x=[5.0, 6.0]
-                bad 3:3: column 'b': "x" is not a number
-                bad 5:4: expected 3 columns, found 2
-                bad 7:3: column 'b': value "inf" is not finite (NaN and infinity are rejected)
-            "#]],
-        );
-    }
-
-    #[test]
-    fn column_errors() {
-        check(
-            "a,b,y\n1,2,0\n",
-            CsvOptions {
-                label_column: Some(ColumnRef::Name("class".into())),
-                ..CsvOptions::default()
-            },
-            expect![[r#"
-                error: t.csv:1:1: label column 'class' is not in the header (columns: a, b, y)
-            "#]],
-        );
-        check(
-            "1,2,0\n",
-            CsvOptions {
-                label_column: Some(ColumnRef::Index(5)),
-                ..CsvOptions::default()
-            },
-            expect![[r#"
-                error: t.csv:1:1: label column 5 does not exist: the file has 3 columns (indexes 0..2 or -3..-1)
-            "#]],
-        );
-        check(
-            "1,2,0\n",
-            CsvOptions {
-                header: Header::Absent,
-                timestamp_column: Some(ColumnRef::Name("t".into())),
-                ..CsvOptions::default()
-            },
-            expect![[r#"
-                error: t.csv:1:1: timestamp column 't' is named, but the file has no header; give a 0-based index instead
-            "#]],
-        );
-        check(
-            "\n\n",
-            CsvOptions::default(),
-            expect![[r#"
-                error: t.csv: no rows: the file is empty
-            "#]],
-        );
-    }
-
-    #[test]
-    fn label_map_is_first_appearance_and_persistent() {
-        let mut m = LabelMap::default();
-        assert_eq!(m.id("b"), Some(0));
-        assert_eq!(m.id("a"), Some(1));
-        assert_eq!(m.id("b"), Some(0));
-        assert_eq!(
-            m.id("7"),
-            Some(2),
-            "numbers are names once labels are strings"
-        );
-        assert_eq!(m.name(1), "a");
-        let mut n = LabelMap::default();
-        assert_eq!(n.id("1.0"), Some(1));
-        assert_eq!(n.id("x"), None);
-        assert_eq!(n.name(4), "4");
-    }
-}
+mod tests;

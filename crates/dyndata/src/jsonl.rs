@@ -30,10 +30,28 @@ pub fn parse(
     dim: Option<usize>,
     first_key: u64,
 ) -> Result<Vec<Sample>, JsonlError> {
-    let mut dim = dim;
     let mut out = Vec::new();
+    parse_into(file, text, 1, dim, first_key, usize::MAX, &mut out)?;
+    Ok(out)
+}
+
+/// [`parse`] for a piece of a longer input, appending to `out`: `text` is
+/// whole lines, the first of them line `first_line` (1-based) of the input;
+/// keys go on from `first_key + out.len()`, and the feature count from the
+/// first sample in `out`. A row of more than `max_features` features is an
+/// error.
+pub fn parse_into(
+    file: &str,
+    text: &str,
+    first_line: usize,
+    dim: Option<usize>,
+    first_key: u64,
+    max_features: usize,
+    out: &mut Vec<Sample>,
+) -> Result<(), JsonlError> {
+    let mut dim = out.first().map(|s| s.features.len()).or(dim);
     for (i, line_text) in text.lines().enumerate() {
-        let line = i + 1;
+        let line = first_line + i;
         let err = |col: usize, message: String| JsonlError {
             file: file.to_string(),
             line,
@@ -67,6 +85,12 @@ pub fn parse(
             ));
         }
         let features = match obj.get("features") {
+            Some(Value::Array(a)) if a.len() > max_features => {
+                return Err(err(
+                    col_of("features"),
+                    format!("{} features; at most {max_features} are accepted", a.len()),
+                ))
+            }
             Some(Value::Array(a)) => {
                 let mut f = Vec::with_capacity(a.len());
                 for (j, x) in a.iter().enumerate() {
@@ -118,7 +142,7 @@ pub fn parse(
             features,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -218,5 +242,40 @@ mod tests {
         );
         let e = parse("body", "{\"features\":[1],\n", None, 0).unwrap_err();
         assert_eq!((e.line, e.col), (1, 16), "{e}");
+    }
+
+    #[test]
+    fn pieces_continue_lines_keys_and_dim() {
+        let mut out = Vec::new();
+        let a = "{\"features\":[1,2],\"label\":0}\n";
+        parse_into("b", a, 1, None, 5, 4, &mut out).unwrap();
+        parse_into("b", a, 2, None, 5, 4, &mut out).unwrap();
+        assert_eq!(out.iter().map(|s| s.key).collect::<Vec<_>>(), [5, 6]);
+        let e = parse_into(
+            "b",
+            "{\"features\":[1],\"label\":0}",
+            3,
+            None,
+            5,
+            4,
+            &mut out,
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "b:3:2: 1 features; this dataset has 2"
+        );
+        let e = parse_into(
+            "b",
+            "{\"features\":[1,2,3,4,5],\"label\":0}",
+            9,
+            None,
+            0,
+            4,
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "b:9:2: 5 features; at most 4 are accepted"
+        );
     }
 }

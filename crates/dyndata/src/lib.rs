@@ -14,6 +14,8 @@
 //! - [`drift`]: synthetic drift for streams without their own (rotating 8×8
 //!   digits over stream time). Pure.
 //! - [`jsonl`]: JSON lines to samples (live ingest bodies). Pure.
+//! - [`lines`]: a byte stream split into whole lines, with a line-length
+//!   limit checked as bytes arrive (live ingest bodies). Pure.
 //! - [`cli`]: printable entry points for `stratus data ingest|ls|rm`.
 //!
 //! Only [`store`], [`tier`] and [`cli`] do IO.
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod csv;
 pub mod drift;
 pub mod jsonl;
+pub mod lines;
 pub mod segment;
 pub mod select;
 pub mod spec;

@@ -14,6 +14,8 @@ use stratus_snapstore::{
     ServeOptions, TieredCache,
 };
 
+const TOKEN: &str = "throughput-example-token";
+
 fn blob(mib: usize) -> Vec<u8> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut v: Vec<u8> = (0..mib << 20)
@@ -96,17 +98,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let opts = ServeOptions {
-        token: "t".into(),
-        verify: true,
-    };
+    let opts = ServeOptions::new(stratus_snapstore::Token::parse(TOKEN, "example")?);
     tokio::spawn(stratus_snapstore::server::serve(
         listener,
         store.clone(),
         opts,
         std::future::pending(),
     ));
-    let remote = Arc::new(RemoteSource::new(RemoteConfig::new(&url, "t"))?);
+    let remote = Arc::new(RemoteSource::new(RemoteConfig::new(&url, TOKEN))?);
     let cache = Arc::new(TieredCache::new(
         remote.clone(),
         CacheConfig {

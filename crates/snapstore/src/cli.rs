@@ -14,9 +14,10 @@ use crate::chunking::Chunking;
 use crate::manifest::{ManifestError, ManifestKind};
 use crate::reader::{BlobReader, ReadError};
 use crate::remote::{RemoteConfig, RemoteError, RemoteSource};
-use crate::server::{bind_and_serve, ServeOptions, ServerError};
+use crate::server::{bind_and_serve, Limits, ServeOptions, ServerError};
 use crate::source::ChunkSource;
 use crate::store::{ChunkStore, GcOptions, StoreError};
+use stratus_auth::{ConnLimits, Token, TOKEN_ENV};
 
 /// A CLI command that failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Auth(#[from] stratus_auth::AuthError),
     #[error("{0}")]
     Usage(String),
 }
@@ -84,14 +87,27 @@ impl StoreArgs {
             cfg.secret_key = self.s3_secret_key.clone();
             return Ok(Arc::new(S3Backend::new(cfg)?));
         }
-        let root = match &self.root {
-            Some(r) => r.clone(),
-            None => std::env::var_os("HOME")
+        Ok(Arc::new(LocalFsBackend::open(self.root_dir()?)?))
+    }
+
+    /// Where a local store keeps its server's token: `ROOT/serve.token`.
+    pub fn token_path(&self) -> Result<PathBuf, CliError> {
+        if self.s3.is_some() {
+            return Err(CliError::Usage(format!(
+                "an S3 store has no local token file: pass --token-file or set {TOKEN_ENV}"
+            )));
+        }
+        Ok(self.root_dir()?.join(TOKEN_FILE))
+    }
+
+    fn root_dir(&self) -> Result<PathBuf, CliError> {
+        match &self.root {
+            Some(r) => Ok(r.clone()),
+            None => Ok(std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .ok_or_else(|| CliError::Usage("no --root given and HOME is not set".into()))?
-                .join(".local/state/stratus/snapstore"),
-        };
-        Ok(Arc::new(LocalFsBackend::open(root)?))
+                .join(".local/state/stratus/snapstore")),
+        }
     }
 
     pub fn store(&self) -> Result<Arc<ChunkStore>, CliError> {
@@ -107,9 +123,29 @@ pub enum SnapstoreCmd {
         store: StoreArgs,
         #[arg(long, default_value = "127.0.0.1:7070")]
         addr: SocketAddr,
-        /// Bearer token clients must send.
-        #[arg(long, env = "STRATUS_SNAPSTORE_TOKEN", hide_env_values = true)]
-        token: String,
+        /// File holding the bearer token clients must send. Default:
+        /// $STRATUS_TOKEN (or $STRATUS_SNAPSTORE_TOKEN), else ROOT/serve.token (created, mode 0600, when
+        /// missing; an S3 store needs --token-file or $STRATUS_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Host names (besides IP addresses and localhost) clients may use.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+        /// Open connections at most.
+        #[arg(long, default_value_t = 256)]
+        max_connections: usize,
+        /// Close a connection on which nothing moved for this many seconds.
+        #[arg(long, default_value_t = 60)]
+        idle_timeout_secs: u64,
+        /// Largest request body, in bytes.
+        #[arg(long, default_value_t = crate::server::MAX_BODY_BYTES)]
+        max_body_bytes: usize,
+        /// Chunk bytes a batch reply reads ahead of its client.
+        #[arg(long, default_value_t = 64 << 20)]
+        batch_budget: usize,
+        /// Seconds for a request body to arrive.
+        #[arg(long, default_value_t = 120)]
+        body_timeout_secs: u64,
     },
     /// Store a file as a blob: chunks (deduplicated, zeros elided), then its manifest.
     Put {
@@ -138,13 +174,10 @@ pub enum SnapstoreCmd {
         /// Read from a server instead of the store: http://HOST:PORT.
         #[arg(long)]
         remote: Option<String>,
-        #[arg(
-            long,
-            env = "STRATUS_SNAPSTORE_TOKEN",
-            hide_env_values = true,
-            default_value = ""
-        )]
-        token: String,
+        /// The server's token file (default: $STRATUS_TOKEN, else the
+        /// serve.token of --root).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// List manifests with kind, size and chunk count.
     Ls {
@@ -168,6 +201,36 @@ pub enum SnapstoreCmd {
     },
 }
 
+/// The server token's file name in a local store's root.
+pub const TOKEN_FILE: &str = "serve.token";
+
+/// The server's token: `--token-file`, else `$STRATUS_TOKEN`, else the
+/// store's `serve.token` (created when missing).
+fn server_token(store: &StoreArgs, file: Option<&std::path::Path>) -> Result<Token, CliError> {
+    if let Some(f) = file {
+        return Ok(Token::read_file(f)?);
+    }
+    if let Some((name, v)) = token_env() {
+        return Ok(Token::parse(&v, &format!("${name}"))?);
+    }
+    let (token, source) = Token::load_or_create(&store.token_path()?)?;
+    eprintln!("snapstore: clients authenticate with {source}");
+    Ok(token)
+}
+
+/// The older variable, still read after `$STRATUS_TOKEN`.
+pub const LEGACY_TOKEN_ENV: &str = "STRATUS_SNAPSTORE_TOKEN";
+
+/// `$STRATUS_TOKEN`, else `$STRATUS_SNAPSTORE_TOKEN`: name and value.
+fn token_env() -> Option<(&'static str, String)> {
+    [TOKEN_ENV, LEGACY_TOKEN_ENV].into_iter().find_map(|n| {
+        std::env::var(n)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (n, v))
+    })
+}
+
 fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> CliError {
     let path = path.to_path_buf();
     move |source| CliError::Io { what, path, source }
@@ -179,7 +242,18 @@ fn print_json(v: &impl serde::Serialize) {
 
 pub async fn run(cmd: SnapstoreCmd) -> Result<(), CliError> {
     match cmd {
-        SnapstoreCmd::Serve { store, addr, token } => {
+        SnapstoreCmd::Serve {
+            store,
+            addr,
+            token_file,
+            allow_hosts,
+            max_connections,
+            idle_timeout_secs,
+            max_body_bytes,
+            batch_budget,
+            body_timeout_secs,
+        } => {
+            let token = server_token(&store, token_file.as_deref())?;
             let store = store.store()?;
             let shutdown = async {
                 let term = async {
@@ -197,8 +271,17 @@ pub async fn run(cmd: SnapstoreCmd) -> Result<(), CliError> {
                 }
             };
             let opts = ServeOptions {
-                token,
-                verify: true,
+                allow_hosts,
+                limits: Limits {
+                    max_body_bytes,
+                    batch_budget,
+                    body_timeout: Duration::from_secs(body_timeout_secs),
+                    conn: ConnLimits {
+                        max_connections,
+                        idle_timeout: Duration::from_secs(idle_timeout_secs),
+                    },
+                },
+                ..ServeOptions::new(token)
             };
             bind_and_serve(addr, store, opts, shutdown).await?;
             Ok(())
@@ -237,10 +320,20 @@ pub async fn run(cmd: SnapstoreCmd) -> Result<(), CliError> {
             name,
             out,
             remote,
-            token,
+            token_file,
         } => {
             let source: Arc<dyn ChunkSource> = match remote {
-                Some(url) => Arc::new(RemoteSource::new(RemoteConfig::new(url, token))?),
+                Some(url) => {
+                    let env = token_env().map(|(_, v)| v);
+                    // The store's own file is only the last resort.
+                    let default = match (&token_file, &env) {
+                        (None, None) => store.token_path()?,
+                        _ => PathBuf::new(),
+                    };
+                    let (token, _) =
+                        Token::discover(token_file.as_deref(), env.as_deref(), &default)?;
+                    Arc::new(RemoteSource::new(RemoteConfig::new(url, token.expose()))?)
+                }
                 None => store.store()?,
             };
             let reader = BlobReader::open(source, &name).await?;

@@ -58,3 +58,5 @@ pub use remote::{RemoteConfig, RemoteError, RemoteSource};
 pub use server::ServeOptions;
 pub use source::{ChunkSource, SourceError};
 pub use store::{ChunkStore, DedupStats, GcOptions, GcStats, PutOutcome, PutStats};
+/// The bearer token type servers take (from `stratus-auth`).
+pub use stratus_auth::Token;

@@ -16,6 +16,14 @@
 //! Chunks are verified against their digest before they are served (a
 //! corrupt chunk is a 500 naming it, or status 2 in a batch); clients verify
 //! again.
+//!
+//! Every route needs the bearer token (chunks and manifests are private
+//! data) and passes [`stratus_auth::Guard::check_origin`]. Limits (defaults
+//! in [`Limits`]): request bodies, open connections, idle connections, and
+//! the bytes a batch reply holds for a client that reads slowly
+//! ([`batch`]).
+
+mod batch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,15 +39,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use futures_util::{stream, StreamExt};
 use serde::Deserialize;
+use stratus_auth::{BoundedListener, ConnLimits, Guard, Token};
 use tokio::net::TcpListener;
 
 use crate::digest::Digest;
-use crate::manifest::{Manifest, MAX_CHUNK_LEN, MAX_MANIFEST_BYTES};
+use crate::manifest::Manifest;
 use crate::source::SourceError;
 use crate::store::{ChunkStore, GcOptions, StoreError};
-use crate::wire::{encode_header, BatchRequest, Status, BATCH_CONTENT_TYPE, MAX_BATCH};
+use crate::wire::{BatchRequest, BATCH_CONTENT_TYPE, MAX_BATCH};
 
 /// The server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +67,55 @@ pub enum ServerError {
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// Bearer token every request must carry.
-    pub token: String,
+    pub token: Token,
+    /// Extra host names (besides IP literals and `localhost`) that requests
+    /// may name in `Host`.
+    pub allow_hosts: Vec<String>,
     /// Hash chunks before serving them (default true). Off leaves all
     /// verification to clients (tests use it to prove that they do).
     pub verify: bool,
+    pub limits: Limits,
+}
+
+impl ServeOptions {
+    /// Verifying server with default limits.
+    pub fn new(token: Token) -> ServeOptions {
+        ServeOptions {
+            token,
+            allow_hosts: Vec::new(),
+            verify: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Largest request body by default: 64 MiB, the largest chunk
+/// ([`crate::manifest::MAX_CHUNK_LEN`]); a manifest above it is refused too.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// What the server bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body (default [`MAX_BODY_BYTES`]); larger is 413.
+    pub max_body_bytes: usize,
+    /// Distinct chunk bytes a batch reply reads ahead of the client
+    /// (default 64 MiB, one connection's worth; see [`batch`]).
+    pub batch_budget: usize,
+    /// Time for a request body to arrive (default 120 s); slower is 400.
+    pub body_timeout: Duration,
+    /// Open connections and idle time (defaults 256 and 60 s).
+    pub conn: ConnLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: MAX_BODY_BYTES,
+            batch_budget: 64 << 20,
+            body_timeout: Duration::from_secs(120),
+            conn: ConnLimits::default(),
+        }
+    }
 }
 
 /// Request counters, reported by `GET /v1/stats`.
@@ -80,7 +133,9 @@ struct Counters {
 struct AppState {
     store: Arc<ChunkStore>,
     opts: ServeOptions,
+    guard: Guard,
     counters: Counters,
+    lengths: batch::Lengths,
 }
 
 type Shared = Arc<AppState>;
@@ -136,10 +191,14 @@ fn parse_digest(s: &str) -> Result<Digest, ApiError> {
 
 /// The routes, with the token check on all of them.
 pub fn router(store: Arc<ChunkStore>, opts: ServeOptions) -> Router {
+    let guard = Guard::new(opts.token.clone()).allow_hosts(opts.allow_hosts.clone());
+    let body_limit = opts.limits.max_body_bytes;
     let state = Arc::new(AppState {
         store,
         opts,
+        guard,
         counters: Counters::default(),
+        lengths: batch::Lengths::default(),
     });
     Router::new()
         .route("/v1/chunks/batch", post(batch))
@@ -151,9 +210,7 @@ pub fn router(store: Arc<ChunkStore>, opts: ServeOptions) -> Router {
         )
         .route("/v1/gc", post(gc))
         .route("/v1/stats", get(stats))
-        .layer(DefaultBodyLimit::max(
-            (MAX_CHUNK_LEN as usize).max(MAX_MANIFEST_BYTES.min(256 << 20)),
-        ))
+        .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
 }
@@ -165,20 +222,11 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    if opts.token.is_empty() {
-        return Err(ServerError::Config(
-            "the bearer token must not be empty".into(),
-        ));
-    }
-    // Small fetches (one chunk on a page fault) must not wait for Nagle's
-    // algorithm to meet the client's delayed ACK (40 ms per request).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY on a chunk-server connection");
-        }
-    });
-    axum::serve(listener, router(store, opts))
-        .with_graceful_shutdown(shutdown)
+    // The listener also sets TCP_NODELAY: small fetches (one chunk on a
+    // page fault) must not wait for Nagle's algorithm.
+    let listener = BoundedListener::new(listener, opts.limits.conn);
+    let body_timeout = opts.limits.body_timeout;
+    stratus_auth::serve_bounded(listener, router(store, opts), Some(body_timeout), shutdown)
         .await
         .map_err(ServerError::Serve)
 }
@@ -197,34 +245,21 @@ pub async fn bind_and_serve(
     serve(listener, store, opts, shutdown).await
 }
 
-fn token_ok(headers: &HeaderMap, token: &str) -> bool {
-    let Some(got) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Constant time in the token's content.
-    got.len() == token.len()
-        && got
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
     st.counters.requests.fetch_add(1, Ordering::Relaxed);
-    if !token_ok(req.headers(), &st.opts.token) {
-        st.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
-        let mut r = ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer TOKEN)".into(),
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let checked = st
+        .guard
+        .check_origin(req.headers())
+        .and_then(|()| st.guard.check_token(req.headers()));
+    if let Err(denied) = checked {
+        if denied.status() == StatusCode::UNAUTHORIZED {
+            st.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut r = ApiError(denied.status(), denied.to_string()).into_response();
+        if denied.status() == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         return r;
     }
     next.run(req).await
@@ -309,6 +344,7 @@ async fn get_chunk(
             tracing::error!(error = %e, "refusing to serve a corrupt chunk");
         }
     })?;
+    st.lengths.learn(&d, data.len());
     let size = data.len() as u64;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, body, content_range) = match range {
@@ -353,7 +389,9 @@ async fn put_chunk(
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let d = parse_digest(&digest)?;
+    let len = body.len();
     let new = st.store.put_chunk(&d, body).await?;
+    st.lengths.learn(&d, len);
     if new {
         st.counters.chunks_stored.fetch_add(1, Ordering::Relaxed);
         Ok(StatusCode::CREATED)
@@ -361,9 +399,6 @@ async fn put_chunk(
         Ok(StatusCode::OK)
     }
 }
-
-/// Chunks read from the backend at once while streaming a batch.
-const BATCH_GROUP: usize = 32;
 
 async fn batch(State(st): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
     let req: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -382,50 +417,7 @@ async fn batch(State(st): State<Shared>, body: Bytes) -> Result<Response, ApiErr
         ));
     }
     st.counters.batch_requests.fetch_add(1, Ordering::Relaxed);
-    // Streamed in groups (one backend batch each, two groups in flight),
-    // records in request order.
-    let groups: Vec<Vec<Digest>> = req
-        .digests
-        .chunks(BATCH_GROUP)
-        .map(<[Digest]>::to_vec)
-        .collect();
-    let records = stream::iter(groups)
-        .map(move |group| {
-            let st = st.clone();
-            async move {
-                let results = read_chunks(&st, &group).await;
-                let mut out = Vec::with_capacity(2 * group.len());
-                for (d, r) in group.iter().zip(results) {
-                    let (status, payload) = match r {
-                        Ok(b) => {
-                            st.counters.chunks_served.fetch_add(1, Ordering::Relaxed);
-                            st.counters
-                                .bytes_served
-                                .fetch_add(b.len() as u64, Ordering::Relaxed);
-                            (Status::Ok, b)
-                        }
-                        Err(e) => {
-                            let status = match &e {
-                                e if e.is_not_found() => Status::NotFound,
-                                SourceError::Corrupt { .. } => {
-                                    st.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                                    tracing::error!(error = %e, "refusing to serve a corrupt chunk");
-                                    Status::Corrupt
-                                }
-                                _ => Status::Error,
-                            };
-                            (status, Bytes::from(chain(&e)))
-                        }
-                    };
-                    out.push(Ok::<_, std::io::Error>(encode_header(d, status, payload.len() as u64)));
-                    out.push(Ok(payload));
-                }
-                stream::iter(out)
-            }
-        })
-        .buffered(2)
-        .flatten();
-    let mut r = Body::from_stream(records).into_response();
+    let mut r = Body::from_stream(batch::records(st, req.digests)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(BATCH_CONTENT_TYPE),

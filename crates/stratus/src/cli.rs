@@ -142,6 +142,73 @@ pub enum TrainCmd {
     },
 }
 
+/// Authentication and limits of `stratus data serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataServeArgs {
+    /// File holding the bearer token (default: $STRATUS_TOKEN, else
+    /// STORE/.serve.token, created at random with mode 0600).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Host names (besides IP addresses and localhost) clients may use.
+    #[arg(long = "allow-host")]
+    allow_hosts: Vec<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_body_bytes: usize,
+    /// Longest line of a body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_line_bytes: usize,
+    /// Most features a row.
+    #[arg(long, default_value_t = 65_536)]
+    max_features: usize,
+    /// Most rows one request.
+    #[arg(long, default_value_t = 1 << 18)]
+    max_rows: usize,
+    /// Dataset stores kept open (the least recently used is closed).
+    #[arg(long, default_value_t = 64)]
+    max_open_datasets: usize,
+    /// Requests ingesting at once.
+    #[arg(long, default_value_t = 4)]
+    max_inflight: usize,
+    /// Seconds to receive a whole body.
+    #[arg(long, default_value_t = 120)]
+    body_timeout_secs: u64,
+    /// Open connections at most.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Close a connection on which nothing moved for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_secs: u64,
+}
+
+impl DataServeArgs {
+    fn config(self, store: PathBuf) -> Result<stratus_train::serve::ServeConfig> {
+        use std::time::Duration;
+        let env = std::env::var(stratus_train::serve::TOKEN_ENV).ok();
+        let (token, source) =
+            stratus_train::serve::server_token(&store, self.token_file.as_deref(), env.as_deref())?;
+        eprintln!("data serve: clients authenticate with {source}");
+        Ok(stratus_train::serve::ServeConfig {
+            root: store,
+            token,
+            allow_hosts: self.allow_hosts,
+            limits: stratus_train::serve::Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_line_bytes: self.max_line_bytes,
+                max_features: self.max_features,
+                max_rows: self.max_rows,
+                max_open_datasets: self.max_open_datasets,
+                max_inflight: self.max_inflight,
+                body_timeout: Duration::from_secs(self.body_timeout_secs),
+                conn: stratus_train::serve::ConnLimits {
+                    max_connections: self.max_connections,
+                    idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                },
+            },
+        })
+    }
+}
+
 #[derive(Subcommand)]
 pub enum DataCmd {
     /// Ingest a CSV file (or a pipeline's dataset) into a dataset store.
@@ -188,12 +255,14 @@ pub enum DataCmd {
         window: usize,
     },
     /// Live ingest over HTTP: POST /v1/datasets/{name}/samples (CSV or JSON lines)
-    /// appends to the store DIR/{name}.
+    /// appends to the store DIR/{name}. Clients need the bearer token.
     Serve {
         #[arg(long, default_value = "data/stores")]
         store: PathBuf,
         #[arg(long, default_value = "127.0.0.1:8090")]
         addr: SocketAddr,
+        #[command(flatten)]
+        opts: DataServeArgs,
     },
     /// Delete samples by key and/or apply retention limits, then reclaim their bytes.
     Rm {
@@ -435,8 +504,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Data(DataCmd::Serve { store, addr }) => {
-            Ok(stratus_train::serve::run(store, addr).await?)
+        Cmd::Data(DataCmd::Serve { store, addr, opts }) => {
+            Ok(stratus_train::serve::run(opts.config(store)?, addr).await?)
         }
         Cmd::Train(TrainCmd::Run {
             pipeline,

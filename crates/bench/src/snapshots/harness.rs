@@ -24,7 +24,7 @@ use stratus_snapstore::{
 
 use super::model::FnDef;
 
-const TOKEN: &str = "bench-token";
+const TOKEN: &str = "bench-snapshots-token";
 
 /// A chunk source whose target can be switched (one per emulated link), so
 /// one node (caches, snapshot source, sandboxes) serves every link.
@@ -80,10 +80,7 @@ pub(super) async fn serve(dir: &Path) -> Result<Server> {
     tokio::spawn(stratus_snapstore::server::serve(
         listener,
         store.clone(),
-        ServeOptions {
-            token: TOKEN.into(),
-            verify: true,
-        },
+        ServeOptions::new(stratus_snapstore::Token::parse(TOKEN, "bench")?),
         async {
             let _ = rx.await;
         },

@@ -358,9 +358,23 @@ impl Store {
         opts: &CsvOptions,
         transform: impl FnOnce(Vec<Sample>) -> Result<Vec<Sample>, String>,
     ) -> Result<CsvReport, StoreError> {
-        let file = file.to_string();
         let mut labels = self.labels.clone();
-        let parsed = csv::parse(&file, text, opts, &mut labels)?;
+        let parsed = csv::parse(file, text, opts, &mut labels)?;
+        self.ingest_parsed(file, parsed, labels, transform)
+    }
+
+    /// Stores rows parsed elsewhere (e.g. by a [`csv::CsvStream`] fed from
+    /// an HTTP body), with the label map the parser filled (it started from
+    /// [`Store::labels`]). Keys and transform as in
+    /// [`Store::ingest_csv_with`]; all or nothing.
+    pub fn ingest_parsed(
+        &mut self,
+        file: &str,
+        parsed: csv::Parsed,
+        labels: LabelMap,
+        transform: impl FnOnce(Vec<Sample>) -> Result<Vec<Sample>, String>,
+    ) -> Result<CsvReport, StoreError> {
+        let file = file.to_string();
         let first_key = self.next_key()?;
         let samples: Vec<Sample> = parsed
             .rows

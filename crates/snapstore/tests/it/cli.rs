@@ -39,7 +39,7 @@ async fn put_get_ls_gc_stats() {
         name: "files/in".into(),
         out: Some(out.clone()),
         remote: None,
-        token: String::new(),
+        token_file: None,
     })
     .await
     .unwrap();
@@ -77,7 +77,7 @@ async fn put_get_ls_gc_stats() {
         name: "nope".into(),
         out: Some(out),
         remote: None,
-        token: String::new(),
+        token_file: None,
     })
     .await
     .unwrap_err();

@@ -23,7 +23,7 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-pub const TOKEN: &str = "test-token-123";
+pub const TOKEN: &str = "test-token-0123456789";
 
 /// An RCSS server on 127.0.0.1:PORT in its own runtime on its own thread,
 /// so that killing it drops every connection too (like a dead process).
@@ -47,8 +47,8 @@ impl TestServer {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let opts = ServeOptions {
-                    token: TOKEN.into(),
                     verify,
+                    ..ServeOptions::new(stratus_snapstore::Token::parse(TOKEN, "test").unwrap())
                 };
                 let serve =
                     stratus_snapstore::server::serve(listener, store, opts, std::future::pending());

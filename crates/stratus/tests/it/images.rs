@@ -20,6 +20,8 @@ use stratus_snapstore::{
 use crate::runc::stratus_rootfs;
 use crate::*;
 
+const TOKEN: &str = "images-test-token";
+
 fn fuse_runc_or_skip() -> bool {
     let ok = unsafe { libc::geteuid() } == 0
         && Path::new("/dev/fuse").exists()
@@ -81,10 +83,7 @@ async fn serve_store(store: Arc<ChunkStore>) -> Remote {
     tokio::spawn(stratus_snapstore::server::serve(
         listener,
         store,
-        ServeOptions {
-            token: "t0ken".into(),
-            verify: true,
-        },
+        ServeOptions::new(stratus_snapstore::Token::parse(TOKEN, "test").unwrap()),
         async {
             let _ = rx.await;
         },
@@ -145,7 +144,7 @@ async fn published_image_runs_full_pulled_and_lazily_mounted() {
         (PullMode::Lazy, "echo"),
         (PullMode::LazyPrefetch, "echo"),
     ] {
-        let rs = Arc::new(RemoteSource::new(RemoteConfig::new(&remote.url, "t0ken")).unwrap());
+        let rs = Arc::new(RemoteSource::new(RemoteConfig::new(&remote.url, TOKEN)).unwrap());
         let cache = Arc::new(TieredCache::new(rs, CacheConfig::default()).unwrap());
         let state = dir.path().join(format!("state-{}-{image}", mode.name()));
         let (sb, images) = runc_with(&state, mode, cache.clone());

@@ -22,9 +22,9 @@ use crate::stratus_bin;
 const ROWS: u64 = 40;
 const DATASET: &str = "killed";
 
-/// Starts `stratus data serve` on an ephemeral port; returns the process
-/// and the address it printed.
-fn start_server(root: &Path) -> (Child, SocketAddr) {
+/// Starts `stratus data serve` on an ephemeral port; returns the process,
+/// the address it printed and its token (from the file it made at start).
+fn start_server(root: &Path) -> (Child, SocketAddr, String) {
     let mut child = Command::new(stratus_bin())
         .args(["data", "serve", "--addr", "127.0.0.1:0", "--store"])
         .arg(root)
@@ -45,7 +45,9 @@ fn start_server(root: &Path) -> (Child, SocketAddr) {
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    let token =
+        std::fs::read_to_string(root.join(".serve.token")).expect("the server's token file");
+    (child, addr, token.trim().to_string())
 }
 
 /// The JSONL body of batch `b`: row `r` has features `[b, r, b·100 + r]`,
@@ -64,12 +66,12 @@ fn batch_body(b: u64) -> String {
 }
 
 /// One HTTP/1.1 POST; `(status, body)`, or an error once the server is gone.
-fn post(addr: SocketAddr, body: &str) -> std::io::Result<(u16, String)> {
+fn post(addr: SocketAddr, token: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         s,
-        "POST /v1/datasets/{DATASET}/samples HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /v1/datasets/{DATASET}/samples HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut reply = String::new();
@@ -87,14 +89,15 @@ fn post(addr: SocketAddr, body: &str) -> std::io::Result<(u16, String)> {
 /// once `kill_after` batches have been acknowledged in this round. Returns
 /// the acknowledged `(batch, first_key)` pairs.
 fn stream_and_kill(root: &Path, next_batch: &Arc<AtomicU64>, kill_after: usize) -> Vec<(u64, u64)> {
-    let (mut child, addr) = start_server(root);
+    let (mut child, addr, token) = start_server(root);
+    let token = Arc::new(token);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (next_batch, acked) = (next_batch.clone(), acked.clone());
+            let (next_batch, acked, token) = (next_batch.clone(), acked.clone(), token.clone());
             std::thread::spawn(move || loop {
                 let b = next_batch.fetch_add(1, Ordering::SeqCst);
-                match post(addr, &batch_body(b)) {
+                match post(addr, &token, &batch_body(b)) {
                     Ok((200, body)) => {
                         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON reply");
                         assert_eq!(v["ingested"], ROWS, "batch {b}: {body}");
@@ -236,8 +239,8 @@ fn sigkill_during_http_ingest_keeps_the_store_consistent() {
     drop(store);
 
     // And the server serves it again after the kills.
-    let (mut child, addr) = start_server(root);
-    let (status, body) = post(addr, &batch_body(sent + 1)).unwrap();
+    let (mut child, addr, token) = start_server(root);
+    let (status, body) = post(addr, &token, &batch_body(sent + 1)).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(status, 200, "{body}");

@@ -12,6 +12,7 @@ mod limits;
 mod microvm;
 mod runc;
 mod scaling;
+mod serve_limits;
 mod vmsnap;
 mod workflows;
 

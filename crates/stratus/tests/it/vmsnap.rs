@@ -24,7 +24,7 @@ use stratus_snapstore::{
 use crate::eventually;
 use crate::microvm::{microvm_or_skip, requests, spin_spec};
 
-const TOKEN: &str = "t0ken";
+const TOKEN: &str = "vmsnap-test-token";
 
 /// A snapstore server on loopback over a store directory.
 struct Server {
@@ -42,9 +42,9 @@ async fn server(dir: &Path) -> Server {
     let url = format!("http://{}", l.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let opts = ServeOptions {
-        token: TOKEN.into(),
         // Corrupt chunks reach the node, which must catch them itself.
         verify: false,
+        ..ServeOptions::new(stratus_snapstore::Token::parse(TOKEN, "test").unwrap())
     };
     tokio::spawn(stratus_snapstore::server::serve(
         l,
