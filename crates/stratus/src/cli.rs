@@ -326,9 +326,10 @@ pub struct UpArgs {
     /// Snapshot-store server the runc sandbox pulls `rcss:NAME` images from.
     #[arg(long, env = "STRATUS_SNAPSTORE_URL")]
     snapstore: Option<String>,
-    /// Bearer token for --snapstore.
-    #[arg(long, env = "STRATUS_SNAPSTORE_TOKEN", default_value = "")]
-    snapstore_token: String,
+    /// File holding the bearer token for --snapstore (else
+    /// $STRATUS_SNAPSTORE_TOKEN; never a command-line value, which `ps` shows).
+    #[arg(long, value_name = "PATH")]
+    snapstore_token_file: Option<PathBuf>,
     /// A local snapshot-store directory instead of a server.
     #[arg(long)]
     snapstore_dir: Option<PathBuf>,
@@ -645,11 +646,15 @@ async fn up(a: UpArgs) -> Result<()> {
         },
         ..Config::default()
     };
+    let snapstore_token = match &a.snapstore_token_file {
+        Some(p) => stratus_auth::Token::read_file(p)?.expose().to_string(),
+        None => std::env::var("STRATUS_SNAPSTORE_TOKEN").unwrap_or_default(),
+    };
     let mut extra: Vec<std::sync::Arc<dyn stratus_sandbox::Sandbox>> = Vec::new();
     match stratus_rcss_image::runc_backend(&stratus_rcss_image::RuncBackendOptions {
         state_dir: state_dir.clone(),
         snapstore_url: a.snapstore.clone(),
-        snapstore_token: a.snapstore_token.clone(),
+        snapstore_token: snapstore_token.clone(),
         snapstore_dir: a.snapstore_dir.clone(),
         pull: a.image_pull,
         cache_memory_bytes: 512 << 20,
@@ -664,7 +669,7 @@ async fn up(a: UpArgs) -> Result<()> {
     match stratus_rcss_vm::vm::microvm_backend(&stratus_rcss_vm::vm::MicrovmBackendOptions {
         state_dir: state_dir.clone(),
         snapstore_url: a.snapstore.clone(),
-        snapstore_token: a.snapstore_token.clone(),
+        snapstore_token: snapstore_token.clone(),
         snapstore_dir: a.snapstore_dir.clone(),
         restore_policy: a.restore_policy,
         memory_mib: a.vm_memory_mib,
