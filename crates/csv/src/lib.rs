@@ -294,10 +294,13 @@ impl<'a> Reader<'a> {
         QuoteError::Unterminated { line, col }
     }
 
-    /// After an unterminated quote that must close on its line, goes on at
-    /// the next line (the csv reader has read on to the end of the text).
-    fn resync(&mut self, e: &QuoteError) {
-        if self.opts.multiline || !matches!(e, QuoteError::Unterminated { .. }) {
+    /// After a quote error in a record that must stay on its line, goes on
+    /// at the next line: the csv reader may have read on past it (to the
+    /// end of the text for an unterminated quote, or to where a later
+    /// field's quote closes), and a record read a line at a time must end
+    /// the same way.
+    fn resync(&mut self, _e: &QuoteError) {
+        if self.opts.multiline {
             return;
         }
         let raw = &self.text.as_bytes()[self.start..self.end];

@@ -119,6 +119,12 @@ fn broken_quotes() {
         dump("\"a\"b,c\nd\n", STRICT),
         "error 1:4: unexpected text after a closing quote\n2: \"d\"@1 (end 2)\nblank 0"
     );
+    // Text after a closing quote, then a quote that would close on the
+    // next line: one line at a time, the next line is a record of its own.
+    assert_eq!(
+        dump("\"a\"b,\"c\nd,\"e\"\nf\n", STRICT),
+        "error 1:4: unexpected text after a closing quote\n2: \"d\"@1 \"e\"q@3 (end 6)\n3: \"f\"@1 (end 2)\nblank 0"
+    );
     assert_eq!(
         dump("x,\"a\nb\"c\n", RFC),
         "error 2:3: unexpected text after a closing quote\nblank 0"
