@@ -128,6 +128,41 @@ impl Token {
         }
     }
 
+    /// A token named explicitly: the file `file`, else `env`, the value of
+    /// `$STRATUS_TOKEN` (empty counts as unset); `None` when neither is
+    /// given.
+    pub fn explicit(
+        file: Option<&Path>,
+        env: Option<&str>,
+    ) -> Result<Option<(Token, TokenSource)>, AuthError> {
+        if let Some(p) = file {
+            return Ok(Some((
+                Token::read_file(p)?,
+                TokenSource::File(p.to_path_buf()),
+            )));
+        }
+        match env.filter(|v| !v.is_empty()) {
+            Some(v) => Ok(Some((
+                Token::parse(v, &format!("${TOKEN_ENV}"))?,
+                TokenSource::Env,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// A server's token: [`Token::explicit`], else the one in
+    /// `default_file`, created at random when missing.
+    pub fn for_server(
+        file: Option<&Path>,
+        env: Option<&str>,
+        default_file: &Path,
+    ) -> Result<(Token, TokenSource), AuthError> {
+        match Token::explicit(file, env)? {
+            Some(found) => Ok(found),
+            None => Token::load_or_create(default_file),
+        }
+    }
+
     /// A client's token, found like kubectl's config: an explicit file first,
     /// then `$STRATUS_TOKEN`, then the default file (the server's state
     /// directory). `env` is the variable's value, passed in for testability.
@@ -136,11 +171,8 @@ impl Token {
         env: Option<&str>,
         default_file: &Path,
     ) -> Result<(Token, TokenSource), AuthError> {
-        if let Some(p) = explicit {
-            return Ok((Token::read_file(p)?, TokenSource::File(p.to_path_buf())));
-        }
-        if let Some(v) = env.filter(|v| !v.is_empty()) {
-            return Ok((Token::parse(v, &format!("${TOKEN_ENV}"))?, TokenSource::Env));
+        if let Some(found) = Token::explicit(explicit, env)? {
+            return Ok(found);
         }
         match Token::read_file(default_file) {
             Ok(t) => Ok((t, TokenSource::File(default_file.to_path_buf()))),
@@ -242,6 +274,26 @@ mod tests {
         let e = Token::discover(None, None, &default).unwrap_err();
         assert!(matches!(e, AuthError::NotFound { .. }), "{e}");
         assert!(e.to_string().contains("--token-file"));
+    }
+
+    #[test]
+    fn a_server_takes_a_named_token_or_creates_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = dir.path().join("named");
+        let default = dir.path().join("state/server.token");
+        std::fs::write(&named, "named-token-0000000\n").unwrap();
+        let (t, s) =
+            Token::for_server(Some(&named), Some("env-token-000000000"), &default).unwrap();
+        assert_eq!(
+            (t.expose(), s),
+            ("named-token-0000000", TokenSource::File(named))
+        );
+        let (t, s) = Token::for_server(None, Some("env-token-000000000"), &default).unwrap();
+        assert_eq!((t.expose(), s), ("env-token-000000000", TokenSource::Env));
+        assert!(!default.exists(), "a named token writes nothing");
+        let (t, s) = Token::for_server(None, Some(""), &default).unwrap();
+        assert_eq!(s, TokenSource::Created(default.clone()));
+        assert_eq!(Token::read_file(&default).unwrap(), t);
     }
 
     #[test]

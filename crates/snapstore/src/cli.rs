@@ -207,11 +207,9 @@ pub const TOKEN_FILE: &str = "serve.token";
 /// The server's token: `--token-file`, else `$STRATUS_TOKEN`, else the
 /// store's `serve.token` (created when missing).
 fn server_token(store: &StoreArgs, file: Option<&std::path::Path>) -> Result<Token, CliError> {
-    if let Some(f) = file {
-        return Ok(Token::read_file(f)?);
-    }
-    if let Some((name, v)) = token_env() {
-        return Ok(Token::parse(&v, &format!("${name}"))?);
+    let env = token_env();
+    if let Some((token, _)) = Token::explicit(file, env.as_deref())? {
+        return Ok(token);
     }
     let (token, source) = Token::load_or_create(&store.token_path()?)?;
     eprintln!("snapstore: clients authenticate with {source}");
@@ -221,14 +219,11 @@ fn server_token(store: &StoreArgs, file: Option<&std::path::Path>) -> Result<Tok
 /// The older variable, still read after `$STRATUS_TOKEN`.
 pub const LEGACY_TOKEN_ENV: &str = "STRATUS_SNAPSTORE_TOKEN";
 
-/// `$STRATUS_TOKEN`, else `$STRATUS_SNAPSTORE_TOKEN`: name and value.
-fn token_env() -> Option<(&'static str, String)> {
-    [TOKEN_ENV, LEGACY_TOKEN_ENV].into_iter().find_map(|n| {
-        std::env::var(n)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(|v| (n, v))
-    })
+/// The value of `$STRATUS_TOKEN`, else of `$STRATUS_SNAPSTORE_TOKEN`.
+fn token_env() -> Option<String> {
+    [TOKEN_ENV, LEGACY_TOKEN_ENV]
+        .into_iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
 fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> CliError {
@@ -324,7 +319,7 @@ pub async fn run(cmd: SnapstoreCmd) -> Result<(), CliError> {
         } => {
             let source: Arc<dyn ChunkSource> = match remote {
                 Some(url) => {
-                    let env = token_env().map(|(_, v)| v);
+                    let env = token_env();
                     // The store's own file is only the last resort.
                     let default = match (&token_file, &env) {
                         (None, None) => store.token_path()?,

@@ -600,14 +600,9 @@ async fn up(a: UpArgs) -> Result<()> {
     // The admin token: --token-file, $STRATUS_TOKEN, or the state
     // directory's admin.token (created at random, mode 0600, if missing).
     let default_file = state_dir.join(stratus_gateway::auth::ADMIN_TOKEN_FILE);
-    let env = std::env::var(stratus_auth::TOKEN_ENV)
-        .ok()
-        .filter(|v| !v.is_empty());
-    let (admin, source) = if a.token_file.is_some() || env.is_some() {
-        stratus_auth::Token::discover(a.token_file.as_deref(), env.as_deref(), &default_file)?
-    } else {
-        stratus_auth::Token::load_or_create(&default_file)?
-    };
+    let env = std::env::var(stratus_auth::TOKEN_ENV).ok();
+    let (admin, source) =
+        stratus_auth::Token::for_server(a.token_file.as_deref(), env.as_deref(), &default_file)?;
     let invoke_token = match &a.invoke_token_file {
         Some(p) => Some(stratus_auth::Token::read_file(p)?),
         None => None,

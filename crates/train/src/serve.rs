@@ -130,14 +130,7 @@ pub fn server_token(
     file: Option<&Path>,
     env: Option<&str>,
 ) -> Result<(Token, TokenSource), AuthError> {
-    if let Some(f) = file {
-        return Ok((Token::read_file(f)?, TokenSource::File(f.to_path_buf())));
-    }
-    if let Some(v) = env.filter(|v| !v.is_empty()) {
-        let origin = format!("${}", stratus_auth::TOKEN_ENV);
-        return Ok((Token::parse(v, &origin)?, TokenSource::Env));
-    }
-    Token::load_or_create(&root.join(TOKEN_FILE))
+    Token::for_server(file, env, &root.join(TOKEN_FILE))
 }
 
 /// The server failed to start or run.
