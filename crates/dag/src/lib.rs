@@ -31,4 +31,6 @@ pub mod record;
 pub use exec::{Dispatch, ExecStatus, Execution, RunId};
 pub use payload::{split_json_array, Payload};
 pub use plan::{Plan, PlanError, StepIdx};
-pub use record::{Breakdown, InvocationKind, InvocationRecord, RunRecord, RunStatus};
+pub use record::{
+    Breakdown, InFlight, Interruption, InvocationKind, InvocationRecord, RunRecord, RunStatus,
+};

@@ -95,4 +95,51 @@ pub struct InvocationRecord {
     pub output_bytes: u64,
     pub breakdown: Breakdown,
     pub runs: Vec<RunRecord>,
+    /// Set when the invocation did not run to its end: the caller went
+    /// away, or the platform stopped while it was in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<Interruption>,
+}
+
+/// Why an invocation ended without an outcome of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interruption {
+    /// The caller closed its connection first; the runs in flight were
+    /// cancelled.
+    Cancelled,
+    /// The platform stopped (crashed, or was killed) while the invocation
+    /// was in flight; found at the next start.
+    Lost,
+}
+
+/// An invocation that started and has not finished: what is known of it
+/// before its record exists. Persisted so that a crash leaves a trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub id: String,
+    pub target: String,
+    pub kind: InvocationKind,
+    pub received_unix_us: u64,
+    pub input_bytes: u64,
+}
+
+impl InFlight {
+    /// The record of this invocation ended by `why`, with `error` saying so.
+    pub fn interrupted(&self, why: Interruption, error: String) -> InvocationRecord {
+        InvocationRecord {
+            id: self.id.clone(),
+            target: self.target.clone(),
+            kind: self.kind,
+            ok: false,
+            error: Some(error),
+            received_unix_us: self.received_unix_us,
+            finished_us: 0,
+            input_bytes: self.input_bytes,
+            output_bytes: 0,
+            breakdown: Breakdown::default(),
+            runs: Vec::new(),
+            interrupted: Some(why),
+        }
+    }
 }

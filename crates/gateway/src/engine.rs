@@ -18,7 +18,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use stratus_dag::{
-    Dispatch, ExecStatus, Execution, InvocationKind, InvocationRecord, Payload, Plan, RunId,
+    Dispatch, ExecStatus, Execution, InFlight, Interruption, InvocationKind, InvocationRecord,
+    Payload, Plan, RunId,
 };
 
 use crate::body::ChunksBody;
@@ -382,6 +383,20 @@ impl Platform {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         let input_bytes = input.len() as u64;
+        let mark = InFlight {
+            id: id.clone(),
+            target: plan.name().to_string(),
+            kind,
+            received_unix_us,
+            input_bytes,
+        };
+        self.recorder.started(mark.clone());
+        // Until the record is handed over below, dropping this future (the
+        // caller went away) records the invocation as cancelled.
+        let mut pending = Pending {
+            platform: self.clone(),
+            mark: Some(mark),
+        };
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
         let mut d = Driver {
@@ -443,10 +458,12 @@ impl Platform {
                     output_bytes,
                     breakdown,
                     runs: exec.records(),
+                    interrupted: None,
                 };
                 this.recorder.record(rec);
             }
         };
+        pending.mark = None;
         if d.running.is_empty() {
             finish(d.exec);
         } else {
@@ -520,6 +537,26 @@ pub(crate) struct Driver {
     max_in_flight: usize,
     first_error: Option<CallError>,
     t0: Instant,
+}
+
+/// An invocation whose record is not yet on its way.
+struct Pending {
+    platform: Arc<Platform>,
+    mark: Option<InFlight>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(m) = self.mark.take() {
+            self.platform.recorder.record(
+                m.interrupted(
+                    Interruption::Cancelled,
+                    "cancelled: the caller closed its connection before the invocation finished"
+                        .to_string(),
+                ),
+            );
+        }
+    }
 }
 
 impl Driver {

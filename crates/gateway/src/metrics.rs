@@ -30,6 +30,8 @@ pub struct Metrics {
     pub queued: Family<FunctionLabels, Gauge>,
     pub records_dropped: Counter,
     pub records_pruned: Counter,
+    /// Invocations found in flight from a previous run of the platform.
+    pub invocations_lost: Counter,
     pub state_write_errors: Counter,
     /// 1 while the last write of invocation records failed (disk full…).
     pub state_write_failing: Gauge,
@@ -108,6 +110,12 @@ impl Metrics {
             "Invocation records deleted by retention (stratus up --record-max-*)",
             records_pruned.clone(),
         );
+        let invocations_lost = Counter::default();
+        registry.register(
+            "invocations_lost",
+            "Invocations in flight when the platform last stopped (crash, kill -9), recorded as lost at start",
+            invocations_lost.clone(),
+        );
         let state_write_errors = Counter::default();
         registry.register(
             "state_write_errors",
@@ -152,6 +160,7 @@ impl Metrics {
             queued,
             records_dropped,
             records_pruned,
+            invocations_lost,
             state_write_errors,
             state_write_failing,
         }

@@ -249,14 +249,20 @@ impl Platform {
             calls_limit,
             metrics,
             logs: RwLock::new(HashMap::new()),
+            // Microseconds, not seconds: a restart within the same second
+            // must not reuse the invocation ids of the run before.
             boot: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
+                .map(|d| d.as_micros() as u64)
                 .unwrap_or(0),
             seq: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         });
         p.restore()?;
+        if let Err(e) = p.recorder.recover_lost() {
+            // The marks stay for the next start; serving matters more.
+            tracing::warn!(error = %crate::error_chain(&e), "cannot record the invocations a previous run left in flight");
+        }
         let weak = Arc::downgrade(&p);
         let token = p.shutdown.clone();
         let tick = p.cfg.tick;

@@ -1,24 +1,33 @@
 //! Invocation records: the latest kept in memory, all persisted in batches by
 //! a writer thread so the request path never waits on the database.
 //!
+//! An invocation is also marked in flight when it starts ([`Recorder::started`]).
+//! A mark whose record arrives in the same batch is never written, so a short
+//! invocation costs one row; a longer one has its mark persisted with the next
+//! batch (within milliseconds) and cleared with its record. Marks left by a
+//! crash become records of lost invocations at the next start
+//! ([`Recorder::recover_lost`]). The window this leaves: an invocation that
+//! started less than one batch before a crash may have no mark yet.
+//!
 //! The writer also prunes the store to its [`Retention`] every interval. A
 //! record that is lost (the backlog was full, or the store failed the
 //! write, e.g. on a full disk) is counted in `stratus_records_dropped_total`
 //! and reported in the log once per interval; requests are served as usual.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use stratus_dag::InvocationRecord;
+use stratus_dag::{InFlight, InvocationRecord};
 use stratus_state::{Retention, StateStore};
 
 use crate::metrics::Metrics;
 
 enum Msg {
+    Started(InFlight),
     Record(Arc<InvocationRecord>),
     Flush(mpsc::Sender<()>),
 }
@@ -80,6 +89,37 @@ impl Recorder {
             metrics,
             backlog_lost,
         }
+    }
+
+    /// Marks an invocation in flight; its record clears the mark.
+    pub fn started(&self, mark: InFlight) {
+        if let Some(tx) = &self.tx {
+            // A full backlog drops the mark: that invocation, if the platform
+            // crashes before it ends, leaves no trace (records are being lost
+            // anyway then, and counted).
+            let _ = tx.try_send(Msg::Started(mark));
+        }
+    }
+
+    /// Turns the in-flight marks a previous run of the platform left into
+    /// records of lost invocations (persisting only). Returns how many.
+    pub fn recover_lost(&self) -> Result<usize, stratus_state::StateError> {
+        if self.tx.is_none() {
+            return Ok(0);
+        }
+        let lost = self.store.recover_lost(
+            "lost: the platform stopped (crashed or was killed) before this invocation's end was recorded",
+        )?;
+        if !lost.is_empty() {
+            self.metrics.invocations_lost.inc_by(lost.len() as u64);
+            let first: Vec<&str> = lost.iter().take(5).map(|r| r.id.as_str()).collect();
+            tracing::warn!(
+                lost = lost.len(),
+                first = ?first,
+                "invocations were in flight when the platform last stopped; recorded as lost"
+            );
+        }
+        Ok(lost.len())
     }
 
     pub fn record(&self, rec: InvocationRecord) {
@@ -160,6 +200,7 @@ impl Writer {
         }
         let interval = self.persist.interval;
         let mut batch: Vec<Arc<InvocationRecord>> = Vec::new();
+        let mut marks: Vec<InFlight> = Vec::new();
         let mut acks = Vec::new();
         let mut last_prune = Instant::now();
         loop {
@@ -170,16 +211,21 @@ impl Writer {
             };
             while let Some(m) = next.take() {
                 match m {
+                    Msg::Started(f) => marks.push(f),
                     Msg::Record(r) => batch.push(r),
                     Msg::Flush(a) => acks.push(a),
                 }
-                if batch.len() < 4096 {
+                if batch.len() + marks.len() < 4096 {
                     next = rx.try_recv().ok();
                 }
             }
-            if !batch.is_empty() {
-                self.write(&batch);
+            if !batch.is_empty() || !marks.is_empty() {
+                // A mark whose record is in the same batch need not be written.
+                let done: HashSet<&str> = batch.iter().map(|r| r.id.as_str()).collect();
+                marks.retain(|m| !done.contains(m.id.as_str()));
+                self.write(&marks, &batch);
                 batch.clear();
+                marks.clear();
             }
             if last_prune.elapsed() >= interval {
                 last_prune = Instant::now();
@@ -192,8 +238,8 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: &[Arc<InvocationRecord>]) {
-        match self.store.record_invocations(batch) {
+    fn write(&mut self, marks: &[InFlight], batch: &[Arc<InvocationRecord>]) {
+        match self.store.write_invocations(marks, batch) {
             Ok(()) => {
                 if self.metrics.state_write_failing.set(0) == 1 {
                     tracing::info!("invocation records are persisted again");

@@ -3,12 +3,12 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use stratus_dag::InvocationRecord;
+use stratus_dag::{InFlight, InvocationRecord};
 
 use crate::{Retention, StateError, StateStore, StoredResource};
 
 /// Fails the next `n` writes (`put_resources`, `delete_resource`,
-/// `record_invocations`) with [`StateError::Injected`]; reads and pruning
+/// `write_invocations`, `recover_lost`) with [`StateError::Injected`]; reads and pruning
 /// (which frees space) pass through. `fail_next_writes(u32::MAX)` is a full
 /// disk until `fail_next_writes(0)`.
 pub struct FaultyStore<S> {
@@ -51,9 +51,20 @@ impl<S: StateStore> StateStore for FaultyStore<S> {
     fn list_resources(&self) -> Result<Vec<StoredResource>, StateError> {
         self.inner.list_resources()
     }
-    fn record_invocations(&self, recs: &[Arc<InvocationRecord>]) -> Result<(), StateError> {
-        self.check("record_invocations")?;
-        self.inner.record_invocations(recs)
+    fn write_invocations(
+        &self,
+        started: &[InFlight],
+        finished: &[Arc<InvocationRecord>],
+    ) -> Result<(), StateError> {
+        self.check("write_invocations")?;
+        self.inner.write_invocations(started, finished)
+    }
+    fn in_flight(&self) -> Result<Vec<InFlight>, StateError> {
+        self.inner.in_flight()
+    }
+    fn recover_lost(&self, reason: &str) -> Result<Vec<InvocationRecord>, StateError> {
+        self.check("recover_lost")?;
+        self.inner.recover_lost(reason)
     }
     fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError> {
         self.inner.get_invocation(id)

@@ -16,7 +16,7 @@ pub use sqlite::SqliteStore;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use stratus_dag::InvocationRecord;
+use stratus_dag::{InFlight, InvocationRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -76,7 +76,24 @@ pub trait StateStore: Send + Sync {
     fn delete_resource(&self, kind: &str, name: &str) -> Result<bool, StateError>;
     fn list_resources(&self) -> Result<Vec<StoredResource>, StateError>;
     /// Appends invocation records in one transaction.
-    fn record_invocations(&self, recs: &[Arc<InvocationRecord>]) -> Result<(), StateError>;
+    fn record_invocations(&self, recs: &[Arc<InvocationRecord>]) -> Result<(), StateError> {
+        self.write_invocations(&[], recs)
+    }
+    /// In one transaction: marks `started` invocations as in flight, appends
+    /// the `finished` records and clears their in-flight marks. A mark left
+    /// behind by a crash becomes a [`Interruption::Lost`](stratus_dag::Interruption::Lost) record at
+    /// [`StateStore::recover_lost`].
+    fn write_invocations(
+        &self,
+        started: &[InFlight],
+        finished: &[Arc<InvocationRecord>],
+    ) -> Result<(), StateError>;
+    /// Invocations marked in flight, oldest first.
+    fn in_flight(&self) -> Result<Vec<InFlight>, StateError>;
+    /// Turns every in-flight mark into a record of a lost invocation whose
+    /// error is `reason`, in one transaction; returns those records. Called
+    /// at start, before any invocation of this process is marked.
+    fn recover_lost(&self, reason: &str) -> Result<Vec<InvocationRecord>, StateError>;
     fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError>;
     /// Newest first.
     fn list_invocations(

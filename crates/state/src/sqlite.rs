@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
-use stratus_dag::InvocationRecord;
+use stratus_dag::{InFlight, Interruption, InvocationRecord};
 
 use crate::{now_unix_ms, Retention, StateError, StateStore, StoredResource};
 
@@ -49,6 +49,9 @@ impl SqliteStore {
              -- Listing by target scans backwards from the newest row and stops at the
              -- limit: no index to maintain on the hot insert path.
              CREATE UNIQUE INDEX IF NOT EXISTS invocations_by_id ON invocations (id);
+             -- Invocations started and not finished; emptied at every start.
+             CREATE TABLE IF NOT EXISTS in_flight (
+                id TEXT PRIMARY KEY NOT NULL, record_json TEXT NOT NULL) WITHOUT ROWID;
              PRAGMA user_version = 1;",
         )?;
         Ok(SqliteStore {
@@ -121,27 +124,69 @@ impl StateStore for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn record_invocations(&self, recs: &[Arc<InvocationRecord>]) -> Result<(), StateError> {
+    fn write_invocations(
+        &self,
+        started: &[InFlight],
+        finished: &[Arc<InvocationRecord>],
+    ) -> Result<(), StateError> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(
+            let mut mark = tx.prepare_cached(
+                "INSERT OR REPLACE INTO in_flight (id, record_json) VALUES (?1, ?2)",
+            )?;
+            for f in started {
+                let json =
+                    serde_json::to_string(f).map_err(|e| StateError::Corrupt(e.to_string()))?;
+                mark.execute(params![f.id, json])?;
+            }
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO invocations (id, target, received_unix_us, ok, record_json) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for r in recs {
+            let mut unmark = tx.prepare_cached("DELETE FROM in_flight WHERE id = ?1")?;
+            for r in finished {
                 let json =
                     serde_json::to_string(r).map_err(|e| StateError::Corrupt(e.to_string()))?;
-                stmt.execute(params![
+                insert.execute(params![
                     r.id,
                     r.target,
                     r.received_unix_us as i64,
                     r.ok,
                     json
                 ])?;
+                unmark.execute(params![r.id])?;
             }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn in_flight(&self) -> Result<Vec<InFlight>, StateError> {
+        read_marks(&self.conn.lock())
+    }
+
+    fn recover_lost(&self, reason: &str) -> Result<Vec<InvocationRecord>, StateError> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let lost: Vec<InvocationRecord> = read_marks(&tx)?
+            .iter()
+            .map(|m| m.interrupted(Interruption::Lost, reason.to_string()))
+            .collect();
+        {
+            // A record that exists already (it cannot, as records and marks are
+            // written together) wins over the mark.
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO invocations (id, target, received_unix_us, ok, record_json) VALUES (?1, ?2, ?3, 0, ?4)",
+            )?;
+            for r in &lost {
+                let json =
+                    serde_json::to_string(r).map_err(|e| StateError::Corrupt(e.to_string()))?;
+                insert.execute(params![r.id, r.target, r.received_unix_us as i64, json])?;
+            }
+            tx.execute("DELETE FROM in_flight", [])?;
+        }
+        tx.commit()?;
+        Ok(lost)
     }
 
     fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StateError> {
@@ -263,6 +308,22 @@ impl SqliteStore {
     }
 }
 
+/// The in-flight marks, oldest first.
+fn read_marks(conn: &Connection) -> Result<Vec<InFlight>, StateError> {
+    let mut stmt = conn.prepare("SELECT id, record_json FROM in_flight")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, json) = row?;
+        out.push(
+            serde_json::from_str::<InFlight>(&json)
+                .map_err(|e| StateError::Corrupt(format!("in-flight mark {id}: {e}")))?,
+        );
+    }
+    out.sort_by(|a, b| (a.received_unix_us, &a.id).cmp(&(b.received_unix_us, &b.id)));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +371,53 @@ mod tests {
         assert_eq!(s.put_resources(&[res("b", "9")]).unwrap(), vec![2]);
     }
 
+    fn mark(id: &str, t: u64) -> InFlight {
+        InFlight {
+            id: id.into(),
+            target: "slow".into(),
+            kind: InvocationKind::Function,
+            received_unix_us: t,
+            input_bytes: 3,
+        }
+    }
+
+    /// A mark written with its record, or cleared by it later, leaves
+    /// nothing; a mark without a record survives a reopen and becomes one
+    /// lost record, once.
+    #[test]
+    fn in_flight_marks_clear_with_their_record_and_survive_as_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let done = mark("a", 1).interrupted(Interruption::Cancelled, "gone".into());
+            s.write_invocations(&[mark("a", 1), mark("b", 2), mark("c", 3)], &[])
+                .unwrap();
+            s.write_invocations(&[], &[Arc::new(done)]).unwrap();
+            let left: Vec<String> = s.in_flight().unwrap().into_iter().map(|m| m.id).collect();
+            assert_eq!(left, ["b", "c"]);
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let lost = s.recover_lost("lost: the platform stopped").unwrap();
+        let ids: Vec<&str> = lost.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert!(s.in_flight().unwrap().is_empty());
+        assert!(s.recover_lost("again").unwrap().is_empty());
+        let b = s.get_invocation("b").unwrap().expect("b's record");
+        assert_eq!(
+            (b.ok, b.interrupted, b.error.as_deref(), b.input_bytes),
+            (
+                false,
+                Some(Interruption::Lost),
+                Some("lost: the platform stopped"),
+                3
+            )
+        );
+        let a = s.get_invocation("a").unwrap().expect("a's record");
+        assert_eq!(a.interrupted, Some(Interruption::Cancelled));
+        assert_eq!(s.list_invocations(Some("slow"), 10).unwrap().len(), 3);
+    }
+
     #[test]
     fn invocations_round_trip_newest_first() {
         let s = SqliteStore::in_memory().unwrap();
@@ -325,6 +433,7 @@ mod tests {
             output_bytes: 2,
             breakdown: Breakdown::default(),
             runs: vec![],
+            interrupted: None,
         };
         s.record_invocations(&[Arc::new(rec("x", 1)), Arc::new(rec("y", 2))])
             .unwrap();
@@ -355,6 +464,7 @@ mod tests {
                     output_bytes: 2,
                     breakdown: Breakdown::default(),
                     runs: vec![],
+                    interrupted: None,
                 })
             })
             .collect()

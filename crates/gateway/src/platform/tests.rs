@@ -48,11 +48,18 @@ impl StateStore for PanickingStore {
     fn list_resources(&self) -> Result<Vec<StoredResource>, StateError> {
         self.inner.list_resources()
     }
-    fn record_invocations(
+    fn write_invocations(
         &self,
-        recs: &[Arc<stratus_dag::InvocationRecord>],
+        started: &[stratus_dag::InFlight],
+        finished: &[Arc<stratus_dag::InvocationRecord>],
     ) -> Result<(), StateError> {
-        self.inner.record_invocations(recs)
+        self.inner.write_invocations(started, finished)
+    }
+    fn in_flight(&self) -> Result<Vec<stratus_dag::InFlight>, StateError> {
+        self.inner.in_flight()
+    }
+    fn recover_lost(&self, reason: &str) -> Result<Vec<stratus_dag::InvocationRecord>, StateError> {
+        self.inner.recover_lost(reason)
     }
     fn get_invocation(
         &self,

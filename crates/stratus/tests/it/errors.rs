@@ -221,3 +221,46 @@ async fn start_failures_fail_buffered_requests_with_the_reason() {
     q.stop().await;
     p.stop().await;
 }
+
+/// A caller that goes away mid-invocation leaves a record that says so,
+/// not nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_disconnects_leaves_a_cancelled_record() {
+    let p = platform(config()).await;
+    deploy_ok(&p, &service("dozer", "spin", "", "")).await;
+    let warm = invoke(&p, "dozer", &b"{}"[..]).await;
+    assert_eq!(warm.status, 200, "{}", warm.error_message());
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        p.client.invoke(
+            "dozer",
+            bytes::Bytes::from_static(br#"{"ms": 30000, "mode": "sleep"}"#),
+        ),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the 30 s invocation answered: {gave_up:?}"
+    );
+    let cancelled = |p: &Embedded| {
+        p.platform
+            .invocations(Some("dozer"), 10)
+            .into_iter()
+            .find(|r| r.interrupted == Some(stratus_dag::Interruption::Cancelled))
+    };
+    eventually("a cancelled record of the abandoned invocation", || {
+        cancelled(&p).is_some()
+    })
+    .await;
+    let rec = cancelled(&p).unwrap();
+    assert!(!rec.ok);
+    assert!(
+        rec.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("closed its connection"),
+        "{rec:?}"
+    );
+    assert_eq!(p.platform.invocations(Some("dozer"), 10).len(), 2);
+    p.stop().await;
+}

@@ -11,7 +11,8 @@ use crate::*;
 
 /// A function that, before serving, forks a child that calls `setsid`
 /// and forks a grandchild listening on a port of its own; both stay. It
-/// answers with their pids, the port, and its own uid and `NoNewPrivs`.
+/// answers with their pids, the port, and its own uid and `NoNewPrivs`;
+/// asked `hang`, it never answers.
 const FORKING_FN: &str = r#"
 import http.server, json, os, signal, socket
 
@@ -44,7 +45,8 @@ info = json.dumps({"pid": os.getpid(), "child": int(kid[0]), "daemon": int(daemo
 
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.rfile.read(int(self.headers.get("content-length", 0))) == b"hang":
+            signal.pause()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(info)))
@@ -318,6 +320,85 @@ async fn kill_9_and_an_immediate_restart_leave_no_survivor() {
     let mut second = up.spawn();
     up.healthy().await;
     f.assert_all_gone("restarted at once").await;
+    kill_9(&mut second);
+}
+
+/// `kill -9` of `stratus up` with an invocation in flight: the next start
+/// records it as lost, next to the one that finished before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_an_invocation_in_flight_records_it_as_lost() {
+    let Some(cgroup) = TestCgroup::new("lost") else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let up = Up::new(state.path(), &cgroup);
+    let (mut first, f, _dir) = up_with_forker(&up).await;
+    let client = up.client();
+    let hung = tokio::spawn(async move {
+        client
+            .invoke("forker", bytes::Bytes::from_static(b"hang"))
+            .await
+    });
+    let db = stratus_state::SqliteStore::open(&state.path().join("state.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Both persisted: the first invocation's record, the hanging one's mark.
+    let mark = loop {
+        use stratus_state::StateStore;
+        let marks = db.in_flight().unwrap();
+        let done = db.list_invocations(Some("forker"), 10).unwrap();
+        if let ([m], [_]) = (&marks[..], &done[..]) {
+            if m.input_bytes == 4 {
+                break m.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not persisted within 20 s: the hanging invocation's mark ({marks:?}) and the first one's record ({done:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    drop(db);
+    kill_9(&mut first);
+    assert!(
+        hung.await.unwrap().is_err(),
+        "the caller of the lost invocation got an answer"
+    );
+    let mut second = up.spawn();
+    up.healthy().await;
+    let r = up
+        .client()
+        .get("/v1/invocations?target=forker")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let recs = r.json();
+    let recs = recs.as_array().expect("a list of records");
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let lost = recs
+        .iter()
+        .find(|r| r["id"] == mark.id.as_str())
+        .unwrap_or_else(|| panic!("no record of {} in {recs:?}", mark.id));
+    assert_eq!(lost["interrupted"], "lost", "{lost}");
+    assert_eq!(lost["ok"], false, "{lost}");
+    assert!(
+        lost["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("before this invocation's end was recorded"),
+        "{lost}"
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r["ok"] == true && r["interrupted"].is_null()),
+        "the finished invocation's record: {recs:?}"
+    );
+    let m = up.client().get("/metrics").await.unwrap();
+    assert!(
+        m.text().contains("stratus_invocations_lost_total 1"),
+        "{}",
+        m.text()
+    );
+    f.assert_all_gone("restarted after a lost invocation").await;
     kill_9(&mut second);
 }
 
