@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(raw) = wspack::decode(&pack, k, frame.unwrap_or_default()) {
                 assert_eq!(raw.len() as u64, u64::from(pack.chunks[k].len));
                 let nz: Vec<_> = ws.chunks.iter().copied().filter(|c| !c.is_zero()).collect();
-                let runs = wspack::runs(&nz[per_frame[k].clone()], &raw);
+                let runs = wspack::runs(&nz[per_frame[k].clone()], &raw.clone().into());
                 let total: usize = runs.iter().map(|(_, b)| b.len()).sum();
                 assert_eq!(total, raw.len());
             }

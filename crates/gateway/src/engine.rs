@@ -33,8 +33,13 @@ pub fn http_client() -> HttpClient {
     let mut conn = HttpConnector::new();
     conn.set_nodelay(true);
     conn.set_connect_timeout(Some(Duration::from_secs(5)));
+    // Every instance listens on a port of its own, so each cold start adds a
+    // pool key. Without a timer the pool never evicts idle entries whose key
+    // is not asked for again: a dead instance's entry stayed for good (the
+    // per-cold-start memory growth of issue 19). The timer reaps them.
     Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(usize::MAX)
         .build(conn)
 }

@@ -315,11 +315,18 @@ pub struct UpArgs {
     #[arg(long, env = "STRATUS_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Stop instances idle this many seconds (scale to zero).
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
     idle_timeout: f64,
+    /// Seconds between scaling decisions (idle instances are stopped at a
+    /// tick); short ticks serve churn benchmarks.
+    #[arg(long, default_value_t = 0.25, hide = true, value_parser = tick_seconds)]
+    tick: f64,
     /// Largest request/response body per edge, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_body_bytes: usize,
+    /// Invocation records also kept in memory, newest first, for fast reads.
+    #[arg(long, default_value_t = 10_000)]
+    recent_invocations: usize,
     /// Do not persist invocation records (memory only).
     #[arg(long)]
     no_persist_invocations: bool,
@@ -618,6 +625,8 @@ async fn up(a: UpArgs) -> Result<()> {
     let mut cfg = Config {
         state_dir: Some(state_dir.clone()),
         idle_timeout: Duration::from_secs_f64(a.idle_timeout),
+        tick: Duration::from_secs_f64(a.tick),
+        recent_invocations: a.recent_invocations,
         max_body_bytes: a.max_body_bytes,
         persist_invocations: !a.no_persist_invocations,
         run_as: a.run_as.clone(),
@@ -821,4 +830,25 @@ async fn ls(client: &GatewayClient) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A duration in seconds for a flag: finite, not negative, at most a year.
+fn seconds(v: &str) -> Result<f64, String> {
+    let s: f64 = v
+        .parse()
+        .map_err(|_| format!("'{v}' is not a number of seconds"))?;
+    if !(0.0..=365.0 * 86400.0).contains(&s) {
+        return Err(format!(
+            "{v} seconds: give a number from 0 to 31536000 (a year)"
+        ));
+    }
+    Ok(s)
+}
+
+/// A scaling tick: a duration in seconds above zero.
+fn tick_seconds(v: &str) -> Result<f64, String> {
+    match seconds(v)? {
+        s if s >= 0.001 => Ok(s),
+        _ => Err(format!("{v} seconds: a tick is at least 0.001")),
+    }
 }

@@ -655,3 +655,125 @@ async fn on_a_full_disk_invocations_go_on_and_lost_records_are_counted() {
     assert_eq!(persisted[0].id, r.id);
     p.shutdown().await;
 }
+
+/// A small tmpfs mounted on a fresh directory, unmounted when dropped: a
+/// disk that really fills.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(SmallDisk(dir));
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot mount a tmpfs (CI runs as root and must)"
+        );
+        eprintln!("SKIP: cannot mount a tmpfs (not root?)");
+        None
+    }
+
+    /// Writes a file until the disk is full; returns its path.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.0.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0xa5u8; 16 << 10];
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+        let _ = f.flush();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// The state directory on a disk that really fills (a tmpfs, not a fault
+/// double): invocations keep succeeding, the lost records are counted and
+/// the condition shows in `/metrics`; freed space clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_really_full_disk_invocations_go_on_and_the_condition_shows() {
+    let Some(disk) = SmallDisk::mount("8m") else {
+        return;
+    };
+    let up = Up::spawn_at(disk.0.path(), &[], None, &[]);
+    up.healthy().await;
+    let c = up.client();
+    let r = c
+        .deploy("d.yaml", &service("full", "echo", "", ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let filler = disk.fill();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for _ in 0..50 {
+            let r = c.invoke("full", format!("{n}").into()).await.unwrap();
+            assert_eq!(r.status, 200, "invocation {n}: {}", r.error_message());
+            assert_eq!(r.body, format!("{n}").as_bytes());
+            n += 1;
+        }
+        let m = c.get("/metrics").await.unwrap().text();
+        if metric(&m, "stratus_state_write_failing") == 1.0 {
+            assert!(metric(&m, "stratus_records_dropped_total") >= 1.0, "{m}");
+            eprintln!(
+                "full after {n} invocations: {} records dropped",
+                metric(&m, "stratus_records_dropped_total")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} invocations on a full disk and no failed write shows:\n{m}"
+        );
+    }
+    assert!(
+        up.log().is_empty() || !up.log().contains("panicked"),
+        "{}",
+        up.log()
+    );
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let r = c.invoke("full", "again".into()).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.error_message());
+        let m = c.get("/metrics").await.unwrap().text();
+        if metric(&m, "stratus_state_write_failing") == 0.0 {
+            break r.invocation_id.clone().expect("invocation id");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "space is back and writes still fail:\n{m}"
+        );
+    };
+    let listed = c.get("/v1/invocations?target=full&limit=5").await.unwrap();
+    assert!(
+        listed.text().contains(&last),
+        "the record written after space came back: {}",
+        listed.text()
+    );
+}
