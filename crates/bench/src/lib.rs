@@ -9,4 +9,5 @@ pub mod overhead;
 pub mod run;
 pub mod shaper;
 pub mod snapshots;
+pub mod soak;
 pub mod synth_cmd;

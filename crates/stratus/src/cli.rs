@@ -294,6 +294,8 @@ pub enum BenchCmd {
     Images(stratus_bench::images::ImagesArgs),
     /// MicroVM cold starts from memory snapshots: eager vs lazy vs working-set vs warm-local.
     Snapshots(stratus_bench::snapshots::SnapshotsArgs),
+    /// A real `stratus up` under mixed load, scale-to-zero churn and crashing functions; RSS, fds, threads, database size over time.
+    Soak(stratus_bench::soak::SoakArgs),
 }
 
 /// How a client command finds its bearer token.
@@ -478,6 +480,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(BenchCmd::Run(a)) => stratus_bench::run::run(a).await,
         Cmd::Bench(BenchCmd::Images(a)) => stratus_bench::images::run(a).await,
         Cmd::Bench(BenchCmd::Snapshots(a)) => stratus_bench::snapshots::run(a).await,
+        Cmd::Bench(BenchCmd::Soak(a)) => stratus_bench::soak::run(a).await,
         Cmd::Bench(BenchCmd::Compare { a, b }) => {
             print!("{}", stratus_bench::run::compare(&a, &b)?);
             Ok(())
