@@ -37,6 +37,7 @@ fn shapes() -> Vec<(&'static str, Workflow, Bytes)> {
         steps,
         output: None,
         max_concurrency: None,
+        invoke: None,
         pos: Pos::default(),
     };
     let chain: Vec<Step> = (0..10)

@@ -18,7 +18,10 @@ use crate::platform::PlatformError;
 use crate::Platform;
 
 pub fn router(p: Arc<Platform>) -> Router {
-    let access = Arc::new(crate::auth::Access::new(&p.cfg));
+    let access = Arc::new(crate::auth::Gate {
+        access: crate::auth::Access::new(&p.cfg),
+        platform: Arc::downgrade(&p),
+    });
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))

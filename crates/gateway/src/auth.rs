@@ -5,7 +5,10 @@
 //!   name (DNS rebinding); an `Origin`, if any, must be an allowed origin
 //!   (browsers). `/healthz` needs nothing more.
 //! - `POST /v1/invoke/{name}`: open, unless an invoke token is configured;
-//!   then the invoke token or the admin token. Its body is the function's
+//!   then the invoke token or the admin token. A function or workflow may
+//!   say otherwise with its `stratus.dev/invoke` annotation: `open`, or
+//!   `token` (the invoke token or the admin token; the admin token alone
+//!   when no invoke token is configured). Its body is the function's
 //!   input in any type, so no body-type check (browsers are kept out by the
 //!   `Origin` check; a gateway that must refuse forms sets an invoke token).
 //! - Every other route (deploy, delete, resources, logs, invocation records,
@@ -19,6 +22,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use stratus_auth::{check_bearer, Denied, Guard, Token};
+use stratus_spec::InvokePolicy;
 
 use crate::Config;
 
@@ -71,20 +75,30 @@ impl Access {
         }
     }
 
-    /// Whether a request may reach its route. Pure over its parts.
+    /// Whether a request may reach its route. Pure over its parts;
+    /// `policy` is the invoked target's own, if it has one.
     pub(crate) fn check(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
+        policy: Option<InvokePolicy>,
     ) -> Result<(), Denied> {
         match class(method, path) {
             Class::Open => self.guard.check_origin(headers),
             Class::Invoke => {
                 self.guard.check_origin(headers)?;
-                match &self.invoke {
-                    None => Ok(()),
-                    Some(t) => check_bearer(t, headers).or_else(|_| self.admin_token(headers)),
+                let needs_token = match policy {
+                    Some(InvokePolicy::Open) => false,
+                    Some(InvokePolicy::Token) => true,
+                    None => self.invoke.is_some(),
+                };
+                match (&self.invoke, needs_token) {
+                    (_, false) => Ok(()),
+                    (None, true) => self.admin_token(headers),
+                    (Some(t), true) => {
+                        check_bearer(t, headers).or_else(|_| self.admin_token(headers))
+                    }
                 }
             }
             Class::Admin => {
@@ -106,10 +120,25 @@ impl Access {
     }
 }
 
+/// The middleware's state: the checks, and the platform to look up an
+/// invoked target's own policy in.
+pub(crate) struct Gate {
+    pub(crate) access: Access,
+    pub(crate) platform: std::sync::Weak<crate::Platform>,
+}
+
 /// The middleware: refused requests get the gateway's JSON error with the
 /// status [`Denied::status`] gives (401s also say `WWW-Authenticate: Bearer`).
-pub(crate) async fn layer(State(a): State<Arc<Access>>, req: Request, next: Next) -> Response {
-    match a.check(req.method(), req.uri().path(), req.headers()) {
+pub(crate) async fn layer(State(g): State<Arc<Gate>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let policy = match (
+        req.method() == Method::POST,
+        path.strip_prefix("/v1/invoke/"),
+    ) {
+        (true, Some(name)) => g.platform.upgrade().and_then(|p| p.invoke_policy(name)),
+        _ => None,
+    };
+    match g.access.check(req.method(), path, req.headers(), policy) {
         Ok(()) => next.run(req).await,
         Err(d) => {
             tracing::debug!(method = %req.method(), path = req.uri().path(), "refused: {d}");
@@ -159,7 +188,7 @@ mod tests {
         path: &str,
         headers: &[(header::HeaderName, &str)],
     ) -> u16 {
-        match a.check(&method, path, &h(headers)) {
+        match a.check(&method, path, &h(headers), None) {
             Ok(()) => 200,
             Err(d) => d.status().as_u16(),
         }
@@ -262,5 +291,36 @@ mod tests {
         assert_eq!(check(&a, Method::POST, "/v1/invoke/f", &[stand_in]), 401);
         assert_eq!(check(&a, Method::POST, "/v1/invoke/f", &[INVOKE]), 200);
         assert_eq!(check(&a, Method::GET, "/healthz", &[]), 200);
+    }
+
+    /// A target's own `stratus.dev/invoke` wins over the platform default,
+    /// both ways; `token` without an invoke token means the admin token.
+    #[test]
+    fn a_targets_policy_overrides_the_default() {
+        let status = |a: &Access, policy, headers: &[(header::HeaderName, &str)]| match a.check(
+            &Method::POST,
+            "/v1/invoke/f",
+            &h(headers),
+            policy,
+        ) {
+            Ok(()) => 200,
+            Err(d) => d.status().as_u16(),
+        };
+        let (open, token) = (Some(InvokePolicy::Open), Some(InvokePolicy::Token));
+        let with_invoke = access(true, true);
+        assert_eq!(status(&with_invoke, None, &[]), 401);
+        assert_eq!(status(&with_invoke, open, &[]), 200);
+        assert_eq!(
+            status(&with_invoke, open, &[(ORIGIN, "http://evil.test")]),
+            403,
+            "open still checks Origin"
+        );
+        assert_eq!(status(&with_invoke, token, &[INVOKE]), 200);
+        assert_eq!(status(&with_invoke, token, &[ADMIN]), 200);
+        let without = access(false, true);
+        assert_eq!(status(&without, None, &[]), 200);
+        assert_eq!(status(&without, token, &[]), 401);
+        assert_eq!(status(&without, token, &[INVOKE]), 401);
+        assert_eq!(status(&without, token, &[ADMIN]), 200);
     }
 }

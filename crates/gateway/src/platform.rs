@@ -662,6 +662,18 @@ impl Platform {
         )
     }
 
+    /// The `stratus.dev/invoke` policy of the workflow or function `name`,
+    /// if it is deployed and sets one (a workflow's name wins, as in invoke).
+    pub fn invoke_policy(&self, name: &str) -> Option<stratus_spec::InvokePolicy> {
+        let reg = self.registry.read();
+        if let Some(w) = reg.workflows.get(name) {
+            return w.spec.invoke;
+        }
+        reg.functions
+            .get(name)
+            .and_then(|f| f.service.invoke_policy())
+    }
+
     pub fn max_body_bytes(&self) -> usize {
         self.cfg.max_body_bytes
     }

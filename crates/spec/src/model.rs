@@ -12,6 +12,32 @@ pub const RUNTIME_ANNOTATION: &str = "stratus.dev/runtime";
 /// one of [`RESTORE_POLICIES`] (default: the node's configured policy).
 pub const RESTORE_POLICY_ANNOTATION: &str = "stratus.dev/restore-policy";
 
+/// Who may invoke a function or workflow, overriding the platform's
+/// default (open, or the invoke token when `stratus up --invoke-token-file`
+/// is given): `open` or `token`. On a Service it goes with the template's
+/// annotations, on a Workflow with its metadata's.
+pub const INVOKE_ANNOTATION: &str = "stratus.dev/invoke";
+
+/// The values of [`INVOKE_ANNOTATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvokePolicy {
+    /// Anyone who can reach the gateway (the `Host`/`Origin` checks still apply).
+    Open,
+    /// The invoke token, or the admin token.
+    Token,
+}
+
+impl InvokePolicy {
+    pub fn parse(s: &str) -> Option<InvokePolicy> {
+        match s.trim() {
+            "open" => Some(InvokePolicy::Open),
+            "token" => Some(InvokePolicy::Token),
+            _ => None,
+        }
+    }
+}
+
 /// The values [`RESTORE_POLICY_ANNOTATION`] accepts.
 pub const RESTORE_POLICIES: [&str; 4] = ["eager", "lazy", "working-set", "warm-local"];
 
@@ -50,6 +76,13 @@ pub struct Service {
 }
 
 impl Service {
+    /// Its [`INVOKE_ANNOTATION`], if set (the parser checked its value).
+    pub fn invoke_policy(&self) -> Option<InvokePolicy> {
+        self.annotations
+            .get(INVOKE_ANNOTATION)
+            .and_then(|v| InvokePolicy::parse(v))
+    }
+
     /// The concurrency target the autoscaler aims for per instance.
     pub fn effective_target(&self) -> f64 {
         let cc = self.container_concurrency as f64;
@@ -129,6 +162,9 @@ pub struct Workflow {
     /// (the platform's default when absent).
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// `metadata.annotations["stratus.dev/invoke"]` ([`INVOKE_ANNOTATION`]).
+    #[serde(default)]
+    pub invoke: Option<InvokePolicy>,
     pub pos: Pos,
 }
 

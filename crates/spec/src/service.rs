@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use crate::convert::{check_name, Ctx, MapView};
-use crate::model::{Pos, Service, RESTORE_POLICIES, RESTORE_POLICY_ANNOTATION, RUNTIME_ANNOTATION};
+use crate::model::{
+    InvokePolicy, Pos, Service, INVOKE_ANNOTATION, RESTORE_POLICIES, RESTORE_POLICY_ANNOTATION,
+    RUNTIME_ANNOTATION,
+};
 use stratus_yaml::Node;
 
 const AUTOSCALING: &str = "autoscaling.knative.dev/";
@@ -125,7 +128,10 @@ pub(crate) fn convert(
             if let Some(a) = meta.get("annotations") {
                 if let Some(mut ann) = MapView::new(ctx, a, "metadata.annotations") {
                     for (k, kpos, _) in ann.all(ctx) {
-                        if k.starts_with(AUTOSCALING) || k == RUNTIME_ANNOTATION {
+                        if k.starts_with(AUTOSCALING)
+                            || k == RUNTIME_ANNOTATION
+                            || k == INVOKE_ANNOTATION
+                        {
                             ctx.warn(
                                 kpos,
                                 format!(
@@ -285,6 +291,13 @@ fn annotations(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos>
                 );
             } else {
                 svc.runtime = value.trim().to_string();
+            }
+        } else if key == INVOKE_ANNOTATION {
+            if InvokePolicy::parse(&value).is_none() {
+                ctx.error(
+                    v.pos,
+                    format!("annotation '{key}': expected open or token, found {value:?}"),
+                );
             }
         } else if key == RESTORE_POLICY_ANNOTATION {
             if !RESTORE_POLICIES.contains(&value.trim()) {

@@ -1185,3 +1185,47 @@ fn large_broken_files_stay_fast() {
         start.elapsed()
     );
 }
+
+/// `stratus.dev/invoke`: `open` or `token`, on a Service's template or a
+/// Workflow's metadata; anything else is an error at its position.
+#[test]
+fn invoke_annotation() {
+    let service = |v: &str| {
+        format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  template:\n    metadata:\n      annotations: {{stratus.dev/invoke: {v}}}\n    spec:\n      containers: [{{image: i, command: [c]}}]\n"
+        )
+    };
+    let b = parse("t.yaml", &service("token")).unwrap();
+    assert_eq!(
+        b.services[0].invoke_policy(),
+        Some(crate::InvokePolicy::Token)
+    );
+    let b = parse("t.yaml", &service("open")).unwrap();
+    assert_eq!(
+        b.services[0].invoke_policy(),
+        Some(crate::InvokePolicy::Open)
+    );
+    check(
+        &service("sometimes"),
+        expect![[r#"
+            ERROR:
+            t.yaml:7:41: annotation 'stratus.dev/invoke': expected open or token, found "sometimes"
+        "#]],
+    );
+    let workflow = |v: &str| {
+        format!(
+            "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: w\n  annotations: {{stratus.dev/invoke: {v}, team: ml}}\nspec:\n  steps:\n    - {{name: a, function: deployed-fn}}\n"
+        )
+    };
+    let b = parse("t.yaml", &workflow("open")).unwrap();
+    assert_eq!(b.workflows[0].invoke, Some(crate::InvokePolicy::Open));
+    let b = parse("t.yaml", &wf("    - {name: a, function: deployed-fn}\n")).unwrap();
+    assert_eq!(b.workflows[0].invoke, None);
+    check(
+        &workflow("[x]"),
+        expect![[r#"
+            ERROR:
+            t.yaml:5:37: annotation 'stratus.dev/invoke': expected a string, found a list
+        "#]],
+    );
+}

@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::convert::{check_name, list_names, Ctx, MapView};
-use crate::model::{InputFormat, InputRef, Pos, Step, Trigger, Workflow};
+use crate::model::{
+    InputFormat, InputRef, InvokePolicy, Pos, Step, Trigger, Workflow, INVOKE_ANNOTATION,
+};
 use stratus_yaml::{Kind, Node};
 
 /// Largest `spec.maxConcurrency`.
@@ -23,6 +25,7 @@ pub(crate) fn convert(
 ) -> (Option<(String, Pos)>, Option<Workflow>) {
     let errors_before = ctx.errors.len();
     let mut name = None;
+    let mut invoke = None;
     if let Some(m) = root.require(ctx, "metadata") {
         if let Some(mut meta) = MapView::new(ctx, m, "metadata") {
             if let Some(n) = meta.require(ctx, "name") {
@@ -33,7 +36,10 @@ pub(crate) fn convert(
                     }
                 }
             }
-            meta.finish(ctx, &["namespace", "labels", "annotations"], &[]);
+            if let Some(a) = meta.get("annotations") {
+                invoke = invoke_annotation(ctx, a);
+            }
+            meta.finish(ctx, &["namespace", "labels"], &[]);
         }
     }
     ctx.workflow = name.as_ref().map(|(n, _)| n.clone());
@@ -86,9 +92,34 @@ pub(crate) fn convert(
         steps: steps.into_iter().map(|p| p.step).collect(),
         output: output.map(|(o, _)| o),
         max_concurrency,
+        invoke,
         pos: wf_pos,
     });
     (name, wf)
+}
+
+/// `metadata.annotations`: [`INVOKE_ANNOTATION`] is read; other keys are the
+/// user's own (labels for tools) and pass silently.
+fn invoke_annotation(ctx: &mut Ctx<'_>, node: &Node) -> Option<InvokePolicy> {
+    let mut ann = MapView::new(ctx, node, "metadata.annotations")?;
+    let mut out = None;
+    for (k, _, v) in ann.all(ctx) {
+        if k != INVOKE_ANNOTATION {
+            continue;
+        }
+        let Some(value) = v.as_scalar() else {
+            ctx.type_error(v, &format!("annotation '{k}'"), "a string");
+            continue;
+        };
+        out = InvokePolicy::parse(value);
+        if out.is_none() {
+            ctx.error(
+                v.pos,
+                format!("annotation '{k}': expected open or token, found {value:?}"),
+            );
+        }
+    }
+    out
 }
 
 fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {

@@ -40,6 +40,7 @@ fn exec(steps: Vec<Step>) -> Execution {
         steps,
         output: None,
         max_concurrency: None,
+        invoke: None,
         pos: Pos::default(),
     };
     Execution::new(Arc::new(Plan::compile(&wf).unwrap()))

@@ -384,3 +384,62 @@ async fn up_takes_its_admin_token_from_a_file() {
 fn short_name(p: &Path) -> &str {
     p.file_name().unwrap().to_str().unwrap()
 }
+
+/// A function's or workflow's own `stratus.dev/invoke` wins over the
+/// platform's default, both ways, and follows a redeploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targets_own_invoke_policy_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("invoke.token");
+    std::fs::write(&inv, "invoke-token-for-the-test\n").unwrap();
+    let up = Up::start(&["--invoke-token-file", inv.to_str().unwrap()], &[]).await;
+    let admin = up
+        .anon()
+        .with_token(&Token::read_file(&up.state_dir().join("admin.token")).unwrap());
+    let annotated = |name: &str, policy: &str| {
+        service(
+            name,
+            "echo",
+            "",
+            &format!("        stratus.dev/invoke: {policy}\n"),
+        )
+    };
+    let workflow = "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: openwf\n  annotations: {stratus.dev/invoke: open}\nspec:\n  steps:\n    - {name: a, function: closedfn}\n";
+    for yaml in [
+        annotated("openfn", "open"),
+        service("closedfn", "echo", "", ""),
+        workflow.to_string(),
+    ] {
+        let r = admin.deploy("p.yaml", &yaml).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.error_message());
+    }
+    let anon = |name: &'static str| {
+        let c = up.anon();
+        async move { c.invoke(name, Bytes::from_static(b"{}")).await.unwrap() }
+    };
+    assert_eq!(anon("openfn").await.status, 200);
+    assert_eq!(anon("closedfn").await.status, 401);
+    let r = anon("openwf").await;
+    assert_eq!(
+        r.status,
+        200,
+        "an open workflow runs its steps: {}",
+        r.text()
+    );
+    let r = admin
+        .deploy("p.yaml", &annotated("openfn", "token"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(anon("openfn").await.status, 401);
+    let r = admin
+        .deploy("p.yaml", &annotated("badfn", "maybe"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error_message().contains("expected open or token"),
+        "{}",
+        r.error_message()
+    );
+}
