@@ -259,6 +259,7 @@ pub async fn serve(
     let limits = crate::listener::Limits {
         max_connections: p.cfg.max_connections,
         header_read_timeout: p.cfg.header_read_timeout,
+        write_timeout: p.cfg.write_timeout,
         shutdown_timeout: p.cfg.shutdown_timeout,
     };
     let metrics = p.metrics.clone();

@@ -76,6 +76,9 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Longest a client may take to send a request body.
     pub body_read_timeout: Duration,
+    /// A write to a client that has stalled this long (it stopped reading
+    /// its response) closes the connection, freeing the response's memory.
+    pub write_timeout: Duration,
     /// On shutdown, how long in-flight requests may finish before their
     /// connections are closed.
     pub shutdown_timeout: Duration,
@@ -113,6 +116,7 @@ impl Default for Config {
             max_calls: 10_000,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
         }

@@ -408,6 +408,10 @@ pub struct UpArgs {
     /// Seconds a client may take to send a request body.
     #[arg(long, default_value_t = Config::default().body_read_timeout.as_secs_f64())]
     body_read_timeout: f64,
+    /// Seconds a write to a client may stall (it stopped reading its
+    /// response) before the connection is closed.
+    #[arg(long, default_value_t = Config::default().write_timeout.as_secs_f64())]
+    write_timeout: f64,
     /// Keep invocation records at most this many seconds (0: no age bound).
     #[arg(long, default_value_t = 86_400.0)]
     record_max_age: f64,
@@ -642,6 +646,7 @@ async fn up(a: UpArgs) -> Result<()> {
         max_calls: a.max_calls,
         max_connections: a.max_connections,
         header_read_timeout: secs("--header-read-timeout", a.header_read_timeout)?,
+        write_timeout: secs("--write-timeout", a.write_timeout)?,
         body_read_timeout: secs("--body-read-timeout", a.body_read_timeout)?,
         shutdown_timeout: secs("--shutdown-timeout", a.shutdown_timeout)?,
         record_retention: stratus_state::Retention {

@@ -430,6 +430,62 @@ async fn idle_and_silent_connections_are_closed() {
     assert!(got.ends_with("ok\n"), "one response, then closed: {got}");
 }
 
+/// A client that sends a request and never reads its (large) response:
+/// the stalled write ends the connection after `--write-timeout`, and the
+/// response is cut, not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    use tokio::io::AsyncReadExt;
+    let up = Up::spawn(&["--write-timeout", "1"], None, &[]);
+    up.healthy().await;
+    let c = up.client();
+    let r = c
+        .deploy("d.yaml", &service("big", "echo", "", ""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let connections = || async {
+        metric(
+            &c.get("/metrics").await.unwrap().text(),
+            "stratus_connections",
+        )
+    };
+    let before = connections().await;
+    const BODY: usize = 16 << 20;
+    let mut s = tokio::net::TcpStream::connect(&up.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/invoke/big HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {BODY}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s.write_all(&vec![b'x'; BODY]).await.unwrap();
+    // Not reading: the gateway's write stalls, then gives up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut saw_it_open = false;
+    loop {
+        let n = connections().await;
+        saw_it_open |= n > before;
+        if saw_it_open && n <= before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection is still open after 30 s ({n} open, {before} before)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 OK") && got.len() < BODY,
+        "a cut response: {} bytes",
+        got.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_block_shutdown() {
     // Timeouts far longer than the shutdown deadline: only the deadline can end them.
