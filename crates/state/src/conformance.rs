@@ -18,8 +18,11 @@ pub trait Backend {
     fn open(&self) -> Box<dyn StateStore>;
 }
 
+/// One case: panics if the backend deviates.
+pub type Case = fn(&dyn Backend);
+
 /// Every case, by name.
-pub const CASES: &[(&str, fn(&dyn Backend))] = &[
+pub const CASES: &[(&str, Case)] = &[
     (
         "revisions_advance_only_on_change_and_survive_reopen",
         revisions_advance_only_on_change_and_survive_reopen,
