@@ -12,7 +12,7 @@ use stratus_state::StateError;
 use tokio::sync::{mpsc, watch};
 
 use crate::lease::Lease;
-use crate::{etcd_err, EtcdStore};
+use crate::{Deadline, EtcdStore};
 
 /// One candidacy: campaigning in the background until elected, then
 /// leading until it resigns, is revoked, or its lease expires.
@@ -75,17 +75,28 @@ impl EtcdStore {
     /// The current leader's value in `election`, if any.
     pub fn leader(&self, election: &str) -> Result<Option<String>, StateError> {
         let name = election_key(&self.prefix, election);
-        let mut client = self.client.clone();
+        let client = self.client.clone();
+        let timeout = self.op_timeout;
         self.call("leader", async move {
-            match client.leader(name.as_str()).await {
-                Ok(r) => Ok(r
-                    .kv()
-                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
-                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("no leader") => {
-                    Ok(None)
-                }
-                Err(e) => Err(etcd_err("leader")(e)),
-            }
+            Deadline::new("leader", timeout)
+                .run(|| {
+                    let (mut c, n) = (client.clone(), name.clone());
+                    async move {
+                        match c.leader(n).await {
+                            Ok(r) => Ok(r
+                                .kv()
+                                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
+                            // No campaign holds the election.
+                            Err(etcd_client::Error::GRpcStatus(s))
+                                if s.message().contains("election: no leader") =>
+                            {
+                                Ok(None)
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                })
+                .await
         })
     }
 
@@ -144,13 +155,17 @@ impl Campaign {
     /// Steps down (if elected) and revokes the lease.
     pub fn resign(mut self, store: &EtcdStore) -> Result<(), StateError> {
         self.task.abort();
-        if let Some(key) = self.elected.borrow().clone() {
-            let mut client = store.client.clone();
+        let elected = self.elected.borrow().clone();
+        if let Some(key) = elected {
+            let client = store.client.clone();
+            let timeout = store.op_timeout;
             store.call("resign", async move {
-                client
-                    .resign(Some(ResignOptions::new().with_leader(key)))
-                    .await
-                    .map_err(etcd_err("resign"))?;
+                Deadline::new("resign", timeout)
+                    .run(|| {
+                        let (mut c, k) = (client.clone(), key.clone());
+                        async move { c.resign(Some(ResignOptions::new().with_leader(k))).await }
+                    })
+                    .await?;
                 Ok(())
             })?;
         }

@@ -10,7 +10,7 @@ use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use stratus_state::StateError;
 use tokio::sync::oneshot;
 
-use crate::{etcd_err, unavailable, EtcdStore};
+use crate::{unavailable, Deadline, EtcdStore};
 
 pub(crate) struct Lease {
     pub id: i64,
@@ -23,13 +23,16 @@ impl Lease {
     /// alive from the store's runtime.
     pub fn grant(store: &EtcdStore, op: &str, ttl: Duration) -> Result<Lease, StateError> {
         let secs = ttl.as_secs().max(1) as i64;
-        let mut client = store.client.clone();
+        let client = store.client.clone();
         let name = op.to_string();
+        let timeout = store.op_timeout;
         let id = store.call(op, async move {
-            let r = client
-                .lease_grant(secs, None)
-                .await
-                .map_err(etcd_err(&name))?;
+            let r = Deadline::new(&name, timeout)
+                .run(|| {
+                    let mut c = client.clone();
+                    async move { c.lease_grant(secs, None).await }
+                })
+                .await?;
             if !r.error().is_empty() {
                 return Err(unavailable(&name, format!("lease grant: {}", r.error())));
             }
@@ -65,18 +68,28 @@ impl Lease {
     /// Stops the keepalive and revokes the lease: its keys go at once.
     pub fn revoke(&mut self, store: &EtcdStore, op: &str) -> Result<(), StateError> {
         self.abandon();
-        let mut client = store.client.clone();
+        let client = store.client.clone();
         let id = self.id;
         let name = op.to_string();
+        let timeout = store.op_timeout;
         store.call(op, async move {
-            match client.lease_revoke(id).await {
-                Ok(_) => Ok(()),
-                // Already expired: what revoking wanted.
-                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("not found") => {
-                    Ok(())
-                }
-                Err(e) => Err(etcd_err(&name)(e)),
-            }
+            let r = Deadline::new(&name, timeout)
+                .run(|| {
+                    let mut c = client.clone();
+                    async move {
+                        match c.lease_revoke(id).await {
+                            // Already expired: what revoking wanted.
+                            Err(etcd_client::Error::GRpcStatus(s))
+                                if s.message().contains("not found") =>
+                            {
+                                Ok(())
+                            }
+                            r => r.map(|_| ()),
+                        }
+                    }
+                })
+                .await;
+            r
         })
     }
 }

@@ -91,7 +91,82 @@ pub(crate) fn unavailable(op: &str, detail: impl std::fmt::Display) -> StateErro
 
 /// An etcd client error as a [`StateError`], naming the operation.
 pub(crate) fn etcd_err(op: &str) -> impl Fn(etcd_client::Error) -> StateError + '_ {
-    move |e| unavailable(op, format!("etcd: {e}"))
+    move |e| unavailable(op, describe(&e))
+}
+
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("etcd: {:?}: {}", s.code(), s.message()),
+        e => format!("etcd: {e}"),
+    }
+}
+
+/// Errors worth another try: a leader change, a member gone, no answer.
+/// Not: a request etcd refuses as such (too large, invalid, compacted).
+fn transient(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => !matches!(
+            s.code(),
+            Code::InvalidArgument
+                | Code::NotFound
+                | Code::AlreadyExists
+                | Code::PermissionDenied
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::Unimplemented
+                | Code::ResourceExhausted
+                | Code::Unauthenticated
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Retries one operation's requests on transient errors until its
+/// deadline, then fails naming the operation and the last error. A retried
+/// write is safe: deploys and deletes compare before they write.
+pub(crate) struct Deadline {
+    op: String,
+    timeout: Duration,
+    until: tokio::time::Instant,
+}
+
+impl Deadline {
+    pub fn new(op: &str, timeout: Duration) -> Deadline {
+        Deadline {
+            op: op.to_string(),
+            timeout,
+            until: tokio::time::Instant::now() + timeout,
+        }
+    }
+
+    pub async fn run<T, Fut>(&self, mut f: impl FnMut() -> Fut) -> Result<T, StateError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let last = match tokio::time::timeout_at(self.until, f()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if transient(&e) => describe(&e),
+                Ok(Err(e)) => return Err(etcd_err(&self.op)(e)),
+                Err(_) => "no answer".to_string(),
+            };
+            if tokio::time::Instant::now() + pause >= self.until {
+                return Err(unavailable(
+                    &self.op,
+                    format!(
+                        "no success within {:?} (no quorum, or no member reachable); last: {last}",
+                        self.timeout
+                    ),
+                ));
+            }
+            tracing::debug!("{}: {last}; trying again", self.op);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
 }
 
 impl EtcdStore {
@@ -129,17 +204,33 @@ impl EtcdStore {
         let endpoints = cfg.endpoints.clone();
         let deadline = cfg.op_timeout;
         let what = format!("connect to {}", cfg.endpoints.join(","));
-        let client = rt.block_on(async move {
-            let fut = async {
-                let mut c = Client::connect(endpoints, Some(opts)).await?;
-                c.get("/stratus/", None).await?;
-                Ok::<_, etcd_client::Error>(c)
-            };
-            match tokio::time::timeout(deadline, fut).await {
-                Ok(r) => r.map_err(etcd_err(&what)),
-                Err(_) => Err(unavailable(&what, format!("no answer within {deadline:?}"))),
+        // Not `rt.block_on`: that panics when called from async code.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let d = Deadline::new(&what, deadline);
+            let r = d
+                .run(|| {
+                    let (eps, opts) = (endpoints.clone(), opts.clone());
+                    async move {
+                        let mut c = Client::connect(eps, Some(opts)).await?;
+                        c.get("/stratus/", None).await?;
+                        Ok(c)
+                    }
+                })
+                .await;
+            let _ = tx.send(r);
+        });
+        let got = rx
+            .recv()
+            .unwrap_or_else(|_| Err(unavailable("connect", "the etcd client runtime stopped")));
+        let client = match got {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropping a runtime inside another one panics.
+                rt.shutdown_background();
+                return Err(e);
             }
-        })?;
+        };
         Ok(EtcdStore {
             client,
             prefix: cfg.prefix(),
@@ -161,7 +252,8 @@ impl EtcdStore {
         F: Future<Output = Result<T, StateError>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let deadline = self.op_timeout;
+        // A safety net: the operation's own [`Deadline`] ends it first.
+        let deadline = self.op_timeout + Duration::from_secs(1);
         let name = op.to_string();
         self.handle().spawn(async move {
             let r = match tokio::time::timeout(deadline, fut).await {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use stratus_state::StateError;
 
 use crate::lease::Lease;
-use crate::{etcd_err, EtcdStore};
+use crate::{Deadline, EtcdStore};
 
 /// What a node advertises: where it is, its capacity, its caches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,15 +64,7 @@ impl EtcdStore {
         let value = encode(info)?;
         let mut lease = Lease::grant(self, "register node", ttl)?;
         let key = node_key(&self.prefix, &info.name);
-        let mut client = self.client.clone();
-        let id = lease.id;
-        let put = self.call("register node", async move {
-            client
-                .put(key, value, Some(PutOptions::new().with_lease(id)))
-                .await
-                .map_err(etcd_err("register node"))?;
-            Ok(())
-        });
+        let put = self.put_node(key, value, lease.id, "register node");
         if let Err(e) = put {
             let _ = lease.revoke(self, "register node");
             return Err(e);
@@ -93,13 +85,25 @@ impl EtcdStore {
         }
         let value = encode(info)?;
         let key = node_key(&self.prefix, &info.name);
-        let mut client = self.client.clone();
-        let id = reg.lease.id;
-        self.call("update node", async move {
-            client
-                .put(key, value, Some(PutOptions::new().with_lease(id)))
-                .await
-                .map_err(etcd_err("update node"))?;
+        self.put_node(key, value, reg.lease.id, "update node")
+    }
+
+    fn put_node(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        lease: i64,
+        op: &str,
+    ) -> Result<(), StateError> {
+        let client = self.client.clone();
+        let d = (op.to_string(), self.op_timeout);
+        self.call(op, async move {
+            let d = Deadline::new(&d.0, d.1);
+            d.run(|| {
+                let (mut c, k, v) = (client.clone(), key.clone(), value.clone());
+                async move { c.put(k, v, Some(PutOptions::new().with_lease(lease))).await }
+            })
+            .await?;
             Ok(())
         })
     }
@@ -107,12 +111,15 @@ impl EtcdStore {
     /// The registered nodes, by name.
     pub fn list_nodes(&self) -> Result<Vec<NodeInfo>, StateError> {
         let prefix = format!("{}nodes/", self.prefix);
-        let mut client = self.client.clone();
+        let client = self.client.clone();
+        let timeout = self.op_timeout;
         self.call("list nodes", async move {
-            let resp = client
-                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-                .await
-                .map_err(etcd_err("list nodes"))?;
+            let resp = Deadline::new("list nodes", timeout)
+                .run(|| {
+                    let (mut c, k) = (client.clone(), prefix.clone());
+                    async move { c.get(k, Some(GetOptions::new().with_prefix())).await }
+                })
+                .await?;
             let mut out = Vec::new();
             for kv in resp.kvs() {
                 let n: NodeInfo = serde_json::from_slice(kv.value()).map_err(|e| {

@@ -22,7 +22,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpRes
 use serde::{Deserialize, Serialize};
 use stratus_state::{StateError, StoredResource};
 
-use crate::{etcd_err, unavailable, EtcdStore};
+use crate::{unavailable, Deadline, EtcdStore};
 
 /// The JSON of one resource (its spec and source, escaped), stored twice:
 /// current and history.
@@ -175,15 +175,19 @@ fn plan(
 /// Reads the `current` keys in one transaction (one consistent revision):
 /// key → (mod revision, value).
 async fn read_current(
-    client: &mut etcd_client::Client,
+    d: &Deadline,
+    client: &etcd_client::Client,
     prefix: &str,
     keys: &[String],
 ) -> Result<BTreeMap<String, (i64, Option<Current>)>, StateError> {
     let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
-    let resp = client
-        .txn(Txn::new().and_then(ops))
-        .await
-        .map_err(etcd_err("read resources"))?;
+    let txn = Txn::new().and_then(ops);
+    let resp = d
+        .run(|| {
+            let (mut c, t) = (client.clone(), txn.clone());
+            async move { c.txn(t).await }
+        })
+        .await?;
     let mut out = BTreeMap::new();
     for (key, r) in keys.iter().zip(resp.op_responses()) {
         let TxnOpResponse::Get(g) = r else {
@@ -214,8 +218,10 @@ pub(crate) fn put(store: &EtcdStore, items: &[StoredResource]) -> Result<Vec<u64
     }
     let prefix = store.prefix.clone();
     let items = items.to_vec();
-    let mut client = store.client.clone();
+    let client = store.client.clone();
+    let timeout = store.op_timeout;
     store.call("deploy", async move {
+        let d = Deadline::new("deploy", timeout);
         let mut keys: Vec<String> = items
             .iter()
             .map(|it| current_key(&prefix, &it.kind, &it.name))
@@ -225,7 +231,7 @@ pub(crate) fn put(store: &EtcdStore, items: &[StoredResource]) -> Result<Vec<u64
         // Another writer between read and commit fails the compare: read
         // again and retry, until the call's deadline.
         loop {
-            let read = read_current(&mut client, &prefix, &keys).await?;
+            let read = read_current(&d, &client, &prefix, &keys).await?;
             let p = plan(&prefix, &items, &read, now_unix_ms())?;
             let compares: Vec<Compare> = p
                 .compares
@@ -237,10 +243,13 @@ pub(crate) fn put(store: &EtcdStore, items: &[StoredResource]) -> Result<Vec<u64
                 .into_iter()
                 .map(|(k, v)| TxnOp::put(k, v, None))
                 .collect();
-            let resp = client
-                .txn(Txn::new().when(compares).and_then(puts))
-                .await
-                .map_err(etcd_err("deploy"))?;
+            let txn = Txn::new().when(compares).and_then(puts);
+            let resp = d
+                .run(|| {
+                    let (mut c, t) = (client.clone(), txn.clone());
+                    async move { c.txn(t).await }
+                })
+                .await?;
             if resp.succeeded() {
                 return Ok(p.revisions);
             }
@@ -252,13 +261,17 @@ pub(crate) fn put(store: &EtcdStore, items: &[StoredResource]) -> Result<Vec<u64
 pub(crate) fn delete(store: &EtcdStore, kind: &str, name: &str) -> Result<bool, StateError> {
     let prefix = store.prefix.clone();
     let key = current_key(&prefix, kind, name);
-    let mut client = store.client.clone();
+    let client = store.client.clone();
+    let timeout = store.op_timeout;
     store.call("delete", async move {
+        let d = Deadline::new("delete", timeout);
         loop {
-            let got = client
-                .get(key.as_str(), None)
-                .await
-                .map_err(etcd_err("delete"))?;
+            let got = d
+                .run(|| {
+                    let (mut c, k) = (client.clone(), key.clone());
+                    async move { c.get(k, None).await }
+                })
+                .await?;
             let Some(kv) = got.kvs().first() else {
                 return Ok(false);
             };
@@ -269,18 +282,19 @@ pub(crate) fn delete(store: &EtcdStore, kind: &str, name: &str) -> Result<bool, 
             c.deleted = true;
             c.resource.updated_unix_ms = now_unix_ms();
             let value = serde_json::to_vec(&c).map_err(|e| StateError::Corrupt(e.to_string()))?;
-            let resp = client
-                .txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            key.as_str(),
-                            CompareOp::Equal,
-                            kv.mod_revision(),
-                        )])
-                        .and_then([TxnOp::put(key.as_str(), value, None)]),
-                )
-                .await
-                .map_err(etcd_err("delete"))?;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(key.as_str(), value, None)]);
+            let resp = d
+                .run(|| {
+                    let (mut c, t) = (client.clone(), txn.clone());
+                    async move { c.txn(t).await }
+                })
+                .await?;
             if resp.succeeded() {
                 return Ok(true);
             }
@@ -293,15 +307,17 @@ pub(crate) fn delete(store: &EtcdStore, kind: &str, name: &str) -> Result<bool, 
 /// miss nothing.
 pub fn list(store: &EtcdStore) -> Result<(Vec<StoredResource>, i64), StateError> {
     let prefix = store.prefix.clone();
-    let mut client = store.client.clone();
+    let client = store.client.clone();
+    let timeout = store.op_timeout;
     store.call("list resources", async move {
-        let resp = client
-            .get(
-                current_prefix(&prefix),
-                Some(GetOptions::new().with_prefix()),
-            )
-            .await
-            .map_err(etcd_err("list resources"))?;
+        let d = Deadline::new("list resources", timeout);
+        let keys = current_prefix(&prefix);
+        let resp = d
+            .run(|| {
+                let (mut c, k) = (client.clone(), keys.clone());
+                async move { c.get(k, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut out = Vec::new();
         for kv in resp.kvs() {
