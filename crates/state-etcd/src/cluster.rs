@@ -83,8 +83,10 @@ impl EtcdCluster {
             match Self::start(n) {
                 Ok(c) => return Some(c),
                 Err(ClusterError::NotInstalled) if !ci => {
-                    eprintln!(
-                        "\n**** SKIPPED: etcd is not installed; install etcd-server to run this test ****\n"
+                    // Straight to stderr: the test harness captures eprintln!.
+                    use std::io::Write;
+                    let _ = std::io::stderr().write_all(
+                        b"\n**** SKIPPED: etcd is not installed; install etcd-server to run this test ****\n",
                     );
                     return None;
                 }
