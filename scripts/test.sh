@@ -43,4 +43,5 @@ fi
 ./scripts/build-microvm-guest.sh --install-only
 [ "$install_only" = 1 ] && exit 0
 
-cargo test --workspace "$@"
+# stratus/etcd: `stratus up --etcd` and its test against a real etcd cluster.
+cargo test --workspace --features stratus/etcd "$@"

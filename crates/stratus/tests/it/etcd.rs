@@ -45,22 +45,22 @@ impl Up {
         if let Some(t) = token {
             cmd.arg("--token-file").arg(t);
         }
-        let child = cmd.spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let anon = GatewayClient::new(&url);
+        // Owned at once: a failed start below still kills it (Drop).
+        let mut up = Up {
+            child: cmd.spawn().unwrap(),
+            client: GatewayClient::new(&url),
+            dir,
+        };
         let t = Instant::now();
-        while anon.get("/healthz").await.is_err() {
-            let log = std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+        while up.client.get("/healthz").await.is_err() {
+            let log = std::fs::read_to_string(up.dir.path().join("up.log")).unwrap_or_default();
             assert!(t.elapsed() < Duration::from_secs(30), "not healthy:\n{log}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let file = token.map_or_else(|| state.join("admin.token"), |t| t.to_path_buf());
-        let token = Token::read_file(&file).unwrap();
-        Up {
-            child,
-            client: anon.with_token(&token),
-            dir,
-        }
+        up.client = GatewayClient::new(&url).with_token(&Token::read_file(&file).unwrap());
+        up
     }
 
     fn token_file(&self) -> std::path::PathBuf {
