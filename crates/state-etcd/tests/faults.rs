@@ -107,3 +107,36 @@ fn two_members_down_fail_clearly_and_a_restart_recovers() {
     assert_eq!(revs, [2], "the failed deploy wrote nothing");
     assert_eq!(s.list_resources().unwrap()[0].revision, 2);
 }
+
+#[test]
+fn the_watch_survives_losing_its_member() {
+    let Some(mut c) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let s = common::store(&c, "watch");
+    let (_, at) = s.snapshot().unwrap();
+    let mut w = s.watch_resources(at + 1);
+    // Each member in turn is killed (one of them serves the watch's
+    // stream) and a deploy follows: every deploy arrives, in order.
+    for victim in 0..3 {
+        c.kill(victim);
+        let spec = format!("v{victim}");
+        until_ok(Duration::from_secs(30), || {
+            s.put_resources(&[res("Service", "a", &spec)])
+        });
+        let t = Instant::now();
+        let ev = w
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the deploy arrives")
+            .unwrap();
+        eprintln!("member {victim} killed: event after {:?}", t.elapsed());
+        match ev {
+            stratus_state_etcd::ResourceEvent::Put { resource, .. } => {
+                assert_eq!(resource.spec_json, spec);
+                assert_eq!(resource.revision, victim as u64 + 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        c.restart(victim).unwrap();
+    }
+}
