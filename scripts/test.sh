@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
 # (as root), then runs the whole workspace's tests.
+#   scripts/test.sh [CARGO TEST ARGS...]
+#   scripts/test.sh --install-only    # only install (before a build: protoc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+install_only=0
+if [ "${1:-}" = "--install-only" ]; then install_only=1; shift; fi
 
 need=()
 command -v python3 >/dev/null || need+=(python3)   # the Python example function
 command -v runc >/dev/null || need+=(runc)         # the runc sandbox (crun fails on hybrid cgroups)
 command -v fusermount3 >/dev/null || need+=(fuse3) # lazy image root filesystems
+command -v etcd >/dev/null || need+=(etcd-server)  # the 3-member etcd cluster tests
+command -v protoc >/dev/null || need+=(protobuf-compiler) # building etcd-client's gRPC code
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -35,5 +41,7 @@ fi
 
 # QEMU, the cloud kernel and busybox for the microvm sandbox tests.
 ./scripts/build-microvm-guest.sh --install-only
+[ "$install_only" = 1 ] && exit 0
 
-cargo test --workspace "$@"
+# stratus/etcd: `stratus up --etcd` and its test against a real etcd cluster.
+cargo test --workspace --features stratus/etcd "$@"

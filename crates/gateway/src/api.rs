@@ -48,6 +48,13 @@ pub(crate) fn platform_error(e: PlatformError) -> Response {
         PlatformError::Invalid(_) => StatusCode::BAD_REQUEST,
         PlatformError::NotFound(_) => StatusCode::NOT_FOUND,
         PlatformError::InUse { .. } => StatusCode::CONFLICT,
+        // A cluster store without quorum: try again later.
+        PlatformError::State(stratus_state::StateError::Unavailable { .. }) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        PlatformError::State(stratus_state::StateError::TooLarge { .. }) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, crate::error_chain(&e))

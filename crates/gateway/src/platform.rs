@@ -812,5 +812,8 @@ fn normalized_workflow(w: &Workflow) -> Workflow {
     w
 }
 
+mod follow;
+pub use follow::RemoteChange;
+
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,16 @@
 //! Cluster state behind the [`StateStore`] trait: deployed resources with
 //! their revision history, and invocation records.
 //!
-//! [`SqliteStore`] is the embedded default; a distributed store (etcd) is the
-//! planned second backend. [`FaultyStore`] wraps any store to fail writes on
+//! [`SqliteStore`] is the embedded default; `stratus-state-etcd` holds the
+//! etcd backend for clusters. [`FaultyStore`] wraps any store to fail writes on
 //! demand, for testing that a failed write deploys nothing.
 //!
 //! Calls are blocking; async callers use `spawn_blocking` or a writer thread.
+//! The `testing` feature adds [`conformance`]: the tests every backend must
+//! pass, identically.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 mod faulty;
 mod sqlite;
 
@@ -26,6 +30,17 @@ pub enum StateError {
     Corrupt(String),
     #[error("injected fault: {0}")]
     Injected(&'static str),
+    /// A distributed backend could not do `op` (no quorum, unreachable,
+    /// timed out, a conflict that did not settle); `detail` says why.
+    #[error("cluster store: {op}: {detail}")]
+    Unavailable { op: String, detail: String },
+    /// One value or one transaction is over what the backend accepts.
+    #[error("{what} is {bytes} bytes, over the cluster store's limit of {limit} bytes")]
+    TooLarge {
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
 }
 
 /// A deployed resource at its current revision.

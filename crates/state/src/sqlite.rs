@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use stratus_dag::{InFlight, Interruption, InvocationRecord};
 
 use crate::{now_unix_ms, Retention, StateError, StateStore, StoredResource};
@@ -63,7 +63,10 @@ impl SqliteStore {
 impl StateStore for SqliteStore {
     fn put_resources(&self, items: &[StoredResource]) -> Result<Vec<u64>, StateError> {
         let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
+        // Immediate: take the write lock before reading the latest
+        // revisions, so that another connection's deploy waits (busy
+        // timeout) instead of failing the read-then-write upgrade.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_unix_ms();
         let mut out = Vec::with_capacity(items.len());
         for it in items {
@@ -327,207 +330,34 @@ fn read_marks(conn: &Connection) -> Result<Vec<InFlight>, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use stratus_dag::{Breakdown, InvocationKind};
+    use crate::conformance::{self, only, record_ids, records, Backend};
 
-    fn res(name: &str, spec: &str) -> StoredResource {
-        StoredResource {
-            kind: "Service".into(),
-            name: name.into(),
-            revision: 0,
-            spec_json: spec.into(),
-            source: format!("name: {name}"),
-            updated_unix_ms: 0,
+    /// Handles on one database file.
+    struct File(tempfile::TempDir);
+
+    impl Backend for File {
+        fn open(&self) -> Box<dyn StateStore> {
+            Box::new(SqliteStore::open(&self.0.path().join("state.db")).unwrap())
         }
     }
 
     #[test]
-    fn revisions_advance_only_on_change_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            assert_eq!(
-                s.put_resources(&[res("a", "1"), res("b", "1")]).unwrap(),
-                vec![1, 1]
-            );
-            assert_eq!(s.put_resources(&[res("a", "1")]).unwrap(), vec![1]);
-            assert_eq!(s.put_resources(&[res("a", "2")]).unwrap(), vec![2]);
-            assert!(s.delete_resource("Service", "b").unwrap());
-            assert!(!s.delete_resource("Service", "b").unwrap());
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        let all = s.list_resources().unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(
-            (
-                all[0].name.as_str(),
-                all[0].revision,
-                all[0].spec_json.as_str()
-            ),
-            ("a", 2, "2")
-        );
-        // Redeploying a deleted resource continues its history.
-        assert_eq!(s.put_resources(&[res("b", "9")]).unwrap(), vec![2]);
-    }
-
-    fn mark(id: &str, t: u64) -> InFlight {
-        InFlight {
-            id: id.into(),
-            target: "slow".into(),
-            kind: InvocationKind::Function,
-            received_unix_us: t,
-            input_bytes: 3,
-        }
-    }
-
-    /// A mark written with its record, or cleared by it later, leaves
-    /// nothing; a mark without a record survives a reopen and becomes one
-    /// lost record, once.
-    #[test]
-    fn in_flight_marks_clear_with_their_record_and_survive_as_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            let done = mark("a", 1).interrupted(Interruption::Cancelled, "gone".into());
-            s.write_invocations(&[mark("a", 1), mark("b", 2), mark("c", 3)], &[])
-                .unwrap();
-            s.write_invocations(&[], &[Arc::new(done)]).unwrap();
-            let left: Vec<String> = s.in_flight().unwrap().into_iter().map(|m| m.id).collect();
-            assert_eq!(left, ["b", "c"]);
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        let lost = s.recover_lost("lost: the platform stopped").unwrap();
-        let ids: Vec<&str> = lost.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["b", "c"]);
-        assert!(s.in_flight().unwrap().is_empty());
-        assert!(s.recover_lost("again").unwrap().is_empty());
-        let b = s.get_invocation("b").unwrap().expect("b's record");
-        assert_eq!(
-            (b.ok, b.interrupted, b.error.as_deref(), b.input_bytes),
-            (
-                false,
-                Some(Interruption::Lost),
-                Some("lost: the platform stopped"),
-                3
-            )
-        );
-        let a = s.get_invocation("a").unwrap().expect("a's record");
-        assert_eq!(a.interrupted, Some(Interruption::Cancelled));
-        assert_eq!(s.list_invocations(Some("slow"), 10).unwrap().len(), 3);
-    }
-
-    #[test]
-    fn invocations_round_trip_newest_first() {
-        let s = SqliteStore::in_memory().unwrap();
-        let rec = |id: &str, t: u64| InvocationRecord {
-            id: id.into(),
-            target: "wf".into(),
-            kind: InvocationKind::Workflow,
-            ok: true,
-            error: None,
-            received_unix_us: t,
-            finished_us: 5,
-            input_bytes: 1,
-            output_bytes: 2,
-            breakdown: Breakdown::default(),
-            runs: vec![],
-            interrupted: None,
-        };
-        s.record_invocations(&[Arc::new(rec("x", 1)), Arc::new(rec("y", 2))])
-            .unwrap();
-        assert_eq!(s.get_invocation("x").unwrap().unwrap(), rec("x", 1));
-        assert!(s.get_invocation("nope").unwrap().is_none());
-        let ids: Vec<String> = s
-            .list_invocations(Some("wf"), 10)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(ids, ["y", "x"]);
-        assert!(s.list_invocations(Some("other"), 10).unwrap().is_empty());
-    }
-
-    fn recs(n: u64, t0: u64) -> Vec<Arc<InvocationRecord>> {
-        (0..n)
-            .map(|i| {
-                Arc::new(InvocationRecord {
-                    id: format!("r{}", t0 + i),
-                    target: "wf".into(),
-                    kind: InvocationKind::Workflow,
-                    ok: true,
-                    error: Some("x".repeat(200)),
-                    received_unix_us: t0 + i,
-                    finished_us: 5,
-                    input_bytes: 1,
-                    output_bytes: 2,
-                    breakdown: Breakdown::default(),
-                    runs: vec![],
-                    interrupted: None,
-                })
-            })
-            .collect()
-    }
-
-    fn ids(s: &SqliteStore) -> Vec<String> {
-        let mut v: Vec<String> = s
-            .list_invocations(None, usize::MAX >> 1)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
-        v.reverse();
-        v
-    }
-
-    fn only(f: impl FnOnce(&mut Retention)) -> Retention {
-        let mut r = Retention {
-            max_age: None,
-            max_records: None,
-            max_bytes: None,
-        };
-        f(&mut r);
-        r
-    }
-
-    #[test]
-    fn pruning_by_age_drops_records_received_before_the_cutoff() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.record_invocations(&recs(12_000, 1_000_000)).unwrap();
-        let r = only(|r| r.max_age = Some(std::time::Duration::from_micros(100)));
-        // now - 100 µs = 1_011_900: ids below it go, across several batches.
-        assert_eq!(s.prune_invocations(&r, 1_012_000).unwrap(), 11_900);
-        let left = ids(&s);
-        assert_eq!(left.len(), 100);
-        assert_eq!(left[0], "r1011900");
-        assert_eq!(s.prune_invocations(&r, 1_012_000).unwrap(), 0);
-    }
-
-    #[test]
-    fn pruning_by_count_keeps_the_newest() {
-        let s = SqliteStore::in_memory().unwrap();
-        s.record_invocations(&recs(30, 0)).unwrap();
-        let r = only(|r| r.max_records = Some(10));
-        assert_eq!(s.prune_invocations(&r, 0).unwrap(), 20);
-        assert_eq!(
-            ids(&s),
-            (20..30).map(|i| format!("r{i}")).collect::<Vec<_>>()
-        );
+    fn sqlite_passes_the_conformance_suite() {
+        conformance::run_all(&mut || Box::new(File(tempfile::tempdir().unwrap())));
     }
 
     #[test]
     fn pruning_by_bytes_gets_under_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("state.db")).unwrap();
-        s.record_invocations(&recs(4_000, 0)).unwrap();
+        s.record_invocations(&records(4_000, 0)).unwrap();
         let before = s.used_bytes().unwrap();
         assert!(before > 1 << 20, "{before}");
         let max = 256 << 10;
         let r = only(|r| r.max_bytes = Some(max));
         let gone = s.prune_invocations(&r, 0).unwrap();
         assert!(s.used_bytes().unwrap() <= max);
-        let left = ids(&s);
+        let left = record_ids(&s);
         assert_eq!(left.len() as u64, 4_000 - gone);
         assert!(!left.is_empty(), "does not delete everything");
         assert_eq!(left.last().unwrap(), "r3999", "the newest stay");

@@ -425,6 +425,15 @@ pub struct UpArgs {
     /// Seconds in-flight requests may take to finish on shutdown.
     #[arg(long, default_value_t = Config::default().shutdown_timeout.as_secs_f64())]
     shutdown_timeout: f64,
+    /// Keep functions and workflows in etcd (client URLs, comma-separated),
+    /// shared with every replica started with the same --etcd and
+    /// --etcd-cluster; invocation records stay in the state directory.
+    /// Needs a build with `--features etcd`.
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Names this cluster's keys in etcd (/stratus/NAME/...).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    etcd_cluster: String,
 }
 
 /// A client that sends the admin token (`find_token`).
@@ -700,9 +709,15 @@ async fn up(a: UpArgs) -> Result<()> {
             cfg.unavailable_runtimes.push(("microvm".into(), why));
         }
     }
-    let platform = Platform::start_with_backends(cfg, extra)
-        .await
-        .context("starting the platform")?;
+    let platform = if a.etcd.is_empty() {
+        Platform::start_with_backends(cfg, extra)
+            .await
+            .context("starting the platform")?
+    } else {
+        crate::etcd::start(&a.etcd, &a.etcd_cluster, &state_dir, cfg, extra)
+            .await
+            .context("starting the platform")?
+    };
     let listener = tokio::net::TcpListener::bind(a.addr)
         .await
         .with_context(|| format!("cannot listen on {}", a.addr))?;

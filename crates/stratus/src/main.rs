@@ -1,6 +1,7 @@
 //! `stratus`: a thin command line over the library crates.
 
 mod cli;
+mod etcd;
 mod trace;
 
 use clap::Parser;

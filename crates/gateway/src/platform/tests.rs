@@ -366,3 +366,66 @@ async fn a_function_in_use_cannot_be_deleted_and_a_workflow_cannot_use_a_deleted
     assert_agree(&p);
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_applying_the_stores_changes_ends_where_the_store_is() {
+    use super::follow::RemoteChange;
+    let dir = tempfile::tempdir().unwrap();
+    let shared: Arc<dyn StateStore> = Arc::new(sqlite(&dir));
+    let a = platform(shared.clone()).await;
+    // b stores elsewhere: everything it has came through apply_remote.
+    let b = platform(Arc::new(SqliteStore::in_memory().unwrap())).await;
+    let follow = |store: &Arc<dyn StateStore>| {
+        store
+            .list_resources()
+            .unwrap()
+            .into_iter()
+            .map(RemoteChange::Put)
+            .collect::<Vec<_>>()
+    };
+
+    a.deploy("f.yaml", &service("f", 1)).await.unwrap();
+    a.deploy("g.yaml", &service("g", 1)).await.unwrap();
+    a.deploy("w.yaml", &workflow("w", "f", "g")).await.unwrap();
+    for c in follow(&shared) {
+        assert!(b.apply_remote(c).await.unwrap(), "new to b");
+    }
+    assert_eq!(registry_resources(&b), stored_resources_of(&*shared));
+    // The echo of what b already has (its own deploys, a replay) is a no-op.
+    for c in follow(&shared) {
+        assert!(!b.apply_remote(c).await.unwrap(), "already current");
+    }
+
+    // A newer revision replaces; an older one does not.
+    let old = shared.list_resources().unwrap();
+    a.deploy("f.yaml", &service("f", 2)).await.unwrap();
+    for c in follow(&shared) {
+        b.apply_remote(c).await.unwrap();
+    }
+    assert_eq!(registry_resources(&b), stored_resources_of(&*shared));
+    let stale = old.into_iter().find(|r| r.name == "f").unwrap();
+    assert!(!b.apply_remote(RemoteChange::Put(stale)).await.unwrap());
+    assert_eq!(registry_resources(&b), stored_resources_of(&*shared));
+
+    a.delete("w").await.unwrap();
+    let gone = RemoteChange::Deleted {
+        kind: "Workflow".into(),
+        name: "w".into(),
+    };
+    assert!(b.apply_remote(gone.clone()).await.unwrap());
+    assert!(!b.apply_remote(gone).await.unwrap());
+    assert_eq!(registry_resources(&b), stored_resources_of(&*shared));
+
+    // A corrupt spec is an error naming it, and changes nothing.
+    let mut bad = shared.list_resources().unwrap().remove(0);
+    bad.revision += 10;
+    bad.spec_json = "{".into();
+    let err = b.apply_remote(RemoteChange::Put(bad)).await.unwrap_err();
+    assert!(
+        stratus_sandbox::error_chain(&err).contains("revision"),
+        "{err}"
+    );
+    assert_eq!(registry_resources(&b), stored_resources_of(&*shared));
+    a.shutdown().await;
+    b.shutdown().await;
+}

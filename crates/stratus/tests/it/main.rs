@@ -4,6 +4,8 @@
 mod auth;
 mod bench;
 mod errors;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod hardening;
 mod images;
 mod ingest_kill;
