@@ -264,7 +264,8 @@ impl<'a> Reader<'a> {
         let text = self.text;
         let raw = &text.as_bytes()[self.start..self.end];
         let delim = self.delimiter;
-        let blank = |b: Option<&u8>| matches!(b, Some(&c) if (c == b' ' || c == b'\t') && c != delim);
+        let blank =
+            |b: Option<&u8>| matches!(b, Some(&c) if (c == b' ' || c == b'\t') && c != delim);
         let mut at = 0;
         for i in 0..self.record.len() {
             if raw.get(at) == Some(&b'"') {

@@ -216,5 +216,8 @@ fn other_delimiters() {
     );
     // An invalid delimiter falls back to a comma.
     assert!(!valid_delimiter(b'"') && !valid_delimiter(b'\n') && !valid_delimiter(0xff));
-    assert_eq!(dump_with("a,b", STRICT, b'"'), "1: \"a\"@1 \"b\"@3 (end 4)\nblank 0");
+    assert_eq!(
+        dump_with("a,b", STRICT, b'"'),
+        "1: \"a\"@1 \"b\"@3 (end 4)\nblank 0"
+    );
 }

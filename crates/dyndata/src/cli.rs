@@ -51,6 +51,7 @@ pub fn ingest(
         } else {
             OnBadRow::Fail
         },
+        ..CsvOptions::default()
     };
     let mut store = Store::open(store_dir)?;
     let report = store.ingest_csv(csv_file, &opts)?;
