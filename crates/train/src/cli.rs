@@ -33,23 +33,7 @@ pub fn run(args: &RunArgs) -> Result<String> {
         Some(list) => runner::parse_strategies(list, &p)?,
         None => runner::default_strategies(&p),
     };
-    let config = serde_json::json!({
-        "pipeline_file": args.pipeline.display().to_string(),
-        "pipeline": p.name,
-        "description": p.description,
-        "dataset": p.dataset_path(&args.pipeline).display().to_string(),
-        "model": format!("{:?}", p.model),
-        "training": format!("{:?}", p.training),
-        "trigger": format!("{:?}", p.trigger),
-        "selection": {"strategy": p.selection.strategy.name(), "budget": p.selection.budget},
-        "evaluation": {"next_windows": p.evaluation.next_windows},
-        "retention": format!("{:?}", p.retention),
-        "tiering": format!("{:?}", p.tiering),
-        "watts_per_core": p.cost.watts_per_core,
-        "seed": p.training.seed,
-        "strategies": strategies,
-        "max_windows": args.max_windows,
-    });
+    let config = report::config_json(&args.pipeline, &p, &strategies, args.max_windows);
     let dir = ReportDir::create(&args.out, "train-run", config)?;
     let stream = runner::load_stream(
         &p,

@@ -455,10 +455,14 @@ fn csv_bad_rows_fail_or_are_counted() {
 fn csv_all_bad_rows_is_an_error_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("bad.csv");
-    fs::write(&csv, "a,b,label
+    fs::write(
+        &csv,
+        "a,b,label
 1,x,up
 3
-").unwrap();
+",
+    )
+    .unwrap();
     let mut store = Store::open(dir.path().join("s")).unwrap();
     let skip = CsvOptions {
         on_bad_row: OnBadRow::Skip,
