@@ -25,6 +25,8 @@ pub enum CliError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Gen(#[from] crate::gen::cli::GenCliError),
 }
 
 /// `stratus data ingest STORE FILE.csv [--label COL] [--timestamp COL]

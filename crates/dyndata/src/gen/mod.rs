@@ -12,6 +12,7 @@
 //! or, for Hyperplane and RBF, fresh weights or centroids drawn for each
 //! concept (they also drift incrementally by `mag_change` / `change_speed`).
 
+pub mod cli;
 pub mod concepts;
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ fn agrawal_functions_on_known_points() {
     assert!(a(7, &p(46e3, 0.0, 30.0, 2.0, 1e5, 1.0, 0.0)));
     assert!(a(8, &p(60e3, 0.0, 30.0, 1.0, 1e5, 1.0, 100e3)));
     assert!(!a(8, &p(60e3, 0.0, 30.0, 1.0, 1e5, 1.0, 200e3)));
-    // Equity counts from 20 years: 2/3 · 30k − 20k·...
+    // Equity counts from 20 years in the house on.
     let poor = p(30e3, 0.0, 30.0, 2.0, 400e3, 19.0, 0.0);
     assert!(!a(9, &poor)); // 20k − 10k − 10k = 0
     let owner = p(30e3, 0.0, 30.0, 2.0, 400e3, 25.0, 0.0);
@@ -245,4 +245,53 @@ fn csv_output_ingests_as_written() {
             }
         }
     }
+}
+
+#[test]
+fn cli_refuses_flags_of_other_generators_and_writes_whole_files() {
+    use super::cli::{gen, GenArgs};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sea.csv");
+    let args = GenArgs {
+        kind: "sea".into(),
+        samples: 50,
+        seed: 3,
+        drift_at: vec![20],
+        out: out.clone(),
+        ..GenArgs::default()
+    };
+    let msg = gen(&args).unwrap();
+    assert!(msg.starts_with("wrote 50 samples of sea"), "{msg}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 51);
+    assert_eq!(text, to_csv(&args.spec().unwrap()).unwrap());
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["sea.csv"], "no temporary file left");
+    let e = gen(&GenArgs {
+        sigma: Some(0.2),
+        ..args.clone()
+    })
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--sigma does not apply to sea; its flags: none beyond the common ones"
+    );
+    let e = gen(&GenArgs {
+        kind: "sine".into(),
+        ..args.clone()
+    })
+    .unwrap_err();
+    assert!(e.to_string().starts_with("unknown generator 'sine'"), "{e}");
+    // A bad spec writes nothing.
+    let bad = dir.path().join("bad.csv");
+    assert!(gen(&GenArgs {
+        drift_at: vec![5, 5],
+        out: bad.clone(),
+        ..args
+    })
+    .is_err());
+    assert!(!bad.exists());
 }
