@@ -428,6 +428,13 @@ impl CsvStream {
                 "the label and timestamp columns are the same column".into(),
             ));
         }
+        if (0..ncols).all(|i| i == label || Some(i) == timestamp) {
+            let d = table.delimiter as char;
+            return Err(at_header(format!(
+                "{ncols} column(s) and none is a feature (read with the delimiter {d:?}; \
+                 if the file uses another, say so with delimiter)"
+            )));
+        }
         let mut declared: Vec<Option<&ColumnSpec>> = vec![None; ncols];
         for c in &table.columns {
             let i = resolve(&c.column, &columns, has_header, "declared").map_err(at_header)?;

@@ -118,6 +118,17 @@ fn delimiters() {
 }
 
 #[test]
+fn a_file_without_features_names_the_delimiter() {
+    check(
+        "a;b;y\n1;2;0\n",
+        CsvOptions::default(),
+        expect![[r#"
+            error: t.csv:1:1: 1 column(s) and none is a feature (read with the delimiter ','; if the file uses another, say so with delimiter)
+        "#]],
+    );
+}
+
+#[test]
 fn inferred_one_hot_in_order_of_first_appearance() {
     let text = "color,x,y\nred,1,0\nblue,2,1\nred,3,0\n";
     check(
