@@ -34,14 +34,29 @@ pub fn run(args: &RunArgs) -> Result<String> {
         None => runner::default_strategies(&p),
     };
     let config = report::config_json(&args.pipeline, &p, &strategies, args.max_windows);
+    let existed = args.out.exists();
     let dir = ReportDir::create(&args.out, "train-run", config)?;
-    let stream = runner::load_stream(
+    let stream = match runner::load_stream(
         &p,
         &args.pipeline,
         &dir.path.join("source"),
         args.max_windows,
-    )
-    .with_context(|| format!("loading the dataset of {}", args.pipeline.display()))?;
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            // A dataset that does not load leaves no report behind.
+            if existed {
+                let _ = std::fs::remove_dir_all(dir.path.join("source"));
+                let _ = std::fs::remove_file(dir.path.join("config.json"));
+            } else {
+                let _ = std::fs::remove_dir_all(&dir.path);
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "loading the dataset of {}",
+                args.pipeline.display()
+            )));
+        }
+    };
     let bar = if args.progress {
         ProgressBar::new((stream.windows.len() * strategies.len()) as u64)
     } else {
