@@ -236,6 +236,9 @@ pub enum DataCmd {
         /// Skip and count malformed rows instead of failing at the first.
         #[arg(long)]
         skip_bad_rows: bool,
+        /// Field delimiter: one ASCII character, or `tab` (default `,`).
+        #[arg(long)]
+        delimiter: Option<String>,
     },
     /// Show a store's samples, sizes, time range, classes and tiers.
     Ls {
@@ -615,6 +618,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     header,
                     no_header,
                     skip_bad_rows,
+                    delimiter,
                     ..
                 } => {
                     let header = if header {
@@ -631,6 +635,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         timestamp.as_deref(),
                         header,
                         skip_bad_rows,
+                        delimiter.as_deref(),
                     )
                 }
                 DataCmd::Ingest {
