@@ -18,7 +18,9 @@ use anyhow::Result;
 use plotters::prelude::*;
 use stratus_report::{CsvTable, ReportDir};
 
-use stratus_dyndata::spec::{ModelId, Optimizer, Pipeline, TriggerSpec};
+use stratus_dyndata::csv::{ColumnRef, Encoding, Header, Missing, OnBadRow};
+use stratus_dyndata::spec::{Data, ModelId, Optimizer, Pipeline, TriggerSpec};
+use stratus_dyndata::Window;
 
 use crate::runner::{StrategyResult, StrategyRun, Summary};
 
@@ -237,6 +239,7 @@ pub fn config_json(
         "pipeline": p.name,
         "description": p.description,
         "dataset": p.dataset_path(pipeline_file).display().to_string(),
+        "data": data_json(&p.data),
         "model": {
             "id": model_id(p.model.id),
             "hidden": p.model.hidden,
@@ -272,6 +275,74 @@ pub fn config_json(
         "seed": t.seed,
         "strategies": strategies,
         "max_windows": max_windows,
+    })
+}
+
+/// How the dataset is read, as the pipeline file writes it.
+fn data_json(d: &Data) -> serde_json::Value {
+    use serde_json::json;
+    let col = |c: &Option<ColumnRef>| match c {
+        Some(ColumnRef::Index(i)) => json!(i),
+        Some(ColumnRef::Name(n)) => json!(n),
+        None => serde_json::Value::Null,
+    };
+    let missing = |m: &Missing| match m {
+        Missing::Constant(c) => json!({"constant": c}),
+        other => json!(other.name()),
+    };
+    let t = &d.table;
+    let columns: serde_json::Map<String, serde_json::Value> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let key = match &c.column {
+                ColumnRef::Index(i) => i.to_string(),
+                ColumnRef::Name(n) => n.clone(),
+            };
+            let mut v = serde_json::Map::new();
+            match &c.encoding {
+                Some(Encoding::OneHot { values, max_values }) => {
+                    v.insert("encoding".into(), json!("one_hot"));
+                    match values {
+                        Some(vals) => v.insert("values".into(), json!(vals)),
+                        None => v.insert("max_values".into(), json!(max_values)),
+                    };
+                }
+                Some(Encoding::Hash { buckets }) => {
+                    v.insert("encoding".into(), json!("hash"));
+                    v.insert("buckets".into(), json!(buckets));
+                }
+                None => {
+                    v.insert("encoding".into(), json!("numeric"));
+                }
+            }
+            if let Some(m) = &c.missing {
+                v.insert("missing".into(), missing(m));
+            }
+            (key, serde_json::Value::Object(v))
+        })
+        .collect();
+    json!({
+        "label_column": col(&d.label_column),
+        "timestamp_column": col(&d.timestamp_column),
+        "header": match d.header {
+            Header::Auto => serde_json::Value::Null,
+            Header::Present => json!(true),
+            Header::Absent => json!(false),
+        },
+        "on_bad_row": match d.on_bad_row {
+            OnBadRow::Fail => "fail",
+            OnBadRow::Skip => "skip",
+        },
+        "window": match d.window {
+            Window::Samples(n) => json!({"samples": n}),
+            Window::Time(t) => json!({"time": t}),
+        },
+        "delimiter": (t.delimiter as char).to_string(),
+        "missing": missing(&t.missing),
+        "infer_categorical": t.infer_categorical,
+        "max_values": t.max_values,
+        "columns": columns,
     })
 }
 

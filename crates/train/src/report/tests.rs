@@ -29,7 +29,8 @@ fn row(label: &str, samples: usize, cpu_s: f64, acc: f64) -> Summary {
 fn config_json_holds_objects_not_debug_strings() {
     let p = stratus_dyndata::spec::parse(
         "p.yaml",
-        "pipeline: {name: t}\ndata: {dataset: x.csv, window: {samples: 10}}\n\
+        "pipeline: {name: t}\ndata: {dataset: x.csv, window: {samples: 10}, delimiter: tab, \
+         missing: {constant: 2}, columns: {c: {encoding: hash, buckets: 4, missing: zero}}}\n\
          model: {id: mlp, hidden: [16, 8]}\ntrigger: {drift: {metric: ks, window: 50, threshold: 0.2}}\n\
          selection: {strategy: loss, budget: 0.5}\nretention: {max_samples: 500}\n",
     )
