@@ -3,11 +3,15 @@
 //! pieces into runs of whole lines (line length limited), and
 //! `csv::CsvStream` / `jsonl::parse_into` parse each run. Whatever the cuts,
 //! nothing panics, a line over the limit is refused, and the rows are those
-//! of parsing the whole text at once.
+//! of parsing the whole text at once, also with another delimiter, inferred
+//! categorical columns and means filled in at the end (high bits of the
+//! second byte).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stratus_dyndata::csv::{self, CsvOptions, CsvStream, Header, LabelMap, OnBadRow};
+use stratus_dyndata::csv::{
+    self, CsvOptions, CsvStream, Header, LabelMap, Missing, OnBadRow, TableOptions,
+};
 use stratus_dyndata::jsonl;
 use stratus_dyndata::lines::{Lines, LinesError};
 
@@ -88,6 +92,17 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 OnBadRow::Skip
             },
+            table: TableOptions {
+                delimiter: [b',', b';', b'\t', b' '][(cut_seed as usize >> 4) & 3],
+                infer_categorical: cut_seed & 0x40 != 0,
+                missing: if cut_seed & 0x80 != 0 {
+                    Missing::Mean
+                } else {
+                    Missing::Fail
+                },
+                max_values: 3,
+                columns: Vec::new(),
+            },
             ..CsvOptions::default()
         };
         let mut labels = LabelMap::default();
@@ -101,7 +116,10 @@ fuzz_target!(|data: &[u8]| {
         if !text.contains('\u{feff}') && !text.contains('\r') {
             let whole = csv::parse("fuzz", &text, &opts, &mut LabelMap::default());
             match (streamed, whole) {
-                (Ok(a), Ok(b)) => assert_eq!(a.rows, b.rows),
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.rows, b.rows);
+                    assert_eq!(a.feature_columns, b.feature_columns);
+                }
                 (Err(a), Err(b)) => assert_eq!(a, b),
                 (a, b) => panic!("streamed {a:?}, whole {b:?}"),
             }

@@ -1,7 +1,8 @@
 //! CSV records with positions, for parsers whose errors name
 //! `file:line:column`.
 //!
-//! The [`csv`] crate does the parsing: `,` between fields; a field that
+//! The [`csv`] crate does the parsing: `,` (or the byte given to
+//! [`Reader::with_delimiter`]) between fields; a field that
 //! starts with `"` is quoted and `""` inside it is a quote; records end at
 //! `\n`, `\r\n` or `\r`. [`Reader`] adds what error messages and typed values
 //! need and the csv crate does not report:
@@ -52,6 +53,7 @@ pub struct Reader<'a> {
     inner: csv::Reader<Cursor<&'a [u8]>>,
     record: csv::ByteRecord,
     opts: Options,
+    delimiter: u8,
     /// The current record's bytes, line terminator excluded.
     start: usize,
     end: usize,
@@ -78,8 +80,21 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(text: &'a str, opts: Options) -> Reader<'a> {
+        Reader::with_delimiter(text, opts, b',')
+    }
+
+    /// A reader whose fields are separated by `delimiter` (e.g. `b';'` or
+    /// `b'\t'`). It must be an ASCII byte other than `"`, `\r` and `\n`
+    /// (see [`valid_delimiter`]); others are replaced by `,`.
+    pub fn with_delimiter(text: &'a str, opts: Options, delimiter: u8) -> Reader<'a> {
+        let delimiter = if valid_delimiter(delimiter) {
+            delimiter
+        } else {
+            b','
+        };
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let inner = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
             .has_headers(false)
             .flexible(true)
             .from_reader(Cursor::new(text.as_bytes()));
@@ -88,6 +103,7 @@ impl<'a> Reader<'a> {
             inner,
             record: csv::ByteRecord::new(),
             opts,
+            delimiter,
             start: 0,
             end: 0,
             line: 0,
@@ -205,7 +221,11 @@ impl<'a> Reader<'a> {
         };
         if self.opts.trim {
             let raw = &self.text.as_bytes()[self.start + at..self.end];
-            at += raw.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            let delim = self.delimiter;
+            at += raw
+                .iter()
+                .take_while(|&&b| b.is_ascii_whitespace() && b != delim)
+                .count();
         }
         self.pos_of(at).1
     }
@@ -243,7 +263,9 @@ impl<'a> Reader<'a> {
     fn locate(&mut self) -> Result<(), QuoteError> {
         let text = self.text;
         let raw = &text.as_bytes()[self.start..self.end];
-        let blank = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+        let delim = self.delimiter;
+        let blank =
+            |b: Option<&u8>| matches!(b, Some(&c) if (c == b' ' || c == b'\t') && c != delim);
         let mut at = 0;
         for i in 0..self.record.len() {
             if raw.get(at) == Some(&b'"') {
@@ -256,7 +278,7 @@ impl<'a> Reader<'a> {
                 while self.opts.trim && blank(raw.get(after)) {
                     after += 1;
                 }
-                if after < raw.len() && raw[after] != b',' {
+                if after < raw.len() && raw[after] != delim {
                     let (line, col) = self.pos_of(after);
                     return Err(QuoteError::TextAfterQuote { line, col });
                 }
@@ -327,6 +349,11 @@ impl<'a> Reader<'a> {
         }
         self.blank_lines += lines.saturating_sub(self.prev_end_line);
     }
+}
+
+/// Whether `b` can separate fields: ASCII, and not `"`, `\r` or `\n`.
+pub fn valid_delimiter(b: u8) -> bool {
+    b.is_ascii() && !matches!(b, b'"' | b'\r' | b'\n')
 }
 
 const BOM: &[u8] = "\u{feff}".as_bytes();

@@ -3,7 +3,11 @@ use super::*;
 /// Every record as `line: field@col field@col ...` (`"q"` marks a quoted
 /// field), then errors and the blank line count.
 fn dump(text: &str, opts: Options) -> String {
-    let mut r = Reader::new(text, opts);
+    dump_with(text, opts, b',')
+}
+
+fn dump_with(text: &str, opts: Options, delimiter: u8) -> String {
+    let mut r = Reader::with_delimiter(text, opts, delimiter);
     let mut out = Vec::new();
     loop {
         match r.read() {
@@ -152,9 +156,14 @@ proptest::proptest! {
     /// Any text reads to the end without a panic, in every mode, and every
     /// position is inside the text.
     #[test]
-    fn any_text_reads_to_the_end(text in "[a,\"\r\n \té\u{feff}]{0,40}", trim: bool, multiline: bool) {
+    fn any_text_reads_to_the_end(
+        text in "[a,;\"\r\n \té\u{feff}]{0,40}",
+        trim: bool,
+        multiline: bool,
+        delimiter in proptest::sample::select(vec![b',', b';', b'\t', b' ']),
+    ) {
         let lines = text.split('\n').count();
-        let mut r = Reader::new(&text, Options { trim, multiline });
+        let mut r = Reader::with_delimiter(&text, Options { trim, multiline }, delimiter);
         let mut records = 0;
         loop {
             match r.read() {
@@ -187,4 +196,28 @@ fn second_bom_and_lone_cr() {
     );
     // Records split at a lone `\r` share a line; blank lines count lines.
     assert_eq!(dump("\t\r\t", STRICT), "blank 1");
+}
+
+#[test]
+fn other_delimiters() {
+    assert_eq!(
+        dump_with("a;\"b;c\" ;1,5\n", TRIM, b';'),
+        "1: \"a\"@1 \"b;c\"q@3 \"1,5\"@10 (end 13)\nblank 0"
+    );
+    // With tabs between fields and trim on, a tab is never eaten as space:
+    // an empty field stays a field and its column is its own.
+    assert_eq!(
+        dump_with("1\t\t\"x\"\t 2\n", TRIM, b'\t'),
+        "1: \"1\"@1 \"\"@3 \"x\"q@4 \"2\"@9 (end 10)\nblank 0"
+    );
+    assert_eq!(
+        dump_with("\"x\"\ty\n", STRICT, b'\t'),
+        "1: \"x\"q@1 \"y\"@5 (end 6)\nblank 0"
+    );
+    // An invalid delimiter falls back to a comma.
+    assert!(!valid_delimiter(b'"') && !valid_delimiter(b'\n') && !valid_delimiter(0xff));
+    assert_eq!(
+        dump_with("a,b", STRICT, b'"'),
+        "1: \"a\"@1 \"b\"@3 (end 4)\nblank 0"
+    );
 }

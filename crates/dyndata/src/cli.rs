@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::csv::{ColumnRef, CsvOptions, Header, OnBadRow};
+use crate::csv::{ColumnRef, CsvOptions, Header, OnBadRow, TableOptions};
 use crate::spec::{self, SpecErrors};
 use crate::store::{RetentionPolicy, Store, StoreError};
 use crate::{drift, select, Window};
@@ -25,11 +25,14 @@ pub enum CliError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Gen(#[from] crate::gen::cli::GenCliError),
 }
 
 /// `stratus data ingest STORE FILE.csv [--label COL] [--timestamp COL]
-/// [--header|--no-header] [--skip-bad-rows]`. Columns are header names or
-/// 0-based indexes (negative from the end); `header` `None` detects it.
+/// [--header|--no-header] [--skip-bad-rows] [--delimiter D]`. Columns are
+/// header names or 0-based indexes (negative from the end); `header` `None`
+/// detects it; the delimiter is one ASCII character or `tab`.
 pub fn ingest(
     store_dir: &Path,
     csv_file: &Path,
@@ -37,7 +40,18 @@ pub fn ingest(
     timestamp_column: Option<&str>,
     header: Option<bool>,
     skip_bad_rows: bool,
+    delimiter: Option<&str>,
 ) -> Result<String, CliError> {
+    let delimiter = match delimiter {
+        None => b',',
+        Some("tab") => b'\t',
+        Some(d) if d.len() == 1 && stratus_csv::valid_delimiter(d.as_bytes()[0]) => d.as_bytes()[0],
+        Some(d) => {
+            return Err(CliError::Usage(format!(
+                "--delimiter {d:?}: give one ASCII character other than a quote or a line break, or tab"
+            )))
+        }
+    };
     let opts = CsvOptions {
         label_column: label_column.map(ColumnRef::parse),
         timestamp_column: timestamp_column.map(ColumnRef::parse),
@@ -50,6 +64,10 @@ pub fn ingest(
             OnBadRow::Skip
         } else {
             OnBadRow::Fail
+        },
+        table: TableOptions {
+            delimiter,
+            ..TableOptions::default()
         },
     };
     let mut store = Store::open(store_dir)?;

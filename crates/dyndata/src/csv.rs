@@ -1,26 +1,37 @@
 //! CSV to samples: a pure parser (the caller reads the file).
 //!
 //! - One sample a line, read with the `csv` crate (through `stratus_csv`,
-//!   which adds positions): fields separated by `,`; a field may be quoted
+//!   which adds positions): fields separated by `,` (or the delimiter in
+//!   [`TableOptions`]); a field may be quoted
 //!   with `"` (a doubled `""` inside is a quote). Quoted fields may not span
 //!   lines. Whitespace around fields (and around quotes) is ignored; a UTF-8
 //!   byte-order mark is skipped; blank lines are skipped and counted.
 //! - Columns: the label column (default: the last), an optional timestamp
 //!   column, and every other column is a feature (an `f32`; NaN and ±inf are
-//!   rejected). Without a timestamp column the timestamp is the data row
+//!   rejected), or a categorical column encoded as several features, with
+//!   missing cells imputed as declared (see [`table`]). Without a timestamp column the timestamp is the data row
 //!   number, from 0 (bad rows that are skipped keep their number, so time
 //!   stays aligned with the file).
-//! - Header: present, absent, or detected ([`Header::Auto`]: the first line
-//!   is a header when a field other than the label is not a number).
+//! - Header: present, absent, or detected ([`Header::Auto`], by the rule in
+//!   [`table`]: a line of numbers that could be pandas' column names is an
+//!   error asking for the header to be given, never silently data).
 //! - Labels: integers are used as class ids. Otherwise each distinct string
 //!   gets the next id in order of first appearance ([`LabelMap`]). Which of
 //!   the two applies is fixed by the first label the store ever sees.
 //! - A bad row is an error naming `file:line:column`, or, with
-//!   [`OnBadRow::Skip`], skipped and counted with its reason.
+//!   [`OnBadRow::Skip`], skipped and counted with its reason. A file whose
+//!   every data row is bad is an error quoting the first reasons.
+
+mod row;
+pub mod table;
 
 use std::fmt;
 
 use stratus_csv::{Options, QuoteError, Reader};
+
+use row::{Columns, Fault, RowError};
+pub use table::{ColumnSpec, Encoding, Missing, TableOptions};
+use table::{Feature, Kind, Verdict};
 
 /// A column, by header name or by 0-based index (negative counts from the
 /// end: -1 is the last column).
@@ -81,7 +92,7 @@ pub enum Header {
 }
 
 /// How to read a CSV file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CsvOptions {
     /// Default: the last column.
     pub label_column: Option<ColumnRef>,
@@ -89,6 +100,8 @@ pub struct CsvOptions {
     pub timestamp_column: Option<ColumnRef>,
     pub header: Header,
     pub on_bad_row: OnBadRow,
+    /// Delimiter, categorical columns, missing cells.
+    pub table: TableOptions,
 }
 
 /// Class ids of labels. Numeric labels are their own ids; string labels
@@ -281,12 +294,13 @@ impl CsvStream {
         labels: &mut LabelMap,
     ) -> Result<(), CsvError> {
         let off = first_line - 1;
-        let mut reader = Reader::new(
+        let mut reader = Reader::with_delimiter(
             text,
             Options {
                 trim: true,
                 multiline: false,
             },
+            self.opts.table.delimiter,
         );
         loop {
             let (line, parsed) = match reader.read() {
@@ -305,13 +319,13 @@ impl CsvStream {
                     if !self.start(&reader, off)? {
                         continue;
                     }
-                    let cols = self.cols.as_ref().expect("set by start");
+                    let cols = self.cols.as_mut().expect("set by start");
                     let r = cols.row(&reader, self.out.data_rows, &self.out.columns, labels);
                     self.out.data_rows += 1;
                     (reader.line() + off, r)
                 }
                 Ok(true) => {
-                    let cols = self.cols.as_ref().expect("set by the first line");
+                    let cols = self.cols.as_mut().expect("set by the first line");
                     let r = cols.row(&reader, self.out.data_rows, &self.out.columns, labels);
                     self.out.data_rows += 1;
                     (reader.line() + off, r)
@@ -323,14 +337,21 @@ impl CsvStream {
                 Err(e) => {
                     self.out.data_rows += 1;
                     let (line, col, message) = quote_problem(e);
-                    (line + off, Err((col, message)))
+                    (line + off, Err(RowError::bad(col, message)))
                 }
             };
             match parsed {
-                Ok(row) => self.out.rows.push(row),
-                Err((col, message)) => match self.opts.on_bad_row {
-                    OnBadRow::Fail => return Err(self.row_err(line, col, message)),
-                    OnBadRow::Skip => {
+                Ok(row) => {
+                    if let Some(c) = self.cols.as_mut() {
+                        c.accept(&row);
+                    }
+                    self.out.rows.push(row)
+                }
+                Err(RowError { col, message, how }) => match (how, self.opts.on_bad_row) {
+                    (Fault::Fatal, _) | (Fault::Bad, OnBadRow::Fail) => {
+                        return Err(self.row_err(line, col, message))
+                    }
+                    (Fault::Skip, _) | (Fault::Bad, OnBadRow::Skip) => {
                         self.out.skipped += 1;
                         if self.out.bad_rows.len() < MAX_BAD_ROWS_KEPT {
                             self.out.bad_rows.push(BadRow { line, col, message });
@@ -352,18 +373,46 @@ impl CsvStream {
         let opts = &self.opts;
         let at_header = |m: String| self.row_err(first_no, 1, m);
         let label_ref = opts.label_column.clone().unwrap_or(ColumnRef::Index(-1));
+        let table = &opts.table;
         let named = matches!(label_ref, ColumnRef::Name(_))
-            || matches!(opts.timestamp_column, Some(ColumnRef::Name(_)));
+            || matches!(opts.timestamp_column, Some(ColumnRef::Name(_)))
+            || table
+                .columns
+                .iter()
+                .any(|c| matches!(c.column, ColumnRef::Name(_)));
         let has_header = match opts.header {
             Header::Present => true,
             Header::Absent => false,
             Header::Auto if named => true,
             Header::Auto => {
                 let label_idx = resolve(&label_ref, &names, false, "label").map_err(at_header)?;
-                names
+                let mut skip = vec![label_idx];
+                for c in &table.columns {
+                    if c.encoding.is_some() {
+                        skip.push(
+                            resolve(&c.column, &names, false, "categorical").map_err(at_header)?,
+                        );
+                    }
+                }
+                if let Some(t) = &opts.timestamp_column {
+                    skip.push(resolve(t, &names, false, "timestamp").map_err(at_header)?);
+                }
+                let checked: Vec<&str> = names
                     .iter()
                     .enumerate()
-                    .any(|(i, v)| i != label_idx && v.parse::<f64>().is_err())
+                    .filter(|(i, _)| !skip.contains(i))
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                match table::header_verdict(&checked, table.infer_categorical) {
+                    Verdict::Header => true,
+                    Verdict::Data => false,
+                    Verdict::Unsure(why) => {
+                        return Err(at_header(format!(
+                            "cannot tell whether line {first_no} is a header: {why}; \
+                             say so with header: true or header: false"
+                        )))
+                    }
+                }
             }
         };
         let columns = if has_header {
@@ -381,27 +430,110 @@ impl CsvStream {
                 "the label and timestamp columns are the same column".into(),
             ));
         }
-        let features: Vec<usize> = (0..ncols)
+        if (0..ncols).all(|i| i == label || Some(i) == timestamp) {
+            let d = table.delimiter as char;
+            return Err(at_header(format!(
+                "{ncols} column(s) and none is a feature (read with the delimiter {d:?}; \
+                 if the file uses another, say so with delimiter)"
+            )));
+        }
+        let mut declared: Vec<Option<&ColumnSpec>> = vec![None; ncols];
+        for c in &table.columns {
+            let i = resolve(&c.column, &columns, has_header, "declared").map_err(at_header)?;
+            if i == label || Some(i) == timestamp {
+                return Err(at_header(format!(
+                    "declared column {} is the label or timestamp column; \
+                     encodings and missing values apply to features",
+                    c.column
+                )));
+            }
+            if declared[i].is_some() {
+                return Err(at_header(format!("column {} is declared twice", c.column)));
+            }
+            declared[i] = Some(c);
+        }
+        let features: Vec<Feature> = (0..ncols)
             .filter(|&i| i != label && Some(i) != timestamp)
+            .map(|i| {
+                let spec = declared[i];
+                let enc = spec.and_then(|c| c.encoding.clone());
+                let missing = spec.and_then(|c| c.missing).unwrap_or(table.missing);
+                let mut f = Feature::new(i, columns[i].clone(), enc, missing);
+                if table.infer_categorical && spec.is_none_or(|c| c.encoding.is_none()) {
+                    f.kind = Kind::Undecided;
+                }
+                f
+            })
             .collect();
-        self.out.feature_columns = features.iter().map(|&i| columns[i].clone()).collect();
+        self.out.feature_columns = features.iter().map(|f| f.name.clone()).collect();
         self.out.columns = columns;
         self.cols = Some(Columns {
             ncols,
             label,
             timestamp,
             features,
+            max_values: table.max_values,
         });
         Ok(!has_header)
     }
 
-    /// Everything parsed; an input without a non-blank line is an error.
-    pub fn finish(self) -> Result<Parsed, CsvError> {
-        if self.cols.is_none() {
+    /// Everything parsed: missing means filled in, categorical columns
+    /// encoded. An input without a non-blank line is an error, and so is
+    /// one whose every data row was skipped.
+    pub fn finish(mut self) -> Result<Parsed, CsvError> {
+        let Some(cols) = self.cols.take() else {
             return Err(CsvError::File {
                 file: self.file,
                 message: "no rows: the file is empty".into(),
             });
+        };
+        if self.out.rows.is_empty() && self.out.skipped > 0 {
+            let reasons: Vec<String> = self
+                .out
+                .bad_rows
+                .iter()
+                .take(3)
+                .map(|b| format!("line {}:{}: {}", b.line, b.col, b.message))
+                .collect();
+            return Err(CsvError::File {
+                file: self.file,
+                message: format!(
+                    "every one of its {} data rows is bad (all skipped); the first: {}",
+                    self.out.data_rows,
+                    reasons.join("; ")
+                ),
+            });
+        }
+        if cols.features.iter().any(Feature::needs_expand) {
+            let mut means = Vec::with_capacity(cols.features.len());
+            for f in &cols.features {
+                if f.missing == Missing::Mean && !f.is_category() && f.count == 0 {
+                    let pending = self
+                        .out
+                        .rows
+                        .iter()
+                        .any(|r| r.features.get(means.len()).is_some_and(|x| x.is_nan()));
+                    if pending {
+                        return Err(CsvError::File {
+                            file: self.file,
+                            message: format!(
+                                "column '{}': every value is missing, so it has no mean \
+                                 to fill them with; use missing: zero or a constant",
+                                f.name
+                            ),
+                        });
+                    }
+                }
+                means.push((f.sum / f.count.max(1) as f64) as f32);
+            }
+            for r in &mut self.out.rows {
+                let mut out = Vec::with_capacity(r.features.len());
+                for ((f, &x), &m) in cols.features.iter().zip(&r.features).zip(&means) {
+                    f.expand(x, m, &mut out);
+                }
+                r.features = out;
+            }
+            self.out.feature_columns = cols.features.iter().flat_map(Feature::names).collect();
         }
         Ok(self.out)
     }
@@ -414,89 +546,6 @@ fn quote_problem(e: QuoteError) -> (usize, usize, String) {
         QuoteError::TextAfterQuote { line, col } => {
             (line, col, "unexpected text after a quoted field".into())
         }
-    }
-}
-
-/// Where the label, timestamp and features are in a row.
-#[derive(Debug)]
-struct Columns {
-    ncols: usize,
-    label: usize,
-    timestamp: Option<usize>,
-    features: Vec<usize>,
-}
-
-impl Columns {
-    /// The reader's current record as a row; errors carry the column.
-    fn row(
-        &self,
-        r: &Reader<'_>,
-        row_no: usize,
-        names: &[String],
-        labels: &mut LabelMap,
-    ) -> Result<Row, (usize, String)> {
-        let ncols = self.ncols;
-        if r.len() != ncols {
-            let col = if r.len() > ncols {
-                r.col(ncols)
-            } else {
-                r.end_col()
-            };
-            return Err((col, format!("expected {ncols} columns, found {}", r.len())));
-        }
-        let mut features = Vec::with_capacity(self.features.len());
-        for &i in &self.features {
-            let v = r.field(i);
-            match v.parse::<f32>() {
-                Ok(x) if x.is_finite() => features.push(x),
-                Ok(_) => {
-                    return Err((
-                        r.col(i),
-                        format!(
-                        "column '{}': value {v:?} is not finite (NaN and infinity are rejected)",
-                        names[i]
-                    ),
-                    ))
-                }
-                Err(_) => {
-                    return Err((
-                        r.col(i),
-                        format!("column '{}': {v:?} is not a number", names[i]),
-                    ))
-                }
-            }
-        }
-        let timestamp = match self.timestamp {
-            Some(i) => {
-                let v = r.field(i);
-                parse_integral(v).ok_or_else(|| {
-                    (
-                        r.col(i),
-                        format!("timestamp column '{}': {v:?} is not an integer", names[i]),
-                    )
-                })?
-            }
-            None => row_no as i64,
-        };
-        let i = self.label;
-        let v = r.field(i);
-        if v.is_empty() {
-            return Err((r.col(i), format!("label column '{}' is empty", names[i])));
-        }
-        let label = labels.id(v).ok_or_else(|| {
-            (
-                r.col(i),
-                format!(
-                    "label column '{}': {v:?} is not an integer, but earlier labels were",
-                    names[i]
-                ),
-            )
-        })?;
-        Ok(Row {
-            timestamp,
-            label,
-            features,
-        })
     }
 }
 

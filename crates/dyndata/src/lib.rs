@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod csv;
 pub mod drift;
+pub mod gen;
 pub mod jsonl;
 pub mod lines;
 pub mod segment;

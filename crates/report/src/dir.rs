@@ -56,10 +56,33 @@ impl Machine {
     }
 }
 
-/// `git rev-parse HEAD` plus `-dirty` when the tree has changes; "unknown" outside a checkout.
+/// The revision of the source this binary was built from: `git rev-parse
+/// HEAD` plus `-dirty` when tracked files have changes, asked of the source
+/// tree it was built from (not of the working directory, which may be any
+/// other repository or none). Where that tree or git is gone, the revision
+/// embedded at build time ([`build_revision`]) with ` (at build)`; without
+/// either, "unknown".
 pub fn git_revision() -> String {
+    revision_in(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .or_else(|| {
+            let b = build_revision();
+            (!b.is_empty()).then(|| format!("{b} (at build)"))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The revision embedded by the build script: empty when the crate was
+/// built outside a git checkout.
+pub fn build_revision() -> &'static str {
+    env!("STRATUS_BUILD_GIT_REVISION")
+}
+
+/// `git rev-parse HEAD` (plus `-dirty`) of the checkout holding `dir`.
+fn revision_in(dir: &Path) -> Option<String> {
     let out = |args: &[&str]| {
         std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
             .args(args)
             .stderr(std::process::Stdio::null())
             .output()
@@ -67,17 +90,31 @@ pub fn git_revision() -> String {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    match out(&["rev-parse", "HEAD"]) {
-        Some(rev) => {
-            let dirty = out(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{rev}-dirty")
-            } else {
-                rev
-            }
-        }
-        None => "unknown".into(),
+    let rev = out(&["rev-parse", "HEAD"])?;
+    let dirty =
+        out(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The revision is the source's (asked of the tree it was built from,
+    /// so the working directory plays no part): a commit id, not "unknown".
+    /// A directory outside any checkout has none.
+    #[test]
+    fn revision_is_the_sources() {
+        let rev = git_revision();
+        let id = rev.split(['-', ' ']).next().unwrap();
+        assert!(
+            id.len() == 40 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{rev}"
+        );
+        // The build script ran in the same checkout: same commit.
+        assert!(build_revision().starts_with(id), "{}", build_revision());
+        let outside = std::env::temp_dir();
+        assert_eq!(revision_in(&outside.join("no such dir")), None);
     }
 }
 

@@ -236,6 +236,9 @@ pub enum DataCmd {
         /// Skip and count malformed rows instead of failing at the first.
         #[arg(long)]
         skip_bad_rows: bool,
+        /// Field delimiter: one ASCII character, or `tab` (default `,`).
+        #[arg(long)]
+        delimiter: Option<String>,
     },
     /// Show a store's samples, sizes, time range, classes and tiers.
     Ls {
@@ -264,6 +267,8 @@ pub enum DataCmd {
         #[command(flatten)]
         opts: DataServeArgs,
     },
+    /// Write a synthetic drift stream (SEA, Agrawal, Hyperplane, RBF) as CSV.
+    Gen(GenCli),
     /// Delete samples by key and/or apply retention limits, then reclaim their bytes.
     Rm {
         #[arg(long, default_value = "data/store")]
@@ -276,6 +281,83 @@ pub enum DataCmd {
         #[arg(long)]
         max_samples: Option<u64>,
     },
+}
+
+/// `stratus data gen`: see `stratus_dyndata::gen`.
+#[derive(clap::Args)]
+pub struct GenCli {
+    /// sea | agrawal | hyperplane | rbf
+    pub kind: String,
+    #[arg(long, default_value_t = 10_000)]
+    pub samples: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sample positions of concept drifts, comma-separated, increasing.
+    #[arg(long, value_delimiter = ',')]
+    pub drift_at: Vec<u64>,
+    /// 0: abrupt drifts; else their width in samples (gradual).
+    #[arg(long, default_value_t = 0)]
+    pub drift_width: u64,
+    /// Concept of each segment (one more than drifts); default 0, 1, 2, ...
+    #[arg(long, value_delimiter = ',')]
+    pub concepts: Option<Vec<usize>>,
+    /// Share of labels replaced by another class (default: 0.05 for hyperplane, else 0).
+    #[arg(long)]
+    pub noise: Option<f64>,
+    /// agrawal: feature perturbation, a fraction of each range.
+    #[arg(long)]
+    pub perturbation: Option<f64>,
+    /// hyperplane, rbf: number of features (default 10).
+    #[arg(long)]
+    pub features: Option<usize>,
+    /// hyperplane: weights that drift (default 2).
+    #[arg(long)]
+    pub drift_features: Option<usize>,
+    /// hyperplane: weight change per sample (default 0).
+    #[arg(long)]
+    pub mag_change: Option<f64>,
+    /// hyperplane: probability that a drift reverses (default 0.1).
+    #[arg(long)]
+    pub sigma: Option<f64>,
+    /// rbf: classes (default 2).
+    #[arg(long)]
+    pub classes: Option<u32>,
+    /// rbf: centroids (default 50).
+    #[arg(long)]
+    pub centroids: Option<usize>,
+    /// rbf: centroids that move (default 50).
+    #[arg(long)]
+    pub drift_centroids: Option<usize>,
+    /// rbf: distance a moving centroid travels per sample (default 0).
+    #[arg(long)]
+    pub change_speed: Option<f64>,
+    /// The CSV file to write.
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+impl GenCli {
+    fn args(self) -> stratus_dyndata::gen::cli::GenArgs {
+        stratus_dyndata::gen::cli::GenArgs {
+            kind: self.kind,
+            samples: self.samples,
+            seed: self.seed,
+            drift_at: self.drift_at,
+            drift_width: self.drift_width,
+            concepts: self.concepts,
+            noise: self.noise,
+            perturbation: self.perturbation,
+            features: self.features,
+            drift_features: self.drift_features,
+            mag_change: self.mag_change,
+            sigma: self.sigma,
+            classes: self.classes,
+            centroids: self.centroids,
+            drift_centroids: self.drift_centroids,
+            change_speed: self.change_speed,
+            out: self.out,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -559,6 +641,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     header,
                     no_header,
                     skip_bad_rows,
+                    delimiter,
                     ..
                 } => {
                     let header = if header {
@@ -575,6 +658,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                         timestamp.as_deref(),
                         header,
                         skip_bad_rows,
+                        delimiter.as_deref(),
                     )
                 }
                 DataCmd::Ingest {
@@ -585,6 +669,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 DataCmd::Ingest { .. } => Err(data::CliError::Usage(
                     "give a CSV file or --pipeline".into(),
                 )),
+                DataCmd::Gen(g) => {
+                    stratus_dyndata::gen::cli::gen(&g.args()).map_err(data::CliError::from)
+                }
                 DataCmd::Ls { store } => data::ls(&store),
                 DataCmd::Bench { store, samples, window } => {
                     let scoring = data::bench_scoring(samples, 1).map_err(|e| data::CliError::Usage(e.to_string()))?;

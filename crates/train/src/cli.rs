@@ -33,31 +33,30 @@ pub fn run(args: &RunArgs) -> Result<String> {
         Some(list) => runner::parse_strategies(list, &p)?,
         None => runner::default_strategies(&p),
     };
-    let config = serde_json::json!({
-        "pipeline_file": args.pipeline.display().to_string(),
-        "pipeline": p.name,
-        "description": p.description,
-        "dataset": p.dataset_path(&args.pipeline).display().to_string(),
-        "model": format!("{:?}", p.model),
-        "training": format!("{:?}", p.training),
-        "trigger": format!("{:?}", p.trigger),
-        "selection": {"strategy": p.selection.strategy.name(), "budget": p.selection.budget},
-        "evaluation": {"next_windows": p.evaluation.next_windows},
-        "retention": format!("{:?}", p.retention),
-        "tiering": format!("{:?}", p.tiering),
-        "watts_per_core": p.cost.watts_per_core,
-        "seed": p.training.seed,
-        "strategies": strategies,
-        "max_windows": args.max_windows,
-    });
+    let config = report::config_json(&args.pipeline, &p, &strategies, args.max_windows);
+    let existed = args.out.exists();
     let dir = ReportDir::create(&args.out, "train-run", config)?;
-    let stream = runner::load_stream(
+    let stream = match runner::load_stream(
         &p,
         &args.pipeline,
         &dir.path.join("source"),
         args.max_windows,
-    )
-    .with_context(|| format!("loading the dataset of {}", args.pipeline.display()))?;
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            // A dataset that does not load leaves no report behind.
+            if existed {
+                let _ = std::fs::remove_dir_all(dir.path.join("source"));
+                let _ = std::fs::remove_file(dir.path.join("config.json"));
+            } else {
+                let _ = std::fs::remove_dir_all(&dir.path);
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "loading the dataset of {}",
+                args.pipeline.display()
+            )));
+        }
+    };
     let bar = if args.progress {
         ProgressBar::new((stream.windows.len() * strategies.len()) as u64)
     } else {

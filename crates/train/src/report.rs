@@ -8,6 +8,8 @@
 //! OUT/accuracy.svg              next-window accuracy over stream time
 //! OUT/pareto.svg                accuracy against training samples and CPU-s
 //! ```
+//!
+//! `config.json` holds the pipeline as JSON objects ([`config_json`]).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -16,7 +18,13 @@ use anyhow::Result;
 use plotters::prelude::*;
 use stratus_report::{CsvTable, ReportDir};
 
-use crate::runner::{StrategyResult, Summary};
+use stratus_dyndata::csv::{ColumnRef, Encoding, Header, Missing, OnBadRow};
+use stratus_dyndata::spec::{Data, ModelId, Optimizer, Pipeline, TriggerSpec};
+use stratus_dyndata::Window;
+
+use crate::runner::{StrategyResult, StrategyRun, Summary};
+
+pub mod pareto;
 
 fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |a| format!("{a:.4}"))
@@ -210,70 +218,168 @@ pub fn plot_accuracy(path: &Path, title: &str, results: &[StrategyResult]) -> Re
     Ok(())
 }
 
-/// Mean next-window accuracy against cost (training samples, log scale; and
-/// CPU-seconds), one point per strategy, the Pareto front joined.
+/// Mean next-window accuracy against cost (training samples and CPU-s, log
+/// scales), one point per strategy, the Pareto front joined: see [`pareto`].
 pub fn plot_pareto(path: &Path, title: &str, rows: &[Summary]) -> Result<()> {
-    let root = SVGBackend::new(path, (1100, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(550);
-    let acc: Vec<f64> = rows
-        .iter()
-        .map(|r| r.mean_next_accuracy)
-        .filter(|a| a.is_finite())
-        .collect();
-    let lo = acc.iter().copied().fold(1.0f64, f64::min) - 0.02;
-    let hi = acc.iter().copied().fold(0.0f64, f64::max) + 0.02;
-    type Cost = fn(&Summary) -> f64;
-    let samples: Cost = |r| r.train_samples.max(1) as f64;
-    let cpu: Cost = |r| r.cpu_s.max(1e-3);
-    let panels = [
-        (&left, "training samples (log)", samples),
-        (&right, "CPU-seconds (log)", cpu),
-    ];
-    for (area, xdesc, cost) in panels {
-        let xs: Vec<f64> = rows.iter().map(&cost).collect();
-        let x_lo = xs.iter().copied().fold(f64::INFINITY, f64::min).min(1e12) * 0.7;
-        let x_hi = xs.iter().copied().fold(0.0f64, f64::max).max(x_lo * 2.0) * 1.4;
-        let mut chart = ChartBuilder::on(area)
-            .caption(format!("{title}: accuracy vs cost"), ("sans-serif", 18))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(55)
-            .build_cartesian_2d((x_lo..x_hi).log_scale(), lo.max(0.0)..hi.min(1.0))?;
-        chart
-            .configure_mesh()
-            .x_desc(xdesc)
-            .y_desc("mean next-window accuracy")
-            .draw()?;
-        let mut pts: Vec<(f64, f64)> = rows
-            .iter()
-            .map(|r| (cost(r), r.mean_next_accuracy))
-            .filter(|p| p.1.is_finite())
-            .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut front = Vec::new();
-        let mut best = f64::NEG_INFINITY;
-        for &(x, y) in &pts {
-            if y > best {
-                front.push((x, y));
-                best = y;
-            }
-        }
-        chart.draw_series(LineSeries::new(front, BLACK.mix(0.4).stroke_width(1)))?;
-        for (i, r) in rows.iter().enumerate() {
-            if !r.mean_next_accuracy.is_finite() {
-                continue;
-            }
-            let color = Palette99::pick(i).to_rgba();
-            let p = (cost(r), r.mean_next_accuracy);
-            chart.draw_series(std::iter::once(Circle::new(p, 6, color.filled())))?;
-            chart.draw_series(std::iter::once(Text::new(
-                r.label.clone(),
-                (p.0 * 1.05, p.1 + (hi - lo) * 0.015),
-                ("sans-serif", 13),
-            )))?;
-        }
-    }
-    root.present()?;
-    Ok(())
+    pareto::plot(path, title, rows)
 }
+
+/// The `config` object of `config.json`: the pipeline as JSON objects (its
+/// defaults filled in), the strategies and the run's limits.
+pub fn config_json(
+    pipeline_file: &Path,
+    p: &Pipeline,
+    strategies: &[StrategyRun],
+    max_windows: Option<usize>,
+) -> serde_json::Value {
+    let t = &p.training;
+    let tier = &p.tiering;
+    serde_json::json!({
+        "pipeline_file": pipeline_file.display().to_string(),
+        "pipeline": p.name,
+        "description": p.description,
+        "dataset": p.dataset_path(pipeline_file).display().to_string(),
+        "data": data_json(&p.data),
+        "model": {
+            "id": model_id(p.model.id),
+            "hidden": p.model.hidden,
+            "channels": p.model.channels,
+        },
+        "training": {
+            "optimizer": match t.optimizer {
+                Optimizer::Sgd => "sgd",
+                Optimizer::Adam => "adam",
+            },
+            "lr": t.lr,
+            "momentum": t.momentum,
+            "weight_decay": t.weight_decay,
+            "batch_size": t.batch_size,
+            "epochs_per_trigger": t.epochs_per_trigger,
+            "warm_start": t.warm_start,
+            "seed": t.seed,
+        },
+        "trigger": trigger_json(&p.trigger),
+        "selection": {"strategy": p.selection.strategy.name(), "budget": p.selection.budget},
+        "evaluation": {"next_windows": p.evaluation.next_windows},
+        "retention": {
+            "max_age": p.retention.max_age,
+            "max_samples": p.retention.max_samples,
+        },
+        "tiering": {
+            "hot_fraction": tier.hot_fraction,
+            "cost_hot_per_gb_month": tier.cost_hot_per_gb_month,
+            "cost_cold_per_gb_month": tier.cost_cold_per_gb_month,
+            "cost_cold_read_per_gb": tier.cost_cold_read_per_gb,
+        },
+        "watts_per_core": p.cost.watts_per_core,
+        "seed": t.seed,
+        "strategies": strategies,
+        "max_windows": max_windows,
+    })
+}
+
+/// How the dataset is read, as the pipeline file writes it.
+fn data_json(d: &Data) -> serde_json::Value {
+    use serde_json::json;
+    let col = |c: &Option<ColumnRef>| match c {
+        Some(ColumnRef::Index(i)) => json!(i),
+        Some(ColumnRef::Name(n)) => json!(n),
+        None => serde_json::Value::Null,
+    };
+    let missing = |m: &Missing| match m {
+        Missing::Constant(c) => json!({"constant": c}),
+        other => json!(other.name()),
+    };
+    let t = &d.table;
+    let columns: serde_json::Map<String, serde_json::Value> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let key = match &c.column {
+                ColumnRef::Index(i) => i.to_string(),
+                ColumnRef::Name(n) => n.clone(),
+            };
+            let mut v = serde_json::Map::new();
+            match &c.encoding {
+                Some(Encoding::OneHot { values, max_values }) => {
+                    v.insert("encoding".into(), json!("one_hot"));
+                    match values {
+                        Some(vals) => v.insert("values".into(), json!(vals)),
+                        None => v.insert("max_values".into(), json!(max_values)),
+                    };
+                }
+                Some(Encoding::Hash { buckets }) => {
+                    v.insert("encoding".into(), json!("hash"));
+                    v.insert("buckets".into(), json!(buckets));
+                }
+                None => {
+                    v.insert("encoding".into(), json!("numeric"));
+                }
+            }
+            if let Some(m) = &c.missing {
+                v.insert("missing".into(), missing(m));
+            }
+            (key, serde_json::Value::Object(v))
+        })
+        .collect();
+    json!({
+        "label_column": col(&d.label_column),
+        "timestamp_column": col(&d.timestamp_column),
+        "header": match d.header {
+            Header::Auto => serde_json::Value::Null,
+            Header::Present => json!(true),
+            Header::Absent => json!(false),
+        },
+        "on_bad_row": match d.on_bad_row {
+            OnBadRow::Fail => "fail",
+            OnBadRow::Skip => "skip",
+        },
+        "window": match d.window {
+            Window::Samples(n) => json!({"samples": n}),
+            Window::Time(t) => json!({"time": t}),
+        },
+        "delimiter": (t.delimiter as char).to_string(),
+        "missing": missing(&t.missing),
+        "infer_categorical": t.infer_categorical,
+        "max_values": t.max_values,
+        "columns": columns,
+    })
+}
+
+/// The model id as the pipeline file spells it.
+#[allow(unreachable_patterns)] // ids added later print as their Debug name
+fn model_id(id: ModelId) -> String {
+    match id {
+        ModelId::LogReg => "logreg".into(),
+        ModelId::Mlp => "mlp".into(),
+        ModelId::Cnn => "cnn".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// The trigger as the pipeline file writes it.
+#[allow(unreachable_patterns)] // triggers added later print as their Debug text
+fn trigger_json(t: &TriggerSpec) -> serde_json::Value {
+    use serde_json::json;
+    match t {
+        TriggerSpec::EverySamples(n) => json!({"every_samples": n}),
+        TriggerSpec::EveryTime(n) => json!({"every_time": n}),
+        TriggerSpec::Drift {
+            metric,
+            window,
+            threshold,
+        } => json!({"drift": {
+            "metric": format!("{metric:?}").to_lowercase(),
+            "window": window,
+            "threshold": threshold,
+        }}),
+        TriggerSpec::Performance {
+            min_accuracy,
+            window,
+        } => json!({"performance": {"min_accuracy": min_accuracy, "window": window}}),
+        other => json!({"other": format!("{other:?}")}),
+    }
+}
+
+#[cfg(test)]
+mod tests;

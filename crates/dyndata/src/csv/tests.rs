@@ -86,7 +86,7 @@ fn bad_rows_fail_with_position() {
         text,
         CsvOptions::default(),
         expect![[r#"
-            error: t.csv:3:3: column 'b': "x" is not a number
+            error: t.csv:3:3: column 'b': "x" is not a number (declare the column categorical if it holds categories)
         "#]],
     );
     check(
@@ -181,7 +181,7 @@ fn bad_rows_skipped_and_counted() {
             columns=["a", "b", "y"] features=["a", "b"] data_rows=5 skipped=3 blank=1
             t=0 y=0 x=[1.0, 2.0]
             t=3 y=1 x=[5.0, 6.0]
-            bad 3:3: column 'b': "x" is not a number
+            bad 3:3: column 'b': "x" is not a number (declare the column categorical if it holds categories)
             bad 5:4: expected 3 columns, found 2
             bad 7:3: column 'b': value "inf" is not finite (NaN and infinity are rejected)
         "#]],

@@ -17,6 +17,7 @@
 //!   timestamp_column: null      # default: none (row number is time)
 //!   header: true                # default: detect
 //!   on_bad_row: fail            # or skip (skipped rows are counted)
+//!   delimiter: ","              # categorical columns, missing cells: see input.rs
 //!   window: {samples: 1000}     # or {time: T}; replay windows (required)
 //!   drift:                      # optional synthetic drift (8x8 images only)
 //!     rotate: {from_degrees: 0, to_degrees: 180, passes: 4, seed: 0}
@@ -51,6 +52,7 @@
 //! cost: {watts_per_core: 10}
 //! ```
 
+mod input;
 mod types;
 mod yaml;
 
@@ -534,6 +536,7 @@ fn read_data(ctx: &mut Ctx<'_>, n: &Node) -> Option<Data> {
         Some(v) => read_drift(ctx, v).map(Some),
         None => Some(None),
     };
+    let table = input::read_table(ctx, &mut m);
     m.finish(ctx);
     Some(Data {
         dataset: dataset?,
@@ -543,6 +546,7 @@ fn read_data(ctx: &mut Ctx<'_>, n: &Node) -> Option<Data> {
         on_bad_row: on_bad_row?,
         window: window?,
         drift: drift?,
+        table: table?,
     })
 }
 

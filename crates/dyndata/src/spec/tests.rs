@@ -66,7 +66,7 @@ fn full_pipeline() {
         FULL,
         expect![[r#"
             name="full" description="every field"
-            data=Data { dataset: "data/x.csv", label_column: Some(Name("class")), timestamp_column: Some(Index(0)), header: Present, on_bad_row: Skip, window: Time(48), drift: Some(RotationDrift { from_degrees: -10.0, to_degrees: 90.5, passes: 2, seed: 7 }) }
+            data=Data { dataset: "data/x.csv", label_column: Some(Name("class")), timestamp_column: Some(Index(0)), header: Present, on_bad_row: Skip, window: Time(48), drift: Some(RotationDrift { from_degrees: -10.0, to_degrees: 90.5, passes: 2, seed: 7 }), table: TableOptions { delimiter: 44, missing: Fail, infer_categorical: false, max_values: 32, columns: [] } }
             model=Model { id: Mlp, hidden: [64, 32], channels: [] }
             training=Training { optimizer: Sgd, lr: 0.1, momentum: 0.9, weight_decay: 0.0001, batch_size: 128, epochs_per_trigger: 3, warm_start: false, seed: 42 }
             trigger=Drift { metric: Ks, window: 200, threshold: 0.3 }
@@ -91,7 +91,7 @@ selection: {strategy: all}
 ",
         expect![[r#"
             name="min" description=""
-            data=Data { dataset: "x.csv", label_column: None, timestamp_column: None, header: Auto, on_bad_row: Fail, window: Samples(100), drift: None }
+            data=Data { dataset: "x.csv", label_column: None, timestamp_column: None, header: Auto, on_bad_row: Fail, window: Samples(100), drift: None, table: TableOptions { delimiter: 44, missing: Fail, infer_categorical: false, max_values: 32, columns: [] } }
             model=Model { id: LogReg, hidden: [], channels: [] }
             training=Training { optimizer: Adam, lr: 0.01, momentum: 0.0, weight_decay: 0.0, batch_size: 64, epochs_per_trigger: 1, warm_start: true, seed: 0 }
             trigger=EverySamples(100)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::Pos;
 
-use crate::csv::{ColumnRef, CsvOptions, Header, OnBadRow};
+use crate::csv::{ColumnRef, CsvOptions, Header, OnBadRow, TableOptions};
 use crate::drift::RotationDrift;
 use crate::select::Strategy;
 use crate::store::{RetentionPolicy, Window};
@@ -39,6 +39,8 @@ pub struct Data {
     pub on_bad_row: OnBadRow,
     pub window: Window,
     pub drift: Option<RotationDrift>,
+    /// Delimiter, categorical columns, missing cells.
+    pub table: TableOptions,
 }
 
 impl Data {
@@ -49,6 +51,7 @@ impl Data {
             timestamp_column: self.timestamp_column.clone(),
             header: self.header,
             on_bad_row: self.on_bad_row,
+            table: self.table.clone(),
         }
     }
 }

@@ -17,6 +17,7 @@ fn ingest_ls_rm() {
         None,
         None,
         false,
+        None,
     )
     .unwrap();
     assert!(out.starts_with("ingested 18159 samples from "), "{out}");
@@ -49,14 +50,43 @@ fn bad_csv_through_the_cli_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("x.csv");
     std::fs::write(&csv, "a,b,y\n1,2,0\n1,2,3,4\n").unwrap();
-    let err = cli::ingest(&dir.path().join("s"), &csv, None, None, None, false).unwrap_err();
+    let err = cli::ingest(&dir.path().join("s"), &csv, None, None, None, false, None).unwrap_err();
     assert!(
         err.to_string()
             .ends_with("x.csv:3:7: expected 3 columns, found 4"),
         "{err}"
     );
-    let ok = cli::ingest(&dir.path().join("s"), &csv, None, None, None, true).unwrap();
+    let ok = cli::ingest(&dir.path().join("s"), &csv, None, None, None, true, None).unwrap();
     assert!(ok.contains("1 skipped"), "{ok}");
+
+    // Another delimiter; a bad one is refused.
+    let semi = dir.path().join("semi.csv");
+    std::fs::write(&semi, "a;b;y\n1,5;2;0\n").unwrap();
+    let err = cli::ingest(&dir.path().join("t"), &semi, None, None, None, false, None).unwrap_err();
+    assert!(err.to_string().contains("none is a feature"), "{err}");
+    std::fs::write(&semi, "a;b;y\n1.5;2;0\n").unwrap();
+    let ok = cli::ingest(
+        &dir.path().join("t"),
+        &semi,
+        None,
+        None,
+        None,
+        false,
+        Some(";"),
+    )
+    .unwrap();
+    assert!(ok.contains("(2 features;"), "{ok}");
+    let err = cli::ingest(
+        &dir.path().join("t"),
+        &semi,
+        None,
+        None,
+        None,
+        false,
+        Some("\""),
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("--delimiter"), "{err}");
 }
 
 /// The digits pipeline ingests a rotated stream of 5 passes.

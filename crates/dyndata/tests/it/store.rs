@@ -403,7 +403,8 @@ fn csv_bad_rows_fail_or_are_counted() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}:3:3: column 'b': \"oops\" is not a number",
+            "{}:3:3: column 'b': \"oops\" is not a number (declare the column \
+             categorical if it holds categories)",
             csv.display()
         )
     );
@@ -446,6 +447,36 @@ fn csv_bad_rows_fail_or_are_counted() {
     assert_eq!(e.iter().map(|e| e.label).collect::<Vec<_>>(), [0, 2, 0, 1]);
     let stats = store.stats().unwrap().to_string();
     assert!(stats.contains("up: 2, down: 1, sideways: 1"), "{stats}");
+}
+
+/// A file whose every row is bad, even with bad rows skipped, is an error
+/// that quotes the first reasons, and nothing of it is stored.
+#[test]
+fn csv_all_bad_rows_is_an_error_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bad.csv");
+    fs::write(
+        &csv,
+        "a,b,label
+1,x,up
+3
+",
+    )
+    .unwrap();
+    let mut store = Store::open(dir.path().join("s")).unwrap();
+    let skip = CsvOptions {
+        on_bad_row: OnBadRow::Skip,
+        ..CsvOptions::default()
+    };
+    let err = store.ingest_csv(&csv, &skip).unwrap_err().to_string();
+    assert!(
+        err.contains("every one of its 2 data rows is bad")
+            && err.contains("line 2:3: column 'b': \"x\" is not a number")
+            && err.contains("line 3:2: expected 3 columns, found 1"),
+        "{err}"
+    );
+    assert_eq!(store.stats().unwrap().samples, 0, "nothing ingested");
+    assert!(store.labels().names.is_empty(), "no labels kept");
 }
 
 #[test]

@@ -170,3 +170,70 @@ fn bad_trace_files_and_impossible_parameters_are_reported_before_anything_runs()
     let (ok, log) = stratus(&["bench", "run", "--synth", &out, "--out", &out, "--rate=-3"]);
     assert!(!ok && log.contains("--rate must be a positive"), "{log}");
 }
+
+/// `stratus data gen` writes a stream a pipeline trains on, and a report
+/// written from outside any git checkout still names the revision the
+/// binary was built from (not "unknown").
+#[test]
+fn generated_stream_trains_and_reports_name_the_revision_from_anywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(stratus_bin())
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), log)
+    };
+    let (ok, log) = run(&[
+        "data",
+        "gen",
+        "sea",
+        "--samples",
+        "600",
+        "--drift-at",
+        "300",
+        "--seed",
+        "2",
+        "-o",
+        "sea.csv",
+    ]);
+    assert!(ok && log.contains("wrote 600 samples of sea"), "{log}");
+    let (ok, log) = run(&["data", "gen", "sea", "--features", "3", "-o", "x.csv"]);
+    assert!(
+        !ok && log.contains("--features does not apply to sea"),
+        "{log}"
+    );
+    assert!(!tmp.path().join("x.csv").exists());
+    std::fs::write(
+        tmp.path().join("p.yaml"),
+        "pipeline: {name: sea}\ndata: {dataset: sea.csv, window: {samples: 200}}\n\
+         model: {id: logreg}\ntrigger: {every_samples: 200}\nselection: {strategy: all}\n",
+    )
+    .unwrap();
+    let (ok, log) = run(&[
+        "train",
+        "run",
+        "p.yaml",
+        "--out",
+        "out",
+        "--strategies",
+        "pipeline",
+    ]);
+    assert!(ok, "{log}");
+    let header: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("out/config.json")).unwrap())
+            .unwrap();
+    let rev = header["git_revision"].as_str().unwrap();
+    let id = rev.split(['-', ' ']).next().unwrap();
+    assert!(
+        id.len() == 40 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{rev}"
+    );
+    assert!(header["config"]["model"].is_object(), "{header}");
+}

@@ -176,6 +176,7 @@ impl Sink {
                 Some(false) => Header::Absent,
             },
             on_bad_row: OnBadRow::Fail,
+            ..CsvOptions::default()
         };
         let by_row = opts.timestamp_column.is_none();
         // Features, a label and a timestamp.
