@@ -1,0 +1,109 @@
+//! Stream learners and drift detectors, pure and seeded: no IO, no clock, no
+//! threads. Every learner sees one sample at a time (`learn_one`) and is
+//! evaluated test-then-train (`eval::prequential`).
+//!
+//! - `drift`: ADWIN, DDM, EDDM, Page-Hinkley behind `DriftDetector`.
+//! - `tree`: the Hoeffding tree (VFDT) and the Hoeffding Adaptive Tree.
+//! - `arf`: the Adaptive Random Forest.
+//! - `eval`: prequential accuracy, overall and per sliding window.
+
+pub mod arf;
+pub mod drift;
+pub mod eval;
+mod gauss;
+pub mod tree;
+
+pub use arf::{AdaptiveRandomForest, ArfConfig, MaxFeatures};
+pub use drift::{DetectorSpec, DriftDetector, DriftState};
+pub use eval::{prequential, Prequential};
+pub use tree::{HatConfig, HoeffdingAdaptiveTree, HoeffdingTree, LeafPrediction, TreeConfig};
+
+/// A learner parameter out of range (`name` is the parameter's name).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name} must be {want}, got {got}")]
+pub struct ParamError {
+    pub name: &'static str,
+    pub want: &'static str,
+    pub got: String,
+}
+
+pub(crate) fn check_shape(n_features: usize, n_classes: usize) -> Result<(), ParamError> {
+    if n_features == 0 {
+        return Err(ParamError {
+            name: "n_features",
+            want: ">= 1",
+            got: "0".into(),
+        });
+    }
+    if n_classes < 2 {
+        return Err(ParamError {
+            name: "n_classes",
+            want: ">= 2",
+            got: n_classes.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// A classifier that learns one sample at a time. `x` holds the sample's
+/// features (always the same count); `y < n_classes()`.
+pub trait Learner: Send {
+    fn n_classes(&self) -> usize;
+
+    /// Class scores into `out` (`n_classes()` long), summing to 1, or all 0
+    /// while the model knows nothing about `x`.
+    fn predict_proba(&self, x: &[f32], out: &mut [f64]);
+
+    fn learn_one(&mut self, x: &[f32], y: usize);
+
+    /// The highest-scoring class, or `None` while the model knows nothing.
+    fn predict(&self, x: &[f32]) -> Option<usize> {
+        let mut s = Scores::new(self.n_classes());
+        self.predict_proba(x, s.as_mut());
+        tree_argmax(s.as_mut())
+    }
+
+    /// Learns the rows of `xs` (row-major, `xs.len() / ys.len()` features each) in order.
+    fn learn_many(&mut self, xs: &[f32], ys: &[usize]) {
+        if ys.is_empty() {
+            return;
+        }
+        let d = xs.len() / ys.len();
+        for (x, &y) in xs.chunks_exact(d).zip(ys) {
+            self.learn_one(x, y);
+        }
+    }
+
+    /// Predicts each row of `xs` into `out` (`None` as above).
+    fn predict_many(&self, xs: &[f32], d: usize, out: &mut Vec<Option<usize>>) {
+        out.clear();
+        out.extend(xs.chunks_exact(d).map(|x| self.predict(x)));
+    }
+}
+
+fn tree_argmax(p: &[f64]) -> Option<usize> {
+    tree::argmax_pub(p)
+}
+
+/// Score scratch on the stack for up to 16 classes.
+pub(crate) enum Scores {
+    Stack([f64; 16], usize),
+    Heap(Vec<f64>),
+}
+
+impl Scores {
+    pub(crate) fn new(n: usize) -> Scores {
+        if n <= 16 {
+            Scores::Stack([0.0; 16], n)
+        } else {
+            Scores::Heap(vec![0.0; n])
+        }
+    }
+
+    pub(crate) fn as_mut(&mut self) -> &mut [f64] {
+        match self {
+            Scores::Stack(a, n) => &mut a[..*n],
+            Scores::Heap(v) => v,
+        }
+    }
+}
