@@ -107,3 +107,73 @@ impl Scores {
         }
     }
 }
+
+/// A stream learner named with its parameters (what a pipeline file asks for).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LearnerSpec {
+    HoeffdingTree(TreeConfig),
+    Hat(HatConfig),
+    Arf(ArfConfig),
+}
+
+impl LearnerSpec {
+    /// The learner for `n_features` attributes and `n_classes` classes.
+    pub fn build(
+        &self,
+        n_features: usize,
+        n_classes: usize,
+    ) -> Result<Box<dyn Learner>, ParamError> {
+        Ok(match self {
+            LearnerSpec::HoeffdingTree(c) => {
+                Box::new(HoeffdingTree::new(c.clone(), n_features, n_classes)?)
+            }
+            LearnerSpec::Hat(c) => Box::new(HoeffdingAdaptiveTree::new(
+                c.clone(),
+                n_features,
+                n_classes,
+            )?),
+            LearnerSpec::Arf(c) => {
+                Box::new(AdaptiveRandomForest::new(c.clone(), n_features, n_classes)?)
+            }
+        })
+    }
+
+    /// Checks the parameters alone (the shape is the data's business).
+    pub fn check(&self) -> Result<(), ParamError> {
+        self.build(1, 2).map(drop)
+    }
+
+    /// The parameters as JSON-friendly (name, value) pairs, for reports.
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        let tree = |t: &TreeConfig| {
+            vec![
+                ("grace_period", t.grace_period.to_string()),
+                ("delta", t.delta.to_string()),
+                ("tau", t.tau.to_string()),
+                (
+                    "max_depth",
+                    t.max_depth.map_or("none".into(), |d| d.to_string()),
+                ),
+                ("leaf_prediction", format!("{:?}", t.leaf_prediction)),
+            ]
+        };
+        match self {
+            LearnerSpec::HoeffdingTree(t) => tree(t),
+            LearnerSpec::Hat(h) => {
+                let mut v = tree(&h.tree);
+                v.push(("seed", h.seed.to_string()));
+                v
+            }
+            LearnerSpec::Arf(a) => {
+                let mut v = tree(&a.tree);
+                v.extend([
+                    ("n_models", a.n_models.to_string()),
+                    ("lambda", a.lambda.to_string()),
+                    ("max_features", format!("{:?}", a.max_features)),
+                    ("seed", a.seed.to_string()),
+                ]);
+                v
+            }
+        }
+    }
+}

@@ -338,6 +338,7 @@ mod tests {
             id: ModelId::Mlp,
             hidden: vec![8],
             channels: vec![],
+            learner: None,
         }
     }
 
@@ -430,6 +431,7 @@ mod tests {
                     id: ModelId::LogReg,
                     hidden: vec![],
                     channels: vec![],
+                    learner: None,
                 },
                 7,
                 4,
@@ -439,6 +441,7 @@ mod tests {
                     id: ModelId::Cnn,
                     hidden: vec![6],
                     channels: vec![2, 3],
+                    learner: None,
                 },
                 64,
                 10,

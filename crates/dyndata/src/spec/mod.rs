@@ -21,7 +21,8 @@
 //!   drift:                      # optional synthetic drift (8x8 images only)
 //!     rotate: {from_degrees: 0, to_degrees: 180, passes: 4, seed: 0}
 //! model:
-//!   id: mlp                     # logreg | mlp | cnn (required)
+//!   id: mlp                     # logreg | mlp | cnn | hoeffding_tree | hat | arf (required;
+//!                               #   the stream learners' fields: see `stream.rs`)
 //!   hidden: [32]                # mlp/cnn dense layers
 //!   channels: [8, 16]           # cnn only
 //! training:
@@ -51,6 +52,7 @@
 //! cost: {watts_per_core: 10}
 //! ```
 
+mod stream;
 mod types;
 mod yaml;
 
@@ -586,9 +588,22 @@ fn read_model(ctx: &mut Ctx<'_>, n: &Node) -> Option<Model> {
                 ("logreg", ModelId::LogReg),
                 ("mlp", ModelId::Mlp),
                 ("cnn", ModelId::Cnn),
+                ("hoeffding_tree", ModelId::HoeffdingTree),
+                ("hat", ModelId::Hat),
+                ("arf", ModelId::Arf),
             ],
         )
     });
+    if let Some(sid) = id.filter(|i| i.is_stream()) {
+        let learner = stream::read_learner(ctx, &mut m, sid);
+        m.finish(ctx);
+        return Some(Model {
+            id: sid,
+            hidden: Vec::new(),
+            channels: Vec::new(),
+            learner: Some(learner?),
+        });
+    }
     let hidden_node = m.get("hidden");
     let channels_node = m.get("channels");
     let hidden = hidden_node.map(|v| ctx.usize_list(v, "model.hidden", 1, 1 << 16));
@@ -621,6 +636,7 @@ fn read_model(ctx: &mut Ctx<'_>, n: &Node) -> Option<Model> {
         id,
         hidden,
         channels,
+        learner: None,
     })
 }
 

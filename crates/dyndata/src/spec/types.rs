@@ -59,16 +59,54 @@ pub enum ModelId {
     LogReg,
     Mlp,
     Cnn,
+    /// Stream learners (crate `stratus-learn`): they learn every sample,
+    /// test-then-train, and carry their parameters in [`Model::learner`].
+    HoeffdingTree,
+    Hat,
+    Arf,
+}
+
+impl ModelId {
+    /// Whether this is a stream learner (as opposed to a batch candle model).
+    pub fn is_stream(self) -> bool {
+        matches!(self, ModelId::HoeffdingTree | ModelId::Hat | ModelId::Arf)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelId::LogReg => "logreg",
+            ModelId::Mlp => "mlp",
+            ModelId::Cnn => "cnn",
+            ModelId::HoeffdingTree => "hoeffding_tree",
+            ModelId::Hat => "hat",
+            ModelId::Arf => "arf",
+        }
+    }
 }
 
 /// `model`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Model {
     pub id: ModelId,
     /// Dense hidden layer widths (mlp, cnn head).
     pub hidden: Vec<usize>,
     /// Convolution channels (cnn).
     pub channels: Vec<usize>,
+    /// A stream learner's parameters (`Some` exactly for the stream ids).
+    pub learner: Option<stratus_learn::LearnerSpec>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Model");
+        d.field("id", &self.id)
+            .field("hidden", &self.hidden)
+            .field("channels", &self.channels);
+        if let Some(l) = &self.learner {
+            d.field("learner", l);
+        }
+        d.finish()
+    }
 }
 
 /// `training.optimizer`.
