@@ -27,8 +27,13 @@ STREAMS = ["elec2", "weather", "digits8x8"]
 def load(name):
     with open(os.path.join(ROOT, "data", "drift", name + ".csv"), newline="") as f:
         rows = list(csv.reader(f))
-    head = rows[0][:-1]
-    return [({h: float(v) for h, v in zip(head, r[:-1])}, int(float(r[-1]))) for r in rows[1:]]
+    # digits8x8.csv has no header row: a first row of numbers is data.
+    try:
+        [float(v) for v in rows[0]]
+        head, body = [f"x{i}" for i in range(len(rows[0]) - 1)], rows
+    except ValueError:
+        head, body = rows[0][:-1], rows[1:]
+    return [({h: float(v) for h, v in zip(head, r[:-1])}, int(float(r[-1]))) for r in body]
 
 
 def models(binary):

@@ -15,10 +15,15 @@ use stratus_learn::{
     Learner, MaxFeatures, TreeConfig,
 };
 
+/// A row with a non-numeric cell is the header (digits8x8.csv has none).
+fn is_header(line: &str) -> bool {
+    line.split(',').any(|c| c.trim().parse::<f64>().is_err())
+}
+
 fn load(path: &str) -> (Vec<f32>, Vec<usize>, usize) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let (mut xs, mut ys, mut d) = (Vec::new(), Vec::new(), 0);
-    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+    for line in text.lines().filter(|l| !l.is_empty() && !is_header(l)) {
         let cells: Vec<f64> = line
             .split(',')
             .map(|c| c.parse().unwrap_or_else(|e| panic!("{path}: {line}: {e}")))

@@ -51,20 +51,16 @@ impl Gauss {
         }
     }
 
-    /// The log of the density at `x`, or `None` where the density is 0 or
-    /// undefined (no spread, or it underflows). Naive Bayes skips those
-    /// terms, as river's `do_naive_bayes_prediction` does.
+    /// The log of the density at `x`, or `None` where it is undefined (no
+    /// spread). Naive Bayes skips those terms, as river's
+    /// `do_naive_bayes_prediction` does.
     #[inline]
     pub(crate) fn log_pdf(&self, x: f64) -> Option<f64> {
         let var = self.var();
         if var <= 0.0 {
             return None;
         }
-        let e = -(x - self.mean) * (x - self.mean) / (2.0 * var);
-        if e < -745.0 {
-            return None;
-        }
-        Some(e - 0.5 * (2.0 * PI * var).ln())
+        Some(-(x - self.mean) * (x - self.mean) / (2.0 * var) - 0.5 * (2.0 * PI * var).ln())
     }
 
     /// P(X <= x) under this Gaussian; a step at the mean when there is no spread.
