@@ -109,17 +109,18 @@ pub fn summary_md(title: &str, rows: &[Summary]) -> String {
     };
     let mut s = format!("# {title}\n\n");
     s.push_str(
-        "| strategy | triggers | next-window acc | window acc | training samples | CPU-s | energy (J) | storage (USD/month) | cold reads (USD) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| strategy | triggers | next-window acc | window acc | prequential acc | training samples | CPU-s | energy (J) | storage (USD/month) | cold reads (USD) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         writeln!(
             s,
-            "| {} | {} | {:.4} | {:.4} | {}{} | {:.1}{} | {:.0} | {:.2e} | {:.2e} ({} reads) |",
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {}{} | {:.1}{} | {:.0} | {:.2e} | {:.2e} ({} reads) |",
             r.label,
             r.triggers,
             r.mean_next_accuracy,
             r.mean_window_accuracy,
+            r.prequential_accuracy,
             r.train_samples,
             ratio(r.train_samples as f64, all.map(|a| a.train_samples as f64)),
             r.cpu_s,
@@ -134,7 +135,10 @@ pub fn summary_md(title: &str, rows: &[Summary]) -> String {
     s.push_str(
         "\nnext-window acc: Eval-Stream, the mean over triggers of each new model's accuracy on \
          the next window(s) before training on them. window acc: the mean over windows of the \
-         accuracy of the model current when the window arrived. Percentages: of the `all` run.\n",
+         accuracy of the model current when the window arrived. prequential acc: test-then-train \
+         over every sample (per sample for the stream learners hoeffding_tree, hat and arf, which \
+         learn every sample; per window for batch models; samples before the first model count \
+         as wrong). Percentages: of the `all` run.\n",
     );
     s
 }

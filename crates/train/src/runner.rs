@@ -28,12 +28,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use stratus_dyndata::select::{self, Candidates, SelectError, Selected, Strategy};
-use stratus_dyndata::spec::{Pipeline, SpecErrors, TriggerSpec};
+use stratus_dyndata::spec::{ModelId, Pipeline, SpecErrors, TriggerSpec};
 use stratus_dyndata::store::{Store, StoreError, WindowBatch};
 use stratus_dyndata::trigger::{Observation, Trigger, TriggerError};
 use stratus_dyndata::{drift, spec};
 
 use crate::modelstore::{ModelStore, ModelStoreError};
+use crate::stream::StreamModel;
 use crate::trainer::{TrainError, Trainer};
 
 const GB: f64 = 1e9;
@@ -84,6 +85,10 @@ pub struct StrategyRun {
     #[serde(serialize_with = "ser_strategy")]
     pub strategy: Strategy,
     pub budget: f64,
+    /// A stream learner run instead of the pipeline's batch model and its
+    /// selection (see [`crate::stream`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<StreamModel>,
 }
 
 fn ser_strategy<S: serde::Serializer>(s: &Strategy, ser: S) -> Result<S::Ok, S::Error> {
@@ -106,6 +111,17 @@ impl StrategyRun {
             label,
             strategy,
             budget,
+            model: None,
+        }
+    }
+
+    /// A run of stream learner `m`, labelled with its id.
+    pub fn stream(m: StreamModel) -> StrategyRun {
+        StrategyRun {
+            label: m.id.name().to_string(),
+            strategy: Strategy::All,
+            budget: 1.0,
+            model: Some(m),
         }
     }
 }
@@ -113,6 +129,9 @@ impl StrategyRun {
 /// The default comparison: the pipeline's own strategy, then the anchors
 /// "all data so far", "last window only" (new data) and "uniform 25%".
 pub fn default_strategies(p: &Pipeline) -> Vec<StrategyRun> {
+    if let Some(m) = StreamModel::for_pipeline(p, p.model.id) {
+        return vec![StrategyRun::stream(m)];
+    }
     let mut out = vec![StrategyRun::new(p.selection.strategy, p.selection.budget)];
     for s in [
         StrategyRun::new(Strategy::All, 1.0),
@@ -148,7 +167,29 @@ pub fn parse_strategies(list: &str, p: &Pipeline) -> Result<Vec<StrategyRun>, Ru
             }
             None => (item, None),
         };
+        let stream_id = [ModelId::HoeffdingTree, ModelId::Hat, ModelId::Arf]
+            .into_iter()
+            .find(|id| id.name() == name);
+        if let Some(id) = stream_id {
+            if budget.is_some() {
+                return Err(usage(format!(
+                    "'{name}' is a stream learner; it takes no budget"
+                )));
+            }
+            let m = StreamModel::for_pipeline(p, id).expect("a stream id");
+            if !out.iter().any(|o| o.label == name) {
+                out.push(StrategyRun::stream(m));
+            }
+            continue;
+        }
+        if p.model.id.is_stream() && !matches!(name, "pipeline" | "default") {
+            return Err(usage(format!(
+                "'{name}' selects training data for a batch model; this pipeline's model.id {} learns every sample (name logreg, mlp or cnn in the pipeline to compare strategies)",
+                p.model.id.name()
+            )));
+        }
         let runs = match name {
+            "pipeline" if p.model.id.is_stream() => default_strategies(p),
             "pipeline" => vec![StrategyRun::new(
                 p.selection.strategy,
                 budget.unwrap_or(p.selection.budget),
@@ -327,6 +368,11 @@ pub struct Summary {
     /// Mean over windows (with a model) of the accuracy of the model current
     /// when the window arrived.
     pub mean_window_accuracy: f64,
+    /// Prequential (test-then-train) accuracy over every sample of the
+    /// stream: each sample predicted by the model current when it arrived,
+    /// before any training on it; samples with no model yet count as wrong.
+    /// Per sample for stream learners, per window for batch models.
+    pub prequential_accuracy: f64,
     pub train_samples: usize,
     pub sample_steps: usize,
     pub scored_samples: usize,
@@ -387,6 +433,9 @@ pub fn run_strategy(
     dir: &Path,
     tick: &mut dyn FnMut(),
 ) -> Result<StrategyResult, RunError> {
+    if let Some(m) = &run.model {
+        return crate::stream::run(p, stream, run, m, tick);
+    }
     let started = std::time::Instant::now();
     let mut r = Runner {
         p,
@@ -467,7 +516,12 @@ pub fn run_strategy(
     })
 }
 
-fn summarise(run: &StrategyRun, windows: &[WindowRow], t: &[TriggerRow], wall_s: f64) -> Summary {
+pub(crate) fn summarise(
+    run: &StrategyRun,
+    windows: &[WindowRow],
+    t: &[TriggerRow],
+    wall_s: f64,
+) -> Summary {
     let mean = |v: Vec<f64>| {
         if v.is_empty() {
             f64::NAN
@@ -482,6 +536,7 @@ fn summarise(run: &StrategyRun, windows: &[WindowRow], t: &[TriggerRow], wall_s:
         triggers: t.len(),
         mean_next_accuracy: mean(t.iter().filter_map(|r| r.next_accuracy).collect()),
         mean_window_accuracy: mean(windows.iter().filter_map(|w| w.accuracy).collect()),
+        prequential_accuracy: prequential(windows),
         train_samples: t.iter().map(|r| r.selected).sum(),
         sample_steps: t.iter().map(|r| r.sample_steps).sum(),
         scored_samples: t.iter().map(|r| r.scored).sum(),
@@ -492,6 +547,20 @@ fn summarise(run: &StrategyRun, windows: &[WindowRow], t: &[TriggerRow], wall_s:
         cold_read_bytes: t.iter().map(|r| r.cold_read_bytes).sum(),
         cold_read_usd: t.iter().map(|r| r.cold_read_usd).sum(),
         wall_s,
+    }
+}
+
+/// Sample-weighted accuracy over all windows; windows without a model count as wrong.
+fn prequential(windows: &[WindowRow]) -> f64 {
+    let n: usize = windows.iter().map(|w| w.samples).sum();
+    let hits: f64 = windows
+        .iter()
+        .map(|w| w.accuracy.unwrap_or(0.0) * w.samples as f64)
+        .sum();
+    if n == 0 {
+        f64::NAN
+    } else {
+        hits / n as f64
     }
 }
 

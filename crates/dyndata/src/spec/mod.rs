@@ -53,6 +53,7 @@
 //! ```
 
 mod stream;
+pub use stream::default_learner;
 mod types;
 mod yaml;
 

@@ -88,6 +88,20 @@ fn max_features(ctx: &mut Ctx<'_>, v: &Node) -> Option<MaxFeatures> {
     }
 }
 
+/// Stream learner `id` with the defaults a pipeline file gets (river's),
+/// `None` for a batch model.
+pub fn default_learner(id: ModelId) -> Option<LearnerSpec> {
+    match id {
+        ModelId::HoeffdingTree => Some(LearnerSpec::HoeffdingTree(TreeConfig::default())),
+        ModelId::Hat => Some(LearnerSpec::Hat(HatConfig {
+            seed: 42,
+            ..HatConfig::default()
+        })),
+        ModelId::Arf => Some(LearnerSpec::Arf(ArfConfig::default())),
+        ModelId::LogReg | ModelId::Mlp | ModelId::Cnn => None,
+    }
+}
+
 /// Reads the parameters of stream learner `id` from the `model` mapping
 /// (before its `finish`), with river's defaults for what is absent.
 pub(super) fn read_learner(
