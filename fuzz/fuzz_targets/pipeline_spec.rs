@@ -1,6 +1,7 @@
 //! `cargo +nightly fuzz run pipeline_spec` (from the repository root).
 //! The pipeline parser must never panic, loop or blow up, and every error
-//! must carry a position inside the file.
+//! must carry a position inside the file. What it accepts (stream learner
+//! parameters, drift detectors, any_of/all_of triggers) must build.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +12,12 @@ fuzz_target!(|data: &[u8]| {
             Ok(p) => {
                 assert!(p.selection.budget > 0.0 && p.selection.budget <= 1.0);
                 let _ = p.data.csv_options();
+                // Stream learners and drift detectors / composed triggers:
+                // what the parser accepted must build.
+                if let Some(l) = &p.model.learner {
+                    l.check().expect("the parser checked the learner's parameters");
+                }
+                let _ = stratus_dyndata::trigger::Trigger::new(&p.trigger);
             }
             Err(errors) => {
                 assert!(!errors.0.is_empty());

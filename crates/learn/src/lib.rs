@@ -14,7 +14,7 @@ mod gauss;
 pub mod tree;
 
 pub use arf::{AdaptiveRandomForest, ArfConfig, MaxFeatures};
-pub use drift::{DetectorSpec, DriftDetector, DriftState};
+pub use drift::{Detector, DetectorSpec, DriftDetector, DriftState};
 pub use eval::{prequential, Prequential};
 pub use tree::{HatConfig, HoeffdingAdaptiveTree, HoeffdingTree, LeafPrediction, TreeConfig};
 

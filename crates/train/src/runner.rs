@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use stratus_dyndata::select::{self, Candidates, SelectError, Selected, Strategy};
-use stratus_dyndata::spec::{ModelId, Pipeline, SpecErrors, TriggerSpec};
+use stratus_dyndata::spec::{DriftAction, ModelId, Pipeline, SpecErrors, TriggerSpec};
 use stratus_dyndata::store::{Store, StoreError, WindowBatch};
 use stratus_dyndata::trigger::{Observation, Trigger, TriggerError};
 use stratus_dyndata::{drift, spec};
@@ -354,6 +354,8 @@ pub struct TriggerRow {
     /// pooled), `None` at the end of the stream.
     pub next_accuracy: Option<f64>,
     pub next_samples: usize,
+    /// A drift detector caused this trigger (its action applied).
+    pub by_drift: bool,
 }
 
 /// One strategy's totals.
@@ -363,6 +365,9 @@ pub struct Summary {
     pub strategy: String,
     pub budget: f64,
     pub triggers: usize,
+    /// Triggers a drift detector caused (for stream learners: detector
+    /// drifts that reset the learner).
+    pub drift_triggers: usize,
     /// Mean over triggers of the Eval-Stream accuracy.
     pub mean_next_accuracy: f64,
     /// Mean over windows (with a model) of the accuracy of the model current
@@ -456,9 +461,13 @@ pub fn run_strategy(
         cold_read_bytes: 0,
         triggers: Vec::new(),
         version: 0,
+        next_action: DriftAction::Retrain,
+        drift_fire: false,
     };
     let mut trigger = Trigger::new(&p.trigger);
-    let performance = matches!(p.trigger, TriggerSpec::Performance { .. });
+    // Performance and detector triggers judge the current model's predictions.
+    let performance = p.trigger.needs_correct();
+    let action = drift_action(&p.trigger);
     let mut windows = Vec::with_capacity(stream.windows.len());
     for (wi, w) in stream.windows.iter().enumerate() {
         let b = &w.batch;
@@ -495,11 +504,18 @@ pub fn run_strategy(
             accuracy: acc.map(|a| a.0),
             model_version: r.version,
         });
+        let drift_cuts = trigger.drift_cuts().to_vec();
         let mut from = 0;
         for &c in cuts.iter().filter(|&&c| c > 0) {
             r.ingest(w, from, c)?;
             from = c;
+            if drift_cuts.contains(&c) {
+                r.next_action = action;
+                r.drift_fire = true;
+            }
             r.fire(wi, true)?;
+            r.next_action = DriftAction::Retrain;
+            r.drift_fire = false;
         }
         r.ingest(w, from, b.len())?;
         if r.trainer.net().is_none() {
@@ -534,6 +550,7 @@ pub(crate) fn summarise(
         strategy: run.strategy.name().into(),
         budget: run.budget,
         triggers: t.len(),
+        drift_triggers: t.iter().filter(|r| r.by_drift).count(),
         mean_next_accuracy: mean(t.iter().filter_map(|r| r.next_accuracy).collect()),
         mean_window_accuracy: mean(windows.iter().filter_map(|w| w.accuracy).collect()),
         prequential_accuracy: prequential(windows),
@@ -579,6 +596,23 @@ struct Runner<'a> {
     cold_read_bytes: u64,
     triggers: Vec<TriggerRow>,
     version: u32,
+    /// What the next fire does beyond `training`: set for fires a drift detector caused.
+    next_action: DriftAction,
+    /// The fire in progress was caused by a drift detector.
+    drift_fire: bool,
+}
+
+/// The action of the (first) drift detector in a trigger; `Retrain` if none.
+pub(crate) fn drift_action(t: &TriggerSpec) -> DriftAction {
+    match t {
+        TriggerSpec::Detector { action, .. } => *action,
+        TriggerSpec::Compose { triggers, .. } => triggers
+            .iter()
+            .map(drift_action)
+            .find(|a| *a != DriftAction::Retrain)
+            .unwrap_or(DriftAction::Retrain),
+        _ => DriftAction::Retrain,
+    }
 }
 
 impl Runner<'_> {
@@ -641,7 +675,11 @@ impl Runner<'_> {
             .iter()
             .position(|e| self.last_key.is_none_or(|k| e.key > k))
             .unwrap_or(n);
-        let strategy = self.run.strategy;
+        // A drift whose action is `newest` trains on the data since the last trigger.
+        let (strategy, budget) = match self.next_action {
+            DriftAction::Newest => (Strategy::NewData, 1.0),
+            _ => (self.run.strategy, self.run.budget),
+        };
         let has_model = self.trainer.net().is_some();
         let needs_all = matches!(
             strategy,
@@ -674,13 +712,13 @@ impl Runner<'_> {
                     _ => select::entropy_scores(&pred.probs, k, &mut s),
                 };
                 r.map_err(|e| self.select_err(e))?;
-                let m = select::budget_size(n, self.run.budget).map_err(|e| self.select_err(e))?;
+                let m = select::budget_size(n, budget).map_err(|e| self.select_err(e))?;
                 scores = keys.iter().copied().zip(s.iter().copied()).collect();
                 select::sample_proportional(&s, m, seed).map_err(|e| self.select_err(e))?
             } else {
                 select::select(
                     strategy,
-                    self.run.budget,
+                    budget,
                     &Candidates {
                         n,
                         features: &batch.features,
@@ -705,7 +743,7 @@ impl Runner<'_> {
             };
             let sel = select::select(
                 s,
-                self.run.budget,
+                budget,
                 &Candidates {
                     n,
                     dim,
@@ -740,6 +778,11 @@ impl Runner<'_> {
             }
         };
         let train_cpu0 = cpu_seconds();
+        match self.next_action {
+            DriftAction::Scratch => self.trainer.set_next_warm_start(false),
+            DriftAction::WarmStart => self.trainer.set_next_warm_start(true),
+            DriftAction::Retrain | DriftAction::Newest => {}
+        }
         let stats = self
             .trainer
             .train(&x, &y, &w)
@@ -804,6 +847,7 @@ impl Runner<'_> {
             model_version: self.version,
             next_accuracy: next.map(|a| a.0),
             next_samples: next.map_or(0, |a| a.1),
+            by_drift: self.drift_fire,
         });
         Ok(())
     }

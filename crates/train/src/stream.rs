@@ -5,6 +5,9 @@
 //! window and next-window columns of the report mean the same thing for
 //! these runs: every prediction was made before the sample was learned.
 //!
+//! A drift detector in the pipeline's trigger watches the learner's 0/1
+//! errors (see [`run`]).
+//!
 //! Cost: every sample is one training sample and one sample-step; CPU-seconds
 //! of the process (`getrusage`) over predicting and learning; energy =
 //! CPU-seconds × `cost.watts_per_core`. Nothing is stored, so storage is 0.
@@ -13,8 +16,12 @@ use serde::Serialize;
 use stratus_dyndata::spec::{ModelId, Pipeline};
 use stratus_learn::LearnerSpec;
 
+use stratus_dyndata::spec::{DriftAction, TriggerSpec};
+use stratus_dyndata::trigger::{Observation, Trigger};
+
 use crate::runner::{
-    cpu_seconds, summarise, RunError, StrategyResult, StrategyRun, Stream, TriggerRow, WindowRow,
+    cpu_seconds, drift_action, summarise, RunError, StrategyResult, StrategyRun, Stream,
+    TriggerRow, WindowRow,
 };
 
 /// A stream learner to run: its id (for the report) and parameters.
@@ -51,7 +58,19 @@ impl StreamModel {
     }
 }
 
-/// Runs stream learner `m` prequentially over the stream.
+fn has_detector(t: &TriggerSpec) -> bool {
+    match t {
+        TriggerSpec::Detector { .. } => true,
+        TriggerSpec::Compose { triggers, .. } => triggers.iter().any(has_detector),
+        _ => false,
+    }
+}
+
+/// Runs stream learner `m` prequentially over the stream. Only a drift
+/// detector in the pipeline's trigger acts on it: on a drift, `scratch` and
+/// `newest` (and `retrain` with `training.warm_start: false`) replace the
+/// learner with a fresh one; `warm_start` keeps it. Other triggers are for
+/// batch models and are ignored here.
 pub fn run(
     p: &Pipeline,
     stream: &Stream,
@@ -67,19 +86,57 @@ pub fn run(
             field: "model",
             message: format!("{}: {e}", m.id.name()),
         })?;
+    // A drift detector in the pipeline's trigger watches the learner's errors.
+    let mut detector = has_detector(&p.trigger).then(|| Trigger::new(&p.trigger));
+    let action = drift_action(&p.trigger);
+    let mut triggers: Vec<TriggerRow> = Vec::new();
+    let mut version = 1u32;
     let mut windows = Vec::with_capacity(stream.windows.len());
     let (mut n, mut cpu) = (0usize, 0.0);
     for (wi, w) in stream.windows.iter().enumerate() {
         let b = &w.batch;
         let cpu0 = cpu_seconds();
         let mut hits = 0usize;
-        for (x, &y) in b.features.chunks_exact(b.dim).zip(&b.labels) {
+        for (i, (x, &y)) in b.features.chunks_exact(b.dim).zip(&b.labels).enumerate() {
             let y = usize::try_from(y).map_err(|_| RunError::Usage {
                 field: "data",
                 message: format!("label {y} is not a class index"),
             })?;
-            hits += usize::from(learner.predict(x) == Some(y));
+            let ok = learner.predict(x) == Some(y);
+            hits += usize::from(ok);
             learner.learn_one(x, y);
+            if let Some(t) = &mut detector {
+                t.observe(&Observation {
+                    timestamps: &b.timestamps[i..=i],
+                    features: x,
+                    dim: b.dim,
+                    correct: Some(&[ok]),
+                })?;
+                if !t.drift_cuts().is_empty() {
+                    let fresh = match action {
+                        DriftAction::Scratch | DriftAction::Newest => true,
+                        DriftAction::WarmStart => false,
+                        DriftAction::Retrain => !p.training.warm_start,
+                    };
+                    if fresh {
+                        learner = m.spec.build(stream.dim, stream.classes).map_err(|e| {
+                            RunError::Usage {
+                                field: "model",
+                                message: format!("{}: {e}", m.id.name()),
+                            }
+                        })?;
+                        version += 1;
+                    }
+                    triggers.push(TriggerRow {
+                        trigger: triggers.len(),
+                        window: wi,
+                        trained_until: b.timestamps[i],
+                        by_drift: true,
+                        model_version: version,
+                        ..TriggerRow::default()
+                    });
+                }
+            }
         }
         cpu += cpu_seconds() - cpu0;
         n += b.len();
@@ -89,11 +146,10 @@ pub fn run(
             end: w.end,
             samples: b.len(),
             accuracy: (b.len() > 0).then(|| hits as f64 / b.len() as f64),
-            model_version: 1,
+            model_version: version,
         });
         tick();
     }
-    let triggers: Vec<TriggerRow> = Vec::new();
     let mut summary = summarise(run, &windows, &triggers, started.elapsed().as_secs_f64());
     summary.strategy = "stream".into();
     summary.mean_next_accuracy = summary.mean_window_accuracy;

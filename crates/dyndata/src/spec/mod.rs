@@ -38,6 +38,8 @@
 //!   every_samples: 1000         # | every_time: T
 //!                               # | drift: {metric: mmd|ks, window: 500, threshold: 0.05}
 //!                               # | performance: {min_accuracy: 0.7, window: 500}
+//!                               # | drift: {detector: adwin, delta: 0.002, action: scratch}
+//!                               # | any_of/all_of: [TRIGGER, ...], min_gap: N  (see `detector.rs`)
 //! selection:
 //!   strategy: loss              # all | new_data | uniform | freshness | loss | gradnorm |
 //!                               # uncertainty_margin | uncertainty_entropy | kcenter | craig
@@ -52,6 +54,7 @@
 //! cost: {watts_per_core: 10}
 //! ```
 
+mod detector;
 mod stream;
 pub use stream::default_learner;
 mod types;
@@ -63,6 +66,7 @@ mod tests;
 pub use stratus_yaml::Pos;
 use stratus_yaml::{Kind, Node};
 
+pub use types::DriftAction;
 pub use types::{
     Cost, Data, Evaluation, Model, ModelId, Optimizer, Pipeline, Selection, SpecError, SpecErrors,
     Tiering, Training, TriggerSpec,
@@ -741,6 +745,12 @@ fn read_trigger(ctx: &mut Ctx<'_>, n: &Node) -> Option<TriggerSpec> {
         );
         return None;
     };
+    if entries
+        .iter()
+        .any(|(k, _)| matches!(k.as_scalar(), Some("any_of" | "all_of")))
+    {
+        return detector::read_compose(ctx, n);
+    }
     if entries.len() != 1 {
         ctx.error(
             n.pos,
@@ -755,6 +765,7 @@ fn read_trigger(ctx: &mut Ctx<'_>, n: &Node) -> Option<TriggerSpec> {
     let (k, v) = &entries[0];
     let kind = k.as_scalar().unwrap_or("");
     match kind {
+        "drift" if detector::has_detector(v) => detector::read_detector(ctx, v),
         "every_samples" => {
             Some(TriggerSpec::EverySamples(
                 ctx.int(v, "trigger.every_samples", 1, MAX_COUNT)? as u64,

@@ -130,7 +130,7 @@ pub struct Training {
 }
 
 /// `trigger`: when to retrain.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TriggerSpec {
     EverySamples(u64),
     EveryTime(i64),
@@ -145,6 +145,44 @@ pub enum TriggerSpec {
         /// Most recent labelled predictions the accuracy is measured on.
         window: usize,
     },
+    /// `drift: {detector: ...}`: a drift detector over the model's 0/1
+    /// error stream (1 = the current model mispredicted the sample).
+    Detector {
+        detector: stratus_learn::DetectorSpec,
+        action: DriftAction,
+    },
+    /// `any_of: [...]` / `all_of: [...]` with `min_gap` samples between fires.
+    Compose {
+        all: bool,
+        triggers: Vec<TriggerSpec>,
+        min_gap: u64,
+    },
+}
+
+impl TriggerSpec {
+    /// Whether it needs per-sample correctness of the current model.
+    pub fn needs_correct(&self) -> bool {
+        match self {
+            TriggerSpec::Performance { .. } | TriggerSpec::Detector { .. } => true,
+            TriggerSpec::Compose { triggers, .. } => {
+                triggers.iter().any(TriggerSpec::needs_correct)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a detected drift does to the next training (`drift.action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftAction {
+    /// Train as `training` says (the default).
+    Retrain,
+    /// Train a fresh model, whatever `training.warm_start` says.
+    Scratch,
+    /// Start from the previous model, whatever `training.warm_start` says.
+    WarmStart,
+    /// Train on the data since the last trigger only (selection `new_data`).
+    Newest,
 }
 
 /// `selection`.

@@ -20,13 +20,8 @@ pub struct Ddm {
 
 impl Ddm {
     pub fn new(warm_start: u32, warning: f64, drift: f64) -> Result<Self, DetectorError> {
-        check("warning_threshold", "> 0", warning, warning > 0.0)?;
-        check(
-            "drift_threshold",
-            "> warning_threshold",
-            drift,
-            drift > warning,
-        )?;
+        check("warning", "> 0", warning, warning > 0.0)?;
+        check("drift", "> warning", drift, drift > warning)?;
         Ok(Ddm {
             warm_start,
             warning,

@@ -91,25 +91,25 @@ impl DetectorSpec {
         }
     }
 
-    pub fn build(&self) -> Result<Box<dyn DriftDetector>, DetectorError> {
+    pub fn build(&self) -> Result<Detector, DetectorError> {
         Ok(match *self {
-            DetectorSpec::Adwin { delta } => Box::new(Adwin::new(delta)?),
+            DetectorSpec::Adwin { delta } => Detector::Adwin(Adwin::new(delta)?),
             DetectorSpec::Ddm {
                 warm_start,
                 warning,
                 drift,
-            } => Box::new(Ddm::new(warm_start, warning, drift)?),
+            } => Detector::Ddm(Ddm::new(warm_start, warning, drift)?),
             DetectorSpec::Eddm {
                 warm_start,
                 alpha,
                 beta,
-            } => Box::new(Eddm::new(warm_start, alpha, beta)?),
+            } => Detector::Eddm(Eddm::new(warm_start, alpha, beta)?),
             DetectorSpec::PageHinkley {
                 min_instances,
                 delta,
                 threshold,
                 alpha,
-            } => Box::new(PageHinkley::new(
+            } => Detector::PageHinkley(PageHinkley::new(
                 min_instances,
                 delta,
                 threshold,
@@ -117,6 +117,45 @@ impl DetectorSpec {
                 PhMode::Up,
             )?),
         })
+    }
+
+    /// The detector's name in pipeline files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DetectorSpec::Adwin { .. } => "adwin",
+            DetectorSpec::Ddm { .. } => "ddm",
+            DetectorSpec::Eddm { .. } => "eddm",
+            DetectorSpec::PageHinkley { .. } => "page_hinkley",
+        }
+    }
+}
+
+/// Any of the detectors, by value (cloneable, printable).
+#[derive(Debug, Clone)]
+pub enum Detector {
+    Adwin(Adwin),
+    Ddm(Ddm),
+    Eddm(Eddm),
+    PageHinkley(PageHinkley),
+}
+
+impl DriftDetector for Detector {
+    fn update(&mut self, x: f64) -> DriftState {
+        match self {
+            Detector::Adwin(d) => d.update(x),
+            Detector::Ddm(d) => d.update(x),
+            Detector::Eddm(d) => d.update(x),
+            Detector::PageHinkley(d) => d.update(x),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Detector::Adwin(d) => d.reset(),
+            Detector::Ddm(d) => d.reset(),
+            Detector::Eddm(d) => d.reset(),
+            Detector::PageHinkley(d) => d.reset(),
+        }
     }
 }
 

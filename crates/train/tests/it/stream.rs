@@ -131,3 +131,66 @@ fn stream_learner_misuse_is_a_clear_error() {
 fn rand_suffix(p: &std::path::Path, s: Option<&str>) -> String {
     format!("{}{}", p.display().to_string().len(), s.unwrap_or("").len())
 }
+
+fn detector_pipeline(model: &str, trigger: &str) -> String {
+    format!(
+        "pipeline: {{name: d}}\n\
+         data: {{dataset: DRIFT_DATA/elec2.csv, label_column: class, header: true, window: {{samples: 1000}}}}\n\
+         model: {model}\ntraining: {{epochs_per_trigger: 1, warm_start: true}}\n\
+         trigger: {trigger}\nselection: {{strategy: uniform, budget: 0.5}}\n"
+    )
+}
+
+/// A batch model retrained by a composed trigger: periodic fires plus a
+/// sensitive Page-Hinkley detector on its errors, with a minimum gap; the
+/// detector's fires are counted apart and train on the newest data only.
+#[test]
+fn detector_triggers_drive_a_batch_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = detector_pipeline(
+        "{id: logreg}",
+        "{any_of: [{every_samples: 3000}, {drift: {detector: page_hinkley, threshold: 3, action: newest}}], min_gap: 300}",
+    );
+    let p = pipeline_in(tmp.path(), &yaml);
+    let out = tmp.path().join("out");
+    run(&args(p, out.clone(), Some("pipeline"), 10)).unwrap();
+    let r = summary(&out)[0].clone();
+    let (all, drift) = (
+        r["triggers"].as_u64().unwrap(),
+        r["drift_triggers"].as_u64().unwrap(),
+    );
+    assert!(drift >= 1 && all > drift, "{r}");
+    let csv = std::fs::read_to_string(out.join("uniform-50.triggers.csv")).unwrap();
+    assert!(csv.lines().count() as u64 == all + 1, "{csv}");
+}
+
+/// A stream learner reset by its detector: the drifts are counted as
+/// triggers and each starts a new model version.
+#[test]
+fn a_detector_resets_a_stream_learner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = detector_pipeline(
+        "{id: hoeffding_tree}",
+        "{drift: {detector: page_hinkley, threshold: 3, action: scratch}}",
+    );
+    let p = pipeline_in(tmp.path(), &yaml);
+    let out = tmp.path().join("out");
+    run(&args(p, out.clone(), None, 10)).unwrap();
+    let r = summary(&out)[0].clone();
+    let drift = r["drift_triggers"].as_u64().unwrap();
+    assert!(
+        drift >= 1 && r["triggers"].as_u64().unwrap() == drift,
+        "{r}"
+    );
+    let windows = std::fs::read_to_string(out.join("hoeffding_tree.windows.csv")).unwrap();
+    let last: u64 = windows
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(last, 1 + drift, "{windows}");
+}
