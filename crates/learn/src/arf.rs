@@ -186,6 +186,68 @@ impl AdaptiveRandomForest {
     }
 }
 
+impl AdaptiveRandomForest {
+    /// Each tree predicts `x` (its vote added to `votes`, weighted as in
+    /// `predict_proba`, when given), learns it with a Poisson(lambda) weight,
+    /// and feeds its 0/1 error to its warning and drift detectors. The votes
+    /// are those `predict_proba` gives before the step: every tree votes
+    /// before it learns, and the trees are independent.
+    fn step(&mut self, x: &[f32], y: usize, mut votes: Option<&mut [f64]>) {
+        for i in 0..self.members.len() {
+            let k = poisson(self.cfg.lambda, &mut self.rng);
+            let m = &mut self.members[i];
+            let acc = if m.seen > 0.0 {
+                m.correct / m.seen
+            } else {
+                0.0
+            };
+            let wt = if self.cfg.weighted_vote && acc > 0.0 {
+                acc
+            } else {
+                1.0
+            };
+            let pred = m
+                .tree
+                .predict_learn_weighted(x, y, f64::from(k), &mut self.scratch);
+            if let Some(v) = votes.as_deref_mut() {
+                v.iter_mut()
+                    .zip(&self.scratch)
+                    .for_each(|(v, p)| *v += p * wt);
+            }
+            let wrong = pred != Some(y);
+            m.seen += 1.0;
+            m.correct += f64::from(u8::from(!wrong));
+            if k > 0 {
+                if let Some(bg) = &mut m.background {
+                    bg.learn_weighted(x, y, f64::from(k));
+                }
+            }
+            let e = f64::from(u8::from(wrong));
+            if m.warning.update(e) == DriftState::Drift {
+                self.stats.warnings += 1;
+                let bg = self.fresh_tree();
+                let m = &mut self.members[i];
+                m.background = Some(bg);
+                m.warning.reset();
+            }
+            let m = &mut self.members[i];
+            if m.drift.update(e) == DriftState::Drift {
+                self.stats.drifts += 1;
+                let next = match m.background.take() {
+                    Some(bg) => bg,
+                    None => self.fresh_tree(),
+                };
+                let m = &mut self.members[i];
+                m.tree = next;
+                m.warning.reset();
+                m.drift.reset();
+                m.seen = 0.0;
+                m.correct = 0.0;
+            }
+        }
+    }
+}
+
 impl Learner for AdaptiveRandomForest {
     fn n_classes(&self) -> usize {
         self.n_classes
@@ -218,41 +280,12 @@ impl Learner for AdaptiveRandomForest {
     }
 
     fn learn_one(&mut self, x: &[f32], y: usize) {
-        for i in 0..self.members.len() {
-            let pred = self.members[i].tree.predict_opt(x, &mut self.scratch);
-            let wrong = pred != Some(y);
-            let k = poisson(self.cfg.lambda, &mut self.rng);
-            let m = &mut self.members[i];
-            m.seen += 1.0;
-            m.correct += f64::from(u8::from(!wrong));
-            if k > 0 {
-                m.tree.learn_weighted(x, y, f64::from(k));
-                if let Some(bg) = &mut m.background {
-                    bg.learn_weighted(x, y, f64::from(k));
-                }
-            }
-            let e = f64::from(u8::from(wrong));
-            if m.warning.update(e) == DriftState::Drift {
-                self.stats.warnings += 1;
-                let bg = self.fresh_tree();
-                let m = &mut self.members[i];
-                m.background = Some(bg);
-                m.warning.reset();
-            }
-            let m = &mut self.members[i];
-            if m.drift.update(e) == DriftState::Drift {
-                self.stats.drifts += 1;
-                let next = match m.background.take() {
-                    Some(bg) => bg,
-                    None => self.fresh_tree(),
-                };
-                let m = &mut self.members[i];
-                m.tree = next;
-                m.warning.reset();
-                m.drift.reset();
-                m.seen = 0.0;
-                m.correct = 0.0;
-            }
-        }
+        self.step(x, y, None);
+    }
+
+    fn predict_learn(&mut self, x: &[f32], y: usize) -> Option<usize> {
+        let mut votes = Scores::new(self.n_classes);
+        self.step(x, y, Some(votes.as_mut()));
+        crate::tree_argmax(votes.as_mut())
     }
 }

@@ -39,8 +39,7 @@ pub fn prequential(
     };
     let mut in_window = (0usize, 0usize);
     for (x, &y) in xs.chunks_exact(d).zip(ys) {
-        let hit = model.predict(x) == Some(y);
-        model.learn_one(x, y);
+        let hit = model.predict_learn(x, y) == Some(y);
         p.n += 1;
         p.correct += usize::from(hit);
         if window > 0 {

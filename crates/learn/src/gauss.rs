@@ -12,6 +12,10 @@ pub(crate) struct Gauss {
     m2: f64,
     pub(crate) min: f64,
     pub(crate) max: f64,
+    /// Cached on update for the naive-Bayes hot path: `1 / (2 var)` (0 when
+    /// there is no spread) and `-ln(2 pi var) / 2`.
+    inv_2var: f64,
+    log_norm: f64,
 }
 
 impl Default for Gauss {
@@ -22,6 +26,8 @@ impl Default for Gauss {
             m2: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
+            inv_2var: 0.0,
+            log_norm: 0.0,
         }
     }
 }
@@ -39,6 +45,13 @@ impl Gauss {
         let d = x - self.mean;
         self.mean += w * d / self.w;
         self.m2 += w * d * (x - self.mean);
+        let var = self.var();
+        if var > 0.0 {
+            self.inv_2var = 0.5 / var;
+            self.log_norm = -0.5 * (2.0 * PI * var).ln();
+        } else {
+            self.inv_2var = 0.0;
+        }
     }
 
     /// Sample variance (ddof 1), 0 while the weight is at most 1.
@@ -56,11 +69,11 @@ impl Gauss {
     /// `do_naive_bayes_prediction` does.
     #[inline]
     pub(crate) fn log_pdf(&self, x: f64) -> Option<f64> {
-        let var = self.var();
-        if var <= 0.0 {
+        if self.inv_2var <= 0.0 {
             return None;
         }
-        Some(-(x - self.mean) * (x - self.mean) / (2.0 * var) - 0.5 * (2.0 * PI * var).ln())
+        let d = x - self.mean;
+        Some(self.log_norm - d * d * self.inv_2var)
     }
 
     /// P(X <= x) under this Gaussian; a step at the mean when there is no spread.

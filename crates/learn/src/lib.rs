@@ -63,6 +63,14 @@ pub trait Learner: Send {
         tree_argmax(s.as_mut())
     }
 
+    /// Test-then-train in one call: the prediction `predict` would give now,
+    /// then `learn_one`. Learners override it to share the work.
+    fn predict_learn(&mut self, x: &[f32], y: usize) -> Option<usize> {
+        let p = self.predict(x);
+        self.learn_one(x, y);
+        p
+    }
+
     /// Learns the rows of `xs` (row-major, `xs.len() / ys.len()` features each) in order.
     fn learn_many(&mut self, xs: &[f32], ys: &[usize]) {
         if ys.is_empty() {
@@ -81,7 +89,7 @@ pub trait Learner: Send {
     }
 }
 
-fn tree_argmax(p: &[f64]) -> Option<usize> {
+pub(crate) fn tree_argmax(p: &[f64]) -> Option<usize> {
     tree::argmax_pub(p)
 }
 

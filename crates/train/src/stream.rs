@@ -102,9 +102,8 @@ pub fn run(
                 field: "data",
                 message: format!("label {y} is not a class index"),
             })?;
-            let ok = learner.predict(x) == Some(y);
+            let ok = learner.predict_learn(x, y) == Some(y);
             hits += usize::from(ok);
-            learner.learn_one(x, y);
             if let Some(t) = &mut detector {
                 t.observe(&Observation {
                     timestamps: &b.timestamps[i..=i],
@@ -145,7 +144,7 @@ pub fn run(
             start: w.start,
             end: w.end,
             samples: b.len(),
-            accuracy: (b.len() > 0).then(|| hits as f64 / b.len() as f64),
+            accuracy: (!b.is_empty()).then(|| hits as f64 / b.len() as f64),
             model_version: version,
         });
         tick();

@@ -111,37 +111,67 @@ impl HoeffdingTree {
 
     /// Learns one sample with weight `w` (ARF's online bagging passes Poisson weights).
     pub fn learn_weighted(&mut self, x: &[f32], y: usize, w: f64) {
-        let cfg = &self.cfg;
-        let mut node = &mut self.root;
-        while let Node::Split { feat, thr, kids } = node {
-            node = &mut kids[usize::from(f64::from(x[*feat as usize]) > *thr)];
-        }
+        let node = descend(&mut self.root, x);
         let Node::Leaf(leaf) = node else {
             unreachable!()
         };
-        leaf.learn(x, y, w, cfg.leaf_prediction, &mut self.scratch);
-        if !leaf.due(f64::from(cfg.grace_period)) {
-            return;
+        leaf.learn(x, y, w, self.cfg.leaf_prediction, &mut self.scratch);
+        grow(node, &self.cfg, &mut self.sub, &mut self.n_leaves);
+    }
+
+    /// Scores `x` into `out` (as `predict_proba`), then learns it with weight
+    /// `w` (not at all when `w` is 0), descending the tree once.
+    pub fn predict_learn_weighted(
+        &mut self,
+        x: &[f32],
+        y: usize,
+        w: f64,
+        out: &mut [f64],
+    ) -> Option<usize> {
+        let node = descend(&mut self.root, x);
+        let Node::Leaf(leaf) = node else {
+            unreachable!()
+        };
+        leaf.predict_learn(x, y, w, self.cfg.leaf_prediction, out, &mut self.scratch);
+        let pred = argmax(out);
+        if w > 0.0 {
+            grow(node, &self.cfg, &mut self.sub, &mut self.n_leaves);
         }
-        if cfg.max_depth.is_some_and(|d| leaf.depth >= d) {
-            leaf.deactivate();
-            return;
-        }
-        if let Some(Split {
-            feat,
-            thr,
-            left,
-            right,
-        }) = leaf.attempt_split(cfg)
-        {
-            let depth = leaf.depth + 1;
-            let kids = Box::new([
-                Node::Leaf(Leaf::new(left, self.sub.draw(), depth)),
-                Node::Leaf(Leaf::new(right, self.sub.draw(), depth)),
-            ]);
-            *node = Node::Split { feat, thr, kids };
-            self.n_leaves += 1;
-        }
+        pred
+    }
+}
+
+fn descend<'a>(mut node: &'a mut Node, x: &[f32]) -> &'a mut Node {
+    while let Node::Split { feat, thr, kids } = node {
+        node = &mut kids[usize::from(f64::from(x[*feat as usize]) > *thr)];
+    }
+    node
+}
+
+/// Tries to split leaf `node` if it is due.
+fn grow(node: &mut Node, cfg: &TreeConfig, sub: &mut Subspace, n_leaves: &mut usize) {
+    let Node::Leaf(leaf) = node else { return };
+    if !leaf.due(f64::from(cfg.grace_period)) {
+        return;
+    }
+    if cfg.max_depth.is_some_and(|d| leaf.depth >= d) {
+        leaf.deactivate();
+        return;
+    }
+    if let Some(Split {
+        feat,
+        thr,
+        left,
+        right,
+    }) = leaf.attempt_split(cfg)
+    {
+        let depth = leaf.depth + 1;
+        let kids = Box::new([
+            Node::Leaf(Leaf::new(left, sub.draw(), depth)),
+            Node::Leaf(Leaf::new(right, sub.draw(), depth)),
+        ]);
+        *node = Node::Split { feat, thr, kids };
+        *n_leaves += 1;
     }
 }
 
@@ -156,5 +186,10 @@ impl Learner for HoeffdingTree {
 
     fn learn_one(&mut self, x: &[f32], y: usize) {
         self.learn_weighted(x, y, 1.0);
+    }
+
+    fn predict_learn(&mut self, x: &[f32], y: usize) -> Option<usize> {
+        let mut s = crate::Scores::new(self.n_classes);
+        self.predict_learn_weighted(x, y, 1.0, s.as_mut())
     }
 }

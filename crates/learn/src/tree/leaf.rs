@@ -140,15 +140,18 @@ impl Leaf {
 
     /// Class scores into `out` (all 0 for an empty leaf).
     pub(crate) fn predict(&self, x: &[f32], how: LeafPrediction, out: &mut [f64]) {
-        let nb = match how {
-            LeafPrediction::MajorityClass => false,
-            LeafPrediction::NaiveBayes => true,
-            LeafPrediction::NaiveBayesAdaptive => self.active && self.nb_correct >= self.mc_correct,
-        };
-        if nb {
+        if self.uses_nb(how) {
             self.nb(x, out)
         } else {
             self.mc(out)
+        }
+    }
+
+    fn uses_nb(&self, how: LeafPrediction) -> bool {
+        match how {
+            LeafPrediction::MajorityClass => false,
+            LeafPrediction::NaiveBayes => true,
+            LeafPrediction::NaiveBayesAdaptive => self.active && self.nb_correct >= self.mc_correct,
         }
     }
 
@@ -163,16 +166,59 @@ impl Leaf {
     ) {
         if self.active && how == LeafPrediction::NaiveBayesAdaptive {
             let out = &mut scratch[..self.class_w.len()];
-            self.mc(out);
-            let t = self.total();
-            if t <= 0.0 || argmax(out) == Some(y) {
-                self.mc_correct += w;
-            }
-            self.nb(x, out);
-            if argmax(out) == Some(y) {
-                self.nb_correct += w;
-            }
+            self.score_nba(x, y, w, out, None);
         }
+        self.update(x, y, w);
+    }
+
+    /// Scores `x` into `out` exactly as [`Leaf::predict`] (before learning),
+    /// then learns `(x, y)` with weight `w` (nothing when `w` is 0), reusing
+    /// the naive-Bayes scores when the prediction computed them.
+    pub(crate) fn predict_learn(
+        &mut self,
+        x: &[f32],
+        y: usize,
+        w: f64,
+        how: LeafPrediction,
+        out: &mut [f64],
+        scratch: &mut [f64],
+    ) {
+        let nb = self.uses_nb(how);
+        if nb {
+            self.nb(x, out);
+        } else {
+            self.mc(out);
+        }
+        if w <= 0.0 {
+            return;
+        }
+        if self.active && how == LeafPrediction::NaiveBayesAdaptive {
+            let s = &mut scratch[..self.class_w.len()];
+            self.score_nba(x, y, w, s, nb.then_some(&*out));
+        }
+        self.update(x, y, w);
+    }
+
+    /// The naive-Bayes-adaptive bookkeeping: would the majority class and
+    /// naive Bayes each have been right? `nb` is naive Bayes's scores if known.
+    fn score_nba(&mut self, x: &[f32], y: usize, w: f64, s: &mut [f64], nb: Option<&[f64]>) {
+        self.mc(s);
+        if self.total() <= 0.0 || argmax(s) == Some(y) {
+            self.mc_correct += w;
+        }
+        let nb_right = match nb {
+            Some(p) => argmax(p) == Some(y),
+            None => {
+                self.nb(x, s);
+                argmax(s) == Some(y)
+            }
+        };
+        if nb_right {
+            self.nb_correct += w;
+        }
+    }
+
+    fn update(&mut self, x: &[f32], y: usize, w: f64) {
         self.class_w[y] += w;
         if self.active {
             let nc = self.class_w.len();

@@ -215,3 +215,34 @@ fn subspace_sizes() {
     assert_eq!(SqrtPlusOne.resolve(64), 9);
     assert_eq!(Count(100).resolve(6), 6);
 }
+
+#[test]
+fn predict_learn_is_predict_then_learn() {
+    let (xs, ys) = sea(6, 6000, 3000);
+    type Make = fn() -> Box<dyn Learner>;
+    let makers: [Make; 3] = [
+        || {
+            Box::new(
+                HoeffdingTree::new(
+                    TreeConfig {
+                        grace_period: 50,
+                        ..TreeConfig::default()
+                    },
+                    3,
+                    2,
+                )
+                .unwrap(),
+            )
+        },
+        || Box::new(HoeffdingAdaptiveTree::new(HatConfig::default(), 3, 2).unwrap()),
+        || Box::new(AdaptiveRandomForest::new(ArfConfig::default(), 3, 2).unwrap()),
+    ];
+    for make in makers {
+        let (mut a, mut b) = (make(), make());
+        for (x, &y) in xs.chunks_exact(3).zip(&ys) {
+            let p = a.predict(x);
+            a.learn_one(x, y);
+            assert_eq!(p, b.predict_learn(x, y));
+        }
+    }
+}
