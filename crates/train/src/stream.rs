@@ -157,6 +157,7 @@ pub fn run(
     summary.cpu_s = cpu;
     summary.energy_j = cpu * p.cost.watts_per_core;
     summary.storage_usd_month = 0.0;
+    summary.cold_read_usd = 0.0;
     Ok(StrategyResult {
         run: run.clone(),
         windows,

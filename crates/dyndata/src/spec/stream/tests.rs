@@ -92,3 +92,18 @@ fn bad_parameters_name_the_field() {
         "#]],
     );
 }
+
+/// The stream-learner and drift-trigger example pipelines parse.
+#[test]
+fn stream_example_pipelines_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipelines");
+    for (name, model, trigger) in [
+        ("elec2-stream.yaml", "Arf", "EverySamples(1000)"),
+        ("elec2-drift.yaml", "Mlp", "Compose { all: false"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let p = parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(format!("{:?}", p.model.id), model, "{name}");
+        assert!(format!("{:?}", p.trigger).starts_with(trigger), "{name}: {:?}", p.trigger);
+    }
+}
