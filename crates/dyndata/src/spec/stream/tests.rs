@@ -104,6 +104,10 @@ fn stream_example_pipelines_parse() {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         let p = parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(format!("{:?}", p.model.id), model, "{name}");
-        assert!(format!("{:?}", p.trigger).starts_with(trigger), "{name}: {:?}", p.trigger);
+        assert!(
+            format!("{:?}", p.trigger).starts_with(trigger),
+            "{name}: {:?}",
+            p.trigger
+        );
     }
 }
