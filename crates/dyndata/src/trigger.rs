@@ -62,6 +62,10 @@ pub enum TriggerError {
     },
     #[error("the performance trigger needs per-sample correctness (Observation::correct)")]
     NeedsCorrectness,
+    #[error(
+        "trigger.drift.feature: {index} is out of range; the data has {dim} features (0-based)"
+    )]
+    Feature { index: usize, dim: usize },
     #[error("feature count changed from {0} to {1}")]
     Dim(usize, usize),
 }
@@ -103,7 +107,7 @@ enum State {
         recent: std::collections::VecDeque<bool>,
         correct: usize,
     },
-    Detector(stratus_learn::Detector),
+    Detector(stratus_learn::Detector, Option<usize>),
     Compose(compose::Compose),
 }
 
@@ -154,13 +158,16 @@ impl Trigger {
             },
             // The parser checked the parameters; a bad spec built by hand
             // falls back to the detector's defaults rather than panic.
-            TriggerSpec::Detector { detector, .. } => {
-                State::Detector(detector.build().unwrap_or_else(|_| {
+            TriggerSpec::Detector {
+                detector, feature, ..
+            } => State::Detector(
+                detector.build().unwrap_or_else(|_| {
                     stratus_learn::DetectorSpec::adwin()
                         .build()
                         .expect("defaults are valid")
-                }))
-            }
+                }),
+                feature,
+            ),
             TriggerSpec::Compose {
                 all,
                 triggers,
@@ -190,7 +197,23 @@ impl Trigger {
         let mut cuts = Vec::new();
         self.drift_cuts.clear();
         match &mut self.state {
-            State::Detector(det) => {
+            State::Detector(det, Some(f)) => {
+                use stratus_learn::{DriftDetector, DriftState};
+                if *f >= obs.dim || obs.features.len() != n * obs.dim {
+                    return Err(TriggerError::Feature {
+                        index: *f,
+                        dim: obs.dim,
+                    });
+                }
+                for i in 0..n {
+                    let x = f64::from(obs.features[i * obs.dim + *f]);
+                    if det.update(x) == DriftState::Drift {
+                        cuts.push(i + 1);
+                    }
+                }
+                self.drift_cuts.clone_from(&cuts);
+            }
+            State::Detector(det, None) => {
                 use stratus_learn::{DriftDetector, DriftState};
                 let c = obs.correct.ok_or(TriggerError::NeedsCorrectness)?;
                 if c.len() != n {

@@ -438,6 +438,15 @@ pub fn run_strategy(
     dir: &Path,
     tick: &mut dyn FnMut(),
 ) -> Result<StrategyResult, RunError> {
+    if let Some(f) = p.trigger.max_feature().filter(|&f| f >= stream.dim) {
+        return Err(RunError::Usage {
+            field: "trigger.drift.feature",
+            message: format!(
+                "{f} is out of range; the dataset has {} features (0-based)",
+                stream.dim
+            ),
+        });
+    }
     if let Some(m) = &run.model {
         return crate::stream::run(p, stream, run, m, tick);
     }

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! A detector reads the model's 0/1 error stream: each sample is predicted by
-//! the current model before it is trained on.
+//! the current model before it is trained on. With `feature: N` it reads the
+//! values of feature N (0-based) instead, and needs no model.
 
 use stratus_learn::DetectorSpec;
 use stratus_yaml::{Kind, Node};
@@ -58,6 +59,12 @@ pub(super) fn read_detector(ctx: &mut Ctx<'_>, v: &Node) -> Option<TriggerSpec> 
             ],
         ),
         None => Some(DriftAction::Retrain),
+    };
+    let feature = match m.get("feature") {
+        Some(x) => ctx
+            .int(x, "trigger.drift.feature", 0, 1 << 20)
+            .map(|f| Some(f as usize)),
+        None => Some(None),
     };
     let Some(which) = which else {
         // Unknown detector: its parameters cannot be judged; only the name is reported.
@@ -130,6 +137,7 @@ pub(super) fn read_detector(ctx: &mut Ctx<'_>, v: &Node) -> Option<TriggerSpec> 
     Some(TriggerSpec::Detector {
         detector: spec,
         action: action?,
+        feature: feature?,
     })
 }
 

@@ -146,10 +146,12 @@ pub enum TriggerSpec {
         window: usize,
     },
     /// `drift: {detector: ...}`: a drift detector over the model's 0/1
-    /// error stream (1 = the current model mispredicted the sample).
+    /// error stream (1 = the current model mispredicted the sample), or over
+    /// one feature's values (`feature: N`, 0-based).
     Detector {
         detector: stratus_learn::DetectorSpec,
         action: DriftAction,
+        feature: Option<usize>,
     },
     /// `any_of: [...]` / `all_of: [...]` with `min_gap` samples between fires.
     Compose {
@@ -160,10 +162,21 @@ pub enum TriggerSpec {
 }
 
 impl TriggerSpec {
+    /// The largest feature index a detector reads, if any.
+    pub fn max_feature(&self) -> Option<usize> {
+        match self {
+            TriggerSpec::Detector { feature, .. } => *feature,
+            TriggerSpec::Compose { triggers, .. } => {
+                triggers.iter().filter_map(TriggerSpec::max_feature).max()
+            }
+            _ => None,
+        }
+    }
+
     /// Whether it needs per-sample correctness of the current model.
     pub fn needs_correct(&self) -> bool {
         match self {
-            TriggerSpec::Performance { .. } | TriggerSpec::Detector { .. } => true,
+            TriggerSpec::Performance { .. } | TriggerSpec::Detector { feature: None, .. } => true,
             TriggerSpec::Compose { triggers, .. } => {
                 triggers.iter().any(TriggerSpec::needs_correct)
             }

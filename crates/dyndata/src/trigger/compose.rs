@@ -117,6 +117,7 @@ mod tests {
     fn ddm() -> TriggerSpec {
         TriggerSpec::Detector {
             detector: DetectorSpec::ddm(),
+            feature: None,
             action: DriftAction::Scratch,
         }
     }
@@ -191,5 +192,55 @@ mod tests {
         // 1200 (a), 1500 (both) -> 1500; 1800 (a), 2000 (b) -> 2000.
         assert_eq!(cuts, vec![500, 1000, 1500, 2000]);
         assert!(drift.is_empty());
+    }
+
+    #[test]
+    fn a_feature_detector_needs_no_model_and_checks_the_index() {
+        let spec = TriggerSpec::Detector {
+            detector: DetectorSpec::adwin(),
+            action: DriftAction::Retrain,
+            feature: Some(1),
+        };
+        assert!(!spec.needs_correct());
+        let mut t = Trigger::new(&spec);
+        // Feature 1 steps from 0.2 to 0.8 at sample 1000; feature 0 is noise.
+        let (mut cuts, mut seen) = (Vec::new(), 0);
+        for b in 0..20 {
+            let ts: Vec<i64> = (0..100).collect();
+            let f: Vec<f32> = (0..100)
+                .flat_map(|i| {
+                    [
+                        (i % 7) as f32,
+                        if b < 10 { 0.2 } else { 0.8 } + (i % 3) as f32 * 0.01,
+                    ]
+                })
+                .collect();
+            let got = t
+                .observe(&Observation {
+                    timestamps: &ts,
+                    features: &f,
+                    dim: 2,
+                    correct: None,
+                })
+                .unwrap();
+            cuts.extend(got.iter().map(|c| seen + c));
+            seen += 100;
+        }
+        assert!(
+            !cuts.is_empty() && cuts[0] > 1000 && cuts[0] <= 1100,
+            "{cuts:?}"
+        );
+        let e = t
+            .observe(&Observation {
+                timestamps: &[0],
+                features: &[0.0],
+                dim: 1,
+                correct: None,
+            })
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "trigger.drift.feature: 1 is out of range; the data has 1 features (0-based)"
+        );
     }
 }

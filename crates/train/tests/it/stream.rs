@@ -194,3 +194,39 @@ fn a_detector_resets_a_stream_learner() {
         .unwrap();
     assert_eq!(last, 1 + drift, "{windows}");
 }
+
+/// A feature detector needs no model; an index past the data's features is
+/// a clear error naming the field, before anything runs.
+#[test]
+fn feature_detectors_and_their_bad_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = detector_pipeline(
+        "{id: logreg}",
+        "{drift: {detector: page_hinkley, threshold: 1, feature: 2, action: scratch}}",
+    );
+    let out = tmp.path().join("ok");
+    run(&args(
+        pipeline_in(tmp.path(), &good),
+        out.clone(),
+        Some("pipeline"),
+        10,
+    ))
+    .unwrap();
+    let r = summary(&out)[0].clone();
+    assert!(r["drift_triggers"].as_u64().unwrap() >= 1, "{r}");
+    let bad = detector_pipeline("{id: logreg}", "{drift: {detector: adwin, feature: 9}}");
+    let e = run(&args(
+        pipeline_in(tmp.path(), &bad),
+        tmp.path().join("bad"),
+        Some("pipeline,hat"),
+        2,
+    ))
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains(
+            "trigger.drift.feature: 9 is out of range; the dataset has 6 features (0-based)"
+        ),
+        "{e}"
+    );
+}

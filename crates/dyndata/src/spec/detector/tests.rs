@@ -20,31 +20,37 @@ fn detectors_with_defaults_and_parameters() {
     check(
         "{drift: {detector: adwin}}",
         expect![[r#"
-            Detector { detector: Adwin { delta: 0.002 }, action: Retrain }
+            Detector { detector: Adwin { delta: 0.002 }, action: Retrain, feature: None }
         "#]],
     );
     check(
         "{drift: {detector: adwin, delta: 0.01, action: scratch}}",
         expect![[r#"
-            Detector { detector: Adwin { delta: 0.01 }, action: Scratch }
+            Detector { detector: Adwin { delta: 0.01 }, action: Scratch, feature: None }
         "#]],
     );
     check(
         "{drift: {detector: ddm, warm_start: 50, warning: 2.5, drift: 4, action: newest}}",
         expect![[r#"
-            Detector { detector: Ddm { warm_start: 50, warning: 2.5, drift: 4.0 }, action: Newest }
+            Detector { detector: Ddm { warm_start: 50, warning: 2.5, drift: 4.0 }, action: Newest, feature: None }
         "#]],
     );
     check(
         "{drift: {detector: eddm, action: warm_start}}",
         expect![[r#"
-            Detector { detector: Eddm { warm_start: 30, alpha: 0.95, beta: 0.9 }, action: WarmStart }
+            Detector { detector: Eddm { warm_start: 30, alpha: 0.95, beta: 0.9 }, action: WarmStart, feature: None }
         "#]],
     );
+    check("{drift: {detector: adwin, feature: 3}}", expect![[r#"
+        Detector { detector: Adwin { delta: 0.002 }, action: Retrain, feature: Some(3) }
+    "#]]);
+    check("{drift: {detector: adwin, feature: -1}}", expect![[r#"
+        p.yaml:4:45: trigger.drift.feature: -1 is out of range; use a value in 0..=1048576
+    "#]]);
     check(
         "{drift: {detector: page_hinkley, threshold: 20, alpha: 1}}",
         expect![[r#"
-            Detector { detector: PageHinkley { min_instances: 30, delta: 0.005, threshold: 20.0, alpha: 1.0 }, action: Retrain }
+            Detector { detector: PageHinkley { min_instances: 30, delta: 0.005, threshold: 20.0, alpha: 1.0 }, action: Retrain, feature: None }
         "#]],
     );
     // The feature-distance drift trigger is unchanged.
@@ -61,13 +67,13 @@ fn composed_triggers() {
     check(
         "{any_of: [{every_samples: 5000}, {drift: {detector: ddm}}], min_gap: 500}",
         expect![[r#"
-            Compose { all: false, triggers: [EverySamples(5000), Detector { detector: Ddm { warm_start: 30, warning: 2.0, drift: 3.0 }, action: Retrain }], min_gap: 500 }
+            Compose { all: false, triggers: [EverySamples(5000), Detector { detector: Ddm { warm_start: 30, warning: 2.0, drift: 3.0 }, action: Retrain, feature: None }], min_gap: 500 }
         "#]],
     );
     check(
         "{all_of: [{performance: {min_accuracy: 0.8, window: 100}}, {drift: {detector: adwin}}]}",
         expect![[r#"
-            Compose { all: true, triggers: [Performance { min_accuracy: 0.8, window: 100 }, Detector { detector: Adwin { delta: 0.002 }, action: Retrain }], min_gap: 0 }
+            Compose { all: true, triggers: [Performance { min_accuracy: 0.8, window: 100 }, Detector { detector: Adwin { delta: 0.002 }, action: Retrain, feature: None }], min_gap: 0 }
         "#]],
     );
 }
@@ -83,7 +89,7 @@ fn bad_detectors_name_the_field() {
     check(
         "{drift: {detector: adwin, delta: 2, clock: 32}}",
         expect![[r#"
-            p.yaml:4:46: trigger.drift.clock: unknown field; known fields: detector, action, delta
+            p.yaml:4:46: trigger.drift.clock: unknown field; known fields: detector, action, feature, delta
         "#]],
     );
     check(
@@ -101,7 +107,7 @@ fn bad_detectors_name_the_field() {
     check(
         "{drift: {detector: eddm, window: 10}}",
         expect![[r#"
-            p.yaml:4:35: trigger.drift.window: unknown field; known fields: detector, action, warm_start, alpha, beta
+            p.yaml:4:35: trigger.drift.window: unknown field; known fields: detector, action, feature, warm_start, alpha, beta
         "#]],
     );
 }
@@ -131,7 +137,7 @@ fn bad_compositions_name_the_field() {
     check(
         "{all_of: [{every_samples: 10}, {drift: {detector: ddm, delta: 1}}]}",
         expect![[r#"
-            p.yaml:4:65: trigger.drift.delta: unknown field; known fields: detector, action, warm_start, warning, drift
+            p.yaml:4:65: trigger.drift.delta: unknown field; known fields: detector, action, feature, warm_start, warning, drift
         "#]],
     );
 }
