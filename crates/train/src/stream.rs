@@ -98,10 +98,13 @@ pub fn run(
         let cpu0 = cpu_seconds();
         let mut hits = 0usize;
         for (i, (x, &y)) in b.features.chunks_exact(b.dim).zip(&b.labels).enumerate() {
-            let y = usize::try_from(y).map_err(|_| RunError::Usage {
-                field: "data",
-                message: format!("label {y} is not a class index"),
-            })?;
+            let y = usize::try_from(y)
+                .ok()
+                .filter(|&c| c < stream.classes)
+                .ok_or_else(|| RunError::Usage {
+                    field: "data",
+                    message: format!("label {y} is not a class index below {}", stream.classes),
+                })?;
             let ok = learner.predict_learn(x, y) == Some(y);
             hits += usize::from(ok);
             if let Some(t) = &mut detector {

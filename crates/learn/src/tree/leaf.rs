@@ -150,7 +150,8 @@ impl Leaf {
     fn uses_nb(&self, how: LeafPrediction) -> bool {
         match how {
             LeafPrediction::MajorityClass => false,
-            LeafPrediction::NaiveBayes => true,
+            // An inactive leaf dropped its Gaussians: it can only count classes.
+            LeafPrediction::NaiveBayes => self.active,
             LeafPrediction::NaiveBayesAdaptive => self.active && self.nb_correct >= self.mc_correct,
         }
     }

@@ -97,6 +97,11 @@ fn max_depth_stops_growth() {
     .unwrap();
     prequential(&mut t, &xs, 3, &ys, 0);
     assert!(t.n_leaves() <= 2, "{}", t.n_leaves());
+    // Leaves at the depth limit stop observing; naive Bayes falls back to counts.
+    let cfg = TreeConfig { max_depth: Some(1), leaf_prediction: LeafPrediction::NaiveBayes, ..TreeConfig::default() };
+    let mut t = HoeffdingTree::new(cfg, 3, 2).unwrap();
+    let p = prequential(&mut t, &xs, 3, &ys, 0);
+    assert!(p.accuracy() > 0.6, "{p:?}");
 }
 
 #[test]
