@@ -98,7 +98,11 @@ fn max_depth_stops_growth() {
     prequential(&mut t, &xs, 3, &ys, 0);
     assert!(t.n_leaves() <= 2, "{}", t.n_leaves());
     // Leaves at the depth limit stop observing; naive Bayes falls back to counts.
-    let cfg = TreeConfig { max_depth: Some(1), leaf_prediction: LeafPrediction::NaiveBayes, ..TreeConfig::default() };
+    let cfg = TreeConfig {
+        max_depth: Some(1),
+        leaf_prediction: LeafPrediction::NaiveBayes,
+        ..TreeConfig::default()
+    };
     let mut t = HoeffdingTree::new(cfg, 3, 2).unwrap();
     let p = prequential(&mut t, &xs, 3, &ys, 0);
     assert!(p.accuracy() > 0.6, "{p:?}");
@@ -248,6 +252,34 @@ fn predict_learn_is_predict_then_learn() {
             let p = a.predict(x);
             a.learn_one(x, y);
             assert_eq!(p, b.predict_learn(x, y));
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+    /// On any finite stream, every learner's scores are finite and sum to 1
+    /// (or are all 0 before it knows anything).
+    #[test]
+    fn scores_are_a_distribution(
+        rows in proptest::collection::vec((proptest::collection::vec(-1e6f32..1e6, 3), 0usize..3), 1..400),
+        grace in 5u32..60,
+    ) {
+        let tree = TreeConfig { grace_period: grace, ..TreeConfig::default() };
+        let mut models: Vec<Box<dyn Learner>> = vec![
+            Box::new(HoeffdingTree::new(tree.clone(), 3, 3).unwrap()),
+            Box::new(HoeffdingAdaptiveTree::new(HatConfig { tree: tree.clone(), ..HatConfig::default() }, 3, 3).unwrap()),
+            Box::new(AdaptiveRandomForest::new(ArfConfig { n_models: 3, tree, ..ArfConfig::default() }, 3, 3).unwrap()),
+        ];
+        let mut out = [0.0; 3];
+        for m in &mut models {
+            for (x, y) in &rows {
+                m.predict_proba(x, &mut out);
+                let s: f64 = out.iter().sum();
+                proptest::prop_assert!(out.iter().all(|p| p.is_finite() && *p >= 0.0), "{out:?}");
+                proptest::prop_assert!(s == 0.0 || (s - 1.0).abs() < 1e-9, "{out:?}");
+                m.learn_one(x, *y);
+            }
         }
     }
 }
