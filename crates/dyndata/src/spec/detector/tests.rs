@@ -41,12 +41,18 @@ fn detectors_with_defaults_and_parameters() {
             Detector { detector: Eddm { warm_start: 30, alpha: 0.95, beta: 0.9 }, action: WarmStart, feature: None }
         "#]],
     );
-    check("{drift: {detector: adwin, feature: 3}}", expect![[r#"
+    check(
+        "{drift: {detector: adwin, feature: 3}}",
+        expect![[r#"
         Detector { detector: Adwin { delta: 0.002 }, action: Retrain, feature: Some(3) }
-    "#]]);
-    check("{drift: {detector: adwin, feature: -1}}", expect![[r#"
+    "#]],
+    );
+    check(
+        "{drift: {detector: adwin, feature: -1}}",
+        expect![[r#"
         p.yaml:4:45: trigger.drift.feature: -1 is out of range; use a value in 0..=1048576
-    "#]]);
+    "#]],
+    );
     check(
         "{drift: {detector: page_hinkley, threshold: 20, alpha: 1}}",
         expect![[r#"
