@@ -29,8 +29,16 @@
 //!   model predicted it correctly (before training on it). When the last W
 //!   predictions are all in and their accuracy is below `min_accuracy`, the
 //!   trigger fires and starts a fresh window for the new model.
+//! - `drift: {detector: ...}`: ADWIN, DDM, EDDM or Page-Hinkley
+//!   (`stratus-learn`) fed the current model's 0/1 error per sample; fires
+//!   after the sample where the detector says Drift. [`Trigger::drift_cuts`]
+//!   tells which cuts a detector caused (the pipeline's drift action applies
+//!   to those).
+//! - `any_of` / `all_of` with `min_gap`: see `compose`.
 
 use crate::spec::TriggerSpec;
+
+mod compose;
 
 /// The drift distance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,10 @@ pub enum TriggerError {
     },
     #[error("the performance trigger needs per-sample correctness (Observation::correct)")]
     NeedsCorrectness,
+    #[error(
+        "trigger.drift.feature: {index} is out of range; the data has {dim} features (0-based)"
+    )]
+    Feature { index: usize, dim: usize },
     #[error("feature count changed from {0} to {1}")]
     Dim(usize, usize),
 }
@@ -95,6 +107,8 @@ enum State {
         recent: std::collections::VecDeque<bool>,
         correct: usize,
     },
+    Detector(stratus_learn::Detector, Option<usize>),
+    Compose(compose::Compose),
 }
 
 /// A retraining trigger (see the module docs).
@@ -104,11 +118,13 @@ pub struct Trigger {
     /// Distances computed so far (drift) or accuracies at full windows
     /// (performance), for reports.
     history: Vec<f64>,
+    /// The cuts of the last `observe` that a drift detector caused.
+    drift_cuts: Vec<usize>,
 }
 
 impl Trigger {
     pub fn new(spec: &TriggerSpec) -> Trigger {
-        let state = match *spec {
+        let state = match spec.clone() {
             TriggerSpec::EverySamples(n) => State::EverySamples {
                 every: n.max(1),
                 seen: 0,
@@ -140,11 +156,34 @@ impl Trigger {
                 recent: Default::default(),
                 correct: 0,
             },
+            // The parser checked the parameters; a bad spec built by hand
+            // falls back to the detector's defaults rather than panic.
+            TriggerSpec::Detector {
+                detector, feature, ..
+            } => State::Detector(
+                detector.build().unwrap_or_else(|_| {
+                    stratus_learn::DetectorSpec::adwin()
+                        .build()
+                        .expect("defaults are valid")
+                }),
+                feature,
+            ),
+            TriggerSpec::Compose {
+                all,
+                triggers,
+                min_gap,
+            } => State::Compose(compose::Compose::new(all, &triggers, min_gap)),
         };
         Trigger {
             state,
             history: Vec::new(),
+            drift_cuts: Vec::new(),
         }
+    }
+
+    /// The cuts of the last [`Trigger::observe`] that a drift detector caused.
+    pub fn drift_cuts(&self) -> &[usize] {
+        &self.drift_cuts
     }
 
     /// Drift distances or window accuracies computed so far, in order.
@@ -156,7 +195,46 @@ impl Trigger {
     pub fn observe(&mut self, obs: &Observation<'_>) -> Result<Vec<usize>, TriggerError> {
         let n = obs.timestamps.len();
         let mut cuts = Vec::new();
+        self.drift_cuts.clear();
         match &mut self.state {
+            State::Detector(det, Some(f)) => {
+                use stratus_learn::{DriftDetector, DriftState};
+                if *f >= obs.dim || obs.features.len() != n * obs.dim {
+                    return Err(TriggerError::Feature {
+                        index: *f,
+                        dim: obs.dim,
+                    });
+                }
+                for i in 0..n {
+                    let x = f64::from(obs.features[i * obs.dim + *f]);
+                    if det.update(x) == DriftState::Drift {
+                        cuts.push(i + 1);
+                    }
+                }
+                self.drift_cuts.clone_from(&cuts);
+            }
+            State::Detector(det, None) => {
+                use stratus_learn::{DriftDetector, DriftState};
+                let c = obs.correct.ok_or(TriggerError::NeedsCorrectness)?;
+                if c.len() != n {
+                    return Err(TriggerError::Length {
+                        what: "correct",
+                        expected: n,
+                        got: c.len(),
+                    });
+                }
+                for (i, &ok) in c.iter().enumerate() {
+                    if det.update(f64::from(u8::from(!ok))) == DriftState::Drift {
+                        cuts.push(i + 1);
+                    }
+                }
+                self.drift_cuts.clone_from(&cuts);
+            }
+            State::Compose(c) => {
+                let (cut, drift) = c.observe(obs)?;
+                cuts = cut;
+                self.drift_cuts = drift;
+            }
             State::EverySamples { every, seen } => {
                 for i in 0..n {
                     *seen += 1;

@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         id: ModelId::Mlp,
         hidden: vec![32],
         channels: vec![],
+        learner: None,
     };
     let net = Net::new(Arch::new(&model, dim, 2)?, 1)?;
     let mut out = Vec::new();

@@ -80,8 +80,12 @@ pub fn run(args: &RunArgs) -> Result<String> {
         )
         .with_context(|| format!("strategy {}", s.label))?;
         bar.println(format!(
-            "{:<20} next-window acc {:.4}  training samples {:>9}  CPU {:>7.1} s",
-            s.label, r.summary.mean_next_accuracy, r.summary.train_samples, r.summary.cpu_s
+            "{:<20} next-window acc {:.4}  prequential acc {:.4}  training samples {:>9}  CPU {:>7.1} s",
+            s.label,
+            r.summary.mean_next_accuracy,
+            r.summary.prequential_accuracy,
+            r.summary.train_samples,
+            r.summary.cpu_s
         ));
         results.push(r);
     }

@@ -7,6 +7,7 @@
 //! - [`modelstore`]: trained models as versions (safetensors + index).
 //! - [`runner`]: replays a pipeline's dataset through a dataset store,
 //!   fires triggers, selects, trains, Eval-Stream, cost accounting.
+//! - [`stream`]: stream learners (`stratus-learn`) run prequentially.
 //! - [`report`]: CSVs, summary table, SVG plots in a report directory.
 //! - [`cli`]: `stratus train run`.
 //! - [`serve`]: live ingest over HTTP (`stratus data serve`).
@@ -17,4 +18,5 @@ pub mod modelstore;
 pub mod report;
 pub mod runner;
 pub mod serve;
+pub mod stream;
 pub mod trainer;

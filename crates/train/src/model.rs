@@ -75,6 +75,12 @@ impl Arch {
             ModelId::LogReg => "logreg",
             ModelId::Mlp => "mlp",
             ModelId::Cnn => "cnn",
+            ModelId::HoeffdingTree | ModelId::Hat | ModelId::Arf => {
+                return Err(ModelError::Spec {
+                    field: "id",
+                    message: format!("{} is a stream learner, not a network", model.id.name()),
+                })
+            }
         };
         if model.id == ModelId::Cnn && dim != IMAGE_SIDE * IMAGE_SIDE {
             return Err(ModelError::NotAnImage(dim));
@@ -416,6 +422,7 @@ mod tests {
             id,
             hidden: hidden.to_vec(),
             channels: channels.to_vec(),
+            learner: None,
         }
     }
 

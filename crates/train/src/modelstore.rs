@@ -205,6 +205,7 @@ mod tests {
             id: ModelId::Mlp,
             hidden: vec![4],
             channels: vec![],
+            learner: None,
         };
         let mut n = Net::new(Arch::new(&m, 3, 2).unwrap(), seed).unwrap();
         n.norm = Norm {

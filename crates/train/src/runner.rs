@@ -28,12 +28,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use stratus_dyndata::select::{self, Candidates, SelectError, Selected, Strategy};
-use stratus_dyndata::spec::{Pipeline, SpecErrors, TriggerSpec};
+use stratus_dyndata::spec::{DriftAction, ModelId, Pipeline, SpecErrors, TriggerSpec};
 use stratus_dyndata::store::{Store, StoreError, WindowBatch};
 use stratus_dyndata::trigger::{Observation, Trigger, TriggerError};
 use stratus_dyndata::{drift, spec};
 
 use crate::modelstore::{ModelStore, ModelStoreError};
+use crate::stream::StreamModel;
 use crate::trainer::{TrainError, Trainer};
 
 const GB: f64 = 1e9;
@@ -84,6 +85,10 @@ pub struct StrategyRun {
     #[serde(serialize_with = "ser_strategy")]
     pub strategy: Strategy,
     pub budget: f64,
+    /// A stream learner run instead of the pipeline's batch model and its
+    /// selection (see [`crate::stream`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<StreamModel>,
 }
 
 fn ser_strategy<S: serde::Serializer>(s: &Strategy, ser: S) -> Result<S::Ok, S::Error> {
@@ -106,6 +111,17 @@ impl StrategyRun {
             label,
             strategy,
             budget,
+            model: None,
+        }
+    }
+
+    /// A run of stream learner `m`, labelled with its id.
+    pub fn stream(m: StreamModel) -> StrategyRun {
+        StrategyRun {
+            label: m.id.name().to_string(),
+            strategy: Strategy::All,
+            budget: 1.0,
+            model: Some(m),
         }
     }
 }
@@ -113,6 +129,9 @@ impl StrategyRun {
 /// The default comparison: the pipeline's own strategy, then the anchors
 /// "all data so far", "last window only" (new data) and "uniform 25%".
 pub fn default_strategies(p: &Pipeline) -> Vec<StrategyRun> {
+    if let Some(m) = StreamModel::for_pipeline(p, p.model.id) {
+        return vec![StrategyRun::stream(m)];
+    }
     let mut out = vec![StrategyRun::new(p.selection.strategy, p.selection.budget)];
     for s in [
         StrategyRun::new(Strategy::All, 1.0),
@@ -148,7 +167,29 @@ pub fn parse_strategies(list: &str, p: &Pipeline) -> Result<Vec<StrategyRun>, Ru
             }
             None => (item, None),
         };
+        let stream_id = [ModelId::HoeffdingTree, ModelId::Hat, ModelId::Arf]
+            .into_iter()
+            .find(|id| id.name() == name);
+        if let Some(id) = stream_id {
+            if budget.is_some() {
+                return Err(usage(format!(
+                    "'{name}' is a stream learner; it takes no budget"
+                )));
+            }
+            let m = StreamModel::for_pipeline(p, id).expect("a stream id");
+            if !out.iter().any(|o| o.label == name) {
+                out.push(StrategyRun::stream(m));
+            }
+            continue;
+        }
+        if p.model.id.is_stream() && !matches!(name, "pipeline" | "default") {
+            return Err(usage(format!(
+                "'{name}' selects training data for a batch model; this pipeline's model.id {} learns every sample (name logreg, mlp or cnn in the pipeline to compare strategies)",
+                p.model.id.name()
+            )));
+        }
         let runs = match name {
+            "pipeline" if p.model.id.is_stream() => default_strategies(p),
             "pipeline" => vec![StrategyRun::new(
                 p.selection.strategy,
                 budget.unwrap_or(p.selection.budget),
@@ -313,6 +354,8 @@ pub struct TriggerRow {
     /// pooled), `None` at the end of the stream.
     pub next_accuracy: Option<f64>,
     pub next_samples: usize,
+    /// A drift detector caused this trigger (its action applied).
+    pub by_drift: bool,
 }
 
 /// One strategy's totals.
@@ -322,11 +365,19 @@ pub struct Summary {
     pub strategy: String,
     pub budget: f64,
     pub triggers: usize,
+    /// Triggers a drift detector caused (for stream learners: detector
+    /// drifts that reset the learner).
+    pub drift_triggers: usize,
     /// Mean over triggers of the Eval-Stream accuracy.
     pub mean_next_accuracy: f64,
     /// Mean over windows (with a model) of the accuracy of the model current
     /// when the window arrived.
     pub mean_window_accuracy: f64,
+    /// Prequential (test-then-train) accuracy over every sample of the
+    /// stream: each sample predicted by the model current when it arrived,
+    /// before any training on it; samples with no model yet count as wrong.
+    /// Per sample for stream learners, per window for batch models.
+    pub prequential_accuracy: f64,
     pub train_samples: usize,
     pub sample_steps: usize,
     pub scored_samples: usize,
@@ -387,6 +438,18 @@ pub fn run_strategy(
     dir: &Path,
     tick: &mut dyn FnMut(),
 ) -> Result<StrategyResult, RunError> {
+    if let Some(f) = p.trigger.max_feature().filter(|&f| f >= stream.dim) {
+        return Err(RunError::Usage {
+            field: "trigger.drift.feature",
+            message: format!(
+                "{f} is out of range; the dataset has {} features (0-based)",
+                stream.dim
+            ),
+        });
+    }
+    if let Some(m) = &run.model {
+        return crate::stream::run(p, stream, run, m, tick);
+    }
     let started = std::time::Instant::now();
     let mut r = Runner {
         p,
@@ -407,9 +470,13 @@ pub fn run_strategy(
         cold_read_bytes: 0,
         triggers: Vec::new(),
         version: 0,
+        next_action: DriftAction::Retrain,
+        drift_fire: false,
     };
     let mut trigger = Trigger::new(&p.trigger);
-    let performance = matches!(p.trigger, TriggerSpec::Performance { .. });
+    // Performance and detector triggers judge the current model's predictions.
+    let performance = p.trigger.needs_correct();
+    let action = drift_action(&p.trigger);
     let mut windows = Vec::with_capacity(stream.windows.len());
     for (wi, w) in stream.windows.iter().enumerate() {
         let b = &w.batch;
@@ -446,11 +513,18 @@ pub fn run_strategy(
             accuracy: acc.map(|a| a.0),
             model_version: r.version,
         });
+        let drift_cuts = trigger.drift_cuts().to_vec();
         let mut from = 0;
         for &c in cuts.iter().filter(|&&c| c > 0) {
             r.ingest(w, from, c)?;
             from = c;
+            if drift_cuts.contains(&c) {
+                r.next_action = action;
+                r.drift_fire = true;
+            }
             r.fire(wi, true)?;
+            r.next_action = DriftAction::Retrain;
+            r.drift_fire = false;
         }
         r.ingest(w, from, b.len())?;
         if r.trainer.net().is_none() {
@@ -467,7 +541,12 @@ pub fn run_strategy(
     })
 }
 
-fn summarise(run: &StrategyRun, windows: &[WindowRow], t: &[TriggerRow], wall_s: f64) -> Summary {
+pub(crate) fn summarise(
+    run: &StrategyRun,
+    windows: &[WindowRow],
+    t: &[TriggerRow],
+    wall_s: f64,
+) -> Summary {
     let mean = |v: Vec<f64>| {
         if v.is_empty() {
             f64::NAN
@@ -480,8 +559,10 @@ fn summarise(run: &StrategyRun, windows: &[WindowRow], t: &[TriggerRow], wall_s:
         strategy: run.strategy.name().into(),
         budget: run.budget,
         triggers: t.len(),
+        drift_triggers: t.iter().filter(|r| r.by_drift).count(),
         mean_next_accuracy: mean(t.iter().filter_map(|r| r.next_accuracy).collect()),
         mean_window_accuracy: mean(windows.iter().filter_map(|w| w.accuracy).collect()),
+        prequential_accuracy: prequential(windows),
         train_samples: t.iter().map(|r| r.selected).sum(),
         sample_steps: t.iter().map(|r| r.sample_steps).sum(),
         scored_samples: t.iter().map(|r| r.scored).sum(),
@@ -492,6 +573,20 @@ fn summarise(run: &StrategyRun, windows: &[WindowRow], t: &[TriggerRow], wall_s:
         cold_read_bytes: t.iter().map(|r| r.cold_read_bytes).sum(),
         cold_read_usd: t.iter().map(|r| r.cold_read_usd).sum(),
         wall_s,
+    }
+}
+
+/// Sample-weighted accuracy over all windows; windows without a model count as wrong.
+fn prequential(windows: &[WindowRow]) -> f64 {
+    let n: usize = windows.iter().map(|w| w.samples).sum();
+    let hits: f64 = windows
+        .iter()
+        .map(|w| w.accuracy.unwrap_or(0.0) * w.samples as f64)
+        .sum();
+    if n == 0 {
+        f64::NAN
+    } else {
+        hits / n as f64
     }
 }
 
@@ -510,6 +605,23 @@ struct Runner<'a> {
     cold_read_bytes: u64,
     triggers: Vec<TriggerRow>,
     version: u32,
+    /// What the next fire does beyond `training`: set for fires a drift detector caused.
+    next_action: DriftAction,
+    /// The fire in progress was caused by a drift detector.
+    drift_fire: bool,
+}
+
+/// The action of the (first) drift detector in a trigger; `Retrain` if none.
+pub(crate) fn drift_action(t: &TriggerSpec) -> DriftAction {
+    match t {
+        TriggerSpec::Detector { action, .. } => *action,
+        TriggerSpec::Compose { triggers, .. } => triggers
+            .iter()
+            .map(drift_action)
+            .find(|a| *a != DriftAction::Retrain)
+            .unwrap_or(DriftAction::Retrain),
+        _ => DriftAction::Retrain,
+    }
 }
 
 impl Runner<'_> {
@@ -572,7 +684,11 @@ impl Runner<'_> {
             .iter()
             .position(|e| self.last_key.is_none_or(|k| e.key > k))
             .unwrap_or(n);
-        let strategy = self.run.strategy;
+        // A drift whose action is `newest` trains on the data since the last trigger.
+        let (strategy, budget) = match self.next_action {
+            DriftAction::Newest => (Strategy::NewData, 1.0),
+            _ => (self.run.strategy, self.run.budget),
+        };
         let has_model = self.trainer.net().is_some();
         let needs_all = matches!(
             strategy,
@@ -605,13 +721,13 @@ impl Runner<'_> {
                     _ => select::entropy_scores(&pred.probs, k, &mut s),
                 };
                 r.map_err(|e| self.select_err(e))?;
-                let m = select::budget_size(n, self.run.budget).map_err(|e| self.select_err(e))?;
+                let m = select::budget_size(n, budget).map_err(|e| self.select_err(e))?;
                 scores = keys.iter().copied().zip(s.iter().copied()).collect();
                 select::sample_proportional(&s, m, seed).map_err(|e| self.select_err(e))?
             } else {
                 select::select(
                     strategy,
-                    self.run.budget,
+                    budget,
                     &Candidates {
                         n,
                         features: &batch.features,
@@ -636,7 +752,7 @@ impl Runner<'_> {
             };
             let sel = select::select(
                 s,
-                self.run.budget,
+                budget,
                 &Candidates {
                     n,
                     dim,
@@ -671,6 +787,11 @@ impl Runner<'_> {
             }
         };
         let train_cpu0 = cpu_seconds();
+        match self.next_action {
+            DriftAction::Scratch => self.trainer.set_next_warm_start(false),
+            DriftAction::WarmStart => self.trainer.set_next_warm_start(true),
+            DriftAction::Retrain | DriftAction::Newest => {}
+        }
         let stats = self
             .trainer
             .train(&x, &y, &w)
@@ -735,6 +856,7 @@ impl Runner<'_> {
             model_version: self.version,
             next_accuracy: next.map(|a| a.0),
             next_samples: next.map_or(0, |a| a.1),
+            by_drift: self.drift_fire,
         });
         Ok(())
     }

@@ -87,6 +87,8 @@ pub struct Trainer {
     arch: Arch,
     net: Option<Net>,
     triggers: u64,
+    /// Overrides `warm_start` for the next [`Trainer::train`] only (a drift action).
+    next_warm_start: Option<bool>,
 }
 
 impl Trainer {
@@ -115,7 +117,14 @@ impl Trainer {
             arch: Arch::new(model, dim, classes)?,
             net: None,
             triggers: 0,
+            next_warm_start: None,
         })
+    }
+
+    /// The next training starts from the previous model (`true`) or a fresh
+    /// one (`false`), whatever `training.warm_start` says; once.
+    pub fn set_next_warm_start(&mut self, warm: bool) {
+        self.next_warm_start = Some(warm);
     }
 
     pub fn arch(&self) -> &Arch {
@@ -176,8 +185,9 @@ impl Trainer {
         let trigger = self.triggers;
         self.triggers += 1;
         let seed = self.cfg.seed.wrapping_add(trigger);
+        let warm = self.next_warm_start.take().unwrap_or(self.cfg.warm_start);
         let mut net = match self.net.take() {
-            Some(prev) if self.cfg.warm_start => prev,
+            Some(prev) if warm => prev,
             _ => Net::new(self.arch.clone(), seed)?,
         };
         if n == 0 {
@@ -338,6 +348,7 @@ mod tests {
             id: ModelId::Mlp,
             hidden: vec![8],
             channels: vec![],
+            learner: None,
         }
     }
 
@@ -430,6 +441,7 @@ mod tests {
                     id: ModelId::LogReg,
                     hidden: vec![],
                     channels: vec![],
+                    learner: None,
                 },
                 7,
                 4,
@@ -439,6 +451,7 @@ mod tests {
                     id: ModelId::Cnn,
                     hidden: vec![6],
                     channels: vec![2, 3],
+                    learner: None,
                 },
                 64,
                 10,

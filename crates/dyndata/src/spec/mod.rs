@@ -22,7 +22,8 @@
 //!   drift:                      # optional synthetic drift (8x8 images only)
 //!     rotate: {from_degrees: 0, to_degrees: 180, passes: 4, seed: 0}
 //! model:
-//!   id: mlp                     # logreg | mlp | cnn (required)
+//!   id: mlp                     # logreg | mlp | cnn | hoeffding_tree | hat | arf (required;
+//!                               #   the stream learners' fields: see `stream.rs`)
 //!   hidden: [32]                # mlp/cnn dense layers
 //!   channels: [8, 16]           # cnn only
 //! training:
@@ -38,6 +39,8 @@
 //!   every_samples: 1000         # | every_time: T
 //!                               # | drift: {metric: mmd|ks, window: 500, threshold: 0.05}
 //!                               # | performance: {min_accuracy: 0.7, window: 500}
+//!                               # | drift: {detector: adwin, delta: 0.002, action: scratch}
+//!                               # | any_of/all_of: [TRIGGER, ...], min_gap: N  (see `detector.rs`)
 //! selection:
 //!   strategy: loss              # all | new_data | uniform | freshness | loss | gradnorm |
 //!                               # uncertainty_margin | uncertainty_entropy | kcenter | craig
@@ -52,7 +55,10 @@
 //! cost: {watts_per_core: 10}
 //! ```
 
+mod detector;
 mod input;
+mod stream;
+pub use stream::default_learner;
 mod types;
 mod yaml;
 
@@ -62,6 +68,7 @@ mod tests;
 pub use stratus_yaml::Pos;
 use stratus_yaml::{Kind, Node};
 
+pub use types::DriftAction;
 pub use types::{
     Cost, Data, Evaluation, Model, ModelId, Optimizer, Pipeline, Selection, SpecError, SpecErrors,
     Tiering, Training, TriggerSpec,
@@ -590,9 +597,22 @@ fn read_model(ctx: &mut Ctx<'_>, n: &Node) -> Option<Model> {
                 ("logreg", ModelId::LogReg),
                 ("mlp", ModelId::Mlp),
                 ("cnn", ModelId::Cnn),
+                ("hoeffding_tree", ModelId::HoeffdingTree),
+                ("hat", ModelId::Hat),
+                ("arf", ModelId::Arf),
             ],
         )
     });
+    if let Some(sid) = id.filter(|i| i.is_stream()) {
+        let learner = stream::read_learner(ctx, &mut m, sid);
+        m.finish(ctx);
+        return Some(Model {
+            id: sid,
+            hidden: Vec::new(),
+            channels: Vec::new(),
+            learner: Some(learner?),
+        });
+    }
     let hidden_node = m.get("hidden");
     let channels_node = m.get("channels");
     let hidden = hidden_node.map(|v| ctx.usize_list(v, "model.hidden", 1, 1 << 16));
@@ -625,6 +645,7 @@ fn read_model(ctx: &mut Ctx<'_>, n: &Node) -> Option<Model> {
         id,
         hidden,
         channels,
+        learner: None,
     })
 }
 
@@ -728,6 +749,12 @@ fn read_trigger(ctx: &mut Ctx<'_>, n: &Node) -> Option<TriggerSpec> {
         );
         return None;
     };
+    if entries
+        .iter()
+        .any(|(k, _)| matches!(k.as_scalar(), Some("any_of" | "all_of")))
+    {
+        return detector::read_compose(ctx, n);
+    }
     if entries.len() != 1 {
         ctx.error(
             n.pos,
@@ -742,6 +769,7 @@ fn read_trigger(ctx: &mut Ctx<'_>, n: &Node) -> Option<TriggerSpec> {
     let (k, v) = &entries[0];
     let kind = k.as_scalar().unwrap_or("");
     match kind {
+        "drift" if detector::has_detector(v) => detector::read_detector(ctx, v),
         "every_samples" => {
             Some(TriggerSpec::EverySamples(
                 ctx.int(v, "trigger.every_samples", 1, MAX_COUNT)? as u64,

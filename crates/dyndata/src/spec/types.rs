@@ -62,16 +62,54 @@ pub enum ModelId {
     LogReg,
     Mlp,
     Cnn,
+    /// Stream learners (crate `stratus-learn`): they learn every sample,
+    /// test-then-train, and carry their parameters in [`Model::learner`].
+    HoeffdingTree,
+    Hat,
+    Arf,
+}
+
+impl ModelId {
+    /// Whether this is a stream learner (as opposed to a batch candle model).
+    pub fn is_stream(self) -> bool {
+        matches!(self, ModelId::HoeffdingTree | ModelId::Hat | ModelId::Arf)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelId::LogReg => "logreg",
+            ModelId::Mlp => "mlp",
+            ModelId::Cnn => "cnn",
+            ModelId::HoeffdingTree => "hoeffding_tree",
+            ModelId::Hat => "hat",
+            ModelId::Arf => "arf",
+        }
+    }
 }
 
 /// `model`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Model {
     pub id: ModelId,
     /// Dense hidden layer widths (mlp, cnn head).
     pub hidden: Vec<usize>,
     /// Convolution channels (cnn).
     pub channels: Vec<usize>,
+    /// A stream learner's parameters (`Some` exactly for the stream ids).
+    pub learner: Option<stratus_learn::LearnerSpec>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Model");
+        d.field("id", &self.id)
+            .field("hidden", &self.hidden)
+            .field("channels", &self.channels);
+        if let Some(l) = &self.learner {
+            d.field("learner", l);
+        }
+        d.finish()
+    }
 }
 
 /// `training.optimizer`.
@@ -95,7 +133,7 @@ pub struct Training {
 }
 
 /// `trigger`: when to retrain.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TriggerSpec {
     EverySamples(u64),
     EveryTime(i64),
@@ -110,6 +148,57 @@ pub enum TriggerSpec {
         /// Most recent labelled predictions the accuracy is measured on.
         window: usize,
     },
+    /// `drift: {detector: ...}`: a drift detector over the model's 0/1
+    /// error stream (1 = the current model mispredicted the sample), or over
+    /// one feature's values (`feature: N`, 0-based).
+    Detector {
+        detector: stratus_learn::DetectorSpec,
+        action: DriftAction,
+        feature: Option<usize>,
+    },
+    /// `any_of: [...]` / `all_of: [...]` with `min_gap` samples between fires.
+    Compose {
+        all: bool,
+        triggers: Vec<TriggerSpec>,
+        min_gap: u64,
+    },
+}
+
+impl TriggerSpec {
+    /// The largest feature index a detector reads, if any.
+    pub fn max_feature(&self) -> Option<usize> {
+        match self {
+            TriggerSpec::Detector { feature, .. } => *feature,
+            TriggerSpec::Compose { triggers, .. } => {
+                triggers.iter().filter_map(TriggerSpec::max_feature).max()
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether it needs per-sample correctness of the current model.
+    pub fn needs_correct(&self) -> bool {
+        match self {
+            TriggerSpec::Performance { .. } | TriggerSpec::Detector { feature: None, .. } => true,
+            TriggerSpec::Compose { triggers, .. } => {
+                triggers.iter().any(TriggerSpec::needs_correct)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What a detected drift does to the next training (`drift.action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftAction {
+    /// Train as `training` says (the default).
+    Retrain,
+    /// Train a fresh model, whatever `training.warm_start` says.
+    Scratch,
+    /// Start from the previous model, whatever `training.warm_start` says.
+    WarmStart,
+    /// Train on the data since the last trigger only (selection `new_data`).
+    Newest,
 }
 
 /// `selection`.

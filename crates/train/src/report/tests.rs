@@ -10,6 +10,8 @@ fn row(label: &str, samples: usize, cpu_s: f64, acc: f64) -> Summary {
         strategy: "uniform".into(),
         budget: 0.25,
         triggers: 3,
+        drift_triggers: 0,
+        prequential_accuracy: acc,
         mean_next_accuracy: acc,
         mean_window_accuracy: acc,
         train_samples: samples,
@@ -39,6 +41,7 @@ fn config_json_holds_objects_not_debug_strings() {
         label: "loss-50".into(),
         strategy: p.selection.strategy,
         budget: 0.5,
+        model: None,
     }];
     let c = config_json(Path::new("dir/p.yaml"), &p, &runs, Some(3));
     // Round-trips through text as config.json does.

@@ -4,6 +4,7 @@
 mod bad_input;
 mod pipeline;
 mod serve;
+mod stream;
 mod tabular;
 
 use std::path::{Path, PathBuf};
