@@ -26,12 +26,26 @@ fn runc_or_skip() -> Option<PathBuf> {
 
 /// A minimal root filesystem: the `stratus` binary and the shared libraries
 /// it links, plus the mount points runc needs.
+///
+/// The binary goes in without its debug info where `strip` exists: a debug
+/// build's is several hundred MB, and the image tests store it several
+/// times over (layer, chunks, pulled copy), which filled a CI machine's disk.
 pub fn stratus_rootfs(dir: &Path) {
     for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     let bin = stratus_bin();
-    std::fs::copy(&bin, dir.join("bin/stratus")).unwrap();
+    let dest = dir.join("bin/stratus");
+    let stripped = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&dest)
+        .arg(&bin)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(&bin, &dest).unwrap();
+    }
     let ldd = std::process::Command::new("ldd")
         .arg(&bin)
         .output()
