@@ -187,6 +187,9 @@ async fn invoke(
         Ok(b) => b,
         Err(r) => return r,
     };
+    if let Some(why) = p.broken(&name) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
     let Some(res) = p.invoke(&name, input, t0).await else {
         return error(
             StatusCode::NOT_FOUND,

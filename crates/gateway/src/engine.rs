@@ -363,6 +363,15 @@ impl Platform {
                 reason: why.clone(),
             });
         }
+        if let Some(b) = reg.broken.get(function) {
+            return Err(CallError::Unavailable {
+                function: function.to_string(),
+                reason: format!(
+                    "its stored spec (revision {}) could not be restored: {}",
+                    b.revision, b.reason
+                ),
+            });
+        }
         reg.functions
             .get(function)
             .cloned()

@@ -76,6 +76,8 @@ pub(crate) struct Registry {
     /// listed, can be deleted or redeployed, and their calls get 503; their
     /// pools never start an instance.
     pub unavailable: HashMap<String, String>,
+    /// Stored resources that could not be restored (see `restore`).
+    pub broken: HashMap<String, Broken>,
 }
 
 pub struct Platform {
@@ -285,59 +287,6 @@ impl Platform {
         Ok(p)
     }
 
-    fn restore(self: &Arc<Self>) -> Result<(), PlatformError> {
-        let mut services = Vec::new();
-        let mut workflows = Vec::new();
-        for r in self.store.list_resources()? {
-            let corrupt = |e: serde_json::Error| {
-                stratus_state::StateError::Corrupt(format!(
-                    "{} '{}' revision {}: {e}",
-                    r.kind, r.name, r.revision
-                ))
-            };
-            match r.kind.as_str() {
-                "Service" => services.push((
-                    serde_json::from_str::<Service>(&r.spec_json).map_err(corrupt)?,
-                    r.revision,
-                )),
-                "Workflow" => workflows.push((
-                    serde_json::from_str::<Workflow>(&r.spec_json).map_err(corrupt)?,
-                    r.revision,
-                )),
-                _ => {}
-            }
-        }
-        let mut reg = self.registry.write();
-        for (mut s, rev) in services {
-            let sandbox = match self.sandboxes.get(s.runtime.as_str()) {
-                Some(sb) => sb.clone(),
-                None => {
-                    let why = self.runtime_missing(&s.runtime);
-                    // Degrade, don't die: every other resource still serves,
-                    // and this one can be deleted or redeployed.
-                    tracing::warn!(function = %s.name, reason = %why, "function unavailable");
-                    reg.unavailable.insert(s.name.clone(), why.clone());
-                    s.min_scale = 0;
-                    Arc::new(Unavailable(why))
-                }
-            };
-            let pool = self.new_pool(s, rev, sandbox);
-            reg.functions.insert(pool.service.name.clone(), pool);
-        }
-        for (w, rev) in workflows {
-            let plan = Plan::compile(&w).map_err(|e| PlatformError::Invalid(e.to_string()))?;
-            let entry = self.workflow_entry(w, rev, Arc::new(plan));
-            reg.workflows
-                .insert(entry.spec.name.clone(), Arc::new(entry));
-        }
-        tracing::info!(
-            functions = reg.functions.len(),
-            workflows = reg.workflows.len(),
-            "restored deployed resources"
-        );
-        Ok(())
-    }
-
     /// The sandbox backend that runs `s`.
     fn sandbox_for(&self, s: &Service) -> Result<Arc<dyn Sandbox>, String> {
         self.sandboxes
@@ -479,6 +428,9 @@ impl Platform {
             }
         }
         let mut reg = self.registry.write();
+        for r in &report.resources {
+            reg.broken.remove(&r.name);
+        }
         for pool in pools {
             reg.unavailable.remove(&pool.service.name);
             if let Some(old) = reg.functions.insert(pool.service.name.clone(), pool) {
@@ -501,7 +453,12 @@ impl Platform {
             problems.push(e.to_string());
         }
         for s in &bundle.services {
-            if reg.workflows.contains_key(&s.name) {
+            if reg.workflows.contains_key(&s.name)
+                || reg
+                    .broken
+                    .get(&s.name)
+                    .is_some_and(|b| b.kind == "Workflow")
+            {
                 problems.push(format!("{file}:{}:{}: a workflow named '{}' is already deployed; functions and workflows share one namespace", s.pos.line, s.pos.col, s.name));
             }
             match self.sandbox_for(s) {
@@ -510,7 +467,9 @@ impl Platform {
             }
         }
         for w in &bundle.workflows {
-            if reg.functions.contains_key(&w.name) {
+            if reg.functions.contains_key(&w.name)
+                || reg.broken.get(&w.name).is_some_and(|b| b.kind == "Service")
+            {
                 problems.push(format!("{file}:{}:{}: a function named '{}' is already deployed; functions and workflows share one namespace", w.pos.line, w.pos.col, w.name));
             }
             match Plan::compile(w) {
@@ -563,6 +522,8 @@ impl Platform {
                     });
                 }
                 "Service"
+            } else if let Some(b) = reg.broken.get(name) {
+                b.kind
             } else {
                 return Err(PlatformError::NotFound(name.into()));
             }
@@ -576,6 +537,7 @@ impl Platform {
                 source,
             })??;
         let mut reg = self.registry.write();
+        reg.broken.remove(name);
         if kind == "Workflow" {
             reg.workflows.remove(name);
         } else if let Some(pool) = reg.functions.remove(name) {
@@ -608,6 +570,10 @@ impl Platform {
                     .values()
                     .map(|w| ResourceInfo::new("Workflow", w.spec.name.clone(), w.revision)),
             )
+            .chain(reg.broken.iter().map(|(name, b)| ResourceInfo {
+                unavailable: Some(b.message(name)),
+                ..ResourceInfo::new(b.kind, name.clone(), b.revision)
+            }))
             .collect();
         out.sort_by(|a, b| {
             (b.kind.as_str(), a.name.as_str()).cmp(&(a.kind.as_str(), b.name.as_str()))
@@ -672,6 +638,13 @@ impl Platform {
         reg.functions
             .get(name)
             .and_then(|f| f.service.invoke_policy())
+    }
+
+    /// Why `name` cannot be called, if it is a stored resource that could
+    /// not be restored (and has not been redeployed since).
+    pub fn broken(&self, name: &str) -> Option<String> {
+        let reg = self.registry.read();
+        reg.broken.get(name).map(|b| b.message(name))
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -813,7 +786,10 @@ fn normalized_workflow(w: &Workflow) -> Workflow {
 }
 
 mod follow;
+mod restore;
+
 pub use follow::RemoteChange;
+pub(crate) use restore::Broken;
 
 #[cfg(test)]
 mod tests;

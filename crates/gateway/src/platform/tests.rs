@@ -429,3 +429,67 @@ async fn a_replica_applying_the_stores_changes_ends_where_the_store_is() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_that_do_not_read_back_are_broken_and_the_rest_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(sqlite(&dir));
+    let p = platform(store.clone()).await;
+    p.deploy(
+        "f.yaml",
+        &format!("{}{}", service("f0", 0), service("f1", 0)),
+    )
+    .await
+    .unwrap();
+    p.deploy("w.yaml", &workflow("w0", "f0", "f0"))
+        .await
+        .unwrap();
+    p.shutdown().await;
+    // Damage two stored specs, as a bad disk or a newer version would.
+    let damaged = |kind: &str, name: &str, spec_json: &str| StoredResource {
+        kind: kind.into(),
+        name: name.into(),
+        revision: 0,
+        spec_json: spec_json.into(),
+        source: String::new(),
+        updated_unix_ms: 0,
+    };
+    store
+        .put_resources(&[
+            damaged("Service", "f1", "{\"name\": 42"),
+            damaged("Workflow", "w0", "{\"name\":\"w0\"}"),
+        ])
+        .unwrap();
+
+    let p = platform(store.clone()).await;
+    let list = p.list();
+    let by_name = |n: &str| list.iter().find(|r| r.name == n).cloned().unwrap();
+    assert_eq!(by_name("f0").unavailable, None);
+    for (name, kind) in [("f1", "Service"), ("w0", "Workflow")] {
+        let r = by_name(name);
+        assert_eq!(r.kind, kind);
+        let why = r.unavailable.expect("a broken resource says why");
+        assert!(why.contains("could not be restored"), "{why}");
+        assert!(why.contains("delete or redeploy"), "{why}");
+        assert_eq!(p.broken(name), Some(why));
+    }
+    assert_eq!(p.broken("f0"), None);
+    // A broken name keeps its kind: it cannot be taken by the other kind...
+    let err = p.deploy("x.yaml", &service("w0", 1)).await.unwrap_err();
+    assert!(err.to_string().contains("a workflow named 'w0'"), "{err}");
+    // ...and no workflow may call a broken function.
+    let err = p
+        .deploy("x.yaml", &workflow("w1", "f0", "f1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("f1"), "{err}");
+    // Redeploying a broken function mends it; deleting a broken workflow
+    // removes it from the store too.
+    p.deploy("f.yaml", &service("f1", 2)).await.unwrap();
+    assert_eq!(p.broken("f1"), None);
+    assert_eq!(p.delete("w0").await.unwrap(), "Workflow");
+    assert_eq!(p.broken("w0"), None);
+    assert_agree(&p);
+    assert_eq!(p.list().len(), 2);
+    p.shutdown().await;
+}
