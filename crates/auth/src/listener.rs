@@ -5,7 +5,10 @@
 //!   the rest).
 //! - A connection on which no byte moves for `idle_timeout` while no handler
 //!   runs for it is closed: the wrapper fails a read or write that has been
-//!   pending that long. That bounds a client that sends its headers slowly,
+//!   pending that long. Bytes read while no handler runs (a request's head)
+//!   do not count as moving, so a request's headers must arrive whole within
+//!   `idle_timeout` of the previous response or of the accept, however they
+//!   are trickled. That bounds a client that sends its headers slowly,
 //!   one that keeps an idle keep-alive connection, and one that stops
 //!   reading a streamed reply (the server's memory for it is released with
 //!   the connection). While a handler runs (counted by [`serve_bounded`]'s
@@ -192,10 +195,24 @@ impl IdleIo {
 
     /// Pushes the deadline on after progress and while a handler runs; on
     /// `Pending`, fails once the deadline has passed (the sleep wakes the
-    /// task then).
-    fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    /// task then). Bytes read while no handler runs are a request's head:
+    /// they do not push the deadline on, so headers trickled a byte at a
+    /// time must still all arrive within the idle timeout. A flush moves no
+    /// byte by itself (hyper flushes after every read).
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+        op: Op,
+    ) -> Poll<io::Result<T>> {
         let busy = self.busy.0.load(Ordering::SeqCst) > 0;
+        let moved = match op {
+            Op::Read => busy,
+            Op::Write => true,
+            Op::Flush => false,
+        };
         match r {
+            Poll::Ready(v) if !moved => Poll::Ready(v),
             Poll::Ready(v) => {
                 self.deadline.as_mut().reset(Instant::now() + self.idle);
                 Poll::Ready(v)
@@ -215,6 +232,14 @@ impl IdleIo {
     }
 }
 
+/// What an IO call on an [`IdleIo`] was.
+#[derive(Clone, Copy)]
+enum Op {
+    Read,
+    Write,
+    Flush,
+}
+
 impl AsyncRead for IdleIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -223,7 +248,7 @@ impl AsyncRead for IdleIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.tcp).poll_read(cx, buf);
-        this.watch(cx, r)
+        this.watch(cx, r, Op::Read)
     }
 }
 
@@ -235,7 +260,7 @@ impl AsyncWrite for IdleIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.tcp).poll_write(cx, buf);
-        this.watch(cx, r)
+        this.watch(cx, r, Op::Write)
     }
 
     fn poll_write_vectored(
@@ -245,7 +270,7 @@ impl AsyncWrite for IdleIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
-        this.watch(cx, r)
+        this.watch(cx, r, Op::Write)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -255,7 +280,7 @@ impl AsyncWrite for IdleIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.tcp).poll_flush(cx);
-        this.watch(cx, r)
+        this.watch(cx, r, Op::Flush)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -362,5 +387,50 @@ mod tests {
         let n = silent.read_to_end(&mut buf).await.unwrap_or(0);
         assert_eq!(n, 0);
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    /// Headers sent a few bytes at a time, each well within the idle
+    /// timeout, are still cut off: the whole head must arrive in time.
+    #[tokio::test]
+    async fn trickled_headers_are_cut_off() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let l = BoundedListener::new(
+            tcp,
+            ConnLimits {
+                max_connections: 4,
+                idle_timeout: Duration::from_millis(300),
+            },
+        );
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(serve_bounded(l, app, None, std::future::pending()));
+        let c = TcpStream::connect(addr).await.unwrap();
+        let (mut r, mut w) = c.into_split();
+        let closed = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf).await;
+            buf
+        });
+        w.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        // 200 header lines, one every 25 ms: 5 s in all, 12 per idle timeout.
+        let mut sent = 0;
+        while sent < 200 && !closed.is_finished() {
+            if w.write_all(b"X-Slow: y\r\n").await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let reply = tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the connection was closed")
+            .unwrap();
+        assert!(
+            sent < 200,
+            "all 200 header lines were taken: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        // Closed without an answer, or with hyper's timeout answer: no 200.
+        assert!(!reply.starts_with(b"HTTP/1.1 200"), "{reply:?}");
     }
 }
