@@ -416,16 +416,55 @@ async fn a_replica_applying_the_stores_changes_ends_where_the_store_is() {
     assert!(!b.apply_remote(gone).await.unwrap());
     assert_eq!(registry_resources(&b), stored_resources_of(&*shared));
 
-    // A corrupt spec is an error naming it, and changes nothing.
-    let mut bad = shared.list_resources().unwrap().remove(0);
-    bad.revision += 10;
+    // A stored spec that does not read back is listed as broken (calls get
+    // 503 with why), as at restore: b mirrors the store and goes on
+    // following; a later good deploy mends it.
+    let mut bad = shared
+        .list_resources()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == "g")
+        .unwrap();
     bad.spec_json = "{".into();
-    let err = b.apply_remote(RemoteChange::Put(bad)).await.unwrap_err();
-    assert!(
-        stratus_sandbox::error_chain(&err).contains("revision"),
-        "{err}"
-    );
+    shared.put_resources(&[bad]).unwrap();
+    for c in follow(&shared) {
+        b.apply_remote(c).await.unwrap();
+    }
+    let why = b.broken("g").expect("g is broken on b");
+    assert!(why.contains("does not read back"), "{why}");
+    assert!(why.contains("revision 2"), "{why}");
+    assert!(!b.registry.read().functions.contains_key("g"));
+    assert_eq!(b.list().iter().filter(|r| r.name == "g").count(), 1);
+    for c in follow(&shared) {
+        assert!(!b.apply_remote(c).await.unwrap(), "a replay is a no-op");
+    }
+    a.deploy("g.yaml", &service("g", 3)).await.unwrap();
+    for c in follow(&shared) {
+        b.apply_remote(c).await.unwrap();
+    }
+    assert_eq!(b.broken("g"), None);
     assert_eq!(registry_resources(&b), stored_resources_of(&*shared));
+
+    // A workflow that no longer compiles is broken too; deleting it clears it.
+    let w = StoredResource {
+        kind: "Workflow".into(),
+        name: "w2".into(),
+        revision: 0,
+        spec_json: "{\"name\":\"w2\"}".into(),
+        source: String::new(),
+        updated_unix_ms: 0,
+    };
+    shared.put_resources(&[w]).unwrap();
+    for c in follow(&shared) {
+        b.apply_remote(c).await.unwrap();
+    }
+    assert!(b.broken("w2").is_some());
+    let gone = RemoteChange::Deleted {
+        kind: "Workflow".into(),
+        name: "w2".into(),
+    };
+    assert!(b.apply_remote(gone).await.unwrap());
+    assert_eq!(b.broken("w2"), None);
     a.shutdown().await;
     b.shutdown().await;
 }
