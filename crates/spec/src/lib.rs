@@ -57,6 +57,7 @@
 //! accepted (some with a warning); unknown fields give warnings, never errors.
 
 mod convert;
+mod knative;
 mod model;
 mod service;
 mod workflow;
@@ -66,6 +67,7 @@ use stratus_yaml as yaml;
 #[cfg(test)]
 mod tests;
 
+pub use knative::{export_knative, KnativeExport};
 pub use model::*;
 
 use std::collections::{HashMap, HashSet};

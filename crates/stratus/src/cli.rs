@@ -97,6 +97,25 @@ pub enum Cmd {
     /// Container images: import, build, eStargz convert, extract, lazy mount, publish.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Write specs for other platforms.
+    #[command(subcommand)]
+    Export(ExportCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ExportCmd {
+    /// The deployed Services (or, with -f, those in local files) as Knative
+    /// `serving.knative.dev/v1` YAML, every honoured field and annotation kept.
+    Knative {
+        /// Export these files or directories instead of what is deployed.
+        #[arg(short = 'f', long = "file")]
+        files: Vec<PathBuf>,
+        /// Write to this file (whole or not at all) instead of stdout.
+        #[arg(short = 'o', long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        token: TokenArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -548,6 +567,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             token,
         } => invoke(&invoke_client(gw, &token)?, &name, &data, trace).await,
         Cmd::Ls { token } => ls(&admin_client(gw, &token)?).await,
+        Cmd::Export(ExportCmd::Knative { files, out, token }) => {
+            let client = if files.is_empty() {
+                admin_client(gw, &token)?
+            } else {
+                GatewayClient::new(gw)
+            };
+            crate::export::knative(&client, &files, out.as_deref()).await
+        }
         Cmd::Logs { name, tail, token } => {
             let r = admin_client(gw, &token)?
                 .get(&format!("/v1/functions/{name}/logs?tail={tail}"))

@@ -2,6 +2,7 @@
 
 mod cli;
 mod etcd;
+mod export;
 mod trace;
 
 use clap::Parser;
