@@ -69,7 +69,9 @@ pub enum ClusterError {
         node: String,
     },
     /// A node without CPU or without memory.
-    #[error("node {node:?} declares no capacity ({capacity}); both cores and memory must be above zero")]
+    #[error(
+        "node {node:?} declares no capacity ({capacity}); both cores and memory must be above zero"
+    )]
     ZeroCapacity {
         /// The node.
         node: String,
@@ -233,7 +235,10 @@ mod tests {
             let err = Cluster::new(nodes).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} lacks {want:?}");
         };
-        check(vec![node("a"), node("b"), node("a")], "node \"a\" appears twice");
+        check(
+            vec![node("a"), node("b"), node("a")],
+            "node \"a\" appears twice",
+        );
         check(vec![node("a"), node("")], "node #1 has an empty name");
         let mut zero = node("z");
         zero.capacity.memory_bytes = 0;

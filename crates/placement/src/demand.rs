@@ -58,7 +58,9 @@ pub enum DemandError {
         function: String,
     },
     /// An instance needing no CPU or no memory.
-    #[error("function {function:?}: an instance needs {size}; both cores and memory must be above zero")]
+    #[error(
+        "function {function:?}: an instance needs {size}; both cores and memory must be above zero"
+    )]
     ZeroSize {
         /// The function.
         function: String,
@@ -189,7 +191,10 @@ mod tests {
             let err = Demands::new(demands).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} lacks {want:?}");
         };
-        check(vec![demand("f"), demand("f")], "function \"f\" has two demands");
+        check(
+            vec![demand("f"), demand("f")],
+            "function \"f\" has two demands",
+        );
         check(vec![demand("")], "demand #0 has an empty function name");
         let mut zero = demand("z");
         zero.size.cores_milli = 0;

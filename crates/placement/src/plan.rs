@@ -293,12 +293,7 @@ impl<'a> Placing<'a> {
     }
 
     /// Chooses a node for one instance of `d` and takes its room.
-    fn one(
-        &mut self,
-        chooser: &mut Chooser,
-        cluster: &Cluster,
-        d: &crate::Demand,
-    ) -> Option<u32> {
+    fn one(&mut self, chooser: &mut Chooser, cluster: &Cluster, d: &crate::Demand) -> Option<u32> {
         let node = chooser.choose(
             cluster,
             d.size,
@@ -332,7 +327,10 @@ fn allocatable_frontier(cluster: &Cluster, eligible: &[bool]) -> Vec<Resources> 
     all.sort_unstable_by_key(|r| (Reverse(r.memory_bytes), Reverse(r.cores_milli)));
     let mut frontier: Vec<Resources> = Vec::new();
     for r in all {
-        if frontier.last().is_none_or(|f| r.cores_milli > f.cores_milli) {
+        if frontier
+            .last()
+            .is_none_or(|f| r.cores_milli > f.cores_milli)
+        {
             frontier.push(r);
         }
     }

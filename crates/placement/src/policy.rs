@@ -88,9 +88,15 @@ mod tests {
             ("spread", Policy::Spread),
             ("bin-pack", Policy::BinPack),
             ("cache-aware", Policy::CacheAware(Fallback::Spread)),
-            ("cache-aware:bin-pack", Policy::CacheAware(Fallback::BinPack)),
+            (
+                "cache-aware:bin-pack",
+                Policy::CacheAware(Fallback::BinPack),
+            ),
             ("random:42", Policy::Random { seed: 42 }),
-            ("random:18446744073709551615", Policy::Random { seed: u64::MAX }),
+            (
+                "random:18446744073709551615",
+                Policy::Random { seed: u64::MAX },
+            ),
         ] {
             assert_eq!(name.parse::<Policy>(), Ok(policy));
             assert_eq!(policy.to_string(), name);
@@ -104,12 +110,23 @@ mod tests {
     #[test]
     fn bad_names_say_what_is_expected() {
         for bad in [
-            "", "Spread", "binpack", "random", "random:", "random:-1", "random:x",
-            "cache-aware:", "cache-aware:random:1", "cache-aware:cache-aware",
+            "",
+            "Spread",
+            "binpack",
+            "random",
+            "random:",
+            "random:-1",
+            "random:x",
+            "cache-aware:",
+            "cache-aware:random:1",
+            "cache-aware:cache-aware",
         ] {
             let err = bad.parse::<Policy>().unwrap_err();
             assert_eq!(err.given, bad);
-            assert!(err.to_string().contains("expected spread, bin-pack"), "{err}");
+            assert!(
+                err.to_string().contains("expected spread, bin-pack"),
+                "{err}"
+            );
         }
     }
 }

@@ -103,11 +103,25 @@ mod tests {
 
     const SIZE: Resources = Resources::new(100, 100);
 
-    fn run(policy: Policy, excess: u32, hosts: &[(u32, u32)], free_mem: &[u64], draining: &[bool]) -> Vec<u32> {
+    fn run(
+        policy: Policy,
+        excess: u32,
+        hosts: &[(u32, u32)],
+        free_mem: &[u64],
+        draining: &[bool],
+    ) -> Vec<u32> {
         let mut hosts = hosts.to_vec();
         let mut free: Vec<_> = free_mem.iter().map(|&m| Resources::new(1000, m)).collect();
         let before: u32 = hosts.iter().map(|h| h.1).sum();
-        let mut stopped = stop_excess(policy, excess, SIZE, &mut hosts, &mut free, draining, &mut SplitMix64::new(seed_of(policy)));
+        let mut stopped = stop_excess(
+            policy,
+            excess,
+            SIZE,
+            &mut hosts,
+            &mut free,
+            draining,
+            &mut SplitMix64::new(seed_of(policy)),
+        );
         let after: u32 = hosts.iter().map(|h| h.1).sum();
         assert_eq!(before - after, stopped.len() as u32);
         stopped.sort();
@@ -123,17 +137,35 @@ mod tests {
 
     #[test]
     fn draining_nodes_go_first() {
-        let stopped = run(Policy::Spread, 2, &[(0, 3), (1, 1)], &[0, 0], &[false, true]);
+        let stopped = run(
+            Policy::Spread,
+            2,
+            &[(0, 3), (1, 1)],
+            &[0, 0],
+            &[false, true],
+        );
         assert_eq!(stopped, [0, 1]);
     }
 
     #[test]
     fn spread_stops_where_most_run() {
         // 5, 2, 2 → stopping 3 leaves 2, 2, 2.
-        let stopped = run(Policy::Spread, 3, &[(0, 5), (1, 2), (2, 2)], &[500, 0, 900], &[false; 3]);
+        let stopped = run(
+            Policy::Spread,
+            3,
+            &[(0, 5), (1, 2), (2, 2)],
+            &[500, 0, 900],
+            &[false; 3],
+        );
         assert_eq!(stopped, [0, 0, 0]);
         // Equal counts: the node with the least free memory first.
-        let stopped = run(Policy::Spread, 1, &[(0, 2), (1, 2)], &[500, 100], &[false; 2]);
+        let stopped = run(
+            Policy::Spread,
+            1,
+            &[(0, 2), (1, 2)],
+            &[500, 100],
+            &[false; 2],
+        );
         assert_eq!(stopped, [1]);
     }
 
@@ -141,7 +173,13 @@ mod tests {
     fn bin_pack_empties_the_least_loaded_node() {
         // Node 2 has the most free memory: its instances go, and it stays
         // the freest, so all of them.
-        let stopped = run(Policy::BinPack, 3, &[(0, 5), (1, 2), (2, 2)], &[100, 300, 500], &[false; 3]);
+        let stopped = run(
+            Policy::BinPack,
+            3,
+            &[(0, 5), (1, 2), (2, 2)],
+            &[100, 300, 500],
+            &[false; 3],
+        );
         assert_eq!(stopped, [1, 2, 2]);
     }
 

@@ -64,14 +64,21 @@ fn spread_puts_one_per_node_then_evens_out() {
         vec![demand("f", 3, 1), demand("g", 5, 1)],
         "spread",
     );
-    assert_eq!(show(&p.starts), ["f@a", "f@b", "f@c", "g@a*2", "g@b*2", "g@c"]);
+    assert_eq!(
+        show(&p.starts),
+        ["f@a", "f@b", "f@c", "g@a*2", "g@b*2", "g@c"]
+    );
     assert!(p.stops.is_empty() && p.unplaced.is_empty() && p.lost.is_empty());
 }
 
 #[test]
 fn spread_prefers_the_freest_node() {
     let busy = running(demand("other", 1, 6), &[("a", 1)]);
-    let p = run(vec![node("a"), node("b")], vec![busy, demand("f", 1, 1)], "spread");
+    let p = run(
+        vec![node("a"), node("b")],
+        vec![busy, demand("f", 1, 1)],
+        "spread",
+    );
     assert_eq!(show(&p.starts), ["f@b"]);
 }
 
@@ -100,7 +107,11 @@ fn bin_pack_fills_the_fullest_node_that_fits() {
 
 #[test]
 fn bin_pack_stacks_on_one_node_before_the_next() {
-    let p = run(vec![node("a"), node("b")], vec![demand("f", 10, 1)], "bin-pack");
+    let p = run(
+        vec![node("a"), node("b")],
+        vec![demand("f", 10, 1)],
+        "bin-pack",
+    );
     assert_eq!(show(&p.starts), ["f@a*8", "f@b*2"]);
 }
 
@@ -109,7 +120,11 @@ fn cpu_is_a_dimension_too() {
     // a has memory to spare but no CPU left for a 500m instance.
     let hog = Demand::new("hog", 1, Resources::new(3800, GIB));
     let hog = running(hog, &[("a", 1)]);
-    let p = run(vec![node("a"), node("b")], vec![hog, demand("f", 9, 1)], "bin-pack");
+    let p = run(
+        vec![node("a"), node("b")],
+        vec![hog, demand("f", 9, 1)],
+        "bin-pack",
+    );
     assert_eq!(show(&p.starts), ["f@b*8"]);
     assert_eq!(p.unplaced, [unplaced("f", 1, Reason::NoRoom)]);
 }
@@ -261,7 +276,11 @@ fn larger_instances_are_placed_first() {
     // By name, the small ones would come first and spread over both
     // nodes, leaving no room for the large one.
     let nodes = vec![sized("a", 4000, 4), sized("b", 4000, 4)];
-    let p = run(nodes, vec![demand("a-small", 4, 1), demand("z-large", 1, 4)], "spread");
+    let p = run(
+        nodes,
+        vec![demand("a-small", 4, 1), demand("z-large", 1, 4)],
+        "spread",
+    );
     assert_eq!(show(&p.starts), ["a-small@b*4", "z-large@a"]);
     assert!(p.unplaced.is_empty());
 }

@@ -142,10 +142,14 @@ fn after(nodes: &[Node], demands: &[Demand], p: &Plan) -> HashMap<(String, Strin
         }
     }
     for s in &p.stops {
-        *count.entry((s.function.clone(), s.node.clone())).or_default() -= i64::from(s.count);
+        *count
+            .entry((s.function.clone(), s.node.clone()))
+            .or_default() -= i64::from(s.count);
     }
     for s in &p.starts {
-        *count.entry((s.function.clone(), s.node.clone())).or_default() += i64::from(s.count);
+        *count
+            .entry((s.function.clone(), s.node.clone()))
+            .or_default() += i64::from(s.count);
     }
     assert!(nodes.len() <= 12);
     count
@@ -154,8 +158,10 @@ fn after(nodes: &[Node], demands: &[Demand], p: &Plan) -> HashMap<(String, Strin
 /// Each node's free room once the plan is carried out (lost nodes: `None`).
 fn free_after(nodes: &[Node], demands: &[Demand], p: &Plan) -> HashMap<String, Option<Resources>> {
     let count = after(nodes, demands, p);
-    let size: HashMap<&str, Resources> =
-        demands.iter().map(|d| (d.function.as_str(), d.size)).collect();
+    let size: HashMap<&str, Resources> = demands
+        .iter()
+        .map(|d| (d.function.as_str(), d.size))
+        .collect();
     nodes
         .iter()
         .map(|n| {
