@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use stratus_placement::{plan, Cluster, Demand, Demands, Node, Options, Policy, Resources};
 
 const MIB: u64 = 1 << 20;
@@ -119,6 +119,43 @@ fn steady(
     (nodes, demands)
 }
 
+/// What the cold plan does, once, on stderr: instances started and
+/// unplaced, nodes used, and starts on a node caching the function's
+/// snapshot or image.
+fn describe(size: &str, policy: Policy, cluster: &Cluster, demands: &Demands) {
+    let p = plan(cluster, demands, &options(policy)).unwrap();
+    let by_name: HashMap<&str, &Demand> = demands
+        .demands()
+        .iter()
+        .map(|d| (d.function.as_str(), d))
+        .collect();
+    let (mut started, mut snap, mut img) = (0u32, 0u32, 0u32);
+    let mut used: Vec<&str> = Vec::new();
+    for s in &p.starts {
+        let d = by_name[s.function.as_str()];
+        let node = cluster.node(&s.node).unwrap();
+        started += s.count;
+        used.push(&s.node);
+        if d.snapshot
+            .as_ref()
+            .is_some_and(|x| node.snapshots.contains(x))
+        {
+            snap += s.count;
+        } else if d.image.as_ref().is_some_and(|x| node.images.contains(x)) {
+            img += s.count;
+        }
+    }
+    used.sort_unstable();
+    used.dedup();
+    let unplaced: u32 = p.unplaced.iter().map(|u| u.count).sum();
+    eprintln!(
+        "{size} {policy}: started {started}, unplaced {unplaced}, nodes used {}, on a snapshot holder {:.1}%, on an image holder {:.1}%",
+        used.len(),
+        100.0 * f64::from(snap) / f64::from(started.max(1)),
+        100.0 * f64::from(img) / f64::from(started.max(1)),
+    );
+}
+
 fn bench(c: &mut Criterion) {
     let policies: [Policy; 4] =
         ["spread", "bin-pack", "cache-aware", "random:1"].map(|p| p.parse().unwrap());
@@ -132,6 +169,7 @@ fn bench(c: &mut Criterion) {
         let cluster = Cluster::new(nodes.clone()).unwrap();
         let cold = Demands::new(demands.clone()).unwrap();
         for policy in policies {
+            describe(&size, policy, &cluster, &cold);
             group.bench_with_input(
                 BenchmarkId::new(format!("cold/{policy}"), &size),
                 &(),
@@ -160,11 +198,11 @@ fn bench(c: &mut Criterion) {
             );
             if policy == Policy::Spread {
                 group.bench_with_input(BenchmarkId::new("build-input", &size), &(), |b, _| {
-                    b.iter(|| {
-                        let c = Cluster::new(black_box(s_nodes.clone())).unwrap();
-                        let d = Demands::new(black_box(s_demands.clone())).unwrap();
-                        (c, d)
-                    })
+                    b.iter_batched(
+                        || (s_nodes.clone(), s_demands.clone()),
+                        |(n, d)| (Cluster::new(n).unwrap(), Demands::new(d).unwrap()),
+                        BatchSize::LargeInput,
+                    )
                 });
             }
         }

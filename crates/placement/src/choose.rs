@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 
-use crate::cluster::Cluster;
 use crate::policy::{Fallback, Policy};
 use crate::resources::Resources;
 use crate::rng::SplitMix64;
@@ -39,17 +38,21 @@ pub(crate) struct Chooser {
     /// lower node index (the name first in order) still comes first.
     reverse_ties: bool,
     failed: Vec<Resources>,
+    /// The smallest instance in each dimension: a node with less free
+    /// leaves the index, so walks do not skip past full nodes.
+    smallest: Resources,
     rng: SplitMix64,
 }
 
 impl Chooser {
     /// `free[i]` is node `i`'s free room; only nodes with `eligible[i]`
-    /// are ever chosen.
-    /// `seed` drives the random policy.
+    /// are ever chosen, for instances no smaller than `smallest` in either
+    /// dimension. `seed` drives the random policy.
     pub(crate) fn new(
         policy: Policy,
         free: Vec<Resources>,
         eligible: Vec<bool>,
+        smallest: Resources,
         seed: u64,
     ) -> Chooser {
         let reverse_ties = matches!(
@@ -67,11 +70,13 @@ impl Chooser {
             index: BTreeSet::new(),
             reverse_ties,
             failed: Vec::new(),
+            smallest,
             rng: SplitMix64::new(seed),
         };
         let keys: Vec<Key> = chooser
             .eligible_list
             .iter()
+            .filter(|&&i| chooser.free[i as usize].fits(smallest))
             .map(|&i| chooser.key(i))
             .collect();
         chooser.index = keys.into_iter().collect();
@@ -103,19 +108,20 @@ impl Chooser {
         self.index.remove(&old);
         let free = &mut self.free[node as usize];
         *free = free.checked_sub(size).unwrap_or_default();
-        let new = self.key(node);
-        self.index.insert(new);
+        if free.fits(self.smallest) {
+            let new = self.key(node);
+            self.index.insert(new);
+        }
     }
 
     /// The node for one more instance of a function of `size`, whose
-    /// instances per node are `counts`, with its cached digests; `None`
-    /// where no eligible node has room.
+    /// instances per node are `counts`; `cached` lists the nodes caching
+    /// its snapshot, then its image (sorted node indices; only cache-aware
+    /// reads them). `None` where no eligible node has room.
     pub(crate) fn choose(
         &mut self,
-        cluster: &Cluster,
         size: Resources,
-        image: Option<&str>,
-        snapshot: Option<&str>,
+        cached: &[&[u32]],
         counts: &[u32],
     ) -> Option<u32> {
         if self.failed.iter().any(|f| size.fits(*f)) {
@@ -126,15 +132,10 @@ impl Chooser {
             Policy::BinPack => self.bin_pack(size, |_| true),
             Policy::Random { .. } => self.random(size),
             Policy::CacheAware(fallback) => {
-                let tiers = [
-                    snapshot.map(|d| cluster.snapshot_holders(d)),
-                    image.map(|d| cluster.image_holders(d)),
-                ];
-                let cached = tiers
-                    .into_iter()
-                    .flatten()
+                let hit = cached
+                    .iter()
                     .find_map(|holders| self.among(holders, size, counts, fallback));
-                cached.or_else(|| match fallback {
+                hit.or_else(|| match fallback {
                     Fallback::Spread => self.spread(size, counts, |_| true),
                     Fallback::BinPack => self.bin_pack(size, |_| true),
                 })

@@ -5,7 +5,7 @@ use std::fmt;
 
 use crate::choose::Chooser;
 use crate::cluster::Cluster;
-use crate::demand::Demands;
+use crate::demand::{Demand, Demands};
 use crate::policy::Policy;
 use crate::resources::Resources;
 use crate::rng::SplitMix64;
@@ -192,7 +192,14 @@ pub fn plan(cluster: &Cluster, demands: &Demands, options: &Options) -> Result<P
 
     let eligible: Vec<bool> = (0..nodes.len()).map(|i| !lost[i] && !draining[i]).collect();
     let frontier = allocatable_frontier(cluster, &eligible);
-    let mut chooser = Chooser::new(options.policy, free, eligible, seed ^ 0x5eed);
+    let smallest = demands.iter().map(|d| d.size).reduce(|a, b| {
+        Resources::new(
+            a.cores_milli.min(b.cores_milli),
+            a.memory_bytes.min(b.memory_bytes),
+        )
+    });
+    let smallest = smallest.unwrap_or_default();
+    let mut chooser = Chooser::new(options.policy, free, eligible, smallest, seed ^ 0x5eed);
     // Largest instances first (first-fit decreasing), then by name.
     let mut order: Vec<usize> = (0..demands.len()).collect();
     order.sort_by_key(|&k| {
@@ -210,10 +217,17 @@ pub fn plan(cluster: &Cluster, demands: &Demands, options: &Options) -> Result<P
         if missing == 0 {
             continue;
         }
-        let mut place = Placing::new(&mut counts, &hosts[k], &starts[k]);
+        let mut place = Placing::new(
+            &mut counts,
+            &hosts[k],
+            &starts[k],
+            cluster,
+            d,
+            options.policy,
+        );
         let mut placed = 0;
         while placed < missing {
-            let Some(node) = place.one(&mut chooser, cluster, d) else {
+            let Some(node) = place.one(&mut chooser) else {
                 break;
             };
             starts[k].push(node);
@@ -231,10 +245,17 @@ pub fn plan(cluster: &Cluster, demands: &Demands, options: &Options) -> Result<P
         if !hosts[k].iter().any(|h| draining[h.0 as usize]) {
             continue;
         }
-        let mut place = Placing::new(&mut counts, &hosts[k], &starts[k]);
+        let mut place = Placing::new(
+            &mut counts,
+            &hosts[k],
+            &starts[k],
+            cluster,
+            d,
+            options.policy,
+        );
         'moving: for host in hosts[k].iter_mut().filter(|h| draining[h.0 as usize]) {
             while host.1 > 0 {
-                let Some(node) = place.one(&mut chooser, cluster, d) else {
+                let Some(node) = place.one(&mut chooser) else {
                     break 'moving;
                 };
                 starts[k].push(node);
@@ -276,10 +297,20 @@ fn running(hosts: &[(u32, u32)]) -> u32 {
 struct Placing<'a> {
     counts: &'a mut [u32],
     touched: Vec<u32>,
+    size: Resources,
+    /// Nodes caching its snapshot, then its image (cache-aware only).
+    cached: Vec<&'a [u32]>,
 }
 
 impl<'a> Placing<'a> {
-    fn new(counts: &'a mut [u32], hosts: &[(u32, u32)], started: &[u32]) -> Placing<'a> {
+    fn new(
+        counts: &'a mut [u32],
+        hosts: &[(u32, u32)],
+        started: &[u32],
+        cluster: &'a Cluster,
+        d: &'a Demand,
+        policy: Policy,
+    ) -> Placing<'a> {
         let mut touched = Vec::with_capacity(hosts.len() + started.len());
         for &(node, count) in hosts {
             counts[node as usize] += count;
@@ -289,19 +320,23 @@ impl<'a> Placing<'a> {
             counts[node as usize] += 1;
             touched.push(node);
         }
-        Placing { counts, touched }
+        let mut cached = Vec::new();
+        if let Policy::CacheAware(_) = policy {
+            cached.extend(d.snapshot.as_deref().map(|x| cluster.snapshot_holders(x)));
+            cached.extend(d.image.as_deref().map(|x| cluster.image_holders(x)));
+        }
+        Placing {
+            counts,
+            touched,
+            size: d.size,
+            cached,
+        }
     }
 
-    /// Chooses a node for one instance of `d` and takes its room.
-    fn one(&mut self, chooser: &mut Chooser, cluster: &Cluster, d: &crate::Demand) -> Option<u32> {
-        let node = chooser.choose(
-            cluster,
-            d.size,
-            d.image.as_deref(),
-            d.snapshot.as_deref(),
-            self.counts,
-        )?;
-        chooser.take(node, d.size);
+    /// Chooses a node for one more instance and takes its room.
+    fn one(&mut self, chooser: &mut Chooser) -> Option<u32> {
+        let node = chooser.choose(self.size, &self.cached, self.counts)?;
+        chooser.take(node, self.size);
         self.counts[node as usize] += 1;
         self.touched.push(node);
         Some(node)
@@ -348,7 +383,7 @@ fn reason(frontier: &[Resources], size: Resources) -> Reason {
 }
 
 /// One [`Change`] per function and node, from the node of each instance.
-fn changes(cluster: &Cluster, demands: &[crate::Demand], per_fn: Vec<Vec<u32>>) -> Vec<Change> {
+fn changes(cluster: &Cluster, demands: &[Demand], per_fn: Vec<Vec<u32>>) -> Vec<Change> {
     let mut out = Vec::new();
     for (k, mut nodes) in per_fn.into_iter().enumerate() {
         nodes.sort_unstable();
