@@ -17,6 +17,8 @@ pub enum Policy {
     /// `cache-aware[:FALLBACK]`: first the nodes whose cache holds the
     /// function's snapshot, then its image, then any node; within each
     /// tier, and for scale-down, as `FALLBACK` (default `spread`) would.
+    /// The cache comes first: a holder takes a second instance of a
+    /// function before a node without the digest takes its first.
     CacheAware(Fallback),
     /// `random:SEED`: any node that fits, uniformly, from a seeded
     /// generator. A baseline to compare the others against.
