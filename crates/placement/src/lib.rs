@@ -24,6 +24,23 @@
 //! 4. move instances off draining nodes while there is room elsewhere
 //! ```
 //!
+//! ```
+//! use stratus_placement::{plan, Cluster, Demand, Demands, Node, Options, Resources};
+//!
+//! const GIB: u64 = 1 << 30;
+//! let mut cached = Node::new("node-b", Resources::new(8000, 16 * GIB));
+//! cached.snapshots.insert("sha256:f-snap".into());
+//! let cluster = Cluster::new(vec![Node::new("node-a", Resources::new(8000, 16 * GIB)), cached])?;
+//! let mut f = Demand::new("f", 2, Resources::new(1000, GIB));
+//! f.snapshot = Some("sha256:f-snap".into());
+//! let demands = Demands::new(vec![f])?;
+//! let options = Options { policy: "cache-aware".parse()?, now: 0, stale_after: 10_000_000 };
+//! let p = plan(&cluster, &demands, &options)?;
+//! // Both on the node that caches the snapshot, which has room for them.
+//! assert_eq!((p.starts[0].node.as_str(), p.starts[0].count), ("node-b", 2));
+//! # Ok::<(), stratus_placement::PlacementError>(())
+//! ```
+//!
 //! The activator decides *how many* instances a function has; placement
 //! decides *where*. The cluster simulator and the control plane are meant
 //! to drive this same code; neither does yet.

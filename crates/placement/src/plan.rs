@@ -69,8 +69,10 @@ pub struct Unplaced {
 }
 
 /// What to do: the driver stops `stops` first (they free the room some
-/// `starts` need), then starts `starts`. Lists are sorted by function,
-/// then node.
+/// `starts` need), then starts `starts`. Stops on draining nodes free no
+/// room that a start needs (nothing starts there), so a driver that wants
+/// no gap while instances move may run those after the starts. Lists are
+/// sorted by function, then node.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     /// Instances to stop: the excess of functions that have too many, and

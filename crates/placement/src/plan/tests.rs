@@ -2,7 +2,7 @@
 //! a test says otherwise; sizes are in GiB (memory) and millicores.
 
 use super::*;
-use crate::{Demand, Fallback, Node};
+use crate::{Demand, Node};
 
 const GIB: u64 = 1 << 30;
 const NOW: Micros = 100_000_000;
@@ -363,5 +363,4 @@ fn nothing_to_do_is_an_empty_plan() {
         assert!(p.is_empty(), "{policy}: {p:?}");
         assert_eq!(p, Plan::default());
     }
-    let _ = Fallback::default();
 }

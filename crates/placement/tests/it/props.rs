@@ -131,7 +131,7 @@ fn plan_of(nodes: &[Node], demands: &[Demand], policy: Policy) -> Plan {
 
 /// Instances per (function, node) once the plan is carried out, live
 /// nodes only.
-fn after(nodes: &[Node], demands: &[Demand], p: &Plan) -> HashMap<(String, String), i64> {
+fn after(demands: &[Demand], p: &Plan) -> HashMap<(String, String), i64> {
     let lost: Vec<&str> = p.lost.iter().map(String::as_str).collect();
     let mut count: HashMap<(String, String), i64> = HashMap::new();
     for d in demands {
@@ -151,13 +151,12 @@ fn after(nodes: &[Node], demands: &[Demand], p: &Plan) -> HashMap<(String, Strin
             .entry((s.function.clone(), s.node.clone()))
             .or_default() += i64::from(s.count);
     }
-    assert!(nodes.len() <= 12);
     count
 }
 
 /// Each node's free room once the plan is carried out (lost nodes: `None`).
 fn free_after(nodes: &[Node], demands: &[Demand], p: &Plan) -> HashMap<String, Option<Resources>> {
-    let count = after(nodes, demands, p);
+    let count = after(demands, p);
     let size: HashMap<&str, Resources> = demands
         .iter()
         .map(|d| (d.function.as_str(), d.size))
@@ -198,7 +197,7 @@ proptest! {
     #[test]
     fn every_wanted_instance_is_placed_or_reported((nodes, demands, policy) in arb_case()) {
         let p = plan_of(&nodes, &demands, policy);
-        let count = after(&nodes, &demands, &p);
+        let count = after(&demands, &p);
         for d in &demands {
             let live: i64 = count.iter().filter(|((f, _), _)| *f == d.function).map(|(_, c)| *c).sum();
             let unplaced: i64 = p.unplaced.iter().filter(|u| u.function == d.function).map(|u| i64::from(u.count)).sum();
@@ -232,7 +231,7 @@ proptest! {
         let p = plan_of(&nodes, &demands, policy);
         let free = free_after(&nodes, &demands, &p);
         let eligible: Vec<&Node> = nodes.iter().filter(|n| !n.draining && free[&n.name].is_some()).collect();
-        let count = after(&nodes, &demands, &p);
+        let count = after(&demands, &p);
         for d in &demands {
             let room = eligible.iter().any(|n| free[&n.name].is_some_and(|f| f.fits(d.size)));
             let stuck_on_draining = nodes.iter().any(|n| {
