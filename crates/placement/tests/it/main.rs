@@ -1,0 +1,3 @@
+//! Integration tests of the placement core through its public API.
+
+mod props;
