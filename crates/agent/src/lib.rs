@@ -30,6 +30,7 @@
 
 pub mod capacity;
 pub mod client;
+pub mod join;
 mod proxy;
 pub mod request;
 pub mod server;

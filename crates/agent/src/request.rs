@@ -138,30 +138,31 @@ pub fn parse_start(body: &[u8]) -> Result<StartRequest, RequestError> {
     Ok(req)
 }
 
-/// Letters, digits, `-`, `_`, `.`; not empty, not starting with `.` or `-`.
-fn check_name(field: &str, v: &str) -> Result<(), RequestError> {
+/// Letters, digits, `-`, `_`, `.`; 1 to [`MAX_ID_LEN`] of them, not
+/// starting with `.` or `-`: ids, function and node names.
+pub fn valid_name(v: &str) -> Result<(), String> {
     if v.is_empty() || v.len() > MAX_ID_LEN {
-        return Err(invalid(
-            field,
-            format!("must be 1 to {MAX_ID_LEN} characters (got {})", v.len()),
+        return Err(format!(
+            "must be 1 to {MAX_ID_LEN} characters (got {})",
+            v.len()
         ));
     }
     if v.starts_with(['.', '-']) {
-        return Err(invalid(
-            field,
-            format!("{v:?} must not start with '.' or '-'"),
-        ));
+        return Err(format!("{v:?} must not start with '.' or '-'"));
     }
     if let Some(c) = v
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
-        return Err(invalid(
-            field,
-            format!("{v:?} has {c:?}; use letters, digits, '-', '_' and '.'"),
+        return Err(format!(
+            "{v:?} has {c:?}; use letters, digits, '-', '_' and '.'"
         ));
     }
     Ok(())
+}
+
+fn check_name(field: &str, v: &str) -> Result<(), RequestError> {
+    valid_name(v).map_err(|why| invalid(field, why))
 }
 
 /// A string handed to a process: no NUL (exec cannot pass it), bounded.

@@ -1,8 +1,10 @@
 //! `stratus`: a thin command line over the library crates.
 
+mod backends;
 mod cli;
 mod etcd;
 mod trace;
+mod worker;
 
 use clap::Parser;
 
