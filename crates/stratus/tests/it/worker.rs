@@ -1,0 +1,267 @@
+//! `stratus worker`: real worker processes on a real 3-member etcd cluster.
+//! A worker registers, serves the agent API with real process instances,
+//! refuses a wrong cluster token and impossible capacity; after `kill -9`
+//! its entry expires with its lease and its instances are gone; after
+//! SIGTERM it leaves the registry at once and stops its instances.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use stratus_agent::{AgentClient, InstanceState, StartRequest};
+use stratus_auth::Token;
+use stratus_state_etcd::cluster::EtcdCluster;
+use stratus_state_etcd::{EtcdConfig, EtcdStore, NodeInfo};
+
+use crate::*;
+
+const CLUSTER: &str = "it-workers";
+const TTL_SECS: u64 = 3;
+
+struct Worker {
+    child: Child,
+    client: AgentClient,
+    log: PathBuf,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn token_file(dir: &Path, name: &str) -> (PathBuf, Token) {
+    let p = dir.join(name);
+    let t = Token::generate().unwrap();
+    std::fs::write(&p, t.expose()).unwrap();
+    (p, t)
+}
+
+fn worker_cmd(etcd: &EtcdCluster, dir: &Path, name: &str, token: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(stratus_bin());
+    cmd.args(["worker", "--join", &etcd.endpoints().join(",")])
+        .args(["--cluster", CLUSTER, "--name", name])
+        .arg("--token-file")
+        .arg(token)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--lease-ttl", &TTL_SECS.to_string()])
+        .arg("--state-dir")
+        .arg(dir.join(name))
+        .current_dir(repo_root())
+        .env_remove("STRATUS_TOKEN")
+        .stdout(Stdio::null());
+    cmd
+}
+
+impl Worker {
+    async fn start(etcd: &EtcdCluster, dir: &Path, name: &str, token: &(PathBuf, Token)) -> Worker {
+        let port = free_port();
+        let log = dir.join(format!("{name}.log"));
+        let child = worker_cmd(etcd, dir, name, &token.0, port)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut w = Worker {
+            child,
+            client: AgentClient::new(&format!("http://127.0.0.1:{port}"), token.1.expose()),
+            log,
+        };
+        let t = Instant::now();
+        while w.client.health().await.is_err() {
+            let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+            assert!(
+                w.child.try_wait().unwrap().is_none(),
+                "worker exited:\n{log}"
+            );
+            assert!(t.elapsed() < Duration::from_secs(30), "not healthy:\n{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        w
+    }
+}
+
+/// Runs a worker that must fail; returns its stderr.
+fn refused(mut cmd: Command) -> String {
+    let out = cmd.stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the worker should have refused to start"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn nodes(etcd: &EtcdCluster) -> Vec<NodeInfo> {
+    let cfg = EtcdConfig::new(etcd.endpoints(), CLUSTER);
+    tokio::task::spawn_blocking(move || {
+        let s = EtcdStore::connect(&cfg, Arc::new(stratus_state::SqliteStore::in_memory()?))?;
+        s.list_nodes()
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+fn echo(id: &str) -> StartRequest {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "function": "echo", "revision": 1,
+        "command": ["stratus", "fn", "echo"],
+    }))
+    .unwrap()
+}
+
+fn port_open(addr: &str) -> bool {
+    std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_ok()
+}
+
+/// Waits until `f` holds (checked every 50 ms); returns how long it took.
+async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_serves_instances_and_its_entry_expires_after_kill_9() {
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "cluster.token");
+    let w = Worker::start(&etcd, dir.path(), "w1", &token).await;
+
+    // Registered with the host's capacity.
+    let ns = nodes(&etcd).await;
+    assert_eq!(ns.len(), 1, "{ns:?}");
+    let h = w.client.health().await.unwrap();
+    assert_eq!(ns[0].name, "w1");
+    assert_eq!(ns[0].addr, w.client.base());
+    assert_eq!((ns[0].cores, ns[0].memory_bytes), (h.cores, h.memory_bytes));
+    assert!(h.runtimes.contains(&"process".to_string()), "{h:?}");
+
+    // A wrong token: refused at join, and by the agent API.
+    let wrong = token_file(dir.path(), "wrong.token");
+    let err = refused(worker_cmd(&etcd, dir.path(), "w2", &wrong.0, free_port()));
+    assert!(err.contains("is not cluster 'it-workers''s"), "{err}");
+    let out = AgentClient::new(w.client.base(), wrong.1.expose())
+        .health()
+        .await
+        .unwrap_err();
+    assert_eq!(out.status(), Some(http::StatusCode::UNAUTHORIZED), "{out}");
+    // Impossible capacity is refused before joining.
+    let mut cmd = worker_cmd(&etcd, dir.path(), "w3", &token.0, free_port());
+    cmd.args(["--cores", "100000"]);
+    let err = refused(cmd);
+    assert!(err.contains("impossible capacity: cores 100000"), "{err}");
+    let mut cmd = worker_cmd(&etcd, dir.path(), "w3", &token.0, free_port());
+    cmd.args(["--memory-bytes", &(u64::MAX / 2).to_string()]);
+    let err = refused(cmd);
+    assert!(err.contains("memory_bytes"), "{err}");
+    assert_eq!(nodes(&etcd).await.len(), 1);
+
+    // A real instance, invoked through the agent; a malformed start is a 400.
+    let info = w.client.start(&echo("echo-r1-0")).await.unwrap();
+    assert_eq!(info.state, InstanceState::Ready);
+    let ep = info.endpoint.clone().unwrap();
+    let out = w
+        .client
+        .invoke(
+            "echo-r1-0",
+            "",
+            Bytes::from_static(b"across hosts"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.status.as_u16(), &out.body[..]),
+        (200, &b"across hosts"[..])
+    );
+    let bad = w
+        .client
+        .send(
+            http::Method::POST,
+            "/v1/agent/instances",
+            Some("application/json"),
+            Bytes::from_static(br#"{"id":"x","function":"f","env":{"A":"1"}}"#),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+    assert!(
+        String::from_utf8_lossy(&bad.body).contains("at env"),
+        "{:?}",
+        bad.body
+    );
+
+    // kill -9: the entry goes when the lease expires; the instance with it.
+    let mut w = w;
+    let killed = Instant::now();
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    let gone = until(
+        "the instance to die with its worker",
+        Duration::from_secs(10),
+        async || !port_open(&ep),
+    )
+    .await;
+    until(
+        "the node entry to expire",
+        Duration::from_secs(30),
+        async || nodes(&etcd).await.is_empty(),
+    )
+    .await;
+    let expired = killed.elapsed();
+    eprintln!(
+        "kill -9 → instance gone in {gone:?}, node entry expired in {expired:?} (lease TTL {TTL_SECS} s)"
+    );
+    assert!(
+        expired >= Duration::from_secs(TTL_SECS - 1),
+        "the entry went before its lease could expire ({expired:?}): something deregistered it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_instances_and_leaves_the_registry_at_once() {
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "cluster.token");
+    let mut w = Worker::start(&etcd, dir.path(), "w1", &token).await;
+    let ep = w
+        .client
+        .start(&echo("echo-r1-0"))
+        .await
+        .unwrap()
+        .endpoint
+        .unwrap();
+    assert!(port_open(&ep));
+    assert_eq!(nodes(&etcd).await.len(), 1);
+    let t = Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(w.child.id() as i32, libc::SIGTERM) };
+    let status = w.child.wait().unwrap();
+    let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(status.success(), "{status}:\n{log}");
+    assert!(
+        !port_open(&ep),
+        "instance still serving after the worker stopped"
+    );
+    assert!(nodes(&etcd).await.is_empty(), "still registered:\n{log}");
+    eprintln!("SIGTERM → stopped and deregistered in {:?}", t.elapsed());
+}
