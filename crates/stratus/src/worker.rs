@@ -73,7 +73,7 @@ pub use with_etcd::run;
 
 #[cfg(feature = "etcd")]
 mod with_etcd {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -201,15 +201,18 @@ mod with_etcd {
             capacity.memory_bytes >> 20,
             listener.local_addr()?
         );
-        let stop = Arc::new(AtomicBool::new(false));
+        // Dropping `stop` wakes the registration thread and ends it.
+        let (stop, stopped) = mpsc::channel::<()>();
         let keeper = {
-            let (store, agent, stop) = (store.clone(), agent.clone(), stop.clone());
+            let (store, agent) = (store.clone(), agent.clone());
             std::thread::Builder::new()
                 .name("node-registration".into())
-                .spawn(move || keep_registered(&store, &agent, info, lease, ttl, &stop))?
+                .spawn(move || keep_registered(&store, &agent, info, lease, ttl, &stopped))?
         };
 
-        let shutdown = async {
+        // At the signal the node leaves the registry (no new placements)
+        // while in-flight requests finish and the instances stop.
+        let shutdown = async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .expect("signal handler");
@@ -217,32 +220,31 @@ mod with_etcd {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
+            drop(stop);
         };
         let served = agent.serve(listener, shutdown).await;
-        eprintln!("worker {name}: instances stopped; leaving the cluster");
-        stop.store(true, Ordering::SeqCst);
         tokio::task::spawn_blocking(move || keeper.join())
             .await?
             .ok();
+        eprintln!("worker {name}: instances stopped; left the cluster");
         Ok(served?)
     }
 
     /// Keeps the entry current (cache contents) and alive; registers again
     /// when etcd says the lease expired (a partition longer than the TTL).
-    /// Deregisters when `stop` is set.
+    /// Deregisters when `stop`'s sender goes.
     fn keep_registered(
         store: &EtcdStore,
         agent: &Agent,
         mut info: NodeInfo,
         lease: NodeLease,
         ttl: Duration,
-        stop: &AtomicBool,
+        stop: &mpsc::Receiver<()>,
     ) {
         let tick = (ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(2));
         let mut lease = Some(lease);
         let mut dirty = false;
-        while !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(tick);
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
             let h = agent.health();
             dirty |= h.images != info.images || h.snapshots != info.snapshots;
             info.images = h.images;

@@ -124,6 +124,24 @@ fn port_open(addr: &str) -> bool {
     std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_ok()
 }
 
+/// The instance process groups a worker recorded (`pid start-time` files).
+fn instance_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 /// Waits until `f` holds (checked every 50 ms); returns how long it took.
 async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
     let t = Instant::now();
@@ -208,7 +226,37 @@ async fn a_worker_serves_instances_and_its_entry_expires_after_kill_9() {
         bad.body
     );
 
+    // Its lease lost (revoked here, as after a partition longer than the
+    // TTL): it registers again.
+    let cfg = EtcdConfig::new(etcd.endpoints(), CLUSTER);
+    let store = tokio::task::spawn_blocking(move || {
+        EtcdStore::connect(
+            &cfg,
+            Arc::new(stratus_state::SqliteStore::in_memory().unwrap()),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut c = store.client().clone();
+    let key = format!("/stratus/{CLUSTER}/nodes/w1");
+    let lease = c.get(key.as_str(), None).await.unwrap().kvs()[0].lease();
+    c.lease_revoke(lease).await.unwrap();
+    let back = until(
+        "the node to register again",
+        Duration::from_secs(20),
+        async || {
+            let r = c.get(key.as_str(), None).await.unwrap();
+            r.kvs().first().is_some_and(|kv| kv.lease() != lease)
+        },
+    )
+    .await;
+    eprintln!("lease revoked → registered again in {back:?}");
+    drop(store);
+
     // kill -9: the entry goes when the lease expires; the instance with it.
+    let pids = instance_pids(&dir.path().join("w1/pids"));
+    assert_eq!(pids.len(), 1, "one pid file per instance: {pids:?}");
     let mut w = w;
     let killed = Instant::now();
     w.child.kill().unwrap();
@@ -216,7 +264,7 @@ async fn a_worker_serves_instances_and_its_entry_expires_after_kill_9() {
     let gone = until(
         "the instance to die with its worker",
         Duration::from_secs(10),
-        async || !port_open(&ep),
+        async || !port_open(&ep) && !pids.iter().any(|p| alive(*p)),
     )
     .await;
     until(
