@@ -420,6 +420,36 @@ mod tests {
     }
 
     #[test]
+    fn a_full_request_round_trips() {
+        let b = serde_json::json!({
+            "id": "wc-r2-7", "function": "wc", "revision": 2, "runtime": "process",
+            "image": "stratus.dev/x", "command": ["python3", "wc.py"], "args": ["-v"],
+            "env": [{"name": "A", "value": "é\n"}], "container_port": 9000,
+            "annotations": {"stratus.dev/restore-policy": "lazy"},
+            "limits": {"millicores": 250, "memory_bytes": 1048576},
+            "startup_timeout_ms": 5000
+        });
+        let r = parse_start(b.to_string().as_bytes()).unwrap();
+        assert_eq!(r.env[0].value, "é\n");
+        let again = parse_start(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(again, r);
+        // Each byte dropped or flipped: refused with a message, or a valid request.
+        let text = b.to_string().into_bytes();
+        for i in 0..text.len() {
+            let mut cut = text.clone();
+            cut.remove(i);
+            if let Ok(r) = parse_start(&cut) {
+                r.validate().unwrap();
+            }
+            let mut flip = text.clone();
+            flip[i] ^= 0x20;
+            if let Ok(r) = parse_start(&flip) {
+                r.validate().unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn other_runtimes_need_no_command() {
         let b =
             serde_json::json!({"id": "a", "function": "f", "runtime": "runc", "image": "rcss:x"});

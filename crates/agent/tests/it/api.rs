@@ -15,6 +15,8 @@ const ECHO: &str = r#"
 import http.server, os
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
+        if self.path == '/crash':
+            os._exit(3)
         n = int(self.headers.get('content-length') or 0)
         body = self.rfile.read(n)
         auth = self.headers.get('authorization') or '-'
@@ -284,4 +286,41 @@ async fn stopping_the_agent_stops_its_instances() {
     (&mut r.served).await.unwrap().unwrap();
     assert!(!port_open(&a) && !port_open(&b));
     assert!(r.agent.list().is_empty());
+}
+
+#[tokio::test]
+async fn an_instance_that_exits_is_listed_as_exited_and_frees_its_capacity() {
+    let r = Running::start(8).await;
+    let c = r.client();
+    c.start(&echo("crashy")).await.unwrap();
+    assert_eq!(c.health().await.unwrap().used.instances, 1);
+    let out = c
+        .invoke("crashy", "crash", Bytes::new(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(out.status, StatusCode::BAD_GATEWAY, "{:?}", out.body);
+    let t = std::time::Instant::now();
+    let info = loop {
+        let l = c.list().await.unwrap();
+        if l[0].state == InstanceState::Exited {
+            break l[0].clone();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{l:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(info.exit.as_deref().unwrap_or("").contains('3'), "{info:?}");
+    assert_eq!(c.health().await.unwrap().used.instances, 0);
+    let out = c
+        .invoke("crashy", "", Bytes::new(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(out.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        String::from_utf8_lossy(&out.body).contains("has exited"),
+        "{:?}",
+        out.body
+    );
+    // Stopping an exited instance forgets it.
+    assert_eq!(c.stop("crashy").await.unwrap().state, InstanceState::Exited);
+    assert!(c.list().await.unwrap().is_empty());
 }
