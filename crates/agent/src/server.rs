@@ -50,6 +50,9 @@ pub struct AgentConfig {
     pub log_bytes: usize,
     /// Host names besides IP literals and localhost the API answers to.
     pub allow_hosts: Vec<String>,
+    /// The node snapshot cache (`<key>/entry.json` per resident snapshot),
+    /// listed as the node's snapshots.
+    pub snapshot_cache_dir: Option<std::path::PathBuf>,
 }
 
 impl AgentConfig {
@@ -67,6 +70,7 @@ impl AgentConfig {
             unavailable_runtimes: Vec::new(),
             log_bytes: 1 << 20,
             allow_hosts: Vec::new(),
+            snapshot_cache_dir: None,
         }
     }
 }
@@ -98,7 +102,6 @@ pub struct Agent {
     sandboxes: HashMap<&'static str, Arc<dyn Sandbox>>,
     instances: Mutex<HashMap<String, Entry>>,
     images: Mutex<BTreeSet<String>>,
-    snapshots: Mutex<BTreeSet<String>>,
     logs: Arc<LogBuffer>,
     pub(crate) client: crate::proxy::HttpClient,
     stopping: AtomicBool,
@@ -140,7 +143,6 @@ impl Agent {
             sandboxes: sandboxes.into_iter().map(|s| (s.kind(), s)).collect(),
             instances: Mutex::new(HashMap::new()),
             images: Mutex::new(BTreeSet::new()),
-            snapshots: Mutex::new(BTreeSet::new()),
             logs: Arc::new(LogBuffer::new(cfg.log_bytes)),
             client: crate::proxy::http_client(),
             stopping: AtomicBool::new(false),
@@ -219,7 +221,8 @@ impl Agent {
         usage_of(&self.instances.lock())
     }
 
-    /// Capacity, usage, backends and cache contents.
+    /// Capacity, usage, backends and cache contents (reads the snapshot
+    /// cache's directory: call it off the async threads).
     pub fn health(&self) -> Health {
         let mut runtimes: Vec<String> = self.sandboxes.keys().map(|k| k.to_string()).collect();
         runtimes.sort();
@@ -232,7 +235,12 @@ impl Agent {
             runtimes,
             unavailable_runtimes: self.cfg.unavailable_runtimes.clone(),
             images: self.images.lock().iter().cloned().collect(),
-            snapshots: self.snapshots.lock().iter().cloned().collect(),
+            snapshots: self
+                .cfg
+                .snapshot_cache_dir
+                .as_deref()
+                .map(cached_snapshots)
+                .unwrap_or_default(),
         }
     }
 
@@ -401,13 +409,8 @@ impl Agent {
                 format!("instance {} was stopped while it started", req.id),
             ));
         };
-        match req.runtime.as_str() {
-            "runc" if !req.image.is_empty() => remember(&self.images, req.image),
-            "microvm" => remember(
-                &self.snapshots,
-                format!("{}@{}", req.function, req.revision),
-            ),
-            _ => {}
+        if req.runtime == "runc" && !req.image.is_empty() {
+            remember(&self.images, req.image);
         }
         Ok(info)
     }
@@ -440,6 +443,24 @@ fn remember(set: &Mutex<BTreeSet<String>>, key: String) {
     if s.len() < MAX_CACHE_ENTRIES || s.contains(&key) {
         s.insert(key);
     }
+}
+
+/// The keys of the snapshots resident in a node snapshot cache: its
+/// directories that hold `entry.json` (written last, renamed into place),
+/// sorted, at most [`MAX_CACHE_ENTRIES`]. Fills in progress and trash
+/// (`.`-names) are skipped.
+pub fn cached_snapshots(dir: &std::path::Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && dir.join(n).join("entry.json").is_file())
+        .collect();
+    keys.sort();
+    keys.truncate(MAX_CACHE_ENTRIES);
+    keys
 }
 
 fn usage_of(map: &HashMap<String, Entry>) -> Usage {
@@ -491,8 +512,11 @@ async fn auth(State(a): State<Shared>, req: Request, next: Next) -> Response {
     }
 }
 
-async fn health(State(a): State<Shared>) -> Json<Health> {
-    Json(a.health())
+async fn health(State(a): State<Shared>) -> Result<Json<Health>, ApiError> {
+    tokio::task::spawn_blocking(move || a.health())
+        .await
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("health: {e}")))
 }
 
 async fn list(State(a): State<Shared>) -> Json<serde_json::Value> {
@@ -546,6 +570,29 @@ async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_snapshots_are_the_directories_with_an_entry() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, entry) in [
+            ("fn-r2-00000000000000aa", true),
+            ("fn-r1-00000000000000bb", true),
+            ("partial-r1-0", false),
+            (".tmp-fn-r3-0-1-2", true),
+            (".trash-1-2", true),
+        ] {
+            std::fs::create_dir(d.path().join(name)).unwrap();
+            if entry {
+                std::fs::write(d.path().join(name).join("entry.json"), "{}").unwrap();
+            }
+        }
+        std::fs::write(d.path().join(".snapcache"), "").unwrap();
+        assert_eq!(
+            cached_snapshots(d.path()),
+            ["fn-r1-00000000000000bb", "fn-r2-00000000000000aa"]
+        );
+        assert!(cached_snapshots(&d.path().join("absent")).is_empty());
+    }
 
     #[test]
     fn v6_hosts_get_brackets() {

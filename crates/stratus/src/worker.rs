@@ -175,6 +175,7 @@ mod with_etcd {
         acfg.max_instances = a.max_instances;
         acfg.unavailable_runtimes = backends.unavailable;
         acfg.allow_hosts = a.allow_hosts.clone();
+        acfg.snapshot_cache_dir = Some(stratus_rcss_vm::vm::snapshot_cache_dir(&state_dir));
         let agent = Agent::new(acfg, sandboxes);
 
         let listener = tokio::net::TcpListener::bind(a.listen)

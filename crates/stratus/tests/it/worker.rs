@@ -226,6 +226,20 @@ async fn a_worker_serves_instances_and_its_entry_expires_after_kill_9() {
         bad.body
     );
 
+    // What its node snapshot cache holds is advertised in the registry.
+    let key = "fn-r1-00000000000000aa";
+    let entry = dir.path().join("w1/snapshot-cache").join(key);
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::write(entry.join("entry.json"), "{}").unwrap();
+    assert_eq!(w.client.health().await.unwrap().snapshots, [key]);
+    let seen = until(
+        "the registry to list the cached snapshot",
+        Duration::from_secs(10),
+        async || nodes(&etcd).await[0].snapshots == [key],
+    )
+    .await;
+    eprintln!("cache contents in the registry {seen:?} after they changed");
+
     // Its lease lost (revoked here, as after a partition longer than the
     // TTL): it registers again.
     let cfg = EtcdConfig::new(etcd.endpoints(), CLUSTER);
