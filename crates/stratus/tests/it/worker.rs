@@ -327,3 +327,82 @@ async fn sigterm_stops_instances_and_leaves_the_registry_at_once() {
     assert!(nodes(&etcd).await.is_empty(), "still registered:\n{log}");
     eprintln!("SIGTERM → stopped and deregistered in {:?}", t.elapsed());
 }
+
+fn runc_containers(state: &Path) -> Vec<String> {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(state.join("runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runc_instances_through_a_worker_and_reaped_after_kill_9() {
+    let runc_ok = stratus_sandbox::runc::RuncSandbox::available(Path::new("runc")).is_ok()
+        && unsafe { libc::geteuid() } == 0;
+    if !runc_ok {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "runc tests need root and runc"
+        );
+        eprintln!("SKIPPED: runc tests need root and runc");
+        return;
+    }
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    crate::runc::stratus_rootfs(&rootfs);
+    let token = token_file(dir.path(), "cluster.token");
+    let mut w = Worker::start(&etcd, dir.path(), "w1", &token).await;
+    let h = w.client.health().await.unwrap();
+    assert!(h.runtimes.contains(&"runc".to_string()), "{h:?}");
+    let req: StartRequest = serde_json::from_value(serde_json::json!({
+        "id": "boxed-r1-0", "function": "boxed", "runtime": "runc",
+        "image": format!("dir:{}", rootfs.display()),
+        "command": ["/bin/stratus", "fn", "spin"],
+    }))
+    .unwrap();
+    let info = w.client.start(&req).await.unwrap();
+    assert_eq!(info.state, InstanceState::Ready);
+    let out = w
+        .client
+        .invoke(
+            "boxed-r1-0",
+            "",
+            Bytes::from_static(b"{}"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.status, 200, "{:?}", out.body);
+    let v: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(
+        v["pid"].as_i64(),
+        Some(1),
+        "PID 1 of its own namespace: {v}"
+    );
+    let state = dir.path().join("w1");
+    assert_eq!(runc_containers(&state).len(), 1);
+    assert_eq!(w.client.health().await.unwrap().images.len(), 1);
+
+    // kill -9: runc's init is not the worker's child, so the container
+    // outlives it; the next worker on this state directory deletes it.
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    drop(w);
+    let w = Worker::start(&etcd, dir.path(), "w1", &token).await;
+    assert!(
+        runc_containers(&state).is_empty(),
+        "{:?}",
+        runc_containers(&state)
+    );
+    assert!(w.client.list().await.unwrap().is_empty());
+}
