@@ -406,3 +406,54 @@ async fn runc_instances_through_a_worker_and_reaped_after_kill_9() {
     );
     assert!(w.client.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_microvm_through_a_worker_dies_with_it() {
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "cluster.token");
+    let mut w = Worker::start(&etcd, dir.path(), "w1", &token).await;
+    let h = w.client.health().await.unwrap();
+    if let Some((_, why)) = h.unavailable_runtimes.iter().find(|(r, _)| r == "microvm") {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "microvm: {why}");
+        eprintln!("SKIPPED: the worker has no microvm runtime: {why}");
+        return;
+    }
+    let req: StartRequest = serde_json::from_value(serde_json::json!({
+        "id": "vm-echo-r1-0", "function": "vm-echo", "runtime": "microvm",
+        "command": ["stratus", "fn", "echo"],
+        "startup_timeout_ms": 120_000,
+    }))
+    .unwrap();
+    let t = Instant::now();
+    let info = w.client.start(&req).await.unwrap();
+    eprintln!("microVM started through the worker in {:?}", t.elapsed());
+    let out = w
+        .client
+        .invoke(
+            "vm-echo-r1-0",
+            "",
+            Bytes::from_static(b"from a vm"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.status.as_u16(), &out.body[..]),
+        (200, &b"from a vm"[..])
+    );
+    let pids = instance_pids(&dir.path().join("w1/microvm/pids"));
+    assert_eq!(pids.len(), 1, "one QEMU: {pids:?}");
+    assert!(alive(pids[0]));
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    let ep = info.endpoint.unwrap();
+    until(
+        "QEMU to die with its worker",
+        Duration::from_secs(10),
+        async || !alive(pids[0]) && !port_open(&ep),
+    )
+    .await;
+}
