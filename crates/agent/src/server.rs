@@ -78,6 +78,28 @@ impl AgentConfig {
 /// The most cache entries health reports of each kind.
 const MAX_CACHE_ENTRIES: usize = 512;
 
+/// Exited instances kept listed (until stopped) before the oldest ids go:
+/// a control plane that never stops crashed instances must not grow the
+/// agent's memory without bound.
+const MAX_EXITED: usize = 256;
+
+/// Forgets exited instances beyond [`MAX_EXITED`] (smallest ids first),
+/// never `keep` (a start reusing that id gets 409 and sees why).
+fn prune_exited(map: &mut HashMap<String, Entry>, keep: &str) {
+    let mut exited: Vec<String> = map
+        .iter()
+        .filter(|(id, e)| *id != keep && e.current().state == InstanceState::Exited)
+        .map(|(id, _)| id.clone())
+        .collect();
+    if exited.len() <= MAX_EXITED {
+        return;
+    }
+    exited.sort();
+    for id in &exited[..exited.len() - MAX_EXITED] {
+        map.remove(id);
+    }
+}
+
 struct Entry {
     info: InstanceInfo,
     inst: Option<Arc<dyn Instance>>,
@@ -303,6 +325,7 @@ impl Agent {
                     "the agent is stopping".into(),
                 ));
             }
+            prune_exited(&mut map, &id);
             if let Some(e) = map.get(&id) {
                 return Err(ApiError(
                     StatusCode::CONFLICT,
@@ -592,6 +615,56 @@ mod tests {
             ["fn-r1-00000000000000bb", "fn-r2-00000000000000aa"]
         );
         assert!(cached_snapshots(&d.path().join("absent")).is_empty());
+    }
+
+    struct Gone;
+
+    #[async_trait::async_trait]
+    impl Instance for Gone {
+        fn id(&self) -> &str {
+            "gone"
+        }
+        fn endpoint(&self) -> std::net::SocketAddr {
+            ([127, 0, 0, 1], 9).into()
+        }
+        fn exit_status(&self) -> Option<String> {
+            Some("exit status: 1".into())
+        }
+        async fn stop(&self) {}
+    }
+
+    fn entry(id: &str, inst: Option<Arc<dyn Instance>>) -> Entry {
+        Entry {
+            info: InstanceInfo {
+                id: id.into(),
+                function: "f".into(),
+                revision: 1,
+                runtime: "process".into(),
+                state: InstanceState::Ready,
+                exit: None,
+                endpoint: None,
+                addr: None,
+                invoke_path: String::new(),
+                limits: crate::Limits::default(),
+                start_ms: None,
+            },
+            inst,
+        }
+    }
+
+    #[test]
+    fn exited_instances_are_forgotten_beyond_the_bound() {
+        let mut map = HashMap::new();
+        for i in 0..MAX_EXITED + 10 {
+            let id = format!("x{i:04}");
+            map.insert(id.clone(), entry(&id, Some(Arc::new(Gone))));
+        }
+        map.insert("starting".into(), entry("starting", None));
+        prune_exited(&mut map, "x0000");
+        assert_eq!(map.len(), MAX_EXITED + 2);
+        assert!(map.contains_key("x0000") && map.contains_key("starting"));
+        assert!(!map.contains_key("x0001"));
+        assert!(map.contains_key(&format!("x{:04}", MAX_EXITED + 9)));
     }
 
     #[test]
