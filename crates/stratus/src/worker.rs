@@ -38,8 +38,11 @@ pub struct WorkerArgs {
     /// The node's name in the registry (default: the host name).
     #[arg(long)]
     name: Option<String>,
-    /// State directory (pid files, runc and microVM state, node caches).
-    #[arg(long, env = "STRATUS_STATE_DIR")]
+    /// State directory (pid files, runc and microVM state, node caches);
+    /// default: worker-NAME in $STRATUS_STATE_DIR or ~/.local/state/stratus
+    /// (never a directory a `stratus up` or another worker uses: each reaps
+    /// what its directory records at startup).
+    #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Seconds the node's registration outlives the worker (etcd lease TTL).
     #[arg(long, default_value_t = 10)]
@@ -134,10 +137,9 @@ mod with_etcd {
         if a.max_instances == 0 {
             bail!("--max-instances 0: give at least 1");
         }
-        let state_dir = a
-            .state_dir
-            .clone()
-            .unwrap_or_else(stratus_gateway::client::default_state_dir);
+        let state_dir = a.state_dir.clone().unwrap_or_else(|| {
+            stratus_gateway::client::default_state_dir().join(format!("worker-{name}"))
+        });
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
 
@@ -196,11 +198,12 @@ mod with_etcd {
             .await?
             .context("registering the node")?;
         eprintln!(
-            "worker {name} registered (lease {}s; {} cores, {} MiB) and serving the agent API on {} as {agent_url}",
+            "worker {name} registered (lease {}s; {} cores, {} MiB) and serving the agent API on {} as {agent_url} (state in {})",
             a.lease_ttl,
             capacity.cores,
             capacity.memory_bytes >> 20,
-            listener.local_addr()?
+            listener.local_addr()?,
+            state_dir.display()
         );
         // Dropping `stop` wakes the registration thread and ends it.
         let (stop, stopped) = mpsc::channel::<()>();
