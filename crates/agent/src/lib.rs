@@ -33,6 +33,7 @@ pub mod client;
 pub mod join;
 mod proxy;
 pub mod request;
+mod routes;
 pub mod server;
 
 pub use capacity::{Capacity, CapacityError};

@@ -19,7 +19,8 @@ use http_body_util::Limited;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
-use crate::server::{Agent, ApiError};
+use crate::routes::ApiError;
+use crate::server::Agent;
 
 pub(crate) type HttpClient = Client<HttpConnector, Body>;
 

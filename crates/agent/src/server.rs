@@ -7,23 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
-use axum::{Json, Router};
+use axum::http::StatusCode;
+use axum::Router;
 use parking_lot::Mutex;
 use stratus_auth::{BoundedListener, ConnLimits, Guard, Token};
 use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox};
 use tokio::net::TcpListener;
 
 use crate::capacity::Capacity;
-use crate::request::{
-    parse_start, Health, InstanceInfo, InstanceState, RequestError, StartRequest, Usage,
-    MAX_CONTROL_BYTES,
-};
+use crate::request::{Health, InstanceInfo, InstanceState, StartRequest, Usage};
+pub(crate) use crate::routes::ApiError;
 
 /// How one agent runs.
 #[derive(Debug, Clone)]
@@ -120,41 +113,14 @@ impl Entry {
 /// One node's instances and backends.
 pub struct Agent {
     cfg: AgentConfig,
-    guard: Guard,
+    pub(crate) guard: Guard,
     sandboxes: HashMap<&'static str, Arc<dyn Sandbox>>,
     instances: Mutex<HashMap<String, Entry>>,
     images: Mutex<BTreeSet<String>>,
-    logs: Arc<LogBuffer>,
+    pub(crate) logs: Arc<LogBuffer>,
     pub(crate) client: crate::proxy::HttpClient,
     stopping: AtomicBool,
 }
-
-/// An API error: status and a message, sent as `{"error": message}`.
-#[derive(Debug)]
-pub(crate) struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.0, Json(serde_json::json!({"error": self.1}))).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        r
-    }
-}
-
-impl From<RequestError> for ApiError {
-    fn from(e: RequestError) -> Self {
-        let code = match e {
-            RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError(code, e.to_string())
-    }
-}
-
-type Shared = Arc<Agent>;
 
 impl Agent {
     /// An agent over `sandboxes` (each serves the runtime its `kind()` names).
@@ -178,26 +144,7 @@ impl Agent {
 
     /// The routes, with the token check on all of them.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route("/v1/agent/health", get(health))
-            .route("/v1/agent/instances", get(list).post(start))
-            .route("/v1/agent/instances/{id}", get(one).delete(stop))
-            .route("/v1/agent/instances/{id}/logs", get(logs))
-            .route(
-                "/v1/agent/instances/{id}/invoke",
-                any(crate::proxy::invoke_root),
-            )
-            .route(
-                "/v1/agent/instances/{id}/invoke/",
-                any(crate::proxy::invoke_root),
-            )
-            .route(
-                "/v1/agent/instances/{id}/invoke/{*path}",
-                any(crate::proxy::invoke),
-            )
-            .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES))
-            .layer(middleware::from_fn_with_state(self.clone(), auth))
-            .with_state(self.clone())
+        crate::routes::router(self)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops every
@@ -452,7 +399,7 @@ impl Agent {
         Ok(info)
     }
 
-    fn one(&self, id: &str) -> Result<InstanceInfo, ApiError> {
+    pub(crate) fn one(&self, id: &str) -> Result<InstanceInfo, ApiError> {
         self.instances
             .lock()
             .get(id)
@@ -518,160 +465,5 @@ pub(crate) fn not_found(id: &str) -> ApiError {
     )
 }
 
-/// Every route: `Host`/`Origin`, the token; a `POST` outside the invoke
-/// proxy needs a JSON body type.
-async fn auth(State(a): State<Shared>, req: Request, next: Next) -> Response {
-    let invoke = req.uri().path().contains("/invoke");
-    let checked = if invoke {
-        a.guard
-            .check_origin(req.headers())
-            .and_then(|()| a.guard.check_token(req.headers()))
-    } else {
-        a.guard.check_admin(req.method(), req.headers())
-    };
-    match checked {
-        Ok(()) => next.run(req).await,
-        Err(denied) => ApiError(denied.status(), denied.to_string()).into_response(),
-    }
-}
-
-async fn health(State(a): State<Shared>) -> Result<Json<Health>, ApiError> {
-    tokio::task::spawn_blocking(move || a.health())
-        .await
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("health: {e}")))
-}
-
-async fn list(State(a): State<Shared>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "instances": a.list() }))
-}
-
-async fn one(
-    State(a): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<Json<InstanceInfo>, ApiError> {
-    a.one(&id).map(Json)
-}
-
-async fn start(State(a): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
-    let req = parse_start(&body)?;
-    let info = a.start(req).await?;
-    Ok((StatusCode::CREATED, Json(info)).into_response())
-}
-
-async fn stop(
-    State(a): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<Json<InstanceInfo>, ApiError> {
-    a.stop(&id).await.map(Json)
-}
-
-#[derive(serde::Deserialize)]
-struct Tail {
-    #[serde(default = "default_tail")]
-    tail: usize,
-}
-
-fn default_tail() -> usize {
-    100
-}
-
-async fn logs(
-    State(a): State<Shared>,
-    Path(id): Path<String>,
-    Query(t): Query<Tail>,
-) -> Result<Response, ApiError> {
-    a.one(&id)?;
-    let text = a.logs.tail_of(&id, t.tail.min(10_000));
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        Body::from(text),
-    )
-        .into_response())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resident_snapshots_are_the_directories_with_an_entry() {
-        let d = tempfile::tempdir().unwrap();
-        for (name, entry) in [
-            ("fn-r2-00000000000000aa", true),
-            ("fn-r1-00000000000000bb", true),
-            ("partial-r1-0", false),
-            (".tmp-fn-r3-0-1-2", true),
-            (".trash-1-2", true),
-        ] {
-            std::fs::create_dir(d.path().join(name)).unwrap();
-            if entry {
-                std::fs::write(d.path().join(name).join("entry.json"), "{}").unwrap();
-            }
-        }
-        std::fs::write(d.path().join(".snapcache"), "").unwrap();
-        assert_eq!(
-            cached_snapshots(d.path()),
-            ["fn-r1-00000000000000bb", "fn-r2-00000000000000aa"]
-        );
-        assert!(cached_snapshots(&d.path().join("absent")).is_empty());
-    }
-
-    struct Gone;
-
-    #[async_trait::async_trait]
-    impl Instance for Gone {
-        fn id(&self) -> &str {
-            "gone"
-        }
-        fn endpoint(&self) -> std::net::SocketAddr {
-            ([127, 0, 0, 1], 9).into()
-        }
-        fn exit_status(&self) -> Option<String> {
-            Some("exit status: 1".into())
-        }
-        async fn stop(&self) {}
-    }
-
-    fn entry(id: &str, inst: Option<Arc<dyn Instance>>) -> Entry {
-        Entry {
-            info: InstanceInfo {
-                id: id.into(),
-                function: "f".into(),
-                revision: 1,
-                runtime: "process".into(),
-                state: InstanceState::Ready,
-                exit: None,
-                endpoint: None,
-                addr: None,
-                invoke_path: String::new(),
-                limits: crate::Limits::default(),
-                start_ms: None,
-            },
-            inst,
-        }
-    }
-
-    #[test]
-    fn exited_instances_are_forgotten_beyond_the_bound() {
-        let mut map = HashMap::new();
-        for i in 0..MAX_EXITED + 10 {
-            let id = format!("x{i:04}");
-            map.insert(id.clone(), entry(&id, Some(Arc::new(Gone))));
-        }
-        map.insert("starting".into(), entry("starting", None));
-        prune_exited(&mut map, "x0000");
-        assert_eq!(map.len(), MAX_EXITED + 2);
-        assert!(map.contains_key("x0000") && map.contains_key("starting"));
-        assert!(!map.contains_key("x0001"));
-        assert!(map.contains_key(&format!("x{:04}", MAX_EXITED + 9)));
-    }
-
-    #[test]
-    fn v6_hosts_get_brackets() {
-        assert_eq!(join_host_port("10.0.0.2", 80), "10.0.0.2:80");
-        assert_eq!(join_host_port("::1", 80), "[::1]:80");
-        assert_eq!(join_host_port("[::1]", 80), "[::1]:80");
-        assert_eq!(join_host_port("node-1", 80), "node-1:80");
-    }
-}
+mod tests;
