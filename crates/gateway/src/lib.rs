@@ -19,7 +19,9 @@ mod recorder;
 pub use body::ChunksBody;
 pub use config::Config;
 pub use engine::{CallError, InvokeResult};
-pub use platform::{DeployReport, Platform, PlatformError, RemoteChange, ResourceInfo};
+pub use platform::{
+    process_backend, DeployReport, Platform, PlatformError, RemoteChange, ResourceInfo,
+};
 
 /// An error and its causes on one line: `what failed: why: why`. Messages
 /// in this project do not repeat their source, so each cause appears once.

@@ -159,6 +159,32 @@ fn instance_cgroups() -> Option<stratus_sandbox::cgroup::Cgroups> {
     }
 }
 
+/// The `process` sandbox as `cfg` describes it (state directory, user,
+/// working directory, `$PATH`), after killing the instances a killed
+/// predecessor recorded in the state directory. Shared by `stratus up` and
+/// `stratus worker`.
+pub fn process_backend(cfg: &Config) -> Result<Arc<dyn Sandbox>, PlatformError> {
+    let pid_dir = cfg.state_dir.as_ref().map(|d| d.join("pids"));
+    if let Some(d) = &pid_dir {
+        let n = stratus_sandbox::process::reap_stale(d);
+        if n > 0 {
+            tracing::warn!(
+                count = n,
+                "killed instances left running by a previous platform process"
+            );
+        }
+    }
+    let user = stratus_sandbox::user::resolve(cfg.run_as.as_deref())?;
+    Ok(Arc::new(ProcessSandbox::new(ProcessConfig {
+        extra_path: cfg.extra_path.clone(),
+        workdir: cfg.workdir.clone(),
+        pid_dir,
+        stop_grace: cfg.stop_grace,
+        user,
+        cgroups: instance_cgroups(),
+    })))
+}
+
 impl Platform {
     /// Opens the state, reaps instances a killed predecessor left behind,
     /// restores deployed resources and starts the autoscaler.
@@ -203,25 +229,7 @@ impl Platform {
         store: Arc<dyn StateStore>,
         extra: Vec<Arc<dyn Sandbox>>,
     ) -> Result<Arc<Platform>, PlatformError> {
-        let pid_dir = cfg.state_dir.as_ref().map(|d| d.join("pids"));
-        if let Some(d) = &pid_dir {
-            let n = stratus_sandbox::process::reap_stale(d);
-            if n > 0 {
-                tracing::warn!(
-                    count = n,
-                    "killed instances left running by a previous platform process"
-                );
-            }
-        }
-        let user = stratus_sandbox::user::resolve(cfg.run_as.as_deref())?;
-        let process: Arc<dyn Sandbox> = Arc::new(ProcessSandbox::new(ProcessConfig {
-            extra_path: cfg.extra_path.clone(),
-            workdir: cfg.workdir.clone(),
-            pid_dir,
-            stop_grace: cfg.stop_grace,
-            user,
-            cgroups: instance_cgroups(),
-        }));
+        let process = process_backend(&cfg)?;
         let metrics = Arc::new(Metrics::new());
         let calls_limit =
             crate::listener::effective_max_calls(cfg.max_calls, crate::listener::fd_limit());

@@ -96,7 +96,7 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
     );
     let cache = Arc::new(
         SnapshotCache::open(SnapshotCacheConfig {
-            root: o.state_dir.join("snapshot-cache"),
+            root: snapshot_cache_dir(&o.state_dir),
             capacity_bytes: o.cache_bytes,
             policy: o.cache_policy,
             pinned: o.pinned.clone(),
@@ -123,6 +123,13 @@ pub fn snapshot_source(o: &MicrovmBackendOptions) -> Result<Arc<dyn SnapshotSour
     })
     .map_err(|e| VmError::new("opening the snapshot service", e))?;
     Ok(Arc::new(src))
+}
+
+/// Where the node snapshot cache of a backend with state in `state_dir`
+/// lives (`SnapshotCache` layout: `<key>/entry.json` once resident); a
+/// worker lists it to advertise what the cache holds.
+pub fn snapshot_cache_dir(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("snapshot-cache")
 }
 
 /// The microVM sandbox for `stratus up`, or `None` (with the reason) when

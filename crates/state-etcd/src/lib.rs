@@ -25,6 +25,7 @@
 #[cfg(feature = "testing")]
 pub mod cluster;
 pub mod election;
+pub mod join;
 mod lease;
 pub mod nodes;
 pub mod resources;

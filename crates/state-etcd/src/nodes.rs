@@ -30,6 +30,39 @@ pub struct NodeInfo {
 /// The most a node's entry may take (its cache lists included).
 pub const MAX_NODE_BYTES: usize = 64 << 10;
 
+/// The capacity a node may advertise (the bounds `stratus_agent::capacity`
+/// holds a worker to before it registers; checked again here because the
+/// registry is what placement reads).
+pub const MAX_CORES: u32 = 4096;
+pub const MIN_MEMORY_BYTES: u64 = 64 << 20;
+pub const MAX_MEMORY_BYTES: u64 = 64 << 40;
+
+impl NodeInfo {
+    /// Refuses a description no real node has: an empty name, cores or
+    /// memory out of bounds.
+    pub fn check(&self) -> Result<(), StateError> {
+        let bad = |why: String| {
+            Err(StateError::Corrupt(format!(
+                "node {:?} advertises impossible capacity: {why}",
+                self.name
+            )))
+        };
+        if self.name.is_empty() {
+            return Err(StateError::Corrupt("a node with an empty name".into()));
+        }
+        if self.cores == 0 || self.cores > MAX_CORES {
+            return bad(format!("cores {} (1 to {MAX_CORES})", self.cores));
+        }
+        if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&self.memory_bytes) {
+            return bad(format!(
+                "memory_bytes {} ({MIN_MEMORY_BYTES} to {MAX_MEMORY_BYTES})",
+                self.memory_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A registration kept alive; dropping it stops the keepalive (the entry
 /// then expires), [`NodeLease::deregister`] removes it at once.
 pub struct NodeLease {
@@ -45,6 +78,7 @@ fn node_key(prefix: &str, name: &str) -> String {
 }
 
 fn encode(info: &NodeInfo) -> Result<Vec<u8>, StateError> {
+    info.check()?;
     let v = serde_json::to_vec(info).map_err(|e| StateError::Corrupt(e.to_string()))?;
     if v.len() > MAX_NODE_BYTES {
         return Err(StateError::TooLarge {
@@ -108,7 +142,9 @@ impl EtcdStore {
         })
     }
 
-    /// The registered nodes, by name.
+    /// The registered nodes, by name. An entry that does not parse or
+    /// advertises impossible capacity is left out (and logged): one bad
+    /// worker must not hide the others from placement.
     pub fn list_nodes(&self) -> Result<Vec<NodeInfo>, StateError> {
         let prefix = format!("{}nodes/", self.prefix);
         let client = self.client.clone();
@@ -122,13 +158,16 @@ impl EtcdStore {
                 .await?;
             let mut out = Vec::new();
             for kv in resp.kvs() {
-                let n: NodeInfo = serde_json::from_slice(kv.value()).map_err(|e| {
-                    StateError::Corrupt(format!(
-                        "etcd key {}: {e}",
-                        String::from_utf8_lossy(kv.key())
-                    ))
-                })?;
-                out.push(n);
+                let n = serde_json::from_slice::<NodeInfo>(kv.value())
+                    .map_err(|e| StateError::Corrupt(e.to_string()))
+                    .and_then(|n| n.check().map(|()| n));
+                match n {
+                    Ok(n) => out.push(n),
+                    Err(e) => tracing::warn!(
+                        key = %String::from_utf8_lossy(kv.key()),
+                        "node entry left out: {e}"
+                    ),
+                }
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)

@@ -79,6 +79,43 @@ fn nodes_register_stay_while_kept_alive_and_expire_when_not() {
     let err = s.register_node(&huge, TTL).err().expect("too large");
     assert!(matches!(err, StateError::TooLarge { .. }), "{err:?}");
     assert!(err.to_string().contains("node \"h\""), "{err}");
+
+    // Impossible capacity: refused at registration, and an entry written
+    // around the check is left out of the listing, not the others with it.
+    let mut zero = node("z");
+    zero.cores = 0;
+    let err = s.register_node(&zero, TTL).err().expect("impossible");
+    assert!(
+        err.to_string().contains("impossible capacity: cores 0"),
+        "{err}"
+    );
+    let ok = s.register_node(&node("ok"), TTL).unwrap();
+    let mut inflated = node("big");
+    inflated.memory_bytes = u64::MAX;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(s.client().clone().put(
+        "/stratus/nodes/nodes/big",
+        serde_json::to_vec(&inflated).unwrap(),
+        None,
+    ))
+    .unwrap();
+    rt.block_on(
+        s.client()
+            .clone()
+            .put("/stratus/nodes/nodes/junk", "{", None),
+    )
+    .unwrap();
+    assert_eq!(names(&s), ["ok"]);
+    ok.deregister(&s).unwrap();
+
+    // The join check: the first verifier stays; the same one matches; another is refused.
+    use stratus_state_etcd::join::Joined;
+    assert_eq!(s.check_join("v1").unwrap(), Joined::First);
+    assert_eq!(s.check_join("v1").unwrap(), Joined::Matched);
+    assert_eq!(s.check_join("v2").unwrap(), Joined::Refused);
 }
 
 #[test]

@@ -32,6 +32,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the platform: gateway, activator, engine and state, in this process.
     Up(UpArgs),
+    /// Run this host as a cluster worker: register in etcd, serve the agent
+    /// API, run instances (build with `--features etcd`).
+    Worker(crate::worker::WorkerArgs),
     /// Deploy Knative Services and Workflows from YAML files or directories.
     Deploy {
         /// A YAML file (multi-document allowed) or a directory of them; repeatable.
@@ -434,43 +437,8 @@ pub struct UpArgs {
     /// Do not persist invocation records (memory only).
     #[arg(long)]
     no_persist_invocations: bool,
-    /// Snapshot-store server the runc sandbox pulls `rcss:NAME` images from.
-    #[arg(long, env = "STRATUS_SNAPSTORE_URL")]
-    snapstore: Option<String>,
-    /// File holding the bearer token for --snapstore (else
-    /// $STRATUS_SNAPSTORE_TOKEN; never a command-line value, which `ps` shows).
-    #[arg(long, value_name = "PATH")]
-    snapstore_token_file: Option<PathBuf>,
-    /// A local snapshot-store directory instead of a server.
-    #[arg(long)]
-    snapstore_dir: Option<PathBuf>,
-    /// How runc containers get their image: full (pull + extract), lazy, or
-    /// prefetch (lazy + landmark prefetch).
-    #[arg(long, default_value = "prefetch")]
-    image_pull: stratus_rcss_image::PullMode,
-    /// How microVM functions restore from their memory snapshot unless
-    /// annotated (stratus.dev/restore-policy): eager, lazy, working-set,
-    /// warm-local.
-    #[arg(long, default_value = "working-set")]
-    restore_policy: stratus_microvm::snapshot::RestorePolicy,
-    /// Guest memory of microVM functions, MiB.
-    #[arg(long, default_value_t = 256)]
-    vm_memory_mib: u32,
-    /// Node snapshot cache (eager / warm-local restores), bytes.
-    #[arg(long, default_value_t = 8 << 30)]
-    snapshot_cache_bytes: u64,
-    /// Node snapshot cache eviction: lru or size (largest first).
-    #[arg(long, default_value = "lru")]
-    snapshot_cache_policy: stratus_rcss_vm::snapcache::EvictionPolicy,
-    /// Snapshot keys the node cache never evicts (repeatable).
-    #[arg(long = "pin-snapshot")]
-    pin_snapshot: Vec<String>,
-    /// The user process-runtime functions run as when the platform runs as
-    /// root: a user name or uid[:gid] (default: nobody). A platform that is
-    /// not root runs them as its own user. runc and microVM functions keep
-    /// their own isolation.
-    #[arg(long, value_name = "USER")]
-    run_as: Option<String>,
+    #[command(flatten)]
+    node: crate::backends::NodeArgs,
     /// Host names the API answers to besides IP addresses and localhost
     /// (requests with another Host are refused: DNS rebinding); repeatable.
     #[arg(long = "allow-host", value_name = "NAME")]
@@ -559,6 +527,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let gw = cli.gateway.as_str();
     match cli.cmd {
         Cmd::Up(a) => up(a).await,
+        Cmd::Worker(a) => crate::worker::run(a).await,
         Cmd::Deploy { files, token } => deploy(&admin_client(gw, &token)?, &files).await,
         Cmd::Invoke {
             name,
@@ -760,7 +729,7 @@ async fn up(a: UpArgs) -> Result<()> {
         recent_invocations: a.recent_invocations,
         max_body_bytes: a.max_body_bytes,
         persist_invocations: !a.no_persist_invocations,
-        run_as: a.run_as.clone(),
+        run_as: a.node.run_as.clone(),
         admin_token: Some(admin),
         invoke_token,
         allow_hosts: a.allow_hosts.clone(),
@@ -782,48 +751,9 @@ async fn up(a: UpArgs) -> Result<()> {
         },
         ..Config::default()
     };
-    let snapstore_token = match &a.snapstore_token_file {
-        Some(p) => stratus_auth::Token::read_file(p)?.expose().to_string(),
-        None => std::env::var("STRATUS_SNAPSTORE_TOKEN").unwrap_or_default(),
-    };
-    let mut extra: Vec<std::sync::Arc<dyn stratus_sandbox::Sandbox>> = Vec::new();
-    match stratus_rcss_image::runc_backend(&stratus_rcss_image::RuncBackendOptions {
-        state_dir: state_dir.clone(),
-        snapstore_url: a.snapstore.clone(),
-        snapstore_token: snapstore_token.clone(),
-        snapstore_dir: a.snapstore_dir.clone(),
-        pull: a.image_pull,
-        cache_memory_bytes: 512 << 20,
-        cache_disk_bytes: 8 << 30,
-    })? {
-        Ok(sb) => extra.push(sb),
-        Err(why) => {
-            eprintln!("runc runtime unavailable: {why}");
-            cfg.unavailable_runtimes.push(("runc".into(), why));
-        }
-    }
-    match stratus_rcss_vm::vm::microvm_backend(&stratus_rcss_vm::vm::MicrovmBackendOptions {
-        state_dir: state_dir.clone(),
-        snapstore_url: a.snapstore.clone(),
-        snapstore_token: snapstore_token.clone(),
-        snapstore_dir: a.snapstore_dir.clone(),
-        restore_policy: a.restore_policy,
-        memory_mib: a.vm_memory_mib,
-        cache_bytes: a.snapshot_cache_bytes,
-        cache_policy: a.snapshot_cache_policy,
-        pinned: a.pin_snapshot.clone(),
-        chunk_cache_bytes: 512 << 20,
-        extra_path: std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| vec![d.to_path_buf()]))
-            .unwrap_or_default(),
-    })? {
-        Ok(sb) => extra.push(sb),
-        Err(why) => {
-            eprintln!("microvm runtime unavailable: {why}");
-            cfg.unavailable_runtimes.push(("microvm".into(), why));
-        }
-    }
+    let backends = crate::backends::extra_backends(&a.node, &state_dir)?;
+    cfg.unavailable_runtimes.extend(backends.unavailable);
+    let extra = backends.extra;
     let platform = if a.etcd.is_empty() {
         Platform::start_with_backends(cfg, extra)
             .await

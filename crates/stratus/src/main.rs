@@ -1,9 +1,11 @@
 //! `stratus`: a thin command line over the library crates.
 
+mod backends;
 mod cli;
 mod etcd;
 mod export;
 mod trace;
+mod worker;
 
 use clap::Parser;
 

@@ -16,6 +16,8 @@ mod runc;
 mod scaling;
 mod serve_limits;
 mod vmsnap;
+#[cfg(feature = "etcd")]
+mod worker;
 mod workflows;
 
 use std::path::PathBuf;

@@ -1,0 +1,42 @@
+//! The worker's agent: what `stratus worker` serves to the control plane.
+//!
+//! ```text
+//!  control plane ──AgentClient──► agent API (axum, token on every route)
+//!                                   POST   /v1/agent/instances          start (request::parse_start)
+//!                                   GET    /v1/agent/instances          list
+//!                                   GET    /v1/agent/instances/{id}     one
+//!                                   DELETE /v1/agent/instances/{id}     stop
+//!                                   GET    /v1/agent/instances/{id}/logs
+//!                                   ANY    /v1/agent/instances/{id}/invoke/{*path}  proxy
+//!                                   GET    /v1/agent/health             capacity, usage, caches
+//!                                          │
+//!                                          ▼
+//!                                   Sandbox backends of this node (process, runc, microvm)
+//! ```
+//!
+//! An instance's life on the agent:
+//!
+//! ```text
+//!  POST ──► starting ──(sandbox ready)──► ready ──(it exits)──► exited
+//!              │  (DELETE: stopped once ready)   │                 │
+//!              └────────────── DELETE ───────────┴──── DELETE ─────┴──► gone
+//! ```
+//!
+//! The agent knows no etcd and no gateway: `stratus worker` registers the
+//! node and runs this server; the control plane talks to it with
+//! [`client::AgentClient`]. Every instance is stopped when the agent stops
+//! ([`server::Agent::shutdown`]) and killed if the agent process dies (the
+//! sandboxes' own guarantees: `PR_SET_PDEATHSIG`, cgroups, pid files).
+
+pub mod capacity;
+pub mod client;
+pub mod join;
+mod proxy;
+pub mod request;
+mod routes;
+pub mod server;
+
+pub use capacity::{Capacity, CapacityError};
+pub use client::{AgentClient, ClientError};
+pub use request::{parse_start, Health, InstanceInfo, InstanceState, Limits, StartRequest};
+pub use server::{Agent, AgentConfig};

@@ -1,0 +1,172 @@
+//! `ANY /v1/agent/instances/{id}/invoke/{*path}`: an invocation passed to
+//! the instance and its answer streamed back, for callers on other hosts
+//! (instances usually listen on loopback only). The agent's token is
+//! checked here and never forwarded; bodies are bounded both ways by the
+//! instance's answer time ([`AgentConfig::invoke_timeout`]) and the request
+//! by [`AgentConfig::max_invoke_bytes`].
+//!
+//! [`AgentConfig::invoke_timeout`]: crate::AgentConfig::invoke_timeout
+//! [`AgentConfig::max_invoke_bytes`]: crate::AgentConfig::max_invoke_bytes
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use http_body_util::Limited;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use crate::routes::ApiError;
+use crate::server::Agent;
+
+pub(crate) type HttpClient = Client<HttpConnector, Body>;
+
+pub(crate) fn http_client() -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(conn)
+}
+
+/// Headers that belong to one hop (RFC 9110 7.6.1) or to the agent.
+fn hop_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "authorization"
+    )
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (k, v) in from {
+        if !hop_header(k) {
+            to.append(k.clone(), v.clone());
+        }
+    }
+}
+
+pub(crate) async fn invoke_root(
+    st: State<Arc<Agent>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    forward(st, id, String::new(), req).await
+}
+
+pub(crate) async fn invoke(
+    st: State<Arc<Agent>>,
+    Path((id, path)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    forward(st, id, path, req).await
+}
+
+async fn forward(State(a): State<Arc<Agent>>, id: String, path: String, req: Request) -> Response {
+    match forward_inner(&a, &id, &path, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward_inner(
+    a: &Agent,
+    id: &str,
+    path: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let ep = a.endpoint_of(id)?;
+    let max = a.config().max_invoke_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
+    }
+    let (parts, body) = req.into_parts();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let uri: Uri = format!("http://{ep}/{path}{query}").parse().map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invoke path {path:?}: not a valid URI path: {e}"),
+        )
+    })?;
+    let mut out = http::Request::builder()
+        .method(parts.method)
+        .uri(uri)
+        .body(Body::new(Limited::new(body, max)))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invoke request: {e}")))?;
+    copy_headers(&parts.headers, out.headers_mut());
+    let timeout = a.config().invoke_timeout;
+    let resp = match tokio::time::timeout(timeout, a.client.request(out)).await {
+        Err(_) => {
+            return Err(ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("instance {id} did not answer within {timeout:?}"),
+            ))
+        }
+        Ok(Err(e)) => {
+            let chain = stratus_sandbox::error_chain(&e);
+            if chain.contains("length limit exceeded") {
+                return Err(too_large(max));
+            }
+            return Err(ApiError(
+                StatusCode::BAD_GATEWAY,
+                format!("instance {id}: {chain}"),
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (rparts, rbody) = resp.into_parts();
+    let mut r = Response::new(Body::new(rbody));
+    *r.status_mut() = rparts.status;
+    copy_headers(&rparts.headers, r.headers_mut());
+    Ok(r)
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("invocation body larger than {max} bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_and_hop_headers_stay_here() {
+        let mut from = HeaderMap::new();
+        from.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
+        from.insert(header::CONNECTION, "close".parse().unwrap());
+        from.insert(header::HOST, "10.0.0.1:7070".parse().unwrap());
+        from.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        from.insert("x-stratus-idempotency-key", "k1".parse().unwrap());
+        let mut to = HeaderMap::new();
+        copy_headers(&from, &mut to);
+        assert_eq!(to.len(), 2, "{to:?}");
+        assert!(to.get(header::AUTHORIZATION).is_none());
+        assert_eq!(to["x-stratus-idempotency-key"], "k1");
+    }
+}

@@ -1,0 +1,138 @@
+//! The agent's routes: the checks in front of all of them, the handlers,
+//! and how errors become answers (`{"error": message}`).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+
+use crate::request::{parse_start, Health, InstanceInfo, RequestError, MAX_CONTROL_BYTES};
+use crate::server::Agent;
+
+type Shared = Arc<Agent>;
+
+/// An API error: status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(serde_json::json!({"error": self.1}))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let code = match e {
+            RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+/// The routes, with the token check on all of them.
+pub(crate) fn router(agent: &Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/agent/health", get(health))
+        .route("/v1/agent/instances", get(list).post(start))
+        .route("/v1/agent/instances/{id}", get(one).delete(stop))
+        .route("/v1/agent/instances/{id}/logs", get(logs))
+        .route(
+            "/v1/agent/instances/{id}/invoke",
+            any(crate::proxy::invoke_root),
+        )
+        .route(
+            "/v1/agent/instances/{id}/invoke/",
+            any(crate::proxy::invoke_root),
+        )
+        .route(
+            "/v1/agent/instances/{id}/invoke/{*path}",
+            any(crate::proxy::invoke),
+        )
+        .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES))
+        .layer(middleware::from_fn_with_state(agent.clone(), auth))
+        .with_state(agent.clone())
+}
+
+/// Every route: `Host`/`Origin`, the token; a `POST` outside the invoke
+/// proxy needs a JSON body type.
+async fn auth(State(a): State<Shared>, req: Request, next: Next) -> Response {
+    let invoke = req.uri().path().contains("/invoke");
+    let checked = if invoke {
+        a.guard
+            .check_origin(req.headers())
+            .and_then(|()| a.guard.check_token(req.headers()))
+    } else {
+        a.guard.check_admin(req.method(), req.headers())
+    };
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(denied) => ApiError(denied.status(), denied.to_string()).into_response(),
+    }
+}
+
+async fn health(State(a): State<Shared>) -> Result<Json<Health>, ApiError> {
+    tokio::task::spawn_blocking(move || a.health())
+        .await
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("health: {e}")))
+}
+
+async fn list(State(a): State<Shared>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "instances": a.list() }))
+}
+
+async fn one(
+    State(a): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceInfo>, ApiError> {
+    a.one(&id).map(Json)
+}
+
+async fn start(State(a): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let req = parse_start(&body)?;
+    let info = a.start(req).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+async fn stop(
+    State(a): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceInfo>, ApiError> {
+    a.stop(&id).await.map(Json)
+}
+
+#[derive(serde::Deserialize)]
+struct Tail {
+    #[serde(default = "default_tail")]
+    tail: usize,
+}
+
+fn default_tail() -> usize {
+    100
+}
+
+async fn logs(
+    State(a): State<Shared>,
+    Path(id): Path<String>,
+    Query(t): Query<Tail>,
+) -> Result<Response, ApiError> {
+    a.one(&id)?;
+    let text = a.logs.tail_of(&id, t.tail.min(10_000));
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from(text),
+    )
+        .into_response())
+}

@@ -1,0 +1,3 @@
+//! The agent API against real process instances (a small Python server).
+
+mod api;
