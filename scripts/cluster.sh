@@ -9,7 +9,7 @@
 #   scripts/cluster.sh down      [--prefix P] [--dir DIR]
 #   scripts/cluster.sh status    [--prefix P] [--dir DIR]
 #   scripts/cluster.sh bytes     [--prefix P] [--dir DIR]   # per host, from the kernel
-#   scripts/cluster.sh exec HOST CMD...                       # HOST: h1..hN, e1..e3, cp, core
+#   scripts/cluster.sh exec HOST [--] CMD...                    # HOST: h1..hN, e1..e3, cp, core
 #   scripts/cluster.sh kill-etcd I | start-etcd I             # I: 1..3 (kill -9, restart on its data)
 #   scripts/cluster.sh link-down HOST | link-up HOST          # cut / heal a host's link
 #
@@ -34,6 +34,7 @@ NET=10.77.0
 ETCD_IP() { echo "$NET.$((240 + $1))"; }
 CP_IP=$NET.250
 GW_PORT=8080
+WORKER_PORT=8081
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 say() { echo "cluster.sh: $*" >&2; }
@@ -157,7 +158,7 @@ cluster_n() { [ -f "$dir/hosts" ] && cat "$dir/hosts" || our_namespaces | grep -
 up() {
   need_root
   n="${args[0]:-}"
-  [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "up N: N hosts, 1..200 (got '${n}')"
+  if ! [[ "$n" =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt 200 ]; then die "up N: N hosts, 1..200 (got '${n}')"; fi
   if [ -n "$(our_namespaces)" ] || [ -d "$dir" ]; then
     if [ "$replace" = 1 ]; then
       say "a cluster '$prefix' exists (namespaces or $dir): taking it down first (--replace)"
@@ -232,10 +233,19 @@ start_stratus() {
   done
   [ "$ok" = 1 ] || { tail -n 20 "$dir/cp.log" >&2; die "the control plane did not answer on http://$CP_IP:$GW_PORT (log: $dir/cp.log)"; }
   say "control plane: http://$CP_IP:$GW_PORT (admin token: $dir/admin.token)"
-  if "$bin" worker --help >/dev/null 2>&1; then
+  local help wargs
+  if help="$("$bin" worker --help 2>&1)" && grep -q -- '--join' <<<"$help"; then
     for ((i = 1; i <= n; i++)); do
-      (cd "$repo" && STRATUS_TOKEN_FILE="$dir/admin.token" start_in "h$i" "worker$i" "$bin" worker \
-        --join "http://$CP_IP:$GW_PORT" --token-file "$dir/admin.token")
+      wargs=(worker --join "http://$CP_IP:$GW_PORT")
+      # The worker's flags are young: pass those this build has.
+      if grep -q -- '--token-file' <<<"$help"; then wargs+=(--token-file "$dir/admin.token"); fi
+      if grep -q -- '--addr' <<<"$help"; then wargs+=(--addr "$NET.$i:$WORKER_PORT"); fi
+      if grep -q -- '--state-dir' <<<"$help"; then mkdir -p "$dir/worker$i"; wargs+=(--state-dir "$dir/worker$i"); fi
+      (cd "$repo" && start_in "h$i" "worker$i" "$bin" "${wargs[@]}")
+    done
+    sleep 1
+    for ((i = 1; i <= n; i++)); do
+      alive "$(cat "$dir/worker$i.pid")" || { tail -n 20 "$dir/worker$i.log" >&2; die "worker $i exited (log: $dir/worker$i.log)"; }
     done
     say "workers: one per host (logs: $dir/worker*.log)"
   else
@@ -251,7 +261,7 @@ down() {
     local pids
     pids="$(ip netns pids "$node" 2>/dev/null || true)"
     # shellcheck disable=SC2086 # one pid per word
-    [ -n "$pids" ] && kill -9 $pids 2>/dev/null || true
+    if [ -n "$pids" ]; then kill -9 $pids 2>/dev/null || true; fi
   done
   for node in $(our_namespaces); do
     for _ in $(seq 50); do [ -z "$(ip netns pids "$node" 2>/dev/null)" ] && break; sleep 0.05; done
