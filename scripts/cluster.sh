@@ -6,10 +6,10 @@
 #
 #   scripts/cluster.sh up N [--rate 1gbit] [--burst 256kb] [--prefix P]
 #                          [--dir DIR] [--stratus PATH] [--no-stratus] [--replace]
-#   scripts/cluster.sh down      [--prefix P] [--dir DIR]
-#   scripts/cluster.sh status    [--prefix P] [--dir DIR]
-#   scripts/cluster.sh bytes     [--prefix P] [--dir DIR]   # per host, from the kernel
-#   scripts/cluster.sh exec HOST [--] CMD...                    # HOST: h1..hN, e1..e3, cp, core
+#   scripts/cluster.sh down      [--prefix P] [--dir DIR]     # the same options go with
+#   scripts/cluster.sh status    [--prefix P] [--dir DIR]     # every command below
+#   scripts/cluster.sh bytes     [--prefix P] [--dir DIR]     # per host, from the kernel
+#   scripts/cluster.sh exec HOST [--] CMD...                  # HOST: h1..hN, e1..e3, cp, core
 #   scripts/cluster.sh kill-etcd I | start-etcd I             # I: 1..3 (kill -9, restart on its data)
 #   scripts/cluster.sh link-down HOST | link-up HOST          # cut / heal a host's link
 #

@@ -96,9 +96,7 @@ pub struct NetCluster {
 pub fn script() -> PathBuf {
     std::env::var_os("STRATUS_CLUSTER_SCRIPT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh"))
 }
 
 fn on_path(bin: &str) -> bool {
@@ -299,11 +297,12 @@ impl NetCluster {
         F: FnOnce() -> T + Send,
     {
         let ns = self.namespace(node);
-        let file = std::fs::File::open(format!("/run/netns/{ns}"))
-            .map_err(|source| NetClusterError::Enter {
+        let file = std::fs::File::open(format!("/run/netns/{ns}")).map_err(|source| {
+            NetClusterError::Enter {
                 ns: ns.clone(),
                 source,
-            })?;
+            }
+        })?;
         std::thread::scope(|s| {
             s.spawn(move || {
                 rustix::thread::move_into_link_name_space(

@@ -2,8 +2,8 @@
 //! hosts reach each other and etcd only over the private bridge, a cut link
 //! loses and a healed one regains connectivity, the kernel counts each
 //! host's bytes, etcd keeps writing with one member of three killed and
-//! fails clearly with two, and nothing is left after drop. Needs root, iproute2 and
-//! etcd; skipped loudly without them, required under CI=true.
+//! fails clearly with two, and nothing is left after drop. Needs root,
+//! iproute2 and etcd; skipped loudly without them, required under CI=true.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -45,15 +45,22 @@ fn hosts_links_bytes_and_etcd_faults_in_the_namespace_cluster() {
     eprintln!("up: {:?}", t0.elapsed());
 
     // Each host link is shaped with tbf, both ways.
-    let q = c.exec("h1", &["tc", "qdisc", "show", "dev", "eth0"]).unwrap();
+    let q = c
+        .exec("h1", &["tc", "qdisc", "show", "dev", "eth0"])
+        .unwrap();
     assert!(String::from_utf8_lossy(&q.stdout).contains("tbf"), "{q:?}");
-    let q = c.exec("core", &["tc", "qdisc", "show", "dev", "h1"]).unwrap();
+    let q = c
+        .exec("core", &["tc", "qdisc", "show", "dev", "h1"])
+        .unwrap();
     assert!(String::from_utf8_lossy(&q.stdout).contains("tbf"), "{q:?}");
 
     // A host's only route is the private /24: nothing leaves the cluster.
     let routes = c.exec("h1", &["ip", "route", "show"]).unwrap();
     let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
-    assert_eq!(routes.trim(), "10.77.0.0/24 dev eth0 proto kernel scope link src 10.77.0.1");
+    assert_eq!(
+        routes.trim(),
+        "10.77.0.0/24 dev eth0 proto kernel scope link src 10.77.0.1"
+    );
 
     // h2 listens; h1 reaches it over the bridge and sends 1 MiB, which the
     // kernel counts on both hosts' interfaces.
@@ -89,7 +96,10 @@ fn hosts_links_bytes_and_etcd_faults_in_the_namespace_cluster() {
     eprintln!("bytes h1 {h1_before:?} -> {h1_after:?}, h2 {h2_before:?} -> {h2_after:?}");
     assert!(h1_after.1 - h1_before.1 >= payload.len() as u64, "h1 tx");
     assert!(h2_after.0 - h2_before.0 >= payload.len() as u64, "h2 rx");
-    assert!(h2_after.1 - h2_before.1 < payload.len() as u64 / 4, "h2 only acked");
+    assert!(
+        h2_after.1 - h2_before.1 < payload.len() as u64 / 4,
+        "h2 only acked"
+    );
 
     // A cut link loses connectivity; a healed one regains it.
     let reach = |timeout: Duration| {
@@ -102,7 +112,9 @@ fn hosts_links_bytes_and_etcd_faults_in_the_namespace_cluster() {
     eprintln!("link h2 down: {err}");
     c.link_up("h2").unwrap();
     let t = Instant::now();
-    until_ok(Duration::from_secs(10), || reach(Duration::from_millis(500)));
+    until_ok(Duration::from_secs(10), || {
+        reach(Duration::from_millis(500))
+    });
     eprintln!("link h2 up: reachable again after {:?}", t.elapsed());
 
     // etcd, from host h1: a store whose client runtime lives in h1.
@@ -115,7 +127,10 @@ fn hosts_links_bytes_and_etcd_faults_in_the_namespace_cluster() {
         })
         .unwrap()
         .unwrap();
-    assert_eq!(store.put_resources(&[res("Service", "a", "1")]).unwrap(), [1]);
+    assert_eq!(
+        store.put_resources(&[res("Service", "a", "1")]).unwrap(),
+        [1]
+    );
 
     // One member of three killed: writes go on.
     c.kill_member(1).unwrap();
@@ -129,11 +144,16 @@ fn hosts_links_bytes_and_etcd_faults_in_the_namespace_cluster() {
     // Two killed: no quorum, a write fails clearly within its deadline.
     c.kill_member(2).unwrap();
     let t = Instant::now();
-    let err = store.put_resources(&[res("Service", "a", "3")]).unwrap_err();
+    let err = store
+        .put_resources(&[res("Service", "a", "3")])
+        .unwrap_err();
     let took = t.elapsed();
     eprintln!("members 1, 2 killed: write failed after {took:?}: {err}");
     assert!(matches!(err, StateError::Unavailable { .. }), "{err:?}");
-    assert!(took < Duration::from_secs(10), "bounded by the deadline: {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "bounded by the deadline: {took:?}"
+    );
 
     // Restarted on their data: writes work again and nothing was lost.
     c.start_member(1).unwrap();
