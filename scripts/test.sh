@@ -14,6 +14,8 @@ command -v runc >/dev/null || need+=(runc)         # the runc sandbox (crun fail
 command -v fusermount3 >/dev/null || need+=(fuse3) # lazy image root filesystems
 command -v etcd >/dev/null || need+=(etcd-server)  # the 3-member etcd cluster tests
 command -v protoc >/dev/null || need+=(protobuf-compiler) # building etcd-client's gRPC code
+command -v ip >/dev/null || need+=(iproute2)       # the namespace cluster (scripts/cluster.sh): ip, tc
+command -v curl >/dev/null || need+=(curl)         # the namespace cluster's health checks
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -43,5 +45,6 @@ fi
 ./scripts/build-microvm-guest.sh --install-only
 [ "$install_only" = 1 ] && exit 0
 
-# stratus/etcd: `stratus up --etcd` and its test against a real etcd cluster.
+# stratus/etcd: `stratus up --etcd` and its test against a real etcd cluster;
+# as root, the namespace cluster tests (scripts/cluster.sh) run too.
 cargo test --workspace --features stratus/etcd "$@"

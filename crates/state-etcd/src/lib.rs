@@ -20,13 +20,16 @@
 //! quorum gives [`StateError::Unavailable`] within the deadline, not a hang.
 //!
 //! With the `testing` feature, [`cluster`] starts a real 3-member etcd
-//! cluster for tests.
+//! cluster for tests, and [`netns`] a cluster of hosts (network namespaces
+//! on a private bridge, etcd members on hosts of their own) for fault tests.
 
 #[cfg(feature = "testing")]
 pub mod cluster;
 pub mod election;
 pub mod join;
 mod lease;
+#[cfg(feature = "testing")]
+pub mod netns;
 pub mod nodes;
 pub mod resources;
 pub mod watch;

@@ -12,6 +12,8 @@ mod ingest_kill;
 mod lifecycle;
 mod limits;
 mod microvm;
+#[cfg(feature = "etcd")]
+mod netns;
 mod runc;
 mod scaling;
 mod serve_limits;
