@@ -58,6 +58,7 @@
 
 mod convert;
 mod model;
+pub mod predicate;
 mod service;
 mod workflow;
 
