@@ -56,6 +56,7 @@
 //! are listed on [`Service`]. Fields Knative knows but Stratus ignores are
 //! accepted (some with a warning); unknown fields give warnings, never errors.
 
+mod branch;
 mod convert;
 mod model;
 pub mod predicate;

@@ -73,6 +73,9 @@ fn render(b: &Bundle) -> String {
                 write!(line, " inputs=[{}]", i.join(", ")).unwrap();
             }
             write!(line, " {:?} {:?}", s.trigger, s.input_format).unwrap();
+            if let Some(w) = &s.when {
+                write!(line, " when: {w}").unwrap();
+            }
             writeln!(out, "{line}").unwrap();
         }
     }

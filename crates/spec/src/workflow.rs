@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use crate::branch::{self, Cond, Switch};
 use crate::convert::{check_name, list_names, Ctx, MapView};
 use crate::model::{
     InputFormat, InputRef, InvokePolicy, Pos, Step, Trigger, Workflow, INVOKE_ANNOTATION,
@@ -16,6 +17,8 @@ struct Parsed {
     step: Step,
     /// Every reference (from `map` or `inputs`) with its position.
     refs: Vec<(InputRef, Pos)>,
+    /// Its `when:`, then (once switches are applied) its switch case's.
+    conds: Vec<Cond>,
 }
 
 /// Converts a Workflow document whose `apiVersion`/`kind` were already read.
@@ -45,6 +48,7 @@ pub(crate) fn convert(
     ctx.workflow = name.as_ref().map(|(n, _)| n.clone());
 
     let mut steps = Vec::new();
+    let mut switches: Vec<Switch> = Vec::new();
     let mut output = None;
     let mut max_concurrency = None;
     // False when a step or the output could not be read: then "which step is
@@ -60,6 +64,10 @@ pub(crate) fn convert(
                         ctx.error(list.pos, "spec.steps is empty; add at least one step");
                     }
                     for (i, item) in items.iter().enumerate() {
+                        if branch::is_switch(item) {
+                            switches.extend(branch::switch(ctx, item, i));
+                            continue;
+                        }
                         match step(ctx, item, i) {
                             Some(p) => steps.push(p),
                             None => complete = false,
@@ -83,19 +91,47 @@ pub(crate) fn convert(
     let wf_pos = root.pos;
     root.finish(ctx, &["status"], &[]);
 
+    apply_switches(ctx, &mut steps, &switches);
     validate(ctx, &steps, output.as_ref(), complete, spec_pos);
     ctx.workflow = None;
 
     let ok = ctx.errors.len() == errors_before;
     let wf = name.as_ref().filter(|_| ok).map(|(n, _)| Workflow {
         name: n.clone(),
-        steps: steps.into_iter().map(|p| p.step).collect(),
+        steps: steps
+            .into_iter()
+            .map(|p| Step {
+                when: branch::combine(p.conds),
+                ..p.step
+            })
+            .collect(),
         output: output.map(|(o, _)| o),
         max_concurrency,
         invoke,
         pos: wf_pos,
     });
     (name, wf)
+}
+
+/// Adds each switch case's condition to its branch step.
+fn apply_switches(ctx: &mut Ctx<'_>, steps: &mut [Parsed], switches: &[Switch]) {
+    if switches.is_empty() {
+        return;
+    }
+    let names: Vec<String> = steps.iter().map(|p| p.step.name.clone()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut conds: HashMap<String, Vec<Cond>> = HashMap::new();
+    for p in steps.iter_mut() {
+        if !conds.contains_key(&p.step.name) {
+            conds.insert(p.step.name.clone(), std::mem::take(&mut p.conds));
+        }
+    }
+    branch::apply_switches(ctx, switches, &mut conds, &names);
+    for p in steps.iter_mut() {
+        if let Some(c) = conds.remove(&p.step.name) {
+            p.conds = c;
+        }
+    }
 }
 
 /// `metadata.annotations`: [`INVOKE_ANNOTATION`] is read; other keys are the
@@ -208,6 +244,9 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
             None => InputFormat::Json,
         },
     };
+    let when = m
+        .get("when")
+        .and_then(|n| branch::condition(ctx, n, &format!("{path}.when")));
     m.finish(ctx, &[], &[]);
 
     let (name, _) = name?;
@@ -219,9 +258,11 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
             map,
             trigger: trigger.unwrap_or(Trigger::AllOf),
             input_format,
+            when: None,
             pos: node.pos,
         },
         refs,
+        conds: when.into_iter().collect(),
     })
 }
 
@@ -391,6 +432,11 @@ fn validate(
         }
     }
     ctx.step = None;
+
+    if !ref_problem {
+        let conds: Vec<Vec<Cond>> = steps.iter().map(|p| p.conds.clone()).collect();
+        branch::check_refs(ctx, &conds, &names, &index, &edges);
+    }
 
     let cycles = cycles(&edges);
     for cycle in &cycles {
