@@ -163,9 +163,10 @@ impl Plan {
                     output: o.clone(),
                 })?,
             // The spec validator guarantees a single sink when `output` is absent.
+            // (A step read only by conditions is not a sink.)
             None => steps
                 .iter()
-                .position(|s| s.consumers.is_empty())
+                .position(|s| s.consumers.is_empty() && s.watchers.is_empty())
                 .unwrap_or(steps.len() - 1),
         };
         let raw_input = steps

@@ -18,7 +18,7 @@
 //! A switch compiles to conditions on its branch steps: case i gets
 //! `not c0 and ... not c(i-1) and ci`, the default `not c0 and ... not cn`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::convert::{list_names, Ctx, MapView};
 use crate::model::Pos;
@@ -203,28 +203,22 @@ pub(crate) fn apply_switches(
     }
 }
 
-/// Checks that every `$step` a condition reads is a step upstream of the
-/// one it guards (so its value exists when the condition is evaluated).
-/// `edges[i]` lists the consumers of step `i`; `index` maps names to steps.
+/// Checks that every `$step` a condition reads exists and is not the step
+/// itself. Returns the edges (read step -> guarded step) the conditions add:
+/// a condition waits for the steps it reads, so the caller includes them in
+/// the cycle check (a step cannot read one downstream of itself).
 pub(crate) fn check_refs(
     ctx: &mut Ctx<'_>,
     conds: &[Vec<Cond>],
     names: &[&str],
     index: &HashMap<&str, usize>,
-    edges: &[Vec<usize>],
-) {
-    let mut producers: Vec<Vec<usize>> = vec![Vec::new(); edges.len()];
-    for (p, cs) in edges.iter().enumerate() {
-        for &c in cs {
-            producers[c].push(p);
-        }
-    }
+) -> Vec<(usize, usize)> {
+    let mut edges = Vec::new();
     for (s, cs) in conds.iter().enumerate() {
         if cs.is_empty() || index.get(names[s]) != Some(&s) {
             continue; // no condition, or a duplicate step (already reported)
         }
         ctx.step = Some(names[s].to_string());
-        let upstream = ancestors(&producers, s);
         for c in cs {
             for p in c.expr.paths() {
                 let Root::Step(r) = &p.root else { continue };
@@ -241,34 +235,13 @@ pub(crate) fn check_refs(
                         at,
                         format!("step '{r}' cannot read its own output in its condition"),
                     ),
-                    Some(i) if !upstream.contains(i) => ctx.error(
-                        at,
-                        format!(
-                            "condition reads '${r}', which is not upstream of step '{}'; add '{r}' \
-                             to its inputs",
-                            names[s]
-                        ),
-                    ),
-                    Some(_) => {}
+                    Some(&i) => edges.push((i, s)),
                 }
             }
         }
     }
     ctx.step = None;
-}
-
-#[cfg(test)]
-mod tests;
-
-fn ancestors(producers: &[Vec<usize>], s: usize) -> HashSet<usize> {
-    let mut seen = HashSet::new();
-    let mut stack = producers[s].clone();
-    while let Some(p) = stack.pop() {
-        if seen.insert(p) {
-            stack.extend(producers[p].iter().copied());
-        }
-    }
-    seen
+    edges
 }
 
 /// The one condition a step's conditions amount to.
@@ -289,3 +262,6 @@ pub(crate) fn combine(conds: Vec<Cond>) -> Option<Expr> {
         _ => Some(Expr::And(es)),
     }
 }
+
+#[cfg(test)]
+mod tests;

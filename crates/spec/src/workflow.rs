@@ -435,7 +435,11 @@ fn validate(
 
     if !ref_problem {
         let conds: Vec<Vec<Cond>> = steps.iter().map(|p| p.conds.clone()).collect();
-        branch::check_refs(ctx, &conds, &names, &index, &edges);
+        for (p, c) in branch::check_refs(ctx, &conds, &names, &index) {
+            if !edges[p].contains(&c) {
+                edges[p].push(c);
+            }
+        }
     }
 
     let cycles = cycles(&edges);
@@ -444,7 +448,8 @@ fn validate(
         ctx.error(
             steps[cycle[0]].step.pos,
             format!(
-                "cycle: {} (each step reads the previous one's output); remove one of these inputs",
+                "cycle: {} (each step reads the previous one's output, as an input or in its \
+                 condition); remove one of these inputs",
                 path.join(" -> ")
             ),
         );

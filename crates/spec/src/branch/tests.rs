@@ -41,15 +41,16 @@ fn when_on_a_step() {
 }
 
 #[test]
-fn upstream_steps_not_only_direct_inputs_may_be_read() {
+fn steps_that_are_not_inputs_may_be_read() {
     check(
         &format!(
-            "{PROBE}    - name: mid\n      function: f\n      inputs: [probe]\n    - name: last\n      function: f\n      inputs: [mid]\n      when: $probe.n >= 2\n"
+            "{PROBE}    - name: mid\n      function: f\n      inputs: [probe]\n    - name: last\n      function: f\n      inputs: [mid, other]\n      when: $probe.n >= 2\n    - name: other\n      function: f\n      when: $mid.n >= 2\n"
         ),
         expect![[r#"
             probe: always
             mid: always
             last: when $probe.n >= 2
+            other: when $mid.n >= 2
         "#]],
     );
 }
@@ -107,17 +108,17 @@ fn condition_errors_point_into_the_yaml() {
             t.yaml:22:13: workflow 'w' step 'd': spec.steps[4].when: comparing a string with a number is always false (at character 5 of the condition)
         "#]],
     );
-    // Unknown steps, steps not upstream, and the step itself.
+    // Unknown steps, the step itself, and a step downstream (a cycle: the
+    // condition would wait for a step that waits for it).
     check(
         &format!(
-            "{PROBE}    - name: side\n      function: f\n    - name: a\n      function: f\n      inputs: [probe]\n      when: $prbe.x == 1 or $side.y == 2 or $a.z\n"
+            "{PROBE}    - name: side\n      function: f\n      inputs: [a]\n    - name: a\n      function: f\n      inputs: [probe]\n      when: $prbe.x == 1 or $side.y == 2 or $a.z\n"
         ),
         expect![[r#"
             ERROR:
-            t.yaml:6:3: workflow 'w': the workflow has 2 final steps (side, a); set spec.output to the step whose output is the result
-            t.yaml:14:13: workflow 'w' step 'a': condition reads unknown step '$prbe' (did you mean '$probe'?)
-            t.yaml:14:29: workflow 'w' step 'a': condition reads '$side', which is not upstream of step 'a'; add 'side' to its inputs
-            t.yaml:14:45: workflow 'w' step 'a': step 'a' cannot read its own output in its condition
+            t.yaml:9:7: workflow 'w': cycle: side -> a -> side (each step reads the previous one's output, as an input or in its condition); remove one of these inputs
+            t.yaml:15:13: workflow 'w' step 'a': condition reads unknown step '$prbe' (did you mean '$probe'?)
+            t.yaml:15:45: workflow 'w' step 'a': step 'a' cannot read its own output in its condition
         "#]],
     );
 }

@@ -230,6 +230,36 @@ fn map_holds_items_until_its_condition_is_decided() {
 }
 
 #[test]
+fn a_condition_may_read_a_step_that_is_not_an_input() {
+    // short reads count only, but waits for summary to decide; with no
+    // spec.output, the sink is result (summary feeds a condition).
+    let steps = "    - name: count
+      function: f
+    - name: summary
+      function: f
+      inputs: [count]
+    - name: short
+      function: f
+      inputs: [count]
+      when: $summary.total < 10
+    - name: result
+      function: f
+      inputs: [short, summary]
+";
+    let mut e = exec(steps, None);
+    let d = e.start(Bytes::from_static(b"text"), 0);
+    let d = e.finish(d[0].run, ok("{\"a\": 3}"), 1);
+    assert_eq!(names(&e, &d), ["summary"], "short waits for summary");
+    let d = e.finish(d[0].run, ok("{\"total\": 3}"), 2);
+    assert_eq!(names(&e, &d), ["short"]);
+    assert_eq!(body(&d[0]), "{\"a\": 3}");
+    let d = e.finish(d[0].run, ok("S"), 3);
+    assert_eq!(names(&e, &d), ["result"]);
+    e.finish(d[0].run, ok("R"), 4);
+    assert_eq!(output(&e), "R");
+}
+
+#[test]
 fn condition_reading_a_skipped_or_non_json_step_sees_missing() {
     let steps = "    - name: a
       function: f
