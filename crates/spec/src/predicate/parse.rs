@@ -217,6 +217,10 @@ impl Lexer {
                         Some('\'') => s.push('\''),
                         Some('n') => s.push('\n'),
                         Some('t') => s.push('\t'),
+                        Some('r') => s.push('\r'),
+                        Some('b') => s.push('\u{8}'),
+                        Some('f') => s.push('\u{c}'),
+                        Some('/') => s.push('/'),
                         Some('u') => {
                             let hex: String = self.chars
                                 [self.at..(self.at + 4).min(self.chars.len())]
@@ -235,12 +239,10 @@ impl Lexer {
                             self.at += 4;
                             s.push(ch);
                         }
-                        _ => {
-                            return err(
-                                esc_at,
-                                "unknown escape (use \\\\ \\\" \\' \\n \\t or \\uXXXX)",
-                            )
-                        }
+                        _ => return err(
+                            esc_at,
+                            "unknown escape (use \\\\ \\\" \\' \\n \\t \\r \\b \\f \\/ or \\uXXXX)",
+                        ),
                     }
                 }
                 _ => s.push(c),

@@ -166,6 +166,16 @@ fn limits_are_enforced_before_recursing() {
     assert!(parse(&flat).is_ok());
 }
 
+/// Found by the `predicate` fuzz target: keys printed with JSON escapes
+/// (`\f`, `\u0014`) did not parse back.
+#[test]
+fn printed_control_characters_parse_back() {
+    let e = parse("$input[\"k \\f\\b\\r\\/\\u0014\\n\"] == 1").unwrap();
+    let printed = e.to_string();
+    assert_eq!(parse(&printed).unwrap().to_string(), printed);
+    assert!(e.eval(&|_| Some(json!({"k \u{c}\u{8}\r/\u{14}\n": 1}))));
+}
+
 #[test]
 fn huge_numbers() {
     assert!(eval(
