@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stratus_spec::predicate::{parse, Root};
+use stratus_spec::predicate::{parse, Root, MAX_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let (cond, json) = match data.iter().position(|&b| b == 0) {
@@ -23,6 +23,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let printed = expr.to_string();
+    if printed.len() > MAX_LEN {
+        return; // escapes (a control character prints as \u0001) can lengthen it
+    }
     let again = parse(&printed).unwrap_or_else(|e| panic!("{printed:?} does not parse: {e}"));
     assert_eq!(again.to_string(), printed, "printing is not stable");
     let value: Option<serde_json::Value> = serde_json::from_slice(json).ok();
