@@ -33,6 +33,8 @@
 //! At most [`MAX_LEN`] bytes and [`MAX_DEPTH`] levels of nesting (`(`, `not`,
 //! `[`), checked while parsing so that no input recurses deeper.
 
+mod check;
+mod lex;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -239,7 +241,7 @@ impl fmt::Display for Path {
         for s in &self.segments {
             match s {
                 Segment::Index(i) => write!(f, "[{i}]")?,
-                Segment::Field(k) if parse::is_field(k) => write!(f, ".{k}")?,
+                Segment::Field(k) if lex::is_field(k) => write!(f, ".{k}")?,
                 Segment::Field(k) => write!(f, "[{}]", Value::String(k.clone()))?,
             }
         }
