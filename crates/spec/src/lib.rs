@@ -65,6 +65,7 @@
 
 mod branch;
 mod convert;
+mod graph;
 mod model;
 pub mod predicate;
 mod service;
