@@ -27,6 +27,7 @@ fn step(name: &str, inputs: &[String], map: Option<&str>) -> Step {
         map: map.map(|m| InputRef::Step(m.into())),
         trigger: Trigger::AllOf,
         input_format: InputFormat::Json,
+        when: None,
         pos: Pos::default(),
     }
 }

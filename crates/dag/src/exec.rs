@@ -8,8 +8,10 @@
 //!        ▲                                              │
 //!        └──── items delivered to consumers ◄── finish(run, output)
 //! ```
-//! The invocation's output is ready when the output step completes; the
-//! execution is finished when, in addition, no dispatched run is outstanding.
+//! The invocation's output is ready when the output step completes (or is
+//! skipped: see [`Execution::output_skipped`]); the execution is finished
+//! when, in addition, no dispatched run is outstanding. Conditions and skips
+//! are in the `branch` submodule.
 
 use std::sync::Arc;
 
@@ -44,6 +46,8 @@ struct Slot {
     items: Vec<Option<Bytes>>,
     received: usize,
     total: Option<usize>,
+    /// The source was skipped: complete, with no items.
+    skipped: bool,
 }
 
 impl Slot {
@@ -64,6 +68,12 @@ struct StepState {
     /// No more runs will fire.
     closed: bool,
     done: bool,
+    /// Its condition is not yet evaluated: arrivals are held, nothing fires.
+    waiting: bool,
+    /// Map items held while `waiting`, as (index, item).
+    held: Vec<(usize, Bytes)>,
+    /// Skipped (also `closed` and `done`, with no runs).
+    skipped: bool,
     /// Outputs by run index.
     outputs: Vec<Option<Bytes>>,
     runs: Vec<RunId>,
@@ -87,6 +97,10 @@ pub struct Execution {
     max_map_width: usize,
     /// The execution failed because a map was wider than `max_map_width`.
     too_wide: bool,
+    /// The workflow input, for conditions that read `$input`.
+    input: Bytes,
+    /// The output step was skipped: the result is JSON `null`.
+    output_skipped: bool,
 }
 
 impl Execution {
@@ -96,6 +110,7 @@ impl Execution {
             .iter()
             .map(|s| StepState {
                 slots: s.sources.iter().map(|_| Slot::default()).collect(),
+                waiting: s.when.is_some(),
                 ..StepState::default()
             })
             .collect();
@@ -108,6 +123,8 @@ impl Execution {
             output_at: None,
             max_map_width: usize::MAX,
             too_wide: false,
+            input: Bytes::new(),
+            output_skipped: false,
         }
     }
 
@@ -140,6 +157,11 @@ impl Execution {
     /// Feeds the workflow input; returns the first runs to dispatch.
     pub fn start(&mut self, input: Bytes, now: u64) -> Vec<Dispatch> {
         let mut out = Vec::new();
+        self.input = input.clone();
+        // Conditions that read only $input are decided before anything runs.
+        for c in 0..self.plan.steps.len() {
+            self.check_gate(c, now, &mut out);
+        }
         let consumers = self.plan.input_consumers.clone();
         for (c, slot) in consumers {
             self.deliver_whole(c, slot, input.clone(), None, now, &mut out);
@@ -262,6 +284,9 @@ impl Execution {
             self.output_at = Some(now);
             self.status = ExecStatus::Succeeded(payload);
         }
+        for w in plan.steps[step].watchers.clone() {
+            self.check_gate(w, now, out);
+        }
     }
 
     /// Delivers a single-item output (or the workflow input) to one consumer
@@ -275,6 +300,9 @@ impl Execution {
         now: u64,
         out: &mut Vec<Dispatch>,
     ) {
+        if self.steps[c].closed {
+            return; // skipped, or firstOf already fired
+        }
         if self.plan.steps[c].mode == Mode::Map {
             match split_json_array(&b) {
                 Ok(items) if items.len() > self.max_map_width => {
@@ -341,6 +369,15 @@ impl Execution {
         }
         s.items[index] = Some(b.clone());
         s.received += 1;
+        if st.waiting {
+            // Held until the condition is decided.
+            match mode {
+                Mode::Map => st.held.push((index, b)),
+                Mode::FirstOf(_) | Mode::Batch(_) => st.pending.push(b),
+                Mode::AllOf => {}
+            }
+            return;
+        }
         match mode {
             Mode::Map => self.fire(c, index, vec![b], pred, now, out),
             Mode::FirstOf(k) => {
@@ -375,9 +412,25 @@ impl Execution {
         if !matches!(self.status, ExecStatus::Running) {
             return;
         }
+        self.steps[c].slots[slot].total = Some(total);
+        self.try_complete(c, now, out);
+    }
+
+    /// Every input of `c` is complete: fire what the trigger says, skip the
+    /// step if every input was skipped, or wait for its condition.
+    fn try_complete(&mut self, c: StepIdx, now: u64, out: &mut Vec<Dispatch>) {
+        if !matches!(self.status, ExecStatus::Running) {
+            return;
+        }
         let st = &mut self.steps[c];
-        st.slots[slot].total = Some(total);
         if st.closed || !st.slots.iter().all(Slot::complete) {
+            return;
+        }
+        if st.slots.iter().all(|s| s.skipped) {
+            self.skip(c, "every input was skipped", now, out);
+            return;
+        }
+        if st.waiting {
             return;
         }
         let pred = st.last_pred;
@@ -388,6 +441,13 @@ impl Execution {
                     .iter_mut()
                     .flat_map(|s| s.items.drain(..).map(Option::unwrap_or_default))
                     .collect();
+                st.closed = true;
+                self.fire(c, 0, items, pred, now, out);
+            }
+            Mode::FirstOf(_) if !st.pending.is_empty() && st.slots.iter().any(|s| s.skipped) => {
+                // Fewer than k items, because inputs were skipped: fire with
+                // what arrived rather than never.
+                let items = std::mem::take(&mut st.pending);
                 st.closed = true;
                 self.fire(c, 0, items, pred, now, out);
             }
@@ -481,8 +541,8 @@ impl Execution {
             .copied()
             .filter(|&r| self.runs[r].record.finished_us.is_some())
             .max_by_key(|&r| self.runs[r].record.finished_us);
-        if !matches!(self.status, ExecStatus::Succeeded(_)) {
-            // Failed: follow the last run that finished.
+        if !matches!(self.status, ExecStatus::Succeeded(_)) || self.output_skipped {
+            // Failed, or the output skipped: follow the last run that finished.
             cur = (0..self.runs.len())
                 .filter(|&r| self.runs[r].record.finished_us.is_some())
                 .max_by_key(|&r| self.runs[r].record.finished_us);
@@ -505,5 +565,6 @@ impl Execution {
     }
 }
 
+mod branch;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,11 @@
 //! - `allOf` orders items by input (as listed), then by item index. `firstOf`
 //!   and `batch` order them by arrival.
 //! - The workflow's result is its output step's output; a list is framed as JSON.
+//!   If the output step is skipped, the result is JSON `null` and
+//!   [`Execution::output_skipped`] names it.
+//! - A step whose condition (`when:`) is false is skipped, and so is a step all
+//!   of whose inputs were skipped; joins count the inputs that ran (the rules
+//!   are in `exec/branch.rs`).
 
 mod exec;
 mod payload;

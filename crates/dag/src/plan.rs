@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use stratus_spec::predicate::{Expr, Root};
 use stratus_spec::{InputFormat, InputRef, Trigger, Workflow};
 
 pub type StepIdx = usize;
@@ -45,6 +46,13 @@ pub(crate) struct PlanStep {
     pub format: InputFormat,
     /// (consumer, slot in the consumer's sources)
     pub consumers: Vec<(StepIdx, usize)>,
+    /// The step's condition (`when:`), if any.
+    pub when: Option<Expr>,
+    /// The steps the condition reads, by name: it is evaluated once they
+    /// are all done (or skipped).
+    pub when_refs: Vec<(Arc<str>, StepIdx)>,
+    /// Conditional steps whose condition reads this step's output.
+    pub watchers: Vec<StepIdx>,
 }
 
 impl PlanStep {
@@ -79,8 +87,22 @@ impl Plan {
             .enumerate()
             .map(|(i, s)| (s.name.as_str(), i))
             .collect();
-        let mut steps = Vec::with_capacity(wf.steps.len());
+        let mut steps: Vec<PlanStep> = Vec::with_capacity(wf.steps.len());
         for s in &wf.steps {
+            let mut when_refs: Vec<(Arc<str>, StepIdx)> = Vec::new();
+            for p in s.when.iter().flat_map(Expr::paths) {
+                let Root::Step(name) = &p.root else { continue };
+                let Some(&i) = index.get(name.as_str()) else {
+                    return Err(PlanError::UnknownStep {
+                        workflow: wf.name.clone(),
+                        step: s.name.clone(),
+                        input: name.clone(),
+                    });
+                };
+                if !when_refs.iter().any(|(_, j)| *j == i) {
+                    when_refs.push((name.as_str().into(), i));
+                }
+            }
             let mut sources = Vec::new();
             for r in s.sources() {
                 sources.push(match r {
@@ -113,7 +135,16 @@ impl Plan {
                 mode,
                 format: s.input_format,
                 consumers: Vec::new(),
+                when: s.when.clone(),
+                when_refs,
+                watchers: Vec::new(),
             });
+        }
+        for c in 0..steps.len() {
+            for k in 0..steps[c].when_refs.len() {
+                let p = steps[c].when_refs[k].1;
+                steps[p].watchers.push(c);
+            }
         }
         let mut input_consumers = Vec::new();
         for c in 0..steps.len() {
@@ -132,9 +163,10 @@ impl Plan {
                     output: o.clone(),
                 })?,
             // The spec validator guarantees a single sink when `output` is absent.
+            // (A step read only by conditions is not a sink.)
             None => steps
                 .iter()
-                .position(|s| s.consumers.is_empty())
+                .position(|s| s.consumers.is_empty() && s.watchers.is_empty())
                 .unwrap_or(steps.len() - 1),
         };
         let raw_input = steps
@@ -173,6 +205,9 @@ impl Plan {
                 mode: Mode::AllOf,
                 format: InputFormat::Json,
                 consumers: Vec::new(),
+                when: None,
+                when_refs: Vec::new(),
+                watchers: Vec::new(),
             }],
             output: 0,
             input_consumers: vec![(0, 0)],

@@ -21,6 +21,9 @@ pub enum RunStatus {
     Failed,
     /// Dispatched but its result was not needed (the invocation failed or finished without it).
     Abandoned,
+    /// Never dispatched: the step's condition was false, or every input was
+    /// skipped (`error` says which). One record per skipped step.
+    Skipped,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -229,6 +229,11 @@ async fn invoke(
     if let Ok(v) = HeaderValue::from_str(&timing) {
         h.insert("server-timing", v);
     }
+    if let Some(step) = res.output_skipped.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(step) {
+            h.insert("x-stratus-output-skipped", v);
+        }
+    }
     resp
 }
 

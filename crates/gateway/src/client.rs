@@ -27,6 +27,9 @@ pub struct Reply {
     pub invocation_id: Option<String>,
     pub server_timing: Option<String>,
     pub content_type: Option<String>,
+    /// `x-stratus-output-skipped`: the workflow's output step was skipped
+    /// (the body is then `null`).
+    pub output_skipped: Option<String>,
     pub body: Bytes,
 }
 
@@ -144,10 +147,11 @@ impl GatewayClient {
         let status = resp.status().as_u16();
         let h = resp.headers();
         let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let (invocation_id, server_timing, content_type) = (
+        let (invocation_id, server_timing, content_type, output_skipped) = (
             get("x-stratus-invocation-id"),
             get("server-timing"),
             get("content-type"),
+            get("x-stratus-output-skipped"),
         );
         let body = resp
             .into_body()
@@ -160,6 +164,7 @@ impl GatewayClient {
             invocation_id,
             server_timing,
             content_type,
+            output_skipped,
             body,
         })
     }

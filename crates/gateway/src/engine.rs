@@ -203,6 +203,9 @@ pub struct InvokeResult {
     pub id: String,
     pub result: Result<Payload, (u16, String)>,
     pub breakdown: stratus_dag::Breakdown,
+    /// The workflow's output step was skipped (its condition was false, or
+    /// every input was skipped): `result` is JSON `null`.
+    pub output_skipped: Option<String>,
 }
 
 fn micros(t0: Instant) -> u64 {
@@ -430,6 +433,7 @@ impl Platform {
             self.complete(&mut d, o);
         }
         let total_us = d.exec.output_at().unwrap_or_else(|| micros(t0));
+        let output_skipped = d.exec.output_skipped().map(str::to_string);
         let breakdown = d.exec.breakdown(total_us);
         let result = match d.exec.status() {
             ExecStatus::Succeeded(p) => Ok(p.clone()),
@@ -493,6 +497,7 @@ impl Platform {
             id,
             result,
             breakdown,
+            output_skipped,
         }
     }
 

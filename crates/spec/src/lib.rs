@@ -27,8 +27,15 @@
 //!       inputs: [count]             # step names or "$input"; a single string is fine
 //!       trigger: allOf              # or {firstOf: k} or {batch: n}; default allOf
 //!       inputFormat: json           # or multipart; default json
+//!       when: $input.lang == "en"   # optional: skipped unless it holds
 //!   output: reduce                  # optional when there is exactly one final step
 //! ```
+//!
+//! A `spec.steps` item may instead be a `switch:` (a list of `{when, step}`
+//! cases and an optional last `{default: step}`): the first case that holds
+//! runs its step, the others' are skipped. Conditions are the [`predicate`]
+//! language; `when:`, `switch:` and the skip and join rules are described in
+//! the `branch` module and the README.
 //!
 //! - `name`: a DNS-1123 label (lowercase letters, digits, `-`; starts with a
 //!   letter; at most 63 characters), unique within the workflow. Services and
@@ -56,9 +63,12 @@
 //! are listed on [`Service`]. Fields Knative knows but Stratus ignores are
 //! accepted (some with a warning); unknown fields give warnings, never errors.
 
+mod branch;
 mod convert;
+mod graph;
 mod knative;
 mod model;
+pub mod predicate;
 mod service;
 mod workflow;
 

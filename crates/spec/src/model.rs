@@ -137,6 +137,10 @@ pub struct Step {
     pub map: Option<InputRef>,
     pub trigger: Trigger,
     pub input_format: InputFormat,
+    /// `when:` (or a `switch:` case): the step runs only if this holds over
+    /// the JSON of the values it reads; otherwise it is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<crate::predicate::Expr>,
     pub pos: Pos,
 }
 

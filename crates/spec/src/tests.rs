@@ -73,6 +73,9 @@ fn render(b: &Bundle) -> String {
                 write!(line, " inputs=[{}]", i.join(", ")).unwrap();
             }
             write!(line, " {:?} {:?}", s.trigger, s.input_format).unwrap();
+            if let Some(w) = &s.when {
+                write!(line, " when: {w}").unwrap();
+            }
             writeln!(out, "{line}").unwrap();
         }
     }
@@ -975,8 +978,8 @@ fn workflow_cycles() {
 "#),
         expect![[r#"
             ERROR:
-            t.yaml:7:7: workflow 'w': cycle: a -> b -> c -> a (each step reads the previous one's output); remove one of these inputs
-            t.yaml:16:7: workflow 'w': cycle: d -> e -> d (each step reads the previous one's output); remove one of these inputs
+            t.yaml:7:7: workflow 'w': cycle: a -> b -> c -> a (each step reads the previous one's output, as an input or in its condition); remove one of these inputs
+            t.yaml:16:7: workflow 'w': cycle: d -> e -> d (each step reads the previous one's output, as an input or in its condition); remove one of these inputs
         "#]],
     );
     // Two cycles sharing a step form one component: one error, shortest cycle.
@@ -994,7 +997,7 @@ fn workflow_cycles() {
 "#),
         expect![[r#"
             ERROR:
-            t.yaml:7:7: workflow 'w': cycle: a -> b -> a (each step reads the previous one's output); remove one of these inputs
+            t.yaml:7:7: workflow 'w': cycle: a -> b -> a (each step reads the previous one's output, as an input or in its condition); remove one of these inputs
         "#]],
     );
 }
@@ -1167,7 +1170,7 @@ fn large_broken_files_stay_fast() {
     let err = parse("big.yaml", &wf(&steps)).unwrap_err();
     assert_eq!(err.len(), 7_500);
     expect![[r#"
-        big.yaml:7:7: workflow 'w': cycle: s0 -> s1 -> s0 (each step reads the previous one's output); remove one of these inputs
+        big.yaml:7:7: workflow 'w': cycle: s0 -> s1 -> s0 (each step reads the previous one's output, as an input or in its condition); remove one of these inputs
         big.yaml:7:44: workflow 'w' step 's0': unknown step 'missing0' (steps: s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, ... (4990 more))
     "#]]
     .assert_eq(&format!("{}\n{}\n", err.0[0], err.0[1]));

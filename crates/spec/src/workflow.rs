@@ -1,8 +1,10 @@
 //! `stratus.dev/v1alpha1` `Workflow` → [`Workflow`], with DAG validation.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
+use crate::branch::{self, Cond, Switch};
 use crate::convert::{check_name, list_names, Ctx, MapView};
+use crate::graph::cycles;
 use crate::model::{
     InputFormat, InputRef, InvokePolicy, Pos, Step, Trigger, Workflow, INVOKE_ANNOTATION,
 };
@@ -16,6 +18,8 @@ struct Parsed {
     step: Step,
     /// Every reference (from `map` or `inputs`) with its position.
     refs: Vec<(InputRef, Pos)>,
+    /// Its `when:`, then (once switches are applied) its switch case's.
+    conds: Vec<Cond>,
 }
 
 /// Converts a Workflow document whose `apiVersion`/`kind` were already read.
@@ -45,6 +49,7 @@ pub(crate) fn convert(
     ctx.workflow = name.as_ref().map(|(n, _)| n.clone());
 
     let mut steps = Vec::new();
+    let mut switches: Vec<Switch> = Vec::new();
     let mut output = None;
     let mut max_concurrency = None;
     // False when a step or the output could not be read: then "which step is
@@ -60,6 +65,10 @@ pub(crate) fn convert(
                         ctx.error(list.pos, "spec.steps is empty; add at least one step");
                     }
                     for (i, item) in items.iter().enumerate() {
+                        if branch::is_switch(item) {
+                            switches.extend(branch::switch(ctx, item, i));
+                            continue;
+                        }
                         match step(ctx, item, i) {
                             Some(p) => steps.push(p),
                             None => complete = false,
@@ -83,19 +92,47 @@ pub(crate) fn convert(
     let wf_pos = root.pos;
     root.finish(ctx, &["status"], &[]);
 
+    apply_switches(ctx, &mut steps, &switches);
     validate(ctx, &steps, output.as_ref(), complete, spec_pos);
     ctx.workflow = None;
 
     let ok = ctx.errors.len() == errors_before;
     let wf = name.as_ref().filter(|_| ok).map(|(n, _)| Workflow {
         name: n.clone(),
-        steps: steps.into_iter().map(|p| p.step).collect(),
+        steps: steps
+            .into_iter()
+            .map(|p| Step {
+                when: branch::combine(p.conds),
+                ..p.step
+            })
+            .collect(),
         output: output.map(|(o, _)| o),
         max_concurrency,
         invoke,
         pos: wf_pos,
     });
     (name, wf)
+}
+
+/// Adds each switch case's condition to its branch step.
+fn apply_switches(ctx: &mut Ctx<'_>, steps: &mut [Parsed], switches: &[Switch]) {
+    if switches.is_empty() {
+        return;
+    }
+    let names: Vec<String> = steps.iter().map(|p| p.step.name.clone()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut conds: HashMap<String, Vec<Cond>> = HashMap::new();
+    for p in steps.iter_mut() {
+        if !conds.contains_key(&p.step.name) {
+            conds.insert(p.step.name.clone(), std::mem::take(&mut p.conds));
+        }
+    }
+    branch::apply_switches(ctx, switches, &mut conds, &names);
+    for p in steps.iter_mut() {
+        if let Some(c) = conds.remove(&p.step.name) {
+            p.conds = c;
+        }
+    }
 }
 
 /// `metadata.annotations`: [`INVOKE_ANNOTATION`] is read; other keys are the
@@ -208,6 +245,9 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
             None => InputFormat::Json,
         },
     };
+    let when = m
+        .get("when")
+        .and_then(|n| branch::condition(ctx, n, &format!("{path}.when")));
     m.finish(ctx, &[], &[]);
 
     let (name, _) = name?;
@@ -219,9 +259,11 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
             map,
             trigger: trigger.unwrap_or(Trigger::AllOf),
             input_format,
+            when: None,
             pos: node.pos,
         },
         refs,
+        conds: when.into_iter().collect(),
     })
 }
 
@@ -392,13 +434,23 @@ fn validate(
     }
     ctx.step = None;
 
+    if !ref_problem {
+        let conds: Vec<Vec<Cond>> = steps.iter().map(|p| p.conds.clone()).collect();
+        for (p, c) in branch::check_refs(ctx, &conds, &names, &index) {
+            if !edges[p].contains(&c) {
+                edges[p].push(c);
+            }
+        }
+    }
+
     let cycles = cycles(&edges);
     for cycle in &cycles {
         let path: Vec<&str> = cycle.iter().map(|&i| names[i]).collect();
         ctx.error(
             steps[cycle[0]].step.pos,
             format!(
-                "cycle: {} (each step reads the previous one's output); remove one of these inputs",
+                "cycle: {} (each step reads the previous one's output, as an input or in its \
+                 condition); remove one of these inputs",
                 path.join(" -> ")
             ),
         );
@@ -444,106 +496,4 @@ fn index_order<'a>(index: &'a HashMap<&str, usize>, n: usize) -> impl Iterator<I
         firsts[i] = true;
     }
     (0..n).filter(move |&i| firsts[i])
-}
-
-/// One cycle per non-trivial strongly connected component (self-loops are
-/// reported separately). Each cycle starts and ends at the component's first
-/// step, e.g. `[a, b, c, a]`.
-pub(crate) fn cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
-    let comp = tarjan(edges);
-    let mut members: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (v, &c) in comp.iter().enumerate() {
-        members.entry(c).or_default().push(v);
-    }
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    // BFS predecessor links, shared by all components (each BFS stays in its
-    // own component, so entries never collide).
-    let mut prev: Vec<Option<usize>> = vec![None; edges.len()];
-    for vs in members.values().filter(|vs| vs.len() > 1) {
-        let start = vs[0]; // members are pushed in index order
-        let c = comp[start];
-        // Shortest path from start back to start within the component.
-        let mut queue = VecDeque::from([start]);
-        let mut last = None;
-        'bfs: while let Some(u) = queue.pop_front() {
-            for &w in &edges[u] {
-                if comp[w] != c {
-                    continue;
-                }
-                if w == start {
-                    last = Some(u);
-                    break 'bfs;
-                }
-                if prev[w].is_none() {
-                    prev[w] = Some(u);
-                    queue.push_back(w);
-                }
-            }
-        }
-        let Some(mut u) = last else { continue };
-        let mut path = vec![start, u];
-        while u != start {
-            u = prev[u].unwrap_or(start);
-            path.push(u);
-        }
-        path.reverse();
-        out.push(path);
-    }
-    out.sort_by_key(|p| p[0]);
-    out
-}
-
-/// Iterative Tarjan: the component id of every vertex.
-fn tarjan(edges: &[Vec<usize>]) -> Vec<usize> {
-    let n = edges.len();
-    const NONE: usize = usize::MAX;
-    let mut index = vec![NONE; n];
-    let mut low = vec![0; n];
-    let mut on_stack = vec![false; n];
-    let mut comp = vec![NONE; n];
-    let mut stack = Vec::new();
-    let mut next = 0;
-    let mut ncomp = 0;
-    for root in 0..n {
-        if index[root] != NONE {
-            continue;
-        }
-        let mut call: Vec<(usize, usize)> = vec![(root, 0)];
-        index[root] = next;
-        low[root] = next;
-        next += 1;
-        stack.push(root);
-        on_stack[root] = true;
-        while let Some(&mut (v, ref mut ei)) = call.last_mut() {
-            if let Some(&w) = edges[v].get(*ei) {
-                *ei += 1;
-                if index[w] == NONE {
-                    index[w] = next;
-                    low[w] = next;
-                    next += 1;
-                    stack.push(w);
-                    on_stack[w] = true;
-                    call.push((w, 0));
-                } else if on_stack[w] {
-                    low[v] = low[v].min(index[w]);
-                }
-                continue;
-            }
-            call.pop();
-            if let Some(&(parent, _)) = call.last() {
-                low[parent] = low[parent].min(low[v]);
-            }
-            if low[v] == index[v] {
-                while let Some(w) = stack.pop() {
-                    on_stack[w] = false;
-                    comp[w] = ncomp;
-                    if w == v {
-                        break;
-                    }
-                }
-                ncomp += 1;
-            }
-        }
-    }
-    comp
 }

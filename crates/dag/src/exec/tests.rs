@@ -19,6 +19,7 @@ fn step(name: &str, inputs: &[&str]) -> Step {
         map: None,
         trigger: Trigger::AllOf,
         input_format: InputFormat::Json,
+        when: None,
         pos: Pos::default(),
     }
 }

@@ -217,3 +217,102 @@ async fn edges_carry_64_mib_as_raw_bytes() {
         .all(|r| r.input_bytes == 64 << 20 && r.output_bytes == 64 << 20));
     p.stop().await;
 }
+
+/// `examples/workflows/wordcount-branch.yaml`: the switch picks a branch
+/// from a real function's output; the other branch is skipped, never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_branches_on_a_functions_output() {
+    let p = platform(config()).await;
+    deploy_examples(&p).await;
+    let wf = std::fs::read_to_string(repo_root().join("examples/workflows/wordcount-branch.yaml"))
+        .unwrap();
+    deploy_ok(&p, &wf).await;
+    let text = std::fs::read_to_string(repo_root().join("examples/data/gpl-3.0.txt")).unwrap();
+    let total: u64 = word_counts(&text).values().sum();
+    assert!(total >= 1000);
+
+    // A long text: the summary, through the `long` branch.
+    let r = invoke(&p, "wordcount-branch", text.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(r.json()["total_words"].as_u64(), Some(total));
+    assert_eq!(r.output_skipped, None);
+    let rec = record(&p, &r).await;
+    let status = |step: &str| {
+        rec.runs
+            .iter()
+            .filter(|run| run.step == step)
+            .map(|run| run.status)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(status("long"), [RunStatus::Succeeded]);
+    assert_eq!(status("short"), [RunStatus::Skipped]);
+    let short = rec.runs.iter().find(|run| run.step == "short").unwrap();
+    assert_eq!(
+        short.error.as_deref(),
+        Some("skipped: its condition was false")
+    );
+    assert!(short.instance.is_none(), "a skipped step is never called");
+
+    // A short text: every word's count, through the `short` branch.
+    let r = invoke(&p, "wordcount-branch", "the cat and the dog").await;
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"and": 1, "cat": 1, "dog": 1, "the": 2})
+    );
+    let rec = record(&p, &r).await;
+    let long = rec.runs.iter().find(|run| run.step == "long").unwrap();
+    assert_eq!(long.status, RunStatus::Skipped);
+    p.stop().await;
+}
+
+/// A workflow whose output step is skipped answers `null` with a header
+/// naming the step, instead of hanging or failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_output_step_answers_null() {
+    let p = platform(config()).await;
+    deploy_examples(&p).await;
+    deploy_ok(
+        &p,
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: flagged\nspec:\n  steps:\n    - name: check\n      function: echo\n    - name: blur\n      function: echo\n      inputs: [check]\n      when: $check.flagged == true\n",
+    )
+    .await;
+    let r = invoke(&p, "flagged", "{\"flagged\": true, \"img\": 1}").await;
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(r.json()["img"], 1);
+    assert_eq!(r.output_skipped, None);
+
+    let r = invoke(&p, "flagged", "{\"flagged\": false}").await;
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert_eq!(r.text(), "null");
+    assert_eq!(r.output_skipped.as_deref(), Some("blur"));
+    let rec = record(&p, &r).await;
+    assert!(rec.ok);
+    assert_eq!(
+        rec.runs
+            .iter()
+            .map(|run| (run.step.as_str(), run.status))
+            .collect::<Vec<_>>(),
+        [
+            ("check", RunStatus::Succeeded),
+            ("blur", RunStatus::Skipped)
+        ]
+    );
+
+    // A condition that does not parse is refused at deploy, with its place.
+    let r = p
+        .client
+        .deploy(
+            "bad.yaml",
+            "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: bad\nspec:\n  steps:\n    - name: check\n      function: echo\n      when: $input.x = 1\n",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error_message().contains("bad.yaml:9:22:") && r.error_message().contains("use =="),
+        "{}",
+        r.error_message()
+    );
+    p.stop().await;
+}
