@@ -54,6 +54,8 @@ evaluation: {next_windows: 3}
 retention: {max_age: 1000, max_samples: 5000}
 tiering:
   hot_fraction: 0.2
+  policy: recency
+  rescore: hot
   cost_hot_per_gb_month: 0.1
   cost_cold_per_gb_month: 0.01
   cost_cold_read_per_gb: 0.02
@@ -233,7 +235,7 @@ model: {id: logreg, hidden: [8]}
 training: {lr: -1, momentum: 0.5, batch_size: 1.5, seed: -3}
 trigger: {every_samples: 10}
 selection: {strategy: loss, budget: 0.5}
-tiering: {hot_fraction: 2, cost_cold_per_gb_month: -1}
+tiering: {hot_fraction: 2, cost_cold_per_gb_month: -1, policy: recent, rescore: [hot]}
 colour: red
 ",
         expect![[r#"
