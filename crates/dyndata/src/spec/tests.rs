@@ -75,7 +75,7 @@ fn full_pipeline() {
             selection=Selection { strategy: UncertaintyEntropy, budget: 0.1 }
             evaluation=Evaluation { next_windows: 3 }
             retention=RetentionPolicy { max_age: Some(1000), max_samples: Some(5000) }
-            tiering=Tiering { hot_fraction: 0.2, cost_hot_per_gb_month: 0.1, cost_cold_per_gb_month: 0.01, cost_cold_read_per_gb: 0.02 }
+            tiering=Tiering { hot_fraction: 0.2, policy: Recency, rescore: Hot, cost_hot_per_gb_month: 0.1, cost_cold_per_gb_month: 0.01, cost_cold_read_per_gb: 0.02 }
             cost=Cost { watts_per_core: 12.5 }
         "#]],
     );
@@ -100,7 +100,7 @@ selection: {strategy: all}
             selection=Selection { strategy: All, budget: 1.0 }
             evaluation=Evaluation { next_windows: 1 }
             retention=RetentionPolicy { max_age: None, max_samples: None }
-            tiering=Tiering { hot_fraction: 1.0, cost_hot_per_gb_month: 0.08, cost_cold_per_gb_month: 0.0125, cost_cold_read_per_gb: 0.01 }
+            tiering=Tiering { hot_fraction: 1.0, policy: Importance, rescore: All, cost_hot_per_gb_month: 0.08, cost_cold_per_gb_month: 0.0125, cost_cold_read_per_gb: 0.01 }
             cost=Cost { watts_per_core: 10.0 }
         "#]],
     );
@@ -250,6 +250,8 @@ colour: red
             p.yaml:5:58: training.seed: -3 is out of range; use a value in 0..=9223372036854775807
             p.yaml:8:25: tiering.hot_fraction: 2 is out of range; use a fraction in [0, 1]
             p.yaml:8:52: tiering.cost_cold_per_gb_month: -1 is out of range; must be >= 0
+            p.yaml:8:64: tiering.policy: unknown value 'recent' (did you mean 'recency'?); use one of importance, recency
+            p.yaml:8:81: tiering.rescore: expected one of all, hot, found a list
             p.yaml:9:1: colour: unknown field; known fields: pipeline, data, model, training, trigger, selection, evaluation, retention, tiering, cost
         "#]],
     );
