@@ -171,7 +171,9 @@ impl GenSpec {
             }
             // A weight of 0 could reject forever; 1e-3 bounds the redraws.
             let max = w.iter().cloned().fold(0.0, f64::max);
-            if w.iter().any(|&x| !(x.is_finite() && x > 0.0 && x >= max * 1e-3)) {
+            if w.iter()
+                .any(|&x| !(x.is_finite() && x > 0.0 && x >= max * 1e-3))
+            {
                 return Err(invalid(
                     "class_weights",
                     "use finite weights > 0, each at least 1/1000 of the largest",

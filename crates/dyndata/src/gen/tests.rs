@@ -259,7 +259,12 @@ fn bad_specs_name_the_parameter() {
         w(vec![1.0]),
         "class_weights: give one weight per class: 2, found 1"
     );
-    for bad in [vec![1.0, 0.0], vec![1.0, -1.0], vec![1.0, f64::NAN], vec![1.0, 1e-4]] {
+    for bad in [
+        vec![1.0, 0.0],
+        vec![1.0, -1.0],
+        vec![1.0, f64::NAN],
+        vec![1.0, 1e-4],
+    ] {
         assert_eq!(
             w(bad),
             "class_weights: use finite weights > 0, each at least 1/1000 of the largest"

@@ -156,7 +156,8 @@ impl Store {
             )));
         }
         let mut entries = self.entries()?;
-        let newer_first = |a: &Entry, b: &Entry| b.timestamp.cmp(&a.timestamp).then(b.key.cmp(&a.key));
+        let newer_first =
+            |a: &Entry, b: &Entry| b.timestamp.cmp(&a.timestamp).then(b.key.cmp(&a.key));
         match policy {
             TierPolicy::Importance => entries.sort_by(|a, b| {
                 let sa = a.score.unwrap_or(f32::INFINITY);

@@ -375,7 +375,10 @@ fn importance_and_recency_tiering_place_different_samples_hot() {
     store.retier(0.1, TierPolicy::Importance).unwrap();
     let h = hot(&store);
     assert_eq!(h.len(), 60);
-    assert!(h.contains(&600) && h.contains(&0) && !h.contains(&59), "{h:?}");
+    assert!(
+        h.contains(&600) && h.contains(&0) && !h.contains(&59),
+        "{h:?}"
+    );
     // Every sample still reads back, whichever tier it is in.
     let all: Vec<u64> = (0..601).collect();
     assert_eq!(store.read(&all).unwrap().len(), 601);
