@@ -725,30 +725,51 @@ impl Runner<'_> {
         let mut scored = 0;
         let mut scores: Vec<(u64, f32)> = Vec::new();
         // (index into candidates, weight), and the rows when already read.
-        let (selected, rows): (Vec<Selected>, Option<stratus_dyndata::Batch>) = if strategy
-            .needs_model()
-            && has_model
-            && p.tiering.rescore == Rescore::Hot
-        {
-            let h = self.select_rescoring_hot(&entries, strategy, budget, seed)?;
-            scored = h.scores.len();
-            scores = h.scores;
-            (h.selected, Some(h.rows))
-        } else if needs_all {
-            let batch = self.store.read(&keys)?;
-            let sel = if strategy.needs_model() {
-                let s = self.importance_scores(strategy, &batch.features, &labels)?;
-                scored = n;
-                let m = select::budget_size(n, budget).map_err(|e| self.select_err(e))?;
-                scores = keys.iter().copied().zip(s.iter().copied()).collect();
-                select::sample_proportional(&s, m, seed).map_err(|e| self.select_err(e))?
+        let (selected, rows): (Vec<Selected>, Option<stratus_dyndata::Batch>) =
+            if strategy.needs_model() && has_model && p.tiering.rescore == Rescore::Hot {
+                let h = self.select_rescoring_hot(&entries, strategy, budget, seed)?;
+                scored = h.scores.len();
+                scores = h.scores;
+                (h.selected, Some(h.rows))
+            } else if needs_all {
+                let batch = self.store.read(&keys)?;
+                let sel = if strategy.needs_model() {
+                    let s = self.importance_scores(strategy, &batch.features, &labels)?;
+                    scored = n;
+                    let m = select::budget_size(n, budget).map_err(|e| self.select_err(e))?;
+                    scores = keys.iter().copied().zip(s.iter().copied()).collect();
+                    select::sample_proportional(&s, m, seed).map_err(|e| self.select_err(e))?
+                } else {
+                    select::select(
+                        strategy,
+                        budget,
+                        &Candidates {
+                            n,
+                            features: &batch.features,
+                            dim,
+                            labels: &labels,
+                            timestamps: &timestamps,
+                            first_new,
+                            ..Candidates::default()
+                        },
+                        seed,
+                    )
+                    .map_err(|e| self.select_err(e))?
+                };
+                (sel, Some(batch))
             } else {
-                select::select(
-                    strategy,
+                // Index-only selection (the first model-based trigger has no
+                // model yet: uniform).
+                let s = if strategy.needs_model() {
+                    Strategy::Uniform
+                } else {
+                    strategy
+                };
+                let sel = select::select(
+                    s,
                     budget,
                     &Candidates {
                         n,
-                        features: &batch.features,
                         dim,
                         labels: &labels,
                         timestamps: &timestamps,
@@ -757,33 +778,9 @@ impl Runner<'_> {
                     },
                     seed,
                 )
-                .map_err(|e| self.select_err(e))?
+                .map_err(|e| self.select_err(e))?;
+                (sel, None)
             };
-            (sel, Some(batch))
-        } else {
-            // Index-only selection (the first model-based trigger has no
-            // model yet: uniform).
-            let s = if strategy.needs_model() {
-                Strategy::Uniform
-            } else {
-                strategy
-            };
-            let sel = select::select(
-                s,
-                budget,
-                &Candidates {
-                    n,
-                    dim,
-                    labels: &labels,
-                    timestamps: &timestamps,
-                    first_new,
-                    ..Candidates::default()
-                },
-                seed,
-            )
-            .map_err(|e| self.select_err(e))?;
-            (sel, None)
-        };
         let (x, y, w) = match &rows {
             Some(b) => {
                 let mut x = Vec::with_capacity(selected.len() * dim);

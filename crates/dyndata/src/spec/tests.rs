@@ -332,6 +332,26 @@ fn yaml_level_errors() {
     );
 }
 
+/// The two tiering examples are the same pipeline but for the policy.
+#[test]
+fn tiering_example_pipelines_differ_only_in_policy() {
+    use crate::store::TierPolicy;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipelines");
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        parse(name, &text).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let imp = read("elec2-tiering-importance.yaml");
+    let mut rec = read("elec2-tiering-recency.yaml");
+    assert_eq!(imp.tiering.policy, TierPolicy::Importance);
+    assert_eq!(rec.tiering.policy, TierPolicy::Recency);
+    assert_eq!(imp.tiering.rescore, super::Rescore::Hot);
+    rec.tiering.policy = TierPolicy::Importance;
+    rec.name.clone_from(&imp.name);
+    rec.description.clone_from(&imp.description);
+    assert_eq!(rec, imp);
+}
+
 /// The shipped example pipelines parse, and their datasets resolve.
 #[test]
 fn example_pipelines_parse() {
