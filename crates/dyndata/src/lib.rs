@@ -35,7 +35,7 @@ pub mod trigger;
 
 pub use store::{
     CompactReport, CsvReport, Entry, RetentionPolicy, Store, StoreError, StoreOptions, StoreStats,
-    Tier, TierReport, Window, WindowBatch,
+    Tier, TierPolicy, TierReport, Window, WindowBatch,
 };
 
 /// One training sample.

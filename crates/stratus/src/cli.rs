@@ -327,6 +327,12 @@ pub struct GenCli {
     /// Share of labels replaced by another class (default: 0.05 for hyperplane, else 0).
     #[arg(long)]
     pub noise: Option<f64>,
+    /// Class imbalance: one weight per class, comma-separated; a drawn
+    /// sample of class c is kept with probability w[c] / max(w), else
+    /// redrawn (e.g. 1,0.1: about one positive per ten negatives where the
+    /// concept draws them equally often).
+    #[arg(long, value_delimiter = ',')]
+    pub class_weights: Option<Vec<f64>>,
     /// agrawal: feature perturbation, a fraction of each range.
     #[arg(long)]
     pub perturbation: Option<f64>,
@@ -369,6 +375,7 @@ impl GenCli {
             drift_width: self.drift_width,
             concepts: self.concepts,
             noise: self.noise,
+            class_weights: self.class_weights,
             perturbation: self.perturbation,
             features: self.features,
             drift_features: self.drift_features,

@@ -271,6 +271,8 @@ pub fn config_json(
         },
         "tiering": {
             "hot_fraction": tier.hot_fraction,
+            "policy": tier.policy.name(),
+            "rescore": tier.rescore.name(),
             "cost_hot_per_gb_month": tier.cost_hot_per_gb_month,
             "cost_cold_per_gb_month": tier.cost_cold_per_gb_month,
             "cost_cold_read_per_gb": tier.cost_cold_read_per_gb,

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use stratus_dyndata::select::{self, Candidates, SelectError, Selected, Strategy};
-use stratus_dyndata::spec::{DriftAction, ModelId, Pipeline, SpecErrors, TriggerSpec};
+use stratus_dyndata::spec::{DriftAction, ModelId, Pipeline, Rescore, SpecErrors, TriggerSpec};
 use stratus_dyndata::store::{Store, StoreError, WindowBatch};
 use stratus_dyndata::trigger::{Observation, Trigger, TriggerError};
 use stratus_dyndata::{drift, spec};
@@ -36,6 +36,8 @@ use stratus_dyndata::{drift, spec};
 use crate::modelstore::{ModelStore, ModelStoreError};
 use crate::stream::StreamModel;
 use crate::trainer::{TrainError, Trainer};
+
+mod rescore;
 
 const GB: f64 = 1e9;
 
@@ -644,6 +646,31 @@ impl Runner<'_> {
         self.trainer.predict(x).map_err(|e| self.train_err(e))
     }
 
+    /// The current model's importance scores of rows `x` (labels `labels`)
+    /// for a model-based `strategy`; there must be a model.
+    fn importance_scores(
+        &self,
+        strategy: Strategy,
+        x: &[f32],
+        labels: &[i64],
+    ) -> Result<Vec<f32>, RunError> {
+        let pred = self
+            .predict(x)?
+            .expect("model-based scoring runs only once there is a model");
+        let mut s = vec![0f32; labels.len()];
+        let k = pred.classes;
+        let r = match strategy {
+            Strategy::Loss => select::loss_scores(&pred.probs, k, labels, &mut s),
+            Strategy::GradNorm => {
+                select::gradnorm_scores(&pred.probs, k, labels, &pred.emb, pred.emb_dim, &mut s)
+            }
+            Strategy::UncertaintyMargin => select::margin_scores(&pred.probs, k, &mut s),
+            _ => select::entropy_scores(&pred.probs, k, &mut s),
+        };
+        r.map_err(|e| self.select_err(e))?;
+        Ok(s)
+    }
+
     fn ingest(&mut self, w: &WindowBatch, from: usize, to: usize) -> Result<(), RunError> {
         if to <= from {
             return Ok(());
@@ -698,39 +725,51 @@ impl Runner<'_> {
         let mut scored = 0;
         let mut scores: Vec<(u64, f32)> = Vec::new();
         // (index into candidates, weight), and the rows when already read.
-        let (selected, rows): (Vec<Selected>, Option<stratus_dyndata::Batch>) = if needs_all {
-            let batch = self.store.read(&keys)?;
-            let sel = if strategy.needs_model() {
-                let pred = self
-                    .predict(&batch.features)?
-                    .expect("needs_all implies a model for model-based strategies");
-                scored = n;
-                let mut s = vec![0f32; n];
-                let k = pred.classes;
-                let r = match strategy {
-                    Strategy::Loss => select::loss_scores(&pred.probs, k, &labels, &mut s),
-                    Strategy::GradNorm => select::gradnorm_scores(
-                        &pred.probs,
-                        k,
-                        &labels,
-                        &pred.emb,
-                        pred.emb_dim,
-                        &mut s,
-                    ),
-                    Strategy::UncertaintyMargin => select::margin_scores(&pred.probs, k, &mut s),
-                    _ => select::entropy_scores(&pred.probs, k, &mut s),
+        let (selected, rows): (Vec<Selected>, Option<stratus_dyndata::Batch>) =
+            if strategy.needs_model() && has_model && p.tiering.rescore == Rescore::Hot {
+                let h = self.select_rescoring_hot(&entries, strategy, budget, seed)?;
+                scored = h.scores.len();
+                scores = h.scores;
+                (h.selected, Some(h.rows))
+            } else if needs_all {
+                let batch = self.store.read(&keys)?;
+                let sel = if strategy.needs_model() {
+                    let s = self.importance_scores(strategy, &batch.features, &labels)?;
+                    scored = n;
+                    let m = select::budget_size(n, budget).map_err(|e| self.select_err(e))?;
+                    scores = keys.iter().copied().zip(s.iter().copied()).collect();
+                    select::sample_proportional(&s, m, seed).map_err(|e| self.select_err(e))?
+                } else {
+                    select::select(
+                        strategy,
+                        budget,
+                        &Candidates {
+                            n,
+                            features: &batch.features,
+                            dim,
+                            labels: &labels,
+                            timestamps: &timestamps,
+                            first_new,
+                            ..Candidates::default()
+                        },
+                        seed,
+                    )
+                    .map_err(|e| self.select_err(e))?
                 };
-                r.map_err(|e| self.select_err(e))?;
-                let m = select::budget_size(n, budget).map_err(|e| self.select_err(e))?;
-                scores = keys.iter().copied().zip(s.iter().copied()).collect();
-                select::sample_proportional(&s, m, seed).map_err(|e| self.select_err(e))?
+                (sel, Some(batch))
             } else {
-                select::select(
-                    strategy,
+                // Index-only selection (the first model-based trigger has no
+                // model yet: uniform).
+                let s = if strategy.needs_model() {
+                    Strategy::Uniform
+                } else {
+                    strategy
+                };
+                let sel = select::select(
+                    s,
                     budget,
                     &Candidates {
                         n,
-                        features: &batch.features,
                         dim,
                         labels: &labels,
                         timestamps: &timestamps,
@@ -739,33 +778,9 @@ impl Runner<'_> {
                     },
                     seed,
                 )
-                .map_err(|e| self.select_err(e))?
+                .map_err(|e| self.select_err(e))?;
+                (sel, None)
             };
-            (sel, Some(batch))
-        } else {
-            // Index-only selection (the first model-based trigger has no
-            // model yet: uniform).
-            let s = if strategy.needs_model() {
-                Strategy::Uniform
-            } else {
-                strategy
-            };
-            let sel = select::select(
-                s,
-                budget,
-                &Candidates {
-                    n,
-                    dim,
-                    labels: &labels,
-                    timestamps: &timestamps,
-                    first_new,
-                    ..Candidates::default()
-                },
-                seed,
-            )
-            .map_err(|e| self.select_err(e))?;
-            (sel, None)
-        };
         let (x, y, w) = match &rows {
             Some(b) => {
                 let mut x = Vec::with_capacity(selected.len() * dim);
@@ -814,7 +829,8 @@ impl Runner<'_> {
         if !scores.is_empty() {
             self.store.set_scores(&scores)?;
         }
-        self.store.retier(p.tiering.hot_fraction)?;
+        self.store
+            .retier(p.tiering.hot_fraction, p.tiering.policy)?;
         let cpu_s = cpu_seconds() - cpu0;
         let st = self.store.stats()?;
         let cold_reads = st.cold_reads - self.cold_reads;

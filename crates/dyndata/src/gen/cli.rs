@@ -1,5 +1,6 @@
 //! `stratus data gen KIND --samples N --seed S [--drift-at P,...]
-//! [--drift-width W] [--concepts C,...] [--noise X] [generator flags]
+//! [--drift-width W] [--concepts C,...] [--noise X] [--class-weights W,...]
+//! [generator flags]
 //! -o OUT.csv`: plain arguments in, a one-line summary out. A flag that
 //! does not apply to the generator is an error, and the file appears whole
 //! or not at all (written to a temporary name, then renamed).
@@ -20,6 +21,7 @@ pub struct GenArgs {
     pub drift_width: u64,
     pub concepts: Option<Vec<usize>>,
     pub noise: Option<f64>,
+    pub class_weights: Option<Vec<f64>>,
     pub perturbation: Option<f64>,
     pub features: Option<usize>,
     pub drift_features: Option<usize>,
@@ -127,6 +129,7 @@ impl GenArgs {
             drift_width: a.drift_width,
             concepts: a.concepts.clone(),
             noise: a.noise.unwrap_or(noise),
+            class_weights: a.class_weights.clone(),
         };
         spec.validate()?;
         Ok(spec)

@@ -62,6 +62,10 @@ pub struct GenSpec {
     pub concepts: Option<Vec<usize>>,
     /// Probability that a label is replaced by another class.
     pub noise: f64,
+    /// Class imbalance: a drawn sample of class `c` is kept with
+    /// probability `w[c] / max(w)` and redrawn otherwise (before label
+    /// noise; drift positions count kept samples). `None`: as drawn.
+    pub class_weights: Option<Vec<f64>>,
 }
 
 /// A stream that cannot be generated as asked.
@@ -156,6 +160,25 @@ impl GenSpec {
         }
         if !(0.0..=1.0).contains(&self.noise) {
             return Err(invalid("noise", "use a probability in [0, 1]"));
+        }
+        if let Some(w) = &self.class_weights {
+            let k = self.classes() as usize;
+            if w.len() != k {
+                return Err(invalid(
+                    "class_weights",
+                    format!("give one weight per class: {k}, found {}", w.len()),
+                ));
+            }
+            // A weight of 0 could reject forever; 1e-3 bounds the redraws.
+            let max = w.iter().cloned().fold(0.0, f64::max);
+            if w.iter()
+                .any(|&x| !(x.is_finite() && x > 0.0 && x >= max * 1e-3))
+            {
+                return Err(invalid(
+                    "class_weights",
+                    "use finite weights > 0, each at least 1/1000 of the largest",
+                ));
+            }
         }
         let frac = |v: f64, field: &'static str| {
             if (0.0..=1.0).contains(&v) {
@@ -275,6 +298,10 @@ impl GenSpec {
             concepts: built.into_iter().map(|(_, b)| b).collect(),
             slots,
             t: 0,
+            keep: self.class_weights.as_ref().map(|w| {
+                let max = w.iter().cloned().fold(0.0, f64::max);
+                w.iter().map(|x| x / max).collect()
+            }),
         })
     }
 }
@@ -287,6 +314,8 @@ pub struct Stream {
     /// Segment -> concept slot.
     slots: Vec<usize>,
     t: u64,
+    /// Per class, the probability that a drawn sample is kept.
+    keep: Option<Vec<f64>>,
 }
 
 impl Stream {
@@ -318,7 +347,13 @@ impl Iterator for Stream {
             return None;
         }
         let seg = self.segment(self.t);
-        let (x, mut y) = self.concepts[self.slots[seg]].sample(&mut self.rng);
+        let (x, mut y) = loop {
+            let (x, y) = self.concepts[self.slots[seg]].sample(&mut self.rng);
+            match &self.keep {
+                Some(k) if self.rng.random::<f64>() >= k[y as usize] => continue,
+                _ => break (x, y),
+            }
+        };
         if self.spec.noise > 0.0 && self.rng.random::<f64>() < self.spec.noise {
             let k = self.spec.classes();
             y = (y + self.rng.random_range(1..k)) % k;

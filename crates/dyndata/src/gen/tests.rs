@@ -14,6 +14,7 @@ fn sea(drift_at: Vec<u64>, width: u64, concepts: Option<Vec<usize>>) -> GenSpec 
         drift_width: width,
         concepts,
         noise: 0.0,
+        class_weights: None,
     }
 }
 
@@ -198,6 +199,35 @@ fn noise_flips_about_its_share_of_labels() {
 }
 
 #[test]
+fn class_weights_thin_a_class_and_keep_labels_and_drift_positions() {
+    // SEA concept 0 (threshold 8) draws class 1 68% of the time.
+    let base = GenSpec {
+        samples: 20_000,
+        drift_at: vec![10_000],
+        ..sea(vec![], 0, None)
+    };
+    let spec = GenSpec {
+        class_weights: Some(vec![1.0, 0.1]),
+        ..base.clone()
+    };
+    let s: Vec<_> = spec.stream().unwrap().collect();
+    assert_eq!(s.len(), 20_000);
+    let ones = |r: &[(Vec<f64>, u32)]| r.iter().filter(|(_, y)| *y == 1).count();
+    // Expected share of class 1: 0.068 / (0.32 + 0.068) ≈ 17.5%.
+    let before = ones(&s[..10_000]);
+    assert!((1600..1900).contains(&before), "{before}");
+    let plain = ones(&base.stream().unwrap().take(10_000).collect::<Vec<_>>());
+    assert!((6600..7000).contains(&plain), "{plain}");
+    // Every kept sample still carries its concept's label, on each side of
+    // the drift at the given position (concept 1: threshold 9).
+    let (t0, t1) = (Sea { threshold: 8.0 }, Sea { threshold: 9.0 });
+    assert!(s[..10_000].iter().all(|(x, y)| *y == t0.label(x)));
+    assert!(s[10_000..].iter().all(|(x, y)| *y == t1.label(x)));
+    // Deterministic.
+    assert_eq!(s, spec.stream().unwrap().collect::<Vec<_>>());
+}
+
+#[test]
 fn bad_specs_name_the_parameter() {
     let e = |s: GenSpec| s.validate().unwrap_err().to_string();
     assert_eq!(
@@ -219,6 +249,27 @@ fn bad_specs_name_the_parameter() {
         }),
         format!("samples: use 1..={MAX_SAMPLES}")
     );
+    let w = |w: Vec<f64>| {
+        e(GenSpec {
+            class_weights: Some(w),
+            ..sea(vec![], 0, None)
+        })
+    };
+    assert_eq!(
+        w(vec![1.0]),
+        "class_weights: give one weight per class: 2, found 1"
+    );
+    for bad in [
+        vec![1.0, 0.0],
+        vec![1.0, -1.0],
+        vec![1.0, f64::NAN],
+        vec![1.0, 1e-4],
+    ] {
+        assert_eq!(
+            w(bad),
+            "class_weights: use finite weights > 0, each at least 1/1000 of the largest"
+        );
+    }
 }
 
 #[test]

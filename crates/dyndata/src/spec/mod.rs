@@ -48,7 +48,9 @@
 //! evaluation: {next_windows: 1}
 //! retention: {max_age: 17520, max_samples: 20000}
 //! tiering:
-//!   hot_fraction: 0.25          # share of samples kept hot, by importance; default 1
+//!   hot_fraction: 0.25          # share of samples kept hot; default 1
+//!   policy: importance          # importance (highest latest score; unscored first) | recency
+//!   rescore: all                # all | hot: what a scoring selection re-reads and re-scores
 //!   cost_hot_per_gb_month: 0.08 # USD; defaults: SSD block storage,
 //!   cost_cold_per_gb_month: 0.0125 #   infrequent-access object storage
 //!   cost_cold_read_per_gb: 0.01 #   and its retrieval fee
@@ -70,14 +72,14 @@ use stratus_yaml::{Kind, Node};
 
 pub use types::DriftAction;
 pub use types::{
-    Cost, Data, Evaluation, Model, ModelId, Optimizer, Pipeline, Selection, SpecError, SpecErrors,
-    Tiering, Training, TriggerSpec,
+    Cost, Data, Evaluation, Model, ModelId, Optimizer, Pipeline, Rescore, Selection, SpecError,
+    SpecErrors, Tiering, Training, TriggerSpec,
 };
 
 use crate::csv::{ColumnRef, Header, OnBadRow};
 use crate::drift::RotationDrift;
 use crate::select::Strategy;
-use crate::store::{RetentionPolicy, Window};
+use crate::store::{RetentionPolicy, TierPolicy, Window};
 use crate::trigger::DriftMetric;
 
 struct Ctx<'f> {
@@ -892,6 +894,26 @@ fn read_tiering(ctx: &mut Ctx<'_>, n: &Node) -> Option<Tiering> {
             "use a fraction in [0, 1]",
         ) {
             Some(x) => t.hot_fraction = x,
+            None => ok = false,
+        }
+    }
+    if let Some(v) = m.get("policy") {
+        let policies = [
+            (TierPolicy::Importance.name(), TierPolicy::Importance),
+            (TierPolicy::Recency.name(), TierPolicy::Recency),
+        ];
+        match ctx.choice(v, "tiering.policy", &policies) {
+            Some(x) => t.policy = x,
+            None => ok = false,
+        }
+    }
+    if let Some(v) = m.get("rescore") {
+        let modes = [
+            (Rescore::All.name(), Rescore::All),
+            (Rescore::Hot.name(), Rescore::Hot),
+        ];
+        match ctx.choice(v, "tiering.rescore", &modes) {
+            Some(x) => t.rescore = x,
             None => ok = false,
         }
     }

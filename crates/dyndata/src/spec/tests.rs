@@ -54,6 +54,8 @@ evaluation: {next_windows: 3}
 retention: {max_age: 1000, max_samples: 5000}
 tiering:
   hot_fraction: 0.2
+  policy: recency
+  rescore: hot
   cost_hot_per_gb_month: 0.1
   cost_cold_per_gb_month: 0.01
   cost_cold_read_per_gb: 0.02
@@ -73,7 +75,7 @@ fn full_pipeline() {
             selection=Selection { strategy: UncertaintyEntropy, budget: 0.1 }
             evaluation=Evaluation { next_windows: 3 }
             retention=RetentionPolicy { max_age: Some(1000), max_samples: Some(5000) }
-            tiering=Tiering { hot_fraction: 0.2, cost_hot_per_gb_month: 0.1, cost_cold_per_gb_month: 0.01, cost_cold_read_per_gb: 0.02 }
+            tiering=Tiering { hot_fraction: 0.2, policy: Recency, rescore: Hot, cost_hot_per_gb_month: 0.1, cost_cold_per_gb_month: 0.01, cost_cold_read_per_gb: 0.02 }
             cost=Cost { watts_per_core: 12.5 }
         "#]],
     );
@@ -98,7 +100,7 @@ selection: {strategy: all}
             selection=Selection { strategy: All, budget: 1.0 }
             evaluation=Evaluation { next_windows: 1 }
             retention=RetentionPolicy { max_age: None, max_samples: None }
-            tiering=Tiering { hot_fraction: 1.0, cost_hot_per_gb_month: 0.08, cost_cold_per_gb_month: 0.0125, cost_cold_read_per_gb: 0.01 }
+            tiering=Tiering { hot_fraction: 1.0, policy: Importance, rescore: All, cost_hot_per_gb_month: 0.08, cost_cold_per_gb_month: 0.0125, cost_cold_read_per_gb: 0.01 }
             cost=Cost { watts_per_core: 10.0 }
         "#]],
     );
@@ -233,7 +235,7 @@ model: {id: logreg, hidden: [8]}
 training: {lr: -1, momentum: 0.5, batch_size: 1.5, seed: -3}
 trigger: {every_samples: 10}
 selection: {strategy: loss, budget: 0.5}
-tiering: {hot_fraction: 2, cost_cold_per_gb_month: -1}
+tiering: {hot_fraction: 2, cost_cold_per_gb_month: -1, policy: recent, rescore: [hot]}
 colour: red
 ",
         expect![[r#"
@@ -248,6 +250,8 @@ colour: red
             p.yaml:5:58: training.seed: -3 is out of range; use a value in 0..=9223372036854775807
             p.yaml:8:25: tiering.hot_fraction: 2 is out of range; use a fraction in [0, 1]
             p.yaml:8:52: tiering.cost_cold_per_gb_month: -1 is out of range; must be >= 0
+            p.yaml:8:64: tiering.policy: unknown value 'recent' (did you mean 'recency'?); use one of importance, recency
+            p.yaml:8:81: tiering.rescore: expected one of all, hot, found a list
             p.yaml:9:1: colour: unknown field; known fields: pipeline, data, model, training, trigger, selection, evaluation, retention, tiering, cost
         "#]],
     );
@@ -326,6 +330,26 @@ fn yaml_level_errors() {
             p.yaml:1:33: YAML nested deeper than 32 levels; flatten the document
         "#]],
     );
+}
+
+/// The two tiering examples are the same pipeline but for the policy.
+#[test]
+fn tiering_example_pipelines_differ_only_in_policy() {
+    use crate::store::TierPolicy;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipelines");
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        parse(name, &text).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let imp = read("elec2-tiering-importance.yaml");
+    let mut rec = read("elec2-tiering-recency.yaml");
+    assert_eq!(imp.tiering.policy, TierPolicy::Importance);
+    assert_eq!(rec.tiering.policy, TierPolicy::Recency);
+    assert_eq!(imp.tiering.rescore, super::Rescore::Hot);
+    rec.tiering.policy = TierPolicy::Importance;
+    rec.name.clone_from(&imp.name);
+    rec.description.clone_from(&imp.description);
+    assert_eq!(rec, imp);
 }
 
 /// The shipped example pipelines parse, and their datasets resolve.

@@ -9,7 +9,7 @@ use super::Pos;
 use crate::csv::{ColumnRef, CsvOptions, Header, OnBadRow, TableOptions};
 use crate::drift::RotationDrift;
 use crate::select::Strategy;
-use crate::store::{RetentionPolicy, Window};
+use crate::store::{RetentionPolicy, TierPolicy, Window};
 use crate::trigger::DriftMetric;
 
 /// A parsed pipeline file.
@@ -216,10 +216,15 @@ pub struct Evaluation {
     pub next_windows: usize,
 }
 
-/// `tiering`: prices in USD.
+/// `tiering`: which samples stay hot, what a scoring selection re-reads,
+/// and prices in USD.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tiering {
     pub hot_fraction: f64,
+    /// Which samples are kept hot after each trigger.
+    pub policy: TierPolicy,
+    /// Which samples a scoring selection reads and re-scores at a trigger.
+    pub rescore: Rescore,
     pub cost_hot_per_gb_month: f64,
     pub cost_cold_per_gb_month: f64,
     pub cost_cold_read_per_gb: f64,
@@ -229,9 +234,34 @@ impl Default for Tiering {
     fn default() -> Self {
         Tiering {
             hot_fraction: 1.0,
+            policy: TierPolicy::Importance,
+            rescore: Rescore::All,
             cost_hot_per_gb_month: 0.08,
             cost_cold_per_gb_month: 0.0125,
             cost_cold_read_per_gb: 0.01,
+        }
+    }
+}
+
+/// `tiering.rescore`: which retained samples a scoring selection (loss,
+/// gradnorm, uncertainty_*) reads and scores with the current model at a
+/// trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rescore {
+    /// Every retained sample, hot or cold (each cold one is a cold read).
+    #[default]
+    All,
+    /// The hot samples and any never scored; a cold sample keeps its last
+    /// score and is read only if selected.
+    Hot,
+}
+
+impl Rescore {
+    /// The name a pipeline file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rescore::All => "all",
+            Rescore::Hot => "hot",
         }
     }
 }

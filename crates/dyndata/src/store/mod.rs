@@ -64,7 +64,7 @@ pub use compact::{CompactReport, RetentionPolicy};
 pub use ingest::CsvReport;
 pub use replay::{Replay, Window, WindowBatch};
 pub use stats::StoreStats;
-pub use tiering::TierReport;
+pub use tiering::{TierPolicy, TierReport};
 
 /// Default size at which a hot segment is closed and a new one started.
 pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 64 << 20;

@@ -1,10 +1,34 @@
-//! Moving records between the hot and the cold tier, by importance score.
+//! Moving records between the hot and the cold tier, by importance score
+//! or by recency (see [`TierPolicy`]).
 
 use rusqlite::params;
 
 use super::ingest::{encode, encode_all};
-use super::{meta_set, upsert_segment, CompactReport, Store, StoreError, Tier};
+use super::{meta_set, upsert_segment, CompactReport, Entry, Store, StoreError, Tier};
 use crate::segment::{self, HEADER_LEN};
+
+/// Which live samples [`Store::retier`] keeps hot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TierPolicy {
+    /// The highest latest importance score first (see
+    /// [`Store::set_scores`]); samples never scored count as most important
+    /// (they are new since the last scoring), and ties go to the newer
+    /// sample. With no scores at all this is recency.
+    #[default]
+    Importance,
+    /// The newest first (timestamp, then key); scores are ignored.
+    Recency,
+}
+
+impl TierPolicy {
+    /// The name a pipeline file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            TierPolicy::Importance => "importance",
+            TierPolicy::Recency => "recency",
+        }
+    }
+}
 
 /// What [`Store::retier`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,24 +143,29 @@ impl Store {
         Ok(locs.len())
     }
 
-    /// Keeps the `hot_fraction` most important live samples hot and the rest
-    /// cold, then compacts. Importance is the latest score, higher first;
-    /// unscored samples (new since the last scoring) count as most important,
-    /// and ties go to the newer sample.
-    pub fn retier(&mut self, hot_fraction: f64) -> Result<TierReport, StoreError> {
+    /// Keeps the first `hot_fraction` of the live samples hot, in the order
+    /// `policy` gives, and the rest cold, then compacts.
+    pub fn retier(
+        &mut self,
+        hot_fraction: f64,
+        policy: TierPolicy,
+    ) -> Result<TierReport, StoreError> {
         if !(0.0..=1.0).contains(&hot_fraction) {
             return Err(StoreError::Invalid(format!(
                 "hot fraction must be in [0, 1], got {hot_fraction}"
             )));
         }
         let mut entries = self.entries()?;
-        entries.sort_by(|a, b| {
-            let sa = a.score.unwrap_or(f32::INFINITY);
-            let sb = b.score.unwrap_or(f32::INFINITY);
-            sb.total_cmp(&sa)
-                .then(b.timestamp.cmp(&a.timestamp))
-                .then(b.key.cmp(&a.key))
-        });
+        let newer_first =
+            |a: &Entry, b: &Entry| b.timestamp.cmp(&a.timestamp).then(b.key.cmp(&a.key));
+        match policy {
+            TierPolicy::Importance => entries.sort_by(|a, b| {
+                let sa = a.score.unwrap_or(f32::INFINITY);
+                let sb = b.score.unwrap_or(f32::INFINITY);
+                sb.total_cmp(&sa).then(newer_first(a, b))
+            }),
+            TierPolicy::Recency => entries.sort_by(newer_first),
+        }
         let n_hot = ((entries.len() as f64) * hot_fraction).round() as usize;
         let promote: Vec<u64> = entries[..n_hot]
             .iter()

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use stratus_dyndata::csv::{ColumnRef, CsvOptions, OnBadRow};
 use stratus_dyndata::tier::{ColdError, ColdTier, DirTier};
-use stratus_dyndata::{RetentionPolicy, Sample, Store, StoreError, StoreOptions, Tier, Window};
+use stratus_dyndata::{
+    RetentionPolicy, Sample, Store, StoreError, StoreOptions, Tier, TierPolicy, Window,
+};
 
 use crate::{drift_data, files_under, gen_sample};
 
@@ -310,7 +312,7 @@ fn tiers_move_records_and_count_cold_reads() {
     // Importance tiering: keep the 10% highest scores hot.
     let scores: Vec<(u64, f32)> = (0..1000).map(|k| (k, (k % 10) as f32)).collect();
     store.set_scores(&scores).unwrap();
-    let r = store.retier(0.1).unwrap();
+    let r = store.retier(0.1, TierPolicy::Importance).unwrap();
     assert_eq!((r.hot, r.cold), (100, 900));
     for e in store.entries().unwrap() {
         assert_eq!(e.tier == Tier::Hot, e.key % 10 == 9, "key {}", e.key);
@@ -333,6 +335,53 @@ fn tiers_move_records_and_count_cold_reads() {
     let store = Store::open_with(dir.path(), small_segments()).unwrap();
     let b = store.read(&(0..1000).collect::<Vec<_>>()).unwrap();
     assert_eq!(b.to_samples(), batch);
+}
+
+/// The two placement policies keep different samples hot from the same
+/// scores: importance keeps the highest scores, recency the newest, and
+/// importance without scores falls back to recency.
+#[test]
+fn importance_and_recency_tiering_place_different_samples_hot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open_with(dir.path(), small_segments()).unwrap();
+    let batch: Vec<Sample> = (0..600).map(|k| gen_sample(k, 4)).collect();
+    store.ingest_batch(&batch).unwrap();
+    let hot = |store: &Store| -> Vec<u64> {
+        let mut h: Vec<u64> = store
+            .entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.tier == Tier::Hot)
+            .map(|e| e.key)
+            .collect();
+        h.sort();
+        h
+    };
+    // Unscored: both policies keep the newest 60.
+    store.retier(0.1, TierPolicy::Importance).unwrap();
+    let newest: Vec<u64> = (540..600).collect();
+    assert_eq!(hot(&store), newest);
+    // Old samples score high: importance promotes them, recency does not.
+    let scores: Vec<(u64, f32)> = (0..600).map(|k| (k, 1.0 / (1.0 + k as f32))).collect();
+    store.set_scores(&scores).unwrap();
+    let r = store.retier(0.1, TierPolicy::Importance).unwrap();
+    assert_eq!((r.hot, r.promoted, r.demoted), (60, 60, 60));
+    assert_eq!(hot(&store), (0..60).collect::<Vec<u64>>());
+    let r = store.retier(0.1, TierPolicy::Recency).unwrap();
+    assert_eq!((r.hot, r.promoted, r.demoted), (60, 60, 60));
+    assert_eq!(hot(&store), newest);
+    // A new sample, never scored, is hot under importance too.
+    store.ingest_batch(&[gen_sample(600, 4)]).unwrap();
+    store.retier(0.1, TierPolicy::Importance).unwrap();
+    let h = hot(&store);
+    assert_eq!(h.len(), 60);
+    assert!(
+        h.contains(&600) && h.contains(&0) && !h.contains(&59),
+        "{h:?}"
+    );
+    // Every sample still reads back, whichever tier it is in.
+    let all: Vec<u64> = (0..601).collect();
+    assert_eq!(store.read(&all).unwrap().len(), 601);
 }
 
 /// A cold tier whose puts fail while `fail` is set.

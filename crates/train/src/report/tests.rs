@@ -61,6 +61,8 @@ fn config_json_holds_objects_not_debug_strings() {
         serde_json::json!({"drift": {"metric": "ks", "window": 50, "threshold": 0.2}})
     );
     assert_eq!(c["tiering"]["hot_fraction"], 1.0);
+    assert_eq!(c["tiering"]["policy"], "importance");
+    assert_eq!(c["tiering"]["rescore"], "all");
     assert_eq!(c["strategies"][0]["strategy"], "loss");
     assert_eq!(c["dataset"], "dir/x.csv");
     for k in [

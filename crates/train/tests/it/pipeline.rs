@@ -205,3 +205,50 @@ selection: {strategy: uncertainty_entropy, budget: 0.5}
     // Nothing reaches 99%: the initial trigger, then at least one per window.
     assert!(rows[0]["triggers"].as_u64().unwrap() >= 4, "{}", rows[0]);
 }
+
+/// Tiering policies over the first 8 Elec2 windows: with every sample
+/// re-scored (`rescore: all`) the policies train on the same samples, so
+/// accuracy is identical, but importance placement promotes and reads more
+/// from the cold tier; `rescore: hot` scores fewer samples.
+#[test]
+fn tiering_policies_change_cold_reads_not_what_is_trained_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = std::collections::HashMap::new();
+    for pol in ["importance", "recency"] {
+        let text = std::fs::read_to_string(example(&format!("elec2-tiering-{pol}.yaml")))
+            .unwrap()
+            .replace("../../data/drift", "DRIFT_DATA");
+        for rescore in ["all", "hot"] {
+            let d = tmp.path().join(format!("{pol}-{rescore}"));
+            let p = pipeline_in(
+                &d,
+                &text.replace("rescore: hot", &format!("rescore: {rescore}")),
+            );
+            let out = d.join("report");
+            run(&args(p, out.clone(), Some("loss:0.25"), 8)).unwrap();
+            let c: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                    .unwrap();
+            assert_eq!(c["config"]["tiering"]["policy"], pol);
+            assert_eq!(c["config"]["tiering"]["rescore"], rescore);
+            rows.insert((pol, rescore), summary(&out)[0].clone());
+        }
+    }
+    let (imp, rec) = (&rows[&("importance", "all")], &rows[&("recency", "all")]);
+    for f in ["mean_next_accuracy", "train_samples", "scored_samples"] {
+        assert_eq!(imp[f], rec[f], "{f}");
+    }
+    let bytes = |r: &serde_json::Value| r["cold_read_bytes"].as_u64().unwrap();
+    assert!(bytes(imp) > bytes(rec), "{} vs {}", bytes(imp), bytes(rec));
+    let scored = |r: &serde_json::Value| r["scored_samples"].as_u64().unwrap();
+    for pol in ["importance", "recency"] {
+        let (hot, all) = (&rows[&(pol, "hot")], &rows[&(pol, "all")]);
+        assert!(
+            scored(hot) < scored(all),
+            "{pol}: {} vs {}",
+            scored(hot),
+            scored(all)
+        );
+        assert_eq!(hot["train_samples"], all["train_samples"], "{pol}");
+    }
+}

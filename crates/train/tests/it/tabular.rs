@@ -50,6 +50,7 @@ fn a_generated_stream_and_a_messy_table_train() {
         drift_width: 0,
         concepts: None,
         noise: 0.0,
+        class_weights: None,
     };
     std::fs::write(tmp.path().join("sea.csv"), to_csv(&spec).unwrap()).unwrap();
     let out = tmp.path().join("sea");
