@@ -896,7 +896,10 @@ fn measure_throughput_and_round_trip() {
     eprintln!(
         "per 4 KiB page: FUSE READ of a cached chunk {cached:.1} us, of a zero page {zero:.1} us, page-cache hit (no FUSE) {hit:.1} us ({reads} READs)"
     );
-    assert!(reads >= 4000, "fadvise did not force READs: {reads}");
+    // 4,000 evicting preads. DONTNEED is advisory: under load the kernel
+    // now and then keeps a page (seen: 3,998 of 4,000 in CI), so ask for
+    // 99%; without the eviction there would be almost none.
+    assert!(reads >= 3960, "fadvise did not force READs: {reads} of 4000");
 }
 
 /// QEMU itself takes the file as `memory-backend-file,share=off`: it opens
