@@ -899,7 +899,10 @@ fn measure_throughput_and_round_trip() {
     // 4,000 evicting preads. DONTNEED is advisory: under load the kernel
     // now and then keeps a page (seen: 3,998 of 4,000 in CI), so ask for
     // 99%; without the eviction there would be almost none.
-    assert!(reads >= 3960, "fadvise did not force READs: {reads} of 4000");
+    assert!(
+        reads >= 3960,
+        "fadvise did not force READs: {reads} of 4000"
+    );
 }
 
 /// QEMU itself takes the file as `memory-backend-file,share=off`: it opens
