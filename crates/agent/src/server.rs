@@ -238,21 +238,16 @@ impl Agent {
         if let Some(s) = self.sandboxes.get(name) {
             return Ok(s.clone());
         }
-        let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
-        known.sort_unstable();
-        let why = self
-            .cfg
-            .unavailable_runtimes
-            .iter()
-            .find(|(r, _)| r == name)
-            .map(|(_, why)| format!(": {why}"))
-            .unwrap_or_default();
+        let (known, why) = stratus_sandbox::runtime_gap(
+            name,
+            self.sandboxes.keys().copied(),
+            &self.cfg.unavailable_runtimes,
+        );
         Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!(
-                "start request field runtime: '{name}' is not available on node {} (available: {}){why}",
+                "start request field runtime: '{name}' is not available on node {} (available: {known}){why}",
                 self.cfg.name,
-                known.join(", ")
             ),
         ))
     }

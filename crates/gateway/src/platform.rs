@@ -311,18 +311,13 @@ impl Platform {
 
     /// Why `runtime` cannot run functions here.
     fn runtime_missing(&self, runtime: &str) -> String {
-        let mut known: Vec<&str> = self.sandboxes.keys().copied().collect();
-        known.sort_unstable();
-        let why = self
-            .cfg
-            .unavailable_runtimes
-            .iter()
-            .find(|(r, _)| r == runtime)
-            .map(|(_, why)| format!(": {why}"))
-            .unwrap_or_default();
+        let (known, why) = stratus_sandbox::runtime_gap(
+            runtime,
+            self.sandboxes.keys().copied(),
+            &self.cfg.unavailable_runtimes,
+        );
         format!(
-            "runtime '{runtime}' is not available on this node (annotation stratus.dev/runtime; available: {}){why}",
-            known.join(", ")
+            "runtime '{runtime}' is not available on this node (annotation stratus.dev/runtime; available: {known}){why}"
         )
     }
 

@@ -167,6 +167,24 @@ pub trait Sandbox: Send + Sync + 'static {
     ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError>;
 }
 
+/// For the message a request for a runtime this node lacks gets: the
+/// runtimes it has, sorted and comma-separated, and `": why"` when the
+/// node said why `runtime` is missing (empty otherwise).
+pub fn runtime_gap<'a>(
+    runtime: &str,
+    available: impl IntoIterator<Item = &'a str>,
+    unavailable: &[(String, String)],
+) -> (String, String) {
+    let mut known: Vec<&str> = available.into_iter().collect();
+    known.sort_unstable();
+    let why = unavailable
+        .iter()
+        .find(|(r, _)| r == runtime)
+        .map(|(_, why)| format!(": {why}"))
+        .unwrap_or_default();
+    (known.join(", "), why)
+}
+
 #[async_trait]
 pub trait Instance: Send + Sync + 'static {
     fn id(&self) -> &str;
