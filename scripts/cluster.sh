@@ -6,6 +6,8 @@
 #
 #   scripts/cluster.sh up N [--rate 1gbit] [--burst 256kb] [--prefix P]
 #                          [--dir DIR] [--stratus PATH] [--no-stratus] [--replace]
+#                          [--replicas R] [--placement POLICY] [--leader-ttl S]
+#                          [--lease-ttl S]
 #   scripts/cluster.sh down      [--prefix P] [--dir DIR]     # the same options go with
 #   scripts/cluster.sh status    [--prefix P] [--dir DIR]     # every command below
 #   scripts/cluster.sh bytes     [--prefix P] [--dir DIR]     # per host, from the kernel
@@ -15,10 +17,14 @@
 #
 # Shape (namespaces are named P-<node>, P defaults to "stratus"):
 #   P-core  bridge br0, one veth end per node (h1.., e1..e3, cp)
-#   P-hI    host I, 10.77.0.I/24 on eth0; a `stratus worker` when the
-#           binary has that subcommand
+#   P-hI    host I, 10.77.0.I/24 on eth0; a `stratus worker` (agent API on
+#           :8081, registered in etcd as hI, lease --lease-ttl, default 3 s)
+#           when the binary has that subcommand (built with --features etcd)
 #   P-eI    etcd member I, 10.77.0.24I (241..243), client :2379, peer :2380
-#   P-cp    the control plane (`stratus up --etcd ...`), 10.77.0.250:8080
+#   P-cp    the control plane (`stratus up --etcd ... --workers`),
+#           10.77.0.250:8080; with --replicas R, standbys on :8090, :8100, ...
+#           (pid files cp, cp2, ...); the leader places instances on the
+#           workers by --placement (default spread)
 # Each host's link is shaped with tbf in both directions (--rate, --burst):
 # egress of eth0 in the host (its tx), egress of hI in the core (its rx).
 # tc netem is not available here: for latency, put the bench harness's
@@ -42,6 +48,7 @@ say() { echo "cluster.sh: $*" >&2; }
 repo="$(cd "$(dirname "$0")/.." && pwd -P)"
 cmd="${1:-}"; [ -n "$cmd" ] && shift
 prefix=stratus dir="" rate=1gbit burst=256kb stratus="" no_stratus=0 replace=0 n=""
+replicas=1 placement=spread leader_ttl=2 lease_ttl=3
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,6 +59,10 @@ while [ $# -gt 0 ]; do
     --stratus) stratus="$2"; shift 2 ;;
     --no-stratus) no_stratus=1; shift ;;
     --replace) replace=1; shift ;;
+    --replicas) replicas="$2"; shift 2 ;;
+    --placement) placement="$2"; shift 2 ;;
+    --leader-ttl) leader_ttl="$2"; shift 2 ;;
+    --lease-ttl) lease_ttl="$2"; shift 2 ;;
     --) shift; args+=("$@"); break ;;
     *) args+=("$1"); shift ;;
   esac
@@ -214,42 +225,55 @@ wait_quorum() {
 }
 
 start_stratus() {
-  local bin i
+  local bin i r port
   bin="$(stratus_bin)"
   [ -x "$bin" ] || die "stratus binary $bin is not executable"
-  # The admin token: random, 0600, handed over as a file, never as an argument.
-  if [ ! -s "$dir/admin.token" ]; then
-    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/admin.token")
-  fi
-  mkdir -p "$dir/cp"
-  # Functions run as `nobody` from the repository root (examples/ paths).
-  (cd "$repo" && start_in cp cp "$bin" up --addr "$CP_IP:$GW_PORT" --state-dir "$dir/cp" \
-    --etcd "$(etcd_urls)" --etcd-cluster "$prefix" --token-file "$dir/admin.token")
-  local ok=0
-  for ((i = 0; i < 300; i++)); do
-    if in_ns h1 curl -fsS -m 1 "http://$CP_IP:$GW_PORT/healthz" >/dev/null 2>&1; then ok=1; break; fi
-    alive "$(cat "$dir/cp.pid")" || break
-    sleep 0.1
+  # Tokens: random, 0600, handed over as files, never as arguments. The
+  # admin token guards the gateway's API; the cluster token the workers'
+  # agent APIs (the control plane calls them with it).
+  for f in admin.token cluster.token; do
+    if [ ! -s "$dir/$f" ]; then
+      (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/$f")
+    fi
   done
-  [ "$ok" = 1 ] || { tail -n 20 "$dir/cp.log" >&2; die "the control plane did not answer on http://$CP_IP:$GW_PORT (log: $dir/cp.log)"; }
-  say "control plane: http://$CP_IP:$GW_PORT (admin token: $dir/admin.token)"
-  local help wargs
-  if help="$("$bin" worker --help 2>&1)" && grep -q -- '--join' <<<"$help"; then
-    for ((i = 1; i <= n; i++)); do
-      wargs=(worker --join "http://$CP_IP:$GW_PORT")
-      # The worker's flags are young: pass those this build has.
-      if grep -q -- '--token-file' <<<"$help"; then wargs+=(--token-file "$dir/admin.token"); fi
-      if grep -q -- '--addr' <<<"$help"; then wargs+=(--addr "$NET.$i:$WORKER_PORT"); fi
-      if grep -q -- '--state-dir' <<<"$help"; then mkdir -p "$dir/worker$i"; wargs+=(--state-dir "$dir/worker$i"); fi
-      (cd "$repo" && start_in "h$i" "worker$i" "$bin" "${wargs[@]}")
+  local workers=0
+  if "$bin" worker --help >/dev/null 2>&1; then workers=1; fi
+  # Control-plane replicas in the cp namespace: the first on :8080, the
+  # others (standbys) on :8090, :8100, ... One leads (etcd election).
+  for ((r = 1; r <= replicas; r++)); do
+    port=$((GW_PORT + 10 * (r - 1)))
+    local name=cp; [ "$r" -gt 1 ] && name="cp$r"
+    mkdir -p "$dir/$name"
+    local cargs=(up --addr "$CP_IP:$port" --state-dir "$dir/$name"
+      --etcd "$(etcd_urls)" --etcd-cluster "$prefix" --token-file "$dir/admin.token")
+    if [ "$workers" = 1 ]; then
+      cargs+=(--workers --cluster-token-file "$dir/cluster.token" --placement "$placement" --leader-ttl "$leader_ttl")
+    fi
+    # Functions run as `nobody` from the repository root (examples/ paths).
+    (cd "$repo" && start_in cp "$name" "$bin" "${cargs[@]}")
+    local ok=0
+    for ((i = 0; i < 300; i++)); do
+      if in_ns h1 curl -fsS -m 1 "http://$CP_IP:$port/healthz" >/dev/null 2>&1; then ok=1; break; fi
+      alive "$(cat "$dir/$name.pid")" || break
+      sleep 0.1
     done
-    sleep 1
+    [ "$ok" = 1 ] || { tail -n 20 "$dir/$name.log" >&2; die "control plane $name did not answer on http://$CP_IP:$port (log: $dir/$name.log)"; }
+    say "control plane $name: http://$CP_IP:$port (admin token: $dir/admin.token)"
+  done
+  if [ "$workers" = 1 ]; then
     for ((i = 1; i <= n; i++)); do
-      alive "$(cat "$dir/worker$i.pid")" || { tail -n 20 "$dir/worker$i.log" >&2; die "worker $i exited (log: $dir/worker$i.log)"; }
+      mkdir -p "$dir/worker$i"
+      (cd "$repo" && start_in "h$i" "worker$i" "$bin" worker --join "$(etcd_urls)" \
+        --cluster "$prefix" --name "h$i" --token-file "$dir/cluster.token" \
+        --listen "$NET.$i:$WORKER_PORT" --state-dir "$dir/worker$i" --lease-ttl "$lease_ttl")
     done
-    say "workers: one per host (logs: $dir/worker*.log)"
+    for ((i = 1; i <= n; i++)); do
+      wait_tcp "h$i" 30 "$NET.$i" "$WORKER_PORT" \
+        || { tail -n 20 "$dir/worker$i.log" >&2; die "worker $i did not listen (log: $dir/worker$i.log)"; }
+    done
+    say "workers: h1..h$n, agent API on :$WORKER_PORT (logs: $dir/worker*.log; placement $placement)"
   else
-    say "workers: not started ('$bin worker' does not exist in this build)"
+    say "workers: not started ('$bin worker' does not exist in this build: build with --features etcd)"
   fi
 }
 

@@ -253,10 +253,14 @@ impl Platform {
         let instance = lease.slot.id.clone();
         let cold_start_us = lease.cold_start_us;
         let content_type = crate::body::content_type(&d.input);
-        let req = http::Request::post(lease.slot.uri.clone())
+        let mut req = http::Request::post(lease.slot.uri.clone())
             .header(http::header::CONTENT_TYPE, content_type)
             .body(ChunksBody::from(d.input))
             .expect("valid request");
+        if let Some(auth) = &lease.slot.authorization {
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, auth.clone());
+        }
         pool.count_request();
         let client = self.client.clone();
         let limit = self.cfg.max_body_bytes;

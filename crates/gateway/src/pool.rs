@@ -47,6 +47,8 @@ pub struct Slot {
     pub id: String,
     pub endpoint: SocketAddr,
     pub uri: http::Uri,
+    /// The `Authorization` every call to it carries (`Instance::route`).
+    pub authorization: Option<http::HeaderValue>,
     key: InstanceId,
     inst: Box<dyn Instance>,
 }
@@ -392,12 +394,22 @@ impl FunctionPool {
                 tracing::debug!(instance = %spec.instance_id, spawn_us = timing.spawn_us, ready_us = timing.ready_us, "instance ready");
                 self.metrics.cold_starts.inc();
                 let endpoint = inst.endpoint();
+                let route = inst.route();
+                let (uri, authorization) = match slot_route(&route) {
+                    Ok(r) => r,
+                    Err(why) => {
+                        self.metrics.start_failures.inc();
+                        tracing::warn!(function = %s.name, url = %route.url, "instance start failed: {why}");
+                        inst.stop().await;
+                        self.update(|g| g.state.start_failed(key, &why));
+                        return;
+                    }
+                };
                 let slot = Arc::new(Slot {
                     id: spec.instance_id,
                     endpoint,
-                    uri: format!("http://{endpoint}/")
-                        .parse()
-                        .expect("socket address is a valid authority"),
+                    uri,
+                    authorization,
                     key,
                     inst,
                 });
@@ -415,6 +427,27 @@ impl FunctionPool {
             }
         }
     }
+}
+
+/// The URI and credentials calls to an instance use, from its route; a
+/// route that is no URI or no header value is a backend's bug, refused.
+fn slot_route(
+    r: &stratus_sandbox::Route,
+) -> Result<(http::Uri, Option<http::HeaderValue>), String> {
+    let uri: http::Uri = r
+        .url
+        .parse()
+        .map_err(|e| format!("the backend gave the instance the URL {:?}: {e}", r.url))?;
+    let authorization = match &r.authorization {
+        Some(a) => {
+            let mut v = http::HeaderValue::from_str(a)
+                .map_err(|_| "the backend gave the instance unusable credentials".to_string())?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+        None => None,
+    };
+    Ok((uri, authorization))
 }
 
 /// The state's counts behind the pool's gauges (shared by all revisions of

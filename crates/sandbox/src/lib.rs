@@ -185,11 +185,49 @@ pub fn runtime_gap<'a>(
     (known.join(", "), why)
 }
 
+/// How the platform calls an instance's handler: where invocations are
+/// `POST`ed, and the credentials the call carries.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Absolute `http://` URL ending in `/`.
+    pub url: String,
+    /// The `Authorization` header value every call carries: a worker
+    /// agent's bearer token when the instance runs on another host behind
+    /// its agent's proxy. Never printed.
+    pub authorization: Option<String>,
+}
+
+impl Route {
+    /// The instance itself at `addr`, no credentials: `http://addr/`.
+    pub fn direct(addr: SocketAddr) -> Route {
+        Route {
+            url: format!("http://{addr}/"),
+            authorization: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("url", &self.url)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 #[async_trait]
 pub trait Instance: Send + Sync + 'static {
     fn id(&self) -> &str;
     /// Where the instance serves HTTP.
     fn endpoint(&self) -> SocketAddr;
+    /// How the platform calls it: by default straight at [`Self::endpoint`].
+    fn route(&self) -> Route {
+        Route::direct(self.endpoint())
+    }
     /// `Some(description)` once the instance has exited.
     fn exit_status(&self) -> Option<String>;
     /// Stops the instance (graceful, then forced) and waits until it is gone.

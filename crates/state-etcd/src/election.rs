@@ -152,6 +152,12 @@ impl Campaign {
         self.elected.borrow().is_some() && !self.lease.lost()
     }
 
+    /// Its lease is known to be lost (expired or revoked): elected or not,
+    /// this candidacy is over; campaign again with a new one.
+    pub fn lost(&self) -> bool {
+        self.lease.lost()
+    }
+
     /// Steps down (if elected) and revokes the lease.
     pub fn resign(mut self, store: &EtcdStore) -> Result<(), StateError> {
         self.task.abort();

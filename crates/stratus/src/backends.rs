@@ -53,6 +53,7 @@ pub struct NodeArgs {
 /// The runc and microVM backends where this node can run them, and why not
 /// where it cannot (the process backend comes from
 /// [`stratus_gateway::process_backend`]).
+#[derive(Default)]
 pub struct Backends {
     pub extra: Vec<Arc<dyn Sandbox>>,
     /// `(runtime, why)` for each backend this node lacks.

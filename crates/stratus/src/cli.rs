@@ -511,6 +511,8 @@ pub struct UpArgs {
     /// Names this cluster's keys in etcd (/stratus/NAME/...).
     #[arg(long, default_value = "default", value_name = "NAME")]
     etcd_cluster: String,
+    #[command(flatten)]
+    cluster: crate::controlplane::ClusterArgs,
 }
 
 /// A client that sends the admin token (`find_token`).
@@ -758,15 +760,29 @@ async fn up(a: UpArgs) -> Result<()> {
         },
         ..Config::default()
     };
-    let backends = crate::backends::extra_backends(&a.node, &state_dir)?;
+    let workers = a
+        .cluster
+        .check()?
+        .map(|(token, source)| crate::etcd::Workers {
+            args: a.cluster.clone(),
+            token,
+            source,
+            gateway_addr: a.addr.to_string(),
+        });
+    let backends = match workers {
+        // Instances run on the workers: no local backend to build.
+        Some(_) => crate::backends::Backends::default(),
+        None => crate::backends::extra_backends(&a.node, &state_dir)?,
+    };
     cfg.unavailable_runtimes.extend(backends.unavailable);
     let extra = backends.extra;
-    let platform = if a.etcd.is_empty() {
-        Platform::start_with_backends(cfg, extra)
+    let (platform, _control_plane) = if a.etcd.is_empty() {
+        let p = Platform::start_with_backends(cfg, extra)
             .await
-            .context("starting the platform")?
+            .context("starting the platform")?;
+        (p, None)
     } else {
-        crate::etcd::start(&a.etcd, &a.etcd_cluster, &state_dir, cfg, extra)
+        crate::etcd::start(&a.etcd, &a.etcd_cluster, &state_dir, cfg, extra, workers)
             .await
             .context("starting the platform")?
     };

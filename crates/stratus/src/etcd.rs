@@ -11,6 +11,15 @@ use std::sync::Arc;
 use anyhow::Result;
 use stratus_gateway::{Config, Platform};
 
+/// Cluster mode's inputs, checked before etcd is reached.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub struct Workers {
+    pub args: crate::controlplane::ClusterArgs,
+    pub token: stratus_auth::Token,
+    pub source: String,
+    pub gateway_addr: String,
+}
+
 #[cfg(not(feature = "etcd"))]
 pub async fn start(
     _urls: &[String],
@@ -18,7 +27,8 @@ pub async fn start(
     _state_dir: &Path,
     _cfg: Config,
     _extra: Vec<Arc<dyn stratus_sandbox::Sandbox>>,
-) -> Result<Arc<Platform>> {
+    _workers: Option<Workers>,
+) -> Result<(Arc<Platform>, Option<crate::controlplane::ControlPlane>)> {
     anyhow::bail!(
         "--etcd: this stratus was built without etcd support; build it with `cargo build --release --features etcd` (needs protoc: apt-get install protobuf-compiler)"
     )
@@ -40,14 +50,16 @@ mod with_etcd {
     use super::*;
 
     /// Connects to etcd, starts the platform on it and follows the other
-    /// replicas' deploys.
+    /// replicas' deploys. With `workers`, instances run on the cluster's
+    /// workers (`controlplane`) instead of on `extra` and this host.
     pub async fn start(
         urls: &[String],
         cluster: &str,
         state_dir: &Path,
-        cfg: Config,
-        extra: Vec<Arc<dyn stratus_sandbox::Sandbox>>,
-    ) -> Result<Arc<Platform>> {
+        mut cfg: Config,
+        mut extra: Vec<Arc<dyn stratus_sandbox::Sandbox>>,
+        workers: Option<Workers>,
+    ) -> Result<(Arc<Platform>, Option<crate::controlplane::ControlPlane>)> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
         let records = Arc::new(SqliteStore::open(&state_dir.join("state.db"))?);
@@ -66,10 +78,28 @@ mod with_etcd {
             urls.join(","),
             state_dir.display()
         );
+        let cp = match workers {
+            Some(w) => {
+                let cp = crate::controlplane::start(
+                    etcd.clone(),
+                    &w.args,
+                    w.token,
+                    &w.source,
+                    &w.gateway_addr,
+                    cluster,
+                )
+                .await?;
+                // Every runtime is the workers'; this host runs none.
+                extra = cp.sandboxes.clone();
+                cfg.unavailable_runtimes.clear();
+                Some(cp)
+            }
+            None => None,
+        };
         let store: Arc<dyn StateStore> = etcd.clone();
         let platform = Platform::start_with_sandboxes(cfg, store, extra).await?;
         tokio::spawn(follow(etcd, Arc::downgrade(&platform), from));
-        Ok(platform)
+        Ok((platform, cp))
     }
 
     /// Applies the watch's changes until the platform goes; after a watch

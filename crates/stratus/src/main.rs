@@ -2,6 +2,7 @@
 
 mod backends;
 mod cli;
+mod controlplane;
 mod etcd;
 mod export;
 mod trace;

@@ -3,6 +3,8 @@
 
 mod auth;
 mod bench;
+#[cfg(feature = "etcd")]
+mod cluster;
 mod errors;
 #[cfg(feature = "etcd")]
 mod etcd;

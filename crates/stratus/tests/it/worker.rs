@@ -17,12 +17,12 @@ use stratus_state_etcd::{EtcdConfig, EtcdStore, NodeInfo};
 
 use crate::*;
 
-const CLUSTER: &str = "it-workers";
+pub(crate) const CLUSTER: &str = "it-workers";
 const TTL_SECS: u64 = 3;
 
-struct Worker {
-    child: Child,
-    client: AgentClient,
+pub(crate) struct Worker {
+    pub(crate) child: Child,
+    pub(crate) client: AgentClient,
     log: PathBuf,
 }
 
@@ -33,7 +33,7 @@ impl Drop for Worker {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -41,7 +41,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn token_file(dir: &Path, name: &str) -> (PathBuf, Token) {
+pub(crate) fn token_file(dir: &Path, name: &str) -> (PathBuf, Token) {
     let p = dir.join(name);
     let t = Token::generate().unwrap();
     std::fs::write(&p, t.expose()).unwrap();
@@ -65,7 +65,12 @@ fn worker_cmd(etcd: &EtcdCluster, dir: &Path, name: &str, token: &Path, port: u1
 }
 
 impl Worker {
-    async fn start(etcd: &EtcdCluster, dir: &Path, name: &str, token: &(PathBuf, Token)) -> Worker {
+    pub(crate) async fn start(
+        etcd: &EtcdCluster,
+        dir: &Path,
+        name: &str,
+        token: &(PathBuf, Token),
+    ) -> Worker {
         let port = free_port();
         let log = dir.join(format!("{name}.log"));
         let child = worker_cmd(etcd, dir, name, &token.0, port)
@@ -143,7 +148,11 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Waits until `f` holds (checked every 50 ms); returns how long it took.
-async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) -> Duration {
+pub(crate) async fn until(
+    what: &str,
+    limit: Duration,
+    mut f: impl AsyncFnMut() -> bool,
+) -> Duration {
     let t = Instant::now();
     while !f().await {
         assert!(t.elapsed() < limit, "{what}: not within {limit:?}");

@@ -1,0 +1,204 @@
+//! `stratus up --etcd URLS --workers`: a control-plane replica whose
+//! function instances run on the cluster's workers. Replicas campaign in
+//! etcd's election; the leader places and starts instances
+//! (`stratus_cluster`), standbys refuse to start any and say who leads.
+//! The node list comes from the registry the workers keep alive in etcd;
+//! what runs where comes from the workers themselves.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+/// The flags of cluster mode (flattened into `stratus up`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Run function instances on the cluster's workers (`stratus worker`)
+    /// instead of this host; needs --etcd and the cluster token.
+    #[arg(long, requires = "etcd")]
+    pub workers: bool,
+    /// File holding the cluster token the workers joined with (else
+    /// $STRATUS_CLUSTER_TOKEN); the control plane calls their agents with it.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_token_file: Option<PathBuf>,
+    /// Where instances go: spread, bin-pack, cache-aware[:bin-pack], or
+    /// random:SEED.
+    #[arg(long, default_value = "spread", value_name = "POLICY")]
+    pub placement: String,
+    /// Seconds the leader's election lease outlives it: a standby takes
+    /// over this long after the leader dies (etcd's minimum is 1.5 s by
+    /// default; shorter requests get that).
+    #[arg(long, default_value_t = 2)]
+    pub leader_ttl: u64,
+    /// HOST:PORT where clients reach this replica's gateway, as standbys
+    /// report the leader (default: --addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+}
+
+/// The environment variable that may hold the cluster token.
+pub const CLUSTER_TOKEN_ENV: &str = "STRATUS_CLUSTER_TOKEN";
+
+impl ClusterArgs {
+    /// Checks the flags that need no etcd: the token, the policy, the TTL.
+    pub fn check(&self) -> Result<Option<(stratus_auth::Token, String)>> {
+        if !self.workers {
+            return Ok(None);
+        }
+        let env = std::env::var(CLUSTER_TOKEN_ENV).ok();
+        let (token, source) =
+            stratus_auth::Token::explicit(self.cluster_token_file.as_deref(), env.as_deref())?
+                .with_context(|| format!("--workers needs the cluster token: pass --cluster-token-file PATH or set ${CLUSTER_TOKEN_ENV}"))?;
+        if !(1..=3600).contains(&self.leader_ttl) {
+            bail!("--leader-ttl {}: give 1 to 3600 seconds", self.leader_ttl);
+        }
+        Ok(Some((token, source.to_string())))
+    }
+}
+
+#[cfg(feature = "etcd")]
+pub use with_etcd::{start, ControlPlane};
+
+#[cfg(feature = "etcd")]
+mod with_etcd {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use stratus_cluster::{Directory, NodeView, RemoteSandbox, Role};
+    use stratus_sandbox::Sandbox;
+    use stratus_state_etcd::join::Joined;
+    use stratus_state_etcd::{Campaign, EtcdStore, NodeInfo};
+
+    use super::*;
+
+    /// The election's name under the cluster prefix.
+    const ELECTION: &str = "control-plane";
+    /// How often the replica reads the node registry, asks the workers what
+    /// runs, and looks at its role.
+    const SYNC_EVERY: Duration = Duration::from_millis(250);
+
+    /// A running control plane: the sandboxes the platform uses (they hold
+    /// the directory; the sync task ends when they are gone).
+    pub struct ControlPlane {
+        pub sandboxes: Vec<Arc<dyn Sandbox>>,
+    }
+
+    /// Joins the cluster as a control-plane replica: checks the token
+    /// against the cluster's, campaigns, and keeps the directory current.
+    pub async fn start(
+        etcd: Arc<EtcdStore>,
+        args: &ClusterArgs,
+        token: stratus_auth::Token,
+        source: &str,
+        gateway_addr: &str,
+        cluster: &str,
+    ) -> Result<ControlPlane> {
+        let policy: stratus_placement::Policy = args
+            .placement
+            .parse()
+            .with_context(|| format!("--placement {:?}", args.placement))?;
+        let verifier = stratus_agent::join::verifier(&token);
+        let e = etcd.clone();
+        let joined = tokio::task::spawn_blocking(move || e.check_join(&verifier))
+            .await?
+            .context("checking the cluster token")?;
+        match joined {
+            Joined::Refused => bail!(
+                "the cluster token ({source}) is not cluster '{cluster}''s: its workers joined with another"
+            ),
+            Joined::First => eprintln!(
+                "first member of cluster '{cluster}': its token is now this one ({source})"
+            ),
+            Joined::Matched => eprintln!("cluster token ({source}) matches cluster '{cluster}'"),
+        }
+        let directory = Directory::new(token.expose(), policy);
+        let sandboxes: Vec<Arc<dyn Sandbox>> = ["process", "runc", "microvm"]
+            .into_iter()
+            .map(|r| RemoteSandbox::new(r, directory.clone()) as Arc<dyn Sandbox>)
+            .collect();
+        let value = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| gateway_addr.to_string());
+        let ttl = Duration::from_secs(args.leader_ttl);
+        tokio::spawn(sync(etcd, directory.clone(), value, ttl));
+        eprintln!("control plane: instances run on the cluster's workers (placement {policy}); campaigning for leader");
+        Ok(ControlPlane { sandboxes })
+    }
+
+    fn view(n: NodeInfo) -> NodeView {
+        NodeView {
+            name: n.name,
+            agent_url: n.addr,
+            cores: n.cores,
+            memory_bytes: n.memory_bytes,
+            images: n.images,
+            snapshots: n.snapshots,
+        }
+    }
+
+    /// Campaigns, follows the node registry and the workers, until the
+    /// directory's last user goes.
+    async fn sync(etcd: Arc<EtcdStore>, dir: Arc<Directory>, value: String, ttl: Duration) {
+        let mut campaign: Option<Campaign> = None;
+        let mut was_leader = false;
+        loop {
+            if Arc::strong_count(&dir) == 1 {
+                return;
+            }
+            // Campaign (again, after a lost lease).
+            let lost = campaign.as_ref().is_some_and(|c| c.lost());
+            if campaign.is_none() || lost {
+                if lost && was_leader {
+                    tracing::warn!("lost the leadership (lease expired); campaigning again");
+                }
+                campaign = None;
+                let (e, v) = (etcd.clone(), value.clone());
+                match tokio::task::spawn_blocking(move || e.campaign(ELECTION, &v, ttl)).await {
+                    Ok(Ok(c)) => campaign = Some(c),
+                    Ok(Err(e)) => tracing::warn!("campaigning: {e}"),
+                    Err(e) => tracing::warn!("campaigning: {e}"),
+                }
+            }
+            let leading = campaign.as_ref().is_some_and(|c| c.is_leader());
+            let role = if leading {
+                Role::Leader
+            } else {
+                let e = etcd.clone();
+                let leader = tokio::task::spawn_blocking(move || e.leader(ELECTION))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten();
+                Role::Standby { leader }
+            };
+            if dir.set_role(role.clone()) {
+                match &role {
+                    Role::Leader => {
+                        eprintln!("control plane: elected leader; asking the workers what runs")
+                    }
+                    Role::Standby { leader } => eprintln!(
+                        "control plane: standby (leader: {})",
+                        leader.as_deref().unwrap_or("none yet")
+                    ),
+                }
+            }
+            was_leader = leading;
+            // Nodes: when etcd cannot answer, the last list stands.
+            let e = etcd.clone();
+            match tokio::task::spawn_blocking(move || e.list_nodes()).await {
+                Ok(Ok(nodes)) => {
+                    dir.set_nodes(nodes.into_iter().map(view).collect());
+                }
+                Ok(Err(e)) => tracing::debug!("reading the node registry: {e}"),
+                Err(e) => tracing::warn!("reading the node registry: {e}"),
+            }
+            for (node, why) in dir.poll_workers().await {
+                tracing::debug!(%node, "worker did not answer: {why}");
+            }
+            tokio::time::sleep(SYNC_EVERY).await;
+        }
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+pub struct ControlPlane;
