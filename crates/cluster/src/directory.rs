@@ -13,6 +13,10 @@ use tokio::sync::watch;
 
 use crate::ClusterError;
 
+/// How long `poll_workers` waits for one worker's list (a cut link must
+/// not hold up the others).
+const POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What one instance reserves when its Service says nothing: the agent's
 /// default limits (a tenth of a core, 64 MiB).
 pub const DEFAULT_SIZE: Resources = Resources::new(100, 64 << 20);
@@ -377,17 +381,16 @@ impl Directory {
                 .map(|e| (e.view.name.clone(), e.client.clone()))
                 .collect()
         };
-        let lists = futures_util::future::join_all(
-            nodes
-                .iter()
-                .map(|(name, c)| async move { (name.clone(), c.clone(), c.list().await) }),
-        )
+        let lists = futures_util::future::join_all(nodes.iter().map(|(name, c)| async move {
+            let list = tokio::time::timeout(POLL_TIMEOUT, c.list()).await;
+            (name.clone(), c.clone(), list)
+        }))
         .await;
         let leader = self.role() == Role::Leader;
         let mut failed = Vec::new();
         for (node, client, list) in lists {
             match list {
-                Ok(list) => {
+                Ok(Ok(list)) => {
                     for id in self.reconcile(&node, &list, leader) {
                         let c = client.clone();
                         tokio::spawn(async move {
@@ -402,7 +405,8 @@ impl Directory {
                         });
                     }
                 }
-                Err(e) => failed.push((node, e.to_string())),
+                Ok(Err(e)) => failed.push((node, e.to_string())),
+                Err(_) => failed.push((node, format!("no answer within {POLL_TIMEOUT:?}"))),
             }
         }
         failed

@@ -42,8 +42,9 @@
 //! ```
 //!
 //! The activator decides *how many* instances a function has; placement
-//! decides *where*. The cluster simulator and the control plane are meant
-//! to drive this same code; neither does yet.
+//! decides *where*. The control plane (`stratus-cluster`'s `Directory`)
+//! drives this code for every instance it starts on a worker; the cluster
+//! simulator is meant to drive the same code.
 
 mod choose;
 mod cluster;

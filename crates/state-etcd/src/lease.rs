@@ -45,6 +45,7 @@ impl Lease {
             store.client.clone(),
             id,
             interval,
+            Duration::from_secs(secs as u64),
             stopped,
             lost.clone(),
         ));
@@ -94,17 +95,31 @@ impl Lease {
     }
 }
 
+/// Keeps lease `id` alive every `interval` until `stopped`. Marks it lost
+/// when etcd answers that it expired, or when no keepalive has been
+/// answered for `ttl` (etcd has expired it by then; a cut link may hide
+/// that answer for much longer than the TTL).
 async fn keep_alive(
     client: Client,
     id: i64,
     interval: Duration,
+    ttl: Duration,
     mut stopped: oneshot::Receiver<()>,
     lost: Arc<AtomicBool>,
 ) {
     let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut answered = tokio::time::Instant::now();
     loop {
+        if answered.elapsed() >= ttl {
+            lost.store(true, Ordering::SeqCst);
+            return;
+        }
         if stream.is_none() {
-            stream = client.lease_client().keep_alive(id).await.ok();
+            // Opening the stream over a dead connection may wait forever.
+            stream = tokio::time::timeout(interval, client.lease_client().keep_alive(id))
+                .await
+                .ok()
+                .and_then(Result::ok);
         }
         if let Some((keeper, answers)) = stream.as_mut() {
             let round = async {
@@ -116,7 +131,7 @@ async fn keep_alive(
                     lost.store(true, Ordering::SeqCst);
                     return;
                 }
-                Ok(Ok(Some(_))) => {}
+                Ok(Ok(Some(_))) => answered = tokio::time::Instant::now(),
                 // The member went away or no quorum answers: open a new
                 // stream next round.
                 _ => stream = None,

@@ -408,6 +408,8 @@ pub enum BenchCmd {
     Snapshots(stratus_bench::snapshots::SnapshotsArgs),
     /// A real `stratus up` under mixed load, scale-to-zero churn and crashing functions; RSS, fds, threads, database size over time.
     Soak(stratus_bench::soak::SoakArgs),
+    /// A cluster of processes (etcd, workers, two control-plane replicas): cold-start throughput on 1 and N workers, leader failover.
+    Cluster(crate::bench_cluster::ClusterBenchArgs),
 }
 
 /// How a client command finds its bearer token.
@@ -582,6 +584,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(BenchCmd::Images(a)) => stratus_bench::images::run(a).await,
         Cmd::Bench(BenchCmd::Snapshots(a)) => stratus_bench::snapshots::run(a).await,
         Cmd::Bench(BenchCmd::Soak(a)) => stratus_bench::soak::run(a).await,
+        Cmd::Bench(BenchCmd::Cluster(a)) => crate::bench_cluster::run(a).await,
         Cmd::Bench(BenchCmd::Compare { a, b }) => {
             print!("{}", stratus_bench::run::compare(&a, &b)?);
             Ok(())

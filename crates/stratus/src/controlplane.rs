@@ -72,9 +72,11 @@ mod with_etcd {
 
     /// The election's name under the cluster prefix.
     const ELECTION: &str = "control-plane";
-    /// How often the replica reads the node registry, asks the workers what
-    /// runs, and looks at its role.
+    /// How often the replica reads the node registry and asks the workers
+    /// what runs.
     const SYNC_EVERY: Duration = Duration::from_millis(250);
+    /// How often it looks at its own candidacy.
+    const ROLE_EVERY: Duration = Duration::from_millis(25);
 
     /// A running control plane: the sandboxes the platform uses (they hold
     /// the directory; the sync task ends when they are gone).
@@ -137,10 +139,14 @@ mod with_etcd {
     }
 
     /// Campaigns, follows the node registry and the workers, until the
-    /// directory's last user goes.
+    /// directory's last user goes. The role is looked at every
+    /// `ROLE_EVERY` (a local check while campaigning), so a standby starts
+    /// placing within that of its election; the registry and the workers
+    /// every `SYNC_EVERY`.
     async fn sync(etcd: Arc<EtcdStore>, dir: Arc<Directory>, value: String, ttl: Duration) {
         let mut campaign: Option<Campaign> = None;
         let mut was_leader = false;
+        let mut last_sync: Option<tokio::time::Instant> = None;
         loop {
             if Arc::strong_count(&dir) == 1 {
                 return;
@@ -160,42 +166,49 @@ mod with_etcd {
                 }
             }
             let leading = campaign.as_ref().is_some_and(|c| c.is_leader());
-            let role = if leading {
-                Role::Leader
-            } else {
-                let e = etcd.clone();
-                let leader = tokio::task::spawn_blocking(move || e.leader(ELECTION))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten();
-                Role::Standby { leader }
-            };
-            if dir.set_role(role.clone()) {
-                match &role {
-                    Role::Leader => {
-                        eprintln!("control plane: elected leader; asking the workers what runs")
+            let due = last_sync.is_none_or(|t| t.elapsed() >= SYNC_EVERY);
+            if leading != was_leader || due {
+                let role = if leading {
+                    Role::Leader
+                } else {
+                    let e = etcd.clone();
+                    let leader = tokio::task::spawn_blocking(move || e.leader(ELECTION))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten();
+                    Role::Standby { leader }
+                };
+                if dir.set_role(role.clone()) {
+                    match &role {
+                        Role::Leader => {
+                            eprintln!("control plane: elected leader; asking the workers what runs")
+                        }
+                        Role::Standby { leader } => eprintln!(
+                            "control plane: standby (leader: {})",
+                            leader.as_deref().unwrap_or("none yet")
+                        ),
                     }
-                    Role::Standby { leader } => eprintln!(
-                        "control plane: standby (leader: {})",
-                        leader.as_deref().unwrap_or("none yet")
-                    ),
+                }
+            }
+            // A new leader asks the workers at once.
+            if due || (leading && !was_leader) {
+                last_sync = Some(tokio::time::Instant::now());
+                // Nodes: when etcd cannot answer, the last list stands.
+                let e = etcd.clone();
+                match tokio::task::spawn_blocking(move || e.list_nodes()).await {
+                    Ok(Ok(nodes)) => {
+                        dir.set_nodes(nodes.into_iter().map(view).collect());
+                    }
+                    Ok(Err(e)) => tracing::debug!("reading the node registry: {e}"),
+                    Err(e) => tracing::warn!("reading the node registry: {e}"),
+                }
+                for (node, why) in dir.poll_workers().await {
+                    tracing::debug!(%node, "worker did not answer: {why}");
                 }
             }
             was_leader = leading;
-            // Nodes: when etcd cannot answer, the last list stands.
-            let e = etcd.clone();
-            match tokio::task::spawn_blocking(move || e.list_nodes()).await {
-                Ok(Ok(nodes)) => {
-                    dir.set_nodes(nodes.into_iter().map(view).collect());
-                }
-                Ok(Err(e)) => tracing::debug!("reading the node registry: {e}"),
-                Err(e) => tracing::warn!("reading the node registry: {e}"),
-            }
-            for (node, why) in dir.poll_workers().await {
-                tracing::debug!(%node, "worker did not answer: {why}");
-            }
-            tokio::time::sleep(SYNC_EVERY).await;
+            tokio::time::sleep(ROLE_EVERY).await;
         }
     }
 }

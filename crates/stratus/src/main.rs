@@ -1,6 +1,7 @@
 //! `stratus`: a thin command line over the library crates.
 
 mod backends;
+mod bench_cluster;
 mod cli;
 mod controlplane;
 mod etcd;

@@ -112,3 +112,146 @@ fn control_plane_in_the_namespace_cluster_serves_hosts_and_outlives_etcd_quorum(
     c.down().unwrap();
     assert_eq!(leftovers(PREFIX), Vec::<String>::new());
 }
+
+const LINK_PREFIX: &str = "snlink";
+
+/// Each call holds its instance for 300 ms (containerConcurrency 1), and
+/// gives up after 5 s: nothing may hang on a cut link.
+const SPIN: &str = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: spin\nspec:\n  template:\n    spec:\n      containerConcurrency: 1\n      timeoutSeconds: 5\n      containers:\n        - image: stratus.dev/test/spin\n          command: [\"stratus\", \"fn\", \"spin\"]\n";
+
+/// The last lines of each of `logs` in `dir`.
+fn tails(dir: &std::path::Path, logs: &[&str]) -> String {
+    let mut out = String::new();
+    for l in logs {
+        let s = std::fs::read_to_string(dir.join(l)).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        out.push_str(&format!(
+            "--- {l}\n{}\n",
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        ));
+    }
+    out
+}
+
+/// `n` calls at once; (status, body) each.
+async fn spin_burst(gw: &stratus_gateway::client::GatewayClient, n: usize) -> Vec<(u16, String)> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let c = gw.clone();
+        set.spawn(async move {
+            let body = bytes::Bytes::from_static(br#"{"ms":300,"mode":"sleep"}"#);
+            match c.invoke("spin", body).await {
+                Ok(r) => (r.status, r.text()),
+                Err(e) => (0, e.to_string()),
+            }
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+#[test]
+fn a_workers_link_cut_and_healed_no_call_hangs_and_no_instance_counts_twice() {
+    let mut opts = NetClusterOptions::new(LINK_PREFIX, 2);
+    opts.stratus = Some(stratus_bin());
+    let Some(c) = NetCluster::up_with_or_skip(opts) else {
+        return;
+    };
+    let admin = stratus_auth::Token::read_file(&c.dir().join("admin.token")).unwrap();
+    let cluster = stratus_auth::Token::read_file(&c.dir().join("cluster.token")).unwrap();
+    let gw_url = c.gateway_url();
+    // The client side runs on h1 (the bridge's /24 exists only in there).
+    c.on_host("h1", || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let gw = stratus_gateway::client::GatewayClient::new(&gw_url).with_token(&admin);
+            let agent2 = stratus_agent::AgentClient::new(
+                &format!("http://{}:8081", NetCluster::host_ip(2)),
+                cluster.expose(),
+            );
+            let r = gw.deploy("spin.yaml", SPIN).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.error_message());
+            // Four at once: four instances, spread over h1 and h2 (both
+            // registered before their agents listen; the control plane reads
+            // the registry every 250 ms).
+            tokio::time::sleep(std::time::Duration::from_millis(750)).await;
+            let t = Instant::now();
+            loop {
+                let out = spin_burst(&gw, 4).await;
+                if out.iter().all(|(s, _)| *s == 200) {
+                    break;
+                }
+                assert!(t.elapsed().as_secs() < 30, "{out:?}");
+            }
+            let before: Vec<String> = agent2
+                .list()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect();
+            assert!(!before.is_empty(), "spread puts instances on h2 too");
+
+            // Cut h2's link: calls to its instances fail within their
+            // timeout (5 s), none hangs; once its lease expires (3 s) they
+            // leave the pool and every call is served on h1.
+            c.link_down("h2").unwrap();
+            let t = Instant::now();
+            loop {
+                let t1 = Instant::now();
+                let out = spin_burst(&gw, 4).await;
+                assert!(
+                    t1.elapsed().as_secs() < 8,
+                    "a call hung: {:?}",
+                    t1.elapsed()
+                );
+                if out.iter().all(|(s, _)| *s == 200) {
+                    break;
+                }
+                for (s, body) in &out {
+                    assert!([200, 502, 503, 504].contains(s), "{s} {body}");
+                }
+                assert!(t.elapsed().as_secs() < 40, "{out:?}");
+            }
+            eprintln!("link cut -> every call served on h1: {:?}", t.elapsed());
+
+            // Heal: h2 registers again; what it still runs from before is
+            // no pool's any more and is stopped, so nothing counts twice.
+            c.link_up("h2").unwrap();
+            let t = Instant::now();
+            loop {
+                let now: Vec<String> = agent2
+                    .list()
+                    .await
+                    .map(|l| l.into_iter().map(|i| i.id).collect())
+                    .unwrap_or_else(|_| before.clone());
+                if before.iter().all(|id| !now.contains(id)) {
+                    break;
+                }
+                assert!(
+                    t.elapsed().as_secs() < 30,
+                    "h2 still runs {now:?}\n{}",
+                    tails(c.dir(), &["worker2.log", "cp.log"])
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            eprintln!(
+                "link healed -> h2's stale instances stopped: {:?}",
+                t.elapsed()
+            );
+            // Eight at once need h2 again (h1 alone has room, but spread
+            // uses both): all are served.
+            let out = spin_burst(&gw, 8).await;
+            assert!(out.iter().all(|(s, _)| *s == 200), "{out:?}");
+        });
+    })
+    .unwrap();
+    c.down().unwrap();
+    assert_eq!(leftovers(LINK_PREFIX), Vec::<String>::new());
+}

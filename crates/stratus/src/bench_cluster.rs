@@ -1,0 +1,427 @@
+//! `stratus bench cluster`: a real cluster of processes on this machine —
+//! a 3-member etcd on loopback, `stratus worker`s, and two `stratus up
+//! --workers` control-plane replicas — measured from outside:
+//!
+//! - cold-start throughput: a burst of distinct functions from zero
+//!   (process sandboxes), on one worker and on N, as sandbox creations per
+//!   second (functions / time until the last first invocation answered);
+//! - failover: `kill -9` of the leader replica, then the time until the
+//!   standby serves an invocation, over several kills (the killed replica
+//!   restarts as the next standby).
+//!
+//! Hosts here are processes on loopback, not network namespaces: the
+//! figures are the control plane's and the workers', without link effects.
+//! Built with the `etcd` feature.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+#[derive(clap::Args, Debug, serde::Serialize)]
+pub struct ClusterBenchArgs {
+    /// Workers in the large configuration (the baseline has one).
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Distinct functions per cold-start burst (each instance reserves a
+    /// tenth of a core: one worker on this machine holds 10 per core).
+    #[arg(long, default_value_t = 16)]
+    functions: usize,
+    /// Bursts per configuration (fresh functions each).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Leader kills for the failover figure.
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// The replicas' --leader-ttl (seconds).
+    #[arg(long, default_value_t = 2)]
+    leader_ttl: u64,
+    /// The replicas' --placement.
+    #[arg(long, default_value = "spread")]
+    placement: String,
+    /// Report directory (config.json, coldstart.csv, failover.csv, summary.txt).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[cfg(not(feature = "etcd"))]
+pub async fn run(_a: ClusterBenchArgs) -> Result<()> {
+    anyhow::bail!(
+        "bench cluster: this stratus was built without etcd support; build it with `cargo build --release --features etcd` (needs protoc: apt-get install protobuf-compiler)"
+    )
+}
+
+#[cfg(feature = "etcd")]
+pub use with_etcd::run;
+
+#[cfg(feature = "etcd")]
+mod with_etcd {
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Context};
+    use bytes::Bytes;
+    use stratus_auth::Token;
+    use stratus_gateway::client::GatewayClient;
+    use stratus_report::{fmt_us, percentile, table, CsvTable, ReportDir};
+    use stratus_state_etcd::cluster::EtcdCluster;
+    use stratus_state_etcd::{EtcdConfig, EtcdStore};
+
+    use super::*;
+
+    const CLUSTER: &str = "bench";
+
+    /// A child process, killed when dropped.
+    struct Proc {
+        child: Child,
+        log: PathBuf,
+    }
+
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Proc {
+        fn spawn(mut cmd: Command, log: PathBuf) -> Result<Proc> {
+            let f = std::fs::File::create(&log)?;
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(f)
+                .env_remove("STRATUS_TOKEN")
+                .env_remove("STRATUS_CLUSTER_TOKEN")
+                .spawn()?;
+            Ok(Proc { child, log })
+        }
+
+        fn tail(&self) -> String {
+            let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = s.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        }
+    }
+
+    fn free_port() -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    }
+
+    struct Bench {
+        exe: PathBuf,
+        dir: tempfile::TempDir,
+        etcd: EtcdCluster,
+        cluster_token: PathBuf,
+        admin_token: PathBuf,
+        admin: Token,
+        args: ClusterBenchArgs,
+    }
+
+    /// One control-plane replica: its process (none while killed), port,
+    /// client.
+    struct Replica {
+        name: String,
+        port: u16,
+        proc: Option<Proc>,
+        client: GatewayClient,
+    }
+
+    impl Bench {
+        fn worker(&self, i: usize) -> Result<Proc> {
+            let mut cmd = Command::new(&self.exe);
+            cmd.args(["worker", "--join", &self.etcd.endpoints().join(",")])
+                .args(["--cluster", CLUSTER, "--name", &format!("w{i}")])
+                .arg("--token-file")
+                .arg(&self.cluster_token)
+                .args(["--listen", &format!("127.0.0.1:{}", free_port()?)])
+                .args(["--lease-ttl", "3"])
+                .arg("--state-dir")
+                .arg(self.dir.path().join(format!("w{i}")));
+            Proc::spawn(cmd, self.dir.path().join(format!("w{i}.log")))
+        }
+
+        async fn start_replica(&self, r: &mut Replica) -> Result<()> {
+            let mut cmd = Command::new(&self.exe);
+            cmd.args(["up", "--addr", &format!("127.0.0.1:{}", r.port)])
+                .arg("--state-dir")
+                .arg(self.dir.path().join(&r.name))
+                .args([
+                    "--etcd",
+                    &self.etcd.endpoints().join(","),
+                    "--etcd-cluster",
+                    CLUSTER,
+                ])
+                .args(["--workers", "--placement", &self.args.placement])
+                .args(["--leader-ttl", &self.args.leader_ttl.to_string()])
+                .arg("--cluster-token-file")
+                .arg(&self.cluster_token)
+                .arg("--token-file")
+                .arg(&self.admin_token);
+            r.proc = Some(Proc::spawn(
+                cmd,
+                self.dir.path().join(format!("{}.log", r.name)),
+            )?);
+            let t = Instant::now();
+            while r.client.get("/healthz").await.is_err() {
+                if t.elapsed() > Duration::from_secs(30) {
+                    let tail = r.proc.as_ref().map(Proc::tail).unwrap_or_default();
+                    bail!("replica {} did not answer:\n{tail}", r.name);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        }
+
+        fn replica(&self, name: &str) -> Result<Replica> {
+            let port = free_port()?;
+            let client =
+                GatewayClient::new(&format!("http://127.0.0.1:{port}")).with_token(&self.admin);
+            Ok(Replica {
+                name: name.into(),
+                port,
+                proc: None,
+                client,
+            })
+        }
+
+        async fn registered(&self) -> Result<usize> {
+            let cfg = EtcdConfig::new(self.etcd.endpoints(), CLUSTER);
+            let n = tokio::task::spawn_blocking(move || {
+                let s =
+                    EtcdStore::connect(&cfg, Arc::new(stratus_state::SqliteStore::in_memory()?))?;
+                s.list_nodes()
+            })
+            .await??;
+            Ok(n.len())
+        }
+    }
+
+    fn service(name: &str) -> String {
+        format!("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n---\n")
+    }
+
+    async fn invoke(c: &GatewayClient, name: &str) -> (u16, String) {
+        match c.invoke(name, Bytes::from_static(b"ping")).await {
+            Ok(r) => (r.status, r.text()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// The replica that leads: the one that serves `probe`.
+    async fn leader(rs: &[Replica], probe: &str, within: Duration) -> Result<usize> {
+        let t = Instant::now();
+        loop {
+            for (i, r) in rs.iter().enumerate() {
+                if r.proc.is_some() && invoke(&r.client, probe).await.0 == 200 {
+                    return Ok(i);
+                }
+            }
+            if t.elapsed() > within {
+                bail!("no replica served '{probe}' within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Deploys `n` fresh functions, invokes each once, all at once, from
+    /// zero; returns per-function latencies (µs) and the whole burst's.
+    async fn burst(c: &GatewayClient, tag: &str, n: usize) -> Result<(Vec<u64>, u64)> {
+        let names: Vec<String> = (0..n).map(|i| format!("cs-{tag}-{i}")).collect();
+        let yaml: String = names.iter().map(|n| service(n)).collect();
+        let r = c.deploy(&format!("{tag}.yaml"), &yaml).await?;
+        if r.status != 200 {
+            bail!("deploying {tag}: {}", r.error_message());
+        }
+        let t0 = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for name in names.clone() {
+            let c = c.clone();
+            set.spawn(async move {
+                let t = Instant::now();
+                let (s, text) = invoke(&c, &name).await;
+                (name, s, text, t.elapsed().as_micros() as u64)
+            });
+        }
+        let mut lat = Vec::new();
+        while let Some(j) = set.join_next().await {
+            let (name, s, text, us) = j?;
+            if s != 200 {
+                bail!("{name}: {s} {text}");
+            }
+            lat.push(us);
+        }
+        let total = t0.elapsed().as_micros() as u64;
+        for name in &names {
+            let _ = c.delete(name).await;
+        }
+        Ok((lat, total))
+    }
+
+    pub async fn run(args: ClusterBenchArgs) -> Result<()> {
+        if args.workers == 0 || args.functions == 0 || args.rounds == 0 {
+            bail!("--workers, --functions and --rounds must be at least 1");
+        }
+        let report = match &args.out {
+            Some(out) => Some(ReportDir::create(
+                out,
+                "cluster",
+                serde_json::to_value(&args)?,
+            )?),
+            None => None,
+        };
+        let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+            .await?
+            .context("starting a 3-member etcd on loopback (apt-get install etcd-server)")?;
+        let dir = tempfile::tempdir()?;
+        let write_token = |name: &str| -> Result<(PathBuf, Token)> {
+            let p = dir.path().join(name);
+            let t = Token::generate()?;
+            std::fs::write(&p, t.expose())?;
+            Ok((p, t))
+        };
+        let (cluster_token, _) = write_token("cluster.token")?;
+        let (admin_token, admin) = write_token("admin.token")?;
+        let b = Bench {
+            exe: std::env::current_exe()?,
+            dir,
+            etcd,
+            cluster_token,
+            admin_token,
+            admin,
+            args,
+        };
+        let mut workers = vec![b.worker(1)?];
+        let mut rs = vec![b.replica("cp-a")?, b.replica("cp-b")?];
+        for r in rs.iter_mut() {
+            b.start_replica(r).await?;
+        }
+        eprintln!("etcd: 3 members; 1 worker; 2 control-plane replicas");
+        let probe = "probe";
+        let c = &rs[0].client;
+        let r = c.deploy("probe.yaml", &service(probe)).await?;
+        if r.status != 200 {
+            bail!("deploying the probe: {}", r.error_message());
+        }
+        leader(&rs, probe, Duration::from_secs(30)).await?;
+
+        // Cold-start throughput: one worker, then N.
+        let mut csv = CsvTable::new(&[
+            "workers",
+            "round",
+            "functions",
+            "burst_us",
+            "creations_per_s",
+            "p50_us",
+            "max_us",
+        ]);
+        let mut rows = Vec::new();
+        for config in [1, b.args.workers] {
+            while workers.len() < config {
+                let i = workers.len() + 1;
+                workers.push(b.worker(i)?);
+            }
+            let t = Instant::now();
+            while b.registered().await? < config {
+                if t.elapsed() > Duration::from_secs(30) {
+                    bail!(
+                        "only {} of {config} workers registered",
+                        b.registered().await?
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // The leader reads the registry every 250 ms.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let l = leader(&rs, probe, Duration::from_secs(30)).await?;
+            let mut rates = Vec::new();
+            for round in 0..b.args.rounds {
+                let (mut lat, total) = burst(
+                    &rs[l].client,
+                    &format!("w{config}r{round}"),
+                    b.args.functions,
+                )
+                .await?;
+                lat.sort_unstable();
+                let rate = b.args.functions as f64 / (total as f64 / 1e6);
+                rates.push(rate);
+                csv.row([
+                    config.to_string(),
+                    round.to_string(),
+                    b.args.functions.to_string(),
+                    total.to_string(),
+                    format!("{rate:.1}"),
+                    percentile(&lat, 50.0).to_string(),
+                    lat.last().copied().unwrap_or(0).to_string(),
+                ]);
+                eprintln!("cold starts: {config} worker(s), round {round}: {} functions in {} ({rate:.1}/s)", b.args.functions, fmt_us(total));
+            }
+            rates.sort_by(f64::total_cmp);
+            rows.push((config, rates[rates.len() / 2]));
+        }
+        let cold = csv;
+
+        // Failover: kill -9 the leader; time until the other serves.
+        let mut fo = CsvTable::new(&["kill", "killed", "to_first_success_us"]);
+        let mut times = Vec::new();
+        for k in 0..b.args.kills {
+            let l = leader(&rs, probe, Duration::from_secs(30)).await?;
+            let other = 1 - l;
+            if let Some(mut p) = rs[l].proc.take() {
+                p.child.kill()?;
+                p.child.wait()?;
+            }
+            let t0 = Instant::now();
+            loop {
+                if invoke(&rs[other].client, probe).await.0 == 200 {
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(60) {
+                    bail!("kill {k}: the standby did not serve within 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let us = t0.elapsed().as_micros() as u64;
+            eprintln!("failover {k}: {} (killed {})", fmt_us(us), rs[l].name);
+            fo.row([k.to_string(), rs[l].name.clone(), us.to_string()]);
+            times.push(us);
+            let mut r = std::mem::replace(&mut rs[l], b.replica("tmp")?);
+            b.start_replica(&mut r).await?;
+            rs[l] = r;
+        }
+        times.sort_unstable();
+
+        let mut summary = String::new();
+        summary.push_str(&format!(
+            "cold-start throughput ({} distinct functions from zero, process sandboxes, median of {} bursts):\n",
+            b.args.functions, b.args.rounds
+        ));
+        let base = rows[0].1;
+        let trows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|(w, r)| vec![w.to_string(), format!("{r:.1}"), format!("{:.2}", r / base)])
+            .collect();
+        summary.push_str(&table(&["workers", "creations/s", "vs 1 worker"], &trows));
+        if !times.is_empty() {
+            summary.push_str(&format!(
+                "\nfailover (kill -9 of the leader -> first invocation served by the standby; --leader-ttl {} s), {} kills: median {}, min {}, max {}\n",
+                b.args.leader_ttl,
+                times.len(),
+                fmt_us(percentile(&times, 50.0)),
+                fmt_us(times[0]),
+                fmt_us(*times.last().unwrap()),
+            ));
+        }
+        print!("{summary}");
+        if let Some(rep) = report {
+            rep.write("coldstart.csv", &cold.into_bytes())?;
+            rep.write("failover.csv", &fo.into_bytes())?;
+            rep.write("summary.txt", summary.as_bytes())?;
+            eprintln!("report in {}", rep.path.display());
+        }
+        drop(rs);
+        drop(workers);
+        Ok(())
+    }
+}
