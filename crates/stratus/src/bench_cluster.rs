@@ -5,6 +5,9 @@
 //! - cold-start throughput: a burst of distinct functions from zero
 //!   (process sandboxes), on one worker and on N, as sandbox creations per
 //!   second (functions / time until the last first invocation answered);
+//! - overhead across hosts: chain10 (10 sequential echo steps, instances
+//!   on the workers) through the control plane, against the floor of the
+//!   same 10 calls made directly through the workers' agents;
 //! - failover: `kill -9` of the leader replica, then the time until the
 //!   standby serves an invocation, over several kills (the killed replica
 //!   restarts as the next standby).
@@ -35,6 +38,9 @@ pub struct ClusterBenchArgs {
     /// The replicas' --leader-ttl (seconds).
     #[arg(long, default_value_t = 2)]
     leader_ttl: u64,
+    /// chain10 invocations through the control plane, and direct chains.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
     /// The replicas' --placement.
     #[arg(long, default_value = "spread")]
     placement: String,
@@ -259,6 +265,109 @@ mod with_etcd {
         Ok((lat, total))
     }
 
+    /// chain10 through the control plane, then the same ten calls made
+    /// one after another through the workers' agents; latencies (µs),
+    /// sorted.
+    async fn chain10(b: &Bench, c: &GatewayClient) -> Result<(Vec<u64>, Vec<u64>)> {
+        let mut yaml = String::new();
+        for i in 0..10 {
+            yaml.push_str(&format!("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: ch-echo-{i}\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/min-scale: \"1\"\n        autoscaling.knative.dev/max-scale: \"1\"\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n---\n"));
+        }
+        yaml.push_str("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain10\nspec:\n  steps:\n");
+        for i in 0..10 {
+            yaml.push_str(&format!("    - name: s{i}\n      function: ch-echo-{i}\n"));
+            if i > 0 {
+                yaml.push_str(&format!("      inputs: [s{}]\n", i - 1));
+            }
+        }
+        let r = c.deploy("chain10.yaml", &yaml).await?;
+        if r.status != 200 {
+            bail!("deploying chain10: {}", r.error_message());
+        }
+        let body = Bytes::from_static(b"{\"x\":1}");
+        let t = Instant::now();
+        loop {
+            match c.invoke("chain10", body.clone()).await {
+                Ok(r) if r.status == 200 => break,
+                _ if t.elapsed() > Duration::from_secs(60) => bail!("chain10 did not answer"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        // Where each step's instance runs: its agent and proxy path.
+        let token = std::fs::read_to_string(&b.cluster_token)?;
+        let cfg = EtcdConfig::new(b.etcd.endpoints(), CLUSTER);
+        let nodes = tokio::task::spawn_blocking(move || {
+            let s = EtcdStore::connect(&cfg, Arc::new(stratus_state::SqliteStore::in_memory()?))?;
+            s.list_nodes()
+        })
+        .await??;
+        let mut hops: Vec<Option<(stratus_agent::AgentClient, String)>> = vec![None; 10];
+        let mut hosts = std::collections::BTreeSet::new();
+        for n in &nodes {
+            let a = stratus_agent::AgentClient::new(&n.addr, token.trim());
+            for i in a.list().await? {
+                if let Some(k) = i
+                    .function
+                    .strip_prefix("ch-echo-")
+                    .and_then(|k| k.parse::<usize>().ok())
+                {
+                    if k < 10 && i.state == stratus_agent::InstanceState::Ready {
+                        hops[k] = Some((a.clone(), i.invoke_path.clone()));
+                        hosts.insert(n.name.clone());
+                    }
+                }
+            }
+        }
+        let hops: Vec<(stratus_agent::AgentClient, String)> = hops
+            .into_iter()
+            .enumerate()
+            .map(|(k, h)| {
+                h.with_context(|| format!("no ready instance of ch-echo-{k} on any worker"))
+            })
+            .collect::<Result<_>>()?;
+        eprintln!(
+            "chain10: its 10 instances run on {} workers ({})",
+            hosts.len(),
+            hosts.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        let n = b.args.iterations;
+        let mut via = Vec::with_capacity(n);
+        let mut direct = Vec::with_capacity(n);
+        for i in 0..n + 20 {
+            let t = Instant::now();
+            let r = c.invoke("chain10", body.clone()).await?;
+            if r.status != 200 {
+                bail!("chain10: {} {}", r.status, r.text());
+            }
+            if i >= 20 {
+                via.push(t.elapsed().as_micros() as u64);
+            }
+            let t = Instant::now();
+            let mut x = body.clone();
+            for (a, path) in &hops {
+                let r = a
+                    .send(
+                        http::Method::POST,
+                        path,
+                        Some("application/json"),
+                        x,
+                        Duration::from_secs(10),
+                    )
+                    .await?;
+                if r.status != 200 {
+                    bail!("direct call: {}", r.status);
+                }
+                x = r.body;
+            }
+            if i >= 20 {
+                direct.push(t.elapsed().as_micros() as u64);
+            }
+        }
+        via.sort_unstable();
+        direct.sort_unstable();
+        Ok((via, direct))
+    }
+
     pub async fn run(args: ClusterBenchArgs) -> Result<()> {
         if args.workers == 0 || args.functions == 0 || args.rounds == 0 {
             bail!("--workers, --functions and --rounds must be at least 1");
@@ -362,6 +471,10 @@ mod with_etcd {
         }
         let cold = csv;
 
+        // chain10 across the workers, against the direct floor.
+        let l = leader(&rs, probe, Duration::from_secs(30)).await?;
+        let (chain, floor) = chain10(&b, &rs[l].client).await?;
+
         // Failover: kill -9 the leader; time until the other serves.
         let mut fo = CsvTable::new(&["kill", "killed", "to_first_success_us"]);
         let mut times = Vec::new();
@@ -403,6 +516,16 @@ mod with_etcd {
             .map(|(w, r)| vec![w.to_string(), format!("{r:.1}"), format!("{:.2}", r / base)])
             .collect();
         summary.push_str(&table(&["workers", "creations/s", "vs 1 worker"], &trows));
+        summary.push_str(&format!(
+            "\nchain10 across {} workers ({} iterations): through the control plane p50 {} p99 {}; direct through the agents p50 {} p99 {}; ratio {:.2}x\n",
+            b.args.workers,
+            b.args.iterations,
+            fmt_us(percentile(&chain, 50.0)),
+            fmt_us(percentile(&chain, 99.0)),
+            fmt_us(percentile(&floor, 50.0)),
+            fmt_us(percentile(&floor, 99.0)),
+            percentile(&chain, 50.0) as f64 / percentile(&floor, 50.0).max(1) as f64,
+        ));
         if !times.is_empty() {
             summary.push_str(&format!(
                 "\nfailover (kill -9 of the leader -> first invocation served by the standby; --leader-ttl {} s), {} kills: median {}, min {}, max {}\n",
