@@ -267,7 +267,7 @@ impl FromStr for PolicySpec {
             match arg {
                 None => Ok(default),
                 Some(a) => parse_duration(a)
-                    .map(|d| d.as_micros() as Micros)
+                    .and_then(|d| Micros::try_from(d.as_micros()).ok())
                     .ok_or_else(|| err(&format!("{a:?} is not a duration"))),
             }
         };

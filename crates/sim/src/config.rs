@@ -160,7 +160,7 @@ pub fn parse_cold_start(s: &str) -> Result<Micros, String> {
         "image" => Ok(COLD_START_IMAGE_US),
         "full-pull" => Ok(COLD_START_FULL_PULL_US),
         _ => stratus_scaling::policy::parse_duration(s)
-            .map(|d| d.as_micros() as Micros)
+            .and_then(|d| Micros::try_from(d.as_micros()).ok())
             .ok_or_else(|| {
                 format!("{s:?}: expected a duration (175ms, 2s) or snapshot, image, full-pull")
             }),

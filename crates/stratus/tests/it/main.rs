@@ -17,6 +17,7 @@ mod netns;
 mod runc;
 mod scaling;
 mod serve_limits;
+mod sim;
 mod vmsnap;
 #[cfg(feature = "etcd")]
 mod worker;
