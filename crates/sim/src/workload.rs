@@ -56,7 +56,8 @@ pub fn from_trace(t: TraceText<'_>) -> Result<Vec<Function>, TraceError> {
 mod tests {
     use super::*;
 
-    const INV: &str = "HashFunction,HashApp,HashOwner,minute_1,minute_2\nf1,a1,o1,3,0\nf2,a2,o1,1,2\n";
+    const INV: &str =
+        "HashFunction,HashApp,HashOwner,minute_1,minute_2\nf1,a1,o1,3,0\nf2,a2,o1,1,2\n";
     const DUR: &str = "HashFunction,HashApp,HashOwner,Count,Average,Minimum,Maximum,percentile_Average_0,percentile_Average_1,percentile_Average_25,percentile_Average_50,percentile_Average_75,percentile_Average_99,percentile_Average_100\n\
 f1,a1,o1,10,100,50,200,50,55,80,100,120,190,200\n\
 f2,a2,o1,10,10,5,20,5,5,8,10,12,19,20\n";
@@ -88,17 +89,23 @@ a1,o1,5,300,100,100,200,300,400,500,600,700\n";
         let e = err(&INV.replace("HashApp,", "App,"), DUR, MEM);
         assert!(e.starts_with("inv.csv:1: missing column 'HashApp'"), "{e}");
         let e = err(INV, &DUR.replace("percentile_Average_99,", ""), MEM);
-        assert!(e.starts_with("dur.csv:1: missing column 'percentile_Average_99'"), "{e}");
+        assert!(
+            e.starts_with("dur.csv:1: missing column 'percentile_Average_99'"),
+            "{e}"
+        );
         let e = err(INV, DUR, &MEM.replace("AverageAllocatedMb,", "Avg,"));
-        assert!(e.starts_with("mem.csv:1: missing column 'AverageAllocatedMb'"), "{e}");
+        assert!(
+            e.starts_with("mem.csv:1: missing column 'AverageAllocatedMb'"),
+            "{e}"
+        );
         // A row missing a field: its line.
         let e = err(&INV.replace("f2,a2,o1,1,2", "f2,a2,o1,1"), DUR, MEM);
         assert!(e.starts_with("inv.csv:3: expected 5 fields"), "{e}");
         // A bad cell: line and column.
         let e = err(&INV.replace("f2,a2,o1,1,2", "f2,a2,o1,x,2"), DUR, MEM);
-        assert!(e.starts_with("inv.csv:3:4: column 'minute_1'"), "{e}");
+        assert!(e.starts_with("inv.csv:3:10: column 'minute_1'"), "{e}");
         let e = err(INV, &DUR.replace(",10,10,5,", ",10,-10,5,"), MEM);
-        assert!(e.starts_with("dur.csv:3:5: column 'Average'"), "{e}");
+        assert!(e.starts_with("dur.csv:3:13: column 'Average'"), "{e}");
         // Nothing at all.
         assert!(err("", DUR, MEM).contains("inv.csv: the file is empty"));
     }

@@ -39,7 +39,10 @@ fn sim_writes_a_report_for_each_keep_alive_policy() {
             out.to_str().unwrap(),
         ]);
         assert!(ok, "{text}");
-        assert!(text.contains("100 functions, 20 minutes, 20 nodes"), "{text}");
+        assert!(
+            text.contains("100 functions, 20 minutes, 20 nodes"),
+            "{text}"
+        );
         let summary: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
         let arrivals = summary["arrivals"].as_u64().unwrap();
@@ -56,7 +59,10 @@ fn sim_writes_a_report_for_each_keep_alive_policy() {
         assert_eq!(config["config"]["sim"]["nodes"], 20);
         let csv = std::fs::read_to_string(out.join("minutes.csv")).unwrap();
         let mut lines = csv.lines();
-        assert!(lines.next().unwrap().starts_with("minute,arrivals,granted,cold"));
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("minute,arrivals,granted,cold"));
         let rows: Vec<&str> = lines.collect();
         assert_eq!(rows.len(), 20);
         let total: u64 = rows
@@ -64,7 +70,11 @@ fn sim_writes_a_report_for_each_keep_alive_policy() {
             .map(|r| r.split(',').nth(1).unwrap().parse::<u64>().unwrap())
             .sum();
         assert_eq!(total, arrivals);
-        for svg in ["cold_start_fraction.svg", "creations_per_s.svg", "idle_memory.svg"] {
+        for svg in [
+            "cold_start_fraction.svg",
+            "creations_per_s.svg",
+            "idle_memory.svg",
+        ] {
             let s = std::fs::read_to_string(out.join(svg)).unwrap();
             assert!(s.starts_with("<svg") && s.contains("<polyline"), "{svg}");
         }
@@ -78,12 +88,18 @@ fn sim_rejects_impossible_clusters_and_bad_traces_before_running() {
     let o = out.to_str().unwrap();
     let (ok, text) = stratus(&["sim", "--nodes", "0", "--out", o]);
     assert!(!ok);
-    assert!(text.contains("--nodes 0: a simulated cluster has 1 to 5000 nodes"), "{text}");
+    assert!(
+        text.contains("--nodes 0: a simulated cluster has 1 to 5000 nodes"),
+        "{text}"
+    );
     let (ok, text) = stratus(&["sim", "--nodes", "6000", "--out", o]);
     assert!(!ok && text.contains("--nodes 6000"), "{text}");
     let (ok, text) = stratus(&["sim", "--memory", "64MiB", "--out", o]);
     assert!(!ok);
-    assert!(text.contains("needs") && text.contains("more than a node's 64 MiB"), "{text}");
+    assert!(
+        text.contains("needs") && text.contains("more than a node's 64 MiB"),
+        "{text}"
+    );
     assert!(!out.exists(), "nothing written for a run that cannot start");
 
     // A trace whose invocations file lacks a column.
@@ -94,8 +110,11 @@ fn sim_rejects_impossible_clusters_and_bad_traces_before_running() {
         std::fs::copy(sample.join(f), trace.join(f)).unwrap();
     }
     let inv = std::fs::read_to_string(sample.join("invocations.csv")).unwrap();
-    std::fs::write(trace.join("invocations.csv"), inv.replacen("HashOwner,", "Owner,", 1))
-        .unwrap();
+    std::fs::write(
+        trace.join("invocations.csv"),
+        inv.replacen("HashOwner,", "Owner,", 1),
+    )
+    .unwrap();
     let (ok, text) = stratus(&["sim", "--trace", trace.to_str().unwrap(), "--out", o]);
     assert!(!ok);
     assert!(
@@ -109,7 +128,10 @@ fn sim_rejects_impossible_clusters_and_bad_traces_before_running() {
     std::fs::write(trace.join("invocations.csv"), lines.join("\n")).unwrap();
     let (ok, text) = stratus(&["sim", "--trace", trace.to_str().unwrap(), "--out", o]);
     assert!(!ok);
-    assert!(text.contains("invocations.csv:8: expected 1443 fields"), "{text}");
+    assert!(
+        text.contains("invocations.csv:8: expected 1443 fields"),
+        "{text}"
+    );
     let (ok, text) = stratus(&["sim", "--trace", tmp.path().to_str().unwrap(), "--out", o]);
     assert!(!ok && text.contains("no trace here"), "{text}");
 }
