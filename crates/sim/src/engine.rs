@@ -55,6 +55,8 @@ enum Ev {
     Ready(u32, InstanceId),
     Done(u32, InstanceId),
     Tick(u32),
+    /// A tick retrying a start that found no room (at most one pending per function).
+    Retry(u32),
     Prewarm(u32, u64),
     Expire(u32, u64),
 }
@@ -80,6 +82,7 @@ struct Func {
     /// Bumped by each arrival: stale Prewarm/Expire events are ignored.
     generation: u64,
     keep_after_prewarm: Micros,
+    retry_pending: bool,
 }
 
 /// One simulation.
@@ -145,6 +148,7 @@ impl<'c> Sim<'c> {
                     idle_since: None,
                     generation: 0,
                     keep_after_prewarm: 0,
+                    retry_pending: false,
                 }
             })
             .collect();
@@ -222,6 +226,11 @@ impl<'c> Sim<'c> {
             Ev::Ready(k, id) => self.ready(k, id),
             Ev::Done(k, id) => self.done(k, id),
             Ev::Tick(k) => {
+                let actions = self.timed(k, |f, now| f.pool.tick(now));
+                self.apply(k, actions);
+            }
+            Ev::Retry(k) => {
+                self.funcs[k as usize].retry_pending = false;
                 let actions = self.timed(k, |f, now| f.pool.tick(now));
                 self.apply(k, actions);
             }
@@ -532,9 +541,12 @@ impl<'c> Sim<'c> {
                 let actions = self.timed(k, |f, _| f.pool.start_failed(id, &reason));
                 self.apply(k, actions);
             }
-            // Try again in a second while requests wait.
-            if self.funcs[k as usize].pool.waiting() > 0 {
-                self.push(self.now + SECOND, Ev::Tick(k));
+            // Try again in a second while requests wait (one retry pending
+            // per function: each failed start must not add its own chain).
+            let f = &mut self.funcs[k as usize];
+            if f.pool.waiting() > 0 && !f.retry_pending {
+                f.retry_pending = true;
+                self.push(self.now + SECOND, Ev::Retry(k));
             }
         }
     }
