@@ -179,3 +179,18 @@ fn impossible_inputs_are_rejected_before_running() {
         "{e}"
     );
 }
+
+#[test]
+fn a_saturated_cluster_retries_once_a_second_per_function() {
+    // 8 slots, 40 requests a minute of 30 s each for 10 minutes: requests
+    // wait for most of the run. Each failed start used to add its own
+    // retry chain; one pending retry per function keeps the events
+    // proportional to the arrivals plus one retry a second.
+    let cfg = small(2, 10);
+    let f = function("hot", 256, 30_000.0, vec![40; 10]);
+    let r = run(cfg, vec![f]);
+    assert_eq!(r.served + r.dropped, 400);
+    assert!(r.dropped > 0, "{r:?}");
+    let bound = 400 * 4 + 2 * 60 * 20;
+    assert!(r.events < bound, "{} events, bound {bound}", r.events);
+}
