@@ -2,7 +2,8 @@
 //! 10,000 functions, cold (an empty cluster, every instance to place) and
 //! steady (the cold plan carried out, then 1% of functions want one more or
 //! one fewer and one node is lost), per policy. Also the cost of building
-//! the validated input, which a driver pays for each plan.
+//! the validated input, which a driver pays for each plan. And the
+//! simulator's shape (`plan-one`): one new instance on 1,000 nodes.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -210,9 +211,53 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The simulator's shape: one new instance of one function, on a 1,000-node
+/// cluster whose other instances are held in the nodes' reservations
+/// (`Cluster::set_reserved`), the function already running on 3 nodes.
+/// One plan = one placement decision.
+fn one_instance(c: &mut Criterion) {
+    let mut group = c.benchmark_group("plan-one");
+    group.sample_size(20);
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let n = 1_000;
+    let mut cluster = Cluster::new(
+        (0..n)
+            .map(|i| {
+                let mut node = Node::new(format!("node-{i:05}"), Resources::new(32_000, 128 << 30));
+                node.last_heartbeat = NOW;
+                node
+            })
+            .collect(),
+    )
+    .unwrap();
+    for i in 0..n {
+        let used = Resources::new(
+            1_000 * rng.below(24) as u32,
+            (1 << 30) * (1 + rng.below(90)),
+        );
+        cluster.set_reserved(&format!("node-{i:05}"), used).unwrap();
+    }
+    let policies: [Policy; 3] = ["spread", "bin-pack", "random:1"].map(|p| p.parse().unwrap());
+    for policy in policies {
+        group.bench_with_input(BenchmarkId::new(format!("{policy}"), n), &(), |b, _| {
+            b.iter(|| {
+                let mut d = Demand::new("fn-1", 4, Resources::new(1_000, 1_430 * MIB));
+                d.current = vec![
+                    ("node-00007".into(), 1),
+                    ("node-00420".into(), 1),
+                    ("node-00999".into(), 1),
+                ];
+                let demands = Demands::new(vec![d]).unwrap();
+                plan(black_box(&cluster), &demands, &options(policy)).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = bench
+    targets = bench, one_instance
 }
 criterion_main!(benches);

@@ -90,6 +90,12 @@ pub enum ClusterError {
         /// What it declared.
         capacity: Resources,
     },
+    /// A node the cluster does not have.
+    #[error("node {node:?} is not in the cluster")]
+    UnknownNode {
+        /// The name given.
+        node: String,
+    },
     /// A node reserving more than it has.
     #[error("node {node:?} reserves {reserved}, more than its capacity ({capacity})")]
     ReservedBeyondCapacity {
@@ -158,6 +164,27 @@ impl Cluster {
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.index_of(name).map(|i| &self.nodes[i as usize])
+    }
+
+    /// Changes what node `name` reserves (capacity its instances may not
+    /// use), checked against its capacity like [`Cluster::new`] does. A
+    /// driver that keeps one cluster across many plans (the simulator)
+    /// accounts the instances of functions it does not pass to `plan` here,
+    /// instead of rebuilding the cluster and its indexes for each plan.
+    pub fn set_reserved(&mut self, name: &str, reserved: Resources) -> Result<(), ClusterError> {
+        let i = self
+            .index_of(name)
+            .ok_or_else(|| ClusterError::UnknownNode { node: name.into() })?;
+        let node = &mut self.nodes[i as usize];
+        if !node.capacity.fits(reserved) {
+            return Err(ClusterError::ReservedBeyondCapacity {
+                node: name.into(),
+                reserved,
+                capacity: node.capacity,
+            });
+        }
+        node.reserved = reserved;
+        Ok(())
     }
 
     pub(crate) fn index_of(&self, name: &str) -> Option<u32> {
@@ -252,6 +279,21 @@ mod tests {
         let mut over = node("o");
         over.reserved = Resources::new(100, 9 * GIB);
         check(vec![over], "node \"o\" reserves 100m cores, 9216 MiB");
+    }
+
+    #[test]
+    fn set_reserved_checks_capacity_and_name() {
+        let mut c = Cluster::new(vec![node("a"), node("b")]).unwrap();
+        c.set_reserved("b", Resources::new(1000, GIB)).unwrap();
+        assert_eq!(c.node("b").unwrap().reserved, Resources::new(1000, GIB));
+        let err = c
+            .set_reserved("a", Resources::new(5000, GIB))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node \"a\" reserves 5000m cores"), "{err}");
+        assert_eq!(c.node("a").unwrap().reserved, Resources::default());
+        let err = c.set_reserved("x", Resources::default()).unwrap_err();
+        assert_eq!(err.to_string(), "node \"x\" is not in the cluster");
     }
 
     #[test]

@@ -43,8 +43,8 @@
 //!
 //! The activator decides *how many* instances a function has; placement
 //! decides *where*. The control plane (`stratus-cluster`'s `Directory`)
-//! drives this code for every instance it starts on a worker; the cluster
-//! simulator is meant to drive the same code.
+//! drives this code for every instance it starts on a worker, and the
+//! cluster simulator (`stratus-sim`) for every sandbox it creates.
 
 mod choose;
 mod cluster;

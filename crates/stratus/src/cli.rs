@@ -103,6 +103,9 @@ pub enum Cmd {
     /// Write specs for other platforms.
     #[command(subcommand)]
     Export(ExportCmd),
+    /// Simulate a cluster of up to 5,000 nodes over the Azure Functions trace,
+    /// with the real placement and scaling cores.
+    Sim(crate::sim_cmd::SimArgs),
 }
 
 #[derive(Subcommand)]
@@ -539,6 +542,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up(a).await,
         Cmd::Worker(a) => crate::worker::run(a).await,
+        Cmd::Sim(a) => crate::sim_cmd::run(a),
         Cmd::Deploy { files, token } => deploy(&admin_client(gw, &token)?, &files).await,
         Cmd::Invoke {
             name,

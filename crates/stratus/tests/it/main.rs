@@ -19,6 +19,7 @@ mod netns;
 mod runc;
 mod scaling;
 mod serve_limits;
+mod sim;
 mod vmsnap;
 #[cfg(feature = "etcd")]
 mod worker;
