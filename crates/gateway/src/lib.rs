@@ -10,6 +10,7 @@ mod body;
 pub mod client;
 pub mod config;
 mod engine;
+pub mod journal;
 pub mod listener;
 pub mod metrics;
 mod platform;
