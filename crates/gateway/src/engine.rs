@@ -409,8 +409,8 @@ impl Platform {
     /// Runs `plan` on `input` with at most `max_in_flight` runs in flight;
     /// runs beyond it wait in the driver and hold no connection. Returns when
     /// the output is ready; outstanding runs are drained and the record
-    /// written in the background. `journal`: the workflow's revision when it
-    /// is `durability: journal` (see `journaled`).
+    /// written in the background. `launch`: its id, whether it is journaled,
+    /// and who is told once it has started (see `crate::runs`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn execute(
         self: &Arc<Self>,
@@ -420,9 +420,13 @@ impl Platform {
         input: Bytes,
         max_in_flight: usize,
         t0: Instant,
-        journal: Option<u64>,
+        launch: crate::runs::Launch,
     ) -> InvokeResult {
-        let id = self.next_invocation_id();
+        let crate::runs::Launch {
+            id,
+            journal,
+            accepted,
+        } = launch;
         let received_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -438,6 +442,9 @@ impl Platform {
             },
             None => None,
         };
+        if let Some(a) = accepted {
+            let _ = a.send(());
+        }
         let mark = InFlight {
             id: id.clone(),
             target: plan.name().to_string(),

@@ -97,6 +97,8 @@ pub struct Platform {
     pub(crate) recorder: Recorder,
     /// The run journal (`durability: journal`); none without a state directory.
     pub(crate) journal: Option<Arc<crate::journal::JournalWriter>>,
+    /// Asynchronous runs' results (`crate::runs`).
+    pub(crate) runs: crate::runs::AsyncRuns,
     logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
     boot: u64,
     seq: AtomicU64,
@@ -253,6 +255,7 @@ impl Platform {
         };
         let p = Arc::new(Platform {
             journal,
+            runs: crate::runs::AsyncRuns::new(cfg.run_retention),
             recorder: Recorder::new(
                 store.clone(),
                 cfg.recent_invocations,
@@ -668,14 +671,10 @@ impl Platform {
         self.cfg.max_body_bytes
     }
 
-    /// Invokes a workflow or a function by name. `t0` is when the request arrived.
-    pub async fn invoke(
-        self: &Arc<Self>,
-        name: &str,
-        input: Bytes,
-        t0: Instant,
-    ) -> Option<InvokeResult> {
-        let target = {
+    /// What invoking `name` runs: plan, kind, metrics, runs in flight, and
+    /// the workflow's revision if it is journaled.
+    pub(crate) fn lookup(&self, name: &str) -> Option<crate::runs::Target> {
+        {
             let reg = self.registry.read();
             if let Some(w) = reg.workflows.get(name) {
                 let cap = w.spec.max_concurrency.map(|n| n as usize);
@@ -699,19 +698,34 @@ impl Platform {
                     )
                 })
             }
-        };
+        }
+    }
+
+    /// Invokes a workflow or a function by name. `t0` is when the request arrived.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        input: Bytes,
+        t0: Instant,
+    ) -> Option<InvokeResult> {
+        let target = self.lookup(name);
         let (plan, kind, metrics, max_in_flight, journal) = target?;
+        let launch = crate::runs::Launch {
+            id: self.next_invocation_id(),
+            journal,
+            accepted: None,
+        };
         if journal.is_some() {
             // A journaled run goes on when its caller goes away.
             let this = self.clone();
             let run = tokio::spawn(async move {
-                this.execute(plan, kind, metrics, input, max_in_flight, t0, journal)
+                this.execute(plan, kind, metrics, input, max_in_flight, t0, launch)
                     .await
             });
             return run.await.ok();
         }
         Some(
-            self.execute(plan, kind, metrics, input, max_in_flight, t0, None)
+            self.execute(plan, kind, metrics, input, max_in_flight, t0, launch)
                 .await,
         )
     }
