@@ -4,6 +4,7 @@ mod backends;
 mod cli;
 mod etcd;
 mod export;
+mod runs;
 mod trace;
 mod worker;
 

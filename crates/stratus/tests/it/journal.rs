@@ -123,6 +123,41 @@ async fn journaled_runs_answer_as_unjournaled_ones_and_are_fetchable_by_id() {
         .windows(2)
         .all(|w| w[0].started_unix_us >= w[1].started_unix_us));
     assert_eq!(run_view(&p.client, "nope").await.0, 404);
+
+    // The CLI: invoke --async, runs ls, show --svg, wait.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, p.token.expose()).unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(stratus_bin())
+            .args(args)
+            .arg("--gateway")
+            .arg(&p.url)
+            .arg("--token-file")
+            .arg(&token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "stratus {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = cli(&["invoke", "jchain", "--async", "-d", r#"{"n":8}"#]);
+    let id = id.trim();
+    assert_eq!(cli(&["runs", "wait", id]).trim(), r#"{"n":8}"#);
+    assert!(cli(&["runs", "ls"]).contains(id));
+    let svg = dir.path().join("run.svg");
+    crate::eventually("the timeline is recorded", || {
+        p.platform.invocation(id).is_some()
+    })
+    .await;
+    let shown = cli(&["runs", "show", id, "--svg", svg.to_str().unwrap()]);
+    assert!(shown.contains("succeeded (journaled)"), "{shown}");
+    assert!(shown.contains("s9[0]"), "{shown}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("s9[0]"), "{svg}");
     // Reading runs needs the admin token.
     let anon = GatewayClient::new(&p.url);
     assert_eq!(
@@ -463,4 +498,122 @@ async fn a_corrupt_journal_record_fails_its_run_visibly() {
     let err = views[0].error.clone().unwrap_or_default();
     assert!(err.contains("corrupt") && err.contains("checksum"), "{err}");
     assert!(views[1..].iter().all(|v| v.status == "succeeded"));
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` where this process may not mount (not root).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Fills the filesystem holding `dir` with one file; returns it.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0xa5u8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    // Whatever is left below one block.
+    while f.write_all(&block[..512]).is_ok() {}
+    path
+}
+
+/// The disk fills during journaling: new journaled runs are refused with a
+/// clear error, runs already acknowledged stay intact (also across a
+/// restart), and service recovers once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_new_journaled_runs_and_keeps_the_acknowledged_ones() {
+    let Some(fs) = Tmpfs::mount("16m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let mut up = Up::start(fs.path());
+    let c = up.client().await;
+    let yaml = format!(
+        "{}{}",
+        service("fecho", "echo", "", ""),
+        chain("full", "fecho", 3, "journal")
+    );
+    let r = c.deploy("f.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    // Each run's payload is unique (content addressing cannot share it).
+    let body = |i: usize| {
+        Bytes::from(format!(
+            "{{\"i\":{i},\"pad\":\"{}\"}}",
+            "x".repeat(32 << 10)
+        ))
+    };
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let r = c.invoke("full", body(i)).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.error_message());
+        acked.push((r.invocation_id.clone().unwrap(), r.body.clone()));
+    }
+    let filler = fill(fs.path());
+    let mut refused = None;
+    for i in 100..110 {
+        let r = c.invoke("full", body(i)).await.unwrap();
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("a journaled run was accepted on a full disk");
+    assert_eq!(r.status, 503, "{}", r.error_message());
+    let msg = r.error_message();
+    assert!(
+        msg.contains("cannot journal") && msg.contains("No space left on device"),
+        "{msg}"
+    );
+    for (id, out) in &acked {
+        let (_, v) = run_view(&c, id).await;
+        let v = v.unwrap();
+        assert_eq!(v.status, "succeeded", "{v:?}");
+        let raw = c.get(&format!("/v1/runs/{id}/result")).await.unwrap();
+        assert_eq!(&raw.body, out);
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let r = c.invoke("full", body(200)).await.unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "service recovers once space is freed: {}",
+        r.error_message()
+    );
+    // And the acknowledged runs read back intact after a kill and restart.
+    up.kill_9();
+    up.spawn();
+    let c = up.client().await;
+    for (id, out) in &acked {
+        let raw = c.get(&format!("/v1/runs/{id}/result")).await.unwrap();
+        assert_eq!((raw.status, &raw.body), (200, out), "{id}");
+    }
+    up.kill_9();
 }
