@@ -434,3 +434,56 @@ pub(crate) async fn get_runs(
     let limit = q.limit.unwrap_or(50).min(10_000);
     Json(p.list_runs(q.workflow.as_deref(), limit).await).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, prefer: &[&str]) -> Request {
+        let mut b = axum::http::Request::post(uri);
+        for p in prefer {
+            b = b.header("prefer", *p);
+        }
+        b.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn async_is_asked_by_query_or_prefer_only() {
+        for (uri, prefer, want) in [
+            ("/v1/invoke/w?async=true", &[][..], true),
+            ("/v1/invoke/w?async=1", &[], true),
+            ("/v1/invoke/w?x=1&async", &[], true),
+            ("/v1/invoke/w", &["respond-async"], true),
+            ("/v1/invoke/w", &["return=minimal, Respond-Async"], true),
+            ("/v1/invoke/w", &["wait=5", "respond-async"], true),
+            ("/v1/invoke/w", &[], false),
+            ("/v1/invoke/w?async=false", &[], false),
+            ("/v1/invoke/w?asynchronous=true", &[], false),
+            ("/v1/invoke/w?notasync=true", &[], false),
+            ("/v1/invoke/w", &["respond-async-ish"], false),
+            ("/v1/invoke/w", &["return=representation"], false),
+        ] {
+            assert_eq!(wants_async(&req(uri, prefer)), want, "{uri} {prefer:?}");
+        }
+    }
+
+    #[test]
+    fn async_results_go_after_their_retention() {
+        let runs = AsyncRuns::new(Duration::from_millis(30));
+        runs.insert("a", "w", false);
+        assert_eq!(runs.get("a").unwrap().status, "running");
+        runs.finish("a", Ok(Payload::Raw(Bytes::from_static(b"[1]"))));
+        let v = runs.get("a").unwrap();
+        assert_eq!(
+            (v.status.as_str(), v.result.clone()),
+            ("succeeded", Some(serde_json::json!([1])))
+        );
+        assert_eq!(runs.result("a").as_deref(), Some(&b"[1]"[..]));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(runs.get("a").is_none());
+        assert!(runs.result("a").is_none());
+        // Removed at the next insert.
+        runs.insert("b", "w", false);
+        assert_eq!(runs.runs.lock().len(), 1);
+    }
+}

@@ -617,3 +617,60 @@ async fn a_full_disk_refuses_new_journaled_runs_and_keeps_the_acknowledged_ones(
     }
     up.kill_9();
 }
+
+/// Ended runs go after `--run-retention`: their records, their payloads in
+/// the chunk store, and asynchronous runs' results in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_deleted_after_their_retention() {
+    let mut cfg = config();
+    cfg.run_retention = Duration::from_millis(500);
+    cfg.record_prune_interval = Duration::from_millis(100);
+    let p = platform(cfg).await;
+    let yaml = format!(
+        "{}{}---\n{}",
+        service("recho", "echo", "", ""),
+        chain("rj", "recho", 2, "journal"),
+        chain("rn", "recho", 2, "none")
+    );
+    deploy_ok(&p, &yaml).await;
+    let chunks = p.state_dir().join("rcss/chunks");
+    let count = || walk(&chunks);
+    let mut ids = Vec::new();
+    for wf in ["rj", "rn"] {
+        let r = p
+            .client
+            .invoke_async(wf, Bytes::from(format!("\"unique to {wf}\"")))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 202);
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let v = wait_all(&p.client, &ids, Duration::from_secs(20)).await;
+    assert!(v.iter().all(|v| v.status == "succeeded"), "{v:?}");
+    assert!(count() > 0, "the journaled run's payloads are in the chunk store");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in &ids {
+        let r = p.client.get(&format!("/v1/runs/{id}/result")).await.unwrap();
+        assert_eq!(r.status, 404, "run {id}'s result outlived its retention");
+    }
+    assert_eq!(count(), 0, "the pruned run's payloads are deleted");
+    p.stop().await;
+}
+
+/// Files under `dir`, recursively.
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p)
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
