@@ -647,10 +647,17 @@ async fn runs_are_deleted_after_their_retention() {
     }
     let v = wait_all(&p.client, &ids, Duration::from_secs(20)).await;
     assert!(v.iter().all(|v| v.status == "succeeded"), "{v:?}");
-    assert!(count() > 0, "the journaled run's payloads are in the chunk store");
+    assert!(
+        count() > 0,
+        "the journaled run's payloads are in the chunk store"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for id in &ids {
-        let r = p.client.get(&format!("/v1/runs/{id}/result")).await.unwrap();
+        let r = p
+            .client
+            .get(&format!("/v1/runs/{id}/result"))
+            .await
+            .unwrap();
         assert_eq!(r.status, 404, "run {id}'s result outlived its retention");
     }
     assert_eq!(count(), 0, "the pruned run's payloads are deleted");
