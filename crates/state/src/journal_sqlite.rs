@@ -40,7 +40,12 @@ impl SqliteJournal {
              CREATE INDEX IF NOT EXISTS runs_by_end ON runs (ended_unix_us);
              CREATE TABLE IF NOT EXISTS steps (
                 id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, sum INTEGER NOT NULL,
-                PRIMARY KEY (id, seq)) WITHOUT ROWID;",
+                PRIMARY KEY (id, seq)) WITHOUT ROWID;
+             -- Which runs name which payload digest: pruning asks whether any
+             -- remaining run names one without reading every record.
+             CREATE TABLE IF NOT EXISTS refs (
+                id TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (id, digest)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS refs_by_digest ON refs (digest);",
         )?;
         Ok(SqliteJournal {
             conn: Mutex::new(conn),
@@ -123,17 +128,6 @@ fn encode<T: serde::Serialize>(v: &T) -> (String, i64) {
     (body, sum)
 }
 
-/// The digests a run's records name.
-fn digests(r: &Recovered, out: &mut Vec<String>) {
-    if let Recovered::Run(r) = r {
-        out.push(r.start.input.clone());
-        out.extend(r.steps.iter().map(|s| s.output.clone()));
-        if let Some(d) = r.end.as_ref().and_then(|e| e.result.clone()) {
-            out.push(d);
-        }
-    }
-}
-
 impl Journal for SqliteJournal {
     fn append(&self, entries: &[Entry]) -> Result<(), StateError> {
         let mut conn = self.conn.lock();
@@ -148,6 +142,8 @@ impl Journal for SqliteJournal {
             let mut end = tx.prepare_cached(
                 "UPDATE runs SET ended_unix_us = ?2, end_body = ?3, end_sum = ?4 WHERE id = ?1 AND end_body IS NULL",
             )?;
+            let mut refs =
+                tx.prepare_cached("INSERT OR IGNORE INTO refs (id, digest) VALUES (?1, ?2)")?;
             for e in entries {
                 match e {
                     Entry::Start(s) => {
@@ -159,14 +155,20 @@ impl Journal for SqliteJournal {
                             body,
                             sum
                         ])?;
+                        refs.execute(params![s.id, s.input])?;
                     }
                     Entry::Step(s) => {
                         let (body, sum) = encode(s);
                         step.execute(params![s.id, s.seq, body, sum])?;
+                        refs.execute(params![s.id, s.output])?;
                     }
                     Entry::End(x) => {
                         let (body, sum) = encode(x);
-                        end.execute(params![x.id, x.ended_unix_us as i64, body, sum])?;
+                        if end.execute(params![x.id, x.ended_unix_us as i64, body, sum])? > 0 {
+                            if let Some(d) = &x.result {
+                                refs.execute(params![x.id, d])?;
+                            }
+                        }
                     }
                 }
             }
@@ -218,43 +220,39 @@ impl Journal for SqliteJournal {
 
     fn prune(&self, ended_before_unix_us: u64) -> Result<Vec<String>, StateError> {
         let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
         let old: Vec<String> = {
-            let mut stmt = conn.prepare(
+            let mut stmt = tx.prepare(
                 "SELECT id FROM runs WHERE ended_unix_us IS NOT NULL AND ended_unix_us < ?1",
             )?;
             let rows = stmt.query_map(params![ended_before_unix_us as i64], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
-        if old.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut gone = Vec::new();
-        for id in &old {
-            if let Some(r) = Self::load(&conn, id)? {
-                digests(&r, &mut gone);
+        let mut candidates = HashSet::new();
+        {
+            let mut names = tx.prepare_cached("SELECT digest FROM refs WHERE id = ?1")?;
+            for id in &old {
+                let rows = names.query_map(params![id], |r| r.get::<_, String>(0))?;
+                for d in rows {
+                    candidates.insert(d?);
+                }
+                tx.execute("DELETE FROM steps WHERE id = ?1", params![id])?;
+                tx.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
+                tx.execute("DELETE FROM refs WHERE id = ?1", params![id])?;
             }
         }
-        let tx = conn.transaction()?;
-        for id in &old {
-            tx.execute("DELETE FROM steps WHERE id = ?1", params![id])?;
-            tx.execute("DELETE FROM runs WHERE id = ?1", params![id])?;
+        // Content addressing shares chunks between runs: keep what others name.
+        let mut gone = Vec::new();
+        {
+            let mut named =
+                tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM refs WHERE digest = ?1)")?;
+            for d in candidates {
+                if !named.query_row(params![d], |r| r.get::<_, bool>(0))? {
+                    gone.push(d);
+                }
+            }
         }
         tx.commit()?;
-        // Content addressing shares chunks between runs: keep what others name.
-        let remaining: Vec<String> = {
-            let mut stmt = conn.prepare("SELECT id FROM runs")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut kept = Vec::new();
-        for id in &remaining {
-            if let Some(r) = Self::load(&conn, id)? {
-                digests(&r, &mut kept);
-            }
-        }
-        let kept: HashSet<String> = kept.into_iter().collect();
-        let mut seen = HashSet::new();
-        gone.retain(|d| !kept.contains(d) && seen.insert(d.clone()));
         Ok(gone)
     }
 }
