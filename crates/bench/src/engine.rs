@@ -38,6 +38,7 @@ fn shapes() -> Vec<(&'static str, Workflow, Bytes)> {
         steps,
         output: None,
         max_concurrency: None,
+        durability: Default::default(),
         invoke: None,
         pos: Pos::default(),
     };

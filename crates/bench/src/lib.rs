@@ -6,6 +6,7 @@ pub mod engine;
 pub mod images;
 pub mod loadgen;
 pub mod overhead;
+mod overhead_journal;
 pub mod run;
 pub mod shaper;
 pub mod snapshots;

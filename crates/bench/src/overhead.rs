@@ -8,6 +8,7 @@
 //!   floor: 1 call, 16 concurrent calls, 1 call, straight to the instances.
 //! - burst: independent invocations of one `noop` function from many
 //!   concurrent clients; floor: the same load straight to the instance.
+//! - journaled chain10/fan16, burst and recovery: `overhead_journal`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,15 @@ pub struct OverheadArgs {
     /// Concurrent clients in the burst.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Journaled chain10 runs in the journaled burst.
+    #[arg(long, default_value_t = 20_000)]
+    pub journal_burst: usize,
+    /// Concurrent clients in the journaled burst.
+    #[arg(long, default_value_t = 256)]
+    pub journal_concurrency: usize,
+    /// Journaled runs in flight at the kill of the recovery scenario (0: skip it).
+    #[arg(long, default_value_t = 1000)]
+    pub recovery_runs: usize,
     /// Do not persist invocation records (they are by default).
     #[arg(long)]
     pub no_persist: bool,
@@ -115,7 +125,7 @@ struct Throughput {
     errors: usize,
 }
 
-async fn timed<F, Fut>(n: usize, mut f: F) -> Result<Vec<u64>>
+pub(crate) async fn timed<F, Fut>(n: usize, mut f: F) -> Result<Vec<u64>>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -130,7 +140,7 @@ where
 }
 
 /// Runs `total` calls from `conc` concurrent tasks; returns (calls/s, errors).
-async fn burst<F, Fut>(total: usize, conc: usize, f: F) -> (f64, usize)
+pub(crate) async fn burst<F, Fut>(total: usize, conc: usize, f: F) -> (f64, usize)
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -186,6 +196,11 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
     yaml.push_str(&service("bench-noop", "noop"));
     emb.deploy("bench-functions.yaml", &yaml).await?;
     emb.deploy("bench-workflows.yaml", &workflows()).await?;
+    emb.deploy(
+        "bench-journaled.yaml",
+        &crate::overhead_journal::workflows(&workflows()),
+    )
+    .await?;
     let client = emb.client.clone();
     // Wait for min-scale instances, then warm every path.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -287,6 +302,8 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
     );
     let fan = timed(a.iterations, via("fan16")).await.context("fan16")?;
     let fan_floor = timed(a.iterations, fan_direct).await?;
+    let (journaled, journaled_text) =
+        crate::overhead_journal::measure(&client, &a, &chain, &fan).await?;
 
     eprintln!(
         "burst: {} invocations of bench-noop from {} clients, then direct",
@@ -405,6 +422,7 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
             catch_up.as_secs_f64() * 1e3
         ));
     }
+    text.push_str(&journaled_text);
     print!("\n{text}");
     if let Some(dir) = &report {
         dir.write_json(
@@ -413,6 +431,7 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
                 "latency": results,
                 "burst": tput,
                 "records_dropped": dropped,
+                "journaled": journaled,
                 "record_writer_catch_up_ms": catch_up.as_secs_f64() * 1e3,
             }),
         )?;

@@ -83,6 +83,11 @@ impl Embedded {
         })
     }
 
+    /// The temporary state directory (state.db, journal.db, rcss/).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self._state.path()
+    }
+
     /// Deploys YAML text; fails with the platform's message.
     pub async fn deploy(&self, file: &str, yaml: &str) -> Result<stratus_gateway::DeployReport> {
         let r = self.client.deploy(file, yaml).await?;

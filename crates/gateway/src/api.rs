@@ -32,6 +32,9 @@ pub fn router(p: Arc<Platform>) -> Router {
         .route("/v1/invoke/{name}", post(invoke))
         .route("/v1/invocations", get(invocations))
         .route("/v1/invocations/{id}", get(invocation))
+        .route("/v1/runs", get(crate::runs::get_runs))
+        .route("/v1/runs/{id}", get(crate::runs::get_run))
+        .route("/v1/runs/{id}/result", get(crate::runs::get_run_result))
         .with_state(p)
         .layer(axum::middleware::from_fn_with_state(
             access,
@@ -183,12 +186,16 @@ async fn invoke(
     req: Request,
 ) -> Response {
     let t0 = Instant::now();
+    let asynchronous = crate::runs::wants_async(&req);
     let input = match read_body(req, p.max_body_bytes(), p.cfg.body_read_timeout).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     if let Some(why) = p.broken(&name) {
         return error(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    if asynchronous {
+        return crate::runs::accept(p, &name, input, t0).await;
     }
     let Some(res) = p.invoke(&name, input, t0).await else {
         return error(

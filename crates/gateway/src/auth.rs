@@ -244,6 +244,9 @@ mod tests {
             "/v1/functions/f/logs",
             "/v1/invocations",
             "/v1/invocations/x",
+            "/v1/runs",
+            "/v1/runs/x",
+            "/v1/runs/x/result",
             "/no/such/route",
             "/v1/invoke/f",
         ] {

@@ -174,6 +174,17 @@ impl GatewayClient {
             .await
     }
 
+    /// Starts a run and returns at once: 202 with `{"id": …}` (see `runs`).
+    pub async fn invoke_async(&self, name: &str, body: Bytes) -> Result<Reply, ClientError> {
+        self.request(
+            http::Method::POST,
+            &format!("/v1/invoke/{name}?async=true"),
+            &[],
+            body,
+        )
+        .await
+    }
+
     pub async fn deploy(&self, file: &str, yaml: &str) -> Result<Reply, ClientError> {
         self.request(
             http::Method::POST,

@@ -37,6 +37,8 @@ pub struct Config {
     /// How often records beyond retention are pruned (and lost records
     /// reported in the log).
     pub record_prune_interval: Duration,
+    /// How long ended journaled runs (records and payloads) are kept.
+    pub run_retention: Duration,
     /// Bytes of function logs kept per function.
     pub log_bytes: usize,
     /// The user function processes run as when the platform is root
@@ -104,6 +106,7 @@ impl Default for Config {
             recent_invocations: 10_000,
             record_retention: stratus_state::Retention::default(),
             record_prune_interval: Duration::from_secs(10),
+            run_retention: Duration::from_secs(24 * 3600),
             log_bytes: 1 << 20,
             run_as: None,
             unavailable_runtimes: Vec::new(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::stream::FuturesUnordered;
 use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -27,7 +27,14 @@ use crate::metrics::TargetMetrics;
 use crate::pool::{FunctionPool, PoolError};
 use crate::Platform;
 
+mod journaled;
+
 pub type HttpClient = Client<HttpConnector, ChunksBody>;
+
+/// Sent with every call: `<invocation id>.<run index>`, the same on every
+/// dispatch of one run (a journaled run resumed after a restart included),
+/// so that functions can deduplicate.
+pub const IDEMPOTENCY_KEY: &str = "x-stratus-idempotency-key";
 
 pub fn http_client() -> HttpClient {
     let mut conn = HttpConnector::new();
@@ -91,6 +98,8 @@ pub enum CallError {
         function: String,
         reason: String,
     },
+    /// The step completed but its journal record could not be made durable.
+    Journal(String),
 }
 
 impl CallError {
@@ -102,7 +111,8 @@ impl CallError {
                 | PoolError::Retired { .. },
             )
             | CallError::Unavailable { .. }
-            | CallError::Busy { .. } => 503,
+            | CallError::Busy { .. }
+            | CallError::Journal(_) => 503,
             CallError::Pool(PoolError::QueueTimeout { .. }) | CallError::Timeout { .. } => 504,
             CallError::UnknownFunction(_) => 404,
             CallError::EdgeTooLarge { .. } => 413,
@@ -163,6 +173,7 @@ impl std::fmt::Display for CallError {
             CallError::Unavailable { function, reason } => {
                 write!(f, "function '{function}' is unavailable: {reason}; fix the node or delete or redeploy the function")
             }
+            CallError::Journal(e) => write!(f, "cannot journal the step's output: {e}"),
             CallError::EdgeTooLarge {
                 function,
                 size,
@@ -208,6 +219,18 @@ pub struct InvokeResult {
     pub output_skipped: Option<String>,
 }
 
+impl InvokeResult {
+    /// An invocation refused before any run started.
+    fn refused(id: String, status: u16, msg: String) -> InvokeResult {
+        InvokeResult {
+            id,
+            result: Err((status, msg)),
+            breakdown: Default::default(),
+            output_skipped: None,
+        }
+    }
+}
+
 fn micros(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
@@ -221,6 +244,7 @@ impl Platform {
         pool: Arc<FunctionPool>,
         d: Dispatch,
         t0: Instant,
+        idempotency_key: String,
     ) -> RunOutcome {
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let deadline = Instant::now() + timeout;
@@ -255,6 +279,7 @@ impl Platform {
         let content_type = crate::body::content_type(&d.input);
         let mut req = http::Request::post(lease.slot.uri.clone())
             .header(http::header::CONTENT_TYPE, content_type)
+            .header(IDEMPOTENCY_KEY, idempotency_key)
             .body(ChunksBody::from(d.input))
             .expect("valid request");
         if let Some(auth) = &lease.slot.authorization {
@@ -388,7 +413,9 @@ impl Platform {
     /// Runs `plan` on `input` with at most `max_in_flight` runs in flight;
     /// runs beyond it wait in the driver and hold no connection. Returns when
     /// the output is ready; outstanding runs are drained and the record
-    /// written in the background.
+    /// written in the background. `launch`: its id, whether it is journaled,
+    /// and who is told once it has started (see `crate::runs`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn execute(
         self: &Arc<Self>,
         plan: Arc<Plan>,
@@ -397,13 +424,31 @@ impl Platform {
         input: Bytes,
         max_in_flight: usize,
         t0: Instant,
+        launch: crate::runs::Launch,
     ) -> InvokeResult {
-        let id = self.next_invocation_id();
+        let crate::runs::Launch {
+            id,
+            journal,
+            accepted,
+        } = launch;
         let received_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         let input_bytes = input.len() as u64;
+        let journal = match journal {
+            Some(rev) => match self
+                .begin_journal(&plan, rev, &id, &input, received_unix_us)
+                .await
+            {
+                Ok(j) => Some(j),
+                Err(msg) => return InvokeResult::refused(id, 503, msg),
+            },
+            None => None,
+        };
+        if let Some(a) = accepted {
+            let _ = a.send(());
+        }
         let mark = InFlight {
             id: id.clone(),
             target: plan.name().to_string(),
@@ -411,12 +456,15 @@ impl Platform {
             received_unix_us,
             input_bytes,
         };
-        self.recorder.started(mark.clone());
+        // A journaled run needs no mark: its journal resumes it after a crash.
+        if journal.is_none() {
+            self.recorder.started(mark.clone());
+        }
         // Until the record is handed over below, dropping this future (the
         // caller went away) records the invocation as cancelled.
-        let mut pending = Pending {
+        let pending = Pending {
             platform: self.clone(),
-            mark: Some(mark),
+            mark: journal.is_none().then_some(mark),
         };
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
@@ -427,11 +475,35 @@ impl Platform {
             max_in_flight: max_in_flight.max(1),
             first_error: None,
             t0,
+            id: id.as_str().into(),
+            journal,
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
+        let fin = Finish {
+            id,
+            kind,
+            metrics,
+            received_unix_us,
+            input_bytes,
+            pending,
+        };
+        self.run_to_end(d, fin).await
+    }
+
+    /// Drives `d` until its output is ready; the rest in the background.
+    async fn run_to_end(self: &Arc<Self>, mut d: Driver, fin: Finish) -> InvokeResult {
+        let Finish {
+            id,
+            kind,
+            metrics,
+            received_unix_us,
+            input_bytes,
+            mut pending,
+        } = fin;
+        let t0 = d.t0;
         while matches!(d.exec.status(), ExecStatus::Running) {
-            let Some(o) = d.running.next().await else {
+            let Some(o) = d.next_outcome().await else {
                 break;
             };
             self.complete(&mut d, o);
@@ -462,6 +534,9 @@ impl Platform {
         } else {
             metrics.failed.inc();
         }
+        if let Some(j) = &d.journal {
+            j.end(&result);
+        }
         let output_bytes = result.as_ref().map(|p| p.len() as u64).unwrap_or(0);
         let error = result.as_ref().err().map(|(_, m)| m.clone());
         let finish = {
@@ -486,12 +561,12 @@ impl Platform {
             }
         };
         pending.mark = None;
-        if d.running.is_empty() {
+        if d.idle() {
             finish(d.exec);
         } else {
             let this = self.clone();
             tokio::spawn(async move {
-                while let Some(o) = d.running.next().await {
+                while let Some(o) = d.next_outcome().await {
                     this.complete(&mut d, o);
                 }
                 finish(d.exec);
@@ -534,8 +609,10 @@ impl Platform {
                     Ok(pool) => {
                         let this = self.clone();
                         let t0 = d.t0;
-                        d.running
-                            .push(Box::pin(async move { this.call(pool, next, t0).await }));
+                        let key = format!("{}.{}", d.id, next.run);
+                        d.running.push(Box::pin(
+                            async move { this.call(pool, next, t0, key).await },
+                        ));
                         continue;
                     }
                     Err(e) => Some(e),
@@ -560,6 +637,21 @@ pub(crate) struct Driver {
     max_in_flight: usize,
     first_error: Option<CallError>,
     t0: Instant,
+    /// The invocation id: with the run index, the idempotency key.
+    id: Arc<str>,
+    /// Set for `durability: journal`: a completion is settled only once its
+    /// record is durable.
+    journal: Option<journaled::RunJournal>,
+}
+
+/// What `run_to_end` needs to write the invocation's record.
+struct Finish {
+    id: String,
+    kind: InvocationKind,
+    metrics: TargetMetrics,
+    received_unix_us: u64,
+    input_bytes: u64,
+    pending: Pending,
 }
 
 /// An invocation whose record is not yet on its way.

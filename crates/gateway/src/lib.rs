@@ -10,11 +10,13 @@ mod body;
 pub mod client;
 pub mod config;
 mod engine;
+pub mod journal;
 pub mod listener;
 pub mod metrics;
 mod platform;
 pub mod pool;
 mod recorder;
+pub mod runs;
 
 pub use body::ChunksBody;
 pub use config::Config;

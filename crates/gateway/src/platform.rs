@@ -42,6 +42,8 @@ pub enum PlatformError {
     InUse { function: String, workflows: String },
     #[error("state store")]
     State(#[from] stratus_state::StateError),
+    #[error("run journal")]
+    Journal(#[from] crate::journal::JournalError),
     #[error("function user")]
     RunAs(#[from] stratus_sandbox::user::UserError),
     #[error("cannot set up the state directory {path}")]
@@ -93,6 +95,10 @@ pub struct Platform {
     pub(crate) calls_limit: usize,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) recorder: Recorder,
+    /// The run journal (`durability: journal`); none without a state directory.
+    pub(crate) journal: Option<Arc<crate::journal::JournalWriter>>,
+    /// Asynchronous runs' results (`crate::runs`).
+    pub(crate) runs: crate::runs::AsyncRuns,
     logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
     boot: u64,
     seq: AtomicU64,
@@ -239,7 +245,17 @@ impl Platform {
         for sb in extra {
             sandboxes.insert(sb.kind(), sb);
         }
+        let journal = match &cfg.state_dir {
+            Some(d) => Some(crate::journal::JournalWriter::open(
+                d,
+                cfg.run_retention,
+                cfg.record_prune_interval,
+            )?),
+            None => None,
+        };
         let p = Arc::new(Platform {
+            journal,
+            runs: crate::runs::AsyncRuns::new(cfg.run_retention),
             recorder: Recorder::new(
                 store.clone(),
                 cfg.recent_invocations,
@@ -269,6 +285,7 @@ impl Platform {
             shutdown: CancellationToken::new(),
         });
         p.restore()?;
+        p.recover_journal().await;
         if let Err(e) = p.recorder.recover_lost() {
             // The marks stay for the next start; serving matters more.
             tracing::warn!(error = %crate::error_chain(&e), "cannot record the invocations a previous run left in flight");
@@ -654,22 +671,21 @@ impl Platform {
         self.cfg.max_body_bytes
     }
 
-    /// Invokes a workflow or a function by name. `t0` is when the request arrived.
-    pub async fn invoke(
-        self: &Arc<Self>,
-        name: &str,
-        input: Bytes,
-        t0: Instant,
-    ) -> Option<InvokeResult> {
-        let target = {
+    /// What invoking `name` runs: plan, kind, metrics, runs in flight, and
+    /// the workflow's revision if it is journaled.
+    pub(crate) fn lookup(&self, name: &str) -> Option<crate::runs::Target> {
+        {
             let reg = self.registry.read();
             if let Some(w) = reg.workflows.get(name) {
                 let cap = w.spec.max_concurrency.map(|n| n as usize);
+                let journal =
+                    (w.spec.durability == stratus_spec::Durability::Journal).then_some(w.revision);
                 Some((
                     w.plan.clone(),
                     InvocationKind::Workflow,
                     w.metrics.clone(),
                     cap.unwrap_or(self.cfg.max_in_flight),
+                    journal,
                 ))
             } else {
                 reg.functions.get(name).map(|p| {
@@ -678,13 +694,38 @@ impl Platform {
                         InvocationKind::Function,
                         p.target_metrics.clone(),
                         1,
+                        None,
                     )
                 })
             }
+        }
+    }
+
+    /// Invokes a workflow or a function by name. `t0` is when the request arrived.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &str,
+        input: Bytes,
+        t0: Instant,
+    ) -> Option<InvokeResult> {
+        let target = self.lookup(name);
+        let (plan, kind, metrics, max_in_flight, journal) = target?;
+        let launch = crate::runs::Launch {
+            id: self.next_invocation_id(),
+            journal,
+            accepted: None,
         };
-        let (plan, kind, metrics, max_in_flight) = target?;
+        if journal.is_some() {
+            // A journaled run goes on when its caller goes away.
+            let this = self.clone();
+            let run = tokio::spawn(async move {
+                this.execute(plan, kind, metrics, input, max_in_flight, t0, launch)
+                    .await
+            });
+            return run.await.ok();
+        }
         Some(
-            self.execute(plan, kind, metrics, input, max_in_flight, t0)
+            self.execute(plan, kind, metrics, input, max_in_flight, t0, launch)
                 .await,
         )
     }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use csv::CsvTable;
 pub use dir::{git_revision, Machine, ReportDir, ReportHeader};
-pub use plot::{plot_cdf, plot_stacked_bars, plot_timeline};
+pub use plot::{plot_cdf, plot_gantt, plot_stacked_bars, plot_timeline, GanttBar};
 pub use table::{fmt_us, percentile, table};
 
 #[derive(Debug, thiserror::Error)]

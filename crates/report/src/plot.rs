@@ -218,3 +218,64 @@ fn draw_stacked_bars(
     root.present()?;
     Ok(())
 }
+
+/// One bar of a Gantt chart: a label, when it was queued, started and
+/// finished (milliseconds from the start), and whether it succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GanttBar {
+    pub label: String,
+    pub queued_ms: f64,
+    pub started_ms: f64,
+    pub finished_ms: f64,
+    pub ok: bool,
+}
+
+/// A Gantt chart as SVG: one row per bar, top to bottom; waiting (queued
+/// to started) in grey, running in blue (red when it failed).
+pub fn plot_gantt(path: &Path, title: &str, bars: &[GanttBar]) -> Result<(), ReportError> {
+    drawn(path, draw_gantt(path, title, bars))
+}
+
+fn draw_gantt(path: &Path, title: &str, bars: &[GanttBar]) -> DrawResult {
+    let rows = bars.len().max(1);
+    let height = (120 + 28 * rows).min(4000) as u32;
+    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let t_max = bars.iter().map(|b| b.finished_ms).fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0.0..t_max * 1.15, 0.0..rows as f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the run started (ms)")
+        .y_labels(0)
+        .disable_y_mesh()
+        .draw()?;
+    for (i, b) in bars.iter().enumerate() {
+        let top = (rows - i) as f64 - 0.15;
+        let bottom = (rows - i - 1) as f64 + 0.15;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(b.queued_ms, bottom), (b.started_ms, top)],
+            RGBColor(200, 200, 200).filled(),
+        )))?;
+        let colour = if b.ok { BLUE.mix(0.7) } else { RED.mix(0.8) };
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [
+                (b.started_ms, bottom),
+                (b.finished_ms.max(b.started_ms), top),
+            ],
+            colour.filled(),
+        )))?;
+        // The label right of its bar.
+        chart.draw_series(std::iter::once(Text::new(
+            b.label.clone(),
+            (b.finished_ms.max(b.started_ms) + t_max * 0.01, top - 0.1),
+            ("sans-serif", 12),
+        )))?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -169,7 +169,36 @@ pub struct Workflow {
     /// `metadata.annotations["stratus.dev/invoke"]` ([`INVOKE_ANNOTATION`]).
     #[serde(default)]
     pub invoke: Option<InvokePolicy>,
+    /// `spec.durability`: whether runs are journaled (default `none`).
+    #[serde(default, skip_serializing_if = "Durability::is_none")]
+    pub durability: Durability,
     pub pos: Pos,
+}
+
+/// `spec.durability` of a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Runs live in memory only; a crash loses them (reported `lost`).
+    #[default]
+    None,
+    /// Run start, every step completion and run end are journaled durably
+    /// before the run goes on; unfinished runs resume after a restart.
+    Journal,
+}
+
+impl Durability {
+    pub fn parse(s: &str) -> Option<Durability> {
+        match s {
+            "none" => Some(Durability::None),
+            "journal" => Some(Durability::Journal),
+            _ => None,
+        }
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == Durability::None
+    }
 }
 
 /// One parsed YAML document.

@@ -60,6 +60,9 @@ fn render(b: &Bundle) -> String {
         if let Some(n) = w.max_concurrency {
             writeln!(out, "  maxConcurrency={n}").unwrap();
         }
+        if !w.durability.is_none() {
+            writeln!(out, "  durability={:?}", w.durability).unwrap();
+        }
         for s in &w.steps {
             let mut line = format!(
                 "  step {} @{}:{} fn={}",
@@ -1062,6 +1065,42 @@ fn workflow_max_concurrency() {
         expect![[r#"
             ERROR:
             t.yaml:9:19: workflow 'w': spec.maxConcurrency: expected an integer, found string "8" (remove the quotes)
+        "#]],
+    );
+}
+
+#[test]
+fn workflow_durability() {
+    let steps = "    - name: a\n      function: deployed-fn\n";
+    check(
+        &format!("{}  durability: journal\n", wf(steps)),
+        expect![[r#"
+            workflow w @1:1 output=None
+              durability=Journal
+              step a @7:7 fn=deployed-fn AllOf Json
+            source Workflow/w: 9 lines, "apiVersion: stratus.dev/v1alpha1" .. "  durability: journal"
+        "#]],
+    );
+    check(
+        &format!("{}  durability: none\n", wf(steps)),
+        expect![[r#"
+        workflow w @1:1 output=None
+          step a @7:7 fn=deployed-fn AllOf Json
+        source Workflow/w: 9 lines, "apiVersion: stratus.dev/v1alpha1" .. "  durability: none"
+    "#]],
+    );
+    check(
+        &format!("{}  durability: Journal\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:15: workflow 'w': spec.durability: expected journal or none, found "Journal"
+        "#]],
+    );
+    check(
+        &format!("{}  durability: [journal]\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:15: workflow 'w': spec.durability: expected a string, found a list
         "#]],
     );
 }

@@ -6,7 +6,8 @@ use crate::branch::{self, Cond, Switch};
 use crate::convert::{check_name, list_names, Ctx, MapView};
 use crate::graph::cycles;
 use crate::model::{
-    InputFormat, InputRef, InvokePolicy, Pos, Step, Trigger, Workflow, INVOKE_ANNOTATION,
+    Durability, InputFormat, InputRef, InvokePolicy, Pos, Step, Trigger, Workflow,
+    INVOKE_ANNOTATION,
 };
 use stratus_yaml::{Kind, Node};
 
@@ -52,6 +53,7 @@ pub(crate) fn convert(
     let mut switches: Vec<Switch> = Vec::new();
     let mut output = None;
     let mut max_concurrency = None;
+    let mut durability = Durability::None;
     // False when a step or the output could not be read: then "which step is
     // final" cannot be judged.
     let mut complete = true;
@@ -86,6 +88,17 @@ pub(crate) fn convert(
                     .int(n, "spec.maxConcurrency", 1, MAX_CONCURRENCY)
                     .map(|v| v as u32);
             }
+            if let Some(n) = spec.get("durability") {
+                if let Some(s) = ctx.string(n, "spec.durability") {
+                    match Durability::parse(&s) {
+                        Some(d) => durability = d,
+                        None => ctx.error(
+                            n.pos,
+                            format!("spec.durability: expected journal or none, found {s:?}"),
+                        ),
+                    }
+                }
+            }
             spec.finish(ctx, &[], &[]);
         }
     }
@@ -109,6 +122,7 @@ pub(crate) fn convert(
         output: output.map(|(o, _)| o),
         max_concurrency,
         invoke,
+        durability,
         pos: wf_pos,
     });
     (name, wf)

@@ -12,9 +12,13 @@
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod faulty;
+pub mod journal;
+mod journal_sqlite;
 mod sqlite;
 
 pub use faulty::FaultyStore;
+pub use journal::Journal;
+pub use journal_sqlite::SqliteJournal;
 pub use sqlite::SqliteStore;
 
 use std::sync::Arc;

@@ -52,9 +52,15 @@ pub enum Cmd {
         /// Also print the per-step timing breakdown (needs the admin token).
         #[arg(long)]
         trace: bool,
+        /// Start the run and print its id at once (`stratus runs`).
+        #[arg(long = "async", conflicts_with = "trace")]
+        asynchronous: bool,
         #[command(flatten)]
         token: TokenArg,
     },
+    /// Runs of workflows: list, show (per-step timeline, SVG), wait.
+    #[command(subcommand)]
+    Runs(crate::runs::RunsCmd),
     /// List deployed functions and workflows.
     Ls {
         #[command(flatten)]
@@ -494,6 +500,10 @@ pub struct UpArgs {
     /// response) before the connection is closed.
     #[arg(long, default_value_t = Config::default().write_timeout.as_secs_f64())]
     write_timeout: f64,
+    /// Keep ended journaled runs (records and payloads) and asynchronous
+    /// runs' results this many seconds.
+    #[arg(long, default_value_t = 86_400.0, value_parser = seconds)]
+    run_retention: f64,
     /// Keep invocation records at most this many seconds (0: no age bound).
     #[arg(long, default_value_t = 86_400.0)]
     record_max_age: f64,
@@ -547,9 +557,25 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Invoke {
             name,
             data,
+            asynchronous: true,
+            token,
+            ..
+        } => crate::runs::invoke_async(&invoke_client(gw, &token)?, &name, read_data(&data)?).await,
+        Cmd::Invoke {
+            name,
+            data,
             trace,
             token,
+            ..
         } => invoke(&invoke_client(gw, &token)?, &name, &data, trace).await,
+        Cmd::Runs(cmd) => {
+            let token = match &cmd {
+                crate::runs::RunsCmd::Ls { token, .. }
+                | crate::runs::RunsCmd::Show { token, .. }
+                | crate::runs::RunsCmd::Wait { token, .. } => token,
+            };
+            crate::runs::run(&admin_client(gw, token)?, cmd).await
+        }
         Cmd::Ls { token } => ls(&admin_client(gw, &token)?).await,
         Cmd::Export(ExportCmd::Knative { files, out, token }) => {
             let client = if files.is_empty() {
@@ -758,6 +784,7 @@ async fn up(a: UpArgs) -> Result<()> {
         write_timeout: secs("--write-timeout", a.write_timeout)?,
         body_read_timeout: secs("--body-read-timeout", a.body_read_timeout)?,
         shutdown_timeout: secs("--shutdown-timeout", a.shutdown_timeout)?,
+        run_retention: secs("--run-retention", a.run_retention)?,
         record_retention: stratus_state::Retention {
             max_age: (a.record_max_age > 0.0)
                 .then(|| secs("--record-max-age", a.record_max_age))

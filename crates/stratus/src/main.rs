@@ -6,6 +6,7 @@ mod cli;
 mod controlplane;
 mod etcd;
 mod export;
+mod runs;
 mod sim_cmd;
 mod trace;
 mod worker;

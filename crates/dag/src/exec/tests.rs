@@ -41,6 +41,7 @@ fn exec(steps: Vec<Step>) -> Execution {
         steps,
         output: None,
         max_concurrency: None,
+        durability: Default::default(),
         invoke: None,
         pos: Pos::default(),
     };

@@ -11,7 +11,8 @@ mod etcd;
 mod hardening;
 mod images;
 mod ingest_kill;
-mod lifecycle;
+mod journal;
+pub mod lifecycle;
 mod limits;
 mod microvm;
 #[cfg(feature = "etcd")]
