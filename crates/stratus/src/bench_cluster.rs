@@ -105,7 +105,7 @@ mod with_etcd {
         fn tail(&self) -> String {
             let s = std::fs::read_to_string(&self.log).unwrap_or_default();
             let lines: Vec<&str> = s.lines().collect();
-            lines[lines.len().saturating_sub(15)..].join("\n")
+            lines[lines.len().saturating_sub(40)..].join("\n")
         }
     }
 
@@ -380,8 +380,10 @@ mod with_etcd {
             )?),
             None => None,
         };
-        let etcd = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
-            .await?
+        // On this thread, not a blocking-pool one: the members die with the
+        // thread that started them (PR_SET_PDEATHSIG), and pool threads
+        // exit when idle.
+        let etcd = EtcdCluster::start(3)
             .context("starting a 3-member etcd on loopback (apt-get install etcd-server)")?;
         let dir = tempfile::tempdir()?;
         let write_token = |name: &str| -> Result<(PathBuf, Token)> {
@@ -491,7 +493,12 @@ mod with_etcd {
                     break;
                 }
                 if t0.elapsed() > Duration::from_secs(60) {
-                    bail!("kill {k}: the standby did not serve within 60 s");
+                    let (status, text) = invoke(&rs[other].client, probe).await;
+                    let tail = rs[other].proc.as_ref().map(Proc::tail).unwrap_or_default();
+                    bail!(
+                        "kill {k}: the standby {} did not serve within 60 s ({status} {text}); its log:\n{tail}",
+                        rs[other].name
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
