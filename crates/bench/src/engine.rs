@@ -28,6 +28,8 @@ fn step(name: &str, inputs: &[String], map: Option<&str>) -> Step {
         trigger: Trigger::AllOf,
         input_format: InputFormat::Json,
         when: None,
+        retry: None,
+        catch: None,
         pos: Pos::default(),
     }
 }
@@ -39,6 +41,7 @@ fn shapes() -> Vec<(&'static str, Workflow, Bytes)> {
         output: None,
         max_concurrency: None,
         invoke: None,
+        timeout_seconds: None,
         pos: Pos::default(),
     };
     let chain: Vec<Step> = (0..10)

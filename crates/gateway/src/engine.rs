@@ -206,6 +206,9 @@ pub struct InvokeResult {
     /// The workflow's output step was skipped (its condition was false, or
     /// every input was skipped): `result` is JSON `null`.
     pub output_skipped: Option<String>,
+    /// The run-level timeout passed: the steps that did not finish (the
+    /// result is then a 504).
+    pub unfinished: Vec<String>,
 }
 
 fn micros(t0: Instant) -> u64 {
@@ -221,7 +224,11 @@ impl Platform {
         pool: Arc<FunctionPool>,
         d: Dispatch,
         t0: Instant,
+        ctx: crate::retry::CallCtx,
     ) -> RunOutcome {
+        if !ctx.wait_until(t0, d.not_before_us).await {
+            return RunOutcome::refused(d.run, micros(t0), CallError::Abandoned);
+        }
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let deadline = Instant::now() + timeout;
         let fname = pool.service.name.clone();
@@ -255,6 +262,7 @@ impl Platform {
         let content_type = crate::body::content_type(&d.input);
         let req = http::Request::post(lease.slot.uri.clone())
             .header(http::header::CONTENT_TYPE, content_type)
+            .header(crate::retry::IDEMPOTENCY_HEADER, ctx.key)
             .body(ChunksBody::from(d.input))
             .expect("valid request");
         pool.count_request();
@@ -414,8 +422,10 @@ impl Platform {
             platform: self.clone(),
             mark: Some(mark),
         };
+        let deadline = plan.timeout_us().map(|us| t0 + Duration::from_micros(us));
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
+        exec.set_seed(crate::retry::seed_of(&id));
         let mut d = Driver {
             exec,
             running: FuturesUnordered::new(),
@@ -423,11 +433,27 @@ impl Platform {
             max_in_flight: max_in_flight.max(1),
             first_error: None,
             t0,
+            id: id.clone(),
+            failed: Default::default(),
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
+        let mut unfinished = Vec::new();
         while matches!(d.exec.status(), ExecStatus::Running) {
-            let Some(o) = d.running.next().await else {
+            let next = match deadline {
+                None => d.running.next().await,
+                Some(at) => match tokio::time::timeout_at(at.into(), d.running.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // spec.timeoutSeconds: cancel what is left.
+                        unfinished = d.exec.time_out(micros(t0));
+                        d.running.clear();
+                        d.waiting.clear();
+                        break;
+                    }
+                },
+            };
+            let Some(o) = next else {
                 break;
             };
             self.complete(&mut d, o);
@@ -443,6 +469,7 @@ impl Platform {
                     "{msg} (stratus up --max-map-width; split the input into several invocations)"
                 ),
             )),
+            ExecStatus::Failed(msg) if d.exec.timed_out() => Err((504, msg.clone())),
             ExecStatus::Failed(msg) => Err((
                 d.first_error
                     .as_ref()
@@ -498,6 +525,7 @@ impl Platform {
             result,
             breakdown,
             output_skipped,
+            unfinished,
         }
     }
 
@@ -530,8 +558,13 @@ impl Platform {
                     Ok(pool) => {
                         let this = self.clone();
                         let t0 = d.t0;
-                        d.running
-                            .push(Box::pin(async move { this.call(pool, next, t0).await }));
+                        let ctx = crate::retry::CallCtx {
+                            key: crate::retry::idempotency_key(&d.id, next.run),
+                            failed: d.failed.clone(),
+                        };
+                        d.running.push(Box::pin(
+                            async move { this.call(pool, next, t0, ctx).await },
+                        ));
                         continue;
                     }
                     Err(e) => Some(e),
@@ -556,6 +589,10 @@ pub(crate) struct Driver {
     max_in_flight: usize,
     first_error: Option<CallError>,
     t0: Instant,
+    /// The invocation id (idempotency keys are derived from it).
+    id: String,
+    /// The invocation failed: retries waiting out a backoff are not sent.
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An invocation whose record is not yet on its way.
@@ -583,11 +620,22 @@ impl Driver {
     fn settle(&mut self, o: RunOutcome) -> Vec<Dispatch> {
         self.exec
             .started(o.run, o.started_us, o.cold_start_us, &o.instance);
-        let result = o.result.map_err(|e| {
-            let msg = e.to_string();
-            self.first_error.get_or_insert(e);
-            msg
-        });
-        self.exec.finish(o.run, result, o.finished_us)
+        let next = match o.result {
+            Ok(b) => self.exec.finish(o.run, Ok(b), o.finished_us),
+            Err(e) => {
+                let next = self.exec.fail_run(o.run, e.to_run_error(), o.finished_us);
+                // The status of the error that failed the invocation (not of
+                // one that was retried, or handled by a catch step).
+                if matches!(self.exec.status(), ExecStatus::Failed(_)) {
+                    self.first_error.get_or_insert(e);
+                }
+                next
+            }
+        };
+        if matches!(self.exec.status(), ExecStatus::Failed(_)) {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        next
     }
 }

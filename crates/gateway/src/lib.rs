@@ -15,6 +15,7 @@ pub mod metrics;
 mod platform;
 pub mod pool;
 mod recorder;
+pub mod retry;
 
 pub use body::ChunksBody;
 pub use config::Config;
