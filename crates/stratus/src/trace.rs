@@ -5,26 +5,47 @@ use stratus_report::{fmt_us, table};
 
 /// One invocation's runs with their timing spans.
 pub fn trace_table(rec: &InvocationRecord) -> String {
-    let rows: Vec<Vec<String>> = rec
-        .runs
-        .iter()
-        .map(|r| {
-            vec![
-                if r.run > 0 || rec.runs.iter().filter(|o| o.step == r.step).count() > 1 {
-                    format!("{}[{}]", r.step, r.run)
-                } else {
-                    r.step.clone()
-                },
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for r in &rec.runs {
+        let mut name = if r.run > 0 || rec.runs.iter().filter(|o| o.step == r.step).count() > 1 {
+            format!("{}[{}]", r.step, r.run)
+        } else {
+            r.step.clone()
+        };
+        // Every try of a retried run: the earlier ones first.
+        for a in &r.retries {
+            let (s, f) = (
+                a.started_us.unwrap_or(a.queued_us),
+                a.finished_us.unwrap_or(0),
+            );
+            rows.push(vec![
+                format!("{name} try {}", a.attempt),
                 r.function.clone(),
-                format!("{:?}", r.status).to_lowercase(),
-                fmt_us(r.queued_us),
-                fmt_us(r.queue_us()),
-                fmt_us(r.cold_start_us),
-                fmt_us(r.exec_us()),
-                r.instance.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
+                "retried".to_string(),
+                fmt_us(a.queued_us),
+                fmt_us(
+                    s.saturating_sub(a.queued_us)
+                        .saturating_sub(a.cold_start_us),
+                ),
+                fmt_us(a.cold_start_us),
+                fmt_us(f.saturating_sub(s)),
+                a.instance.clone().unwrap_or_default(),
+            ]);
+        }
+        if !r.retries.is_empty() {
+            name = format!("{name} try {}", r.attempt);
+        }
+        rows.push(vec![
+            name,
+            r.function.clone(),
+            format!("{:?}", r.status).to_lowercase(),
+            fmt_us(r.queued_us),
+            fmt_us(r.queue_us()),
+            fmt_us(r.cold_start_us),
+            fmt_us(r.exec_us()),
+            r.instance.clone().unwrap_or_default(),
+        ]);
+    }
     let b = rec.breakdown;
     let mut out =
         format!("invocation {} of {} ({:?})\n", rec.id, rec.target, rec.kind).to_lowercase();
@@ -49,5 +70,13 @@ pub fn trace_table(rec: &InvocationRecord) -> String {
         fmt_us(b.exec_us),
         fmt_us(b.overhead_us)
     ));
+    // Why each try that failed did (retried, or final).
+    for r in &rec.runs {
+        for a in &r.retries {
+            if let Some(e) = &a.error {
+                out.push_str(&format!("{} try {}: {e}\n", r.step, a.attempt));
+            }
+        }
+    }
     out
 }

@@ -8,7 +8,8 @@
 //!   `FLAKY_STATUS`, default 500, with a plain-text reason), `crash` (exit
 //!   with status 3 without answering) or `hang` (never answer).
 //! - `FLAKY_STATE_DIR`: keep the counts in files there (one per key), so
-//!   they survive a crash; by default they are kept in memory.
+//!   they survive a crash (the directory must be writable by the user
+//!   instances run as); by default they are kept in memory.
 //!
 //! A call without the header counts under the key `-`. Success answers
 //! `{"key":"...","calls":n,"input_bytes":b}`.

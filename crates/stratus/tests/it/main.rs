@@ -14,6 +14,7 @@ mod limits;
 mod microvm;
 #[cfg(feature = "etcd")]
 mod netns;
+mod retries;
 mod runc;
 mod scaling;
 mod serve_limits;
