@@ -80,3 +80,65 @@ pub fn trace_table(rec: &InvocationRecord) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use stratus_dag::{Attempt, Breakdown, InvocationKind, RunRecord, RunStatus};
+
+    use super::*;
+
+    #[test]
+    fn every_try_of_a_retried_run_is_a_row_with_its_error() {
+        let run = RunRecord {
+            step: "fetch".into(),
+            run: 0,
+            function: "flaky".into(),
+            status: RunStatus::Succeeded,
+            queued_us: 5_000,
+            started_us: Some(5_100),
+            finished_us: Some(6_000),
+            cold_start_us: 0,
+            instance: Some("flaky-2".into()),
+            input_bytes: 2,
+            output_bytes: 10,
+            error: None,
+            attempt: 2,
+            retries: vec![Attempt {
+                attempt: 1,
+                queued_us: 0,
+                started_us: Some(100),
+                finished_us: Some(1_000),
+                cold_start_us: 0,
+                instance: Some("flaky-1".into()),
+                error: Some("function 'flaky' answered HTTP 500: no".into()),
+            }],
+        };
+        let rec = InvocationRecord {
+            id: "i".into(),
+            target: "wf".into(),
+            kind: InvocationKind::Workflow,
+            ok: true,
+            error: None,
+            received_unix_us: 0,
+            finished_us: 6_000,
+            input_bytes: 2,
+            output_bytes: 10,
+            breakdown: Breakdown::default(),
+            runs: vec![run],
+            interrupted: None,
+        };
+        let t = trace_table(&rec);
+        assert!(
+            t.contains("fetch try 1") && t.contains("retried") && t.contains("flaky-1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("fetch try 2") && t.contains("succeeded") && t.contains("flaky-2"),
+            "{t}"
+        );
+        assert!(
+            t.contains("fetch try 1: function 'flaky' answered HTTP 500: no"),
+            "{t}"
+        );
+    }
+}
