@@ -93,6 +93,13 @@ struct RunState {
     index: usize,
     pred: Option<RunId>,
     record: RunRecord,
+    /// Only for runs of steps with `retry:` and of catch steps (boxed: the
+    /// common run stays small).
+    extra: Option<Box<RunExtra>>,
+}
+
+#[derive(Default)]
+struct RunExtra {
     /// The input, kept for retries (only when the step has `retry:`).
     input: Option<Payload>,
     /// A catch step's run: the (step, run index) whose output it stands in for.
@@ -235,8 +242,8 @@ impl Execution {
         let rs = &mut self.runs[run];
         rs.record.status = RunStatus::Succeeded;
         rs.record.output_bytes = bytes.len() as u64;
-        rs.input = None;
-        let (step, index) = match rs.stands_for {
+        let stands_for = rs.extra.take().and_then(|e| e.stands_for);
+        let (step, index) = match stands_for {
             Some(orig) => {
                 // A catch step's run: it completed; its output is the
                 // failed run's.
@@ -554,8 +561,12 @@ impl Execution {
                 retries: Vec::new(),
             },
             // Kept for a retry only: no copy on the path without one.
-            input: ps.retry.map(|_| input.clone()),
-            stands_for: None,
+            extra: ps.retry.map(|_| {
+                Box::new(RunExtra {
+                    input: Some(input.clone()),
+                    stands_for: None,
+                })
+            }),
         });
         let st = &mut self.steps[c];
         st.fired += 1;

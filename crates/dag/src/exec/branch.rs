@@ -160,8 +160,7 @@ impl Execution {
                 attempt: 1,
                 retries: Vec::new(),
             },
-            input: None,
-            stands_for: None,
+            extra: None,
         });
         if c == plan.output && matches!(self.status, ExecStatus::Running) {
             self.output_skipped = true;

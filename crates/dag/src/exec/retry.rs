@@ -134,8 +134,9 @@ impl Execution {
                     step,
                     function: ps.function.clone(),
                     input: rs
-                        .input
-                        .clone()
+                        .extra
+                        .as_ref()
+                        .and_then(|e| e.input.clone())
                         .unwrap_or_else(|| crate::Payload::Raw(Bytes::new())),
                     attempt: rec.attempt,
                     not_before_us: rec.queued_us,
@@ -149,9 +150,12 @@ impl Execution {
         let rs = &mut self.runs[run];
         rs.record.status = RunStatus::Failed;
         rs.record.error = Some(err.message.clone());
-        rs.input = None;
         let (index, attempts) = (rs.index, rs.record.attempt);
-        let stands_for = rs.stands_for.unwrap_or((step, index));
+        let stands_for = rs
+            .extra
+            .take()
+            .and_then(|e| e.stands_for)
+            .unwrap_or((step, index));
         if let Some(h) = ps.catch {
             let error = serde_json::json!({
                 "step": &*ps.name,
@@ -164,7 +168,10 @@ impl Execution {
             let bytes = Bytes::from(serde_json::to_vec(&error).unwrap_or_default());
             let first = self.runs.len();
             self.fire(h, index, vec![bytes], Some(run), now, &mut out);
-            self.runs[first].stands_for = Some(stands_for);
+            self.runs[first]
+                .extra
+                .get_or_insert_with(Default::default)
+                .stands_for = Some(stands_for);
             return out;
         }
         let name = &ps.name;
