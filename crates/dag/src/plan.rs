@@ -97,6 +97,8 @@ impl Plan {
             .map(|(i, s)| (s.name.as_str(), i))
             .collect();
         let mut steps: Vec<PlanStep> = Vec::with_capacity(wf.steps.len());
+        let handlers: std::collections::HashSet<&str> =
+            wf.steps.iter().filter_map(|s| s.catch.as_deref()).collect();
         for s in &wf.steps {
             let mut when_refs: Vec<(Arc<str>, StepIdx)> = Vec::new();
             for p in s.when.iter().flat_map(Expr::paths) {
@@ -113,7 +115,7 @@ impl Plan {
                 }
             }
             let mut sources = Vec::new();
-            let handler = wf.steps.iter().any(|o| o.catch.as_deref() == Some(&s.name));
+            let handler = handlers.contains(s.name.as_str());
             // A catch step's only input is the error it handles.
             for r in if handler { Vec::new() } else { s.sources() } {
                 sources.push(match r {
