@@ -1,4 +1,6 @@
-//! `cargo +nightly fuzz run spec_parse` (from the repository root).
+//! `cargo +nightly fuzz run spec_parse -- -dict=fuzz/dicts/spec_parse.dict`
+//! (from the repository root; the dictionary holds the format's keys, the
+//! failure-handling ones `retry`/`catch`/`timeoutSeconds` included).
 //! The parser must never panic, loop or blow up, whatever the input.
 #![no_main]
 

@@ -28,6 +28,8 @@ fn step(name: &str, inputs: &[String], map: Option<&str>) -> Step {
         trigger: Trigger::AllOf,
         input_format: InputFormat::Json,
         when: None,
+        retry: None,
+        catch: None,
         pos: Pos::default(),
     }
 }
@@ -40,6 +42,7 @@ fn shapes() -> Vec<(&'static str, Workflow, Bytes)> {
         max_concurrency: None,
         durability: Default::default(),
         invoke: None,
+        timeout_seconds: None,
         pos: Pos::default(),
     };
     let chain: Vec<Step> = (0..10)

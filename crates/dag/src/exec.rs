@@ -11,7 +11,8 @@
 //! The invocation's output is ready when the output step completes (or is
 //! skipped: see [`Execution::output_skipped`]); the execution is finished
 //! when, in addition, no dispatched run is outstanding. Conditions and skips
-//! are in the `branch` submodule.
+//! are in the `branch` submodule; retries, catch steps and the run-level
+//! timeout in `retry`.
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ use bytes::Bytes;
 use crate::payload::{split_json_array, Payload};
 use crate::plan::{Mode, Plan, Source, StepIdx};
 use crate::record::{Breakdown, RunRecord, RunStatus};
+
+pub use retry::{backoff_us, RunError};
 
 /// Index of a run within its execution.
 pub type RunId = usize;
@@ -31,6 +34,12 @@ pub struct Dispatch {
     pub step: StepIdx,
     pub function: Arc<str>,
     pub input: Payload,
+    /// Which try of `run` this is: 1 for the first. A retry keeps its `run`
+    /// (and so its idempotency key).
+    pub attempt: u32,
+    /// Do not call before this time (µs, the backoff of a retry); 0 for
+    /// a first try.
+    pub not_before_us: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +93,17 @@ struct RunState {
     index: usize,
     pred: Option<RunId>,
     record: RunRecord,
+    /// Only for runs of steps with `retry:` and of catch steps (boxed: the
+    /// common run stays small).
+    extra: Option<Box<RunExtra>>,
+}
+
+#[derive(Default)]
+struct RunExtra {
+    /// The input, kept for retries (only when the step has `retry:`).
+    input: Option<Payload>,
+    /// A catch step's run: the (step, run index) whose output it stands in for.
+    stands_for: Option<(StepIdx, usize)>,
 }
 
 pub struct Execution {
@@ -101,6 +121,10 @@ pub struct Execution {
     input: Bytes,
     /// The output step was skipped: the result is JSON `null`.
     output_skipped: bool,
+    /// Seeds the jitter of retry backoffs.
+    seed: u64,
+    /// The run-level timeout ended the execution.
+    timed_out: bool,
 }
 
 impl Execution {
@@ -125,6 +149,8 @@ impl Execution {
             too_wide: false,
             input: Bytes::new(),
             output_skipped: false,
+            seed: 0,
+            timed_out: false,
         }
     }
 
@@ -178,58 +204,81 @@ impl Execution {
         r.status = RunStatus::Running;
     }
 
-    /// A run finished; returns the runs that became ready.
+    /// A run finished; returns the runs that became ready (or, for a failed
+    /// run of a step with `retry:`, the same run again). An error here is
+    /// retryable with status 502; [`Execution::fail_run`] says which.
     pub fn finish(&mut self, run: RunId, result: Result<Bytes, String>, now: u64) -> Vec<Dispatch> {
-        let mut out = Vec::new();
-        if self.runs[run].record.finished_us.is_some() {
-            return out; // duplicate report: ignore
+        match result {
+            Ok(bytes) => self.succeed_run(run, bytes, now),
+            Err(e) => self.fail_run(run, RunError::retryable(e, 502), now),
+        }
+    }
+
+    /// Marks `run` finished at `now`; false (nothing to do) for a duplicate
+    /// report or once the execution has ended, which abandons the run.
+    fn close_run(&mut self, run: RunId, error: Option<&str>, now: u64) -> bool {
+        let rec = &mut self.runs[run].record;
+        if rec.finished_us.is_some() {
+            return false; // duplicate report: ignore
         }
         self.outstanding -= 1;
-        let (step, index) = (self.runs[run].step, self.runs[run].index);
-        let rec = &mut self.runs[run].record;
         rec.finished_us = Some(now);
         if rec.started_us.is_none() {
             rec.started_us = Some(now);
         }
         if !matches!(self.status, ExecStatus::Running) {
             rec.status = RunStatus::Abandoned;
-            if let Err(e) = result {
-                rec.error = Some(e);
-            }
+            rec.error = error.map(str::to_string);
+            return false;
+        }
+        true
+    }
+
+    fn succeed_run(&mut self, run: RunId, bytes: Bytes, now: u64) -> Vec<Dispatch> {
+        let mut out = Vec::new();
+        if !self.close_run(run, None, now) {
             return out;
         }
-        match result {
-            Err(e) => {
-                rec.status = RunStatus::Failed;
-                rec.error = Some(e.clone());
-                let name = &self.plan.steps[step].name;
-                let msg = if self.plan.steps.len() == 1 {
-                    e
-                } else if self.plan.steps[step].produces_list() {
-                    format!("step '{name}' run {index}: {e}")
-                } else {
-                    format!("step '{name}': {e}")
-                };
-                self.fail(msg);
+        let rs = &mut self.runs[run];
+        rs.record.status = RunStatus::Succeeded;
+        rs.record.output_bytes = bytes.len() as u64;
+        let stands_for = rs.extra.take().and_then(|e| e.stands_for);
+        let (step, index) = match stands_for {
+            Some(orig) => {
+                // A catch step's run: it completed; its output is the
+                // failed run's.
+                self.steps[rs.step].completed += 1;
+                orig
             }
-            Ok(bytes) => {
-                rec.status = RunStatus::Succeeded;
-                rec.output_bytes = bytes.len() as u64;
-                let st = &mut self.steps[step];
-                st.completed += 1;
-                if st.outputs.len() <= index {
-                    st.outputs.resize(index + 1, None);
-                }
-                st.outputs[index] = Some(bytes.clone());
-                if self.plan.steps[step].produces_list() {
-                    for (c, slot) in self.plan.steps[step].consumers.clone() {
-                        self.deliver_item(c, slot, index, bytes.clone(), Some(run), now, &mut out);
-                    }
-                }
-                self.check_done(step, Some(run), now, &mut out);
+            None => (rs.step, rs.index),
+        };
+        self.publish(step, index, run, bytes, now, &mut out);
+        out
+    }
+
+    /// Run `index` of `step` produced `bytes` (itself, or through a catch
+    /// step's run `run`).
+    fn publish(
+        &mut self,
+        step: StepIdx,
+        index: usize,
+        run: RunId,
+        bytes: Bytes,
+        now: u64,
+        out: &mut Vec<Dispatch>,
+    ) {
+        let st = &mut self.steps[step];
+        st.completed += 1;
+        if st.outputs.len() <= index {
+            st.outputs.resize(index + 1, None);
+        }
+        st.outputs[index] = Some(bytes.clone());
+        if self.plan.steps[step].produces_list() {
+            for (c, slot) in self.plan.steps[step].consumers.clone() {
+                self.deliver_item(c, slot, index, bytes.clone(), Some(run), now, out);
             }
         }
-        out
+        self.check_done(step, Some(run), now, out);
     }
 
     fn fail(&mut self, msg: String) {
@@ -508,7 +557,16 @@ impl Execution {
                 input_bytes: input.len() as u64,
                 output_bytes: 0,
                 error: None,
+                attempt: 1,
+                retries: Vec::new(),
             },
+            // Kept for a retry only: no copy on the path without one.
+            extra: ps.retry.map(|_| {
+                Box::new(RunExtra {
+                    input: Some(input.clone()),
+                    stands_for: None,
+                })
+            }),
         });
         let st = &mut self.steps[c];
         st.fired += 1;
@@ -519,6 +577,8 @@ impl Execution {
             step: c,
             function: ps.function.clone(),
             input,
+            attempt: 1,
+            not_before_us: 0,
         });
     }
 
@@ -552,6 +612,22 @@ impl Execution {
             b.queue_us += rec.queue_us();
             b.cold_start_us += rec.cold_start_us;
             b.exec_us += rec.exec_us();
+            // Earlier tries: their queue, cold start and exec, and the
+            // backoff between tries, which counts as queueing.
+            let mut due = rec.queued_us;
+            for a in rec.retries.iter().rev() {
+                let (s, f) = (
+                    a.started_us.unwrap_or(a.queued_us),
+                    a.finished_us.unwrap_or(due),
+                );
+                b.cold_start_us += a.cold_start_us;
+                b.exec_us += f.saturating_sub(s);
+                b.queue_us += s
+                    .saturating_sub(a.queued_us)
+                    .saturating_sub(a.cold_start_us)
+                    + due.saturating_sub(f);
+                due = a.queued_us;
+            }
             cur = self.runs[r].pred;
         }
         let accounted = b.queue_us + b.cold_start_us + b.exec_us;
@@ -566,5 +642,6 @@ impl Execution {
 }
 
 mod branch;
+mod retry;
 #[cfg(test)]
 mod tests;

@@ -27,15 +27,24 @@
 //! - A step whose condition (`when:`) is false is skipped, and so is a step all
 //!   of whose inputs were skipped; joins count the inputs that ran (the rules
 //!   are in `exec/branch.rs`).
+//! - A failed run of a step with `retry:` is dispatched again (same
+//!   [`RunId`], next `attempt`, a `not_before_us` from the backoff) on
+//!   retryable errors, until its attempts are spent. A run that fails for
+//!   good on a step with `catch: h` fires a run of `h` whose input is the
+//!   error as JSON; `h`'s output then stands in for the failed run's output:
+//!   the failed step's consumers receive it exactly as they would have
+//!   received the run's own output (same item index, same framing). The
+//!   rules are in `exec/retry.rs`.
 
 mod exec;
 mod payload;
 mod plan;
 pub mod record;
 
-pub use exec::{Dispatch, ExecStatus, Execution, RunId};
+pub use exec::{backoff_us, Dispatch, ExecStatus, Execution, RunError, RunId};
 pub use payload::{split_json_array, Payload};
 pub use plan::{Plan, PlanError, StepIdx};
 pub use record::{
-    Breakdown, InFlight, Interruption, InvocationKind, InvocationRecord, RunRecord, RunStatus,
+    Attempt, Breakdown, InFlight, Interruption, InvocationKind, InvocationRecord, RunRecord,
+    RunStatus,
 };

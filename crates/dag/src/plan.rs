@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use stratus_spec::predicate::{Expr, Root};
-use stratus_spec::{InputFormat, InputRef, Trigger, Workflow};
+use stratus_spec::{InputFormat, InputRef, RetryPolicy, Trigger, Workflow};
 
 pub type StepIdx = usize;
 
@@ -53,6 +53,13 @@ pub(crate) struct PlanStep {
     pub when_refs: Vec<(Arc<str>, StepIdx)>,
     /// Conditional steps whose condition reads this step's output.
     pub watchers: Vec<StepIdx>,
+    /// `retry:`; `None` is one try.
+    pub retry: Option<RetryPolicy>,
+    /// `catch:`: the step that runs when a run of this one fails for good.
+    pub catch: Option<StepIdx>,
+    /// This is the catch step of that step: it has no sources and runs
+    /// only with the error of a failed run.
+    pub catches: Option<StepIdx>,
 }
 
 impl PlanStep {
@@ -70,6 +77,8 @@ pub struct Plan {
     pub(crate) input_consumers: Vec<(StepIdx, usize)>,
     /// Per step: true when its runs receive one unframed item.
     pub(crate) raw_input: Vec<bool>,
+    /// `spec.timeoutSeconds`, in µs.
+    pub(crate) timeout_us: Option<u64>,
 }
 
 impl Plan {
@@ -88,6 +97,8 @@ impl Plan {
             .map(|(i, s)| (s.name.as_str(), i))
             .collect();
         let mut steps: Vec<PlanStep> = Vec::with_capacity(wf.steps.len());
+        let handlers: std::collections::HashSet<&str> =
+            wf.steps.iter().filter_map(|s| s.catch.as_deref()).collect();
         for s in &wf.steps {
             let mut when_refs: Vec<(Arc<str>, StepIdx)> = Vec::new();
             for p in s.when.iter().flat_map(Expr::paths) {
@@ -104,7 +115,9 @@ impl Plan {
                 }
             }
             let mut sources = Vec::new();
-            for r in s.sources() {
+            let handler = handlers.contains(s.name.as_str());
+            // A catch step's only input is the error it handles.
+            for r in if handler { Vec::new() } else { s.sources() } {
                 sources.push(match r {
                     InputRef::WorkflowInput => Source::Input,
                     InputRef::Step(name) => match index.get(name.as_str()) {
@@ -138,6 +151,9 @@ impl Plan {
                 when: s.when.clone(),
                 when_refs,
                 watchers: Vec::new(),
+                retry: s.retry,
+                catch: None,
+                catches: None,
             });
         }
         for c in 0..steps.len() {
@@ -145,6 +161,18 @@ impl Plan {
                 let p = steps[c].when_refs[k].1;
                 steps[p].watchers.push(c);
             }
+        }
+        for (a, s) in wf.steps.iter().enumerate() {
+            let Some(h) = s.catch.as_deref() else {
+                continue;
+            };
+            let &h = index.get(h).ok_or_else(|| PlanError::UnknownStep {
+                workflow: wf.name.clone(),
+                step: s.name.clone(),
+                input: h.to_string(),
+            })?;
+            steps[a].catch = Some(h);
+            steps[h].catches = Some(a);
         }
         let mut input_consumers = Vec::new();
         for c in 0..steps.len() {
@@ -166,12 +194,16 @@ impl Plan {
             // (A step read only by conditions is not a sink.)
             None => steps
                 .iter()
-                .position(|s| s.consumers.is_empty() && s.watchers.is_empty())
+                .position(|s| {
+                    s.consumers.is_empty() && s.watchers.is_empty() && s.catches.is_none()
+                })
                 .unwrap_or(steps.len() - 1),
         };
         let raw_input = steps
             .iter()
             .map(|s| match s.mode {
+                // A catch step's input: the error JSON, as is.
+                _ if s.catches.is_some() => true,
                 Mode::Map | Mode::FirstOf(1) | Mode::Batch(1) => true,
                 Mode::AllOf => {
                     s.sources.len() == 1
@@ -189,6 +221,7 @@ impl Plan {
             output,
             input_consumers,
             raw_input,
+            timeout_us: wf.timeout_seconds.map(|t| t.saturating_mul(1_000_000)),
         })
     }
 
@@ -208,10 +241,14 @@ impl Plan {
                 when: None,
                 when_refs: Vec::new(),
                 watchers: Vec::new(),
+                retry: None,
+                catch: None,
+                catches: None,
             }],
             output: 0,
             input_consumers: vec![(0, 0)],
             raw_input: vec![true],
+            timeout_us: None,
         }
     }
 
@@ -229,6 +266,12 @@ impl Plan {
 
     pub fn step_function(&self, s: StepIdx) -> &Arc<str> {
         &self.steps[s].function
+    }
+
+    /// The run-level deadline (`spec.timeoutSeconds`), in µs since the
+    /// invocation arrived.
+    pub fn timeout_us(&self) -> Option<u64> {
+        self.timeout_us
     }
 
     /// Distinct functions the plan calls.

@@ -42,9 +42,44 @@ pub struct RunRecord {
     pub input_bytes: u64,
     pub output_bytes: u64,
     pub error: Option<String>,
+    /// Which try the fields above describe: 1 for the first (absent in
+    /// records written before retries existed, and when it is 1).
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub attempt: u32,
+    /// The earlier tries of this run, oldest first: each failed and was
+    /// retried. `queued_us` above is then when the last try became due
+    /// (after its backoff).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<Attempt>,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_first_attempt(n: &u32) -> bool {
+    *n == 1
+}
+
+/// One earlier try of a run that was retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first try.
+    pub attempt: u32,
+    pub queued_us: u64,
+    pub started_us: Option<u64>,
+    pub finished_us: Option<u64>,
+    pub cold_start_us: u64,
+    pub instance: Option<String>,
+    pub error: Option<String>,
 }
 
 impl RunRecord {
+    /// When the run was first queued: its first try's queue time.
+    pub fn first_queued_us(&self) -> u64 {
+        self.retries.first().map_or(self.queued_us, |a| a.queued_us)
+    }
+
     /// Waiting for a slot on an existing instance.
     pub fn queue_us(&self) -> u64 {
         match self.started_us {

@@ -1,6 +1,7 @@
 //! Per-process configuration, read once from environment variables at start-up.
 
 use crate::handlers::bench::BenchConfig;
+use crate::handlers::flaky::{FlakyConfig, FlakyMode};
 use crate::handlers::memhog::{MemhogConfig, MAX_MIB};
 use crate::handlers::spin::{SpinMode, MAX_MEMORY_MB, MAX_MS, MAX_OUTPUT_BYTES};
 use crate::Error;
@@ -35,6 +36,8 @@ pub struct Config {
     pub bench: BenchConfig,
     /// `memhog`: `MEMHOG_MIB` (default 16), `MEMHOG_SEED` (default 1), `MEMHOG_TOUCH_PCT` (default 100).
     pub memhog: MemhogConfig,
+    /// `flaky`: `FLAKY_FAIL`, `FLAKY_STATUS`, `FLAKY_MODE`, `FLAKY_STATE_DIR`.
+    pub flaky: FlakyConfig,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             spin_mode: SpinMode::Busy,
             bench: BenchConfig::default(),
             memhog: MemhogConfig::default(),
+            flaky: FlakyConfig::default(),
         }
     }
 }
@@ -116,6 +120,20 @@ impl Config {
         if let Some(v) = get("MEMHOG_SEED") {
             c.memhog.seed = at_most("MEMHOG_SEED", &v, u64::MAX)?;
         }
+        if let Some(v) = get("FLAKY_FAIL") {
+            c.flaky.fail = at_most("FLAKY_FAIL", &v, u64::MAX)?;
+        }
+        if let Some(v) = get("FLAKY_STATUS") {
+            match v.trim().parse::<u16>() {
+                Ok(s) if (100..=999).contains(&s) => c.flaky.status = s,
+                _ => return Err(bad("FLAKY_STATUS", &v, "not an HTTP status (100-999)")),
+            }
+        }
+        if let Some(v) = get("FLAKY_MODE") {
+            c.flaky.mode = FlakyMode::parse(&v)
+                .ok_or_else(|| bad("FLAKY_MODE", &v, "use status, crash or hang"))?;
+        }
+        c.flaky.state_dir = get("FLAKY_STATE_DIR").map(|v| v.trim().into());
         if let Some(v) = get("MEMHOG_TOUCH_PCT") {
             c.memhog.touch_pct = at_most("MEMHOG_TOUCH_PCT", &v, 100)? as u8;
         }

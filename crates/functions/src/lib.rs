@@ -82,6 +82,10 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
         "memhog",
         "holds env MEMHOG_MIB MiB (default 16) of non-zero pseudo-random pages seeded by MEMHOG_SEED (default 1), filled before listening; each request touches MEMHOG_TOUCH_PCT% (default 100) of the pages -> {\"mib\":M,\"touched_pages\":N,\"checksum\":C}",
     ),
+    (
+        "flaky",
+        "fails the first FLAKY_FAIL (default 1) calls of each x-stratus-idempotency-key, then answers {\"key\":K,\"calls\":n,\"input_bytes\":b}; FLAKY_MODE status (answer FLAKY_STATUS, default 500)|crash|hang; FLAKY_STATE_DIR keeps the counts in files (survives crashes)",
+    ),
 ];
 
 /// A built-in function.
@@ -100,11 +104,12 @@ pub enum Function {
     Report,
     Bench,
     Memhog,
+    Flaky,
 }
 
 impl Function {
     /// All functions, in [`FUNCTIONS`] order.
-    pub const ALL: [Function; 13] = [
+    pub const ALL: [Function; 14] = [
         Function::Echo,
         Function::Noop,
         Function::Spin,
@@ -118,6 +123,7 @@ impl Function {
         Function::Report,
         Function::Bench,
         Function::Memhog,
+        Function::Flaky,
     ];
 
     /// Looks a function up by its name (as in [`FUNCTIONS`]).

@@ -17,7 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::handlers::{self, bench, memhog, spin, BadInput};
+use crate::handlers::{self, bench, flaky, memhog, spin, BadInput};
 use crate::{Config, Error, Function, DRAIN_TIMEOUT};
 
 /// Bodies at least this large are processed on tokio's blocking pool so that
@@ -90,6 +90,8 @@ pub(crate) struct State {
     bench_output: Bytes,
     /// `memhog`'s memory, allocated and filled once (`None` for other functions).
     memhog: Option<std::sync::Mutex<memhog::Memhog>>,
+    /// `flaky`'s calls per idempotency key.
+    flaky: flaky::Counts,
 }
 
 /// Builds the per-process state; for `memhog` this allocates and fills its
@@ -109,6 +111,7 @@ pub(crate) fn prepare(function: Function, config: Config) -> State {
         pid: std::process::id(),
         bench_output,
         memhog,
+        flaky: flaky::Counts::default(),
     }
 }
 
@@ -252,6 +255,7 @@ async fn handle(
         Function::Spin => run_spin(&state, &body, guard.at_start).await,
         Function::Bench => run_bench(&state, body.len()).await,
         Function::Memhog => run_memhog(&state).await,
+        Function::Flaky => run_flaky(&state, &parts.headers, body.len()).await,
         _ => run_pure(&state, body).await,
     };
     drop(guard);
@@ -332,6 +336,36 @@ async fn run_bench(state: &State, input_bytes: usize) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(bench::INPUT_BYTES_HEADER, HeaderValue::from(input_bytes));
     r
+}
+
+async fn run_flaky(
+    state: &State,
+    headers: &hyper::HeaderMap,
+    input_bytes: usize,
+) -> Response<Full<Bytes>> {
+    let key = headers
+        .get(flaky::KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let cfg = &state.config.flaky;
+    match state.flaky.call(cfg, key, input_bytes) {
+        flaky::Verdict::Pass(body) => respond(StatusCode::OK, JSON, body),
+        flaky::Verdict::Fail { calls } => match cfg.mode {
+            flaky::FlakyMode::Crash => std::process::exit(spin::CRASH_EXIT_CODE),
+            flaky::FlakyMode::Hang => {
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            flaky::FlakyMode::Status => respond(
+                StatusCode::from_u16(cfg.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                TEXT_PLAIN,
+                format!(
+                    "flaky: call {calls} with key {key} fails (FLAKY_FAIL={})\n",
+                    cfg.fail
+                ),
+            ),
+        },
+    }
 }
 
 async fn run_memhog(state: &Arc<State>) -> Response<Full<Bytes>> {

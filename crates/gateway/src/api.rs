@@ -220,9 +220,13 @@ async fn invoke(
             r
         }
         Err((status, msg)) => {
+            let mut body = serde_json::json!({ "error": msg, "invocation_id": res.id });
+            if !res.unfinished.is_empty() {
+                body["unfinished_steps"] = serde_json::json!(res.unfinished);
+            }
             let mut r = (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                Json(serde_json::json!({ "error": msg, "invocation_id": res.id })),
+                Json(body),
             )
                 .into_response();
             *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);

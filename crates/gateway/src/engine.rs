@@ -31,11 +31,6 @@ mod journaled;
 
 pub type HttpClient = Client<HttpConnector, ChunksBody>;
 
-/// Sent with every call: `<invocation id>.<run index>`, the same on every
-/// dispatch of one run (a journaled run resumed after a restart included),
-/// so that functions can deduplicate.
-pub const IDEMPOTENCY_KEY: &str = "x-stratus-idempotency-key";
-
 pub fn http_client() -> HttpClient {
     let mut conn = HttpConnector::new();
     conn.set_nodelay(true);
@@ -217,6 +212,9 @@ pub struct InvokeResult {
     /// The workflow's output step was skipped (its condition was false, or
     /// every input was skipped): `result` is JSON `null`.
     pub output_skipped: Option<String>,
+    /// The run-level timeout passed: the steps that did not finish (the
+    /// result is then a 504).
+    pub unfinished: Vec<String>,
 }
 
 impl InvokeResult {
@@ -227,6 +225,7 @@ impl InvokeResult {
             result: Err((status, msg)),
             breakdown: Default::default(),
             output_skipped: None,
+            unfinished: Vec::new(),
         }
     }
 }
@@ -244,8 +243,11 @@ impl Platform {
         pool: Arc<FunctionPool>,
         d: Dispatch,
         t0: Instant,
-        idempotency_key: String,
+        ctx: crate::retry::CallCtx,
     ) -> RunOutcome {
+        if !ctx.wait_until(t0, d.not_before_us).await {
+            return RunOutcome::refused(d.run, micros(t0), CallError::Abandoned);
+        }
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let deadline = Instant::now() + timeout;
         let fname = pool.service.name.clone();
@@ -279,7 +281,7 @@ impl Platform {
         let content_type = crate::body::content_type(&d.input);
         let mut req = http::Request::post(lease.slot.uri.clone())
             .header(http::header::CONTENT_TYPE, content_type)
-            .header(IDEMPOTENCY_KEY, idempotency_key)
+            .header(crate::retry::IDEMPOTENCY_HEADER, ctx.key)
             .body(ChunksBody::from(d.input))
             .expect("valid request");
         if let Some(auth) = &lease.slot.authorization {
@@ -466,8 +468,10 @@ impl Platform {
             platform: self.clone(),
             mark: journal.is_none().then_some(mark),
         };
+        let deadline = plan.timeout_us().map(|us| t0 + Duration::from_micros(us));
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
+        exec.set_seed(crate::retry::seed_of(&id));
         let mut d = Driver {
             exec,
             running: FuturesUnordered::new(),
@@ -477,6 +481,8 @@ impl Platform {
             t0,
             id: id.as_str().into(),
             journal,
+            failed: Default::default(),
+            deadline,
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
@@ -502,8 +508,22 @@ impl Platform {
             mut pending,
         } = fin;
         let t0 = d.t0;
+        let mut unfinished = Vec::new();
         while matches!(d.exec.status(), ExecStatus::Running) {
-            let Some(o) = d.next_outcome().await else {
+            let next = match d.deadline {
+                None => d.next_outcome().await,
+                Some(at) => match tokio::time::timeout_at(at.into(), d.next_outcome()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // spec.timeoutSeconds: cancel what is left.
+                        unfinished = d.exec.time_out(micros(t0));
+                        d.running.clear();
+                        d.waiting.clear();
+                        break;
+                    }
+                },
+            };
+            let Some(o) = next else {
                 break;
             };
             self.complete(&mut d, o);
@@ -519,6 +539,7 @@ impl Platform {
                     "{msg} (stratus up --max-map-width; split the input into several invocations)"
                 ),
             )),
+            ExecStatus::Failed(msg) if d.exec.timed_out() => Err((504, msg.clone())),
             ExecStatus::Failed(msg) => Err((
                 d.first_error
                     .as_ref()
@@ -577,6 +598,7 @@ impl Platform {
             result,
             breakdown,
             output_skipped,
+            unfinished,
         }
     }
 
@@ -609,9 +631,12 @@ impl Platform {
                     Ok(pool) => {
                         let this = self.clone();
                         let t0 = d.t0;
-                        let key = format!("{}.{}", d.id, next.run);
+                        let ctx = crate::retry::CallCtx {
+                            key: crate::retry::idempotency_key(&d.id, next.run),
+                            failed: d.failed.clone(),
+                        };
                         d.running.push(Box::pin(
-                            async move { this.call(pool, next, t0, key).await },
+                            async move { this.call(pool, next, t0, ctx).await },
                         ));
                         continue;
                     }
@@ -642,6 +667,10 @@ pub(crate) struct Driver {
     /// Set for `durability: journal`: a completion is settled only once its
     /// record is durable.
     journal: Option<journaled::RunJournal>,
+    /// The invocation failed: retries waiting out a backoff are not sent.
+    failed: Arc<std::sync::atomic::AtomicBool>,
+    /// `spec.timeoutSeconds`: when what is left is cancelled.
+    deadline: Option<Instant>,
 }
 
 /// What `run_to_end` needs to write the invocation's record.
@@ -679,11 +708,22 @@ impl Driver {
     fn settle(&mut self, o: RunOutcome) -> Vec<Dispatch> {
         self.exec
             .started(o.run, o.started_us, o.cold_start_us, &o.instance);
-        let result = o.result.map_err(|e| {
-            let msg = e.to_string();
-            self.first_error.get_or_insert(e);
-            msg
-        });
-        self.exec.finish(o.run, result, o.finished_us)
+        let next = match o.result {
+            Ok(b) => self.exec.finish(o.run, Ok(b), o.finished_us),
+            Err(e) => {
+                let next = self.exec.fail_run(o.run, e.to_run_error(), o.finished_us);
+                // The status of the error that failed the invocation (not of
+                // one that was retried, or handled by a catch step).
+                if matches!(self.exec.status(), ExecStatus::Failed(_)) {
+                    self.first_error.get_or_insert(e);
+                }
+                next
+            }
+        };
+        if matches!(self.exec.status(), ExecStatus::Failed(_)) {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        next
     }
 }

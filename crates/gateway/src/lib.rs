@@ -16,6 +16,7 @@ pub mod metrics;
 mod platform;
 pub mod pool;
 mod recorder;
+pub mod retry;
 pub mod runs;
 
 pub use body::ChunksBody;

@@ -69,6 +69,7 @@ mod graph;
 mod knative;
 mod model;
 pub mod predicate;
+mod retry;
 mod service;
 mod workflow;
 
@@ -79,6 +80,7 @@ mod tests;
 
 pub use knative::{export_knative, KnativeExport};
 pub use model::*;
+pub use retry::{MAX_ATTEMPTS, MAX_BACKOFF_MS, MAX_TIMEOUT_SECONDS};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

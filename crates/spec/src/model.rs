@@ -141,7 +141,30 @@ pub struct Step {
     /// the JSON of the values it reads; otherwise it is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<crate::predicate::Expr>,
+    /// `retry:`: how often a failed run is tried again (see [`RetryPolicy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// `catch: STEP`: the step that runs, with the error as JSON, when a run
+    /// of this step fails for good; its output stands in for the failed run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch: Option<String>,
     pub pos: Pos,
+}
+
+/// A step's `retry: {attempts, backoff, maxBackoff}`.
+///
+/// A run is tried at most `attempts` times in all. Before try n+1 the driver
+/// waits a random time in `0..=min(max_backoff, backoff * 2^(n-1))` (full
+/// jitter). Only function errors (5xx), crashes, connection errors and
+/// timeouts are retried, never a 4xx answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetryPolicy {
+    /// Total tries, at least 1.
+    pub attempts: u32,
+    /// Base of the exponential backoff, in milliseconds.
+    pub backoff_ms: u64,
+    /// Cap of one backoff, in milliseconds (at least `backoff_ms`).
+    pub max_backoff_ms: u64,
 }
 
 impl Step {
@@ -172,6 +195,10 @@ pub struct Workflow {
     /// `spec.durability`: whether runs are journaled (default `none`).
     #[serde(default, skip_serializing_if = "Durability::is_none")]
     pub durability: Durability,
+    /// `spec.timeoutSeconds`: the whole run's deadline; what has not finished
+    /// by then is cancelled and the caller gets 504 naming those steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
     pub pos: Pos,
 }
 

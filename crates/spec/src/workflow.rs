@@ -9,6 +9,7 @@ use crate::model::{
     Durability, InputFormat, InputRef, InvokePolicy, Pos, Step, Trigger, Workflow,
     INVOKE_ANNOTATION,
 };
+use crate::retry::{self, CatchInfo};
 use stratus_yaml::{Kind, Node};
 
 /// Largest `spec.maxConcurrency`.
@@ -21,6 +22,8 @@ struct Parsed {
     refs: Vec<(InputRef, Pos)>,
     /// Its `when:`, then (once switches are applied) its switch case's.
     conds: Vec<Cond>,
+    /// `catch:` with its position.
+    catch: Option<(String, Pos)>,
 }
 
 /// Converts a Workflow document whose `apiVersion`/`kind` were already read.
@@ -54,6 +57,7 @@ pub(crate) fn convert(
     let mut output = None;
     let mut max_concurrency = None;
     let mut durability = Durability::None;
+    let mut timeout_seconds = None;
     // False when a step or the output could not be read: then "which step is
     // final" cannot be judged.
     let mut complete = true;
@@ -99,6 +103,9 @@ pub(crate) fn convert(
                     }
                 }
             }
+            if let Some(n) = spec.get("timeoutSeconds") {
+                timeout_seconds = retry::timeout_seconds(ctx, n);
+            }
             spec.finish(ctx, &[], &[]);
         }
     }
@@ -123,6 +130,7 @@ pub(crate) fn convert(
         max_concurrency,
         invoke,
         durability,
+        timeout_seconds,
         pos: wf_pos,
     });
     (name, wf)
@@ -262,6 +270,12 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
     let when = m
         .get("when")
         .and_then(|n| branch::condition(ctx, n, &format!("{path}.when")));
+    let retry = m
+        .get("retry")
+        .and_then(|n| retry::retry(ctx, n, &format!("{path}.retry")));
+    let catch = m
+        .get("catch")
+        .and_then(|n| ctx.string(n, &format!("{path}.catch")).map(|s| (s, n.pos)));
     m.finish(ctx, &[], &[]);
 
     let (name, _) = name?;
@@ -274,10 +288,13 @@ fn step(ctx: &mut Ctx<'_>, node: &Node, i: usize) -> Option<Parsed> {
             trigger: trigger.unwrap_or(Trigger::AllOf),
             input_format,
             when: None,
+            retry,
+            catch: catch.as_ref().map(|(c, _)| c.clone()),
             pos: node.pos,
         },
         refs,
         conds: when.into_iter().collect(),
+        catch,
     })
 }
 
@@ -457,6 +474,22 @@ fn validate(
         }
     }
 
+    let handlers = if ref_problem {
+        Vec::new()
+    } else {
+        let info: Vec<CatchInfo<'_>> = steps
+            .iter()
+            .map(|p| CatchInfo {
+                name: &p.step.name,
+                pos: p.step.pos,
+                catch: p.catch.as_ref(),
+                reads: !p.refs.is_empty(),
+                conditional: !p.conds.is_empty(),
+            })
+            .collect();
+        retry::check_catches(ctx, &info, &index, &edges, output.map(|(o, _)| o.as_str()))
+    };
+
     let cycles = cycles(&edges);
     for cycle in &cycles {
         let path: Vec<&str> = cycle.iter().map(|&i| names[i]).collect();
@@ -484,7 +517,7 @@ fn validate(
         Some(_) => {}
         None if complete && cycles.is_empty() && !ref_problem => {
             let sinks: Vec<&str> = index_order(&index, steps.len())
-                .filter(|&i| edges[i].is_empty())
+                .filter(|&i| edges[i].is_empty() && !handlers.contains(&i))
                 .map(|i| names[i])
                 .collect();
             if sinks.len() > 1 {

@@ -157,7 +157,10 @@ impl Execution {
                 input_bytes: 0,
                 output_bytes: 0,
                 error: Some(format!("skipped: {why}")),
+                attempt: 1,
+                retries: Vec::new(),
             },
+            extra: None,
         });
         if c == plan.output && matches!(self.status, ExecStatus::Running) {
             self.output_skipped = true;

@@ -2,7 +2,7 @@ use super::*;
 use proptest::prelude::*;
 use stratus_spec::{InputFormat, InputRef, Pos, Step, Trigger, Workflow};
 
-fn step(name: &str, inputs: &[&str]) -> Step {
+pub(crate) fn step(name: &str, inputs: &[&str]) -> Step {
     Step {
         name: name.into(),
         function: format!("f-{name}"),
@@ -20,11 +20,13 @@ fn step(name: &str, inputs: &[&str]) -> Step {
         trigger: Trigger::AllOf,
         input_format: InputFormat::Json,
         when: None,
+        retry: None,
+        catch: None,
         pos: Pos::default(),
     }
 }
 
-fn mapping(name: &str, over: &str) -> Step {
+pub(crate) fn mapping(name: &str, over: &str) -> Step {
     let mut s = step(name, &[]);
     s.map = Some(InputRef::Step(over.into()));
     s
@@ -35,7 +37,7 @@ fn with_trigger(mut s: Step, t: Trigger) -> Step {
     s
 }
 
-fn exec(steps: Vec<Step>) -> Execution {
+pub(crate) fn exec(steps: Vec<Step>) -> Execution {
     let wf = Workflow {
         name: "wf".into(),
         steps,
@@ -43,26 +45,27 @@ fn exec(steps: Vec<Step>) -> Execution {
         max_concurrency: None,
         durability: Default::default(),
         invoke: None,
+        timeout_seconds: None,
         pos: Pos::default(),
     };
     Execution::new(Arc::new(Plan::compile(&wf).unwrap()))
 }
 
-fn body(d: &Dispatch) -> String {
+pub(crate) fn body(d: &Dispatch) -> String {
     String::from_utf8(d.input.to_bytes().to_vec()).unwrap()
 }
 
-fn names(e: &Execution, ds: &[Dispatch]) -> Vec<String> {
+pub(crate) fn names(e: &Execution, ds: &[Dispatch]) -> Vec<String> {
     ds.iter()
         .map(|d| format!("{}#{}", e.plan().step_name(d.step), e.runs[d.run].index))
         .collect()
 }
 
-fn ok(s: &str) -> Result<Bytes, String> {
+pub(crate) fn ok(s: &str) -> Result<Bytes, String> {
     Ok(Bytes::copy_from_slice(s.as_bytes()))
 }
 
-fn output(e: &Execution) -> String {
+pub(crate) fn output(e: &Execution) -> String {
     match e.status() {
         ExecStatus::Succeeded(p) => String::from_utf8(p.to_bytes().to_vec()).unwrap(),
         other => panic!("not succeeded: {other:?}"),

@@ -1,10 +1,11 @@
 //! Pure handler logic: functions from request-body bytes to response-body bytes.
 //!
-//! `echo`, `noop`, `bench`, the per-process state of `memhog` and the
+//! `echo`, `noop`, `bench`, the per-process state of `memhog` and `flaky`, and the
 //! effectful part of `spin` (sleeping, crashing) live in the server;
 //! everything else is here and testable without a socket.
 
 pub mod bench;
+pub mod flaky;
 pub mod memhog;
 pub mod spin;
 pub mod table;
@@ -53,9 +54,12 @@ pub fn run_pure(
     body: &[u8],
 ) -> Option<Result<Output, BadInput>> {
     let out = match function {
-        Function::Echo | Function::Noop | Function::Spin | Function::Bench | Function::Memhog => {
-            return None
-        }
+        Function::Echo
+        | Function::Noop
+        | Function::Spin
+        | Function::Bench
+        | Function::Memhog
+        | Function::Flaky => return None,
         Function::Split => text::split(body, config.split).map(Output::json),
         Function::WcMap => text::wc_map(body).map(Output::json),
         Function::WcMerge => text::wc_merge(body).map(Output::json),
@@ -146,7 +150,8 @@ mod tests {
                 | Function::Noop
                 | Function::Spin
                 | Function::Bench
-                | Function::Memhog => {
+                | Function::Memhog
+                | Function::Flaky => {
                     assert!(r.is_none())
                 }
                 // Every pure function accepts an empty body.

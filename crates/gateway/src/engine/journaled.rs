@@ -254,6 +254,7 @@ impl Platform {
         let input = payloads.next().unwrap_or_default();
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
+        exec.set_seed(crate::retry::seed_of(&run.start.id));
         let mut ready = exec.start(input, 0);
         for (s, out) in run.steps.iter().zip(payloads) {
             let r = s.run as usize;
@@ -296,6 +297,10 @@ impl Platform {
                 seq: r.run.steps.len() as u32,
                 acks: FuturesOrdered::new(),
             }),
+            failed: Default::default(),
+            // spec.timeoutSeconds counts from the invocation's arrival,
+            // which a restart has lost: a resumed run has no deadline.
+            deadline: None,
         };
         tracing::debug!(run = %id, redispatched = r.ready.len(), done = r.run.steps.len(), at = micros(t0), "resuming");
         self.dispatch(&mut d, r.ready);

@@ -17,6 +17,7 @@ mod limits;
 mod microvm;
 #[cfg(feature = "etcd")]
 mod netns;
+mod retries;
 mod runc;
 mod scaling;
 mod serve_limits;
