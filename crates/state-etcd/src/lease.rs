@@ -26,7 +26,7 @@ impl Lease {
         let client = store.client.clone();
         let name = op.to_string();
         let timeout = store.op_timeout;
-        let id = store.call(op, async move {
+        let (id, granted) = store.call(op, async move {
             let r = Deadline::new(&name, timeout)
                 .run(|| {
                     let mut c = client.clone();
@@ -36,8 +36,11 @@ impl Lease {
             if !r.error().is_empty() {
                 return Err(unavailable(&name, format!("lease grant: {}", r.error())));
             }
-            Ok(r.id())
+            Ok((r.id(), r.ttl()))
         })?;
+        // etcd raises a TTL below its minimum (1.5 s by default): the lease
+        // lives as long as etcd says.
+        let secs = secs.max(granted);
         let (stop, stopped) = oneshot::channel();
         let lost = Arc::new(AtomicBool::new(false));
         let interval = Duration::from_millis((secs as u64 * 1000 / 3).max(200));

@@ -293,43 +293,7 @@ mod with_etcd {
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        // Where each step's instance runs: its agent and proxy path.
-        let token = std::fs::read_to_string(&b.cluster_token)?;
-        let cfg = EtcdConfig::new(b.etcd.endpoints(), CLUSTER);
-        let nodes = tokio::task::spawn_blocking(move || {
-            let s = EtcdStore::connect(&cfg, Arc::new(stratus_state::SqliteStore::in_memory()?))?;
-            s.list_nodes()
-        })
-        .await??;
-        let mut hops: Vec<Option<(stratus_agent::AgentClient, String)>> = vec![None; 10];
-        let mut hosts = std::collections::BTreeSet::new();
-        for n in &nodes {
-            let a = stratus_agent::AgentClient::new(&n.addr, token.trim());
-            for i in a.list().await? {
-                if let Some(k) = i
-                    .function
-                    .strip_prefix("ch-echo-")
-                    .and_then(|k| k.parse::<usize>().ok())
-                {
-                    if k < 10 && i.state == stratus_agent::InstanceState::Ready {
-                        hops[k] = Some((a.clone(), i.invoke_path.clone()));
-                        hosts.insert(n.name.clone());
-                    }
-                }
-            }
-        }
-        let hops: Vec<(stratus_agent::AgentClient, String)> = hops
-            .into_iter()
-            .enumerate()
-            .map(|(k, h)| {
-                h.with_context(|| format!("no ready instance of ch-echo-{k} on any worker"))
-            })
-            .collect::<Result<_>>()?;
-        eprintln!(
-            "chain10: its 10 instances run on {} workers ({})",
-            hosts.len(),
-            hosts.into_iter().collect::<Vec<_>>().join(", ")
-        );
+        let mut hops = hops(b).await?;
         let n = b.args.iterations;
         let mut via = Vec::with_capacity(n);
         let mut direct = Vec::with_capacity(n);
@@ -344,6 +308,7 @@ mod with_etcd {
             }
             let t = Instant::now();
             let mut x = body.clone();
+            let mut broken = false;
             for (a, path) in &hops {
                 let r = a
                     .send(
@@ -355,9 +320,21 @@ mod with_etcd {
                     )
                     .await?;
                 if r.status != 200 {
-                    bail!("direct call: {}", r.status);
+                    // The instance went (an election moved the placements):
+                    // find them again; this iteration's direct time is not
+                    // kept.
+                    eprintln!(
+                        "direct call answered {}: finding the instances again",
+                        r.status
+                    );
+                    broken = true;
+                    break;
                 }
                 x = r.body;
+            }
+            if broken {
+                hops = self::hops(b).await?;
+                continue;
             }
             if i >= 20 {
                 direct.push(t.elapsed().as_micros() as u64);
@@ -366,6 +343,45 @@ mod with_etcd {
         via.sort_unstable();
         direct.sort_unstable();
         Ok((via, direct))
+    }
+
+    /// Where each chain10 step's instance runs: its agent and proxy path.
+    async fn hops(b: &Bench) -> Result<Vec<(stratus_agent::AgentClient, String)>> {
+        let token = std::fs::read_to_string(&b.cluster_token)?;
+        let cfg = EtcdConfig::new(b.etcd.endpoints(), CLUSTER);
+        let nodes = tokio::task::spawn_blocking(move || {
+            let s = EtcdStore::connect(&cfg, Arc::new(stratus_state::SqliteStore::in_memory()?))?;
+            s.list_nodes()
+        })
+        .await??;
+        let mut hops: Vec<Option<(stratus_agent::AgentClient, String)>> = vec![None; 10];
+        let mut hosts = std::collections::BTreeSet::new();
+        for n in &nodes {
+            let a = stratus_agent::AgentClient::new(&n.addr, token.trim());
+            for i in a.list().await? {
+                let k = i
+                    .function
+                    .strip_prefix("ch-echo-")
+                    .and_then(|k| k.parse::<usize>().ok());
+                if let Some(k) = k.filter(|k| *k < 10) {
+                    if i.state == stratus_agent::InstanceState::Ready {
+                        hops[k] = Some((a.clone(), i.invoke_path.clone()));
+                        hosts.insert(n.name.clone());
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "chain10: its 10 instances run on {} workers ({})",
+            hosts.len(),
+            hosts.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        hops.into_iter()
+            .enumerate()
+            .map(|(k, h)| {
+                h.with_context(|| format!("no ready instance of ch-echo-{k} on any worker"))
+            })
+            .collect()
     }
 
     pub async fn run(args: ClusterBenchArgs) -> Result<()> {
