@@ -242,6 +242,11 @@ impl Platform {
         let cfg = Arc::new(cfg);
         let mut sandboxes: HashMap<&'static str, Arc<dyn Sandbox>> = HashMap::new();
         sandboxes.insert("process", process);
+        // Functions that run elsewhere: called at their URL, never started.
+        sandboxes.insert(
+            "external",
+            Arc::new(stratus_sandbox::external::ExternalSandbox),
+        );
         for sb in extra {
             sandboxes.insert(sb.kind(), sb);
         }

@@ -14,6 +14,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod external;
 mod faulty;
 mod logs;
 pub mod ports;

@@ -65,6 +65,7 @@
 
 mod branch;
 mod convert;
+pub mod external;
 mod graph;
 mod knative;
 mod model;

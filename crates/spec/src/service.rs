@@ -206,6 +206,27 @@ pub(crate) fn convert(
     }
     root.finish(ctx, &["status"], &[]);
 
+    // An external Service needs its URL; a URL without it does nothing.
+    let url = crate::external::URL_ANNOTATION;
+    let has_url = svc.annotations.contains_key(url);
+    if svc.runtime == crate::external::EXTERNAL_RUNTIME && !has_url {
+        ctx.error(
+            doc_pos,
+            format!(
+                "runtime 'external' needs the function's URL in the template annotation '{url}' \
+                 (e.g. http://NAME.NAMESPACE.svc.cluster.local)"
+            ),
+        );
+    } else if has_url && svc.runtime != crate::external::EXTERNAL_RUNTIME {
+        ctx.warn(
+            doc_pos,
+            format!(
+                "annotation '{url}' has no effect unless '{RUNTIME_ANNOTATION}' is 'external' (it is '{}')",
+                svc.runtime
+            ),
+        );
+    }
+
     if svc.max_scale > 0 && svc.min_scale > svc.max_scale {
         let pos = scale_pos.unwrap_or(doc_pos);
         ctx.error(
@@ -291,6 +312,10 @@ fn annotations(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos>
                 );
             } else {
                 svc.runtime = value.trim().to_string();
+            }
+        } else if key == crate::external::URL_ANNOTATION {
+            if let Err(why) = crate::external::check_url(value.trim()) {
+                ctx.error(v.pos, format!("annotation '{key}': {why}"));
             }
         } else if key == INVOKE_ANNOTATION {
             if InvokePolicy::parse(&value).is_none() {

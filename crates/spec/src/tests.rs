@@ -495,6 +495,38 @@ fn service_annotations() {
             t.yaml:7:79: annotation 'stratus.dev/restore-policy': expected one of eager, lazy, working-set, warm-local, found "sometimes"
         "#]],
     );
+    // A Service that runs elsewhere: its URL, checked at deploy.
+    check(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    metadata:\n      annotations: {stratus.dev/runtime: external, stratus.dev/url: 'http://s.default.svc.cluster.local'}\n    spec:\n      containers: [{image: i}]\n",
+        expect![[r#"
+            service s @1:1 runtime=external image="i" command=[] args=[] env=[] port=8080 scale=0..0 target=None cc=0 timeout=300
+              annotations: stratus.dev/runtime=external, stratus.dev/url=http://s.default.svc.cluster.local
+            source Service/s: 9 lines, "apiVersion: serving.knative.dev/v1" .. "      containers: [{image: i}]"
+        "#]],
+    );
+    check(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    metadata:\n      annotations: {stratus.dev/runtime: external}\n    spec:\n      containers: [{image: i}]\n",
+        expect![[r#"
+            ERROR:
+            t.yaml:1:1: runtime 'external' needs the function's URL in the template annotation 'stratus.dev/url' (e.g. http://NAME.NAMESPACE.svc.cluster.local)
+        "#]],
+    );
+    check(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    metadata:\n      annotations:\n        stratus.dev/runtime: external\n        stratus.dev/url: ftp://files.example/f\n    spec:\n      containers: [{image: i}]\n",
+        expect![[r#"
+            ERROR:
+            t.yaml:9:26: annotation 'stratus.dev/url': "ftp://files.example/f" is not an http:// URL
+        "#]],
+    );
+    check(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    metadata:\n      annotations: {stratus.dev/url: 'http://elsewhere'}\n    spec:\n      containers: [{image: i, command: [c]}]\n",
+        expect![[r#"
+            service s @1:1 runtime=process image="i" command=["c"] args=[] env=[] port=8080 scale=0..0 target=None cc=0 timeout=300
+              annotations: stratus.dev/url=http://elsewhere
+            source Service/s: 9 lines, "apiVersion: serving.knative.dev/v1" .. "      containers: [{image: i, command: [c]}]"
+            t.yaml:1:1: warning: annotation 'stratus.dev/url' has no effect unless 'stratus.dev/runtime' is 'external' (it is 'process')
+        "#]],
+    );
     // Misplaced and unsupported annotations warn.
     check(
         &format!(

@@ -532,3 +532,15 @@ async fn resources_that_do_not_read_back_are_broken_and_the_rest_serves() {
     assert_eq!(p.list().len(), 2);
     p.shutdown().await;
 }
+
+#[test]
+fn the_spec_and_the_external_runtime_name_the_same_url_annotation() {
+    assert_eq!(
+        stratus_spec::external::URL_ANNOTATION,
+        stratus_sandbox::external::URL_ANNOTATION
+    );
+    assert_eq!(
+        stratus_spec::external::EXTERNAL_RUNTIME,
+        stratus_sandbox::Sandbox::kind(&stratus_sandbox::external::ExternalSandbox)
+    );
+}

@@ -8,6 +8,7 @@ mod cluster;
 mod errors;
 #[cfg(feature = "etcd")]
 mod etcd;
+mod external;
 mod hardening;
 mod images;
 mod ingest_kill;
