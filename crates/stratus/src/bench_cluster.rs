@@ -41,6 +41,11 @@ pub struct ClusterBenchArgs {
     /// chain10 invocations through the control plane, and direct chains.
     #[arg(long, default_value_t = 200)]
     iterations: usize,
+    /// The etcd members' --election-timeout in ms (heartbeat a tenth);
+    /// default etcd's 1,000. etcd's shortest lease is 1.5 of it rounded up
+    /// to whole seconds, which bounds how fast a standby takes over.
+    #[arg(long)]
+    etcd_election_ms: Option<u64>,
     /// The replicas' --placement.
     #[arg(long, default_value = "spread")]
     placement: String,
@@ -399,7 +404,7 @@ mod with_etcd {
         // On this thread, not a blocking-pool one: the members die with the
         // thread that started them (PR_SET_PDEATHSIG), and pool threads
         // exit when idle.
-        let etcd = EtcdCluster::start(3)
+        let etcd = EtcdCluster::start_with_election(3, args.etcd_election_ms)
             .context("starting a 3-member etcd on loopback (apt-get install etcd-server)")?;
         let dir = tempfile::tempdir()?;
         let write_token = |name: &str| -> Result<(PathBuf, Token)> {
@@ -551,8 +556,9 @@ mod with_etcd {
         ));
         if !times.is_empty() {
             summary.push_str(&format!(
-                "\nfailover (kill -9 of the leader -> first invocation served by the standby; --leader-ttl {} s), {} kills: median {}, min {}, max {}\n",
+                "\nfailover (kill -9 of the leader -> first invocation served by the standby; --leader-ttl {} s, etcd election timeout {} ms), {} kills: median {}, min {}, max {}\n",
                 b.args.leader_ttl,
+                b.args.etcd_election_ms.unwrap_or(1000),
                 times.len(),
                 fmt_us(percentile(&times, 50.0)),
                 fmt_us(times[0]),
