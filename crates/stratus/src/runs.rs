@@ -166,21 +166,41 @@ pub fn describe(v: &RunView) -> String {
         v.status,
         if v.durable { " (journaled)" } else { "" }
     );
-    let rows: Vec<Vec<String>> = v
-        .steps
-        .iter()
-        .map(|r| {
-            vec![
-                format!("{}[{}]", r.step, r.run),
+    // Every try of a retried run gets its own row, the earlier ones first.
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut failed_tries = String::new();
+    let at = |us: Option<u64>| us.map(fmt_us).unwrap_or_else(|| "-".into());
+    for r in &v.steps {
+        let name = format!("{}[{}]", r.step, r.run);
+        for a in &r.retries {
+            rows.push(vec![
+                format!("{name} try {}", a.attempt),
                 r.function.clone(),
-                format!("{:?}", r.status).to_lowercase(),
-                fmt_us(r.queued_us),
-                r.started_us.map(fmt_us).unwrap_or_else(|| "-".into()),
-                r.finished_us.map(fmt_us).unwrap_or_else(|| "-".into()),
-                r.instance.clone().unwrap_or_default(),
-            ]
-        })
-        .collect();
+                "retried".into(),
+                fmt_us(a.queued_us),
+                at(a.started_us),
+                at(a.finished_us),
+                a.instance.clone().unwrap_or_default(),
+            ]);
+            if let Some(e) = &a.error {
+                failed_tries.push_str(&format!("{name} try {}: {e}\n", a.attempt));
+            }
+        }
+        let label = if r.attempt > 1 {
+            format!("{name} try {}", r.attempt)
+        } else {
+            name
+        };
+        rows.push(vec![
+            label,
+            r.function.clone(),
+            format!("{:?}", r.status).to_lowercase(),
+            fmt_us(r.queued_us),
+            at(r.started_us),
+            at(r.finished_us),
+            r.instance.clone().unwrap_or_default(),
+        ]);
+    }
     if !rows.is_empty() {
         out.push_str(&table(
             &[
@@ -189,6 +209,7 @@ pub fn describe(v: &RunView) -> String {
             &rows,
         ));
     }
+    out.push_str(&failed_tries);
     if let Some(e) = &v.error {
         out.push_str(&format!("error: {e}\n"));
     }
@@ -226,4 +247,35 @@ fn gantt(v: &RunView, path: &Path) -> Result<()> {
         .collect();
     stratus_report::plot_gantt(path, &format!("run {} of {}", v.id, v.workflow), &bars)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_try_of_a_retried_step_is_a_row_with_its_error() {
+        let v: RunView = serde_json::from_value(serde_json::json!({
+            "id": "r1", "workflow": "wf", "status": "succeeded", "durable": true,
+            "started_unix_us": 0,
+            "steps": [{
+                "step": "fetch", "run": 0, "function": "flaky", "status": "succeeded",
+                "queued_us": 900, "started_us": 1000, "finished_us": 2000,
+                "cold_start_us": 0, "instance": "flaky-2", "input_bytes": 1,
+                "output_bytes": 1, "error": null, "attempt": 2,
+                "retries": [{"attempt": 1, "queued_us": 0, "started_us": 10,
+                             "finished_us": 500, "cold_start_us": 0,
+                             "instance": "flaky-1", "error": "answered HTTP 500"}]
+            }]
+        }))
+        .unwrap();
+        let t = describe(&v);
+        assert!(t.contains("fetch[0] try 1") && t.contains("retried"), "{t}");
+        assert!(
+            t.contains("fetch[0] try 2") && t.contains("succeeded"),
+            "{t}"
+        );
+        assert!(t.contains("fetch[0] try 1: answered HTTP 500"), "{t}");
+        assert!(t.find("try 1").unwrap() < t.find("try 2").unwrap(), "{t}");
+    }
 }
