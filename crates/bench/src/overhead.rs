@@ -125,6 +125,20 @@ struct Throughput {
     errors: usize,
 }
 
+/// Invokes `wf` with `input` through the platform; an error unless it
+/// answers 200.
+pub(crate) async fn invoke_ok(
+    client: stratus_gateway::client::GatewayClient,
+    wf: &'static str,
+    input: Bytes,
+) -> Result<()> {
+    let r = client.invoke(wf, input).await?;
+    if r.status != 200 {
+        bail!("{wf}: HTTP {}: {}", r.status, r.error_message());
+    }
+    Ok(())
+}
+
 pub(crate) async fn timed<F, Fut>(n: usize, mut f: F) -> Result<Vec<u64>>
 where
     F: FnMut() -> Fut,
@@ -236,19 +250,8 @@ pub async fn run(a: OverheadArgs) -> Result<()> {
     let input = Bytes::from_static(b"0");
 
     let via = |wf: &'static str| {
-        let client = client.clone();
-        let input = input.clone();
-        move || {
-            let client = client.clone();
-            let input = input.clone();
-            async move {
-                let r = client.invoke(wf, input).await?;
-                if r.status != 200 {
-                    bail!("{wf}: HTTP {}: {}", r.status, r.error_message());
-                }
-                Ok(())
-            }
-        }
+        let (client, input) = (client.clone(), input.clone());
+        move || invoke_ok(client.clone(), wf, input.clone())
     };
     let chain_direct = || {
         let (direct, eps, input) = (direct.clone(), chain_eps.clone(), input.clone());

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use stratus_gateway::client::GatewayClient;
 use stratus_report::{fmt_us, percentile, table};
 
-use crate::overhead::{burst, timed, OverheadArgs};
+use crate::overhead::{burst, invoke_ok, timed, OverheadArgs};
 
 /// chain10-j and fan16-j over the functions of chain10 and fan16.
 pub fn workflows(plain: &str) -> String {
@@ -53,19 +53,8 @@ pub async fn measure(
 ) -> Result<(serde_json::Value, String)> {
     let input = Bytes::from_static(b"0");
     let via = |wf: &'static str| {
-        let client = client.clone();
-        let input = input.clone();
-        move || {
-            let client = client.clone();
-            let input = input.clone();
-            async move {
-                let r = client.invoke(wf, input).await?;
-                if r.status != 200 {
-                    bail!("{wf}: HTTP {}: {}", r.status, r.error_message());
-                }
-                Ok(())
-            }
-        }
+        let (client, input) = (client.clone(), input.clone());
+        move || invoke_ok(client.clone(), wf, input.clone())
     };
     timed(a.warmup, via("chain10-j")).await?;
     timed(a.warmup, via("fan16-j")).await?;

@@ -810,11 +810,10 @@ async fn up(a: UpArgs) -> Result<()> {
     };
     cfg.unavailable_runtimes.extend(backends.unavailable);
     let extra = backends.extra;
-    let (platform, _control_plane) = if a.etcd.is_empty() {
-        let p = Platform::start_with_backends(cfg, extra)
+    let platform = if a.etcd.is_empty() {
+        Platform::start_with_backends(cfg, extra)
             .await
-            .context("starting the platform")?;
-        (p, None)
+            .context("starting the platform")?
     } else {
         crate::etcd::start(&a.etcd, &a.etcd_cluster, &state_dir, cfg, extra, workers)
             .await

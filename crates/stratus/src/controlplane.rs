@@ -56,7 +56,7 @@ impl ClusterArgs {
 }
 
 #[cfg(feature = "etcd")]
-pub use with_etcd::{start, ControlPlane};
+pub use with_etcd::start;
 
 #[cfg(feature = "etcd")]
 mod with_etcd {
@@ -78,14 +78,10 @@ mod with_etcd {
     /// How often it looks at its own candidacy.
     const ROLE_EVERY: Duration = Duration::from_millis(25);
 
-    /// A running control plane: the sandboxes the platform uses (they hold
-    /// the directory; the sync task ends when they are gone).
-    pub struct ControlPlane {
-        pub sandboxes: Vec<Arc<dyn Sandbox>>,
-    }
-
     /// Joins the cluster as a control-plane replica: checks the token
     /// against the cluster's, campaigns, and keeps the directory current.
+    /// Returns the sandboxes the platform runs instances with (they hold
+    /// the directory; the sync task ends when they are gone).
     pub async fn start(
         etcd: Arc<EtcdStore>,
         args: &ClusterArgs,
@@ -93,7 +89,7 @@ mod with_etcd {
         source: &str,
         gateway_addr: &str,
         cluster: &str,
-    ) -> Result<ControlPlane> {
+    ) -> Result<Vec<Arc<dyn Sandbox>>> {
         let policy: stratus_placement::Policy = args
             .placement
             .parse()
@@ -124,7 +120,7 @@ mod with_etcd {
         let ttl = Duration::from_secs(args.leader_ttl);
         tokio::spawn(sync(etcd, directory.clone(), value, ttl));
         eprintln!("control plane: instances run on the cluster's workers (placement {policy}); campaigning for leader");
-        Ok(ControlPlane { sandboxes })
+        Ok(sandboxes)
     }
 
     fn view(n: NodeInfo) -> NodeView {
@@ -212,6 +208,3 @@ mod with_etcd {
         }
     }
 }
-
-#[cfg(not(feature = "etcd"))]
-pub struct ControlPlane;

@@ -28,7 +28,7 @@ pub async fn start(
     _cfg: Config,
     _extra: Vec<Arc<dyn stratus_sandbox::Sandbox>>,
     _workers: Option<Workers>,
-) -> Result<(Arc<Platform>, Option<crate::controlplane::ControlPlane>)> {
+) -> Result<Arc<Platform>> {
     anyhow::bail!(
         "--etcd: this stratus was built without etcd support; build it with `cargo build --release --features etcd` (needs protoc: apt-get install protobuf-compiler)"
     )
@@ -59,7 +59,7 @@ mod with_etcd {
         mut cfg: Config,
         mut extra: Vec<Arc<dyn stratus_sandbox::Sandbox>>,
         workers: Option<Workers>,
-    ) -> Result<(Arc<Platform>, Option<crate::controlplane::ControlPlane>)> {
+    ) -> Result<Arc<Platform>> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
         let records = Arc::new(SqliteStore::open(&state_dir.join("state.db"))?);
@@ -78,28 +78,23 @@ mod with_etcd {
             urls.join(","),
             state_dir.display()
         );
-        let cp = match workers {
-            Some(w) => {
-                let cp = crate::controlplane::start(
-                    etcd.clone(),
-                    &w.args,
-                    w.token,
-                    &w.source,
-                    &w.gateway_addr,
-                    cluster,
-                )
-                .await?;
-                // Every runtime is the workers'; this host runs none.
-                extra = cp.sandboxes.clone();
-                cfg.unavailable_runtimes.clear();
-                Some(cp)
-            }
-            None => None,
-        };
+        if let Some(w) = workers {
+            // Every runtime is the workers'; this host runs none.
+            extra = crate::controlplane::start(
+                etcd.clone(),
+                &w.args,
+                w.token,
+                &w.source,
+                &w.gateway_addr,
+                cluster,
+            )
+            .await?;
+            cfg.unavailable_runtimes.clear();
+        }
         let store: Arc<dyn StateStore> = etcd.clone();
         let platform = Platform::start_with_sandboxes(cfg, store, extra).await?;
         tokio::spawn(follow(etcd, Arc::downgrade(&platform), from));
-        Ok((platform, cp))
+        Ok(platform)
     }
 
     /// Applies the watch's changes until the platform goes; after a watch

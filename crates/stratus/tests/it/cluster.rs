@@ -124,22 +124,11 @@ const SPIN: &str = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:
 /// `n` calls of `spin` at once (each holds an instance for 300 ms:
 /// containerConcurrency 1); how many succeeded.
 async fn burst(cp: &Cp, n: usize) -> usize {
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..n {
-        let c = cp.admin.clone();
-        calls.spawn(async move {
-            let body = Bytes::from_static(br#"{"ms":300,"mode":"sleep"}"#);
-            match c.invoke("spin", body).await {
-                Ok(r) => r.status == 200 && r.text().contains("pid"),
-                Err(_) => false,
-            }
-        });
-    }
-    let mut ok = 0;
-    while let Some(r) = calls.join_next().await {
-        ok += usize::from(r.unwrap());
-    }
-    ok
+    crate::netns::spin_burst(&cp.admin, n)
+        .await
+        .iter()
+        .filter(|(status, text)| *status == 200 && text.contains("pid"))
+        .count()
 }
 
 async fn ids(w: &Worker) -> Vec<String> {

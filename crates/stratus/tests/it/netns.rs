@@ -133,8 +133,12 @@ fn tails(dir: &std::path::Path, logs: &[&str]) -> String {
     out
 }
 
-/// `n` calls at once; (status, body) each.
-async fn spin_burst(gw: &stratus_gateway::client::GatewayClient, n: usize) -> Vec<(u16, String)> {
+/// `n` calls of `spin` at once, each holding its instance 300 ms; (status,
+/// body) each (status 0: the call itself failed).
+pub(crate) async fn spin_burst(
+    gw: &stratus_gateway::client::GatewayClient,
+    n: usize,
+) -> Vec<(u16, String)> {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..n {
         let c = gw.clone();
