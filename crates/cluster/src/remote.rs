@@ -146,6 +146,7 @@ impl Sandbox for RemoteSandbox {
                     let route = Route {
                         url: format!("{}{}", client.base(), info.invoke_path),
                         authorization: Some(format!("Bearer {}", self.dir.token())),
+                        host: Some(node.clone()),
                     };
                     let endpoint = agent_addr(client.base());
                     let ready_us = t0.elapsed().as_micros() as u64;

@@ -230,6 +230,12 @@ impl InvokeResult {
     }
 }
 
+/// How many other instances a run is tried on when the connection to its
+/// instance's host breaks before an answer (a worker killed or cut off):
+/// the function sees the same idempotency key each time. Independent of a
+/// step's `retry:` policy, which covers the function's own failures.
+const HOST_LOSS_RETRIES: u32 = 2;
+
 fn micros(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
@@ -250,10 +256,44 @@ impl Platform {
         }
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let deadline = Instant::now() + timeout;
+        let mut lost = 0;
+        loop {
+            let (outcome, host) = self
+                .call_once(&pool, d.clone(), t0, &ctx.key, deadline)
+                .await;
+            match host {
+                Some(host) if lost < HOST_LOSS_RETRIES && Instant::now() < deadline => {
+                    lost += 1;
+                    tracing::warn!(function = %d.function, run = d.run, %host,
+                        "the connection to an instance on another host broke: trying the run on another instance");
+                    pool.count_host_loss_retry();
+                }
+                _ => return outcome,
+            }
+        }
+    }
+
+    /// One try of [`Platform::call`] on one instance. Also returns the
+    /// instance's host when it is another machine and the connection to it
+    /// broke before an answer (the instance is then out of the pool).
+    async fn call_once(
+        self: &Arc<Self>,
+        pool: &Arc<FunctionPool>,
+        d: Dispatch,
+        t0: Instant,
+        key: &str,
+        deadline: Instant,
+    ) -> (RunOutcome, Option<String>) {
+        let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let fname = pool.service.name.clone();
         let lease = match pool.acquire(deadline).await {
             Ok(l) => l,
-            Err(e) => return RunOutcome::refused(d.run, micros(t0), CallError::Pool(e)),
+            Err(e) => {
+                return (
+                    RunOutcome::refused(d.run, micros(t0), CallError::Pool(e)),
+                    None,
+                )
+            }
         };
         // Each call holds a connection (a file descriptor) until its response
         // is read: past the platform's budget, calls wait for one to finish.
@@ -265,13 +305,16 @@ impl Platform {
         {
             Ok(Ok(p)) => p,
             _ => {
-                return RunOutcome::refused(
-                    d.run,
-                    micros(t0),
-                    CallError::Busy {
-                        function: fname,
-                        limit: self.calls_limit,
-                    },
+                return (
+                    RunOutcome::refused(
+                        d.run,
+                        micros(t0),
+                        CallError::Busy {
+                            function: fname,
+                            limit: self.calls_limit,
+                        },
+                    ),
+                    None,
                 )
             }
         };
@@ -281,7 +324,7 @@ impl Platform {
         let content_type = crate::body::content_type(&d.input);
         let mut req = http::Request::post(lease.slot.uri.clone())
             .header(http::header::CONTENT_TYPE, content_type)
-            .header(crate::retry::IDEMPOTENCY_HEADER, ctx.key)
+            .header(crate::retry::IDEMPOTENCY_HEADER, key)
             .body(ChunksBody::from(d.input))
             .expect("valid request");
         if let Some(auth) = &lease.slot.authorization {
@@ -328,9 +371,21 @@ impl Platform {
             Ok(body)
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut host_lost = None;
         let result = match tokio::time::timeout(remaining, &mut fut).await {
             Ok(Ok(b)) => Ok(b),
             Ok(Err(Ok(e))) => Err(e),
+            Ok(Err(Err(transport))) if lease.slot.host.is_some() => {
+                // Its agent is unreachable: the host may be gone, so the
+                // instance leaves the pool and the run is tried elsewhere.
+                pool.kill(&lease.slot);
+                host_lost = lease.slot.host.clone();
+                Err(CallError::Connection {
+                    function: fname.clone(),
+                    instance: format!("{instance} on {}", host_lost.as_deref().unwrap_or("?")),
+                    error: transport,
+                })
+            }
             Ok(Err(Err(transport))) => {
                 // Did the instance die under us?
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -365,7 +420,7 @@ impl Platform {
                     }
                     drop(lease);
                 });
-                return RunOutcome {
+                let outcome = RunOutcome {
                     run: d.run,
                     started_us,
                     cold_start_us,
@@ -376,17 +431,19 @@ impl Platform {
                         secs: timeout.as_secs(),
                     }),
                 };
+                return (outcome, None);
             }
         };
         drop(lease);
-        RunOutcome {
+        let outcome = RunOutcome {
             run: d.run,
             started_us,
             cold_start_us,
             instance,
             finished_us: micros(t0),
             result,
-        }
+        };
+        (outcome, host_lost)
     }
 
     fn pool_for(&self, function: &str) -> Result<Arc<FunctionPool>, CallError> {

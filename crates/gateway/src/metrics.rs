@@ -27,6 +27,8 @@ pub struct Metrics {
     pub cold_starts: Family<FunctionLabels, Counter>,
     pub start_failures: Family<FunctionLabels, Counter>,
     pub function_requests: Family<FunctionLabels, Counter>,
+    /// Calls tried again on another instance after its host was lost.
+    pub host_loss_retries: Family<FunctionLabels, Counter>,
     pub queued: Family<FunctionLabels, Gauge>,
     pub records_dropped: Counter,
     pub records_pruned: Counter,
@@ -94,6 +96,12 @@ impl Metrics {
             "Requests sent to function instances",
             function_requests.clone(),
         );
+        let host_loss_retries = Family::<FunctionLabels, Counter>::default();
+        registry.register(
+            "host_loss_retries",
+            "Calls tried again on another instance because the connection to the worker running theirs broke before an answer",
+            host_loss_retries.clone(),
+        );
         registry.register(
             "queued_requests",
             "Requests buffered waiting for an instance slot",
@@ -157,6 +165,7 @@ impl Metrics {
             cold_starts,
             start_failures,
             function_requests,
+            host_loss_retries,
             queued,
             records_dropped,
             records_pruned,
@@ -186,6 +195,7 @@ pub struct FunctionMetrics {
     pub cold_starts: Counter,
     pub start_failures: Counter,
     pub requests: Counter,
+    pub host_loss_retries: Counter,
     pub queued: Gauge,
 }
 
@@ -199,12 +209,14 @@ impl FunctionMetrics {
         let cold_starts = m.cold_starts.get_or_create(&l).clone();
         let start_failures = m.start_failures.get_or_create(&l).clone();
         let requests = m.function_requests.get_or_create(&l).clone();
+        let host_loss_retries = m.host_loss_retries.get_or_create(&l).clone();
         let queued = m.queued.get_or_create(&l).clone();
         FunctionMetrics {
             instances,
             cold_starts,
             start_failures,
             requests,
+            host_loss_retries,
             queued,
         }
     }

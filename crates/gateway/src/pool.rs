@@ -49,6 +49,8 @@ pub struct Slot {
     pub uri: http::Uri,
     /// The `Authorization` every call to it carries (`Instance::route`).
     pub authorization: Option<http::HeaderValue>,
+    /// The other host it runs on (`Route::host`), `None` on this one.
+    pub host: Option<String>,
     key: InstanceId,
     inst: Box<dyn Instance>,
 }
@@ -145,6 +147,10 @@ impl FunctionPool {
 
     pub(crate) fn count_request(&self) {
         self.metrics.requests.inc();
+    }
+
+    pub(crate) fn count_host_loss_retry(&self) {
+        self.metrics.host_loss_retries.inc();
     }
 
     fn now_us(&self) -> Micros {
@@ -410,6 +416,7 @@ impl FunctionPool {
                     endpoint,
                     uri,
                     authorization,
+                    host: route.host.clone(),
                     key,
                     inst,
                 });

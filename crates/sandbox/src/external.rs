@@ -56,6 +56,7 @@ impl Sandbox for ExternalSandbox {
             route: Route {
                 url,
                 authorization: None,
+                host: None,
             },
             endpoint,
         };

@@ -196,6 +196,12 @@ pub struct Route {
     /// agent's bearer token when the instance runs on another host behind
     /// its agent's proxy. Never printed.
     pub authorization: Option<String>,
+    /// The host the instance runs on when that is another machine (a
+    /// worker's node name), `None` for an instance on this host. A call
+    /// whose connection to such an instance breaks before an answer is
+    /// tried again on another instance (the host may be gone), with the
+    /// same idempotency key.
+    pub host: Option<String>,
 }
 
 impl Route {
@@ -204,6 +210,7 @@ impl Route {
         Route {
             url: format!("http://{addr}/"),
             authorization: None,
+            host: None,
         }
     }
 }
@@ -216,6 +223,7 @@ impl std::fmt::Debug for Route {
                 "authorization",
                 &self.authorization.as_ref().map(|_| "<redacted>"),
             )
+            .field("host", &self.host)
             .finish()
     }
 }

@@ -2,8 +2,9 @@
 //! worker`s, and `stratus up --workers` control-plane replicas. The leader
 //! places instances on the workers (spread) and calls them through their
 //! agents; a standby refuses to start instances and names the leader; after
-//! `kill -9` of a worker its instances leave the pools and invocations go
-//! on elsewhere; after `kill -9` of the leader the standby takes over,
+//! `kill -9` of a worker with runs in flight those runs are tried again on
+//! the other, its instances leave the pools and invocations go on
+//! elsewhere; after `kill -9` of the leader the standby takes over,
 //! stops the dead leader's instances and serves.
 
 use std::path::Path;
@@ -195,10 +196,35 @@ async fn the_leader_places_on_workers_and_survives_worker_and_leader_kills() {
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("standby") && text.contains(&a.addr), "{text}");
 
-    // kill -9 one worker: once its lease expires, its instances leave the
-    // pools and every invocation is served by the other.
-    w2.child.kill().unwrap();
-    w2.child.wait().unwrap();
+    // kill -9 one worker with runs in flight (four 300 ms calls, at least
+    // one on w2's spin instances): each broken call is tried again on
+    // another instance, with the same idempotency key, and all succeed.
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        w2.child.kill().unwrap();
+        w2.child.wait().unwrap();
+    };
+    let (served, ()) = tokio::join!(burst(&a, 4), kill);
+    assert_eq!(
+        served,
+        4,
+        "runs in flight on the killed worker\n{}",
+        a.log()
+    );
+    let metrics = a.admin.get("/metrics").await.unwrap().text();
+    let retried = metrics
+        .lines()
+        .find(|l| l.starts_with("stratus_host_loss_retries_total{function=\"spin\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        retried.is_some_and(|n| n >= 1),
+        "no call was tried again after the worker's kill: {retried:?}\n{metrics}"
+    );
+    eprintln!("calls tried again on another instance: {retried:?}");
+
+    // Once its lease expires, its instances leave the pools and every
+    // invocation is served by the other.
     let t = Instant::now();
     until(
         "w2's instances leave the pool",
