@@ -23,6 +23,9 @@ pub enum ClientError {
         url: String,
         status: StatusCode,
         message: String,
+        /// The answer's `"code"`, where the agent gives one (e.g.
+        /// [`crate::STOPPING`]).
+        code: Option<String>,
     },
     #[error("agent {url}: unreadable answer: {what}")]
     Decode { url: String, what: String },
@@ -37,6 +40,12 @@ impl ClientError {
             ClientError::Status { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// Whether the agent refused because it is shutting down: the start
+    /// belongs on another node.
+    pub fn is_stopping(&self) -> bool {
+        matches!(self, ClientError::Status { code: Some(c), .. } if c == crate::STOPPING)
     }
 }
 
@@ -134,14 +143,17 @@ impl AgentClient {
             .await?;
         let url = format!("{}{path}", self.base);
         if r.status != want {
-            let message = serde_json::from_slice::<serde_json::Value>(&r.body)
-                .ok()
+            let json = serde_json::from_slice::<serde_json::Value>(&r.body).ok();
+            let message = json
+                .as_ref()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned());
+            let code = json.and_then(|v| v["code"].as_str().map(str::to_string));
             return Err(ClientError::Status {
                 url,
                 status: r.status,
                 message,
+                code,
             });
         }
         serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode {

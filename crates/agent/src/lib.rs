@@ -37,6 +37,10 @@ mod routes;
 pub mod server;
 
 pub use capacity::{Capacity, CapacityError};
+
+/// The `"code"` of the 503 an agent gives while it shuts down: the caller
+/// should start the instance on another node.
+pub const STOPPING: &str = "stopping";
 pub use client::{AgentClient, ClientError};
 pub use request::{parse_start, Health, InstanceInfo, InstanceState, Limits, StartRequest};
 pub use server::{Agent, AgentConfig};

@@ -106,7 +106,7 @@ async fn forward_inner(
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
     let uri: Uri = format!("http://{ep}/{path}{query}").parse().map_err(|e| {
-        ApiError(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("invoke path {path:?}: not a valid URI path: {e}"),
         )
@@ -115,12 +115,12 @@ async fn forward_inner(
         .method(parts.method)
         .uri(uri)
         .body(Body::new(Limited::new(body, max)))
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invoke request: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invoke request: {e}")))?;
     copy_headers(&parts.headers, out.headers_mut());
     let timeout = a.config().invoke_timeout;
     let resp = match tokio::time::timeout(timeout, a.client.request(out)).await {
         Err(_) => {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("instance {id} did not answer within {timeout:?}"),
             ))
@@ -130,7 +130,7 @@ async fn forward_inner(
             if chain.contains("length limit exceeded") {
                 return Err(too_large(max));
             }
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 format!("instance {id}: {chain}"),
             ));
@@ -145,7 +145,7 @@ async fn forward_inner(
 }
 
 fn too_large(max: usize) -> ApiError {
-    ApiError(
+    ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("invocation body larger than {max} bytes"),
     )

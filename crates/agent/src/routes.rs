@@ -16,14 +16,44 @@ use crate::server::Agent;
 
 type Shared = Arc<Agent>;
 
-/// An API error: status and a message, sent as `{"error": message}`.
+/// An API error: status and a message, sent as `{"error": message}`, plus
+/// `"code"` where a client must tell one cause of a status from another
+/// (see [`crate::STOPPING`]).
 #[derive(Debug)]
-pub(crate) struct ApiError(pub StatusCode, pub String);
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: String) -> ApiError {
+        ApiError {
+            status,
+            message,
+            code: None,
+        }
+    }
+
+    /// 503 with `"code": "stopping"`: the agent is shutting down, so the
+    /// caller should start the instance on another node.
+    pub(crate) fn stopping() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the agent is stopping".into(),
+            code: Some(crate::STOPPING),
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.0, Json(serde_json::json!({"error": self.1}))).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
+        let body = match self.code {
+            Some(code) => serde_json::json!({"error": self.message, "code": code}),
+            None => serde_json::json!({"error": self.message}),
+        };
+        let mut r = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -37,7 +67,7 @@ impl From<RequestError> for ApiError {
             RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         };
-        ApiError(code, e.to_string())
+        ApiError::new(code, e.to_string())
     }
 }
 
@@ -78,7 +108,7 @@ async fn auth(State(a): State<Shared>, req: Request, next: Next) -> Response {
     };
     match checked {
         Ok(()) => next.run(req).await,
-        Err(denied) => ApiError(denied.status(), denied.to_string()).into_response(),
+        Err(denied) => ApiError::new(denied.status(), denied.to_string()).into_response(),
     }
 }
 
@@ -86,7 +116,7 @@ async fn health(State(a): State<Shared>) -> Result<Json<Health>, ApiError> {
     tokio::task::spawn_blocking(move || a.health())
         .await
         .map(Json)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("health: {e}")))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("health: {e}")))
 }
 
 async fn list(State(a): State<Shared>) -> Json<serde_json::Value> {

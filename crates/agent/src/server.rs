@@ -220,11 +220,11 @@ impl Agent {
         let info = e.current();
         match (info.state, &e.inst) {
             (InstanceState::Ready, Some(i)) => Ok(i.endpoint()),
-            (InstanceState::Starting, _) => Err(ApiError(
+            (InstanceState::Starting, _) => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("instance {id} is still starting"),
             )),
-            _ => Err(ApiError(
+            _ => Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "instance {id} has exited ({})",
@@ -243,7 +243,7 @@ impl Agent {
             self.sandboxes.keys().copied(),
             &self.cfg.unavailable_runtimes,
         );
-        Err(ApiError(
+        Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!(
                 "start request field runtime: '{name}' is not available on node {} (available: {known}){why}",
@@ -262,14 +262,11 @@ impl Agent {
         {
             let mut map = self.instances.lock();
             if self.stopping.load(Ordering::SeqCst) {
-                return Err(ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the agent is stopping".into(),
-                ));
+                return Err(ApiError::stopping());
             }
             prune_exited(&mut map, &id);
             if let Some(e) = map.get(&id) {
-                return Err(ApiError(
+                return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     format!(
                         "instance id {id} is taken (function {}, {:?}); stop it first or pick another id",
@@ -283,7 +280,7 @@ impl Agent {
                     .capacity
                     .refuses(self.cfg.max_instances, &usage_of(&map), &req.limits)
             {
-                return Err(ApiError(
+                return Err(ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     format!("node {} is full: {why}", self.cfg.name),
                 ));
@@ -314,7 +311,7 @@ impl Agent {
         tokio::spawn(async move { me.start_now(sandbox, req).await })
             .await
             .map_err(|e| {
-                ApiError(
+                ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("start task: {e}"),
                 )
@@ -349,7 +346,7 @@ impl Agent {
             Ok((inst, _timing)) => Arc::from(inst),
             Err(e) => {
                 self.instances.lock().remove(&req.id);
-                return Err(ApiError(
+                return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     stratus_sandbox::error_chain(&e),
                 ));
@@ -369,7 +366,7 @@ impl Agent {
         };
         let Some(info) = ready else {
             inst.stop().await;
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("instance {} was stopped while it started", req.id),
             ));
@@ -454,7 +451,7 @@ fn join_host_port(host: &str, port: u16) -> String {
 }
 
 pub(crate) fn not_found(id: &str) -> ApiError {
-    ApiError(
+    ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no instance {id:?} on this node"),
     )

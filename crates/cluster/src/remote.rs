@@ -64,7 +64,7 @@ fn spawn_error(spec: &InstanceSpec, program: &str, reason: String) -> SandboxErr
 /// anywhere.
 fn try_elsewhere(e: &ClientError) -> bool {
     match e.status() {
-        Some(s) => s.as_u16() == 507 || s.as_u16() == 503 && e.to_string().contains("stopping"),
+        Some(s) => s.as_u16() == 507 || e.is_stopping(),
         None => matches!(
             e,
             ClientError::Transport { .. } | ClientError::Timeout { .. }

@@ -289,6 +289,22 @@ async fn stopping_the_agent_stops_its_instances() {
 }
 
 #[tokio::test]
+async fn a_stopping_agent_refuses_starts_with_a_code_of_its_own() {
+    let r = Running::start(8).await;
+    let c = r.client();
+    r.agent.shutdown().await;
+    let e = c.start(&echo("late")).await.unwrap_err();
+    assert!(e.is_stopping(), "{e}");
+    assert_eq!(e.status(), Some(StatusCode::SERVICE_UNAVAILABLE), "{e}");
+    // Other 503s (a sandbox that fails) carry no such code.
+    let mut bad = echo("bad");
+    bad.command = vec!["/nonexistent/program".into()];
+    let r2 = Running::start(8).await;
+    let e = r2.client().start(&bad).await.unwrap_err();
+    assert!(!e.is_stopping(), "{e}");
+}
+
+#[tokio::test]
 async fn an_instance_that_exits_is_listed_as_exited_and_frees_its_capacity() {
     let r = Running::start(8).await;
     let c = r.client();
