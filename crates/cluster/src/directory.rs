@@ -55,6 +55,9 @@ pub struct NodeStatus {
     pub memory_bytes: u64,
     /// Instances this replica placed there (or found there as leader).
     pub instances: usize,
+    /// Images and snapshots its caches hold (as its registration says).
+    pub images: usize,
+    pub snapshots: usize,
 }
 
 /// How an instance ended, set once: by the worker's listing, or when its
@@ -244,6 +247,8 @@ impl Directory {
                 cores: e.view.cores,
                 memory_bytes: e.view.memory_bytes,
                 instances: st.placed.values().filter(|p| p.node == e.view.name).count(),
+                images: e.view.images.len(),
+                snapshots: e.view.snapshots.len(),
             })
             .collect()
     }

@@ -35,6 +35,7 @@ pub fn router(p: Arc<Platform>) -> Router {
         .route("/v1/runs", get(crate::runs::get_runs))
         .route("/v1/runs/{id}", get(crate::runs::get_run))
         .route("/v1/runs/{id}/result", get(crate::runs::get_run_result))
+        .route("/v1/cluster", get(crate::cluster_view::get_cluster))
         .with_state(p)
         .layer(axum::middleware::from_fn_with_state(
             access,

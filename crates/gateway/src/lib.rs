@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 mod body;
 pub mod client;
+pub mod cluster_view;
 pub mod config;
 mod engine;
 pub mod journal;

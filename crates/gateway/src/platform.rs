@@ -99,6 +99,8 @@ pub struct Platform {
     pub(crate) journal: Option<Arc<crate::journal::JournalWriter>>,
     /// Asynchronous runs' results (`crate::runs`).
     pub(crate) runs: crate::runs::AsyncRuns,
+    /// `GET /v1/cluster`, on a cluster control plane (`crate::cluster_view`).
+    pub(crate) cluster_view: std::sync::OnceLock<Arc<dyn crate::cluster_view::ClusterView>>,
     logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
     boot: u64,
     seq: AtomicU64,
@@ -261,6 +263,7 @@ impl Platform {
         let p = Arc::new(Platform {
             journal,
             runs: crate::runs::AsyncRuns::new(cfg.run_retention),
+            cluster_view: std::sync::OnceLock::new(),
             recorder: Recorder::new(
                 store.clone(),
                 cfg.recent_invocations,

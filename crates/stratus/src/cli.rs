@@ -66,6 +66,9 @@ pub enum Cmd {
         #[command(flatten)]
         token: TokenArg,
     },
+    /// A cluster control plane's view: its role, the leader, the workers.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Print a function's logs (stdout and stderr of its instances).
     Logs {
         name: String,
@@ -112,6 +115,16 @@ pub enum Cmd {
     /// Simulate a cluster of up to 5,000 nodes over the Azure Functions trace,
     /// with the real placement and scaling cores.
     Sim(crate::sim_cmd::SimArgs),
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// This replica's role, the leader, and each worker with what runs
+    /// there (`GET /v1/cluster`; `stratus up --workers` only).
+    Status {
+        #[command(flatten)]
+        token: TokenArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -577,6 +590,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             crate::runs::run(&admin_client(gw, token)?, cmd).await
         }
         Cmd::Ls { token } => ls(&admin_client(gw, &token)?).await,
+        Cmd::Cluster(ClusterCmd::Status { token }) => {
+            crate::cluster_cmd::status(&admin_client(gw, &token)?).await
+        }
         Cmd::Export(ExportCmd::Knative { files, out, token }) => {
             let client = if files.is_empty() {
                 admin_client(gw, &token)?

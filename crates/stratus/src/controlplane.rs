@@ -64,6 +64,7 @@ mod with_etcd {
     use std::time::Duration;
 
     use stratus_cluster::{Directory, NodeView, RemoteSandbox, Role};
+    use stratus_gateway::cluster_view::{ClusterNode, ClusterStatus, ClusterView};
     use stratus_sandbox::Sandbox;
     use stratus_state_etcd::join::Joined;
     use stratus_state_etcd::{Campaign, EtcdStore, NodeInfo};
@@ -80,8 +81,9 @@ mod with_etcd {
 
     /// Joins the cluster as a control-plane replica: checks the token
     /// against the cluster's, campaigns, and keeps the directory current.
-    /// Returns the sandboxes the platform runs instances with (they hold
-    /// the directory; the sync task ends when they are gone).
+    /// Returns the sandboxes the platform runs instances with and the view
+    /// it serves at `GET /v1/cluster` (they hold the directory; the sync
+    /// task ends when they are gone).
     pub async fn start(
         etcd: Arc<EtcdStore>,
         args: &ClusterArgs,
@@ -89,7 +91,7 @@ mod with_etcd {
         source: &str,
         gateway_addr: &str,
         cluster: &str,
-    ) -> Result<Vec<Arc<dyn Sandbox>>> {
+    ) -> Result<(Vec<Arc<dyn Sandbox>>, Arc<dyn ClusterView>)> {
         let policy: stratus_placement::Policy = args
             .placement
             .parse()
@@ -120,7 +122,39 @@ mod with_etcd {
         let ttl = Duration::from_secs(args.leader_ttl);
         tokio::spawn(sync(etcd, directory.clone(), value, ttl));
         eprintln!("control plane: instances run on the cluster's workers (placement {policy}); campaigning for leader");
-        Ok(sandboxes)
+        Ok((sandboxes, Arc::new(View(directory))))
+    }
+
+    /// `GET /v1/cluster` from the directory.
+    struct View(Arc<Directory>);
+
+    impl ClusterView for View {
+        fn status(&self) -> ClusterStatus {
+            let (role, leader) = match self.0.role() {
+                Role::Leader => ("leader", None),
+                Role::Standby { leader } => ("standby", leader),
+            };
+            ClusterStatus {
+                replica: self.0.replica().to_string(),
+                role: role.into(),
+                leader,
+                placement: self.0.policy().to_string(),
+                nodes: self
+                    .0
+                    .nodes()
+                    .into_iter()
+                    .map(|n| ClusterNode {
+                        name: n.name,
+                        agent_url: n.agent_url,
+                        cores: n.cores,
+                        memory_bytes: n.memory_bytes,
+                        instances: n.instances,
+                        images: n.images,
+                        snapshots: n.snapshots,
+                    })
+                    .collect(),
+            }
+        }
     }
 
     fn view(n: NodeInfo) -> NodeView {

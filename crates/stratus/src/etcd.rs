@@ -78,9 +78,10 @@ mod with_etcd {
             urls.join(","),
             state_dir.display()
         );
+        let mut view = None;
         if let Some(w) = workers {
             // Every runtime is the workers'; this host runs none.
-            extra = crate::controlplane::start(
+            let (sandboxes, v) = crate::controlplane::start(
                 etcd.clone(),
                 &w.args,
                 w.token,
@@ -89,10 +90,15 @@ mod with_etcd {
                 cluster,
             )
             .await?;
+            extra = sandboxes;
+            view = Some(v);
             cfg.unavailable_runtimes.clear();
         }
         let store: Arc<dyn StateStore> = etcd.clone();
         let platform = Platform::start_with_sandboxes(cfg, store, extra).await?;
+        if let Some(v) = view {
+            platform.set_cluster_view(v);
+        }
         tokio::spawn(follow(etcd, Arc::downgrade(&platform), from));
         Ok(platform)
     }

@@ -3,6 +3,7 @@
 mod backends;
 mod bench_cluster;
 mod cli;
+mod cluster_cmd;
 mod controlplane;
 mod etcd;
 mod export;

@@ -196,6 +196,49 @@ async fn the_leader_places_on_workers_and_survives_worker_and_leader_kills() {
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("standby") && text.contains(&a.addr), "{text}");
 
+    // Each replica says what it is at GET /v1/cluster; the CLI prints it.
+    let status = |cp: &Cp| {
+        let c = cp.admin.clone();
+        async move {
+            let r = c.get("/v1/cluster").await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            serde_json::from_slice::<stratus_gateway::cluster_view::ClusterStatus>(&r.body).unwrap()
+        }
+    };
+    let (sa, sb) = (status(&a).await, status(&b).await);
+    assert_eq!((sa.role.as_str(), sb.role.as_str()), ("leader", "standby"));
+    assert_eq!(sb.leader.as_deref(), Some(a.addr.as_str()), "{sb:?}");
+    assert_eq!(sa.nodes.len(), 2, "{sa:?}");
+    assert_eq!(
+        sa.nodes.iter().map(|n| n.instances).sum::<usize>(),
+        5,
+        "{sa:?}"
+    );
+    let out = Command::new(stratus_bin())
+        .args([
+            "--gateway",
+            &format!("http://{}", b.addr),
+            "cluster",
+            "status",
+        ])
+        .arg("--token-file")
+        .arg(&admin.0)
+        .env_remove("STRATUS_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("is the standby (the leader is {})", a.addr))
+            && text.contains("w1")
+            && text.contains("w2"),
+        "{text}"
+    );
+
     // kill -9 one worker with runs in flight (four 300 ms calls, at least
     // one on w2's spin instances): each broken call is tried again on
     // another instance, with the same idempotency key, and all succeed.

@@ -72,6 +72,14 @@ async fn delete_refuses_functions_in_use_and_stops_instances() {
     assert_eq!(invoke(&p, "used", &b"{}"[..]).await.status, 404);
     let logs = p.client.get("/v1/functions/used/logs").await.unwrap();
     assert_eq!(logs.status, 200, "logs outlive the function");
+    // One host: no cluster to describe.
+    let r = p.client.get("/v1/cluster").await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(
+        r.error_message().contains("no cluster control plane"),
+        "{}",
+        r.error_message()
+    );
     p.stop().await;
 }
 
