@@ -324,6 +324,7 @@ impl Agent {
         req: StartRequest,
     ) -> Result<InstanceInfo, ApiError> {
         let spec = InstanceSpec {
+            resources: Default::default(),
             function: req.function.clone(),
             revision: req.revision,
             instance_id: req.id.clone(),

@@ -280,6 +280,7 @@ async fn cold_start(
 ) -> Result<Started> {
     let n = node(work, &id, url, token, mode)?;
     let spec = InstanceSpec {
+        resources: Default::default(),
         function: "fn".into(),
         revision: 1,
         instance_id: id.clone(),

@@ -14,6 +14,7 @@ use stratus_sandbox::{Instance, InstanceSpec, Route, Sandbox, SandboxError, Star
 
 use crate::directory::{Directory, ExitFlag, DEFAULT_SIZE};
 use crate::ClusterError;
+use stratus_placement::Resources;
 
 /// Most nodes one start tries before it gives up.
 const MAX_TRIES: usize = 3;
@@ -90,7 +91,15 @@ impl Sandbox for RemoteSandbox {
             .await
             .map_err(|e| spawn_error(spec, program, e.to_string()))?;
         let id = format!("{}-{}", spec.instance_id, self.dir.replica());
-        let size = DEFAULT_SIZE;
+        // The Service's resources, each unset field the agent's default.
+        let size = Resources::new(
+            spec.resources
+                .millicores
+                .unwrap_or(DEFAULT_SIZE.cores_milli),
+            spec.resources
+                .memory_bytes
+                .unwrap_or(DEFAULT_SIZE.memory_bytes),
+        );
         let image = (self.runtime == "runc").then_some(spec.image.as_str());
         let family = format!("{}-r{}", spec.function, spec.revision);
         let snapshot = (self.runtime == "microvm").then_some(family.as_str());

@@ -383,6 +383,10 @@ impl FunctionPool {
     async fn start_one(self: Arc<Self>, key: InstanceId) {
         let s = &self.service;
         let spec = InstanceSpec {
+            resources: stratus_sandbox::Resources {
+                millicores: s.resources.millicores,
+                memory_bytes: s.resources.memory_bytes,
+            },
             function: s.name.clone(),
             revision: self.revision,
             instance_id: format!("{}-r{}-{}", s.name, self.revision, key.0),

@@ -107,6 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut tasks = Vec::new();
                 for i in 0..k {
                     let spec = InstanceSpec {
+                        resources: Default::default(),
                         function: "bench-echo".into(),
                         revision: 1,
                         instance_id: format!("bench-{mib}-{case}-{round}-{i}"),

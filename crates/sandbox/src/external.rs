@@ -95,6 +95,7 @@ mod tests {
 
     fn spec(url: Option<&str>) -> InstanceSpec {
         InstanceSpec {
+            resources: Default::default(),
             function: "f".into(),
             revision: 1,
             instance_id: "f-r1-0".into(),

@@ -139,6 +139,16 @@ pub struct InstanceSpec {
     /// The Service's `spec.template.metadata.annotations` (backend options
     /// such as `stratus.dev/restore-policy`).
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// What the instance reserves where it runs (the Service's
+    /// `containers[0].resources`); unset fields take the backend's default.
+    pub resources: Resources,
+}
+
+/// CPU and memory one instance reserves; `None` = the backend's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub millicores: Option<u32>,
+    pub memory_bytes: Option<u64>,
 }
 
 /// The annotation naming a `microvm` function's snapshot restore policy

@@ -426,6 +426,7 @@ mod tests {
 
     fn spec(cmd: &[&str], logs: &Arc<LogBuffer>) -> InstanceSpec {
         InstanceSpec {
+            resources: Default::default(),
             function: "f".into(),
             revision: 1,
             instance_id: "f-1".into(),

@@ -93,6 +93,15 @@ fn write_service(out: &mut String, s: &Service) {
     }
     out.push_str("          ports:\n");
     let _ = writeln!(out, "            - containerPort: {}", s.container_port);
+    if !s.resources.is_unset() {
+        out.push_str("          resources:\n            requests:\n");
+        if let Some(m) = s.resources.millicores {
+            let _ = writeln!(out, "              cpu: {m}m");
+        }
+        if let Some(b) = s.resources.memory_bytes {
+            let _ = writeln!(out, "              memory: \"{b}\"");
+        }
+    }
 }
 
 /// A YAML double-quoted scalar that reads back as exactly `s`.

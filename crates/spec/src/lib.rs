@@ -70,6 +70,7 @@ mod graph;
 mod knative;
 mod model;
 pub mod predicate;
+pub mod resources;
 mod retry;
 mod service;
 mod workflow;

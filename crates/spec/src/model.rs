@@ -71,8 +71,30 @@ pub struct Service {
     pub runtime: String,
     /// All of `spec.template.metadata.annotations`, verbatim.
     pub annotations: BTreeMap<String, String>,
+    /// `containers[0].resources` (requests, else limits): what one instance
+    /// reserves on a worker. Unset fields take the worker's default.
+    #[serde(default, skip_serializing_if = "Resources::is_unset")]
+    pub resources: Resources,
     /// Position of the document in its file.
     pub pos: Pos,
+}
+
+/// What one instance of a Service reserves (see `resources.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// CPU in millicores (`cpu: 500m` = 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millicores: Option<u32>,
+    /// Memory in bytes (`memory: 128Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+impl Resources {
+    /// Neither CPU nor memory given.
+    pub fn is_unset(&self) -> bool {
+        self.millicores.is_none() && self.memory_bytes.is_none()
+    }
 }
 
 impl Service {

@@ -67,7 +67,6 @@ const POD_SPEC_NOTED: &[(&str, &str)] = &[
 
 const CONTAINER_SILENT: &[&str] = &[
     "name",
-    "resources",
     "readinessProbe",
     "livenessProbe",
     "startupProbe",
@@ -161,6 +160,7 @@ pub(crate) fn convert(
         container_port: 8080,
         runtime: "process".to_string(),
         annotations: BTreeMap::new(),
+        resources: Default::default(),
         pos: doc_pos,
     };
 
@@ -427,6 +427,9 @@ fn container(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) {
     }
     if let Some(n) = c.get("ports") {
         ports(ctx, n, &format!("{PATH}.ports"), svc);
+    }
+    if let Some(n) = c.get("resources") {
+        crate::resources::read(ctx, n, &format!("{PATH}.resources"), &mut svc.resources);
     }
     if svc.runtime == "process" && svc.command.is_empty() && command_ok {
         ctx.error(

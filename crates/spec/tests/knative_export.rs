@@ -271,9 +271,13 @@ fn service() -> impl Strategy<Value = Service> {
         proptest::collection::vec(text(), 0..4),
         proptest::collection::vec(("[A-Z_][A-Z0-9_]{0,8}", text()), 0..4),
         proptest::collection::btree_map("example\\.com/[a-z]{1,8}", text(), 0..4),
+        (
+            proptest::option::of(1u32..=u32::MAX),
+            proptest::option::of(1u64..=1 << 60),
+        ),
     )
         .prop_map(
-            |(name, (cc, timeout, port), image, command, args, env, ann)| Service {
+            |(name, (cc, timeout, port), image, command, args, env, ann, (cpu, mem))| Service {
                 name,
                 min_scale: 0,
                 max_scale: 0,
@@ -287,6 +291,10 @@ fn service() -> impl Strategy<Value = Service> {
                 container_port: port,
                 runtime: "process".into(),
                 annotations: ann.into_iter().collect::<BTreeMap<_, _>>(),
+                resources: stratus_spec::Resources {
+                    millicores: cpu,
+                    memory_bytes: mem,
+                },
                 pos: Pos::default(),
             },
         )

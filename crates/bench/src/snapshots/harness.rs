@@ -171,6 +171,7 @@ pub(super) fn spec(
     logs: &Arc<LogBuffer>,
 ) -> InstanceSpec {
     let mut s = InstanceSpec {
+        resources: Default::default(),
         function: f.name.clone(),
         revision: 1,
         instance_id: id.to_string(),

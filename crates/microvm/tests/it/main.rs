@@ -29,6 +29,7 @@ fn config_or_skip(dir: &Path) -> Option<MicrovmConfig> {
 
 fn spec(id: &str, command: &[&str], logs: &Arc<LogBuffer>) -> InstanceSpec {
     InstanceSpec {
+        resources: Default::default(),
         function: "httpd".into(),
         revision: 1,
         instance_id: id.into(),

@@ -118,7 +118,7 @@ impl Cp {
     }
 }
 
-const ECHO: &str = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: echo\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n";
+const ECHO: &str = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: echo\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n          resources:\n            requests: {cpu: 250m, memory: 96Mi}\n";
 /// Each call holds its instance for 300 ms: `n` at once need `n` instances.
 const SPIN: &str = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: spin\nspec:\n  template:\n    spec:\n      containerConcurrency: 1\n      containers:\n        - image: stratus.dev/test/spin\n          command: [\"stratus\", \"fn\", \"spin\"]\n";
 
@@ -175,6 +175,19 @@ async fn the_leader_places_on_workers_and_survives_worker_and_leader_kills() {
     )
     .await;
     let b = Cp::start(&etcd, dir.path(), "cp-b", &token.0, &admin).await;
+
+    // The Service's resources are what its instance reserves on the worker.
+    let mut listed = w1.client.list().await.unwrap();
+    listed.extend(w2.client.list().await.unwrap());
+    let echo = listed
+        .iter()
+        .find(|i| i.function == "echo")
+        .expect("an echo instance");
+    assert_eq!(
+        (echo.limits.millicores, echo.limits.memory_bytes),
+        (250, 96 << 20),
+        "{echo:?}"
+    );
 
     // Four at once with containerConcurrency 1: four instances, spread
     // (one echo instance runs already).

@@ -144,6 +144,7 @@ async fn a_missing_program_is_reported_without_booting() {
 pub(crate) fn spin_spec(instance: &str, logs: &Arc<LogBuffer>) -> InstanceSpec {
     // What the platform's pool builds for revision 1 of `service("vm-spin", "spin", …)`.
     InstanceSpec {
+        resources: Default::default(),
         function: "vm-spin".into(),
         revision: 1,
         instance_id: instance.into(),

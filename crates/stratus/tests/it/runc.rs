@@ -192,6 +192,7 @@ async fn containers_left_by_a_killed_platform_are_reaped() {
     let sb = runc_sandbox(dir.path());
     let logs = Arc::new(stratus_sandbox::LogBuffer::new(1 << 16));
     let spec = stratus_sandbox::InstanceSpec {
+        resources: Default::default(),
         function: "f".into(),
         revision: 1,
         instance_id: "f-leak".into(),
