@@ -8,9 +8,11 @@
 //! - overhead across hosts: chain10 (10 sequential echo steps, instances
 //!   on the workers) through the control plane, against the floor of the
 //!   same 10 calls made directly through the workers' agents;
-//! - failover: `kill -9` of the leader replica, then the time until the
-//!   standby serves an invocation, over several kills (the killed replica
-//!   restarts as the next standby).
+//! - failover: `kill -9` of the leader replica while clients invoke the
+//!   chain10 workflow back to back, then the time until the standby serves
+//!   an invocation, what became of the workflows in flight, and when the
+//!   first workflow was served again, over several kills (the killed
+//!   replica restarts as the next standby).
 //!
 //! Hosts here are processes on loopback, not network namespaces: the
 //! figures are the control plane's and the workers', without link effects.
@@ -389,6 +391,100 @@ mod with_etcd {
             .collect()
     }
 
+    /// Clients invoking chain10 back to back during each leader kill.
+    const WORKFLOW_CLIENTS: usize = 4;
+
+    /// What became of the workflows around one kill.
+    struct WorkflowOutcome {
+        /// Started before the kill, ended after it.
+        in_flight: usize,
+        in_flight_failed: usize,
+        /// From the kill to the end of the first chain10 that started after
+        /// it and succeeded.
+        first_success_us: Option<u64>,
+    }
+
+    type Calls = Arc<std::sync::Mutex<Vec<(Instant, Instant, bool)>>>;
+
+    /// `clients` loops invoking chain10 back to back through the replica
+    /// `target` names, recording each call's start, end and success.
+    struct WorkflowLoad {
+        target: Arc<std::sync::atomic::AtomicUsize>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        calls: Calls,
+        tasks: tokio::task::JoinSet<()>,
+    }
+
+    impl WorkflowLoad {
+        fn start(replicas: [GatewayClient; 2], target: usize, clients: usize) -> WorkflowLoad {
+            use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+            let target = Arc::new(AtomicUsize::new(target));
+            let stop = Arc::new(AtomicBool::new(false));
+            let calls: Calls = Default::default();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..clients {
+                let (replicas, target, stop, calls) = (
+                    replicas.clone(),
+                    target.clone(),
+                    stop.clone(),
+                    calls.clone(),
+                );
+                tasks.spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = &replicas[target.load(Ordering::Relaxed)];
+                        let t = Instant::now();
+                        let ok = matches!(
+                            c.invoke("chain10", Bytes::from_static(b"{\"x\":1}")).await,
+                            Ok(r) if r.status == 200
+                        );
+                        calls.lock().unwrap().push((t, Instant::now(), ok));
+                        if !ok {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                });
+            }
+            WorkflowLoad {
+                target,
+                stop,
+                calls,
+                tasks,
+            }
+        }
+
+        /// New calls go to replica `i` from now on.
+        fn switch_to(&self, i: usize) {
+            self.target.store(i, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        /// Lets the loops run until a chain10 started after `kill` has
+        /// succeeded (or `within` passed), stops them and sums up.
+        async fn finish(mut self, kill: Instant, within: Duration) -> WorkflowOutcome {
+            let first_after = |calls: &[(Instant, Instant, bool)]| {
+                calls
+                    .iter()
+                    .filter(|(s, _, ok)| *ok && *s >= kill)
+                    .map(|(_, e, _)| e.duration_since(kill).as_micros() as u64)
+                    .min()
+            };
+            while first_after(&self.calls.lock().unwrap()).is_none() && kill.elapsed() < within {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            while self.tasks.join_next().await.is_some() {}
+            let all = self.calls.lock().unwrap();
+            let in_flight: Vec<_> = all
+                .iter()
+                .filter(|(s, e, _)| *s < kill && *e >= kill)
+                .collect();
+            WorkflowOutcome {
+                in_flight: in_flight.len(),
+                in_flight_failed: in_flight.iter().filter(|(_, _, ok)| !ok).count(),
+                first_success_us: first_after(&all),
+            }
+        }
+    }
+
     pub async fn run(args: ClusterBenchArgs) -> Result<()> {
         if args.workers == 0 || args.functions == 0 || args.rounds == 0 {
             bail!("--workers, --functions and --rounds must be at least 1");
@@ -498,17 +594,35 @@ mod with_etcd {
         let l = leader(&rs, probe, Duration::from_secs(30)).await?;
         let (chain, floor) = chain10(&b, &rs[l].client).await?;
 
-        // Failover: kill -9 the leader; time until the other serves.
-        let mut fo = CsvTable::new(&["kill", "killed", "to_first_success_us"]);
+        // Failover: kill -9 the leader with chain10 workflows in flight;
+        // time until the other serves the probe, and what became of the
+        // workflows.
+        let mut fo = CsvTable::new(&[
+            "kill",
+            "killed",
+            "to_first_success_us",
+            "workflows_in_flight",
+            "in_flight_failed",
+            "to_first_workflow_us",
+        ]);
         let mut times = Vec::new();
+        let mut wf_rows = Vec::new();
         for k in 0..b.args.kills {
             let l = leader(&rs, probe, Duration::from_secs(30)).await?;
             let other = 1 - l;
+            let load = WorkflowLoad::start(
+                [rs[0].client.clone(), rs[1].client.clone()],
+                l,
+                WORKFLOW_CLIENTS,
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let killed_at = Instant::now();
             if let Some(mut p) = rs[l].proc.take() {
                 p.child.kill()?;
                 p.child.wait()?;
             }
             let t0 = Instant::now();
+            load.switch_to(other);
             loop {
                 if invoke(&rs[other].client, probe).await.0 == 200 {
                     break;
@@ -524,9 +638,27 @@ mod with_etcd {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let us = t0.elapsed().as_micros() as u64;
-            eprintln!("failover {k}: {} (killed {})", fmt_us(us), rs[l].name);
-            fo.row([k.to_string(), rs[l].name.clone(), us.to_string()]);
+            let wf = load.finish(killed_at, Duration::from_secs(60)).await;
+            eprintln!(
+                "failover {k}: {} (killed {}); chain10 in flight at the kill: {}, of which failed: {}; first chain10 served after the kill: {}",
+                fmt_us(us),
+                rs[l].name,
+                wf.in_flight,
+                wf.in_flight_failed,
+                wf.first_success_us.map(fmt_us).unwrap_or_else(|| "none".into())
+            );
+            fo.row([
+                k.to_string(),
+                rs[l].name.clone(),
+                us.to_string(),
+                wf.in_flight.to_string(),
+                wf.in_flight_failed.to_string(),
+                wf.first_success_us
+                    .map(|u| u.to_string())
+                    .unwrap_or_default(),
+            ]);
             times.push(us);
+            wf_rows.push(wf);
             let mut r = std::mem::replace(&mut rs[l], b.replica("tmp")?);
             b.start_replica(&mut r).await?;
             rs[l] = r;
@@ -563,6 +695,16 @@ mod with_etcd {
                 fmt_us(percentile(&times, 50.0)),
                 fmt_us(times[0]),
                 fmt_us(*times.last().unwrap()),
+            ));
+            let mut first: Vec<u64> = wf_rows.iter().filter_map(|w| w.first_success_us).collect();
+            first.sort_unstable();
+            let in_flight: usize = wf_rows.iter().map(|w| w.in_flight).sum();
+            let failed: usize = wf_rows.iter().map(|w| w.in_flight_failed).sum();
+            summary.push_str(&format!(
+                "with chain10 workflows in flight ({WORKFLOW_CLIENTS} clients invoking it back to back): {in_flight} were in flight at the kills, {failed} of them failed (their engine was the killed replica's); the first chain10 served after a kill came after a median {} ({} of {} kills)\n",
+                if first.is_empty() { "-".to_string() } else { fmt_us(percentile(&first, 50.0)) },
+                first.len(),
+                wf_rows.len(),
             ));
         }
         print!("{summary}");
