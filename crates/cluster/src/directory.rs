@@ -97,6 +97,8 @@ pub struct Directory {
     /// Woken when a node joins, a node's capacity or caches change, or an
     /// instance leaves (room freed).
     changed: tokio::sync::Notify,
+    /// Placement decisions made (seeds `random:SEED`'s draws).
+    decisions: std::sync::atomic::AtomicU64,
 }
 
 impl Directory {
@@ -116,6 +118,7 @@ impl Directory {
             state: Mutex::new(State::default()),
             role: watch::channel(Role::Standby { leader: None }).0,
             changed: tokio::sync::Notify::new(),
+            decisions: Default::default(),
         })
     }
 
@@ -253,6 +256,23 @@ impl Directory {
             .collect()
     }
 
+    /// The policy for the next decision: `random:SEED` draws from a new
+    /// seed each time (SEED, then the decisions' count mixed in), so
+    /// consecutive starts do not repeat the same draw; the others as set.
+    fn decision_policy(&self) -> Policy {
+        match self.policy {
+            Policy::Random { seed } => {
+                let n = self
+                    .decisions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Policy::Random {
+                    seed: seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                }
+            }
+            p => p,
+        }
+    }
+
     /// The node one more instance of `function` starts on, by the
     /// placement core over the nodes not in `exclude`. `image` and
     /// `snapshot` are what a node's cache may hold for it (for
@@ -307,7 +327,7 @@ impl Directory {
         let cluster = Cluster::new(nodes).map_err(stratus_placement::PlacementError::from)?;
         let demands = Demands::new(demands).map_err(stratus_placement::PlacementError::from)?;
         let options = Options {
-            policy: self.policy,
+            policy: self.decision_policy(),
             now,
             stale_after: u64::MAX,
         };
@@ -506,6 +526,29 @@ mod tests {
             first, second,
             "spread puts the second instance on the other node"
         );
+    }
+
+    #[test]
+    fn random_draws_anew_for_each_decision() {
+        // The same cluster state each time: a fixed seed per call would
+        // give the same node every time.
+        let d = dir("random:1");
+        d.set_nodes(vec![view("a", 2), view("b", 2), view("c", 2), view("d", 2)]);
+        let picks: std::collections::BTreeSet<String> = (0..32)
+            .map(|_| d.choose("f", DEFAULT_SIZE, None, None, &[]).unwrap().0)
+            .collect();
+        assert!(picks.len() >= 3, "{picks:?}");
+        // Deterministic: the same seed and decisions give the same picks.
+        let (d1, d2) = (dir("random:7"), dir("random:7"));
+        for d in [&d1, &d2] {
+            d.set_nodes(vec![view("a", 2), view("b", 2), view("c", 2)]);
+        }
+        for _ in 0..8 {
+            assert_eq!(
+                d1.choose("f", DEFAULT_SIZE, None, None, &[]).unwrap().0,
+                d2.choose("f", DEFAULT_SIZE, None, None, &[]).unwrap().0
+            );
+        }
     }
 
     #[test]

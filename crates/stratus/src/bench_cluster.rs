@@ -67,7 +67,7 @@ pub async fn run(_a: ClusterBenchArgs) -> Result<()> {
 pub use with_etcd::run;
 
 #[cfg(feature = "etcd")]
-mod with_etcd {
+pub(crate) mod with_etcd {
     use std::process::{Child, Command, Stdio};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -82,11 +82,11 @@ mod with_etcd {
 
     use super::*;
 
-    const CLUSTER: &str = "bench";
+    pub(crate) const CLUSTER: &str = "bench";
 
     /// A child process, killed when dropped.
-    struct Proc {
-        child: Child,
+    pub(crate) struct Proc {
+        pub(crate) child: Child,
         log: PathBuf,
     }
 
@@ -98,7 +98,7 @@ mod with_etcd {
     }
 
     impl Proc {
-        fn spawn(mut cmd: Command, log: PathBuf) -> Result<Proc> {
+        pub(crate) fn spawn(mut cmd: Command, log: PathBuf) -> Result<Proc> {
             let f = std::fs::File::create(&log)?;
             let child = cmd
                 .stdout(Stdio::null())
@@ -109,14 +109,14 @@ mod with_etcd {
             Ok(Proc { child, log })
         }
 
-        fn tail(&self) -> String {
+        pub(crate) fn tail(&self) -> String {
             let s = std::fs::read_to_string(&self.log).unwrap_or_default();
             let lines: Vec<&str> = s.lines().collect();
             lines[lines.len().saturating_sub(40)..].join("\n")
         }
     }
 
-    fn free_port() -> Result<u16> {
+    pub(crate) fn free_port() -> Result<u16> {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port())

@@ -432,6 +432,8 @@ pub enum BenchCmd {
     Soak(stratus_bench::soak::SoakArgs),
     /// A cluster of processes (etcd, workers, two control-plane replicas): cold-start throughput on 1 and N workers, leader failover.
     Cluster(crate::bench_cluster::ClusterBenchArgs),
+    /// Repeat cold starts of runc functions across workers: cache-aware against random placement (root, runc, FUSE).
+    Placement(crate::bench_placement::PlacementBenchArgs),
 }
 
 /// How a client command finds its bearer token.
@@ -631,6 +633,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(BenchCmd::Snapshots(a)) => stratus_bench::snapshots::run(a).await,
         Cmd::Bench(BenchCmd::Soak(a)) => stratus_bench::soak::run(a).await,
         Cmd::Bench(BenchCmd::Cluster(a)) => crate::bench_cluster::run(a).await,
+        Cmd::Bench(BenchCmd::Placement(a)) => crate::bench_placement::run(a).await,
         Cmd::Bench(BenchCmd::Compare { a, b }) => {
             print!("{}", stratus_bench::run::compare(&a, &b)?);
             Ok(())

@@ -2,6 +2,7 @@
 
 mod backends;
 mod bench_cluster;
+mod bench_placement;
 mod cli;
 mod cluster_cmd;
 mod controlplane;
