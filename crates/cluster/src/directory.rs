@@ -99,6 +99,8 @@ pub struct Directory {
     changed: tokio::sync::Notify,
     /// Placement decisions made (seeds `random:SEED`'s draws).
     decisions: std::sync::atomic::AtomicU64,
+    /// Where a leader's orphans go (`crate::adopt`); set once the platform runs.
+    adopter: std::sync::OnceLock<Arc<dyn crate::Adopter>>,
 }
 
 impl Directory {
@@ -119,6 +121,7 @@ impl Directory {
             role: watch::channel(Role::Standby { leader: None }).0,
             changed: tokio::sync::Notify::new(),
             decisions: Default::default(),
+            adopter: Default::default(),
         })
     }
 
@@ -130,6 +133,16 @@ impl Directory {
     /// This replica's tag in the instance ids it makes.
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// Gives the instances an earlier leader left running to `adopter`
+    /// from now on (once; later calls are ignored).
+    pub fn set_adopter(&self, adopter: Arc<dyn crate::Adopter>) {
+        let _ = self.adopter.set(adopter);
+    }
+
+    pub(crate) fn adopter(&self) -> Option<Arc<dyn crate::Adopter>> {
+        self.adopter.get().cloned()
     }
 
     pub fn policy(&self) -> Policy {
@@ -396,9 +409,11 @@ impl Directory {
     /// Asks every worker what runs there and reconciles: instances the
     /// worker reports exited, or no longer lists, get their exit; as
     /// leader, instances no pool of this replica holds (an earlier
-    /// leader's) are stopped. Returns the
-    /// workers that did not answer, with why.
-    pub async fn poll_workers(&self) -> Vec<(String, String)> {
+    /// leader's) are adopted into the pools or stopped (`crate::adopt`);
+    /// `leader` says whether this replica leads (or is about to: a new
+    /// leader adopts before it starts anything). Returns the workers that
+    /// did not answer, with why.
+    pub async fn poll_workers(self: &Arc<Self>, leader: bool) -> Vec<(String, String)> {
         let nodes: Vec<(String, AgentClient)> = {
             let st = self.state.lock();
             st.nodes
@@ -411,24 +426,12 @@ impl Directory {
             (name.clone(), c.clone(), list)
         }))
         .await;
-        let leader = self.role() == Role::Leader;
         let mut failed = Vec::new();
         for (node, client, list) in lists {
             match list {
                 Ok(Ok(list)) => {
-                    for id in self.reconcile(&node, &list, leader) {
-                        let c = client.clone();
-                        tokio::spawn(async move {
-                            match c.stop(&id).await {
-                                Ok(_) => {
-                                    tracing::info!(instance = %id, "stopped an instance no pool holds")
-                                }
-                                Err(e) => {
-                                    tracing::warn!(instance = %id, "stopping an instance no pool holds: {e}")
-                                }
-                            }
-                        });
-                    }
+                    let orphans = self.reconcile(&node, &list, leader);
+                    self.adopt_or_stop(&node, &client, orphans);
                 }
                 Ok(Err(e)) => failed.push((node, e.to_string())),
                 Err(_) => failed.push((node, format!("no answer within {POLL_TIMEOUT:?}"))),
@@ -438,8 +441,8 @@ impl Directory {
     }
 
     /// One worker's list against what this replica placed there; returns
-    /// the ids to stop (orphans, only as leader).
-    fn reconcile(&self, node: &str, list: &[InstanceInfo], leader: bool) -> Vec<String> {
+    /// the instances no pool holds (orphans, only as leader).
+    fn reconcile(&self, node: &str, list: &[InstanceInfo], leader: bool) -> Vec<InstanceInfo> {
         let st = self.state.lock();
         if !st.nodes.contains_key(node) {
             return Vec::new();
@@ -469,7 +472,7 @@ impl Directory {
                 if st.placed.contains_key(&i.id) {
                     continue;
                 }
-                orphans.push(i.id.clone());
+                orphans.push(i.clone());
             }
         }
         orphans
@@ -632,10 +635,12 @@ mod tests {
             info("old-leader-9", InstanceState::Ready),
         ];
         assert!(d.reconcile("a", &list, false).is_empty());
-        assert_eq!(
-            d.reconcile("a", &list, true),
-            vec!["old-leader-9".to_string()]
-        );
+        let orphans: Vec<String> = d
+            .reconcile("a", &list, true)
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(orphans, vec!["old-leader-9".to_string()]);
         assert!(running.lock().is_none());
         assert!(exited.lock().as_deref().unwrap().contains("exit status 3"));
         assert!(missing

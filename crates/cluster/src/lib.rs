@@ -11,15 +11,18 @@
 //!                                    RemoteInstance: Route = the agent's invoke proxy + token
 //!
 //!  Directory ◄── set_nodes (the node registry: etcd, by the binary)
-//!            ◄── poll_workers (each worker's instance list: exits, orphans)
+//!            ◄── poll_workers (each worker's instance list: exits, orphans
+//!                              adopted through an `Adopter`, the platform's pools)
 //!            ◄── set_role (leader or standby, from the election)
 //! ```
 //!
 //! Only the leader starts instances: a standby's `start` is refused with
 //! who leads. A new leader does not read instance placement from etcd: it
 //! asks the workers what runs (`poll_workers`), counts their instances
-//! against capacity, and stops those no pool of its own holds (the previous
-//! leader's), as Dirigent rebuilds sandbox state from its workers. A node
+//! against capacity, and adopts those no pool of its own holds (the
+//! previous leader's) into its pools when they are of a current revision
+//! (`adopt`), stopping the rest, as Dirigent rebuilds sandbox state from
+//! its workers; it does so before it starts anything. A node
 //! that leaves the registry (its lease expired: crashed, cut off) takes its
 //! instances with it: each reports an exit, so the pools drop them at their
 //! next tick and start replacements elsewhere.
@@ -27,9 +30,11 @@
 //! This crate knows no etcd and no gateway: the binary feeds it nodes and
 //! the election's outcome, and hands its sandboxes to the platform.
 
+mod adopt;
 mod directory;
 mod remote;
 
+pub use adopt::Adopter;
 pub use directory::{Directory, NodeStatus, NodeView, Role, DEFAULT_SIZE};
 pub use remote::{RemoteInstance, RemoteSandbox};
 

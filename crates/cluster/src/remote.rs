@@ -45,6 +45,30 @@ pub struct RemoteInstance {
 }
 
 impl RemoteInstance {
+    /// An instance found running on `node` (a new leader adopting it).
+    pub(crate) fn found(
+        dir: Arc<Directory>,
+        node: &str,
+        client: AgentClient,
+        info: &stratus_agent::InstanceInfo,
+        exit: ExitFlag,
+    ) -> RemoteInstance {
+        RemoteInstance {
+            id: info.id.clone(),
+            node: node.to_string(),
+            route: Route {
+                url: format!("{}{}", client.base(), info.invoke_path),
+                authorization: Some(format!("Bearer {}", dir.token())),
+                host: Some(node.to_string()),
+            },
+            endpoint: agent_addr(client.base()),
+            client,
+            exit,
+            dir,
+            stopped: AtomicBool::new(false),
+        }
+    }
+
     /// The worker it runs on.
     pub fn node(&self) -> &str {
         &self.node

@@ -1,8 +1,9 @@
-//! `GET /v1/cluster`: what a control-plane replica knows of its cluster
-//! (its role, the leader, the workers and what it placed on each). The
-//! gateway only serves it; the control plane (`stratus up --workers`)
-//! supplies it through [`ClusterView`]. A platform whose instances run on
-//! its own host answers 404.
+//! The cluster control plane's hooks into the platform: `GET /v1/cluster`
+//! (its role, the leader, the workers and what it placed on each), which
+//! the control plane (`stratus up --workers`) supplies through
+//! [`ClusterView`] (a platform whose instances run on its own host answers
+//! 404), and [`Platform::adopt`], through which a new leader puts instances
+//! an earlier leader left running into its pools.
 
 use std::sync::Arc;
 
@@ -54,6 +55,24 @@ impl Platform {
     /// ignored: a platform belongs to one cluster).
     pub fn set_cluster_view(&self, view: Arc<dyn ClusterView>) {
         let _ = self.cluster_view.set(view);
+    }
+
+    /// Gives `inst`, found running (an earlier leader's), to the pool of
+    /// `function` when that pool serves `revision` with `runtime`; gives it
+    /// back otherwise (an old revision, a function since deleted, a pool
+    /// at max-scale), for the caller to stop.
+    pub fn adopt(
+        &self,
+        function: &str,
+        revision: u64,
+        runtime: &str,
+        inst: Box<dyn stratus_sandbox::Instance>,
+    ) -> Result<(), Box<dyn stratus_sandbox::Instance>> {
+        let pool = self.registry.read().functions.get(function).cloned();
+        match pool {
+            Some(p) if p.revision == revision && p.service.runtime == runtime => p.adopt(inst),
+            _ => Err(inst),
+        }
     }
 
     /// The cluster, when this platform is a cluster control plane.

@@ -149,6 +149,40 @@ impl FunctionPool {
         self.metrics.requests.inc();
     }
 
+    /// Takes `inst`, an instance of this revision the pool did not start
+    /// (a failed-over control plane found it running), into service ready.
+    /// Gives it back when the pool takes none (retired, at max-scale) or
+    /// its route is unusable.
+    pub(crate) fn adopt(
+        self: &Arc<Self>,
+        inst: Box<dyn stratus_sandbox::Instance>,
+    ) -> Result<(), Box<dyn stratus_sandbox::Instance>> {
+        let route = inst.route();
+        let Ok((uri, authorization)) = slot_route(&route) else {
+            return Err(inst);
+        };
+        let now = self.now_us();
+        let mut g = self.inner.lock();
+        let before = Gauges::of(&g.state);
+        let Some((key, actions)) = g.state.adopt(now) else {
+            return Err(inst);
+        };
+        let slot = Arc::new(Slot {
+            id: inst.id().to_string(),
+            endpoint: inst.endpoint(),
+            uri,
+            authorization,
+            host: route.host.clone(),
+            key,
+            inst,
+        });
+        g.slots.insert(key, slot);
+        let d = self.execute(&mut g, before, actions, None);
+        drop(g);
+        self.deliver(d);
+        Ok(())
+    }
+
     pub(crate) fn count_host_loss_retry(&self) {
         self.metrics.host_loss_retries.inc();
     }

@@ -359,6 +359,27 @@ impl PoolState {
         out
     }
 
+    /// An instance this pool did not start (one a failed-over control
+    /// plane found running on a worker) joins it ready; waiters get its
+    /// slots (no cold start: it was running). `None` when the pool takes
+    /// none: it is retired, or at max-scale with what runs and starts.
+    pub fn adopt(&mut self, now: Micros) -> Option<(InstanceId, Vec<Action>)> {
+        let have = self.instances.len() + self.starting.len();
+        if self.retired || (self.scaling.max_scale > 0 && have >= self.scaling.max_scale as usize) {
+            return None;
+        }
+        self.last_instance += 1;
+        let id = InstanceId(self.last_instance);
+        self.instances.push(Instance {
+            id,
+            leases: 0,
+            last_active: now,
+        });
+        let mut out = Vec::new();
+        self.hand_out(self.instances.len() - 1, None, &mut out);
+        Some((id, out))
+    }
+
     /// A started instance did not become ready. If no instance is ready or
     /// starting, every waiter is refused with the reason.
     pub fn start_failed(&mut self, instance: InstanceId, reason: &str) -> Vec<Action> {

@@ -63,8 +63,9 @@ mod with_etcd {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use stratus_cluster::{Directory, NodeView, RemoteSandbox, Role};
+    use stratus_cluster::{Adopter, Directory, NodeView, RemoteSandbox, Role};
     use stratus_gateway::cluster_view::{ClusterNode, ClusterStatus, ClusterView};
+    use stratus_gateway::Platform;
     use stratus_sandbox::Sandbox;
     use stratus_state_etcd::join::Joined;
     use stratus_state_etcd::{Campaign, EtcdStore, NodeInfo};
@@ -81,9 +82,9 @@ mod with_etcd {
 
     /// Joins the cluster as a control-plane replica: checks the token
     /// against the cluster's, campaigns, and keeps the directory current.
-    /// Returns the sandboxes the platform runs instances with and the view
-    /// it serves at `GET /v1/cluster` (they hold the directory; the sync
-    /// task ends when they are gone).
+    /// Returns the sandboxes the platform runs instances with and the
+    /// hooks to [`Hooks::attach`] to it once it runs (they hold the
+    /// directory; the sync task ends when they are gone).
     pub async fn start(
         etcd: Arc<EtcdStore>,
         args: &ClusterArgs,
@@ -91,7 +92,7 @@ mod with_etcd {
         source: &str,
         gateway_addr: &str,
         cluster: &str,
-    ) -> Result<(Vec<Arc<dyn Sandbox>>, Arc<dyn ClusterView>)> {
+    ) -> Result<(Vec<Arc<dyn Sandbox>>, Hooks)> {
         let policy: stratus_placement::Policy = args
             .placement
             .parse()
@@ -122,7 +123,40 @@ mod with_etcd {
         let ttl = Duration::from_secs(args.leader_ttl);
         tokio::spawn(sync(etcd, directory.clone(), value, ttl));
         eprintln!("control plane: instances run on the cluster's workers (placement {policy}); campaigning for leader");
-        Ok((sandboxes, Arc::new(View(directory))))
+        Ok((sandboxes, Hooks(directory)))
+    }
+
+    /// What the platform needs of the directory once it runs.
+    pub struct Hooks(Arc<Directory>);
+
+    impl Hooks {
+        /// Serves `GET /v1/cluster` from the directory and lets the leader
+        /// adopt instances an earlier leader left running into `platform`'s
+        /// pools.
+        pub fn attach(self, platform: &Arc<Platform>) {
+            self.0
+                .set_adopter(Arc::new(Adopt(Arc::downgrade(platform))));
+            platform.set_cluster_view(Arc::new(View(self.0)));
+        }
+    }
+
+    /// The platform's pools, for `stratus_cluster::adopt` (weak: the
+    /// platform holds the directory).
+    struct Adopt(std::sync::Weak<Platform>);
+
+    impl Adopter for Adopt {
+        fn adopt(
+            &self,
+            function: &str,
+            revision: u64,
+            runtime: &str,
+            inst: Box<dyn stratus_sandbox::Instance>,
+        ) -> Result<(), Box<dyn stratus_sandbox::Instance>> {
+            match self.0.upgrade() {
+                Some(p) => p.adopt(function, revision, runtime, inst),
+                None => Err(inst),
+            }
+        }
     }
 
     /// `GET /v1/cluster` from the directory.
@@ -153,6 +187,22 @@ mod with_etcd {
                         snapshots: n.snapshots,
                     })
                     .collect(),
+            }
+        }
+    }
+
+    /// Sets the directory's role, saying so when it changed.
+    fn announce(dir: &Directory, role: Option<Role>) {
+        let Some(role) = role else { return };
+        if dir.set_role(role.clone()) {
+            match &role {
+                Role::Leader => eprintln!(
+                    "control plane: elected leader; adopted what the workers run for current revisions"
+                ),
+                Role::Standby { leader } => eprintln!(
+                    "control plane: standby (leader: {})",
+                    leader.as_deref().unwrap_or("none yet")
+                ),
             }
         }
     }
@@ -197,8 +247,12 @@ mod with_etcd {
             }
             let leading = campaign.as_ref().is_some_and(|c| c.is_leader());
             let due = last_sync.is_none_or(|t| t.elapsed() >= SYNC_EVERY);
+            // A new leader asks the workers what runs, and adopts it, before
+            // it starts any instance (its role changes after that).
+            let becoming = leading && !was_leader;
+            let mut role = None;
             if leading != was_leader || due {
-                let role = if leading {
+                role = Some(if leading {
                     Role::Leader
                 } else {
                     let e = etcd.clone();
@@ -208,21 +262,12 @@ mod with_etcd {
                         .and_then(Result::ok)
                         .flatten();
                     Role::Standby { leader }
-                };
-                if dir.set_role(role.clone()) {
-                    match &role {
-                        Role::Leader => {
-                            eprintln!("control plane: elected leader; asking the workers what runs")
-                        }
-                        Role::Standby { leader } => eprintln!(
-                            "control plane: standby (leader: {})",
-                            leader.as_deref().unwrap_or("none yet")
-                        ),
-                    }
-                }
+                });
             }
-            // A new leader asks the workers at once.
-            if due || (leading && !was_leader) {
+            if !becoming {
+                announce(&dir, role.take());
+            }
+            if due || becoming {
                 last_sync = Some(tokio::time::Instant::now());
                 // Nodes: when etcd cannot answer, the last list stands.
                 let e = etcd.clone();
@@ -233,10 +278,11 @@ mod with_etcd {
                     Ok(Err(e)) => tracing::debug!("reading the node registry: {e}"),
                     Err(e) => tracing::warn!("reading the node registry: {e}"),
                 }
-                for (node, why) in dir.poll_workers().await {
+                for (node, why) in dir.poll_workers(leading).await {
                     tracing::debug!(%node, "worker did not answer: {why}");
                 }
             }
+            announce(&dir, role);
             was_leader = leading;
             tokio::time::sleep(ROLE_EVERY).await;
         }

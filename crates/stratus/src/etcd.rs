@@ -96,8 +96,8 @@ mod with_etcd {
         }
         let store: Arc<dyn StateStore> = etcd.clone();
         let platform = Platform::start_with_sandboxes(cfg, store, extra).await?;
-        if let Some(v) = view {
-            platform.set_cluster_view(v);
+        if let Some(hooks) = view {
+            hooks.attach(&platform);
         }
         tokio::spawn(follow(etcd, Arc::downgrade(&platform), from));
         Ok(platform)

@@ -7,7 +7,8 @@
 //! - `T request [deadline=US]` (deadline defaults to T + 1,000,000)
 //! - `T ready iN`, `T fail iN`, `T exited iN`
 //! - `T release rN` (the lease the request was granted), `T cancel rN`
-//! - `T tick`, `T retire`, `T shutdown`
+//! - `T tick`, `T retire`, `T shutdown`, `T adopt` (a running instance
+//!   joins)
 
 use std::collections::HashMap;
 
@@ -117,6 +118,16 @@ fn check(script: &str, expect: Expect) {
                 out.push_str(&format!("  -> was waiting: {was}\n"));
                 Vec::new()
             }
+            "adopt" => match s.adopt(now) {
+                Some((i, actions)) => {
+                    out.push_str(&format!("  -> adopted as {i}\n"));
+                    actions
+                }
+                None => {
+                    out.push_str("  -> not adopted\n");
+                    Vec::new()
+                }
+            },
             "tick" => s.tick(now),
             "retire" => s.retire(),
             "shutdown" => s.shutdown(),
@@ -833,4 +844,45 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn adopted_instances_serve_waiters_and_respect_max_scale() {
+    check(
+        "config cc=1 max=2
+         0 request          # from zero: a start for it
+         5 adopt            # a running instance joins: the waiter gets it at once
+         6 adopt            # at max-scale (one ready, one starting): refused
+         7 ready i1
+         8 release r1
+         2000 tick          # both idle past the window: reaped
+         2001 retire
+         2002 adopt         # retired: refused",
+        expect![[r#"
+            0 request
+              -> r1
+              start i1
+              = ready - | starting i1 | waiting r1 | desired 1
+            5 adopt
+              -> adopted as i2
+              grant r1 on i2
+              = ready i2:1 | starting i1 | waiting - | desired 1
+            6 adopt
+              -> not adopted
+              = ready i2:1 | starting i1 | waiting - | desired 1
+            7 ready i1
+              = ready i2:1 i1:0 | starting - | waiting - | desired 1
+            8 release r1
+              = ready i2:0 i1:0 | starting - | waiting - | desired 0
+            2000 tick
+              stop i2
+              stop i1
+              = ready - | starting - | waiting - | desired 0
+            2001 retire
+              = ready - | starting - | waiting - | desired 0
+            2002 adopt
+              -> not adopted
+              = ready - | starting - | waiting - | desired 0
+        "#]],
+    );
 }

@@ -226,27 +226,59 @@ fn a_workers_link_cut_and_healed_no_call_hangs_and_no_instance_counts_twice() {
             eprintln!("link cut -> every call served on h1: {:?}", t.elapsed());
 
             // Heal: h2 registers again; what it still runs from before is
-            // no pool's any more and is stopped, so nothing counts twice.
+            // no pool's any more: the leader adopts each (a current
+            // revision) or stops it, so nothing counts twice: the leader
+            // counts on h2 exactly what h2 runs, and h2's instances from
+            // before are each counted there or gone.
             c.link_up("h2").unwrap();
+            let agent1 = stratus_agent::AgentClient::new(
+                &format!("http://{}:8081", NetCluster::host_ip(1)),
+                cluster.expose(),
+            );
             let t = Instant::now();
             loop {
-                let now: Vec<String> = agent2
-                    .list()
-                    .await
-                    .map(|l| l.into_iter().map(|i| i.id).collect())
-                    .unwrap_or_else(|_| before.clone());
-                if before.iter().all(|id| !now.contains(id)) {
+                let listed = |l: Result<Vec<stratus_agent::InstanceInfo>, _>| {
+                    l.map(|l| {
+                        l.into_iter()
+                            .filter(|i| i.state != stratus_agent::InstanceState::Exited)
+                            .count()
+                    })
+                    .ok()
+                };
+                let on1 = listed(agent1.list().await);
+                let on2 = listed(agent2.list().await);
+                let view = gw.get("/v1/cluster").await.ok().and_then(|r| {
+                    serde_json::from_slice::<stratus_gateway::cluster_view::ClusterStatus>(&r.body)
+                        .ok()
+                });
+                let counted = |name: &str| {
+                    view.as_ref()
+                        .and_then(|v| v.nodes.iter().find(|n| n.name == name))
+                        .map(|n| n.instances)
+                };
+                if on2.is_some() && counted("h2") == on2 && counted("h1") == on1 {
                     break;
                 }
                 assert!(
                     t.elapsed().as_secs() < 30,
-                    "h2 still runs {now:?}\n{}",
+                    "h1 runs {on1:?} (counted {:?}), h2 {on2:?} (counted {:?})\n{}",
+                    counted("h1"),
+                    counted("h2"),
                     tails(c.dir(), &["worker2.log", "cp.log"])
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
+            let now: Vec<String> = agent2
+                .list()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect();
+            let adopted = before.iter().filter(|id| now.contains(id)).count();
             eprintln!(
-                "link healed -> h2's stale instances stopped: {:?}",
+                "link healed -> h2's instances from before the cut adopted ({adopted}) or stopped ({}), each counted once: {:?}",
+                before.len() - adopted,
                 t.elapsed()
             );
             // Eight at once need h2 again (h1 alone has room, but spread
