@@ -54,6 +54,14 @@ pub struct ClusterBenchArgs {
     /// Report directory (config.json, coldstart.csv, failover.csv, summary.txt).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead: chain10 across the namespace cluster's shaped links
+    /// (scripts/cluster.sh; root), client on h1, through the control plane
+    /// and directly through the agents (--workers, --iterations, --rate).
+    #[arg(long)]
+    netns: bool,
+    /// With --netns: each host link's tbf rate.
+    #[arg(long, default_value = "1gbit")]
+    rate: String,
 }
 
 #[cfg(not(feature = "etcd"))]
@@ -275,7 +283,11 @@ pub(crate) mod with_etcd {
     /// chain10 through the control plane, then the same ten calls made
     /// one after another through the workers' agents; latencies (µs),
     /// sorted.
-    async fn chain10(b: &Bench, c: &GatewayClient) -> Result<(Vec<u64>, Vec<u64>)> {
+    pub(crate) async fn chain10(
+        f: &Floor,
+        c: &GatewayClient,
+        iterations: usize,
+    ) -> Result<(Vec<u64>, Vec<u64>)> {
         let mut yaml = String::new();
         for i in 0..10 {
             yaml.push_str(&format!("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: ch-echo-{i}\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/min-scale: \"1\"\n        autoscaling.knative.dev/max-scale: \"1\"\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n---\n"));
@@ -300,8 +312,8 @@ pub(crate) mod with_etcd {
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        let mut hops = hops(b).await?;
-        let n = b.args.iterations;
+        let mut hops = hops(f).await?;
+        let n = iterations;
         let mut via = Vec::with_capacity(n);
         let mut direct = Vec::with_capacity(n);
         for i in 0..n + 20 {
@@ -340,7 +352,7 @@ pub(crate) mod with_etcd {
                 x = r.body;
             }
             if broken {
-                hops = self::hops(b).await?;
+                hops = self::hops(f).await?;
                 continue;
             }
             if i >= 20 {
@@ -352,10 +364,18 @@ pub(crate) mod with_etcd {
         Ok((via, direct))
     }
 
+    /// How to reach the workers directly: the registry (etcd endpoints and
+    /// cluster name) and the cluster token.
+    pub(crate) struct Floor {
+        pub endpoints: Vec<String>,
+        pub cluster: String,
+        pub token: String,
+    }
+
     /// Where each chain10 step's instance runs: its agent and proxy path.
-    async fn hops(b: &Bench) -> Result<Vec<(stratus_agent::AgentClient, String)>> {
-        let token = std::fs::read_to_string(&b.cluster_token)?;
-        let cfg = EtcdConfig::new(b.etcd.endpoints(), CLUSTER);
+    async fn hops(f: &Floor) -> Result<Vec<(stratus_agent::AgentClient, String)>> {
+        let token = f.token.clone();
+        let cfg = EtcdConfig::new(f.endpoints.clone(), &f.cluster);
         let nodes = tokio::task::spawn_blocking(move || {
             let s = EtcdStore::connect(&cfg, Arc::new(stratus_state::SqliteStore::in_memory()?))?;
             s.list_nodes()
@@ -497,6 +517,10 @@ pub(crate) mod with_etcd {
             )?),
             None => None,
         };
+        if args.netns {
+            return crate::bench_netns::run(args.workers, &args.rate, args.iterations, report)
+                .await;
+        }
         // On this thread, not a blocking-pool one: the members die with the
         // thread that started them (PR_SET_PDEATHSIG), and pool threads
         // exit when idle.
@@ -592,7 +616,12 @@ pub(crate) mod with_etcd {
 
         // chain10 across the workers, against the direct floor.
         let l = leader(&rs, probe, Duration::from_secs(30)).await?;
-        let (chain, floor) = chain10(&b, &rs[l].client).await?;
+        let floor = Floor {
+            endpoints: b.etcd.endpoints(),
+            cluster: CLUSTER.into(),
+            token: std::fs::read_to_string(&b.cluster_token)?,
+        };
+        let (chain, floor) = chain10(&floor, &rs[l].client, b.args.iterations).await?;
 
         // Failover: kill -9 the leader with chain10 workflows in flight;
         // time until the other serves the probe, and what became of the

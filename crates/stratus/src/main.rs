@@ -2,6 +2,8 @@
 
 mod backends;
 mod bench_cluster;
+#[cfg(feature = "etcd")]
+mod bench_netns;
 mod bench_placement;
 mod cli;
 mod cluster_cmd;

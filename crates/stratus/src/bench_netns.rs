@@ -1,0 +1,98 @@
+//! `stratus bench cluster --netns`: chain10 across hosts over the
+//! namespace cluster's links (`scripts/cluster.sh`: each host a network
+//! namespace on a bridge, its link shaped with `tbf`): the client on host
+//! h1, the control plane on its own host (10.77.0.250), the instances on
+//! the worker hosts; against the floor of the same 10 calls made by the
+//! same client directly through the workers' agents, over the same links.
+//! Needs root; built with the `etcd` feature.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use stratus_gateway::client::GatewayClient;
+use stratus_report::{fmt_us, percentile, ReportDir};
+use stratus_state_etcd::netns::{NetCluster, NetClusterOptions};
+
+use crate::bench_cluster::with_etcd::{chain10, Floor};
+
+/// Prefix of the namespaces (`sbn-h1`, …); a stale cluster with it is
+/// replaced.
+const PREFIX: &str = "sbn";
+
+pub async fn run(
+    workers: usize,
+    rate: &str,
+    iterations: usize,
+    report: Option<ReportDir>,
+) -> Result<()> {
+    let mut opts = NetClusterOptions::new(PREFIX, workers.max(1));
+    opts.rate = rate.to_string();
+    opts.stratus = Some(std::env::current_exe()?);
+    // Building the cluster blocks (a script, etcd, workers): off the runtime.
+    let c = tokio::task::spawn_blocking(move || NetCluster::up(opts))
+        .await?
+        .context("building the namespace cluster (root, iproute2, etcd-server)")?;
+    let admin = stratus_auth::Token::read_file(&c.dir().join("admin.token"))?;
+    let token = std::fs::read_to_string(c.dir().join("cluster.token"))?;
+    let floor = Floor {
+        endpoints: c.etcd_endpoints(),
+        cluster: PREFIX.into(),
+        token,
+    };
+    let url = c.gateway_url();
+    let out = tokio::task::block_in_place(|| {
+        c.on_host("h1", || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let gw = GatewayClient::new(&url).with_token(&admin);
+                    let t = std::time::Instant::now();
+                    while gw.get("/healthz").await.is_err() {
+                        if t.elapsed().as_secs() > 30 {
+                            bail!("the control plane at {url} did not answer");
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    // Before chain10's deploy: a leader and registered workers.
+                    let probe = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: probe\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n";
+                    let r = gw.deploy("probe.yaml", probe).await?;
+                    if r.status != 200 {
+                        bail!("deploying the probe: {}", r.error_message());
+                    }
+                    loop {
+                        match gw.invoke("probe", Bytes::from_static(b"hi")).await {
+                            Ok(r) if r.status == 200 => break,
+                            _ if t.elapsed().as_secs() > 60 => bail!("no leader served the probe"),
+                            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                        }
+                    }
+                    chain10(&floor, &gw, iterations).await
+                })
+        })?
+    });
+    let bytes: Vec<(u64, u64)> = (1..=workers).filter_map(|i| c.bytes(i).ok()).collect();
+    tokio::task::spawn_blocking(move || c.down()).await??;
+    let (chain, floor) = out?;
+    let summary = format!(
+        "chain10 across {workers} namespace hosts ({rate} tbf links; client on h1, control plane on its own host; {iterations} iterations): through the control plane p50 {} p99 {}; direct through the agents over the same links p50 {} p99 {}; ratio {:.2}x\nbytes per worker host (rx, tx) from the kernel: {bytes:?}\n",
+        fmt_us(percentile(&chain, 50.0)),
+        fmt_us(percentile(&chain, 99.0)),
+        fmt_us(percentile(&floor, 50.0)),
+        fmt_us(percentile(&floor, 99.0)),
+        percentile(&chain, 50.0) as f64 / percentile(&floor, 50.0).max(1) as f64,
+    );
+    print!("{summary}");
+    if let Some(rep) = report {
+        let mut csv = stratus_report::CsvTable::new(&["path", "latency_us"]);
+        for (path, v) in [("control-plane", &chain), ("direct", &floor)] {
+            for us in v.iter() {
+                csv.row([path.to_string(), us.to_string()]);
+            }
+        }
+        rep.write("chain10.csv", &csv.into_bytes())?;
+        rep.write("summary.txt", summary.as_bytes())?;
+        eprintln!("report in {}", rep.path.display());
+    }
+    Ok(())
+}
