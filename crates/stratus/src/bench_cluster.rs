@@ -89,6 +89,7 @@ pub(crate) mod with_etcd {
     use stratus_state_etcd::{EtcdConfig, EtcdStore};
 
     use super::*;
+    use crate::bench_across::{chain10, fan16, Floor};
 
     pub(crate) const CLUSTER: &str = "bench";
 
@@ -278,137 +279,6 @@ pub(crate) mod with_etcd {
             let _ = c.delete(name).await;
         }
         Ok((lat, total))
-    }
-
-    /// chain10 through the control plane, then the same ten calls made
-    /// one after another through the workers' agents; latencies (µs),
-    /// sorted.
-    pub(crate) async fn chain10(
-        f: &Floor,
-        c: &GatewayClient,
-        iterations: usize,
-    ) -> Result<(Vec<u64>, Vec<u64>)> {
-        let mut yaml = String::new();
-        for i in 0..10 {
-            yaml.push_str(&format!("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: ch-echo-{i}\nspec:\n  template:\n    metadata:\n      annotations:\n        autoscaling.knative.dev/min-scale: \"1\"\n        autoscaling.knative.dev/max-scale: \"1\"\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n---\n"));
-        }
-        yaml.push_str("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain10\nspec:\n  steps:\n");
-        for i in 0..10 {
-            yaml.push_str(&format!("    - name: s{i}\n      function: ch-echo-{i}\n"));
-            if i > 0 {
-                yaml.push_str(&format!("      inputs: [s{}]\n", i - 1));
-            }
-        }
-        let r = c.deploy("chain10.yaml", &yaml).await?;
-        if r.status != 200 {
-            bail!("deploying chain10: {}", r.error_message());
-        }
-        let body = Bytes::from_static(b"{\"x\":1}");
-        let t = Instant::now();
-        loop {
-            match c.invoke("chain10", body.clone()).await {
-                Ok(r) if r.status == 200 => break,
-                _ if t.elapsed() > Duration::from_secs(60) => bail!("chain10 did not answer"),
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        let mut hops = hops(f).await?;
-        let n = iterations;
-        let mut via = Vec::with_capacity(n);
-        let mut direct = Vec::with_capacity(n);
-        for i in 0..n + 20 {
-            let t = Instant::now();
-            let r = c.invoke("chain10", body.clone()).await?;
-            if r.status != 200 {
-                bail!("chain10: {} {}", r.status, r.text());
-            }
-            if i >= 20 {
-                via.push(t.elapsed().as_micros() as u64);
-            }
-            let t = Instant::now();
-            let mut x = body.clone();
-            let mut broken = false;
-            for (a, path) in &hops {
-                let r = a
-                    .send(
-                        http::Method::POST,
-                        path,
-                        Some("application/json"),
-                        x,
-                        Duration::from_secs(10),
-                    )
-                    .await?;
-                if r.status != 200 {
-                    // The instance went (an election moved the placements):
-                    // find them again; this iteration's direct time is not
-                    // kept.
-                    eprintln!(
-                        "direct call answered {}: finding the instances again",
-                        r.status
-                    );
-                    broken = true;
-                    break;
-                }
-                x = r.body;
-            }
-            if broken {
-                hops = self::hops(f).await?;
-                continue;
-            }
-            if i >= 20 {
-                direct.push(t.elapsed().as_micros() as u64);
-            }
-        }
-        via.sort_unstable();
-        direct.sort_unstable();
-        Ok((via, direct))
-    }
-
-    /// How to reach the workers directly: the registry (etcd endpoints and
-    /// cluster name) and the cluster token.
-    pub(crate) struct Floor {
-        pub endpoints: Vec<String>,
-        pub cluster: String,
-        pub token: String,
-    }
-
-    /// Where each chain10 step's instance runs: its agent and proxy path.
-    async fn hops(f: &Floor) -> Result<Vec<(stratus_agent::AgentClient, String)>> {
-        let token = f.token.clone();
-        let cfg = EtcdConfig::new(f.endpoints.clone(), &f.cluster);
-        let nodes = tokio::task::spawn_blocking(move || {
-            let s = EtcdStore::connect(&cfg, Arc::new(stratus_state::SqliteStore::in_memory()?))?;
-            s.list_nodes()
-        })
-        .await??;
-        let mut hops: Vec<Option<(stratus_agent::AgentClient, String)>> = vec![None; 10];
-        let mut hosts = std::collections::BTreeSet::new();
-        for n in &nodes {
-            let a = stratus_agent::AgentClient::new(&n.addr, token.trim());
-            for i in a.list().await? {
-                let k = i
-                    .function
-                    .strip_prefix("ch-echo-")
-                    .and_then(|k| k.parse::<usize>().ok());
-                if let Some(k) = k.filter(|k| *k < 10) {
-                    if i.state == stratus_agent::InstanceState::Ready {
-                        hops[k] = Some((a.clone(), i.invoke_path.clone()));
-                        hosts.insert(n.name.clone());
-                    }
-                }
-            }
-        }
-        eprintln!(
-            "chain10: its 10 instances run on {} workers ({})",
-            hosts.len(),
-            hosts.into_iter().collect::<Vec<_>>().join(", ")
-        );
-        hops.into_iter()
-            .enumerate()
-            .map(|(k, h)| {
-                h.with_context(|| format!("no ready instance of ch-echo-{k} on any worker"))
-            })
-            .collect()
     }
 
     /// Clients invoking chain10 back to back during each leader kill.
@@ -621,7 +491,8 @@ pub(crate) mod with_etcd {
             cluster: CLUSTER.into(),
             token: std::fs::read_to_string(&b.cluster_token)?,
         };
-        let (chain, floor) = chain10(&floor, &rs[l].client, b.args.iterations).await?;
+        let (chain, chain_floor) = chain10(&floor, &rs[l].client, b.args.iterations).await?;
+        let (fan, fan_floor) = fan16(&floor, &rs[l].client, b.args.iterations).await?;
 
         // Failover: kill -9 the leader with chain10 workflows in flight;
         // time until the other serves the probe, and what became of the
@@ -705,15 +576,19 @@ pub(crate) mod with_etcd {
             .map(|(w, r)| vec![w.to_string(), format!("{r:.1}"), format!("{:.2}", r / base)])
             .collect();
         summary.push_str(&table(&["workers", "creations/s", "vs 1 worker"], &trows));
-        summary.push_str(&format!(
-            "\nchain10 across {} workers ({} iterations): through the control plane p50 {} p99 {}; direct through the agents p50 {} p99 {}; ratio {:.2}x\n",
-            b.args.workers,
-            b.args.iterations,
-            fmt_us(percentile(&chain, 50.0)),
-            fmt_us(percentile(&chain, 99.0)),
-            fmt_us(percentile(&floor, 50.0)),
-            fmt_us(percentile(&floor, 99.0)),
-            percentile(&chain, 50.0) as f64 / percentile(&floor, 50.0).max(1) as f64,
+        let setting = format!(
+            "{} workers ({} iterations)",
+            b.args.workers, b.args.iterations
+        );
+        summary.push('\n');
+        summary.push_str(&crate::bench_across::line(
+            "chain10",
+            &setting,
+            &chain,
+            &chain_floor,
+        ));
+        summary.push_str(&crate::bench_across::line(
+            "fan16", &setting, &fan, &fan_floor,
         ));
         if !times.is_empty() {
             summary.push_str(&format!(

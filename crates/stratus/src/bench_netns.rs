@@ -1,4 +1,4 @@
-//! `stratus bench cluster --netns`: chain10 across hosts over the
+//! `stratus bench cluster --netns`: chain10 and fan16 across hosts over the
 //! namespace cluster's links (`scripts/cluster.sh`: each host a network
 //! namespace on a bridge, its link shaped with `tbf`): the client on host
 //! h1, the control plane on its own host (10.77.0.250), the instances on
@@ -9,10 +9,10 @@
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use stratus_gateway::client::GatewayClient;
-use stratus_report::{fmt_us, percentile, ReportDir};
+use stratus_report::ReportDir;
 use stratus_state_etcd::netns::{NetCluster, NetClusterOptions};
 
-use crate::bench_cluster::with_etcd::{chain10, Floor};
+use crate::bench_across::{chain10, fan16, Floor};
 
 /// Prefix of the namespaces (`sbn-h1`, …); a stale cluster with it is
 /// replaced.
@@ -67,30 +67,37 @@ pub async fn run(
                             _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
                         }
                     }
-                    chain10(&floor, &gw, iterations).await
+                    let chain = chain10(&floor, &gw, iterations).await?;
+                    let fan = fan16(&floor, &gw, iterations).await?;
+                    Ok((chain, fan))
                 })
         })?
     });
     let bytes: Vec<(u64, u64)> = (1..=workers).filter_map(|i| c.bytes(i).ok()).collect();
     tokio::task::spawn_blocking(move || c.down()).await??;
-    let (chain, floor) = out?;
+    let ((chain, chain_floor), (fan, fan_floor)) = out?;
+    let setting = format!(
+        "{workers} namespace hosts ({rate} tbf links; client on h1, control plane on its own host; {iterations} iterations)"
+    );
     let summary = format!(
-        "chain10 across {workers} namespace hosts ({rate} tbf links; client on h1, control plane on its own host; {iterations} iterations): through the control plane p50 {} p99 {}; direct through the agents over the same links p50 {} p99 {}; ratio {:.2}x\nbytes per worker host (rx, tx) from the kernel: {bytes:?}\n",
-        fmt_us(percentile(&chain, 50.0)),
-        fmt_us(percentile(&chain, 99.0)),
-        fmt_us(percentile(&floor, 50.0)),
-        fmt_us(percentile(&floor, 99.0)),
-        percentile(&chain, 50.0) as f64 / percentile(&floor, 50.0).max(1) as f64,
+        "{}{}bytes per worker host (rx, tx) from the kernel: {bytes:?}\n",
+        crate::bench_across::line("chain10", &setting, &chain, &chain_floor),
+        crate::bench_across::line("fan16", &setting, &fan, &fan_floor),
     );
     print!("{summary}");
     if let Some(rep) = report {
-        let mut csv = stratus_report::CsvTable::new(&["path", "latency_us"]);
-        for (path, v) in [("control-plane", &chain), ("direct", &floor)] {
+        let mut csv = stratus_report::CsvTable::new(&["workflow_path", "latency_us"]);
+        for (path, v) in [
+            ("chain10-control-plane", &chain),
+            ("chain10-direct", &chain_floor),
+            ("fan16-control-plane", &fan),
+            ("fan16-direct", &fan_floor),
+        ] {
             for us in v.iter() {
                 csv.row([path.to_string(), us.to_string()]);
             }
         }
-        rep.write("chain10.csv", &csv.into_bytes())?;
+        rep.write("latencies.csv", &csv.into_bytes())?;
         rep.write("summary.txt", summary.as_bytes())?;
         eprintln!("report in {}", rep.path.display());
     }

@@ -1,6 +1,8 @@
 //! `stratus`: a thin command line over the library crates.
 
 mod backends;
+#[cfg(feature = "etcd")]
+mod bench_across;
 mod bench_cluster;
 #[cfg(feature = "etcd")]
 mod bench_netns;
