@@ -285,6 +285,30 @@ fn a_workers_link_cut_and_healed_no_call_hangs_and_no_instance_counts_twice() {
             // uses both): all are served.
             let out = spin_burst(&gw, 8).await;
             assert!(out.iter().all(|(s, _)| *s == 200), "{out:?}");
+
+            // kill -9 h2's worker with runs in flight (eight 300 ms calls,
+            // some on h2): each broken call is tried again on another
+            // instance, with the same idempotency key, and all succeed.
+            let pid: i32 = std::fs::read_to_string(c.dir().join("worker2.pid"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let kill = async {
+                tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+                assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+            };
+            let t = Instant::now();
+            let (out, ()) = tokio::join!(spin_burst(&gw, 8), kill);
+            assert!(
+                out.iter().all(|(s, _)| *s == 200),
+                "{out:?}\n{}",
+                tails(c.dir(), &["cp.log"])
+            );
+            eprintln!(
+                "worker kill -9 with 8 runs in flight -> all served: {:?}",
+                t.elapsed()
+            );
         });
     })
     .unwrap();
