@@ -54,12 +54,14 @@ mod policy;
 mod resources;
 mod rng;
 mod scale_down;
+pub mod workflow;
 
 pub use cluster::{Cluster, ClusterError, Node, MAX_NODES};
 pub use demand::{Demand, DemandError, Demands};
 pub use plan::{plan, Change, Options, Plan, PlanError, Reason, Unplaced};
 pub use policy::{Fallback, Policy, PolicyError};
 pub use resources::{Resources, MAX_NODE_CORES_MILLI, MAX_NODE_MEMORY_BYTES};
+pub use workflow::{WorkflowPolicy, WorkflowPolicyError};
 
 /// Microseconds since the driver's epoch (the activator's `Micros`).
 pub type Micros = u64;
