@@ -15,18 +15,23 @@
 //!    most bytes of placed neighbours, then on the hosts with room for the
 //!    most of them (so a fan-out wider than a host spans few hosts).
 //!    O(C·H + Σ degree) for C clusters.
-//! 3. **Refine** (Fiduccia–Mattheyses-style, positive gains only): for each
-//!    step and each host it is on, try moving its instances there (as many
-//!    as fit) to each host where a neighbour is; apply the best move if it
-//!    lowers the cross-host bytes of the step's edges. Passes repeat until
-//!    none improves, at most [`PASSES`]. Each try costs O(degree × hosts
-//!    per end). No swaps and no uphill moves: a local optimum for single
-//!    moves, not a global one.
+//! 3. **Refine** (Fiduccia–Mattheyses / Kernighan–Lin style, positive
+//!    gains only): for each step and each host it is on, try moving its
+//!    instances there (as many as fit) to each host where a neighbour is,
+//!    or, where that host has no room, swapping one instance with one of
+//!    another step there (Kernighan–Lin's pair swap); apply the best try
+//!    if it lowers the cross-host bytes of the edges involved. Passes
+//!    repeat until none improves, at most [`PASSES`]. A pass costs
+//!    O(Σ_s hosts(s) × targets(s) × (degree × hosts per end + swaps)),
+//!    the swaps O(steps) per full target host. No uphill moves: a local
+//!    optimum for single moves and swaps, not a global one (the problem,
+//!    graph partitioning with capacities, is NP-hard).
 //!
 //! The same refinement also runs from the round-robin placement, and the
 //! better of the two results is kept (fewer unplaced instances, then fewer
 //! cross-host bytes), so `locality` is never worse than `round-robin` on
-//! the same input.
+//! the same input. Instances left unplaced get one more try after the
+//! refinement (moves may have opened room).
 
 use super::cost::{around, end_hosts, total_direct};
 use super::simple::round_robin;
@@ -38,12 +43,10 @@ pub(crate) const PASSES: usize = 8;
 
 pub(crate) fn place(workflow: &Workflow, hosts: &Hosts) -> State {
     let control = hosts.control();
-    let merged = refine(
-        workflow,
-        control,
-        assign(workflow, hosts, &merge(workflow, hosts)),
-    );
-    let rr = refine(workflow, control, round_robin(workflow, hosts));
+    let merged = assign(workflow, hosts, &merge(workflow, hosts));
+    let merged = retry(workflow, control, refine(workflow, control, merged));
+    let rr = round_robin(workflow, hosts);
+    let rr = retry(workflow, control, refine(workflow, control, rr));
     let key = |st: &State| {
         let unplaced: u64 = st.unplaced.iter().map(|u| u64::from(u.count)).sum();
         (unplaced, total_direct(workflow, control, &st.hosts))
@@ -197,7 +200,7 @@ fn assign(workflow: &Workflow, hosts: &Hosts, clusters: &[Vec<usize>]) -> State 
             }
             None => {
                 for &s in members {
-                    by_instances(workflow, control, &mut st, s);
+                    by_instances(workflow, control, &mut st, s, steps[s].instances);
                 }
             }
         }
@@ -207,9 +210,9 @@ fn assign(workflow: &Workflow, hosts: &Hosts, clusters: &[Vec<usize>]) -> State 
 
 /// A step's instances, as many at a time as fit: near its placed
 /// neighbours first, then on the hosts with room for the most.
-fn by_instances(workflow: &Workflow, control: usize, st: &mut State, s: usize) {
+fn by_instances(workflow: &Workflow, control: usize, st: &mut State, s: usize, count: u32) {
     let step = &workflow.steps()[s];
-    let mut left = step.instances;
+    let mut left = count;
     for (h, _) in affinity(workflow, control, st, &[s]) {
         let k = st.room_for(h, step.need, left);
         st.add(s, step.need, h, k);
@@ -236,13 +239,76 @@ fn by_instances(workflow: &Workflow, control: usize, st: &mut State, s: usize) {
     }
 }
 
+/// After refinement moved instances, room may have opened for instances
+/// that found none: they get another try, so an unplaced instance means no
+/// host has room for it in the final placement.
+fn retry(workflow: &Workflow, control: usize, mut st: State) -> State {
+    for u in std::mem::take(&mut st.unplaced) {
+        by_instances(workflow, control, &mut st, u.step, u.count);
+    }
+    st
+}
+
+/// A refinement move of step `s`'s instances on host `h`.
+#[derive(Clone, Copy)]
+enum Move {
+    /// `k` instances to host `g`.
+    Shift { h: usize, g: usize, k: u32 },
+    /// One instance to host `g`, one of step `t` from `g` to `h`.
+    Swap { h: usize, g: usize, t: usize },
+}
+
+fn apply(workflow: &Workflow, st: &mut State, s: usize, m: Move, undo: bool) {
+    let need = |i: usize| workflow.steps()[i].need;
+    match (m, undo) {
+        (Move::Shift { h, g, k }, false) => {
+            st.remove(s, need(s), h, k);
+            st.add(s, need(s), g, k);
+        }
+        (Move::Shift { h, g, k }, true) => {
+            st.remove(s, need(s), g, k);
+            st.add(s, need(s), h, k);
+        }
+        (Move::Swap { h, g, t }, false) => {
+            st.remove(s, need(s), h, 1);
+            st.remove(t, need(t), g, 1);
+            st.add(s, need(s), g, 1);
+            st.add(t, need(t), h, 1);
+        }
+        (Move::Swap { h, g, t }, true) => {
+            st.remove(s, need(s), g, 1);
+            st.remove(t, need(t), h, 1);
+            st.add(s, need(s), h, 1);
+            st.add(t, need(t), g, 1);
+        }
+    }
+}
+
+/// The cross-host bytes of the edges at `s` or `t`, each counted once.
+fn around_pair(workflow: &Workflow, control: usize, st: &State, s: usize, t: usize) -> f64 {
+    let shared: f64 = workflow
+        .incident(s)
+        .iter()
+        .filter(|k| workflow.incident(t).contains(k))
+        .map(|&k| {
+            let ctl = [(control, 1u32)];
+            let e = workflow.edges()[k];
+            let (a, na) = end_hosts(e.from, &st.hosts, &ctl);
+            let (b, nb) = end_hosts(e.to, &st.hosts, &ctl);
+            super::cost::direct(e.bytes as f64, a, na, b, nb)
+        })
+        .sum();
+    around(workflow, control, &st.hosts, s) + around(workflow, control, &st.hosts, t) - shared
+}
+
 /// Step 3.
 fn refine(workflow: &Workflow, control: usize, mut st: State) -> State {
     let ctl = [(control, 1u32)];
+    let steps = workflow.steps();
     for _ in 0..PASSES {
         let mut improved = false;
-        for s in 0..workflow.steps().len() {
-            let need = workflow.steps()[s].need;
+        for s in 0..steps.len() {
+            let need = steps[s].need;
             let mut targets: Vec<usize> = Vec::new();
             for &k in workflow.incident(s) {
                 let e = workflow.edges()[k];
@@ -252,29 +318,45 @@ fn refine(workflow: &Workflow, control: usize, mut st: State) -> State {
             targets.sort_unstable();
             targets.dedup();
             let before = around(workflow, control, &st.hosts, s);
-            let mut best: Option<(f64, usize, usize, u32)> = None;
+            let mut best: Option<(f64, Move)> = None;
+            let mut consider = |st: &mut State, m: Move, before: f64, t: Option<usize>| {
+                apply(workflow, st, s, m, false);
+                let after = match t {
+                    None => around(workflow, control, &st.hosts, s),
+                    Some(t) => around_pair(workflow, control, st, s, t),
+                };
+                apply(workflow, st, s, m, true);
+                let gain = before - after;
+                if gain > 0.5 && best.is_none_or(|b| gain > b.0) {
+                    best = Some((gain, m));
+                }
+            };
             for (h, count) in st.hosts[s].clone() {
                 for &g in &targets {
                     if g == h {
                         continue;
                     }
                     let k = st.room_for(g, need, count);
-                    if k == 0 {
+                    if k > 0 {
+                        consider(&mut st, Move::Shift { h, g, k }, before, None);
                         continue;
                     }
-                    st.remove(s, need, h, k);
-                    st.add(s, need, g, k);
-                    let gain = before - around(workflow, control, &st.hosts, s);
-                    st.remove(s, need, g, k);
-                    st.add(s, need, h, k);
-                    if gain > 0.5 && best.is_none_or(|b| gain > b.0) {
-                        best = Some((gain, h, g, k));
+                    // No room on g: swap with an instance there (KL-style).
+                    for (t, other) in steps.iter().enumerate() {
+                        if t == s || st.hosts[t].binary_search_by_key(&g, |e| e.0).is_err() {
+                            continue;
+                        }
+                        let fits_g = st.free[g].saturating_add(other.need).fits(need);
+                        let fits_h = st.free[h].saturating_add(need).fits(other.need);
+                        if fits_g && fits_h {
+                            let pair_before = around_pair(workflow, control, &st, s, t);
+                            consider(&mut st, Move::Swap { h, g, t }, pair_before, Some(t));
+                        }
                     }
                 }
             }
-            if let Some((_, h, g, k)) = best {
-                st.remove(s, need, h, k);
-                st.add(s, need, g, k);
+            if let Some((_, m)) = best {
+                apply(workflow, &mut st, s, m, false);
                 improved = true;
             }
         }
