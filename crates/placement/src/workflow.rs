@@ -372,6 +372,24 @@ pub fn place(workflow: &Workflow, hosts: &Hosts, policy: WorkflowPolicy) -> Plac
     }
 }
 
+/// The traffic of `placement` if the edges carried `workflow`'s bytes:
+/// a placement made from estimated bytes, evaluated on the bytes an
+/// invocation really moved (`workflow` must have the steps and edges,
+/// in order, that the placement was made for).
+pub fn evaluate(workflow: &Workflow, hosts: &Hosts, placement: &Placement) -> Traffic {
+    assert_eq!(
+        workflow.steps.len(),
+        placement.hosts.len(),
+        "the placement is for another workflow"
+    );
+    cost::traffic(
+        workflow,
+        hosts.control,
+        &placement.hosts,
+        placement.policy.relays(),
+    )
+}
+
 /// A placement being built: per step `(host, count)` sorted by host, and
 /// every host's free room left.
 #[derive(Debug, Clone)]

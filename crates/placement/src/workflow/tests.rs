@@ -237,3 +237,13 @@ fn refinement_pulls_a_step_next_to_its_heavy_neighbour() {
     let refined = locality::refine_for_test(&w, 0, start);
     assert_eq!(cost::total_direct(&w, 0, &refined.hosts), 0.0);
 }
+
+#[test]
+fn evaluate_uses_the_bytes_given() {
+    let w = Workflow::new(vec![step("a", 1), step("b", 1)], vec![edge(0, 1, 10)]).unwrap();
+    let h = hosts(2, 1);
+    let p = place(&w, &h, WorkflowPolicy::RoundRobin);
+    assert_eq!(p.traffic.cross_host_bytes, 10);
+    let actual = Workflow::new(vec![step("a", 1), step("b", 1)], vec![edge(0, 1, 99)]).unwrap();
+    assert_eq!(evaluate(&actual, &h, &p).cross_host_bytes, 99);
+}
