@@ -49,6 +49,7 @@ pub enum WorkflowKind {
     Genome,
     Soykb,
     /// A split, mappers, reducers and a merge over `mapreduce_bytes`.
+    #[serde(rename = "mapreduce")]
     MapReduce,
 }
 
@@ -317,6 +318,13 @@ mod tests {
         bad(|c| c.link_bits_per_s = 0.0, "--link-gbps 0");
         bad(|c| c.link_bits_per_s = f64::NAN, "--link-gbps");
         bad(|c| c.mapreduce_bytes = 0, "--map-reduce-bytes 0");
+    }
+
+    #[test]
+    fn kinds_serialise_as_they_print() {
+        for k in WorkflowKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.to_string());
+        }
     }
 
     #[test]
