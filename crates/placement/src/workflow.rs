@@ -376,6 +376,10 @@ pub fn place(workflow: &Workflow, hosts: &Hosts, policy: WorkflowPolicy) -> Plac
 /// a placement made from estimated bytes, evaluated on the bytes an
 /// invocation really moved (`workflow` must have the steps and edges,
 /// in order, that the placement was made for).
+///
+/// # Panics
+///
+/// If `workflow` has another number of steps than the placement.
 pub fn evaluate(workflow: &Workflow, hosts: &Hosts, placement: &Placement) -> Traffic {
     assert_eq!(
         workflow.steps.len(),
