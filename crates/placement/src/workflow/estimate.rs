@@ -107,6 +107,35 @@ mod tests {
         assert_eq!(e.observations(), 3);
     }
 
+    proptest::proptest! {
+        /// The estimate stays between the smallest and the largest of the
+        /// prior and the observations, and equals the prior until observed.
+        #[test]
+        fn the_estimate_stays_within_what_it_saw(
+            prior in 0u64..1 << 40,
+            seen in proptest::collection::vec(0u64..1 << 40, 0..20),
+            alpha in 0.01f64..=1.0,
+            after in 1u32..10,
+        ) {
+            let blend = Blend::new(alpha, after).unwrap();
+            let mut e = EdgeEstimate::new(prior);
+            proptest::prop_assert_eq!(e.bytes(blend), prior);
+            let (mut lo, mut hi) = (prior, prior);
+            for (i, &b) in seen.iter().enumerate() {
+                e.observe(b, blend);
+                lo = lo.min(b);
+                hi = hi.max(b);
+                let x = e.bytes(blend);
+                proptest::prop_assert!(lo <= x && x <= hi, "{} not in {}..={}", x, lo, hi);
+                if i + 1 >= after as usize {
+                    // The prior no longer counts: within the observations.
+                    let (olo, ohi) = (seen[..=i].iter().min().unwrap(), seen[..=i].iter().max().unwrap());
+                    proptest::prop_assert!(*olo <= x && x <= *ohi);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_blend_is_checked() {
         for (a, n) in [(0.0, 1), (1.5, 1), (f64::NAN, 1), (0.5, 0), (-0.1, 3)] {
