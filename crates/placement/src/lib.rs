@@ -41,6 +41,11 @@
 //! # Ok::<(), stratus_placement::PlacementError>(())
 //! ```
 //!
+//! [`workflow`] places one workflow invocation's step instances so that
+//! few bytes cross hosts (`locality`), with the baselines `centralised`,
+//! `round-robin` and `random:SEED`; also pure, and driven by the simulator
+//! (`stratus sim --workflows`).
+//!
 //! The activator decides *how many* instances a function has; placement
 //! decides *where*. The control plane (`stratus-cluster`'s `Directory`)
 //! drives this code for every instance it starts on a worker, and the
