@@ -41,6 +41,11 @@
 //! # Ok::<(), stratus_placement::PlacementError>(())
 //! ```
 //!
+//! [`workflow`] places one workflow invocation's step instances so that
+//! few bytes cross hosts (`locality`), with the baselines `centralised`,
+//! `round-robin` and `random:SEED`; also pure, and driven by the simulator
+//! (`stratus sim --workflows`).
+//!
 //! The activator decides *how many* instances a function has; placement
 //! decides *where*. The control plane (`stratus-cluster`'s `Directory`)
 //! drives this code for every instance it starts on a worker, and the
@@ -54,12 +59,14 @@ mod policy;
 mod resources;
 mod rng;
 mod scale_down;
+pub mod workflow;
 
 pub use cluster::{Cluster, ClusterError, Node, MAX_NODES};
 pub use demand::{Demand, DemandError, Demands};
 pub use plan::{plan, Change, Options, Plan, PlanError, Reason, Unplaced};
 pub use policy::{Fallback, Policy, PolicyError};
 pub use resources::{Resources, MAX_NODE_CORES_MILLI, MAX_NODE_MEMORY_BYTES};
+pub use workflow::{WorkflowPolicy, WorkflowPolicyError};
 
 /// Microseconds since the driver's epoch (the activator's `Micros`).
 pub type Micros = u64;

@@ -10,6 +10,7 @@ use stratus_synth::trace::TraceError;
 
 use crate::engine::CpuClock;
 use crate::metrics::Report;
+use crate::workflows::{WorkflowReport, WorkflowSimConfig};
 use crate::workload::{from_trace, Function, TraceText};
 use crate::SimConfig;
 
@@ -202,4 +203,95 @@ fn draw(
     ))?;
     root.present()?;
     Ok(())
+}
+
+/// The Azure DAG shape CDFs (2021) in `dir`.
+pub fn load_dag_shapes(dir: &Path) -> Result<stratus_synth::AzureShapes, IoError> {
+    let cdf = |name: &str| -> Result<stratus_synth::Cdf, IoError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|source| IoError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(stratus_synth::parse_cdf(
+            &path.display().to_string(),
+            &text,
+        )?)
+    };
+    Ok(stratus_synth::AzureShapes {
+        nodes: cdf("total_nodes_cdf.csv")?,
+        depth: cdf("depth_cdf.csv")?,
+        width: cdf("width_cdf.csv")?,
+    })
+}
+
+/// Writes a workflow replay's report: `config.json`, `summary.json` (one
+/// entry per policy and workflow), `invocations.csv` (one row per
+/// invocation and policy) and `transfer.svg` (the modelled transfer time
+/// per invocation, step to step and input/output, per workflow and policy).
+pub fn write_workflow_report(
+    out: &Path,
+    cfg: &WorkflowSimConfig,
+    wall_s: f64,
+    report: &WorkflowReport,
+) -> Result<ReportDir, IoError> {
+    let dir = ReportDir::create(out, "sim-workflows", serde_json::json!({ "sim": cfg }))?;
+    dir.write_json(
+        "summary.json",
+        &serde_json::json!({ "wall_s": wall_s, "workflows": report.summaries }),
+    )?;
+    let mut csv = CsvTable::new(&[
+        "policy",
+        "workflow",
+        "dag",
+        "invocation",
+        "steps",
+        "edge_bytes",
+        "cross_host_bytes",
+        "intermediate_cross_bytes",
+        "control_plane_bytes",
+        "busiest_link_bytes",
+        "transfer_serial_s",
+        "unplaced_instances",
+    ]);
+    let bytes_per_s = cfg.link_bits_per_s / 8.0;
+    for i in &report.invocations {
+        csv.row([
+            i.policy.clone(),
+            i.kind.to_string(),
+            i.dag.to_string(),
+            i.index.to_string(),
+            i.steps.to_string(),
+            i.edge_bytes.to_string(),
+            i.cross_host_bytes.to_string(),
+            i.intermediate_cross_bytes.to_string(),
+            i.control_plane_bytes.to_string(),
+            i.busiest_link_bytes.to_string(),
+            format!("{:.6}", i.cross_host_bytes as f64 / bytes_per_s),
+            i.unplaced_instances.to_string(),
+        ]);
+    }
+    dir.write("invocations.csv", &csv.into_bytes())?;
+    let groups: Vec<(String, Vec<f64>)> = report
+        .summaries
+        .iter()
+        .map(|s| {
+            let inter = s.mean_intermediate_cross_bytes / bytes_per_s * 1e3;
+            let io = (s.mean_cross_host_bytes - s.mean_intermediate_cross_bytes).max(0.0)
+                / bytes_per_s
+                * 1e3;
+            (format!("{} / {}", s.kind, s.policy), vec![inter, io])
+        })
+        .collect();
+    stratus_report::plot_stacked_bars(
+        &dir.path.join("transfer.svg"),
+        &format!(
+            "modelled cross-host transfer time per invocation, one {} Gbit/s link ({} hosts)",
+            cfg.link_bits_per_s / 1e9,
+            cfg.nodes
+        ),
+        &["step to step", "input and output"],
+        &groups,
+    )?;
+    Ok(dir)
 }

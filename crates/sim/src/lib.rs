@@ -11,6 +11,9 @@
 //! - [`engine`]: the event core in virtual time ([`Sim`]); pure: CPU time is
 //!   read through a [`CpuClock`] the driver passes in.
 //! - [`metrics`]: counters and the [`Report`].
+//! - [`workflows`]: the workflow mode (`--workflows`): cross-node bytes of
+//!   workflow invocations placed by `stratus_placement::workflow::place`,
+//!   per workflow-placement policy (pure).
 //! - [`io`]: reading the trace files, the thread's CPU clock, writing the
 //!   report directory (the only module doing IO).
 
@@ -18,6 +21,7 @@ pub mod config;
 pub mod engine;
 pub mod io;
 pub mod metrics;
+pub mod workflows;
 pub mod workload;
 
 pub use config::{ConfigError, SimConfig};

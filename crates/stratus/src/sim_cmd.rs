@@ -7,7 +7,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use stratus_scaling::PolicySpec;
 use stratus_sim::config::{parse_cold_start, parse_memory};
-use stratus_sim::io::{load_trace, write_report, ThreadCpu};
+use stratus_sim::io::{
+    load_dag_shapes, load_trace, write_report, write_workflow_report, ThreadCpu,
+};
+use stratus_sim::workflows::{self, WorkflowKind, WorkflowSimConfig};
 use stratus_sim::{Sim, SimConfig};
 
 #[derive(Args, Debug)]
@@ -63,9 +66,51 @@ pub struct SimArgs {
     /// The report directory (must be new or empty).
     #[arg(long)]
     out: PathBuf,
+    /// Workflow mode: replay these workflows instead of the function trace
+    /// (comma-separated: azure, cycles, epigenomics, genome, soykb,
+    /// mapreduce, or all) and report their cross-node bytes. --nodes are
+    /// then worker hosts, next to a control-plane host of their own.
+    #[arg(long)]
+    workflows: Option<String>,
+    /// Workflow mode: locality, centralised, round-robin, random:SEED, or
+    /// all (every policy in one run, with a comparison table).
+    #[arg(long, default_value = "locality", requires = "workflows")]
+    workflow_placement: String,
+    /// Workflow mode: invocations per workflow.
+    #[arg(long, default_value_t = 100, requires = "workflows")]
+    invocations: u32,
+    /// Workflow mode: invocations holding their hosts' room at once.
+    #[arg(long, default_value_t = 1, requires = "workflows")]
+    in_flight: u32,
+    /// Workflow mode: distinct Azure-shaped DAGs, invoked in turn.
+    #[arg(long, default_value_t = 20, requires = "workflows")]
+    azure_dags: u32,
+    /// Workflow mode: memory of each step's instance.
+    #[arg(long, default_value = "512MiB", value_parser = parse_memory, requires = "workflows")]
+    instance_memory: u64,
+    /// Workflow mode: the steps' output sizes: production (the
+    /// synthesiser's default: median 1 KiB, heavy tail) or a size (4MiB).
+    #[arg(long, default_value = "production", requires = "workflows")]
+    payload: String,
+    /// Workflow mode: the map-reduce's input.
+    #[arg(long, default_value = "64MiB", value_parser = parse_memory, requires = "workflows")]
+    map_reduce_bytes: u64,
+    /// Workflow mode: every link's speed in Gbit/s (full duplex).
+    #[arg(long, default_value_t = 1.0, requires = "workflows")]
+    link_gbps: f64,
+    /// Workflow mode: the Azure DAG shape CDFs (2021).
+    #[arg(
+        long,
+        default_value = "data/azure-dag-shapes-2021",
+        requires = "workflows"
+    )]
+    dag_shapes: PathBuf,
 }
 
 pub fn run(a: SimArgs) -> Result<()> {
+    if let Some(kinds) = a.workflows.clone() {
+        return run_workflows(a, &kinds);
+    }
     let minutes = match (a.minutes, a.hours) {
         (Some(m), _) => m,
         (None, Some(h)) => h.saturating_mul(60),
@@ -136,6 +181,86 @@ pub fn run(a: SimArgs) -> Result<()> {
         t.plan_calls,
         t.scaling_decisions_per_cpu_s.unwrap_or(0.0),
         wall,
+    );
+    println!("report: {}", dir.path.display());
+    Ok(())
+}
+
+fn run_workflows(a: SimArgs, kinds: &str) -> Result<()> {
+    // Every option is checked before anything is read or run.
+    let cfg = WorkflowSimConfig {
+        nodes: a.nodes,
+        node_cores: a.cores,
+        node_memory_bytes: a.memory,
+        kinds: workflows::parse_kinds(kinds)?,
+        policies: workflows::parse_policies(&a.workflow_placement, a.seed)?,
+        invocations: a.invocations,
+        in_flight: a.in_flight,
+        azure_dags: a.azure_dags,
+        instance_millicores: a.instance_millicores,
+        instance_memory_bytes: a.instance_memory,
+        payload: workflows::parse_payload(&a.payload)?,
+        mapreduce_bytes: a.map_reduce_bytes,
+        link_bits_per_s: a.link_gbps * 1e9,
+        seed: a.seed,
+        ..WorkflowSimConfig::default()
+    };
+    cfg.validate()?;
+    let shapes = if cfg.kinds.contains(&WorkflowKind::Azure) {
+        Some(load_dag_shapes(&a.dag_shapes)?)
+    } else {
+        None
+    };
+    let clock = ThreadCpu;
+    let t0 = Instant::now();
+    let report = workflows::replay(&cfg, shapes.as_ref(), &clock)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let dir = write_workflow_report(&a.out, &cfg, wall, &report)
+        .with_context(|| format!("writing the report to {}", a.out.display()))?;
+    const MIB: f64 = (1u64 << 20) as f64;
+    let mut rows = Vec::new();
+    for s in &report.summaries {
+        let pct = |x: Option<f64>| x.map_or("-".into(), |f| format!("{:.1}%", 100.0 * f));
+        rows.push(vec![
+            s.kind.to_string(),
+            s.policy.clone(),
+            format!("{:.3}", s.mean_edge_bytes / MIB),
+            format!("{:.3}", s.mean_cross_host_bytes / MIB),
+            format!("{:.3}", s.mean_intermediate_cross_bytes / MIB),
+            format!("{:.3}", s.mean_control_plane_bytes / MIB),
+            format!("{:.1}", 1e3 * s.mean_transfer_serial_s),
+            format!("{:.1}", 1e3 * s.mean_transfer_busiest_s),
+            pct(s.fewer_intermediate_than_random),
+            pct(s.fewer_cross_host_than_random),
+            s.unplaced_instances.to_string(),
+            s.decisions_per_cpu_s
+                .map_or("-".into(), |d| format!("{d:.0}")),
+        ]);
+    }
+    rows.sort_by(|x, y| x[0].cmp(&y[0]));
+    print!(
+        "{}",
+        stratus_report::table(
+            &[
+                "workflow",
+                "policy",
+                "edge MiB/inv",
+                "cross-host MiB/inv",
+                "step-to-step MiB/inv",
+                "control-plane MiB/inv",
+                "transfer ms (serial)",
+                "transfer ms (busiest link)",
+                "step-to-step vs random",
+                "all vs random",
+                "unplaced",
+                "decisions/CPU-s",
+            ],
+            &rows,
+        )
+    );
+    println!(
+        "{} invocations per workflow on {} worker hosts of {} cores at {} Gbit/s; {:.1} s wall",
+        cfg.invocations, cfg.nodes, cfg.node_cores, a.link_gbps, wall
     );
     println!("report: {}", dir.path.display());
     Ok(())

@@ -1,3 +1,5 @@
 //! Integration tests of the placement core through its public API.
 
 mod props;
+mod workflow;
+mod workflow_props;

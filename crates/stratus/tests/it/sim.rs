@@ -135,3 +135,90 @@ fn sim_rejects_impossible_clusters_and_bad_traces_before_running() {
     let (ok, text) = stratus(&["sim", "--trace", tmp.path().to_str().unwrap(), "--out", o]);
     assert!(!ok && text.contains("no trace here"), "{text}");
 }
+
+#[test]
+fn sim_workflows_compares_every_placement_policy_in_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("wf");
+    let (ok, text) = stratus(&[
+        "sim",
+        "--workflows",
+        "azure,cycles,mapreduce",
+        "--workflow-placement",
+        "all",
+        "--nodes",
+        "4",
+        "--cores",
+        "16",
+        "--invocations",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("step-to-step vs random"), "{text}");
+    assert!(
+        text.contains("10 invocations per workflow on 4 worker hosts"),
+        "{text}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let rows = summary["workflows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3 * 4, "{summary}");
+    for r in rows.iter().filter(|r| r["policy"] == "locality") {
+        let fewer = r["fewer_intermediate_than_random"].as_f64().unwrap();
+        assert!(fewer >= 0.9, "{r}");
+    }
+    let csv = std::fs::read_to_string(out.join("invocations.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 4 * 10);
+    let svg = std::fs::read_to_string(out.join("transfer.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["kind"], "sim-workflows");
+}
+
+#[test]
+fn sim_workflows_rejects_bad_options_before_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let o = out.to_str().unwrap();
+    for (args, want) in [
+        (vec!["--workflows", "cycle"], "unknown workflow \"cycle\""),
+        (
+            vec!["--workflows", "all", "--workflow-placement", "spread"],
+            "--workflow-placement \"spread\"",
+        ),
+        (vec!["--workflows", "all", "--nodes", "0"], "--nodes 0"),
+        (
+            vec!["--workflows", "all", "--invocations", "0"],
+            "--invocations 0",
+        ),
+        (
+            vec!["--workflows", "all", "--link-gbps", "0"],
+            "--link-gbps 0",
+        ),
+        (
+            vec!["--workflows", "all", "--payload", "4MB"],
+            "--payload \"4MB\"",
+        ),
+        (
+            vec!["--workflows", "all", "--instance-memory", "256GiB"],
+            "--instance-memory 262144 MiB",
+        ),
+        (
+            vec!["--workflows", "azure", "--dag-shapes", "/nonexistent"],
+            "/nonexistent/total_nodes_cdf.csv",
+        ),
+        // Workflow options without --workflows.
+        (vec!["--invocations", "5"], "--workflows"),
+    ] {
+        let mut all = vec!["sim"];
+        all.extend(args.iter().copied());
+        all.extend(["--out", o]);
+        let (ok, text) = stratus(&all);
+        assert!(!ok, "{args:?}");
+        assert!(text.contains(want), "{args:?}: {text}");
+    }
+    assert!(!out.exists(), "nothing written for a run that cannot start");
+}
