@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use stratus_placement::{plan, Cluster, Demand, Demands, Node, Options, Resources};
+use stratus_placement::{plan, Cluster, Demand, Demands, Node, Options, Policy, Resources};
 use stratus_scaling::{Action, InstanceId, KeepAlive, Micros, PoolState, Scaling};
 
 use crate::config::{ConfigError, SimConfig};
@@ -101,6 +101,8 @@ pub struct Sim<'c> {
     m: Metrics,
     /// Memory (MiB) of ready instances holding no lease, now.
     idle_mib: u64,
+    /// Placement decisions made (seeds `random:SEED`'s draws).
+    decisions: u64,
 }
 
 impl<'c> Sim<'c> {
@@ -157,6 +159,7 @@ impl<'c> Sim<'c> {
         let mut sim = Sim {
             used: vec![Resources::default(); cfg.nodes as usize],
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            decisions: 0,
             m: Metrics::new(cfg.minutes),
             cfg,
             funcs,
@@ -485,8 +488,18 @@ impl<'c> Sim<'c> {
             .map(|(&n, &c)| (self.names[n as usize].clone(), c))
             .collect();
         let demands = Demands::new(vec![d]).expect("one valid demand");
+        // `random:SEED` draws from a new seed each decision (as the control
+        // plane's `Directory` does): one seed for every call repeats the
+        // same draws.
+        let policy = match self.cfg.placement {
+            Policy::Random { seed } => Policy::Random {
+                seed: seed ^ self.decisions.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            },
+            p => p,
+        };
+        self.decisions += 1;
         let options = Options {
-            policy: self.cfg.placement,
+            policy,
             now: self.now,
             stale_after: Micros::MAX,
         };

@@ -194,3 +194,26 @@ fn a_saturated_cluster_retries_once_a_second_per_function() {
     let bound = 400 * 4 + 2 * 60 * 20;
     assert!(r.events < bound, "{} events, bound {bound}", r.events);
 }
+
+#[test]
+fn random_placement_draws_anew_for_each_sandbox() {
+    // 16 one-core sandboxes at once on 8 nodes of 4 cores: the same seed
+    // for every decision would fill the nodes one after another.
+    let mut cfg = small(8, 2);
+    cfg.placement = "random:1".parse().unwrap();
+    let burst = function("burst", 128, 60_000.0, vec![16, 0]);
+    let mut sim = Sim::new(cfg, vec![burst], &NoClock).unwrap();
+    while let Some(Reverse((t, _, ev))) = sim.queue.pop() {
+        sim.advance(t);
+        sim.step(ev);
+        if sim.used.iter().map(|u| u.cores_milli).sum::<u32>() >= 16_000 {
+            break;
+        }
+    }
+    let busy = sim.used.iter().filter(|u| u.cores_milli > 0).count();
+    assert!(
+        busy >= 6,
+        "16 sandboxes on only {busy} of 8 nodes: {:?}",
+        sim.used
+    );
+}
