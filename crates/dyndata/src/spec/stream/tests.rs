@@ -93,13 +93,17 @@ fn bad_parameters_name_the_field() {
     );
 }
 
-/// The stream-learner and drift-trigger example pipelines parse.
+/// The stream-learner, drift-trigger and river-comparison example pipelines parse.
 #[test]
 fn stream_example_pipelines_parse() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipelines");
     for (name, model, trigger) in [
         ("elec2-stream.yaml", "Arf", "EverySamples(1000)"),
         ("elec2-drift.yaml", "Mlp", "Compose { all: false"),
+        ("elec2-day-arf.yaml", "Arf", "EverySamples(1000)"),
+        ("gen-windows1000.yaml", "Mlp", "EverySamples(1000)"),
+        ("gen-drift.yaml", "Mlp", "Compose { all: false"),
+        ("digits-stream.yaml", "LogReg", "EverySamples(50)"),
     ] {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         let p = parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
