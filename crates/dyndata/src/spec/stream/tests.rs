@@ -103,7 +103,7 @@ fn stream_example_pipelines_parse() {
         ("elec2-day-arf.yaml", "Arf", "EverySamples(1000)"),
         ("gen-windows1000.yaml", "Mlp", "EverySamples(1000)"),
         ("gen-drift.yaml", "Mlp", "Compose { all: false"),
-        ("digits-stream.yaml", "LogReg", "EverySamples(50)"),
+        ("digits-stream.yaml", "LogReg", "EverySamples(10)"),
     ] {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         let p = parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
