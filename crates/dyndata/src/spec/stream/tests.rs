@@ -86,9 +86,22 @@ fn bad_parameters_name_the_field() {
         "#]],
     );
     check(
+        "{id: online_logreg, lr: 0, grace_period: 10}",
+        expect![[r#"
+            p.yaml:3:32: model.lr: 0 is out of range; use a rate in (0, 10]
+            p.yaml:3:35: model.grace_period: unknown field; known fields: id, lr
+        "#]],
+    );
+    check(
+        "{id: online_logreg, lr: 0.05}",
+        expect![[r#"
+            Model { id: OnlineLogReg, hidden: [], channels: [], learner: OnlineLogReg(LinearConfig { lr: 0.05 }) }
+        "#]],
+    );
+    check(
         "{id: random_forest}",
         expect![[r#"
-            p.yaml:3:13: model.id: unknown value 'random_forest'; use one of logreg, mlp, cnn, hoeffding_tree, hat, arf
+            p.yaml:3:13: model.id: unknown value 'random_forest'; use one of logreg, mlp, cnn, hoeffding_tree, hat, arf, online_logreg
         "#]],
     );
 }
