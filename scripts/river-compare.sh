@@ -3,7 +3,7 @@
 # docs/benchmarks.md. For each generated stream (scripts/gen-streams.sh):
 #   1. MLP(32) in the anchor setup (examples/pipelines/gen-windows1000.yaml):
 #      all (the all-data training cost), new_data, uniform-25, freshness-5,
-#      and the stream learners hoeffding_tree, hat, arf;
+#      and the stream learners hoeffding_tree, hat, arf, online_logreg;
 #   2. logistic regression, the same setup, last window and freshness-5;
 #   3. the drift-triggered pipeline (examples/pipelines/gen-drift.yaml:
 #      ADWIN or every 5000) and hat reset by the same ADWIN.
@@ -29,7 +29,7 @@ for s in "${STREAMS[@]}"; do
     "$ROOT/examples/pipelines/gen-windows1000.yaml" >"$d/logreg.yaml"
   cp "$ROOT/examples/pipelines/gen-drift.yaml" "$d/drift.yaml"
   "$S" train run "$d/mlp.yaml" --out "$d/mlp" \
-    --strategies all,new_data,uniform:0.25,freshness:0.05,hoeffding_tree,hat,arf >/dev/null
+    --strategies all,new_data,uniform:0.25,freshness:0.05,hoeffding_tree,hat,arf,online_logreg >/dev/null
   "$S" train run "$d/logreg.yaml" --out "$d/logreg" --strategies new_data,freshness:0.05 >/dev/null
   "$S" train run "$d/drift.yaml" --out "$d/drift" --strategies pipeline,hat >/dev/null
 done
