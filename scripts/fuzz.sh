@@ -43,8 +43,11 @@ run_one() {
   mkdir -p "corpus/$t" "artifacts/$t"
   # -fork keeps going past a crash only with -ignore_crashes; we want to stop
   # at the first one and keep its input in artifacts/.
+  # A target's tokens, when fuzz/dicts has them (dicts/<target>.dict).
+  local dict=()
+  [ -f "dicts/$t.dict" ] && dict=(-dict="dicts/$t.dict")
   cargo +nightly fuzz run "$t" "corpus/$t" -- \
-    -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 \
+    -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 "${dict[@]}" \
     >"logs/$t.log" 2>&1 || true
 }
 export -f run_one

@@ -1,9 +1,20 @@
 #!/usr/bin/env python3
 """Prequential (test-then-train) accuracy of river's stream learners on the
-data/drift streams, for stratus-learn's agreement test and docs/benchmarks.md.
+data/drift streams and on the generated drift streams, for stratus-learn's
+agreement test and docs/benchmarks.md.
 
-    python3 -m venv /tmp/rv && /tmp/rv/bin/pip install river
+    python3 -m venv /tmp/rv && /tmp/rv/bin/pip install river==0.26.1
     /tmp/rv/bin/python scripts/river_check.py > data/river/prequential.csv
+    # the four generated streams (100,000 samples each, fixed seeds; see
+    # scripts/gen-streams.sh), appended:
+    scripts/gen-streams.sh target/release/stratus /tmp/stratus-streams
+    /tmp/rv/bin/python scripts/river_check.py --dir /tmp/stratus-streams \
+        sea agrawal hyperplane rbf >> data/river/prequential.csv
+
+Arguments: stream names (default: the data/drift streams); a name is read from
+data/drift/NAME.csv, or from DIR/NAME.csv with --dir DIR. --models M,... runs
+only those models (hoeffding_tree, hat, arf, logreg); --no-header leaves out
+the header lines (for appending).
 
 Every sample is predicted, then learned; a prediction of None (a model that
 knows nothing yet) counts as wrong, and every sample counts (river's own
@@ -24,8 +35,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 STREAMS = ["elec2", "weather", "digits8x8"]
 
 
-def load(name):
-    with open(os.path.join(ROOT, "data", "drift", name + ".csv"), newline="") as f:
+def load(path):
+    with open(path, newline="") as f:
         rows = list(csv.reader(f))
     # digits8x8.csv has no header row: a first row of numbers is data.
     try:
@@ -44,18 +55,36 @@ def models(binary):
     ]
     if binary:
         out.append(("logreg", lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression()))
+    else:
+        # more than two classes: multinomial logistic (softmax) regression
+        out.append(("logreg", lambda: preprocessing.StandardScaler() | linear_model.SoftmaxRegression()))
     return out
 
 
 def main():
-    print(f"# river {river.__version__}, python {platform.python_version()}, {platform.machine()}")
-    print("# command: python3 scripts/river_check.py > data/river/prequential.csv")
-    print("stream,model,n,accuracy,seconds")
-    only = sys.argv[1:] or STREAMS
-    for name in only:
-        data = load(name)
+    args = sys.argv[1:]
+    folder, wanted, header = os.path.join(ROOT, "data", "drift"), None, True
+    names = []
+    while args:
+        a = args.pop(0)
+        if a == "--dir":
+            folder = args.pop(0)
+        elif a == "--models":
+            wanted = set(args.pop(0).split(","))
+        elif a == "--no-header":
+            header = False
+        else:
+            names.append(a)
+    if header:
+        print(f"# river {river.__version__}, python {platform.python_version()}, {platform.machine()}")
+        print("# command: python3 scripts/river_check.py > data/river/prequential.csv")
+        print("stream,model,n,accuracy,seconds")
+    for name in names or STREAMS:
+        data = load(os.path.join(folder, name + ".csv"))
         binary = len({y for _, y in data}) == 2
         for model_name, make in models(binary):
+            if wanted is not None and model_name not in wanted:
+                continue
             m = make()
             correct = 0
             t0 = time.perf_counter()

@@ -5,17 +5,20 @@
 //! - `drift`: ADWIN, DDM, EDDM, Page-Hinkley behind `DriftDetector`.
 //! - `tree`: the Hoeffding tree (VFDT) and the Hoeffding Adaptive Tree.
 //! - `arf`: the Adaptive Random Forest.
+//! - `linear`: online logistic / softmax regression (per-sample SGD).
 //! - `eval`: prequential accuracy, overall and per sliding window.
 
 pub mod arf;
 pub mod drift;
 pub mod eval;
 mod gauss;
+pub mod linear;
 pub mod tree;
 
 pub use arf::{AdaptiveRandomForest, ArfConfig, MaxFeatures};
 pub use drift::{Detector, DetectorSpec, DriftDetector, DriftState};
 pub use eval::{prequential, Prequential};
+pub use linear::{LinearConfig, OnlineLogReg};
 pub use tree::{HatConfig, HoeffdingAdaptiveTree, HoeffdingTree, LeafPrediction, TreeConfig};
 
 /// A learner parameter out of range (`name` is the parameter's name).
@@ -122,6 +125,7 @@ pub enum LearnerSpec {
     HoeffdingTree(TreeConfig),
     Hat(HatConfig),
     Arf(ArfConfig),
+    OnlineLogReg(LinearConfig),
 }
 
 impl LearnerSpec {
@@ -142,6 +146,9 @@ impl LearnerSpec {
             )?),
             LearnerSpec::Arf(c) => {
                 Box::new(AdaptiveRandomForest::new(c.clone(), n_features, n_classes)?)
+            }
+            LearnerSpec::OnlineLogReg(c) => {
+                Box::new(OnlineLogReg::new(c.clone(), n_features, n_classes)?)
             }
         })
     }
@@ -182,6 +189,7 @@ impl LearnerSpec {
                 ]);
                 v
             }
+            LearnerSpec::OnlineLogReg(c) => vec![("lr", c.lr.to_string())],
         }
     }
 }

@@ -1,9 +1,9 @@
-//! The Hoeffding tree's prequential accuracy on the data/drift streams
+//! The Hoeffding tree's (and the online logistic regression's) prequential accuracy on the data/drift streams
 //! against river's, recorded by scripts/river_check.py in
 //! data/river/prequential.csv (no Python needed here). The target:
 //! within 1 point.
 
-use stratus_learn::{prequential, HoeffdingTree, TreeConfig};
+use stratus_learn::{prequential, HoeffdingTree, LinearConfig, OnlineLogReg, TreeConfig};
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -79,4 +79,29 @@ fn hoeffding_tree_agrees_with_river_on_weather() {
 #[test]
 fn hoeffding_tree_agrees_with_river_on_digits() {
     agree("digits8x8");
+}
+
+/// The online logistic (softmax) regression against river's
+/// `StandardScaler | LogisticRegression` (`SoftmaxRegression` on digits):
+/// the same algorithm, deterministic on both sides, within 0.5 points.
+fn linear_agrees(stream: &str) {
+    let (xs, ys, d) = load(stream);
+    let nc = ys.iter().max().unwrap() + 1;
+    let (n, theirs) =
+        river(stream, "logreg").unwrap_or_else(|| panic!("no river row for {stream}"));
+    assert_eq!(n, ys.len(), "{stream}: river saw another stream length");
+    let mut m = OnlineLogReg::new(LinearConfig::default(), d, nc).unwrap();
+    let ours = prequential(&mut m, &xs, d, &ys, 0).accuracy();
+    eprintln!("{stream}: stratus {ours:.5} river {theirs:.5}");
+    assert!(
+        (ours - theirs).abs() <= 0.005,
+        "{stream}: stratus {ours:.5} vs river {theirs:.5}"
+    );
+}
+
+#[test]
+fn online_logreg_agrees_with_river_on_elec2_weather_and_digits() {
+    for s in ["elec2", "weather", "digits8x8"] {
+        linear_agrees(s);
+    }
 }

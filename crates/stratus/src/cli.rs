@@ -175,7 +175,7 @@ pub enum TrainCmd {
         /// Comma-separated NAME[:BUDGET]: pipeline, default, all, new, uniform,
         /// freshness, loss, gradnorm, uncertainty_margin, uncertainty_entropy,
         /// kcenter, craig (default: the pipeline's strategy, all, new_data, uniform:0.25);
-        /// or a stream learner run beside them: hoeffding_tree, hat, arf (no budget).
+        /// or a stream learner run beside them: hoeffding_tree, hat, arf, online_logreg (no budget).
         #[arg(long)]
         strategies: Option<String>,
         /// Only the first N windows of the stream.

@@ -75,7 +75,7 @@ impl Arch {
             ModelId::LogReg => "logreg",
             ModelId::Mlp => "mlp",
             ModelId::Cnn => "cnn",
-            ModelId::HoeffdingTree | ModelId::Hat | ModelId::Arf => {
+            ModelId::HoeffdingTree | ModelId::Hat | ModelId::Arf | ModelId::OnlineLogReg => {
                 return Err(ModelError::Spec {
                     field: "id",
                     message: format!("{} is a stream learner, not a network", model.id.name()),

@@ -144,7 +144,7 @@ pub fn summary_md(title: &str, rows: &[Summary]) -> String {
         "\nnext-window acc: Eval-Stream, the mean over triggers of each new model's accuracy on \
          the next window(s) before training on them. window acc: the mean over windows of the \
          accuracy of the model current when the window arrived. prequential acc: test-then-train \
-         over every sample (per sample for the stream learners hoeffding_tree, hat and arf, which \
+         over every sample (per sample for the stream learners hoeffding_tree, hat, arf and online_logreg, which \
          learn every sample; per window for batch models; samples before the first model count \
          as wrong). Percentages: of the `all` run.\n",
     );

@@ -169,9 +169,14 @@ pub fn parse_strategies(list: &str, p: &Pipeline) -> Result<Vec<StrategyRun>, Ru
             }
             None => (item, None),
         };
-        let stream_id = [ModelId::HoeffdingTree, ModelId::Hat, ModelId::Arf]
-            .into_iter()
-            .find(|id| id.name() == name);
+        let stream_id = [
+            ModelId::HoeffdingTree,
+            ModelId::Hat,
+            ModelId::Arf,
+            ModelId::OnlineLogReg,
+        ]
+        .into_iter()
+        .find(|id| id.name() == name);
         if let Some(id) = stream_id {
             if budget.is_some() {
                 return Err(usage(format!(

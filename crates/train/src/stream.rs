@@ -1,4 +1,4 @@
-//! Stream learners in a pipeline run (`model.id` hoeffding_tree, hat, arf,
+//! Stream learners in a pipeline run (`model.id` hoeffding_tree, hat, arf, online_logreg,
 //! or named in `--strategies`): no store, selection or retraining; the
 //! learner sees every sample once, test-then-train (prequential). Each
 //! window's accuracy is the prequential accuracy over its samples, so the

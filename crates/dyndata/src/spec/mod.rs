@@ -602,6 +602,7 @@ fn read_model(ctx: &mut Ctx<'_>, n: &Node) -> Option<Model> {
                 ("hoeffding_tree", ModelId::HoeffdingTree),
                 ("hat", ModelId::Hat),
                 ("arf", ModelId::Arf),
+                ("online_logreg", ModelId::OnlineLogReg),
             ],
         )
     });

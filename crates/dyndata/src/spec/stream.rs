@@ -1,4 +1,5 @@
-//! `model` fields of the stream learners (`hoeffding_tree`, `hat`, `arf`):
+//! `model` fields of the stream learners (`hoeffding_tree`, `hat`, `arf`,
+//! `online_logreg`):
 //!
 //! ```yaml
 //! model:
@@ -14,11 +15,16 @@
 //!   max_features: sqrt+1    # arf: sqrt+1 (MOA) | sqrt (river) | a count
 //!   warning_delta: 0.01     # arf: ADWIN delta of the warning detector
 //!   drift_delta: 0.001      # arf: ADWIN delta of the drift detector
+//! model:
+//!   id: online_logreg       # per-sample SGD logistic/softmax regression on
+//!   lr: 0.01                #   standardised inputs (river's StandardScaler | LogisticRegression)
 //! ```
 //!
 //! A field that the chosen id does not take is an unknown field.
 
-use stratus_learn::{ArfConfig, HatConfig, LeafPrediction, LearnerSpec, MaxFeatures, TreeConfig};
+use stratus_learn::{
+    ArfConfig, HatConfig, LeafPrediction, LearnerSpec, LinearConfig, MaxFeatures, TreeConfig,
+};
 use stratus_yaml::Node;
 
 use super::{Ctx, MapView, ModelId};
@@ -98,6 +104,7 @@ pub fn default_learner(id: ModelId) -> Option<LearnerSpec> {
             ..HatConfig::default()
         })),
         ModelId::Arf => Some(LearnerSpec::Arf(ArfConfig::default())),
+        ModelId::OnlineLogReg => Some(LearnerSpec::OnlineLogReg(LinearConfig::default())),
         ModelId::LogReg | ModelId::Mlp | ModelId::Cnn => None,
     }
 }
@@ -163,6 +170,21 @@ pub(super) fn read_learner(
                 }
             }
             LearnerSpec::Arf(a)
+        }
+        ModelId::OnlineLogReg => {
+            let mut c = LinearConfig::default();
+            if let Some(v) = m.get("lr") {
+                nodes.push(("lr", v.pos));
+                if let Some(x) = ctx.num(
+                    v,
+                    "model.lr",
+                    |l| l > 0.0 && l <= 10.0,
+                    "use a rate in (0, 10]",
+                ) {
+                    c.lr = x;
+                }
+            }
+            LearnerSpec::OnlineLogReg(c)
         }
         ModelId::LogReg | ModelId::Mlp | ModelId::Cnn => return None,
     };

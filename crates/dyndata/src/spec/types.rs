@@ -67,12 +67,17 @@ pub enum ModelId {
     HoeffdingTree,
     Hat,
     Arf,
+    /// Online logistic / softmax regression (per-sample SGD).
+    OnlineLogReg,
 }
 
 impl ModelId {
     /// Whether this is a stream learner (as opposed to a batch candle model).
     pub fn is_stream(self) -> bool {
-        matches!(self, ModelId::HoeffdingTree | ModelId::Hat | ModelId::Arf)
+        matches!(
+            self,
+            ModelId::HoeffdingTree | ModelId::Hat | ModelId::Arf | ModelId::OnlineLogReg
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -83,6 +88,7 @@ impl ModelId {
             ModelId::HoeffdingTree => "hoeffding_tree",
             ModelId::Hat => "hat",
             ModelId::Arf => "arf",
+            ModelId::OnlineLogReg => "online_logreg",
         }
     }
 }

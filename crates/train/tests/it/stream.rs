@@ -45,7 +45,7 @@ fn batch_and_stream_models_share_one_comparison() {
     let text = run(&args(
         example("elec2-windows1000.yaml"),
         out.clone(),
-        Some("pipeline,new,hoeffding_tree,hat,arf"),
+        Some("pipeline,new,hoeffding_tree,hat,arf,online_logreg"),
         8,
     ))
     .unwrap();
@@ -55,8 +55,8 @@ fn batch_and_stream_models_share_one_comparison() {
     );
     assert!(text.contains("prequential acc"), "{text}");
     let rows = summary(&out);
-    assert_eq!(rows.len(), 5, "{rows:?}");
-    for label in ["hoeffding_tree", "hat", "arf"] {
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for label in ["hoeffding_tree", "hat", "arf", "online_logreg"] {
         let r = row(&rows, label);
         assert_eq!(r["strategy"], "stream");
         assert_eq!(r["train_samples"], 8000, "{r}");

@@ -86,20 +86,37 @@ fn bad_parameters_name_the_field() {
         "#]],
     );
     check(
+        "{id: online_logreg, lr: 0, grace_period: 10}",
+        expect![[r#"
+            p.yaml:3:32: model.lr: 0 is out of range; use a rate in (0, 10]
+            p.yaml:3:35: model.grace_period: unknown field; known fields: id, lr
+        "#]],
+    );
+    check(
+        "{id: online_logreg, lr: 0.05}",
+        expect![[r#"
+            Model { id: OnlineLogReg, hidden: [], channels: [], learner: OnlineLogReg(LinearConfig { lr: 0.05 }) }
+        "#]],
+    );
+    check(
         "{id: random_forest}",
         expect![[r#"
-            p.yaml:3:13: model.id: unknown value 'random_forest'; use one of logreg, mlp, cnn, hoeffding_tree, hat, arf
+            p.yaml:3:13: model.id: unknown value 'random_forest'; use one of logreg, mlp, cnn, hoeffding_tree, hat, arf, online_logreg
         "#]],
     );
 }
 
-/// The stream-learner and drift-trigger example pipelines parse.
+/// The stream-learner, drift-trigger and river-comparison example pipelines parse.
 #[test]
 fn stream_example_pipelines_parse() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipelines");
     for (name, model, trigger) in [
         ("elec2-stream.yaml", "Arf", "EverySamples(1000)"),
         ("elec2-drift.yaml", "Mlp", "Compose { all: false"),
+        ("elec2-day-arf.yaml", "Arf", "EverySamples(1000)"),
+        ("gen-windows1000.yaml", "Mlp", "EverySamples(1000)"),
+        ("gen-drift.yaml", "Mlp", "Compose { all: false"),
+        ("digits-stream.yaml", "LogReg", "EverySamples(10)"),
     ] {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
         let p = parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
