@@ -99,6 +99,20 @@ pub struct Store {
     owner: Option<(u32, u32)>,
     ledger: Mutex<Ledger>,
     t0: Instant,
+    counts: Mutex<Counts>,
+}
+
+/// What the store has done since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Items written from bytes ([`Store::put`]).
+    pub written: u64,
+    /// Output files moved in from instances ([`Store::adopt`]).
+    pub adopted: u64,
+    /// Adopted files copied to the disk tier (memory was full).
+    pub spilled: u64,
+    /// Outputs refused ([`Store::adopt`] errors).
+    pub refused: u64,
 }
 
 /// 128 random bits.
@@ -244,6 +258,7 @@ impl Store {
                 owner: cfg.instance_owner,
                 ledger: Mutex::new(Ledger::new(cfg.budget, ttl_us)),
                 t0: Instant::now(),
+                counts: Mutex::new(Counts::default()),
             },
             a + b,
         ))
@@ -308,6 +323,7 @@ impl Store {
                 source: e,
             });
         }
+        self.counts.lock().written += 1;
         Ok(Item {
             id,
             path,
@@ -325,6 +341,19 @@ impl Store {
     /// and a file some process still holds open for writing (checked with a
     /// read lease, which the kernel grants only when there is no writer).
     pub fn adopt(&self, inv: &str, dir: &Path, name: &[u8]) -> Result<Item, StoreError> {
+        let r = self.adopt_inner(inv, dir, name);
+        let mut c = self.counts.lock();
+        match &r {
+            Ok(i) => {
+                c.adopted += 1;
+                c.spilled += u64::from(i.tier == Tier::Disk);
+            }
+            Err(_) => c.refused += 1,
+        }
+        r
+    }
+
+    fn adopt_inner(&self, inv: &str, dir: &Path, name: &[u8]) -> Result<Item, StoreError> {
         let name = wire::parse_out_name(name)?;
         if dir.parent() != Some(self.out.as_path()) {
             return Err(StoreError::Refused {
@@ -498,6 +527,10 @@ impl Store {
         let l = self.ledger.lock();
         let (m, d) = l.used();
         (m, d, l.items())
+    }
+
+    pub fn counts(&self) -> Counts {
+        *self.counts.lock()
     }
 
     pub fn budget(&self) -> Budget {
