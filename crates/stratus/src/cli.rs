@@ -403,6 +403,8 @@ impl GenCli {
 pub enum BenchCmd {
     /// Orchestration overhead with warm instances: chain of 10, fan-out 16, burst throughput.
     Overhead(stratus_bench::overhead::OverheadArgs),
+    /// Data-heavy workflows on one host: by reference (node data store) vs HTTP bodies vs no data.
+    Data(stratus_bench::data::DataArgs),
     /// The pure DAG engine alone: bookkeeping cost per invocation and per step run.
     Engine(stratus_bench::engine::EngineArgs),
     /// Synthesise benchmark workflows from production trace statistics.
@@ -608,6 +610,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Demo(a) => stratus_embedded::demo::run(a).await,
         Cmd::Bench(BenchCmd::Overhead(a)) => stratus_bench::overhead::run(a).await,
+        Cmd::Bench(BenchCmd::Data(a)) => stratus_bench::data::run(a).await,
         Cmd::Bench(BenchCmd::Engine(a)) => stratus_bench::engine::run(a),
         Cmd::Bench(BenchCmd::Synth(a)) => stratus_bench::synth_cmd::run(a),
         Cmd::Bench(BenchCmd::Run(a)) => stratus_bench::run::run(a).await,
