@@ -2,6 +2,7 @@
 //! embedded platform (`overhead`, `run`, `images`, `snapshots`), the pure
 //! DAG engine alone (`engine`), and the synthesiser's file IO (`synth_cmd`).
 
+pub mod data;
 pub mod engine;
 pub mod images;
 pub mod loadgen;

@@ -103,6 +103,10 @@ impl Sandbox for RemoteSandbox {
         self.runtime
     }
 
+    fn on_this_host(&self) -> bool {
+        false
+    }
+
     async fn start(
         &self,
         spec: &InstanceSpec,

@@ -18,6 +18,7 @@
 //! The pure logic of each handler lives in [`handlers`] as functions from
 //! bytes to bytes, so it can be tested (and reused) without a server.
 
+pub mod byref;
 pub mod config;
 pub mod handlers;
 mod server;

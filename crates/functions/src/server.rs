@@ -92,6 +92,8 @@ pub(crate) struct State {
     memhog: Option<std::sync::Mutex<memhog::Memhog>>,
     /// `flaky`'s calls per idempotency key.
     flaky: flaky::Counts,
+    /// Where outputs go as files (`$STRATUS_DATA_DIR`, by-reference data).
+    out_dir: Option<std::path::PathBuf>,
 }
 
 /// Builds the per-process state; for `memhog` this allocates and fills its
@@ -112,6 +114,7 @@ pub(crate) fn prepare(function: Function, config: Config) -> State {
         bench_output,
         memhog,
         flaky: flaky::Counts::default(),
+        out_dir: crate::byref::out_dir(),
     }
 }
 
@@ -234,13 +237,24 @@ async fn handle(
     }
     let guard = state.stats.enter();
     let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Ok(bad_request(BadInput(format!(
-                "cannot read the request body: {e}"
-            ))))
-        }
+    // By reference: the inputs are files, mapped; the body is empty.
+    let inputs = match crate::byref::Inputs::from_headers(&parts.headers) {
+        None => None,
+        Some(Ok(i)) => Some(i),
+        Some(Err(e)) => return Ok(bad_request(e)),
+    };
+    let body = match &inputs {
+        // `bench` only reads its input (see `run_bench`): no framing copy.
+        Some(_) if state.function == Function::Bench => Bytes::new(),
+        Some(i) => i.body(),
+        None => match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return Ok(bad_request(BadInput(format!(
+                    "cannot read the request body: {e}"
+                ))))
+            }
+        },
     };
     let response = match state.function {
         Function::Echo => {
@@ -253,13 +267,60 @@ async fn handle(
         }
         Function::Noop => Response::new(Full::new(Bytes::new())),
         Function::Spin => run_spin(&state, &body, guard.at_start).await,
-        Function::Bench => run_bench(&state, body.len()).await,
+        Function::Bench => {
+            let input_bytes = match &inputs {
+                Some(i) => {
+                    std::hint::black_box(i.touch());
+                    i.total_len()
+                }
+                None => body.len(),
+            };
+            run_bench(&state, input_bytes).await
+        }
         Function::Memhog => run_memhog(&state).await,
         Function::Flaky => run_flaky(&state, &parts.headers, body.len()).await,
         _ => run_pure(&state, body).await,
     };
+    let response = match (&inputs, &state.out_dir) {
+        (Some(_), Some(dir)) if response.status() == StatusCode::OK => {
+            reply_by_file(dir, response).await
+        }
+        _ => response,
+    };
     drop(guard);
     Ok(response)
+}
+
+/// Writes a response's body into a new file of `dir` and answers with its
+/// name in `stratus-data-out` and an empty body.
+async fn reply_by_file(
+    dir: &std::path::Path,
+    resp: Response<Full<Bytes>>,
+) -> Response<Full<Bytes>> {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => match e {},
+    };
+    let d = dir.to_path_buf();
+    let written = if bytes.len() >= OFFLOAD_BYTES {
+        tokio::task::spawn_blocking(move || crate::byref::write_out(&d, &bytes))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    } else {
+        crate::byref::write_out(&d, &bytes)
+    };
+    match written {
+        Ok(name) => {
+            let v = HeaderValue::from_str(&name).expect("a plain ASCII name");
+            parts.headers.insert(stratus_nodestore::wire::OUT_HEADER, v);
+            Response::from_parts(parts, Full::new(Bytes::new()))
+        }
+        Err(e) => internal_error(format!(
+            "cannot write the output into {}: {e}",
+            dir.display()
+        )),
+    }
 }
 
 async fn run_pure(state: &Arc<State>, body: Bytes) -> Response<Full<Bytes>> {

@@ -84,6 +84,43 @@ pub struct Config {
     /// On shutdown, how long in-flight requests may finish before their
     /// connections are closed.
     pub shutdown_timeout: Duration,
+    /// The node data store for by-reference items (`stratus.dev/data:
+    /// file`); `None`: none, such functions get HTTP bodies.
+    pub data: Option<DataConfig>,
+}
+
+/// Where the node data store keeps items and how much.
+#[derive(Debug, Clone)]
+pub struct DataConfig {
+    /// The memory tier's root: a tmpfs (`/dev/shm` where there is one).
+    pub memory_dir: PathBuf,
+    /// The disk tier's root.
+    pub disk_dir: PathBuf,
+    /// Bytes of items held in the memory tier; more spill to disk.
+    pub memory_bytes: u64,
+    /// Bytes of items held on disk; past it, a step's output is refused.
+    pub disk_bytes: u64,
+    /// Items of an invocation nobody ended (lost) are deleted this long
+    /// after its last activity.
+    pub ttl: Duration,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        let shm = PathBuf::from("/dev/shm");
+        let memory_root = if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        };
+        DataConfig {
+            memory_dir: memory_root.join("stratus-data"),
+            disk_dir: std::env::temp_dir().join("stratus-data"),
+            memory_bytes: 2 << 30,
+            disk_bytes: 32 << 30,
+            ttl: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Default for Config {
@@ -122,6 +159,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
+            data: Some(DataConfig::default()),
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::metrics::TargetMetrics;
 use crate::pool::{FunctionPool, PoolError};
 use crate::Platform;
 
+mod byref;
 mod journaled;
 
 pub type HttpClient = Client<HttpConnector, ChunksBody>;
@@ -95,6 +96,13 @@ pub enum CallError {
     },
     /// The step completed but its journal record could not be made durable.
     Journal(String),
+    /// The node data store could not take an item (full: 507) or refused
+    /// the function's output file (502).
+    Data {
+        function: String,
+        error: String,
+        status: u16,
+    },
 }
 
 impl CallError {
@@ -111,6 +119,7 @@ impl CallError {
             CallError::Pool(PoolError::QueueTimeout { .. }) | CallError::Timeout { .. } => 504,
             CallError::UnknownFunction(_) => 404,
             CallError::EdgeTooLarge { .. } => 413,
+            CallError::Data { status, .. } => *status,
             _ => 502,
         }
     }
@@ -169,6 +178,9 @@ impl std::fmt::Display for CallError {
                 write!(f, "function '{function}' is unavailable: {reason}; fix the node or delete or redeploy the function")
             }
             CallError::Journal(e) => write!(f, "cannot journal the step's output: {e}"),
+            CallError::Data {
+                function, error, ..
+            } => write!(f, "function '{function}', by reference: {error}"),
             CallError::EdgeTooLarge {
                 function,
                 size,
@@ -250,6 +262,7 @@ impl Platform {
         d: Dispatch,
         t0: Instant,
         ctx: crate::retry::CallCtx,
+        sess: Option<Arc<stratus_nodestore::Session>>,
     ) -> RunOutcome {
         if !ctx.wait_until(t0, d.not_before_us).await {
             return RunOutcome::refused(d.run, micros(t0), CallError::Abandoned);
@@ -259,7 +272,7 @@ impl Platform {
         let mut lost = 0;
         loop {
             let (outcome, host) = self
-                .call_once(&pool, d.clone(), t0, &ctx.key, deadline)
+                .call_once(&pool, d.clone(), t0, &ctx.key, deadline, sess.clone())
                 .await;
             match host {
                 Some(host) if lost < HOST_LOSS_RETRIES && Instant::now() < deadline => {
@@ -283,6 +296,7 @@ impl Platform {
         t0: Instant,
         key: &str,
         deadline: Instant,
+        sess: Option<Arc<stratus_nodestore::Session>>,
     ) -> (RunOutcome, Option<String>) {
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let fname = pool.service.name.clone();
@@ -321,12 +335,51 @@ impl Platform {
         let started_us = micros(t0);
         let instance = lease.slot.id.clone();
         let cold_start_us = lease.cold_start_us;
-        let content_type = crate::body::content_type(&d.input);
-        let mut req = http::Request::post(lease.slot.uri.clone())
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(crate::retry::IDEMPOTENCY_HEADER, key)
-            .body(ChunksBody::from(d.input))
-            .expect("valid request");
+        let byref = match (sess, &lease.slot.data_dir) {
+            (Some(sess), Some(dir)) => Some(byref::ByRef {
+                sess,
+                dir: dir.path.clone(),
+            }),
+            _ => None,
+        };
+        let mut req = match &byref {
+            Some(b) => {
+                let (framing, paths) = match byref::stage(&b.sess, &d.input).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        let e = byref::call_error(&fname, e);
+                        return (RunOutcome::refused(d.run, micros(t0), e), None);
+                    }
+                };
+                let mut req = http::Request::post(lease.slot.uri.clone())
+                    .header(crate::retry::IDEMPOTENCY_HEADER, key)
+                    .body(ChunksBody::default())
+                    .expect("valid request");
+                if let Err(e) = byref::add_headers(req.headers_mut(), framing, &paths) {
+                    let e = byref::call_error(&fname, e);
+                    return (RunOutcome::refused(d.run, micros(t0), e), None);
+                }
+                req
+            }
+            None if d.input.len() > self.cfg.max_body_bytes => {
+                // A by-reference function's instance without an output
+                // directory: the body cap applies.
+                let e = CallError::EdgeTooLarge {
+                    function: fname,
+                    size: d.input.len(),
+                    limit: self.cfg.max_body_bytes,
+                };
+                return (RunOutcome::refused(d.run, micros(t0), e), None);
+            }
+            None => {
+                let content_type = crate::body::content_type(&d.input);
+                http::Request::post(lease.slot.uri.clone())
+                    .header(http::header::CONTENT_TYPE, content_type)
+                    .header(crate::retry::IDEMPOTENCY_HEADER, key)
+                    .body(ChunksBody::from(d.input))
+                    .expect("valid request")
+            }
+        };
         if let Some(auth) = &lease.slot.authorization {
             req.headers_mut()
                 .insert(http::header::AUTHORIZATION, auth.clone());
@@ -342,6 +395,13 @@ impl Platform {
                 .await
                 .map_err(|e| Err(crate::error_chain(&e)))?;
             let status = resp.status();
+            let out_file = match &byref {
+                Some(_) if status.is_success() => resp
+                    .headers()
+                    .get(stratus_nodestore::wire::OUT_HEADER)
+                    .cloned(),
+                _ => None,
+            };
             let body = Limited::new(resp.into_body(), limit)
                 .collect()
                 .await
@@ -367,6 +427,11 @@ impl Platform {
                     code: status.as_u16(),
                     body: text,
                 }));
+            }
+            if let (Some(b), Some(name)) = (&byref, out_file) {
+                return byref::adopt(b, name)
+                    .await
+                    .map_err(|e| Ok(byref::call_error(&f2, e)));
             }
             Ok(body)
         });
@@ -540,6 +605,7 @@ impl Platform {
             journal,
             failed: Default::default(),
             deadline,
+            data: None,
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
@@ -677,25 +743,35 @@ impl Platform {
             };
             let refused = if matches!(d.exec.status(), ExecStatus::Failed(_)) {
                 Some(CallError::Abandoned)
-            } else if next.input.len() > self.cfg.max_body_bytes {
-                Some(CallError::EdgeTooLarge {
-                    function: next.function.to_string(),
-                    size: next.input.len(),
-                    limit: self.cfg.max_body_bytes,
-                })
             } else {
                 match self.pool_for(&next.function) {
                     Ok(pool) => {
-                        let this = self.clone();
-                        let t0 = d.t0;
-                        let ctx = crate::retry::CallCtx {
-                            key: crate::retry::idempotency_key(&d.id, next.run),
-                            failed: d.failed.clone(),
+                        // By reference, the body cap does not apply: the
+                        // store's budget does.
+                        let sess = match &pool.data {
+                            Some(store) if byref::fits(&next.input) => {
+                                Some(d.session(store).clone())
+                            }
+                            _ => None,
                         };
-                        d.running.push(Box::pin(
-                            async move { this.call(pool, next, t0, ctx).await },
-                        ));
-                        continue;
+                        if sess.is_none() && next.input.len() > self.cfg.max_body_bytes {
+                            Some(CallError::EdgeTooLarge {
+                                function: next.function.to_string(),
+                                size: next.input.len(),
+                                limit: self.cfg.max_body_bytes,
+                            })
+                        } else {
+                            let this = self.clone();
+                            let t0 = d.t0;
+                            let ctx = crate::retry::CallCtx {
+                                key: crate::retry::idempotency_key(&d.id, next.run),
+                                failed: d.failed.clone(),
+                            };
+                            d.running.push(Box::pin(async move {
+                                this.call(pool, next, t0, ctx, sess).await
+                            }));
+                            continue;
+                        }
                     }
                     Err(e) => Some(e),
                 }
@@ -728,6 +804,9 @@ pub(crate) struct Driver {
     failed: Arc<std::sync::atomic::AtomicBool>,
     /// `spec.timeoutSeconds`: when what is left is cancelled.
     deadline: Option<Instant>,
+    /// The invocation's items in the node data store, made at its first
+    /// by-reference call; they are freed when the last holder drops it.
+    data: Option<Arc<stratus_nodestore::Session>>,
 }
 
 /// What `run_to_end` needs to write the invocation's record.
@@ -761,6 +840,16 @@ impl Drop for Pending {
 }
 
 impl Driver {
+    /// The invocation's data store session (made on first use).
+    fn session(
+        &mut self,
+        store: &Arc<stratus_nodestore::Store>,
+    ) -> &Arc<stratus_nodestore::Session> {
+        let id = &self.id;
+        self.data
+            .get_or_insert_with(|| Arc::new(stratus_nodestore::Session::new(store.clone(), id)))
+    }
+
     /// Records a finished run; returns the runs that became ready.
     fn settle(&mut self, o: RunOutcome) -> Vec<Dispatch> {
         self.exec

@@ -102,6 +102,8 @@ pub struct Platform {
     /// `GET /v1/cluster`, on a cluster control plane (`crate::cluster_view`).
     pub(crate) cluster_view: std::sync::OnceLock<Arc<dyn crate::cluster_view::ClusterView>>,
     logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
+    /// The node data store (`stratus.dev/data: file`), if it could open.
+    pub(crate) data: Option<Arc<stratus_nodestore::Store>>,
     boot: u64,
     seq: AtomicU64,
     shutdown: CancellationToken,
@@ -193,6 +195,42 @@ pub fn process_backend(cfg: &Config) -> Result<Arc<dyn Sandbox>, PlatformError> 
     })))
 }
 
+/// The node data store `cfg` asks for, after deleting what crashed
+/// platforms left in its roots; `None` (logged) when there is none or it
+/// cannot open: by-reference functions then get HTTP bodies.
+fn open_data_store(cfg: &Config) -> Option<Arc<stratus_nodestore::Store>> {
+    let d = cfg.data.as_ref()?;
+    let owner = match stratus_sandbox::user::resolve(cfg.run_as.as_deref()) {
+        Ok(u) => u.map(|u| (u.uid, u.gid)),
+        Err(_) => None,
+    };
+    let sc = stratus_nodestore::StoreConfig {
+        memory_dir: d.memory_dir.clone(),
+        disk_dir: d.disk_dir.clone(),
+        budget: stratus_nodestore::Budget {
+            memory: d.memory_bytes,
+            disk: d.disk_bytes,
+        },
+        ttl: d.ttl,
+        instance_owner: owner,
+    };
+    match stratus_nodestore::Store::open(&sc, Arc::new(stratus_nodestore::FsBackend)) {
+        Ok((s, reaped)) => {
+            if reaped > 0 {
+                tracing::warn!(
+                    count = reaped,
+                    "node data store: deleted the items crashed platforms left behind"
+                );
+            }
+            Some(Arc::new(s))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no node data store: functions with stratus.dev/data: file get HTTP bodies");
+            None
+        }
+    }
+}
+
 impl Platform {
     /// Opens the state, reaps instances a killed predecessor left behind,
     /// restores deployed resources and starts the autoscaler.
@@ -260,7 +298,9 @@ impl Platform {
             )?),
             None => None,
         };
+        let data = open_data_store(&cfg);
         let p = Arc::new(Platform {
+            data,
             journal,
             runs: crate::runs::AsyncRuns::new(cfg.run_retention),
             cluster_view: std::sync::OnceLock::new(),
@@ -310,6 +350,11 @@ impl Platform {
                     _ = iv.tick() => {}
                 }
                 let Some(p) = weak.upgrade() else { break };
+                if let Some(d) = &p.data {
+                    for inv in d.reap() {
+                        tracing::warn!(invocation = %inv, "node data store: freed the items of a lost invocation (its time to live passed)");
+                    }
+                }
                 let pools: Vec<Arc<FunctionPool>> =
                     p.registry.read().functions.values().cloned().collect();
                 for pool in pools {
@@ -355,7 +400,14 @@ impl Platform {
             .clone();
         let fm = FunctionMetrics::new(&self.metrics, &s.name);
         let tm = TargetMetrics::new(&self.metrics, &s.name, "function");
-        FunctionPool::new(s, revision, sandbox, self.cfg.clone(), fm, tm, logs)
+        // By reference only where the instance shares this host's file
+        // system: the process sandbox on this host (runc and microVMs, and
+        // instances on cluster workers, get bodies).
+        let data = self
+            .data
+            .clone()
+            .filter(|_| s.data_by_file() && sandbox.kind() == "process" && sandbox.on_this_host());
+        FunctionPool::new(s, revision, sandbox, self.cfg.clone(), fm, tm, logs, data)
     }
 
     fn workflow_entry(&self, w: Workflow, revision: u64, plan: Arc<Plan>) -> WorkflowEntry {
@@ -673,6 +725,11 @@ impl Platform {
     pub fn broken(&self, name: &str) -> Option<String> {
         let reg = self.registry.read();
         reg.broken.get(name).map(|b| b.message(name))
+    }
+
+    /// The node data store, if one is open.
+    pub fn data_store(&self) -> Option<&Arc<stratus_nodestore::Store>> {
+        self.data.as_ref()
     }
 
     pub fn max_body_bytes(&self) -> usize {

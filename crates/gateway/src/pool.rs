@@ -53,6 +53,20 @@ pub struct Slot {
     pub host: Option<String>,
     key: InstanceId,
     inst: Box<dyn Instance>,
+    /// Its output directory in the node data store (by-reference functions).
+    pub data_dir: Option<DataDir>,
+}
+
+/// An instance's output directory, deleted with its slot.
+pub struct DataDir {
+    store: Arc<stratus_nodestore::Store>,
+    pub path: std::path::PathBuf,
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        self.store.remove_instance_dir(&self.path);
+    }
 }
 
 impl Slot {
@@ -83,6 +97,8 @@ pub struct FunctionPool {
     metrics: FunctionMetrics,
     epoch: Instant,
     inner: Mutex<Inner>,
+    /// The node data store, when this function takes data by reference.
+    pub(crate) data: Option<Arc<stratus_nodestore::Store>>,
 }
 
 /// A request's claim on one slot of one instance; released on drop.
@@ -113,6 +129,7 @@ struct Deliveries {
 }
 
 impl FunctionPool {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         service: Service,
         revision: u64,
@@ -121,6 +138,7 @@ impl FunctionPool {
         metrics: FunctionMetrics,
         target_metrics: TargetMetrics,
         logs: Arc<LogBuffer>,
+        data: Option<Arc<stratus_nodestore::Store>>,
     ) -> Arc<FunctionPool> {
         let scaling = Scaling::for_service(&service, cfg.idle_timeout, cfg.max_queue);
         Arc::new(FunctionPool {
@@ -138,6 +156,7 @@ impl FunctionPool {
                 slots: HashMap::new(),
                 waiters: HashMap::new(),
             }),
+            data,
         })
     }
 
@@ -175,6 +194,8 @@ impl FunctionPool {
             host: route.host.clone(),
             key,
             inst,
+            // Adopted instances run on other hosts: bodies, not files.
+            data_dir: None,
         });
         g.slots.insert(key, slot);
         let d = self.execute(&mut g, before, actions, None);
@@ -416,6 +437,23 @@ impl FunctionPool {
 
     async fn start_one(self: Arc<Self>, key: InstanceId) {
         let s = &self.service;
+        let data_dir = self.data.as_ref().and_then(|store| match store.instance_dir() {
+            Ok(path) => Some(DataDir {
+                store: store.clone(),
+                path,
+            }),
+            Err(e) => {
+                tracing::warn!(function = %s.name, error = %e, "this instance gets HTTP bodies");
+                None
+            }
+        });
+        let mut env = s.env.clone();
+        if let Some(d) = &data_dir {
+            env.push((
+                stratus_nodestore::wire::DATA_DIR_ENV.to_string(),
+                d.path.display().to_string(),
+            ));
+        }
         let spec = InstanceSpec {
             resources: stratus_sandbox::Resources {
                 millicores: s.resources.millicores,
@@ -427,7 +465,7 @@ impl FunctionPool {
             image: s.image.clone(),
             command: s.command.clone(),
             args: s.args.clone(),
-            env: s.env.clone(),
+            env,
             container_port: s.container_port,
             startup_timeout: self.cfg.startup_timeout,
             logs: self.logs.clone(),
@@ -457,6 +495,7 @@ impl FunctionPool {
                     host: route.host.clone(),
                     key,
                     inst,
+                    data_dir,
                 });
                 let now = self.now_us();
                 self.update(|g| {

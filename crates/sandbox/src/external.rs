@@ -31,6 +31,10 @@ impl Sandbox for ExternalSandbox {
         "external"
     }
 
+    fn on_this_host(&self) -> bool {
+        false
+    }
+
     async fn start(
         &self,
         spec: &InstanceSpec,

@@ -171,6 +171,12 @@ pub struct StartTiming {
 pub trait Sandbox: Send + Sync + 'static {
     /// Backend name, as used in the `stratus.dev/runtime` annotation.
     fn kind(&self) -> &'static str;
+    /// Whether its instances run on this host and see its file system (the
+    /// node data store hands them files by path); false for instances on
+    /// other hosts or elsewhere.
+    fn on_this_host(&self) -> bool {
+        true
+    }
     /// Starts an instance and returns once it is ready to serve.
     async fn start(
         &self,

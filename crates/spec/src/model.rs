@@ -7,6 +7,9 @@ pub use stratus_yaml::Pos;
 /// Which sandbox backend runs a function's instances.
 /// Chosen by the annotation `stratus.dev/runtime` (default `process`).
 pub const RUNTIME_ANNOTATION: &str = "stratus.dev/runtime";
+/// `file`: the function takes its inputs and may give its output as files
+/// of the node data store, by reference (`http`, the default: bodies).
+pub const DATA_ANNOTATION: &str = "stratus.dev/data";
 
 /// How a `microvm` function's instances restore from its memory snapshot:
 /// one of [`RESTORE_POLICIES`] (default: the node's configured policy).
@@ -98,6 +101,13 @@ impl Resources {
 }
 
 impl Service {
+    /// Whether it opted in to by-reference data ([`DATA_ANNOTATION`]: `file`).
+    pub fn data_by_file(&self) -> bool {
+        self.annotations
+            .get(DATA_ANNOTATION)
+            .is_some_and(|v| v.trim() == "file")
+    }
+
     /// Its [`INVOKE_ANNOTATION`], if set (the parser checked its value).
     pub fn invoke_policy(&self) -> Option<InvokePolicy> {
         self.annotations

@@ -317,6 +317,13 @@ fn annotations(ctx: &mut Ctx<'_>, node: &Node, svc: &mut Service) -> Option<Pos>
             if let Err(why) = crate::external::check_url(value.trim()) {
                 ctx.error(v.pos, format!("annotation '{key}': {why}"));
             }
+        } else if key == crate::model::DATA_ANNOTATION {
+            if !matches!(value.trim(), "file" | "http") {
+                ctx.error(
+                    v.pos,
+                    format!("annotation '{key}': expected file or http, found {value:?}"),
+                );
+            }
         } else if key == INVOKE_ANNOTATION {
             if InvokePolicy::parse(&value).is_none() {
                 ctx.error(

@@ -495,6 +495,22 @@ fn service_annotations() {
             t.yaml:7:79: annotation 'stratus.dev/restore-policy': expected one of eager, lazy, working-set, warm-local, found "sometimes"
         "#]],
     );
+    // By-reference data: file or http, nothing else.
+    check(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    metadata:\n      annotations: {stratus.dev/data: shm}\n    spec:\n      containers: [{image: i, command: [c]}]\n",
+        expect![[r#"
+            ERROR:
+            t.yaml:7:39: annotation 'stratus.dev/data': expected file or http, found "shm"
+        "#]],
+    );
+    check(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    metadata:\n      annotations: {stratus.dev/data: file}\n    spec:\n      containers: [{image: i, command: [c]}]\n",
+        expect![[r#"
+            service s @1:1 runtime=process image="i" command=["c"] args=[] env=[] port=8080 scale=0..0 target=None cc=0 timeout=300
+              annotations: stratus.dev/data=file
+            source Service/s: 9 lines, "apiVersion: serving.knative.dev/v1" .. "      containers: [{image: i, command: [c]}]"
+        "#]],
+    );
     // A Service that runs elsewhere: its URL, checked at deploy.
     check(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s}\nspec:\n  template:\n    metadata:\n      annotations: {stratus.dev/runtime: external, stratus.dev/url: 'http://s.default.svc.cluster.local'}\n    spec:\n      containers: [{image: i}]\n",

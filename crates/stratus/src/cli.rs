@@ -28,6 +28,9 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// One `Cmd` is parsed per process: the size of its largest variant (`up`'s
+// flags) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Run the platform: gateway, activator, engine and state, in this process.
@@ -416,6 +419,8 @@ impl GenCli {
 pub enum BenchCmd {
     /// Orchestration overhead with warm instances: chain of 10, fan-out 16, burst throughput.
     Overhead(stratus_bench::overhead::OverheadArgs),
+    /// Data-heavy workflows on one host: by reference (node data store) vs HTTP bodies vs no data.
+    Data(stratus_bench::data::DataArgs),
     /// The pure DAG engine alone: bookkeeping cost per invocation and per step run.
     Engine(stratus_bench::engine::EngineArgs),
     /// Synthesise benchmark workflows from production trace statistics.
@@ -464,6 +469,21 @@ pub struct UpArgs {
     /// Largest request/response body per edge, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_body_bytes: usize,
+    /// Node data store (stratus.dev/data: file): bytes of items kept in the
+    /// memory tier (a tmpfs); more spill to disk.
+    #[arg(long, default_value_t = 2 << 30)]
+    data_memory_bytes: u64,
+    /// Node data store: bytes of items kept on disk; past it a step's
+    /// output is refused (507).
+    #[arg(long, default_value_t = 32 << 30)]
+    data_disk_bytes: u64,
+    /// Node data store: the disk tier's directory (default: the temporary
+    /// directory's stratus-data).
+    #[arg(long)]
+    data_disk_dir: Option<PathBuf>,
+    /// No node data store: stratus.dev/data: file functions get HTTP bodies.
+    #[arg(long)]
+    no_data_store: bool,
     /// Invocation records also kept in memory, newest first, for fast reads.
     #[arg(long, default_value_t = 10_000)]
     recent_invocations: usize,
@@ -626,6 +646,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Demo(a) => stratus_embedded::demo::run(a).await,
         Cmd::Bench(BenchCmd::Overhead(a)) => stratus_bench::overhead::run(a).await,
+        Cmd::Bench(BenchCmd::Data(a)) => stratus_bench::data::run(a).await,
         Cmd::Bench(BenchCmd::Engine(a)) => stratus_bench::engine::run(a),
         Cmd::Bench(BenchCmd::Synth(a)) => stratus_bench::synth_cmd::run(a),
         Cmd::Bench(BenchCmd::Run(a)) => stratus_bench::run::run(a).await,
@@ -789,6 +810,15 @@ async fn up(a: UpArgs) -> Result<()> {
         tick: Duration::from_secs_f64(a.tick),
         recent_invocations: a.recent_invocations,
         max_body_bytes: a.max_body_bytes,
+        data: (!a.no_data_store).then(|| {
+            let d = stratus_gateway::config::DataConfig::default();
+            stratus_gateway::config::DataConfig {
+                memory_bytes: a.data_memory_bytes,
+                disk_bytes: a.data_disk_bytes,
+                disk_dir: a.data_disk_dir.clone().unwrap_or(d.disk_dir.clone()),
+                ..d
+            }
+        }),
         persist_invocations: !a.no_persist_invocations,
         run_as: a.node.run_as.clone(),
         admin_token: Some(admin),

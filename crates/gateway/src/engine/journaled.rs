@@ -297,6 +297,7 @@ impl Platform {
                 seq: r.run.steps.len() as u32,
                 acks: FuturesOrdered::new(),
             }),
+            data: None,
             failed: Default::default(),
             // spec.timeoutSeconds counts from the invocation's arrival,
             // which a restart has lost: a resumed run has no deadline.

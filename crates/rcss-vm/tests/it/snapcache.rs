@@ -459,6 +459,11 @@ async fn concurrent_inserts_of_one_key_fill_once() {
                     .insert_with("broken", |_, _| async move {
                         fills.fetch_add(1, Ordering::SeqCst);
                         all_asked(&asked, 4).await;
+                        // A caller counts itself in `asked` just before it
+                        // calls `insert_with`: give the last ones time to
+                        // join this fill before it fails (one arriving after
+                        // the failure would rightly fill again; CI saw 2).
+                        tokio::time::sleep(Duration::from_millis(300)).await;
                         Err("chunk 3 is corrupt".to_string())
                     })
                     .await

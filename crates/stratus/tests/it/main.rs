@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 #[cfg(feature = "etcd")]
 mod cluster;
+mod data;
 mod errors;
 #[cfg(feature = "etcd")]
 mod etcd;

@@ -1,0 +1,241 @@
+//! `stratus bench data`: how much of a data-heavy workflow's end-to-end
+//! time is data movement, by reference (the node data store,
+//! `stratus.dev/data: file`) against HTTP bodies (with the body cap
+//! raised so they can pass), on one host.
+//!
+//! Each workflow is synthesised (`stratus bench synth`'s generator, `bench`
+//! functions with fixed work per node) three times over: by file, over
+//! HTTP, and with every output empty (the same compute and orchestration
+//! with no data: the baseline, measured in the same run). Invocations of
+//! the three variants alternate; the share of time moving data is
+//! `(median(variant) - median(no data)) / median(variant)`.
+//!
+//! - mapreduce: a split, `--mappers` maps and one reduce; every node
+//!   outputs `--mr-bytes` (default 25 MB: a 200 MB fan-in into the reduce).
+//! - cycles: the Pegasus Cycles shape (35 nodes), every node outputting
+//!   `--cycles-bytes`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use stratus_embedded::Embedded;
+use stratus_gateway::config::DataConfig;
+use stratus_gateway::Config;
+use stratus_report::{fmt_us, percentile, table};
+use stratus_synth::{synthesize, Inputs, NodeCost, PayloadDist, Shape, SynthConfig};
+
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct DataArgs {
+    /// Measured invocations per variant.
+    #[arg(long, default_value_t = 7)]
+    pub iterations: usize,
+    /// Maps of the map-reduce.
+    #[arg(long, default_value_t = 8)]
+    pub mappers: u32,
+    /// Bytes every map-reduce node outputs.
+    #[arg(long, default_value_t = 25_000_000)]
+    pub mr_bytes: u64,
+    /// Work per map-reduce node, in ms (busy CPU).
+    #[arg(long, default_value_t = 250.0)]
+    pub mr_ms: f64,
+    /// Bytes every Cycles node outputs.
+    #[arg(long, default_value_t = 8_000_000)]
+    pub cycles_bytes: u64,
+    /// Work per Cycles node, in ms (busy CPU).
+    #[arg(long, default_value_t = 100.0)]
+    pub cycles_ms: f64,
+    /// The data store's memory tier, in bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub memory_bytes: u64,
+    /// Write results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, serde::Serialize)]
+enum Variant {
+    File,
+    Http,
+    NoData,
+}
+
+impl Variant {
+    fn tag(self) -> &'static str {
+        match self {
+            Variant::File => "file",
+            Variant::Http => "http",
+            Variant::NoData => "nodata",
+        }
+    }
+}
+
+const VARIANTS: [Variant; 3] = [Variant::File, Variant::Http, Variant::NoData];
+
+/// Services and workflow of one workflow variant; returns the YAML and the
+/// workflow's name.
+fn render(shape: &Shape, kind: &str, ms: f64, bytes: u64, v: Variant) -> Result<(String, String)> {
+    let cfg = SynthConfig {
+        name: Some(format!("{kind}-{}", v.tag())),
+        shape: shape.clone(),
+        payload: PayloadDist::Fixed(if v == Variant::NoData { 0 } else { bytes }),
+        cost: NodeCost::Fixed {
+            duration_ms: ms,
+            memory_mb: 0,
+        },
+        ..SynthConfig::default()
+    };
+    let dags = synthesize(&cfg, Inputs::default()).context("synthesise")?;
+    let dag = &dags[0];
+    let mut services = stratus_synth::render::render_services(dag);
+    if v == Variant::File {
+        services = services.replace(
+            "        autoscaling.knative.dev/min-scale: \"0\"\n",
+            "        autoscaling.knative.dev/min-scale: \"0\"\n        stratus.dev/data: file\n",
+        );
+    }
+    let yaml = format!(
+        "{services}---\n{}",
+        stratus_synth::render::render_workflow(dag)
+    );
+    Ok((yaml, dag.name.clone()))
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    workflow: &'static str,
+    variant: Variant,
+    p50_us: u64,
+    min_us: u64,
+    max_us: u64,
+    /// (p50 - p50 without data) / p50.
+    data_share: f64,
+    samples_us: Vec<u64>,
+}
+
+pub async fn run(a: DataArgs) -> Result<()> {
+    if a.iterations == 0 || a.mappers == 0 {
+        bail!("--iterations and --mappers must be at least 1");
+    }
+    let report = match &a.out {
+        Some(out) => Some(stratus_report::ReportDir::create(
+            out,
+            "data",
+            serde_json::to_value(&a)?,
+        )?),
+        None => None,
+    };
+    let cfg = Config {
+        idle_timeout: Duration::from_secs(3600),
+        // HTTP mode must be able to carry the fan-in at all.
+        max_body_bytes: 2 << 30,
+        data: Some(DataConfig {
+            memory_bytes: a.memory_bytes,
+            ..DataConfig::default()
+        }),
+        ..Config::default()
+    };
+    let emb = Embedded::start(cfg).await?;
+    let workflows: [(&'static str, Shape, f64, u64); 2] = [
+        (
+            "mapreduce",
+            Shape::MapReduce {
+                mappers: a.mappers,
+                reducers: 1,
+            },
+            a.mr_ms,
+            a.mr_bytes,
+        ),
+        ("cycles", Shape::cycles(), a.cycles_ms, a.cycles_bytes),
+    ];
+    let mut rows = Vec::new();
+    for (kind, shape, ms, bytes) in &workflows {
+        let mut names = Vec::new();
+        for v in VARIANTS {
+            let (yaml, name) = render(shape, kind, *ms, *bytes, v)?;
+            emb.deploy(&format!("{kind}-{}.yaml", v.tag()), &yaml)
+                .await?;
+            names.push(name);
+        }
+        eprintln!("{kind}: warming up (cold starts)…");
+        for n in &names {
+            invoke(&emb, n).await?;
+        }
+        let mut samples: Vec<Vec<u64>> = vec![Vec::new(); VARIANTS.len()];
+        for i in 0..a.iterations {
+            eprintln!("{kind}: round {}/{}", i + 1, a.iterations);
+            for (j, n) in names.iter().enumerate() {
+                let t = Instant::now();
+                invoke(&emb, n).await?;
+                samples[j].push(t.elapsed().as_micros() as u64);
+            }
+        }
+        let base = percentile(&samples[2], 50.0);
+        for (v, s) in VARIANTS.iter().zip(samples) {
+            let p50 = percentile(&s, 50.0);
+            rows.push(Row {
+                workflow: kind,
+                variant: *v,
+                p50_us: p50,
+                min_us: *s.iter().min().unwrap_or(&0),
+                max_us: *s.iter().max().unwrap_or(&0),
+                data_share: p50.saturating_sub(base) as f64 / p50.max(1) as f64,
+                samples_us: s,
+            });
+        }
+    }
+    let text = table(
+        &[
+            "workflow",
+            "variant",
+            "p50",
+            "min",
+            "max",
+            "data share of p50",
+        ],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.workflow.to_string(),
+                    r.variant.tag().to_string(),
+                    fmt_us(r.p50_us),
+                    fmt_us(r.min_us),
+                    fmt_us(r.max_us),
+                    if r.variant == Variant::NoData {
+                        "(baseline)".into()
+                    } else {
+                        format!("{:.1}%", r.data_share * 100.0)
+                    },
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    println!("{text}");
+    if let Some(s) = emb.platform.data_store() {
+        let c = s.counts();
+        println!(
+            "data store: {} outputs adopted ({} spilled to disk), {} items written from bytes",
+            c.adopted, c.spilled, c.written
+        );
+    }
+    if let Some(r) = &report {
+        r.write_json("data.json", &rows)?;
+        r.write("data.txt", text.as_bytes())?;
+    }
+    emb.stop().await;
+    Ok(())
+}
+
+async fn invoke(emb: &Embedded, name: &str) -> Result<()> {
+    let r = emb
+        .client
+        .invoke(name, Bytes::from_static(b"0"))
+        .await
+        .with_context(|| format!("invoke {name}"))?;
+    if r.status != 200 {
+        bail!("{name}: HTTP {}: {}", r.status, r.error_message());
+    }
+    Ok(())
+}
