@@ -43,6 +43,7 @@ fn shapes() -> Vec<(&'static str, Workflow, Bytes)> {
         durability: Default::default(),
         invoke: None,
         timeout_seconds: None,
+        placement: None,
         pos: Pos::default(),
     };
     let chain: Vec<Step> = (0..10)

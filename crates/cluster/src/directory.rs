@@ -13,6 +13,9 @@ use tokio::sync::watch;
 
 use crate::ClusterError;
 
+mod room;
+pub use room::CONTROL_HOST;
+
 /// How long `poll_workers` waits for one worker's list (a cut link must
 /// not hold up the others).
 const POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -498,12 +501,12 @@ pub(crate) fn snapshot_family(key: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const GIB: u64 = 1 << 30;
 
-    fn view(name: &str, cores: u32) -> NodeView {
+    pub(crate) fn view(name: &str, cores: u32) -> NodeView {
         NodeView {
             name: name.into(),
             agent_url: format!("http://{name}.invalid:7070"),

@@ -111,6 +111,16 @@ impl Sandbox for RemoteSandbox {
         &self,
         spec: &InstanceSpec,
     ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
+        self.start_near(spec, None).await
+    }
+
+    /// On `near` when it has room (its first try), else where the
+    /// placement core says.
+    async fn start_near(
+        &self,
+        spec: &InstanceSpec,
+        near: Option<&str>,
+    ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
         let t0 = Instant::now();
         let deadline = tokio::time::Instant::from_std(t0 + spec.startup_timeout);
         let program = "a worker";
@@ -158,25 +168,27 @@ impl Sandbox for RemoteSandbox {
         let mut tried: Vec<String> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
         while tried.len() < MAX_TRIES {
-            let (node, client) =
-                match self
+            let chosen = match near.and_then(|h| self.dir.choose_near(h, size, &tried)) {
+                Some(c) => Ok(c),
+                None => self
                     .dir
-                    .choose(&spec.function, size, image, snapshot, &tried)
+                    .choose(&spec.function, size, image, snapshot, &tried),
+            };
+            let (node, client) = match chosen {
+                Ok(c) => c,
+                // Nothing fits now: wait, as an activator buffers while
+                // it scales from zero, for a node to join or change,
+                // until the start's own deadline.
+                Err(ClusterError::NoPlace { .. })
+                    if tried.is_empty() && self.dir.node_change(deadline).await =>
                 {
-                    Ok(c) => c,
-                    // Nothing fits now: wait, as an activator buffers while
-                    // it scales from zero, for a node to join or change,
-                    // until the start's own deadline.
-                    Err(ClusterError::NoPlace { .. })
-                        if tried.is_empty() && self.dir.node_change(deadline).await =>
-                    {
-                        continue
-                    }
-                    Err(e) if failures.is_empty() => {
-                        return Err(spawn_error(spec, program, e.to_string()))
-                    }
-                    Err(_) => break,
-                };
+                    continue
+                }
+                Err(e) if failures.is_empty() => {
+                    return Err(spawn_error(spec, program, e.to_string()))
+                }
+                Err(_) => break,
+            };
             let exit = self.dir.reserve(&id, &node, &spec.function, size);
             match client.start(&req).await {
                 Ok(info) => {

@@ -79,6 +79,8 @@ pub struct Plan {
     pub(crate) raw_input: Vec<bool>,
     /// `spec.timeoutSeconds`, in µs.
     pub(crate) timeout_us: Option<u64>,
+    /// `spec.placement`, as the spec checked it.
+    pub(crate) placement: Option<Arc<str>>,
 }
 
 impl Plan {
@@ -222,6 +224,7 @@ impl Plan {
             input_consumers,
             raw_input,
             timeout_us: wf.timeout_seconds.map(|t| t.saturating_mul(1_000_000)),
+            placement: wf.placement.as_deref().map(Arc::from),
         })
     }
 
@@ -249,6 +252,7 @@ impl Plan {
             input_consumers: vec![(0, 0)],
             raw_input: vec![true],
             timeout_us: None,
+            placement: None,
         }
     }
 
@@ -272,6 +276,26 @@ impl Plan {
     /// invocation arrived.
     pub fn timeout_us(&self) -> Option<u64> {
         self.timeout_us
+    }
+
+    /// Where step `s`'s inputs come from: `None` is the invocation's input,
+    /// `Some(step)` another step's output (a catch step has none).
+    pub fn step_sources(&self, s: StepIdx) -> impl Iterator<Item = Option<StepIdx>> + '_ {
+        self.steps[s].sources.iter().map(|src| match src {
+            Source::Input => None,
+            Source::Step(i) => Some(*i),
+        })
+    }
+
+    /// The step whose output is the invocation's.
+    pub fn output_step(&self) -> StepIdx {
+        self.output
+    }
+
+    /// The workflow's `spec.placement` (a cluster's workflow placement
+    /// policy), if it names one.
+    pub fn placement(&self) -> Option<&str> {
+        self.placement.as_deref()
     }
 
     /// Distinct functions the plan calls.

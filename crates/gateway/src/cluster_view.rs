@@ -48,6 +48,11 @@ pub struct ClusterNode {
 /// Supplies [`ClusterStatus`]; set once with [`Platform::set_cluster_view`].
 pub trait ClusterView: Send + Sync + 'static {
     fn status(&self) -> ClusterStatus;
+    /// The workers' free room and the control plane's host, for workflow
+    /// placement (`crate::engine::placed`); `None`: place nothing.
+    fn workflow_hosts(&self) -> Option<stratus_placement::workflow::Hosts> {
+        None
+    }
 }
 
 impl Platform {

@@ -87,6 +87,10 @@ pub struct Config {
     /// The node data store for by-reference items (`stratus.dev/data:
     /// file`); `None`: none, such functions get HTTP bodies.
     pub data: Option<DataConfig>,
+    /// On a cluster control plane, where workflow steps run unless the
+    /// workflow's `spec.placement` says (`stratus up --workflow-placement`);
+    /// ignored on one host.
+    pub workflow_placement: stratus_placement::WorkflowPolicy,
 }
 
 /// Where the node data store keeps items and how much.
@@ -160,6 +164,7 @@ impl Default for Config {
             body_read_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             data: Some(DataConfig::default()),
+            workflow_placement: stratus_placement::WorkflowPolicy::Centralised,
         }
     }
 }

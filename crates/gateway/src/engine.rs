@@ -29,6 +29,7 @@ use crate::Platform;
 
 mod byref;
 mod journaled;
+pub(crate) mod placed;
 
 pub type HttpClient = Client<HttpConnector, ChunksBody>;
 
@@ -263,6 +264,7 @@ impl Platform {
         t0: Instant,
         ctx: crate::retry::CallCtx,
         sess: Option<Arc<stratus_nodestore::Session>>,
+        mut near: Option<Arc<str>>,
     ) -> RunOutcome {
         if !ctx.wait_until(t0, d.not_before_us).await {
             return RunOutcome::refused(d.run, micros(t0), CallError::Abandoned);
@@ -272,11 +274,21 @@ impl Platform {
         let mut lost = 0;
         loop {
             let (outcome, host) = self
-                .call_once(&pool, d.clone(), t0, &ctx.key, deadline, sess.clone())
+                .call_once(
+                    &pool,
+                    d.clone(),
+                    t0,
+                    &ctx.key,
+                    deadline,
+                    sess.clone(),
+                    near.as_deref(),
+                )
                 .await;
             match host {
                 Some(host) if lost < HOST_LOSS_RETRIES && Instant::now() < deadline => {
                     lost += 1;
+                    // The host the placement named may be the one lost.
+                    near = None;
                     tracing::warn!(function = %d.function, run = d.run, %host,
                         "the connection to an instance on another host broke: trying the run on another instance");
                     pool.count_host_loss_retry();
@@ -286,9 +298,11 @@ impl Platform {
         }
     }
 
-    /// One try of [`Platform::call`] on one instance. Also returns the
+    /// One try of [`Platform::call`] on one instance (on host `near` if
+    /// the pool can). Also returns the
     /// instance's host when it is another machine and the connection to it
     /// broke before an answer (the instance is then out of the pool).
+    #[allow(clippy::too_many_arguments)]
     async fn call_once(
         self: &Arc<Self>,
         pool: &Arc<FunctionPool>,
@@ -297,10 +311,11 @@ impl Platform {
         key: &str,
         deadline: Instant,
         sess: Option<Arc<stratus_nodestore::Session>>,
+        near: Option<&str>,
     ) -> (RunOutcome, Option<String>) {
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let fname = pool.service.name.clone();
-        let lease = match pool.acquire(deadline).await {
+        let lease = match pool.acquire_near(deadline, near).await {
             Ok(l) => l,
             Err(e) => {
                 return (
@@ -591,6 +606,15 @@ impl Platform {
             mark: journal.is_none().then_some(mark),
         };
         let deadline = plan.timeout_us().map(|us| t0 + Duration::from_micros(us));
+        let placed = self.place_steps(&plan, &id);
+        let step_runs = vec![
+            0;
+            if placed.is_some() {
+                plan.step_count()
+            } else {
+                0
+            }
+        ];
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
         exec.set_seed(crate::retry::seed_of(&id));
@@ -606,6 +630,8 @@ impl Platform {
             failed: Default::default(),
             deadline,
             data: None,
+            placed,
+            step_runs,
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
@@ -687,6 +713,11 @@ impl Platform {
             let this = self.clone();
             let id = id.clone();
             move |exec: Execution| {
+                let runs = exec.records();
+                if this.cluster_view.get().is_some() {
+                    this.estimates
+                        .observe(exec.plan(), &runs, input_bytes, output_bytes);
+                }
                 let rec = InvocationRecord {
                     id,
                     target: exec.plan().name().to_string(),
@@ -698,7 +729,7 @@ impl Platform {
                     input_bytes,
                     output_bytes,
                     breakdown,
-                    runs: exec.records(),
+                    runs,
                     interrupted: None,
                 };
                 this.recorder.record(rec);
@@ -767,8 +798,9 @@ impl Platform {
                                 key: crate::retry::idempotency_key(&d.id, next.run),
                                 failed: d.failed.clone(),
                             };
+                            let near = d.near(next.step);
                             d.running.push(Box::pin(async move {
-                                this.call(pool, next, t0, ctx, sess).await
+                                this.call(pool, next, t0, ctx, sess, near).await
                             }));
                             continue;
                         }
@@ -807,6 +839,10 @@ pub(crate) struct Driver {
     /// The invocation's items in the node data store, made at its first
     /// by-reference call; they are freed when the last holder drops it.
     data: Option<Arc<stratus_nodestore::Session>>,
+    /// On a cluster: the hosts the workflow placement chose per step.
+    placed: Option<Arc<placed::StepHosts>>,
+    /// Runs dispatched per step so far (with `placed`).
+    step_runs: Vec<u32>,
 }
 
 /// What `run_to_end` needs to write the invocation's record.
@@ -840,6 +876,15 @@ impl Drop for Pending {
 }
 
 impl Driver {
+    /// The host the next run of `step` should run on, if placed.
+    fn near(&mut self, step: usize) -> Option<Arc<str>> {
+        let p = self.placed.as_ref()?;
+        let k = self.step_runs.get_mut(step)?;
+        let near = p.near(step, *k);
+        *k += 1;
+        near
+    }
+
     /// The invocation's data store session (made on first use).
     fn session(
         &mut self,

@@ -101,6 +101,8 @@ pub struct Platform {
     pub(crate) runs: crate::runs::AsyncRuns,
     /// `GET /v1/cluster`, on a cluster control plane (`crate::cluster_view`).
     pub(crate) cluster_view: std::sync::OnceLock<Arc<dyn crate::cluster_view::ClusterView>>,
+    /// Edge bytes per workflow, for workflow placement (`engine::placed`).
+    pub(crate) estimates: crate::engine::placed::Estimates,
     logs: RwLock<HashMap<String, Arc<LogBuffer>>>,
     /// The node data store (`stratus.dev/data: file`), if it could open.
     pub(crate) data: Option<Arc<stratus_nodestore::Store>>,
@@ -304,6 +306,7 @@ impl Platform {
             journal,
             runs: crate::runs::AsyncRuns::new(cfg.run_retention),
             cluster_view: std::sync::OnceLock::new(),
+            estimates: Default::default(),
             recorder: Recorder::new(
                 store.clone(),
                 cfg.recent_invocations,

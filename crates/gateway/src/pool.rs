@@ -25,7 +25,7 @@ use stratus_sandbox::{Instance, InstanceSpec, LogBuffer, Sandbox};
 use stratus_spec::Service;
 use tokio::sync::oneshot;
 
-pub use state::{Action, InstanceId, Micros, PoolState, Refusal, RequestId, Scaling};
+pub use state::{Action, Host, InstanceId, Micros, PoolState, Refusal, RequestId, Scaling};
 
 use crate::config::Config;
 use crate::metrics::{FunctionMetrics, TargetMetrics};
@@ -83,6 +83,29 @@ struct Inner {
     slots: HashMap<InstanceId, Arc<Slot>>,
     /// Where each waiting request's answer goes.
     waiters: HashMap<RequestId, oneshot::Sender<Reply>>,
+    /// Host names, numbered for the state's host affinity (`Host`).
+    hosts: Vec<Arc<str>>,
+}
+
+impl Inner {
+    /// The number of host `name`, numbering it if new.
+    fn host(&mut self, name: &str) -> Host {
+        match self.hosts.iter().position(|h| &**h == name) {
+            Some(i) => i as Host,
+            None => {
+                self.hosts.push(name.into());
+                (self.hosts.len() - 1) as Host
+            }
+        }
+    }
+
+    /// Tells the state where a slot's instance runs (other hosts only).
+    fn place(&mut self, key: InstanceId, slot: &Slot) {
+        if let Some(h) = &slot.host {
+            let h = self.host(h);
+            self.state.set_host(key, h);
+        }
+    }
 }
 
 pub struct FunctionPool {
@@ -155,6 +178,7 @@ impl FunctionPool {
                 state: PoolState::new(scaling),
                 slots: HashMap::new(),
                 waiters: HashMap::new(),
+                hosts: Vec::new(),
             }),
             data,
         })
@@ -197,6 +221,7 @@ impl FunctionPool {
             // Adopted instances run on other hosts: bodies, not files.
             data_dir: None,
         });
+        g.place(key, &slot);
         g.slots.insert(key, slot);
         let d = self.execute(&mut g, before, actions, None);
         drop(g);
@@ -246,12 +271,24 @@ impl FunctionPool {
 
     /// Waits (until `deadline`) for a slot on a ready instance.
     pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Lease, PoolError> {
+        self.acquire_near(deadline, None).await
+    }
+
+    /// [`acquire`](Self::acquire), on an instance on host `near` when one
+    /// has room; an instance started for it starts there if it can (a
+    /// cluster's workflow placement).
+    pub async fn acquire_near(
+        self: &Arc<Self>,
+        deadline: Instant,
+        near: Option<&str>,
+    ) -> Result<Lease, PoolError> {
         let since = Instant::now();
         let deadline_us = deadline.saturating_duration_since(self.epoch).as_micros() as Micros;
         let queued = {
             let mut g = self.inner.lock();
             let before = Gauges::of(&g.state);
-            let (request, actions) = g.state.request(self.now_us(), deadline_us);
+            let near = near.map(|h| g.host(h));
+            let (request, actions) = g.state.request_near(self.now_us(), deadline_us, near);
             let mut d = self.execute(&mut g, before, actions, Some(request));
             let queued = match d.own.take() {
                 Some(answer) => Err(answer),
@@ -366,7 +403,8 @@ impl FunctionPool {
             let (request, reply) = match a {
                 Action::Start(id) => {
                     let pool = self.clone();
-                    tokio::spawn(async move { pool.start_one(id).await });
+                    let near = g.state.start_hint(id).map(|h| g.hosts[h as usize].clone());
+                    tokio::spawn(async move { pool.start_one(id, near).await });
                     continue;
                 }
                 Action::Stop(id) => {
@@ -435,7 +473,7 @@ impl FunctionPool {
         }
     }
 
-    async fn start_one(self: Arc<Self>, key: InstanceId) {
+    async fn start_one(self: Arc<Self>, key: InstanceId, near: Option<Arc<str>>) {
         let s = &self.service;
         let data_dir = self.data.as_ref().and_then(|store| match store.instance_dir() {
             Ok(path) => Some(DataDir {
@@ -471,7 +509,7 @@ impl FunctionPool {
             logs: self.logs.clone(),
             annotations: s.annotations.clone(),
         };
-        match self.sandbox.start(&spec).await {
+        match self.sandbox.start_near(&spec, near.as_deref()).await {
             Ok((inst, timing)) => {
                 tracing::debug!(instance = %spec.instance_id, spawn_us = timing.spawn_us, ready_us = timing.ready_us, "instance ready");
                 self.metrics.cold_starts.inc();
@@ -499,8 +537,10 @@ impl FunctionPool {
                 });
                 let now = self.now_us();
                 self.update(|g| {
+                    let ready = g.state.instance_ready(key, now);
+                    g.place(key, &slot);
                     g.slots.insert(key, slot);
-                    g.state.instance_ready(key, now)
+                    ready
                 });
             }
             Err(e) => {

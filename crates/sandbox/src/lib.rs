@@ -182,6 +182,18 @@ pub trait Sandbox: Send + Sync + 'static {
         &self,
         spec: &InstanceSpec,
     ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError>;
+    /// [`start`](Self::start), on the host named `near` when the backend
+    /// spans hosts and that one has room (a workflow placement's choice,
+    /// `Route::host`'s names); elsewhere as `start` would otherwise. A
+    /// backend on one host ignores it.
+    async fn start_near(
+        &self,
+        spec: &InstanceSpec,
+        near: Option<&str>,
+    ) -> Result<(Box<dyn Instance>, StartTiming), SandboxError> {
+        let _ = near;
+        self.start(spec).await
+    }
 }
 
 /// For the message a request for a runtime this node lacks gets: the

@@ -31,6 +31,14 @@
 //! with room, so instances beyond current demand go idle and are reaped after
 //! the idle window; above the target, the least-loaded instance with a free
 //! slot takes the request (and a scale-up is asked for).
+//!
+//! Host affinity (a cluster's workflow placement): a request may name the
+//! [`Host`] it would rather run on ([`PoolState::request_near`]). It is
+//! granted an instance there when one has room by the packing rule above,
+//! else any instance as before: affinity never starts an instance while
+//! another has room, and never reorders waiters. An instance started for
+//! a waiter that named a host carries that host as its
+//! [`start_hint`](PoolState::start_hint), for the driver to start it there.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -40,6 +48,9 @@ use stratus_spec::Service;
 
 /// Microseconds since the driver's epoch.
 pub type Micros = u64;
+
+/// A host, as a number the driver gives each host name it uses.
+pub type Host = u32;
 
 /// An instance of this pool, numbered from 1 in the order it was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,6 +163,8 @@ struct Instance {
     id: InstanceId,
     leases: u32,
     last_active: Micros,
+    /// Where it runs, once the driver says ([`PoolState::set_host`]).
+    host: Option<Host>,
 }
 
 #[derive(Debug)]
@@ -159,6 +172,8 @@ struct Waiter {
     id: RequestId,
     since: Micros,
     deadline: Micros,
+    /// The host it would rather run on.
+    near: Option<Host>,
 }
 
 /// One function revision's instances, leases and waiting requests.
@@ -170,6 +185,8 @@ pub struct PoolState {
     /// Ready instances, oldest first.
     instances: Vec<Instance>,
     starting: Vec<InstanceId>,
+    /// The host each starting instance was started for, when one was named.
+    hints: Vec<(InstanceId, Host)>,
     waiters: VecDeque<Waiter>,
     retired: bool,
     last_instance: u64,
@@ -190,6 +207,7 @@ impl PoolState {
             cap,
             instances: Vec::new(),
             starting: Vec::new(),
+            hints: Vec::new(),
             waiters: VecDeque::new(),
             retired: false,
             last_instance: 0,
@@ -269,6 +287,19 @@ impl PoolState {
     /// A request arrives; it must be served by `deadline`. It is granted a
     /// lease at once, queued (granted or refused by a later event), or refused.
     pub fn request(&mut self, now: Micros, deadline: Micros) -> (RequestId, Vec<Action>) {
+        self.request_near(now, deadline, None)
+    }
+
+    /// [`request`](Self::request) from a caller that would rather run on
+    /// `near`: an instance there with room by the packing rule takes it,
+    /// else any instance with room; an instance started for it is hinted
+    /// to `near`.
+    pub fn request_near(
+        &mut self,
+        now: Micros,
+        deadline: Micros,
+        near: Option<Host>,
+    ) -> (RequestId, Vec<Action>) {
         self.last_request += 1;
         let id = RequestId(self.last_request);
         let mut out = Vec::new();
@@ -279,7 +310,7 @@ impl PoolState {
             });
             return (id, out);
         }
-        if let Some(i) = self.pick() {
+        if let Some(i) = self.pick(near) {
             let inst = &mut self.instances[i];
             inst.leases += 1;
             out.push(Action::Grant {
@@ -289,7 +320,7 @@ impl PoolState {
             });
             if inst.leases as f64 > self.scaling.target {
                 // Served above the target: ask for more instances.
-                self.scale_up(&mut out);
+                self.scale_up(&mut out, near);
             }
             return (id, out);
         }
@@ -306,8 +337,9 @@ impl PoolState {
             id,
             since: now,
             deadline,
+            near,
         });
-        self.scale_up(&mut out);
+        self.scale_up(&mut out, near);
         (id, out)
     }
 
@@ -317,7 +349,7 @@ impl PoolState {
     pub fn release(&mut self, instance: InstanceId, now: Micros) -> Vec<Action> {
         let mut out = Vec::new();
         let Some(i) = self.index(instance) else {
-            self.scale_up(&mut out);
+            self.scale_up(&mut out, None);
             return out;
         };
         let inst = &mut self.instances[i];
@@ -349,6 +381,7 @@ impl PoolState {
             id: instance,
             leases: 0,
             last_active: now,
+            host: None,
         });
         let i = self.instances.len() - 1;
         if self.retired && self.waiters.is_empty() {
@@ -374,6 +407,7 @@ impl PoolState {
             id,
             leases: 0,
             last_active: now,
+            host: None,
         });
         let mut out = Vec::new();
         self.hand_out(self.instances.len() - 1, None, &mut out);
@@ -408,7 +442,7 @@ impl PoolState {
         if let Some(i) = self.index(instance) {
             self.remove(i, &mut out);
         }
-        self.scale_up(&mut out);
+        self.scale_up(&mut out, None);
         out
     }
 
@@ -451,7 +485,7 @@ impl PoolState {
                 self.remove(i, &mut out);
             }
         }
-        self.scale_up(&mut out);
+        self.scale_up(&mut out, None);
         out
     }
 
@@ -492,17 +526,44 @@ impl PoolState {
         out
     }
 
+    /// Says where a ready (or adopted) instance runs, for requests that
+    /// name a host. Unknown instances are ignored.
+    pub fn set_host(&mut self, instance: InstanceId, host: Host) {
+        if let Some(i) = self.index(instance) {
+            self.instances[i].host = Some(host);
+        }
+    }
+
+    /// Where an instance still starting was started for: the host named by
+    /// the waiter (or request) that needed it, if any.
+    pub fn start_hint(&self, instance: InstanceId) -> Option<Host> {
+        self.hints
+            .iter()
+            .find(|(id, _)| *id == instance)
+            .map(|(_, h)| *h)
+    }
+
     /// Below the target, the oldest instance with room (packing); above it,
-    /// the least-loaded instance with a free slot.
-    fn pick(&self) -> Option<usize> {
+    /// the least-loaded instance with a free slot. With `near`, the same
+    /// rule among the instances on that host first.
+    fn pick(&self, near: Option<Host>) -> Option<usize> {
+        if let Some(h) = near {
+            if let Some(i) = self.pick_among(|i| i.host == Some(h)) {
+                return Some(i);
+            }
+        }
+        self.pick_among(|_| true)
+    }
+
+    fn pick_among(&self, on: impl Fn(&Instance) -> bool) -> Option<usize> {
         let soft = (self.scaling.target.ceil() as u32).clamp(1, self.cap);
-        if let Some(i) = self.instances.iter().position(|i| i.leases < soft) {
+        if let Some(i) = self.instances.iter().position(|i| on(i) && i.leases < soft) {
             return Some(i);
         }
         self.instances
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.leases < self.cap)
+            .filter(|(_, i)| on(i) && i.leases < self.cap)
             .min_by_key(|(_, i)| i.leases)
             .map(|(i, _)| i)
     }
@@ -524,7 +585,10 @@ impl PoolState {
         }
     }
 
-    fn scale_up(&mut self, out: &mut Vec<Action>) {
+    /// Starts instances up to the desired count. Each new start is hinted
+    /// to the host named by the first waiter no starting instance covers
+    /// yet, else to `near` (the request that asked for the scale-up).
+    fn scale_up(&mut self, out: &mut Vec<Action>, near: Option<Host>) {
         if self.retired {
             return;
         }
@@ -532,6 +596,13 @@ impl PoolState {
         for _ in have..self.desired() {
             self.last_instance += 1;
             let id = InstanceId(self.last_instance);
+            let hint = match self.waiters.get(self.starting.len()) {
+                Some(w) => w.near,
+                None => near,
+            };
+            if let Some(h) = hint {
+                self.hints.push((id, h));
+            }
             self.starting.push(id);
             out.push(Action::Start(id));
         }
@@ -547,6 +618,7 @@ impl PoolState {
     }
 
     fn take_starting(&mut self, id: InstanceId) -> bool {
+        self.hints.retain(|(s, _)| *s != id);
         let before = self.starting.len();
         self.starting.retain(|s| *s != id);
         self.starting.len() < before

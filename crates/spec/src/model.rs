@@ -231,6 +231,12 @@ pub struct Workflow {
     /// by then is cancelled and the caller gets 504 naming those steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// `spec.placement`: where a cluster runs this workflow's steps
+    /// (`locality`, `centralised`, `round-robin`, `random:SEED`; checked,
+    /// stored in its canonical spelling). Absent: the control plane's
+    /// `--workflow-placement`. Ignored on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<String>,
     pub pos: Pos,
 }
 

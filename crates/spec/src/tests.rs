@@ -63,6 +63,9 @@ fn render(b: &Bundle) -> String {
         if !w.durability.is_none() {
             writeln!(out, "  durability={:?}", w.durability).unwrap();
         }
+        if let Some(p) = &w.placement {
+            writeln!(out, "  placement={p}").unwrap();
+        }
         for s in &w.steps {
             let mut line = format!(
                 "  step {} @{}:{} fn={}",
@@ -1149,6 +1152,41 @@ fn workflow_durability() {
         expect![[r#"
             ERROR:
             t.yaml:9:15: workflow 'w': spec.durability: expected a string, found a list
+        "#]],
+    );
+}
+
+#[test]
+fn workflow_placement() {
+    let steps = "    - name: a\n      function: deployed-fn\n";
+    check(
+        &format!("{}  placement: random:0042\n", wf(steps)),
+        expect![[r#"
+            workflow w @1:1 output=None
+              placement=random:42
+              step a @7:7 fn=deployed-fn AllOf Json
+            source Workflow/w: 9 lines, "apiVersion: stratus.dev/v1alpha1" .. "  placement: random:0042"
+        "#]],
+    );
+    check(
+        &format!("{}  placement: nearest\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:14: workflow 'w': spec.placement: unknown workflow placement policy "nearest"; expected locality, centralised, round-robin or random:SEED (SEED an unsigned 64-bit integer)
+        "#]],
+    );
+    check(
+        &format!("{}  placement: random:-1\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:14: workflow 'w': spec.placement: unknown workflow placement policy "random:-1"; expected locality, centralised, round-robin or random:SEED (SEED an unsigned 64-bit integer)
+        "#]],
+    );
+    check(
+        &format!("{}  placement: 7\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:14: workflow 'w': spec.placement: unknown workflow placement policy "7"; expected locality, centralised, round-robin or random:SEED (SEED an unsigned 64-bit integer)
         "#]],
     );
 }

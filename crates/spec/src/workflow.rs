@@ -58,6 +58,7 @@ pub(crate) fn convert(
     let mut max_concurrency = None;
     let mut durability = Durability::None;
     let mut timeout_seconds = None;
+    let mut placement = None;
     // False when a step or the output could not be read: then "which step is
     // final" cannot be judged.
     let mut complete = true;
@@ -106,6 +107,14 @@ pub(crate) fn convert(
             if let Some(n) = spec.get("timeoutSeconds") {
                 timeout_seconds = retry::timeout_seconds(ctx, n);
             }
+            if let Some(n) = spec.get("placement") {
+                if let Some(s) = ctx.string(n, "spec.placement") {
+                    match s.parse::<stratus_placement::workflow::WorkflowPolicy>() {
+                        Ok(p) => placement = Some(p.to_string()),
+                        Err(e) => ctx.error(n.pos, format!("spec.placement: {e}")),
+                    }
+                }
+            }
             spec.finish(ctx, &[], &[]);
         }
     }
@@ -131,6 +140,7 @@ pub(crate) fn convert(
         invoke,
         durability,
         timeout_seconds,
+        placement,
         pos: wf_pos,
     });
     (name, wf)

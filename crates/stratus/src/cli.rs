@@ -841,6 +841,7 @@ async fn up(a: UpArgs) -> Result<()> {
             max_records: (a.record_max_count > 0).then_some(a.record_max_count),
             max_bytes: (a.record_max_bytes > 0).then_some(a.record_max_bytes),
         },
+        workflow_placement: a.cluster.workflow_placement,
         ..Config::default()
     };
     let workers = a

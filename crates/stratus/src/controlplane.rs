@@ -24,6 +24,11 @@ pub struct ClusterArgs {
     /// random:SEED.
     #[arg(long, default_value = "spread", value_name = "POLICY")]
     pub placement: String,
+    /// Where a workflow's steps run unless its spec.placement says:
+    /// locality (few cross-host bytes), centralised (each instance where
+    /// --placement puts it), round-robin or random:SEED.
+    #[arg(long, default_value = "centralised", value_name = "POLICY")]
+    pub workflow_placement: stratus_placement::WorkflowPolicy,
     /// Seconds the leader's election lease outlives it: a standby takes
     /// over this long after the leader dies (etcd's minimum is 1.5 s by
     /// default; shorter requests get that).
@@ -188,6 +193,10 @@ mod with_etcd {
                     })
                     .collect(),
             }
+        }
+
+        fn workflow_hosts(&self) -> Option<stratus_placement::workflow::Hosts> {
+            self.0.workflow_hosts().ok()
         }
     }
 

@@ -46,6 +46,7 @@ pub(crate) fn exec(steps: Vec<Step>) -> Execution {
         durability: Default::default(),
         invoke: None,
         timeout_seconds: None,
+        placement: None,
         pos: Pos::default(),
     };
     Execution::new(Arc::new(Plan::compile(&wf).unwrap()))

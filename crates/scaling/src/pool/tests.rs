@@ -886,3 +886,62 @@ fn adopted_instances_serve_waiters_and_respect_max_scale() {
         "#]],
     );
 }
+
+/// Grants and starts of `actions`, as `(request, instance)` and instances.
+fn grants_and_starts(actions: &[Action]) -> (Vec<(u64, u64)>, Vec<u64>) {
+    let mut grants = Vec::new();
+    let mut starts = Vec::new();
+    for a in actions {
+        match a {
+            Action::Grant {
+                request, instance, ..
+            } => grants.push((request.0, instance.0)),
+            Action::Start(i) => starts.push(i.0),
+            _ => {}
+        }
+    }
+    (grants, starts)
+}
+
+#[test]
+fn a_request_near_a_host_prefers_its_instances_but_never_scales_for_them() {
+    let mut s = PoolState::new(scaling(2));
+    // Two instances: i1 on host 7, i2 on host 9.
+    let (_, a) = s.request(0, 1_000_000);
+    let (_, b) = s.request(1, 1_000_000);
+    let (_, starts_a) = grants_and_starts(&a);
+    assert_eq!(
+        starts_a,
+        vec![1],
+        "cc=2: one instance for the first request"
+    );
+    assert!(grants_and_starts(&b).1.is_empty(), "the second waits on it");
+    assert_eq!(s.start_hint(InstanceId(1)), None, "no host was named");
+    s.instance_ready(InstanceId(1), 10);
+    s.set_host(InstanceId(1), 7);
+    let (r3, a) = s.request_near(11, 1_000_000, Some(9));
+    // i1 is full (2 leases): a start, hinted to the named host.
+    assert_eq!(grants_and_starts(&a).1, vec![2]);
+    assert_eq!(s.start_hint(InstanceId(2)), Some(9));
+    let ready = s.instance_ready(InstanceId(2), 20);
+    assert_eq!(grants_and_starts(&ready).0, vec![(r3.0, 2)]);
+    assert_eq!(s.start_hint(InstanceId(2)), None, "hints end at ready");
+    s.set_host(InstanceId(2), 9);
+    s.release(InstanceId(1), 21);
+    s.release(InstanceId(1), 22);
+    // Packing alone would take i1 (oldest with room); host 9 takes i2.
+    let (r4, a) = s.request_near(23, 1_000_000, Some(9));
+    assert_eq!(grants_and_starts(&a), (vec![(r4.0, 2)], vec![]));
+    // i2 is full (r3, r4): near host 9 falls back to i1, starting nothing.
+    let (r5, a) = s.request_near(24, 1_000_000, Some(9));
+    assert_eq!(grants_and_starts(&a), (vec![(r5.0, 1)], vec![]));
+    // A host with no instance: any instance with room.
+    let (r6, a) = s.request_near(25, 1_000_000, Some(3));
+    assert_eq!(grants_and_starts(&a), (vec![(r6.0, 1)], vec![]));
+    // Every slot taken: the waiter's start is hinted to its host.
+    let (_, a) = s.request_near(26, 1_000_000, Some(3));
+    assert_eq!(grants_and_starts(&a).1, vec![3]);
+    assert_eq!(s.start_hint(InstanceId(3)), Some(3));
+    s.start_failed(InstanceId(3), "no room");
+    assert_eq!(s.start_hint(InstanceId(3)), None, "hints end at a failure");
+}

@@ -19,9 +19,9 @@ use crate::worker::{free_port, token_file, until, Worker, CLUSTER};
 use crate::*;
 
 /// One control-plane replica (`stratus up --etcd … --workers`).
-struct Cp {
-    child: Child,
-    admin: GatewayClient,
+pub(crate) struct Cp {
+    pub(crate) child: Child,
+    pub(crate) admin: GatewayClient,
     addr: String,
     log: std::path::PathBuf,
 }
@@ -65,7 +65,7 @@ fn cp_cmd(
 }
 
 impl Cp {
-    async fn start(
+    pub(crate) async fn start(
         etcd: &EtcdCluster,
         dir: &Path,
         name: &str,
@@ -102,7 +102,7 @@ impl Cp {
         cp
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -132,7 +132,7 @@ async fn burst(cp: &Cp, n: usize) -> usize {
         .count()
 }
 
-async fn ids(w: &Worker) -> Vec<String> {
+pub(crate) async fn ids(w: &Worker) -> Vec<String> {
     w.client
         .list()
         .await

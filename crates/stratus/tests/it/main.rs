@@ -5,6 +5,7 @@ mod auth;
 mod bench;
 #[cfg(feature = "etcd")]
 mod cluster;
+mod cluster_workflows;
 mod data;
 mod errors;
 #[cfg(feature = "etcd")]

@@ -37,6 +37,7 @@ fn exec_with(steps: Vec<Step>, output: Option<&str>, timeout: Option<u64>) -> Ex
         invoke: None,
         durability: Default::default(),
         timeout_seconds: timeout,
+        placement: None,
         pos: Default::default(),
     };
     let mut e = Execution::new(Arc::new(Plan::compile(&wf).unwrap()));
