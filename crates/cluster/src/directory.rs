@@ -24,6 +24,15 @@ const POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// default limits (a tenth of a core, 64 MiB).
 pub const DEFAULT_SIZE: Resources = Resources::new(100, 64 << 20);
 
+/// What one instance of a Service reserves: its `resources`, each unset
+/// field [`DEFAULT_SIZE`]'s.
+pub fn instance_size(asked: stratus_sandbox::Resources) -> Resources {
+    Resources::new(
+        asked.millicores.unwrap_or(DEFAULT_SIZE.cores_milli),
+        asked.memory_bytes.unwrap_or(DEFAULT_SIZE.memory_bytes),
+    )
+}
+
 /// A worker as the node registry describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeView {

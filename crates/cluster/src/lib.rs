@@ -35,7 +35,9 @@ mod directory;
 mod remote;
 
 pub use adopt::Adopter;
-pub use directory::{Directory, NodeStatus, NodeView, Role, CONTROL_HOST, DEFAULT_SIZE};
+pub use directory::{
+    instance_size, Directory, NodeStatus, NodeView, Role, CONTROL_HOST, DEFAULT_SIZE,
+};
 pub use remote::{RemoteInstance, RemoteSandbox};
 
 /// Why the cluster could not start an instance.

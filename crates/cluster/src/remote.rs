@@ -12,9 +12,8 @@ use async_trait::async_trait;
 use stratus_agent::{AgentClient, ClientError, StartRequest};
 use stratus_sandbox::{Instance, InstanceSpec, Route, Sandbox, SandboxError, StartTiming};
 
-use crate::directory::{Directory, ExitFlag, DEFAULT_SIZE};
+use crate::directory::{instance_size, Directory, ExitFlag};
 use crate::ClusterError;
-use stratus_placement::Resources;
 
 /// Most nodes one start tries before it gives up.
 const MAX_TRIES: usize = 3;
@@ -129,15 +128,7 @@ impl Sandbox for RemoteSandbox {
             .await
             .map_err(|e| spawn_error(spec, program, e.to_string()))?;
         let id = format!("{}-{}", spec.instance_id, self.dir.replica());
-        // The Service's resources, each unset field the agent's default.
-        let size = Resources::new(
-            spec.resources
-                .millicores
-                .unwrap_or(DEFAULT_SIZE.cores_milli),
-            spec.resources
-                .memory_bytes
-                .unwrap_or(DEFAULT_SIZE.memory_bytes),
-        );
+        let size = instance_size(spec.resources);
         let image = (self.runtime == "runc").then_some(spec.image.as_str());
         let family = format!("{}-r{}", spec.function, spec.revision);
         let snapshot = (self.runtime == "microvm").then_some(family.as_str());

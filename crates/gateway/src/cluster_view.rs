@@ -53,6 +53,9 @@ pub trait ClusterView: Send + Sync + 'static {
     fn workflow_hosts(&self) -> Option<stratus_placement::workflow::Hosts> {
         None
     }
+    /// What an instance of a Service asking for `asked` reserves on a
+    /// worker (its unset fields the cluster's default).
+    fn instance_size(&self, asked: stratus_sandbox::Resources) -> stratus_placement::Resources;
 }
 
 impl Platform {

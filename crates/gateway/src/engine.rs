@@ -607,14 +607,6 @@ impl Platform {
         };
         let deadline = plan.timeout_us().map(|us| t0 + Duration::from_micros(us));
         let placed = self.place_steps(&plan, &id);
-        let step_runs = vec![
-            0;
-            if placed.is_some() {
-                plan.step_count()
-            } else {
-                0
-            }
-        ];
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
         exec.set_seed(crate::retry::seed_of(&id));
@@ -631,7 +623,6 @@ impl Platform {
             deadline,
             data: None,
             placed,
-            step_runs,
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
@@ -798,7 +789,7 @@ impl Platform {
                                 key: crate::retry::idempotency_key(&d.id, next.run),
                                 failed: d.failed.clone(),
                             };
-                            let near = d.near(next.step);
+                            let near = d.placed.as_mut().and_then(|p| p.next(next.step));
                             d.running.push(Box::pin(async move {
                                 this.call(pool, next, t0, ctx, sess, near).await
                             }));
@@ -840,9 +831,7 @@ pub(crate) struct Driver {
     /// by-reference call; they are freed when the last holder drops it.
     data: Option<Arc<stratus_nodestore::Session>>,
     /// On a cluster: the hosts the workflow placement chose per step.
-    placed: Option<Arc<placed::StepHosts>>,
-    /// Runs dispatched per step so far (with `placed`).
-    step_runs: Vec<u32>,
+    placed: Option<placed::StepHosts>,
 }
 
 /// What `run_to_end` needs to write the invocation's record.
@@ -876,15 +865,6 @@ impl Drop for Pending {
 }
 
 impl Driver {
-    /// The host the next run of `step` should run on, if placed.
-    fn near(&mut self, step: usize) -> Option<Arc<str>> {
-        let p = self.placed.as_ref()?;
-        let k = self.step_runs.get_mut(step)?;
-        let near = p.near(step, *k);
-        *k += 1;
-        near
-    }
-
     /// The invocation's data store session (made on first use).
     fn session(
         &mut self,

@@ -198,6 +198,10 @@ mod with_etcd {
         fn workflow_hosts(&self) -> Option<stratus_placement::workflow::Hosts> {
             self.0.workflow_hosts().ok()
         }
+
+        fn instance_size(&self, asked: stratus_sandbox::Resources) -> stratus_placement::Resources {
+            stratus_cluster::instance_size(asked)
+        }
     }
 
     /// Sets the directory's role, saying so when it changed.

@@ -299,7 +299,6 @@ impl Platform {
             }),
             data: None,
             placed: None,
-            step_runs: Vec::new(),
             failed: Default::default(),
             // spec.timeoutSeconds counts from the invocation's arrival,
             // which a restart has lost: a resumed run has no deadline.

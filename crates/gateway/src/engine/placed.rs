@@ -34,22 +34,29 @@ use crate::Platform;
 pub(crate) const PRIOR_EDGE_BYTES: u64 = 1 << 20;
 /// Most instances planned for one step.
 pub(crate) const MAX_PLANNED_INSTANCES: u32 = 64;
-/// What an instance reserves when its Service names no resources: the
-/// agent's default limits.
-const UNSIZED: Resources = Resources::new(100, 64 << 20);
 
-/// Per step, the hosts its runs go to in turn (one entry per planned
-/// instance); empty for a step that was not placed.
+/// One invocation's placement: per step, the hosts its runs go to in turn
+/// (one entry per planned instance; empty for a step that was not placed),
+/// and how many runs of each step were sent so far.
 #[derive(Debug, Default)]
 pub(crate) struct StepHosts {
     hosts: Vec<Vec<Arc<str>>>,
+    sent: Vec<u32>,
 }
 
 impl StepHosts {
-    /// The host for the `k`-th run of `step`.
-    pub(crate) fn near(&self, step: usize, k: u32) -> Option<Arc<str>> {
+    fn new(hosts: Vec<Vec<Arc<str>>>) -> StepHosts {
+        let sent = vec![0; hosts.len()];
+        StepHosts { hosts, sent }
+    }
+
+    /// The host for the next run of `step`.
+    pub(crate) fn next(&mut self, step: usize) -> Option<Arc<str>> {
         let h = self.hosts.get(step)?;
-        (!h.is_empty()).then(|| h[k as usize % h.len()].clone())
+        let k = self.sent.get_mut(step)?;
+        let near = (!h.is_empty()).then(|| h[*k as usize % h.len()].clone());
+        *k += 1;
+        near
     }
 }
 
@@ -165,7 +172,7 @@ impl Platform {
 
     /// Where the steps of invocation `id` of `plan` should run; `None` on
     /// one host, under `centralised`, or when nothing could be placed.
-    pub(crate) fn place_steps(&self, plan: &Plan, id: &str) -> Option<Arc<StepHosts>> {
+    pub(crate) fn place_steps(&self, plan: &Plan, id: &str) -> Option<StepHosts> {
         let view = self.cluster_view.get()?;
         let policy = match self.placement_policy(plan) {
             WorkflowPolicy::Centralised => return None,
@@ -184,10 +191,10 @@ impl Platform {
                 .get(function)
                 .map(|p| p.service.resources)
                 .unwrap_or_default();
-            Resources::new(
-                r.millicores.unwrap_or(UNSIZED.cores_milli),
-                r.memory_bytes.unwrap_or(UNSIZED.memory_bytes),
-            )
+            view.instance_size(stratus_sandbox::Resources {
+                millicores: r.millicores,
+                memory_bytes: r.memory_bytes,
+            })
         };
         let wf = self.estimates.workflow(plan, need)?;
         let p = place(&wf, &hosts, policy);
@@ -196,9 +203,8 @@ impl Platform {
             .iter()
             .map(|h| h.name.as_str().into())
             .collect();
-        let placed = StepHosts {
-            hosts: p
-                .hosts
+        let placed = StepHosts::new(
+            p.hosts
                 .iter()
                 .map(|per| {
                     per.iter()
@@ -207,13 +213,9 @@ impl Platform {
                         .collect()
                 })
                 .collect(),
-        };
+        );
         tracing::debug!(workflow = plan.name(), %policy, hosts = ?placed.hosts, "steps placed");
-        placed
-            .hosts
-            .iter()
-            .any(|h| !h.is_empty())
-            .then(|| Arc::new(placed))
+        placed.hosts.iter().any(|h| !h.is_empty()).then_some(placed)
     }
 }
 
@@ -262,7 +264,7 @@ spec:
         let p = plan();
         let e = Estimates::default();
         let bytes = |e: &Estimates| -> Vec<u64> {
-            let wf = e.workflow(&p, |_| UNSIZED).unwrap();
+            let wf = e.workflow(&p, |_| Resources::new(100, 64 << 20)).unwrap();
             wf.edges().iter().map(|e| e.bytes).collect()
         };
         // input → a, a → b, b → output.
@@ -271,21 +273,28 @@ spec:
             e.observe(&p, &[run("a", 5000), run("b", 7)], 10, 7);
         }
         assert_eq!(bytes(&e), vec![10, 5000, 7]);
-        let wf = e.workflow(&p, |_| UNSIZED).unwrap();
+        let wf = e.workflow(&p, |_| Resources::new(100, 64 << 20)).unwrap();
         assert_eq!(wf.steps()[0].instances, 1);
         // A map of three runs plans three instances.
         e.observe(&p, &[run("a", 1), run("a", 1), run("a", 1)], 0, 0);
-        assert_eq!(e.workflow(&p, |_| UNSIZED).unwrap().steps()[0].instances, 3);
+        assert_eq!(
+            e.workflow(&p, |_| Resources::new(100, 64 << 20))
+                .unwrap()
+                .steps()[0]
+                .instances,
+            3
+        );
     }
 
     #[test]
     fn runs_take_their_step_hosts_in_turn() {
-        let h = StepHosts {
-            hosts: vec![vec!["x".into(), "y".into()], vec![]],
-        };
-        assert_eq!(h.near(0, 0).as_deref(), Some("x"));
-        assert_eq!(h.near(0, 3).as_deref(), Some("y"));
-        assert_eq!(h.near(1, 0), None);
-        assert_eq!(h.near(2, 0), None);
+        let mut h = StepHosts::new(vec![vec!["x".into(), "y".into()], vec![]]);
+        let first: Vec<_> = (0..3).map(|_| h.next(0)).collect();
+        assert_eq!(
+            first,
+            vec![Some("x".into()), Some("y".into()), Some("x".into())]
+        );
+        assert_eq!(h.next(1), None);
+        assert_eq!(h.next(2), None);
     }
 }

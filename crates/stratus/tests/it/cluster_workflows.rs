@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use stratus_gateway::client::GatewayClient;
 use stratus_state_etcd::cluster::EtcdCluster;
 
 use crate::cluster::{ids, Cp};
@@ -49,6 +50,14 @@ async fn hosts_of(workers: &[(&str, &Worker)], functions: &[String]) -> Vec<Opti
         .collect()
 }
 
+/// Invokes `name`: its status and text (status 0: no answer).
+async fn call(c: &GatewayClient, name: &str, body: Bytes) -> (u16, String) {
+    match c.invoke(name, body).await {
+        Ok(r) => (r.status, r.text()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_workflow_placement_gives_the_same_output_and_locality_survives_a_host_kill() {
     let Some(etcd) = EtcdCluster::start_or_skip(3) else {
@@ -82,12 +91,7 @@ async fn every_workflow_placement_gives_the_same_output_and_locality_survives_a_
     let text = Bytes::from("the cat and the dog and the bird saw the cat ".repeat(40));
     let run = |wf: String| {
         let (c, t) = (cp.admin.clone(), text.clone());
-        async move {
-            match c.invoke(&wf, t).await {
-                Ok(r) => (r.status, r.text()),
-                Err(e) => (0, e.to_string()),
-            }
-        }
+        async move { call(&c, &wf, t).await }
     };
     until("the leader serves", Duration::from_secs(20), async || {
         run("wc-cen".into()).await.0 == 200
@@ -134,10 +138,7 @@ async fn every_workflow_placement_gives_the_same_output_and_locality_survives_a_
     // second step (400 ms) is in flight: the run is tried again on the
     // other worker and every invocation succeeds.
     let body = Bytes::from_static(br#"{"ms":400,"mode":"sleep"}"#);
-    let (status, out) = match cp.admin.invoke("slow", body.clone()).await {
-        Ok(r) => (r.status, r.text()),
-        Err(e) => (0, e.to_string()),
-    };
+    let (status, out) = call(&cp.admin, "slow", body.clone()).await;
     assert_eq!(status, 200, "{out}\n{}", cp.log());
     let on = hosts_of(&workers, &["k-echo".into(), "k-spin".into()]).await;
     assert_eq!(on[0], on[1], "locality: both steps on one worker: {on:?}");
@@ -148,12 +149,7 @@ async fn every_workflow_placement_gives_the_same_output_and_locality_survives_a_
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..3 {
         let (c, b) = (cp.admin.clone(), body.clone());
-        set.spawn(async move {
-            match c.invoke("slow", b).await {
-                Ok(r) => (r.status, r.text()),
-                Err(e) => (0, e.to_string()),
-            }
-        });
+        set.spawn(async move { call(&c, "slow", b).await });
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     let t = Instant::now();
