@@ -63,6 +63,7 @@ pub struct AgentClient {
 #[derive(Debug)]
 pub struct Invoked {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -92,6 +93,21 @@ impl AgentClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Invoked, ClientError> {
+        let headers: Vec<(&str, String)> = content_type
+            .map(|ct| vec![("content-type", ct.to_string())])
+            .unwrap_or_default();
+        self.send_with(method, path, &headers, body, timeout).await
+    }
+
+    /// As [`AgentClient::send`], with any headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Invoked, ClientError> {
         let url = format!("{}{path}", self.base);
         let transport = |what: String| ClientError::Transport {
             url: url.clone(),
@@ -101,8 +117,8 @@ impl AgentClient {
             .method(method)
             .uri(&url)
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
-        if let Some(ct) = content_type {
-            b = b.header(header::CONTENT_TYPE, ct);
+        for (k, v) in headers {
+            b = b.header(*k, v.as_str());
         }
         let req = b
             .body(Full::new(body))
@@ -114,12 +130,17 @@ impl AgentClient {
                 .await
                 .map_err(|e| transport(stratus_sandbox::error_chain(&e)))?;
             let status = resp.status();
+            let headers = resp.headers().clone();
             let body = Limited::new(resp.into_body(), MAX_REPLY_BYTES)
                 .collect()
                 .await
                 .map_err(|e| transport(format!("reading the answer: {e}")))?
                 .to_bytes();
-            Ok(Invoked { status, body })
+            Ok(Invoked {
+                status,
+                headers,
+                body,
+            })
         };
         tokio::time::timeout(timeout, call)
             .await

@@ -9,6 +9,8 @@
 //!                                   GET    /v1/agent/instances/{id}/logs
 //!                                   ANY    /v1/agent/instances/{id}/invoke/{*path}  proxy
 //!                                   GET    /v1/agent/health             capacity, usage, caches
+//!                                   GET    /v1/agent/items/{id}         a kept workflow item
+//!                                   DELETE /v1/agent/invocations/{inv}/items  free them
 //!                                          │
 //!                                          ▼
 //!                                   Sandbox backends of this node (process, runc, microvm)
@@ -30,6 +32,7 @@
 
 pub mod capacity;
 pub mod client;
+pub mod items;
 pub mod join;
 mod proxy;
 pub mod request;

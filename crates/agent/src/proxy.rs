@@ -15,9 +15,10 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use http_body_util::Limited;
+use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use stratus_nodestore::remote;
 
 use crate::routes::ApiError;
 use crate::server::Agent;
@@ -49,6 +50,8 @@ fn hop_header(name: &HeaderName) -> bool {
             | "upgrade"
             | "host"
             | "authorization"
+            | "stratus-keep"
+            | "stratus-parts"
     )
 }
 
@@ -99,6 +102,22 @@ async fn forward_inner(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large(max));
     }
+    let keep = match req.headers().get(remote::KEEP_HEADER) {
+        None => None,
+        Some(v) => {
+            let inv = v.to_str().unwrap_or("\u{fffd}").to_string();
+            remote::check_invocation(&inv)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            Some(inv)
+        }
+    };
+    let plan = match req.headers().get(remote::PARTS_HEADER) {
+        None => None,
+        Some(v) => Some(
+            remote::parse(v.as_bytes())
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+        ),
+    };
     let (parts, body) = req.into_parts();
     let query = parts
         .uri
@@ -111,12 +130,40 @@ async fn forward_inner(
             format!("invoke path {path:?}: not a valid URI path: {e}"),
         )
     })?;
+    let (body, assembled) = match plan {
+        None => (Body::new(Limited::new(body, max)), None),
+        Some(plan) => {
+            let inline = Limited::new(body, max)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        too_large(max)
+                    } else {
+                        ApiError::new(StatusCode::BAD_REQUEST, format!("invocation body: {e}"))
+                    }
+                })?
+                .to_bytes();
+            let chunks = crate::items::assemble(a, &plan, inline).await?;
+            let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+            let stream = futures_util::stream::iter(
+                chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+            );
+            (Body::from_stream(stream), Some(total))
+        }
+    };
     let mut out = http::Request::builder()
         .method(parts.method)
         .uri(uri)
-        .body(Body::new(Limited::new(body, max)))
+        .body(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invoke request: {e}")))?;
     copy_headers(&parts.headers, out.headers_mut());
+    if let Some(total) = assembled {
+        out.headers_mut()
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from(total));
+    }
     let timeout = a.config().invoke_timeout;
     let resp = match tokio::time::timeout(timeout, a.client.request(out)).await {
         Err(_) => {
@@ -138,6 +185,11 @@ async fn forward_inner(
         Ok(Ok(r)) => r,
     };
     let (rparts, rbody) = resp.into_parts();
+    // Without a store the reply goes back as it is (the caller sees no
+    // item header and takes the body).
+    if let (Some(inv), true, true) = (&keep, rparts.status.is_success(), a.items.is_some()) {
+        return crate::items::keep(a, inv, rparts.status, rbody).await;
+    }
     let mut r = Response::new(Body::new(rbody));
     *r.status_mut() = rparts.status;
     copy_headers(&rparts.headers, r.headers_mut());

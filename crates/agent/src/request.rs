@@ -316,6 +316,18 @@ pub struct Health {
     /// Images and snapshots its node caches were filled with.
     pub images: Vec<String>,
     pub snapshots: Vec<String>,
+    /// Workflow items kept here (`stratus up --workflow-data workers`):
+    /// how many, and their bytes in memory and on disk.
+    #[serde(default)]
+    pub kept_items: KeptItems,
+}
+
+/// What the node data store holds for workflows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptItems {
+    pub count: usize,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
 }
 
 #[cfg(test)]

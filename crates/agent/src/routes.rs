@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get};
 use axum::{Json, Router};
 
 use crate::request::{parse_start, Health, InstanceInfo, RequestError, MAX_CONTROL_BYTES};
@@ -32,6 +32,19 @@ impl ApiError {
             status,
             message,
             code: None,
+        }
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// An error with a `"code"` a client tells causes by.
+    pub(crate) fn coded(status: StatusCode, message: String, code: &'static str) -> ApiError {
+        ApiError {
+            status,
+            message,
+            code: Some(code),
         }
     }
 
@@ -89,6 +102,11 @@ pub(crate) fn router(agent: &Arc<Agent>) -> Router {
         .route(
             "/v1/agent/instances/{id}/invoke/{*path}",
             any(crate::proxy::invoke),
+        )
+        .route("/v1/agent/items/{id}", get(crate::items::get))
+        .route(
+            "/v1/agent/invocations/{inv}/items",
+            delete(crate::items::end),
         )
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES))
         .layer(middleware::from_fn_with_state(agent.clone(), auth))

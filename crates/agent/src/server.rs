@@ -119,12 +119,24 @@ pub struct Agent {
     images: Mutex<BTreeSet<String>>,
     pub(crate) logs: Arc<LogBuffer>,
     pub(crate) client: crate::proxy::HttpClient,
+    /// The node data store holding workflow items kept here
+    /// ([`crate::items`]); `None`: none opened, keeping is refused.
+    pub(crate) items: Option<Arc<stratus_nodestore::Store>>,
     stopping: AtomicBool,
 }
 
 impl Agent {
     /// An agent over `sandboxes` (each serves the runtime its `kind()` names).
     pub fn new(cfg: AgentConfig, sandboxes: Vec<Arc<dyn Sandbox>>) -> Arc<Agent> {
+        Self::with_items(cfg, sandboxes, None)
+    }
+
+    /// As [`Agent::new`], keeping workflow items in `items`.
+    pub fn with_items(
+        cfg: AgentConfig,
+        sandboxes: Vec<Arc<dyn Sandbox>>,
+        items: Option<Arc<stratus_nodestore::Store>>,
+    ) -> Arc<Agent> {
         let guard = Guard::new(cfg.token.clone()).allow_hosts(cfg.allow_hosts.clone());
         Arc::new(Agent {
             guard,
@@ -133,6 +145,7 @@ impl Agent {
             images: Mutex::new(BTreeSet::new()),
             logs: Arc::new(LogBuffer::new(cfg.log_bytes)),
             client: crate::proxy::http_client(),
+            items,
             stopping: AtomicBool::new(false),
             cfg,
         })
@@ -155,6 +168,18 @@ impl Agent {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let listener = BoundedListener::new(listener, self.cfg.conn);
+        // Items of invocations nobody ended (a lost control plane) go
+        // when their time to live passes.
+        let reaper = self.items.clone().map(|store| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    let s = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.reap()).await;
+                }
+            })
+        });
         let r = stratus_auth::serve_bounded(
             listener,
             self.router(),
@@ -162,6 +187,9 @@ impl Agent {
             shutdown,
         )
         .await;
+        if let Some(t) = reaper {
+            t.abort();
+        }
         self.shutdown().await;
         r
     }
@@ -209,6 +237,18 @@ impl Agent {
                 .snapshot_cache_dir
                 .as_deref()
                 .map(cached_snapshots)
+                .unwrap_or_default(),
+            kept_items: self
+                .items
+                .as_ref()
+                .map(|s| {
+                    let (memory_bytes, disk_bytes, count) = s.usage();
+                    crate::request::KeptItems {
+                        count,
+                        memory_bytes,
+                        disk_bytes,
+                    }
+                })
                 .unwrap_or_default(),
         }
     }

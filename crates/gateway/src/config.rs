@@ -91,6 +91,36 @@ pub struct Config {
     /// workflow's `spec.placement` says (`stratus up --workflow-placement`);
     /// ignored on one host.
     pub workflow_placement: stratus_placement::WorkflowPolicy,
+    /// On a cluster control plane, where step outputs go (`stratus up
+    /// --workflow-data`); ignored on one host.
+    pub workflow_data: WorkflowData,
+}
+
+/// Where a workflow step's output goes on a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkflowData {
+    /// Back to the control plane's engine, which sends it on to the
+    /// consumers: every edge crosses the control plane's links.
+    #[default]
+    Relay,
+    /// Kept on the worker that produced it (its node data store) when it
+    /// only goes on to other steps; a consumer on that worker reads it
+    /// there, one on another worker fetches it from that worker. A worker
+    /// lost mid-run takes its items with it: the runs that needed them
+    /// fail with a clear error (`item-lost`).
+    Workers,
+}
+
+impl std::str::FromStr for WorkflowData {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<WorkflowData, String> {
+        match s {
+            "relay" => Ok(WorkflowData::Relay),
+            "workers" => Ok(WorkflowData::Workers),
+            other => Err(format!("{other:?}: give relay or workers")),
+        }
+    }
 }
 
 /// Where the node data store keeps items and how much.
@@ -165,6 +195,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             data: Some(DataConfig::default()),
             workflow_placement: stratus_placement::WorkflowPolicy::Centralised,
+            workflow_data: WorkflowData::Relay,
         }
     }
 }

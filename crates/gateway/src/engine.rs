@@ -29,6 +29,7 @@ use crate::Platform;
 
 mod byref;
 mod journaled;
+mod kept;
 pub(crate) mod placed;
 
 pub type HttpClient = Client<HttpConnector, ChunksBody>;
@@ -193,6 +194,21 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// A kept reply's item: its id and size, from the agent's headers.
+fn kept_item(h: &http::HeaderMap) -> Option<(String, u64)> {
+    let id = h
+        .get(stratus_nodestore::remote::ITEM_HEADER)?
+        .to_str()
+        .ok()?;
+    let len = h
+        .get(stratus_nodestore::remote::ITEM_BYTES_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((id.to_string(), len))
+}
+
 /// What one run reports back to the driver.
 struct RunOutcome {
     run: RunId,
@@ -201,7 +217,13 @@ struct RunOutcome {
     instance: String,
     finished_us: u64,
     result: Result<Bytes, CallError>,
+    /// The run's true (input, output) bytes where its payloads were
+    /// stand-ins for items kept on workers.
+    sizes: (Option<u64>, Option<u64>),
 }
+
+/// An invocation's kept items, and whether this run's output may be kept.
+type KeepData = Option<(Arc<kept::Kept>, bool)>;
 
 impl RunOutcome {
     /// A run that never reached an instance.
@@ -213,6 +235,7 @@ impl RunOutcome {
             instance: String::new(),
             finished_us: now,
             result: Err(e),
+            sizes: (None, None),
         }
     }
 }
@@ -257,6 +280,7 @@ impl Platform {
     /// Calls one function once: acquire a slot (buffering while instances
     /// start), send the request, collect the response, all within the
     /// function's timeout.
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         self: &Arc<Self>,
         pool: Arc<FunctionPool>,
@@ -265,6 +289,7 @@ impl Platform {
         ctx: crate::retry::CallCtx,
         sess: Option<Arc<stratus_nodestore::Session>>,
         mut near: Option<Arc<str>>,
+        data: KeepData,
     ) -> RunOutcome {
         if !ctx.wait_until(t0, d.not_before_us).await {
             return RunOutcome::refused(d.run, micros(t0), CallError::Abandoned);
@@ -282,6 +307,7 @@ impl Platform {
                     deadline,
                     sess.clone(),
                     near.as_deref(),
+                    data.clone(),
                 )
                 .await;
             match host {
@@ -312,7 +338,9 @@ impl Platform {
         deadline: Instant,
         sess: Option<Arc<stratus_nodestore::Session>>,
         near: Option<&str>,
+        data: KeepData,
     ) -> (RunOutcome, Option<String>) {
+        let mut d = d;
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
         let fname = pool.service.name.clone();
         let lease = match pool.acquire_near(deadline, near).await {
@@ -350,6 +378,52 @@ impl Platform {
         let started_us = micros(t0);
         let instance = lease.slot.id.clone();
         let cold_start_us = lease.cold_start_us;
+        // Items kept on workers: named to an agent, fetched for anyone else.
+        let mut in_size = None;
+        let mut parts = None;
+        let mut kept_for = None;
+        if let Some((k, passed_on)) = &data {
+            if lease.slot.host.is_some() {
+                let at = lease
+                    .slot
+                    .uri
+                    .authority()
+                    .map(|a| a.as_str().to_string())
+                    .unwrap_or_default();
+                if *passed_on && !at.is_empty() {
+                    kept_for = Some((k.clone(), at, lease.slot.authorization.clone()));
+                }
+                match k.parts(d.input.clone().into_chunks()) {
+                    None => {}
+                    Some(Ok(p)) => {
+                        in_size = Some(p.total);
+                        parts = Some(p);
+                    }
+                    Some(Err(error)) => {
+                        let e = CallError::Data {
+                            function: fname,
+                            error,
+                            status: 500,
+                        };
+                        return (RunOutcome::refused(d.run, micros(t0), e), None);
+                    }
+                }
+            } else if k.in_payload(&d.input) {
+                let input = std::mem::replace(&mut d.input, Payload::Raw(Bytes::new()));
+                match k.resolve(input, deadline).await {
+                    Ok(p) => d.input = p,
+                    Err(error) => {
+                        let e = CallError::Data {
+                            function: fname,
+                            error,
+                            status: 502,
+                        };
+                        return (RunOutcome::refused(d.run, micros(t0), e), None);
+                    }
+                }
+            }
+        }
+        let mut sent = 0u64;
         let byref = match (sess, &lease.slot.data_dir) {
             (Some(sess), Some(dir)) => Some(byref::ByRef {
                 sess,
@@ -388,13 +462,32 @@ impl Platform {
             }
             None => {
                 let content_type = crate::body::content_type(&d.input);
-                http::Request::post(lease.slot.uri.clone())
+                let req = http::Request::post(lease.slot.uri.clone())
                     .header(http::header::CONTENT_TYPE, content_type)
-                    .header(crate::retry::IDEMPOTENCY_HEADER, key)
-                    .body(ChunksBody::from(d.input))
-                    .expect("valid request")
+                    .header(crate::retry::IDEMPOTENCY_HEADER, key);
+                match parts.take() {
+                    Some(p) => {
+                        sent = p.inline_len;
+                        let mut req = req.body(ChunksBody::new(p.inline)).expect("valid request");
+                        req.headers_mut()
+                            .insert(stratus_nodestore::remote::PARTS_HEADER, p.header);
+                        req
+                    }
+                    None => {
+                        sent = d.input.len() as u64;
+                        req.body(ChunksBody::from(d.input)).expect("valid request")
+                    }
+                }
             }
         };
+        if let Some((k, _, _)) = &kept_for {
+            if let Ok(v) = http::HeaderValue::from_str(k.invocation()) {
+                req.headers_mut()
+                    .insert(stratus_nodestore::remote::KEEP_HEADER, v);
+            }
+        }
+        self.metrics.payload_sent.inc_by(sent);
+        let received = self.metrics.payload_received.clone();
         if let Some(auth) = &lease.slot.authorization {
             req.headers_mut()
                 .insert(http::header::AUTHORIZATION, auth.clone());
@@ -410,6 +503,10 @@ impl Platform {
                 .await
                 .map_err(|e| Err(crate::error_chain(&e)))?;
             let status = resp.status();
+            let item = match &kept_for {
+                Some(_) if status.is_success() => kept_item(resp.headers()),
+                _ => None,
+            };
             let out_file = match &byref {
                 Some(_) if status.is_success() => resp
                     .headers()
@@ -443,17 +540,26 @@ impl Platform {
                     body: text,
                 }));
             }
+            if let (Some((k, at, auth)), Some((id, len))) = (&kept_for, item) {
+                return Ok((k.stand_in(at, auth.clone(), &id, len), Some(len)));
+            }
+            received.inc_by(body.len() as u64);
             if let (Some(b), Some(name)) = (&byref, out_file) {
                 return byref::adopt(b, name)
                     .await
+                    .map(|b| (b, None))
                     .map_err(|e| Ok(byref::call_error(&f2, e)));
             }
-            Ok(body)
+            Ok((body, None))
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut host_lost = None;
+        let mut out_size = None;
         let result = match tokio::time::timeout(remaining, &mut fut).await {
-            Ok(Ok(b)) => Ok(b),
+            Ok(Ok((b, n))) => {
+                out_size = n;
+                Ok(b)
+            }
             Ok(Err(Ok(e))) => Err(e),
             Ok(Err(Err(transport))) if lease.slot.host.is_some() => {
                 // Its agent is unreachable: the host may be gone, so the
@@ -510,6 +616,7 @@ impl Platform {
                         function: fname,
                         secs: timeout.as_secs(),
                     }),
+                    sizes: (in_size, None),
                 };
                 return (outcome, None);
             }
@@ -522,6 +629,7 @@ impl Platform {
             instance,
             finished_us: micros(t0),
             result,
+            sizes: (in_size, out_size),
         };
         (outcome, host_lost)
     }
@@ -607,6 +715,11 @@ impl Platform {
         };
         let deadline = plan.timeout_us().map(|us| t0 + Duration::from_micros(us));
         let placed = self.place_steps(&plan, &id);
+        // A journaled run's outputs must outlive any worker: not kept.
+        let kept = (self.cfg.workflow_data == crate::WorkflowData::Workers
+            && journal.is_none()
+            && self.cluster_view.get().is_some())
+        .then(|| Arc::new(kept::Kept::new(&id, self.client.clone())));
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
         exec.set_seed(crate::retry::seed_of(&id));
@@ -623,6 +736,7 @@ impl Platform {
             deadline,
             data: None,
             placed,
+            kept,
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
@@ -790,8 +904,12 @@ impl Platform {
                                 failed: d.failed.clone(),
                             };
                             let near = d.placed.as_mut().and_then(|p| p.next(next.step));
+                            let data = d
+                                .kept
+                                .clone()
+                                .map(|k| (k, d.exec.plan().output_passed_on(next.step)));
                             d.running.push(Box::pin(async move {
-                                this.call(pool, next, t0, ctx, sess, near).await
+                                this.call(pool, next, t0, ctx, sess, near, data).await
                             }));
                             continue;
                         }
@@ -832,6 +950,9 @@ pub(crate) struct Driver {
     data: Option<Arc<stratus_nodestore::Session>>,
     /// On a cluster: the hosts the workflow placement chose per step.
     placed: Option<placed::StepHosts>,
+    /// `--workflow-data workers`: the invocation's items kept on workers
+    /// (freed when the last run holding this is done).
+    kept: Option<Arc<kept::Kept>>,
 }
 
 /// What `run_to_end` needs to write the invocation's record.
@@ -879,6 +1000,7 @@ impl Driver {
     fn settle(&mut self, o: RunOutcome) -> Vec<Dispatch> {
         self.exec
             .started(o.run, o.started_us, o.cold_start_us, &o.instance);
+        let run = o.run;
         let next = match o.result {
             Ok(b) => self.exec.finish(o.run, Ok(b), o.finished_us),
             Err(e) => {
@@ -891,6 +1013,9 @@ impl Driver {
                 next
             }
         };
+        if o.sizes != (None, None) {
+            self.exec.set_run_bytes(run, o.sizes.0, o.sizes.1);
+        }
         if matches!(self.exec.status(), ExecStatus::Failed(_)) {
             self.failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -21,10 +21,11 @@ pub mod retry;
 pub mod runs;
 
 pub use body::ChunksBody;
-pub use config::Config;
+pub use config::{Config, WorkflowData};
 pub use engine::{CallError, InvokeResult};
 pub use platform::{
-    process_backend, DeployReport, Platform, PlatformError, RemoteChange, ResourceInfo,
+    open_data_store, process_backend, DeployReport, Platform, PlatformError, RemoteChange,
+    ResourceInfo,
 };
 
 /// An error and its causes on one line: `what failed: why: why`. Messages

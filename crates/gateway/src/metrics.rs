@@ -30,6 +30,10 @@ pub struct Metrics {
     /// Calls tried again on another instance after its host was lost.
     pub host_loss_retries: Family<FunctionLabels, Counter>,
     pub queued: Family<FunctionLabels, Gauge>,
+    /// Payload bytes the engine sent to instances in request bodies.
+    pub payload_sent: Counter,
+    /// Payload bytes the engine received from instances in reply bodies.
+    pub payload_received: Counter,
     pub records_dropped: Counter,
     pub records_pruned: Counter,
     /// Invocations found in flight from a previous run of the platform.
@@ -102,6 +106,18 @@ impl Metrics {
             "Calls tried again on another instance because the connection to the worker running theirs broke before an answer",
             host_loss_retries.clone(),
         );
+        let payload_sent = Counter::default();
+        registry.register(
+            "engine_payload_sent_bytes",
+            "Payload bytes the engine sent to function instances in request bodies (items kept on workers and files passed by reference not counted)",
+            payload_sent.clone(),
+        );
+        let payload_received = Counter::default();
+        registry.register(
+            "engine_payload_received_bytes",
+            "Payload bytes the engine received from function instances in reply bodies (replies kept on workers not counted)",
+            payload_received.clone(),
+        );
         registry.register(
             "queued_requests",
             "Requests buffered waiting for an instance slot",
@@ -167,6 +183,8 @@ impl Metrics {
             function_requests,
             host_loss_retries,
             queued,
+            payload_sent,
+            payload_received,
             records_dropped,
             records_pruned,
             invocations_lost,

@@ -200,7 +200,7 @@ pub fn process_backend(cfg: &Config) -> Result<Arc<dyn Sandbox>, PlatformError> 
 /// The node data store `cfg` asks for, after deleting what crashed
 /// platforms left in its roots; `None` (logged) when there is none or it
 /// cannot open: by-reference functions then get HTTP bodies.
-fn open_data_store(cfg: &Config) -> Option<Arc<stratus_nodestore::Store>> {
+pub fn open_data_store(cfg: &Config) -> Option<Arc<stratus_nodestore::Store>> {
     let d = cfg.data.as_ref()?;
     let owner = match stratus_sandbox::user::resolve(cfg.run_as.as_deref()) {
         Ok(u) => u.map(|u| (u.uid, u.gid)),

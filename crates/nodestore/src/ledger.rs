@@ -141,10 +141,24 @@ impl Ledger {
         Ok(())
     }
 
+    /// Where item `id` lives and its size, if it is held.
+    pub fn lookup(&self, id: ItemId) -> Option<(Tier, u64)> {
+        self.items.get(&id).map(|(_, e)| (e.tier, e.size))
+    }
+
     /// The invocation is still alive: its items live another time to live.
     pub fn touch(&mut self, inv: &str, now_us: u64) {
         if let Some(e) = self.invs.get_mut(inv) {
             e.expires_us = now_us.saturating_add(self.ttl_us);
+        }
+    }
+
+    /// The invocation holding item `id` is still alive (its item was read).
+    pub fn touch_item(&mut self, id: ItemId, now_us: u64) {
+        if let Some((inv, _)) = self.items.get(&id) {
+            if let Some(e) = self.invs.get_mut(inv.as_str()) {
+                e.expires_us = now_us.saturating_add(self.ttl_us);
+            }
         }
     }
 

@@ -7,10 +7,12 @@
 //!
 //! [`ledger`] is the pure accounting core (time is an argument);
 //! [`store`] and [`session`] are the thin IO layer; [`fsio`] holds the file
-//! operations that can fail for lack of room, with a fault-injecting double.
+//! operations that can fail for lack of room, with a fault-injecting double;
+//! [`remote`] is the wire for items kept on the worker that produced them.
 
 pub mod fsio;
 pub mod ledger;
+pub mod remote;
 pub mod session;
 pub mod store;
 pub mod wire;

@@ -490,6 +490,23 @@ impl Store {
         Ok(Bytes::from_owner(m))
     }
 
+    /// Item `id`, if this store holds it.
+    pub fn get(&self, id: ItemId) -> Option<Item> {
+        let (tier, size) = self.ledger.lock().lookup(id)?;
+        Some(Item {
+            id,
+            path: self.item_path(tier, id),
+            size,
+            tier,
+        })
+    }
+
+    /// Item `id` was read: its invocation's items get another time to live.
+    pub fn touch_item(&self, id: ItemId) {
+        let now = self.now_us();
+        self.ledger.lock().touch_item(id, now);
+    }
+
     /// The invocation is active: its items get another time to live.
     pub fn touch(&self, inv: &str) {
         let now = self.now_us();

@@ -53,6 +53,7 @@ fn items_fill_memory_spill_to_disk_and_are_freed_at_the_end() {
     );
     assert!(b.path.starts_with(s.disk_dir()));
     assert_eq!(s.map(&b).unwrap(), big);
+    assert_eq!(s.get(b.id).as_ref(), Some(&b), "found by id");
     let c = s.put("inv2", &[Bytes::from_static(b"x")]).unwrap();
     let e = s.put("inv2", &[Bytes::from(vec![0u8; 600])]).unwrap_err();
     assert!(matches!(e, StoreError::Full(_)), "{e}");
@@ -60,6 +61,7 @@ fn items_fill_memory_spill_to_disk_and_are_freed_at_the_end() {
     assert_eq!(s.usage(), (12, 500, 3));
     assert_eq!(s.end("inv1"), 2);
     assert!(!a.path.exists() && !b.path.exists());
+    assert_eq!(s.get(b.id), None, "gone once its invocation ended");
     assert!(c.path.exists(), "another invocation's item stays");
     assert_eq!(s.usage(), (1, 0, 1));
 }

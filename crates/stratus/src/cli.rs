@@ -842,6 +842,7 @@ async fn up(a: UpArgs) -> Result<()> {
             max_bytes: (a.record_max_bytes > 0).then_some(a.record_max_bytes),
         },
         workflow_placement: a.cluster.workflow_placement,
+        workflow_data: a.cluster.workflow_data,
         ..Config::default()
     };
     let workers = a

@@ -29,6 +29,12 @@ pub struct ClusterArgs {
     /// --placement puts it), round-robin or random:SEED.
     #[arg(long, default_value = "centralised", value_name = "POLICY")]
     pub workflow_placement: stratus_placement::WorkflowPolicy,
+    /// Where workflow step outputs go: relay (back through this control
+    /// plane) or workers (kept on the worker that made them, fetched
+    /// worker to worker; a lost worker fails the runs that needed its
+    /// items).
+    #[arg(long, default_value = "relay", value_name = "WHERE")]
+    pub workflow_data: stratus_gateway::WorkflowData,
     /// Seconds the leader's election lease outlives it: a standby takes
     /// over this long after the leader dies (etcd's minimum is 1.5 s by
     /// default; shorter requests get that).

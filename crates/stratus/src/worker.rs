@@ -178,7 +178,9 @@ mod with_etcd {
         acfg.unavailable_runtimes = backends.unavailable;
         acfg.allow_hosts = a.allow_hosts.clone();
         acfg.snapshot_cache_dir = Some(stratus_rcss_vm::vm::snapshot_cache_dir(&state_dir));
-        let agent = Agent::new(acfg, sandboxes);
+        // Workflow items kept here (`stratus up --workflow-data workers`).
+        let items = stratus_gateway::open_data_store(&cfg);
+        let agent = Agent::with_items(acfg, sandboxes, items);
 
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await

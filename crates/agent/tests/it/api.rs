@@ -30,9 +30,9 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()
 "#;
 
-struct Running {
+pub(crate) struct Running {
     agent: Arc<Agent>,
-    url: String,
+    pub(crate) url: String,
     token: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -41,6 +41,12 @@ struct Running {
 
 impl Running {
     async fn start(max_instances: usize) -> Running {
+        Self::start_with(max_instances, false).await
+    }
+
+    /// With `items`, the agent keeps workflow items in a node data store
+    /// under its temporary directory.
+    pub(crate) async fn start_with(max_instances: usize, items: bool) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let token = Token::generate().unwrap();
         let process = ProcessSandbox::new(ProcessConfig {
@@ -62,7 +68,21 @@ impl Running {
         cfg.max_instances = max_instances;
         cfg.advertise_host = "10.77.0.2".into();
         cfg.unavailable_runtimes = vec![("microvm".into(), "no /dev/kvm".into())];
-        let agent = Agent::new(cfg, vec![Arc::new(process)]);
+        let store = items.then(|| {
+            let sc = stratus_nodestore::StoreConfig {
+                memory_dir: dir.path().join("mem"),
+                disk_dir: dir.path().join("disk"),
+                budget: stratus_nodestore::Budget {
+                    memory: 1 << 20,
+                    disk: 64 << 20,
+                },
+                ttl: Duration::from_secs(60),
+                instance_owner: None,
+            };
+            let fs = Arc::new(stratus_nodestore::FsBackend);
+            Arc::new(stratus_nodestore::Store::open(&sc, fs).unwrap().0)
+        });
+        let agent = Agent::with_items(cfg, vec![Arc::new(process)], store);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -79,12 +99,12 @@ impl Running {
         }
     }
 
-    fn client(&self) -> AgentClient {
+    pub(crate) fn client(&self) -> AgentClient {
         AgentClient::new(&self.url, &self.token)
     }
 }
 
-fn echo(id: &str) -> StartRequest {
+pub(crate) fn echo(id: &str) -> StartRequest {
     let mut r: StartRequest = serde_json::from_value(serde_json::json!({
         "id": id, "function": "echo", "revision": 3,
         "command": ["python3", "-c", ECHO],

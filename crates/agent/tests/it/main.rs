@@ -1,3 +1,4 @@
 //! The agent API against real process instances (a small Python server).
 
 mod api;
+mod items;

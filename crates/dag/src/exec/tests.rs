@@ -74,6 +74,23 @@ pub(crate) fn output(e: &Execution) -> String {
 }
 
 #[test]
+fn only_outputs_that_go_on_unread_may_stay_where_they_were_made() {
+    let e = exec(vec![
+        step("a", &["$input"]),
+        step("b", &["a"]),
+        step("splitter", &["b"]),
+        mapping("m", "splitter"),
+        step("j", &["m"]),
+        step("out", &["j", "a"]),
+    ]);
+    let p = e.plan();
+    let passed: Vec<bool> = (0..p.step_count()).map(|s| p.output_passed_on(s)).collect();
+    // a, b: items of other steps; splitter: a map splits it; m: a list the
+    // execution assembles; j: an item again; out: the invocation's output.
+    assert_eq!(passed, [true, true, false, false, true, false]);
+}
+
+#[test]
 fn chain_passes_bytes_through_unchanged() {
     let mut e = exec(vec![step("a", &[]), step("b", &["a"]), step("c", &["b"])]);
     let d = e.start(Bytes::from_static(b"\x00raw\xff"), 0);

@@ -299,6 +299,8 @@ impl Platform {
             }),
             data: None,
             placed: None,
+            // Journaled outputs are never kept on workers.
+            kept: None,
             failed: Default::default(),
             // spec.timeoutSeconds counts from the invocation's arrival,
             // which a restart has lost: a resumed run has no deadline.

@@ -72,9 +72,22 @@ impl Cp {
         token: &Path,
         admin: &(std::path::PathBuf, stratus_auth::Token),
     ) -> Cp {
+        Self::start_with(etcd, dir, name, token, admin, &[]).await
+    }
+
+    /// As [`Cp::start`], with more `stratus up` arguments.
+    pub(crate) async fn start_with(
+        etcd: &EtcdCluster,
+        dir: &Path,
+        name: &str,
+        token: &Path,
+        admin: &(std::path::PathBuf, stratus_auth::Token),
+        extra: &[&str],
+    ) -> Cp {
         let port = free_port();
         let log = dir.join(format!("{name}.log"));
         let child = cp_cmd(etcd, dir, name, token, &admin.0, port)
+            .args(extra)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
@@ -138,6 +151,21 @@ pub(crate) async fn ids(w: &Worker) -> Vec<String> {
         .await
         .map(|l| l.into_iter().map(|i| i.id).collect())
         .unwrap_or_default()
+}
+
+/// Workers `w1` and `w2` and a control plane `cp` (with `extra` `stratus
+/// up` arguments) on `etcd`, in `dir`; the admin client is `cp.admin`.
+pub(crate) async fn two_workers_and_cp(
+    etcd: &EtcdCluster,
+    dir: &Path,
+    extra: &[&str],
+) -> (Worker, Worker, Cp) {
+    let token = token_file(dir, "cluster.token");
+    let admin = token_file(dir, "admin.token");
+    let w1 = Worker::start(etcd, dir, "w1", &token).await;
+    let w2 = Worker::start(etcd, dir, "w2", &token).await;
+    let cp = Cp::start_with(etcd, dir, "cp", &token.0, &admin, extra).await;
+    (w1, w2, cp)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use stratus_gateway::client::GatewayClient;
 use stratus_state_etcd::cluster::EtcdCluster;
 
-use crate::cluster::{ids, Cp};
-use crate::worker::{token_file, until, Worker};
+use crate::cluster::{ids, two_workers_and_cp};
+use crate::worker::{until, Worker};
 
 /// The word count's three functions, named `{mode}-split`, `{mode}-map`
 /// and `{mode}-reduce`, and its workflow `wc-{mode}` placed by `policy`.
@@ -64,11 +64,7 @@ async fn every_workflow_placement_gives_the_same_output_and_locality_survives_a_
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let token = token_file(dir.path(), "cluster.token");
-    let admin = token_file(dir.path(), "admin.token");
-    let w1 = Worker::start(&etcd, dir.path(), "w1", &token).await;
-    let w2 = Worker::start(&etcd, dir.path(), "w2", &token).await;
-    let cp = Cp::start(&etcd, dir.path(), "cp", &token.0, &admin).await;
+    let (w1, w2, cp) = two_workers_and_cp(&etcd, dir.path(), &[]).await;
     let modes = [
         ("loc", "locality"),
         ("rr", "round-robin"),

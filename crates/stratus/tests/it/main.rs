@@ -5,6 +5,9 @@ mod auth;
 mod bench;
 #[cfg(feature = "etcd")]
 mod cluster;
+#[cfg(feature = "etcd")]
+mod cluster_data;
+#[cfg(feature = "etcd")]
 mod cluster_workflows;
 mod data;
 mod errors;

@@ -1,0 +1,255 @@
+//! Workflow items kept on this worker (`stratus up --workflow-data
+//! workers`, wire in [`stratus_nodestore::remote`]): a proxied reply kept
+//! in the node data store instead of sent back, a function body assembled
+//! from items (this node's, read without a copy, or fetched from the agent
+//! that holds them, never through the control plane), and the routes that
+//! serve and free them.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use stratus_nodestore::remote::{self, Part};
+use stratus_nodestore::{ItemId, Store, StoreError};
+
+use crate::routes::ApiError;
+use crate::server::Agent;
+
+/// `"code"` of an input item that could not be had (its holder is gone,
+/// or it was freed).
+pub const ITEM_LOST: &str = "item-lost";
+
+fn store(a: &Agent) -> Result<&Arc<Store>, ApiError> {
+    a.items.as_ref().ok_or_else(|| {
+        ApiError::coded(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this worker keeps no workflow items: its node data store did not open (see its log)"
+                .into(),
+            "no-store",
+        )
+    })
+}
+
+fn store_error(what: &str, e: StoreError) -> ApiError {
+    let status = match e {
+        StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, format!("{what}: {e}"))
+}
+
+/// The body's chunks as they arrive (no copy into one buffer), at most
+/// `max` bytes in all.
+async fn chunks<B>(body: B, max: u64, what: &str) -> Result<Vec<Bytes>, ApiError>
+where
+    B: axum::body::HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut body = body;
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    while let Some(f) = body.frame().await {
+        let f = f.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("{what}: {e}")))?;
+        if let Ok(d) = f.into_data() {
+            total += d.len() as u64;
+            if total > max {
+                return Err(ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!("{what}: more than the {max} bytes the node data store can hold"),
+                ));
+            }
+            if !d.is_empty() {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps a successful reply's body under invocation `inv`; the answer
+/// names the item instead.
+pub(crate) async fn keep<B>(
+    a: &Agent,
+    inv: &str,
+    status: StatusCode,
+    body: B,
+) -> Result<Response, ApiError>
+where
+    B: axum::body::HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let store = store(a)?.clone();
+    let b = store.budget();
+    let parts = chunks(body, b.memory.saturating_add(b.disk), "the reply to keep").await?;
+    let inv = inv.to_string();
+    let item = tokio::task::spawn_blocking(move || store.put(&inv, &parts))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?
+        .map_err(|e| store_error("keeping the reply", e))?;
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        remote::ITEM_HEADER,
+        HeaderValue::from_str(&item.id.to_string()).expect("hex"),
+    );
+    h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(item.size));
+    Ok(r)
+}
+
+/// The function's body: `parts` in order, the `b` ones cut from `inline`.
+pub(crate) async fn assemble(
+    a: &Agent,
+    parts: &[Part],
+    inline: Bytes,
+) -> Result<Vec<Bytes>, ApiError> {
+    let declared: u64 = parts
+        .iter()
+        .filter(|p| matches!(p, Part::Body(_)))
+        .map(Part::len)
+        .sum();
+    if declared != inline.len() as u64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}: its b parts add up to {declared} bytes but the body has {}",
+                remote::PARTS_HEADER,
+                inline.len()
+            ),
+        ));
+    }
+    let fetches = parts.iter().map(|p| async move {
+        match p {
+            Part::Body(_) => Ok(None),
+            Part::Item { len, at, id } => item(a, *len, at, *id).await.map(Some),
+        }
+    });
+    let items = futures_util::future::try_join_all(fetches).await?;
+    let mut out = Vec::with_capacity(parts.len());
+    let mut at = 0usize;
+    for (p, it) in parts.iter().zip(items) {
+        match (p, it) {
+            (Part::Body(n), _) => {
+                let n = *n as usize;
+                out.push(inline.slice(at..at + n));
+                at += n;
+            }
+            (_, Some(b)) => out.push(b),
+            (_, None) => unreachable!("an item part yields bytes"),
+        }
+    }
+    Ok(out)
+}
+
+fn lost(id: ItemId, at: &str, why: String) -> ApiError {
+    ApiError::coded(
+        StatusCode::BAD_GATEWAY,
+        format!("input item {id} kept at {at}: {why} (the worker that produced it may be gone; the step that made it must run again)"),
+        ITEM_LOST,
+    )
+}
+
+/// Item `id` of `len` bytes: from this node's store, else from `at`.
+async fn item(a: &Agent, len: u64, at: &str, id: ItemId) -> Result<Bytes, ApiError> {
+    if let Some(store) = &a.items {
+        if let Some(it) = store.get(id) {
+            if it.size != len {
+                return Err(lost(id, at, format!("it has {} bytes, not {len}", it.size)));
+            }
+            store.touch_item(id);
+            return store.map(&it).map_err(|e| lost(id, at, e.to_string()));
+        }
+    }
+    let uri = format!("http://{at}/v1/agent/items/{id}");
+    let req = http::Request::get(&uri)
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", a.config().token.expose()),
+        )
+        .body(Body::empty())
+        .map_err(|e| lost(id, at, e.to_string()))?;
+    let timeout = a.config().invoke_timeout;
+    let fetch = async {
+        let resp = a
+            .client
+            .request(req)
+            .await
+            .map_err(|e| stratus_sandbox::error_chain(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.into_body().collect().await.map(|c| c.to_bytes());
+            let text = body
+                .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
+                .unwrap_or_default();
+            return Err(format!("{status}: {}", text.trim()));
+        }
+        let parts = chunks(resp.into_body(), len, "the item")
+            .await
+            .map_err(|e| e.message().to_string())?;
+        let got: u64 = parts.iter().map(|b| b.len() as u64).sum();
+        if got != len {
+            return Err(format!("it came with {got} bytes, not {len}"));
+        }
+        Ok(match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.into_iter().next().expect("one"),
+            _ => {
+                let mut v = Vec::with_capacity(len as usize);
+                for p in parts {
+                    v.extend_from_slice(&p);
+                }
+                Bytes::from(v)
+            }
+        })
+    };
+    match tokio::time::timeout(timeout, fetch).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(why)) => Err(lost(id, at, why)),
+        Err(_) => Err(lost(id, at, format!("no answer within {timeout:?}"))),
+    }
+}
+
+/// `GET /v1/agent/items/{id}`: a kept item's bytes.
+pub(crate) async fn get(
+    State(a): State<Arc<Agent>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id =
+        remote::parse_id(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let store = store(&a)?;
+    let it = store.get(id).ok_or_else(|| {
+        ApiError::coded(
+            StatusCode::NOT_FOUND,
+            format!("no item {id} here (never kept, or its invocation ended)"),
+            "no-such-item",
+        )
+    })?;
+    store.touch_item(id);
+    let b = store
+        .map(&it)
+        .map_err(|e| store_error("reading the item", e))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from(b),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/agent/invocations/{inv}/items`: the invocation ended.
+pub(crate) async fn end(
+    State(a): State<Arc<Agent>>,
+    Path(inv): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    remote::check_invocation(&inv)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let store = store(&a)?.clone();
+    let freed = tokio::task::spawn_blocking(move || store.end(&inv))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("free: {e}")))?;
+    Ok(Json(serde_json::json!({ "freed": freed })))
+}

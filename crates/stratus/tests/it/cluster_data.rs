@@ -1,0 +1,178 @@
+//! Workflow data kept on the workers (`stratus up --workflow-data workers`)
+//! on a cluster of real processes (loopback, a 3-member etcd, two `stratus
+//! worker`s, one control plane): a chain and a fan-in give the same bytes
+//! as their input under locality (items read on their worker) and
+//! round-robin (items fetched worker to worker); the control plane moves
+//! only the invocation's input and output (its payload byte counters),
+//! where relaying would move every edge twice; the items are freed when
+//! the invocation ends; and a worker killed while holding an item that a
+//! later step needs fails that invocation with a clear error.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use stratus_gateway::client::GatewayClient;
+use stratus_state_etcd::cluster::EtcdCluster;
+
+use crate::cluster::{two_workers_and_cp, Cp};
+use crate::limits::metric;
+use crate::worker::{until, Worker};
+
+fn echo_service(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n{extra}---\n"
+    )
+}
+
+/// `chain-{policy}`: four echo steps in a row; `join-{policy}`: two echo
+/// steps of the input framed as a JSON array by a third.
+fn workflows(tag: &str, policy: &str) -> String {
+    let f = format!("{tag}-echo");
+    let mut y = echo_service(&f, "");
+    y += &format!(
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: a, function: {f}}}\n    - {{name: b, function: {f}, inputs: [a]}}\n    - {{name: c, function: {f}, inputs: [b]}}\n    - {{name: out, function: {f}, inputs: [c]}}\n---\n"
+    );
+    y += &format!(
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: join-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: x, function: {f}}}\n    - {{name: y, function: {f}}}\n    - {{name: j, function: {f}, inputs: [x, y], inputFormat: json}}\n---\n"
+    );
+    y
+}
+
+/// The control plane's payload bytes (sent + received) so far.
+async fn cp_bytes(c: &GatewayClient) -> f64 {
+    let m = c.get("/metrics").await.unwrap().text();
+    metric(&m, "stratus_engine_payload_sent_bytes_total")
+        + metric(&m, "stratus_engine_payload_received_bytes_total")
+}
+
+async fn kept_items(ws: &[&Worker]) -> usize {
+    let mut n = 0;
+    for w in ws {
+        n += w.client.health().await.unwrap().kept_items.count;
+    }
+    n
+}
+
+async fn call(c: &GatewayClient, name: &str, body: Bytes) -> (u16, Bytes) {
+    match c.invoke(name, body).await {
+        Ok(r) => (r.status, r.body),
+        Err(e) => (0, Bytes::from(e.to_string())),
+    }
+}
+
+/// Invokes `name`, which must succeed; its output.
+async fn ok(cp: &Cp, name: &str, body: Bytes) -> Bytes {
+    let (status, out) = call(&cp.admin, name, body).await;
+    let head = String::from_utf8_lossy(&out[..out.len().min(300)]).into_owned();
+    assert_eq!(status, 200, "{name}: {head}\n{}", cp.log());
+    out
+}
+
+/// `n` bytes of text that differ from place to place (a shifted or
+/// reordered item would not compare equal).
+fn input(n: usize) -> Bytes {
+    let mut v = Vec::with_capacity(n);
+    let mut x: u32 = 12345;
+    while v.len() < n {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        v.push(b'a' + ((x >> 16) % 26) as u8);
+    }
+    Bytes::from(v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_control_plane() {
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (w1, w2, cp) = two_workers_and_cp(&etcd, dir.path(), &["--workflow-data", "workers"]).await;
+    let mut yaml = workflows("loc", "locality") + &workflows("rr", "round-robin");
+    // A chain whose middle step outlives a kill of the worker holding the
+    // first step's output.
+    yaml += &format!(
+        "{}apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: lose\nspec:\n  placement: locality\n  steps:\n    - {{name: first, function: k-echo}}\n    - {{name: wait, function: k-bench, inputs: [first]}}\n    - {{name: last, function: k-echo, inputs: [wait, first]}}\n",
+        echo_service("k-echo", "")
+            + "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: k-bench\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/bench\n          command: [\"stratus\", \"fn\", \"bench\"]\n          env:\n            - {name: BENCH_MS, value: \"1500\"}\n            - {name: BENCH_MODE, value: sleep}\n            - {name: BENCH_OUTPUT_BYTES, value: \"10\"}\n---\n"
+    );
+    let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let small = Bytes::from_static(b"warm");
+    until("the leader serves", Duration::from_secs(20), async || {
+        call(&cp.admin, "chain-loc", small.clone()).await.0 == 200
+    })
+    .await;
+    for wf in ["chain-rr", "join-loc", "join-rr"] {
+        let (status, out) = call(&cp.admin, wf, small.clone()).await;
+        assert_eq!(status, 200, "{wf}: {out:?}\n{}", cp.log());
+    }
+
+    const N: usize = 2 << 20;
+    let data = input(N);
+    let mut joined = b"[".to_vec();
+    joined.extend_from_slice(&data);
+    joined.push(b',');
+    joined.extend_from_slice(&data);
+    joined.push(b']');
+    for tag in ["loc", "rr"] {
+        let before = cp_bytes(&cp.admin).await;
+        let out = ok(&cp, &format!("chain-{tag}"), data.clone()).await;
+        assert!(
+            out == data,
+            "chain-{tag}: the output differs from the input"
+        );
+        let moved = cp_bytes(&cp.admin).await - before;
+        // Relaying, 4 steps would move 8 N; kept, the input and output.
+        eprintln!("chain-{tag}: the control plane moved {moved} bytes for {N} in, {N} out");
+        assert!(
+            moved <= (2 * N + 4096) as f64,
+            "chain-{tag}: the control plane moved {moved} bytes: step outputs went through it"
+        );
+        let out = ok(&cp, &format!("join-{tag}"), data.clone()).await;
+        assert!(out == joined, "join-{tag}: not [input,input]");
+    }
+    until(
+        "the workers free the ended invocations' items",
+        Duration::from_secs(10),
+        async || kept_items(&[&w1, &w2]).await == 0,
+    )
+    .await;
+
+    // kill -9 the worker holding `first`'s output while `wait` runs
+    // there: `wait` is tried again on the other worker, which cannot have
+    // `first`'s output: the invocation fails and says why.
+    let t = std::time::Instant::now();
+    let run = {
+        let c = cp.admin.clone();
+        tokio::spawn(async move { call(&c, "lose", Bytes::from_static(b"payload")).await })
+    };
+    let mut victim = None;
+    while victim.is_none() && t.elapsed() < Duration::from_secs(10) {
+        for (name, w) in [("w1", &w1), ("w2", &w2)] {
+            let h = w.client.health().await.unwrap();
+            let busy = w
+                .client
+                .list()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|i| i.function == "k-bench");
+            if h.kept_items.count > 0 && busy {
+                victim = Some(name);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim = victim.expect("a worker holds first's output and runs wait");
+    let (mut killed, _survivor) = if victim == "w1" { (w1, w2) } else { (w2, w1) };
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    let (status, out) = run.await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert_ne!(status, 200, "{text}");
+    assert!(
+        text.contains("kept at") && text.contains("may be gone"),
+        "the error names the lost item and why: {status} {text}\n{}",
+        cp.log()
+    );
+}
