@@ -7,7 +7,7 @@
 #   scripts/cluster.sh up N [--rate 1gbit] [--burst 256kb] [--prefix P]
 #                          [--dir DIR] [--stratus PATH] [--no-stratus] [--replace]
 #                          [--replicas R] [--placement POLICY] [--leader-ttl S]
-#                          [--lease-ttl S]
+#                          [--lease-ttl S] [--workflow-data relay|workers]
 #   scripts/cluster.sh down      [--prefix P] [--dir DIR]     # the same options go with
 #   scripts/cluster.sh status    [--prefix P] [--dir DIR]     # every command below
 #   scripts/cluster.sh bytes     [--prefix P] [--dir DIR]     # per host, from the kernel
@@ -48,7 +48,7 @@ say() { echo "cluster.sh: $*" >&2; }
 repo="$(cd "$(dirname "$0")/.." && pwd -P)"
 cmd="${1:-}"; [ -n "$cmd" ] && shift
 prefix=stratus dir="" rate=1gbit burst=256kb stratus="" no_stratus=0 replace=0 n=""
-replicas=1 placement=spread leader_ttl=2 lease_ttl=3
+replicas=1 placement=spread leader_ttl=2 lease_ttl=3 workflow_data=relay
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -63,6 +63,7 @@ while [ $# -gt 0 ]; do
     --placement) placement="$2"; shift 2 ;;
     --leader-ttl) leader_ttl="$2"; shift 2 ;;
     --lease-ttl) lease_ttl="$2"; shift 2 ;;
+    --workflow-data) workflow_data="$2"; shift 2 ;;
     --) shift; args+=("$@"); break ;;
     *) args+=("$1"); shift ;;
   esac
@@ -247,7 +248,8 @@ start_stratus() {
     local cargs=(up --addr "$CP_IP:$port" --state-dir "$dir/$name"
       --etcd "$(etcd_urls)" --etcd-cluster "$prefix" --token-file "$dir/admin.token")
     if [ "$workers" = 1 ]; then
-      cargs+=(--workers --cluster-token-file "$dir/cluster.token" --placement "$placement" --leader-ttl "$leader_ttl")
+      cargs+=(--workers --cluster-token-file "$dir/cluster.token" --placement "$placement" --leader-ttl "$leader_ttl"
+        --workflow-data "$workflow_data")
     fi
     # Functions run as `nobody` from the repository root (examples/ paths).
     (cd "$repo" && start_in cp "$name" "$bin" "${cargs[@]}")

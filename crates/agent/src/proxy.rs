@@ -35,7 +35,8 @@ pub(crate) fn http_client() -> HttpClient {
         .build(conn)
 }
 
-/// Headers that belong to one hop (RFC 9110 7.6.1) or to the agent.
+/// Headers that belong to one hop (RFC 9110 7.6.1) or to the agent (an
+/// instance cannot name a kept item in its reply).
 fn hop_header(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -52,6 +53,8 @@ fn hop_header(name: &HeaderName) -> bool {
             | "authorization"
             | "stratus-keep"
             | "stratus-parts"
+            | "stratus-item"
+            | "stratus-item-bytes"
     )
 }
 
@@ -215,6 +218,14 @@ mod tests {
         from.insert(header::HOST, "10.0.0.1:7070".parse().unwrap());
         from.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
         from.insert("x-stratus-idempotency-key", "k1".parse().unwrap());
+        for h in [
+            remote::KEEP_HEADER,
+            remote::PARTS_HEADER,
+            remote::ITEM_HEADER,
+            remote::ITEM_BYTES_HEADER,
+        ] {
+            from.insert(h, "x".parse().unwrap());
+        }
         let mut to = HeaderMap::new();
         copy_headers(&from, &mut to);
         assert_eq!(to.len(), 2, "{to:?}");

@@ -289,20 +289,20 @@ impl Plan {
 
     /// Whether step `s`'s runs' outputs only ever go on, as they are, as
     /// items of other steps' inputs: not the invocation's output, read by
-    /// no `when:`, not assembled into a list (map, batch) and not split by
-    /// a `map:` consumer. Such an output may stay where it was produced
-    /// (a catch step's output counts as the step it catches for).
+    /// no `when:`, and not split by a `map:` consumer (a map over a list
+    /// step takes its items as they are). Such an output may stay where it
+    /// was produced (a catch step's output counts as the step it catches
+    /// for).
     pub fn output_passed_on(&self, s: StepIdx) -> bool {
         let t = self.steps[s].catches.unwrap_or(s);
         let st = &self.steps[t];
         t != self.output
             && st.watchers.is_empty()
-            && !st.produces_list()
-            && !self.steps[s].produces_list()
-            && st
-                .consumers
-                .iter()
-                .all(|(c, _)| self.steps[*c].mode != Mode::Map)
+            && (st.produces_list()
+                || st
+                    .consumers
+                    .iter()
+                    .all(|(c, _)| self.steps[*c].mode != Mode::Map))
     }
 
     /// The step whose output is the invocation's.

@@ -71,6 +71,8 @@ pub struct NetClusterOptions {
     /// Start the control plane (and workers) with this `stratus` binary;
     /// `None`: etcd only.
     pub stratus: Option<PathBuf>,
+    /// The control plane's `--workflow-data` (`relay`, `workers`).
+    pub workflow_data: String,
 }
 
 impl NetClusterOptions {
@@ -81,6 +83,7 @@ impl NetClusterOptions {
             rate: "1gbit".into(),
             burst: "256kb".into(),
             stratus: None,
+            workflow_data: "relay".into(),
         }
     }
 }
@@ -181,6 +184,8 @@ impl NetCluster {
             opts.rate.clone(),
             "--burst".into(),
             opts.burst.clone(),
+            "--workflow-data".into(),
+            opts.workflow_data.clone(),
         ];
         match &opts.stratus {
             Some(bin) => args.extend(["--stratus".into(), bin.display().to_string()]),
@@ -333,12 +338,17 @@ impl NetCluster {
     /// Bytes host `i` received and sent, as the kernel counts them on its
     /// interface (`/sys/class/net/eth0/statistics` in its namespace).
     pub fn bytes(&self, i: usize) -> Result<(u64, u64), NetClusterError> {
+        self.bytes_of(&format!("h{i}"))
+    }
+
+    /// As [`NetCluster::bytes`], for any node (`hI`, `cp`, `eI`).
+    pub fn bytes_of(&self, node: &str) -> Result<(u64, u64), NetClusterError> {
         let read = |what: &str| -> Result<u64, NetClusterError> {
             let path = format!("/sys/class/net/eth0/statistics/{what}");
-            let out = self.exec(&format!("h{i}"), &["cat", &path])?;
+            let out = self.exec(node, &["cat", &path])?;
             let text = String::from_utf8_lossy(&out.stdout);
             text.trim().parse().map_err(|_| NetClusterError::Io {
-                what: format!("reading {path} on h{i}"),
+                what: format!("reading {path} on {node}"),
                 source: std::io::Error::other(format!("not a number: {text:?}")),
             })
         };

@@ -59,6 +59,13 @@ pub struct ClusterBenchArgs {
     /// and directly through the agents (--workers, --iterations, --rate).
     #[arg(long)]
     netns: bool,
+    /// With --netns: data-heavy workflows instead (a 16 MiB chain, a
+    /// 4 x 8 MiB fan-in), relayed by the control plane vs kept on the
+    /// workers under locality, random and centralised placement: p50/p99,
+    /// control-plane bytes, link bytes from the kernel (at most 30
+    /// --iterations per row).
+    #[arg(long, requires = "netns")]
+    workflows: bool,
     /// With --netns: each host link's tbf rate.
     #[arg(long, default_value = "1gbit")]
     rate: String,
@@ -387,6 +394,15 @@ pub(crate) mod with_etcd {
             )?),
             None => None,
         };
+        if args.netns && args.workflows {
+            return crate::bench_netns_workflows::run(
+                args.workers,
+                &args.rate,
+                args.iterations,
+                report,
+            )
+            .await;
+        }
         if args.netns {
             return crate::bench_netns::run(args.workers, &args.rate, args.iterations, report)
                 .await;

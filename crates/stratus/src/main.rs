@@ -6,6 +6,8 @@ mod bench_across;
 mod bench_cluster;
 #[cfg(feature = "etcd")]
 mod bench_netns;
+#[cfg(feature = "etcd")]
+mod bench_netns_workflows;
 mod bench_placement;
 mod cli;
 mod cluster_cmd;

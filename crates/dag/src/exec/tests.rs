@@ -80,14 +80,16 @@ fn only_outputs_that_go_on_unread_may_stay_where_they_were_made() {
         step("b", &["a"]),
         step("splitter", &["b"]),
         mapping("m", "splitter"),
-        step("j", &["m"]),
+        mapping("m2", "m"),
+        step("j", &["m2"]),
         step("out", &["j", "a"]),
     ]);
     let p = e.plan();
     let passed: Vec<bool> = (0..p.step_count()).map(|s| p.output_passed_on(s)).collect();
-    // a, b: items of other steps; splitter: a map splits it; m: a list the
-    // execution assembles; j: an item again; out: the invocation's output.
-    assert_eq!(passed, [true, true, false, false, true, false]);
+    // a, b: items of other steps; splitter: a map splits it; m: its runs'
+    // outputs go to m2's runs as they are, m2's are items of j's input;
+    // j: an item again; out: the invocation's output.
+    assert_eq!(passed, [true, true, false, true, true, true, false]);
 }
 
 #[test]

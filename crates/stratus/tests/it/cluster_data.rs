@@ -1,7 +1,8 @@
 //! Workflow data kept on the workers (`stratus up --workflow-data workers`)
 //! on a cluster of real processes (loopback, a 3-member etcd, two `stratus
 //! worker`s, one control plane): a chain and a fan-in give the same bytes
-//! as their input under locality (items read on their worker) and
+//! as their input, and a word count (its map's outputs kept) the same
+//! count, under locality (items read on their worker) and
 //! round-robin (items fetched worker to worker); the control plane moves
 //! only the invocation's input and output (its payload byte counters),
 //! where relaying would move every edge twice; the items are freed when
@@ -15,6 +16,7 @@ use stratus_gateway::client::GatewayClient;
 use stratus_state_etcd::cluster::EtcdCluster;
 
 use crate::cluster::{two_workers_and_cp, Cp};
+use crate::cluster_workflows::wordcount;
 use crate::limits::metric;
 use crate::worker::{until, Worker};
 
@@ -88,6 +90,8 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
     let dir = tempfile::tempdir().unwrap();
     let (w1, w2, cp) = two_workers_and_cp(&etcd, dir.path(), &["--workflow-data", "workers"]).await;
     let mut yaml = workflows("loc", "locality") + &workflows("rr", "round-robin");
+    // A map's runs' outputs are kept too: the reduce gathers them.
+    yaml += &(wordcount("wloc", "locality") + "---\n" + &wordcount("wrr", "round-robin") + "---\n");
     // A chain whose middle step outlives a kill of the worker holding the
     // first step's output.
     yaml += &format!(
@@ -130,6 +134,12 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
         );
         let out = ok(&cp, &format!("join-{tag}"), data.clone()).await;
         assert!(out == joined, "join-{tag}: not [input,input]");
+    }
+    let text = Bytes::from("the cat and the dog and the bird saw the cat ".repeat(40));
+    for tag in ["wloc", "wrr"] {
+        let out = ok(&cp, &format!("wc-{tag}"), text.clone()).await;
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("\"total_words\":440"), "wc-{tag}: {out}");
     }
     until(
         "the workers free the ended invocations' items",

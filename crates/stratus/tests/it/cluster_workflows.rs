@@ -16,7 +16,7 @@ use crate::worker::{until, Worker};
 
 /// The word count's three functions, named `{mode}-split`, `{mode}-map`
 /// and `{mode}-reduce`, and its workflow `wc-{mode}` placed by `policy`.
-fn wordcount(mode: &str, policy: &str) -> String {
+pub(crate) fn wordcount(mode: &str, policy: &str) -> String {
     let svc = |name: &str, func: &str, env: &str| {
         format!(
             "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {mode}-{name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/{func}\n          command: [\"stratus\", \"fn\", \"{func}\"]\n{env}---\n"

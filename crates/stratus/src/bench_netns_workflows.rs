@@ -1,0 +1,274 @@
+//! `stratus bench cluster --netns --workflows`: data-heavy workflows on
+//! the namespace cluster (`scripts/cluster.sh`; every host a network
+//! namespace, its link shaped with `tbf`), once with the control plane
+//! relaying step outputs (`--workflow-data relay`, the centralised engine)
+//! and once with outputs kept on the workers (`--workflow-data workers`)
+//! under locality, random and centralised placement. Per workflow and
+//! configuration: p50/p99 end to end, the control plane's payload bytes
+//! (its engine's counters), and the bytes on the hosts' links from the
+//! kernel's counters (Σ rx + tx over the workers and the control plane's
+//! host, halved: each byte leaves one host and enters another). The client
+//! runs on the control plane's host, so its input and output cross no link.
+//! Needs root; built with the `etcd` feature.
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use stratus_gateway::client::GatewayClient;
+use stratus_report::{fmt_us, percentile, table, CsvTable, ReportDir};
+use stratus_state_etcd::netns::{NetCluster, NetClusterOptions};
+
+const PREFIX: &str = "sbw";
+/// Bytes `gen` answers in the chain, and each branch in the fan-in.
+const CHAIN_BYTES: u64 = 16 << 20;
+const BRANCH_BYTES: u64 = 8 << 20;
+/// The most measured invocations per workflow and configuration.
+const MAX_ITERATIONS: usize = 30;
+
+fn bench_fn(name: &str, out: u64) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/bench/bench\n          command: [\"stratus\", \"fn\", \"bench\"]\n          env:\n            - {{name: BENCH_OUTPUT_BYTES, value: \"{out}\"}}\n---\n"
+    )
+}
+
+/// Functions of their own per configuration `tag` (no warm instance of
+/// one placement serves another), and its two workflows:
+/// `chain-{tag}` gen (16 MiB) → pass → pass → sink, and `fanin-{tag}` src
+/// → 4 branches (8 MiB each) → join.
+fn workflows(tag: &str, policy: &str) -> String {
+    let mut y = bench_fn(&format!("{tag}-gen"), CHAIN_BYTES)
+        + &bench_fn(&format!("{tag}-branch"), BRANCH_BYTES)
+        + &bench_fn(&format!("{tag}-sink"), 64)
+        + &format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {tag}-pass\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n---\n"
+        );
+    y += &format!(
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: gen, function: {tag}-gen}}\n    - {{name: p1, function: {tag}-pass, inputs: [gen]}}\n    - {{name: p2, function: {tag}-pass, inputs: [p1]}}\n    - {{name: out, function: {tag}-sink, inputs: [p2]}}\n---\n"
+    );
+    y += &format!(
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: fanin-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: src, function: {tag}-sink}}\n    - {{name: b1, function: {tag}-branch, inputs: [src]}}\n    - {{name: b2, function: {tag}-branch, inputs: [src]}}\n    - {{name: b3, function: {tag}-branch, inputs: [src]}}\n    - {{name: b4, function: {tag}-branch, inputs: [src]}}\n    - {{name: join, function: {tag}-sink, inputs: [b1, b2, b3, b4]}}\n---\n"
+    );
+    y
+}
+
+/// One measured workflow under one configuration.
+struct Row {
+    workflow: &'static str,
+    data: &'static str,
+    placement: &'static str,
+    latencies_us: Vec<u64>,
+    cp_bytes: f64,
+    link_bytes: f64,
+    /// Bytes on the control plane's host link (rx + tx, headers included).
+    cp_link_bytes: f64,
+}
+
+/// The control plane's payload bytes (sent + received) so far.
+async fn cp_bytes(gw: &GatewayClient) -> Result<f64> {
+    let m = gw.get("/metrics").await?.text();
+    let get = |series: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(get("stratus_engine_payload_sent_bytes_total")
+        + get("stratus_engine_payload_received_bytes_total"))
+}
+
+/// Σ (rx + tx) over the workers and the control plane's host, halved;
+/// and the control plane's host's rx + tx.
+fn link_bytes(c: &NetCluster, workers: usize) -> Result<(f64, f64)> {
+    let (cp_rx, cp_tx) = c.bytes_of("cp")?;
+    let mut sum = cp_rx + cp_tx;
+    for i in 1..=workers {
+        let (rx, tx) = c.bytes(i)?;
+        sum += rx + tx;
+    }
+    Ok((sum as f64 / 2.0, (cp_rx + cp_tx) as f64))
+}
+
+async fn ready(gw: &GatewayClient, url: &str) -> Result<()> {
+    let t = std::time::Instant::now();
+    while gw.get("/healthz").await.is_err() {
+        if t.elapsed().as_secs() > 30 {
+            bail!("the control plane at {url} did not answer");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// One cluster with `--workflow-data data`, every configuration of it.
+async fn one_pass(
+    workers: usize,
+    rate: &str,
+    iterations: usize,
+    data: &'static str,
+    configs: &[(&'static str, &'static str)],
+) -> Result<Vec<Row>> {
+    let mut opts = NetClusterOptions::new(PREFIX, workers.max(1));
+    opts.rate = rate.to_string();
+    opts.stratus = Some(std::env::current_exe()?);
+    opts.workflow_data = data.into();
+    let c = tokio::task::spawn_blocking(move || NetCluster::up(opts))
+        .await?
+        .context("building the namespace cluster (root, iproute2, etcd-server)")?;
+    let admin = stratus_auth::Token::read_file(&c.dir().join("admin.token"))?;
+    let url = c.gateway_url();
+    let yaml: String = configs.iter().map(|(tag, p)| workflows(tag, p)).collect();
+    let out = tokio::task::block_in_place(|| {
+        c.on_host("cp", || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let gw = GatewayClient::new(&url).with_token(&admin);
+                    ready(&gw, &url).await?;
+                    let r = gw.deploy("workflows.yaml", &yaml).await?;
+                    if r.status != 200 {
+                        bail!("deploying the workflows: {}", r.error_message());
+                    }
+                    let mut rows = Vec::new();
+                    for (tag, placement) in configs {
+                        for workflow in ["chain", "fanin"] {
+                            let name = format!("{workflow}-{tag}");
+                            // Cold starts and the learnt edge bytes first.
+                            let t = std::time::Instant::now();
+                            for _ in 0..3 {
+                                loop {
+                                    match gw.invoke(&name, Bytes::from_static(b"go")).await {
+                                        Ok(r) if r.status == 200 => break,
+                                        _ if t.elapsed().as_secs() > 90 => {
+                                            bail!("{name} did not succeed within 90 s")
+                                        }
+                                        _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                                    }
+                                }
+                            }
+                            let (cp0, link0) = (cp_bytes(&gw).await?, link_bytes(&c, workers)?);
+                            let mut latencies_us = Vec::with_capacity(iterations);
+                            for _ in 0..iterations {
+                                let t = std::time::Instant::now();
+                                let r = gw.invoke(&name, Bytes::from_static(b"go")).await?;
+                                if r.status != 200 {
+                                    bail!("{name}: {} {}", r.status, r.text());
+                                }
+                                latencies_us.push(t.elapsed().as_micros() as u64);
+                            }
+                            let n = iterations as f64;
+                            let cp_moved = (cp_bytes(&gw).await? - cp0) / n;
+                            let link1 = link_bytes(&c, workers)?;
+                            let link = (link1.0 - link0.0) / n;
+                            let cp_link = (link1.1 - link0.1) / n;
+                            latencies_us.sort_unstable();
+                            eprintln!(
+                                "{name} ({data}, {placement}): p50 {} · control plane {:.1} MiB · links {:.1} MiB per invocation",
+                                fmt_us(percentile(&latencies_us, 50.0)),
+                                cp_moved / 1048576.0,
+                                link / 1048576.0
+                            );
+                            rows.push(Row {
+                                workflow: if workflow == "chain" { "chain 16 MiB x3" } else { "fan-in 4 x 8 MiB" },
+                                data,
+                                placement,
+                                latencies_us,
+                                cp_bytes: cp_moved,
+                                link_bytes: link,
+                                cp_link_bytes: cp_link,
+                            });
+                        }
+                    }
+                    Ok(rows)
+                })
+        })?
+    });
+    tokio::task::spawn_blocking(move || c.down()).await??;
+    out
+}
+
+pub async fn run(
+    workers: usize,
+    rate: &str,
+    iterations: usize,
+    report: Option<ReportDir>,
+) -> Result<()> {
+    if iterations > MAX_ITERATIONS {
+        eprintln!("--workflows: {MAX_ITERATIONS} measured invocations per configuration (not {iterations})");
+    }
+    let iterations = iterations.clamp(1, MAX_ITERATIONS);
+    let mut rows = one_pass(
+        workers,
+        rate,
+        iterations,
+        "relay",
+        &[("cen", "centralised")],
+    )
+    .await?;
+    rows.extend(
+        one_pass(
+            workers,
+            rate,
+            iterations,
+            "workers",
+            &[
+                ("loc", "locality"),
+                ("rnd", "random:7"),
+                ("cenw", "centralised"),
+            ],
+        )
+        .await?,
+    );
+    let mut csv = CsvTable::new(&["workflow", "data", "placement", "latency_us"]);
+    let mut trows = Vec::new();
+    for r in &rows {
+        for us in &r.latencies_us {
+            csv.row([
+                r.workflow.to_string(),
+                r.data.to_string(),
+                r.placement.to_string(),
+                us.to_string(),
+            ]);
+        }
+        let base = rows
+            .iter()
+            .find(|b| b.workflow == r.workflow && b.data == "relay")
+            .map(|b| percentile(&b.latencies_us, 50.0) as f64)
+            .unwrap_or(f64::NAN);
+        let p50 = percentile(&r.latencies_us, 50.0);
+        trows.push(vec![
+            r.workflow.to_string(),
+            r.data.to_string(),
+            r.placement.to_string(),
+            fmt_us(p50),
+            fmt_us(percentile(&r.latencies_us, 99.0)),
+            format!("{:.2}x", base / p50 as f64),
+            format!("{:.1}", r.cp_bytes / 1048576.0),
+            format!("{:.1}", r.cp_link_bytes / 1048576.0),
+            format!("{:.1}", r.link_bytes / 1048576.0),
+        ]);
+    }
+    let summary = format!(
+        "{workers} namespace worker hosts, {rate} tbf links, client on the control plane's host, {iterations} invocations per row after 3 warm-ups\n{}",
+        table(
+            &[
+                "workflow",
+                "data",
+                "placement",
+                "p50",
+                "p99",
+                "p50 speed-up vs relay",
+                "control plane payload MiB/inv",
+                "control plane link MiB/inv",
+                "all links MiB/inv",
+            ],
+            &trows
+        )
+    );
+    print!("{summary}");
+    if let Some(rep) = report {
+        rep.write("workflows.csv", &csv.into_bytes())?;
+        rep.write("summary.txt", summary.as_bytes())?;
+        eprintln!("report in {}", rep.path.display());
+    }
+    Ok(())
+}
