@@ -21,6 +21,9 @@ const PREFIX: &str = "sbw";
 /// Bytes `gen` answers in the chain, and each branch in the fan-in.
 const CHAIN_BYTES: u64 = 16 << 20;
 const BRANCH_BYTES: u64 = 8 << 20;
+/// Bytes of text the map-reduce counts the words of (the 64 MiB edge cap
+/// counts the split's JSON framing too).
+const MAP_REDUCE_BYTES: usize = 48 << 20;
 /// The most measured invocations per workflow and configuration.
 const MAX_ITERATIONS: usize = 30;
 
@@ -32,8 +35,9 @@ fn bench_fn(name: &str, out: u64) -> String {
 
 /// Functions of their own per configuration `tag` (no warm instance of
 /// one placement serves another), and its two workflows:
-/// `chain-{tag}` gen (16 MiB) → pass → pass → sink, and `fanin-{tag}` src
-/// → 4 branches (8 MiB each) → join.
+/// `chain-{tag}` gen (16 MiB) → pass → pass → sink, `fanin-{tag}` src
+/// → 4 branches (8 MiB each) → join, and `mr-{tag}`: a word count of the
+/// input (split into 8, a map, a reduce).
 fn workflows(tag: &str, policy: &str) -> String {
     let mut y = bench_fn(&format!("{tag}-gen"), CHAIN_BYTES)
         + &bench_fn(&format!("{tag}-branch"), BRANCH_BYTES)
@@ -43,6 +47,22 @@ fn workflows(tag: &str, policy: &str) -> String {
         );
     y += &format!(
         "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: gen, function: {tag}-gen}}\n    - {{name: p1, function: {tag}-pass, inputs: [gen]}}\n    - {{name: p2, function: {tag}-pass, inputs: [p1]}}\n    - {{name: out, function: {tag}-sink, inputs: [p2]}}\n---\n"
+    );
+    for (name, func, env) in [
+        (
+            "split",
+            "split",
+            "          env:\n            - {name: SPLIT_PARTS, value: \"8\"}\n",
+        ),
+        ("count", "wc-map", ""),
+        ("reduce", "wc-reduce", ""),
+    ] {
+        y += &format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {tag}-{name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/bench/{func}\n          command: [\"stratus\", \"fn\", \"{func}\"]\n{env}---\n"
+        );
+    }
+    y += &format!(
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: mr-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: split, function: {tag}-split}}\n    - {{name: count, function: {tag}-count, map: split}}\n    - {{name: reduce, function: {tag}-reduce, inputs: [count], inputFormat: json}}\n---\n"
     );
     y += &format!(
         "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: fanin-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: src, function: {tag}-sink}}\n    - {{name: b1, function: {tag}-branch, inputs: [src]}}\n    - {{name: b2, function: {tag}-branch, inputs: [src]}}\n    - {{name: b3, function: {tag}-branch, inputs: [src]}}\n    - {{name: b4, function: {tag}-branch, inputs: [src]}}\n    - {{name: join, function: {tag}-sink, inputs: [b1, b2, b3, b4]}}\n---\n"
@@ -86,15 +106,29 @@ fn link_bytes(c: &NetCluster, workers: usize) -> Result<(f64, f64)> {
     Ok((sum as f64 / 2.0, (cp_rx + cp_tx) as f64))
 }
 
-async fn ready(gw: &GatewayClient, url: &str) -> Result<()> {
+/// The control plane answers, leads, and sees every worker: placement
+/// then starts from the whole cluster (instances started before the
+/// workers registered would stay where the pools put them: affinity never
+/// moves a warm instance).
+async fn ready(gw: &GatewayClient, url: &str, workers: usize) -> Result<()> {
     let t = std::time::Instant::now();
-    while gw.get("/healthz").await.is_err() {
-        if t.elapsed().as_secs() > 30 {
-            bail!("the control plane at {url} did not answer");
+    loop {
+        let seen = match gw.get("/v1/cluster").await {
+            Ok(r) if r.status == 200 => {
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                let nodes = v["nodes"].as_array().map_or(0, Vec::len);
+                (v["role"] == "leader", nodes)
+            }
+            _ => (false, 0),
+        };
+        if seen == (true, workers) {
+            return Ok(());
+        }
+        if t.elapsed().as_secs() > 60 {
+            bail!("the control plane at {url}: leader and {workers} workers not seen within 60 s (seen: {seen:?})");
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    Ok(())
 }
 
 /// One cluster with `--workflow-data data`, every configuration of it.
@@ -123,20 +157,29 @@ async fn one_pass(
                 .build()?
                 .block_on(async {
                     let gw = GatewayClient::new(&url).with_token(&admin);
-                    ready(&gw, &url).await?;
+                    ready(&gw, &url, workers).await?;
                     let r = gw.deploy("workflows.yaml", &yaml).await?;
                     if r.status != 200 {
                         bail!("deploying the workflows: {}", r.error_message());
                     }
                     let mut rows = Vec::new();
+                    let text = Bytes::from(
+                        "the quick brown fox jumps over the lazy dog\n"
+                            .repeat(MAP_REDUCE_BYTES / 44),
+                    );
                     for (tag, placement) in configs {
-                        for workflow in ["chain", "fanin"] {
+                        for workflow in ["chain", "fanin", "mr"] {
                             let name = format!("{workflow}-{tag}");
+                            let input = if workflow == "mr" {
+                                text.clone()
+                            } else {
+                                Bytes::from_static(b"go")
+                            };
                             // Cold starts and the learnt edge bytes first.
                             let t = std::time::Instant::now();
                             for _ in 0..3 {
                                 loop {
-                                    match gw.invoke(&name, Bytes::from_static(b"go")).await {
+                                    match gw.invoke(&name, input.clone()).await {
                                         Ok(r) if r.status == 200 => break,
                                         _ if t.elapsed().as_secs() > 90 => {
                                             bail!("{name} did not succeed within 90 s")
@@ -149,7 +192,7 @@ async fn one_pass(
                             let mut latencies_us = Vec::with_capacity(iterations);
                             for _ in 0..iterations {
                                 let t = std::time::Instant::now();
-                                let r = gw.invoke(&name, Bytes::from_static(b"go")).await?;
+                                let r = gw.invoke(&name, input.clone()).await?;
                                 if r.status != 200 {
                                     bail!("{name}: {} {}", r.status, r.text());
                                 }
@@ -168,7 +211,11 @@ async fn one_pass(
                                 link / 1048576.0
                             );
                             rows.push(Row {
-                                workflow: if workflow == "chain" { "chain 16 MiB x3" } else { "fan-in 4 x 8 MiB" },
+                                workflow: match workflow {
+                                    "chain" => "chain 16 MiB x3",
+                                    "fanin" => "fan-in 4 x 8 MiB",
+                                    _ => "map-reduce 48 MiB",
+                                },
                                 data,
                                 placement,
                                 latencies_us,

@@ -16,7 +16,7 @@ use stratus_gateway::client::GatewayClient;
 use stratus_state_etcd::cluster::EtcdCluster;
 
 use crate::cluster::{two_workers_and_cp, Cp};
-use crate::cluster_workflows::wordcount;
+use crate::cluster_workflows::{hosts_of, wordcount};
 use crate::limits::metric;
 use crate::worker::{until, Worker};
 
@@ -26,18 +26,31 @@ fn echo_service(name: &str, extra: &str) -> String {
     )
 }
 
-/// `chain-{policy}`: four echo steps in a row; `join-{policy}`: two echo
-/// steps of the input framed as a JSON array by a third.
-fn workflows(tag: &str, policy: &str) -> String {
-    let f = format!("{tag}-echo");
-    let mut y = echo_service(&f, "");
+/// `chain-{tag}`: four echo steps in a row; `join-{tag}`: two echo steps
+/// of the input framed as a JSON array by a third; each step a function of
+/// its own (`{tag}-{step}`), so placement decides where each runs.
+pub(crate) fn workflows(tag: &str, policy: &str) -> String {
+    let mut y: String = ["a", "b", "c", "out", "x", "y", "j"]
+        .iter()
+        .map(|s| echo_service(&format!("{tag}-{s}"), ""))
+        .collect();
     y += &format!(
-        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: a, function: {f}}}\n    - {{name: b, function: {f}, inputs: [a]}}\n    - {{name: c, function: {f}, inputs: [b]}}\n    - {{name: out, function: {f}, inputs: [c]}}\n---\n"
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: a, function: {tag}-a}}\n    - {{name: b, function: {tag}-b, inputs: [a]}}\n    - {{name: c, function: {tag}-c, inputs: [b]}}\n    - {{name: out, function: {tag}-out, inputs: [c]}}\n---\n"
     );
     y += &format!(
-        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: join-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: x, function: {f}}}\n    - {{name: y, function: {f}}}\n    - {{name: j, function: {f}, inputs: [x, y], inputFormat: json}}\n---\n"
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: join-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: x, function: {tag}-x}}\n    - {{name: y, function: {tag}-y}}\n    - {{name: j, function: {tag}-j, inputs: [x, y], inputFormat: json}}\n---\n"
     );
     y
+}
+
+/// `[data,data]`: what `join-*` answers.
+pub(crate) fn joined(data: &[u8]) -> Vec<u8> {
+    let mut j = b"[".to_vec();
+    j.extend_from_slice(data);
+    j.push(b',');
+    j.extend_from_slice(data);
+    j.push(b']');
+    j
 }
 
 /// The control plane's payload bytes (sent + received) so far.
@@ -72,7 +85,7 @@ async fn ok(cp: &Cp, name: &str, body: Bytes) -> Bytes {
 
 /// `n` bytes of text that differ from place to place (a shifted or
 /// reordered item would not compare equal).
-fn input(n: usize) -> Bytes {
+pub(crate) fn input(n: usize) -> Bytes {
     let mut v = Vec::with_capacity(n);
     let mut x: u32 = 12345;
     while v.len() < n {
@@ -113,11 +126,7 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
 
     const N: usize = 2 << 20;
     let data = input(N);
-    let mut joined = b"[".to_vec();
-    joined.extend_from_slice(&data);
-    joined.push(b',');
-    joined.extend_from_slice(&data);
-    joined.push(b']');
+    let joined = joined(&data);
     for tag in ["loc", "rr"] {
         let before = cp_bytes(&cp.admin).await;
         let out = ok(&cp, &format!("chain-{tag}"), data.clone()).await;
@@ -134,6 +143,26 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
         );
         let out = ok(&cp, &format!("join-{tag}"), data.clone()).await;
         assert!(out == joined, "join-{tag}: not [input,input]");
+    }
+    // Round-robin ran consecutive steps on different workers: the items
+    // went worker to worker; locality kept each workflow on one.
+    let workers = [("w1", &w1), ("w2", &w2)];
+    for tag in ["loc", "rr"] {
+        let fns: Vec<String> = ["a", "b", "c", "out"]
+            .iter()
+            .map(|s| format!("{tag}-{s}"))
+            .collect();
+        let on = hosts_of(&workers, &fns).await;
+        eprintln!("chain-{tag}: {fns:?} on {on:?}");
+        assert!(on.iter().all(Option::is_some), "{on:?}");
+        if tag == "loc" {
+            assert!(
+                on.iter().all(|h| *h == on[0]),
+                "locality: one worker: {on:?}"
+            );
+        } else {
+            assert!(on.windows(2).all(|w| w[0] != w[1]), "round-robin: {on:?}");
+        }
     }
     let text = Bytes::from("the cat and the dog and the bird saw the cat ".repeat(40));
     for tag in ["wloc", "wrr"] {

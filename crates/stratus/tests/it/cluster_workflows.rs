@@ -37,7 +37,10 @@ pub(crate) fn wordcount(mode: &str, policy: &str) -> String {
 
 /// The worker each of `functions` runs an instance on (by the agents'
 /// lists), in order; `None` where none runs.
-async fn hosts_of(workers: &[(&str, &Worker)], functions: &[String]) -> Vec<Option<String>> {
+pub(crate) async fn hosts_of(
+    workers: &[(&str, &Worker)],
+    functions: &[String],
+) -> Vec<Option<String>> {
     let mut on = Vec::new();
     for (name, w) in workers {
         for i in w.client.list().await.unwrap_or_default() {

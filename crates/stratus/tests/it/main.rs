@@ -23,6 +23,8 @@ mod limits;
 mod microvm;
 #[cfg(feature = "etcd")]
 mod netns;
+#[cfg(feature = "etcd")]
+mod netns_workflows;
 mod retries;
 mod runc;
 mod scaling;
