@@ -1,15 +1,20 @@
-//! The parts header of a body made of kept workflow items
-//! (`stratus_nodestore::remote`, sent by a control plane to a worker's
-//! agent) over arbitrary bytes: never panics; what it accepts formats back
-//! to a header that parses to the same parts, with at most `MAX_PARTS`.
+//! The wire of kept workflow items (`stratus_nodestore::remote`) over
+//! arbitrary bytes: the parts header a control plane sends a worker's
+//! agent, and the item list an agent answers a split with. Never panics;
+//! what is accepted formats back to text that parses to the same, within
+//! the limits.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stratus_nodestore::remote::{format, parse, parse_id, MAX_PARTS};
+use stratus_nodestore::remote::{format, format_items, parse, parse_id, parse_items, MAX_PARTS};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(parts) = parse(data) {
         assert!(!parts.is_empty() && parts.len() <= MAX_PARTS);
         assert_eq!(parse(format(&parts).as_bytes()).unwrap(), parts);
+    }
+    if let Ok(items) = parse_items(data, 1000) {
+        assert!(items.len() <= 1000);
+        assert_eq!(parse_items(format_items(&items).as_bytes(), 1000).unwrap(), items);
     }
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(id) = parse_id(s) {

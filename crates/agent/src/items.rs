@@ -72,10 +72,13 @@ where
 }
 
 /// Keeps a successful reply's body under invocation `inv`; the answer
-/// names the item instead.
+/// names the item instead. With `split`, a JSON array's elements are kept
+/// as items each, and the answer lists them (a reply that is not a JSON
+/// array comes back as it is: the control plane reports it).
 pub(crate) async fn keep<B>(
     a: &Agent,
     inv: &str,
+    split: bool,
     status: StatusCode,
     body: B,
 ) -> Result<Response, ApiError>
@@ -87,6 +90,9 @@ where
     let b = store.budget();
     let parts = chunks(body, b.memory.saturating_add(b.disk), "the reply to keep").await?;
     let inv = inv.to_string();
+    if split {
+        return keep_split(store, inv, status, parts).await;
+    }
     let item = tokio::task::spawn_blocking(move || store.put(&inv, &parts))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?
@@ -99,6 +105,50 @@ where
         HeaderValue::from_str(&item.id.to_string()).expect("hex"),
     );
     h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(item.size));
+    Ok(r)
+}
+
+async fn keep_split(
+    store: Arc<Store>,
+    inv: String,
+    status: StatusCode,
+    parts: Vec<Bytes>,
+) -> Result<Response, ApiError> {
+    let whole = match parts.len() {
+        1 => parts.into_iter().next().expect("one"),
+        _ => Bytes::from(parts.concat()),
+    };
+    let size = whole.len() as u64;
+    let kept = tokio::task::spawn_blocking(move || {
+        let Ok(elems) = stratus_dag::split_json_array(&whole) else {
+            return Ok(Err(whole));
+        };
+        elems
+            .iter()
+            .map(|e| {
+                store
+                    .put(&inv, std::slice::from_ref(e))
+                    .map(|it| (it.id, it.size))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Ok)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?
+    .map_err(|e| store_error("keeping the reply's elements", e))?;
+    let items = match kept {
+        Ok(items) => items,
+        Err(whole) => {
+            let mut r = Response::new(Body::from(whole));
+            *r.status_mut() = status;
+            return Ok(r);
+        }
+    };
+    let mut r = Response::new(Body::from(remote::format_items(&items)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(remote::ITEMS_HEADER, HeaderValue::from(items.len()));
+    h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(size));
     Ok(r)
 }
 

@@ -55,6 +55,8 @@ fn hop_header(name: &HeaderName) -> bool {
             | "stratus-parts"
             | "stratus-item"
             | "stratus-item-bytes"
+            | "stratus-split"
+            | "stratus-items"
     )
 }
 
@@ -112,6 +114,16 @@ async fn forward_inner(
             remote::check_invocation(&inv)
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
             Some(inv)
+        }
+    };
+    let split = match req.headers().get(remote::SPLIT_HEADER) {
+        None => false,
+        Some(v) if v == "json" => true,
+        Some(v) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{}: {v:?}: give json", remote::SPLIT_HEADER),
+            ))
         }
     };
     let plan = match req.headers().get(remote::PARTS_HEADER) {
@@ -191,7 +203,7 @@ async fn forward_inner(
     // Without a store the reply goes back as it is (the caller sees no
     // item header and takes the body).
     if let (Some(inv), true, true) = (&keep, rparts.status.is_success(), a.items.is_some()) {
-        return crate::items::keep(a, inv, rparts.status, rbody).await;
+        return crate::items::keep(a, inv, split, rparts.status, rbody).await;
     }
     let mut r = Response::new(Body::new(rbody));
     *r.status_mut() = rparts.status;
@@ -223,6 +235,8 @@ mod tests {
             remote::PARTS_HEADER,
             remote::ITEM_HEADER,
             remote::ITEM_BYTES_HEADER,
+            remote::SPLIT_HEADER,
+            remote::ITEMS_HEADER,
         ] {
             from.insert(h, "x".parse().unwrap());
         }

@@ -85,6 +85,9 @@ struct StepState {
     skipped: bool,
     /// Outputs by run index.
     outputs: Vec<Option<Bytes>>,
+    /// Its output's elements, split where it was produced
+    /// ([`Execution::finish_split`]): what its `map:` consumers take.
+    split: Option<Vec<Bytes>>,
     runs: Vec<RunId>,
 }
 
@@ -234,6 +237,18 @@ impl Execution {
         true
     }
 
+    /// Run `run` succeeded with a JSON array that was split where it was
+    /// produced into `items` (kept there; see
+    /// [`Plan::output_split_by_maps`]): its step's `map:` consumers take
+    /// them instead of splitting its output. The run's output is recorded
+    /// as empty; [`Execution::set_run_bytes`] gives its true size.
+    pub fn finish_split(&mut self, run: RunId, items: Vec<Bytes>, now: u64) -> Vec<Dispatch> {
+        if let Some(rs) = self.runs.get(run) {
+            self.steps[rs.step].split = Some(items);
+        }
+        self.succeed_run(run, Bytes::new(), now)
+    }
+
     /// Corrects run `run`'s recorded byte counts where its payloads were
     /// stand-ins for data kept elsewhere (items on a worker).
     pub fn set_run_bytes(&mut self, run: RunId, input: Option<u64>, output: Option<u64>) {
@@ -366,7 +381,11 @@ impl Execution {
             return; // skipped, or firstOf already fired
         }
         if self.plan.steps[c].mode == Mode::Map {
-            match split_json_array(&b) {
+            let split = match self.plan.steps[c].sources[slot] {
+                Source::Step(p) => self.steps[p].split.clone(),
+                Source::Input => None,
+            };
+            match split.map_or_else(|| split_json_array(&b), Ok) {
                 Ok(items) if items.len() > self.max_map_width => {
                     let src = self.source_name(c, slot);
                     self.too_wide = true;

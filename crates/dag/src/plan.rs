@@ -305,6 +305,24 @@ impl Plan {
                     .all(|(c, _)| self.steps[*c].mode != Mode::Map))
     }
 
+    /// Whether step `s`'s output is only ever split by `map:` consumers
+    /// (every consumer maps over it; not the invocation's output, read by
+    /// no `when:`, one item, not a catch step): it may be split where it
+    /// is produced and its elements kept there
+    /// ([`crate::Execution::finish_split`]).
+    pub fn output_split_by_maps(&self, s: StepIdx) -> bool {
+        let st = &self.steps[s];
+        s != self.output
+            && st.catches.is_none()
+            && st.watchers.is_empty()
+            && !st.produces_list()
+            && !st.consumers.is_empty()
+            && st
+                .consumers
+                .iter()
+                .all(|(c, _)| self.steps[*c].mode == Mode::Map)
+    }
+
     /// The step whose output is the invocation's.
     pub fn output_step(&self) -> StepIdx {
         self.output

@@ -194,21 +194,6 @@ impl std::fmt::Display for CallError {
     }
 }
 
-/// A kept reply's item: its id and size, from the agent's headers.
-fn kept_item(h: &http::HeaderMap) -> Option<(String, u64)> {
-    let id = h
-        .get(stratus_nodestore::remote::ITEM_HEADER)?
-        .to_str()
-        .ok()?;
-    let len = h
-        .get(stratus_nodestore::remote::ITEM_BYTES_HEADER)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()?;
-    Some((id.to_string(), len))
-}
-
 /// What one run reports back to the driver.
 struct RunOutcome {
     run: RunId,
@@ -220,10 +205,12 @@ struct RunOutcome {
     /// The run's true (input, output) bytes where its payloads were
     /// stand-ins for items kept on workers.
     sizes: (Option<u64>, Option<u64>),
+    /// The items its output was split into on its worker.
+    split: Option<Vec<Bytes>>,
 }
 
-/// An invocation's kept items, and whether this run's output may be kept.
-type KeepData = Option<(Arc<kept::Kept>, bool)>;
+/// An invocation's kept items, and what this run's worker may keep.
+type KeepData = Option<(Arc<kept::Kept>, kept::Keep)>;
 
 impl RunOutcome {
     /// A run that never reached an instance.
@@ -236,6 +223,7 @@ impl RunOutcome {
             finished_us: now,
             result: Err(e),
             sizes: (None, None),
+            split: None,
         }
     }
 }
@@ -382,7 +370,7 @@ impl Platform {
         let mut in_size = None;
         let mut parts = None;
         let mut kept_for = None;
-        if let Some((k, passed_on)) = &data {
+        if let Some((k, keep)) = &data {
             if lease.slot.host.is_some() {
                 let at = lease
                     .slot
@@ -390,8 +378,8 @@ impl Platform {
                     .authority()
                     .map(|a| a.as_str().to_string())
                     .unwrap_or_default();
-                if *passed_on && !at.is_empty() {
-                    kept_for = Some((k.clone(), at, lease.slot.authorization.clone()));
+                if *keep != kept::Keep::No && !at.is_empty() {
+                    kept_for = Some((k.clone(), at, lease.slot.authorization.clone(), *keep));
                 }
                 match k.parts(d.input.clone().into_chunks()) {
                     None => {}
@@ -480,10 +468,16 @@ impl Platform {
                 }
             }
         };
-        if let Some((k, _, _)) = &kept_for {
+        if let Some((k, _, _, keep)) = &kept_for {
             if let Ok(v) = http::HeaderValue::from_str(k.invocation()) {
-                req.headers_mut()
-                    .insert(stratus_nodestore::remote::KEEP_HEADER, v);
+                let h = req.headers_mut();
+                h.insert(stratus_nodestore::remote::KEEP_HEADER, v);
+                if *keep == kept::Keep::Split {
+                    h.insert(
+                        stratus_nodestore::remote::SPLIT_HEADER,
+                        http::HeaderValue::from_static("json"),
+                    );
+                }
             }
         }
         self.metrics.payload_sent.inc_by(sent);
@@ -503,8 +497,8 @@ impl Platform {
                 .await
                 .map_err(|e| Err(crate::error_chain(&e)))?;
             let status = resp.status();
-            let item = match &kept_for {
-                Some(_) if status.is_success() => kept_item(resp.headers()),
+            let answer = match &kept_for {
+                Some(_) if status.is_success() => kept::answer(resp.headers()),
                 _ => None,
             };
             let out_file = match &byref {
@@ -540,24 +534,41 @@ impl Platform {
                     body: text,
                 }));
             }
-            if let (Some((k, at, auth)), Some((id, len))) = (&kept_for, item) {
-                return Ok((k.stand_in(at, auth.clone(), &id, len), Some(len)));
-            }
             received.inc_by(body.len() as u64);
+            if let (Some((k, at, auth, _)), Some(answer)) = (&kept_for, answer) {
+                return k.output(at, auth.clone(), answer, &body).map_err(|error| {
+                    Ok(CallError::Data {
+                        function: f2.clone(),
+                        error,
+                        status: 502,
+                    })
+                });
+            }
+            let whole = |body| kept::Output {
+                body,
+                size: None,
+                split: None,
+            };
             if let (Some(b), Some(name)) = (&byref, out_file) {
                 return byref::adopt(b, name)
                     .await
-                    .map(|b| (b, None))
+                    .map(whole)
                     .map_err(|e| Ok(byref::call_error(&f2, e)));
             }
-            Ok((body, None))
+            Ok(whole(body))
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut host_lost = None;
         let mut out_size = None;
+        let mut split = None;
         let result = match tokio::time::timeout(remaining, &mut fut).await {
-            Ok(Ok((b, n))) => {
-                out_size = n;
+            Ok(Ok(kept::Output {
+                body: b,
+                size,
+                split: s,
+            })) => {
+                out_size = size;
+                split = s;
                 Ok(b)
             }
             Ok(Err(Ok(e))) => Err(e),
@@ -617,6 +628,7 @@ impl Platform {
                         secs: timeout.as_secs(),
                     }),
                     sizes: (in_size, None),
+                    split: None,
                 };
                 return (outcome, None);
             }
@@ -630,6 +642,7 @@ impl Platform {
             finished_us: micros(t0),
             result,
             sizes: (in_size, out_size),
+            split,
         };
         (outcome, host_lost)
     }
@@ -907,7 +920,7 @@ impl Platform {
                             let data = d
                                 .kept
                                 .clone()
-                                .map(|k| (k, d.exec.plan().output_passed_on(next.step)));
+                                .map(|k| (k, kept::Keep::for_step(d.exec.plan(), next.step)));
                             d.running.push(Box::pin(async move {
                                 this.call(pool, next, t0, ctx, sess, near, data).await
                             }));
@@ -1002,6 +1015,10 @@ impl Driver {
             .started(o.run, o.started_us, o.cold_start_us, &o.instance);
         let run = o.run;
         let next = match o.result {
+            Ok(_) if o.split.is_some() => {
+                let items = o.split.unwrap_or_default();
+                self.exec.finish_split(o.run, items, o.finished_us)
+            }
             Ok(b) => self.exec.finish(o.run, Ok(b), o.finished_us),
             Err(e) => {
                 let next = self.exec.fail_run(o.run, e.to_run_error(), o.finished_us);

@@ -12,6 +12,11 @@
 //!   request's own body; `i<len>@<host:port>/<id>` is item `id` of `len`
 //!   bytes, read from this agent's store or fetched from the agent at
 //!   `host:port`.
+//! - With [`KEEP_HEADER`] and [`SPLIT_HEADER`] (`json`): a 2xx reply that
+//!   is a JSON array is split into its elements, each kept as an item; the
+//!   answer has [`ITEMS_HEADER`] (how many), [`ITEM_BYTES_HEADER`] (the
+//!   whole reply's size) and a body listing them ([`format_items`]). A
+//!   reply that is no JSON array comes back as it is.
 
 use crate::ledger::ItemId;
 
@@ -21,6 +26,10 @@ pub const KEEP_HEADER: &str = "stratus-keep";
 pub const ITEM_HEADER: &str = "stratus-item";
 /// Reply: the kept item's size in bytes.
 pub const ITEM_BYTES_HEADER: &str = "stratus-item-bytes";
+/// Request: split the kept reply (`json`: a JSON array's elements).
+pub const SPLIT_HEADER: &str = "stratus-split";
+/// Reply: how many items the split reply became.
+pub const ITEMS_HEADER: &str = "stratus-items";
 /// Request: the parts of the function's body.
 pub const PARTS_HEADER: &str = "stratus-parts";
 /// The most parts one body may have.
@@ -61,8 +70,16 @@ pub enum RemoteError {
     },
     #[error("{PARTS_HEADER}: more than {MAX_PARTS} parts")]
     TooMany,
-    #[error("{PARTS_HEADER}: not UTF-8")]
+    #[error("not UTF-8")]
     NotText,
+    #[error("kept items: line {index} ({text:?}): {why}")]
+    Item {
+        index: usize,
+        text: String,
+        why: &'static str,
+    },
+    #[error("kept items: more than {0}")]
+    TooManyItems(usize),
     #[error("item id {0:?}: give 32 lowercase hex digits")]
     Id(String),
     #[error("invocation id {0:?}: give 1 to {MAX_INVOCATION} of A-Z a-z 0-9 . _ -")]
@@ -167,6 +184,36 @@ pub fn parse_id(s: &str) -> Result<ItemId, RemoteError> {
         .map_err(|_| RemoteError::Id(s.to_string()))
 }
 
+/// The items a split reply became, as its answer's body: one
+/// `<id> <len>` line each, in order.
+pub fn format_items(items: &[(ItemId, u64)]) -> String {
+    items
+        .iter()
+        .map(|(id, len)| format!("{id} {len}\n"))
+        .collect()
+}
+
+/// Parses [`format_items`]' output; at most `max` items.
+pub fn parse_items(v: &[u8], max: usize) -> Result<Vec<(ItemId, u64)>, RemoteError> {
+    let text = std::str::from_utf8(v).map_err(|_| RemoteError::NotText)?;
+    let mut out = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if index >= max {
+            return Err(RemoteError::TooManyItems(max));
+        }
+        let bad = |why| RemoteError::Item {
+            index,
+            text: line.chars().take(80).collect(),
+            why,
+        };
+        let (id, len) = line.split_once(' ').ok_or_else(|| bad("give <id> <len>"))?;
+        let id = parse_id(id).map_err(|_| bad("the id is not 32 lowercase hex digits"))?;
+        let len = number(len).ok_or_else(|| bad("not a byte count"))?;
+        out.push((id, len));
+    }
+    Ok(out)
+}
+
 /// Checks an invocation id named in [`KEEP_HEADER`] or a free request.
 pub fn check_invocation(s: &str) -> Result<(), RemoteError> {
     if s.is_empty()
@@ -259,6 +306,38 @@ mod tests {
         assert_eq!(parse(enough.as_bytes()).unwrap().len(), MAX_PARTS);
         let msg = parse(b"b1,zz").unwrap_err().to_string();
         assert!(msg.contains("part 1") && msg.contains("zz"), "{msg}");
+    }
+
+    #[test]
+    fn item_lists_round_trip_and_nasty_ones_say_which_line() {
+        let items = vec![(id(1), 0), (id(u128::MAX), u64::MAX), (id(0xabc), 17)];
+        let text = format_items(&items);
+        assert_eq!(parse_items(text.as_bytes(), 3).unwrap(), items);
+        assert_eq!(parse_items(b"", 3).unwrap(), vec![]);
+        assert_eq!(
+            parse_items(text.as_bytes(), 2),
+            Err(RemoteError::TooManyItems(2))
+        );
+        let good = id(5).to_string();
+        for (text, index, why) in [
+            (good.clone(), 0, "give <id> <len>"),
+            (
+                format!("{good} 1\nxyz 2"),
+                1,
+                "the id is not 32 lowercase hex digits",
+            ),
+            (format!("{good} -1"), 0, "not a byte count"),
+            (format!("{good} 1 2"), 0, "not a byte count"),
+        ] {
+            match parse_items(text.as_bytes(), 10) {
+                Err(RemoteError::Item {
+                    index: i, why: w, ..
+                }) => {
+                    assert_eq!((i, w), (index, why), "{text:?}")
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

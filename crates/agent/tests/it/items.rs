@@ -132,6 +132,67 @@ async fn a_kept_reply_becomes_an_item_that_later_bodies_are_made_of() {
     assert_eq!(out.status, StatusCode::NOT_FOUND);
 }
 
+/// Answers its request body as it is.
+const RAW: &str = r#"
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('content-length') or 0))
+        self.send_response(200)
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()
+"#;
+
+#[tokio::test]
+async fn a_kept_json_array_is_split_into_items_one_per_element() {
+    let r = Running::start_with(4, true).await;
+    let c = r.client();
+    let mut req = echo("echo-r3-0");
+    req.command = vec!["python3".into(), "-c".into(), RAW.into()];
+    c.start(&req).await.unwrap();
+    let keep = |body: &'static [u8]| {
+        let c = c.clone();
+        async move {
+            let h = [
+                (remote::KEEP_HEADER, "inv-2".to_string()),
+                (remote::SPLIT_HEADER, "json".to_string()),
+            ];
+            post(&c, &h, body).await
+        }
+    };
+    let out = keep(br#" ["a", {"b": [1, 2]}] "#).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", text(&out.body));
+    assert_eq!(out.headers[remote::ITEMS_HEADER], "2");
+    assert_eq!(out.headers[remote::ITEM_BYTES_HEADER], "22");
+    let items = remote::parse_items(&out.body, 10).unwrap();
+    let mut got = Vec::new();
+    for (id, len) in &items {
+        let b = bare(&c, Method::GET, &format!("/v1/agent/items/{id}")).await;
+        assert_eq!(b.body.len() as u64, *len);
+        got.push(text(&b.body));
+    }
+    assert_eq!(got, [r#""a""#, r#"{"b": [1, 2]}"#]);
+    assert_eq!(c.health().await.unwrap().kept_items.count, 2);
+    // Not a JSON array: back as it is, nothing kept.
+    let out = keep(b"not json").await;
+    assert_eq!(
+        (out.status, text(&out.body)),
+        (StatusCode::OK, "not json".into())
+    );
+    assert!(out.headers.get(remote::ITEMS_HEADER).is_none());
+    assert_eq!(c.health().await.unwrap().kept_items.count, 2);
+    let h = [
+        (remote::KEEP_HEADER, "inv-2".to_string()),
+        (remote::SPLIT_HEADER, "xml".to_string()),
+    ];
+    let out = post(&c, &h, b"[]").await;
+    assert_eq!(out.status, StatusCode::BAD_REQUEST, "{}", text(&out.body));
+}
+
 #[tokio::test]
 async fn without_a_store_a_reply_to_keep_comes_back_as_it_is() {
     let r = Running::start_with(4, false).await;

@@ -90,6 +90,31 @@ fn only_outputs_that_go_on_unread_may_stay_where_they_were_made() {
     // outputs go to m2's runs as they are, m2's are items of j's input;
     // j: an item again; out: the invocation's output.
     assert_eq!(passed, [true, true, false, true, true, true, false]);
+    let split: Vec<bool> = (0..p.step_count())
+        .map(|s| p.output_split_by_maps(s))
+        .collect();
+    // Only splitter's consumers all map over a single output.
+    assert_eq!(split, [false, false, true, false, false, false, false]);
+}
+
+#[test]
+fn a_map_takes_the_items_its_source_was_split_into_where_it_ran() {
+    let mut e = exec(vec![
+        step("gen", &["$input"]),
+        mapping("m", "gen"),
+        step("j", &["m"]),
+    ]);
+    let d = e.start(Bytes::from_static(b"x"), 0);
+    let items = vec![Bytes::from_static(b"\"a\""), Bytes::from_static(b"\"b\"")];
+    // The output itself is empty: the items are what the map runs get.
+    let ds = e.finish_split(d[0].run, items, 1);
+    assert_eq!(ds.iter().map(body).collect::<Vec<_>>(), ["\"a\"", "\"b\""]);
+    let mut next = Vec::new();
+    for d in ds {
+        next.extend(e.finish(d.run, ok("1"), 2));
+    }
+    assert_eq!(names(&e, &next), ["j#0"]);
+    assert_eq!(body(&next[0]), "[1,1]");
 }
 
 #[test]

@@ -24,6 +24,65 @@ use stratus_nodestore::remote::{self, Part};
 use super::HttpClient;
 use crate::body::ChunksBody;
 
+/// What a run's worker may keep of its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Nothing: the output comes back (the execution reads it).
+    No,
+    /// The output, as one item ([`stratus_dag::Plan::output_passed_on`]).
+    Whole,
+    /// The output's JSON array elements, an item each
+    /// ([`stratus_dag::Plan::output_split_by_maps`]).
+    Split,
+}
+
+impl Keep {
+    pub fn for_step(plan: &stratus_dag::Plan, s: stratus_dag::StepIdx) -> Keep {
+        if plan.output_split_by_maps(s) {
+            Keep::Split
+        } else if plan.output_passed_on(s) {
+            Keep::Whole
+        } else {
+            Keep::No
+        }
+    }
+}
+
+/// An agent's answer to a keep request, from its headers.
+pub(crate) enum Answer {
+    Item {
+        id: String,
+        len: u64,
+    },
+    /// The body lists the items; `len`: the whole reply's size.
+    Split {
+        len: u64,
+    },
+}
+
+/// The kept answer `h` announces, if any.
+pub(crate) fn answer(h: &http::HeaderMap) -> Option<Answer> {
+    let num = |name: &str| -> Option<u64> { h.get(name)?.to_str().ok()?.parse().ok() };
+    let len = num(remote::ITEM_BYTES_HEADER)?;
+    if h.contains_key(remote::ITEMS_HEADER) {
+        return Some(Answer::Split { len });
+    }
+    let id = h.get(remote::ITEM_HEADER)?.to_str().ok()?.to_string();
+    Some(Answer::Item { id, len })
+}
+
+/// A run's output as the execution gets it.
+pub(crate) struct Output {
+    pub body: Bytes,
+    /// Its true size, where `body` stands in for kept data.
+    pub size: Option<u64>,
+    /// The items a split output became.
+    pub split: Option<Vec<Bytes>>,
+}
+
+/// The most items one split output may list.
+const MAX_SPLIT_ITEMS: usize = 1 << 20;
+
 /// One kept item, as its stand-in names it.
 #[derive(Debug, Clone)]
 struct Held {
@@ -95,6 +154,38 @@ impl Kept {
             },
         );
         b
+    }
+
+    /// The output an agent's kept `answer` (with its `body`) stands for,
+    /// kept at `at`.
+    pub fn output(
+        &self,
+        at: &str,
+        auth: Option<http::HeaderValue>,
+        answer: Answer,
+        body: &Bytes,
+    ) -> Result<Output, String> {
+        match answer {
+            Answer::Item { id, len } => Ok(Output {
+                body: self.stand_in(at, auth, &id, len),
+                size: Some(len),
+                split: None,
+            }),
+            Answer::Split { len } => {
+                let items = remote::parse_items(body, MAX_SPLIT_ITEMS).map_err(|e| {
+                    format!("the worker at {at} answered a split output badly: {e}")
+                })?;
+                let split = items
+                    .into_iter()
+                    .map(|(id, n)| self.stand_in(at, auth.clone(), &id.to_string(), n))
+                    .collect();
+                Ok(Output {
+                    body: Bytes::new(),
+                    size: Some(len),
+                    split: Some(split),
+                })
+            }
+        }
     }
 
     /// `chunks` as a body for an agent; `None` when no chunk is a stand-in.
