@@ -3,7 +3,9 @@
 //! namespace, its link shaped with `tbf`), once with the control plane
 //! relaying step outputs (`--workflow-data relay`, the centralised engine)
 //! and once with outputs kept on the workers (`--workflow-data workers`)
-//! under locality, random and centralised placement. Per workflow and
+//! under locality, random and centralised placement. The workflows: a
+//! 16 MiB chain, a 4 x 8 MiB fan-in, a 48 MiB word-count map-reduce and
+//! the Pegasus Cycles shape with 2 MiB per step. Per workflow and
 //! configuration: p50/p99 end to end, the control plane's payload bytes
 //! (its engine's counters), and the bytes on the hosts' links from the
 //! kernel's counters (Σ rx + tx over the workers and the control plane's
@@ -24,6 +26,8 @@ const BRANCH_BYTES: u64 = 8 << 20;
 /// Bytes of text the map-reduce counts the words of (the 64 MiB edge cap
 /// counts the split's JSON framing too).
 const MAP_REDUCE_BYTES: usize = 48 << 20;
+/// Bytes every node of the Pegasus Cycles shape outputs.
+const CYCLES_BYTES: u64 = 2 << 20;
 /// The most measured invocations per workflow and configuration.
 const MAX_ITERATIONS: usize = 30;
 
@@ -68,6 +72,39 @@ fn workflows(tag: &str, policy: &str) -> String {
         "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: fanin-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: src, function: {tag}-sink}}\n    - {{name: b1, function: {tag}-branch, inputs: [src]}}\n    - {{name: b2, function: {tag}-branch, inputs: [src]}}\n    - {{name: b3, function: {tag}-branch, inputs: [src]}}\n    - {{name: b4, function: {tag}-branch, inputs: [src]}}\n    - {{name: join, function: {tag}-sink, inputs: [b1, b2, b3, b4]}}\n---\n"
     );
     y
+}
+
+/// A workflow named by the synthesiser (returned) from `cycles-{tag}`: the Pegasus Cycles shape (35 steps, the synthesiser's
+/// topology), every node a `bench` of its own answering 2 MiB; each
+/// instance reserves 25m and 32 MiB (the configurations' 140 instances
+/// fit 4 workers of 2 cores).
+fn cycles(tag: &str, policy: &str) -> Result<(String, String)> {
+    use stratus_synth::{synthesize, Inputs, NodeCost, PayloadDist, Shape, SynthConfig};
+    let cfg = SynthConfig {
+        name: Some(format!("cycles-{tag}")),
+        shape: Shape::cycles(),
+        payload: PayloadDist::Fixed(CYCLES_BYTES),
+        cost: NodeCost::Fixed {
+            duration_ms: 0.0,
+            memory_mb: 0,
+        },
+        ..SynthConfig::default()
+    };
+    let dags = synthesize(&cfg, Inputs::default()).context("synthesising Cycles")?;
+    let dag = &dags[0];
+    let command = "          command: [\"stratus\", \"fn\", \"bench\"]\n";
+    let services = stratus_synth::render::render_services(dag).replace(
+        command,
+        &format!(
+            "{command}          resources:\n            requests: {{cpu: 25m, memory: 32Mi}}\n"
+        ),
+    );
+    let workflow = stratus_synth::render::render_workflow(dag).replacen(
+        "spec:\n  steps:\n",
+        &format!("spec:\n  placement: {policy}\n  steps:\n"),
+        1,
+    );
+    Ok((format!("{services}---\n{workflow}---\n"), dag.name.clone()))
 }
 
 /// One measured workflow under one configuration.
@@ -148,7 +185,15 @@ async fn one_pass(
         .context("building the namespace cluster (root, iproute2, etcd-server)")?;
     let admin = stratus_auth::Token::read_file(&c.dir().join("admin.token"))?;
     let url = c.gateway_url();
-    let yaml: String = configs.iter().map(|(tag, p)| workflows(tag, p)).collect();
+    // One deploy per configuration: etcd takes a bounded number of
+    // resources per transaction.
+    let mut yamls = Vec::new();
+    let mut cycles_names = std::collections::HashMap::new();
+    for (tag, p) in configs {
+        let (y, name) = cycles(tag, p)?;
+        yamls.push(workflows(tag, p) + &y);
+        cycles_names.insert(*tag, name);
+    }
     let out = tokio::task::block_in_place(|| {
         c.on_host("cp", || {
             tokio::runtime::Builder::new_multi_thread()
@@ -158,9 +203,11 @@ async fn one_pass(
                 .block_on(async {
                     let gw = GatewayClient::new(&url).with_token(&admin);
                     ready(&gw, &url, workers).await?;
-                    let r = gw.deploy("workflows.yaml", &yaml).await?;
-                    if r.status != 200 {
-                        bail!("deploying the workflows: {}", r.error_message());
+                    for yaml in &yamls {
+                        let r = gw.deploy("workflows.yaml", yaml).await?;
+                        if r.status != 200 {
+                            bail!("deploying the workflows: {}", r.error_message());
+                        }
                     }
                     let mut rows = Vec::new();
                     let text = Bytes::from(
@@ -168,8 +215,11 @@ async fn one_pass(
                             .repeat(MAP_REDUCE_BYTES / 44),
                     );
                     for (tag, placement) in configs {
-                        for workflow in ["chain", "fanin", "mr"] {
-                            let name = format!("{workflow}-{tag}");
+                        for workflow in ["chain", "fanin", "mr", "cycles"] {
+                            let name = match workflow {
+                                "cycles" => cycles_names[tag].clone(),
+                                _ => format!("{workflow}-{tag}"),
+                            };
                             let input = if workflow == "mr" {
                                 text.clone()
                             } else {
@@ -179,13 +229,15 @@ async fn one_pass(
                             let t = std::time::Instant::now();
                             for _ in 0..3 {
                                 loop {
-                                    match gw.invoke(&name, input.clone()).await {
+                                    let why = match gw.invoke(&name, input.clone()).await {
                                         Ok(r) if r.status == 200 => break,
-                                        _ if t.elapsed().as_secs() > 90 => {
-                                            bail!("{name} did not succeed within 90 s")
-                                        }
-                                        _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                                        Ok(r) => format!("{} {}", r.status, r.text()),
+                                        Err(e) => e.to_string(),
+                                    };
+                                    if t.elapsed().as_secs() > 90 {
+                                        bail!("{name} did not succeed within 90 s: {why}")
                                     }
+                                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                                 }
                             }
                             let (cp0, link0) = (cp_bytes(&gw).await?, link_bytes(&c, workers)?);
@@ -214,6 +266,7 @@ async fn one_pass(
                                 workflow: match workflow {
                                     "chain" => "chain 16 MiB x3",
                                     "fanin" => "fan-in 4 x 8 MiB",
+                                    "cycles" => "Pegasus Cycles, 35 x 2 MiB",
                                     _ => "map-reduce 48 MiB",
                                 },
                                 data,
