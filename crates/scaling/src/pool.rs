@@ -176,6 +176,11 @@ struct Waiter {
     near: Option<Host>,
 }
 
+/// Requests naming a host that were served by an instance elsewhere, after
+/// which one instance is started on that host: affinity converges (the
+/// instance elsewhere then idles out) without a start per request.
+pub const AFFINITY_MISSES: u32 = 3;
+
 /// One function revision's instances, leases and waiting requests.
 #[derive(Debug)]
 pub struct PoolState {
@@ -188,6 +193,9 @@ pub struct PoolState {
     /// The host each starting instance was started for, when one was named.
     hints: Vec<(InstanceId, Host)>,
     waiters: VecDeque<Waiter>,
+    /// Per host: requests for it served elsewhere since its last affinity
+    /// start, and when that start was (at most one per idle window).
+    misses: Vec<(Host, u32, Option<Micros>)>,
     retired: bool,
     last_instance: u64,
     last_request: u64,
@@ -209,6 +217,7 @@ impl PoolState {
             starting: Vec::new(),
             hints: Vec::new(),
             waiters: VecDeque::new(),
+            misses: Vec::new(),
             retired: false,
             last_instance: 0,
             last_request: 0,
@@ -293,7 +302,9 @@ impl PoolState {
     /// [`request`](Self::request) from a caller that would rather run on
     /// `near`: an instance there with room by the packing rule takes it,
     /// else any instance with room; an instance started for it is hinted
-    /// to `near`.
+    /// to `near`. When `near` has no instance and [`AFFINITY_MISSES`]
+    /// requests for it were served elsewhere, one instance is started
+    /// there (within max-scale, at most once per idle window per host).
     pub fn request_near(
         &mut self,
         now: Micros,
@@ -311,6 +322,9 @@ impl PoolState {
             return (id, out);
         }
         if let Some(i) = self.pick(near) {
+            if let Some(h) = near.filter(|h| self.instances[i].host != Some(*h)) {
+                self.missed(h, now, &mut out);
+            }
             let inst = &mut self.instances[i];
             inst.leases += 1;
             out.push(Action::Grant {
@@ -583,6 +597,43 @@ impl PoolState {
                 cold_start_us: cold.map_or(0, |now| now.saturating_sub(w.since)),
             });
         }
+    }
+
+    /// A request for host `h` was served elsewhere: counts it, and starts
+    /// one instance on `h` at the [`AFFINITY_MISSES`]th (see
+    /// [`request_near`](Self::request_near)).
+    fn missed(&mut self, h: Host, now: Micros, out: &mut Vec<Action>) {
+        let on_h = self.instances.iter().any(|i| i.host == Some(h))
+            || self.hints.iter().any(|(_, x)| *x == h);
+        if self.retired || on_h {
+            return;
+        }
+        let idle = self.scaling.idle;
+        let e = match self.misses.iter().position(|m| m.0 == h) {
+            Some(k) => k,
+            None => {
+                self.misses.push((h, 0, None));
+                self.misses.len() - 1
+            }
+        };
+        let (_, n, tried) = &mut self.misses[e];
+        if tried.is_some_and(|t| now.saturating_sub(t) < idle) {
+            return;
+        }
+        *n += 1;
+        if *n < AFFINITY_MISSES {
+            return;
+        }
+        let have = self.instances.len() + self.starting.len();
+        if self.scaling.max_scale > 0 && have >= self.scaling.max_scale as usize {
+            return;
+        }
+        (*n, *tried) = (0, Some(now));
+        self.last_instance += 1;
+        let id = InstanceId(self.last_instance);
+        self.hints.push((id, h));
+        self.starting.push(id);
+        out.push(Action::Start(id));
     }
 
     /// Starts instances up to the desired count. Each new start is hinted

@@ -904,7 +904,7 @@ fn grants_and_starts(actions: &[Action]) -> (Vec<(u64, u64)>, Vec<u64>) {
 }
 
 #[test]
-fn a_request_near_a_host_prefers_its_instances_but_never_scales_for_them() {
+fn a_request_near_a_host_prefers_its_instances_and_does_not_start_one_per_request() {
     let mut s = PoolState::new(scaling(2));
     // Two instances: i1 on host 7, i2 on host 9.
     let (_, a) = s.request(0, 1_000_000);
@@ -944,4 +944,75 @@ fn a_request_near_a_host_prefers_its_instances_but_never_scales_for_them() {
     assert_eq!(s.start_hint(InstanceId(3)), Some(3));
     s.start_failed(InstanceId(3), "no room");
     assert_eq!(s.start_hint(InstanceId(3)), None, "hints end at a failure");
+}
+
+/// Requests for host 9 (nothing runs there) served on i1 (host 7) at
+/// `t`, `t + 1`, …; the starts they caused.
+fn misses_for_9(s: &mut PoolState, t: Micros, n: u32) -> Vec<u64> {
+    let mut starts = Vec::new();
+    for k in 0..n as u64 {
+        let (r, a) = s.request_near(t + k, t + 1_000_000, Some(9));
+        let (grants, started) = grants_and_starts(&a);
+        assert_eq!(grants, vec![(r.0, 1)], "served on i1 at once");
+        starts.extend(started);
+        s.release(InstanceId(1), t + k);
+    }
+    starts
+}
+
+#[test]
+fn requests_for_a_host_served_elsewhere_start_one_instance_there_once_per_idle_window() {
+    let mut s = PoolState::new(scaling(2));
+    let (_, a) = s.request(0, 1_000_000);
+    assert_eq!(grants_and_starts(&a).1, vec![1]);
+    s.instance_ready(InstanceId(1), 10);
+    s.set_host(InstanceId(1), 7);
+    s.release(InstanceId(1), 11);
+    assert!(misses_for_9(&mut s, 20, AFFINITY_MISSES - 1).is_empty());
+    assert_eq!(
+        misses_for_9(&mut s, 30, 1),
+        vec![2],
+        "the last miss starts one"
+    );
+    assert_eq!(s.start_hint(InstanceId(2)), Some(9));
+    // Host 9 had no room after all: i2 runs on host 8. No new start for
+    // host 9 within the idle window (1000 µs), however many misses.
+    s.instance_ready(InstanceId(2), 40);
+    s.set_host(InstanceId(2), 8);
+    assert!(misses_for_9(&mut s, 50, 3 * AFFINITY_MISSES).is_empty());
+    // Past it: another try. (i1 and i2 are both idle: the requests go to
+    // i1, the oldest with room.)
+    let later = 40 + s.scaling().idle;
+    assert!(misses_for_9(&mut s, later, AFFINITY_MISSES - 1).is_empty());
+    assert_eq!(misses_for_9(&mut s, later + 10, 1), vec![3]);
+    // It lands on host 9: requests for it go there, and the instances
+    // elsewhere idle out down to what demand needs.
+    s.instance_ready(InstanceId(3), later + 20);
+    s.set_host(InstanceId(3), 9);
+    let (r, a) = s.request_near(later + 21, later + 1_000_000, Some(9));
+    assert_eq!(grants_and_starts(&a), (vec![(r.0, 3)], vec![]));
+    s.release(InstanceId(3), later + 22);
+    let stopped: Vec<u64> = s
+        .tick(later + 22 + s.scaling().idle)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Stop(i) => Some(i.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stopped.len(), 3, "all idle, none needed: {stopped:?}");
+}
+
+#[test]
+fn affinity_starts_respect_max_scale() {
+    let mut s = PoolState::new(Scaling {
+        max_scale: 1,
+        ..scaling(2)
+    });
+    let (_, a) = s.request(0, 1_000_000);
+    assert_eq!(grants_and_starts(&a).1, vec![1]);
+    s.instance_ready(InstanceId(1), 10);
+    s.set_host(InstanceId(1), 7);
+    s.release(InstanceId(1), 11);
+    assert!(misses_for_9(&mut s, 20, 3 * AFFINITY_MISSES).is_empty());
 }

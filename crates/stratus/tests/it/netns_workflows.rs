@@ -4,7 +4,9 @@
 //! workers`): the same word count, chain and fan-in under every placement
 //! mode give identical outputs, and the kernel's link counters show
 //! locality moving only the input and output across links where
-//! round-robin sends every edge to another host. Needs root, iproute2 and
+//! round-robin sends every edge to another host; a workflow switched to
+//! locality with its instances spread converges to one host within a few
+//! invocations. Needs root, iproute2 and
 //! etcd (skipped loudly without them, required under CI=true).
 
 use std::time::{Duration, Instant};
@@ -126,6 +128,36 @@ fn every_placement_mode_gives_the_same_outputs_on_the_namespace_cluster() {
             let (loc, rr) = (moved[0].1, moved[1].1);
             assert!(loc < (2 << 20) + (512 << 10), "locality moved {loc} bytes");
             assert!(rr > (4 << 20), "round-robin moved only {rr} bytes");
+
+            // The round-robin chain made locality: its steps' instances are
+            // spread and warm, but requests for the chosen host served
+            // elsewhere start an instance there (scaling::AFFINITY_MISSES),
+            // so within a few invocations the chain runs on one host.
+            let relocated = workflows("rr", "locality");
+            let r = gw.deploy("relocated.yaml", &relocated).await.unwrap();
+            assert_eq!(r.status, 200, "{}", r.error_message());
+            let mut last = u64::MAX;
+            for k in 0..30 {
+                let before = link_bytes(&c);
+                ok(&gw, "chain-rr", data.clone()).await;
+                last = link_bytes(&c) - before;
+                let per_host: Vec<(String, usize)> = gw
+                    .get("/v1/cluster")
+                    .await
+                    .ok()
+                    .and_then(|r| serde_json::from_slice::<stratus_gateway::cluster_view::ClusterStatus>(&r.body).ok())
+                    .map(|v| v.nodes.iter().map(|n| (n.name.clone(), n.instances)).collect())
+                    .unwrap_or_default();
+                eprintln!("chain-rr made locality, invocation {k}: {last} bytes on the links; instances {per_host:?}");
+                if last < (2 << 20) + (512 << 10) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(
+                last < (2 << 20) + (512 << 10),
+                "locality never converged: {last} bytes"
+            );
         });
     })
     .unwrap();
