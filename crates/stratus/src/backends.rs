@@ -8,9 +8,50 @@ use std::sync::Arc;
 use anyhow::Result;
 use stratus_sandbox::Sandbox;
 
+/// The node data store's flags: by-reference items (`stratus.dev/data:
+/// file`) on `stratus up`, and on `stratus worker` also the workflow items
+/// it keeps (`stratus up --workflow-data workers`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Node data store: bytes of items kept in the memory tier (a tmpfs);
+    /// more spill to disk.
+    #[arg(long, default_value_t = 2 << 30)]
+    pub data_memory_bytes: u64,
+    /// Node data store: bytes of items kept on disk; past it a step's
+    /// output is refused (507).
+    #[arg(long, default_value_t = 32 << 30)]
+    pub data_disk_bytes: u64,
+    /// Node data store: the disk tier's directory (default: the temporary
+    /// directory's stratus-data).
+    #[arg(long)]
+    pub data_disk_dir: Option<PathBuf>,
+    /// No node data store: stratus.dev/data: file functions get HTTP
+    /// bodies, and a worker keeps no workflow items (it answers with the
+    /// bodies).
+    #[arg(long)]
+    pub no_data_store: bool,
+}
+
+impl DataArgs {
+    /// The store these flags ask for.
+    pub fn config(&self) -> Option<stratus_gateway::config::DataConfig> {
+        (!self.no_data_store).then(|| {
+            let d = stratus_gateway::config::DataConfig::default();
+            stratus_gateway::config::DataConfig {
+                memory_bytes: self.data_memory_bytes,
+                disk_bytes: self.data_disk_bytes,
+                disk_dir: self.data_disk_dir.clone().unwrap_or(d.disk_dir.clone()),
+                ..d
+            }
+        })
+    }
+}
+
 /// Flags that say how this node runs instances.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Snapshot-store server the runc sandbox pulls `rcss:NAME` images from.
     #[arg(long, env = "STRATUS_SNAPSTORE_URL")]
     pub snapstore: Option<String>,

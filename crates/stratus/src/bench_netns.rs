@@ -18,6 +18,33 @@ use crate::bench_across::{chain10, fan16, Floor};
 /// replaced.
 const PREFIX: &str = "sbn";
 
+/// Builds the namespace cluster `opts` describes, running this binary
+/// (off the runtime: a script, etcd, workers).
+pub(crate) async fn cluster_up(mut opts: NetClusterOptions) -> Result<NetCluster> {
+    opts.stratus = Some(std::env::current_exe()?);
+    tokio::task::spawn_blocking(move || NetCluster::up(opts))
+        .await?
+        .context("building the namespace cluster (root, iproute2, etcd-server)")
+}
+
+/// Runs `fut` to its end on a runtime of its own, on a thread in host
+/// `node`'s network namespace (the cluster's addresses exist only there).
+pub(crate) fn block_on_host<T, F>(c: &NetCluster, node: &str, fut: F) -> Result<T>
+where
+    T: Send,
+    F: std::future::Future<Output = Result<T>> + Send,
+{
+    tokio::task::block_in_place(|| {
+        c.on_host(node, || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(fut)
+        })?
+    })
+}
+
 pub async fn run(
     workers: usize,
     rate: &str,
@@ -26,11 +53,7 @@ pub async fn run(
 ) -> Result<()> {
     let mut opts = NetClusterOptions::new(PREFIX, workers.max(1));
     opts.rate = rate.to_string();
-    opts.stratus = Some(std::env::current_exe()?);
-    // Building the cluster blocks (a script, etcd, workers): off the runtime.
-    let c = tokio::task::spawn_blocking(move || NetCluster::up(opts))
-        .await?
-        .context("building the namespace cluster (root, iproute2, etcd-server)")?;
+    let c = cluster_up(opts).await?;
     let admin = stratus_auth::Token::read_file(&c.dir().join("admin.token"))?;
     let token = std::fs::read_to_string(c.dir().join("cluster.token"))?;
     let floor = Floor {
@@ -39,39 +62,31 @@ pub async fn run(
         token,
     };
     let url = c.gateway_url();
-    let out = tokio::task::block_in_place(|| {
-        c.on_host("h1", || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?
-                .block_on(async {
-                    let gw = GatewayClient::new(&url).with_token(&admin);
-                    let t = std::time::Instant::now();
-                    while gw.get("/healthz").await.is_err() {
-                        if t.elapsed().as_secs() > 30 {
-                            bail!("the control plane at {url} did not answer");
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                    // Before chain10's deploy: a leader and registered workers.
-                    let probe = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: probe\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n";
-                    let r = gw.deploy("probe.yaml", probe).await?;
-                    if r.status != 200 {
-                        bail!("deploying the probe: {}", r.error_message());
-                    }
-                    loop {
-                        match gw.invoke("probe", Bytes::from_static(b"hi")).await {
-                            Ok(r) if r.status == 200 => break,
-                            _ if t.elapsed().as_secs() > 60 => bail!("no leader served the probe"),
-                            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-                        }
-                    }
-                    let chain = chain10(&floor, &gw, iterations).await?;
-                    let fan = fan16(&floor, &gw, iterations).await?;
-                    Ok((chain, fan))
-                })
-        })?
+    let out = block_on_host(&c, "h1", async {
+        let gw = GatewayClient::new(&url).with_token(&admin);
+        let t = std::time::Instant::now();
+        while gw.get("/healthz").await.is_err() {
+            if t.elapsed().as_secs() > 30 {
+                bail!("the control plane at {url} did not answer");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Before chain10's deploy: a leader and registered workers.
+        let probe = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: probe\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n";
+        let r = gw.deploy("probe.yaml", probe).await?;
+        if r.status != 200 {
+            bail!("deploying the probe: {}", r.error_message());
+        }
+        loop {
+            match gw.invoke("probe", Bytes::from_static(b"hi")).await {
+                Ok(r) if r.status == 200 => break,
+                _ if t.elapsed().as_secs() > 60 => bail!("no leader served the probe"),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        let chain = chain10(&floor, &gw, iterations).await?;
+        let fan = fan16(&floor, &gw, iterations).await?;
+        Ok((chain, fan))
     });
     let bytes: Vec<(u64, u64)> = (1..=workers).filter_map(|i| c.bytes(i).ok()).collect();
     tokio::task::spawn_blocking(move || c.down()).await??;

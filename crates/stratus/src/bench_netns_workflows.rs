@@ -178,11 +178,8 @@ async fn one_pass(
 ) -> Result<Vec<Row>> {
     let mut opts = NetClusterOptions::new(PREFIX, workers.max(1));
     opts.rate = rate.to_string();
-    opts.stratus = Some(std::env::current_exe()?);
     opts.workflow_data = data.into();
-    let c = tokio::task::spawn_blocking(move || NetCluster::up(opts))
-        .await?
-        .context("building the namespace cluster (root, iproute2, etcd-server)")?;
+    let c = crate::bench_netns::cluster_up(opts).await?;
     let admin = stratus_auth::Token::read_file(&c.dir().join("admin.token"))?;
     let url = c.gateway_url();
     // One deploy per configuration: etcd takes a bounded number of
@@ -194,93 +191,84 @@ async fn one_pass(
         yamls.push(workflows(tag, p) + &y);
         cycles_names.insert(*tag, name);
     }
-    let out = tokio::task::block_in_place(|| {
-        c.on_host("cp", || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?
-                .block_on(async {
-                    let gw = GatewayClient::new(&url).with_token(&admin);
-                    ready(&gw, &url, workers).await?;
-                    for yaml in &yamls {
-                        let r = gw.deploy("workflows.yaml", yaml).await?;
-                        if r.status != 200 {
-                            bail!("deploying the workflows: {}", r.error_message());
+    let out = crate::bench_netns::block_on_host(&c, "cp", async {
+        let gw = GatewayClient::new(&url).with_token(&admin);
+        ready(&gw, &url, workers).await?;
+        for yaml in &yamls {
+            let r = gw.deploy("workflows.yaml", yaml).await?;
+            if r.status != 200 {
+                bail!("deploying the workflows: {}", r.error_message());
+            }
+        }
+        let mut rows = Vec::new();
+        let text = Bytes::from(
+            "the quick brown fox jumps over the lazy dog\n".repeat(MAP_REDUCE_BYTES / 44),
+        );
+        for (tag, placement) in configs {
+            for workflow in ["chain", "fanin", "mr", "cycles"] {
+                let name = match workflow {
+                    "cycles" => cycles_names[tag].clone(),
+                    _ => format!("{workflow}-{tag}"),
+                };
+                let input = if workflow == "mr" {
+                    text.clone()
+                } else {
+                    Bytes::from_static(b"go")
+                };
+                // Cold starts and the learnt edge bytes first.
+                let t = std::time::Instant::now();
+                for _ in 0..3 {
+                    loop {
+                        let why = match gw.invoke(&name, input.clone()).await {
+                            Ok(r) if r.status == 200 => break,
+                            Ok(r) => format!("{} {}", r.status, r.text()),
+                            Err(e) => e.to_string(),
+                        };
+                        if t.elapsed().as_secs() > 90 {
+                            bail!("{name} did not succeed within 90 s: {why}")
                         }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     }
-                    let mut rows = Vec::new();
-                    let text = Bytes::from(
-                        "the quick brown fox jumps over the lazy dog\n"
-                            .repeat(MAP_REDUCE_BYTES / 44),
-                    );
-                    for (tag, placement) in configs {
-                        for workflow in ["chain", "fanin", "mr", "cycles"] {
-                            let name = match workflow {
-                                "cycles" => cycles_names[tag].clone(),
-                                _ => format!("{workflow}-{tag}"),
-                            };
-                            let input = if workflow == "mr" {
-                                text.clone()
-                            } else {
-                                Bytes::from_static(b"go")
-                            };
-                            // Cold starts and the learnt edge bytes first.
-                            let t = std::time::Instant::now();
-                            for _ in 0..3 {
-                                loop {
-                                    let why = match gw.invoke(&name, input.clone()).await {
-                                        Ok(r) if r.status == 200 => break,
-                                        Ok(r) => format!("{} {}", r.status, r.text()),
-                                        Err(e) => e.to_string(),
-                                    };
-                                    if t.elapsed().as_secs() > 90 {
-                                        bail!("{name} did not succeed within 90 s: {why}")
-                                    }
-                                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                                }
-                            }
-                            let (cp0, link0) = (cp_bytes(&gw).await?, link_bytes(&c, workers)?);
-                            let mut latencies_us = Vec::with_capacity(iterations);
-                            for _ in 0..iterations {
-                                let t = std::time::Instant::now();
-                                let r = gw.invoke(&name, input.clone()).await?;
-                                if r.status != 200 {
-                                    bail!("{name}: {} {}", r.status, r.text());
-                                }
-                                latencies_us.push(t.elapsed().as_micros() as u64);
-                            }
-                            let n = iterations as f64;
-                            let cp_moved = (cp_bytes(&gw).await? - cp0) / n;
-                            let link1 = link_bytes(&c, workers)?;
-                            let link = (link1.0 - link0.0) / n;
-                            let cp_link = (link1.1 - link0.1) / n;
-                            latencies_us.sort_unstable();
-                            eprintln!(
+                }
+                let (cp0, link0) = (cp_bytes(&gw).await?, link_bytes(&c, workers)?);
+                let mut latencies_us = Vec::with_capacity(iterations);
+                for _ in 0..iterations {
+                    let t = std::time::Instant::now();
+                    let r = gw.invoke(&name, input.clone()).await?;
+                    if r.status != 200 {
+                        bail!("{name}: {} {}", r.status, r.text());
+                    }
+                    latencies_us.push(t.elapsed().as_micros() as u64);
+                }
+                let n = iterations as f64;
+                let cp_moved = (cp_bytes(&gw).await? - cp0) / n;
+                let link1 = link_bytes(&c, workers)?;
+                let link = (link1.0 - link0.0) / n;
+                let cp_link = (link1.1 - link0.1) / n;
+                latencies_us.sort_unstable();
+                eprintln!(
                                 "{name} ({data}, {placement}): p50 {} · control plane {:.1} MiB · links {:.1} MiB per invocation",
                                 fmt_us(percentile(&latencies_us, 50.0)),
                                 cp_moved / 1048576.0,
                                 link / 1048576.0
                             );
-                            rows.push(Row {
-                                workflow: match workflow {
-                                    "chain" => "chain 16 MiB x3",
-                                    "fanin" => "fan-in 4 x 8 MiB",
-                                    "cycles" => "Pegasus Cycles, 35 x 2 MiB",
-                                    _ => "map-reduce 48 MiB",
-                                },
-                                data,
-                                placement,
-                                latencies_us,
-                                cp_bytes: cp_moved,
-                                link_bytes: link,
-                                cp_link_bytes: cp_link,
-                            });
-                        }
-                    }
-                    Ok(rows)
-                })
-        })?
+                rows.push(Row {
+                    workflow: match workflow {
+                        "chain" => "chain 16 MiB x3",
+                        "fanin" => "fan-in 4 x 8 MiB",
+                        "cycles" => "Pegasus Cycles, 35 x 2 MiB",
+                        _ => "map-reduce 48 MiB",
+                    },
+                    data,
+                    placement,
+                    latencies_us,
+                    cp_bytes: cp_moved,
+                    link_bytes: link,
+                    cp_link_bytes: cp_link,
+                });
+            }
+        }
+        Ok(rows)
     });
     tokio::task::spawn_blocking(move || c.down()).await??;
     out

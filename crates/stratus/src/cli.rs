@@ -469,21 +469,6 @@ pub struct UpArgs {
     /// Largest request/response body per edge, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_body_bytes: usize,
-    /// Node data store (stratus.dev/data: file): bytes of items kept in the
-    /// memory tier (a tmpfs); more spill to disk.
-    #[arg(long, default_value_t = 2 << 30)]
-    data_memory_bytes: u64,
-    /// Node data store: bytes of items kept on disk; past it a step's
-    /// output is refused (507).
-    #[arg(long, default_value_t = 32 << 30)]
-    data_disk_bytes: u64,
-    /// Node data store: the disk tier's directory (default: the temporary
-    /// directory's stratus-data).
-    #[arg(long)]
-    data_disk_dir: Option<PathBuf>,
-    /// No node data store: stratus.dev/data: file functions get HTTP bodies.
-    #[arg(long)]
-    no_data_store: bool,
     /// Invocation records also kept in memory, newest first, for fast reads.
     #[arg(long, default_value_t = 10_000)]
     recent_invocations: usize,
@@ -810,15 +795,7 @@ async fn up(a: UpArgs) -> Result<()> {
         tick: Duration::from_secs_f64(a.tick),
         recent_invocations: a.recent_invocations,
         max_body_bytes: a.max_body_bytes,
-        data: (!a.no_data_store).then(|| {
-            let d = stratus_gateway::config::DataConfig::default();
-            stratus_gateway::config::DataConfig {
-                memory_bytes: a.data_memory_bytes,
-                disk_bytes: a.data_disk_bytes,
-                disk_dir: a.data_disk_dir.clone().unwrap_or(d.disk_dir.clone()),
-                ..d
-            }
-        }),
+        data: a.node.data.config(),
         persist_invocations: !a.no_persist_invocations,
         run_as: a.node.run_as.clone(),
         admin_token: Some(admin),

@@ -167,6 +167,7 @@ mod with_etcd {
         let cfg = stratus_gateway::Config {
             state_dir: Some(state_dir.clone()),
             run_as: a.node.run_as.clone(),
+            data: a.node.data.config(),
             ..stratus_gateway::Config::default()
         };
         let mut sandboxes = vec![stratus_gateway::process_backend(&cfg)?];
