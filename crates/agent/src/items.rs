@@ -13,7 +13,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use stratus_nodestore::remote::{self, Part};
 use stratus_nodestore::{ItemId, Store, StoreError};
 
@@ -44,7 +44,7 @@ fn store_error(what: &str, e: StoreError) -> ApiError {
 }
 
 /// The body's chunks as they arrive (no copy into one buffer), at most
-/// `max` bytes in all.
+/// `max` bytes in all (507 past it).
 async fn chunks<B>(body: B, max: u64, what: &str) -> Result<Vec<Bytes>, ApiError>
 where
     B: axum::body::HttpBody<Data = Bytes> + Unpin,
@@ -60,7 +60,7 @@ where
             if total > max {
                 return Err(ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
-                    format!("{what}: more than the {max} bytes the node data store can hold"),
+                    format!("{what}: more than {max} bytes (the agent's invoke body limit, or its data store's room)"),
                 ));
             }
             if !d.is_empty() {
@@ -75,6 +75,8 @@ where
 /// names the item instead. With `split`, a JSON array's elements are kept
 /// as items each, and the answer lists them (a reply that is not a JSON
 /// array comes back as it is: the control plane reports it).
+/// The reply is read within the invoke timeout and held in memory up to
+/// the invoke body limit, as a relayed reply would be.
 pub(crate) async fn keep<B>(
     a: &Agent,
     inv: &str,
@@ -88,7 +90,19 @@ where
 {
     let store = store(a)?.clone();
     let b = store.budget();
-    let parts = chunks(body, b.memory.saturating_add(b.disk), "the reply to keep").await?;
+    let max = b
+        .memory
+        .saturating_add(b.disk)
+        .min(a.config().max_invoke_bytes as u64);
+    let timeout = a.config().invoke_timeout;
+    let parts = tokio::time::timeout(timeout, chunks(body, max, "the reply to keep"))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the reply to keep did not arrive within {timeout:?}"),
+            )
+        })??;
     let inv = inv.to_string();
     if split {
         return keep_split(store, inv, status, parts).await;
@@ -152,12 +166,24 @@ async fn keep_split(
     Ok(r)
 }
 
-/// The function's body: `parts` in order, the `b` ones cut from `inline`.
+/// The function's body: `parts` in order, the `b` ones cut from `inline`;
+/// in all at most the invoke body limit (413), as a relayed body.
 pub(crate) async fn assemble(
     a: &Agent,
     parts: &[Part],
     inline: Bytes,
 ) -> Result<Vec<Bytes>, ApiError> {
+    let max = a.config().max_invoke_bytes as u64;
+    let total = parts.iter().map(Part::len).fold(0u64, u64::saturating_add);
+    if total > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{}: a body of {total} bytes, more than {max}",
+                remote::PARTS_HEADER
+            ),
+        ));
+    }
     let declared: u64 = parts
         .iter()
         .filter(|p| matches!(p, Part::Body(_)))
@@ -231,31 +257,20 @@ async fn item(a: &Agent, len: u64, at: &str, id: ItemId) -> Result<Bytes, ApiErr
             .await
             .map_err(|e| stratus_sandbox::error_chain(&e))?;
         let status = resp.status();
+        let limit = if status.is_success() { len } else { 4096 };
+        let body = Limited::new(resp.into_body(), limit as usize)
+            .collect()
+            .await
+            .map_err(|e| format!("{status}: reading it: {e}"))?
+            .to_bytes();
         if !status.is_success() {
-            let body = resp.into_body().collect().await.map(|c| c.to_bytes());
-            let text = body
-                .map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
-                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
             return Err(format!("{status}: {}", text.trim()));
         }
-        let parts = chunks(resp.into_body(), len, "the item")
-            .await
-            .map_err(|e| e.message().to_string())?;
-        let got: u64 = parts.iter().map(|b| b.len() as u64).sum();
-        if got != len {
-            return Err(format!("it came with {got} bytes, not {len}"));
+        if body.len() as u64 != len {
+            return Err(format!("it came with {} bytes, not {len}", body.len()));
         }
-        Ok(match parts.len() {
-            0 => Bytes::new(),
-            1 => parts.into_iter().next().expect("one"),
-            _ => {
-                let mut v = Vec::with_capacity(len as usize);
-                for p in parts {
-                    v.extend_from_slice(&p);
-                }
-                Bytes::from(v)
-            }
-        })
+        Ok(body)
     };
     match tokio::time::timeout(timeout, fetch).await {
         Ok(Ok(b)) => Ok(b),

@@ -35,10 +35,6 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn message(&self) -> &str {
-        &self.message
-    }
-
     /// An error with a `"code"` a client tells causes by.
     pub(crate) fn coded(status: StatusCode, message: String, code: &'static str) -> ApiError {
         ApiError {

@@ -96,6 +96,12 @@ async fn a_kept_reply_becomes_an_item_that_later_bodies_are_made_of() {
             StatusCode::BAD_GATEWAY,
             "may be gone",
         ),
+        (
+            format!("i{}@{at}/{id}", 65 << 20),
+            b"",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "more than",
+        ),
     ] {
         let out = post(&c, &[(remote::PARTS_HEADER, parts.clone())], body).await;
         assert_eq!(out.status, status, "{parts}: {}", text(&out.body));
