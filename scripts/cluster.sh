@@ -8,6 +8,7 @@
 #                          [--dir DIR] [--stratus PATH] [--no-stratus] [--replace]
 #                          [--replicas R] [--placement POLICY] [--leader-ttl S]
 #                          [--lease-ttl S] [--workflow-data relay|workers]
+#                          [--idle-timeout S]
 #   scripts/cluster.sh down      [--prefix P] [--dir DIR]     # the same options go with
 #   scripts/cluster.sh status    [--prefix P] [--dir DIR]     # every command below
 #   scripts/cluster.sh bytes     [--prefix P] [--dir DIR]     # per host, from the kernel
@@ -48,7 +49,7 @@ say() { echo "cluster.sh: $*" >&2; }
 repo="$(cd "$(dirname "$0")/.." && pwd -P)"
 cmd="${1:-}"; [ -n "$cmd" ] && shift
 prefix=stratus dir="" rate=1gbit burst=256kb stratus="" no_stratus=0 replace=0 n=""
-replicas=1 placement=spread leader_ttl=2 lease_ttl=3 workflow_data=relay
+replicas=1 placement=spread leader_ttl=2 lease_ttl=3 workflow_data=relay idle_timeout=60
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -64,6 +65,7 @@ while [ $# -gt 0 ]; do
     --leader-ttl) leader_ttl="$2"; shift 2 ;;
     --lease-ttl) lease_ttl="$2"; shift 2 ;;
     --workflow-data) workflow_data="$2"; shift 2 ;;
+    --idle-timeout) idle_timeout="$2"; shift 2 ;;
     --) shift; args+=("$@"); break ;;
     *) args+=("$1"); shift ;;
   esac
@@ -246,7 +248,8 @@ start_stratus() {
     local name=cp; [ "$r" -gt 1 ] && name="cp$r"
     mkdir -p "$dir/$name"
     local cargs=(up --addr "$CP_IP:$port" --state-dir "$dir/$name"
-      --etcd "$(etcd_urls)" --etcd-cluster "$prefix" --token-file "$dir/admin.token")
+      --etcd "$(etcd_urls)" --etcd-cluster "$prefix" --token-file "$dir/admin.token"
+      --idle-timeout "$idle_timeout")
     if [ "$workers" = 1 ]; then
       cargs+=(--workers --cluster-token-file "$dir/cluster.token" --placement "$placement" --leader-ttl "$leader_ttl"
         --workflow-data "$workflow_data")

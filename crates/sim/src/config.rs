@@ -98,6 +98,8 @@ pub enum ConfigError {
         need_mib: u64,
         node_mib: u64,
     },
+    #[error("schedule request {index}: {why}")]
+    Schedule { index: usize, why: String },
 }
 
 impl SimConfig {

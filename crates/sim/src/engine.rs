@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! Minute m ──► that minute's arrivals (uniform within it, seeded)
+//!              (or, with an explicit schedule, every arrival pushed up front)
 //! Arrival ──► policy.observe(idle time) ──► PoolState::request ──► actions
 //! Start   ──► plan() places it ──► Ready after the cold-start cost (or start_failed)
 //! Grant   ──► Done after an execution time drawn from the trace
@@ -23,11 +24,11 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use stratus_placement::{plan, Cluster, Demand, Demands, Node, Options, Policy, Resources};
-use stratus_scaling::{Action, InstanceId, KeepAlive, Micros, PoolState, Scaling};
+use stratus_scaling::{Action, InstanceId, KeepAlive, Micros, PoolState, RequestId, Scaling};
 
 use crate::config::{ConfigError, SimConfig};
 use crate::metrics::{Metrics, Report};
-use crate::workload::Function;
+use crate::workload::{Function, Request};
 
 const SECOND: Micros = 1_000_000;
 const MINUTE: Micros = 60 * SECOND;
@@ -51,7 +52,9 @@ impl CpuClock for NoClock {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
     Minute(u32),
-    Arrival(u32),
+    /// A request for function k; its execution time when a schedule fixed
+    /// it (else drawn from the trace when it is granted).
+    Arrival(u32, Option<Micros>),
     Ready(u32, InstanceId),
     Done(u32, InstanceId),
     Tick(u32),
@@ -83,6 +86,8 @@ struct Func {
     generation: u64,
     keep_after_prewarm: Micros,
     retry_pending: bool,
+    /// Execution times a schedule fixed, of the requests waiting.
+    execs: HashMap<RequestId, Micros>,
 }
 
 /// One simulation.
@@ -113,6 +118,47 @@ impl<'c> Sim<'c> {
         functions: Vec<Function>,
         clock: &'c dyn CpuClock,
     ) -> Result<Sim<'c>, ConfigError> {
+        let mut sim = Sim::build(cfg, functions, clock)?;
+        let first = sim.cfg.start_minute;
+        sim.push(sim.now, Ev::Minute(first));
+        Ok(sim)
+    }
+
+    /// A simulation of an explicit schedule instead of the trace's
+    /// per-minute counts: request i arrives `schedule[i].at_us` after the
+    /// window's start and executes for its `exec_us`. Every request must
+    /// name a function and arrive within the window.
+    pub fn with_schedule(
+        cfg: SimConfig,
+        functions: Vec<Function>,
+        schedule: &[Request],
+        clock: &'c dyn CpuClock,
+    ) -> Result<Sim<'c>, ConfigError> {
+        let mut sim = Sim::build(cfg, functions, clock)?;
+        let span = sim.end - sim.now;
+        for (index, r) in schedule.iter().enumerate() {
+            if r.function as usize >= sim.funcs.len() {
+                return Err(ConfigError::Schedule {
+                    index,
+                    why: format!("function {} of {}", r.function, sim.funcs.len()),
+                });
+            }
+            if r.at_us >= span {
+                return Err(ConfigError::Schedule {
+                    index,
+                    why: format!("arrives at {} µs, after the {span} µs window", r.at_us),
+                });
+            }
+            sim.push(sim.now + r.at_us, Ev::Arrival(r.function, Some(r.exec_us)));
+        }
+        Ok(sim)
+    }
+
+    fn build(
+        cfg: SimConfig,
+        functions: Vec<Function>,
+        clock: &'c dyn CpuClock,
+    ) -> Result<Sim<'c>, ConfigError> {
         cfg.validate()?;
         let cap = cfg.node_capacity();
         for f in &functions {
@@ -128,7 +174,7 @@ impl<'c> Sim<'c> {
         let nodes = names.iter().map(|n| Node::new(n.clone(), cap)).collect();
         let cluster = Cluster::new(nodes).expect("validated sizes make a valid cluster");
         let start = cfg.policy.initial();
-        let funcs = functions
+        let funcs: Vec<Func> = functions
             .into_iter()
             .map(|f| {
                 let pool = PoolState::new(Scaling {
@@ -151,16 +197,17 @@ impl<'c> Sim<'c> {
                     generation: 0,
                     keep_after_prewarm: 0,
                     retry_pending: false,
+                    execs: HashMap::new(),
                 }
             })
             .collect();
         let start_us = cfg.start_minute as Micros * MINUTE;
         let end = start_us + cfg.minutes as Micros * MINUTE;
-        let mut sim = Sim {
+        Ok(Sim {
             used: vec![Resources::default(); cfg.nodes as usize],
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             decisions: 0,
-            m: Metrics::new(cfg.minutes),
+            m: Metrics::new(cfg.minutes, funcs.len()),
             cfg,
             funcs,
             cluster,
@@ -171,10 +218,7 @@ impl<'c> Sim<'c> {
             end,
             clock,
             idle_mib: 0,
-        };
-        let first = sim.cfg.start_minute;
-        sim.push(start_us, Ev::Minute(first));
-        Ok(sim)
+        })
     }
 
     /// Runs to the end of the window, then until every request in flight
@@ -225,7 +269,7 @@ impl<'c> Sim<'c> {
     fn step(&mut self, ev: Ev) {
         match ev {
             Ev::Minute(m) => self.minute(m),
-            Ev::Arrival(k) => self.arrival(k),
+            Ev::Arrival(k, exec) => self.arrival(k, exec),
             Ev::Ready(k, id) => self.ready(k, id),
             Ev::Done(k, id) => self.done(k, id),
             Ev::Tick(k) => {
@@ -254,7 +298,7 @@ impl<'c> Sim<'c> {
                 .unwrap_or(0);
             for _ in 0..n {
                 let t = base + self.rng.random_range(0..MINUTE);
-                self.push(t, Ev::Arrival(k as u32));
+                self.push(t, Ev::Arrival(k as u32, None));
             }
         }
         if m + 1 < self.cfg.start_minute + self.cfg.minutes {
@@ -271,7 +315,7 @@ impl<'c> Sim<'c> {
         out
     }
 
-    fn arrival(&mut self, k: u32) {
+    fn arrival(&mut self, k: u32, exec: Option<Micros>) {
         self.m.arrivals += 1;
         if let Some(s) = self.minute_slot(self.now) {
             self.m.minutes[s].arrivals += 1;
@@ -284,7 +328,11 @@ impl<'c> Sim<'c> {
                 f.pool.set_min_scale(0);
             }
             f.inflight += 1;
-            f.pool.request(now, deadline).1
+            let (id, actions) = f.pool.request(now, deadline);
+            if let Some(us) = exec {
+                f.execs.insert(id, us);
+            }
+            actions
         });
         self.apply(k, actions);
     }
@@ -387,13 +435,14 @@ impl<'c> Sim<'c> {
                 Action::Start(id) => starts.push(id),
                 Action::Stop(id) => self.stop(k, id),
                 Action::Grant {
+                    request,
                     instance,
                     cold_start_us,
-                    ..
-                } => self.grant(k, instance, cold_start_us),
-                Action::Refuse { .. } => {
+                } => self.grant(k, request, instance, cold_start_us),
+                Action::Refuse { request, .. } => {
                     self.m.dropped += 1;
                     let f = &mut self.funcs[k as usize];
+                    f.execs.remove(&request);
                     f.inflight -= 1;
                     if f.inflight == 0 && f.idle_since.is_none() {
                         self.went_idle(k);
@@ -406,7 +455,7 @@ impl<'c> Sim<'c> {
         }
     }
 
-    fn grant(&mut self, k: u32, id: InstanceId, cold_start_us: Micros) {
+    fn grant(&mut self, k: u32, request: RequestId, id: InstanceId, cold_start_us: Micros) {
         use rand::Rng as _;
         let f = &mut self.funcs[k as usize];
         let inst = f
@@ -418,10 +467,16 @@ impl<'c> Sim<'c> {
         }
         inst.leases += 1;
         let cold = cold_start_us > 0;
-        let u: f64 = self.rng.random();
-        let ms = f.f.duration.quantile(u).max(1.0);
+        let ms = match f.execs.remove(&request) {
+            Some(us) => us as f64 / 1e3,
+            None => {
+                let u: f64 = self.rng.random();
+                f.f.duration.quantile(u).max(1.0)
+            }
+        };
         if cold {
             self.m.cold += 1;
+            self.m.per_function[k as usize].cold += 1;
         }
         if let Some(s) = self.minute_slot(self.now) {
             self.m.minutes[s].granted += 1;
@@ -538,6 +593,7 @@ impl<'c> Sim<'c> {
                     .set_reserved(&self.names[node as usize], used)
                     .expect("plan keeps within capacity");
                 self.m.placed += 1;
+                self.m.per_function[k as usize].creations += 1;
                 self.m.creation(self.now, self.cfg.start_minute);
                 let at = self.now + self.cfg.cold_start_us;
                 self.push(at, Ev::Ready(k, id));

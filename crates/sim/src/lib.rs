@@ -26,5 +26,5 @@ pub mod workload;
 
 pub use config::{ConfigError, SimConfig};
 pub use engine::{CpuClock, NoClock, Sim};
-pub use metrics::{MinuteRow, Report, Timing};
+pub use metrics::{FunctionCounts, MinuteRow, Report, Timing};
 pub use workload::Function;

@@ -44,14 +44,24 @@ pub(crate) struct Metrics {
     pub scaling_cpu: Duration,
     pub idle_mib_us: u128,
     pub minutes: Vec<MinuteRow>,
+    /// Per function, in the simulation's order.
+    pub per_function: Vec<FunctionCounts>,
     /// Creations in each second of the window.
     per_second: Vec<u32>,
 }
 
+/// One function's sandboxes created and requests that waited for a start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FunctionCounts {
+    pub creations: u64,
+    pub cold: u64,
+}
+
 impl Metrics {
-    pub fn new(minutes: u32) -> Metrics {
+    pub fn new(minutes: u32, functions: usize) -> Metrics {
         Metrics {
             minutes: vec![MinuteRow::default(); minutes as usize],
+            per_function: vec![FunctionCounts::default(); functions],
             per_second: vec![0; minutes as usize * 60],
             ..Metrics::default()
         }
@@ -100,6 +110,7 @@ impl Metrics {
                 scaling_decisions_per_cpu_s: rate(self.scaling_calls, self.scaling_cpu),
             },
             minutes: self.minutes,
+            per_function: self.per_function,
         }
     }
 }
@@ -146,6 +157,9 @@ pub struct Report {
     pub timing: Timing,
     #[serde(skip)]
     pub minutes: Vec<MinuteRow>,
+    /// Per function, in the order the simulation was given them.
+    #[serde(skip)]
+    pub per_function: Vec<FunctionCounts>,
 }
 
 impl MinuteRow {

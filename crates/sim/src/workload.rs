@@ -1,6 +1,7 @@
 //! The functions a simulation replays, from the Azure Functions 2019 trace
 //! (pure: the files are read by [`crate::io`]).
 
+use stratus_scaling::Micros;
 use stratus_synth::trace::{
     join, parse_durations, parse_invocations, parse_memory, DurationPercentiles, Selection,
     TraceError, DEFAULT_MEMORY_MB,
@@ -50,6 +51,64 @@ pub fn from_trace(t: TraceText<'_>) -> Result<Vec<Function>, TraceError> {
             per_minute: p.per_minute.unwrap_or_default(),
         })
         .collect())
+}
+
+/// One request of an explicit schedule: when it arrives, which function
+/// it calls, and how long it executes. The same schedule drives the
+/// simulator ([`crate::Sim::with_schedule`]) and a real cluster (`stratus
+/// bench cluster --netns --sim-check`), so the two see identical load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Request {
+    /// Since the schedule's start.
+    pub at_us: Micros,
+    /// Index into the functions.
+    pub function: u32,
+    pub exec_us: Micros,
+}
+
+/// How a trace window becomes a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ScheduleConfig {
+    /// The trace's minutes `[start_minute, start_minute + minutes)`.
+    pub start_minute: u32,
+    pub minutes: u32,
+    /// How long one trace minute lasts in the schedule (60 s: real time;
+    /// less compresses arrivals, not execution times).
+    pub minute_us: Micros,
+    /// Execution times drawn above this are cut to it.
+    pub max_exec_us: Micros,
+    pub seed: u64,
+}
+
+/// Each function's invocations in each minute of the window, at times
+/// drawn uniformly within the (compressed) minute, with execution times
+/// drawn from its duration percentiles (at least 1 ms); sorted by time.
+pub fn schedule(functions: &[Function], c: &ScheduleConfig) -> Vec<Request> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed);
+    let mut out = Vec::new();
+    for m in 0..c.minutes {
+        let base = m as Micros * c.minute_us;
+        for (k, f) in functions.iter().enumerate() {
+            let n = f
+                .per_minute
+                .get((c.start_minute + m) as usize)
+                .copied()
+                .unwrap_or(0);
+            for _ in 0..n {
+                let at_us = base + rng.random_range(0..c.minute_us.max(1));
+                let ms = f.duration.quantile(rng.random()).max(1.0);
+                let exec_us = ((ms * 1e3) as Micros).min(c.max_exec_us);
+                out.push(Request {
+                    at_us,
+                    function: k as u32,
+                    exec_us,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|r| (r.at_us, r.function));
+    out
 }
 
 #[cfg(test)]
@@ -108,5 +167,48 @@ a1,o1,5,300,100,100,200,300,400,500,600,700\n";
         assert!(e.starts_with("dur.csv:3:13: column 'Average'"), "{e}");
         // Nothing at all.
         assert!(err("", DUR, MEM).contains("inv.csv: the file is empty"));
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn schedules_each_minute_within_its_compressed_span() {
+        let ms = 9_000.0;
+        let dur = DurationPercentiles {
+            average: ms,
+            p0: ms,
+            p1: ms,
+            p25: ms,
+            p50: ms,
+            p75: ms,
+            p99: ms,
+            p100: ms,
+        };
+        let f = Function {
+            name: "f".into(),
+            memory_mb: 64,
+            duration: dur,
+            per_minute: vec![5, 0, 2, 7],
+        };
+        let c = ScheduleConfig {
+            start_minute: 1,
+            minutes: 3,
+            minute_us: 10_000_000,
+            max_exec_us: 2_000_000,
+            seed: 3,
+        };
+        let s = schedule(std::slice::from_ref(&f), &c);
+        // Minutes 1..4 of the trace: 0, 2 and 7 invocations.
+        assert_eq!(s.len(), 9);
+        assert!(s.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        assert_eq!(s.iter().filter(|r| r.at_us < 10_000_000).count(), 0);
+        assert_eq!(s.iter().filter(|r| r.at_us < 20_000_000).count(), 2);
+        assert!(s.iter().all(|r| r.at_us < 30_000_000));
+        // 9 s executions are cut to the 2 s bound.
+        assert!(s.iter().all(|r| r.exec_us == 2_000_000), "{s:?}");
+        assert_eq!(s, schedule(&[f], &c), "the same seed, the same schedule");
     }
 }

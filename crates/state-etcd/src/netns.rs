@@ -73,6 +73,8 @@ pub struct NetClusterOptions {
     pub stratus: Option<PathBuf>,
     /// The control plane's `--workflow-data` (`relay`, `workers`).
     pub workflow_data: String,
+    /// The control plane's `--idle-timeout` in seconds (scale to zero).
+    pub idle_timeout_s: f64,
 }
 
 impl NetClusterOptions {
@@ -84,6 +86,7 @@ impl NetClusterOptions {
             burst: "256kb".into(),
             stratus: None,
             workflow_data: "relay".into(),
+            idle_timeout_s: 60.0,
         }
     }
 }
@@ -186,6 +189,8 @@ impl NetCluster {
             opts.burst.clone(),
             "--workflow-data".into(),
             opts.workflow_data.clone(),
+            "--idle-timeout".into(),
+            opts.idle_timeout_s.to_string(),
         ];
         match &opts.stratus {
             Some(bin) => args.extend(["--stratus".into(), bin.display().to_string()]),

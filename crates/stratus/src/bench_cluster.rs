@@ -70,6 +70,46 @@ pub struct ClusterBenchArgs {
     /// With --netns: each host link's tbf rate.
     #[arg(long, default_value = "1gbit")]
     rate: String,
+    /// With --netns: validate the simulator instead. A window of the
+    /// Azure trace sample becomes one schedule, replayed on the namespace
+    /// cluster (--workers hosts; spin in sleep mode per request) and in
+    /// `stratus sim`; compares sandboxes created and requests that waited
+    /// for a start against a ±10% tolerance.
+    #[arg(long, requires = "netns", conflicts_with = "workflows")]
+    sim_check: bool,
+    /// --sim-check: the trace directory.
+    #[arg(long, default_value = "data/azure-functions-2019-sample")]
+    trace: PathBuf,
+    /// --sim-check: functions replayed.
+    #[arg(long, default_value_t = 12)]
+    trace_functions: usize,
+    /// --sim-check: the first minute of the trace replayed.
+    #[arg(long, default_value_t = 0)]
+    start_minute: u32,
+    /// --sim-check: trace minutes replayed.
+    #[arg(long, default_value_t = 20)]
+    trace_minutes: u32,
+    /// --sim-check: seconds one trace minute lasts (arrivals compressed;
+    /// execution times are not).
+    #[arg(long, default_value_t = 15.0)]
+    minute_secs: f64,
+    /// --sim-check: the keep-alive (control plane's --idle-timeout and the
+    /// simulator's Knative idle window), seconds.
+    #[arg(long, default_value_t = 10.0)]
+    idle_timeout: f64,
+    /// --sim-check: execution times drawn above this are cut to it (ms).
+    #[arg(long, default_value_t = 2_000)]
+    max_exec_ms: u64,
+    /// --sim-check: only functions invoked at most this often in every
+    /// minute of the window (and at least 3 times in it).
+    #[arg(long, default_value_t = 30)]
+    max_per_minute: u32,
+    /// --sim-check: seeds arrival and execution times.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// --sim-check: the namespace cluster's prefix (tests use their own).
+    #[arg(long, default_value = "sbs", hide = true)]
+    netns_prefix: String,
 }
 
 #[cfg(not(feature = "etcd"))]
@@ -395,6 +435,38 @@ pub(crate) mod with_etcd {
             )?),
             None => None,
         };
+        if args.netns && args.sim_check {
+            if !(args.minute_secs >= 0.001 && args.minute_secs <= 60.0) {
+                bail!("--minute-secs {}: 0.001 to 60", args.minute_secs);
+            }
+            if !(args.idle_timeout > 0.0 && args.idle_timeout <= 3600.0) {
+                bail!(
+                    "--idle-timeout {}: above 0, at most 3600",
+                    args.idle_timeout
+                );
+            }
+            if args.trace_minutes == 0 || args.trace_functions == 0 {
+                bail!("--trace-minutes and --trace-functions: at least 1");
+            }
+            let check = crate::bench_netns_sim::SimCheck {
+                prefix: args.netns_prefix.clone(),
+                workers: args.workers,
+                rate: args.rate.clone(),
+                trace: args.trace.clone(),
+                functions: args.trace_functions,
+                min_invocations: 3,
+                max_per_minute: args.max_per_minute,
+                schedule: stratus_sim::workload::ScheduleConfig {
+                    start_minute: args.start_minute,
+                    minutes: args.trace_minutes,
+                    minute_us: (args.minute_secs * 1e6) as u64,
+                    max_exec_us: args.max_exec_ms.saturating_mul(1_000),
+                    seed: args.seed,
+                },
+                idle_timeout_s: args.idle_timeout,
+            };
+            return crate::bench_netns_sim::run(check, report).await;
+        }
         if args.netns && args.workflows {
             return crate::bench_netns_workflows::run(
                 args.workers,

@@ -147,7 +147,7 @@ fn link_bytes(c: &NetCluster, workers: usize) -> Result<(f64, f64)> {
 /// then starts from the whole cluster (instances started before the
 /// workers registered would stay where the pools put them: affinity never
 /// moves a warm instance).
-async fn ready(gw: &GatewayClient, url: &str, workers: usize) -> Result<()> {
+pub(crate) async fn ready(gw: &GatewayClient, url: &str, workers: usize) -> Result<()> {
     let t = std::time::Instant::now();
     loop {
         let seen = match gw.get("/v1/cluster").await {

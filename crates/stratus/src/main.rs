@@ -7,6 +7,8 @@ mod bench_cluster;
 #[cfg(feature = "etcd")]
 mod bench_netns;
 #[cfg(feature = "etcd")]
+mod bench_netns_sim;
+#[cfg(feature = "etcd")]
 mod bench_netns_workflows;
 mod bench_placement;
 mod cli;

@@ -217,3 +217,67 @@ fn random_placement_draws_anew_for_each_sandbox() {
         sim.used
     );
 }
+
+#[test]
+fn an_explicit_schedule_fixes_arrivals_and_execution_times() {
+    use crate::workload::Request;
+    let req = |at_ms: u64, exec_ms: u64| Request {
+        at_us: at_ms * 1_000,
+        function: 0,
+        exec_us: exec_ms * 1_000,
+    };
+    // The trace's own counts and durations play no part.
+    let fs = vec![function("f", 64, 60_000.0, vec![1_000; 2])];
+    let cfg = SimConfig {
+        policy: stratus_scaling::PolicySpec::Knative { idle: 10_000_000 },
+        cold_start_us: 175_000,
+        ..small(2, 2)
+    };
+    let schedule = [
+        req(0, 100),      // cold: the first instance
+        req(1_000, 100),  // warm: idle since 275 ms
+        req(30_000, 100), // cold: the instance idled out at 11.1 s
+        req(40_000, 1_000),
+        req(40_050, 1_000), // cold: the one instance is busy (concurrency 1)
+    ];
+    let r = Sim::with_schedule(cfg.clone(), fs.clone(), &schedule, &NoClock)
+        .unwrap()
+        .run();
+    assert_eq!(r.arrivals, 5);
+    assert_eq!(r.served, 5);
+    assert_eq!(r.sandbox_creations, 3, "{r:?}");
+    assert_eq!(r.cold_starts, 3, "{r:?}");
+    assert_eq!(
+        r.per_function,
+        [crate::FunctionCounts {
+            creations: 3,
+            cold: 3
+        }]
+    );
+
+    // A longer first execution keeps the second request waiting for a
+    // second instance: the schedule's execution times are used.
+    let longer = [req(0, 5_000), req(1_000, 100)];
+    let r = Sim::with_schedule(cfg.clone(), fs.clone(), &longer, &NoClock)
+        .unwrap()
+        .run();
+    assert_eq!((r.sandbox_creations, r.cold_starts), (2, 2));
+
+    let bad = [
+        req(0, 1),
+        Request {
+            function: 1,
+            ..req(0, 1)
+        },
+    ];
+    let e = Sim::with_schedule(cfg.clone(), fs.clone(), &bad, &NoClock)
+        .err()
+        .unwrap();
+    assert_eq!(e.to_string(), "schedule request 1: function 1 of 1");
+    let late = [req(120_000, 1)];
+    let e = Sim::with_schedule(cfg, fs, &late, &NoClock).err().unwrap();
+    assert!(
+        e.to_string().contains("after the 120000000 µs window"),
+        "{e}"
+    );
+}

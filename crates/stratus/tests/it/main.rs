@@ -24,6 +24,8 @@ mod microvm;
 #[cfg(feature = "etcd")]
 mod netns;
 #[cfg(feature = "etcd")]
+mod netns_sim;
+#[cfg(feature = "etcd")]
 mod netns_workflows;
 mod retries;
 mod runc;
