@@ -106,8 +106,9 @@ pub enum WorkflowData {
     /// Kept on the worker that produced it (its node data store) when it
     /// only goes on to other steps; a consumer on that worker reads it
     /// there, one on another worker fetches it from that worker. A worker
-    /// lost mid-run takes its items with it: the runs that needed them
-    /// fail with a clear error (`item-lost`).
+    /// lost mid-run takes its items with it: the steps that made them run
+    /// again elsewhere and the runs that needed them are tried again
+    /// (`engine::lineage`).
     Workers,
 }
 

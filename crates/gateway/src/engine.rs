@@ -31,6 +31,7 @@ mod byref;
 mod call;
 mod journaled;
 mod kept;
+mod lineage;
 pub(crate) mod placed;
 
 pub type HttpClient = Client<HttpConnector, ChunksBody>;

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub payload_sent: Counter,
     /// Payload bytes the engine received from instances in reply bodies.
     pub payload_received: Counter,
+    /// Steps run again because an item they had produced was lost with its worker.
+    pub lineage_reruns: Counter,
     pub records_dropped: Counter,
     pub records_pruned: Counter,
     /// Invocations found in flight from a previous run of the platform.
@@ -118,6 +120,12 @@ impl Metrics {
             "Payload bytes the engine received from function instances in reply bodies (replies kept on workers not counted)",
             payload_received.clone(),
         );
+        let lineage_reruns = Counter::default();
+        registry.register(
+            "engine_lineage_reruns",
+            "Steps run again because an output item of theirs that a later step needed was lost with the worker keeping it (--workflow-data workers)",
+            lineage_reruns.clone(),
+        );
         registry.register(
             "queued_requests",
             "Requests buffered waiting for an instance slot",
@@ -185,6 +193,7 @@ impl Metrics {
             queued,
             payload_sent,
             payload_received,
+            lineage_reruns,
             records_dropped,
             records_pruned,
             invocations_lost,

@@ -31,9 +31,11 @@ impl Platform {
             return RunOutcome::refused(d.run, micros(t0), CallError::Abandoned);
         }
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
-        let deadline = Instant::now() + timeout;
+        let mut deadline = Instant::now() + timeout;
         let mut lost = 0;
+        let mut recovered = 0;
         loop {
+            let sent = data.as_ref().map_or(0, |(k, _)| k.rebinds());
             let (outcome, host) = self
                 .call_once(
                     &pool,
@@ -54,6 +56,37 @@ impl Platform {
                     tracing::warn!(function = %d.function, run = d.run, %host,
                         "the connection to an instance on another host broke: trying the run on another instance");
                     pool.count_host_loss_retry();
+                    continue;
+                }
+                _ => {}
+            }
+            // An input item lost with its worker: the steps that made it
+            // run again, then so does this one (`lineage`).
+            let Some((k, _)) = &data else {
+                return outcome;
+            };
+            match &outcome.result {
+                Err(e) if lineage::item_lost(e) && recovered < lineage::MAX_RECOVERIES => {
+                    recovered += 1;
+                    match self.recover(k, &d.input, t0, &ctx.failed, sent).await {
+                        Ok(true) => {
+                            tracing::info!(function = %d.function, run = d.run,
+                                "input items lost with their worker were made again: trying the run again");
+                            // The time the recovery took is not the function's.
+                            deadline = Instant::now() + timeout;
+                        }
+                        Ok(false) => return outcome,
+                        Err(why) => {
+                            let error = format!("{e}; {why}");
+                            let mut outcome = outcome;
+                            outcome.result = Err(CallError::Data {
+                                function: d.function.to_string(),
+                                error,
+                                status: 502,
+                            });
+                            return outcome;
+                        }
+                    }
                 }
                 _ => return outcome,
             }
@@ -159,6 +192,9 @@ impl Platform {
                 }
             }
         }
+        // What the run was sent, stand-ins included: a step to run again
+        // if the item it keeps is lost (`lineage`).
+        let origin = kept_for.as_ref().map(|_| d.clone());
         let mut sent = 0u64;
         let byref = match (sess, &lease.slot.data_dir) {
             (Some(sess), Some(dir)) => Some(byref::ByRef {
@@ -283,14 +319,18 @@ impl Platform {
                 }));
             }
             received.inc_by(body.len() as u64);
-            if let (Some((k, at, auth, _)), Some(answer)) = (&kept_for, answer) {
-                return k.output(at, auth.clone(), answer, &body).map_err(|error| {
+            if let (Some((k, at, auth, keep)), Some(answer)) = (&kept_for, answer) {
+                let out = k.output(at, auth.clone(), answer, &body).map_err(|error| {
                     Ok(CallError::Data {
                         function: f2.clone(),
                         error,
                         status: 502,
                     })
-                });
+                })?;
+                if let Some(d) = origin {
+                    k.produced(d, *keep, &out);
+                }
+                return Ok(out);
             }
             let whole = |body| kept::Output {
                 body,

@@ -11,14 +11,20 @@
 //! items fetched first. When the invocation's last user drops this, the
 //! holders are told to free its items; their time to live frees them if
 //! that message is lost.
+//!
+//! Each stand-in remembers the run that produced it (its dispatch, input
+//! stand-ins included): when its holder is gone, `super::lineage` runs
+//! that step again and [`Kept::rebind`] points the old stand-ins at the
+//! new items.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use parking_lot::Mutex;
-use stratus_dag::Payload;
+use stratus_dag::{Dispatch, Payload};
 use stratus_nodestore::remote::{self, Part};
 
 use super::HttpClient;
@@ -90,6 +96,19 @@ struct Held {
     at: String,
     id: String,
     len: u64,
+    /// Index into [`Kept::producers`].
+    producer: Option<usize>,
+}
+
+/// A run whose output was kept: what it was sent, and its stand-ins in
+/// order (addresses).
+struct Producer {
+    dispatch: Dispatch,
+    keep: Keep,
+    outputs: Vec<usize>,
+    /// Held while the step runs again: runs that lost the same items wait
+    /// for one re-run instead of starting their own.
+    rerun: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An invocation's kept items.
@@ -100,6 +119,12 @@ pub(crate) struct Kept {
     items: Mutex<HashMap<usize, Held>>,
     /// The agents holding items (`host:port`) and the credentials they take.
     holders: Mutex<HashMap<String, Option<http::HeaderValue>>>,
+    producers: Mutex<Vec<Producer>>,
+    /// Holders found gone.
+    dead: Mutex<HashSet<String>>,
+    /// Rebinds so far: a run that lost an item another run has had made
+    /// again since it was sent tries again.
+    rebinds: std::sync::atomic::AtomicU64,
 }
 
 /// A request body to an agent: [`remote::PARTS_HEADER`], the inline
@@ -118,7 +143,15 @@ impl Kept {
             client,
             items: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
+            producers: Mutex::new(Vec::new()),
+            dead: Mutex::new(HashSet::new()),
+            rebinds: Default::default(),
         }
+    }
+
+    /// How many times stand-ins were pointed at items made again.
+    pub fn rebinds(&self) -> u64 {
+        self.rebinds.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn invocation(&self) -> &str {
@@ -151,9 +184,149 @@ impl Kept {
                 at: at.to_string(),
                 id: id.to_string(),
                 len,
+                producer: None,
             },
         );
         b
+    }
+
+    /// Remembers that run `d` (kept as `keep`) produced `out`'s stand-ins.
+    pub fn produced(&self, d: Dispatch, keep: Keep, out: &Output) {
+        let outputs: Vec<usize> = match &out.split {
+            Some(items) => items.iter().map(|b| b.as_ptr() as usize).collect(),
+            None => vec![out.body.as_ptr() as usize],
+        };
+        let mut producers = self.producers.lock();
+        let i = producers.len();
+        let mut items = self.items.lock();
+        for a in &outputs {
+            if let Some(h) = items.get_mut(a) {
+                h.producer = Some(i);
+            }
+        }
+        producers.push(Producer {
+            dispatch: d,
+            keep,
+            outputs,
+            rerun: Arc::default(),
+        });
+    }
+
+    /// The holders of `p`'s stand-ins not yet known gone, with their
+    /// credentials.
+    pub fn live_holders_in(&self, p: &Payload) -> Vec<(String, Option<http::HeaderValue>)> {
+        let dead = self.dead.lock();
+        let mut ats: Vec<String> = chunks_of(p)
+            .filter_map(|b| self.held(b))
+            .map(|h| h.at)
+            .filter(|at| !dead.contains(at))
+            .collect();
+        drop(dead);
+        ats.sort();
+        ats.dedup();
+        let holders = self.holders.lock();
+        ats.into_iter()
+            .map(|at| {
+                let auth = holders.get(&at).cloned().flatten();
+                (at, auth)
+            })
+            .collect()
+    }
+
+    /// Holder `at` is gone: its stand-ins count as lost, and it is not
+    /// asked to free anything.
+    pub fn mark_dead(&self, at: &str) {
+        self.dead.lock().insert(at.to_string());
+        self.holders.lock().remove(at);
+    }
+
+    /// The runs that must run again for `p`: producers of its stand-ins
+    /// held by a holder found gone. An error names a lost stand-in whose
+    /// producer is unknown.
+    pub fn lost_producers(&self, p: &Payload) -> Result<Vec<usize>, String> {
+        let dead = self.dead.lock();
+        let mut out = Vec::new();
+        for h in chunks_of(p).filter_map(|b| self.held(b)) {
+            if !dead.contains(&h.at) {
+                continue;
+            }
+            match h.producer {
+                Some(i) => out.push(i),
+                None => return Err(format!("item {} at {}: no step to run again", h.id, h.at)),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Producer `i`'s dispatch and how its output is kept.
+    pub fn producer(&self, i: usize) -> (Dispatch, Keep) {
+        let p = &self.producers.lock()[i];
+        (p.dispatch.clone(), p.keep)
+    }
+
+    /// The lock one re-run of producer `i` holds.
+    pub fn rerun_lock(&self, i: usize) -> Arc<tokio::sync::Mutex<()>> {
+        self.producers.lock()[i].rerun.clone()
+    }
+
+    /// Whether any of producer `i`'s items sits on a holder found gone
+    /// (false once a re-run has rebound them).
+    pub fn still_lost(&self, i: usize) -> bool {
+        let outputs = self.producers.lock()[i].outputs.clone();
+        let dead = self.dead.lock();
+        let items = self.items.lock();
+        outputs
+            .iter()
+            .any(|a| items.get(a).is_some_and(|h| dead.contains(&h.at)))
+    }
+
+    /// Points producer `i`'s stand-ins at the items of `out`, a run of the
+    /// same step again. Fails when it made a different number of items.
+    pub fn rebind(&self, i: usize, out: &Output) -> Result<(), String> {
+        let new: Vec<&Bytes> = match &out.split {
+            Some(items) => items.iter().collect(),
+            None => vec![&out.body],
+        };
+        let old = self.producers.lock()[i].outputs.clone();
+        if new.len() != old.len() {
+            return Err(format!(
+                "run again, the step made {} items where it had made {}",
+                new.len(),
+                old.len()
+            ));
+        }
+        let mut items = self.items.lock();
+        for (o, n) in old.iter().zip(new) {
+            let Some(fresh) = items.get(&(n.as_ptr() as usize)).cloned() else {
+                return Err("run again, the step's output was not kept".into());
+            };
+            if let Some(h) = items.get_mut(o) {
+                h.at = fresh.at;
+                h.id = fresh.id;
+                h.len = fresh.len;
+            }
+        }
+        self.rebinds
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether the agent at `at` answers its health check within 2 s.
+    pub async fn answers(&self, at: &str, auth: Option<http::HeaderValue>) -> bool {
+        let Ok(mut req) =
+            http::Request::get(format!("http://{at}/v1/agent/health")).body(ChunksBody::default())
+        else {
+            return false;
+        };
+        if let Some(a) = auth {
+            req.headers_mut().insert(http::header::AUTHORIZATION, a);
+        }
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await,
+            Ok(Ok(r)) if r.status().is_success()
+        )
     }
 
     /// The output an agent's kept `answer` (with its `body`) stands for,
@@ -291,6 +464,14 @@ impl Kept {
     }
 }
 
+fn chunks_of(p: &Payload) -> impl Iterator<Item = &Bytes> {
+    let (one, many): (Option<&Bytes>, &[Bytes]) = match p {
+        Payload::Raw(b) => (Some(b), &[]),
+        Payload::Framed { items, .. } => (None, items.as_slice()),
+    };
+    one.into_iter().chain(many)
+}
+
 impl Drop for Kept {
     /// The invocation is over: its items are freed on every holder.
     fn drop(&mut self) {
@@ -318,5 +499,121 @@ impl Drop for Kept {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dispatch(function: &str, input: Payload) -> Dispatch {
+        Dispatch {
+            run: 0,
+            step: 0,
+            function: function.into(),
+            input,
+            attempt: 1,
+            not_before_us: 0,
+        }
+    }
+
+    fn whole(k: &Kept, at: &str, id: &str, len: u64) -> Output {
+        k.output(at, None, Answer::Item { id: id.into(), len }, &Bytes::new())
+            .unwrap()
+    }
+
+    fn header(k: &Kept, chunks: Vec<Bytes>) -> String {
+        let p = k.parts(chunks).unwrap().unwrap();
+        p.header.to_str().unwrap().to_string()
+    }
+
+    const ID1: &str = "0123456789abcdef0123456789abcdef";
+    const ID2: &str = "fedcba9876543210fedcba9876543210";
+
+    #[tokio::test]
+    async fn lost_items_point_to_their_producer_and_rebind_to_the_items_made_again() {
+        let k = Kept::new("inv1", super::super::http_client());
+        let input = Payload::Raw(Bytes::from_static(b"in"));
+        let a = whole(&k, "10.0.0.1:7070", ID1, 5);
+        k.produced(dispatch("first", input.clone()), Keep::Whole, &a);
+        // A consumer's input: the stand-in framed with inline bytes.
+        let consumer = Payload::Framed {
+            items: vec![a.body.clone(), Bytes::from_static(b"inline")],
+            format: stratus_spec::InputFormat::Multipart,
+        };
+        assert_eq!(
+            k.live_holders_in(&consumer)
+                .into_iter()
+                .map(|(at, _)| at)
+                .collect::<Vec<_>>(),
+            ["10.0.0.1:7070"]
+        );
+        assert_eq!(k.lost_producers(&consumer).unwrap(), Vec::<usize>::new());
+        k.mark_dead("10.0.0.1:7070");
+        assert!(k.live_holders_in(&consumer).is_empty());
+        assert_eq!(k.lost_producers(&consumer).unwrap(), [0]);
+        assert!(k.still_lost(0));
+        let (d, keep) = k.producer(0);
+        assert_eq!((&*d.function, d.input, keep), ("first", input, Keep::Whole));
+
+        // Made again elsewhere, with another size: the old stand-in names
+        // the new item.
+        let again = whole(&k, "10.0.0.2:7070", ID2, 7);
+        let before = k.rebinds();
+        k.rebind(0, &again).unwrap();
+        assert_eq!(k.rebinds(), before + 1);
+        assert!(!k.still_lost(0));
+        assert_eq!(k.lost_producers(&consumer).unwrap(), Vec::<usize>::new());
+        assert_eq!(
+            header(&k, vec![a.body.clone(), Bytes::from_static(b"inline")]),
+            format!("i7@10.0.0.2:7070/{ID2},b6")
+        );
+    }
+
+    #[test]
+    fn a_split_rebinds_item_for_item_or_not_at_all() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let k = Kept::new("inv2", super::super::http_client());
+        let list = |ids: &[&str]| {
+            Bytes::from(ids.iter().map(|id| format!("{id} 3\n")).collect::<String>())
+        };
+        let split = |at: &str, ids: &[&str]| {
+            k.output(at, None, Answer::Split { len: 6 }, &list(ids))
+                .unwrap()
+        };
+        let first = split("10.0.0.1:7070", &[ID1, ID2]);
+        let items = first.split.clone().unwrap();
+        k.produced(
+            dispatch("split", Payload::Raw(Bytes::from_static(b"x"))),
+            Keep::Split,
+            &first,
+        );
+        k.mark_dead("10.0.0.1:7070");
+        let one = Payload::Raw(items[1].clone());
+        assert_eq!(k.lost_producers(&one).unwrap(), [0]);
+        // A re-run that made one item, not two, is refused.
+        let short = split("10.0.0.2:7070", &[ID1]);
+        let e = k.rebind(0, &short).unwrap_err();
+        assert!(e.contains("made 1 items where it had made 2"), "{e}");
+        assert!(k.still_lost(0));
+        let again = split("10.0.0.2:7070", &[ID2, ID1]);
+        k.rebind(0, &again).unwrap();
+        // Item for item, in order.
+        assert_eq!(
+            header(&k, vec![items[0].clone()]),
+            format!("i3@10.0.0.2:7070/{ID2}")
+        );
+        assert_eq!(
+            header(&k, vec![items[1].clone()]),
+            format!("i3@10.0.0.2:7070/{ID1}")
+        );
+        // An item from no known run cannot be recovered.
+        let orphan = k.stand_in("10.0.0.1:7070", None, ID1, 1);
+        let e = k.lost_producers(&Payload::Raw(orphan)).unwrap_err();
+        assert!(e.contains("no step to run again"), "{e}");
     }
 }
