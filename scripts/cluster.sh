@@ -8,7 +8,7 @@
 #                          [--dir DIR] [--stratus PATH] [--no-stratus] [--replace]
 #                          [--replicas R] [--placement POLICY] [--leader-ttl S]
 #                          [--lease-ttl S] [--workflow-data relay|workers]
-#                          [--idle-timeout S]
+#                          [--idle-timeout S] [--worker-chains]
 #   scripts/cluster.sh down      [--prefix P] [--dir DIR]     # the same options go with
 #   scripts/cluster.sh status    [--prefix P] [--dir DIR]     # every command below
 #   scripts/cluster.sh bytes     [--prefix P] [--dir DIR]     # per host, from the kernel
@@ -49,7 +49,7 @@ say() { echo "cluster.sh: $*" >&2; }
 repo="$(cd "$(dirname "$0")/.." && pwd -P)"
 cmd="${1:-}"; [ -n "$cmd" ] && shift
 prefix=stratus dir="" rate=1gbit burst=256kb stratus="" no_stratus=0 replace=0 n=""
-replicas=1 placement=spread leader_ttl=2 lease_ttl=3 workflow_data=relay idle_timeout=60
+replicas=1 placement=spread leader_ttl=2 lease_ttl=3 workflow_data=relay idle_timeout=60 worker_chains=
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -66,6 +66,7 @@ while [ $# -gt 0 ]; do
     --lease-ttl) lease_ttl="$2"; shift 2 ;;
     --workflow-data) workflow_data="$2"; shift 2 ;;
     --idle-timeout) idle_timeout="$2"; shift 2 ;;
+    --worker-chains) worker_chains=--worker-chains; shift ;;
     --) shift; args+=("$@"); break ;;
     *) args+=("$1"); shift ;;
   esac
@@ -252,7 +253,7 @@ start_stratus() {
       --idle-timeout "$idle_timeout")
     if [ "$workers" = 1 ]; then
       cargs+=(--workers --cluster-token-file "$dir/cluster.token" --placement "$placement" --leader-ttl "$leader_ttl"
-        --workflow-data "$workflow_data")
+        --workflow-data "$workflow_data" ${worker_chains})
     fi
     # Functions run as `nobody` from the repository root (examples/ paths).
     (cd "$repo" && start_in cp "$name" "$bin" "${cargs[@]}")

@@ -1,16 +1,25 @@
 //! The wire of kept workflow items (`stratus_nodestore::remote`) over
 //! arbitrary bytes: the parts header a control plane sends a worker's
-//! agent, and the item list an agent answers a split with. Never panics;
+//! agent, the instances a chain passes its reply on to, and the item list
+//! an agent answers a split with. Never panics;
 //! what is accepted formats back to text that parses to the same, within
 //! the limits.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use stratus_nodestore::remote::{format, format_items, parse, parse_id, parse_items, MAX_PARTS};
+use stratus_nodestore::remote::{
+    format, format_items, format_then, parse, parse_id, parse_items, parse_then, MAX_PARTS,
+    MAX_THEN,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(parts) = parse(data) {
         assert!(!parts.is_empty() && parts.len() <= MAX_PARTS);
         assert_eq!(parse(format(&parts).as_bytes()).unwrap(), parts);
+    }
+    if let Ok(ids) = parse_then(data) {
+        assert!(!ids.is_empty() && ids.len() <= MAX_THEN);
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        assert_eq!(parse_then(format_then(&refs).as_bytes()).unwrap(), ids);
     }
     if let Ok(items) = parse_items(data, 1000) {
         assert!(items.len() <= 1000);

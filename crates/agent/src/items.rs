@@ -24,6 +24,11 @@ use crate::server::Agent;
 /// or it was freed).
 pub const ITEM_LOST: &str = "item-lost";
 
+/// This agent's store, or 503 `no-store`.
+pub(crate) fn store_of(a: &Agent) -> Result<&Arc<Store>, ApiError> {
+    store(a)
+}
+
 fn store(a: &Agent) -> Result<&Arc<Store>, ApiError> {
     a.items.as_ref().ok_or_else(|| {
         ApiError::coded(
@@ -89,37 +94,69 @@ where
     B::Error: std::fmt::Display,
 {
     let store = store(a)?.clone();
+    let parts = reply(a, &store, body).await?;
+    let inv = inv.to_string();
+    if split {
+        return keep_split(store, inv, status, parts).await;
+    }
+    let (id, size) = put(store, inv, parts).await?;
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        remote::ITEM_HEADER,
+        HeaderValue::from_str(&id.to_string()).expect("hex"),
+    );
+    h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(size));
+    Ok(r)
+}
+
+/// A reply to keep, read within the invoke timeout, at most the invoke
+/// body limit or the store's room.
+async fn reply<B>(a: &Agent, store: &Store, body: B) -> Result<Vec<Bytes>, ApiError>
+where
+    B: axum::body::HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let b = store.budget();
     let max = b
         .memory
         .saturating_add(b.disk)
         .min(a.config().max_invoke_bytes as u64);
     let timeout = a.config().invoke_timeout;
-    let parts = tokio::time::timeout(timeout, chunks(body, max, "the reply to keep"))
+    tokio::time::timeout(timeout, chunks(body, max, "the reply to keep"))
         .await
         .map_err(|_| {
             ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("the reply to keep did not arrive within {timeout:?}"),
             )
-        })??;
-    let inv = inv.to_string();
-    if split {
-        return keep_split(store, inv, status, parts).await;
-    }
+        })?
+}
+
+async fn put(store: Arc<Store>, inv: String, parts: Vec<Bytes>) -> Result<(ItemId, u64), ApiError> {
     let item = tokio::task::spawn_blocking(move || store.put(&inv, &parts))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?
         .map_err(|e| store_error("keeping the reply", e))?;
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        remote::ITEM_HEADER,
-        HeaderValue::from_str(&item.id.to_string()).expect("hex"),
-    );
-    h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(item.size));
-    Ok(r)
+    Ok((item.id, item.size))
+}
+
+/// Keeps a reply whole under `inv`, as [`keep`] does; returns its item id
+/// and its bytes (for a chain's next instance, [`crate::chain`]).
+pub(crate) async fn keep_whole<B>(
+    a: &Agent,
+    inv: &str,
+    body: B,
+) -> Result<(ItemId, Vec<Bytes>), ApiError>
+where
+    B: axum::body::HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let store = store(a)?.clone();
+    let parts = reply(a, &store, body).await?;
+    let (id, _) = put(store, inv.to_string(), parts.clone()).await?;
+    Ok((id, parts))
 }
 
 async fn keep_split(

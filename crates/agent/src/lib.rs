@@ -31,6 +31,7 @@
 //! sandboxes' own guarantees: `PR_SET_PDEATHSIG`, cgroups, pid files).
 
 pub mod capacity;
+mod chain;
 pub mod client;
 pub mod items;
 pub mod join;

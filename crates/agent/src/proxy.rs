@@ -57,6 +57,8 @@ fn hop_header(name: &HeaderName) -> bool {
             | "stratus-item-bytes"
             | "stratus-split"
             | "stratus-items"
+            | "stratus-then"
+            | "stratus-chain"
     )
 }
 
@@ -126,6 +128,27 @@ async fn forward_inner(
             ))
         }
     };
+    let then = match req.headers().get(remote::THEN_HEADER) {
+        None => None,
+        Some(v) => {
+            let ids = remote::parse_then(v.as_bytes())
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            if keep.is_none() || split {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{}: a chain keeps every reply whole: give {} and no {}",
+                        remote::THEN_HEADER,
+                        remote::KEEP_HEADER,
+                        remote::SPLIT_HEADER
+                    ),
+                ));
+            }
+            crate::items::store_of(a)?;
+            Some(ids)
+        }
+    };
+    let carried = crate::chain::Carried::of(req.headers());
     let plan = match req.headers().get(remote::PARTS_HEADER) {
         None => None,
         Some(v) => Some(
@@ -180,6 +203,7 @@ async fn forward_inner(
             .insert(header::CONTENT_LENGTH, http::HeaderValue::from(total));
     }
     let timeout = a.config().invoke_timeout;
+    let started_us = carried.t0.elapsed().as_micros() as u64;
     let resp = match tokio::time::timeout(timeout, a.client.request(out)).await {
         Err(_) => {
             return Err(ApiError::new(
@@ -200,6 +224,10 @@ async fn forward_inner(
         Ok(Ok(r)) => r,
     };
     let (rparts, rbody) = resp.into_parts();
+    if let (Some(inv), Some(then)) = (&keep, then) {
+        let status = rparts.status;
+        return Ok(crate::chain::run(a, inv, then, carried, started_us, status, rbody).await);
+    }
     // Without a store the reply goes back as it is (the caller sees no
     // item header and takes the body).
     if let (Some(inv), true, true) = (&keep, rparts.status.is_success(), a.items.is_some()) {

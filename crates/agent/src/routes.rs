@@ -21,8 +21,8 @@ type Shared = Arc<Agent>;
 /// (see [`crate::STOPPING`]).
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
     code: Option<&'static str>,
 }
 

@@ -94,6 +94,10 @@ pub struct Config {
     /// On a cluster control plane, where step outputs go (`stratus up
     /// --workflow-data`); ignored on one host.
     pub workflow_data: WorkflowData,
+    /// With [`WorkflowData::Workers`]: chains of steps placed on one worker
+    /// run there back to back in one request (`stratus up
+    /// --worker-chains`; `engine::chain`).
+    pub worker_chains: bool,
 }
 
 /// Where a workflow step's output goes on a cluster.
@@ -197,6 +201,7 @@ impl Default for Config {
             data: Some(DataConfig::default()),
             workflow_placement: stratus_placement::WorkflowPolicy::Centralised,
             workflow_data: WorkflowData::Relay,
+            worker_chains: false,
         }
     }
 }

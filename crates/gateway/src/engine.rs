@@ -29,6 +29,7 @@ use crate::Platform;
 
 mod byref;
 mod call;
+mod chain;
 mod journaled;
 mod kept;
 mod lineage;
@@ -209,6 +210,8 @@ struct RunOutcome {
     sizes: (Option<u64>, Option<u64>),
     /// The items its output was split into on its worker.
     split: Option<Vec<Bytes>>,
+    /// Successors its worker ran after it in a chain (`engine::chain`).
+    then: Vec<(stratus_dag::StepIdx, chain::PreDone)>,
 }
 
 /// An invocation's kept items, and what this run's worker may keep.
@@ -226,6 +229,7 @@ impl RunOutcome {
             result: Err(e),
             sizes: (None, None),
             split: None,
+            then: Vec::new(),
         }
     }
 }
@@ -364,6 +368,7 @@ impl Platform {
             data: None,
             placed,
             kept,
+            predone: Default::default(),
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
@@ -489,7 +494,8 @@ impl Platform {
     }
 
     /// Feeds a finished run to the execution, then starts what became ready.
-    fn complete(self: &Arc<Self>, d: &mut Driver, o: RunOutcome) {
+    fn complete(self: &Arc<Self>, d: &mut Driver, mut o: RunOutcome) {
+        d.predone.extend(o.then.drain(..));
         let next = d.settle(o);
         self.dispatch(d, next);
     }
@@ -504,6 +510,15 @@ impl Platform {
             let Some(next) = d.waiting.pop_front() else {
                 break;
             };
+            // Already run by its worker in a chain: settled at once.
+            if let Some(p) = d.predone.remove(&next.step) {
+                if next.attempt == 1 {
+                    let o = self.settle_predone(d, &next, p);
+                    let more = d.settle(o);
+                    d.waiting.extend(more);
+                    continue;
+                }
+            }
             let refused = if matches!(d.exec.status(), ExecStatus::Failed(_)) {
                 Some(CallError::Abandoned)
             } else {
@@ -530,13 +545,15 @@ impl Platform {
                                 key: crate::retry::idempotency_key(&d.id, next.run),
                                 failed: d.failed.clone(),
                             };
+                            let chain = self.chain_for(d, &next);
                             let near = d.placed.as_mut().and_then(|p| p.next(next.step));
                             let data = d
                                 .kept
                                 .clone()
                                 .map(|k| (k, kept::Keep::for_step(d.exec.plan(), next.step)));
                             d.running.push(Box::pin(async move {
-                                this.call(pool, next, t0, ctx, sess, near, data).await
+                                this.call(pool, next, t0, ctx, sess, near, data, chain)
+                                    .await
                             }));
                             continue;
                         }
@@ -580,6 +597,8 @@ pub(crate) struct Driver {
     /// `--workflow-data workers`: the invocation's items kept on workers
     /// (freed when the last run holding this is done).
     kept: Option<Arc<kept::Kept>>,
+    /// Steps a worker ran in a chain, until the execution dispatches them.
+    predone: std::collections::HashMap<stratus_dag::StepIdx, chain::PreDone>,
 }
 
 /// What `run_to_end` needs to write the invocation's record.

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub payload_received: Counter,
     /// Steps run again because an item they had produced was lost with its worker.
     pub lineage_reruns: Counter,
+    /// Runs a worker ran as part of a chain, without a request of their own.
+    pub chained_runs: Counter,
     pub records_dropped: Counter,
     pub records_pruned: Counter,
     /// Invocations found in flight from a previous run of the platform.
@@ -126,6 +128,12 @@ impl Metrics {
             "Steps run again because an output item of theirs that a later step needed was lost with the worker keeping it (--workflow-data workers)",
             lineage_reruns.clone(),
         );
+        let chained_runs = Counter::default();
+        registry.register(
+            "engine_chained_runs",
+            "Workflow runs a worker ran as part of a chain, passing the previous step's output on itself (--worker-chains): no request of their own from the engine",
+            chained_runs.clone(),
+        );
         registry.register(
             "queued_requests",
             "Requests buffered waiting for an instance slot",
@@ -194,6 +202,7 @@ impl Metrics {
             payload_sent,
             payload_received,
             lineage_reruns,
+            chained_runs,
             records_dropped,
             records_pruned,
             invocations_lost,

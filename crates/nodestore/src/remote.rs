@@ -17,6 +17,13 @@
 //!   answer has [`ITEMS_HEADER`] (how many), [`ITEM_BYTES_HEADER`] (the
 //!   whole reply's size) and a body listing them ([`format_items`]). A
 //!   reply that is no JSON array comes back as it is.
+//! - With [`KEEP_HEADER`] and [`THEN_HEADER`] (instance ids of the same
+//!   agent): a chain run on the worker. The first instance's 2xx reply is
+//!   kept and passed on, from memory, as the body of the next instance,
+//!   whose reply is kept and passed on, and so on; the chain stops at the
+//!   first answer that is not 2xx. The agent answers 200 with
+//!   [`CHAIN_HEADER`] and a JSON body, [`ChainReply`]: one [`ChainStep`]
+//!   per instance that ran.
 
 use crate::ledger::ItemId;
 
@@ -32,6 +39,17 @@ pub const SPLIT_HEADER: &str = "stratus-split";
 pub const ITEMS_HEADER: &str = "stratus-items";
 /// Request: the parts of the function's body.
 pub const PARTS_HEADER: &str = "stratus-parts";
+/// Request: the instances (of the same agent) the kept reply goes on to,
+/// in order ([`format_then`]).
+pub const THEN_HEADER: &str = "stratus-then";
+/// Reply: the body is a [`ChainReply`] of this many steps.
+pub const CHAIN_HEADER: &str = "stratus-chain";
+/// The most instances a chain passes a reply on to.
+pub const MAX_THEN: usize = 32;
+/// The longest instance id.
+const MAX_INSTANCE_ID: usize = 64;
+/// The most bytes of a failed step's answer a chain reply carries.
+pub const MAX_CHAIN_ERROR: usize = 4096;
 /// The most parts one body may have.
 pub const MAX_PARTS: usize = 4096;
 /// The longest invocation id kept.
@@ -84,6 +102,65 @@ pub enum RemoteError {
     Id(String),
     #[error("invocation id {0:?}: give 1 to {MAX_INVOCATION} of A-Z a-z 0-9 . _ -")]
     Invocation(String),
+    #[error("{THEN_HEADER}: instance {index} ({text:?}): give 1 to {MAX_INSTANCE_ID} of A-Z a-z 0-9 . _ -")]
+    Then { index: usize, text: String },
+    #[error("{THEN_HEADER}: more than {MAX_THEN} instances")]
+    TooLong,
+}
+
+/// One instance's run in a chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainStep {
+    /// The instance's answer (or the agent's, when it did not answer).
+    pub status: u16,
+    /// The kept reply's item id, on a 2xx answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// The kept reply's size.
+    #[serde(default)]
+    pub bytes: u64,
+    /// When it was sent and answered, µs after the chain's request arrived.
+    pub start_us: u64,
+    pub end_us: u64,
+    /// The answer's first [`MAX_CHAIN_ERROR`] bytes, when not 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An agent's answer to a chain: the first instance's step, then one per
+/// instance of [`THEN_HEADER`] that ran.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainReply {
+    pub steps: Vec<ChainStep>,
+}
+
+/// `ids` as [`THEN_HEADER`]'s value.
+pub fn format_then(ids: &[&str]) -> String {
+    ids.join(",")
+}
+
+/// Parses [`THEN_HEADER`]'s value: 1 to [`MAX_THEN`] instance ids.
+pub fn parse_then(v: &[u8]) -> Result<Vec<String>, RemoteError> {
+    let text = std::str::from_utf8(v).map_err(|_| RemoteError::NotText)?;
+    let mut out = Vec::new();
+    for (index, id) in text.split(',').enumerate() {
+        if index >= MAX_THEN {
+            return Err(RemoteError::TooLong);
+        }
+        if id.is_empty()
+            || id.len() > MAX_INSTANCE_ID
+            || !id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            return Err(RemoteError::Then {
+                index,
+                text: id.chars().take(80).collect(),
+            });
+        }
+        out.push(id.to_string());
+    }
+    Ok(out)
 }
 
 /// `parts` as [`PARTS_HEADER`]'s value.
@@ -231,6 +308,35 @@ pub fn check_invocation(s: &str) -> Result<(), RemoteError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn then_lists_instance_ids_and_refuses_the_rest() {
+        assert_eq!(parse_then(b"i-1,i_2.x").unwrap(), ["i-1", "i_2.x"]);
+        assert_eq!(format_then(&["a", "b"]), "a,b");
+        for (bad, want) in [
+            (&b""[..], "instance 0 (\"\")"),
+            (b"a,,b", "instance 1 (\"\")"),
+            (b"a,b/../c", "instance 1 (\"b/../c\")"),
+            (b"a b", "instance 0"),
+            (b"\xff", "not UTF-8"),
+        ] {
+            let e = parse_then(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+        let long = vec!["x"; MAX_THEN + 1].join(",");
+        assert_eq!(parse_then(long.as_bytes()), Err(RemoteError::TooLong));
+        assert!(parse_then(vec!["x"; MAX_THEN].join(",").as_bytes()).is_ok());
+        let id = "a".repeat(MAX_INSTANCE_ID + 1);
+        assert!(parse_then(id.as_bytes()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn then_round_trips(ids in proptest::collection::vec("[A-Za-z0-9._-]{1,64}", 1..=MAX_THEN)) {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            prop_assert_eq!(parse_then(format_then(&refs).as_bytes()).unwrap(), ids);
+        }
+    }
 
     fn id(n: u128) -> ItemId {
         ItemId(n)

@@ -75,6 +75,8 @@ pub struct NetClusterOptions {
     pub workflow_data: String,
     /// The control plane's `--idle-timeout` in seconds (scale to zero).
     pub idle_timeout_s: f64,
+    /// The control plane's `--worker-chains` (with `--workflow-data workers`).
+    pub worker_chains: bool,
 }
 
 impl NetClusterOptions {
@@ -87,6 +89,7 @@ impl NetClusterOptions {
             stratus: None,
             workflow_data: "relay".into(),
             idle_timeout_s: 60.0,
+            worker_chains: false,
         }
     }
 }
@@ -192,6 +195,9 @@ impl NetCluster {
             "--idle-timeout".into(),
             opts.idle_timeout_s.to_string(),
         ];
+        if opts.worker_chains {
+            args.push("--worker-chains".into());
+        }
         match &opts.stratus {
             Some(bin) => args.extend(["--stratus".into(), bin.display().to_string()]),
             None => args.push("--no-stratus".into()),

@@ -5,7 +5,10 @@
 //! and once with outputs kept on the workers (`--workflow-data workers`)
 //! under locality, random and centralised placement. The workflows: a
 //! 16 MiB chain, a 4 x 8 MiB fan-in, a 48 MiB word-count map-reduce and
-//! the Pegasus Cycles shape with 2 MiB per step. Per workflow and
+//! the Pegasus Cycles shape with 2 MiB per step, and chain10 (ten echo
+//! steps of 1 KiB: the per-step scheduling cost). A third cluster keeps
+//! outputs on the workers and runs chains there (`--worker-chains`)
+//! under locality. Per workflow and
 //! configuration: p50/p99 end to end, the control plane's payload bytes
 //! (its engine's counters), and the bytes on the hosts' links from the
 //! kernel's counters (Σ rx + tx over the workers and the control plane's
@@ -68,6 +71,24 @@ fn workflows(tag: &str, policy: &str) -> String {
     y += &format!(
         "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: mr-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: split, function: {tag}-split}}\n    - {{name: count, function: {tag}-count, map: split}}\n    - {{name: reduce, function: {tag}-reduce, inputs: [count], inputFormat: json}}\n---\n"
     );
+    // chain10: ten small echo steps, each its own function.
+    for i in 0..10 {
+        y += &format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {tag}-e{i}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/bench/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n          resources:\n            requests: {{cpu: 10m, memory: 32Mi}}\n---\n"
+        );
+    }
+    y += &format!(
+        "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: c10-{tag}\nspec:\n  placement: {policy}\n  steps:\n"
+    );
+    for i in 0..10 {
+        let inputs = if i == 0 {
+            String::new()
+        } else {
+            format!(", inputs: [s{}]", i - 1)
+        };
+        y += &format!("    - {{name: s{i}, function: {tag}-e{i}{inputs}}}\n");
+    }
+    y += "---\n";
     y += &format!(
         "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: fanin-{tag}\nspec:\n  placement: {policy}\n  steps:\n    - {{name: src, function: {tag}-sink}}\n    - {{name: b1, function: {tag}-branch, inputs: [src]}}\n    - {{name: b2, function: {tag}-branch, inputs: [src]}}\n    - {{name: b3, function: {tag}-branch, inputs: [src]}}\n    - {{name: b4, function: {tag}-branch, inputs: [src]}}\n    - {{name: join, function: {tag}-sink, inputs: [b1, b2, b3, b4]}}\n---\n"
     );
@@ -178,7 +199,9 @@ async fn one_pass(
 ) -> Result<Vec<Row>> {
     let mut opts = NetClusterOptions::new(PREFIX, workers.max(1));
     opts.rate = rate.to_string();
-    opts.workflow_data = data.into();
+    // `workers+chains`: kept on the workers, chains run there.
+    opts.workflow_data = data.trim_end_matches("+chains").into();
+    opts.worker_chains = data.ends_with("+chains");
     let c = crate::bench_netns::cluster_up(opts).await?;
     let admin = stratus_auth::Token::read_file(&c.dir().join("admin.token"))?;
     let url = c.gateway_url();
@@ -205,15 +228,15 @@ async fn one_pass(
             "the quick brown fox jumps over the lazy dog\n".repeat(MAP_REDUCE_BYTES / 44),
         );
         for (tag, placement) in configs {
-            for workflow in ["chain", "fanin", "mr", "cycles"] {
+            for workflow in ["c10", "chain", "fanin", "mr", "cycles"] {
                 let name = match workflow {
                     "cycles" => cycles_names[tag].clone(),
                     _ => format!("{workflow}-{tag}"),
                 };
-                let input = if workflow == "mr" {
-                    text.clone()
-                } else {
-                    Bytes::from_static(b"go")
+                let input = match workflow {
+                    "mr" => text.clone(),
+                    "c10" => Bytes::from(vec![b'x'; 1024]),
+                    _ => Bytes::from_static(b"go"),
                 };
                 // Cold starts and the learnt edge bytes first.
                 let t = std::time::Instant::now();
@@ -255,6 +278,7 @@ async fn one_pass(
                 rows.push(Row {
                     workflow: match workflow {
                         "chain" => "chain 16 MiB x3",
+                        "c10" => "chain10 x 1 KiB",
                         "fanin" => "fan-in 4 x 8 MiB",
                         "cycles" => "Pegasus Cycles, 35 x 2 MiB",
                         _ => "map-reduce 48 MiB",
@@ -303,6 +327,16 @@ pub async fn run(
                 ("rnd", "random:7"),
                 ("cenw", "centralised"),
             ],
+        )
+        .await?,
+    );
+    rows.extend(
+        one_pass(
+            workers,
+            rate,
+            iterations,
+            "workers+chains",
+            &[("locc", "locality")],
         )
         .await?,
     );

@@ -31,10 +31,16 @@ pub struct ClusterArgs {
     pub workflow_placement: stratus_placement::WorkflowPolicy,
     /// Where workflow step outputs go: relay (back through this control
     /// plane) or workers (kept on the worker that made them, fetched
-    /// worker to worker; a lost worker fails the runs that needed its
-    /// items).
+    /// worker to worker; the steps that made items a lost worker held run
+    /// again).
     #[arg(long, default_value = "relay", value_name = "WHERE")]
     pub workflow_data: stratus_gateway::WorkflowData,
+    /// With --workflow-data workers: a chain of steps placed on one worker
+    /// (each the only consumer of the one before) runs there back to back,
+    /// its worker passing each output on, in one request from this control
+    /// plane instead of one per step.
+    #[arg(long)]
+    pub worker_chains: bool,
     /// Seconds the leader's election lease outlives it: a standby takes
     /// over this long after the leader dies (etcd's minimum is 1.5 s by
     /// default; shorter requests get that).
@@ -52,6 +58,9 @@ pub const CLUSTER_TOKEN_ENV: &str = "STRATUS_CLUSTER_TOKEN";
 impl ClusterArgs {
     /// Checks the flags that need no etcd: the token, the policy, the TTL.
     pub fn check(&self) -> Result<Option<(stratus_auth::Token, String)>> {
+        if self.worker_chains && self.workflow_data != stratus_gateway::WorkflowData::Workers {
+            bail!("--worker-chains: give --workflow-data workers too (a chain keeps its outputs on the worker)");
+        }
         if !self.workers {
             return Ok(None);
         }

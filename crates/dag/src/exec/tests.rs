@@ -98,6 +98,52 @@ fn only_outputs_that_go_on_unread_may_stay_where_they_were_made() {
 }
 
 #[test]
+fn a_chain_successor_runs_on_one_output_alone() {
+    let mut when = step("cond", &["b2"]);
+    when.when = Some(stratus_spec::predicate::parse("$b2 == 1").unwrap());
+    let e = exec(vec![
+        step("a", &["$input"]),
+        step("b", &["a"]),
+        step("c", &["b"]),
+        step("fan", &["c"]),
+        step("x", &["fan"]),
+        step("y", &["fan"]),
+        step("join", &["x", "y"]),
+        step("b2", &["join"]),
+        when,
+        step("splitter", &["cond"]),
+        mapping("m", "splitter"),
+        step("out", &["m"]),
+    ]);
+    let p = e.plan();
+    let next: Vec<Option<&str>> = (0..p.step_count())
+        .map(|s| p.chain_successor(s).map(|c| p.step_name(c)))
+        .collect();
+    // a → b → c → fan: one consumer, one input each. fan: two consumers;
+    // x, y: join has two inputs; join: b2's output is read by a `when:`
+    // (it comes back); b2: its consumer has a `when:`; cond: splitter's
+    // output is split by a map (not passed on whole); m: a list; out: the
+    // invocation's output.
+    assert_eq!(
+        next,
+        [
+            Some("b"),
+            Some("c"),
+            Some("fan"),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None
+        ]
+    );
+}
+
+#[test]
 fn a_map_takes_the_items_its_source_was_split_into_where_it_ran() {
     let mut e = exec(vec![
         step("gen", &["$input"]),

@@ -26,6 +26,7 @@ impl Platform {
         sess: Option<Arc<stratus_nodestore::Session>>,
         mut near: Option<Arc<str>>,
         data: KeepData,
+        mut chain: Option<chain::Chain>,
     ) -> RunOutcome {
         if !ctx.wait_until(t0, d.not_before_us).await {
             return RunOutcome::refused(d.run, micros(t0), CallError::Abandoned);
@@ -46,6 +47,7 @@ impl Platform {
                     sess.clone(),
                     near.as_deref(),
                     data.clone(),
+                    chain.take(),
                 )
                 .await;
             match host {
@@ -108,6 +110,7 @@ impl Platform {
         sess: Option<Arc<stratus_nodestore::Session>>,
         near: Option<&str>,
         data: KeepData,
+        chain: Option<chain::Chain>,
     ) -> (RunOutcome, Option<String>) {
         let mut d = d;
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
@@ -195,6 +198,17 @@ impl Platform {
         // What the run was sent, stand-ins included: a step to run again
         // if the item it keeps is lost (`lineage`).
         let origin = kept_for.as_ref().map(|_| d.clone());
+        // Successors its worker runs after it (`chain`), leased here.
+        let leased = match (chain, &kept_for, &parts) {
+            (Some(ch), Some((_, _, _, kept::Keep::Whole)), _) => {
+                self.lease_chain(ch, &lease, &d.function, deadline).await
+            }
+            _ => chain::Leased {
+                steps: Vec::new(),
+                leases: Vec::new(),
+            },
+        };
+        let then_header = leased.header();
         let mut sent = 0u64;
         let byref = match (sess, &lease.slot.data_dir) {
             (Some(sess), Some(dir)) => Some(byref::ByRef {
@@ -252,6 +266,10 @@ impl Platform {
                 }
             }
         };
+        if let Some(v) = then_header {
+            req.headers_mut()
+                .insert(stratus_nodestore::remote::THEN_HEADER, v);
+        }
         if let Some((k, _, _, keep)) = &kept_for {
             if let Ok(v) = http::HeaderValue::from_str(k.invocation()) {
                 let h = req.headers_mut();
@@ -274,13 +292,25 @@ impl Platform {
         let client = self.client.clone();
         let limit = self.cfg.max_body_bytes;
         let f2 = fname.clone();
+        let chained: Vec<(stratus_dag::StepIdx, Arc<str>, String)> = leased.steps;
+        // Where the successors' outputs are kept (the fut takes `kept_for`).
+        let chain_at = kept_for
+            .as_ref()
+            .map(|(k, at, auth, _)| (k.clone(), at.clone(), auth.clone()));
+        let chain_leases = leased.leases;
         let mut fut = Box::pin(async move {
             let _permit = permit;
+            // The successors' instances stay leased until their worker answers.
+            let _chain_leases = chain_leases;
             let resp = client
                 .request(req)
                 .await
                 .map_err(|e| Err(crate::error_chain(&e)))?;
             let status = resp.status();
+            let is_chain = status.is_success()
+                && resp
+                    .headers()
+                    .contains_key(stratus_nodestore::remote::CHAIN_HEADER);
             let answer = match &kept_for {
                 Some(_) if status.is_success() => kept::answer(resp.headers()),
                 _ => None,
@@ -319,6 +349,29 @@ impl Platform {
                 }));
             }
             received.inc_by(body.len() as u64);
+            if let (Some((k, at, auth, keep)), true) = (&kept_for, is_chain) {
+                let reply: stratus_nodestore::remote::ChainReply = serde_json::from_slice(&body)
+                    .map_err(|e| {
+                        Ok(CallError::Data {
+                            function: f2.clone(),
+                            error: format!("the worker at {at} answered a chain badly: {e}"),
+                            status: 502,
+                        })
+                    })?;
+                let mut steps = reply.steps.into_iter();
+                let Some(first) = steps.next() else {
+                    return Err(Ok(CallError::Data {
+                        function: f2.clone(),
+                        error: format!("the worker at {at} answered a chain of no steps"),
+                        status: 502,
+                    }));
+                };
+                let out = chain::step_result(k, at, auth.clone(), &f2, &first).map_err(Ok)?;
+                if let Some(d) = origin {
+                    k.produced(d, *keep, &out);
+                }
+                return Ok((out, steps.collect()));
+            }
             if let (Some((k, at, auth, keep)), Some(answer)) = (&kept_for, answer) {
                 let out = k.output(at, auth.clone(), answer, &body).map_err(|error| {
                     Ok(CallError::Data {
@@ -330,7 +383,7 @@ impl Platform {
                 if let Some(d) = origin {
                     k.produced(d, *keep, &out);
                 }
-                return Ok(out);
+                return Ok((out, Vec::new()));
             }
             let whole = |body| kept::Output {
                 body,
@@ -340,23 +393,28 @@ impl Platform {
             if let (Some(b), Some(name)) = (&byref, out_file) {
                 return byref::adopt(b, name)
                     .await
-                    .map(whole)
+                    .map(|b| (whole(b), Vec::new()))
                     .map_err(|e| Ok(byref::call_error(&f2, e)));
             }
-            Ok(whole(body))
+            Ok((whole(body), Vec::new()))
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut host_lost = None;
         let mut out_size = None;
         let mut split = None;
+        let mut later = Vec::new();
         let result = match tokio::time::timeout(remaining, &mut fut).await {
-            Ok(Ok(kept::Output {
-                body: b,
-                size,
-                split: s,
-            })) => {
+            Ok(Ok((
+                kept::Output {
+                    body: b,
+                    size,
+                    split: s,
+                },
+                rest,
+            ))) => {
                 out_size = size;
                 split = s;
+                later = rest;
                 Ok(b)
             }
             Ok(Err(Ok(e))) => Err(e),
@@ -417,11 +475,31 @@ impl Platform {
                     }),
                     sizes: (in_size, None),
                     split: None,
+                    then: Vec::new(),
                 };
                 return (outcome, None);
             }
         };
         drop(lease);
+        // The successors its worker ran: their outcomes wait in the driver.
+        let mut then = Vec::with_capacity(later.len());
+        let mut input_bytes = out_size.unwrap_or(0);
+        if let Some((k, at, auth)) = &chain_at {
+            for ((step, f, inst), s) in chained.into_iter().zip(later) {
+                let result = chain::step_result(k, at, auth.clone(), &f, &s);
+                then.push((
+                    step,
+                    chain::PreDone {
+                        started_us: started_us + s.start_us,
+                        finished_us: started_us + s.end_us,
+                        instance: inst,
+                        input_bytes,
+                        result,
+                    },
+                ));
+                input_bytes = s.bytes;
+            }
+        }
         let outcome = RunOutcome {
             run: d.run,
             started_us,
@@ -431,6 +509,7 @@ impl Platform {
             result,
             sizes: (in_size, out_size),
             split,
+            then,
         };
         (outcome, host_lost)
     }

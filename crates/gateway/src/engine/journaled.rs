@@ -301,6 +301,7 @@ impl Platform {
             placed: None,
             // Journaled outputs are never kept on workers.
             kept: None,
+            predone: Default::default(),
             failed: Default::default(),
             // spec.timeoutSeconds counts from the invocation's arrival,
             // which a restart has lost: a resumed run has no deadline.

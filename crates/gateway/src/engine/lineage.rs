@@ -72,7 +72,7 @@ impl Platform {
                 };
                 self.metrics.lineage_reruns.inc();
                 let o = self
-                    .call(pool, d, t0, ctx, None, None, Some((k.clone(), keep)))
+                    .call(pool, d, t0, ctx, None, None, Some((k.clone(), keep)), None)
                     .await;
                 let body = o
                     .result

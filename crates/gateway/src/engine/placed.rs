@@ -50,6 +50,13 @@ impl StepHosts {
         StepHosts { hosts, sent }
     }
 
+    /// The host the next run of `step` would get, without taking it.
+    pub(crate) fn peek(&self, step: usize) -> Option<Arc<str>> {
+        let h = self.hosts.get(step)?;
+        let k = *self.sent.get(step)?;
+        (!h.is_empty()).then(|| h[k as usize % h.len()].clone())
+    }
+
     /// The host for the next run of `step`.
     pub(crate) fn next(&mut self, step: usize) -> Option<Arc<str>> {
         let h = self.hosts.get(step)?;

@@ -316,3 +316,71 @@ async fn a_map_source_lost_with_its_worker_is_split_again_and_the_map_completes(
         cp.log()
     );
 }
+
+/// `--worker-chains`: a chain placed on one worker runs there in one
+/// request. `chain-wc`'s a → b → c run back to back on their worker (b and
+/// c without a request of their own from the control plane; `out`, the
+/// invocation's output, comes back to it); the output is the input. A
+/// step that fails in a chain is settled as failed and retried by the
+/// control plane as usual: the flaky step fails its first call on the
+/// worker, then its first call from the control plane (a key of its own),
+/// and succeeds on its third try.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_on_one_worker_runs_there_in_one_request() {
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_w1, _w2, cp) = two_workers_and_cp(
+        &etcd,
+        dir.path(),
+        &["--workflow-data", "workers", "--worker-chains"],
+    )
+    .await;
+    let yaml = workflows("wc", "locality")
+        + "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: wc-flaky\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/flaky\n          command: [\"stratus\", \"fn\", \"flaky\"]\n---\n"
+        + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: flaky-chain\nspec:\n  placement: locality\n  steps:\n    - {name: a, function: wc-a}\n    - name: f\n      function: wc-flaky\n      inputs: [a]\n      retry: {attempts: 3, backoff: 1ms}\n    - {name: c, function: wc-c, inputs: [f]}\n    - {name: out, function: wc-out, inputs: [c]}\n";
+    let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let small = Bytes::from_static(b"warm");
+    until("the leader serves", Duration::from_secs(20), async || {
+        call(&cp.admin, "chain-wc", small.clone()).await.0 == 200
+    })
+    .await;
+    let counters = async || {
+        let m = cp.admin.get("/metrics").await.unwrap().text();
+        (
+            metric(&m, "stratus_engine_chained_runs_total"),
+            metric(&m, "stratus_function_requests_total{function=\"wc-b\"}"),
+            metric(&m, "stratus_function_requests_total{function=\"wc-c\"}"),
+        )
+    };
+    // Warm: every step's instance on the chain's worker.
+    for _ in 0..3 {
+        ok(&cp, "chain-wc", small.clone()).await;
+    }
+    let before = counters().await;
+    let data = input(1 << 20);
+    for _ in 0..3 {
+        let out = ok(&cp, "chain-wc", data.clone()).await;
+        assert!(out == data, "the output differs from the input");
+    }
+    let after = counters().await;
+    assert_eq!(after.0 - before.0, 6.0, "b and c ran in chains: {after:?}");
+    assert_eq!(
+        (after.1, after.2),
+        (before.1, before.2),
+        "no request for b or c"
+    );
+
+    let before = counters().await;
+    let out = ok(&cp, "flaky-chain", small.clone()).await;
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    // Its third try: the second call with the control plane's key.
+    assert_eq!(v["calls"], 2, "{v}");
+    assert!(!v["key"].as_str().unwrap().contains("then"), "{v}");
+    assert_eq!(v["input_bytes"], 4, "{v}");
+    // f's failed first try came from a chain; c ran in f's third try's.
+    let after = counters().await;
+    assert_eq!(after.0 - before.0, 2.0, "{after:?}");
+}
