@@ -170,23 +170,28 @@ a1,o1,5,300,100,100,200,300,400,500,600,700\n";
     }
 }
 
+/// Every percentile `ms` (tests).
+#[cfg(test)]
+pub(crate) fn constant(ms: f64) -> DurationPercentiles {
+    DurationPercentiles {
+        average: ms,
+        p0: ms,
+        p1: ms,
+        p25: ms,
+        p50: ms,
+        p75: ms,
+        p99: ms,
+        p100: ms,
+    }
+}
+
 #[cfg(test)]
 mod schedule_tests {
     use super::*;
 
     #[test]
     fn schedules_each_minute_within_its_compressed_span() {
-        let ms = 9_000.0;
-        let dur = DurationPercentiles {
-            average: ms,
-            p0: ms,
-            p1: ms,
-            p25: ms,
-            p50: ms,
-            p75: ms,
-            p99: ms,
-            p100: ms,
-        };
+        let dur = constant(9_000.0);
         let f = Function {
             name: "f".into(),
             memory_mb: 64,

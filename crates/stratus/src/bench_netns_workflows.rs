@@ -140,16 +140,20 @@ struct Row {
     cp_link_bytes: f64,
 }
 
-/// The control plane's payload bytes (sent + received) so far.
-async fn cp_bytes(gw: &GatewayClient) -> Result<f64> {
+/// The control plane's payload bytes (sent + received) so far, and the
+/// runs its workers ran in chains.
+async fn cp_bytes(gw: &GatewayClient) -> Result<(f64, f64)> {
     let m = gw.get("/metrics").await?.text();
     let get = |series: &str| -> f64 {
         m.lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    Ok(get("stratus_engine_payload_sent_bytes_total")
-        + get("stratus_engine_payload_received_bytes_total"))
+    Ok((
+        get("stratus_engine_payload_sent_bytes_total")
+            + get("stratus_engine_payload_received_bytes_total"),
+        get("stratus_engine_chained_runs_total"),
+    ))
 }
 
 /// Σ (rx + tx) over the workers and the control plane's host, halved;
@@ -264,13 +268,15 @@ async fn one_pass(
                     latencies_us.push(t.elapsed().as_micros() as u64);
                 }
                 let n = iterations as f64;
-                let cp_moved = (cp_bytes(&gw).await? - cp0) / n;
+                let cp1 = cp_bytes(&gw).await?;
+                let cp_moved = (cp1.0 - cp0.0) / n;
+                let chained = (cp1.1 - cp0.1) / n;
                 let link1 = link_bytes(&c, workers)?;
                 let link = (link1.0 - link0.0) / n;
                 let cp_link = (link1.1 - link0.1) / n;
                 latencies_us.sort_unstable();
                 eprintln!(
-                                "{name} ({data}, {placement}): p50 {} · control plane {:.1} MiB · links {:.1} MiB per invocation",
+                                "{name} ({data}, {placement}): p50 {} · control plane {:.1} MiB · links {:.1} MiB · {chained:.1} runs in chains per invocation",
                                 fmt_us(percentile(&latencies_us, 50.0)),
                                 cp_moved / 1048576.0,
                                 link / 1048576.0

@@ -203,10 +203,7 @@ impl Platform {
             (Some(ch), Some((_, _, _, kept::Keep::Whole)), _) => {
                 self.lease_chain(ch, &lease, &d.function, deadline).await
             }
-            _ => chain::Leased {
-                steps: Vec::new(),
-                leases: Vec::new(),
-            },
+            _ => chain::Leased::default(),
         };
         let then_header = leased.header();
         let mut sent = 0u64;
@@ -292,7 +289,9 @@ impl Platform {
         let client = self.client.clone();
         let limit = self.cfg.max_body_bytes;
         let f2 = fname.clone();
-        let chained: Vec<(stratus_dag::StepIdx, Arc<str>, String)> = leased.steps;
+        let chained = leased.links;
+        // The chain may take as long as its steps' timeouts together.
+        let deadline = deadline + leased.extra;
         // Where the successors' outputs are kept (the fut takes `kept_for`).
         let chain_at = kept_for
             .as_ref()
@@ -348,7 +347,6 @@ impl Platform {
                     body: text,
                 }));
             }
-            received.inc_by(body.len() as u64);
             if let (Some((k, at, auth, keep)), true) = (&kept_for, is_chain) {
                 let reply: stratus_nodestore::remote::ChainReply = serde_json::from_slice(&body)
                     .map_err(|e| {
@@ -372,6 +370,8 @@ impl Platform {
                 }
                 return Ok((out, steps.collect()));
             }
+            // (A chain's reply lists steps: no payload.)
+            received.inc_by(body.len() as u64);
             if let (Some((k, at, auth, keep)), Some(answer)) = (&kept_for, answer) {
                 let out = k.output(at, auth.clone(), answer, &body).map_err(|error| {
                     Ok(CallError::Data {
@@ -485,14 +485,14 @@ impl Platform {
         let mut then = Vec::with_capacity(later.len());
         let mut input_bytes = out_size.unwrap_or(0);
         if let Some((k, at, auth)) = &chain_at {
-            for ((step, f, inst), s) in chained.into_iter().zip(later) {
-                let result = chain::step_result(k, at, auth.clone(), &f, &s);
+            for (link, s) in chained.into_iter().zip(later) {
+                let result = chain::step_result(k, at, auth.clone(), &link.function, &s);
                 then.push((
-                    step,
+                    link.step,
                     chain::PreDone {
                         started_us: started_us + s.start_us,
                         finished_us: started_us + s.end_us,
-                        instance: inst,
+                        instance: link.instance,
                         input_bytes,
                         result,
                     },

@@ -50,18 +50,30 @@ fn agent_instance(slot: &crate::pool::Slot) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
-/// Successors leased for a chain: per step, its function and instance.
+/// One successor leased for a chain.
+pub(super) struct Link {
+    pub step: StepIdx,
+    pub function: Arc<str>,
+    /// Its instance as the agent knows it, and as the pool does.
+    pub agent_id: String,
+    pub instance: String,
+}
+
+/// Successors leased for a chain, and how much longer than the first
+/// run's timeout the whole chain may take (their functions' timeouts).
+#[derive(Default)]
 pub(super) struct Leased {
-    pub steps: Vec<(StepIdx, Arc<str>, String)>,
+    pub links: Vec<Link>,
     pub leases: Vec<crate::pool::Lease>,
+    pub extra: Duration,
 }
 
 impl Leased {
     pub fn header(&self) -> Option<http::HeaderValue> {
-        if self.steps.is_empty() {
+        if self.links.is_empty() {
             return None;
         }
-        let ids: Vec<&str> = self.steps.iter().map(|(_, _, i)| i.as_str()).collect();
+        let ids: Vec<&str> = self.links.iter().map(|l| l.agent_id.as_str()).collect();
         http::HeaderValue::from_str(&remote::format_then(&ids)).ok()
     }
 }
@@ -102,21 +114,21 @@ impl Platform {
         function: &Arc<str>,
         deadline: Instant,
     ) -> Leased {
-        let mut out = Leased {
-            steps: Vec::new(),
-            leases: Vec::new(),
-        };
+        let mut out = Leased::default();
         let (Some(host), Some(first_id)) = (first.slot.host.clone(), agent_instance(&first.slot))
         else {
             return out;
         };
         let authority = first.slot.uri.authority().cloned();
-        let mut by_function: HashMap<Arc<str>, String> = HashMap::new();
-        by_function.insert(function.clone(), first_id);
+        let mut by_function: HashMap<Arc<str>, (String, String, Duration)> = HashMap::new();
+        if let Ok(pool) = self.pool_for(function) {
+            let timeout = Duration::from_secs(pool.service.timeout_seconds);
+            by_function.insert(function.clone(), (first_id, first.slot.id.clone(), timeout));
+        }
         let wait = (Instant::now() + LEASE_WAIT).min(deadline);
         for (step, f) in chain.steps {
-            let id = match by_function.get(&f) {
-                Some(id) => id.clone(),
+            let (agent_id, instance, timeout) = match by_function.get(&f) {
+                Some(known) => known.clone(),
                 None => {
                     let Ok(pool) = self.pool_for(&f) else { break };
                     let Ok(l) = pool.acquire_near(wait, Some(&host)).await else {
@@ -127,12 +139,23 @@ impl Platform {
                     let Some(id) = agent_instance(&l.slot).filter(|_| same) else {
                         break;
                     };
-                    by_function.insert(f.clone(), id.clone());
+                    let known = (
+                        id,
+                        l.slot.id.clone(),
+                        Duration::from_secs(pool.service.timeout_seconds),
+                    );
+                    by_function.insert(f.clone(), known.clone());
                     out.leases.push(l);
-                    id
+                    known
                 }
             };
-            out.steps.push((step, f, id));
+            out.extra += timeout;
+            out.links.push(Link {
+                step,
+                function: f,
+                agent_id,
+                instance,
+            });
         }
         out
     }

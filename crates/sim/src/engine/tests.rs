@@ -4,16 +4,7 @@ use super::*;
 use crate::config::SimConfig;
 
 fn durations(ms: f64) -> DurationPercentiles {
-    DurationPercentiles {
-        average: ms,
-        p0: ms,
-        p1: ms,
-        p25: ms,
-        p50: ms,
-        p75: ms,
-        p99: ms,
-        p100: ms,
-    }
+    crate::workload::constant(ms)
 }
 
 fn function(name: &str, memory_mb: u64, ms: f64, per_minute: Vec<u32>) -> Function {

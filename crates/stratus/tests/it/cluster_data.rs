@@ -62,6 +62,35 @@ async fn cp_bytes(c: &GatewayClient) -> f64 {
         + metric(&m, "stratus_engine_payload_received_bytes_total")
 }
 
+/// `kill -9` of whichever of `w1`, `w2` keeps at least `items` items and
+/// runs an instance of `function` (within 10 s); returns the other.
+async fn kill_holder(w1: Worker, w2: Worker, function: &str, items: usize) -> Worker {
+    let t = std::time::Instant::now();
+    let mut victim = None;
+    while victim.is_none() && t.elapsed() < Duration::from_secs(10) {
+        for (name, w) in [("w1", &w1), ("w2", &w2)] {
+            let h = w.client.health().await.unwrap();
+            let runs = w
+                .client
+                .list()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|i| i.function == function);
+            if h.kept_items.count >= items && runs {
+                victim = Some(name);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim =
+        victim.unwrap_or_else(|| panic!("no worker keeps {items} items and runs {function}"));
+    let (mut killed, survivor) = if victim == "w1" { (w1, w2) } else { (w2, w1) };
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    survivor
+}
+
 async fn kept_items(ws: &[&Worker]) -> usize {
     let mut n = 0;
     for w in ws {
@@ -200,32 +229,11 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
     let expected = ok(&cp, "lose", Bytes::from_static(b"payload")).await;
     let reruns = |m: &str| metric(m, "stratus_engine_lineage_reruns_total");
     let reruns0 = reruns(&cp.admin.get("/metrics").await.unwrap().text());
-    let t = std::time::Instant::now();
     let run = {
         let c = cp.admin.clone();
         tokio::spawn(async move { call(&c, "lose", Bytes::from_static(b"payload")).await })
     };
-    let mut victim = None;
-    while victim.is_none() && t.elapsed() < Duration::from_secs(10) {
-        for (name, w) in [("w1", &w1), ("w2", &w2)] {
-            let h = w.client.health().await.unwrap();
-            let busy = w
-                .client
-                .list()
-                .await
-                .unwrap_or_default()
-                .iter()
-                .any(|i| i.function == "k-bench");
-            if h.kept_items.count > 0 && busy {
-                victim = Some(name);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let victim = victim.expect("a worker holds first's output and runs wait");
-    let (mut killed, _survivor) = if victim == "w1" { (w1, w2) } else { (w2, w1) };
-    killed.child.kill().unwrap();
-    killed.child.wait().unwrap();
+    let _survivor = kill_holder(w1, w2, "k-bench", 1).await;
     let (status, out) = run.await.unwrap();
     let text = String::from_utf8_lossy(&out);
     assert_eq!(status, 200, "{text}\n{}", cp.log());
@@ -280,30 +288,7 @@ async fn a_map_source_lost_with_its_worker_is_split_again_and_the_map_completes(
         let input = input.clone();
         tokio::spawn(async move { call(&c, "lose-map", input).await })
     };
-    let t = std::time::Instant::now();
-    let mut victim = None;
-    while victim.is_none() && t.elapsed() < Duration::from_secs(10) {
-        for (name, w) in [("w1", &w1), ("w2", &w2)] {
-            let h = w.client.health().await.unwrap();
-            let napping = w
-                .client
-                .list()
-                .await
-                .unwrap_or_default()
-                .iter()
-                .filter(|i| i.function == "ms-nap")
-                .count();
-            // The split's 4 items are kept, and the map runs there.
-            if h.kept_items.count >= 4 && napping > 0 {
-                victim = Some(name);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let victim = victim.expect("a worker holds the split's items and runs the map");
-    let (mut killed, _survivor) = if victim == "w1" { (w1, w2) } else { (w2, w1) };
-    killed.child.kill().unwrap();
-    killed.child.wait().unwrap();
+    let _survivor = kill_holder(w1, w2, "ms-nap", 4).await;
     let (status, out) = run.await.unwrap();
     let text = String::from_utf8_lossy(&out[..out.len().min(400)]).into_owned();
     assert_eq!(status, 200, "{text}\n{}", cp.log());
