@@ -67,6 +67,11 @@ pub struct ClusterBenchArgs {
     /// --iterations per row).
     #[arg(long, requires = "netns")]
     workflows: bool,
+    /// With --workflows: the four Pegasus shapes (Cycles, Epigenomics,
+    /// 1000Genome, SoyKB; 2 MiB per step) instead, relayed vs kept under
+    /// locality, random and locality with --worker-chains.
+    #[arg(long, requires = "workflows")]
+    pegasus: bool,
     /// With --netns: each host link's tbf rate.
     #[arg(long, default_value = "1gbit")]
     rate: String,
@@ -472,6 +477,7 @@ pub(crate) mod with_etcd {
                 args.workers,
                 &args.rate,
                 args.iterations,
+                args.pegasus,
                 report,
             )
             .await;

@@ -6,7 +6,9 @@
 //! under locality, random and centralised placement. The workflows: a
 //! 16 MiB chain, a 4 x 8 MiB fan-in, a 48 MiB word-count map-reduce and
 //! the Pegasus Cycles shape with 2 MiB per step, and chain10 (ten echo
-//! steps of 1 KiB: the per-step scheduling cost). A third cluster keeps
+//! steps of 1 KiB: the per-step scheduling cost); with `--pegasus`, the
+//! four Pegasus shapes instead (Cycles, Epigenomics, 1000Genome, SoyKB)
+//! under relay, locality, random and locality with chains. A third cluster keeps
 //! outputs on the workers and runs chains there (`--worker-chains`)
 //! under locality. Per workflow and
 //! configuration: p50/p99 end to end, the control plane's payload bytes
@@ -95,15 +97,45 @@ fn workflows(tag: &str, policy: &str) -> String {
     y
 }
 
-/// A workflow named by the synthesiser (returned) from `cycles-{tag}`: the Pegasus Cycles shape (35 steps, the synthesiser's
-/// topology), every node a `bench` of its own answering 2 MiB; each
-/// instance reserves 25m and 32 MiB (the configurations' 140 instances
-/// fit 4 workers of 2 cores).
-fn cycles(tag: &str, policy: &str) -> Result<(String, String)> {
-    use stratus_synth::{synthesize, Inputs, NodeCost, PayloadDist, Shape, SynthConfig};
+/// The Pegasus workflows the synthesiser shapes (`--pegasus`: all four;
+/// otherwise Cycles only): kind, shape, row label.
+const PEGASUS: [(&str, stratus_synth::Shape, &str); 4] = [
+    (
+        "cycles",
+        stratus_synth::Shape::cycles(),
+        "Pegasus Cycles, 35 x 2 MiB",
+    ),
+    (
+        "epigenomics",
+        stratus_synth::Shape::epigenomics(),
+        "Pegasus Epigenomics, 39 x 2 MiB",
+    ),
+    (
+        "genome",
+        stratus_synth::Shape::genome(),
+        "Pegasus 1000Genome, 27 x 2 MiB",
+    ),
+    (
+        "soykb",
+        stratus_synth::Shape::soykb(),
+        "Pegasus SoyKB, 44 x 2 MiB",
+    ),
+];
+
+/// A Pegasus-shaped workflow `{kind}-{tag}` (its name as the synthesiser
+/// made it is returned): the synthesiser's topology, every node a `bench`
+/// of its own answering 2 MiB; each instance reserves 25m and 32 MiB (a
+/// configuration's instances of all four fit 4 workers of 2 cores twice).
+fn pegasus(
+    kind: &str,
+    shape: stratus_synth::Shape,
+    tag: &str,
+    policy: &str,
+) -> Result<(String, String)> {
+    use stratus_synth::{synthesize, Inputs, NodeCost, PayloadDist, SynthConfig};
     let cfg = SynthConfig {
-        name: Some(format!("cycles-{tag}")),
-        shape: Shape::cycles(),
+        name: Some(format!("{kind}-{tag}")),
+        shape,
         payload: PayloadDist::Fixed(CYCLES_BYTES),
         cost: NodeCost::Fixed {
             duration_ms: 0.0,
@@ -111,7 +143,8 @@ fn cycles(tag: &str, policy: &str) -> Result<(String, String)> {
         },
         ..SynthConfig::default()
     };
-    let dags = synthesize(&cfg, Inputs::default()).context("synthesising Cycles")?;
+    let dags =
+        synthesize(&cfg, Inputs::default()).with_context(|| format!("synthesising {kind}"))?;
     let dag = &dags[0];
     let command = "          command: [\"stratus\", \"fn\", \"bench\"]\n";
     let services = stratus_synth::render::render_services(dag).replace(
@@ -200,6 +233,7 @@ async fn one_pass(
     iterations: usize,
     data: &'static str,
     configs: &[(&'static str, &'static str)],
+    all_pegasus: bool,
 ) -> Result<Vec<Row>> {
     let mut opts = NetClusterOptions::new(PREFIX, workers.max(1));
     opts.rate = rate.to_string();
@@ -212,11 +246,23 @@ async fn one_pass(
     // One deploy per configuration: etcd takes a bounded number of
     // resources per transaction.
     let mut yamls = Vec::new();
-    let mut cycles_names = std::collections::HashMap::new();
+    let mut names = std::collections::HashMap::new();
+    let kinds: &[&str] = if all_pegasus {
+        &["cycles", "epigenomics", "genome", "soykb"]
+    } else {
+        &["c10", "chain", "fanin", "mr", "cycles"]
+    };
     for (tag, p) in configs {
-        let (y, name) = cycles(tag, p)?;
-        yamls.push(workflows(tag, p) + &y);
-        cycles_names.insert(*tag, name);
+        if !all_pegasus {
+            yamls.push(workflows(tag, p));
+        }
+        for (kind, shape, _) in PEGASUS {
+            if kinds.contains(&kind) {
+                let (y, name) = pegasus(kind, shape, tag, p)?;
+                yamls.push(y);
+                names.insert((*tag, kind), name);
+            }
+        }
     }
     let out = crate::bench_netns::block_on_host(&c, "cp", async {
         let gw = GatewayClient::new(&url).with_token(&admin);
@@ -232,10 +278,10 @@ async fn one_pass(
             "the quick brown fox jumps over the lazy dog\n".repeat(MAP_REDUCE_BYTES / 44),
         );
         for (tag, placement) in configs {
-            for workflow in ["c10", "chain", "fanin", "mr", "cycles"] {
-                let name = match workflow {
-                    "cycles" => cycles_names[tag].clone(),
-                    _ => format!("{workflow}-{tag}"),
+            for &workflow in kinds {
+                let name = match names.get(&(*tag, workflow)) {
+                    Some(n) => n.clone(),
+                    None => format!("{workflow}-{tag}"),
                 };
                 let input = match workflow {
                     "mr" => text.clone(),
@@ -286,8 +332,11 @@ async fn one_pass(
                         "chain" => "chain 16 MiB x3",
                         "c10" => "chain10 x 1 KiB",
                         "fanin" => "fan-in 4 x 8 MiB",
-                        "cycles" => "Pegasus Cycles, 35 x 2 MiB",
-                        _ => "map-reduce 48 MiB",
+                        "mr" => "map-reduce 48 MiB",
+                        kind => PEGASUS
+                            .iter()
+                            .find(|(k, _, _)| *k == kind)
+                            .map_or("?", |(_, _, label)| *label),
                     },
                     data,
                     placement,
@@ -308,6 +357,7 @@ pub async fn run(
     workers: usize,
     rate: &str,
     iterations: usize,
+    pegasus: bool,
     report: Option<ReportDir>,
 ) -> Result<()> {
     if iterations > MAX_ITERATIONS {
@@ -320,6 +370,7 @@ pub async fn run(
         iterations,
         "relay",
         &[("cen", "centralised")],
+        pegasus,
     )
     .await?;
     rows.extend(
@@ -328,11 +379,16 @@ pub async fn run(
             rate,
             iterations,
             "workers",
-            &[
-                ("loc", "locality"),
-                ("rnd", "random:7"),
-                ("cenw", "centralised"),
-            ],
+            if pegasus {
+                &[("loc", "locality"), ("rnd", "random:7")]
+            } else {
+                &[
+                    ("loc", "locality"),
+                    ("rnd", "random:7"),
+                    ("cenw", "centralised"),
+                ]
+            },
+            pegasus,
         )
         .await?,
     );
@@ -343,6 +399,7 @@ pub async fn run(
             iterations,
             "workers+chains",
             &[("locc", "locality")],
+            pegasus,
         )
         .await?,
     );

@@ -29,8 +29,10 @@ use super::*;
 /// The longest a chain waits for a successor's instance on its worker.
 const LEASE_WAIT: Duration = Duration::from_millis(100);
 
-/// The successors a run may take with it: steps and their functions.
+/// The successors a run may take with it: steps and their functions, all
+/// placed on `host`.
 pub(super) struct Chain {
+    pub host: Arc<str>,
     pub steps: Vec<(StepIdx, Arc<str>)>,
 }
 
@@ -101,12 +103,13 @@ impl Platform {
                 _ => break,
             }
         }
-        (!steps.is_empty()).then_some(Chain { steps })
+        (!steps.is_empty()).then_some(Chain { host, steps })
     }
 
     /// Leases the chain's successors' instances on `first`'s worker (one
     /// per function: the worker runs the steps one after another), up to
-    /// the first that cannot be had there at once.
+    /// the first that cannot be had there at once; nothing when `first`
+    /// is not on the host the chain was placed on.
     pub(super) async fn lease_chain(
         self: &Arc<Self>,
         chain: Chain,
@@ -119,6 +122,11 @@ impl Platform {
         else {
             return out;
         };
+        // The run landed elsewhere than placed: its successors go where
+        // they were placed, one by one.
+        if *host != *chain.host {
+            return out;
+        }
         let authority = first.slot.uri.authority().cloned();
         let mut by_function: HashMap<Arc<str>, (String, String, Duration)> = HashMap::new();
         if let Ok(pool) = self.pool_for(function) {
