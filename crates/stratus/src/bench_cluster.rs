@@ -72,6 +72,10 @@ pub struct ClusterBenchArgs {
     /// locality, random and locality with --worker-chains.
     #[arg(long, requires = "workflows")]
     pegasus: bool,
+    /// With --workflows: 10 Azure-shaped DAGs (the 2021 shape CDFs, at
+    /// most 30 nodes, production payloads) instead, invoked in turn.
+    #[arg(long, requires = "workflows", conflicts_with = "pegasus")]
+    azure: bool,
     /// With --netns: each host link's tbf rate.
     #[arg(long, default_value = "1gbit")]
     rate: String,
@@ -477,7 +481,13 @@ pub(crate) mod with_etcd {
                 args.workers,
                 &args.rate,
                 args.iterations,
-                args.pegasus,
+                if args.pegasus {
+                    crate::bench_netns_workflows::Suite::Pegasus
+                } else if args.azure {
+                    crate::bench_netns_workflows::Suite::Azure
+                } else {
+                    crate::bench_netns_workflows::Suite::Data
+                },
                 report,
             )
             .await;

@@ -8,7 +8,8 @@
 //! the Pegasus Cycles shape with 2 MiB per step, and chain10 (ten echo
 //! steps of 1 KiB: the per-step scheduling cost); with `--pegasus`, the
 //! four Pegasus shapes instead (Cycles, Epigenomics, 1000Genome, SoyKB)
-//! under relay, locality, random and locality with chains. A third cluster keeps
+//! under relay, locality, random and locality with chains; with
+//! `--azure`, 10 Azure-shaped DAGs with production payloads, likewise. A third cluster keeps
 //! outputs on the workers and runs chains there (`--worker-chains`)
 //! under locality. Per workflow and
 //! configuration: p50/p99 end to end, the control plane's payload bytes
@@ -97,6 +98,89 @@ fn workflows(tag: &str, policy: &str) -> String {
     y
 }
 
+/// What a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// chain10, the 16 MiB chain, the fan-in, the map-reduce, Cycles.
+    Data,
+    /// The four Pegasus shapes.
+    Pegasus,
+    /// Azure-shaped DAGs with production payloads (`--azure`).
+    Azure,
+}
+
+/// Azure-shaped DAGs per configuration, invoked in turn.
+const AZURE_DAGS: u32 = 10;
+
+/// `AZURE_DAGS` Azure-shaped DAGs named `azure-{tag}-NNNN`: the 2021 shape
+/// CDFs in `data/azure-dag-shapes-2021` (at most 30 nodes each), every
+/// node a `bench` answering its output size drawn from the synthesiser's
+/// production payloads (median 1 KiB, heavy tail), 25m / 32 MiB per
+/// instance. The deploys (services at most 60 to one, then the
+/// workflows), and the workflows' names.
+fn azure(tag: &str, policy: &str) -> Result<(Vec<String>, Vec<String>)> {
+    use stratus_synth::{synthesize, Inputs, NodeCost, PayloadDist, Shape, SynthConfig};
+    let shapes =
+        stratus_sim::io::load_dag_shapes(std::path::Path::new("data/azure-dag-shapes-2021"))
+            .context("the Azure DAG shapes (run from the repository's root)")?;
+    let cfg = SynthConfig {
+        seed: 7,
+        count: AZURE_DAGS,
+        name: Some(format!("azure-{tag}")),
+        shape: Shape::Azure,
+        payload: PayloadDist::Production,
+        cost: NodeCost::Fixed {
+            duration_ms: 0.0,
+            memory_mb: 0,
+        },
+        max_nodes: 30,
+        ..SynthConfig::default()
+    };
+    let inputs = Inputs {
+        azure: Some(&shapes),
+        ..Inputs::default()
+    };
+    let dags = synthesize(&cfg, inputs).context("synthesising Azure-shaped DAGs")?;
+    let mut services: Vec<String> = Vec::new();
+    let mut workflows = String::new();
+    for dag in &dags {
+        let rendered = with_small_requests(&stratus_synth::render::render_services(dag));
+        services.extend(
+            rendered
+                .split("---\n")
+                .filter(|d| !d.trim().is_empty())
+                .map(str::to_string),
+        );
+        workflows += &placed_workflow(dag, policy);
+    }
+    let mut deploys: Vec<String> = services
+        .chunks(60)
+        .map(|c| c.join("---\n") + "---\n")
+        .collect();
+    deploys.push(workflows);
+    Ok((deploys, dags.iter().map(|d| d.name.clone()).collect()))
+}
+
+/// Services that reserve 25m and 32 MiB per instance.
+fn with_small_requests(services: &str) -> String {
+    let command = "          command: [\"stratus\", \"fn\", \"bench\"]\n";
+    services.replace(
+        command,
+        &format!(
+            "{command}          resources:\n            requests: {{cpu: 25m, memory: 32Mi}}\n"
+        ),
+    )
+}
+
+/// The DAG's workflow with `spec.placement: policy`.
+fn placed_workflow(dag: &stratus_synth::SynthDag, policy: &str) -> String {
+    stratus_synth::render::render_workflow(dag).replacen(
+        "spec:\n  steps:\n",
+        &format!("spec:\n  placement: {policy}\n  steps:\n"),
+        1,
+    ) + "---\n"
+}
+
 /// The Pegasus workflows the synthesiser shapes (`--pegasus`: all four;
 /// otherwise Cycles only): kind, shape, row label.
 const PEGASUS: [(&str, stratus_synth::Shape, &str); 4] = [
@@ -146,19 +230,9 @@ fn pegasus(
     let dags =
         synthesize(&cfg, Inputs::default()).with_context(|| format!("synthesising {kind}"))?;
     let dag = &dags[0];
-    let command = "          command: [\"stratus\", \"fn\", \"bench\"]\n";
-    let services = stratus_synth::render::render_services(dag).replace(
-        command,
-        &format!(
-            "{command}          resources:\n            requests: {{cpu: 25m, memory: 32Mi}}\n"
-        ),
-    );
-    let workflow = stratus_synth::render::render_workflow(dag).replacen(
-        "spec:\n  steps:\n",
-        &format!("spec:\n  placement: {policy}\n  steps:\n"),
-        1,
-    );
-    Ok((format!("{services}---\n{workflow}---\n"), dag.name.clone()))
+    let services = with_small_requests(&stratus_synth::render::render_services(dag));
+    let workflow = placed_workflow(dag, policy);
+    Ok((format!("{services}---\n{workflow}"), dag.name.clone()))
 }
 
 /// One measured workflow under one configuration.
@@ -233,7 +307,7 @@ async fn one_pass(
     iterations: usize,
     data: &'static str,
     configs: &[(&'static str, &'static str)],
-    all_pegasus: bool,
+    suite: Suite,
 ) -> Result<Vec<Row>> {
     let mut opts = NetClusterOptions::new(PREFIX, workers.max(1));
     opts.rate = rate.to_string();
@@ -246,21 +320,26 @@ async fn one_pass(
     // One deploy per configuration: etcd takes a bounded number of
     // resources per transaction.
     let mut yamls = Vec::new();
-    let mut names = std::collections::HashMap::new();
-    let kinds: &[&str] = if all_pegasus {
-        &["cycles", "epigenomics", "genome", "soykb"]
-    } else {
-        &["c10", "chain", "fanin", "mr", "cycles"]
+    let mut names: std::collections::HashMap<(&str, &str), Vec<String>> = Default::default();
+    let kinds: &[&str] = match suite {
+        Suite::Pegasus => &["cycles", "epigenomics", "genome", "soykb"],
+        Suite::Data => &["c10", "chain", "fanin", "mr", "cycles"],
+        Suite::Azure => &["azure"],
     };
     for (tag, p) in configs {
-        if !all_pegasus {
+        if suite == Suite::Data {
             yamls.push(workflows(tag, p));
+        }
+        if suite == Suite::Azure {
+            let (deploys, dags) = azure(tag, p)?;
+            yamls.extend(deploys);
+            names.insert((*tag, "azure"), dags);
         }
         for (kind, shape, _) in PEGASUS {
             if kinds.contains(&kind) {
                 let (y, name) = pegasus(kind, shape, tag, p)?;
                 yamls.push(y);
-                names.insert((*tag, kind), name);
+                names.insert((*tag, kind), vec![name]);
             }
         }
     }
@@ -279,9 +358,15 @@ async fn one_pass(
         );
         for (tag, placement) in configs {
             for &workflow in kinds {
-                let name = match names.get(&(*tag, workflow)) {
+                // Several DAGs (Azure) are invoked in turn.
+                let list = match names.get(&(*tag, workflow)) {
                     Some(n) => n.clone(),
-                    None => format!("{workflow}-{tag}"),
+                    None => vec![format!("{workflow}-{tag}")],
+                };
+                let name = if list.len() == 1 {
+                    list[0].clone()
+                } else {
+                    format!("{workflow}-{tag} ({} DAGs)", list.len())
                 };
                 let input = match workflow {
                     "mr" => text.clone(),
@@ -290,9 +375,9 @@ async fn one_pass(
                 };
                 // Cold starts and the learnt edge bytes first.
                 let t = std::time::Instant::now();
-                for _ in 0..3 {
+                for name in list.iter().flat_map(|n| [n; 3]) {
                     loop {
-                        let why = match gw.invoke(&name, input.clone()).await {
+                        let why = match gw.invoke(name, input.clone()).await {
                             Ok(r) if r.status == 200 => break,
                             Ok(r) => format!("{} {}", r.status, r.text()),
                             Err(e) => e.to_string(),
@@ -304,16 +389,18 @@ async fn one_pass(
                     }
                 }
                 let (cp0, link0) = (cp_bytes(&gw).await?, link_bytes(&c, workers)?);
-                let mut latencies_us = Vec::with_capacity(iterations);
+                let mut latencies_us = Vec::with_capacity(iterations * list.len());
                 for _ in 0..iterations {
-                    let t = std::time::Instant::now();
-                    let r = gw.invoke(&name, input.clone()).await?;
-                    if r.status != 200 {
-                        bail!("{name}: {} {}", r.status, r.text());
+                    for name in &list {
+                        let t = std::time::Instant::now();
+                        let r = gw.invoke(name, input.clone()).await?;
+                        if r.status != 200 {
+                            bail!("{name}: {} {}", r.status, r.text());
+                        }
+                        latencies_us.push(t.elapsed().as_micros() as u64);
                     }
-                    latencies_us.push(t.elapsed().as_micros() as u64);
                 }
-                let n = iterations as f64;
+                let n = latencies_us.len() as f64;
                 let cp1 = cp_bytes(&gw).await?;
                 let cp_moved = (cp1.0 - cp0.0) / n;
                 let chained = (cp1.1 - cp0.1) / n;
@@ -333,6 +420,7 @@ async fn one_pass(
                         "c10" => "chain10 x 1 KiB",
                         "fanin" => "fan-in 4 x 8 MiB",
                         "mr" => "map-reduce 48 MiB",
+                        "azure" => "Azure-shaped, 10 DAGs, production payloads",
                         kind => PEGASUS
                             .iter()
                             .find(|(k, _, _)| *k == kind)
@@ -357,7 +445,7 @@ pub async fn run(
     workers: usize,
     rate: &str,
     iterations: usize,
-    pegasus: bool,
+    suite: Suite,
     report: Option<ReportDir>,
 ) -> Result<()> {
     if iterations > MAX_ITERATIONS {
@@ -370,7 +458,7 @@ pub async fn run(
         iterations,
         "relay",
         &[("cen", "centralised")],
-        pegasus,
+        suite,
     )
     .await?;
     rows.extend(
@@ -379,7 +467,7 @@ pub async fn run(
             rate,
             iterations,
             "workers",
-            if pegasus {
+            if suite != Suite::Data {
                 &[("loc", "locality"), ("rnd", "random:7")]
             } else {
                 &[
@@ -388,7 +476,7 @@ pub async fn run(
                     ("cenw", "centralised"),
                 ]
             },
-            pegasus,
+            suite,
         )
         .await?,
     );
@@ -399,7 +487,7 @@ pub async fn run(
             iterations,
             "workers+chains",
             &[("locc", "locality")],
-            pegasus,
+            suite,
         )
         .await?,
     );
