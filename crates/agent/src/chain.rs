@@ -24,6 +24,9 @@ use stratus_nodestore::remote::{self, ChainReply, ChainStep};
 use crate::routes::ApiError;
 use crate::server::Agent;
 
+/// The control plane's idempotency key header (`gateway::retry`).
+const KEY_HEADER: &str = "x-stratus-idempotency-key";
+
 /// What the successors are sent of the first request, and when it came.
 pub(crate) struct Carried {
     pub content_type: Option<HeaderValue>,
@@ -37,7 +40,7 @@ impl Carried {
             t0: Instant::now(),
             content_type: h.get(header::CONTENT_TYPE).cloned(),
             key: h
-                .get("x-stratus-idempotency-key")
+                .get(KEY_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
         }
@@ -166,7 +169,7 @@ async fn send(
     }
     if let Some(key) = &carried.key {
         if let Ok(v) = HeaderValue::from_str(&format!("{key}.then{k}")) {
-            req.headers_mut().insert("x-stratus-idempotency-key", v);
+            req.headers_mut().insert(KEY_HEADER, v);
         }
     }
     let timeout = a.config().invoke_timeout;

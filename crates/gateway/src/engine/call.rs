@@ -201,7 +201,8 @@ impl Platform {
         // Successors its worker runs after it (`chain`), leased here.
         let leased = match (chain, &kept_for, &parts) {
             (Some(ch), Some((_, _, _, kept::Keep::Whole)), _) => {
-                self.lease_chain(ch, &lease, &d.function, deadline).await
+                self.lease_chain(ch, &lease, (&d.function, timeout), deadline)
+                    .await
             }
             _ => chain::Leased::default(),
         };
@@ -482,24 +483,18 @@ impl Platform {
         };
         drop(lease);
         // The successors its worker ran: their outcomes wait in the driver.
-        let mut then = Vec::with_capacity(later.len());
-        let mut input_bytes = out_size.unwrap_or(0);
-        if let Some((k, at, auth)) = &chain_at {
-            for (link, s) in chained.into_iter().zip(later) {
-                let result = chain::step_result(k, at, auth.clone(), &link.function, &s);
-                then.push((
-                    link.step,
-                    chain::PreDone {
-                        started_us: started_us + s.start_us,
-                        finished_us: started_us + s.end_us,
-                        instance: link.instance,
-                        input_bytes,
-                        result,
-                    },
-                ));
-                input_bytes = s.bytes;
-            }
-        }
+        let then = match chain_at {
+            Some((k, at, auth)) => chain::pre_done(
+                &k,
+                &at,
+                auth,
+                chained,
+                later,
+                started_us,
+                out_size.unwrap_or(0),
+            ),
+            None => Vec::new(),
+        };
         let outcome = RunOutcome {
             run: d.run,
             started_us,

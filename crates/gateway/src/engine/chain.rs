@@ -114,7 +114,7 @@ impl Platform {
         self: &Arc<Self>,
         chain: Chain,
         first: &crate::pool::Lease,
-        function: &Arc<str>,
+        (function, timeout): (&Arc<str>, Duration),
         deadline: Instant,
     ) -> Leased {
         let mut out = Leased::default();
@@ -129,10 +129,7 @@ impl Platform {
         }
         let authority = first.slot.uri.authority().cloned();
         let mut by_function: HashMap<Arc<str>, (String, String, Duration)> = HashMap::new();
-        if let Ok(pool) = self.pool_for(function) {
-            let timeout = Duration::from_secs(pool.service.timeout_seconds);
-            by_function.insert(function.clone(), (first_id, first.slot.id.clone(), timeout));
-        }
+        by_function.insert(function.clone(), (first_id, first.slot.id.clone(), timeout));
         let wait = (Instant::now() + LEASE_WAIT).min(deadline);
         for (step, f) in chain.steps {
             let (agent_id, instance, timeout) = match by_function.get(&f) {
@@ -167,6 +164,37 @@ impl Platform {
         }
         out
     }
+}
+
+/// The successors' outcomes from a chain's reply (`later`, after the first
+/// step's), for the driver: times on the control plane's clock from the
+/// first run's start, each step's input the step before's output.
+pub(super) fn pre_done(
+    k: &kept::Kept,
+    at: &str,
+    auth: Option<http::HeaderValue>,
+    links: Vec<Link>,
+    later: Vec<ChainStep>,
+    started_us: u64,
+    first_bytes: u64,
+) -> Vec<(StepIdx, PreDone)> {
+    let mut input_bytes = first_bytes;
+    links
+        .into_iter()
+        .zip(later)
+        .map(|(link, s)| {
+            let result = step_result(k, at, auth.clone(), &link.function, &s);
+            let p = PreDone {
+                started_us: started_us + s.start_us,
+                finished_us: started_us + s.end_us,
+                instance: link.instance,
+                input_bytes,
+                result,
+            };
+            input_bytes = s.bytes;
+            (link.step, p)
+        })
+        .collect()
 }
 
 /// A chain step's outcome: its output kept at `at`, or its error.

@@ -86,6 +86,10 @@ pub(crate) struct Output {
     pub split: Option<Vec<Bytes>>,
 }
 
+/// How an error that an input item could not be fetched begins
+/// (`super::lineage::item_lost` reads it).
+pub(super) const LOST_ITEM: &str = "input item ";
+
 /// The most items one split output may list.
 const MAX_SPLIT_ITEMS: usize = 1 << 20;
 
@@ -430,7 +434,7 @@ impl Kept {
         }
         let lost = |why: String| {
             format!(
-                "input item {} kept at {}: {why} (the worker that produced it may be gone)",
+                "{LOST_ITEM}{} kept at {}: {why} (the worker that produced it may be gone)",
                 h.id, h.at
             )
         };

@@ -26,7 +26,7 @@ pub(super) fn item_lost(e: &CallError) -> bool {
         } => body.contains("\"item-lost\""),
         CallError::Data {
             status: 502, error, ..
-        } => error.starts_with("input item "),
+        } => error.starts_with(kept::LOST_ITEM),
         _ => false,
     }
 }
