@@ -1,14 +1,14 @@
 //! The wire of kept workflow items (`stratus_nodestore::remote`) over
 //! arbitrary bytes: the parts header a control plane sends a worker's
 //! agent, the instances a chain passes its reply on to, and the item list
-//! an agent answers a split with. Never panics;
-//! what is accepted formats back to text that parses to the same, within
+//! an agent answers a split with, and the inline byte count. Never
+//! panics; what is accepted formats back to text that parses to the same, within
 //! the limits.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use stratus_nodestore::remote::{
-    format, format_items, format_then, parse, parse_id, parse_items, parse_then, MAX_PARTS,
-    MAX_THEN,
+    format, format_items, format_then, parse, parse_id, parse_inline_below, parse_items,
+    parse_then, MAX_INLINE_BELOW, MAX_PARTS, MAX_THEN,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -20,6 +20,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(!ids.is_empty() && ids.len() <= MAX_THEN);
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         assert_eq!(parse_then(format_then(&refs).as_bytes()).unwrap(), ids);
+    }
+    if let Ok(n) = parse_inline_below(data) {
+        assert!(n <= MAX_INLINE_BELOW);
+        assert_eq!(parse_inline_below(n.to_string().as_bytes()).unwrap(), n);
     }
     if let Ok(items) = parse_items(data, 1000) {
         assert!(items.len() <= 1000);

@@ -76,25 +76,46 @@ where
     Ok(out)
 }
 
+/// A kept reply's answer to the control plane.
+pub(crate) struct Kept {
+    pub response: Response,
+    /// The reply came back as it is (shorter than `inline_below`, or a
+    /// split reply that is no JSON array): the function's headers belong
+    /// on it.
+    pub inline: bool,
+}
+
 /// Keeps a successful reply's body under invocation `inv`; the answer
 /// names the item instead. With `split`, a JSON array's elements are kept
 /// as items each, and the answer lists them (a reply that is not a JSON
-/// array comes back as it is: the control plane reports it).
+/// array comes back as it is: the control plane reports it). A reply
+/// shorter than `inline_below` bytes comes back as it is: relaying it
+/// costs the control plane less than a stand-in and a fetch would.
 /// The reply is read within the invoke timeout and held in memory up to
 /// the invoke body limit, as a relayed reply would be.
 pub(crate) async fn keep<B>(
     a: &Agent,
     inv: &str,
     split: bool,
+    inline_below: u64,
     status: StatusCode,
     body: B,
-) -> Result<Response, ApiError>
+) -> Result<Kept, ApiError>
 where
     B: axum::body::HttpBody<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     let store = store(a)?.clone();
     let parts = reply(a, &store, body).await?;
+    let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    if size < inline_below {
+        let mut r = Response::new(Body::from(Bytes::from(parts.concat())));
+        *r.status_mut() = status;
+        return Ok(Kept {
+            response: r,
+            inline: true,
+        });
+    }
     let inv = inv.to_string();
     if split {
         return keep_split(store, inv, status, parts).await;
@@ -108,7 +129,10 @@ where
         HeaderValue::from_str(&id.to_string()).expect("hex"),
     );
     h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(size));
-    Ok(r)
+    Ok(Kept {
+        response: r,
+        inline: false,
+    })
 }
 
 /// A reply to keep, read within the invoke timeout, at most the invoke
@@ -164,7 +188,7 @@ async fn keep_split(
     inv: String,
     status: StatusCode,
     parts: Vec<Bytes>,
-) -> Result<Response, ApiError> {
+) -> Result<Kept, ApiError> {
     let whole = match parts.len() {
         1 => parts.into_iter().next().expect("one"),
         _ => Bytes::from(parts.concat()),
@@ -192,7 +216,10 @@ async fn keep_split(
         Err(whole) => {
             let mut r = Response::new(Body::from(whole));
             *r.status_mut() = status;
-            return Ok(r);
+            return Ok(Kept {
+                response: r,
+                inline: true,
+            });
         }
     };
     let mut r = Response::new(Body::from(remote::format_items(&items)));
@@ -200,7 +227,10 @@ async fn keep_split(
     let h = r.headers_mut();
     h.insert(remote::ITEMS_HEADER, HeaderValue::from(items.len()));
     h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(size));
-    Ok(r)
+    Ok(Kept {
+        response: r,
+        inline: false,
+    })
 }
 
 /// The function's body: `parts` in order, the `b` ones cut from `inline`;

@@ -118,6 +118,11 @@ async fn forward_inner(
             Some(inv)
         }
     };
+    let inline_below = match req.headers().get(remote::INLINE_BELOW_HEADER) {
+        None => 0,
+        Some(v) => remote::parse_inline_below(v.as_bytes())
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?,
+    };
     let split = match req.headers().get(remote::SPLIT_HEADER) {
         None => false,
         Some(v) if v == "json" => true,
@@ -231,7 +236,12 @@ async fn forward_inner(
     // Without a store the reply goes back as it is (the caller sees no
     // item header and takes the body).
     if let (Some(inv), true, true) = (&keep, rparts.status.is_success(), a.items.is_some()) {
-        return crate::items::keep(a, inv, split, rparts.status, rbody).await;
+        let kept = crate::items::keep(a, inv, split, inline_below, rparts.status, rbody).await?;
+        let mut r = kept.response;
+        if kept.inline {
+            copy_headers(&rparts.headers, r.headers_mut());
+        }
+        return Ok(r);
     }
     let mut r = Response::new(Body::new(rbody));
     *r.status_mut() = rparts.status;

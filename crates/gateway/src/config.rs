@@ -98,6 +98,11 @@ pub struct Config {
     /// run there back to back in one request (`stratus up
     /// --worker-chains`; `engine::chain`).
     pub worker_chains: bool,
+    /// With [`WorkflowData::Workers`]: a step output shorter than this
+    /// many bytes comes back to the engine instead of being kept on its
+    /// worker (`stratus up --keep-inline-below`): relaying a small output
+    /// costs less than a stand-in and a fetch.
+    pub keep_inline_below: u64,
 }
 
 /// Where a workflow step's output goes on a cluster.
@@ -202,6 +207,7 @@ impl Default for Config {
             workflow_placement: stratus_placement::WorkflowPolicy::Centralised,
             workflow_data: WorkflowData::Relay,
             worker_chains: false,
+            keep_inline_below: 512,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! - A proxied invocation with [`KEEP_HEADER`] (the invocation id): on a
 //!   2xx reply the agent keeps the body in its node data store and answers
 //!   with an empty body, [`ITEM_HEADER`] (the item's id) and
-//!   [`ITEM_BYTES_HEADER`].
+//!   [`ITEM_BYTES_HEADER`]. With [`INLINE_BELOW_HEADER`] (`n`), a 2xx
+//!   reply shorter than `n` bytes is not kept: it comes back as it is,
+//!   with no item header, as a relayed reply would.
 //! - A proxied invocation with [`PARTS_HEADER`]: the function's body is
 //!   made of the parts in order: `b<len>` takes the next `len` bytes of the
 //!   request's own body; `i<len>@<host:port>/<id>` is item `id` of `len`
@@ -29,6 +31,11 @@ use crate::ledger::ItemId;
 
 /// Request: keep the reply under this invocation.
 pub const KEEP_HEADER: &str = "stratus-keep";
+/// Request (with [`KEEP_HEADER`]): a reply shorter than this many bytes
+/// comes back inline instead of being kept ([`parse_inline_below`]).
+pub const INLINE_BELOW_HEADER: &str = "stratus-inline-below";
+/// The most bytes [`INLINE_BELOW_HEADER`] may name.
+pub const MAX_INLINE_BELOW: u64 = 64 << 10;
 /// Reply: the kept item's id (32 hex digits).
 pub const ITEM_HEADER: &str = "stratus-item";
 /// Reply: the kept item's size in bytes.
@@ -106,6 +113,8 @@ pub enum RemoteError {
     Then { index: usize, text: String },
     #[error("{THEN_HEADER}: more than {MAX_THEN} instances")]
     TooLong,
+    #[error("{INLINE_BELOW_HEADER}: {0:?}: give a byte count of 0 to {MAX_INLINE_BELOW}")]
+    InlineBelow(String),
 }
 
 /// One instance's run in a chain.
@@ -291,6 +300,23 @@ pub fn parse_items(v: &[u8], max: usize) -> Result<Vec<(ItemId, u64)>, RemoteErr
     Ok(out)
 }
 
+/// [`INLINE_BELOW_HEADER`]'s byte count: decimal digits, at most
+/// [`MAX_INLINE_BELOW`].
+pub fn parse_inline_below(v: &[u8]) -> Result<u64, RemoteError> {
+    let bad = || RemoteError::InlineBelow(String::from_utf8_lossy(&v[..v.len().min(40)]).into());
+    if v.is_empty() || v.len() > 12 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let n: u64 = std::str::from_utf8(v)
+        .map_err(|_| bad())?
+        .parse()
+        .map_err(|_| bad())?;
+    if n > MAX_INLINE_BELOW {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
 /// Checks an invocation id named in [`KEEP_HEADER`] or a free request.
 pub fn check_invocation(s: &str) -> Result<(), RemoteError> {
     if s.is_empty()
@@ -308,6 +334,26 @@ pub fn check_invocation(s: &str) -> Result<(), RemoteError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn inline_below_is_a_bounded_byte_count() {
+        assert_eq!(parse_inline_below(b"0").unwrap(), 0);
+        assert_eq!(parse_inline_below(b"512").unwrap(), 512);
+        assert_eq!(parse_inline_below(b"65536").unwrap(), MAX_INLINE_BELOW);
+        for bad in [
+            &b""[..],
+            b"65537",
+            b"-1",
+            b"+5",
+            b" 5",
+            b"5k",
+            b"99999999999999999999",
+            b"\xff",
+        ] {
+            let e = parse_inline_below(bad).unwrap_err().to_string();
+            assert!(e.starts_with(INLINE_BELOW_HEADER), "{e}");
+        }
+    }
 
     #[test]
     fn then_lists_instance_ids_and_refuses_the_rest() {

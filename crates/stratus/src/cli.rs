@@ -821,6 +821,7 @@ async fn up(a: UpArgs) -> Result<()> {
         workflow_placement: a.cluster.workflow_placement,
         workflow_data: a.cluster.workflow_data,
         worker_chains: a.cluster.worker_chains,
+        keep_inline_below: a.cluster.keep_inline_below,
         ..Config::default()
     };
     let workers = a

@@ -41,6 +41,11 @@ pub struct ClusterArgs {
     /// plane instead of one per step.
     #[arg(long)]
     pub worker_chains: bool,
+    /// With --workflow-data workers: a step output shorter than this many
+    /// bytes comes back to this control plane instead of being kept on
+    /// its worker (0: keep every output; at most 65536).
+    #[arg(long, default_value_t = 512, value_name = "BYTES")]
+    pub keep_inline_below: u64,
     /// Seconds the leader's election lease outlives it: a standby takes
     /// over this long after the leader dies (etcd's minimum is 1.5 s by
     /// default; shorter requests get that).
@@ -60,6 +65,13 @@ impl ClusterArgs {
     pub fn check(&self) -> Result<Option<(stratus_auth::Token, String)>> {
         if self.worker_chains && self.workflow_data != stratus_gateway::WorkflowData::Workers {
             bail!("--worker-chains: give --workflow-data workers too (a chain keeps its outputs on the worker)");
+        }
+        if self.keep_inline_below > stratus_nodestore::remote::MAX_INLINE_BELOW {
+            bail!(
+                "--keep-inline-below {}: give 0 to {} bytes",
+                self.keep_inline_below,
+                stratus_nodestore::remote::MAX_INLINE_BELOW
+            );
         }
         if !self.workers {
             return Ok(None);

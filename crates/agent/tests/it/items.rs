@@ -211,3 +211,50 @@ async fn without_a_store_a_reply_to_keep_comes_back_as_it_is() {
     );
     assert!(out.headers.get(remote::ITEM_HEADER).is_none());
 }
+
+/// `stratus-inline-below`: a reply shorter than the count comes back as
+/// it is (nothing kept); one as long or longer is kept; a bad count is
+/// refused before the instance runs.
+#[tokio::test]
+async fn a_reply_below_the_inline_count_comes_back_instead_of_being_kept() {
+    let r = Running::start_with(4, true).await;
+    let c = r.client();
+    c.start(&echo("echo-r3-0")).await.unwrap();
+    let reply = "/ - - hello";
+    let keep = |below: String| {
+        let c = c.clone();
+        async move {
+            let h = [
+                (remote::KEEP_HEADER, "inv-3".to_string()),
+                (remote::INLINE_BELOW_HEADER, below),
+            ];
+            post(&c, &h, b"hello").await
+        }
+    };
+    let out = keep((reply.len() + 1).to_string()).await;
+    assert_eq!(
+        (out.status, text(&out.body)),
+        (StatusCode::OK, reply.to_string())
+    );
+    assert!(out.headers.get(remote::ITEM_HEADER).is_none());
+    assert_eq!(c.health().await.unwrap().kept_items.count, 0);
+    // As long as the count: kept.
+    let out = keep(reply.len().to_string()).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", text(&out.body));
+    assert!(out.body.is_empty());
+    assert_eq!(
+        out.headers[remote::ITEM_BYTES_HEADER],
+        reply.len().to_string().as_str()
+    );
+    assert_eq!(c.health().await.unwrap().kept_items.count, 1);
+    for bad in ["-1", "65537", "5k", ""] {
+        let out = keep(bad.to_string()).await;
+        assert_eq!(out.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert!(
+            text(&out.body).contains(remote::INLINE_BELOW_HEADER),
+            "{bad:?}: {}",
+            text(&out.body)
+        );
+    }
+    assert_eq!(c.health().await.unwrap().kept_items.count, 1);
+}

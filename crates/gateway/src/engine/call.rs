@@ -272,6 +272,12 @@ impl Platform {
             if let Ok(v) = http::HeaderValue::from_str(k.invocation()) {
                 let h = req.headers_mut();
                 h.insert(stratus_nodestore::remote::KEEP_HEADER, v);
+                if self.cfg.keep_inline_below > 0 {
+                    h.insert(
+                        stratus_nodestore::remote::INLINE_BELOW_HEADER,
+                        http::HeaderValue::from(self.cfg.keep_inline_below),
+                    );
+                }
                 if *keep == kept::Keep::Split {
                     h.insert(
                         stratus_nodestore::remote::SPLIT_HEADER,

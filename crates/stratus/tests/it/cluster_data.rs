@@ -155,6 +155,17 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
         assert_eq!(status, 200, "{wf}: {out:?}\n{}", cp.log());
     }
 
+    // Outputs under --keep-inline-below (512 B by default) come back to
+    // the control plane: 4 steps of 100 B in and 100 B out each, nothing
+    // kept.
+    let items0 = kept_items(&[&w1, &w2]).await;
+    let before = cp_bytes(&cp.admin).await;
+    let tiny = input(100);
+    assert!(ok(&cp, "chain-loc", tiny.clone()).await == tiny);
+    let moved = cp_bytes(&cp.admin).await - before;
+    assert_eq!(moved, 800.0, "small outputs are relayed, not kept");
+    assert!(kept_items(&[&w1, &w2]).await <= items0, "nothing kept");
+
     const N: usize = 2 << 20;
     let data = input(N);
     let joined = joined(&data);
@@ -226,12 +237,15 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
     // there: `wait` is tried again on the other worker, which cannot have
     // `first`'s output from the dead one: `first` runs again there, and
     // the invocation completes with the output it has without a kill.
-    let expected = ok(&cp, "lose", Bytes::from_static(b"payload")).await;
+    // (Its input is above --keep-inline-below: `first`'s output is kept.)
+    let payload = input(2048);
+    let expected = ok(&cp, "lose", payload.clone()).await;
     let reruns = |m: &str| metric(m, "stratus_engine_lineage_reruns_total");
     let reruns0 = reruns(&cp.admin.get("/metrics").await.unwrap().text());
     let run = {
         let c = cp.admin.clone();
-        tokio::spawn(async move { call(&c, "lose", Bytes::from_static(b"payload")).await })
+        let payload = payload.clone();
+        tokio::spawn(async move { call(&c, "lose", payload).await })
     };
     let _survivor = kill_holder(w1, w2, "k-bench", 1).await;
     let (status, out) = run.await.unwrap();
