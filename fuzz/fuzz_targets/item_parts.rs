@@ -1,6 +1,6 @@
 //! The wire of kept workflow items (`stratus_nodestore::remote`) over
 //! arbitrary bytes: the parts header a control plane sends a worker's
-//! agent, the instances a chain passes its reply on to, and the item list
+//! agent, the steps a part runs on its worker, and the item list
 //! an agent answers a split with, and the inline byte count. Never
 //! panics; what is accepted formats back to text that parses to the same, within
 //! the limits.
@@ -16,10 +16,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(!parts.is_empty() && parts.len() <= MAX_PARTS);
         assert_eq!(parse(format(&parts).as_bytes()).unwrap(), parts);
     }
-    if let Ok(ids) = parse_then(data) {
-        assert!(!ids.is_empty() && ids.len() <= MAX_THEN);
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        assert_eq!(parse_then(format_then(&refs).as_bytes()).unwrap(), ids);
+    if let Ok(steps) = parse_then(data) {
+        assert!(!steps.is_empty() && steps.len() <= MAX_THEN);
+        for (k, st) in steps.iter().enumerate() {
+            assert!(!st.sources.is_empty() && st.sources.iter().all(|&s| s <= k));
+            assert!(st.json || st.sources.len() == 1);
+        }
+        assert_eq!(parse_then(format_then(&steps).as_bytes()).unwrap(), steps);
     }
     if let Ok(n) = parse_inline_below(data) {
         assert!(n <= MAX_INLINE_BELOW);

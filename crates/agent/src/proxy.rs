@@ -136,13 +136,13 @@ async fn forward_inner(
     let then = match req.headers().get(remote::THEN_HEADER) {
         None => None,
         Some(v) => {
-            let ids = remote::parse_then(v.as_bytes())
+            let steps = remote::parse_then(v.as_bytes())
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
             if keep.is_none() || split {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!(
-                        "{}: a chain keeps every reply whole: give {} and no {}",
+                        "{}: a part keeps every reply whole: give {} and no {}",
                         remote::THEN_HEADER,
                         remote::KEEP_HEADER,
                         remote::SPLIT_HEADER
@@ -150,7 +150,7 @@ async fn forward_inner(
                 ));
             }
             crate::items::store_of(a)?;
-            Some(ids)
+            Some(steps)
         }
     };
     let carried = crate::chain::Carried::of(req.headers());

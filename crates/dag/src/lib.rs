@@ -37,11 +37,13 @@
 //!   rules are in `exec/retry.rs`.
 
 mod exec;
+mod part;
 mod payload;
 mod plan;
 pub mod record;
 
 pub use exec::{backoff_us, Dispatch, ExecStatus, Execution, RunError, RunId};
+pub use part::PartStep;
 pub use payload::{split_json_array, Payload};
 pub use plan::{Plan, PlanError, StepIdx};
 pub use record::{

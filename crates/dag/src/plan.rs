@@ -305,33 +305,6 @@ impl Plan {
                     .all(|(c, _)| self.steps[*c].mode != Mode::Map))
     }
 
-    /// The step that runs next, on `s`'s output alone, whenever a run of
-    /// `s` succeeds: `s`'s output only goes on ([`Plan::output_passed_on`],
-    /// not a list) to exactly one consumer, whose one input it is, unframed
-    /// (one run per item, no `when:`, not a catch step), and whose own
-    /// output only goes on too. A worker can then run the two back to
-    /// back, passing the output on itself, and the execution would have
-    /// sent the successor exactly those bytes.
-    pub fn chain_successor(&self, s: StepIdx) -> Option<StepIdx> {
-        let st = &self.steps[s];
-        if st.produces_list() || st.catches.is_some() || !self.output_passed_on(s) {
-            return None;
-        }
-        let [(c, _)] = st.consumers[..] else {
-            return None;
-        };
-        let ct = &self.steps[c];
-        let single = matches!(ct.sources[..], [Source::Step(p)] if p == s);
-        (single
-            && ct.mode == Mode::AllOf
-            && ct.when.is_none()
-            && ct.catches.is_none()
-            && self.raw_input[c]
-            && !ct.produces_list()
-            && self.output_passed_on(c))
-        .then_some(c)
-    }
-
     /// Whether step `s`'s output is only ever split by `map:` consumers
     /// (every consumer maps over it; not the invocation's output, read by
     /// no `when:`, one item, not a catch step): it may be split where it

@@ -131,7 +131,7 @@ impl Metrics {
         let chained_runs = Counter::default();
         registry.register(
             "engine_chained_runs",
-            "Workflow runs a worker ran as part of a chain, passing the previous step's output on itself (--worker-chains): no request of their own from the engine",
+            "Workflow runs a worker ran in a part after another step, passing outputs on itself (--worker-chains): no request of their own from the engine",
             chained_runs.clone(),
         );
         registry.register(

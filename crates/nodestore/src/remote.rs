@@ -19,13 +19,15 @@
 //!   answer has [`ITEMS_HEADER`] (how many), [`ITEM_BYTES_HEADER`] (the
 //!   whole reply's size) and a body listing them ([`format_items`]). A
 //!   reply that is no JSON array comes back as it is.
-//! - With [`KEEP_HEADER`] and [`THEN_HEADER`] (instance ids of the same
-//!   agent): a chain run on the worker. The first instance's 2xx reply is
-//!   kept and passed on, from memory, as the body of the next instance,
-//!   whose reply is kept and passed on, and so on; the chain stops at the
-//!   first answer that is not 2xx. The agent answers 200 with
-//!   [`CHAIN_HEADER`] and a JSON body, [`ChainReply`]: one [`ChainStep`]
-//!   per instance that ran.
+//! - With [`KEEP_HEADER`] and [`THEN_HEADER`] (steps on instances of the
+//!   same agent, [`ThenStep`]): a part of the workflow run on the worker.
+//!   The first instance's 2xx reply is kept; each step runs once all its
+//!   sources (the first reply, or earlier steps') are kept, on their bytes
+//!   from memory (one passed on as it is, several framed as a JSON array),
+//!   and its reply is kept in turn. Steps whose sources failed do not run.
+//!   The agent answers 200 with [`CHAIN_HEADER`] and a JSON body,
+//!   [`ChainReply`]: one [`ChainStep`] for the first instance, then one per
+//!   step (status 0: not run).
 
 use crate::ledger::ItemId;
 
@@ -46,13 +48,15 @@ pub const SPLIT_HEADER: &str = "stratus-split";
 pub const ITEMS_HEADER: &str = "stratus-items";
 /// Request: the parts of the function's body.
 pub const PARTS_HEADER: &str = "stratus-parts";
-/// Request: the instances (of the same agent) the kept reply goes on to,
-/// in order ([`format_then`]).
+/// Request: the steps (on instances of the same agent) the kept reply
+/// goes on to, sources first ([`format_then`]).
 pub const THEN_HEADER: &str = "stratus-then";
 /// Reply: the body is a [`ChainReply`] of this many steps.
 pub const CHAIN_HEADER: &str = "stratus-chain";
-/// The most instances a chain passes a reply on to.
+/// The most steps a part runs after its first instance.
 pub const MAX_THEN: usize = 32;
+/// The most sources one step of a part takes.
+pub const MAX_THEN_SOURCES: usize = 64;
 /// The longest instance id.
 const MAX_INSTANCE_ID: usize = 64;
 /// The most bytes of a failed step's answer a chain reply carries.
@@ -109,18 +113,45 @@ pub enum RemoteError {
     Id(String),
     #[error("invocation id {0:?}: give 1 to {MAX_INVOCATION} of A-Z a-z 0-9 . _ -")]
     Invocation(String),
-    #[error("{THEN_HEADER}: instance {index} ({text:?}): give 1 to {MAX_INSTANCE_ID} of A-Z a-z 0-9 . _ -")]
-    Then { index: usize, text: String },
-    #[error("{THEN_HEADER}: more than {MAX_THEN} instances")]
+    #[error("{THEN_HEADER}: step {index} ({text:?}): {why}")]
+    Then {
+        index: usize,
+        text: String,
+        why: &'static str,
+    },
+    #[error("{THEN_HEADER}: more than {MAX_THEN} steps")]
     TooLong,
     #[error("{INLINE_BELOW_HEADER}: {0:?}: give a byte count of 0 to {MAX_INLINE_BELOW}")]
     InlineBelow(String),
 }
 
-/// One instance's run in a chain.
+/// One step a part runs after its first instance: on instance `id`, with
+/// the outputs of `sources` (0: the first instance's, `k`: the part's
+/// `k`-th step's, always an earlier one) as its body: one as it is, or
+/// several framed as a JSON array when `json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThenStep {
+    pub id: String,
+    pub sources: Vec<usize>,
+    pub json: bool,
+}
+
+impl ThenStep {
+    /// Step `k`'s usual case: the step before's output, as it is.
+    pub fn after(id: &str, k: usize) -> ThenStep {
+        ThenStep {
+            id: id.to_string(),
+            sources: vec![k - 1],
+            json: false,
+        }
+    }
+}
+
+/// One instance's run in a part (the first instance's, or a step's).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChainStep {
-    /// The instance's answer (or the agent's, when it did not answer).
+    /// The instance's answer (or the agent's, when it did not answer); 0:
+    /// not run (a source failed).
     pub status: u16,
     /// The kept reply's item id, on a 2xx answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,7 +159,7 @@ pub struct ChainStep {
     /// The kept reply's size.
     #[serde(default)]
     pub bytes: u64,
-    /// When it was sent and answered, µs after the chain's request arrived.
+    /// When it was sent and answered, µs after the part's request arrived.
     pub start_us: u64,
     pub end_us: u64,
     /// The answer's first [`MAX_CHAIN_ERROR`] bytes, when not 2xx.
@@ -136,38 +167,97 @@ pub struct ChainStep {
     pub error: Option<String>,
 }
 
-/// An agent's answer to a chain: the first instance's step, then one per
-/// instance of [`THEN_HEADER`] that ran.
+/// An agent's answer to a part: the first instance's step, then one per
+/// step of [`THEN_HEADER`], in its order.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChainReply {
     pub steps: Vec<ChainStep>,
 }
 
-/// `ids` as [`THEN_HEADER`]'s value.
-pub fn format_then(ids: &[&str]) -> String {
-    ids.join(",")
+/// `steps` as [`THEN_HEADER`]'s value: `id` for step `k` on step `k − 1`'s
+/// output alone, else `id@s+s+…`, with `:json` when framed.
+pub fn format_then(steps: &[ThenStep]) -> String {
+    let mut out = String::new();
+    for (i, st) in steps.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&st.id);
+        if st.json || st.sources[..] != [i] {
+            let srcs: Vec<String> = st.sources.iter().map(usize::to_string).collect();
+            out.push('@');
+            out.push_str(&srcs.join("+"));
+            if st.json {
+                out.push_str(":json");
+            }
+        }
+    }
+    out
 }
 
-/// Parses [`THEN_HEADER`]'s value: 1 to [`MAX_THEN`] instance ids.
-pub fn parse_then(v: &[u8]) -> Result<Vec<String>, RemoteError> {
+/// Parses [`THEN_HEADER`]'s value: 1 to [`MAX_THEN`] steps, each on an
+/// instance id, its sources earlier steps (at most [`MAX_THEN_SOURCES`];
+/// several only framed as JSON).
+pub fn parse_then(v: &[u8]) -> Result<Vec<ThenStep>, RemoteError> {
     let text = std::str::from_utf8(v).map_err(|_| RemoteError::NotText)?;
     let mut out = Vec::new();
-    for (index, id) in text.split(',').enumerate() {
+    for (index, entry) in text.split(',').enumerate() {
         if index >= MAX_THEN {
             return Err(RemoteError::TooLong);
         }
+        let bad = |why| RemoteError::Then {
+            index,
+            text: entry.chars().take(80).collect(),
+            why,
+        };
+        let (id, rest) = match entry.split_once('@') {
+            Some((id, rest)) => (id, Some(rest)),
+            None => (entry, None),
+        };
         if id.is_empty()
             || id.len() > MAX_INSTANCE_ID
             || !id
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
         {
-            return Err(RemoteError::Then {
-                index,
-                text: id.chars().take(80).collect(),
-            });
+            return Err(bad("give an instance id of 1 to 64 of A-Z a-z 0-9 . _ -"));
         }
-        out.push(id.to_string());
+        let Some(rest) = rest else {
+            out.push(ThenStep::after(id, index + 1));
+            continue;
+        };
+        let (list, json) = match rest.strip_suffix(":json") {
+            Some(list) => (list, true),
+            None => (rest, false),
+        };
+        let mut sources = Vec::new();
+        for src in list.split('+') {
+            if sources.len() >= MAX_THEN_SOURCES {
+                return Err(bad("more than 64 sources"));
+            }
+            let n: usize = match src.parse() {
+                Ok(n) if !src.is_empty() && src.bytes().all(|c| c.is_ascii_digit()) => n,
+                _ => {
+                    return Err(bad(
+                        "a source is the number of an earlier step (0: the first)",
+                    ))
+                }
+            };
+            if n > index {
+                return Err(bad(
+                    "a source is the number of an earlier step (0: the first)",
+                ));
+            }
+            sources.push(n);
+        }
+        if !json && sources.len() != 1 {
+            return Err(bad("several sources are framed: end with :json"));
+        }
+        out.push(ThenStep {
+            id: id.to_string(),
+            sources,
+            json,
+        });
     }
     Ok(out)
 }
@@ -356,15 +446,47 @@ mod tests {
     }
 
     #[test]
-    fn then_lists_instance_ids_and_refuses_the_rest() {
-        assert_eq!(parse_then(b"i-1,i_2.x").unwrap(), ["i-1", "i_2.x"]);
-        assert_eq!(format_then(&["a", "b"]), "a,b");
+    fn then_lists_steps_and_refuses_the_rest() {
+        let after = |id: &str, k| ThenStep::after(id, k);
+        assert_eq!(
+            parse_then(b"i-1,i_2.x").unwrap(),
+            [after("i-1", 1), after("i_2.x", 2)]
+        );
+        let diamond = [
+            after("l", 1),
+            ThenStep {
+                id: "r".into(),
+                sources: vec![0],
+                json: false,
+            },
+            ThenStep {
+                id: "j".into(),
+                sources: vec![1, 2],
+                json: true,
+            },
+            after("t", 4),
+        ];
+        assert_eq!(format_then(&diamond), "l,r@0,j@1+2:json,t");
+        assert_eq!(parse_then(b"l,r@0,j@1+2:json,t").unwrap(), diamond);
+        assert_eq!(parse_then(b"a@0:json").unwrap()[0].sources, [0]);
         for (bad, want) in [
-            (&b""[..], "instance 0 (\"\")"),
-            (b"a,,b", "instance 1 (\"\")"),
-            (b"a,b/../c", "instance 1 (\"b/../c\")"),
-            (b"a b", "instance 0"),
+            (&b""[..], "step 0 (\"\"): give an instance id"),
+            (b"a,,b", "step 1 (\"\")"),
+            (b"a,b/../c", "step 1 (\"b/../c\")"),
+            (b"a b", "step 0"),
             (b"\xff", "not UTF-8"),
+            (
+                b"a@1",
+                "step 0 (\"a@1\"): a source is the number of an earlier step",
+            ),
+            (b"a,b@2", "an earlier step"),
+            (b"a,b@", "an earlier step"),
+            (b"a,b@+0", "an earlier step"),
+            (b"a,b@-1", "an earlier step"),
+            (b"a,b@0+1", "several sources are framed: end with :json"),
+            (b"a,b@0:xml", "an earlier step"),
+            (b"a,@0", "give an instance id"),
+            (b"a,b@99999999999999999999999", "an earlier step"),
         ] {
             let e = parse_then(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");
@@ -374,13 +496,40 @@ mod tests {
         assert!(parse_then(vec!["x"; MAX_THEN].join(",").as_bytes()).is_ok());
         let id = "a".repeat(MAX_INSTANCE_ID + 1);
         assert!(parse_then(id.as_bytes()).is_err());
+        let many = format!("a,b@{}:json", vec!["1"; MAX_THEN_SOURCES + 1].join("+"));
+        assert!(parse_then(many.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("more than 64 sources"));
+    }
+
+    fn then_steps() -> impl Strategy<Value = Vec<ThenStep>> {
+        proptest::collection::vec(
+            (
+                "[A-Za-z0-9._-]{1,64}",
+                proptest::collection::vec(any::<usize>(), 1..4),
+                any::<bool>(),
+            ),
+            1..=MAX_THEN,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(k, (id, srcs, json))| {
+                    let mut sources: Vec<usize> = srcs.iter().map(|s| s % (k + 1)).collect();
+                    if !json {
+                        sources.truncate(1);
+                    }
+                    ThenStep { id, sources, json }
+                })
+                .collect()
+        })
     }
 
     proptest! {
         #[test]
-        fn then_round_trips(ids in proptest::collection::vec("[A-Za-z0-9._-]{1,64}", 1..=MAX_THEN)) {
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            prop_assert_eq!(parse_then(format_then(&refs).as_bytes()).unwrap(), ids);
+        fn then_round_trips(steps in then_steps()) {
+            prop_assert_eq!(parse_then(format_then(&steps).as_bytes()).unwrap(), steps);
         }
     }
 

@@ -35,10 +35,11 @@ pub struct ClusterArgs {
     /// again).
     #[arg(long, default_value = "relay", value_name = "WHERE")]
     pub workflow_data: stratus_gateway::WorkflowData,
-    /// With --workflow-data workers: a chain of steps placed on one worker
-    /// (each the only consumer of the one before) runs there back to back,
-    /// its worker passing each output on, in one request from this control
-    /// plane instead of one per step.
+    /// With --workflow-data workers: the steps placed on a step's worker
+    /// that run on its output and each other's alone (chains, fan-outs
+    /// that join again) run there after it, the worker triggering each and
+    /// passing outputs on, in one request from this control plane instead
+    /// of one per step.
     #[arg(long)]
     pub worker_chains: bool,
     /// With --workflow-data workers: a step output shorter than this many

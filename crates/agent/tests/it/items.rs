@@ -139,7 +139,7 @@ async fn a_kept_reply_becomes_an_item_that_later_bodies_are_made_of() {
 }
 
 /// Answers its request body as it is.
-const RAW: &str = r#"
+pub(crate) const RAW: &str = r#"
 import http.server, os
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):

@@ -97,11 +97,31 @@ fn only_outputs_that_go_on_unread_may_stay_where_they_were_made() {
     assert_eq!(split, [false, false, true, false, false, false, false]);
 }
 
-#[test]
-fn a_chain_successor_runs_on_one_output_alone() {
+/// `(step name, sources, json)` of each step of `root`'s part.
+fn part_of(
+    e: &Execution,
+    root: &str,
+    on: impl Fn(&str) -> bool,
+    max: usize,
+) -> Vec<(String, Vec<usize>, bool)> {
+    let p = e.plan();
+    let idx = |n: &str| (0..p.step_count()).find(|&s| p.step_name(s) == n).unwrap();
+    p.part(idx(root), |s| on(p.step_name(s)), max)
+        .into_iter()
+        .map(|m| (p.step_name(m.step).to_string(), m.sources, m.json))
+        .collect()
+}
+
+fn ps(v: &[(&str, &[usize], bool)]) -> Vec<(String, Vec<usize>, bool)> {
+    v.iter()
+        .map(|(n, s, j)| (n.to_string(), s.to_vec(), *j))
+        .collect()
+}
+
+fn fan_plan(extra: Vec<Step>, out_inputs: &[&str]) -> Execution {
     let mut when = step("cond", &["b2"]);
     when.when = Some(stratus_spec::predicate::parse("$b2 == 1").unwrap());
-    let e = exec(vec![
+    let mut steps = vec![
         step("a", &["$input"]),
         step("b", &["a"]),
         step("c", &["b"]),
@@ -113,34 +133,93 @@ fn a_chain_successor_runs_on_one_output_alone() {
         when,
         step("splitter", &["cond"]),
         mapping("m", "splitter"),
-        step("out", &["m"]),
-    ]);
-    let p = e.plan();
-    let next: Vec<Option<&str>> = (0..p.step_count())
-        .map(|s| p.chain_successor(s).map(|c| p.step_name(c)))
-        .collect();
-    // a → b → c → fan: one consumer, one input each. fan: two consumers;
-    // x, y: join has two inputs; join: b2's output is read by a `when:`
-    // (it comes back); b2: its consumer has a `when:`; cond: splitter's
-    // output is split by a map (not passed on whole); m: a list; out: the
-    // invocation's output.
+        step("out", out_inputs),
+    ];
+    steps.extend(extra);
+    exec(steps)
+}
+
+#[test]
+fn a_part_takes_the_steps_that_run_on_its_own_outputs_alone() {
+    let e = fan_plan(vec![], &["m"]);
+    let all = |_: &str| true;
+    // a → b → c → fan → {x, y} → join; join's output goes to b2, which a
+    // `when:` reads (so it comes back): join is the sink. x and y each take
+    // fan's output as it is; join frames theirs as a JSON array.
     assert_eq!(
-        next,
-        [
-            Some("b"),
-            Some("c"),
-            Some("fan"),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None
-        ]
+        part_of(&e, "a", all, 32),
+        ps(&[
+            ("b", &[0], false),
+            ("c", &[1], false),
+            ("fan", &[2], false),
+            ("x", &[3], false),
+            ("y", &[3], false),
+            ("join", &[4, 5], true),
+        ])
     );
+    // At most `max` steps.
+    assert_eq!(
+        part_of(&e, "a", all, 2),
+        ps(&[("b", &[0], false), ("c", &[1], false)])
+    );
+    // y elsewhere: join cannot run here, and x and fan would both leave
+    // the part: cut back to one sink, fan.
+    assert_eq!(
+        part_of(&e, "a", |n| n != "y", 32),
+        ps(&[("b", &[0], false), ("c", &[1], false), ("fan", &[2], false)])
+    );
+    // b2 (read by a `when:`), cond (split by a map), splitter (ditto), m
+    // (a list) and out (the invocation's output) start none.
+    for root in ["b2", "cond", "splitter", "m", "out"] {
+        assert!(part_of(&e, root, all, 32).is_empty(), "{root}");
+    }
+    // x and y also go to mp, multipart (not framed on a worker): two
+    // outputs would leave the part; cut back to fan, the one sink.
+    let mut mp = step("mp", &["x", "y"]);
+    mp.input_format = InputFormat::Multipart;
+    let e = fan_plan(vec![mp], &["m", "mp"]);
+    assert_eq!(
+        part_of(&e, "a", all, 32),
+        ps(&[("b", &[0], false), ("c", &[1], false), ("fan", &[2], false)])
+    );
+    assert!(part_of(&e, "fan", all, 32).is_empty());
+}
+
+#[test]
+fn a_part_ends_in_one_sink_and_frames_a_fan_in() {
+    let e = exec(vec![
+        step("s", &["$input"]),
+        step("l", &["s"]),
+        step("r", &["s"]),
+        step("j", &["l", "r"]),
+        step("tail", &["j"]),
+        step("side", &["s", "$input"]),
+        step("out", &["tail", "side"]),
+    ]);
+    let all = |_: &str| true;
+    // s also goes to side (which takes the invocation's input too): s's
+    // part would have two outputs leave it (s's and tail's): none.
+    assert!(part_of(&e, "s", all, 32).is_empty());
+    // Without side, a diamond: l and r on s's output, j framing theirs.
+    let e2 = exec(vec![
+        step("s", &["$input"]),
+        step("l", &["s"]),
+        step("r", &["s"]),
+        step("j", &["l", "r"]),
+        step("tail", &["j"]),
+        step("out", &["tail", "$input"]),
+    ]);
+    assert_eq!(
+        part_of(&e2, "s", all, 32),
+        ps(&[
+            ("l", &[0], false),
+            ("r", &[0], false),
+            ("j", &[1, 2], true),
+            ("tail", &[3], false),
+        ])
+    );
+    // r elsewhere: j cannot run on the worker; l and s both leave: none.
+    assert!(part_of(&e2, "s", |n| n != "r", 32).is_empty());
 }
 
 #[test]

@@ -1,39 +1,46 @@
-//! Chains run on a worker (`stratus up --worker-chains`, with
-//! `--workflow-data workers`): worker-side triggering of local successors.
+//! Parts of a workflow run on a worker (`stratus up --worker-chains`,
+//! with `--workflow-data workers`): worker-side triggering of local
+//! successors.
 //!
-//! When a run's step has a [`stratus_dag::Plan::chain_successor`] placed
-//! on the same worker (and that one has one, and so on), the run's
-//! request names the successors' instances ([`remote::THEN_HEADER`]), each
-//! leased here first so every instance's concurrency holds. The worker's
-//! agent runs them back to back, keeping each output and passing it on
-//! from memory, and answers with one [`remote::ChainStep`] per step that
-//! ran. The first becomes the run's outcome; the others wait in the
-//! driver as [`PreDone`]s, and when the execution dispatches those steps
-//! (their input is the previous step's stand-in, the very bytes the worker
-//! passed on) the driver settles them at once instead of calling. A step
-//! that failed on the worker is settled as failed, so retries, catch steps
-//! and errors go as they would; the steps after it were not run and are
-//! dispatched as usual.
+//! When a run's step starts a [`stratus_dag::Plan::part`] of steps placed
+//! on the same worker (each running on outputs of the run and of earlier
+//! members alone, one sink), the run's request names the members'
+//! instances and sources ([`remote::THEN_HEADER`]), each instance leased
+//! here first so every instance's concurrency holds. The worker's agent
+//! runs each member as soon as its sources are kept, independent ones side
+//! by side, passing outputs on from memory and framing a fan-in as the
+//! execution would, and answers with one [`remote::ChainStep`] per step.
+//! The first becomes the run's outcome; the others wait in the driver as
+//! [`PreDone`]s, and when the execution dispatches those steps (their
+//! input made of the stand-ins of the very bytes the worker passed on) the
+//! driver settles them at once instead of calling. A step that failed on
+//! the worker is settled as failed, so retries, catch steps and errors go
+//! as they would; the steps after it were not run and are dispatched as
+//! usual.
 //!
-//! A successor whose instance cannot be leased on the same worker within
-//! [`LEASE_WAIT`] ends the chain there (no waiting on one another's
-//! instances: chains of different workflows lease in different orders).
+//! A member whose instance cannot be leased on the same worker within
+//! [`LEASE_WAIT`] leaves the part, and the part is taken again without it
+//! (no waiting on one another's instances: parts of different workflows
+//! lease in different orders). Members of one function run side by side
+//! on instances of their own when one is free at once, else one after
+//! another on the instance they share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use stratus_dag::StepIdx;
-use stratus_nodestore::remote::{self, ChainStep};
+use stratus_dag::{PartStep, Plan, StepIdx};
+use stratus_nodestore::remote::{self, ChainStep, ThenStep};
 
 use super::*;
 
-/// The longest a chain waits for a successor's instance on its worker.
+/// The longest a part waits for a member's instance on its worker.
 const LEASE_WAIT: Duration = Duration::from_millis(100);
 
-/// The successors a run may take with it: steps and their functions, all
-/// placed on `host`.
+/// The part a run may take with it: its steps, all placed on `host`.
 pub(super) struct Chain {
     pub host: Arc<str>,
-    pub steps: Vec<(StepIdx, Arc<str>)>,
+    pub plan: Arc<Plan>,
+    pub root: StepIdx,
+    pub steps: Vec<PartStep>,
 }
 
 /// A step a worker ran in a chain, waiting for the execution to dispatch it.
@@ -52,17 +59,20 @@ fn agent_instance(slot: &crate::pool::Slot) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
-/// One successor leased for a chain.
+/// One member leased for a part.
 pub(super) struct Link {
     pub step: StepIdx,
     pub function: Arc<str>,
     /// Its instance as the agent knows it, and as the pool does.
     pub agent_id: String,
     pub instance: String,
+    /// Where its input comes from (0: the first run, `k`: the `k`-th link).
+    pub sources: Vec<usize>,
+    pub json: bool,
 }
 
-/// Successors leased for a chain, and how much longer than the first
-/// run's timeout the whole chain may take (their functions' timeouts).
+/// Members leased for a part, and how much longer than the first run's
+/// timeout the whole part may take (their functions' timeouts).
 #[derive(Default)]
 pub(super) struct Leased {
     pub links: Vec<Link>,
@@ -75,13 +85,30 @@ impl Leased {
         if self.links.is_empty() {
             return None;
         }
-        let ids: Vec<&str> = self.links.iter().map(|l| l.agent_id.as_str()).collect();
-        http::HeaderValue::from_str(&remote::format_then(&ids)).ok()
+        let steps: Vec<ThenStep> = self
+            .links
+            .iter()
+            .map(|l| ThenStep {
+                id: l.agent_id.clone(),
+                sources: l.sources.clone(),
+                json: l.json,
+            })
+            .collect();
+        http::HeaderValue::from_str(&remote::format_then(&steps)).ok()
     }
 }
 
+/// An instance leased for a part: as the agent and the pool know it, its
+/// function's timeout.
+#[derive(Clone)]
+struct Held {
+    agent_id: String,
+    instance: String,
+    timeout: Duration,
+}
+
 impl Platform {
-    /// The chain `next` may take with it, from the driver's placement.
+    /// The part `next` may take with it, from the driver's placement.
     pub(super) fn chain_for(&self, d: &Driver, next: &Dispatch) -> Option<Chain> {
         if !self.cfg.worker_chains || d.kept.is_none() {
             return None;
@@ -92,24 +119,20 @@ impl Platform {
         }
         let placed = d.placed.as_ref()?;
         let host = placed.peek(next.step)?;
-        let mut steps = Vec::new();
-        let mut s = next.step;
-        while steps.len() < remote::MAX_THEN {
-            match plan.chain_successor(s) {
-                Some(c) if placed.peek(c).as_deref() == Some(&*host) => {
-                    steps.push((c, plan.step_function(c).clone()));
-                    s = c;
-                }
-                _ => break,
-            }
-        }
-        (!steps.is_empty()).then_some(Chain { host, steps })
+        let on_host = |c: StepIdx| placed.peek(c).as_deref() == Some(&*host);
+        let steps = plan.part(next.step, on_host, remote::MAX_THEN);
+        (!steps.is_empty()).then(|| Chain {
+            host,
+            plan: plan.clone(),
+            root: next.step,
+            steps,
+        })
     }
 
-    /// Leases the chain's successors' instances on `first`'s worker (one
-    /// per function: the worker runs the steps one after another), up to
-    /// the first that cannot be had there at once; nothing when `first`
-    /// is not on the host the chain was placed on.
+    /// Leases the part's members' instances on `first`'s worker; a member
+    /// that cannot be had there within [`LEASE_WAIT`] leaves the part,
+    /// which is taken again without it. Nothing when `first` is not on the
+    /// host the part was placed on.
     pub(super) async fn lease_chain(
         self: &Arc<Self>,
         chain: Chain,
@@ -128,47 +151,87 @@ impl Platform {
             return out;
         }
         let authority = first.slot.uri.authority().cloned();
-        let mut by_function: HashMap<Arc<str>, (String, String, Duration)> = HashMap::new();
-        by_function.insert(function.clone(), (first_id, first.slot.id.clone(), timeout));
+        let placed: HashSet<StepIdx> = chain.steps.iter().map(|m| m.step).collect();
+        let mut refused = HashSet::new();
+        let mut steps = chain.steps;
+        // Instances leased per function (the first run's too), and the
+        // instance and lease (if its own) each member got.
+        let mut by_function: HashMap<Arc<str>, Vec<Held>> = HashMap::new();
+        by_function.insert(
+            function.clone(),
+            vec![Held {
+                agent_id: first_id,
+                instance: first.slot.id.clone(),
+                timeout,
+            }],
+        );
+        let mut got: HashMap<StepIdx, (Held, Option<crate::pool::Lease>)> = HashMap::new();
         let wait = (Instant::now() + LEASE_WAIT).min(deadline);
-        for (step, f) in chain.steps {
-            let (agent_id, instance, timeout) = match by_function.get(&f) {
-                Some(known) => known.clone(),
-                None => {
-                    let Ok(pool) = self.pool_for(&f) else { break };
-                    let Ok(l) = pool.acquire_near(wait, Some(&host)).await else {
-                        break;
-                    };
-                    let same = l.slot.host.as_deref() == Some(&*host)
-                        && l.slot.uri.authority() == authority.as_ref();
-                    let Some(id) = agent_instance(&l.slot).filter(|_| same) else {
-                        break;
-                    };
-                    let known = (
-                        id,
-                        l.slot.id.clone(),
-                        Duration::from_secs(pool.service.timeout_seconds),
-                    );
-                    by_function.insert(f.clone(), known.clone());
-                    out.leases.push(l);
-                    known
+        'part: loop {
+            for m in &steps {
+                if got.contains_key(&m.step) {
+                    continue;
                 }
-            };
-            out.extra += timeout;
+                let f = chain.plan.step_function(m.step);
+                let known = by_function.get(f).cloned().unwrap_or_default();
+                // A function already leased here: another instance only if
+                // one is free at once, else the same one, in turn.
+                let until = if known.is_empty() {
+                    wait
+                } else {
+                    Instant::now()
+                };
+                let mut own = None;
+                if let Ok(pool) = self.pool_for(f) {
+                    if let Ok(l) = pool.acquire_near(until, Some(&host)).await {
+                        let same = l.slot.host.as_deref() == Some(&*host)
+                            && l.slot.uri.authority() == authority.as_ref();
+                        if let Some(id) = agent_instance(&l.slot).filter(|_| same) {
+                            let h = Held {
+                                agent_id: id,
+                                instance: l.slot.id.clone(),
+                                timeout: Duration::from_secs(pool.service.timeout_seconds),
+                            };
+                            by_function.entry(f.clone()).or_default().push(h.clone());
+                            own = Some((h, Some(l)));
+                        }
+                    }
+                }
+                let held = match own {
+                    Some(h) => h,
+                    None if !known.is_empty() => (known[got.len() % known.len()].clone(), None),
+                    None => {
+                        refused.insert(m.step);
+                        let on = |c: StepIdx| placed.contains(&c) && !refused.contains(&c);
+                        steps = chain.plan.part(chain.root, on, remote::MAX_THEN);
+                        continue 'part;
+                    }
+                };
+                got.insert(m.step, held);
+            }
+            break;
+        }
+        for m in steps {
+            let (held, lease) = got.remove(&m.step).expect("every member leased");
+            out.extra += held.timeout;
+            out.leases.extend(lease);
             out.links.push(Link {
-                step,
-                function: f,
-                agent_id,
-                instance,
+                step: m.step,
+                function: chain.plan.step_function(m.step).clone(),
+                agent_id: held.agent_id,
+                instance: held.instance,
+                sources: m.sources,
+                json: m.json,
             });
         }
         out
     }
 }
 
-/// The successors' outcomes from a chain's reply (`later`, after the first
+/// The members' outcomes from a part's reply (`later`, after the first
 /// step's), for the driver: times on the control plane's clock from the
-/// first run's start, each step's input the step before's output.
+/// first run's start, each member's input size from its sources'. Members
+/// that did not run (status 0) have none: the execution dispatches them.
 pub(super) fn pre_done(
     k: &kept::Kept,
     at: &str,
@@ -178,20 +241,28 @@ pub(super) fn pre_done(
     started_us: u64,
     first_bytes: u64,
 ) -> Vec<(StepIdx, PreDone)> {
-    let mut input_bytes = first_bytes;
+    let mut bytes = vec![first_bytes];
+    bytes.extend(later.iter().map(|s| s.bytes));
     links
         .into_iter()
         .zip(later)
+        .filter(|(_, s)| s.status != 0)
         .map(|(link, s)| {
+            let from: u64 = link.sources.iter().map(|&i| bytes[i]).sum();
+            // `[a,b]`: brackets and commas.
+            let framing = if link.json {
+                link.sources.len() as u64 + 1
+            } else {
+                0
+            };
             let result = step_result(k, at, auth.clone(), &link.function, &s);
             let p = PreDone {
                 started_us: started_us + s.start_us,
                 finished_us: started_us + s.end_us,
                 instance: link.instance,
-                input_bytes,
+                input_bytes: from + framing,
                 result,
             };
-            input_bytes = s.bytes;
             (link.step, p)
         })
         .collect()

@@ -316,8 +316,9 @@ async fn a_map_source_lost_with_its_worker_is_split_again_and_the_map_completes(
     );
 }
 
-/// `--worker-chains`: a chain placed on one worker runs there in one
-/// request. `chain-wc`'s a → b → c run back to back on their worker (b and
+/// `--worker-chains`: a part placed on one worker runs there in one
+/// request (a chain, and a diamond whose branches the worker runs side by
+/// side and whose fan-in it frames). `chain-wc`'s a → b → c run back to back on their worker (b and
 /// c without a request of their own from the control plane; `out`, the
 /// invocation's output, comes back to it); the output is the input. A
 /// step that fails in a chain is settled as failed and retried by the
@@ -338,6 +339,11 @@ async fn a_chain_on_one_worker_runs_there_in_one_request() {
     .await;
     let yaml = workflows("wc", "locality")
         + "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: wc-flaky\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/flaky\n          command: [\"stratus\", \"fn\", \"flaky\"]\n---\n"
+        + &["s", "l", "r", "j", "out"]
+            .iter()
+            .map(|f| echo_service(&format!("dm-{f}"), ""))
+            .collect::<String>()
+        + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: diamond\nspec:\n  placement: locality\n  steps:\n    - {name: s, function: dm-s}\n    - {name: l, function: dm-l, inputs: [s]}\n    - {name: r, function: dm-r, inputs: [s]}\n    - {name: j, function: dm-j, inputs: [l, r], inputFormat: json}\n    - {name: out, function: dm-out, inputs: [j]}\n---\n"
         + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: flaky-chain\nspec:\n  placement: locality\n  steps:\n    - {name: a, function: wc-a}\n    - name: f\n      function: wc-flaky\n      inputs: [a]\n      retry: {attempts: 3, backoff: 1ms}\n    - {name: c, function: wc-c, inputs: [f]}\n    - {name: out, function: wc-out, inputs: [c]}\n";
     let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.error_message());
@@ -382,4 +388,40 @@ async fn a_chain_on_one_worker_runs_there_in_one_request() {
     // f's failed first try came from a chain; c ran in f's third try's.
     let after = counters().await;
     assert_eq!(after.0 - before.0, 2.0, "{after:?}");
+
+    // A diamond: s's output goes to l and r, which run side by side on the
+    // worker; j gets theirs framed as the engine frames a fan-in. l, r and
+    // j get no request from the control plane.
+    let requests = async |f: &str| {
+        let m = cp.admin.get("/metrics").await.unwrap().text();
+        metric(
+            &m,
+            &format!("stratus_function_requests_total{{function=\"{f}\"}}"),
+        )
+    };
+    for _ in 0..3 {
+        ok(&cp, "diamond", small.clone()).await;
+    }
+    let before = (
+        counters().await.0,
+        requests("dm-l").await,
+        requests("dm-j").await,
+    );
+    let out = ok(&cp, "diamond", data.clone()).await;
+    assert!(out == joined(&data), "the output is not [input,input]");
+    let after = (
+        counters().await.0,
+        requests("dm-l").await,
+        requests("dm-j").await,
+    );
+    assert_eq!(
+        after.0 - before.0,
+        3.0,
+        "l, r and j ran in the part: {after:?}"
+    );
+    assert_eq!(
+        (after.1, after.2),
+        (before.1, before.2),
+        "no request for l or j"
+    );
 }
