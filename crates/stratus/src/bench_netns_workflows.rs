@@ -245,6 +245,28 @@ struct Row {
     link_bytes: f64,
     /// Bytes on the control plane's host link (rx + tx, headers included).
     cp_link_bytes: f64,
+    /// The control plane process's CPU seconds (user + system).
+    cp_cpu_s: f64,
+}
+
+/// CPU seconds (user + system, all threads, exited ones too) that process
+/// `pid` has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // After the command's `)`: state is field 3, utime 14, stime 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("/proc/<pid>/stat without a command")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|t| t as f64)
+            .with_context(|| format!("/proc/{pid}/stat: field {i}"))
+    };
+    Ok((ticks(14)? + ticks(15)?) / rustix::param::clock_ticks_per_second() as f64)
 }
 
 /// The control plane's payload bytes (sent + received) so far, and the
@@ -388,6 +410,8 @@ async fn one_pass(
                         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                     }
                 }
+                let cp_pid = std::fs::read_to_string(c.dir().join("cp.pid"))?;
+                let cpu0 = cpu_seconds(cp_pid.trim())?;
                 let (cp0, link0) = (cp_bytes(&gw).await?, link_bytes(&c, workers)?);
                 let mut latencies_us = Vec::with_capacity(iterations * list.len());
                 for _ in 0..iterations {
@@ -401,6 +425,7 @@ async fn one_pass(
                     }
                 }
                 let n = latencies_us.len() as f64;
+                let cp_cpu_s = (cpu_seconds(cp_pid.trim())? - cpu0) / n;
                 let cp1 = cp_bytes(&gw).await?;
                 let cp_moved = (cp1.0 - cp0.0) / n;
                 let chained = (cp1.1 - cp0.1) / n;
@@ -409,9 +434,10 @@ async fn one_pass(
                 let cp_link = (link1.1 - link0.1) / n;
                 latencies_us.sort_unstable();
                 eprintln!(
-                                "{name} ({data}, {placement}): p50 {} · control plane {:.1} MiB · links {:.1} MiB · {chained:.1} runs in chains per invocation",
+                                "{name} ({data}, {placement}): p50 {} · control plane {:.1} MiB, {:.2} ms CPU · links {:.1} MiB · {chained:.1} runs in parts per invocation",
                                 fmt_us(percentile(&latencies_us, 50.0)),
                                 cp_moved / 1048576.0,
+                                cp_cpu_s * 1e3,
                                 link / 1048576.0
                             );
                 rows.push(Row {
@@ -432,6 +458,7 @@ async fn one_pass(
                     cp_bytes: cp_moved,
                     link_bytes: link,
                     cp_link_bytes: cp_link,
+                    cp_cpu_s,
                 });
             }
         }
@@ -518,6 +545,7 @@ pub async fn run(
             format!("{:.1}", r.cp_bytes / 1048576.0),
             format!("{:.1}", r.cp_link_bytes / 1048576.0),
             format!("{:.1}", r.link_bytes / 1048576.0),
+            format!("{:.2}", r.cp_cpu_s * 1e3),
         ]);
     }
     let summary = format!(
@@ -533,6 +561,7 @@ pub async fn run(
                 "control plane payload MiB/inv",
                 "control plane link MiB/inv",
                 "all links MiB/inv",
+                "control plane CPU ms/inv",
             ],
             &trows
         )
@@ -544,4 +573,23 @@ pub async fn run(
         eprintln!("report in {}", rep.path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_reads_a_process_and_names_a_missing_one() {
+        let me = std::process::id().to_string();
+        let t0 = cpu_seconds(&me).unwrap();
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while cpu_seconds(&me).unwrap() <= t0 && t.elapsed().as_secs() < 10 {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(cpu_seconds(&me).unwrap() > t0, "{x}");
+        let e = cpu_seconds("999999999").unwrap_err().to_string();
+        assert!(e.contains("/proc/999999999/stat"), "{e}");
+    }
 }

@@ -126,6 +126,10 @@ pub(crate) struct Kept {
     producers: Mutex<Vec<Producer>>,
     /// Holders found gone.
     dead: Mutex<HashSet<String>>,
+    /// Stand-ins (addresses) whose item a holder that still answers does
+    /// not have (it restarted empty, or the item outlived its time to
+    /// live).
+    missing: Mutex<HashSet<usize>>,
     /// Rebinds so far: a run that lost an item another run has had made
     /// again since it was sent tries again.
     rebinds: std::sync::atomic::AtomicU64,
@@ -149,6 +153,7 @@ impl Kept {
             holders: Mutex::new(HashMap::new()),
             producers: Mutex::new(Vec::new()),
             dead: Mutex::new(HashSet::new()),
+            missing: Mutex::new(HashSet::new()),
             rebinds: Default::default(),
         }
     }
@@ -244,14 +249,59 @@ impl Kept {
         self.holders.lock().remove(at);
     }
 
+    /// The stand-ins in `p` held by holders not known gone and not known
+    /// missing: (address, holder, item id, the holder's credentials).
+    pub fn live_items_in(
+        &self,
+        p: &Payload,
+    ) -> Vec<(usize, String, String, Option<http::HeaderValue>)> {
+        let dead = self.dead.lock();
+        let missing = self.missing.lock();
+        let holders = self.holders.lock();
+        let mut out: Vec<_> = chunks_of(p)
+            .filter_map(|b| Some((b.as_ptr() as usize, self.held(b)?)))
+            .filter(|(a, h)| !dead.contains(&h.at) && !missing.contains(a))
+            .map(|(a, h)| {
+                let auth = holders.get(&h.at).cloned().flatten();
+                (a, h.at, h.id, auth)
+            })
+            .collect();
+        out.sort_by_key(|x| x.0);
+        out.dedup_by_key(|x| x.0);
+        out
+    }
+
+    /// The item behind stand-in `addr` is not on its holder.
+    pub fn mark_missing(&self, addr: usize) {
+        self.missing.lock().insert(addr);
+    }
+
+    /// Whether the agent at `at` has item `id`: `None` when it does not
+    /// say within 2 s.
+    pub async fn has(&self, at: &str, auth: Option<http::HeaderValue>, id: &str) -> Option<bool> {
+        let mut req = http::Request::head(format!("http://{at}/v1/agent/items/{id}"))
+            .body(ChunksBody::default())
+            .ok()?;
+        if let Some(a) = auth {
+            req.headers_mut().insert(http::header::AUTHORIZATION, a);
+        }
+        match tokio::time::timeout(Duration::from_secs(2), self.client.request(req)).await {
+            Ok(Ok(r)) if r.status().is_success() => Some(true),
+            Ok(Ok(r)) if r.status() == http::StatusCode::NOT_FOUND => Some(false),
+            _ => None,
+        }
+    }
+
     /// The runs that must run again for `p`: producers of its stand-ins
-    /// held by a holder found gone. An error names a lost stand-in whose
-    /// producer is unknown.
+    /// held by a holder found gone, or found missing on theirs. An error
+    /// names a lost stand-in whose producer is unknown.
     pub fn lost_producers(&self, p: &Payload) -> Result<Vec<usize>, String> {
         let dead = self.dead.lock();
+        let missing = self.missing.lock();
         let mut out = Vec::new();
-        for h in chunks_of(p).filter_map(|b| self.held(b)) {
-            if !dead.contains(&h.at) {
+        for b in chunks_of(p) {
+            let Some(h) = self.held(b) else { continue };
+            if !dead.contains(&h.at) && !missing.contains(&(b.as_ptr() as usize)) {
                 continue;
             }
             match h.producer {
@@ -275,15 +325,16 @@ impl Kept {
         self.producers.lock()[i].rerun.clone()
     }
 
-    /// Whether any of producer `i`'s items sits on a holder found gone
-    /// (false once a re-run has rebound them).
+    /// Whether any of producer `i`'s items sits on a holder found gone,
+    /// or was found missing (false once a re-run has rebound them).
     pub fn still_lost(&self, i: usize) -> bool {
         let outputs = self.producers.lock()[i].outputs.clone();
         let dead = self.dead.lock();
+        let missing = self.missing.lock();
         let items = self.items.lock();
         outputs
             .iter()
-            .any(|a| items.get(a).is_some_and(|h| dead.contains(&h.at)))
+            .any(|a| missing.contains(a) || items.get(a).is_some_and(|h| dead.contains(&h.at)))
     }
 
     /// Points producer `i`'s stand-ins at the items of `out`, a run of the
@@ -302,6 +353,7 @@ impl Kept {
             ));
         }
         let mut items = self.items.lock();
+        let mut missing = self.missing.lock();
         for (o, n) in old.iter().zip(new) {
             let Some(fresh) = items.get(&(n.as_ptr() as usize)).cloned() else {
                 return Err("run again, the step's output was not kept".into());
@@ -311,6 +363,7 @@ impl Kept {
                 h.id = fresh.id;
                 h.len = fresh.len;
             }
+            missing.remove(o);
         }
         self.rebinds
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -572,6 +625,28 @@ mod tests {
             header(&k, vec![a.body.clone(), Bytes::from_static(b"inline")]),
             format!("i7@10.0.0.2:7070/{ID2},b6")
         );
+
+        // Its new holder answers but no longer has it (restarted empty):
+        // lost again, for that stand-in alone, until made again.
+        let live = k.live_items_in(&consumer);
+        assert_eq!(live.len(), 1);
+        let (addr, at, id, _) = live[0].clone();
+        assert_eq!(
+            (addr, at.as_str(), id.as_str()),
+            (a.body.as_ptr() as usize, "10.0.0.2:7070", ID2)
+        );
+        k.mark_missing(addr);
+        assert!(k.live_items_in(&consumer).is_empty());
+        assert!(
+            !k.live_holders_in(&consumer).is_empty(),
+            "the holder is not gone"
+        );
+        assert_eq!(k.lost_producers(&consumer).unwrap(), [0]);
+        assert!(k.still_lost(0));
+        let third = whole(&k, "10.0.0.2:7070", ID1, 7);
+        k.rebind(0, &third).unwrap();
+        assert!(!k.still_lost(0));
+        assert_eq!(k.live_items_in(&consumer).len(), 1);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Lineage re-execution of items kept on workers (`stratus up
 //! --workflow-data workers`). A run that cannot have an input item (its
 //! agent answers `item-lost`, or the fetch for an instance off the workers
-//! fails) asks each holder of its input items whether it is still there.
-//! The steps whose items sat on a holder that is gone run again, each on
+//! fails) asks each holder of its input items whether it is still there,
+//! and each holder that is whether it still has them (a worker restarted
+//! at the same address has an empty store). The steps whose items sat on
+//! a holder that is gone, or are missing from theirs, run again, each on
 //! another instance with the input it had the first time (its own lost
 //! inputs recovered first, through the same path); their new items take
 //! the old stand-ins' place ([`kept::Kept::rebind`]) and the run is tried
@@ -33,10 +35,11 @@ pub(super) fn item_lost(e: &CallError) -> bool {
 
 impl Platform {
     /// Runs again the steps whose kept items in `input` were lost with
-    /// their holder. True when the run should be tried again: a step ran
+    /// their holder, or are missing from it. True when the run should be tried again: a step ran
     /// again, or items were made again by another run since `sent` (the
     /// [`kept::Kept::rebinds`] count when the run was sent); false when no
-    /// holder of `input` is gone, so there is nothing to recover.
+    /// holder of `input` is gone and no item missing, so there is nothing
+    /// to recover.
     pub(super) fn recover<'a>(
         self: &'a Arc<Self>,
         k: &'a Arc<kept::Kept>,
@@ -51,6 +54,20 @@ impl Platform {
                     tracing::warn!(invocation = %k.invocation(), %at,
                         "a worker keeping workflow items does not answer: the steps that made them run again");
                     k.mark_dead(&at);
+                }
+            }
+            let asks = k
+                .live_items_in(input)
+                .into_iter()
+                .map(|(addr, at, id, auth)| async move {
+                    let has = k.has(&at, auth, &id).await;
+                    (addr, at, has)
+                });
+            for (addr, at, has) in futures_util::future::join_all(asks).await {
+                if has == Some(false) {
+                    tracing::warn!(invocation = %k.invocation(), %at,
+                        "a worker no longer has a workflow item it kept (restarted?): the step that made it runs again");
+                    k.mark_missing(addr);
                 }
             }
             let lost = k.lost_producers(input)?;

@@ -22,7 +22,7 @@ use crate::cluster_workflows::{hosts_of, wordcount};
 use crate::limits::metric;
 use crate::worker::{until, Worker};
 
-fn echo_service(name: &str, extra: &str) -> String {
+pub(crate) fn echo_service(name: &str, extra: &str) -> String {
     format!(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n{extra}---\n"
     )
@@ -91,7 +91,7 @@ async fn kill_holder(w1: Worker, w2: Worker, function: &str, items: usize) -> Wo
     survivor
 }
 
-async fn kept_items(ws: &[&Worker]) -> usize {
+pub(crate) async fn kept_items(ws: &[&Worker]) -> usize {
     let mut n = 0;
     for w in ws {
         n += w.client.health().await.unwrap().kept_items.count;
@@ -99,7 +99,7 @@ async fn kept_items(ws: &[&Worker]) -> usize {
     n
 }
 
-async fn call(c: &GatewayClient, name: &str, body: Bytes) -> (u16, Bytes) {
+pub(crate) async fn call(c: &GatewayClient, name: &str, body: Bytes) -> (u16, Bytes) {
     match c.invoke(name, body).await {
         Ok(r) => (r.status, r.body),
         Err(e) => (0, Bytes::from(e.to_string())),
@@ -107,7 +107,7 @@ async fn call(c: &GatewayClient, name: &str, body: Bytes) -> (u16, Bytes) {
 }
 
 /// Invokes `name`, which must succeed; its output.
-async fn ok(cp: &Cp, name: &str, body: Bytes) -> Bytes {
+pub(crate) async fn ok(cp: &Cp, name: &str, body: Bytes) -> Bytes {
     let (status, out) = call(&cp.admin, name, body).await;
     let head = String::from_utf8_lossy(&out[..out.len().min(300)]).into_owned();
     assert_eq!(status, 200, "{name}: {head}\n{}", cp.log());

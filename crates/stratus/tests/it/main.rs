@@ -8,6 +8,8 @@ mod cluster;
 #[cfg(feature = "etcd")]
 mod cluster_data;
 #[cfg(feature = "etcd")]
+mod cluster_lineage;
+#[cfg(feature = "etcd")]
 mod cluster_workflows;
 mod data;
 mod errors;

@@ -24,6 +24,7 @@ pub(crate) struct Worker {
     pub(crate) child: Child,
     pub(crate) client: AgentClient,
     log: PathBuf,
+    port: u16,
 }
 
 impl Drop for Worker {
@@ -71,7 +72,30 @@ impl Worker {
         name: &str,
         token: &(PathBuf, Token),
     ) -> Worker {
-        let port = free_port();
+        Worker::start_at(etcd, dir, name, token, free_port()).await
+    }
+
+    /// `kill -9`, then the same worker again at the same address (its
+    /// instances and kept items gone).
+    pub(crate) async fn restart(
+        mut self,
+        etcd: &EtcdCluster,
+        dir: &Path,
+        name: &str,
+        token: &(PathBuf, Token),
+    ) -> Worker {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        Worker::start_at(etcd, dir, name, token, self.port).await
+    }
+
+    async fn start_at(
+        etcd: &EtcdCluster,
+        dir: &Path,
+        name: &str,
+        token: &(PathBuf, Token),
+        port: u16,
+    ) -> Worker {
         let log = dir.join(format!("{name}.log"));
         let child = worker_cmd(etcd, dir, name, &token.0, port)
             .stderr(std::fs::File::create(&log).unwrap())
@@ -81,6 +105,7 @@ impl Worker {
             child,
             client: AgentClient::new(&format!("http://127.0.0.1:{port}"), token.1.expose()),
             log,
+            port,
         };
         let t = Instant::now();
         while w.client.health().await.is_err() {
