@@ -40,9 +40,11 @@ fn store(a: &Agent) -> Result<&Arc<Store>, ApiError> {
     })
 }
 
-fn store_error(what: &str, e: StoreError) -> ApiError {
+pub(crate) fn store_error(what: &str, e: StoreError) -> ApiError {
     let status = match e {
         StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+        // The function's reply was not the length it declared.
+        StoreError::Stream { .. } => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, format!("{what}: {e}"))
@@ -96,16 +98,28 @@ pub(crate) struct Kept {
 pub(crate) async fn keep<B>(
     a: &Agent,
     inv: &str,
-    split: bool,
-    inline_below: u64,
+    (split, inline_below): (bool, u64),
+    declared: Option<u64>,
     status: StatusCode,
     body: B,
 ) -> Result<Kept, ApiError>
 where
-    B: axum::body::HttpBody<Data = Bytes> + Unpin,
+    B: axum::body::HttpBody<Data = Bytes> + Unpin + Send + 'static,
     B::Error: std::fmt::Display,
 {
     let store = store(a)?.clone();
+    // Longer than a body may be: written to the store as it arrives.
+    if let Some(size) = declared.filter(|&n| n > a.config().max_invoke_bytes as u64) {
+        let item = crate::big::stream(a, &store, inv, size, body).await?;
+        let response = match split {
+            true => crate::big::split(store, inv.to_string(), status, item).await?,
+            false => item_answer(status, item.id, item.size),
+        };
+        return Ok(Kept {
+            response,
+            inline: false,
+        });
+    }
     let parts = reply(a, &store, body).await?;
     let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
     if size < inline_below {
@@ -121,6 +135,14 @@ where
         return keep_split(store, inv, status, parts).await;
     }
     let (id, size) = put(store, inv, parts).await?;
+    Ok(Kept {
+        response: item_answer(status, id, size),
+        inline: false,
+    })
+}
+
+/// The answer naming kept item `id` of `size` bytes.
+pub(crate) fn item_answer(status: StatusCode, id: ItemId, size: u64) -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
     let h = r.headers_mut();
@@ -129,10 +151,17 @@ where
         HeaderValue::from_str(&id.to_string()).expect("hex"),
     );
     h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(size));
-    Ok(Kept {
-        response: r,
-        inline: false,
-    })
+    r
+}
+
+/// The answer listing the `items` a reply of `size` bytes was split into.
+pub(crate) fn items_answer(status: StatusCode, items: &[(ItemId, u64)], size: u64) -> Response {
+    let mut r = Response::new(Body::from(remote::format_items(items)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(remote::ITEMS_HEADER, HeaderValue::from(items.len()));
+    h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(size));
+    r
 }
 
 /// A reply to keep, read within the invoke timeout, at most the invoke
@@ -222,13 +251,8 @@ async fn keep_split(
             });
         }
     };
-    let mut r = Response::new(Body::from(remote::format_items(&items)));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(remote::ITEMS_HEADER, HeaderValue::from(items.len()));
-    h.insert(remote::ITEM_BYTES_HEADER, HeaderValue::from(size));
     Ok(Kept {
-        response: r,
+        response: items_answer(status, &items, size),
         inline: false,
     })
 }

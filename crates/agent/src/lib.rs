@@ -30,6 +30,7 @@
 //! ([`server::Agent::shutdown`]) and killed if the agent process dies (the
 //! sandboxes' own guarantees: `PR_SET_PDEATHSIG`, cgroups, pid files).
 
+mod big;
 pub mod capacity;
 mod chain;
 pub mod client;

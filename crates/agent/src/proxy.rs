@@ -236,7 +236,12 @@ async fn forward_inner(
     // Without a store the reply goes back as it is (the caller sees no
     // item header and takes the body).
     if let (Some(inv), true, true) = (&keep, rparts.status.is_success(), a.items.is_some()) {
-        let kept = crate::items::keep(a, inv, split, inline_below, rparts.status, rbody).await?;
+        let declared = rparts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let how = (split, inline_below);
+        let kept = crate::items::keep(a, inv, how, declared, rparts.status, rbody).await?;
         let mut r = kept.response;
         if kept.inline {
             copy_headers(&rparts.headers, r.headers_mut());

@@ -13,6 +13,8 @@ use parking_lot::Mutex;
 pub trait Backend: Send + Sync + 'static {
     /// Writes `chunks` in order into a new file at `path` with `mode`.
     fn write_new(&self, path: &Path, chunks: &[Bytes], mode: u32) -> io::Result<()>;
+    /// A new file at `path` with `mode`, to write as bytes arrive.
+    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Write + Send>>;
     /// Copies the file `from` into a new file `to` with `mode` (a spill
     /// across file systems); returns the bytes copied.
     fn copy(&self, from: &Path, to: &Path, mode: u32) -> io::Result<u64>;
@@ -40,6 +42,10 @@ impl Backend for FsBackend {
             f.write_all(c)?;
         }
         Ok(())
+    }
+
+    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Write + Send>> {
+        Ok(Box::new(create(path, mode)?))
     }
 
     fn copy(&self, from: &Path, to: &Path, mode: u32) -> io::Result<u64> {
@@ -96,6 +102,11 @@ impl Backend for FaultyBackend {
     fn write_new(&self, path: &Path, chunks: &[Bytes], mode: u32) -> io::Result<()> {
         self.check(path)?;
         self.inner.write_new(path, chunks, mode)
+    }
+
+    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn Write + Send>> {
+        self.check(path)?;
+        self.inner.create_new(path, mode)
     }
 
     fn copy(&self, from: &Path, to: &Path, mode: u32) -> io::Result<u64> {

@@ -30,6 +30,9 @@ use crate::fsio::Backend;
 use crate::ledger::{Budget, Freed, ItemId, Ledger, LedgerError, Tier};
 use crate::wire;
 
+mod stream;
+pub use stream::Writing;
+
 const PREFIX: &str = "stratus-store-";
 /// Item files: the platform writes, every instance user may read (by name).
 const ITEM_MODE: u32 = 0o644;
@@ -63,6 +66,8 @@ pub enum StoreError {
     Wire(#[from] wire::WireError),
     #[error("the reply's output file '{name}' was refused: {why}")]
     Refused { name: String, why: String },
+    #[error("node data store: an item of {size} bytes: {why}")]
+    Stream { size: u64, why: String },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {

@@ -296,3 +296,55 @@ fn the_memory_tier_works_on_tmpfs() {
         .to_string()
         .contains("open for writing"));
 }
+
+/// An item written as its bytes arrive: room reserved for its declared
+/// size, placed by it, visible only once all of it came; short, long,
+/// ended, full and removed items leave nothing behind.
+#[test]
+fn an_item_written_as_it_arrives_counts_only_once_all_of_it_came() {
+    let t = tempfile::tempdir().unwrap();
+    let c = cfg(t.path(), 100, 1000);
+    let faulty = Arc::new(FaultyBackend::new());
+    let (s, _) = Store::open(&c, faulty.clone()).unwrap();
+    let mut w = s.begin("inv", 11).unwrap();
+    assert_eq!(s.usage().0, 11, "its room is reserved at once");
+    s.write(&mut w, b"hello ").unwrap();
+    s.write(&mut w, b"world").unwrap();
+    assert_eq!(w.written(), 11);
+    let it = s.finish(w).unwrap();
+    assert_eq!((it.tier, it.size), (Tier::Memory, 11));
+    assert_eq!(s.map(&it).unwrap(), Bytes::from_static(b"hello world"));
+    assert_eq!(s.get(it.id).as_ref(), Some(&it));
+    // Larger than the memory tier: on disk.
+    let mut w = s.begin("inv", 500).unwrap();
+    s.write(&mut w, &[3u8; 500]).unwrap();
+    let big = s.finish(w).unwrap();
+    assert_eq!(big.tier, Tier::Disk);
+    s.remove(&big);
+    assert!(s.get(big.id).is_none() && !big.path.exists());
+    let files = || files_in(&s.memory_dir().join("items")) + files_in(&s.disk_dir().join("items"));
+    assert_eq!((s.usage().0, s.usage().1, files()), (11, 0, 1));
+
+    // Short: an error naming what came, nothing kept.
+    let mut w = s.begin("inv", 20).unwrap();
+    s.write(&mut w, b"abc").unwrap();
+    let e = s.finish(w).unwrap_err().to_string();
+    assert!(e.contains("20 bytes: only 3 bytes came"), "{e}");
+    // Long: refused at the write that passes the size.
+    let mut w = s.begin("inv", 4).unwrap();
+    let e = s.write(&mut w, b"abcde").unwrap_err().to_string();
+    assert!(e.contains("more bytes came (5"), "{e}");
+    s.abandon(w);
+    // Its invocation ended while it was written.
+    let mut w = s.begin("gone", 2).unwrap();
+    s.write(&mut w, b"ab").unwrap();
+    assert_eq!(s.end("gone"), 1);
+    let e = s.finish(w).unwrap_err().to_string();
+    assert!(e.contains("its invocation ended"), "{e}");
+    // No room, or a full disk: refused before a byte is written.
+    assert!(matches!(s.begin("inv", 5000), Err(StoreError::Full(_))));
+    faulty.set_full(Some(c.disk_dir.clone()));
+    let e = s.begin("inv", 500).err().unwrap().to_string();
+    assert!(e.contains("cannot write"), "{e}");
+    assert_eq!((s.usage().0, s.usage().1, files()), (11, 0, 1));
+}

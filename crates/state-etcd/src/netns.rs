@@ -77,6 +77,8 @@ pub struct NetClusterOptions {
     pub idle_timeout_s: f64,
     /// The control plane's `--worker-chains` (with `--workflow-data workers`).
     pub worker_chains: bool,
+    /// The control plane's `--max-body-bytes` (per edge, relayed).
+    pub max_body_bytes: u64,
 }
 
 impl NetClusterOptions {
@@ -90,6 +92,7 @@ impl NetClusterOptions {
             workflow_data: "relay".into(),
             idle_timeout_s: 60.0,
             worker_chains: false,
+            max_body_bytes: 64 << 20,
         }
     }
 }
@@ -194,6 +197,8 @@ impl NetCluster {
             opts.workflow_data.clone(),
             "--idle-timeout".into(),
             opts.idle_timeout_s.to_string(),
+            "--max-body-bytes".into(),
+            opts.max_body_bytes.to_string(),
         ];
         if opts.worker_chains {
             args.push("--worker-chains".into());

@@ -60,7 +60,7 @@ pub struct ClusterBenchArgs {
     #[arg(long)]
     netns: bool,
     /// With --netns: data-heavy workflows instead (a 16 MiB chain, a
-    /// 4 x 8 MiB fan-in, a 48 MiB map-reduce, Pegasus Cycles with 2 MiB
+    /// 4 x 8 MiB fan-in, a 64 MiB map-reduce, Pegasus Cycles with 2 MiB
     /// per step), relayed by the control plane vs kept on the
     /// workers under locality, random and centralised placement: p50/p99,
     /// control-plane bytes, link bytes from the kernel (at most 30

@@ -47,6 +47,15 @@ impl Running {
     /// With `items`, the agent keeps workflow items in a node data store
     /// under its temporary directory.
     pub(crate) async fn start_with(max_instances: usize, items: bool) -> Running {
+        Running::start_limited(max_instances, items, None).await
+    }
+
+    /// [`Running::start_with`], bodies capped at `max_invoke_bytes`.
+    pub(crate) async fn start_limited(
+        max_instances: usize,
+        items: bool,
+        max_invoke_bytes: Option<usize>,
+    ) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let token = Token::generate().unwrap();
         let process = ProcessSandbox::new(ProcessConfig {
@@ -66,6 +75,9 @@ impl Running {
             },
         );
         cfg.max_instances = max_instances;
+        if let Some(n) = max_invoke_bytes {
+            cfg.max_invoke_bytes = n;
+        }
         cfg.advertise_host = "10.77.0.2".into();
         cfg.unavailable_runtimes = vec![("microvm".into(), "no /dev/kvm".into())];
         let store = items.then(|| {

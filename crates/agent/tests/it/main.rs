@@ -1,5 +1,6 @@
 //! The agent API against real process instances (a small Python server).
 
 mod api;
+mod big;
 mod items;
 mod part;

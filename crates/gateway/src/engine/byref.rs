@@ -46,10 +46,10 @@ fn items(p: &Payload) -> (Framing, &[Bytes]) {
 }
 
 /// A store failure as the run's error: a full store is the node's (507),
-/// a refused output file the function's (502).
+/// a refused output file or a reply cut short the function's (502).
 pub(crate) fn call_error(function: &str, e: StoreError) -> CallError {
     let status = match e {
-        StoreError::Refused { .. } | StoreError::Wire(_) => 502,
+        StoreError::Refused { .. } | StoreError::Wire(_) | StoreError::Stream { .. } => 502,
         StoreError::Full(_) | StoreError::Io { .. } => 507,
     };
     CallError::Data {

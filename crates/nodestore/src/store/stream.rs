@@ -1,0 +1,120 @@
+//! Items written as their bytes arrive: a reply too large to hold in
+//! memory whole goes to the store chunk by chunk, its room reserved for
+//! its declared size first ([`Store::begin`]), and counts only once it is
+//! all there ([`Store::finish`]).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::{random_id, Item, Store, StoreError, ITEM_MODE};
+use crate::ledger::{ItemId, Tier};
+
+/// An item being written ([`Store::begin`]): finish or abandon it.
+pub struct Writing {
+    id: ItemId,
+    path: PathBuf,
+    tier: Tier,
+    size: u64,
+    written: u64,
+    out: Box<dyn Write + Send>,
+}
+
+impl Writing {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl Store {
+    /// Reserves room for an item of `size` bytes of invocation `inv` and
+    /// opens its file; the bytes follow ([`Store::write`]).
+    pub fn begin(&self, inv: &str, size: u64) -> Result<Writing, StoreError> {
+        let id = random_id()?;
+        let tier = {
+            let mut l = self.ledger.lock();
+            let tier = l.place(size)?;
+            l.admit(inv, id, tier, size, self.now_us())?;
+            tier
+        };
+        let path = self.item_path(tier, id);
+        match self.backend.create_new(&path, ITEM_MODE) {
+            Ok(out) => Ok(Writing {
+                id,
+                path,
+                tier,
+                size,
+                written: 0,
+                out,
+            }),
+            Err(e) => {
+                self.ledger.lock().forget(id);
+                let _ = self.backend.remove(&path);
+                Err(StoreError::Io {
+                    what: "cannot write",
+                    path: path.display().to_string(),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Writes the next bytes of `w`; more than its declared size is an
+    /// error (and `w` should be abandoned).
+    pub fn write(&self, w: &mut Writing, b: &[u8]) -> Result<(), StoreError> {
+        if w.written.saturating_add(b.len() as u64) > w.size {
+            return Err(StoreError::Stream {
+                size: w.size,
+                why: format!("more bytes came ({} and more)", w.written + b.len() as u64),
+            });
+        }
+        w.out.write_all(b).map_err(|e| StoreError::Io {
+            what: "cannot write",
+            path: w.path.display().to_string(),
+            source: e,
+        })?;
+        w.written += b.len() as u64;
+        Ok(())
+    }
+
+    /// The item `w` made, once all its declared bytes are written and its
+    /// invocation has not ended meanwhile; else it is deleted.
+    pub fn finish(&self, mut w: Writing) -> Result<Item, StoreError> {
+        let flushed = w.out.flush();
+        let why = if w.written != w.size {
+            Some(format!("only {} bytes came", w.written))
+        } else if let Err(e) = flushed {
+            Some(format!("cannot write {}: {e}", w.path.display()))
+        } else if self.ledger.lock().lookup(w.id).is_none() {
+            Some("its invocation ended while it was written".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let size = w.size;
+            self.abandon(w);
+            return Err(StoreError::Stream { size, why });
+        }
+        self.counts.lock().written += 1;
+        Ok(Item {
+            id: w.id,
+            path: w.path,
+            size: w.size,
+            tier: w.tier,
+        })
+    }
+
+    /// Gives `w` up: its room and its file.
+    pub fn abandon(&self, w: Writing) {
+        drop(w.out);
+        self.ledger.lock().forget(w.id);
+        let _ = self.backend.remove(&w.path);
+    }
+
+    /// Deletes one item (one made only to be split, say).
+    pub fn remove(&self, item: &Item) {
+        if self.ledger.lock().forget(item.id).is_some() {
+            let _ = self.backend.remove(&item.path);
+        }
+    }
+}
