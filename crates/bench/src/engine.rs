@@ -44,6 +44,7 @@ fn shapes() -> Vec<(&'static str, Workflow, Bytes)> {
         invoke: None,
         timeout_seconds: None,
         placement: None,
+        worker_parts: None,
         pos: Pos::default(),
     };
     let chain: Vec<Step> = (0..10)

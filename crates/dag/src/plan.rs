@@ -81,6 +81,8 @@ pub struct Plan {
     pub(crate) timeout_us: Option<u64>,
     /// `spec.placement`, as the spec checked it.
     pub(crate) placement: Option<Arc<str>>,
+    /// `spec.workerParts`.
+    pub(crate) worker_parts: Option<bool>,
 }
 
 impl Plan {
@@ -225,6 +227,7 @@ impl Plan {
             raw_input,
             timeout_us: wf.timeout_seconds.map(|t| t.saturating_mul(1_000_000)),
             placement: wf.placement.as_deref().map(Arc::from),
+            worker_parts: wf.worker_parts,
         })
     }
 
@@ -253,6 +256,7 @@ impl Plan {
             raw_input: vec![true],
             timeout_us: None,
             placement: None,
+            worker_parts: None,
         }
     }
 
@@ -332,6 +336,11 @@ impl Plan {
     /// policy), if it names one.
     pub fn placement(&self) -> Option<&str> {
         self.placement.as_deref()
+    }
+
+    /// The workflow's `spec.workerParts`, if it says.
+    pub fn worker_parts(&self) -> Option<bool> {
+        self.worker_parts
     }
 
     /// Distinct functions the plan calls.

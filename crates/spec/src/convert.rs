@@ -108,6 +108,28 @@ impl<'f> Ctx<'f> {
         Some(v)
     }
 
+    /// An unquoted `true` or `false`.
+    pub fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match &*node.kind {
+            Kind::Scalar { value, plain: true } if value == "true" => Some(true),
+            Kind::Scalar { value, plain: true } if value == "false" => Some(false),
+            Kind::Scalar {
+                value,
+                plain: false,
+            } if value == "true" || value == "false" => {
+                self.error(
+                    node.pos,
+                    format!("{path}: expected true or false, found string {value:?} (remove the quotes)"),
+                );
+                None
+            }
+            _ => {
+                self.type_error(node, path, "true or false");
+                None
+            }
+        }
+    }
+
     /// A list of scalars.
     pub fn string_list(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
         let Kind::Seq(items) = &*node.kind else {

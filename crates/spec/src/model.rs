@@ -237,6 +237,12 @@ pub struct Workflow {
     /// `--workflow-placement`. Ignored on one host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<String>,
+    /// `spec.workerParts`: whether a cluster's workers may run parts of
+    /// this workflow after a step, triggering its successors themselves
+    /// (with `--workflow-data workers`). Absent: the control plane's
+    /// `--worker-chains`. Ignored on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_parts: Option<bool>,
     pub pos: Pos,
 }
 

@@ -66,6 +66,9 @@ fn render(b: &Bundle) -> String {
         if let Some(p) = &w.placement {
             writeln!(out, "  placement={p}").unwrap();
         }
+        if let Some(p) = &w.worker_parts {
+            writeln!(out, "  workerParts={p}").unwrap();
+        }
         for s in &w.steps {
             let mut line = format!(
                 "  step {} @{}:{} fn={}",
@@ -1187,6 +1190,34 @@ fn workflow_placement() {
         expect![[r#"
             ERROR:
             t.yaml:9:14: workflow 'w': spec.placement: unknown workflow placement policy "7"; expected locality, centralised, round-robin or random:SEED (SEED an unsigned 64-bit integer)
+        "#]],
+    );
+}
+
+#[test]
+fn workflow_worker_parts() {
+    let steps = "    - name: a\n      function: deployed-fn\n";
+    check(
+        &format!("{}  workerParts: false\n", wf(steps)),
+        expect![[r#"
+            workflow w @1:1 output=None
+              workerParts=false
+              step a @7:7 fn=deployed-fn AllOf Json
+            source Workflow/w: 9 lines, "apiVersion: stratus.dev/v1alpha1" .. "  workerParts: false"
+        "#]],
+    );
+    check(
+        &format!("{}  workerParts: \"true\"\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:16: workflow 'w': spec.workerParts: expected true or false, found string "true" (remove the quotes)
+        "#]],
+    );
+    check(
+        &format!("{}  workerParts: yes\n", wf(steps)),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:16: workflow 'w': spec.workerParts: expected true or false, found 'yes'
         "#]],
     );
 }

@@ -59,6 +59,7 @@ pub(crate) fn convert(
     let mut durability = Durability::None;
     let mut timeout_seconds = None;
     let mut placement = None;
+    let mut worker_parts = None;
     // False when a step or the output could not be read: then "which step is
     // final" cannot be judged.
     let mut complete = true;
@@ -115,6 +116,9 @@ pub(crate) fn convert(
                     }
                 }
             }
+            if let Some(n) = spec.get("workerParts") {
+                worker_parts = ctx.boolean(n, "spec.workerParts");
+            }
             spec.finish(ctx, &[], &[]);
         }
     }
@@ -141,6 +145,7 @@ pub(crate) fn convert(
         durability,
         timeout_seconds,
         placement,
+        worker_parts,
         pos: wf_pos,
     });
     (name, wf)

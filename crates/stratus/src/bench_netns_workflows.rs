@@ -38,6 +38,10 @@ const MAP_REDUCE_BYTES: usize = 64 << 20;
 const MAX_BODY_BYTES: u64 = 80 << 20;
 /// Bytes every node of the Pegasus Cycles shape outputs.
 const CYCLES_BYTES: u64 = 2 << 20;
+/// A workflow's `spec.placement` value, plus `spec.workerParts: false`:
+/// locality without parts, in the cluster that runs them (each
+/// generator writes `  placement: {policy}` under `spec:`).
+const PARTS_OFF: &str = "locality\n  workerParts: false";
 /// The most measured invocations per workflow and configuration.
 const MAX_ITERATIONS: usize = 30;
 
@@ -438,8 +442,14 @@ async fn one_pass(
                 let link = (link1.0 - link0.0) / n;
                 let cp_link = (link1.1 - link0.1) / n;
                 latencies_us.sort_unstable();
+                let data_label = if *placement == PARTS_OFF {
+                    "workers+chains, parts off"
+                } else {
+                    data
+                };
+                let place_label = placement.lines().next().unwrap_or(placement);
                 eprintln!(
-                                "{name} ({data}, {placement}): p50 {} · control plane {:.1} MiB, {:.2} ms CPU · links {:.1} MiB · {chained:.1} runs in parts per invocation",
+                                "{name} ({data_label}, {place_label}): p50 {} · control plane {:.1} MiB, {:.2} ms CPU · links {:.1} MiB · {chained:.1} runs in parts per invocation",
                                 fmt_us(percentile(&latencies_us, 50.0)),
                                 cp_moved / 1048576.0,
                                 cp_cpu_s * 1e3,
@@ -457,8 +467,8 @@ async fn one_pass(
                             .find(|(k, _, _)| *k == kind)
                             .map_or("?", |(_, _, label)| *label),
                     },
-                    data,
-                    placement,
+                    data: data_label,
+                    placement: place_label,
                     latencies_us,
                     cp_bytes: cp_moved,
                     link_bytes: link,
@@ -518,7 +528,8 @@ pub async fn run(
             rate,
             iterations,
             "workers+chains",
-            &[("locc", "locality")],
+            // The same cluster with parts and without (`spec.workerParts`).
+            &[("locc", "locality"), ("locn", PARTS_OFF)],
             suite,
         )
         .await?,

@@ -47,6 +47,7 @@ pub(crate) fn exec(steps: Vec<Step>) -> Execution {
         invoke: None,
         timeout_seconds: None,
         placement: None,
+        worker_parts: None,
         pos: Pos::default(),
     };
     Execution::new(Arc::new(Plan::compile(&wf).unwrap()))

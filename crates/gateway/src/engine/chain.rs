@@ -110,10 +110,10 @@ struct Held {
 impl Platform {
     /// The part `next` may take with it, from the driver's placement.
     pub(super) fn chain_for(&self, d: &Driver, next: &Dispatch) -> Option<Chain> {
-        if !self.cfg.worker_chains || d.kept.is_none() {
+        let plan = d.exec.plan();
+        if !plan.worker_parts().unwrap_or(self.cfg.worker_chains) || d.kept.is_none() {
             return None;
         }
-        let plan = d.exec.plan();
         if kept::Keep::for_step(plan, next.step) != kept::Keep::Whole {
             return None;
         }

@@ -343,7 +343,13 @@ async fn a_chain_on_one_worker_runs_there_in_one_request() {
             .iter()
             .map(|f| echo_service(&format!("dm-{f}"), ""))
             .collect::<String>()
-        + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: diamond\nspec:\n  placement: locality\n  steps:\n    - {name: s, function: dm-s}\n    - {name: l, function: dm-l, inputs: [s]}\n    - {name: r, function: dm-r, inputs: [s]}\n    - {name: j, function: dm-j, inputs: [l, r], inputFormat: json}\n    - {name: out, function: dm-out, inputs: [j]}\n---\n"
+        + &["diamond", "diamond-off"]
+            .iter()
+            .map(|name| {
+                let off = if *name == "diamond-off" { "  workerParts: false\n" } else { "" };
+                format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  placement: locality\n{off}  steps:\n    - {{name: s, function: dm-s}}\n    - {{name: l, function: dm-l, inputs: [s]}}\n    - {{name: r, function: dm-r, inputs: [s]}}\n    - {{name: j, function: dm-j, inputs: [l, r], inputFormat: json}}\n    - {{name: out, function: dm-out, inputs: [j]}}\n---\n")
+            })
+            .collect::<String>()
         + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: flaky-chain\nspec:\n  placement: locality\n  steps:\n    - {name: a, function: wc-a}\n    - name: f\n      function: wc-flaky\n      inputs: [a]\n      retry: {attempts: 3, backoff: 1ms}\n    - {name: c, function: wc-c, inputs: [f]}\n    - {name: out, function: wc-out, inputs: [c]}\n";
     let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.error_message());
@@ -424,4 +430,11 @@ async fn a_chain_on_one_worker_runs_there_in_one_request() {
         (before.1, before.2),
         "no request for l or j"
     );
+
+    // `spec.workerParts: false`: the same diamond, every step dispatched
+    // by the control plane.
+    let before = counters().await.0;
+    let out = ok(&cp, "diamond-off", data.clone()).await;
+    assert!(out == joined(&data), "the output is not [input,input]");
+    assert_eq!(counters().await.0, before, "no part for diamond-off");
 }

@@ -38,6 +38,7 @@ fn exec_with(steps: Vec<Step>, output: Option<&str>, timeout: Option<u64>) -> Ex
         durability: Default::default(),
         timeout_seconds: timeout,
         placement: None,
+        worker_parts: None,
         pos: Default::default(),
     };
     let mut e = Execution::new(Arc::new(Plan::compile(&wf).unwrap()));
