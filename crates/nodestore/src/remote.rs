@@ -125,12 +125,14 @@ pub enum RemoteError {
     InlineBelow(String),
 }
 
-/// One step a part runs after its first instance: on instance `id`, with
-/// the outputs of `sources` (0: the first instance's, `k`: the part's
-/// `k`-th step's, always an earlier one) as its body: one as it is, or
-/// several framed as a JSON array when `json`.
+/// One step a part runs after its first instance: on instance `id` (of
+/// this agent, or of the agent at `at`, `host:port`), with the outputs of
+/// `sources` (0: the first instance's, `k`: the part's `k`-th step's,
+/// always an earlier one) as its body: one as it is, or several framed as
+/// a JSON array when `json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThenStep {
+    pub at: Option<String>,
     pub id: String,
     pub sources: Vec<usize>,
     pub json: bool,
@@ -140,6 +142,7 @@ impl ThenStep {
     /// Step `k`'s usual case: the step before's output, as it is.
     pub fn after(id: &str, k: usize) -> ThenStep {
         ThenStep {
+            at: None,
             id: id.to_string(),
             sources: vec![k - 1],
             json: false,
@@ -156,6 +159,9 @@ pub struct ChainStep {
     /// The kept reply's item id, on a 2xx answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
+    /// The agent keeping it (`host:port`), when not this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
     /// The kept reply's size.
     #[serde(default)]
     pub bytes: u64,
@@ -175,12 +181,17 @@ pub struct ChainReply {
 }
 
 /// `steps` as [`THEN_HEADER`]'s value: `id` for step `k` on step `k − 1`'s
-/// output alone, else `id@s+s+…`, with `:json` when framed.
+/// output alone, else `id@s+s+…`, with `:json` when framed; `host:port/`
+/// first for an instance of another agent.
 pub fn format_then(steps: &[ThenStep]) -> String {
     let mut out = String::new();
     for (i, st) in steps.iter().enumerate() {
         if i > 0 {
             out.push(',');
+        }
+        if let Some(at) = &st.at {
+            out.push_str(at);
+            out.push('/');
         }
         out.push_str(&st.id);
         if st.json || st.sources[..] != [i] {
@@ -196,8 +207,9 @@ pub fn format_then(steps: &[ThenStep]) -> String {
 }
 
 /// Parses [`THEN_HEADER`]'s value: 1 to [`MAX_THEN`] steps, each on an
-/// instance id, its sources earlier steps (at most [`MAX_THEN_SOURCES`];
-/// several only framed as JSON).
+/// instance id (of another agent after its `host:port/`), its sources
+/// earlier steps (at most [`MAX_THEN_SOURCES`]; several only framed as
+/// JSON).
 pub fn parse_then(v: &[u8]) -> Result<Vec<ThenStep>, RemoteError> {
     let text = std::str::from_utf8(v).map_err(|_| RemoteError::NotText)?;
     let mut out = Vec::new();
@@ -210,9 +222,14 @@ pub fn parse_then(v: &[u8]) -> Result<Vec<ThenStep>, RemoteError> {
             text: entry.chars().take(80).collect(),
             why,
         };
-        let (id, rest) = match entry.split_once('@') {
+        let (at, target) = match entry.split_once('/') {
+            Some((at, target)) if authority(at) => (Some(at.to_string()), target),
+            Some(_) => return Err(bad("before / give the host:port of an agent")),
+            None => (None, entry),
+        };
+        let (id, rest) = match target.split_once('@') {
             Some((id, rest)) => (id, Some(rest)),
-            None => (entry, None),
+            None => (target, None),
         };
         if id.is_empty()
             || id.len() > MAX_INSTANCE_ID
@@ -223,7 +240,10 @@ pub fn parse_then(v: &[u8]) -> Result<Vec<ThenStep>, RemoteError> {
             return Err(bad("give an instance id of 1 to 64 of A-Z a-z 0-9 . _ -"));
         }
         let Some(rest) = rest else {
-            out.push(ThenStep::after(id, index + 1));
+            out.push(ThenStep {
+                at,
+                ..ThenStep::after(id, index + 1)
+            });
             continue;
         };
         let (list, json) = match rest.strip_suffix(":json") {
@@ -254,6 +274,7 @@ pub fn parse_then(v: &[u8]) -> Result<Vec<ThenStep>, RemoteError> {
             return Err(bad("several sources are framed: end with :json"));
         }
         out.push(ThenStep {
+            at,
             id: id.to_string(),
             sources,
             json,
@@ -455,19 +476,25 @@ mod tests {
         let diamond = [
             after("l", 1),
             ThenStep {
+                at: Some("10.77.0.2:8081".into()),
                 id: "r".into(),
                 sources: vec![0],
                 json: false,
             },
             ThenStep {
+                at: None,
                 id: "j".into(),
                 sources: vec![1, 2],
                 json: true,
             },
-            after("t", 4),
+            ThenStep {
+                at: Some("h4:8081".into()),
+                ..after("t", 4)
+            },
         ];
-        assert_eq!(format_then(&diamond), "l,r@0,j@1+2:json,t");
-        assert_eq!(parse_then(b"l,r@0,j@1+2:json,t").unwrap(), diamond);
+        let text = "l,10.77.0.2:8081/r@0,j@1+2:json,h4:8081/t";
+        assert_eq!(format_then(&diamond), text);
+        assert_eq!(parse_then(text.as_bytes()).unwrap(), diamond);
         assert_eq!(parse_then(b"a@0:json").unwrap()[0].sources, [0]);
         for (bad, want) in [
             (&b""[..], "step 0 (\"\"): give an instance id"),
@@ -487,6 +514,9 @@ mod tests {
             (b"a,b@0:xml", "an earlier step"),
             (b"a,@0", "give an instance id"),
             (b"a,b@99999999999999999999999", "an earlier step"),
+            (b"a,/b", "before / give the host:port of an agent"),
+            (b"a,h 1:80/b", "before / give the host:port"),
+            (b"a,h:1/b/c", "give an instance id"),
         ] {
             let e = parse_then(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");
@@ -506,6 +536,7 @@ mod tests {
     fn then_steps() -> impl Strategy<Value = Vec<ThenStep>> {
         proptest::collection::vec(
             (
+                proptest::option::of("[a-z0-9.-]{1,20}:[1-9][0-9]{0,3}"),
                 "[A-Za-z0-9._-]{1,64}",
                 proptest::collection::vec(any::<usize>(), 1..4),
                 any::<bool>(),
@@ -515,12 +546,17 @@ mod tests {
         .prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(k, (id, srcs, json))| {
+                .map(|(k, (at, id, srcs, json))| {
                     let mut sources: Vec<usize> = srcs.iter().map(|s| s % (k + 1)).collect();
                     if !json {
                         sources.truncate(1);
                     }
-                    ThenStep { id, sources, json }
+                    ThenStep {
+                        at,
+                        id,
+                        sources,
+                        json,
+                    }
                 })
                 .collect()
         })

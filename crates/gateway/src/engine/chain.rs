@@ -35,12 +35,14 @@ use super::*;
 /// The longest a part waits for a member's instance on its worker.
 const LEASE_WAIT: Duration = Duration::from_millis(100);
 
-/// The part a run may take with it: its steps, all placed on `host`.
+/// The part a run may take with it: its steps, and the hosts the root
+/// (`host`) and each member were placed on.
 pub(super) struct Chain {
     pub host: Arc<str>,
     pub plan: Arc<Plan>,
     pub root: StepIdx,
     pub steps: Vec<PartStep>,
+    pub hosts: HashMap<StepIdx, Arc<str>>,
 }
 
 /// A step a worker ran in a chain, waiting for the execution to dispatch it.
@@ -66,6 +68,8 @@ pub(super) struct Link {
     /// Its instance as the agent knows it, and as the pool does.
     pub agent_id: String,
     pub instance: String,
+    /// Its agent (`host:port`), when not the first run's.
+    pub at: Option<String>,
     /// Where its input comes from (0: the first run, `k`: the `k`-th link).
     pub sources: Vec<usize>,
     pub json: bool,
@@ -89,6 +93,7 @@ impl Leased {
             .links
             .iter()
             .map(|l| ThenStep {
+                at: l.at.clone(),
                 id: l.agent_id.clone(),
                 sources: l.sources.clone(),
                 json: l.json,
@@ -99,11 +104,12 @@ impl Leased {
 }
 
 /// An instance leased for a part: as the agent and the pool know it, its
-/// function's timeout.
+/// agent when not the first run's, its function's timeout.
 #[derive(Clone)]
 struct Held {
     agent_id: String,
     instance: String,
+    at: Option<String>,
     timeout: Duration,
 }
 
@@ -119,20 +125,25 @@ impl Platform {
         }
         let placed = d.placed.as_ref()?;
         let host = placed.peek(next.step)?;
-        let on_host = |c: StepIdx| placed.peek(c).as_deref() == Some(&*host);
-        let steps = plan.part(next.step, on_host, remote::MAX_THEN);
+        // Members on any placed host: those elsewhere the worker sends on.
+        let steps = plan.part(next.step, |c| placed.peek(c).is_some(), remote::MAX_THEN);
+        let hosts = steps
+            .iter()
+            .filter_map(|m| Some((m.step, placed.peek(m.step)?)))
+            .collect();
         (!steps.is_empty()).then(|| Chain {
             host,
             plan: plan.clone(),
             root: next.step,
             steps,
+            hosts,
         })
     }
 
-    /// Leases the part's members' instances on `first`'s worker; a member
-    /// that cannot be had there within [`LEASE_WAIT`] leaves the part,
-    /// which is taken again without it. Nothing when `first` is not on the
-    /// host the part was placed on.
+    /// Leases each member's instance on the host it was placed on; a
+    /// member that cannot be had there within [`LEASE_WAIT`] leaves the
+    /// part, which is taken again without it. Nothing when `first` is not
+    /// on the host the part was placed on.
     pub(super) async fn lease_chain(
         self: &Arc<Self>,
         chain: Chain,
@@ -150,18 +161,19 @@ impl Platform {
         if *host != *chain.host {
             return out;
         }
-        let authority = first.slot.uri.authority().cloned();
+        let first_at = first.slot.uri.authority().map(|a| a.to_string());
         let placed: HashSet<StepIdx> = chain.steps.iter().map(|m| m.step).collect();
         let mut refused = HashSet::new();
         let mut steps = chain.steps;
-        // Instances leased per function (the first run's too), and the
-        // instance and lease (if its own) each member got.
-        let mut by_function: HashMap<Arc<str>, Vec<Held>> = HashMap::new();
+        // Instances leased per function and host (the first run's too),
+        // and the instance and lease (if its own) each member got.
+        let mut by_function: HashMap<(Arc<str>, Arc<str>), Vec<Held>> = HashMap::new();
         by_function.insert(
-            function.clone(),
+            (function.clone(), Arc::from(host.as_str())),
             vec![Held {
                 agent_id: first_id,
                 instance: first.slot.id.clone(),
+                at: None,
                 timeout,
             }],
         );
@@ -173,8 +185,12 @@ impl Platform {
                     continue;
                 }
                 let f = chain.plan.step_function(m.step);
-                let known = by_function.get(f).cloned().unwrap_or_default();
-                // A function already leased here: another instance only if
+                let Some(on) = chain.hosts.get(&m.step).cloned() else {
+                    continue;
+                };
+                let key = (f.clone(), on.clone());
+                let known = by_function.get(&key).cloned().unwrap_or_default();
+                // A function already leased there: another instance only if
                 // one is free at once, else the same one, in turn.
                 let until = if known.is_empty() {
                     wait
@@ -183,16 +199,17 @@ impl Platform {
                 };
                 let mut own = None;
                 if let Ok(pool) = self.pool_for(f) {
-                    if let Ok(l) = pool.acquire_near(until, Some(&host)).await {
-                        let same = l.slot.host.as_deref() == Some(&*host)
-                            && l.slot.uri.authority() == authority.as_ref();
-                        if let Some(id) = agent_instance(&l.slot).filter(|_| same) {
+                    if let Ok(l) = pool.acquire_near(until, Some(&on)).await {
+                        let at = l.slot.uri.authority().map(|a| a.to_string());
+                        let there = l.slot.host.as_deref() == Some(&*on) && at.is_some();
+                        if let Some(id) = agent_instance(&l.slot).filter(|_| there) {
                             let h = Held {
                                 agent_id: id,
                                 instance: l.slot.id.clone(),
+                                at: at.filter(|a| Some(a) != first_at.as_ref()),
                                 timeout: Duration::from_secs(pool.service.timeout_seconds),
                             };
-                            by_function.entry(f.clone()).or_default().push(h.clone());
+                            by_function.entry(key).or_default().push(h.clone());
                             own = Some((h, Some(l)));
                         }
                     }
@@ -220,6 +237,7 @@ impl Platform {
                 function: chain.plan.step_function(m.step).clone(),
                 agent_id: held.agent_id,
                 instance: held.instance,
+                at: held.at,
                 sources: m.sources,
                 json: m.json,
             });
@@ -276,6 +294,8 @@ pub(super) fn step_result(
     function: &str,
     s: &ChainStep,
 ) -> Result<kept::Output, CallError> {
+    // A member run on another agent keeps its output there.
+    let at = s.at.as_deref().unwrap_or(at);
     match (&s.item, (200..300).contains(&s.status)) {
         (Some(id), true) => k
             .output(

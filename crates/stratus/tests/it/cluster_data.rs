@@ -316,9 +316,10 @@ async fn a_map_source_lost_with_its_worker_is_split_again_and_the_map_completes(
     );
 }
 
-/// `--worker-chains`: a part placed on one worker runs there in one
-/// request (a chain, and a diamond whose branches the worker runs side by
-/// side and whose fan-in it frames). `chain-wc`'s a → b → c run back to back on their worker (b and
+/// `--worker-chains`: a part runs on the workers in one request from the
+/// control plane (a chain on one worker; a diamond whose branches the
+/// worker runs side by side and whose fan-in it frames; a chain placed
+/// round-robin, whose steps the first worker sends on to the other). `chain-wc`'s a → b → c run back to back on their worker (b and
 /// c without a request of their own from the control plane; `out`, the
 /// invocation's output, comes back to it); the output is the input. A
 /// step that fails in a chain is settled as failed and retried by the
@@ -326,12 +327,12 @@ async fn a_map_source_lost_with_its_worker_is_split_again_and_the_map_completes(
 /// worker, then its first call from the control plane (a key of its own),
 /// and succeeds on its third try.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_chain_on_one_worker_runs_there_in_one_request() {
+async fn parts_run_on_the_workers_in_one_request() {
     let Some(etcd) = EtcdCluster::start_or_skip(3) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_w1, _w2, cp) = two_workers_and_cp(
+    let (w1, w2, cp) = two_workers_and_cp(
         &etcd,
         dir.path(),
         &["--workflow-data", "workers", "--worker-chains"],
@@ -343,6 +344,11 @@ async fn a_chain_on_one_worker_runs_there_in_one_request() {
             .iter()
             .map(|f| echo_service(&format!("dm-{f}"), ""))
             .collect::<String>()
+        + &["a", "b", "c", "out"]
+            .iter()
+            .map(|f| echo_service(&format!("zz-{f}"), ""))
+            .collect::<String>()
+        + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: zigzag\nspec:\n  placement: round-robin\n  steps:\n    - {name: a, function: zz-a}\n    - {name: b, function: zz-b, inputs: [a]}\n    - {name: c, function: zz-c, inputs: [b]}\n    - {name: out, function: zz-out, inputs: [c]}\n---\n"
         + &["diamond", "diamond-off"]
             .iter()
             .map(|name| {
@@ -429,6 +435,41 @@ async fn a_chain_on_one_worker_runs_there_in_one_request() {
         (after.1, after.2),
         (before.1, before.2),
         "no request for l or j"
+    );
+
+    // Round-robin: a, b, c on alternate workers. b is sent to its worker
+    // by a's (its input fetched from a's), c back on a's worker fetches
+    // b's output from b's: neither gets a request from the control plane.
+    for _ in 0..3 {
+        ok(&cp, "zigzag", small.clone()).await;
+    }
+    let before = (
+        counters().await.0,
+        requests("zz-b").await,
+        requests("zz-c").await,
+    );
+    let out = ok(&cp, "zigzag", data.clone()).await;
+    assert!(out == data, "the output differs from the input");
+    let after = (
+        counters().await.0,
+        requests("zz-b").await,
+        requests("zz-c").await,
+    );
+    assert_eq!(
+        after.0 - before.0,
+        2.0,
+        "b and c ran in the part: {after:?}"
+    );
+    assert_eq!(
+        (after.1, after.2),
+        (before.1, before.2),
+        "no request for b or c"
+    );
+    let fns: Vec<String> = ["a", "b", "c"].iter().map(|f| format!("zz-{f}")).collect();
+    let on = hosts_of(&[("w1", &w1), ("w2", &w2)], &fns).await;
+    assert!(
+        on[0].is_some() && on[0] != on[1] && on[1] != on[2],
+        "{on:?}"
     );
 
     // `spec.workerParts: false`: the same diamond, every step dispatched
