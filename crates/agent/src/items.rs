@@ -196,7 +196,9 @@ async fn put(store: Arc<Store>, inv: String, parts: Vec<Bytes>) -> Result<(ItemI
 }
 
 /// Keeps a reply whole under `inv`, as [`keep`] does; returns its item id
-/// and its bytes (for a chain's next instance, [`crate::chain`]).
+/// and its bytes (for a part's next steps, [`crate::chain`]): the kept
+/// item mapped in one piece when the reply came in many (a large reply
+/// arrives in small frames, and one piece goes on faster).
 pub(crate) async fn keep_whole<B>(
     a: &Agent,
     inv: &str,
@@ -208,9 +210,21 @@ where
 {
     let store = store(a)?.clone();
     let parts = reply(a, &store, body).await?;
-    let (id, _) = put(store, inv.to_string(), parts.clone()).await?;
-    Ok((id, parts))
+    let inv = inv.to_string();
+    tokio::task::spawn_blocking(move || {
+        let item = store.put(&inv, &parts)?;
+        if parts.len() <= ONE_PIECE_BELOW {
+            return Ok((item.id, parts));
+        }
+        Ok((item.id, vec![store.map(&item)?]))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?
+    .map_err(|e| store_error("keeping the reply", e))
 }
+
+/// A kept reply in more pieces than this goes on as its mapped item.
+const ONE_PIECE_BELOW: usize = 16;
 
 async fn keep_split(
     store: Arc<Store>,
