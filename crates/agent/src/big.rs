@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use stratus_nodestore::{Item, Store, StoreError};
 
-use crate::items::{item_answer, items_answer, store_error};
+use crate::items::{item_answer, items_answer, put_each, store_error};
 use crate::routes::ApiError;
 use crate::server::Agent;
 
@@ -112,14 +112,7 @@ pub(crate) async fn split(
         let Ok(elems) = stratus_dag::split_json_array(&whole) else {
             return Ok(item_answer(status, item.id, item.size));
         };
-        let items = elems
-            .iter()
-            .map(|e| {
-                store
-                    .put(&inv, std::slice::from_ref(e))
-                    .map(|it| (it.id, it.size))
-            })
-            .collect::<Result<Vec<_>, _>>()
+        let items = put_each(&store, &inv, &elems)
             .map_err(|e| store_error("keeping the reply's elements", e));
         drop(whole);
         store.remove(&item);

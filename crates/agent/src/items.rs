@@ -241,15 +241,7 @@ async fn keep_split(
         let Ok(elems) = stratus_dag::split_json_array(&whole) else {
             return Ok(Err(whole));
         };
-        elems
-            .iter()
-            .map(|e| {
-                store
-                    .put(&inv, std::slice::from_ref(e))
-                    .map(|it| (it.id, it.size))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Ok)
+        put_each(&store, &inv, &elems).map(Ok)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?
@@ -269,6 +261,22 @@ async fn keep_split(
         response: items_answer(status, &items, size),
         inline: false,
     })
+}
+
+/// Keeps each of `elems` (a split reply's elements) as an item of its own.
+pub(crate) fn put_each(
+    store: &Store,
+    inv: &str,
+    elems: &[Bytes],
+) -> Result<Vec<(ItemId, u64)>, StoreError> {
+    elems
+        .iter()
+        .map(|e| {
+            store
+                .put(inv, std::slice::from_ref(e))
+                .map(|it| (it.id, it.size))
+        })
+        .collect()
 }
 
 /// The function's body: `parts` in order, the `b` ones cut from `inline`;

@@ -311,14 +311,7 @@ impl Store {
     /// Stores `chunks` (one item, written as they are) for invocation `inv`.
     pub fn put(&self, inv: &str, chunks: &[Bytes]) -> Result<Item, StoreError> {
         let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        let id = random_id()?;
-        let tier = {
-            let mut l = self.ledger.lock();
-            let tier = l.place(size)?;
-            l.admit(inv, id, tier, size, self.now_us())?;
-            tier
-        };
-        let path = self.item_path(tier, id);
+        let (id, tier, path) = self.reserve(inv, size)?;
         if let Err(e) = self.backend.write_new(&path, chunks, ITEM_MODE) {
             self.ledger.lock().forget(id);
             let _ = self.backend.remove(&path);
@@ -335,6 +328,18 @@ impl Store {
             size,
             tier,
         })
+    }
+
+    /// Room for a new item of `size` bytes of `inv`: its id, tier and path.
+    fn reserve(&self, inv: &str, size: u64) -> Result<(ItemId, Tier, PathBuf), StoreError> {
+        let id = random_id()?;
+        let tier = {
+            let mut l = self.ledger.lock();
+            let tier = l.place(size)?;
+            l.admit(inv, id, tier, size, self.now_us())?;
+            tier
+        };
+        Ok((id, tier, self.item_path(tier, id)))
     }
 
     /// Takes the file `name` (from a reply's [`wire::OUT_HEADER`]) out of

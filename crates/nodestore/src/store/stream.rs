@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::{random_id, Item, Store, StoreError, ITEM_MODE};
+use super::{Item, Store, StoreError, ITEM_MODE};
 use crate::ledger::{ItemId, Tier};
 
 /// An item being written ([`Store::begin`]): finish or abandon it.
@@ -30,14 +30,7 @@ impl Store {
     /// Reserves room for an item of `size` bytes of invocation `inv` and
     /// opens its file; the bytes follow ([`Store::write`]).
     pub fn begin(&self, inv: &str, size: u64) -> Result<Writing, StoreError> {
-        let id = random_id()?;
-        let tier = {
-            let mut l = self.ledger.lock();
-            let tier = l.place(size)?;
-            l.admit(inv, id, tier, size, self.now_us())?;
-            tier
-        };
-        let path = self.item_path(tier, id);
+        let (id, tier, path) = self.reserve(inv, size)?;
         match self.backend.create_new(&path, ITEM_MODE) {
             Ok(out) => Ok(Writing {
                 id,
