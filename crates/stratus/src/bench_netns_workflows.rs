@@ -38,10 +38,31 @@ const MAP_REDUCE_BYTES: usize = 64 << 20;
 const MAX_BODY_BYTES: u64 = 80 << 20;
 /// Bytes every node of the Pegasus Cycles shape outputs.
 const CYCLES_BYTES: u64 = 2 << 20;
-/// A workflow's `spec.placement` value, plus `spec.workerParts: false`:
-/// locality without parts, in the cluster that runs them (each
-/// generator writes `  placement: {policy}` under `spec:`).
-const PARTS_OFF: &str = "locality\n  workerParts: false";
+/// The configuration that runs the workflows of [`PARTS_ON`] again, on
+/// the same functions and so the same instances, each a copy named
+/// `<name>-off` with `spec.workerParts: false`: a same-cluster A/B of
+/// parts that only parts tell apart.
+const PARTS_OFF: &str = "locality, parts off";
+/// The tag whose workflows [`PARTS_OFF`] copies.
+const PARTS_ON: &str = "locc";
+
+/// The Workflow documents of `yaml`, each renamed `<name>-off` and with
+/// `spec.workerParts: false` (their Services are deployed already).
+fn parts_off_copy(yaml: &str) -> String {
+    let mut out = String::new();
+    for doc in yaml.split("---\n").filter(|d| d.contains("kind: Workflow")) {
+        let doc = match doc.split_once("metadata:\n  name: ") {
+            Some((head, rest)) => {
+                let (name, tail) = rest.split_once('\n').unwrap_or((rest, ""));
+                format!("{head}metadata:\n  name: {name}-off\n{tail}")
+            }
+            None => doc.to_string(),
+        };
+        out += &doc.replacen("spec:\n", "spec:\n  workerParts: false\n", 1);
+        out += "---\n";
+    }
+    out
+}
 /// The most measured invocations per workflow and configuration.
 const MAX_ITERATIONS: usize = 30;
 
@@ -350,7 +371,7 @@ async fn one_pass(
     let url = c.gateway_url();
     // One deploy per configuration: etcd takes a bounded number of
     // resources per transaction.
-    let mut yamls = Vec::new();
+    let mut yamls: Vec<String> = Vec::new();
     let mut names: std::collections::HashMap<(&str, &str), Vec<String>> = Default::default();
     let kinds: &[&str] = match suite {
         Suite::Pegasus => &["cycles", "epigenomics", "genome", "soykb"],
@@ -358,6 +379,11 @@ async fn one_pass(
         Suite::Azure => &["azure"],
     };
     for (tag, p) in configs {
+        if *p == PARTS_OFF {
+            let copies: Vec<String> = yamls.iter().map(|y| parts_off_copy(y)).collect();
+            yamls.extend(copies.into_iter().filter(|y| !y.is_empty()));
+            continue;
+        }
         if suite == Suite::Data {
             yamls.push(workflows(tag, p));
         }
@@ -390,9 +416,15 @@ async fn one_pass(
         for (tag, placement) in configs {
             for &workflow in kinds {
                 // Several DAGs (Azure) are invoked in turn.
-                let list = match names.get(&(*tag, workflow)) {
+                let off = *placement == PARTS_OFF;
+                let base = if off { PARTS_ON } else { tag };
+                let list = match names.get(&(base, workflow)) {
                     Some(n) => n.clone(),
-                    None => vec![format!("{workflow}-{tag}")],
+                    None => vec![format!("{workflow}-{base}")],
+                };
+                let list: Vec<String> = match off {
+                    true => list.iter().map(|n| format!("{n}-off")).collect(),
+                    false => list,
                 };
                 let name = if list.len() == 1 {
                     list[0].clone()
@@ -442,12 +474,10 @@ async fn one_pass(
                 let link = (link1.0 - link0.0) / n;
                 let cp_link = (link1.1 - link0.1) / n;
                 latencies_us.sort_unstable();
-                let data_label = if *placement == PARTS_OFF {
-                    "workers+chains, parts off"
-                } else {
-                    data
+                let (data_label, place_label) = match off {
+                    true => ("workers+chains, parts off", "locality"),
+                    false => (data, *placement),
                 };
-                let place_label = placement.lines().next().unwrap_or(placement);
                 eprintln!(
                                 "{name} ({data_label}, {place_label}): p50 {} · control plane {:.1} MiB, {:.2} ms CPU · links {:.1} MiB · {chained:.1} runs in parts per invocation",
                                 fmt_us(percentile(&latencies_us, 50.0)),
@@ -528,8 +558,8 @@ pub async fn run(
             rate,
             iterations,
             "workers+chains",
-            // The same cluster with parts and without (`spec.workerParts`).
-            &[("locc", "locality"), ("locn", PARTS_OFF)],
+            // The same cluster and instances with parts and without.
+            &[(PARTS_ON, "locality"), ("locn", PARTS_OFF)],
             suite,
         )
         .await?,
@@ -594,6 +624,17 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_off_copies_only_the_workflows_renamed_and_without_parts() {
+        let y = "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: f\n---\napiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: w-locc\nspec:\n  placement: locality\n  steps:\n    - {name: a, function: f}\n---\n";
+        assert_eq!(
+            parts_off_copy(y),
+            "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: w-locc-off\nspec:\n  workerParts: false\n  placement: locality\n  steps:\n    - {name: a, function: f}\n---\n"
+        );
+        let spec = stratus_spec::parse("t.yaml", &parts_off_copy(y)).unwrap();
+        assert_eq!(spec.workflows[0].worker_parts, Some(false));
+    }
 
     #[test]
     fn cpu_seconds_reads_a_process_and_names_a_missing_one() {
