@@ -351,6 +351,122 @@ pub(crate) async fn ready(gw: &GatewayClient, url: &str, workers: usize) -> Resu
     }
 }
 
+/// One configuration's workflows of one kind, measured: the sums over
+/// its invocations (each measured on its own, so that configurations can
+/// take turns).
+struct Arm {
+    name: String,
+    names: Vec<String>,
+    data: &'static str,
+    placement: &'static str,
+    latencies_us: Vec<u64>,
+    cp_bytes: f64,
+    chained: f64,
+    link_bytes: f64,
+    cp_link_bytes: f64,
+    cp_cpu_s: f64,
+}
+
+impl Arm {
+    fn new(
+        names: &std::collections::HashMap<(&str, &str), Vec<String>>,
+        tag: &'static str,
+        placement: &'static str,
+        data: &'static str,
+        workflow: &'static str,
+    ) -> Arm {
+        // Several DAGs (Azure) are invoked in turn.
+        let off = placement == PARTS_OFF;
+        let base = if off { PARTS_ON } else { tag };
+        let list = match names.get(&(base, workflow)) {
+            Some(n) => n.clone(),
+            None => vec![format!("{workflow}-{base}")],
+        };
+        let list: Vec<String> = match off {
+            true => list.iter().map(|n| format!("{n}-off")).collect(),
+            false => list,
+        };
+        let name = if list.len() == 1 {
+            list[0].clone()
+        } else {
+            format!("{workflow}-{tag} ({} DAGs)", list.len())
+        };
+        let (data, placement) = match off {
+            true => ("workers+chains, parts off", "locality"),
+            false => (data, placement),
+        };
+        Arm {
+            name,
+            names: list,
+            data,
+            placement,
+            latencies_us: Vec::new(),
+            cp_bytes: 0.0,
+            chained: 0.0,
+            link_bytes: 0.0,
+            cp_link_bytes: 0.0,
+            cp_cpu_s: 0.0,
+        }
+    }
+
+    /// Its row, per invocation.
+    fn row(mut self, workflow: &str) -> Row {
+        let n = self.latencies_us.len().max(1) as f64;
+        self.latencies_us.sort_unstable();
+        eprintln!(
+            "{} ({}, {}): p50 {} · control plane {:.1} MiB, {:.2} ms CPU · links {:.1} MiB · {:.1} runs in parts per invocation",
+            self.name,
+            self.data,
+            self.placement,
+            fmt_us(percentile(&self.latencies_us, 50.0)),
+            self.cp_bytes / n / 1048576.0,
+            self.cp_cpu_s / n * 1e3,
+            self.link_bytes / n / 1048576.0,
+            self.chained / n,
+        );
+        Row {
+            workflow: match workflow {
+                "chain" => "chain 16 MiB x3",
+                "c10" => "chain10 x 1 KiB",
+                "fanin" => "fan-in 4 x 8 MiB",
+                "mr" => "map-reduce 64 MiB",
+                "azure" => "Azure-shaped, 10 DAGs, production payloads",
+                kind => PEGASUS
+                    .iter()
+                    .find(|(k, _, _)| *k == kind)
+                    .map_or("?", |(_, _, label)| *label),
+            },
+            data: self.data,
+            placement: self.placement,
+            latencies_us: self.latencies_us,
+            cp_bytes: self.cp_bytes / n,
+            link_bytes: self.link_bytes / n,
+            cp_link_bytes: self.cp_link_bytes / n,
+            cp_cpu_s: self.cp_cpu_s / n,
+        }
+    }
+}
+
+/// Three invocations of each of the arms' workflows, each until it
+/// succeeds (at most 90 s): cold starts and the learnt edge bytes first.
+async fn warm_up(gw: &GatewayClient, arms: &[Arm], input: &Bytes) -> Result<()> {
+    let t = std::time::Instant::now();
+    for name in arms.iter().flat_map(|a| &a.names).flat_map(|n| [n; 3]) {
+        loop {
+            let why = match gw.invoke(name, input.clone()).await {
+                Ok(r) if r.status == 200 => break,
+                Ok(r) => format!("{} {}", r.status, r.text()),
+                Err(e) => e.to_string(),
+            };
+            if t.elapsed().as_secs() > 90 {
+                bail!("{name} did not succeed within 90 s: {why}")
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
 /// One cluster with `--workflow-data data`, every configuration of it.
 async fn one_pass(
     workers: usize,
@@ -413,98 +529,56 @@ async fn one_pass(
         let text = Bytes::from(
             "the quick brown fox jumps over the lazy dog\n".repeat(MAP_REDUCE_BYTES / 44),
         );
+        let cp_pid = std::fs::read_to_string(c.dir().join("cp.pid"))?;
+        let cp_pid = cp_pid.trim();
+        // Parts on and off run on the same instances, interleaved, so that
+        // the pools' state over time is the same for both.
+        let mut groups: Vec<Vec<(&str, &str)>> = Vec::new();
         for (tag, placement) in configs {
+            match groups.last_mut() {
+                Some(g) if *placement == PARTS_OFF => g.push((tag, placement)),
+                _ => groups.push(vec![(tag, placement)]),
+            }
+        }
+        for group in &groups {
             for &workflow in kinds {
-                // Several DAGs (Azure) are invoked in turn.
-                let off = *placement == PARTS_OFF;
-                let base = if off { PARTS_ON } else { tag };
-                let list = match names.get(&(base, workflow)) {
-                    Some(n) => n.clone(),
-                    None => vec![format!("{workflow}-{base}")],
-                };
-                let list: Vec<String> = match off {
-                    true => list.iter().map(|n| format!("{n}-off")).collect(),
-                    false => list,
-                };
-                let name = if list.len() == 1 {
-                    list[0].clone()
-                } else {
-                    format!("{workflow}-{tag} ({} DAGs)", list.len())
-                };
                 let input = match workflow {
                     "mr" => text.clone(),
                     "c10" => Bytes::from(vec![b'x'; 1024]),
                     _ => Bytes::from_static(b"go"),
                 };
-                // Cold starts and the learnt edge bytes first.
-                let t = std::time::Instant::now();
-                for name in list.iter().flat_map(|n| [n; 3]) {
-                    loop {
-                        let why = match gw.invoke(name, input.clone()).await {
-                            Ok(r) if r.status == 200 => break,
-                            Ok(r) => format!("{} {}", r.status, r.text()),
-                            Err(e) => e.to_string(),
-                        };
-                        if t.elapsed().as_secs() > 90 {
-                            bail!("{name} did not succeed within 90 s: {why}")
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    }
-                }
-                let cp_pid = std::fs::read_to_string(c.dir().join("cp.pid"))?;
-                let cpu0 = cpu_seconds(cp_pid.trim())?;
-                let (cp0, link0) = (cp_bytes(&gw).await?, link_bytes(&c, workers)?);
-                let mut latencies_us = Vec::with_capacity(iterations * list.len());
+                let mut arms: Vec<Arm> = group
+                    .iter()
+                    .map(|&(tag, placement)| Arm::new(&names, tag, placement, data, workflow))
+                    .collect();
+                warm_up(&gw, &arms, &input).await?;
                 for _ in 0..iterations {
-                    for name in &list {
-                        let t = std::time::Instant::now();
-                        let r = gw.invoke(name, input.clone()).await?;
-                        if r.status != 200 {
-                            bail!("{name}: {} {}", r.status, r.text());
+                    for arm in arms.iter_mut() {
+                        for name in arm.names.clone() {
+                            let cp0 = cp_bytes(&gw).await?;
+                            let link0 = link_bytes(&c, workers)?;
+                            let cpu0 = cpu_seconds(cp_pid)?;
+                            let t = std::time::Instant::now();
+                            let r = gw.invoke(&name, input.clone()).await?;
+                            let us = t.elapsed().as_micros() as u64;
+                            if r.status != 200 {
+                                bail!("{name}: {} {}", r.status, r.text());
+                            }
+                            let cpu1 = cpu_seconds(cp_pid)?;
+                            let link1 = link_bytes(&c, workers)?;
+                            let cp1 = cp_bytes(&gw).await?;
+                            arm.latencies_us.push(us);
+                            arm.cp_cpu_s += cpu1 - cpu0;
+                            arm.cp_bytes += cp1.0 - cp0.0;
+                            arm.chained += cp1.1 - cp0.1;
+                            arm.link_bytes += link1.0 - link0.0;
+                            arm.cp_link_bytes += link1.1 - link0.1;
                         }
-                        latencies_us.push(t.elapsed().as_micros() as u64);
                     }
                 }
-                let n = latencies_us.len() as f64;
-                let cp_cpu_s = (cpu_seconds(cp_pid.trim())? - cpu0) / n;
-                let cp1 = cp_bytes(&gw).await?;
-                let cp_moved = (cp1.0 - cp0.0) / n;
-                let chained = (cp1.1 - cp0.1) / n;
-                let link1 = link_bytes(&c, workers)?;
-                let link = (link1.0 - link0.0) / n;
-                let cp_link = (link1.1 - link0.1) / n;
-                latencies_us.sort_unstable();
-                let (data_label, place_label) = match off {
-                    true => ("workers+chains, parts off", "locality"),
-                    false => (data, *placement),
-                };
-                eprintln!(
-                                "{name} ({data_label}, {place_label}): p50 {} · control plane {:.1} MiB, {:.2} ms CPU · links {:.1} MiB · {chained:.1} runs in parts per invocation",
-                                fmt_us(percentile(&latencies_us, 50.0)),
-                                cp_moved / 1048576.0,
-                                cp_cpu_s * 1e3,
-                                link / 1048576.0
-                            );
-                rows.push(Row {
-                    workflow: match workflow {
-                        "chain" => "chain 16 MiB x3",
-                        "c10" => "chain10 x 1 KiB",
-                        "fanin" => "fan-in 4 x 8 MiB",
-                        "mr" => "map-reduce 64 MiB",
-                        "azure" => "Azure-shaped, 10 DAGs, production payloads",
-                        kind => PEGASUS
-                            .iter()
-                            .find(|(k, _, _)| *k == kind)
-                            .map_or("?", |(_, _, label)| *label),
-                    },
-                    data: data_label,
-                    placement: place_label,
-                    latencies_us,
-                    cp_bytes: cp_moved,
-                    link_bytes: link,
-                    cp_link_bytes: cp_link,
-                    cp_cpu_s,
-                });
+                for arm in arms {
+                    rows.push(arm.row(workflow));
+                }
             }
         }
         Ok(rows)
