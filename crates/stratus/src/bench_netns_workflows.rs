@@ -8,12 +8,15 @@
 //! the Pegasus Cycles shape with 2 MiB per step, and chain10 (ten echo
 //! steps of 1 KiB: the per-step scheduling cost); with `--pegasus`, the
 //! four Pegasus shapes instead (Cycles, Epigenomics, 1000Genome, SoyKB)
-//! under relay, locality, random and locality with chains; with
-//! `--azure`, 10 Azure-shaped DAGs with production payloads, likewise. A third cluster keeps
-//! outputs on the workers and runs chains there (`--worker-chains`)
-//! under locality. Per workflow and
-//! configuration: p50/p99 end to end, the control plane's payload bytes
-//! (its engine's counters), and the bytes on the hosts' links from the
+//! under relay, locality and random; with `--azure`, 10 Azure-shaped DAGs
+//! with production payloads, likewise. A third cluster keeps outputs on
+//! the workers and runs parts there (`--worker-chains`) under locality,
+//! and runs copies of the same workflows with `spec.workerParts: false`
+//! on the same functions, invocation for invocation in turn: a
+//! same-cluster A/B of parts. Per workflow and configuration, each turn
+//! measured on its own: p50/p99 end to end, the control
+//! plane's payload bytes (its engine's counters) and CPU (its process's
+//! user + system time), and the bytes on the hosts' links from the
 //! kernel's counters (Σ rx + tx over the workers and the control plane's
 //! host, halved: each byte leaves one host and enters another). The client
 //! runs on the control plane's host, so its input and output cross no link.
@@ -63,6 +66,8 @@ fn parts_off_copy(yaml: &str) -> String {
     }
     out
 }
+/// The pause after reading the counters, before a turn's invocations.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 /// The most measured invocations per workflow and configuration.
 const MAX_ITERATIONS: usize = 30;
 
@@ -352,8 +357,8 @@ pub(crate) async fn ready(gw: &GatewayClient, url: &str, workers: usize) -> Resu
 }
 
 /// One configuration's workflows of one kind, measured: the sums over
-/// its invocations (each measured on its own, so that configurations can
-/// take turns).
+/// its turns (each turn, one invocation of each of its workflows,
+/// measured on its own, so that configurations can take turns).
 struct Arm {
     name: String,
     names: Vec<String>,
@@ -554,26 +559,30 @@ async fn one_pass(
                 warm_up(&gw, &arms, &input).await?;
                 for _ in 0..iterations {
                     for arm in arms.iter_mut() {
-                        for name in arm.names.clone() {
-                            let cp0 = cp_bytes(&gw).await?;
-                            let link0 = link_bytes(&c, workers)?;
-                            let cpu0 = cpu_seconds(cp_pid)?;
+                        // Counters around each turn of an arm; the host
+                        // settles after reading them (links are read
+                        // with `ip netns exec`).
+                        let cp0 = cp_bytes(&gw).await?;
+                        let link0 = link_bytes(&c, workers)?;
+                        let cpu0 = cpu_seconds(cp_pid)?;
+                        tokio::time::sleep(SETTLE).await;
+                        for name in &arm.names {
                             let t = std::time::Instant::now();
-                            let r = gw.invoke(&name, input.clone()).await?;
+                            let r = gw.invoke(name, input.clone()).await?;
                             let us = t.elapsed().as_micros() as u64;
                             if r.status != 200 {
                                 bail!("{name}: {} {}", r.status, r.text());
                             }
-                            let cpu1 = cpu_seconds(cp_pid)?;
-                            let link1 = link_bytes(&c, workers)?;
-                            let cp1 = cp_bytes(&gw).await?;
                             arm.latencies_us.push(us);
-                            arm.cp_cpu_s += cpu1 - cpu0;
-                            arm.cp_bytes += cp1.0 - cp0.0;
-                            arm.chained += cp1.1 - cp0.1;
-                            arm.link_bytes += link1.0 - link0.0;
-                            arm.cp_link_bytes += link1.1 - link0.1;
                         }
+                        let cpu1 = cpu_seconds(cp_pid)?;
+                        let link1 = link_bytes(&c, workers)?;
+                        let cp1 = cp_bytes(&gw).await?;
+                        arm.cp_cpu_s += cpu1 - cpu0;
+                        arm.cp_bytes += cp1.0 - cp0.0;
+                        arm.chained += cp1.1 - cp0.1;
+                        arm.link_bytes += link1.0 - link0.0;
+                        arm.cp_link_bytes += link1.1 - link0.1;
                     }
                 }
                 for arm in arms {
