@@ -1,29 +1,31 @@
-//! Parts of a workflow run on a worker (`stratus up --worker-chains`,
-//! with `--workflow-data workers`): worker-side triggering of local
-//! successors.
+//! Parts of a workflow run from a worker (`stratus up --worker-chains`,
+//! or a workflow's `spec.workerParts`, with `--workflow-data workers`):
+//! worker-side triggering of successors.
 //!
-//! When a run's step starts a [`stratus_dag::Plan::part`] of steps placed
-//! on the same worker (each running on outputs of the run and of earlier
-//! members alone, one sink), the run's request names the members'
-//! instances and sources ([`remote::THEN_HEADER`]), each instance leased
-//! here first so every instance's concurrency holds. The worker's agent
-//! runs each member as soon as its sources are kept, independent ones side
-//! by side, passing outputs on from memory and framing a fan-in as the
-//! execution would, and answers with one [`remote::ChainStep`] per step.
-//! The first becomes the run's outcome; the others wait in the driver as
+//! When a run's step starts a [`stratus_dag::Plan::part`] (the steps after
+//! it that run on outputs of the run and of earlier members alone, one
+//! sink), the run's request names each member's instance, its agent when
+//! it is on another worker, and its sources ([`remote::THEN_HEADER`]),
+//! each instance leased here first on the host the member was placed on,
+//! so every instance's concurrency holds. The worker's agent runs each
+//! member as soon as its sources are kept, independent ones side by side,
+//! passing outputs on from memory (or sending the member to its worker,
+//! its inputs named as items) and framing a fan-in as the execution
+//! would, and answers with one [`remote::ChainStep`] per step. The first
+//! becomes the run's outcome; the others wait in the driver as
 //! [`PreDone`]s, and when the execution dispatches those steps (their
-//! input made of the stand-ins of the very bytes the worker passed on) the
+//! input made of the stand-ins of the very bytes the worker used) the
 //! driver settles them at once instead of calling. A step that failed on
 //! the worker is settled as failed, so retries, catch steps and errors go
-//! as they would; the steps after it were not run and are dispatched as
-//! usual.
+//! as they would; the steps that needed it were not run and are
+//! dispatched as usual.
 //!
-//! A member whose instance cannot be leased on the same worker within
+//! A member whose instance cannot be leased on its host within
 //! [`LEASE_WAIT`] leaves the part, and the part is taken again without it
 //! (no waiting on one another's instances: parts of different workflows
-//! lease in different orders). Members of one function run side by side
-//! on instances of their own when one is free at once, else one after
-//! another on the instance they share.
+//! lease in different orders). Members of one function on one host run
+//! side by side on instances of their own when one is free at once, else
+//! one after another on the instance they share.
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,7 +34,7 @@ use stratus_nodestore::remote::{self, ChainStep, ThenStep};
 
 use super::*;
 
-/// The longest a part waits for a member's instance on its worker.
+/// The longest a part waits for its members' instances.
 const LEASE_WAIT: Duration = Duration::from_millis(100);
 
 /// The part a run may take with it: its steps, and the hosts the root
@@ -45,7 +47,7 @@ pub(super) struct Chain {
     pub hosts: HashMap<StepIdx, Arc<str>>,
 }
 
-/// A step a worker ran in a chain, waiting for the execution to dispatch it.
+/// A step run in a part, waiting for the execution to dispatch it.
 pub(super) struct PreDone {
     pub started_us: u64,
     pub finished_us: u64,
