@@ -353,14 +353,7 @@ async fn remote_step(
             return None;
         }
     };
-    if let Some(ct) = ct {
-        req.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    if let Some(key) = &carried.key {
-        if let Ok(v) = HeaderValue::from_str(&format!("{key}.then{k}")) {
-            req.headers_mut().insert(KEY_HEADER, v);
-        }
-    }
+    carry(req.headers_mut(), ct, carried, k);
     let timeout = a.config().invoke_timeout;
     let resp = match tokio::time::timeout(timeout, a.client.request(req)).await {
         Err(_) => Err(format!(
@@ -409,6 +402,19 @@ async fn remote_step(
     })
 }
 
+/// Step `k`'s `Content-Type`, and the first request's idempotency key
+/// with `.then<k>`.
+fn carry(h: &mut HeaderMap, content_type: Option<HeaderValue>, carried: &Carried, k: usize) {
+    if let Some(ct) = content_type {
+        h.insert(header::CONTENT_TYPE, ct);
+    }
+    if let Some(key) = &carried.key {
+        if let Ok(v) = HeaderValue::from_str(&format!("{key}.then{k}")) {
+            h.insert(KEY_HEADER, v);
+        }
+    }
+}
+
 /// Sends `input` to instance `id` of this agent, within the invoke timeout.
 async fn send(
     a: &Agent,
@@ -426,14 +432,7 @@ async fn send(
         .header(header::CONTENT_LENGTH, len)
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("chain request: {e}")))?;
-    if let Some(ct) = content_type {
-        req.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    if let Some(key) = &carried.key {
-        if let Ok(v) = HeaderValue::from_str(&format!("{key}.then{k}")) {
-            req.headers_mut().insert(KEY_HEADER, v);
-        }
-    }
+    carry(req.headers_mut(), content_type, carried, k);
     let timeout = a.config().invoke_timeout;
     match tokio::time::timeout(timeout, a.client.request(req)).await {
         Err(_) => Err(ApiError::new(
