@@ -13,7 +13,12 @@
 
 use std::sync::atomic::AtomicBool;
 
+use futures_util::StreamExt;
+
 use super::*;
+
+/// Items asked for at once when a holder answers but may have lost them.
+const MAX_ASKS: usize = 16;
 
 /// Recoveries one run makes before it fails with the item-lost error.
 pub(super) const MAX_RECOVERIES: u32 = 2;
@@ -63,7 +68,12 @@ impl Platform {
                     let has = k.has(&at, auth, &id).await;
                     (addr, at, has)
                 });
-            for (addr, at, has) in futures_util::future::join_all(asks).await {
+            // At most MAX_ASKS at a time: a reduce may hold thousands.
+            let answers: Vec<_> = futures_util::stream::iter(asks)
+                .buffer_unordered(MAX_ASKS)
+                .collect()
+                .await;
+            for (addr, at, has) in answers {
                 if has == Some(false) {
                     tracing::warn!(invocation = %k.invocation(), %at,
                         "a worker no longer has a workflow item it kept (restarted?): the step that made it runs again");
