@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod flaky;
+pub mod json_str;
 pub mod memhog;
 pub mod spin;
 pub mod table;
@@ -82,6 +83,9 @@ pub fn run_pure(
 /// is used as is. (Raw text that merely starts with a quote is still raw text.)
 pub fn text_input(body: &[u8]) -> Result<Cow<'_, str>, BadInput> {
     if body.trim_ascii_start().first() == Some(&b'"') {
+        if let Some(s) = json_str::read_json_str(body) {
+            return Ok(Cow::Owned(s));
+        }
         if let Ok(s) = serde_json::from_slice::<String>(body) {
             return Ok(Cow::Owned(s));
         }
