@@ -11,6 +11,7 @@
 //!                                   GET    /v1/agent/health             capacity, usage, caches
 //!                                   GET    /v1/agent/items/{id}         a kept workflow item
 //!                                   DELETE /v1/agent/invocations/{inv}/items  free them
+//!                                   POST   /v1/agent/workflows/run      a whole invocation (workflow)
 //!                                          │
 //!                                          ▼
 //!                                   Sandbox backends of this node (process, runc, microvm)
@@ -40,6 +41,7 @@ mod proxy;
 pub mod request;
 mod routes;
 pub mod server;
+mod workflow_run;
 
 pub use capacity::{Capacity, CapacityError};
 

@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 
 use crate::request::{parse_start, Health, InstanceInfo, RequestError, MAX_CONTROL_BYTES};
@@ -104,6 +104,7 @@ pub(crate) fn router(agent: &Arc<Agent>) -> Router {
             "/v1/agent/invocations/{inv}/items",
             delete(crate::items::end),
         )
+        .route(stratus_dag::whole::RUN_PATH, post(crate::workflow_run::run))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES))
         .layer(middleware::from_fn_with_state(agent.clone(), auth))
         .with_state(agent.clone())

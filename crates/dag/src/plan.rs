@@ -343,6 +343,11 @@ impl Plan {
         self.worker_parts
     }
 
+    /// Whether step `s` is a `map:` (a run per item of its source).
+    pub fn step_maps(&self, s: StepIdx) -> bool {
+        self.steps[s].mode == Mode::Map
+    }
+
     /// Distinct functions the plan calls.
     pub fn functions(&self) -> Vec<Arc<str>> {
         let mut v: Vec<Arc<str>> = self.steps.iter().map(|s| s.function.clone()).collect();

@@ -34,6 +34,7 @@ mod journaled;
 mod kept;
 mod lineage;
 pub(crate) mod placed;
+mod whole;
 
 pub type HttpClient = Client<HttpConnector, ChunksBody>;
 
@@ -351,9 +352,23 @@ impl Platform {
             && journal.is_none()
             && self.cluster_view.get().is_some())
         .then(|| Arc::new(kept::Kept::new(&id, self.client.clone())));
+        let fin = Finish {
+            id,
+            kind,
+            metrics,
+            received_unix_us,
+            input_bytes,
+            pending,
+        };
+        // Placed whole on one worker: its agent runs it (`whole`).
+        if let Some(host) = self.whole_host(&plan, placed.as_ref(), kept.is_some(), input_bytes) {
+            if let Some(w) = self.run_whole(&plan, &host, &fin.id, &input, t0).await {
+                return self.finish_whole(w, &plan, fin, t0);
+            }
+        }
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);
-        exec.set_seed(crate::retry::seed_of(&id));
+        exec.set_seed(crate::retry::seed_of(&fin.id));
         let mut d = Driver {
             exec,
             running: FuturesUnordered::new(),
@@ -361,7 +376,7 @@ impl Platform {
             max_in_flight: max_in_flight.max(1),
             first_error: None,
             t0,
-            id: id.as_str().into(),
+            id: fin.id.as_str().into(),
             journal,
             failed: Default::default(),
             deadline,
@@ -372,14 +387,6 @@ impl Platform {
         };
         let first = d.exec.start(input, micros(t0));
         self.dispatch(&mut d, first);
-        let fin = Finish {
-            id,
-            kind,
-            metrics,
-            received_unix_us,
-            input_bytes,
-            pending,
-        };
         self.run_to_end(d, fin).await
     }
 

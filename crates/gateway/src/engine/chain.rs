@@ -57,7 +57,7 @@ pub(super) struct PreDone {
 }
 
 /// The instance id an agent knows `slot` by (its invoke path's).
-fn agent_instance(slot: &crate::pool::Slot) -> Option<String> {
+pub(super) fn agent_instance(slot: &crate::pool::Slot) -> Option<String> {
     let rest = slot.uri.path().strip_prefix("/v1/agent/instances/")?;
     let id = rest.split('/').next()?;
     (!id.is_empty()).then(|| id.to_string())

@@ -57,6 +57,16 @@ impl StepHosts {
         (!h.is_empty()).then(|| h[k as usize % h.len()].clone())
     }
 
+    /// The one host every step was placed on (all of each step's runs),
+    /// if there is one.
+    pub(crate) fn only_host(&self) -> Option<Arc<str>> {
+        let first = self.hosts.first()?.first()?;
+        self.hosts
+            .iter()
+            .all(|h| !h.is_empty() && h.iter().all(|x| x == first))
+            .then(|| first.clone())
+    }
+
     /// The host for the next run of `step`.
     pub(crate) fn next(&mut self, step: usize) -> Option<Arc<str>> {
         let h = self.hosts.get(step)?;
@@ -139,6 +149,21 @@ impl Estimates {
                 shape.runs[s] = n.min(MAX_PLANNED_INSTANCES);
             }
         }
+    }
+
+    /// The bytes an invocation of `plan` is expected to hold at once at
+    /// most: every step's output (its largest out-edge's estimate).
+    pub(crate) fn held_bytes(&self, plan: &Plan) -> u64 {
+        let mut map = self.shapes.lock();
+        let shape = Self::shape(&mut map, plan);
+        let blend = Blend::default();
+        let mut out = vec![0u64; plan.step_count()];
+        for (&(from, _), e) in shape.ends.iter().zip(&shape.bytes) {
+            if let End::Step(s) = from {
+                out[s] = out[s].max(e.bytes(blend));
+            }
+        }
+        out.iter().fold(0u64, |a, &b| a.saturating_add(b))
     }
 
     /// The workflow to place: steps at their last width, edges at their

@@ -383,7 +383,12 @@ async fn parts_run_on_the_workers_in_one_request() {
         assert!(out == data, "the output differs from the input");
     }
     let after = counters().await;
-    assert_eq!(after.0 - before.0, 6.0, "b and c ran in chains: {after:?}");
+    // Placed whole on one worker: it runs all four steps (`whole`).
+    assert_eq!(
+        after.0 - before.0,
+        12.0,
+        "every step ran on the worker: {after:?}"
+    );
     assert_eq!(
         (after.1, after.2),
         (before.1, before.2),
@@ -393,17 +398,16 @@ async fn parts_run_on_the_workers_in_one_request() {
     let before = counters().await;
     let out = ok(&cp, "flaky-chain", small.clone()).await;
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    // Its third try: the second call with the control plane's key.
+    // Retried on the worker with the control plane's key: its second call.
     assert_eq!(v["calls"], 2, "{v}");
     assert!(!v["key"].as_str().unwrap().contains("then"), "{v}");
     assert_eq!(v["input_bytes"], 4, "{v}");
-    // f's failed first try came from a chain; c ran in f's third try's.
     let after = counters().await;
-    assert_eq!(after.0 - before.0, 2.0, "{after:?}");
+    assert_eq!(after.0 - before.0, 4.0, "{after:?}");
 
     // A diamond: s's output goes to l and r, which run side by side on the
-    // worker; j gets theirs framed as the engine frames a fan-in. l, r and
-    // j get no request from the control plane.
+    // worker; j gets theirs framed as the engine frames a fan-in. l and j
+    // get no request from the control plane.
     let requests = async |f: &str| {
         let m = cp.admin.get("/metrics").await.unwrap().text();
         metric(
@@ -428,8 +432,8 @@ async fn parts_run_on_the_workers_in_one_request() {
     );
     assert_eq!(
         after.0 - before.0,
-        3.0,
-        "l, r and j ran in the part: {after:?}"
+        5.0,
+        "every step ran on the worker: {after:?}"
     );
     assert_eq!(
         (after.1, after.2),
@@ -437,7 +441,8 @@ async fn parts_run_on_the_workers_in_one_request() {
         "no request for l or j"
     );
 
-    // Round-robin: a, b, c on alternate workers. b is sent to its worker
+    // Round-robin: a, b, c on alternate workers (not whole: a part). b is
+    // sent to its worker
     // by a's (its input fetched from a's), c back on a's worker fetches
     // b's output from b's: neither gets a request from the control plane.
     for _ in 0..3 {
@@ -478,4 +483,130 @@ async fn parts_run_on_the_workers_in_one_request() {
     let out = ok(&cp, "diamond-off", data.clone()).await;
     assert!(out == joined(&data), "the output is not [input,input]");
     assert_eq!(counters().await.0, before, "no part for diamond-off");
+}
+
+/// `out`'s output with the flaky step's key left out (it names the
+/// invocation).
+fn without_keys(out: &[u8]) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(out).unwrap();
+    for e in v.as_array_mut().unwrap() {
+        if let Some(o) = e.as_object_mut() {
+            o.remove("key");
+        }
+    }
+    v
+}
+
+/// A workflow placed whole on one worker runs there (`engine::whole`):
+/// a word count (a map), a flaky step retried, a step whose condition
+/// reads the count, and a fan-in give what the control plane's driver
+/// gives for the same workflow (`workerParts: false`, the same functions
+/// and instances), with the condition true and false; none of its steps
+/// gets a request from the control plane, which moves only the input and
+/// the output; the records list every run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workflow_placed_on_one_worker_runs_there_whole() {
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_w1, _w2, cp) =
+        two_workers_and_cp(&etcd, dir.path(), &["--workflow-data", "workers"]).await;
+    let mut yaml = String::new();
+    for (name, f, env) in [
+        ("wh-split", "split", "SPLIT_PARTS: 3"),
+        ("wh-map", "wc-map", ""),
+        ("wh-reduce", "wc-reduce", ""),
+        ("wh-flaky", "flaky", ""),
+        ("wh-big", "echo", ""),
+        ("wh-out", "echo", ""),
+    ] {
+        let env = match env.split_once(": ") {
+            Some((k, v)) => {
+                format!("          env:\n            - {{name: {k}, value: \"{v}\"}}\n")
+            }
+            None => String::new(),
+        };
+        yaml += &format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/{f}\n          command: [\"stratus\", \"fn\", \"{f}\"]\n{env}---\n"
+        );
+    }
+    for (name, parts) in [("whole", "true"), ("whole-off", "false")] {
+        yaml += &format!(
+            "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  placement: locality\n  workerParts: {parts}\n  steps:\n    - {{name: split, function: wh-split}}\n    - {{name: count, function: wh-map, map: split}}\n    - {{name: reduce, function: wh-reduce, inputs: [count], inputFormat: json}}\n    - name: flaky\n      function: wh-flaky\n      inputs: [reduce]\n      retry: {{attempts: 3, backoff: 1ms}}\n    - name: big\n      function: wh-big\n      inputs: [reduce]\n      when: $reduce.total_words > 1\n    - {{name: out, function: wh-out, inputs: [flaky, big], inputFormat: json}}\n  output: out\n---\n"
+        );
+    }
+    let r = cp.admin.deploy("whole.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let text = Bytes::from("The quick brown fox\njumps over the lazy dog\n".repeat(300));
+    until("the leader serves", Duration::from_secs(20), async || {
+        call(&cp.admin, "whole-off", text.clone()).await.0 == 200
+    })
+    .await;
+    for _ in 0..3 {
+        ok(&cp, "whole", text.clone()).await;
+        ok(&cp, "whole-off", text.clone()).await;
+    }
+    let counters = async || {
+        let m = cp.admin.get("/metrics").await.unwrap().text();
+        let requests = |f: &str| {
+            metric(
+                &m,
+                &format!("stratus_function_requests_total{{function=\"{f}\"}}"),
+            )
+        };
+        (
+            metric(&m, "stratus_engine_chained_runs_total"),
+            requests("wh-map") + requests("wh-flaky") + requests("wh-out"),
+            metric(&m, "stratus_engine_payload_sent_bytes_total")
+                + metric(&m, "stratus_engine_payload_received_bytes_total"),
+        )
+    };
+    for input in [text.clone(), Bytes::from_static(b"one")] {
+        let before = counters().await;
+        let on = ok(&cp, "whole", input.clone()).await;
+        let after = counters().await;
+        let off = ok(&cp, "whole-off", input.clone()).await;
+        assert_eq!(
+            without_keys(&on),
+            without_keys(&off),
+            "{}",
+            String::from_utf8_lossy(&on)
+        );
+        assert_eq!(after.1, before.1, "no request from the control plane");
+        assert_eq!(
+            after.2 - before.2,
+            (input.len() + on.len()) as f64,
+            "the control plane moved the input and the output"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&on).unwrap();
+        assert_eq!(v[0]["calls"], 2, "retried on the worker: {v}");
+        if input.len() > 3 {
+            // split, 3 counts, reduce, flaky, big, out.
+            assert_eq!(after.0 - before.0, 8.0, "every run on the worker");
+            assert_eq!(v[1]["total_words"], 2700, "{v}");
+        } else {
+            assert_eq!(v.as_array().unwrap().len(), 1, "big was skipped: {v}");
+        }
+    }
+    // The record lists each run with its step and the instance it ran on.
+    let ls = cp
+        .admin
+        .get("/v1/runs?workflow=whole&limit=1")
+        .await
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&ls.body).unwrap();
+    let id = runs[0]["id"].as_str().unwrap_or_default().to_string();
+    let one = cp.admin.get(&format!("/v1/runs/{id}")).await.unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&one.body).unwrap();
+    let none = Vec::new();
+    let steps: Vec<&str> = rec["steps"]
+        .as_array()
+        .unwrap_or(&none)
+        .iter()
+        .filter_map(|r| r["step"].as_str())
+        .collect();
+    for s in ["split", "count", "reduce", "flaky", "out"] {
+        assert!(steps.contains(&s), "{s} not in the record: {rec}");
+    }
 }

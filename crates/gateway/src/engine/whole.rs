@@ -1,0 +1,316 @@
+//! A workflow invocation placed whole on one worker runs there
+//! (`--worker-chains` or `spec.workerParts`, with `--workflow-data
+//! workers`): the worker's agent runs the pure [`stratus_dag::Execution`]
+//! for it and dispatches every step itself ([`stratus_dag::whole`]).
+//!
+//! When the workflow placement put every step on one host, this leases
+//! instances of each of its functions there (one each, waiting up to
+//! [`LEASE_WAIT`] for a start; more where one is free at once, up to
+//! [`MAX_SLOTS_PER_FUNCTION`]), so every instance's concurrency holds, and
+//! sends the agent the workflow, those instances and the input in one
+//! request. Its answer is the output and the runs' records, which become
+//! the invocation's record here (times shifted onto this clock). Only the
+//! input, the output and the records cross this host's link.
+//!
+//! Anything short of an answer (an instance placed elsewhere or not had
+//! in time, the agent unreachable, a refusal, outputs past the agent's
+//! budget) leaves the invocation to the driver here, from the start; an
+//! agent that cannot be reached has its instances taken out of the pools
+//! first. Steps may then run a second time, with other idempotency keys
+//! (a function that deduplicates by key sees two requests).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use stratus_dag::whole::{self as workflow, Slot, WorkflowDone, WorkflowRun};
+use stratus_dag::{Payload, Plan, RunRecord};
+
+use super::chain::agent_instance;
+use super::{micros, Finish, InvokeResult};
+use crate::body::ChunksBody;
+use crate::pool::Lease;
+use crate::Platform;
+
+/// The longest leasing waits for a function's first instance on the host.
+const LEASE_WAIT: Duration = Duration::from_millis(500);
+
+/// The most instance slots leased per function (its runs share them).
+const MAX_SLOTS_PER_FUNCTION: usize = 8;
+
+/// An answer from the worker: its head, the output, and when the request
+/// was sent (µs after the invocation's start).
+pub(super) struct Whole {
+    done: WorkflowDone,
+    output: Payload,
+    sent_us: u64,
+}
+
+impl Platform {
+    /// The one host every step of `plan` was placed on, when the
+    /// invocation may run there whole: its input and the outputs it is
+    /// expected to hold (the edges' learnt bytes) fit in what an agent
+    /// holds for one (twice the body limit, taken to be this
+    /// `--max-body-bytes`); larger ones stay kept on the store, step by
+    /// step.
+    pub(super) fn whole_host(
+        &self,
+        plan: &Plan,
+        placed: Option<&super::placed::StepHosts>,
+        kept: bool,
+        input: u64,
+    ) -> Option<Arc<str>> {
+        if !kept || !plan.worker_parts().unwrap_or(self.cfg.worker_chains) {
+            return None;
+        }
+        let held = input.saturating_add(self.estimates.held_bytes(plan));
+        if held > 2 * self.cfg.max_body_bytes as u64 {
+            return None;
+        }
+        placed?.only_host()
+    }
+
+    /// Runs the invocation on `host`'s agent; `None` when it did not (the
+    /// driver here runs it).
+    pub(super) async fn run_whole(
+        self: &Arc<Self>,
+        plan: &Arc<Plan>,
+        host: &str,
+        id: &str,
+        input: &Bytes,
+        t0: Instant,
+    ) -> Option<Whole> {
+        let spec = {
+            let reg = self.registry.read();
+            let e = reg.workflows.get(plan.name())?;
+            Arc::ptr_eq(&e.plan, plan).then(|| e.spec.clone())?
+        };
+        let leases = self.lease_whole(plan, host).await?;
+        let first = &leases.first()?.1.slot;
+        let at = first.uri.authority()?.to_string();
+        let auth = first.authorization.clone();
+        let slots: Vec<Slot> = leases
+            .iter()
+            .filter_map(|(f, l)| {
+                let pool = self.pool_for(f).ok()?;
+                Some(Slot {
+                    function: f.to_string(),
+                    instance: agent_instance(&l.slot)?,
+                    timeout_ms: pool.service.timeout_seconds.saturating_mul(1000),
+                })
+            })
+            .collect();
+        // Each run is bounded by its function's timeout on the worker; a
+        // step may take every try of its retries.
+        let calls: u64 = spec
+            .steps
+            .iter()
+            .map(|s| {
+                let tries = s.retry.as_ref().map_or(1, |r| u64::from(r.attempts.max(1)));
+                let t = slots.iter().find(|x| x.function == s.function);
+                tries * t.map_or(0, |x| x.timeout_ms)
+            })
+            .sum();
+        let wait = match plan.timeout_us() {
+            Some(us) => Duration::from_micros(us) + Duration::from_secs(5),
+            None => Duration::from_millis(calls.saturating_mul(2)) + Duration::from_secs(10),
+        };
+        let run = WorkflowRun {
+            invocation: id.to_string(),
+            workflow: spec,
+            slots,
+            max_map_width: self.cfg.max_map_width,
+            seed: crate::retry::seed_of(id),
+        };
+        let mut req = http::Request::post(format!("http://{at}{}", workflow::RUN_PATH))
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/vnd.stratus.workflow-run",
+            )
+            .body(ChunksBody::new(workflow::format_run(&run, input)))
+            .ok()?;
+        if let Some(a) = auth {
+            req.headers_mut().insert(http::header::AUTHORIZATION, a);
+        }
+        let sent_us = micros(t0);
+        let limit = self.cfg.max_body_bytes + workflow::MAX_HEAD + 4;
+        let answer = tokio::time::timeout(wait, async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| (true, crate::error_chain(&e)))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| (false, format!("its answer: {e}")))?
+                .to_bytes();
+            if !status.is_success() {
+                let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+                return Err((false, format!("HTTP {status}: {text}")));
+            }
+            workflow::parse_done(&body).map_err(|e| (false, e.to_string()))
+        })
+        .await;
+        let (done, output) = match answer {
+            Ok(Ok(x)) => x,
+            Ok(Err((gone, why))) => {
+                tracing::warn!(invocation = id, host, reason = %why, "the worker did not run the invocation whole; running it here");
+                if gone {
+                    for (f, l) in &leases {
+                        if let Ok(pool) = self.pool_for(f) {
+                            pool.kill(&l.slot);
+                        }
+                    }
+                }
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    invocation = id,
+                    host,
+                    "the worker did not answer within {wait:?}; running the invocation here"
+                );
+                return None;
+            }
+        };
+        drop(leases);
+        self.metrics.payload_sent.inc_by(input.len() as u64);
+        self.metrics.payload_received.inc_by(output.len() as u64);
+        self.metrics.chained_runs.inc_by(done.runs.len() as u64);
+        Some(Whole {
+            done,
+            output,
+            sent_us,
+        })
+    }
+
+    /// Instances of every function of `plan` on `host`; `None` when one
+    /// cannot be had there in time.
+    async fn lease_whole(&self, plan: &Plan, host: &str) -> Option<Vec<(Arc<str>, Lease)>> {
+        let mut steps_of: Vec<(Arc<str>, usize)> = Vec::new();
+        for s in 0..plan.step_count() {
+            let f = plan.step_function(s);
+            match steps_of.iter_mut().find(|(g, _)| g == f) {
+                Some((_, n)) => *n += 1,
+                None => steps_of.push((f.clone(), 1)),
+            }
+        }
+        let mut out = Vec::new();
+        let wait = Instant::now() + LEASE_WAIT;
+        for (f, steps) in steps_of {
+            let pool = self.pool_for(&f).ok()?;
+            // A map's runs share its function's slots: as many as are free.
+            let want = if steps > 1 || plan_maps(plan, &f) {
+                MAX_SLOTS_PER_FUNCTION
+            } else {
+                1
+            };
+            for k in 0..want {
+                let until = if k == 0 { wait } else { Instant::now() };
+                let Ok(l) = pool.acquire_near(until, Some(host)).await else {
+                    if k == 0 {
+                        return None;
+                    }
+                    break;
+                };
+                if l.slot.host.as_deref() != Some(host) || agent_instance(&l.slot).is_none() {
+                    if k == 0 {
+                        return None;
+                    }
+                    break;
+                }
+                out.push((f.clone(), l));
+            }
+        }
+        Some(out)
+    }
+
+    /// The invocation's result and record from the worker's answer.
+    pub(super) fn finish_whole(
+        &self,
+        w: Whole,
+        plan: &Plan,
+        fin: Finish,
+        t0: Instant,
+    ) -> InvokeResult {
+        let Finish {
+            id,
+            kind,
+            metrics,
+            received_unix_us,
+            input_bytes,
+            mut pending,
+        } = fin;
+        let Whole {
+            done,
+            output,
+            sent_us,
+        } = w;
+        let total_us = micros(t0);
+        let shift = |t: u64| t + sent_us;
+        let runs: Vec<RunRecord> = done
+            .runs
+            .into_iter()
+            .map(|mut r| {
+                r.queued_us = shift(r.queued_us);
+                r.started_us = r.started_us.map(shift);
+                r.finished_us = r.finished_us.map(shift);
+                for a in &mut r.retries {
+                    a.queued_us = shift(a.queued_us);
+                    a.started_us = a.started_us.map(shift);
+                    a.finished_us = a.finished_us.map(shift);
+                }
+                r
+            })
+            .collect();
+        let mut breakdown = done.breakdown;
+        breakdown.overhead_us += total_us.saturating_sub(breakdown.total_us);
+        breakdown.total_us = total_us;
+        let result = match done.error {
+            None => Ok(output),
+            Some((status, msg)) => Err((status, msg)),
+        };
+        metrics.latency.observe(total_us as f64 / 1e6);
+        if result.is_ok() {
+            metrics.ok.inc();
+        } else {
+            metrics.failed.inc();
+        }
+        let output_bytes = result.as_ref().map(|p| p.len() as u64).unwrap_or(0);
+        if self.cluster_view.get().is_some() {
+            self.estimates
+                .observe(plan, &runs, input_bytes, output_bytes);
+        }
+        let error = result.as_ref().err().map(|(_, m)| m.clone());
+        pending.mark = None;
+        self.recorder.record(stratus_dag::InvocationRecord {
+            id: id.clone(),
+            target: plan.name().to_string(),
+            kind,
+            ok: error.is_none(),
+            error,
+            received_unix_us,
+            finished_us: total_us,
+            input_bytes,
+            output_bytes,
+            breakdown,
+            runs,
+            interrupted: None,
+        });
+        InvokeResult {
+            id,
+            result,
+            breakdown,
+            output_skipped: done.output_skipped,
+            unfinished: done.unfinished,
+        }
+    }
+}
+
+/// Whether a map step of `plan` calls `f`.
+fn plan_maps(plan: &Plan, f: &str) -> bool {
+    (0..plan.step_count()).any(|s| &**plan.step_function(s) == f && plan.step_maps(s))
+}
