@@ -363,8 +363,10 @@ impl Platform {
         // Placed whole on one worker: its agent runs it (`whole`).
         if let Some(host) = self.whole_host(&plan, placed.as_ref(), kept.is_some(), input_bytes) {
             if let Some(w) = self.run_whole(&plan, &host, &fin.id, &input, t0).await {
+                self.metrics.whole_runs.inc();
                 return self.finish_whole(w, &plan, fin, t0);
             }
+            self.metrics.whole_fallbacks.inc();
         }
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub lineage_reruns: Counter,
     /// Runs a worker ran as part of a chain, without a request of their own.
     pub chained_runs: Counter,
+    /// Invocations a worker ran whole (`engine::whole`), and those it was
+    /// sent but that the control plane then ran itself.
+    pub whole_runs: Counter,
+    pub whole_fallbacks: Counter,
     pub records_dropped: Counter,
     pub records_pruned: Counter,
     /// Invocations found in flight from a previous run of the platform.
@@ -134,6 +138,18 @@ impl Metrics {
             "Workflow runs a worker ran in a part after another step, passing outputs on itself (--worker-chains): no request of their own from the engine",
             chained_runs.clone(),
         );
+        let whole_runs = Counter::default();
+        registry.register(
+            "engine_whole_runs",
+            "Workflow invocations placed whole on one worker and run there by its agent (the control plane sent one request); their runs count in engine_chained_runs",
+            whole_runs.clone(),
+        );
+        let whole_fallbacks = Counter::default();
+        registry.register(
+            "engine_whole_fallbacks",
+            "Invocations to run whole on a worker that the control plane ran itself instead (no instance there in time, the worker gone or refusing)",
+            whole_fallbacks.clone(),
+        );
         registry.register(
             "queued_requests",
             "Requests buffered waiting for an instance slot",
@@ -203,6 +219,8 @@ impl Metrics {
             payload_received,
             lineage_reruns,
             chained_runs,
+            whole_runs,
+            whole_fallbacks,
             records_dropped,
             records_pruned,
             invocations_lost,

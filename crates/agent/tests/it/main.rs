@@ -4,3 +4,4 @@ mod api;
 mod big;
 mod items;
 mod part;
+mod whole;

@@ -316,16 +316,14 @@ async fn a_map_source_lost_with_its_worker_is_split_again_and_the_map_completes(
     );
 }
 
-/// `--worker-chains`: a part runs on the workers in one request from the
-/// control plane (a chain on one worker; a diamond whose branches the
-/// worker runs side by side and whose fan-in it frames; a chain placed
-/// round-robin, whose steps the first worker sends on to the other). `chain-wc`'s a → b → c run back to back on their worker (b and
-/// c without a request of their own from the control plane; `out`, the
-/// invocation's output, comes back to it); the output is the input. A
-/// step that fails in a chain is settled as failed and retried by the
-/// control plane as usual: the flaky step fails its first call on the
-/// worker, then its first call from the control plane (a key of its own),
-/// and succeeds on its third try.
+/// `--worker-chains`: a workflow placed whole on one worker runs there
+/// (`engine::whole`): `chain-wc`'s four steps, a diamond whose branches
+/// run side by side and whose fan-in is framed, a flaky step retried on
+/// the worker with the control plane's key; none of their steps gets a
+/// request of its own from the control plane and the output is the
+/// input. A chain placed round-robin runs as a part: the first worker
+/// sends its successor on to the other. `workerParts: false` runs
+/// neither.
 #[tokio::test(flavor = "multi_thread")]
 async fn parts_run_on_the_workers_in_one_request() {
     let Some(etcd) = EtcdCluster::start_or_skip(3) else {
@@ -609,4 +607,60 @@ async fn a_workflow_placed_on_one_worker_runs_there_whole() {
     for s in ["split", "count", "reduce", "flaky", "out"] {
         assert!(steps.contains(&s), "{s} not in the record: {rec}");
     }
+}
+
+/// A worker killed while it runs an invocation whole: the control plane
+/// loses its request, takes the worker's instances out of its pools and
+/// runs the invocation itself, on the other worker, with the same output.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_lost_while_it_runs_a_workflow_whole_leaves_it_to_the_control_plane() {
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (w1, w2, cp) = two_workers_and_cp(
+        &etcd,
+        dir.path(),
+        &["--workflow-data", "workers", "--worker-chains"],
+    )
+    .await;
+    let yaml = echo_service("wk-a", "")
+        + &format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: wk-nap\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/bench\n          command: [\"stratus\", \"fn\", \"bench\"]\n          env:\n            - {{name: BENCH_MS, value: \"1500\"}}\n            - {{name: BENCH_MODE, value: sleep}}\n            - {{name: BENCH_OUTPUT_BYTES, value: \"8\"}}\n---\n"
+        )
+        + &echo_service("wk-out", "")
+        + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: nap\nspec:\n  placement: locality\n  steps:\n    - {name: a, function: wk-a}\n    - {name: nap, function: wk-nap, inputs: [a]}\n    - {name: out, function: wk-out, inputs: [nap]}\n";
+    let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let input = Bytes::from_static(b"go");
+    until("the leader serves", Duration::from_secs(20), async || {
+        call(&cp.admin, "nap", input.clone()).await.0 == 200
+    })
+    .await;
+    let expected = ok(&cp, "nap", input.clone()).await;
+    let whole = |m: &str| {
+        (
+            metric(m, "stratus_engine_whole_runs_total"),
+            metric(m, "stratus_engine_whole_fallbacks_total"),
+        )
+    };
+    let before = whole(&cp.admin.get("/metrics").await.unwrap().text());
+    assert!(before.0 >= 1.0, "it ran whole: {before:?}");
+    let run = {
+        let c = cp.admin.clone();
+        let input = input.clone();
+        tokio::spawn(async move { call(&c, "nap", input).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _survivor = kill_holder(w1, w2, "wk-nap", 0).await;
+    let (status, out) = run.await.unwrap();
+    let text = String::from_utf8_lossy(&out[..out.len().min(400)]).into_owned();
+    assert_eq!(status, 200, "{text}\n{}", cp.log());
+    assert_eq!(out, expected, "the same output as without the kill");
+    let after = whole(&cp.admin.get("/metrics").await.unwrap().text());
+    assert_eq!(
+        after.1 - before.1,
+        1.0,
+        "run here after the loss: {after:?}"
+    );
 }
