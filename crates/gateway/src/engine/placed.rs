@@ -83,6 +83,9 @@ struct Shape {
     ends: Vec<(End, End)>,
     bytes: Vec<EdgeEstimate>,
     runs: Vec<u32>,
+    /// A worker refused to run it whole (its outputs were too large for
+    /// one): not sent whole again before then.
+    no_whole_until: Option<std::time::Instant>,
 }
 
 /// Edge estimates per workflow name.
@@ -111,6 +114,7 @@ impl Estimates {
             bytes: vec![EdgeEstimate::new(PRIOR_EDGE_BYTES); ends.len()],
             runs: vec![1; plan.step_count()],
             ends: ends.clone(),
+            no_whole_until: None,
         };
         let s = map.entry(plan.name().to_string()).or_insert_with(fresh);
         if s.ends != ends {
@@ -149,6 +153,20 @@ impl Estimates {
                 shape.runs[s] = n.min(MAX_PLANNED_INSTANCES);
             }
         }
+    }
+
+    /// Not to run `plan` whole on a worker before `until`.
+    pub(crate) fn refuse_whole(&self, plan: &Plan, until: std::time::Instant) {
+        let mut map = self.shapes.lock();
+        Self::shape(&mut map, plan).no_whole_until = Some(until);
+    }
+
+    /// Whether a worker refused to run `plan` whole, lately.
+    pub(crate) fn whole_refused(&self, plan: &Plan, now: std::time::Instant) -> bool {
+        let mut map = self.shapes.lock();
+        Self::shape(&mut map, plan)
+            .no_whole_until
+            .is_some_and(|t| now < t)
     }
 
     /// The bytes an invocation of `plan` is expected to hold at once at

@@ -16,8 +16,10 @@
 //! in time, the agent unreachable, a refusal, outputs past the agent's
 //! budget) leaves the invocation to the driver here, from the start; an
 //! agent that cannot be reached has its instances taken out of the pools
-//! first. Steps may then run a second time, with other idempotency keys
-//! (a function that deduplicates by key sees two requests).
+//! first, and a workflow refused for its outputs' size (507) is not sent
+//! whole for [`REFUSED_FOR`]. Steps the worker ran may then run a second
+//! time (with the same invocation's keys, `<invocation>.<run>`; run
+//! numbers follow dispatch order, which may differ).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +40,10 @@ const LEASE_WAIT: Duration = Duration::from_millis(500);
 
 /// The most instance slots leased per function (its runs share them).
 const MAX_SLOTS_PER_FUNCTION: usize = 8;
+
+/// How long a workflow a worker refused for its outputs' size (507) is
+/// not sent whole again.
+const REFUSED_FOR: Duration = Duration::from_secs(600);
 
 /// An answer from the worker: its head, the output, and when the request
 /// was sent (µs after the invocation's start).
@@ -65,7 +71,9 @@ impl Platform {
             return None;
         }
         let held = input.saturating_add(self.estimates.held_bytes(plan));
-        if held > 2 * self.cfg.max_body_bytes as u64 {
+        if held > 2 * self.cfg.max_body_bytes as u64
+            || self.estimates.whole_refused(plan, Instant::now())
+        {
             return None;
         }
         placed?.only_host()
@@ -147,6 +155,10 @@ impl Platform {
                 .await
                 .map_err(|e| (false, format!("its answer: {e}")))?
                 .to_bytes();
+            if status == http::StatusCode::INSUFFICIENT_STORAGE {
+                self.estimates
+                    .refuse_whole(plan, Instant::now() + REFUSED_FOR);
+            }
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
                 return Err((false, format!("HTTP {status}: {text}")));
