@@ -49,8 +49,10 @@ pub struct ClusterNode {
 pub trait ClusterView: Send + Sync + 'static {
     fn status(&self) -> ClusterStatus;
     /// The workers' free room and the control plane's host, for workflow
-    /// placement (`crate::engine::placed`); `None`: place nothing.
-    fn workflow_hosts(&self) -> Option<stratus_placement::workflow::Hosts> {
+    /// placement (`crate::engine::placed`), the room instances of `own`
+    /// (the workflow's functions) take counted as free; `None`: place
+    /// nothing.
+    fn workflow_hosts(&self, _own: &[&str]) -> Option<stratus_placement::workflow::Hosts> {
         None
     }
     /// What an instance of a Service asking for `asked` reserves on a

@@ -39,7 +39,8 @@ pub struct ClusterArgs {
     /// that run on its output and each other's alone (chains, fan-outs
     /// that join again) run there after it, the worker triggering each and
     /// passing outputs on, in one request from this control plane instead
-    /// of one per step.
+    /// of one per step; an invocation placed whole on one worker runs
+    /// there, its agent running the workflow's execution.
     #[arg(long)]
     pub worker_chains: bool,
     /// With --workflow-data workers: a step output shorter than this many
@@ -223,8 +224,8 @@ mod with_etcd {
             }
         }
 
-        fn workflow_hosts(&self) -> Option<stratus_placement::workflow::Hosts> {
-            self.0.workflow_hosts().ok()
+        fn workflow_hosts(&self, own: &[&str]) -> Option<stratus_placement::workflow::Hosts> {
+            self.0.workflow_hosts(own).ok()
         }
 
         fn instance_size(&self, asked: stratus_sandbox::Resources) -> stratus_placement::Resources {

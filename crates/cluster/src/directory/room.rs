@@ -17,9 +17,19 @@ pub const CONTROL_HOST: &str = "(control plane)";
 impl State {
     /// `node`'s capacity less what the instances counted there reserve.
     fn free(&self, node: &str) -> Option<Resources> {
+        self.free_but(node, &[])
+    }
+
+    /// [`State::free`], with what instances of the functions in `own`
+    /// reserve counted as free.
+    fn free_but(&self, node: &str, own: &[&str]) -> Option<Resources> {
         let e = self.nodes.get(node)?;
         let mut free = Resources::new(e.view.cores.saturating_mul(1000), e.view.memory_bytes);
-        for p in self.placed.values().filter(|p| p.node == node) {
+        let others = self
+            .placed
+            .values()
+            .filter(|p| p.node == node && !own.contains(&p.function.as_str()));
+        for p in others {
             free.cores_milli = free.cores_milli.saturating_sub(p.size.cores_milli);
             free.memory_bytes = free.memory_bytes.saturating_sub(p.size.memory_bytes);
         }
@@ -48,15 +58,17 @@ impl Directory {
 
     /// The workers with their free room, by name, and last the control
     /// plane's host ([`CONTROL_HOST`], no room): what a workflow placement
-    /// places over.
-    pub fn workflow_hosts(&self) -> Result<Hosts, WorkflowError> {
+    /// places over. The room instances of `own` (the workflow's functions)
+    /// take counts as free: its steps run on those instances, so a
+    /// workflow whose warm instances fill a host still fits there.
+    pub fn workflow_hosts(&self, own: &[&str]) -> Result<Hosts, WorkflowError> {
         let st = self.state.lock();
         let mut hosts: Vec<Host> = st
             .nodes
             .keys()
             .map(|name| Host {
                 name: name.clone(),
-                free: st.free(name).unwrap_or(Resources::new(0, 0)),
+                free: st.free_but(name, own).unwrap_or(Resources::new(0, 0)),
             })
             .collect();
         let control = hosts.len();
@@ -95,14 +107,21 @@ mod tests {
             None,
             "a is full"
         );
-        let h = d.workflow_hosts().unwrap();
-        let names: Vec<(&str, u32)> = h
-            .hosts()
-            .iter()
-            .map(|h| (h.name.as_str(), h.free.cores_milli))
-            .collect();
-        assert_eq!(names, vec![("a", 0), ("b", 4000), (CONTROL_HOST, 0)]);
-        assert_eq!(h.control(), 2);
+        let free = |own: &[&str]| {
+            let h = d.workflow_hosts(own).unwrap();
+            assert_eq!(h.control(), 2);
+            h.hosts()
+                .iter()
+                .map(|h| (h.name.clone(), h.free.cores_milli))
+                .collect::<Vec<_>>()
+        };
+        let named = |v: [(&str, u32); 3]| v.map(|(n, c)| (n.to_string(), c)).to_vec();
+        assert_eq!(free(&[]), named([("a", 0), ("b", 4000), (CONTROL_HOST, 0)]));
+        // Placing a workflow of f: its own instances' room is its own.
+        assert_eq!(
+            free(&["g", "f"]),
+            named([("a", 1000), ("b", 4000), (CONTROL_HOST, 0)])
+        );
         d.forget("i0");
         assert_eq!(
             d.choose_near("a", DEFAULT_SIZE, &[]).map(|c| c.0),

@@ -232,7 +232,9 @@ impl Platform {
             },
             p => p,
         };
-        let hosts = view.workflow_hosts()?;
+        let own = plan.functions();
+        let own: Vec<&str> = own.iter().map(|f| &**f).collect();
+        let hosts = view.workflow_hosts(&own)?;
         let need = |function: &str| {
             let r = self
                 .registry
