@@ -13,9 +13,9 @@
 //! they would there. The answer comes once every run is done (side
 //! branches too, so the leases the control plane holds cover them).
 //!
-//! The outputs the execution still holds are bounded by twice the invoke
-//! body limit; past it the run stops and the control plane runs the
-//! invocation itself (507).
+//! The outputs the execution holds are bounded by twice the invoke body
+//! limit (one output may take what is left of it); past it the run stops
+//! and the control plane runs the invocation itself (507).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -184,7 +184,7 @@ impl Runner<'_> {
                     continue;
                 };
                 busy[slot] = true;
-                running.push(self.call(d, slot));
+                running.push(self.call(d, slot, budget.saturating_sub(held)));
             }
             waiting = still;
             let next = match deadline {
@@ -226,8 +226,14 @@ impl Runner<'_> {
         Ok((exec, unfinished, failed))
     }
 
-    /// Calls `d` on slot `slot`, after its backoff.
-    fn call(&self, d: Dispatch, slot: usize) -> impl std::future::Future<Output = Done> + '_ {
+    /// Calls `d` on slot `slot`, after its backoff, taking at most `room`
+    /// bytes of output.
+    fn call(
+        &self,
+        d: Dispatch,
+        slot: usize,
+        room: u64,
+    ) -> impl std::future::Future<Output = Done> + '_ {
         let s = &self.slots[slot];
         let (instance, timeout, t0) = (s.instance.clone(), s.timeout, self.t0);
         async move {
@@ -236,7 +242,7 @@ impl Runner<'_> {
                     .await;
             }
             let started_us = us(t0);
-            let result = self.send(&d, &instance, timeout).await;
+            let result = self.send(&d, &instance, timeout, room).await;
             Done {
                 run: d.run,
                 started_us,
@@ -248,14 +254,14 @@ impl Runner<'_> {
     }
 
     /// One call, its failures as the control plane's driver words them
-    /// (`gateway::engine::CallError`); an output past the invoke body
-    /// limit stops the whole run (the control plane keeps such outputs on
-    /// the store, `agent::big`).
+    /// (`gateway::engine::CallError`); an output past `room` (what is left
+    /// of the run's budget) stops the whole run.
     async fn send(
         &self,
         d: &Dispatch,
         instance: &str,
         timeout: Duration,
+        room: u64,
     ) -> Result<Result<Bytes, RunError>, ApiError> {
         let f = &d.function;
         let ep = self.a.endpoint_of(instance)?;
@@ -273,7 +279,7 @@ impl Runner<'_> {
             .map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, format!("request to '{f}': {e}"))
             })?;
-        let max = self.a.config().max_invoke_bytes;
+        let max = usize::try_from(room).unwrap_or(usize::MAX);
         let call = async {
             let resp = match self.a.client.request(req).await {
                 Ok(r) => r,
@@ -294,7 +300,7 @@ impl Runner<'_> {
                 (true, Err(_)) => {
                     return Err(ApiError::new(
                         StatusCode::INSUFFICIENT_STORAGE,
-                        format!("'{f}' answered more than the {max}-byte body limit: the control plane runs the invocation"),
+                        format!("'{f}' answered more than the {max} bytes left of the run's budget on this worker: the control plane runs the invocation"),
                     ))
                 }
                 (false, body) => {
