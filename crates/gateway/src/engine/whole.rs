@@ -41,6 +41,13 @@ const LEASE_WAIT: Duration = Duration::from_millis(500);
 /// The most instance slots leased per function (its runs share them).
 const MAX_SLOTS_PER_FUNCTION: usize = 8;
 
+/// The largest input sent whole: the agent holds the request before the
+/// execution starts, where a step's request streams through it. Measured
+/// (`bench cluster --netns --workflows`, 2026-12-07): the 64 MiB
+/// map-reduce took 1,249 ms whole against 1,168 ms step by step on the
+/// same instances; workflows with small inputs gain (chain10 1.76×).
+const MAX_WHOLE_INPUT: u64 = 4 << 20;
+
 /// How long a workflow a worker refused for its outputs' size (507) is
 /// not sent whole again.
 const REFUSED_FOR: Duration = Duration::from_secs(600);
@@ -55,7 +62,8 @@ pub(super) struct Whole {
 
 impl Platform {
     /// The one host every step of `plan` was placed on, when the
-    /// invocation may run there whole: its input and the outputs it is
+    /// invocation may run there whole: its input is at most
+    /// [`MAX_WHOLE_INPUT`], and it and the outputs it is
     /// expected to hold (the edges' learnt bytes) fit in what an agent
     /// holds for one (twice the body limit, taken to be this
     /// `--max-body-bytes`); larger ones stay kept on the store, step by
@@ -71,7 +79,8 @@ impl Platform {
             return None;
         }
         let held = input.saturating_add(self.estimates.held_bytes(plan));
-        if held > 2 * self.cfg.max_body_bytes as u64
+        if input > MAX_WHOLE_INPUT
+            || held > 2 * self.cfg.max_body_bytes as u64
             || self.estimates.whole_refused(plan, Instant::now())
         {
             return None;
