@@ -428,12 +428,9 @@ impl Platform {
         let breakdown = d.exec.breakdown(total_us);
         let result = match d.exec.status() {
             ExecStatus::Succeeded(p) => Ok(p.clone()),
-            ExecStatus::Failed(msg) if d.exec.map_too_wide() => Err((
-                413,
-                format!(
-                    "{msg} (stratus up --max-map-width; split the input into several invocations)"
-                ),
-            )),
+            ExecStatus::Failed(msg) if d.exec.map_too_wide() => {
+                Err((413, format!("{msg} {MAP_WIDTH_HINT}")))
+            }
             ExecStatus::Failed(msg) if d.exec.timed_out() => Err((504, msg.clone())),
             ExecStatus::Failed(msg) => Err((
                 d.first_error
@@ -444,12 +441,7 @@ impl Platform {
             )),
             ExecStatus::Running => Err((500, "internal error: execution stalled".to_string())),
         };
-        metrics.latency.observe(total_us as f64 / 1e6);
-        if result.is_ok() {
-            metrics.ok.inc();
-        } else {
-            metrics.failed.inc();
-        }
+        count_result(&metrics, total_us, result.is_ok());
         if let Some(j) = &d.journal {
             j.end(&result);
         }
@@ -457,29 +449,17 @@ impl Platform {
         let error = result.as_ref().err().map(|(_, m)| m.clone());
         let finish = {
             let this = self.clone();
-            let id = id.clone();
-            move |exec: Execution| {
-                let runs = exec.records();
-                if this.cluster_view.get().is_some() {
-                    this.estimates
-                        .observe(exec.plan(), &runs, input_bytes, output_bytes);
-                }
-                let rec = InvocationRecord {
-                    id,
-                    target: exec.plan().name().to_string(),
-                    kind,
-                    ok: error.is_none(),
-                    error,
-                    received_unix_us,
-                    finished_us: total_us,
-                    input_bytes,
-                    output_bytes,
-                    breakdown,
-                    runs,
-                    interrupted: None,
-                };
-                this.recorder.record(rec);
-            }
+            let ended = Ended {
+                id: id.clone(),
+                kind,
+                error,
+                received_unix_us,
+                finished_us: total_us,
+                input_bytes,
+                output_bytes,
+                breakdown,
+            };
+            move |exec: Execution| this.record_ended(exec.plan(), ended, exec.records())
         };
         pending.mark = None;
         if d.idle() {
@@ -608,6 +588,58 @@ pub(crate) struct Driver {
     kept: Option<Arc<kept::Kept>>,
     /// Steps a worker ran in a chain, until the execution dispatches them.
     predone: std::collections::HashMap<stratus_dag::StepIdx, chain::PreDone>,
+}
+
+/// What the caller of an invocation whose map was too wide is told to do.
+const MAP_WIDTH_HINT: &str =
+    "(stratus up --max-map-width; split the input into several invocations)";
+
+/// The invocation's latency, and whether it succeeded, in its target's
+/// metrics.
+fn count_result(m: &TargetMetrics, total_us: u64, ok: bool) {
+    m.latency.observe(total_us as f64 / 1e6);
+    if ok {
+        m.ok.inc();
+    } else {
+        m.failed.inc();
+    }
+}
+
+/// An invocation that ended, for its record (its runs aside).
+struct Ended {
+    id: String,
+    kind: InvocationKind,
+    error: Option<String>,
+    received_unix_us: u64,
+    finished_us: u64,
+    input_bytes: u64,
+    output_bytes: u64,
+    breakdown: stratus_dag::Breakdown,
+}
+
+impl Platform {
+    /// Learns what an invocation of `plan` moved (on a cluster) and
+    /// records it with its `runs`.
+    fn record_ended(&self, plan: &Plan, e: Ended, runs: Vec<stratus_dag::RunRecord>) {
+        if self.cluster_view.get().is_some() {
+            self.estimates
+                .observe(plan, &runs, e.input_bytes, e.output_bytes);
+        }
+        self.recorder.record(InvocationRecord {
+            id: e.id,
+            target: plan.name().to_string(),
+            kind: e.kind,
+            ok: e.error.is_none(),
+            error: e.error,
+            received_unix_us: e.received_unix_us,
+            finished_us: e.finished_us,
+            input_bytes: e.input_bytes,
+            output_bytes: e.output_bytes,
+            breakdown: e.breakdown,
+            runs,
+            interrupted: None,
+        });
+    }
 }
 
 /// What `run_to_end` needs to write the invocation's record.

@@ -15,7 +15,7 @@ use crate::items::RAW;
 const T: Duration = Duration::from_secs(10);
 
 /// Answers 500 `boom` to every request.
-const FAIL: &str = r#"
+pub(crate) const FAIL: &str = r#"
 import http.server, os
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
@@ -29,7 +29,8 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()
 "#;
 
-async fn start(c: &AgentClient, id: &str, program: &str) {
+/// Starts instance `id` running the Python `program`.
+pub(crate) async fn start(c: &AgentClient, id: &str, program: &str) {
     let mut req = echo(id);
     req.command = vec!["python3".into(), "-c".into(), program.into()];
     c.start(&req).await.unwrap();

@@ -12,32 +12,12 @@ use stratus_agent::AgentClient;
 use stratus_dag::whole::{self, Slot, WorkflowRun};
 use stratus_dag::{Payload, RunStatus};
 
-use crate::api::{echo, Running};
+use crate::api::Running;
 use crate::items::RAW;
+use crate::part::{start, FAIL};
 
 const T: Duration = Duration::from_secs(10);
 const CT: &str = "application/vnd.stratus.workflow-run";
-
-/// Answers 500 `boom` to every request.
-const FAIL: &str = r#"
-import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get('content-length') or 0))
-        self.send_response(500)
-        self.send_header('content-length', '4')
-        self.end_headers()
-        self.wfile.write(b'boom')
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()
-"#;
-
-async fn start(c: &AgentClient, id: &str, program: &str) {
-    let mut req = echo(id);
-    req.command = vec!["python3".into(), "-c".into(), program.into()];
-    c.start(&req).await.unwrap();
-}
 
 fn run(yaml_steps: &str, slots: &[(&str, &str)]) -> WorkflowRun {
     let yaml = format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: w\nspec:\n  steps:\n{yaml_steps}");

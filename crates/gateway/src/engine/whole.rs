@@ -292,35 +292,24 @@ impl Platform {
         breakdown.total_us = total_us;
         let result = match done.error {
             None => Ok(output),
+            Some((413, msg)) => Err((413, format!("{msg} {}", super::MAP_WIDTH_HINT))),
             Some((status, msg)) => Err((status, msg)),
         };
-        metrics.latency.observe(total_us as f64 / 1e6);
-        if result.is_ok() {
-            metrics.ok.inc();
-        } else {
-            metrics.failed.inc();
-        }
+        super::count_result(&metrics, total_us, result.is_ok());
         let output_bytes = result.as_ref().map(|p| p.len() as u64).unwrap_or(0);
-        if self.cluster_view.get().is_some() {
-            self.estimates
-                .observe(plan, &runs, input_bytes, output_bytes);
-        }
         let error = result.as_ref().err().map(|(_, m)| m.clone());
         pending.mark = None;
-        self.recorder.record(stratus_dag::InvocationRecord {
+        let ended = super::Ended {
             id: id.clone(),
-            target: plan.name().to_string(),
             kind,
-            ok: error.is_none(),
             error,
             received_unix_us,
             finished_us: total_us,
             input_bytes,
             output_bytes,
             breakdown,
-            runs,
-            interrupted: None,
-        });
+        };
+        self.record_ended(plan, ended, runs);
         InvokeResult {
             id,
             result,
