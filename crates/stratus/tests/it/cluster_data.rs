@@ -625,9 +625,7 @@ async fn a_worker_lost_while_it_runs_a_workflow_whole_leaves_it_to_the_control_p
     )
     .await;
     let yaml = echo_service("wk-a", "")
-        + &format!(
-            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: wk-nap\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/bench\n          command: [\"stratus\", \"fn\", \"bench\"]\n          env:\n            - {{name: BENCH_MS, value: \"1500\"}}\n            - {{name: BENCH_MODE, value: sleep}}\n            - {{name: BENCH_OUTPUT_BYTES, value: \"8\"}}\n---\n"
-        )
+        + "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: wk-nap\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/bench\n          command: [\"stratus\", \"fn\", \"bench\"]\n          env:\n            - {name: BENCH_MS, value: \"1500\"}\n            - {name: BENCH_MODE, value: sleep}\n            - {name: BENCH_OUTPUT_BYTES, value: \"8\"}\n---\n"
         + &echo_service("wk-out", "")
         + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: nap\nspec:\n  placement: locality\n  steps:\n    - {name: a, function: wk-a}\n    - {name: nap, function: wk-nap, inputs: [a]}\n    - {name: out, function: wk-out, inputs: [nap]}\n";
     let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
