@@ -18,8 +18,12 @@ use crate::{Breakdown, Payload, Plan, RunRecord};
 /// The route.
 pub const RUN_PATH: &str = "/v1/agent/workflows/run";
 
-/// The most bytes a head may take.
+/// The most bytes a request's head may take.
 pub const MAX_HEAD: usize = 1 << 20;
+
+/// The most bytes an answer's head may take (its runs' records: about
+/// 300 bytes each).
+pub const MAX_DONE_HEAD: usize = 16 << 20;
 
 /// The most steps a workflow sent to one worker may have, and the most
 /// instance slots it may name.
@@ -71,8 +75,8 @@ pub struct WorkflowDone {
 pub enum WorkflowWireError {
     #[error("a workflow body begins with its head's length (4 bytes): {0} bytes came")]
     Short(usize),
-    #[error("the head is {len} bytes long: at most {MAX_HEAD}, and within the body")]
-    HeadLength { len: usize },
+    #[error("the head is {len} bytes long: at most {max}, and within the body")]
+    HeadLength { len: usize, max: usize },
     #[error("the head is not valid JSON: {0}")]
     Head(String),
     #[error("invocation {0:?}: give 1 to 128 of A-Z a-z 0-9 . _ -")]
@@ -102,14 +106,18 @@ fn frame<H: Serialize>(head: &H, bytes: &[Bytes]) -> Vec<Bytes> {
     out
 }
 
-/// A framed body's head (as JSON) and the bytes after it.
-fn unframe<H: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<(H, Bytes), WorkflowWireError> {
+/// A framed body's head (as JSON, at most `max` bytes) and the bytes
+/// after it.
+fn unframe<H: for<'de> Deserialize<'de>>(
+    body: &Bytes,
+    max: usize,
+) -> Result<(H, Bytes), WorkflowWireError> {
     let Some(len) = body.get(..4) else {
         return Err(WorkflowWireError::Short(body.len()));
     };
     let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
-    if len > MAX_HEAD || 4 + len > body.len() {
-        return Err(WorkflowWireError::HeadLength { len });
+    if len > max || 4 + len > body.len() {
+        return Err(WorkflowWireError::HeadLength { len, max });
     }
     let head = serde_json::from_slice(&body[4..4 + len])
         .map_err(|e| WorkflowWireError::Head(e.to_string()))?;
@@ -132,7 +140,7 @@ pub fn format_run(run: &WorkflowRun, input: &Bytes) -> Vec<Bytes> {
 /// A request body: the run, its compiled plan and the input; every step's
 /// function has a slot, every slot names an instance id.
 pub fn parse_run(body: &Bytes) -> Result<(WorkflowRun, Plan, Bytes), WorkflowWireError> {
-    let (run, input): (WorkflowRun, Bytes) = unframe(body)?;
+    let (run, input): (WorkflowRun, Bytes) = unframe(body, MAX_HEAD)?;
     if !id_like(&run.invocation) {
         return Err(WorkflowWireError::Invocation(
             run.invocation.chars().take(80).collect(),
@@ -176,7 +184,7 @@ pub fn format_done(done: &WorkflowDone, output: Option<&Payload>) -> Vec<Bytes> 
 
 /// An answer body: the head, and the output as the execution gave it.
 pub fn parse_done(body: &Bytes) -> Result<(WorkflowDone, Payload), WorkflowWireError> {
-    let (done, rest): (WorkflowDone, Bytes) = unframe(body)?;
+    let (done, rest): (WorkflowDone, Bytes) = unframe(body, MAX_DONE_HEAD)?;
     let output = match &done.framed {
         None => Payload::Raw(rest),
         Some((format, lens)) => {
@@ -261,12 +269,16 @@ mod tests {
         );
         assert_eq!(
             err(Bytes::from_static(b"\0\0\0\x09{}")),
-            WorkflowWireError::HeadLength { len: 9 }
+            WorkflowWireError::HeadLength {
+                len: 9,
+                max: MAX_HEAD
+            }
         );
         assert_eq!(
             err(Bytes::from_static(b"\xff\xff\xff\xff")),
             WorkflowWireError::HeadLength {
-                len: u32::MAX as usize
+                len: u32::MAX as usize,
+                max: MAX_HEAD
             }
         );
         assert!(matches!(

@@ -155,6 +155,12 @@ impl Estimates {
         }
     }
 
+    /// Each step's runs per invocation, as last seen (1 before any).
+    pub(crate) fn widths(&self, plan: &Plan) -> Vec<u32> {
+        let mut map = self.shapes.lock();
+        Self::shape(&mut map, plan).runs.clone()
+    }
+
     /// Not to run `plan` whole on a worker before `until`.
     pub(crate) fn refuse_whole(&self, plan: &Plan, until: std::time::Instant) {
         let mut map = self.shapes.lock();

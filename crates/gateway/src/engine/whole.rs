@@ -119,16 +119,19 @@ impl Platform {
             })
             .collect();
         // Each run is bounded by its function's timeout on the worker; a
-        // step may take every try of its retries.
+        // step may take every try of its retries, and a map as many runs
+        // as it had last time, one after another.
+        let widths = self.estimates.widths(plan);
         let calls: u64 = spec
             .steps
             .iter()
-            .map(|s| {
+            .zip(&widths)
+            .map(|(s, &runs)| {
                 let tries = s.retry.as_ref().map_or(1, |r| u64::from(r.attempts.max(1)));
                 let t = slots.iter().find(|x| x.function == s.function);
-                tries * t.map_or(0, |x| x.timeout_ms)
+                tries * u64::from(runs.max(1)) * t.map_or(0, |x| x.timeout_ms)
             })
-            .sum();
+            .fold(0u64, u64::saturating_add);
         let wait = match plan.timeout_us() {
             Some(us) => Duration::from_micros(us) + Duration::from_secs(5),
             None => Duration::from_millis(calls.saturating_mul(2)) + Duration::from_secs(10),
@@ -151,7 +154,7 @@ impl Platform {
             req.headers_mut().insert(http::header::AUTHORIZATION, a);
         }
         let sent_us = micros(t0);
-        let limit = self.cfg.max_body_bytes + workflow::MAX_HEAD + 4;
+        let limit = self.cfg.max_body_bytes + workflow::MAX_DONE_HEAD + 4;
         let answer = tokio::time::timeout(wait, async {
             let resp = self
                 .client
