@@ -35,8 +35,10 @@ use crate::body::ChunksBody;
 use crate::pool::Lease;
 use crate::Platform;
 
-/// The longest leasing waits for a function's first instance on the host.
-const LEASE_WAIT: Duration = Duration::from_millis(500);
+/// The longest leasing waits for the functions' first instances on the
+/// host, all together (as long as a part's: what a run that falls back
+/// loses).
+const LEASE_WAIT: Duration = Duration::from_millis(100);
 
 /// The most instance slots leased per function (its runs share them).
 const MAX_SLOTS_PER_FUNCTION: usize = 8;

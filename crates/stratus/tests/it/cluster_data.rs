@@ -587,6 +587,21 @@ async fn a_workflow_placed_on_one_worker_runs_there_whole() {
             assert_eq!(v.as_array().unwrap().len(), 1, "big was skipped: {v}");
         }
     }
+    // Eight at once: each leases its own slots (or, when none is free in
+    // time, is run by the control plane); every one gives the same output.
+    let expected = without_keys(&ok(&cp, "whole-off", text.clone()).await);
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let c = cp.admin.clone();
+            let t = text.clone();
+            tokio::spawn(async move { call(&c, "whole", t).await })
+        })
+        .collect();
+    for h in calls {
+        let (status, out) = h.await.unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(without_keys(&out), expected);
+    }
     // The record lists each run with its step and the instance it ran on.
     let ls = cp
         .admin
