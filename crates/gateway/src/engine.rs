@@ -394,14 +394,6 @@ impl Platform {
 
     /// Drives `d` until its output is ready; the rest in the background.
     async fn run_to_end(self: &Arc<Self>, mut d: Driver, fin: Finish) -> InvokeResult {
-        let Finish {
-            id,
-            kind,
-            metrics,
-            received_unix_us,
-            input_bytes,
-            mut pending,
-        } = fin;
         let t0 = d.t0;
         let mut unfinished = Vec::new();
         while matches!(d.exec.status(), ExecStatus::Running) {
@@ -441,27 +433,15 @@ impl Platform {
             )),
             ExecStatus::Running => Err((500, "internal error: execution stalled".to_string())),
         };
-        count_result(&metrics, total_us, result.is_ok());
         if let Some(j) = &d.journal {
             j.end(&result);
         }
-        let output_bytes = result.as_ref().map(|p| p.len() as u64).unwrap_or(0);
-        let error = result.as_ref().err().map(|(_, m)| m.clone());
+        let ended = fin.end(&result, total_us, breakdown);
+        let id = ended.id.clone();
         let finish = {
             let this = self.clone();
-            let ended = Ended {
-                id: id.clone(),
-                kind,
-                error,
-                received_unix_us,
-                finished_us: total_us,
-                input_bytes,
-                output_bytes,
-                breakdown,
-            };
             move |exec: Execution| this.record_ended(exec.plan(), ended, exec.records())
         };
-        pending.mark = None;
         if d.idle() {
             finish(d.exec);
         } else {
@@ -615,6 +595,30 @@ struct Ended {
     input_bytes: u64,
     output_bytes: u64,
     breakdown: stratus_dag::Breakdown,
+}
+
+impl Finish {
+    /// The invocation ended at `total_us` with `result`: counted in its
+    /// target's metrics and no longer pending; what its record holds.
+    fn end(
+        mut self,
+        result: &Result<Payload, (u16, String)>,
+        total_us: u64,
+        breakdown: stratus_dag::Breakdown,
+    ) -> Ended {
+        count_result(&self.metrics, total_us, result.is_ok());
+        self.pending.mark = None;
+        Ended {
+            id: std::mem::take(&mut self.id),
+            kind: self.kind,
+            error: result.as_ref().err().map(|(_, m)| m.clone()),
+            received_unix_us: self.received_unix_us,
+            finished_us: total_us,
+            input_bytes: self.input_bytes,
+            output_bytes: result.as_ref().map_or(0, |p| p.len() as u64),
+            breakdown,
+        }
+    }
 }
 
 impl Platform {

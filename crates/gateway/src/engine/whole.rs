@@ -262,14 +262,6 @@ impl Platform {
         fin: Finish,
         t0: Instant,
     ) -> InvokeResult {
-        let Finish {
-            id,
-            kind,
-            metrics,
-            received_unix_us,
-            input_bytes,
-            mut pending,
-        } = fin;
         let Whole {
             done,
             output,
@@ -300,20 +292,8 @@ impl Platform {
             Some((413, msg)) => Err((413, format!("{msg} {}", super::MAP_WIDTH_HINT))),
             Some((status, msg)) => Err((status, msg)),
         };
-        super::count_result(&metrics, total_us, result.is_ok());
-        let output_bytes = result.as_ref().map(|p| p.len() as u64).unwrap_or(0);
-        let error = result.as_ref().err().map(|(_, m)| m.clone());
-        pending.mark = None;
-        let ended = super::Ended {
-            id: id.clone(),
-            kind,
-            error,
-            received_unix_us,
-            finished_us: total_us,
-            input_bytes,
-            output_bytes,
-            breakdown,
-        };
+        let ended = fin.end(&result, total_us, breakdown);
+        let id = ended.id.clone();
         self.record_ended(plan, ended, runs);
         InvokeResult {
             id,
