@@ -45,6 +45,7 @@ fn shapes() -> Vec<(&'static str, Workflow, Bytes)> {
         timeout_seconds: None,
         placement: None,
         worker_parts: None,
+        keep_inline_below: None,
         pos: Pos::default(),
     };
     let chain: Vec<Step> = (0..10)

@@ -83,6 +83,8 @@ pub struct Plan {
     pub(crate) placement: Option<Arc<str>>,
     /// `spec.workerParts`.
     pub(crate) worker_parts: Option<bool>,
+    /// `spec.keepInlineBelow`.
+    pub(crate) keep_inline_below: Option<u64>,
 }
 
 impl Plan {
@@ -228,6 +230,7 @@ impl Plan {
             timeout_us: wf.timeout_seconds.map(|t| t.saturating_mul(1_000_000)),
             placement: wf.placement.as_deref().map(Arc::from),
             worker_parts: wf.worker_parts,
+            keep_inline_below: wf.keep_inline_below,
         })
     }
 
@@ -257,6 +260,7 @@ impl Plan {
             timeout_us: None,
             placement: None,
             worker_parts: None,
+            keep_inline_below: None,
         }
     }
 
@@ -341,6 +345,11 @@ impl Plan {
     /// The workflow's `spec.workerParts`, if it says.
     pub fn worker_parts(&self) -> Option<bool> {
         self.worker_parts
+    }
+
+    /// The workflow's `spec.keepInlineBelow`, if it says.
+    pub fn keep_inline_below(&self) -> Option<u64> {
+        self.keep_inline_below
     }
 
     /// Whether step `s` is a `map:` (a run per item of its source).

@@ -351,7 +351,12 @@ impl Platform {
         let kept = (self.cfg.workflow_data == crate::WorkflowData::Workers
             && journal.is_none()
             && self.cluster_view.get().is_some())
-        .then(|| Arc::new(kept::Kept::new(&id, self.client.clone())));
+        .then(|| {
+            let below = plan
+                .keep_inline_below()
+                .unwrap_or(self.cfg.keep_inline_below);
+            Arc::new(kept::Kept::new(&id, self.client.clone(), below))
+        });
         let fin = Finish {
             id,
             kind,

@@ -210,6 +210,10 @@ impl Step {
     }
 }
 
+/// The largest `spec.keepInlineBelow` (the agents' own bound on the
+/// threshold, `stratus_nodestore::remote::MAX_INLINE_BELOW`).
+pub const MAX_KEEP_INLINE_BELOW: u64 = 64 << 10;
+
 /// A `stratus.dev/v1alpha1` `Workflow`: a DAG of steps that call functions.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Workflow {
@@ -243,6 +247,13 @@ pub struct Workflow {
     /// `--worker-chains`. Ignored on one host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_parts: Option<bool>,
+    /// `spec.keepInlineBelow`: with `--workflow-data workers`, a step
+    /// output shorter than this many bytes comes back to the control
+    /// plane instead of being kept on its worker (0 keeps all; at most
+    /// [`MAX_KEEP_INLINE_BELOW`]). Absent: the control plane's
+    /// `--keep-inline-below`. Ignored on one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_inline_below: Option<u64>,
     pub pos: Pos,
 }
 

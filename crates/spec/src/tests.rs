@@ -69,6 +69,9 @@ fn render(b: &Bundle) -> String {
         if let Some(p) = &w.worker_parts {
             writeln!(out, "  workerParts={p}").unwrap();
         }
+        if let Some(n) = &w.keep_inline_below {
+            writeln!(out, "  keepInlineBelow={n}").unwrap();
+        }
         for s in &w.steps {
             let mut line = format!(
                 "  step {} @{}:{} fn={}",
@@ -1190,6 +1193,49 @@ fn workflow_placement() {
         expect![[r#"
             ERROR:
             t.yaml:9:14: workflow 'w': spec.placement: unknown workflow placement policy "7"; expected locality, centralised, round-robin or random:SEED (SEED an unsigned 64-bit integer)
+        "#]],
+    );
+}
+
+#[test]
+fn workflow_keep_inline_below() {
+    let steps = "    - name: a\n      function: deployed-fn\n";
+    check(
+        &format!("{}  keepInlineBelow: 0\n", wf(steps)),
+        expect![[r#"
+            workflow w @1:1 output=None
+              keepInlineBelow=0
+              step a @7:7 fn=deployed-fn AllOf Json
+            source Workflow/w: 9 lines, "apiVersion: stratus.dev/v1alpha1" .. "  keepInlineBelow: 0"
+        "#]],
+    );
+    let bad = |v: &str| format!("{}  keepInlineBelow: {v}\n", wf(steps));
+    check(
+        &bad("65537"),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:20: workflow 'w': spec.keepInlineBelow: 65537 is out of range; use a value in 0..=65536
+        "#]],
+    );
+    check(
+        &bad("-1"),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:20: workflow 'w': spec.keepInlineBelow: -1 is out of range; use a value in 0..=65536
+        "#]],
+    );
+    check(
+        &bad("\"512\""),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:20: workflow 'w': spec.keepInlineBelow: expected an integer, found string "512" (remove the quotes)
+        "#]],
+    );
+    check(
+        &bad("1kb"),
+        expect![[r#"
+            ERROR:
+            t.yaml:9:20: workflow 'w': spec.keepInlineBelow: expected an integer, found '1kb'
         "#]],
     );
 }

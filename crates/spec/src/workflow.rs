@@ -60,6 +60,7 @@ pub(crate) fn convert(
     let mut timeout_seconds = None;
     let mut placement = None;
     let mut worker_parts = None;
+    let mut keep_inline_below = None;
     // False when a step or the output could not be read: then "which step is
     // final" cannot be judged.
     let mut complete = true;
@@ -119,6 +120,10 @@ pub(crate) fn convert(
             if let Some(n) = spec.get("workerParts") {
                 worker_parts = ctx.boolean(n, "spec.workerParts");
             }
+            if let Some(n) = spec.get("keepInlineBelow") {
+                let max = crate::model::MAX_KEEP_INLINE_BELOW as i64;
+                keep_inline_below = ctx.int(n, "spec.keepInlineBelow", 0, max).map(|v| v as u64);
+            }
             spec.finish(ctx, &[], &[]);
         }
     }
@@ -146,6 +151,7 @@ pub(crate) fn convert(
         timeout_seconds,
         placement,
         worker_parts,
+        keep_inline_below,
         pos: wf_pos,
     });
     (name, wf)

@@ -45,7 +45,8 @@ pub struct ClusterArgs {
     pub worker_chains: bool,
     /// With --workflow-data workers: a step output shorter than this many
     /// bytes comes back to this control plane instead of being kept on
-    /// its worker (0: keep every output; at most 65536).
+    /// its worker (0: keep every output; at most 65536). A workflow's
+    /// `spec.keepInlineBelow` sets its own.
     #[arg(long, default_value_t = 512, value_name = "BYTES")]
     pub keep_inline_below: u64,
     /// Seconds the leader's election lease outlives it: a standby takes

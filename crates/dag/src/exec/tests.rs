@@ -48,6 +48,7 @@ pub(crate) fn exec(steps: Vec<Step>) -> Execution {
         timeout_seconds: None,
         placement: None,
         worker_parts: None,
+        keep_inline_below: None,
         pos: Pos::default(),
     };
     Execution::new(Arc::new(Plan::compile(&wf).unwrap()))

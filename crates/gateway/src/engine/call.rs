@@ -272,10 +272,10 @@ impl Platform {
             if let Ok(v) = http::HeaderValue::from_str(k.invocation()) {
                 let h = req.headers_mut();
                 h.insert(stratus_nodestore::remote::KEEP_HEADER, v);
-                if self.cfg.keep_inline_below > 0 {
+                if k.inline_below() > 0 {
                     h.insert(
                         stratus_nodestore::remote::INLINE_BELOW_HEADER,
-                        http::HeaderValue::from(self.cfg.keep_inline_below),
+                        http::HeaderValue::from(k.inline_below()),
                     );
                 }
                 if *keep == kept::Keep::Split {

@@ -119,6 +119,8 @@ struct Producer {
 pub(crate) struct Kept {
     inv: String,
     client: HttpClient,
+    /// Outputs shorter than this many bytes come back instead (0: none).
+    inline_below: u64,
     /// By the stand-in's address.
     items: Mutex<HashMap<usize, Held>>,
     /// The agents holding items (`host:port`) and the credentials they take.
@@ -145,10 +147,18 @@ pub(crate) struct Parts {
 }
 
 impl Kept {
-    pub fn new(inv: &str, client: HttpClient) -> Kept {
+    /// `inline_below`: outputs shorter than this come back instead of
+    /// being kept (`--keep-inline-below`, or the workflow's own).
+    /// The threshold below which outputs come back instead of being kept.
+    pub fn inline_below(&self) -> u64 {
+        self.inline_below
+    }
+
+    pub fn new(inv: &str, client: HttpClient, inline_below: u64) -> Kept {
         Kept {
             inv: inv.to_string(),
             client,
+            inline_below,
             items: Mutex::new(HashMap::new()),
             holders: Mutex::new(HashMap::new()),
             producers: Mutex::new(Vec::new()),
@@ -589,7 +599,7 @@ mod tests {
 
     #[tokio::test]
     async fn lost_items_point_to_their_producer_and_rebind_to_the_items_made_again() {
-        let k = Kept::new("inv1", super::super::http_client());
+        let k = Kept::new("inv1", super::super::http_client(), 0);
         let input = Payload::Raw(Bytes::from_static(b"in"));
         let a = whole(&k, "10.0.0.1:7070", ID1, 5);
         k.produced(dispatch("first", input.clone()), Keep::Whole, &a);
@@ -656,7 +666,7 @@ mod tests {
             .build()
             .unwrap();
         let _g = rt.enter();
-        let k = Kept::new("inv2", super::super::http_client());
+        let k = Kept::new("inv2", super::super::http_client(), 0);
         let list = |ids: &[&str]| {
             Bytes::from(ids.iter().map(|id| format!("{id} 3\n")).collect::<String>())
         };

@@ -143,6 +143,8 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
         echo_service("k-echo", "")
             + "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: k-bench\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/bench\n          command: [\"stratus\", \"fn\", \"bench\"]\n          env:\n            - {name: BENCH_MS, value: \"1500\"}\n            - {name: BENCH_MODE, value: sleep}\n            - {name: BENCH_OUTPUT_BYTES, value: \"10\"}\n---\n"
     );
+    // chain-loc's steps with `spec.keepInlineBelow: 0`: every output kept.
+    yaml += "---\napiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: chain-keep\nspec:\n  placement: locality\n  keepInlineBelow: 0\n  steps:\n    - {name: a, function: loc-a}\n    - {name: b, function: loc-b, inputs: [a]}\n    - {name: c, function: loc-c, inputs: [b]}\n    - {name: out, function: loc-out, inputs: [c]}\n";
     let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.error_message());
     let small = Bytes::from_static(b"warm");
@@ -150,7 +152,7 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
         call(&cp.admin, "chain-loc", small.clone()).await.0 == 200
     })
     .await;
-    for wf in ["chain-rr", "join-loc", "join-rr"] {
+    for wf in ["chain-rr", "join-loc", "join-rr", "chain-keep"] {
         let (status, out) = call(&cp.admin, wf, small.clone()).await;
         assert_eq!(status, 200, "{wf}: {out:?}\n{}", cp.log());
     }
@@ -165,6 +167,12 @@ async fn step_outputs_stay_on_the_workers_and_only_input_and_output_cross_the_co
     let moved = cp_bytes(&cp.admin).await - before;
     assert_eq!(moved, 800.0, "small outputs are relayed, not kept");
     assert!(kept_items(&[&w1, &w2]).await <= items0, "nothing kept");
+    // The workflow's own threshold, 0: a, b and c's outputs are kept; only
+    // the input and the output cross the control plane.
+    let before = cp_bytes(&cp.admin).await;
+    assert!(ok(&cp, "chain-keep", tiny.clone()).await == tiny);
+    let moved = cp_bytes(&cp.admin).await - before;
+    assert_eq!(moved, 200.0, "spec.keepInlineBelow: 0 keeps every output");
 
     const N: usize = 2 << 20;
     let data = input(N);

@@ -39,6 +39,7 @@ fn exec_with(steps: Vec<Step>, output: Option<&str>, timeout: Option<u64>) -> Ex
         timeout_seconds: timeout,
         placement: None,
         worker_parts: None,
+        keep_inline_below: None,
         pos: Default::default(),
     };
     let mut e = Execution::new(Arc::new(Plan::compile(&wf).unwrap()));
