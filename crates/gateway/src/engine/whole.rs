@@ -32,7 +32,7 @@ use stratus_dag::{Payload, Plan, RunRecord};
 use super::chain::agent_instance;
 use super::{micros, Finish, InvokeResult};
 use crate::body::ChunksBody;
-use crate::pool::Lease;
+use crate::pool::{FunctionPool, Lease};
 use crate::Platform;
 
 /// The longest leasing waits for the functions' first instances on the
@@ -111,10 +111,9 @@ impl Platform {
         let auth = first.authorization.clone();
         let slots: Vec<Slot> = leases
             .iter()
-            .filter_map(|(f, l)| {
-                let pool = self.pool_for(f).ok()?;
+            .filter_map(|(pool, l)| {
                 Some(Slot {
-                    function: f.to_string(),
+                    function: pool.service.name.clone(),
                     instance: agent_instance(&l.slot)?,
                     timeout_ms: pool.service.timeout_seconds.saturating_mul(1000),
                 })
@@ -185,10 +184,8 @@ impl Platform {
             Ok(Err((gone, why))) => {
                 tracing::warn!(invocation = id, host, reason = %why, "the worker did not run the invocation whole; running it here");
                 if gone {
-                    for (f, l) in &leases {
-                        if let Ok(pool) = self.pool_for(f) {
-                            pool.kill(&l.slot);
-                        }
+                    for (pool, l) in &leases {
+                        pool.kill(&l.slot);
                     }
                 }
                 return None;
@@ -213,9 +210,13 @@ impl Platform {
         })
     }
 
-    /// Instances of every function of `plan` on `host`; `None` when one
-    /// cannot be had there in time.
-    async fn lease_whole(&self, plan: &Plan, host: &str) -> Option<Vec<(Arc<str>, Lease)>> {
+    /// Instances of every function of `plan` on `host`, each with its
+    /// pool; `None` when one cannot be had there in time.
+    async fn lease_whole(
+        &self,
+        plan: &Plan,
+        host: &str,
+    ) -> Option<Vec<(Arc<FunctionPool>, Lease)>> {
         let mut steps_of: Vec<(Arc<str>, usize)> = Vec::new();
         for s in 0..plan.step_count() {
             let f = plan.step_function(s);
@@ -248,7 +249,7 @@ impl Platform {
                     }
                     break;
                 }
-                out.push((f.clone(), l));
+                out.push((pool.clone(), l));
             }
         }
         Some(out)
