@@ -615,6 +615,12 @@ impl Execution {
     }
 
     /// Run records, in dispatch order.
+    /// Run `run`'s index within its step (its map branch or batch number;
+    /// a catch step's run: the failed run's).
+    pub fn run_index(&self, run: RunId) -> Option<usize> {
+        self.runs.get(run).map(|r| r.index)
+    }
+
     pub fn records(&self) -> Vec<RunRecord> {
         self.runs.iter().map(|r| r.record.clone()).collect()
     }

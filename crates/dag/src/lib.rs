@@ -41,6 +41,7 @@ mod part;
 mod payload;
 mod plan;
 pub mod record;
+pub mod spread;
 pub mod whole;
 
 pub use exec::{backoff_us, Dispatch, ExecStatus, Execution, RunError, RunId};

@@ -51,6 +51,26 @@ pub struct WorkflowRun {
     pub max_map_width: usize,
     /// Seeds the retries' backoff jitter.
     pub seed: u64,
+    /// When the invocation was placed over several workers: which runs
+    /// this one makes, and its peers ([`crate::spread`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
+}
+
+/// One worker's share of an invocation placed over several
+/// ([`crate::spread`]): every worker runs the whole execution, calls the
+/// runs it owns and learns the others' from their owners' events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// This worker's index in `peers`.
+    pub me: u32,
+    /// Every taking-part worker's agent (`host:port`), by index.
+    pub peers: Vec<String>,
+    /// Per step, the workers its runs go to in turn: run `i` of step `s`
+    /// is owned by `owners[s][i % owners[s].len()]`.
+    pub owners: Vec<Vec<u32>>,
+    /// The longest this worker waits for its peers, in all (ms).
+    pub wait_ms: u64,
 }
 
 /// What the agent answers once the execution is finished (all its runs,
@@ -93,6 +113,8 @@ pub enum WorkflowWireError {
     Instance { index: usize, instance: String },
     #[error("the output's items add up to {items} bytes, the body holds {body}")]
     Items { items: u64, body: usize },
+    #[error("spread: {0}")]
+    Spread(String),
 }
 
 /// `head` then `bytes`, framed.
@@ -160,8 +182,16 @@ pub fn parse_run(body: &Bytes) -> Result<(WorkflowRun, Plan, Bytes), WorkflowWir
             });
         }
     }
-    for step in &run.workflow.steps {
-        if !run.slots.iter().any(|s| s.function == step.function) {
+    if let Some(sp) = &run.spread {
+        check_spread(sp, run.workflow.steps.len())?;
+    }
+    let mine = |k: usize| {
+        run.spread
+            .as_ref()
+            .is_none_or(|sp| sp.owners[k].contains(&sp.me))
+    };
+    for (k, step) in run.workflow.steps.iter().enumerate() {
+        if mine(k) && !run.slots.iter().any(|s| s.function == step.function) {
             return Err(WorkflowWireError::NoSlot {
                 step: step.name.clone(),
                 function: step.function.clone(),
@@ -170,6 +200,56 @@ pub fn parse_run(body: &Bytes) -> Result<(WorkflowRun, Plan, Bytes), WorkflowWir
     }
     let plan = Plan::compile(&run.workflow).map_err(|e| WorkflowWireError::Plan(e.to_string()))?;
     Ok((run, plan, input))
+}
+
+/// The most workers one invocation is spread over, and the most entries
+/// of a step's owners.
+pub const MAX_PEERS: usize = 64;
+
+/// `host:port`, the host a name or an IPv4 address.
+fn host_port(p: &str) -> bool {
+    let Some((host, port)) = p.rsplit_once(':') else {
+        return false;
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-'))
+        && port.parse::<u16>().is_ok_and(|n| n > 0)
+}
+
+fn check_spread(sp: &Spread, steps: usize) -> Result<(), WorkflowWireError> {
+    let bad = |why: String| Err(WorkflowWireError::Spread(why));
+    let n = sp.peers.len();
+    if !(2..=MAX_PEERS).contains(&n) {
+        return bad(format!("{n} peers: give 2 to {MAX_PEERS}"));
+    }
+    if sp.me as usize >= n {
+        return bad(format!("me is {}, past the {n} peers", sp.me));
+    }
+    for (i, p) in sp.peers.iter().enumerate() {
+        if !host_port(p) {
+            return bad(format!(
+                "peer {i} ({:?}) is not host:port",
+                p.chars().take(80).collect::<String>()
+            ));
+        }
+    }
+    if sp.owners.len() != steps {
+        return bad(format!(
+            "owners for {} steps, the workflow has {steps}",
+            sp.owners.len()
+        ));
+    }
+    for (s, o) in sp.owners.iter().enumerate() {
+        if o.is_empty() || o.len() > MAX_PEERS || o.iter().any(|&h| h as usize >= n) {
+            return bad(format!(
+                "step {s}'s owners {o:?}: give 1 to {MAX_PEERS} peer indexes below {n}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The answer's chunks: `done`, then the output's items.
@@ -243,6 +323,7 @@ mod tests {
             ],
             max_map_width: 10,
             seed: 7,
+            spread: None,
         }
     }
 
