@@ -41,6 +41,7 @@ mod proxy;
 pub mod request;
 mod routes;
 pub mod server;
+mod spread;
 mod workflow_run;
 
 pub use capacity::{Capacity, CapacityError};

@@ -105,6 +105,7 @@ pub(crate) fn router(agent: &Arc<Agent>) -> Router {
             delete(crate::items::end),
         )
         .route(stratus_dag::whole::RUN_PATH, post(crate::workflow_run::run))
+        .route(stratus_dag::spread::EVENT_PATH, post(crate::spread::event))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES))
         .layer(middleware::from_fn_with_state(agent.clone(), auth))
         .with_state(agent.clone())

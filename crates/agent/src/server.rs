@@ -122,6 +122,8 @@ pub struct Agent {
     /// The node data store holding workflow items kept here
     /// ([`crate::items`]); `None`: none opened, keeping is refused.
     pub(crate) items: Option<Arc<stratus_nodestore::Store>>,
+    /// Events from peers for invocations spread over workers.
+    pub(crate) mailboxes: crate::spread::Mailboxes,
     stopping: AtomicBool,
 }
 
@@ -146,6 +148,7 @@ impl Agent {
             logs: Arc::new(LogBuffer::new(cfg.log_bytes)),
             client: crate::proxy::http_client(),
             items,
+            mailboxes: Default::default(),
             stopping: AtomicBool::new(false),
             cfg,
         })

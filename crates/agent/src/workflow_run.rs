@@ -28,7 +28,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http_body_util::{BodyExt, Limited};
-use stratus_dag::{Dispatch, ExecStatus, Execution, RunError, RunId};
+use stratus_dag::spread::{self as spreading, Outcome, RunEvent};
+use stratus_dag::whole::Spread;
+use stratus_dag::{Dispatch, ExecStatus, Execution, RunError, RunId, StepIdx};
 
 use crate::routes::ApiError;
 use crate::server::Agent;
@@ -46,15 +48,37 @@ struct Slot {
     timeout: Duration,
 }
 
+/// Past the outputs' budget: the control plane runs the invocation.
+fn over_budget(budget: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        format!("the workflow's outputs passed {budget} bytes on this worker: the control plane runs it"),
+    )
+}
+
+/// A peer's failed run failed the execution: the status it maps to.
+fn note_failure(exec: &Execution, o: &Outcome, failed: &mut Option<u16>) {
+    if let (Outcome::Failed { status, .. }, ExecStatus::Failed(_)) = (o, exec.status()) {
+        failed.get_or_insert(if *status == 504 { 504 } else { 502 });
+    }
+}
+
 /// A finished call: the run, when it started and ended (µs after `t0`),
 /// its slot, and its output or error; or why the whole run stops here
 /// (the control plane then runs the invocation).
 struct Done {
+    call: Called,
+    result: Result<Result<Bytes, RunError>, ApiError>,
+}
+
+/// Which call finished, on which slot, when (µs after `t0`).
+struct Called {
     run: RunId,
+    step: StepIdx,
+    attempt: u32,
     started_us: u64,
     finished_us: u64,
     slot: usize,
-    result: Result<Result<Bytes, RunError>, ApiError>,
 }
 
 fn us(t0: Instant) -> u64 {
@@ -90,15 +114,42 @@ pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Res
     let mut exec = Execution::new(Arc::new(plan));
     exec.set_max_map_width(run.max_map_width);
     exec.set_seed(run.seed);
+    let (mailbox, _open) = match &run.spread {
+        Some(_) => {
+            let (rx, open) = a.mailboxes.open(&run.invocation)?;
+            (Some(rx), Some(open))
+        }
+        None => (None, None),
+    };
     let r = Runner {
         a: &a,
         inv: &run.invocation,
         slots,
         by_function,
         t0: Instant::now(),
+        spread: run.spread.as_ref(),
     };
-    let (exec, unfinished, failed) = r.drive(exec, input).await?;
+    let (exec, unfinished, failed, owned) = r.drive(exec, input, mailbox).await?;
     let total_us = exec.output_at().unwrap_or(0);
+    // Spread: the collector answers with the output and the skipped
+    // steps' records; every worker with the records of the runs it made.
+    let collects = run
+        .spread
+        .as_ref()
+        .is_none_or(|sp| sp.me == sp.collector(exec.plan()));
+    let runs = match &run.spread {
+        None => exec.records(),
+        Some(_) => exec
+            .records()
+            .into_iter()
+            .enumerate()
+            .filter(|(k, r)| {
+                owned.get(*k).copied().unwrap_or(false)
+                    || (collects && r.status == stratus_dag::RunStatus::Skipped)
+            })
+            .map(|(_, r)| r)
+            .collect(),
+    };
     let (error, output) = match exec.status() {
         ExecStatus::Succeeded(p) => (None, Some(p.clone())),
         ExecStatus::Failed(msg) => {
@@ -111,6 +162,7 @@ pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Res
         }
         ExecStatus::Running => (Some((500, "the execution stalled".into())), None),
     };
+    let output = output.filter(|_| collects);
     let done = WorkflowDone {
         error,
         framed: match &output {
@@ -123,7 +175,7 @@ pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Res
         unfinished,
         output_at_us: total_us,
         breakdown: exec.breakdown(total_us),
-        runs: exec.records(),
+        runs,
     };
     let chunks = format_done(&done, output.as_ref());
     let stream =
@@ -137,36 +189,65 @@ pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Res
 }
 
 struct Runner<'a> {
-    a: &'a Agent,
+    a: &'a Arc<Agent>,
     inv: &'a str,
     slots: Vec<Slot>,
     by_function: HashMap<String, Vec<usize>>,
     t0: Instant,
+    spread: Option<&'a Spread>,
+}
+
+/// A run known to every worker of a spread invocation: step, index, try.
+type Key = (StepIdx, usize, u32);
+
+/// What a spread invocation's worker tracks besides its execution.
+#[derive(Default)]
+struct Peers {
+    /// Runs dispatched here that another worker makes, by key.
+    remote: HashMap<Key, RunId>,
+    /// Their owners' events, come before the execution here dispatched them.
+    early: HashMap<Key, (Outcome, Bytes)>,
+    /// By run: made here.
+    owned: Vec<bool>,
+}
+
+enum Next {
+    Call(Option<Done>),
+    Event(Option<crate::spread::Event>),
+    Late,
 }
 
 impl Runner<'_> {
     /// Runs `exec` on `input` until no run is left; the steps a
-    /// `timeoutSeconds` cut short, and the HTTP status of the error that
+    /// `timeoutSeconds` cut short, the HTTP status of the error that
     /// failed the execution as the control plane maps it (a timeout 504,
-    /// any other failed call 502).
+    /// any other failed call 502), and by run whether it was made here.
+    /// Spread over workers, the runs others make are settled from their
+    /// events (`mailbox`), and each run made here is told to the others.
     async fn drive(
         &self,
         mut exec: Execution,
         input: Bytes,
-    ) -> Result<(Execution, Vec<String>, Option<u16>), ApiError> {
+        mut mailbox: Option<tokio::sync::mpsc::UnboundedReceiver<crate::spread::Event>>,
+    ) -> Result<(Execution, Vec<String>, Option<u16>, Vec<bool>), ApiError> {
         let budget = self.a.config().max_invoke_bytes as u64 * 2;
         let deadline = exec
             .plan()
             .timeout_us()
             .map(|t| self.t0 + Duration::from_micros(t));
+        let give_up = self
+            .spread
+            .map(|sp| self.t0 + Duration::from_millis(sp.wait_ms.max(1)));
         let mut waiting: VecDeque<Dispatch> = exec.start(input, 0).into();
         let mut running = FuturesUnordered::new();
         let mut held = 0u64;
         let mut unfinished = Vec::new();
         let mut busy = vec![false; self.slots.len()];
         let mut failed = None;
+        let mut peers = Peers::default();
         loop {
-            // Start what has a free slot; refuse what the failure abandons.
+            // Start what has a free slot; refuse what the failure abandons;
+            // wait for the events of what others make.
             let mut still = VecDeque::new();
             while let Some(d) = waiting.pop_front() {
                 if matches!(exec.status(), ExecStatus::Failed(_)) {
@@ -174,6 +255,27 @@ impl Runner<'_> {
                     let why = RunError::fatal("not called: the invocation had already failed", 502);
                     waiting.extend(exec.fail_run(d.run, why, now));
                     continue;
+                }
+                if let Some(sp) = self.spread {
+                    let index = exec.run_index(d.run).unwrap_or(0);
+                    if !sp.owns(d.step, index) {
+                        let key = (d.step, index, d.attempt);
+                        match peers.early.remove(&key) {
+                            Some((o, b)) => {
+                                let more = spreading::apply(&mut exec, d.run, &o, b, us(self.t0));
+                                note_failure(&exec, &o, &mut failed);
+                                waiting.extend(more);
+                            }
+                            None => {
+                                peers.remote.insert(key, d.run);
+                            }
+                        }
+                        continue;
+                    }
+                    if peers.owned.len() <= d.run {
+                        peers.owned.resize(d.run + 1, false);
+                    }
+                    peers.owned[d.run] = true;
                 }
                 let free = self
                     .by_function
@@ -184,53 +286,172 @@ impl Runner<'_> {
                     continue;
                 };
                 busy[slot] = true;
-                running.push(self.call(d, slot, budget.saturating_sub(held)));
+                // Spread, a run's key names its step and index, the same
+                // on every worker (run numbers follow each one's order).
+                let key = match self.spread {
+                    Some(_) => {
+                        let index = exec.run_index(d.run).unwrap_or(0);
+                        format!("{}.{}.{index}", self.inv, d.step)
+                    }
+                    None => format!("{}.{}", self.inv, d.run),
+                };
+                running.push(self.call(d, key, slot, budget.saturating_sub(held)));
             }
             waiting = still;
-            let next = match deadline {
-                None => running.next().await,
-                Some(at) => match tokio::time::timeout_at(at.into(), running.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
+            // Once the execution failed, what others make is not waited for.
+            let listen = mailbox.is_some()
+                && !peers.remote.is_empty()
+                && matches!(exec.status(), ExecStatus::Running);
+            if running.is_empty() && !listen {
+                break;
+            }
+            let until = match (deadline, give_up) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let next = tokio::select! {
+                d = running.next(), if !running.is_empty() => Next::Call(d),
+                e = async { mailbox.as_mut().expect("listening").recv().await }, if listen => Next::Event(e),
+                _ = async {
+                    match until {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => Next::Late,
+            };
+            match next {
+                Next::Late => {
+                    if deadline.is_some_and(|at| Instant::now() >= at) {
                         unfinished = exec.time_out(us(self.t0));
                         break;
                     }
-                },
-            };
-            let Some(done) = next else { break };
-            busy[done.slot] = false;
-            let instance = self.slots[done.slot].instance.clone();
-            exec.started(done.run, done.started_us, 0, &instance);
-            let more = match done.result? {
-                Ok(out) => {
-                    held += out.len() as u64;
+                    return Err(ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "the other workers did not tell how {} of their runs ended within {} ms: the control plane runs the invocation",
+                            peers.remote.len(),
+                            self.spread.map_or(0, |sp| sp.wait_ms)
+                        ),
+                    ));
+                }
+                Next::Event(None) | Next::Call(None) => break,
+                Next::Event(Some((ev, bytes))) => {
+                    let key = (ev.step as usize, ev.index as usize, ev.attempt);
+                    let from_owner = self.spread.is_some_and(|sp| {
+                        key.0 < exec.plan().step_count() && sp.owner(key.0, key.1) == ev.from
+                    });
+                    if !from_owner {
+                        tracing::warn!(
+                            invocation = self.inv,
+                            "an event from worker {} for a run it does not make was dropped",
+                            ev.from
+                        );
+                        continue;
+                    }
+                    held += bytes.len() as u64;
                     if held > budget {
-                        return Err(ApiError::new(
-                            StatusCode::INSUFFICIENT_STORAGE,
-                            format!("the workflow's outputs passed {budget} bytes on this worker: the control plane runs it"),
-                        ));
+                        return Err(over_budget(budget));
                     }
-                    exec.finish(done.run, Ok(out), done.finished_us)
-                }
-                Err(e) => {
-                    let status = if e.status == 504 { 504 } else { 502 };
-                    let more = exec.fail_run(done.run, e, done.finished_us);
-                    if matches!(exec.status(), ExecStatus::Failed(_)) {
-                        failed.get_or_insert(status);
+                    match peers.remote.remove(&key) {
+                        Some(run) => {
+                            let now = us(self.t0);
+                            exec.started(run, now.saturating_sub(ev.took_us), 0, "");
+                            let more = spreading::apply(&mut exec, run, &ev.outcome, bytes, now);
+                            note_failure(&exec, &ev.outcome, &mut failed);
+                            waiting.extend(more);
+                        }
+                        None => {
+                            peers.early.insert(key, (ev.outcome, bytes));
+                        }
                     }
-                    more
                 }
-            };
-            waiting.extend(more);
+                Next::Call(Some(Done { call: done, result })) => {
+                    busy[done.slot] = false;
+                    let instance = self.slots[done.slot].instance.clone();
+                    exec.started(done.run, done.started_us, 0, &instance);
+                    let result = result?;
+                    if let Some(sp) = self.spread {
+                        self.tell(sp, &exec, &done, &result);
+                    }
+                    let more = match result {
+                        Ok(out) => {
+                            held += out.len() as u64;
+                            if held > budget {
+                                return Err(over_budget(budget));
+                            }
+                            exec.finish(done.run, Ok(out), done.finished_us)
+                        }
+                        Err(e) => {
+                            let status = if e.status == 504 { 504 } else { 502 };
+                            let more = exec.fail_run(done.run, e, done.finished_us);
+                            if matches!(exec.status(), ExecStatus::Failed(_)) {
+                                failed.get_or_insert(status);
+                            }
+                            more
+                        }
+                    };
+                    waiting.extend(more);
+                }
+            }
         }
-        Ok((exec, unfinished, failed))
+        Ok((exec, unfinished, failed, peers.owned))
     }
 
-    /// Calls `d` on slot `slot`, after its backoff, taking at most `room`
-    /// bytes of output.
+    /// Tells the other workers how run `done` ended: the output's bytes
+    /// to those that read it, its length (and items' count) to the others.
+    fn tell(&self, sp: &Spread, exec: &Execution, done: &Called, result: &Result<Bytes, RunError>) {
+        let plan = exec.plan();
+        let index = exec.run_index(done.run).unwrap_or(0);
+        let (outcome, bytes, everyone) = match result {
+            Ok(b) => {
+                let split = spreading::split_count(plan, done.step, b);
+                let o = Outcome::Succeeded {
+                    len: b.len() as u64,
+                    sent: false,
+                    split: split.unwrap_or(None),
+                };
+                (o, Some(b.clone()), split.is_err())
+            }
+            Err(e) => (
+                Outcome::Failed {
+                    message: e.message.clone(),
+                    status: e.status,
+                    retryable: e.retryable,
+                },
+                None,
+                false,
+            ),
+        };
+        let readers = spreading::readers(plan, sp, done.step);
+        for (peer, at) in sp.peers.iter().enumerate() {
+            if peer == sp.me as usize {
+                continue;
+            }
+            let send = bytes.is_some() && (readers[peer] || everyone);
+            let mut o = outcome.clone();
+            if let Outcome::Succeeded { sent, .. } = &mut o {
+                *sent = send;
+            }
+            let ev = RunEvent {
+                invocation: self.inv.to_string(),
+                step: done.step as u32,
+                index: index as u32,
+                attempt: done.attempt,
+                from: sp.me,
+                took_us: done.finished_us.saturating_sub(done.started_us),
+                outcome: o,
+            };
+            let body = spreading::format_event(&ev, bytes.as_ref().filter(|_| send));
+            tokio::spawn(crate::spread::send(self.a.clone(), at.clone(), body));
+        }
+    }
+
+    /// Calls `d` (idempotency key `key`) on slot `slot`, after its
+    /// backoff, taking at most `room` bytes of output.
     fn call(
         &self,
         d: Dispatch,
+        key: String,
         slot: usize,
         room: u64,
     ) -> impl std::future::Future<Output = Done> + '_ {
@@ -242,12 +463,16 @@ impl Runner<'_> {
                     .await;
             }
             let started_us = us(t0);
-            let result = self.send(&d, &instance, timeout, room).await;
+            let result = self.send(&d, &key, &instance, timeout, room).await;
             Done {
-                run: d.run,
-                started_us,
-                finished_us: us(t0),
-                slot,
+                call: Called {
+                    run: d.run,
+                    step: d.step,
+                    attempt: d.attempt,
+                    started_us,
+                    finished_us: us(t0),
+                    slot,
+                },
                 result,
             }
         }
@@ -259,6 +484,7 @@ impl Runner<'_> {
     async fn send(
         &self,
         d: &Dispatch,
+        key: &str,
         instance: &str,
         timeout: Duration,
         room: u64,
@@ -274,7 +500,7 @@ impl Runner<'_> {
         let req = http::Request::post(format!("http://{ep}/"))
             .header(header::CONTENT_TYPE, ct)
             .header(header::CONTENT_LENGTH, len)
-            .header(KEY_HEADER, format!("{}.{}", self.inv, d.run))
+            .header(KEY_HEADER, key)
             .body(Body::from_stream(stream))
             .map_err(|e| {
                 ApiError::new(StatusCode::BAD_REQUEST, format!("request to '{f}': {e}"))

@@ -147,7 +147,7 @@ fn unframe<H: for<'de> Deserialize<'de>>(
 }
 
 /// 1 to 128 of `A-Z a-z 0-9 . _ -` (an invocation's or instance's id).
-fn id_like(s: &str) -> bool {
+pub fn id_like(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()

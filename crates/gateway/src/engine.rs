@@ -34,6 +34,7 @@ mod journaled;
 mod kept;
 mod lineage;
 pub(crate) mod placed;
+mod spread;
 mod whole;
 
 pub type HttpClient = Client<HttpConnector, ChunksBody>;
@@ -372,6 +373,15 @@ impl Platform {
                 return self.finish_whole(w, &plan, fin, t0);
             }
             self.metrics.whole_fallbacks.inc();
+        } else if let Some(hosts) =
+            self.spread_hosts(&plan, placed.as_ref(), kept.is_some(), input_bytes)
+        {
+            // Placed over several workers: they run it (`spread`).
+            if let Some(w) = self.run_spread(&plan, hosts, &fin.id, &input, t0).await {
+                self.metrics.spread_runs.inc();
+                return self.finish_whole(w, &plan, fin, t0);
+            }
+            self.metrics.spread_fallbacks.inc();
         }
         let mut exec = Execution::new(plan);
         exec.set_max_map_width(self.cfg.max_map_width);

@@ -42,6 +42,8 @@ pub struct Metrics {
     /// sent but that the control plane then ran itself.
     pub whole_runs: Counter,
     pub whole_fallbacks: Counter,
+    pub spread_runs: Counter,
+    pub spread_fallbacks: Counter,
     pub records_dropped: Counter,
     pub records_pruned: Counter,
     /// Invocations found in flight from a previous run of the platform.
@@ -150,6 +152,18 @@ impl Metrics {
             "Invocations to run whole on a worker that the control plane ran itself instead (no instance there in time, the worker gone or refusing)",
             whole_fallbacks.clone(),
         );
+        let spread_runs = Counter::default();
+        registry.register(
+            "engine_spread_runs",
+            "Workflow invocations placed over several workers and run by them, each worker calling its own steps and telling the others worker to worker; their runs count in engine_chained_runs",
+            spread_runs.clone(),
+        );
+        let spread_fallbacks = Counter::default();
+        registry.register(
+            "engine_spread_fallbacks",
+            "Invocations to run spread over workers that the control plane ran itself instead (an instance not had in time on its host, a worker gone or refusing, peers' events not come in time)",
+            spread_fallbacks.clone(),
+        );
         registry.register(
             "queued_requests",
             "Requests buffered waiting for an instance slot",
@@ -221,6 +235,8 @@ impl Metrics {
             chained_runs,
             whole_runs,
             whole_fallbacks,
+            spread_runs,
+            spread_fallbacks,
             records_dropped,
             records_pruned,
             invocations_lost,

@@ -56,8 +56,23 @@ impl Running {
         items: bool,
         max_invoke_bytes: Option<usize>,
     ) -> Running {
+        Running::start_full(max_instances, items, max_invoke_bytes, None).await
+    }
+
+    /// Another agent of `other`'s cluster (its token), as a worker's peer.
+    pub(crate) async fn start_peer_of(other: &Running) -> Running {
+        let token = Token::parse(&other.token, "test").unwrap();
+        Running::start_full(4, false, None, Some(token)).await
+    }
+
+    async fn start_full(
+        max_instances: usize,
+        items: bool,
+        max_invoke_bytes: Option<usize>,
+        token: Option<Token>,
+    ) -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let token = Token::generate().unwrap();
+        let token = token.unwrap_or_else(|| Token::generate().unwrap());
         let process = ProcessSandbox::new(ProcessConfig {
             extra_path: Vec::new(),
             workdir: dir.path().to_path_buf(),

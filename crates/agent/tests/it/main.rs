@@ -4,4 +4,5 @@ mod api;
 mod big;
 mod items;
 mod part;
+mod spread;
 mod whole;

@@ -37,6 +37,7 @@ fn run(yaml_steps: &str, slots: &[(&str, &str)]) -> WorkflowRun {
             .collect(),
         max_map_width: 100,
         seed: 1,
+        spread: None,
     }
 }
 

@@ -67,6 +67,11 @@ impl StepHosts {
             .then(|| first.clone())
     }
 
+    /// Per step, the hosts its runs go to in turn.
+    pub(crate) fn steps(&self) -> &[Vec<Arc<str>>] {
+        &self.hosts
+    }
+
     /// The host for the next run of `step`.
     pub(crate) fn next(&mut self, step: usize) -> Option<Arc<str>> {
         let h = self.hosts.get(step)?;

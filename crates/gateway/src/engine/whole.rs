@@ -48,7 +48,7 @@ const MAX_SLOTS_PER_FUNCTION: usize = 8;
 /// (`bench cluster --netns --workflows`, 2026-12-07): the 64 MiB
 /// map-reduce took 1,249 ms whole against 1,168 ms step by step on the
 /// same instances; workflows with small inputs gain (chain10 1.76×).
-const MAX_WHOLE_INPUT: u64 = 4 << 20;
+pub(super) const MAX_WHOLE_INPUT: u64 = 4 << 20;
 
 /// How long a workflow a worker refused for its outputs' size (507) is
 /// not sent whole again.
@@ -57,9 +57,9 @@ const REFUSED_FOR: Duration = Duration::from_secs(600);
 /// An answer from the worker: its head, the output, and when the request
 /// was sent (µs after the invocation's start).
 pub(super) struct Whole {
-    done: WorkflowDone,
-    output: Payload,
-    sent_us: u64,
+    pub done: WorkflowDone,
+    pub output: Payload,
+    pub sent_us: u64,
 }
 
 impl Platform {
@@ -105,7 +105,7 @@ impl Platform {
             let e = reg.workflows.get(plan.name())?;
             Arc::ptr_eq(&e.plan, plan).then(|| e.spec.clone())?
         };
-        let leases = self.lease_whole(plan, host).await?;
+        let leases = self.lease_whole(plan, host, |_| true).await?;
         let first = &leases.first()?.1.slot;
         let at = first.uri.authority()?.to_string();
         let auth = first.authorization.clone();
@@ -119,42 +119,62 @@ impl Platform {
                 })
             })
             .collect();
-        // Each run is bounded by its function's timeout on the worker; a
-        // step may take every try of its retries, and a map as many runs
-        // as it had last time, one after another.
-        let widths = self.estimates.widths(plan);
-        let calls: u64 = spec
-            .steps
-            .iter()
-            .zip(&widths)
-            .map(|(s, &runs)| {
-                let tries = s.retry.as_ref().map_or(1, |r| u64::from(r.attempts.max(1)));
-                let t = slots.iter().find(|x| x.function == s.function);
-                tries * u64::from(runs.max(1)) * t.map_or(0, |x| x.timeout_ms)
-            })
-            .fold(0u64, u64::saturating_add);
-        let wait = match plan.timeout_us() {
-            Some(us) => Duration::from_micros(us) + Duration::from_secs(5),
-            None => Duration::from_millis(calls.saturating_mul(2)) + Duration::from_secs(10),
-        };
+        let wait = self.whole_wait(plan, &spec, &slots);
         let run = WorkflowRun {
             invocation: id.to_string(),
             workflow: spec,
             slots,
             max_map_width: self.cfg.max_map_width,
             seed: crate::retry::seed_of(id),
+            spread: None,
         };
+        let sent_us = micros(t0);
+        let answer = self
+            .ask_worker(plan, &at, auth, workflow::format_run(&run, input), wait)
+            .await;
+        let (done, output) = match answer {
+            Ok(x) => x,
+            Err((gone, why)) => {
+                tracing::warn!(invocation = id, host, reason = %why, "the worker did not run the invocation whole; running it here");
+                if gone {
+                    for (pool, l) in &leases {
+                        pool.kill(&l.slot);
+                    }
+                }
+                return None;
+            }
+        };
+        drop(leases);
+        self.metrics.payload_sent.inc_by(input.len() as u64);
+        self.metrics.payload_received.inc_by(output.len() as u64);
+        self.metrics.chained_runs.inc_by(done.runs.len() as u64);
+        Some(Whole {
+            done,
+            output,
+            sent_us,
+        })
+    }
+
+    /// Sends `body` (a [`WorkflowRun`] and its input) to the agent at
+    /// `at`; its answer, or whether the agent is gone and why not.
+    pub(super) async fn ask_worker(
+        &self,
+        plan: &Plan,
+        at: &str,
+        auth: Option<http::HeaderValue>,
+        body: Vec<Bytes>,
+        wait: Duration,
+    ) -> Result<(WorkflowDone, Payload), (bool, String)> {
         let mut req = http::Request::post(format!("http://{at}{}", workflow::RUN_PATH))
             .header(
                 http::header::CONTENT_TYPE,
                 "application/vnd.stratus.workflow-run",
             )
-            .body(ChunksBody::new(workflow::format_run(&run, input)))
-            .ok()?;
+            .body(ChunksBody::new(body))
+            .map_err(|e| (false, e.to_string()))?;
         if let Some(a) = auth {
             req.headers_mut().insert(http::header::AUTHORIZATION, a);
         }
-        let sent_us = micros(t0);
         let limit = self.cfg.max_body_bytes + workflow::MAX_DONE_HEAD + 4;
         let answer = tokio::time::timeout(wait, async {
             let resp = self
@@ -179,46 +199,47 @@ impl Platform {
             workflow::parse_done(&body).map_err(|e| (false, e.to_string()))
         })
         .await;
-        let (done, output) = match answer {
-            Ok(Ok(x)) => x,
-            Ok(Err((gone, why))) => {
-                tracing::warn!(invocation = id, host, reason = %why, "the worker did not run the invocation whole; running it here");
-                if gone {
-                    for (pool, l) in &leases {
-                        pool.kill(&l.slot);
-                    }
-                }
-                return None;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    invocation = id,
-                    host,
-                    "the worker did not answer within {wait:?}; running the invocation here"
-                );
-                return None;
-            }
-        };
-        drop(leases);
-        self.metrics.payload_sent.inc_by(input.len() as u64);
-        self.metrics.payload_received.inc_by(output.len() as u64);
-        self.metrics.chained_runs.inc_by(done.runs.len() as u64);
-        Some(Whole {
-            done,
-            output,
-            sent_us,
-        })
+        answer.unwrap_or_else(|_| Err((false, format!("no answer within {wait:?}"))))
     }
 
-    /// Instances of every function of `plan` on `host`, each with its
-    /// pool; `None` when one cannot be had there in time.
-    async fn lease_whole(
+    /// How long the control plane waits for a worker's answer: each run
+    /// is bounded by its function's timeout on the worker (`slots`), a
+    /// step may take every try of its retries, and a map as many runs as
+    /// it had last time, one after another.
+    pub(super) fn whole_wait(
+        &self,
+        plan: &Plan,
+        spec: &stratus_spec::Workflow,
+        slots: &[Slot],
+    ) -> Duration {
+        let widths = self.estimates.widths(plan);
+        let calls: u64 = spec
+            .steps
+            .iter()
+            .zip(&widths)
+            .map(|(s, &runs)| {
+                let tries = s.retry.as_ref().map_or(1, |r| u64::from(r.attempts.max(1)));
+                let t = slots.iter().find(|x| x.function == s.function);
+                tries * u64::from(runs.max(1)) * t.map_or(0, |x| x.timeout_ms)
+            })
+            .fold(0u64, u64::saturating_add);
+        match plan.timeout_us() {
+            Some(us) => Duration::from_micros(us) + Duration::from_secs(5),
+            None => Duration::from_millis(calls.saturating_mul(2)) + Duration::from_secs(10),
+        }
+    }
+
+    /// Instances on `host` of every function of the steps of `plan` that
+    /// `mine` takes, each with its pool; `None` when one cannot be had
+    /// there in time.
+    pub(super) async fn lease_whole(
         &self,
         plan: &Plan,
         host: &str,
+        mine: impl Fn(usize) -> bool,
     ) -> Option<Vec<(Arc<FunctionPool>, Lease)>> {
         let mut steps_of: Vec<(Arc<str>, usize)> = Vec::new();
-        for s in 0..plan.step_count() {
+        for s in (0..plan.step_count()).filter(|&s| mine(s)) {
             let f = plan.step_function(s);
             match steps_of.iter_mut().find(|(g, _)| g == f) {
                 Some((_, n)) => *n += 1,
