@@ -335,6 +335,15 @@ impl Runner<'_> {
                     ));
                 }
                 Next::Event(None) | Next::Call(None) => break,
+                Next::Event(Some((ev, _))) if matches!(ev.outcome, Outcome::Abandoned { .. }) => {
+                    let Outcome::Abandoned { why } = ev.outcome else {
+                        unreachable!()
+                    };
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!("the control plane runs the invocation elsewhere: {why}"),
+                    ));
+                }
                 Next::Event(Some((ev, bytes))) => {
                     let key = (ev.step as usize, ev.index as usize, ev.attempt);
                     let from_owner = self.spread.is_some_and(|sp| {

@@ -62,6 +62,9 @@ pub enum Outcome {
         status: u16,
         retryable: bool,
     },
+    /// From the control plane: the invocation runs elsewhere (a peer
+    /// failed); stop waiting for it.
+    Abandoned { why: String },
 }
 
 impl Spread {
@@ -189,6 +192,7 @@ pub fn apply(
             },
             now,
         ),
+        Outcome::Abandoned { .. } => Vec::new(),
     }
 }
 

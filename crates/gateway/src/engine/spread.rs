@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
-use stratus_dag::spread::input_readers;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use stratus_dag::spread::{format_event, input_readers, Outcome, RunEvent, EVENT_PATH};
 use stratus_dag::whole::{self as workflow, Slot, Spread, WorkflowDone, WorkflowRun, MAX_PEERS};
 use stratus_dag::{Breakdown, Payload, Plan};
 
@@ -34,6 +34,7 @@ use super::chain::agent_instance;
 use super::micros;
 use super::placed::StepHosts;
 use super::whole::{Whole, MAX_WHOLE_INPUT};
+use crate::body::ChunksBody;
 use crate::Platform;
 
 impl Platform {
@@ -144,14 +145,17 @@ impl Platform {
             let (at, auth) = ats[k].clone();
             async move {
                 let body = workflow::format_run(&run, given);
-                self.ask_worker(plan, &at, auth, body, wait).await
+                (k, self.ask_worker(plan, &at, auth, body, wait).await)
             }
         });
-        let answers = join_all(asks).await;
-        let mut got = Vec::with_capacity(answers.len());
-        for (k, a) in answers.into_iter().enumerate() {
+        // The first failure ends it: the others' requests are dropped
+        // (their workers stop waiting for it when its peers' events do
+        // not come).
+        let mut pending: FuturesUnordered<_> = asks.collect();
+        let mut got: Vec<Option<_>> = (0..peers.len()).map(|_| None).collect();
+        while let Some((k, a)) = pending.next().await {
             match a {
-                Ok(x) => got.push(x),
+                Ok(x) => got[k] = Some(x),
                 Err((gone, why)) => {
                     tracing::warn!(invocation = id, host = %peers[k], reason = %why, "a worker did not run its share of the invocation; running it here");
                     if gone {
@@ -159,11 +163,20 @@ impl Platform {
                             pool.kill(&l.slot);
                         }
                     }
+                    // The others stop waiting for it.
+                    for (j, (at, auth)) in ats.iter().enumerate() {
+                        if j != k && got[j].is_none() {
+                            let why = format!("worker {} ({}): {why}", peers[k], ats[k].0);
+                            self.abandon(id, at, auth.clone(), why);
+                        }
+                    }
                     return None;
                 }
             }
         }
+        drop(pending);
         drop(leases);
+        let got: Vec<_> = got.into_iter().flatten().collect();
         let sent: u64 = reads
             .iter()
             .filter(|r| **r)
@@ -179,6 +192,46 @@ impl Platform {
             output,
             sent_us,
         })
+    }
+}
+
+impl Platform {
+    /// Tells the agent at `at` that invocation `id` runs elsewhere
+    /// (in the background; a failure is only logged).
+    fn abandon(&self, id: &str, at: &str, auth: Option<http::HeaderValue>, why: String) {
+        let ev = RunEvent {
+            invocation: id.to_string(),
+            step: 0,
+            index: 0,
+            attempt: 0,
+            from: u32::MAX,
+            took_us: 0,
+            outcome: Outcome::Abandoned { why },
+        };
+        let mut req = match http::Request::post(format!("http://{at}{EVENT_PATH}"))
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/vnd.stratus.workflow-event",
+            )
+            .body(ChunksBody::new(format_event(&ev, None)))
+        {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        if let Some(a) = auth {
+            req.headers_mut().insert(http::header::AUTHORIZATION, a);
+        }
+        let client = self.client.clone();
+        let at = at.to_string();
+        tokio::spawn(async move {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req)).await
+            {
+                Ok(Ok(r)) if r.status().is_success() => {}
+                _ => {
+                    tracing::warn!(agent = %at, "could not tell the worker an invocation runs elsewhere")
+                }
+            }
+        });
     }
 }
 

@@ -447,13 +447,15 @@ async fn parts_run_on_the_workers_in_one_request() {
         "no request for l or j"
     );
 
-    // Round-robin: a, b, c on alternate workers (not whole: a part). b is
-    // sent to its worker
-    // by a's (its input fetched from a's), c back on a's worker fetches
-    // b's output from b's: neither gets a request from the control plane.
+    // Round-robin: a, b, c on alternate workers, an input too large to
+    // run spread over them (`engine::spread`): a part. b is sent to its
+    // worker by a's (its input fetched from a's), c back on a's worker
+    // fetches b's output from b's: neither gets a request from the control
+    // plane.
     for _ in 0..3 {
         ok(&cp, "zigzag", small.clone()).await;
     }
+    let data = input(5 << 20);
     let before = (
         counters().await.0,
         requests("zz-b").await,
@@ -512,6 +514,21 @@ fn without_keys(out: &[u8]) -> serde_json::Value {
 /// the output; the records list every run.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workflow_placed_on_one_worker_runs_there_whole() {
+    runs_on_the_workers("locality", "stratus_engine_whole_runs_total").await;
+}
+
+/// The same workflow placed round-robin over two workers runs spread over
+/// them (`engine::spread`): each worker calls its own steps and tells the
+/// other worker to worker; the same outputs, no request from the control
+/// plane, which moves only the input and the output.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workflow_placed_over_two_workers_runs_spread_over_them() {
+    runs_on_the_workers("round-robin", "stratus_engine_spread_runs_total").await;
+}
+
+/// [`a_workflow_placed_on_one_worker_runs_there_whole`] under `placement`,
+/// each invocation counted by the counter `ran`.
+async fn runs_on_the_workers(placement: &str, ran: &str) {
     let Some(etcd) = EtcdCluster::start_or_skip(3) else {
         return;
     };
@@ -539,7 +556,7 @@ async fn a_workflow_placed_on_one_worker_runs_there_whole() {
     }
     for (name, parts) in [("whole", "true"), ("whole-off", "false")] {
         yaml += &format!(
-            "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  placement: locality\n  workerParts: {parts}\n  steps:\n    - {{name: split, function: wh-split}}\n    - {{name: count, function: wh-map, map: split}}\n    - {{name: reduce, function: wh-reduce, inputs: [count], inputFormat: json}}\n    - name: flaky\n      function: wh-flaky\n      inputs: [reduce]\n      retry: {{attempts: 3, backoff: 1ms}}\n    - name: big\n      function: wh-big\n      inputs: [reduce]\n      when: $reduce.total_words > 1\n    - {{name: out, function: wh-out, inputs: [flaky, big], inputFormat: json}}\n  output: out\n---\n"
+            "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  placement: {placement}\n  workerParts: {parts}\n  steps:\n    - {{name: split, function: wh-split}}\n    - {{name: count, function: wh-map, map: split}}\n    - {{name: reduce, function: wh-reduce, inputs: [count], inputFormat: json}}\n    - name: flaky\n      function: wh-flaky\n      inputs: [reduce]\n      retry: {{attempts: 3, backoff: 1ms}}\n    - name: big\n      function: wh-big\n      inputs: [reduce]\n      when: $reduce.total_words > 1\n    - {{name: out, function: wh-out, inputs: [flaky, big], inputFormat: json}}\n  output: out\n---\n"
         );
     }
     let r = cp.admin.deploy("whole.yaml", &yaml).await.unwrap();
@@ -566,6 +583,7 @@ async fn a_workflow_placed_on_one_worker_runs_there_whole() {
             requests("wh-map") + requests("wh-flaky") + requests("wh-out"),
             metric(&m, "stratus_engine_payload_sent_bytes_total")
                 + metric(&m, "stratus_engine_payload_received_bytes_total"),
+            metric(&m, ran),
         )
     };
     for input in [text.clone(), Bytes::from_static(b"one")] {
@@ -580,6 +598,7 @@ async fn a_workflow_placed_on_one_worker_runs_there_whole() {
             String::from_utf8_lossy(&on)
         );
         assert_eq!(after.1, before.1, "no request from the control plane");
+        assert_eq!(after.3 - before.3, 1.0, "{ran}");
         assert_eq!(
             after.2 - before.2,
             (input.len() + on.len()) as f64,
@@ -637,6 +656,21 @@ async fn a_workflow_placed_on_one_worker_runs_there_whole() {
 /// runs the invocation itself, on the other worker, with the same output.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_lost_while_it_runs_a_workflow_whole_leaves_it_to_the_control_plane() {
+    lost_mid_run("locality", "whole").await;
+}
+
+/// The same, the workflow placed round-robin and run spread over both
+/// workers: the one that loses its peer is told the invocation runs
+/// elsewhere, and the control plane runs it on the survivor.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_lost_while_it_runs_its_share_of_a_spread_workflow_leaves_it_to_the_control_plane()
+{
+    lost_mid_run("round-robin", "spread").await;
+}
+
+/// A worker killed while it runs `nap` placed by `placement`, which runs
+/// on the workers as `how` (`whole` or `spread`).
+async fn lost_mid_run(placement: &str, how: &str) {
     let Some(etcd) = EtcdCluster::start_or_skip(3) else {
         return;
     };
@@ -650,7 +684,7 @@ async fn a_worker_lost_while_it_runs_a_workflow_whole_leaves_it_to_the_control_p
     let yaml = echo_service("wk-a", "")
         + "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: wk-nap\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/bench\n          command: [\"stratus\", \"fn\", \"bench\"]\n          env:\n            - {name: BENCH_MS, value: \"1500\"}\n            - {name: BENCH_MODE, value: sleep}\n            - {name: BENCH_OUTPUT_BYTES, value: \"8\"}\n---\n"
         + &echo_service("wk-out", "")
-        + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: nap\nspec:\n  placement: locality\n  steps:\n    - {name: a, function: wk-a}\n    - {name: nap, function: wk-nap, inputs: [a]}\n    - {name: out, function: wk-out, inputs: [nap]}\n";
+        + &format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: nap\nspec:\n  placement: {placement}\n  steps:\n    - {{name: a, function: wk-a}}\n    - {{name: nap, function: wk-nap, inputs: [a]}}\n    - {{name: out, function: wk-out, inputs: [nap]}}\n");
     let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.error_message());
     let input = Bytes::from_static(b"go");
@@ -661,12 +695,12 @@ async fn a_worker_lost_while_it_runs_a_workflow_whole_leaves_it_to_the_control_p
     let expected = ok(&cp, "nap", input.clone()).await;
     let whole = |m: &str| {
         (
-            metric(m, "stratus_engine_whole_runs_total"),
-            metric(m, "stratus_engine_whole_fallbacks_total"),
+            metric(m, &format!("stratus_engine_{how}_runs_total")),
+            metric(m, &format!("stratus_engine_{how}_fallbacks_total")),
         )
     };
     let before = whole(&cp.admin.get("/metrics").await.unwrap().text());
-    assert!(before.0 >= 1.0, "it ran whole: {before:?}");
+    assert!(before.0 >= 1.0, "it ran {how}: {before:?}");
     let run = {
         let c = cp.admin.clone();
         let input = input.clone();
