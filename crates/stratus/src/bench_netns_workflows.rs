@@ -41,13 +41,15 @@ const MAP_REDUCE_BYTES: usize = 64 << 20;
 const MAX_BODY_BYTES: u64 = 80 << 20;
 /// Bytes every node of the Pegasus Cycles shape outputs.
 const CYCLES_BYTES: u64 = 2 << 20;
-/// The configuration that runs the workflows of [`PARTS_ON`] again, on
-/// the same functions and so the same instances, each a copy named
-/// `<name>-off` with `spec.workerParts: false`: a same-cluster A/B of
-/// parts that only parts tell apart.
-const PARTS_OFF: &str = "locality, parts off";
-/// The tag whose workflows [`PARTS_OFF`] copies.
+/// The configuration that runs the workflows of the configuration before
+/// it again, on the same functions and so the same instances, each a copy
+/// named `<name>-off` with `spec.workerParts: false`: a same-cluster A/B
+/// of parts (and of whole and spread runs) that only they tell apart.
+const PARTS_OFF: &str = "parts off";
+/// The tags of the parts cluster's configurations that [`PARTS_OFF`]
+/// copies: locality (mostly whole runs), random (spread runs).
 const PARTS_ON: &str = "locc";
+const SPREAD_ON: &str = "rndc";
 
 /// The Workflow documents of `yaml`, each renamed `<name>-off` and with
 /// `spec.workerParts: false` (their Services are deployed already).
@@ -375,14 +377,14 @@ struct Arm {
 impl Arm {
     fn new(
         names: &std::collections::HashMap<(&str, &str), Vec<String>>,
-        tag: &'static str,
-        placement: &'static str,
+        (tag, placement): (&'static str, &'static str),
+        (base, base_placement): (&'static str, &'static str),
         data: &'static str,
         workflow: &'static str,
     ) -> Arm {
         // Several DAGs (Azure) are invoked in turn.
         let off = placement == PARTS_OFF;
-        let base = if off { PARTS_ON } else { tag };
+        let base = if off { base } else { tag };
         let list = match names.get(&(base, workflow)) {
             Some(n) => n.clone(),
             None => vec![format!("{workflow}-{base}")],
@@ -397,7 +399,7 @@ impl Arm {
             format!("{workflow}-{tag} ({} DAGs)", list.len())
         };
         let (data, placement) = match off {
-            true => ("workers+chains, parts off", "locality"),
+            true => ("workers+chains, parts off", base_placement),
             false => (data, placement),
         };
         Arm {
@@ -499,12 +501,14 @@ async fn one_pass(
         Suite::Data => &["c10", "chain", "fanin", "mr", "cycles"],
         Suite::Azure => &["azure"],
     };
+    let mut since = 0;
     for (tag, p) in configs {
         if *p == PARTS_OFF {
-            let copies: Vec<String> = yamls.iter().map(|y| parts_off_copy(y)).collect();
+            let copies: Vec<String> = yamls[since..].iter().map(|y| parts_off_copy(y)).collect();
             yamls.extend(copies.into_iter().filter(|y| !y.is_empty()));
             continue;
         }
+        since = yamls.len();
         if suite == Suite::Data {
             yamls.push(workflows(tag, p));
         }
@@ -554,7 +558,7 @@ async fn one_pass(
                 };
                 let mut arms: Vec<Arm> = group
                     .iter()
-                    .map(|&(tag, placement)| Arm::new(&names, tag, placement, data, workflow))
+                    .map(|&arm| Arm::new(&names, arm, group[0], data, workflow))
                     .collect();
                 warm_up(&gw, &arms, &input).await?;
                 for _ in 0..iterations {
@@ -642,7 +646,12 @@ pub async fn run(
             iterations,
             "workers+chains",
             // The same cluster and instances with parts and without.
-            &[(PARTS_ON, "locality"), ("locn", PARTS_OFF)],
+            &[
+                (PARTS_ON, "locality"),
+                ("locn", PARTS_OFF),
+                (SPREAD_ON, "random:7"),
+                ("rndn", PARTS_OFF),
+            ],
             suite,
         )
         .await?,
