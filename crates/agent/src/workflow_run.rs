@@ -128,6 +128,11 @@ pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Res
         by_function,
         t0: Instant::now(),
         spread: run.spread.as_ref(),
+        listeners: run
+            .spread
+            .as_ref()
+            .map(|sp| spreading::listeners(exec.plan(), sp))
+            .unwrap_or_default(),
     };
     let (exec, unfinished, failed, owned) = r.drive(exec, input, mailbox).await?;
     let total_us = exec.output_at().unwrap_or(0);
@@ -160,6 +165,8 @@ pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Res
             };
             (Some((status, msg.clone())), None)
         }
+        // Another worker of a spread invocation is not told every run.
+        ExecStatus::Running if !collects => (None, None),
         ExecStatus::Running => (Some((500, "the execution stalled".into())), None),
     };
     let output = output.filter(|_| collects);
@@ -195,6 +202,8 @@ struct Runner<'a> {
     by_function: HashMap<String, Vec<usize>>,
     t0: Instant,
     spread: Option<&'a Spread>,
+    /// Spread: per step, per peer, whether it is told how runs end.
+    listeners: Vec<Vec<bool>>,
 }
 
 /// A run known to every worker of a spread invocation: step, index, try.
@@ -298,10 +307,16 @@ impl Runner<'_> {
                 running.push(self.call(d, key, slot, budget.saturating_sub(held)));
             }
             waiting = still;
-            // Once the execution failed, what others make is not waited for.
-            let listen = mailbox.is_some()
-                && !peers.remote.is_empty()
-                && matches!(exec.status(), ExecStatus::Running);
+            // Once the execution failed, what others make is not waited
+            // for. The collector waits for every run (it is told of all);
+            // another worker until its own steps are settled (it is told
+            // only what they need).
+            let listen = match self.spread {
+                None => false,
+                Some(_) if matches!(exec.status(), ExecStatus::Failed(_)) => false,
+                Some(sp) if sp.me == sp.collector(exec.plan()) => !peers.remote.is_empty(),
+                Some(sp) => !sp.own_settled(&exec),
+            };
             if running.is_empty() && !listen {
                 break;
             }
@@ -328,8 +343,7 @@ impl Runner<'_> {
                     return Err(ApiError::new(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!(
-                            "the other workers did not tell how {} of their runs ended within {} ms: the control plane runs the invocation",
-                            peers.remote.len(),
+                            "the other workers did not tell how the runs this one waits for ended within {} ms: the control plane runs the invocation",
                             self.spread.map_or(0, |sp| sp.wait_ms)
                         ),
                     ));
@@ -417,9 +431,9 @@ impl Runner<'_> {
                 let o = Outcome::Succeeded {
                     len: b.len() as u64,
                     sent: false,
-                    split: split.unwrap_or(None),
+                    split: split.count(),
                 };
-                (o, Some(b.clone()), split.is_err())
+                (o, Some(b.clone()), split.to_everyone())
             }
             Err(e) => (
                 Outcome::Failed {
@@ -433,7 +447,7 @@ impl Runner<'_> {
         };
         let readers = spreading::readers(plan, sp, done.step);
         for (peer, at) in sp.peers.iter().enumerate() {
-            if peer == sp.me as usize {
+            if peer == sp.me as usize || !self.listeners[done.step][peer] {
                 continue;
             }
             let send = bytes.is_some() && (readers[peer] || everyone);

@@ -615,6 +615,16 @@ impl Execution {
     }
 
     /// Run records, in dispatch order.
+    /// Whether step `s` will dispatch no more runs and has none
+    /// outstanding: it is done (or skipped); a catch step, once the step
+    /// it catches is.
+    pub fn step_settled(&self, s: StepIdx) -> bool {
+        match self.plan.steps[s].catches {
+            Some(x) => self.steps[x].done && self.steps[s].completed >= self.steps[s].fired,
+            None => self.steps[s].done,
+        }
+    }
+
     /// Run `run`'s index within its step (its map branch or batch number;
     /// a catch step's run: the failed run's).
     pub fn run_index(&self, run: RunId) -> Option<usize> {

@@ -87,6 +87,59 @@ impl Spread {
     }
 }
 
+/// Per step, per peer: whether it is told how the step's runs end. A peer
+/// is told what its own steps need, transitively: their sources, the
+/// steps their conditions read, the step a catch step catches (and that
+/// step's catch step's runs, which stand in for it); the collector is
+/// told everything. The others' executions never learn of those runs, so
+/// a peer is done when its own steps are settled
+/// ([`Spread::own_settled`]), not when its execution is finished.
+pub fn listeners(plan: &Plan, sp: &Spread) -> Vec<Vec<bool>> {
+    let n = plan.steps.len();
+    // needs[t]: the steps t's runs depend on (t included).
+    let mut needs: Vec<Vec<bool>> = vec![vec![false; n]; n];
+    for (t, need) in needs.iter_mut().enumerate() {
+        let mut stack = vec![t];
+        while let Some(u) = stack.pop() {
+            if std::mem::replace(&mut need[u], true) {
+                continue;
+            }
+            let us = &plan.steps[u];
+            for src in &us.sources {
+                if let crate::plan::Source::Step(v) = src {
+                    stack.push(*v);
+                }
+            }
+            stack.extend(us.when_refs.iter().map(|&(_, r)| r));
+            stack.extend(us.catches);
+            stack.extend(us.catch);
+        }
+    }
+    let collector = sp.collector(plan) as usize;
+    let mut out = vec![vec![false; sp.peers.len()]; n];
+    for (s, row) in out.iter_mut().enumerate() {
+        row[collector] = true;
+        for (t, need) in needs.iter().enumerate() {
+            if need[s] {
+                for &p in &sp.owners[t] {
+                    row[p as usize] = true;
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Spread {
+    /// Whether every step this worker owns is settled in `exec`: it has
+    /// nothing left to call.
+    pub fn own_settled(&self, exec: &Execution) -> bool {
+        (0..self.owners.len())
+            .filter(|&s| self.owners[s].contains(&self.me))
+            .all(|s| exec.step_settled(s))
+    }
+}
+
 /// Per peer, whether it reads the bytes of an output of `step` (a catch
 /// step's: of the step it stands in for); `all` when every peer does.
 pub fn readers(plan: &Plan, sp: &Spread, step: StepIdx) -> Vec<bool> {
@@ -135,21 +188,47 @@ pub fn input_readers(plan: &Plan, sp: &Spread) -> Vec<bool> {
     r
 }
 
-/// The items' count a peer that does not read `output` (of a run of
-/// `step`) is told, where `map:` consumers split it; `Err` when it does
-/// not split (every peer must then read it, to fail the same way).
-pub fn split_count(plan: &Plan, step: StepIdx, output: &Bytes) -> Result<Option<u32>, ()> {
+/// How an output splits for `map:` consumers, which decides what a peer
+/// that does not read it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// No `map:` consumer splits it: the length is enough.
+    No,
+    /// `map:` consumers split it into this many items.
+    Items(u32),
+    /// `map:` consumers would split it but it is not a JSON array (or has
+    /// too many items): every peer must read it, to fail the same way.
+    Unsplittable,
+}
+
+impl Split {
+    /// The items' count a non-reader is told, if any.
+    pub fn count(self) -> Option<u32> {
+        match self {
+            Split::Items(n) => Some(n),
+            Split::No | Split::Unsplittable => None,
+        }
+    }
+
+    /// Whether every peer must be sent the bytes.
+    pub fn to_everyone(self) -> bool {
+        self == Split::Unsplittable
+    }
+}
+
+/// How `output` (of a run of `step`) splits for `step`'s `map:` consumers.
+pub fn split_count(plan: &Plan, step: StepIdx, output: &Bytes) -> Split {
     let ps = &plan.steps[step];
     let maps = ps
         .consumers
         .iter()
         .any(|(c, _)| plan.steps[*c].mode == Mode::Map);
     if !maps || ps.produces_list() || ps.catches.is_some() {
-        return Ok(None);
+        return Split::No;
     }
     match split_json_array(output) {
-        Ok(items) => u32::try_from(items.len()).map(Some).map_err(|_| ()),
-        Err(_) => Err(()),
+        Ok(items) => u32::try_from(items.len()).map_or(Split::Unsplittable, Split::Items),
+        Err(_) => Split::Unsplittable,
     }
 }
 

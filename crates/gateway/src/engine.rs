@@ -377,8 +377,11 @@ impl Platform {
             self.spread_hosts(&plan, placed.as_ref(), kept.is_some(), input_bytes)
         {
             // Placed over several workers: they run it (`spread`).
-            if let Some(w) = self.run_spread(&plan, hosts, &fin.id, &input, t0).await {
-                self.metrics.spread_runs.inc();
+            if let Some((w, spread)) = self.run_spread(&plan, hosts, &fin.id, &input, t0).await {
+                match spread {
+                    true => self.metrics.spread_runs.inc(),
+                    false => self.metrics.whole_runs.inc(),
+                };
                 return self.finish_whole(w, &plan, fin, t0);
             }
             self.metrics.spread_fallbacks.inc();

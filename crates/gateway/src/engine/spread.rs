@@ -33,8 +33,9 @@ use stratus_dag::{Breakdown, Payload, Plan};
 use super::chain::agent_instance;
 use super::micros;
 use super::placed::StepHosts;
-use super::whole::{Whole, MAX_WHOLE_INPUT};
+use super::whole::{plan_maps, Whole, LEASE_WAIT, MAX_SLOTS_PER_FUNCTION, MAX_WHOLE_INPUT};
 use crate::body::ChunksBody;
+use crate::pool::{FunctionPool, Lease};
 use crate::Platform;
 
 impl Platform {
@@ -70,38 +71,29 @@ impl Platform {
         id: &str,
         input: &Bytes,
         t0: Instant,
-    ) -> Option<Whole> {
+    ) -> Option<(Whole, bool)> {
         let spec = {
             let reg = self.registry.read();
             let e = reg.workflows.get(plan.name())?;
             Arc::ptr_eq(&e.plan, plan).then(|| e.spec.clone())?
         };
-        // The workers, in order of first appearance, and each step's owners.
-        let mut peers: Vec<Arc<str>> = Vec::new();
-        let owners: Vec<Vec<u32>> = hosts
-            .iter()
-            .map(|hs| {
-                hs.iter()
-                    .take(MAX_PEERS)
-                    .map(|h| match peers.iter().position(|p| p == h) {
-                        Some(k) => k as u32,
-                        None => {
-                            peers.push(h.clone());
-                            (peers.len() - 1) as u32
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        if peers.len() > MAX_PEERS {
-            return None;
+        let Leased {
+            peers,
+            owners,
+            leases,
+        } = self.lease_spread(plan, &hosts).await?;
+        if peers.len() < 2 {
+            // Every instance it got was on one worker: it runs it whole.
+            let host = peers.first()?.clone();
+            drop(leases);
+            return self
+                .run_whole(plan, &host, id, input, t0)
+                .await
+                .map(|w| (w, false));
         }
-        let mut leases = Vec::new();
         let mut ats = Vec::new();
         let mut slots_of = Vec::new();
-        for (k, host) in peers.iter().enumerate() {
-            let mine = |s: usize| owners[s].contains(&(k as u32));
-            let l = self.lease_whole(plan, host, mine).await?;
+        for l in &leases {
             let first = &l.first()?.1.slot;
             ats.push((
                 first.uri.authority()?.to_string(),
@@ -118,7 +110,6 @@ impl Platform {
                     })
                     .collect::<Vec<_>>(),
             );
-            leases.push(l);
         }
         let all: Vec<Slot> = slots_of.iter().flatten().cloned().collect();
         let wait = self.whole_wait(plan, &spec, &all);
@@ -187,12 +178,81 @@ impl Platform {
         self.metrics.payload_sent.inc_by(sent);
         self.metrics.payload_received.inc_by(output.len() as u64);
         self.metrics.chained_runs.inc_by(done.runs.len() as u64);
-        Some(Whole {
-            done,
-            output,
-            sent_us,
-        })
+        Some((
+            Whole {
+                done,
+                output,
+                sent_us,
+            },
+            true,
+        ))
     }
+
+    /// An instance of each step's function near each host the placement
+    /// put its runs on (the first within [`LEASE_WAIT`] in all; more that
+    /// are free at once on the same worker for a function that maps or
+    /// serves several steps, up to [`MAX_SLOTS_PER_FUNCTION`]), and so the
+    /// workers taking part and each step's owners: the workers its
+    /// instances are on, which may not be the ones placed (a warm instance
+    /// elsewhere serves before a cold start there, as for the driver).
+    async fn lease_spread(&self, plan: &Plan, hosts: &[Vec<Arc<str>>]) -> Option<Leased> {
+        let until = Instant::now() + LEASE_WAIT;
+        let mut had: Vec<(Arc<str>, Arc<str>, u32)> = Vec::new();
+        let mut out = Leased {
+            peers: Vec::new(),
+            owners: Vec::with_capacity(hosts.len()),
+            leases: Vec::new(),
+        };
+        for (s, hs) in hosts.iter().enumerate() {
+            let f = plan.step_function(s).clone();
+            let shared = plan_maps(plan, &f)
+                || (0..plan.step_count())
+                    .filter(|&t| plan.step_function(t) == &f)
+                    .count()
+                    > 1;
+            let mut o = Vec::new();
+            for h in hs.iter().take(MAX_PEERS) {
+                if let Some((_, _, k)) = had.iter().find(|(g, w, _)| *g == f && w == h) {
+                    o.push(*k);
+                    continue;
+                }
+                let pool = self.pool_for(&f).ok()?;
+                let l = pool.acquire_near(until, Some(h)).await.ok()?;
+                agent_instance(&l.slot)?;
+                let on: Arc<str> = Arc::from(l.slot.host.as_deref()?);
+                let k = match out.peers.iter().position(|p| *p == on) {
+                    Some(k) => k,
+                    None => {
+                        out.peers.push(on.clone());
+                        out.leases.push(Vec::new());
+                        out.peers.len() - 1
+                    }
+                };
+                out.leases[k].push((pool.clone(), l));
+                for _ in 1..if shared { MAX_SLOTS_PER_FUNCTION } else { 1 } {
+                    let Ok(l) = pool.acquire_near(Instant::now(), Some(&on)).await else {
+                        break;
+                    };
+                    if l.slot.host.as_deref() != Some(&*on) || agent_instance(&l.slot).is_none() {
+                        break;
+                    }
+                    out.leases[k].push((pool.clone(), l));
+                }
+                had.push((f.clone(), h.clone(), k as u32));
+                o.push(k as u32);
+            }
+            out.owners.push(o);
+        }
+        (out.peers.len() <= MAX_PEERS).then_some(out)
+    }
+}
+
+/// Instances leased for a spread run: the workers they are on, each step's
+/// owners among them, and each worker's leases.
+struct Leased {
+    peers: Vec<Arc<str>>,
+    owners: Vec<Vec<u32>>,
+    leases: Vec<Vec<(Arc<FunctionPool>, Lease)>>,
 }
 
 impl Platform {

@@ -38,10 +38,10 @@ use crate::Platform;
 /// The longest leasing waits for the functions' first instances on the
 /// host, all together (as long as a part's: what a run that falls back
 /// loses).
-const LEASE_WAIT: Duration = Duration::from_millis(100);
+pub(super) const LEASE_WAIT: Duration = Duration::from_millis(100);
 
 /// The most instance slots leased per function (its runs share them).
-const MAX_SLOTS_PER_FUNCTION: usize = 8;
+pub(super) const MAX_SLOTS_PER_FUNCTION: usize = 8;
 
 /// The largest input sent whole: the agent holds the request before the
 /// execution starts, where a step's request streams through it. Measured
@@ -328,6 +328,6 @@ impl Platform {
 }
 
 /// Whether a map step of `plan` calls `f`.
-fn plan_maps(plan: &Plan, f: &str) -> bool {
+pub(super) fn plan_maps(plan: &Plan, f: &str) -> bool {
     (0..plan.step_count()).any(|s| &**plan.step_function(s) == f && plan.step_maps(s))
 }
