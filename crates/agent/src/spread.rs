@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use stratus_dag::spread::{parse_event, RunEvent, EVENT_PATH, MAX_EVENT_HEAD};
 use tokio::sync::mpsc;
@@ -157,17 +157,7 @@ pub(crate) async fn event(
     req: Request,
 ) -> Result<StatusCode, ApiError> {
     let limit = a.config().max_invoke_bytes + MAX_EVENT_HEAD + 4;
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            let status = match e.downcast_ref::<http_body_util::LengthLimitError>() {
-                Some(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                None => StatusCode::BAD_REQUEST,
-            };
-            ApiError::new(status, format!("workflow event body: {e}"))
-        })?
-        .to_bytes();
+    let body = crate::workflow_run::read_body(req, limit, "workflow event").await?;
     let ev =
         parse_event(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     if !stratus_dag::whole::id_like(&ev.0.invocation) {

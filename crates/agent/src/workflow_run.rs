@@ -85,10 +85,9 @@ fn us(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
 
-/// `POST /v1/agent/workflows/run`.
-pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Response, ApiError> {
-    let limit = a.config().max_invoke_bytes + MAX_HEAD + 4;
-    let body = Limited::new(req.into_body(), limit)
+/// A request's whole body, at most `limit` bytes (413 past it).
+pub(crate) async fn read_body(req: Request, limit: usize, what: &str) -> Result<Bytes, ApiError> {
+    Ok(Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
@@ -96,9 +95,15 @@ pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Res
                 Some(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 None => StatusCode::BAD_REQUEST,
             };
-            ApiError::new(status, format!("workflow run body: {e}"))
+            ApiError::new(status, format!("{what} body: {e}"))
         })?
-        .to_bytes();
+        .to_bytes())
+}
+
+/// `POST /v1/agent/workflows/run`.
+pub(crate) async fn run(State(a): State<Arc<Agent>>, req: Request) -> Result<Response, ApiError> {
+    let limit = a.config().max_invoke_bytes + MAX_HEAD + 4;
+    let body = read_body(req, limit, "workflow run").await?;
     let (run, plan, input) =
         parse_run(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let mut slots = Vec::with_capacity(run.slots.len());

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use stratus_agent::AgentClient;
 use stratus_dag::spread::{self, Outcome, RunEvent, EVENT_PATH};
-use stratus_dag::whole::{self, Slot, Spread, WorkflowRun};
+use stratus_dag::whole::{self, Spread, WorkflowRun};
 use stratus_dag::{Payload, RunStatus};
 
 use crate::api::Running;
@@ -22,30 +22,15 @@ const T: Duration = Duration::from_secs(20);
 const STEPS: &str = "    - {name: s, function: fs}\n    - {name: m, function: fm, map: s}\n    - {name: j, function: fs, inputs: [m], inputFormat: json}\n";
 
 fn run(me: u32, peers: &[String], slots: &[(&str, &str)], wait_ms: u64) -> WorkflowRun {
-    let yaml = format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: w\nspec:\n  steps:\n{STEPS}");
-    WorkflowRun {
-        invocation: "inv-s".into(),
-        workflow: stratus_spec::parse("w.yaml", &yaml)
-            .unwrap()
-            .workflows
-            .remove(0),
-        slots: slots
-            .iter()
-            .map(|(f, i)| Slot {
-                function: f.to_string(),
-                instance: i.to_string(),
-                timeout_ms: 5_000,
-            })
-            .collect(),
-        max_map_width: 100,
-        seed: 1,
-        spread: Some(Spread {
-            me,
-            peers: peers.to_vec(),
-            owners: vec![vec![0], vec![1, 0], vec![0]],
-            wait_ms,
-        }),
-    }
+    let mut r = crate::whole::run(STEPS, slots);
+    r.invocation = "inv-s".into();
+    r.spread = Some(Spread {
+        me,
+        peers: peers.to_vec(),
+        owners: vec![vec![0], vec![1, 0], vec![0]],
+        wait_ms,
+    });
+    r
 }
 
 async fn post(c: &AgentClient, r: &WorkflowRun, input: &[u8]) -> (StatusCode, Bytes) {

@@ -19,7 +19,7 @@ use crate::part::{start, FAIL};
 const T: Duration = Duration::from_secs(10);
 const CT: &str = "application/vnd.stratus.workflow-run";
 
-fn run(yaml_steps: &str, slots: &[(&str, &str)]) -> WorkflowRun {
+pub(crate) fn run(yaml_steps: &str, slots: &[(&str, &str)]) -> WorkflowRun {
     let yaml = format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: w\nspec:\n  steps:\n{yaml_steps}");
     WorkflowRun {
         invocation: "inv-w".into(),
