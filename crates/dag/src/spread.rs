@@ -3,18 +3,20 @@
 //!
 //! Every taking-part worker runs the whole [`crate::Execution`] on its own.
 //! Run `i` of step `s` is owned by one of them ([`Spread::owner`]): the
-//! owner calls it, and tells every other worker how it ended with a
-//! [`RunEvent`] (`POST` [`EVENT_PATH`], worker to worker); the others feed
-//! that to their execution instead of calling ([`apply`]). An event
+//! owner calls it, and tells the other workers whose steps need it
+//! ([`listeners`]) how it ended with a [`RunEvent`] (`POST`
+//! [`EVENT_PATH`], worker to worker); they feed that to their execution
+//! instead of calling ([`apply`]). An event
 //! carries the output's bytes only to the workers that read them
 //! ([`readers`]): the owners of the step's consumers, the one that
 //! answers with the invocation's output ([`Spread::collector`]), and all
 //! of them when a `when:` reads the output (each evaluates the condition
 //! itself). The others get its length, and its items' count when `map:`
 //! consumers split it, which is all their execution needs to fire the
-//! same runs. Since every execution sees every run's outcome, all of them
-//! take the same decisions (retries, catch steps, skips, failure), and a
-//! run is known to all by (step, index, attempt) whatever order the events
+//! same runs. Since every execution sees the outcome of every run its
+//! steps depend on (the collector's sees all), they take the same
+//! decisions on them (retries, catch steps, skips, failure), and a run is
+//! known to all by (step, index, attempt) whatever order the events
 //! arrive in.
 //!
 //! Pure: who owns and who reads what, the event's wire and its checks.
