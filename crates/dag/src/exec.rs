@@ -614,7 +614,6 @@ impl Execution {
         });
     }
 
-    /// Run records, in dispatch order.
     /// Whether step `s` will dispatch no more runs and has none
     /// outstanding: it is done (or skipped); a catch step, once the step
     /// it catches is.
@@ -631,6 +630,7 @@ impl Execution {
         self.runs.get(run).map(|r| r.index)
     }
 
+    /// Run records, in dispatch order.
     pub fn records(&self) -> Vec<RunRecord> {
         self.runs.iter().map(|r| r.record.clone()).collect()
     }

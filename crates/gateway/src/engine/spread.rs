@@ -33,7 +33,7 @@ use stratus_dag::{Breakdown, Payload, Plan};
 use super::chain::agent_instance;
 use super::micros;
 use super::placed::StepHosts;
-use super::whole::{plan_maps, Whole, LEASE_WAIT, MAX_SLOTS_PER_FUNCTION, MAX_WHOLE_INPUT};
+use super::whole::{lease_more, slots_wanted, Whole, LEASE_WAIT, MAX_WHOLE_INPUT};
 use crate::body::ChunksBody;
 use crate::pool::{FunctionPool, Lease};
 use crate::Platform;
@@ -191,7 +191,7 @@ impl Platform {
     /// An instance of each step's function near each host the placement
     /// put its runs on (the first within [`LEASE_WAIT`] in all; more that
     /// are free at once on the same worker for a function that maps or
-    /// serves several steps, up to [`MAX_SLOTS_PER_FUNCTION`]), and so the
+    /// serves several steps: [`slots_wanted`]), and so the
     /// workers taking part and each step's owners: the workers its
     /// instances are on, which may not be the ones placed (a warm instance
     /// elsewhere serves before a cold start there, as for the driver).
@@ -205,11 +205,6 @@ impl Platform {
         };
         for (s, hs) in hosts.iter().enumerate() {
             let f = plan.step_function(s).clone();
-            let shared = plan_maps(plan, &f)
-                || (0..plan.step_count())
-                    .filter(|&t| plan.step_function(t) == &f)
-                    .count()
-                    > 1;
             let mut o = Vec::new();
             for h in hs.iter().take(MAX_PEERS) {
                 if let Some((_, _, k)) = had.iter().find(|(g, w, _)| *g == f && w == h) {
@@ -229,15 +224,7 @@ impl Platform {
                     }
                 };
                 out.leases[k].push((pool.clone(), l));
-                for _ in 1..if shared { MAX_SLOTS_PER_FUNCTION } else { 1 } {
-                    let Ok(l) = pool.acquire_near(Instant::now(), Some(&on)).await else {
-                        break;
-                    };
-                    if l.slot.host.as_deref() != Some(&*on) || agent_instance(&l.slot).is_none() {
-                        break;
-                    }
-                    out.leases[k].push((pool.clone(), l));
-                }
+                lease_more(&pool, &on, slots_wanted(plan, &f) - 1, &mut out.leases[k]).await;
                 had.push((f.clone(), h.clone(), k as u32));
                 o.push(k as u32);
             }

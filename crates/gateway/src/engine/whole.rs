@@ -41,7 +41,7 @@ use crate::Platform;
 pub(super) const LEASE_WAIT: Duration = Duration::from_millis(100);
 
 /// The most instance slots leased per function (its runs share them).
-pub(super) const MAX_SLOTS_PER_FUNCTION: usize = 8;
+const MAX_SLOTS_PER_FUNCTION: usize = 8;
 
 /// The largest input sent whole: the agent holds the request before the
 /// execution starts, where a step's request streams through it. Measured
@@ -105,7 +105,7 @@ impl Platform {
             let e = reg.workflows.get(plan.name())?;
             Arc::ptr_eq(&e.plan, plan).then(|| e.spec.clone())?
         };
-        let leases = self.lease_whole(plan, host, |_| true).await?;
+        let leases = self.lease_whole(plan, host).await?;
         let first = &leases.first()?.1.slot;
         let at = first.uri.authority()?.to_string();
         let auth = first.authorization.clone();
@@ -229,49 +229,30 @@ impl Platform {
         }
     }
 
-    /// Instances on `host` of every function of the steps of `plan` that
-    /// `mine` takes, each with its pool; `None` when one cannot be had
-    /// there in time.
-    pub(super) async fn lease_whole(
+    /// Instances on `host` of every function of `plan`'s steps, each with
+    /// its pool; `None` when one cannot be had there in time.
+    async fn lease_whole(
         &self,
         plan: &Plan,
         host: &str,
-        mine: impl Fn(usize) -> bool,
     ) -> Option<Vec<(Arc<FunctionPool>, Lease)>> {
-        let mut steps_of: Vec<(Arc<str>, usize)> = Vec::new();
-        for s in (0..plan.step_count()).filter(|&s| mine(s)) {
+        let mut functions: Vec<&Arc<str>> = Vec::new();
+        for s in 0..plan.step_count() {
             let f = plan.step_function(s);
-            match steps_of.iter_mut().find(|(g, _)| g == f) {
-                Some((_, n)) => *n += 1,
-                None => steps_of.push((f.clone(), 1)),
+            if !functions.contains(&f) {
+                functions.push(f);
             }
         }
         let mut out = Vec::new();
         let wait = Instant::now() + LEASE_WAIT;
-        for (f, steps) in steps_of {
-            let pool = self.pool_for(&f).ok()?;
-            // A map's runs share its function's slots: as many as are free.
-            let want = if steps > 1 || plan_maps(plan, &f) {
-                MAX_SLOTS_PER_FUNCTION
-            } else {
-                1
-            };
-            for k in 0..want {
-                let until = if k == 0 { wait } else { Instant::now() };
-                let Ok(l) = pool.acquire_near(until, Some(host)).await else {
-                    if k == 0 {
-                        return None;
-                    }
-                    break;
-                };
-                if l.slot.host.as_deref() != Some(host) || agent_instance(&l.slot).is_none() {
-                    if k == 0 {
-                        return None;
-                    }
-                    break;
-                }
-                out.push((pool.clone(), l));
+        for f in functions {
+            let pool = self.pool_for(f).ok()?;
+            let l = pool.acquire_near(wait, Some(host)).await.ok()?;
+            if l.slot.host.as_deref() != Some(host) || agent_instance(&l.slot).is_none() {
+                return None;
             }
+            out.push((pool.clone(), l));
+            lease_more(&pool, host, slots_wanted(plan, f) - 1, &mut out).await;
         }
         Some(out)
     }
@@ -327,7 +308,36 @@ impl Platform {
     }
 }
 
-/// Whether a map step of `plan` calls `f`.
-pub(super) fn plan_maps(plan: &Plan, f: &str) -> bool {
-    (0..plan.step_count()).any(|s| &**plan.step_function(s) == f && plan.step_maps(s))
+/// How many slots of `f` a worker's run of `plan` leases: its runs share
+/// them, as many as are free (up to [`MAX_SLOTS_PER_FUNCTION`]), where a
+/// map or several steps call it; else one.
+pub(super) fn slots_wanted(plan: &Plan, f: &str) -> usize {
+    let steps = (0..plan.step_count())
+        .filter(|&s| &**plan.step_function(s) == f)
+        .count();
+    let maps = (0..plan.step_count()).any(|s| &**plan.step_function(s) == f && plan.step_maps(s));
+    if steps > 1 || maps {
+        MAX_SLOTS_PER_FUNCTION
+    } else {
+        1
+    }
+}
+
+/// Up to `n` more instances of `pool` on `host` that are free at once,
+/// into `out`.
+pub(super) async fn lease_more(
+    pool: &Arc<FunctionPool>,
+    host: &str,
+    n: usize,
+    out: &mut Vec<(Arc<FunctionPool>, Lease)>,
+) {
+    for _ in 0..n {
+        let Ok(l) = pool.acquire_near(Instant::now(), Some(host)).await else {
+            break;
+        };
+        if l.slot.host.as_deref() != Some(host) || agent_instance(&l.slot).is_none() {
+            break;
+        }
+        out.push((pool.clone(), l));
+    }
 }
