@@ -110,10 +110,10 @@ where
     let store = store(a)?.clone();
     // Longer than a body may be: written to the store as it arrives.
     if let Some(size) = declared.filter(|&n| n > a.config().max_invoke_bytes as u64) {
-        let item = crate::big::stream(a, &store, inv, size, body).await?;
+        let streamed = crate::big::stream(a, &store, inv, size, split, body).await?;
         let response = match split {
-            true => crate::big::split(store, inv.to_string(), status, item).await?,
-            false => item_answer(status, item.id, item.size),
+            true => crate::big::split_streamed(a, store, inv.to_string(), status, streamed).await?,
+            false => item_answer(status, streamed.item.id, streamed.item.size),
         };
         return Ok(Kept {
             response,

@@ -328,6 +328,12 @@ pub struct KeptItems {
     pub count: usize,
     pub memory_bytes: u64,
     pub disk_bytes: u64,
+    /// Replies over the body limit split for a map as they arrived, and
+    /// split from the whole reply because that failed.
+    #[serde(default)]
+    pub split_on_arrival: u64,
+    #[serde(default)]
+    pub split_from_whole: u64,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,6 +124,10 @@ pub struct Agent {
     pub(crate) items: Option<Arc<stratus_nodestore::Store>>,
     /// Events from peers for invocations spread over workers.
     pub(crate) mailboxes: crate::spread::Mailboxes,
+    /// Replies over the body limit split for a map: as they arrived, and
+    /// from the whole after that failed ([`crate::big`]).
+    pub(crate) split_on_arrival: AtomicU64,
+    pub(crate) split_from_whole: AtomicU64,
     stopping: AtomicBool,
 }
 
@@ -149,6 +153,8 @@ impl Agent {
             client: crate::proxy::http_client(),
             items,
             mailboxes: Default::default(),
+            split_on_arrival: AtomicU64::new(0),
+            split_from_whole: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             cfg,
         })
@@ -250,6 +256,8 @@ impl Agent {
                         count,
                         memory_bytes,
                         disk_bytes,
+                        split_on_arrival: self.split_on_arrival.load(Ordering::Relaxed),
+                        split_from_whole: self.split_from_whole.load(Ordering::Relaxed),
                     }
                 })
                 .unwrap_or_default(),

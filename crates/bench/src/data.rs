@@ -10,6 +10,12 @@
 //! the three variants alternate; the share of time moving data is
 //! `(median(variant) - median(no data)) / median(variant)`.
 //!
+//! A fourth variant, by file with the store's memory tier on a tmpfs that
+//! backs files with transparent huge pages (`huge=within_size`), runs on a
+//! second platform beside the first: `--huge-dir`, or, as root, a tmpfs the
+//! bench mounts for the run and unmounts after. A 25 MB output is then about
+//! a dozen 2 MiB pages to allocate and map instead of 6,000 of 4 KiB.
+//!
 //! - mapreduce: a split, `--mappers` maps and one reduce; every node
 //!   outputs `--mr-bytes` (default 25 MB: a 200 MB fan-in into the reduce).
 //! - cycles: the Pegasus Cycles shape (35 nodes), every node outputting
@@ -49,6 +55,14 @@ pub struct DataArgs {
     /// The data store's memory tier, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     pub memory_bytes: u64,
+    /// The huge-page variant's memory tier: a directory on a tmpfs
+    /// mounted with `huge=within_size` (default, as root: one mounted for
+    /// the run).
+    #[arg(long)]
+    pub huge_dir: Option<PathBuf>,
+    /// Leave the huge-page variant out.
+    #[arg(long)]
+    pub no_huge: bool,
     /// Write results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -57,6 +71,8 @@ pub struct DataArgs {
 #[derive(Clone, Copy, PartialEq, serde::Serialize)]
 enum Variant {
     File,
+    /// By file, the memory tier backed by huge pages.
+    FileHuge,
     Http,
     NoData,
 }
@@ -65,13 +81,45 @@ impl Variant {
     fn tag(self) -> &'static str {
         match self {
             Variant::File => "file",
+            Variant::FileHuge => "file-huge",
             Variant::Http => "http",
             Variant::NoData => "nodata",
         }
     }
 }
 
-const VARIANTS: [Variant; 3] = [Variant::File, Variant::Http, Variant::NoData];
+/// A tmpfs with huge pages mounted for the run, unmounted when dropped.
+struct HugeMount {
+    dir: tempfile::TempDir,
+}
+
+impl HugeMount {
+    fn mount(bytes: u64) -> Result<HugeMount> {
+        let dir = tempfile::tempdir().context("a directory for the huge-page tmpfs")?;
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("huge=within_size,size={bytes},mode=1777"))
+            .arg("tmpfs")
+            .arg(dir.path())
+            .status()
+            .context("running mount")?;
+        if !st.success() {
+            bail!(
+                "mount -t tmpfs -o huge=within_size {}: {st}",
+                dir.path().display()
+            );
+        }
+        Ok(HugeMount { dir })
+    }
+}
+
+impl Drop for HugeMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
 
 /// Services and workflow of one workflow variant; returns the YAML and the
 /// workflow's name.
@@ -89,7 +137,7 @@ fn render(shape: &Shape, kind: &str, ms: f64, bytes: u64, v: Variant) -> Result<
     let dags = synthesize(&cfg, Inputs::default()).context("synthesise")?;
     let dag = &dags[0];
     let mut services = stratus_synth::render::render_services(dag);
-    if v == Variant::File {
+    if matches!(v, Variant::File | Variant::FileHuge) {
         services = services.replace(
             "        autoscaling.knative.dev/min-scale: \"0\"\n",
             "        autoscaling.knative.dev/min-scale: \"0\"\n        stratus.dev/data: file\n",
@@ -136,7 +184,52 @@ pub async fn run(a: DataArgs) -> Result<()> {
         }),
         ..Config::default()
     };
-    let emb = Embedded::start(cfg).await?;
+    let emb = Embedded::start(cfg.clone()).await?;
+    // The huge-page variant: its own platform, its memory tier on the
+    // huge-page tmpfs (its disk tier unused: the budget is the same).
+    let mut mounted = None;
+    let huge_dir = match (&a.huge_dir, a.no_huge) {
+        (_, true) => None,
+        (Some(d), false) => Some(d.clone()),
+        // SAFETY: geteuid has no preconditions.
+        (None, false) if unsafe { libc::geteuid() } == 0 => {
+            let m = HugeMount::mount(a.memory_bytes.saturating_add(1 << 30))?;
+            let d = m.dir.path().to_path_buf();
+            mounted = Some(m);
+            Some(d)
+        }
+        (None, false) => {
+            eprintln!(
+                "not root: no huge-page tmpfs mounted, its variant left out (--huge-dir names one)"
+            );
+            None
+        }
+    };
+    let huge = match &huge_dir {
+        Some(d) => {
+            let mut c = cfg;
+            c.data = Some(DataConfig {
+                memory_dir: d.join("stratus-data"),
+                memory_bytes: a.memory_bytes,
+                ..DataConfig::default()
+            });
+            Some(Embedded::start(c).await?)
+        }
+        None => None,
+    };
+    let variants: Vec<Variant> = [
+        Variant::File,
+        Variant::FileHuge,
+        Variant::Http,
+        Variant::NoData,
+    ]
+    .into_iter()
+    .filter(|v| *v != Variant::FileHuge || huge.is_some())
+    .collect();
+    let on = |v: Variant| match (&huge, v) {
+        (Some(h), Variant::FileHuge) => h,
+        _ => &emb,
+    };
     let workflows: [(&'static str, Shape, f64, u64); 2] = [
         (
             "mapreduce",
@@ -152,27 +245,28 @@ pub async fn run(a: DataArgs) -> Result<()> {
     let mut rows = Vec::new();
     for (kind, shape, ms, bytes) in &workflows {
         let mut names = Vec::new();
-        for v in VARIANTS {
+        for &v in &variants {
             let (yaml, name) = render(shape, kind, *ms, *bytes, v)?;
-            emb.deploy(&format!("{kind}-{}.yaml", v.tag()), &yaml)
+            on(v)
+                .deploy(&format!("{kind}-{}.yaml", v.tag()), &yaml)
                 .await?;
             names.push(name);
         }
         eprintln!("{kind}: warming up (cold starts)…");
-        for n in &names {
-            invoke(&emb, n).await?;
+        for (&v, n) in variants.iter().zip(&names) {
+            invoke(on(v), n).await?;
         }
-        let mut samples: Vec<Vec<u64>> = vec![Vec::new(); VARIANTS.len()];
+        let mut samples: Vec<Vec<u64>> = vec![Vec::new(); variants.len()];
         for i in 0..a.iterations {
             eprintln!("{kind}: round {}/{}", i + 1, a.iterations);
-            for (j, n) in names.iter().enumerate() {
+            for (j, (&v, n)) in variants.iter().zip(&names).enumerate() {
                 let t = Instant::now();
-                invoke(&emb, n).await?;
+                invoke(on(v), n).await?;
                 samples[j].push(t.elapsed().as_micros() as u64);
             }
         }
-        let base = percentile(&samples[2], 50.0);
-        for (v, s) in VARIANTS.iter().zip(samples) {
+        let base = percentile(&samples[variants.len() - 1], 50.0);
+        for (v, s) in variants.iter().zip(samples) {
             let p50 = percentile(&s, 50.0);
             rows.push(Row {
                 workflow: kind,
@@ -213,18 +307,27 @@ pub async fn run(a: DataArgs) -> Result<()> {
             .collect::<Vec<_>>(),
     );
     println!("{text}");
-    if let Some(s) = emb.platform.data_store() {
-        let c = s.counts();
-        println!(
-            "data store: {} outputs adopted ({} spilled to disk), {} items written from bytes",
-            c.adopted, c.spilled, c.written
-        );
+    for (what, e) in [
+        ("data store", Some(&emb)),
+        ("huge-page data store", huge.as_ref()),
+    ] {
+        if let Some(s) = e.and_then(|e| e.platform.data_store()) {
+            let c = s.counts();
+            println!(
+                "{what}: {} outputs adopted ({} spilled to disk), {} items written from bytes",
+                c.adopted, c.spilled, c.written
+            );
+        }
     }
     if let Some(r) = &report {
         r.write_json("data.json", &rows)?;
         r.write("data.txt", text.as_bytes())?;
     }
     emb.stop().await;
+    if let Some(h) = huge {
+        h.stop().await;
+    }
+    drop(mounted);
     Ok(())
 }
 

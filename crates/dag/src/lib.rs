@@ -36,6 +36,7 @@
 //!   received the run's own output (same item index, same framing). The
 //!   rules are in `exec/retry.rs`.
 
+mod array_split;
 mod exec;
 mod part;
 mod payload;
@@ -44,6 +45,7 @@ pub mod record;
 pub mod spread;
 pub mod whole;
 
+pub use array_split::{ArrayElement, ArraySplitError, ArraySplitter};
 pub use exec::{backoff_us, Dispatch, ExecStatus, Execution, RunError, RunId};
 pub use part::PartStep;
 pub use payload::{split_json_array, Payload};

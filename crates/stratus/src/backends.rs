@@ -25,6 +25,11 @@ pub struct DataArgs {
     /// directory's stratus-data).
     #[arg(long)]
     pub data_disk_dir: Option<PathBuf>,
+    /// Node data store: the memory tier's directory, on a tmpfs (default:
+    /// /dev/shm/stratus-data). A tmpfs mounted with `huge=within_size`
+    /// backs large items with 2 MiB pages: cheaper to write, map and free.
+    #[arg(long)]
+    pub data_memory_dir: Option<PathBuf>,
     /// No node data store: stratus.dev/data: file functions get HTTP
     /// bodies, and a worker keeps no workflow items (it answers with the
     /// bodies).
@@ -41,6 +46,7 @@ impl DataArgs {
                 memory_bytes: self.data_memory_bytes,
                 disk_bytes: self.data_disk_bytes,
                 disk_dir: self.data_disk_dir.clone().unwrap_or(d.disk_dir.clone()),
+                memory_dir: self.data_memory_dir.clone().unwrap_or(d.memory_dir.clone()),
                 ..d
             }
         })
@@ -149,4 +155,39 @@ pub fn extra_backends(a: &NodeArgs, state_dir: &Path) -> Result<Backends> {
         }
     }
     Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        data: DataArgs,
+    }
+
+    #[test]
+    fn the_data_store_dirs_come_from_the_flags() {
+        let d = stratus_gateway::config::DataConfig::default();
+        let c = Args::parse_from(["t"]).data.config().unwrap();
+        assert_eq!((c.memory_dir, c.disk_dir), (d.memory_dir, d.disk_dir));
+        let c = Args::parse_from([
+            "t",
+            "--data-memory-dir",
+            "/mnt/huge",
+            "--data-disk-dir",
+            "/d",
+        ])
+        .data
+        .config()
+        .unwrap();
+        assert_eq!(c.memory_dir, PathBuf::from("/mnt/huge"));
+        assert_eq!(c.disk_dir, PathBuf::from("/d"));
+        assert!(Args::parse_from(["t", "--no-data-store"])
+            .data
+            .config()
+            .is_none());
+    }
 }

@@ -1,7 +1,8 @@
 //! Replies to keep longer than the invoke body limit (64 KiB here): written
 //! to the store as they arrive (the function declares their length), split
-//! from there; without a declared length, or beyond the store's room, a
-//! clear 507 and nothing kept.
+//! as they arrive, or from the whole where that fails (no JSON array, an
+//! element longer than the limit); without a declared length, or beyond the
+//! store's room, a clear 507 and nothing kept.
 
 use std::time::Duration;
 
@@ -15,8 +16,10 @@ use crate::api::{echo, Running};
 const T: Duration = Duration::from_secs(20);
 
 /// `flat N`: N bytes of `y`; `array N`: a JSON array of N strings of 1000
-/// `x`s; `nolen N`: N bytes without a Content-Length; `lie N`: declares N
-/// bytes, sends 3.
+/// `x`s; `cut N`: the same without its `]`; `bad N`: with a last element
+/// `nul`; `long N`: a string of N `x`s
+/// and `"a"`; `nolen N`: N bytes without a Content-Length; `lie N`:
+/// declares N bytes, sends 3.
 const GEN: &str = r#"
 import http.server, os
 class H(http.server.BaseHTTPRequestHandler):
@@ -24,8 +27,14 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         kind, n = self.rfile.read(int(self.headers.get('content-length') or 0)).decode().split()
         n = int(n)
-        if kind == 'array':
+        if kind in ('array', 'cut', 'bad'):
             body = ('[' + ','.join(['"' + 'x' * 1000 + '"'] * n) + ']').encode()
+            if kind == 'cut':
+                body = body[:-1]
+            elif kind == 'bad':
+                body = body[:-1] + b',nul]' 
+        elif kind == 'long':
+            body = ('["' + 'x' * n + '", "a"]').encode()
         else:
             body = b'y' * n
         self.send_response(200)
@@ -95,8 +104,27 @@ async fn a_reply_over_the_body_limit_is_kept_as_it_arrives() {
     assert_eq!(out.headers[remote::ITEMS_HEADER], "300");
     let items = remote::parse_items(&out.body, 1000).unwrap();
     assert!(items.iter().all(|(_, n)| *n == 1002), "\"x…x\" each");
-    // The whole reply is gone, its elements kept.
-    assert_eq!(c.health().await.unwrap().kept_items.count, 301);
+    // The whole reply is gone (deleted after the answer), its elements kept.
+    kept_items(&c, 301).await;
+
+    // Not a JSON array after all (its `]` missing): kept whole.
+    let out = keep(&c, "cut 300", true).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", text(&out.body));
+    assert!(out.headers.get(remote::ITEMS_HEADER).is_none());
+    assert_eq!(out.headers[remote::ITEM_BYTES_HEADER], "300900");
+    kept_items(&c, 302).await;
+    let out = keep(&c, "bad 300", true).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", text(&out.body));
+    assert!(out.headers.get(remote::ITEMS_HEADER).is_none());
+    assert_eq!(out.headers[remote::ITEM_BYTES_HEADER], "300905");
+    kept_items(&c, 303).await;
+    // An element longer than the body limit: split from the whole instead.
+    let out = keep(&c, "long 100000", true).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", text(&out.body));
+    let items = remote::parse_items(&out.body, 1000).unwrap();
+    let sizes: Vec<u64> = items.iter().map(|(_, n)| *n).collect();
+    assert_eq!(sizes, [100_002, 3]);
+    kept_items(&c, 305).await;
 
     // Without a declared length: the body limit holds (507), nothing kept.
     let out = keep(&c, "nolen 100000", false).await;
@@ -132,6 +160,21 @@ async fn a_reply_over_the_body_limit_is_kept_as_it_arrives() {
         "{}",
         text(&out.body)
     );
-    let h = c.health().await.unwrap();
-    assert_eq!(h.kept_items.count, 301);
+    kept_items(&c, 305).await;
+    let h = c.health().await.unwrap().kept_items;
+    assert_eq!((h.split_on_arrival, h.split_from_whole), (1, 3));
+}
+
+/// Waits until the agent keeps `n` items (a split reply's whole is deleted
+/// just after the answer).
+async fn kept_items(c: &AgentClient, n: usize) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let count = c.health().await.unwrap().kept_items.count;
+        if count == n {
+            return;
+        }
+        assert!(t0.elapsed() < T, "{count} items kept, expected {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -237,3 +237,62 @@ fn generated_stream_trains_and_reports_name_the_revision_from_anywhere() {
     );
     assert!(header["config"]["model"].is_object(), "{header}");
 }
+
+/// `stratus bench data` with tiny outputs and work: every variant runs and
+/// reports; as root, the huge-page variant too, on a tmpfs the bench mounts
+/// and unmounts.
+#[test]
+fn bench_data_runs_every_variant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let (ok, log) = stratus(&[
+        "bench",
+        "data",
+        "--iterations",
+        "1",
+        "--mappers",
+        "2",
+        "--mr-bytes",
+        "300000",
+        "--mr-ms",
+        "1",
+        "--cycles-bytes",
+        "100000",
+        "--cycles-ms",
+        "1",
+        "--memory-bytes",
+        "67108864",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{log}");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("data.json")).unwrap()).unwrap();
+    let got: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["workflow"].as_str().unwrap(),
+                r["variant"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut want = Vec::new();
+    for w in ["mapreduce", "cycles"] {
+        for v in ["File", "FileHuge", "Http", "NoData"] {
+            if v != "FileHuge" || root {
+                want.push(format!("{w} {v}"));
+            }
+        }
+    }
+    assert_eq!(got, want, "{log}");
+    // Nothing stays mounted.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(tmp.path().to_str().unwrap()), "{mounts}");
+    assert!(!mounts.contains("huge=within_size"), "{mounts}");
+}
