@@ -257,12 +257,21 @@ pub async fn run(a: DataArgs) -> Result<()> {
             invoke(on(v), n).await?;
         }
         let mut samples: Vec<Vec<u64>> = vec![Vec::new(); variants.len()];
+        let mut last = vec![None; variants.len()];
         for i in 0..a.iterations {
             eprintln!("{kind}: round {}/{}", i + 1, a.iterations);
             for (j, (&v, n)) in variants.iter().zip(&names).enumerate() {
                 let t = Instant::now();
-                invoke(on(v), n).await?;
+                last[j] = invoke(on(v), n).await?;
                 samples[j].push(t.elapsed().as_micros() as u64);
+            }
+        }
+        // The last round's invocation records: where each run's time went.
+        if let Some(r) = &report {
+            for ((&v, id), _) in variants.iter().zip(&last).zip(&names) {
+                let Some(id) = id else { continue };
+                let rec = on(v).client.get(&format!("/v1/invocations/{id}")).await?;
+                r.write(&format!("record-{kind}-{}.json", v.tag()), &rec.body)?;
             }
         }
         let base = percentile(&samples[variants.len() - 1], 50.0);
@@ -331,7 +340,8 @@ pub async fn run(a: DataArgs) -> Result<()> {
     Ok(())
 }
 
-async fn invoke(emb: &Embedded, name: &str) -> Result<()> {
+/// Invokes `name`; returns its invocation's id.
+async fn invoke(emb: &Embedded, name: &str) -> Result<Option<String>> {
     let r = emb
         .client
         .invoke(name, Bytes::from_static(b"0"))
@@ -340,5 +350,5 @@ async fn invoke(emb: &Embedded, name: &str) -> Result<()> {
     if r.status != 200 {
         bail!("{name}: HTTP {}: {}", r.status, r.error_message());
     }
-    Ok(())
+    Ok(r.invocation_id)
 }

@@ -462,6 +462,7 @@ impl Platform {
         };
         if d.idle() {
             finish(d.exec);
+            free_items(d.data.take());
         } else {
             let this = self.clone();
             tokio::spawn(async move {
@@ -469,6 +470,7 @@ impl Platform {
                     this.complete(&mut d, o);
                 }
                 finish(d.exec);
+                free_items(d.data.take());
             });
         }
         InvokeResult {
@@ -691,6 +693,15 @@ impl Drop for Pending {
                 ),
             );
         }
+    }
+}
+
+/// Frees an invocation's by-reference items (the session's last holder
+/// deletes its files) on the blocking pool, off the answer's path:
+/// deleting a few hundred MiB of tmpfs pages takes tens of milliseconds.
+fn free_items(session: Option<Arc<stratus_nodestore::Session>>) {
+    if let Some(s) = session {
+        tokio::task::spawn_blocking(move || drop(s));
     }
 }
 
