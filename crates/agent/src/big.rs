@@ -5,7 +5,8 @@
 //! as an item once its last byte is in, so the map's runs can start as soon
 //! as the reply ends. The whole reply is written beside them, and read back
 //! and split there only when splitting on the way failed (not a JSON array,
-//! an element longer than the invoke body limit, the store's room); the
+//! an element longer than 16 MiB or the invoke body limit, the store's
+//! room); the
 //! answer is then what splitting the whole gives. The function must declare
 //! the reply's length (`Content-Length`).
 
@@ -50,7 +51,12 @@ struct Elements {
 }
 
 /// Batches of elements waiting for the keeper thread.
-const ELEMENT_BATCHES: usize = 4;
+const ELEMENT_BATCHES: usize = 2;
+/// The longest element split on arrival (held in memory until complete);
+/// a reply with a longer one is split from the whole instead. With the
+/// batches waiting, the one being kept and the one arriving, a reply holds
+/// at most 4 x 16 MiB.
+const MAX_ELEMENT: usize = 16 << 20;
 
 impl Elements {
     fn new(split: bool, max_element: usize, s: &Arc<Store>, inv: &str) -> Elements {
@@ -179,7 +185,8 @@ where
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(QUEUE);
     let (s, inv) = (store.clone(), inv.to_string());
-    let mut elements = Elements::new(split, a.config().max_invoke_bytes, store, &inv);
+    let max_element = a.config().max_invoke_bytes.min(MAX_ELEMENT);
+    let mut elements = Elements::new(split, max_element, store, &inv);
     let writer = tokio::task::spawn_blocking(move || -> Result<Streamed, StoreError> {
         let mut w = s.begin(&inv, size)?;
         let r = loop {
