@@ -115,7 +115,10 @@ impl HugeMount {
 
 impl Drop for HugeMount {
     fn drop(&mut self) {
+        // Lazily: on an error path a platform's instances may still hold
+        // files there; the mount goes once they let go.
         let _ = std::process::Command::new("umount")
+            .arg("--lazy")
             .arg(self.dir.path())
             .status();
     }

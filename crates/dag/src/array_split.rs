@@ -105,8 +105,9 @@ pub struct ArraySplitter {
     held: Vec<Bytes>,
     held_len: usize,
     /// Inside the current element: open brackets and braces, whether in a
-    /// string, whether the previous byte was a backslash in one, and
-    /// whether it is a bare scalar (ends at whitespace, `,` or `]`).
+    /// string, whether the bytes so far end in a string on an odd run of
+    /// backslashes (the next byte is escaped), and whether it is a bare
+    /// scalar (ends at whitespace, `,` or `]`).
     depth: u32,
     in_str: bool,
     escaped: bool,
