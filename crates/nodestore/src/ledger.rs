@@ -57,7 +57,9 @@ struct Inv {
     expires_us: u64,
 }
 
-/// One freed item: what the IO layer must delete.
+/// One freed item: what the IO layer must delete. Its bytes stay counted
+/// against its tier until [`Ledger::deleted`] says the file is gone, so
+/// the budgets never admit more than the tiers hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freed {
     pub id: ItemId,
@@ -162,10 +164,10 @@ impl Ledger {
         }
     }
 
-    /// Forgets one item (e.g. its file could not be written after all).
+    /// Forgets one item (e.g. its file could not be written after all);
+    /// its bytes count until [`Ledger::deleted`].
     pub fn forget(&mut self, id: ItemId) -> Option<Freed> {
         let (inv, e) = self.items.remove(&id)?;
-        self.release(e);
         if let Some(i) = self.invs.get_mut(&inv) {
             i.items.retain(|x| *x != id);
             if i.items.is_empty() {
@@ -179,14 +181,19 @@ impl Ledger {
         })
     }
 
-    fn release(&mut self, e: Entry) {
-        match e.tier {
-            Tier::Memory => self.mem_used -= e.size,
-            Tier::Disk => self.disk_used -= e.size,
+    /// The files of `freed` (from [`Ledger::forget`], [`Ledger::end`] or
+    /// [`Ledger::expire`]) are deleted: their bytes no longer count.
+    pub fn deleted(&mut self, freed: &[Freed]) {
+        for f in freed {
+            match f.tier {
+                Tier::Memory => self.mem_used -= f.size,
+                Tier::Disk => self.disk_used -= f.size,
+            }
         }
     }
 
-    /// The invocation ended: all its items, to delete.
+    /// The invocation ended: all its items, to delete (their bytes count
+    /// until [`Ledger::deleted`]).
     pub fn end(&mut self, inv: &str) -> Vec<Freed> {
         let Some(i) = self.invs.remove(inv) else {
             return Vec::new();
@@ -194,7 +201,6 @@ impl Ledger {
         let mut out = Vec::with_capacity(i.items.len());
         for id in i.items {
             if let Some((_, e)) = self.items.remove(&id) {
-                self.release(e);
                 out.push(Freed {
                     id,
                     tier: e.tier,
@@ -291,7 +297,11 @@ mod tests {
         l.admit("a", ItemId(3), Tier::Disk, 30, 0).unwrap();
         let f = l.end("a");
         assert_eq!(f.len(), 2);
+        assert_eq!(l.used(), (30, 30), "counted until the files are deleted");
+        assert!(l.place(71).is_err(), "no room yet");
+        l.deleted(&f);
         assert_eq!(l.used(), (20, 0));
+        assert_eq!(l.place(71), Ok(Tier::Memory));
         assert!(l.end("a").is_empty(), "ending twice frees nothing");
         assert_eq!(l.items(), 1);
     }
@@ -307,8 +317,11 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].0, "old");
         assert_eq!(gone[0].1[0].id, ItemId(1));
+        l.deleted(&gone[0].1);
         assert_eq!(l.used(), (1, 0));
-        assert_eq!(l.expire(1_500)[0].0, "live");
+        let live = l.expire(1_500);
+        assert_eq!(live[0].0, "live");
+        l.deleted(&live[0].1);
         assert_eq!(l.used(), (0, 0));
     }
 
@@ -316,7 +329,10 @@ mod tests {
     fn forget_undoes_one_admit() {
         let mut l = ledger(100, 100);
         l.admit("a", ItemId(1), Tier::Disk, 7, 0).unwrap();
-        assert_eq!(l.forget(ItemId(1)).unwrap().size, 7);
+        let f = l.forget(ItemId(1)).unwrap();
+        assert_eq!(f.size, 7);
+        assert_eq!(l.used(), (0, 7));
+        l.deleted(&[f]);
         assert_eq!(l.used(), (0, 0));
         assert!(l.forget(ItemId(1)).is_none());
         assert!(l.expire(u64::MAX).is_empty());

@@ -313,8 +313,7 @@ impl Store {
         let size: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let (id, tier, path) = self.reserve(inv, size)?;
         if let Err(e) = self.backend.write_new(&path, chunks, ITEM_MODE) {
-            self.ledger.lock().forget(id);
-            let _ = self.backend.remove(&path);
+            self.forget(id, &path);
             return Err(StoreError::Io {
                 what: "cannot write",
                 path: path.display().to_string(),
@@ -523,9 +522,23 @@ impl Store {
         self.ledger.lock().touch(inv, now);
     }
 
+    /// Deletes the files of `freed`, then gives their room back.
     fn delete(&self, freed: &[Freed]) {
         for f in freed {
             let _ = self.backend.remove(&self.item_path(f.tier, f.id));
+        }
+        self.ledger.lock().deleted(freed);
+    }
+
+    /// Forgets item `id` (never fully written, or given up) and deletes
+    /// its file at `path`. The file goes even when the ledger no longer
+    /// holds the item: its invocation may have ended before the file was
+    /// made, and item names are never reused.
+    fn forget(&self, id: ItemId, path: &Path) {
+        let freed = self.ledger.lock().forget(id);
+        let _ = self.backend.remove(path);
+        if let Some(f) = freed {
+            self.ledger.lock().deleted(&[f]);
         }
     }
 

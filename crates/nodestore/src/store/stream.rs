@@ -41,8 +41,7 @@ impl Store {
                 out,
             }),
             Err(e) => {
-                self.ledger.lock().forget(id);
-                let _ = self.backend.remove(&path);
+                self.forget(id, &path);
                 Err(StoreError::Io {
                     what: "cannot write",
                     path: path.display().to_string(),
@@ -100,14 +99,11 @@ impl Store {
     /// Gives `w` up: its room and its file.
     pub fn abandon(&self, w: Writing) {
         drop(w.out);
-        self.ledger.lock().forget(w.id);
-        let _ = self.backend.remove(&w.path);
+        self.forget(w.id, &w.path);
     }
 
     /// Deletes one item (one made only to be split, say).
     pub fn remove(&self, item: &Item) {
-        if self.ledger.lock().forget(item.id).is_some() {
-            let _ = self.backend.remove(&item.path);
-        }
+        self.forget(item.id, &item.path);
     }
 }
