@@ -16,6 +16,14 @@
 //! bench mounts for the run and unmounts after. A 25 MB output is then about
 //! a dozen 2 MiB pages to allocate and map instead of 6,000 of 4 KiB.
 //!
+//! A node's work is CPU burnt for its ms of wall-clock time (`--work
+//! busy`, as `stratus bench synth`'s nodes) or for its ms of CPU time
+//! (`--work cpu`). They differ when more nodes run than there are cores:
+//! eight busy maps on two cores each burn a quarter of a core and still
+//! end on time, so the baseline's compute shrinks while the data's copies
+//! compete with the spinners for what is left; cpu maps take four times
+//! their ms, as fixed work would.
+//!
 //! - mapreduce: a split, `--mappers` maps and one reduce; every node
 //!   outputs `--mr-bytes` (default 25 MB: a 200 MB fan-in into the reduce).
 //! - cycles: the Pegasus Cycles shape (35 nodes), every node outputting
@@ -43,15 +51,21 @@ pub struct DataArgs {
     /// Bytes every map-reduce node outputs.
     #[arg(long, default_value_t = 25_000_000)]
     pub mr_bytes: u64,
-    /// Work per map-reduce node, in ms (busy CPU).
+    /// Work per map-reduce node, in ms (see `--work`).
     #[arg(long, default_value_t = 250.0)]
     pub mr_ms: f64,
     /// Bytes every Cycles node outputs.
     #[arg(long, default_value_t = 8_000_000)]
     pub cycles_bytes: u64,
-    /// Work per Cycles node, in ms (busy CPU).
+    /// Work per Cycles node, in ms (see `--work`).
     #[arg(long, default_value_t = 100.0)]
     pub cycles_ms: f64,
+    /// What a node's work is: `busy`, CPU burnt for its ms of wall-clock
+    /// time (with more nodes running than cores, each burns less); `cpu`,
+    /// its ms of CPU time (a fixed amount of work, however many share the
+    /// cores).
+    #[arg(long, value_enum, default_value_t = Work::Busy)]
+    pub work: Work,
     /// The data store's memory tier, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     pub memory_bytes: u64,
@@ -66,6 +80,14 @@ pub struct DataArgs {
     /// Write results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `BENCH_MODE` of every node.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Work {
+    Busy,
+    Cpu,
 }
 
 #[derive(Clone, Copy, PartialEq, serde::Serialize)]
@@ -126,7 +148,13 @@ impl Drop for HugeMount {
 
 /// Services and workflow of one workflow variant; returns the YAML and the
 /// workflow's name.
-fn render(shape: &Shape, kind: &str, ms: f64, bytes: u64, v: Variant) -> Result<(String, String)> {
+fn render(
+    shape: &Shape,
+    kind: &str,
+    (ms, work): (f64, Work),
+    bytes: u64,
+    v: Variant,
+) -> Result<(String, String)> {
     let cfg = SynthConfig {
         name: Some(format!("{kind}-{}", v.tag())),
         shape: shape.clone(),
@@ -140,6 +168,12 @@ fn render(shape: &Shape, kind: &str, ms: f64, bytes: u64, v: Variant) -> Result<
     let dags = synthesize(&cfg, Inputs::default()).context("synthesise")?;
     let dag = &dags[0];
     let mut services = stratus_synth::render::render_services(dag);
+    if work == Work::Cpu {
+        services = services.replace(
+            "          env:\n",
+            "          env:\n            - name: BENCH_MODE\n              value: \"cpu\"\n",
+        );
+    }
     if matches!(v, Variant::File | Variant::FileHuge) {
         services = services.replace(
             "        autoscaling.knative.dev/min-scale: \"0\"\n",
@@ -249,7 +283,7 @@ pub async fn run(a: DataArgs) -> Result<()> {
     for (kind, shape, ms, bytes) in &workflows {
         let mut names = Vec::new();
         for &v in &variants {
-            let (yaml, name) = render(shape, kind, *ms, *bytes, v)?;
+            let (yaml, name) = render(shape, kind, (*ms, a.work), *bytes, v)?;
             on(v)
                 .deploy(&format!("{kind}-{}.yaml", v.tag()), &yaml)
                 .await?;

@@ -175,8 +175,9 @@ fn at_most(var: &'static str, value: &str, max: u64) -> Result<u64, Error> {
 fn mode(var: &'static str, value: &str) -> Result<SpinMode, Error> {
     match value.trim() {
         "busy" => Ok(SpinMode::Busy),
+        "cpu" => Ok(SpinMode::Cpu),
         "sleep" => Ok(SpinMode::Sleep),
-        _ => Err(bad(var, value, "expected busy or sleep")),
+        _ => Err(bad(var, value, "expected busy, cpu or sleep")),
     }
 }
 
@@ -220,7 +221,7 @@ mod tests {
             ("BENCH_MS", " 1.5 "),
             ("BENCH_MEMORY_MB", "3"),
             ("BENCH_OUTPUT_BYTES", "100"),
-            ("BENCH_MODE", "sleep"),
+            ("BENCH_MODE", "cpu"),
             ("MEMHOG_MIB", "64"),
             ("MEMHOG_SEED", "18446744073709551615"),
             ("MEMHOG_TOUCH_PCT", " 10 "),
@@ -242,7 +243,7 @@ mod tests {
                 ms: 1.5,
                 memory_mb: 3,
                 output_bytes: 100,
-                mode: SpinMode::Sleep,
+                mode: SpinMode::Cpu,
             }
         );
         assert_eq!(

@@ -77,7 +77,7 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
     ),
     (
         "bench",
-        "one node of a benchmark DAG: reads the body, burns CPU for env BENCH_MS (BENCH_MODE busy|sleep), touches BENCH_MEMORY_MB MiB, answers BENCH_OUTPUT_BYTES bytes",
+        "one node of a benchmark DAG: reads the body, burns CPU for env BENCH_MS (BENCH_MODE busy|cpu|sleep), touches BENCH_MEMORY_MB MiB, answers BENCH_OUTPUT_BYTES bytes",
     ),
     (
         "memhog",

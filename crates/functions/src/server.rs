@@ -356,7 +356,7 @@ async fn run_spin(state: &State, body: &[u8], inflight_at_start: u64) -> Respons
     let start = Instant::now();
     let memory = if req.is_trivial() {
         Vec::new()
-    } else if req.mode == spin::SpinMode::Busy || req.memory_mb > 0 {
+    } else if req.mode != spin::SpinMode::Sleep || req.memory_mb > 0 {
         // CPU work runs on the blocking pool: concurrent requests burn CPU in
         // parallel, as in a multi-threaded server, and the I/O thread stays free.
         let r = req.clone();

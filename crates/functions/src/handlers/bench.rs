@@ -3,18 +3,18 @@
 //! Unlike `spin`, everything is fixed per Service by the environment, so the
 //! same function can stand for any node: `BENCH_MS` (float, default 0),
 //! `BENCH_MEMORY_MB` (default 0), `BENCH_OUTPUT_BYTES` (default 0) and
-//! `BENCH_MODE` (`busy`, the default, or `sleep`). Each request reads the
+//! `BENCH_MODE` (`busy`, the default: wall-clock spinning; `cpu`: a fixed
+//! amount of CPU time; or `sleep`). Each request reads the
 //! whole body (the outputs of the upstream steps; only its length is used),
 //! burns CPU for `BENCH_MS` (or sleeps, in `sleep` mode), touches
 //! `BENCH_MEMORY_MB` MiB, and answers exactly `BENCH_OUTPUT_BYTES` bytes of
 //! `x` as `application/octet-stream`.
 
-use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::spin::{busy_spin, touch_memory, SpinMode};
+use super::spin::{burn, touch_memory, SpinMode};
 
 /// Response header carrying the request body's length (what the node received).
 pub const INPUT_BYTES_HEADER: &str = "x-bench-input-bytes";
@@ -59,7 +59,7 @@ impl BenchConfig {
 
     /// Whether a request has synchronous work for the blocking pool (CPU or memory).
     pub fn needs_blocking_work(&self) -> bool {
-        self.memory_mb > 0 || (self.mode == SpinMode::Busy && !self.duration().is_zero())
+        self.memory_mb > 0 || (self.mode != SpinMode::Sleep && !self.duration().is_zero())
     }
 
     /// The response body: exactly `output_bytes` bytes. Built once and shared
@@ -75,9 +75,7 @@ impl BenchConfig {
 /// value is dropped (in sleep mode, keep it across the sleep).
 pub fn work(config: &BenchConfig) -> Vec<u8> {
     let mem = touch_memory(config.memory_mb);
-    if config.mode == SpinMode::Busy {
-        black_box(busy_spin(config.duration()));
-    }
+    burn(config.mode, config.duration());
     mem
 }
 
@@ -149,5 +147,39 @@ mod tests {
         let start = Instant::now();
         assert!(work(&c).is_empty());
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    /// CPU time used by the calling thread, read the way `cpu` mode reads it.
+    fn cpu_now() -> Duration {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    #[test]
+    fn cpu_mode_is_a_fixed_amount_of_cpu_time_however_many_share_the_cores() {
+        let c = BenchConfig {
+            ms: 40.0,
+            mode: SpinMode::Cpu,
+            ..BenchConfig::default()
+        };
+        assert!(c.needs_blocking_work());
+        // More spinners than this machine has cores: each still uses its
+        // 40 ms of CPU (a wall-clock spin would use less when they share).
+        let n = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let used: Vec<Duration> = (0..n)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let before = cpu_now();
+                    work(&c);
+                    cpu_now() - before
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        for u in used {
+            assert!(u >= Duration::from_millis(40), "{u:?}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! `spin`: a synthetic workload (CPU, sleep, memory, output size, crash).
 //!
 //! Request body (every field optional; an empty body is `{}`):
-//! `{"ms": 10, "mode": "busy"|"sleep", "memory_mb": 0, "output_bytes": null, "crash": false}`.
+//! `{"ms": 10, "mode": "busy"|"cpu"|"sleep", "memory_mb": 0, "output_bytes": null, "crash": false}`.
 //! Missing `ms`/`mode` come from `SPIN_MS` (default 0) and `SPIN_MODE` (default busy).
 //! With `crash: true` the process exits with status 3 after `ms` of work,
 //! without responding (so `{"crash":true}` crashes at once).
@@ -25,8 +25,12 @@ pub const CRASH_EXIT_CODE: i32 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpinMode {
-    /// Burn CPU in a loop.
+    /// Burn CPU in a loop for `ms` of wall-clock time: with more spinners
+    /// than cores, each gets a share of a core and still ends on time.
     Busy,
+    /// Burn CPU until the thread has used `ms` of CPU time: a fixed amount
+    /// of work, which takes longer when spinners share the cores.
+    Cpu,
     /// Sleep on a timer (no CPU).
     Sleep,
 }
@@ -105,6 +109,40 @@ pub fn parse(body: &[u8], config: &Config) -> Result<SpinRequest, BadInput> {
 
 /// Burns CPU for `d` (a real loop, not a sleep). Returns a value derived from
 /// the work so it cannot be optimized away.
+/// This thread's CPU time so far.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// Burns CPU until this thread has used `d` more of CPU time.
+pub fn cpu_spin(d: Duration) -> u64 {
+    let end = thread_cpu_time() + d;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while thread_cpu_time() < end {
+        for _ in 0..256 {
+            x = black_box(
+                x.wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407),
+            );
+        }
+    }
+    x
+}
+
+/// The CPU work of `mode` for `d`, if it has any.
+pub fn burn(mode: SpinMode, d: Duration) {
+    match mode {
+        SpinMode::Busy => {
+            black_box(busy_spin(d));
+        }
+        SpinMode::Cpu => {
+            black_box(cpu_spin(d));
+        }
+        SpinMode::Sleep => {}
+    }
+}
+
 pub fn busy_spin(d: Duration) -> u64 {
     let start = Instant::now();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -137,9 +175,7 @@ pub fn touch_memory(mb: u64) -> Vec<u8> {
 /// (in sleep mode, keep it across the sleep).
 pub fn work(req: &SpinRequest) -> Vec<u8> {
     let mem = touch_memory(req.memory_mb);
-    if req.mode == SpinMode::Busy {
-        black_box(busy_spin(req.duration));
-    }
+    burn(req.mode, req.duration);
     mem
 }
 

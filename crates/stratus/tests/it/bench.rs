@@ -262,6 +262,8 @@ fn bench_data_runs_every_variant() {
         "1",
         "--memory-bytes",
         "67108864",
+        "--work",
+        "cpu",
         "--out",
         out.to_str().unwrap(),
     ]);
