@@ -8,7 +8,7 @@
 #                          [--dir DIR] [--stratus PATH] [--no-stratus] [--replace]
 #                          [--replicas R] [--placement POLICY] [--leader-ttl S]
 #                          [--lease-ttl S] [--workflow-data relay|workers]
-#                          [--idle-timeout S] [--worker-chains]
+#                          [--idle-timeout S] [--keep-alive POLICY] [--worker-chains]
 #                          [--max-body-bytes N]
 #   scripts/cluster.sh down      [--prefix P] [--dir DIR]     # the same options go with
 #   scripts/cluster.sh status    [--prefix P] [--dir DIR]     # every command below
@@ -50,7 +50,7 @@ say() { echo "cluster.sh: $*" >&2; }
 repo="$(cd "$(dirname "$0")/.." && pwd -P)"
 cmd="${1:-}"; [ -n "$cmd" ] && shift
 prefix=stratus dir="" rate=1gbit burst=256kb stratus="" no_stratus=0 replace=0 n=""
-replicas=1 placement=spread leader_ttl=2 lease_ttl=3 workflow_data=relay idle_timeout=60 worker_chains= max_body_bytes=67108864
+replicas=1 placement=spread leader_ttl=2 lease_ttl=3 workflow_data=relay idle_timeout=60 keep_alive= worker_chains= max_body_bytes=67108864
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -67,6 +67,7 @@ while [ $# -gt 0 ]; do
     --lease-ttl) lease_ttl="$2"; shift 2 ;;
     --workflow-data) workflow_data="$2"; shift 2 ;;
     --idle-timeout) idle_timeout="$2"; shift 2 ;;
+    --keep-alive) keep_alive="$2"; shift 2 ;;
     --worker-chains) worker_chains=--worker-chains; shift ;;
     --max-body-bytes) max_body_bytes="$2"; shift 2 ;;
     --) shift; args+=("$@"); break ;;
@@ -253,6 +254,7 @@ start_stratus() {
     local cargs=(up --addr "$CP_IP:$port" --state-dir "$dir/$name"
       --etcd "$(etcd_urls)" --etcd-cluster "$prefix" --token-file "$dir/admin.token"
       --idle-timeout "$idle_timeout" --max-body-bytes "$max_body_bytes")
+    if [ -n "$keep_alive" ]; then cargs+=(--keep-alive "$keep_alive"); fi
     if [ "$workers" = 1 ]; then
       cargs+=(--workers --cluster-token-file "$dir/cluster.token" --placement "$placement" --leader-ttl "$leader_ttl"
         --workflow-data "$workflow_data" ${worker_chains})

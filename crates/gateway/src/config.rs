@@ -17,6 +17,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// An instance idle this long is stopped (down to min-scale; zero included).
     pub idle_timeout: Duration,
+    /// A keep-alive policy other than the idle window alone (`None`:
+    /// Knative's, `idle_timeout`): a fixed keep-alive, or the hybrid
+    /// histogram policy, which unloads an idle function and pre-warms it
+    /// before its next request is due (`stratus_scaling::Lifecycle`, as
+    /// the simulator applies it; pre-warms and expiries land on the next
+    /// scaling tick).
+    pub keep_alive: Option<stratus_scaling::PolicySpec>,
     /// Autoscaler period.
     pub tick: Duration,
     /// Longest an instance may take to become ready.
@@ -178,6 +185,7 @@ impl Default for Config {
                 .unwrap_or_default(),
             max_body_bytes: 64 << 20,
             idle_timeout: Duration::from_secs(60),
+            keep_alive: None,
             tick: Duration::from_millis(250),
             startup_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(2),

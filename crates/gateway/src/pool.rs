@@ -26,6 +26,7 @@ use stratus_spec::Service;
 use tokio::sync::oneshot;
 
 pub use state::{Action, Host, InstanceId, Micros, PoolState, Refusal, RequestId, Scaling};
+use stratus_scaling::Lifecycle;
 
 use crate::config::Config;
 use crate::metrics::{FunctionMetrics, TargetMetrics};
@@ -85,9 +86,30 @@ struct Inner {
     waiters: HashMap<RequestId, oneshot::Sender<Reply>>,
     /// Host names, numbered for the state's host affinity (`Host`).
     hosts: Vec<Arc<str>>,
+    /// The keep-alive policy, when it is not the idle window alone
+    /// (`Config::keep_alive`).
+    life: Option<Lifecycle>,
+    /// How long the last instance took to start (a pre-warmed instance is
+    /// kept that much longer).
+    last_start_us: Micros,
 }
 
 impl Inner {
+    /// The keep-alive policy's part after an event at `now`: the function
+    /// going idle applies its windows; a pre-warm or expiry due is done.
+    fn keep_alive(&mut self, now: Micros) -> Vec<Action> {
+        let Some(life) = &mut self.life else {
+            return Vec::new();
+        };
+        let busy = self.state.waiting() > 0 || self.state.instances().any(|(_, l)| l > 0);
+        let mut out = Vec::new();
+        if !busy && !life.is_idle() {
+            out = life.idle(&mut self.state, now).1;
+        }
+        out.extend(life.wake(&mut self.state, now, self.last_start_us));
+        out
+    }
+
     /// The number of host `name`, numbering it if new.
     fn host(&mut self, name: &str) -> Host {
         match self.hosts.iter().position(|h| &**h == name) {
@@ -136,7 +158,11 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let now = self.pool.now_us();
         let key = self.slot.key;
-        self.pool.update(|g| g.state.release(key, now));
+        self.pool.update(|g| {
+            let mut actions = g.state.release(key, now);
+            actions.extend(g.keep_alive(now));
+            actions
+        });
     }
 }
 
@@ -163,7 +189,11 @@ impl FunctionPool {
         logs: Arc<LogBuffer>,
         data: Option<Arc<stratus_nodestore::Store>>,
     ) -> Arc<FunctionPool> {
-        let scaling = Scaling::for_service(&service, cfg.idle_timeout, cfg.max_queue);
+        let mut scaling = Scaling::for_service(&service, cfg.idle_timeout, cfg.max_queue);
+        let life = cfg.keep_alive.map(|p| {
+            scaling.idle = p.initial().keep_alive;
+            Lifecycle::new(p.build(), service.min_scale)
+        });
         Arc::new(FunctionPool {
             plan: Arc::new(Plan::single(&service.name)),
             service: Arc::new(service),
@@ -179,6 +209,8 @@ impl FunctionPool {
                 slots: HashMap::new(),
                 waiters: HashMap::new(),
                 hosts: Vec::new(),
+                life,
+                last_start_us: 0,
             }),
             data,
         })
@@ -288,7 +320,12 @@ impl FunctionPool {
             let mut g = self.inner.lock();
             let before = Gauges::of(&g.state);
             let near = near.map(|h| g.host(h));
-            let (request, actions) = g.state.request_near(self.now_us(), deadline_us, near);
+            let now = self.now_us();
+            let Inner { state, life, .. } = &mut *g;
+            if let Some(life) = life {
+                life.arrival(state, now);
+            }
+            let (request, actions) = g.state.request_near(now, deadline_us, near);
             let mut d = self.execute(&mut g, before, actions, Some(request));
             let queued = match d.own.take() {
                 Some(answer) => Err(answer),
@@ -354,6 +391,7 @@ impl FunctionPool {
             for id in exited {
                 actions.extend(g.state.instance_exited(id));
             }
+            actions.extend(g.keep_alive(now));
             actions.extend(g.state.tick(now));
             actions
         });
@@ -537,6 +575,7 @@ impl FunctionPool {
                 });
                 let now = self.now_us();
                 self.update(|g| {
+                    g.last_start_us = timing.ready_us;
                     let ready = g.state.instance_ready(key, now);
                     g.place(key, &slot);
                     g.slots.insert(key, slot);

@@ -14,10 +14,15 @@
 //!   Shahrad et al. (ATC'20). A policy learns from the idle times a driver
 //!   observes and says, each time a function goes idle, how long to wait
 //!   before loading an instance again and how long to keep it.
+//! - [`lifecycle`]: [`Lifecycle`], a policy applied to one function's
+//!   `PoolState` (idle times observed, windows applied, pre-warms and
+//!   expiries when due), the same way in both drivers.
 
+pub mod lifecycle;
 pub mod policy;
 pub mod pool;
 
+pub use lifecycle::Lifecycle;
 pub use policy::{
     Fixed, Hybrid, HybridConfig, KeepAlive, Knative, PolicyError, PolicySpec, Windows,
 };

@@ -223,13 +223,14 @@ pub enum PolicySpec {
     Knative { idle: Micros },
     /// `fixed:DURATION` (`fixed` alone: 10 minutes).
     Fixed { keep_alive: Micros },
-    /// `hybrid`.
+    /// `hybrid` (1-minute bins over 4 hours), or `hybrid:BIN`: bins of
+    /// BIN over 240 of them (for traces replayed faster than real time).
     Hybrid(HybridConfig),
 }
 
 /// A policy name that did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown keep-alive policy {given:?}: {why}; expected knative[:DURATION], fixed:DURATION or hybrid (DURATION as 500ms, 30s, 10m, 1h)")]
+#[error("unknown keep-alive policy {given:?}: {why}; expected knative[:DURATION], fixed:DURATION or hybrid[:BIN] (DURATION and BIN as 500ms, 30s, 10m, 1h)")]
 pub struct PolicyError {
     pub given: String,
     pub why: String,
@@ -278,8 +279,19 @@ impl FromStr for PolicySpec {
             "fixed" => Ok(PolicySpec::Fixed {
                 keep_alive: dur(10 * MINUTE)?,
             }),
-            "hybrid" if arg.is_none() => Ok(PolicySpec::Hybrid(HybridConfig::default())),
-            "hybrid" => Err(err("hybrid takes no argument")),
+            "hybrid" => {
+                let d = HybridConfig::default();
+                let bin = dur(d.bin)?;
+                if bin == 0 {
+                    return Err(err("the bin must be longer than 0"));
+                }
+                let bins = d.range / d.bin;
+                Ok(PolicySpec::Hybrid(HybridConfig {
+                    bin,
+                    range: bin.saturating_mul(bins),
+                    ..d
+                }))
+            }
             _ => Err(err("no such policy")),
         }
     }
@@ -290,7 +302,8 @@ impl fmt::Display for PolicySpec {
         match self {
             PolicySpec::Knative { idle } => write!(f, "knative:{}", fmt_duration(*idle)),
             PolicySpec::Fixed { keep_alive } => write!(f, "fixed:{}", fmt_duration(*keep_alive)),
-            PolicySpec::Hybrid(_) => f.write_str("hybrid"),
+            PolicySpec::Hybrid(c) if c.bin == MINUTE => f.write_str("hybrid"),
+            PolicySpec::Hybrid(c) => write!(f, "hybrid:{}", fmt_duration(c.bin)),
         }
     }
 }
@@ -336,6 +349,8 @@ mod tests {
             ("fixed", "fixed:10m"),
             ("fixed:1500ms", "fixed:1500ms"),
             ("hybrid", "hybrid"),
+            ("hybrid:1m", "hybrid"),
+            ("hybrid:15s", "hybrid:15s"),
         ] {
             let p: PolicySpec = given.parse().unwrap();
             assert_eq!(p.to_string(), shown);
@@ -346,13 +361,23 @@ mod tests {
             "fixed:10",
             "fixed:m",
             "fixed:-1m",
-            "hybrid:1m",
+            "hybrid:0s",
+            "hybrid:1",
             "knative:1d",
             "",
         ] {
             let e = bad.parse::<PolicySpec>().unwrap_err().to_string();
             assert!(e.contains("expected knative"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn hybrid_bins_scale_with_their_range() {
+        let PolicySpec::Hybrid(c) = "hybrid:15s".parse().unwrap() else {
+            panic!("not hybrid");
+        };
+        assert_eq!((c.bin, c.range), (15 * SECOND, 240 * 15 * SECOND));
+        assert_eq!(c.head_percentile, HybridConfig::default().head_percentile);
     }
 
     #[test]

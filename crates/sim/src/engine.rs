@@ -6,12 +6,13 @@
 //! ```text
 //! Minute m ──► that minute's arrivals (uniform within it, seeded)
 //!              (or, with an explicit schedule, every arrival pushed up front)
-//! Arrival ──► policy.observe(idle time) ──► PoolState::request ──► actions
+//! Arrival ──► Lifecycle::arrival (idle time observed) ──► PoolState::request ──► actions
 //! Start   ──► plan() places it ──► Ready after the cold-start cost (or start_failed)
 //! Grant   ──► Done after an execution time drawn from the trace
-//! Done    ──► PoolState::release; function idle ──► policy.windows():
+//! Done    ──► PoolState::release; function idle ──► Lifecycle::idle (the policy's windows):
 //!               pre-warm 0: idle window = keep-alive, Tick when it ends
-//!               pre-warm p: unload now, Prewarm at +p (min-scale 1), Expire at +p+keep-alive
+//!               pre-warm p: unload now; Wake at +p (pre-warm: min-scale 1),
+//!               Wake at +p + cold start + keep-alive (expiry)
 //! ```
 //!
 //! Pure: no IO; the CPU time spent in the scheduler cores is read through
@@ -24,7 +25,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use stratus_placement::{plan, Cluster, Demand, Demands, Node, Options, Policy, Resources};
-use stratus_scaling::{Action, InstanceId, KeepAlive, Micros, PoolState, RequestId, Scaling};
+use stratus_scaling::{Action, InstanceId, Lifecycle, Micros, PoolState, RequestId, Scaling};
 
 use crate::config::{ConfigError, SimConfig};
 use crate::metrics::{Metrics, Report};
@@ -60,8 +61,8 @@ enum Ev {
     Tick(u32),
     /// A tick retrying a start that found no room (at most one pending per function).
     Retry(u32),
-    Prewarm(u32, u64),
-    Expire(u32, u64),
+    /// The function's keep-alive policy has a pre-warm or an expiry due.
+    Wake(u32),
 }
 
 #[derive(Debug)]
@@ -75,16 +76,13 @@ struct Func {
     f: Function,
     size: Resources,
     pool: PoolState,
-    policy: Box<dyn KeepAlive>,
+    /// The keep-alive policy, applied to `pool` as the gateway applies it.
+    life: Lifecycle,
     instances: HashMap<InstanceId, Inst>,
     /// Instances (starting or ready) per node.
     hosts: BTreeMap<u32, u32>,
     /// Requests granted or waiting.
     inflight: u32,
-    idle_since: Option<Micros>,
-    /// Bumped by each arrival: stale Prewarm/Expire events are ignored.
-    generation: u64,
-    keep_after_prewarm: Micros,
     retry_pending: bool,
     /// Execution times a schedule fixed, of the requests waiting.
     execs: HashMap<RequestId, Micros>,
@@ -189,13 +187,10 @@ impl<'c> Sim<'c> {
                     size: Resources::new(cfg.instance_millicores, f.memory_mb * MIB),
                     f,
                     pool,
-                    policy: cfg.policy.build(),
+                    life: Lifecycle::new(cfg.policy.build(), 0),
                     instances: HashMap::new(),
                     hosts: BTreeMap::new(),
                     inflight: 0,
-                    idle_since: None,
-                    generation: 0,
-                    keep_after_prewarm: 0,
                     retry_pending: false,
                     execs: HashMap::new(),
                 }
@@ -281,8 +276,7 @@ impl<'c> Sim<'c> {
                 let actions = self.timed(k, |f, now| f.pool.tick(now));
                 self.apply(k, actions);
             }
-            Ev::Prewarm(k, g) => self.prewarm(k, g),
-            Ev::Expire(k, g) => self.expire(k, g),
+            Ev::Wake(k) => self.wake(k),
         }
     }
 
@@ -322,11 +316,7 @@ impl<'c> Sim<'c> {
         }
         let deadline = self.now + self.cfg.max_wait_us;
         let actions = self.timed(k, |f, now| {
-            if let Some(since) = f.idle_since.take() {
-                f.policy.observe(now - since);
-                f.generation += 1;
-                f.pool.set_min_scale(0);
-            }
+            f.life.arrival(&mut f.pool, now);
             f.inflight += 1;
             let (id, actions) = f.pool.request(now, deadline);
             if let Some(us) = exec {
@@ -369,7 +359,7 @@ impl<'c> Sim<'c> {
     fn after_idle_change(&mut self, k: u32, id: InstanceId) {
         let f = &self.funcs[k as usize];
         let idle_inst = f.instances.get(&id).is_some_and(|i| i.leases == 0);
-        if f.inflight == 0 && f.idle_since.is_none() {
+        if f.inflight == 0 && !f.life.is_idle() {
             self.went_idle(k);
         } else if idle_inst {
             let at = self.now + f.pool.scaling().idle;
@@ -379,52 +369,37 @@ impl<'c> Sim<'c> {
 
     fn went_idle(&mut self, k: u32) {
         let now = self.now;
-        let (w, generation) = self.timed(k, |f, now| {
-            f.idle_since = Some(now);
-            (f.policy.windows(), f.generation)
-        });
+        let (w, actions) = self.timed(k, |f, now| f.life.idle(&mut f.pool, now));
         if w.prewarm == 0 {
-            self.timed(k, |f, _| f.pool.set_idle(w.keep_alive));
             self.push(now + w.keep_alive, Ev::Tick(k));
         } else {
-            let actions = self.timed(k, |f, now| {
-                f.keep_after_prewarm = w.keep_alive;
-                f.pool.set_idle(0);
-                f.pool.tick(now)
-            });
             self.apply(k, actions);
-            self.push(now + w.prewarm, Ev::Prewarm(k, generation));
+            self.wake_at(k);
         }
     }
 
-    fn prewarm(&mut self, k: u32, generation: u64) {
-        if self.funcs[k as usize].generation != generation {
-            return;
+    /// Schedules the function's next pre-warm or expiry, if any.
+    fn wake_at(&mut self, k: u32) {
+        if let Some(t) = self.funcs[k as usize].life.next_wake() {
+            self.push(t, Ev::Wake(k));
         }
-        self.m.prewarms += 1;
-        let keep = self.funcs[k as usize].keep_after_prewarm;
-        let actions = self.timed(k, |f, now| {
-            f.pool.set_min_scale(1);
-            f.pool.set_idle(keep);
-            f.pool.tick(now)
-        });
-        self.apply(k, actions);
-        self.push(
-            self.now + self.cfg.cold_start_us + keep,
-            Ev::Expire(k, generation),
-        );
     }
 
-    fn expire(&mut self, k: u32, generation: u64) {
-        if self.funcs[k as usize].generation != generation {
+    /// A pre-warm or expiry may be due (a stale wake finds nothing due).
+    fn wake(&mut self, k: u32) {
+        if self.funcs[k as usize]
+            .life
+            .next_wake()
+            .is_none_or(|t| t > self.now)
+        {
             return;
         }
-        let actions = self.timed(k, |f, now| {
-            f.pool.set_min_scale(0);
-            f.pool.set_idle(0);
-            f.pool.tick(now)
-        });
+        let before = self.funcs[k as usize].life.prewarms();
+        let allowance = self.cfg.cold_start_us;
+        let actions = self.timed(k, |f, now| f.life.wake(&mut f.pool, now, allowance));
+        self.m.prewarms += self.funcs[k as usize].life.prewarms() - before;
         self.apply(k, actions);
+        self.wake_at(k);
     }
 
     /// Carries out the scaling core's actions.
@@ -444,7 +419,7 @@ impl<'c> Sim<'c> {
                     let f = &mut self.funcs[k as usize];
                     f.execs.remove(&request);
                     f.inflight -= 1;
-                    if f.inflight == 0 && f.idle_since.is_none() {
+                    if f.inflight == 0 && !f.life.is_idle() {
                         self.went_idle(k);
                     }
                 }

@@ -75,6 +75,8 @@ pub struct NetClusterOptions {
     pub workflow_data: String,
     /// The control plane's `--idle-timeout` in seconds (scale to zero).
     pub idle_timeout_s: f64,
+    /// The control plane's `--keep-alive` policy, if not the idle window.
+    pub keep_alive: Option<String>,
     /// The control plane's `--worker-chains` (with `--workflow-data workers`).
     pub worker_chains: bool,
     /// The control plane's `--max-body-bytes` (per edge, relayed).
@@ -91,6 +93,7 @@ impl NetClusterOptions {
             stratus: None,
             workflow_data: "relay".into(),
             idle_timeout_s: 60.0,
+            keep_alive: None,
             worker_chains: false,
             max_body_bytes: 64 << 20,
         }
@@ -202,6 +205,9 @@ impl NetCluster {
         ];
         if opts.worker_chains {
             args.push("--worker-chains".into());
+        }
+        if let Some(k) = &opts.keep_alive {
+            args.extend(["--keep-alive".into(), k.clone()]);
         }
         match &opts.stratus {
             Some(bin) => args.extend(["--stratus".into(), bin.display().to_string()]),

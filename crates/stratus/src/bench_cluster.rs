@@ -106,6 +106,12 @@ pub struct ClusterBenchArgs {
     /// simulator's Knative idle window), seconds.
     #[arg(long, default_value_t = 10.0)]
     idle_timeout: f64,
+    /// --sim-check: the keep-alive policy of both sides instead of the
+    /// idle window: fixed:DURATION or hybrid[:BIN] (as `stratus up
+    /// --keep-alive`; BIN scales the histogram to the compressed trace).
+    #[arg(long)]
+    #[serde(serialize_with = "policy_name")]
+    keep_alive: Option<stratus_scaling::PolicySpec>,
     /// --sim-check: execution times drawn above this are cut to it (ms).
     #[arg(long, default_value_t = 2_000)]
     max_exec_ms: u64,
@@ -473,6 +479,7 @@ pub(crate) mod with_etcd {
                     seed: args.seed,
                 },
                 idle_timeout_s: args.idle_timeout,
+                keep_alive: args.keep_alive,
             };
             return crate::bench_netns_sim::run(check, report).await;
         }
@@ -726,5 +733,16 @@ pub(crate) mod with_etcd {
         drop(rs);
         drop(workers);
         Ok(())
+    }
+}
+
+/// A policy as its name (`hybrid:15s`).
+pub(crate) fn policy_name<S: serde::Serializer>(
+    p: &Option<stratus_scaling::PolicySpec>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(&p.to_string()),
+        None => s.serialize_none(),
     }
 }

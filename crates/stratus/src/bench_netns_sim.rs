@@ -59,6 +59,9 @@ pub struct SimCheck {
     /// The control plane's `--idle-timeout`, and the simulator's Knative
     /// idle window.
     pub idle_timeout_s: f64,
+    /// Both sides' keep-alive policy instead of that idle window.
+    #[serde(serialize_with = "crate::bench_cluster::policy_name")]
+    pub keep_alive: Option<stratus_scaling::PolicySpec>,
 }
 
 /// Per function: arrivals, and each side's creations and cold requests.
@@ -225,9 +228,11 @@ fn simulate(
         nodes: c.workers as u32,
         node_cores: node.0,
         node_memory_bytes: node.1,
-        policy: stratus_scaling::PolicySpec::Knative {
-            idle: (c.idle_timeout_s * 1e6) as u64,
-        },
+        policy: c
+            .keep_alive
+            .unwrap_or(stratus_scaling::PolicySpec::Knative {
+                idle: (c.idle_timeout_s * 1e6) as u64,
+            }),
         placement: stratus_placement::Policy::Spread,
         concurrency: 1,
         instance_millicores: INSTANCE_MILLICORES,
@@ -276,6 +281,7 @@ pub async fn run(c: SimCheck, report: Option<ReportDir>) -> Result<()> {
     let mut opts = NetClusterOptions::new(&c.prefix, c.workers.max(1));
     opts.rate = c.rate.clone();
     opts.idle_timeout_s = c.idle_timeout_s;
+    opts.keep_alive = c.keep_alive.map(|p| p.to_string());
     let cluster = crate::bench_netns::cluster_up(opts).await?;
     let admin = stratus_auth::Token::read_file(&cluster.dir().join("admin.token"))?;
     let url = cluster.gateway_url();
@@ -447,7 +453,7 @@ fn render(c: &SimCheck, rows: &[FunctionRow], s: &Summary) -> String {
     ]);
     let pct = |x: f64| format!("{:+.1}%", 100.0 * x);
     format!(
-        "{}\n{} functions of the trace's minutes {}..{} ({} s per minute), {} worker hosts, idle timeout {} s, seed {}\n\
+        "{}\n{} functions of the trace's minutes {}..{} ({} s per minute), {} worker hosts, keep-alive {}, seed {}\n\
          sandboxes created: cluster {}, simulator {} ({}); requests that waited for a start: cluster {}, simulator {} ({})\n\
          tolerance ±{:.0}% on both: {}\n\
          simulator's cold-start cost {:.1} ms (the cluster's median wait); creations at half / twice that cost: {} / {}\n\
@@ -468,7 +474,10 @@ fn render(c: &SimCheck, rows: &[FunctionRow], s: &Summary) -> String {
         c.schedule.start_minute + c.schedule.minutes,
         c.schedule.minute_us as f64 / 1e6,
         c.workers,
-        c.idle_timeout_s,
+        match c.keep_alive {
+            Some(p) => p.to_string(),
+            None => format!("idle timeout {} s", c.idle_timeout_s),
+        },
         c.schedule.seed,
         s.real_creations,
         s.sim_creations,

@@ -462,6 +462,13 @@ pub struct UpArgs {
     /// Stop instances idle this many seconds (scale to zero).
     #[arg(long, default_value_t = 60.0, value_parser = seconds)]
     idle_timeout: f64,
+    /// Keep-alive policy: knative (the idle window of --idle-timeout),
+    /// knative:DURATION (that window), fixed:DURATION, or hybrid[:BIN]
+    /// (the hybrid histogram policy of Shahrad et al.: an idle function is
+    /// unloaded and pre-warmed before its next request is due; BIN, one
+    /// minute by default, is its histogram's bin, 240 of them).
+    #[arg(long)]
+    keep_alive: Option<stratus_scaling::PolicySpec>,
     /// Seconds between scaling decisions (idle instances are stopped at a
     /// tick); short ticks serve churn benchmarks.
     #[arg(long, default_value_t = 0.25, hide = true, value_parser = tick_seconds)]
@@ -791,7 +798,13 @@ async fn up(a: UpArgs) -> Result<()> {
     }
     let mut cfg = Config {
         state_dir: Some(state_dir.clone()),
-        idle_timeout: Duration::from_secs_f64(a.idle_timeout),
+        idle_timeout: match a.keep_alive {
+            Some(stratus_scaling::PolicySpec::Knative { idle }) => Duration::from_micros(idle),
+            _ => Duration::from_secs_f64(a.idle_timeout),
+        },
+        keep_alive: a
+            .keep_alive
+            .filter(|p| !matches!(p, stratus_scaling::PolicySpec::Knative { .. })),
         tick: Duration::from_secs_f64(a.tick),
         recent_invocations: a.recent_invocations,
         max_body_bytes: a.max_body_bytes,

@@ -24,7 +24,7 @@ pub struct SimArgs {
     /// Memory per node: 128GiB, 512MiB, 1TiB, or a number of GiB.
     #[arg(long, default_value = "128GiB", value_parser = parse_memory)]
     memory: u64,
-    /// Keep-alive policy: knative[:IDLE] (60 s), fixed:DURATION (e.g. fixed:10m) or hybrid.
+    /// Keep-alive policy: knative[:IDLE] (60 s), fixed:DURATION (e.g. fixed:10m) or hybrid[:BIN] (histogram bins of BIN, 1 minute by default).
     #[arg(long, default_value = "knative")]
     policy: PolicySpec,
     /// Placement policy: spread, bin-pack, cache-aware or random:SEED.

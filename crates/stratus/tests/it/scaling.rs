@@ -188,3 +188,45 @@ async fn scales_out_on_concurrency_and_back_in_when_demand_drops() {
     );
     p.stop().await;
 }
+
+/// `Config::keep_alive` = the hybrid histogram policy (bins of 500 ms, so
+/// a test sees it learn): once it has seen five idle times of about 2.3 s,
+/// an idle function is unloaded at once and pre-warmed about 1.8 s later,
+/// so its next request finds a new instance already started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hybrid_policy_unloads_a_periodic_function_and_prewarms_it() {
+    let mut cfg = config();
+    cfg.tick = Duration::from_millis(50);
+    cfg.keep_alive = Some("hybrid:500ms".parse().unwrap());
+    let p = platform(cfg).await;
+    deploy_ok(&p, &service("periodic", "spin", "", "")).await;
+    let pool = p.platform.function("periodic").unwrap();
+    let mut pids = Vec::new();
+    for i in 0..8 {
+        let r = invoke(&p, "periodic", &b"{}"[..]).await;
+        assert_eq!(r.status, 200, "{}", r.error_message());
+        let pid = r.json()["pid"].as_i64().unwrap() as i32;
+        let rec = record(&p, &r).await;
+        match i {
+            0 => assert!(rec.runs[0].cold_start_us > 0, "the first start"),
+            1..=5 => assert_eq!(pid, pids[0], "request {i}: kept while it learns"),
+            _ => {
+                assert_ne!(pid, pids[i - 1], "request {i}: a new instance");
+                assert_eq!(
+                    rec.runs[0].cold_start_us, 0,
+                    "request {i}: pre-warmed before it came"
+                );
+            }
+        }
+        pids.push(pid);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if i >= 5 {
+            assert_eq!(pool.counts().0, 0, "after request {i}: unloaded at once");
+            eventually("the unloaded instance exits", || !pid_alive(pid)).await;
+        } else {
+            assert_eq!(pool.counts().0, 1, "after request {i}: kept");
+        }
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+    }
+    p.stop().await;
+}
