@@ -25,6 +25,8 @@ pub struct Metrics {
     pub latency: Family<TargetLabels, Histogram>,
     pub instances: Family<FunctionLabels, Gauge>,
     pub cold_starts: Family<FunctionLabels, Counter>,
+    /// Instances loaded ahead of a request by the keep-alive policy.
+    pub prewarms: Family<FunctionLabels, Counter>,
     pub start_failures: Family<FunctionLabels, Counter>,
     pub function_requests: Family<FunctionLabels, Counter>,
     /// Calls tried again on another instance after its host was lost.
@@ -80,6 +82,7 @@ impl Metrics {
         });
         let instances = Family::<FunctionLabels, Gauge>::default();
         let cold_starts = Family::<FunctionLabels, Counter>::default();
+        let prewarms = Family::<FunctionLabels, Counter>::default();
         let start_failures = Family::<FunctionLabels, Counter>::default();
         let function_requests = Family::<FunctionLabels, Counter>::default();
         let queued = Family::<FunctionLabels, Gauge>::default();
@@ -100,6 +103,11 @@ impl Metrics {
             instances.clone(),
         );
         registry.register("cold_starts", "Instances started", cold_starts.clone());
+        registry.register(
+            "prewarms",
+            "Pre-warms of the keep-alive policy (an instance loaded before a request is due)",
+            prewarms.clone(),
+        );
         registry.register(
             "start_failures",
             "Instance starts that failed",
@@ -225,6 +233,7 @@ impl Metrics {
             latency,
             instances,
             cold_starts,
+            prewarms,
             start_failures,
             function_requests,
             host_loss_retries,
@@ -263,6 +272,7 @@ impl Default for Metrics {
 pub struct FunctionMetrics {
     pub instances: Gauge,
     pub cold_starts: Counter,
+    pub prewarms: Counter,
     pub start_failures: Counter,
     pub requests: Counter,
     pub host_loss_retries: Counter,
@@ -277,6 +287,7 @@ impl FunctionMetrics {
         // One statement each: a `get_or_create` guard must be dropped before the next call.
         let instances = m.instances.get_or_create(&l).clone();
         let cold_starts = m.cold_starts.get_or_create(&l).clone();
+        let prewarms = m.prewarms.get_or_create(&l).clone();
         let start_failures = m.start_failures.get_or_create(&l).clone();
         let requests = m.function_requests.get_or_create(&l).clone();
         let host_loss_retries = m.host_loss_retries.get_or_create(&l).clone();
@@ -284,6 +295,7 @@ impl FunctionMetrics {
         FunctionMetrics {
             instances,
             cold_starts,
+            prewarms,
             start_failures,
             requests,
             host_loss_retries,

@@ -97,16 +97,18 @@ struct Inner {
 impl Inner {
     /// The keep-alive policy's part after an event at `now`: the function
     /// going idle applies its windows; a pre-warm or expiry due is done.
-    fn keep_alive(&mut self, now: Micros) -> Vec<Action> {
+    fn keep_alive(&mut self, now: Micros, m: &FunctionMetrics) -> Vec<Action> {
         let Some(life) = &mut self.life else {
             return Vec::new();
         };
+        let prewarms = life.prewarms();
         let busy = self.state.waiting() > 0 || self.state.instances().any(|(_, l)| l > 0);
         let mut out = Vec::new();
         if !busy && !life.is_idle() {
             out = life.idle(&mut self.state, now).1;
         }
         out.extend(life.wake(&mut self.state, now, self.last_start_us));
+        m.prewarms.inc_by(life.prewarms() - prewarms);
         out
     }
 
@@ -160,7 +162,7 @@ impl Drop for Lease {
         let key = self.slot.key;
         self.pool.update(|g| {
             let mut actions = g.state.release(key, now);
-            actions.extend(g.keep_alive(now));
+            actions.extend(g.keep_alive(now, &self.pool.metrics));
             actions
         });
     }
@@ -391,7 +393,7 @@ impl FunctionPool {
             for id in exited {
                 actions.extend(g.state.instance_exited(id));
             }
-            actions.extend(g.keep_alive(now));
+            actions.extend(g.keep_alive(now, &self.metrics));
             actions.extend(g.state.tick(now));
             actions
         });

@@ -85,6 +85,10 @@ struct Summary {
     sim_creations: u64,
     real_cold: u64,
     sim_cold: u64,
+    /// Pre-warms of the keep-alive policy: the control plane's
+    /// `stratus_prewarms_total`, and the simulator's.
+    real_prewarms: u64,
+    sim_prewarms: u64,
     /// (sim − real) / real.
     creations_error: f64,
     cold_error: f64,
@@ -168,7 +172,12 @@ fn cold_us(server_timing: Option<&str>) -> u64 {
 
 /// `stratus_cold_starts_total{function="NAME"} N` of a metrics page.
 fn creations(metrics: &str, name: &str) -> u64 {
-    let key = format!("stratus_cold_starts_total{{function=\"{name}\"}} ");
+    counter(metrics, "stratus_cold_starts_total", name)
+}
+
+/// `COUNTER{function="NAME"} N` of a metrics page (0 if absent).
+fn counter(metrics: &str, counter: &str, name: &str) -> u64 {
+    let key = format!("{counter}{{function=\"{name}\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&key))
@@ -307,10 +316,14 @@ pub async fn run(c: SimCheck, report: Option<ReportDir>) -> Result<()> {
         let served = replay(&gw, &names, &sched).await;
         let m = gw.get("/metrics").await?.text();
         let made: Vec<u64> = names.iter().map(|n| creations(&m, n)).collect();
-        Ok((node, served, made))
+        let prewarms: u64 = names
+            .iter()
+            .map(|n| counter(&m, "stratus_prewarms_total", n))
+            .sum();
+        Ok((node, served, made, prewarms))
     });
     tokio::task::spawn_blocking(move || cluster.down()).await??;
-    let (node, served, made) = out?;
+    let (node, served, made, real_prewarms) = out?;
 
     let failed = served.iter().filter(|s| s.status != 200).count();
     let mut waits: Vec<u64> = served
@@ -360,6 +373,8 @@ pub async fn run(c: SimCheck, report: Option<ReportDir>) -> Result<()> {
         sim_creations: sim.sandbox_creations,
         real_cold,
         sim_cold: sim.cold_starts,
+        real_prewarms,
+        sim_prewarms: sim.prewarms,
         creations_error: err(sim.sandbox_creations, real_creations),
         cold_error: err(sim.cold_starts, real_cold),
         tolerance: TOLERANCE,
@@ -455,7 +470,7 @@ fn render(c: &SimCheck, rows: &[FunctionRow], s: &Summary) -> String {
     format!(
         "{}\n{} functions of the trace's minutes {}..{} ({} s per minute), {} worker hosts, keep-alive {}, seed {}\n\
          sandboxes created: cluster {}, simulator {} ({}); requests that waited for a start: cluster {}, simulator {} ({})\n\
-         tolerance ±{:.0}% on both: {}\n\
+         tolerance ±{:.0}% on both: {}; pre-warms: cluster {}, simulator {}\n\
          simulator's cold-start cost {:.1} ms (the cluster's median wait); creations at half / twice that cost: {} / {}\n\
          client fired requests late by {:.1} ms (p50), {:.1} ms (max); {} failed\n",
         table(
@@ -487,6 +502,8 @@ fn render(c: &SimCheck, rows: &[FunctionRow], s: &Summary) -> String {
         pct(s.cold_error),
         100.0 * s.tolerance,
         if s.within_tolerance { "met" } else { "MISSED" },
+        s.real_prewarms,
+        s.sim_prewarms,
         s.cold_start_us as f64 / 1e3,
         s.sim_creations_half_cost,
         s.sim_creations_double_cost,

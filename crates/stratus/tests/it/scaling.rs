@@ -228,5 +228,11 @@ async fn the_hybrid_policy_unloads_a_periodic_function_and_prewarms_it() {
         }
         tokio::time::sleep(Duration::from_millis(1800)).await;
     }
+    // After requests 5, 6 and 7 (the last one's pre-warm came in the final wait).
+    let metrics = p.client.get("/metrics").await.unwrap().text();
+    assert!(
+        metrics.contains("stratus_prewarms_total{function=\"periodic\"} 3"),
+        "{metrics}"
+    );
     p.stop().await;
 }
