@@ -34,6 +34,9 @@ pub struct Lifecycle {
     base_min_scale: u32,
     /// When the function last went idle (no request in flight or waiting).
     idle_since: Option<Micros>,
+    /// Whether a request has come: idle times run from one request's end
+    /// to the next one's arrival, so the time before the first is none.
+    requested: bool,
     pending: Option<(Micros, Timer)>,
     prewarms: u64,
 }
@@ -45,6 +48,7 @@ impl Lifecycle {
             policy,
             base_min_scale,
             idle_since: None,
+            requested: false,
             pending: None,
             prewarms: 0,
         }
@@ -64,6 +68,7 @@ impl Lifecycle {
     /// A request arrives at `now` (call before [`PoolState::request`]):
     /// an idle period ends.
     pub fn arrival(&mut self, pool: &mut PoolState, now: Micros) {
+        self.requested = true;
         if let Some(since) = self.idle_since.take() {
             self.policy.observe(now.saturating_sub(since));
             self.pending = None;
@@ -73,9 +78,11 @@ impl Lifecycle {
 
     /// The function has no request in flight or waiting as of `now`: the
     /// policy's windows apply. Returns them and the pool's actions (the
-    /// instance unloaded at once when the policy pre-warms later).
+    /// instance unloaded at once when the policy pre-warms later). Before
+    /// the first request nothing changes: no idle time starts (the pool
+    /// keeps the policy's initial window).
     pub fn idle(&mut self, pool: &mut PoolState, now: Micros) -> (Windows, Vec<Action>) {
-        if self.idle_since.is_some() {
+        if self.idle_since.is_some() || !self.requested {
             return (self.policy.windows(), Vec::new());
         }
         self.idle_since = Some(now);
@@ -242,6 +249,33 @@ mod tests {
         assert_eq!(p.scaling().min_scale, 2);
         assert!(life.wake(&mut p, at, 0).is_empty(), "nothing pending");
         assert_eq!(life.prewarms(), 0);
+    }
+
+    #[test]
+    fn no_idle_time_starts_before_the_first_request() {
+        // Ten idle times of 10 s: the pre-warm's head is the lowest one.
+        let trained = || {
+            let mut h = Hybrid::new(HybridConfig {
+                bin: S,
+                range: 240 * S,
+                ..HybridConfig::default()
+            });
+            for _ in 0..10 {
+                h.observe(10 * S);
+            }
+            h
+        };
+        let mut p = pool(0);
+        let mut life = Lifecycle::new(Box::new(trained()), 0);
+        // A driver that checks for idleness on every tick, from the start.
+        assert!(life.idle(&mut p, 0).1.is_empty());
+        assert!(!life.is_idle());
+        assert_eq!(life.next_wake(), None);
+        // Had the 2 s before the first request counted, the head would
+        // be 2 s and the pre-warm due at 3.8 s.
+        serve(&mut life, &mut p, 2 * S);
+        assert_eq!(life.next_wake(), Some(2 * S + trained().windows().prewarm));
+        assert_eq!(trained().windows().prewarm, 9 * S);
     }
 
     #[test]
