@@ -223,7 +223,22 @@ async fn snapshots_in_the_chunk_store_restore_by_every_policy() {
     let u = up[0].1;
     assert_eq!(u.memory_bytes, 256 << 20);
     assert_eq!(u.pages, u.memory_bytes / 4096);
-    assert!(u.zero_pages > u.pages / 4, "zero pages elided: {u:?}");
+    // Every page is zero (elided), a duplicate (stored once) or new (the
+    // only bytes uploaded).
+    assert_eq!(
+        u.zero_pages + u.deduplicated_pages + u.new_pages,
+        u.pages,
+        "{u:?}"
+    );
+    assert_eq!(
+        u.bytes_uploaded,
+        u.new_pages * 4096,
+        "zero pages elided: {u:?}"
+    );
+    // How much of a freshly booted 256 MiB guest is still zero varies with
+    // the machine (24.9% in one CI run, more on quiet ones): an eighth is
+    // the floor that says elision matters here.
+    assert!(u.zero_pages > u.pages / 8, "{u:?}");
     assert!(
         u.deduplicated_pages > 0,
         "identical pages stored once: {u:?}"
