@@ -81,6 +81,7 @@ pub fn work(config: &BenchConfig) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::spin::thread_cpu_time;
     use super::*;
     use std::time::Instant;
 
@@ -149,12 +150,6 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 
-    /// CPU time used by the calling thread, read the way `cpu` mode reads it.
-    fn cpu_now() -> Duration {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-    }
-
     #[test]
     fn cpu_mode_is_a_fixed_amount_of_cpu_time_however_many_share_the_cores() {
         let c = BenchConfig {
@@ -169,9 +164,9 @@ mod tests {
         let used: Vec<Duration> = (0..n)
             .map(|_| {
                 std::thread::spawn(move || {
-                    let before = cpu_now();
+                    let before = thread_cpu_time();
                     work(&c);
-                    cpu_now() - before
+                    thread_cpu_time() - before
                 })
             })
             .collect::<Vec<_>>()

@@ -107,19 +107,18 @@ pub fn parse(body: &[u8], config: &Config) -> Result<SpinRequest, BadInput> {
     })
 }
 
-/// Burns CPU for `d` (a real loop, not a sleep). Returns a value derived from
-/// the work so it cannot be optimized away.
 /// This thread's CPU time so far.
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// Burns CPU until this thread has used `d` more of CPU time.
-pub fn cpu_spin(d: Duration) -> u64 {
-    let end = thread_cpu_time() + d;
+/// Burns CPU (a real loop, not a sleep) until `done()`, asked every 256
+/// rounds. Returns a value derived from the work so it cannot be optimized
+/// away.
+fn spin_until(mut done: impl FnMut() -> bool) -> u64 {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while thread_cpu_time() < end {
+    while !done() {
         for _ in 0..256 {
             x = black_box(
                 x.wrapping_mul(6_364_136_223_846_793_005)
@@ -128,6 +127,18 @@ pub fn cpu_spin(d: Duration) -> u64 {
         }
     }
     x
+}
+
+/// Burns CPU for `d` of wall-clock time.
+pub fn busy_spin(d: Duration) -> u64 {
+    let start = Instant::now();
+    spin_until(|| start.elapsed() >= d)
+}
+
+/// Burns CPU until this thread has used `d` more of CPU time.
+pub fn cpu_spin(d: Duration) -> u64 {
+    let end = thread_cpu_time() + d;
+    spin_until(|| thread_cpu_time() >= end)
 }
 
 /// The CPU work of `mode` for `d`, if it has any.
@@ -141,20 +152,6 @@ pub fn burn(mode: SpinMode, d: Duration) {
         }
         SpinMode::Sleep => {}
     }
-}
-
-pub fn busy_spin(d: Duration) -> u64 {
-    let start = Instant::now();
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while start.elapsed() < d {
-        for _ in 0..256 {
-            x = black_box(
-                x.wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407),
-            );
-        }
-    }
-    x
 }
 
 /// Allocates `mb` MiB and writes one byte per 4 KiB page so it is really resident.
