@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -17,12 +17,41 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::handlers::{self, bench, flaky, memhog, spin, BadInput};
+use crate::handlers::{self, bench, flaky, memhog, spin, split_stream, BadInput};
 use crate::{Config, Error, Function, DRAIN_TIMEOUT};
 
 /// Bodies at least this large are processed on tokio's blocking pool so that
 /// one big request does not stall the other connections of the (single-threaded) server.
 const OFFLOAD_BYTES: usize = 256 * 1024;
+
+/// `split` bodies at least this long are split as they arrive
+/// ([`split_stream`]): each part is answered once its cut is decided.
+const STREAM_SPLIT_BYTES: usize = OFFLOAD_BYTES;
+
+/// A reply: whole, or sent as it is made.
+type Reply = Either<Full<Bytes>, ChannelBody>;
+
+/// A reply body sent as it is made (a streamed `split`); an error cuts
+/// the reply off (the connection closes mid-body).
+pub(crate) struct ChannelBody {
+    first: Option<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(b) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static(handlers::OCTET_STREAM);
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
@@ -228,12 +257,9 @@ fn stats_response(state: &State) -> Response<Full<Bytes>> {
     respond(StatusCode::OK, JSON, body)
 }
 
-async fn handle(
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
     if req.method() == Method::GET && req.uri().path() == "/stats" {
-        return Ok(stats_response(&state));
+        return Ok(stats_response(&state).map(Either::Left));
     }
     let guard = state.stats.enter();
     let (parts, body) = req.into_parts();
@@ -241,8 +267,19 @@ async fn handle(
     let inputs = match crate::byref::Inputs::from_headers(&parts.headers) {
         None => None,
         Some(Ok(i)) => Some(i),
-        Some(Err(e)) => return Ok(bad_request(e)),
+        Some(Err(e)) => return Ok(bad_request(e).map(Either::Left)),
     };
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let (None, Function::Split, Some(len)) = (&inputs, state.function, declared) {
+        if len >= STREAM_SPLIT_BYTES {
+            let r = split_streamed(&state, body, len).await;
+            drop(guard);
+            return Ok(r);
+        }
+    }
     let body = match &inputs {
         // `bench` only reads its input (see `run_bench`): no framing copy.
         Some(_) if state.function == Function::Bench => Bytes::new(),
@@ -250,9 +287,10 @@ async fn handle(
         None => match body.collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return Ok(bad_request(BadInput(format!(
-                    "cannot read the request body: {e}"
-                ))))
+                return Ok(
+                    bad_request(BadInput(format!("cannot read the request body: {e}")))
+                        .map(Either::Left),
+                )
             }
         },
     };
@@ -288,7 +326,113 @@ async fn handle(
         _ => response,
     };
     drop(guard);
-    Ok(response)
+    Ok(response.map(Either::Left))
+}
+
+/// `split` of a body declared `len` bytes long, answered as it arrives
+/// ([`split_stream::SplitStream`], on the blocking pool). The status is
+/// sent with the first part: a body whose first part is not UTF-8 gets a
+/// 400; one that turns out bad later (or ends early) is cut off
+/// mid-answer, and the reason goes to the function's log. A body that is
+/// a JSON string is split whole, as [`run_pure`] does.
+async fn split_streamed(state: &Arc<State>, mut body: Incoming, len: usize) -> Response<Reply> {
+    let mut head: Vec<Bytes> = Vec::new();
+    let first = loop {
+        match body.frame().await {
+            None => break None,
+            Some(Err(e)) => {
+                let e = BadInput(format!("cannot read the request body: {e}"));
+                return bad_request(e).map(Either::Left);
+            }
+            Some(Ok(f)) => {
+                let Ok(d) = f.into_data() else { continue };
+                let first = d.iter().find(|b| !b.is_ascii_whitespace()).copied();
+                head.push(d);
+                if first.is_some() {
+                    break first;
+                }
+            }
+        }
+    };
+    if first != Some(b'"') && first.is_some() {
+        return split_parts(state.config.split, head, body, len).await;
+    }
+    // A JSON string, or only whitespace: split whole.
+    let rest = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            let e = BadInput(format!("cannot read the request body: {e}"));
+            return bad_request(e).map(Either::Left);
+        }
+    };
+    head.push(rest);
+    run_pure(state, Bytes::from(head.concat()))
+        .await
+        .map(Either::Left)
+}
+
+/// The streamed split proper: `head`, then the rest of `body`, fed to a
+/// [`split_stream::SplitStream`] on the blocking pool.
+async fn split_parts(
+    mode: crate::SplitMode,
+    head: Vec<Bytes>,
+    mut body: Incoming,
+    len: usize,
+) -> Response<Reply> {
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut s = split_stream::SplitStream::new(len, mode);
+        let mut sent = false;
+        let mut answer = |r: Result<Vec<u8>, BadInput>| match r {
+            Ok(out) if out.is_empty() => true,
+            Ok(out) => {
+                sent = true;
+                out_tx.blocking_send(Ok(Bytes::from(out))).is_ok()
+            }
+            Err(e) => {
+                if sent {
+                    eprintln!("split: {e}; the answer was cut off");
+                }
+                let e = std::io::Error::new(ErrorKind::InvalidData, e.0);
+                let _ = out_tx.blocking_send(Err(e));
+                false
+            }
+        };
+        while let Some(b) = in_rx.blocking_recv() {
+            if !answer(s.feed(&b)) {
+                return;
+            }
+        }
+        answer(s.finish());
+    });
+    tokio::spawn(async move {
+        for d in head {
+            if in_tx.send(d).await.is_err() {
+                return;
+            }
+        }
+        // A body that breaks off ends the feed early: the split says so.
+        while let Some(Ok(f)) = body.frame().await {
+            if let Ok(d) = f.into_data() {
+                if in_tx.send(d).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    match out_rx.recv().await {
+        Some(Ok(first)) => {
+            let mut r = Response::new(Either::Right(ChannelBody {
+                first: Some(first),
+                rx: out_rx,
+            }));
+            r.headers_mut().insert(CONTENT_TYPE, JSON);
+            r
+        }
+        Some(Err(e)) => bad_request(BadInput(e.to_string())).map(Either::Left),
+        None => internal_error("split: the splitter stopped".into()).map(Either::Left),
+    }
 }
 
 /// Writes a response's body into a new file of `dir` and answers with its

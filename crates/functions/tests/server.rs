@@ -674,3 +674,101 @@ async fn python_wordfreq_matches_wc_map() {
     assert_eq!(stats["inflight"], 0);
     child.kill().await.unwrap();
 }
+
+/// A request body sent as the test hands it bytes.
+struct Feed(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Feed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn split_answers_parts_while_the_body_arrives() {
+    let gpl = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/data/gpl-3.0.txt"
+    ))
+    .unwrap();
+    let text: Vec<u8> = gpl.repeat(16); // about 560 KiB: split as it arrives
+    let mode = SplitMode::Parts(8);
+    let port = start(
+        Function::Split,
+        Config {
+            split: mode,
+            ..Config::default()
+        },
+    )
+    .await;
+    let want = stratus_functions::handlers::text::split(&text, mode).unwrap();
+
+    // Half the body: the first parts come back before the rest is sent.
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = Request::post("/")
+        .header("host", "localhost")
+        .header("content-length", text.len())
+        .body(Feed(rx))
+        .unwrap();
+    let half = text.len() / 2;
+    tx.send(Bytes::copy_from_slice(&text[..half]))
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .expect("an answer before the whole body was sent")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("a part before the whole body was sent")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert!(first.starts_with(b"[\""), "{:?}", &first[..10]);
+    tx.send(Bytes::copy_from_slice(&text[half..]))
+        .await
+        .unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!([&first[..], &rest[..]].concat(), want);
+
+    // Whole bodies of the same length, on the other paths: a JSON string
+    // (split whole), and text that is not UTF-8 in its first part (400,
+    // the whole body's message).
+    let s = String::from_utf8(text.clone()).unwrap();
+    let quoted = serde_json::to_vec(&s).unwrap();
+    let (status, _, parts) = Client::connect(port).await.post(quoted).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&parts[..], &want[..]);
+    let mut bad = text.clone();
+    bad[100] = 0xff;
+    let (status, _, msg) = Client::connect(port).await.post(bad.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let whole = stratus_functions::handlers::text::split(&bad, mode).unwrap_err();
+    assert_eq!(String::from_utf8_lossy(&msg).trim(), whole.0);
+    // Not UTF-8 in its last part: the answer, begun, is cut off.
+    let mut late = text.clone();
+    let n = late.len();
+    late[n - 10] = 0xff;
+    let r = Client::connect(port)
+        .await
+        .try_request(Method::POST, "/", None, late)
+        .await;
+    assert!(r.is_err(), "a whole answer to a bad body: {r:?}");
+}

@@ -9,6 +9,7 @@ pub mod flaky;
 pub mod json_str;
 pub mod memhog;
 pub mod spin;
+pub mod split_stream;
 pub mod table;
 pub mod text;
 
