@@ -1,14 +1,16 @@
-//! Replies to keep that are longer than a body may be (the invoke body
-//! limit): written to the node data store as they arrive, never held in
-//! memory whole, bounded by the store's room instead. One to split is split
-//! as it arrives too ([`stratus_dag::ArraySplitter`]): each element is kept
-//! as an item once its last byte is in, so the map's runs can start as soon
-//! as the reply ends. The whole reply is written beside them, and read back
-//! and split there only when splitting on the way failed (not a JSON array,
-//! an element longer than 16 MiB or the invoke body limit, the store's
-//! room); the
-//! answer is then what splitting the whole gives. The function must declare
-//! the reply's length (`Content-Length`).
+//! Replies kept as they arrive. One longer than a body may be (the invoke
+//! body limit, declared with `Content-Length`) is written to the node data
+//! store, never held in memory whole, bounded by the store's room instead;
+//! a shorter one to split (or one of no declared length, as a function
+//! answering as it computes sends) is held in memory, as a reply read
+//! whole would be. One to split is split as it arrives
+//! ([`stratus_dag::ArraySplitter`]): each element is kept as an item once
+//! its last byte is in, so the map's runs can start as soon as the reply
+//! ends, or at once on this worker ([`crate::map_then`]). The whole reply
+//! is kept beside them, and split there only when splitting on the way
+//! failed (not a JSON array, an element longer than 16 MiB or the invoke
+//! body limit, the store's room); the answer is then what splitting the
+//! whole gives.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,9 +20,12 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use stratus_dag::{ArrayElement, ArraySplitter};
-use stratus_nodestore::{Item, ItemId, Store, StoreError};
+use stratus_nodestore::remote::MapRun;
+use stratus_nodestore::{Item, ItemId, Store, StoreError, Writing};
+use tokio::sync::mpsc::UnboundedSender;
 
-use crate::items::{item_answer, items_answer, put_each, store_error};
+use crate::items::{item_answer, items_answer, put_each, store_error, Kept};
+use crate::map_then::Mapper;
 use crate::routes::ApiError;
 use crate::server::Agent;
 
@@ -33,11 +38,48 @@ enum Msg {
     End,
 }
 
-/// A reply written as it arrived: the whole, and its elements when it was
-/// to be split and splitting on the way worked.
+/// Where the whole reply goes as it arrives.
+enum Sink {
+    /// A declared length past the body limit: the store.
+    Store(Writing),
+    /// Otherwise memory, at most `max` bytes (the body limit or the
+    /// store's room, as for a reply read whole).
+    Memory {
+        parts: Vec<Bytes>,
+        len: u64,
+        max: u64,
+    },
+}
+
+/// Why the whole reply was not had.
+enum SinkError {
+    Store(StoreError),
+    /// More than this many bytes came, in memory.
+    TooLong(u64),
+}
+
+/// The whole reply, once all in.
+pub(crate) enum Whole {
+    Item(Item),
+    Memory(Vec<Bytes>),
+}
+
+impl Whole {
+    fn size(&self) -> u64 {
+        match self {
+            Whole::Item(i) => i.size,
+            Whole::Memory(parts) => parts.iter().map(|p| p.len() as u64).sum(),
+        }
+    }
+}
+
+/// A reply kept as it arrived: the whole, its elements when it was to be
+/// split and splitting on the way worked, and the map runs made on them.
 pub(crate) struct Streamed {
-    pub(crate) item: Item,
+    pub(crate) whole: Whole,
     pub(crate) elements: Option<Vec<(ItemId, u64)>>,
+    /// Per element kept, its map run, when [`Mapper`] asked for them.
+    pub(crate) mapped: Vec<(usize, MapRun)>,
 }
 
 /// A reply's elements kept as they complete, until splitting fails: the
@@ -59,7 +101,13 @@ const ELEMENT_BATCHES: usize = 2;
 const MAX_ELEMENT: usize = 16 << 20;
 
 impl Elements {
-    fn new(split: bool, max_element: usize, s: &Arc<Store>, inv: &str) -> Elements {
+    fn new(
+        split: bool,
+        max_element: usize,
+        s: &Arc<Store>,
+        inv: &str,
+        notify: Option<UnboundedSender<(usize, Item)>>,
+    ) -> Elements {
         let mut e = Elements {
             splitter: None,
             to_keeper: None,
@@ -73,7 +121,7 @@ impl Elements {
         let (s, inv, failed) = (s.clone(), inv.to_string(), e.failed.clone());
         let spawned = std::thread::Builder::new()
             .name("agent-split".into())
-            .spawn(move || keep_elements(&s, &inv, &rx, &failed));
+            .spawn(move || keep_elements(&s, &inv, &rx, &failed, notify));
         if let Ok(keeper) = spawned {
             e.splitter = Some(ArraySplitter::new(max_element));
             e.to_keeper = Some(tx);
@@ -142,12 +190,14 @@ impl Elements {
 
 /// The keeper thread: writes each element as an item, maps it back and
 /// checks it, until the writing thread hangs up; on the first failure it
-/// raises `failed` and keeps nothing more.
+/// raises `failed` and keeps nothing more. Each element kept and checked
+/// goes to `notify` with its index.
 fn keep_elements(
     s: &Store,
     inv: &str,
     rx: &std::sync::mpsc::Receiver<Vec<ArrayElement>>,
     failed: &AtomicBool,
+    notify: Option<UnboundedSender<(usize, Item)>>,
 ) -> Vec<Item> {
     let mut kept = Vec::new();
     while let Ok(batch) = rx.recv() {
@@ -160,24 +210,29 @@ fn keep_elements(
                 break;
             };
             let checked = s.map(&item).ok().map(|m| e.check(&m));
-            kept.push(item);
             if !matches!(checked, Some(Ok(()))) {
                 failed.store(true, Ordering::Relaxed);
+            } else if let Some(n) = &notify {
+                let _ = n.send((kept.len(), item.clone()));
             }
+            kept.push(item);
         }
     }
     kept
 }
 
-/// Writes `body`, declared `size` bytes long, into `store` under `inv`
-/// within the invoke timeout; with `split`, its elements too.
+/// Keeps `body` under `inv` as it arrives, within the invoke timeout:
+/// in the store when `declared` is past the body limit, else in memory;
+/// with `split`, its elements too, each mapped on this worker as it is
+/// kept when `mapper` asks for it.
 pub(crate) async fn stream<B>(
     a: &Agent,
     store: &Arc<Store>,
     inv: &str,
-    size: u64,
+    declared: Option<u64>,
     split: bool,
     body: B,
+    mapper: Option<&Mapper>,
 ) -> Result<Streamed, ApiError>
 where
     B: axum::body::HttpBody<Data = Bytes> + Unpin + Send + 'static,
@@ -185,31 +240,64 @@ where
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(QUEUE);
     let (s, inv) = (store.clone(), inv.to_string());
-    let max_element = a.config().max_invoke_bytes.min(MAX_ELEMENT);
-    let mut elements = Elements::new(split, max_element, store, &inv);
-    let writer = tokio::task::spawn_blocking(move || -> Result<Streamed, StoreError> {
-        let mut w = s.begin(&inv, size)?;
-        let r = loop {
+    let max_invoke = a.config().max_invoke_bytes;
+    let max_element = max_invoke.min(MAX_ELEMENT);
+    let (notify, elements_rx) = match mapper {
+        Some(_) if split => {
+            let (t, r) = tokio::sync::mpsc::unbounded_channel();
+            (Some(t), Some(r))
+        }
+        _ => (None, None),
+    };
+    let mut elements = Elements::new(split, max_element, store, &inv, notify);
+    let to_store = declared.filter(|&n| n > max_invoke as u64);
+    let room = store.budget();
+    let in_memory = room.memory.saturating_add(room.disk).min(max_invoke as u64);
+    let writer = tokio::task::spawn_blocking(move || -> Result<Streamed, SinkError> {
+        let mut sink = match to_store {
+            Some(size) => match s.begin(&inv, size) {
+                Ok(w) => Sink::Store(w),
+                Err(e) => {
+                    elements.give_up(&s);
+                    return Err(SinkError::Store(e));
+                }
+            },
+            None => Sink::Memory {
+                parts: Vec::new(),
+                len: 0,
+                max: in_memory,
+            },
+        };
+        let got = loop {
             match rx.blocking_recv() {
                 Some(Msg::Data(b)) => {
-                    if let Err(e) = s.write(&mut w, &b) {
-                        s.abandon(w);
+                    if let Err(e) = sink.write(&s, &b) {
                         break Err(e);
                     }
                     elements.feed(&s, &b);
                 }
-                Some(Msg::End) => break s.finish(w),
+                Some(Msg::End) => break Ok(()),
                 None => {
-                    let why = format!("the reply broke off after {} bytes", w.written());
-                    s.abandon(w);
-                    break Err(StoreError::Stream { size, why });
+                    let why = format!("the reply broke off after {} bytes", sink.written());
+                    let size = to_store.unwrap_or(0);
+                    break Err(SinkError::Store(StoreError::Stream { size, why }));
                 }
             }
         };
-        match r {
-            Ok(item) => Ok(Streamed {
-                item,
+        let whole = match (got, sink) {
+            (Ok(()), Sink::Store(w)) => s.finish(w).map(Whole::Item).map_err(SinkError::Store),
+            (Ok(()), Sink::Memory { parts, .. }) => Ok(Whole::Memory(parts)),
+            (Err(e), Sink::Store(w)) => {
+                s.abandon(w);
+                Err(e)
+            }
+            (Err(e), Sink::Memory { .. }) => Err(e),
+        };
+        match whole {
+            Ok(whole) => Ok(Streamed {
+                whole,
                 elements: elements.finish(&s),
+                mapped: Vec::new(),
             }),
             Err(e) => {
                 elements.give_up(&s);
@@ -234,46 +322,130 @@ where
         let _ = tx.send(Msg::End).await;
         Ok::<(), ApiError>(())
     };
-    // On a timeout or a broken reply the sender is dropped without `End`:
-    // the writer gives the item up.
-    let read = match tokio::time::timeout(timeout, read).await {
-        Ok(r) => r,
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("the reply to keep did not arrive within {timeout:?}"),
-        )),
+    let kept = async {
+        // On a timeout or a broken reply the sender is dropped without
+        // `End`: the writer gives the reply up.
+        let read = match tokio::time::timeout(timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the reply to keep did not arrive within {timeout:?}"),
+            )),
+        };
+        let written = writer.await.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}"))
+        })?;
+        match (read, written) {
+            // The writer gave up because the reply did.
+            (Err(e), Err(SinkError::Store(StoreError::Stream { .. }))) | (Err(e), Ok(_)) => Err(e),
+            (_, Err(SinkError::Store(e))) => Err(store_error("keeping the reply", e)),
+            (_, Err(SinkError::TooLong(max))) => Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("the reply to keep: more than {max} bytes (the agent's invoke body limit, or its data store's room)"),
+            )),
+            (Ok(()), Ok(streamed)) => Ok(streamed),
+        }
     };
-    let written = writer
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?;
-    match (read, written) {
-        // The writer gave up because the reply did.
-        (Err(e), Err(StoreError::Stream { .. })) | (Err(e), Ok(_)) => Err(e),
-        (_, Err(e)) => Err(store_error("keeping the reply", e)),
-        (Ok(()), Ok(streamed)) => Ok(streamed),
+    // The map runs end once the keeper is done and their calls are.
+    let maps = async {
+        match (mapper, elements_rx) {
+            (Some(m), Some(rx)) => crate::map_then::run(a, m, store.clone(), rx).await,
+            _ => Vec::new(),
+        }
+    };
+    let (kept, mapped) = tokio::join!(kept, maps);
+    let mut streamed = kept?;
+    streamed.mapped = mapped;
+    Ok(streamed)
+}
+
+impl Sink {
+    fn write(&mut self, s: &Store, b: &Bytes) -> Result<(), SinkError> {
+        match self {
+            Sink::Store(w) => s.write(w, b).map_err(SinkError::Store),
+            Sink::Memory { parts, len, max } => {
+                *len += b.len() as u64;
+                if *len > *max {
+                    return Err(SinkError::TooLong(*max));
+                }
+                parts.push(b.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn written(&self) -> u64 {
+        match self {
+            Sink::Store(w) => w.written(),
+            Sink::Memory { len, .. } => *len,
+        }
     }
 }
 
-/// The answer for a reply streamed to be split: its elements kept on the
-/// way (the whole then deleted, off the answer's path), or, where that
-/// failed, what splitting the whole gives ([`split`]).
-pub(crate) async fn split_streamed(
+/// The answer for a reply kept as it arrived ([`stream`]): with `split`,
+/// its elements kept on the way (the whole then deleted, off the
+/// answer's path) and their map runs when they were asked for, or, where
+/// splitting on the way failed, what splitting the whole gives
+/// ([`split`]). A reply shorter than `inline_below` (one of no declared
+/// length can be) comes back as it is.
+pub(crate) async fn answer(
     a: &Agent,
     store: Arc<Store>,
     inv: String,
     status: StatusCode,
+    (split_it, inline_below, mapper): (bool, u64, Option<&Mapper>),
     s: Streamed,
-) -> Result<Response, ApiError> {
-    match s.elements {
-        Some(items) => {
-            a.split_on_arrival.fetch_add(1, Ordering::Relaxed);
-            let (size, whole) = (s.item.size, s.item);
-            tokio::task::spawn_blocking(move || store.remove(&whole));
-            Ok(items_answer(status, &items, size))
+) -> Result<Kept, ApiError> {
+    let size = s.whole.size();
+    let kept = |response| Kept {
+        response,
+        inline: false,
+    };
+    if size < inline_below {
+        if let Whole::Memory(parts) = s.whole {
+            let elements = s.elements.unwrap_or_default();
+            let st = store.clone();
+            tokio::task::spawn_blocking(move || remove_ids(&st, &elements));
+            let mut r = Response::new(axum::body::Body::from(Bytes::from(parts.concat())));
+            *r.status_mut() = status;
+            return Ok(Kept {
+                response: r,
+                inline: true,
+            });
         }
-        None => {
+    }
+    match (split_it, s.elements, s.whole) {
+        (true, Some(items), whole) => {
+            a.split_on_arrival.fetch_add(1, Ordering::Relaxed);
+            if let Whole::Item(whole) = whole {
+                tokio::task::spawn_blocking(move || store.remove(&whole));
+            }
+            Ok(kept(match mapper {
+                Some(_) => crate::map_then::answer(status, &items, size, s.mapped),
+                None => items_answer(status, &items, size),
+            }))
+        }
+        (true, None, Whole::Item(item)) => {
             a.split_from_whole.fetch_add(1, Ordering::Relaxed);
-            split(store, inv, status, s.item).await
+            split(store, inv, status, item).await.map(kept)
+        }
+        (true, None, Whole::Memory(parts)) => {
+            a.split_from_whole.fetch_add(1, Ordering::Relaxed);
+            crate::items::keep_split(store, inv, status, parts).await
+        }
+        (false, _, Whole::Item(item)) => Ok(kept(item_answer(status, item.id, item.size))),
+        (false, _, Whole::Memory(parts)) => {
+            let (id, size) = crate::items::put(store, inv, parts).await?;
+            Ok(kept(item_answer(status, id, size)))
+        }
+    }
+}
+
+/// Deletes the items `ids` (elements of a reply that came back whole).
+fn remove_ids(store: &Store, ids: &[(ItemId, u64)]) {
+    for (id, _) in ids {
+        if let Some(item) = store.get(*id) {
+            store.remove(&item);
         }
     }
 }

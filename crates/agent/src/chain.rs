@@ -63,14 +63,14 @@ impl Carried {
     }
 }
 
-fn us(t0: Instant) -> u64 {
+pub(crate) fn us(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
 }
 
 /// A step's kept output: its item (here, or at the agent `at`), and its
 /// bytes when this agent kept it.
 #[derive(Clone)]
-struct Out {
+pub(crate) struct Out {
     at: Option<String>,
     id: ItemId,
     len: u64,
@@ -79,7 +79,7 @@ struct Out {
 
 /// Keeps a 2xx answer and returns it for the next steps; any other answer
 /// becomes the step's error.
-async fn settle<B>(
+pub(crate) async fn settle<B>(
     a: &Agent,
     inv: &str,
     step: &mut ChainStep,
@@ -172,7 +172,7 @@ fn body_of(st: &ThenStep, outputs: &[Option<Out>]) -> Option<Vec<Bytes>> {
     Some(body)
 }
 
-fn step_at(start_us: u64) -> ChainStep {
+pub(crate) fn step_at(start_us: u64) -> ChainStep {
     ChainStep {
         status: 0,
         item: None,
@@ -305,7 +305,7 @@ async fn run_step(
         }
     };
     let sent = match sent {
-        Ok(body) => send(a, &st.id, body, ct, carried, k).await,
+        Ok(body) => send(a, &st.id, body, ct, then_key(carried, k).as_deref()).await,
         Err(e) => Err(e),
     };
     match sent {
@@ -353,7 +353,7 @@ async fn remote_step(
             return None;
         }
     };
-    carry(req.headers_mut(), ct, carried, k);
+    carry(req.headers_mut(), ct, then_key(carried, k).as_deref());
     let timeout = a.config().invoke_timeout;
     let resp = match tokio::time::timeout(timeout, a.client.request(req)).await {
         Err(_) => Err(format!(
@@ -402,27 +402,28 @@ async fn remote_step(
     })
 }
 
-/// Step `k`'s `Content-Type`, and the first request's idempotency key
-/// with `.then<k>`.
-fn carry(h: &mut HeaderMap, content_type: Option<HeaderValue>, carried: &Carried, k: usize) {
+/// Step `k`'s idempotency key: the first request's with `.then<k>`.
+fn then_key(carried: &Carried, k: usize) -> Option<String> {
+    carried.key.as_ref().map(|key| format!("{key}.then{k}"))
+}
+
+/// A call's `Content-Type` and idempotency key.
+fn carry(h: &mut HeaderMap, content_type: Option<HeaderValue>, key: Option<&str>) {
     if let Some(ct) = content_type {
         h.insert(header::CONTENT_TYPE, ct);
     }
-    if let Some(key) = &carried.key {
-        if let Ok(v) = HeaderValue::from_str(&format!("{key}.then{k}")) {
-            h.insert(KEY_HEADER, v);
-        }
+    if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
+        h.insert(KEY_HEADER, v);
     }
 }
 
 /// Sends `input` to instance `id` of this agent, within the invoke timeout.
-async fn send(
+pub(crate) async fn send(
     a: &Agent,
     id: &str,
     input: Vec<Bytes>,
     content_type: Option<HeaderValue>,
-    carried: &Carried,
-    k: usize,
+    key: Option<&str>,
 ) -> Result<(StatusCode, Body), ApiError> {
     let ep = a.endpoint_of(id)?;
     let len: u64 = input.iter().map(|b| b.len() as u64).sum();
@@ -432,7 +433,7 @@ async fn send(
         .header(header::CONTENT_LENGTH, len)
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("chain request: {e}")))?;
-    carry(req.headers_mut(), content_type, carried, k);
+    carry(req.headers_mut(), content_type, key);
     let timeout = a.config().invoke_timeout;
     match tokio::time::timeout(timeout, a.client.request(req)).await {
         Err(_) => Err(ApiError::new(

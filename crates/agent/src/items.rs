@@ -78,6 +78,10 @@ where
     Ok(out)
 }
 
+/// Replies to split at least this long are split as they arrive
+/// ([`crate::big`]).
+const SPLIT_ON_ARRIVAL_BYTES: u64 = 256 << 10;
+
 /// A kept reply's answer to the control plane.
 pub(crate) struct Kept {
     pub response: Response,
@@ -102,23 +106,24 @@ pub(crate) async fn keep<B>(
     declared: Option<u64>,
     status: StatusCode,
     body: B,
+    mapper: Option<&crate::map_then::Mapper>,
 ) -> Result<Kept, ApiError>
 where
     B: axum::body::HttpBody<Data = Bytes> + Unpin + Send + 'static,
     B::Error: std::fmt::Display,
 {
     let store = store(a)?.clone();
-    // Longer than a body may be: written to the store as it arrives.
-    if let Some(size) = declared.filter(|&n| n > a.config().max_invoke_bytes as u64) {
-        let streamed = crate::big::stream(a, &store, inv, size, split, body).await?;
-        let response = match split {
-            true => crate::big::split_streamed(a, store, inv.to_string(), status, streamed).await?,
-            false => item_answer(status, streamed.item.id, streamed.item.size),
-        };
-        return Ok(Kept {
-            response,
-            inline: false,
-        });
+    // Longer than a body may be: written to the store as it arrives. One
+    // to split, long or of no declared length (a function answering as it
+    // computes), or mapped here: split as it arrives.
+    let big = declared.is_some_and(|n| n > a.config().max_invoke_bytes as u64);
+    let on_arrival = split
+        && (mapper.is_some() || declared.is_none_or(|n| n >= SPLIT_ON_ARRIVAL_BYTES));
+    if big || on_arrival {
+        let mapper = mapper.filter(|_| split);
+        let streamed = crate::big::stream(a, &store, inv, declared, split, body, mapper).await?;
+        let how = (split, inline_below, mapper);
+        return crate::big::answer(a, store, inv.to_string(), status, how, streamed).await;
     }
     let parts = reply(a, &store, body).await?;
     let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
@@ -187,7 +192,7 @@ where
         })?
 }
 
-async fn put(store: Arc<Store>, inv: String, parts: Vec<Bytes>) -> Result<(ItemId, u64), ApiError> {
+pub(crate) async fn put(store: Arc<Store>, inv: String, parts: Vec<Bytes>) -> Result<(ItemId, u64), ApiError> {
     let item = tokio::task::spawn_blocking(move || store.put(&inv, &parts))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?
@@ -226,7 +231,7 @@ where
 /// A kept reply in more pieces than this goes on as its mapped item.
 const ONE_PIECE_BELOW: usize = 16;
 
-async fn keep_split(
+pub(crate) async fn keep_split(
     store: Arc<Store>,
     inv: String,
     status: StatusCode,

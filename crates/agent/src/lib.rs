@@ -34,6 +34,7 @@
 mod big;
 pub mod capacity;
 mod chain;
+mod map_then;
 pub mod client;
 pub mod items;
 pub mod join;

@@ -59,6 +59,8 @@ fn hop_header(name: &HeaderName) -> bool {
             | "stratus-items"
             | "stratus-then"
             | "stratus-chain"
+            | "stratus-map-then"
+            | "stratus-mapped"
     )
 }
 
@@ -154,6 +156,32 @@ async fn forward_inner(
         }
     };
     let carried = crate::chain::Carried::of(req.headers());
+    let mapper = match req.headers().get(remote::MAP_THEN_HEADER) {
+        None => None,
+        Some(v) => {
+            let ids = remote::parse_map_then(v.as_bytes())
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            let inv = match (&keep, split, &then) {
+                (Some(inv), true, None) => inv,
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "{}: a map runs on a reply kept and split: give {} and {} (and no {})",
+                            remote::MAP_THEN_HEADER,
+                            remote::KEEP_HEADER,
+                            remote::SPLIT_HEADER,
+                            remote::THEN_HEADER
+                        ),
+                    ))
+                }
+            };
+            for id in &ids {
+                a.endpoint_of(id)?;
+            }
+            Some(crate::map_then::Mapper::new(ids, &carried, inv))
+        }
+    };
     let plan = match req.headers().get(remote::PARTS_HEADER) {
         None => None,
         Some(v) => Some(
@@ -241,7 +269,8 @@ async fn forward_inner(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let how = (split, inline_below);
-        let kept = crate::items::keep(a, inv, how, declared, rparts.status, rbody).await?;
+        let kept =
+            crate::items::keep(a, inv, how, declared, rparts.status, rbody, mapper.as_ref()).await?;
         let mut r = kept.response;
         if kept.inline {
             copy_headers(&rparts.headers, r.headers_mut());

@@ -313,6 +313,25 @@ impl Plan {
                     .all(|(c, _)| self.steps[*c].mode != Mode::Map))
     }
 
+    /// The one step that maps over step `s`'s output and takes nothing
+    /// else, with no condition: its runs may start on the elements as
+    /// `s`'s reply arrives (each run is sent exactly its element), if
+    /// every consumer of `s` is that one.
+    pub fn map_on_arrival(&self, s: StepIdx) -> Option<StepIdx> {
+        if !self.output_split_by_maps(s) {
+            return None;
+        }
+        let [(m, _)] = self.steps[s].consumers[..] else {
+            return None;
+        };
+        let ms = &self.steps[m];
+        (ms.mode == Mode::Map
+            && ms.sources == [Source::Step(s)]
+            && ms.when.is_none()
+            && ms.catches.is_none())
+        .then_some(m)
+    }
+
     /// Whether step `s`'s output is only ever split by `map:` consumers
     /// (every consumer maps over it; not the invocation's output, read by
     /// no `when:`, one item, not a catch step): it may be split where it

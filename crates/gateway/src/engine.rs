@@ -33,6 +33,7 @@ mod chain;
 mod journaled;
 mod kept;
 mod lineage;
+mod mapped;
 pub(crate) mod placed;
 mod spread;
 mod whole;
@@ -212,8 +213,9 @@ struct RunOutcome {
     sizes: (Option<u64>, Option<u64>),
     /// The items its output was split into on its worker.
     split: Option<Vec<Bytes>>,
-    /// Successors its worker ran after it in a chain (`engine::chain`).
-    then: Vec<(stratus_dag::StepIdx, chain::PreDone)>,
+    /// Successors its worker ran after it in a chain (`engine::chain`),
+    /// and map runs it ran on its elements (`engine::mapped`).
+    then: Vec<(mapped::PreKey, chain::PreDone)>,
 }
 
 /// An invocation's kept items, and what this run's worker may keep.
@@ -499,8 +501,17 @@ impl Platform {
             let Some(next) = d.waiting.pop_front() else {
                 break;
             };
-            // Already run by its worker in a chain: settled at once.
-            if let Some(p) = d.predone.remove(&next.step) {
+            // Already run by its worker in a chain, or mapped there as its
+            // source arrived: settled at once.
+            let by_input = (next.step, mapped::input_key(&next));
+            let pre = match d.predone.remove(&by_input) {
+                Some(p) => {
+                    self.metrics.mapped_runs.inc();
+                    Some(p)
+                }
+                None => d.predone.remove(&(next.step, 0)),
+            };
+            if let Some(p) = pre {
                 if next.attempt == 1 {
                     let o = self.settle_predone(d, &next, p);
                     let more = d.settle(o);
@@ -535,13 +546,17 @@ impl Platform {
                                 failed: d.failed.clone(),
                             };
                             let chain = self.chain_for(d, &next);
+                            let map = match chain {
+                                None => self.map_for(d, &next),
+                                Some(_) => None,
+                            };
                             let near = d.placed.as_mut().and_then(|p| p.next(next.step));
                             let data = d
                                 .kept
                                 .clone()
                                 .map(|k| (k, kept::Keep::for_step(d.exec.plan(), next.step)));
                             d.running.push(Box::pin(async move {
-                                this.call(pool, next, t0, ctx, sess, near, data, chain)
+                                this.call(pool, next, t0, ctx, sess, near, data, (chain, map))
                                     .await
                             }));
                             continue;
@@ -587,7 +602,7 @@ pub(crate) struct Driver {
     /// (freed when the last run holding this is done).
     kept: Option<Arc<kept::Kept>>,
     /// Steps a worker ran in a chain, until the execution dispatches them.
-    predone: std::collections::HashMap<stratus_dag::StepIdx, chain::PreDone>,
+    predone: std::collections::HashMap<mapped::PreKey, chain::PreDone>,
 }
 
 /// What the caller of an invocation whose map was too wide is told to do.

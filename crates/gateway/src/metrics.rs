@@ -40,6 +40,7 @@ pub struct Metrics {
     pub lineage_reruns: Counter,
     /// Runs a worker ran as part of a chain, without a request of their own.
     pub chained_runs: Counter,
+    pub mapped_runs: Counter,
     /// Invocations a worker ran whole (`engine::whole`), and those it was
     /// sent but that the control plane then ran itself.
     pub whole_runs: Counter,
@@ -148,6 +149,12 @@ impl Metrics {
             "Workflow runs a worker ran in a part after another step, passing outputs on itself (--worker-chains): no request of their own from the engine",
             chained_runs.clone(),
         );
+        let mapped_runs = Counter::default();
+        registry.register(
+            "engine_mapped_runs",
+            "Map runs a worker ran on its elements as their source's reply arrived (--worker-chains): no request of their own from the engine; also counted in engine_chained_runs",
+            mapped_runs.clone(),
+        );
         let whole_runs = Counter::default();
         registry.register(
             "engine_whole_runs",
@@ -242,6 +249,7 @@ impl Metrics {
             payload_received,
             lineage_reruns,
             chained_runs,
+            mapped_runs,
             whole_runs,
             whole_fallbacks,
             spread_runs,

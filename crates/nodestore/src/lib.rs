@@ -20,4 +20,4 @@ pub mod wire;
 pub use fsio::{Backend, FaultyBackend, FsBackend};
 pub use ledger::{Budget, ItemId, Ledger, LedgerError, Tier};
 pub use session::Session;
-pub use store::{Counts, Item, Store, StoreConfig, StoreError};
+pub use store::{Counts, Item, Store, StoreConfig, StoreError, Writing};

@@ -53,6 +53,16 @@ pub const PARTS_HEADER: &str = "stratus-parts";
 pub const THEN_HEADER: &str = "stratus-then";
 /// Reply: the body is a [`ChainReply`] of this many steps.
 pub const CHAIN_HEADER: &str = "stratus-chain";
+/// Request (with [`KEEP_HEADER`] and [`SPLIT_HEADER`]): instances of this
+/// agent that run a map over the split reply's elements as they are kept,
+/// one element per call, each instance one call at a time
+/// ([`format_map_then`]).
+pub const MAP_THEN_HEADER: &str = "stratus-map-then";
+/// Reply: the elements were kept and mapped; the body is a [`MapReply`]
+/// of this many elements.
+pub const MAPPED_HEADER: &str = "stratus-mapped";
+/// The most instances [`MAP_THEN_HEADER`] names.
+pub const MAX_MAP_SLOTS: usize = 16;
 /// The most steps a part runs after its first instance.
 pub const MAX_THEN: usize = 32;
 /// The most sources one step of a part takes.
@@ -123,6 +133,8 @@ pub enum RemoteError {
     TooLong,
     #[error("{INLINE_BELOW_HEADER}: {0:?}: give a byte count of 0 to {MAX_INLINE_BELOW}")]
     InlineBelow(String),
+    #[error("{MAP_THEN_HEADER}: instance {index} ({text:?}): give 1 to {MAX_MAP_SLOTS} instance ids of 1 to 64 of A-Z a-z 0-9 . _ -, comma-separated")]
+    MapThen { index: usize, text: String },
 }
 
 /// One step a part runs after its first instance: on instance `id` (of
@@ -180,6 +192,55 @@ pub struct ChainReply {
     pub steps: Vec<ChainStep>,
 }
 
+/// An agent's answer to a split reply mapped as it arrived
+/// ([`MAP_THEN_HEADER`]): the elements kept ([`format_items`]' lines), and
+/// per element its map run (status 0: not run).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapReply {
+    pub items: String,
+    pub runs: Vec<MapRun>,
+}
+
+/// One element's map run: on which of [`MAP_THEN_HEADER`]'s instances
+/// (none: not run), and how it went.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapRun {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<usize>,
+    #[serde(flatten)]
+    pub step: ChainStep,
+}
+
+/// `ids` as [`MAP_THEN_HEADER`]'s value.
+pub fn format_map_then(ids: &[String]) -> String {
+    ids.join(",")
+}
+
+/// Parses [`MAP_THEN_HEADER`]'s value: 1 to [`MAX_MAP_SLOTS`] instance
+/// ids, comma-separated, none twice.
+pub fn parse_map_then(v: &[u8]) -> Result<Vec<String>, RemoteError> {
+    let text = std::str::from_utf8(v).map_err(|_| RemoteError::NotText)?;
+    let mut out: Vec<String> = Vec::new();
+    for (index, id) in text.split(',').enumerate() {
+        if index >= MAX_MAP_SLOTS || !instance_id(id) || out.iter().any(|o| o == id) {
+            return Err(RemoteError::MapThen {
+                index,
+                text: id.chars().take(80).collect(),
+            });
+        }
+        out.push(id.to_string());
+    }
+    Ok(out)
+}
+
+fn instance_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_INSTANCE_ID
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
 /// `steps` as [`THEN_HEADER`]'s value: `id` for step `k` on step `k − 1`'s
 /// output alone, else `id@s+s+…`, with `:json` when framed; `host:port/`
 /// first for an instance of another agent.
@@ -231,12 +292,7 @@ pub fn parse_then(v: &[u8]) -> Result<Vec<ThenStep>, RemoteError> {
             Some((id, rest)) => (id, Some(rest)),
             None => (target, None),
         };
-        if id.is_empty()
-            || id.len() > MAX_INSTANCE_ID
-            || !id
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-        {
+        if !instance_id(id) {
             return Err(bad("give an instance id of 1 to 64 of A-Z a-z 0-9 . _ -"));
         }
         let Some(rest) = rest else {
@@ -463,6 +519,38 @@ mod tests {
         ] {
             let e = parse_inline_below(bad).unwrap_err().to_string();
             assert!(e.starts_with(INLINE_BELOW_HEADER), "{e}");
+        }
+    }
+
+    #[test]
+    fn map_then_lists_instances_and_refuses_the_rest() {
+        let ids = parse_map_then(b"i-1,i_2.x,3").unwrap();
+        assert_eq!(ids, ["i-1", "i_2.x", "3"]);
+        assert_eq!(format_map_then(&ids), "i-1,i_2.x,3");
+        let sixteen = vec!["x"; MAX_MAP_SLOTS]
+            .iter()
+            .enumerate()
+            .map(|(i, x)| format!("{x}{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(parse_map_then(sixteen.as_bytes()).unwrap().len(), MAX_MAP_SLOTS);
+        let long = format!("{sixteen},y");
+        let too_long = "a".repeat(MAX_INSTANCE_ID + 1);
+        for (bad, want) in [
+            (&b""[..], "instance 0 (\"\")"),
+            (b"a,,b", "instance 1 (\"\")"),
+            (b"a,a", "instance 1 (\"a\")"),
+            (b"a b", "instance 0"),
+            (b"a,h:1/b", "instance 1"),
+            (b"\xff", "not UTF-8"),
+            (long.as_bytes(), "instance 16"),
+            (too_long.as_bytes(), "instance 0"),
+        ] {
+            let e = parse_map_then(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+            if want != "not UTF-8" {
+                assert!(e.starts_with(MAP_THEN_HEADER), "{e}");
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 mod api;
 mod big;
 mod items;
+mod mapped;
 mod part;
 mod spread;
 mod whole;

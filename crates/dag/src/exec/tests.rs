@@ -97,6 +97,29 @@ fn only_outputs_that_go_on_unread_may_stay_where_they_were_made() {
         .collect();
     // Only splitter's consumers all map over a single output.
     assert_eq!(split, [false, false, true, false, false, false, false]);
+    // And m may map it as it arrives: its one consumer, taking nothing else.
+    let on_arrival: Vec<Option<usize>> = (0..p.step_count()).map(|s| p.map_on_arrival(s)).collect();
+    assert_eq!(on_arrival, [None, None, Some(3), None, None, None, None]);
+}
+
+#[test]
+fn a_map_starts_on_arrival_only_when_it_is_its_sources_one_consumer() {
+    // Two maps over one output, a map with a condition: neither.
+    let two = exec(vec![
+        step("s", &["$input"]),
+        mapping("m1", "s"),
+        mapping("m2", "s"),
+        step("out", &["m1", "m2"]),
+    ]);
+    assert_eq!(two.plan().map_on_arrival(0), None);
+    let mut m = mapping("m", "s");
+    m.when = Some(stratus_spec::predicate::parse("$s == 1").unwrap());
+    let cond = exec(vec![step("s", &["$input"]), m, step("out", &["m"])]);
+    assert_eq!(cond.plan().map_on_arrival(0), None);
+    // The output step itself is not split.
+    let last = exec(vec![step("s", &["$input"]), mapping("m", "s")]);
+    assert_eq!(last.plan().map_on_arrival(0), Some(1));
+    assert_eq!(last.plan().map_on_arrival(1), None);
 }
 
 /// `(step name, sources, json)` of each step of `root`'s part.

@@ -26,7 +26,7 @@ impl Platform {
         sess: Option<Arc<stratus_nodestore::Session>>,
         mut near: Option<Arc<str>>,
         data: KeepData,
-        mut chain: Option<chain::Chain>,
+        (mut chain, mut map): (Option<chain::Chain>, Option<mapped::MapPlan>),
     ) -> RunOutcome {
         if !ctx.wait_until(t0, d.not_before_us).await {
             return RunOutcome::refused(d.run, micros(t0), CallError::Abandoned);
@@ -47,7 +47,7 @@ impl Platform {
                     sess.clone(),
                     near.as_deref(),
                     data.clone(),
-                    chain.take(),
+                    (chain.take(), map.take()),
                 )
                 .await;
             match host {
@@ -110,7 +110,7 @@ impl Platform {
         sess: Option<Arc<stratus_nodestore::Session>>,
         near: Option<&str>,
         data: KeepData,
-        chain: Option<chain::Chain>,
+        (chain, map): (Option<chain::Chain>, Option<mapped::MapPlan>),
     ) -> (RunOutcome, Option<String>) {
         let mut d = d;
         let timeout = Duration::from_secs(pool.service.timeout_seconds);
@@ -207,6 +207,13 @@ impl Platform {
             _ => chain::Leased::default(),
         };
         let then_header = leased.header();
+        // A map its worker runs on the elements as they arrive (`mapped`).
+        let mut map_leased = match (map, &kept_for) {
+            (Some(mp), Some((_, _, _, kept::Keep::Split))) => {
+                self.lease_map(mp, &lease, deadline).await
+            }
+            _ => None,
+        };
         let mut sent = 0u64;
         let byref = match (sess, &lease.slot.data_dir) {
             (Some(sess), Some(dir)) => Some(byref::ByRef {
@@ -268,6 +275,10 @@ impl Platform {
             req.headers_mut()
                 .insert(stratus_nodestore::remote::THEN_HEADER, v);
         }
+        if let Some(v) = map_leased.as_ref().and_then(mapped::MapLeased::header) {
+            req.headers_mut()
+                .insert(stratus_nodestore::remote::MAP_THEN_HEADER, v);
+        }
         if let Some((k, _, _, keep)) = &kept_for {
             if let Ok(v) = http::HeaderValue::from_str(k.invocation()) {
                 let h = req.headers_mut();
@@ -297,17 +308,24 @@ impl Platform {
         let limit = self.cfg.max_body_bytes;
         let f2 = fname.clone();
         let chained = leased.links;
-        // The chain may take as long as its steps' timeouts together.
-        let deadline = deadline + leased.extra;
+        // The chain may take as long as its steps' timeouts together, a
+        // map on arrival as long again as its function's.
+        let map_extra = map_leased.as_ref().map_or(Duration::ZERO, |m| m.extra);
+        let deadline = deadline + leased.extra + map_extra;
+        let map_leases = map_leased
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.leases));
         // Where the successors' outputs are kept (the fut takes `kept_for`).
         let chain_at = kept_for
             .as_ref()
             .map(|(k, at, auth, _)| (k.clone(), at.clone(), auth.clone()));
         let chain_leases = leased.leases;
+        let map_at = chain_at.clone();
         let mut fut = Box::pin(async move {
             let _permit = permit;
             // The successors' instances stay leased until their worker answers.
             let _chain_leases = chain_leases;
+            let _map_leases = map_leases;
             let resp = client
                 .request(req)
                 .await
@@ -317,6 +335,10 @@ impl Platform {
                 && resp
                     .headers()
                     .contains_key(stratus_nodestore::remote::CHAIN_HEADER);
+            let is_mapped = status.is_success()
+                && resp
+                    .headers()
+                    .contains_key(stratus_nodestore::remote::MAPPED_HEADER);
             let answer = match &kept_for {
                 Some(_) if status.is_success() => kept::answer(resp.headers()),
                 _ => None,
@@ -375,7 +397,27 @@ impl Platform {
                 if let Some(d) = origin {
                     k.produced(d, *keep, &out);
                 }
-                return Ok((out, steps.collect()));
+                return Ok((out, steps.collect(), Vec::new()));
+            }
+            if let (Some((k, at, auth, keep)), true) = (&kept_for, is_mapped) {
+                let bad = |e: String| {
+                    Ok(CallError::Data {
+                        function: f2.clone(),
+                        error: format!("the worker at {at} answered a mapped split badly: {e}"),
+                        status: 502,
+                    })
+                };
+                let reply: stratus_nodestore::remote::MapReply =
+                    serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+                let Some(answer @ kept::Answer::Split { .. }) = answer else {
+                    return Err(bad("no item count".into()));
+                };
+                let items = Bytes::from(reply.items);
+                let out = k.output(at, auth.clone(), answer, &items).map_err(bad)?;
+                if let Some(d) = origin {
+                    k.produced(d, *keep, &out);
+                }
+                return Ok((out, Vec::new(), reply.runs));
             }
             // (A chain's reply lists steps: no payload.)
             received.inc_by(body.len() as u64);
@@ -390,7 +432,7 @@ impl Platform {
                 if let Some(d) = origin {
                     k.produced(d, *keep, &out);
                 }
-                return Ok((out, Vec::new()));
+                return Ok((out, Vec::new(), Vec::new()));
             }
             let whole = |body| kept::Output {
                 body,
@@ -400,16 +442,17 @@ impl Platform {
             if let (Some(b), Some(name)) = (&byref, out_file) {
                 return byref::adopt(b, name)
                     .await
-                    .map(|b| (whole(b), Vec::new()))
+                    .map(|b| (whole(b), Vec::new(), Vec::new()))
                     .map_err(|e| Ok(byref::call_error(&f2, e)));
             }
-            Ok((whole(body), Vec::new()))
+            Ok((whole(body), Vec::new(), Vec::new()))
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let mut host_lost = None;
         let mut out_size = None;
         let mut split = None;
         let mut later = Vec::new();
+        let mut mapped_runs = Vec::new();
         let result = match tokio::time::timeout(remaining, &mut fut).await {
             Ok(Ok((
                 kept::Output {
@@ -418,10 +461,12 @@ impl Platform {
                     split: s,
                 },
                 rest,
+                maps,
             ))) => {
                 out_size = size;
                 split = s;
                 later = rest;
+                mapped_runs = maps;
                 Ok(b)
             }
             Ok(Err(Ok(e))) => Err(e),
@@ -489,7 +534,7 @@ impl Platform {
         };
         drop(lease);
         // The successors its worker ran: their outcomes wait in the driver.
-        let then = match chain_at {
+        let mut then: Vec<(mapped::PreKey, chain::PreDone)> = match chain_at {
             Some((k, at, auth)) => chain::pre_done(
                 &k,
                 &at,
@@ -498,9 +543,17 @@ impl Platform {
                 later,
                 started_us,
                 out_size.unwrap_or(0),
-            ),
+            )
+            .into_iter()
+            .map(|(step, p)| ((step, 0), p))
+            .collect(),
             None => Vec::new(),
         };
+        // So do the map runs it made on the elements.
+        if let (Some(ml), Some((k, at, auth)), Some(split)) = (&map_leased, map_at, &split) {
+            let runs = mapped::pre_done(&k, &at, auth, ml, split, mapped_runs, started_us);
+            then.extend(runs);
+        }
         let outcome = RunOutcome {
             run: d.run,
             started_us,

@@ -177,6 +177,11 @@ impl Kept {
         &self.inv
     }
 
+    /// The length of the item stand-in `b` stands for.
+    pub fn len_of(&self, b: &Bytes) -> Option<u64> {
+        self.held(b).map(|h| h.len)
+    }
+
     fn held(&self, b: &Bytes) -> Option<Held> {
         let items = self.items.lock();
         let h = items.get(&(b.as_ptr() as usize))?;

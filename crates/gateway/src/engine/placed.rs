@@ -57,6 +57,13 @@ impl StepHosts {
         (!h.is_empty()).then(|| h[k as usize % h.len()].clone())
     }
 
+    /// Whether every run of `step` was placed on `host`.
+    pub(crate) fn all_on(&self, step: usize, host: &str) -> bool {
+        self.hosts
+            .get(step)
+            .is_some_and(|h| !h.is_empty() && h.iter().all(|x| &**x == host))
+    }
+
     /// The one host every step was placed on (all of each step's runs),
     /// if there is one.
     pub(crate) fn only_host(&self) -> Option<Arc<str>> {

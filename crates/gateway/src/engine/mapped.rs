@@ -1,0 +1,168 @@
+//! A map run on its source's worker as the source's reply arrives
+//! (`--worker-chains` or `spec.workerParts`, with `--workflow-data
+//! workers`): worker-side triggering of a fan-out.
+//!
+//! When a run's output is split for its one consumer, a `map:` over it
+//! alone ([`stratus_dag::Plan::map_on_arrival`]), and the placement put
+//! every run of the map on the host the run's instance is on, the driver
+//! leases instances of the map's function there (the first within
+//! [`LEASE_WAIT`], more only when free at once, at most
+//! [`remote::MAX_MAP_SLOTS`]) and names them in the run's request
+//! ([`remote::MAP_THEN_HEADER`]). The worker's agent sends each element
+//! to a free one as soon as the element is kept, while the rest of the
+//! reply still arrives, and keeps each reply ([`remote::MapReply`]). The
+//! map's runs then wait in the driver as [`PreDone`]s, keyed by the
+//! stand-in of their element; when the execution dispatches them (each
+//! run's input is exactly its element's stand-in) they are settled at
+//! once. A run that failed on the worker is settled as failed, so
+//! retries, catch steps and errors go as they would; one the worker did
+//! not run (its elements split from the whole instead, say) is called as
+//! usual. The instances stay leased until the worker answers, so each
+//! instance's concurrency holds.
+
+use std::collections::HashMap;
+
+use stratus_dag::StepIdx;
+use stratus_nodestore::remote::{self, MapRun};
+
+use super::chain::{agent_instance, step_result, PreDone};
+use super::*;
+
+/// The longest a map waits for its first instance.
+const LEASE_WAIT: Duration = Duration::from_millis(100);
+
+/// A map to run on arrival: its step and function, and the host its runs
+/// were placed on.
+pub(super) struct MapPlan {
+    step: StepIdx,
+    function: Arc<str>,
+    host: Arc<str>,
+}
+
+/// The map's instances leased for one run of its source.
+pub(super) struct MapLeased {
+    step: StepIdx,
+    function: Arc<str>,
+    /// As the agent knows them, and as the pool does.
+    agent_ids: Vec<String>,
+    instances: Vec<String>,
+    pub leases: Vec<crate::pool::Lease>,
+    /// The map function's timeout: how much longer the source's run may take.
+    pub extra: Duration,
+}
+
+impl MapLeased {
+    pub fn header(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(&remote::format_map_then(&self.agent_ids)).ok()
+    }
+}
+
+/// Where a run settled at once waits: its step, and the address of its
+/// input's stand-in for a map's run (0 for a part's member).
+pub(super) type PreKey = (StepIdx, usize);
+
+/// The key a dispatched run's pre-done outcome would wait under, by its
+/// input (a map run's single stand-in).
+pub(super) fn input_key(d: &Dispatch) -> usize {
+    match &d.input {
+        Payload::Raw(b) if !b.is_empty() => b.as_ptr() as usize,
+        _ => 0,
+    }
+}
+
+impl Platform {
+    /// The map `next`'s output may go to on its worker as it arrives.
+    pub(super) fn map_for(&self, d: &Driver, next: &Dispatch) -> Option<MapPlan> {
+        let plan = d.exec.plan();
+        if !plan.worker_parts().unwrap_or(self.cfg.worker_chains) || d.kept.is_none() {
+            return None;
+        }
+        if kept::Keep::for_step(plan, next.step) != kept::Keep::Split {
+            return None;
+        }
+        let m = plan.map_on_arrival(next.step)?;
+        let placed = d.placed.as_ref()?;
+        let host = placed.peek(next.step)?;
+        placed.all_on(m, &host).then(|| MapPlan {
+            step: m,
+            function: plan.step_function(m).clone(),
+            host,
+        })
+    }
+
+    /// Leases the map's instances on its host; none when `first` (the
+    /// source's run) is not there or no instance is had in time.
+    pub(super) async fn lease_map(
+        self: &Arc<Self>,
+        mp: MapPlan,
+        first: &crate::pool::Lease,
+        deadline: Instant,
+    ) -> Option<MapLeased> {
+        if first.slot.host.as_deref() != Some(&*mp.host) {
+            return None;
+        }
+        let pool = self.pool_for(&mp.function).ok()?;
+        let mut out = MapLeased {
+            step: mp.step,
+            function: mp.function.clone(),
+            agent_ids: Vec::new(),
+            instances: Vec::new(),
+            leases: Vec::new(),
+            extra: Duration::from_secs(pool.service.timeout_seconds),
+        };
+        let mut until = (Instant::now() + LEASE_WAIT).min(deadline);
+        while out.leases.len() < remote::MAX_MAP_SLOTS {
+            let Ok(l) = pool.acquire_near(until, Some(&mp.host)).await else {
+                break;
+            };
+            let there = l.slot.host.as_deref() == Some(&*mp.host)
+                && l.slot.uri.authority() == first.slot.uri.authority();
+            let Some(id) = agent_instance(&l.slot).filter(|_| there) else {
+                break;
+            };
+            if out.agent_ids.contains(&id) {
+                break;
+            }
+            out.agent_ids.push(id);
+            out.instances.push(l.slot.id.clone());
+            out.leases.push(l);
+            // More only when free at once.
+            until = Instant::now();
+        }
+        (!out.leases.is_empty()).then_some(out)
+    }
+}
+
+/// The map's runs from the worker's answer, for the driver: keyed by
+/// their element's stand-in (`split`, in order), times on the control
+/// plane's clock from the source run's start. Elements not mapped there
+/// have none: the execution's runs for them are called as usual.
+pub(super) fn pre_done(
+    k: &kept::Kept,
+    at: &str,
+    auth: Option<http::HeaderValue>,
+    leased: &MapLeased,
+    split: &[Bytes],
+    runs: Vec<MapRun>,
+    started_us: u64,
+) -> Vec<(PreKey, PreDone)> {
+    let mut out = HashMap::new();
+    for (i, run) in runs.into_iter().enumerate() {
+        let (Some(slot), Some(stand_in)) = (run.slot, split.get(i)) else {
+            continue;
+        };
+        let Some(instance) = leased.instances.get(slot) else {
+            continue;
+        };
+        let s = run.step;
+        let p = PreDone {
+            started_us: started_us + s.start_us,
+            finished_us: started_us + s.end_us,
+            instance: instance.clone(),
+            input_bytes: k.len_of(stand_in).unwrap_or(0),
+            result: step_result(k, at, auth.clone(), &leased.function, &s),
+        };
+        out.insert((leased.step, stand_in.as_ptr() as usize), p);
+    }
+    out.into_iter().collect()
+}
