@@ -332,9 +332,9 @@ where
                 format!("the reply to keep did not arrive within {timeout:?}"),
             )),
         };
-        let written = writer.await.map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}"))
-        })?;
+        let written = writer
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?;
         match (read, written) {
             // The writer gave up because the reply did.
             (Err(e), Err(SinkError::Store(StoreError::Stream { .. }))) | (Err(e), Ok(_)) => Err(e),

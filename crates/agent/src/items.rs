@@ -117,8 +117,8 @@ where
     // to split, long or of no declared length (a function answering as it
     // computes), or mapped here: split as it arrives.
     let big = declared.is_some_and(|n| n > a.config().max_invoke_bytes as u64);
-    let on_arrival = split
-        && (mapper.is_some() || declared.is_none_or(|n| n >= SPLIT_ON_ARRIVAL_BYTES));
+    let on_arrival =
+        split && (mapper.is_some() || declared.is_none_or(|n| n >= SPLIT_ON_ARRIVAL_BYTES));
     if big || on_arrival {
         let mapper = mapper.filter(|_| split);
         let streamed = crate::big::stream(a, &store, inv, declared, split, body, mapper).await?;
@@ -192,7 +192,11 @@ where
         })?
 }
 
-pub(crate) async fn put(store: Arc<Store>, inv: String, parts: Vec<Bytes>) -> Result<(ItemId, u64), ApiError> {
+pub(crate) async fn put(
+    store: Arc<Store>,
+    inv: String,
+    parts: Vec<Bytes>,
+) -> Result<(ItemId, u64), ApiError> {
     let item = tokio::task::spawn_blocking(move || store.put(&inv, &parts))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("keep: {e}")))?

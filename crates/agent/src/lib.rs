@@ -34,10 +34,10 @@
 mod big;
 pub mod capacity;
 mod chain;
-mod map_then;
 pub mod client;
 pub mod items;
 pub mod join;
+mod map_then;
 mod proxy;
 pub mod request;
 mod routes;

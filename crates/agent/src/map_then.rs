@@ -87,7 +87,14 @@ pub(crate) async fn run(
 }
 
 /// Element `i` (`item`) sent to instance `slot`, its reply kept.
-async fn call(a: &Agent, m: &Mapper, store: &Store, slot: usize, i: usize, item: Item) -> ChainStep {
+async fn call(
+    a: &Agent,
+    m: &Mapper,
+    store: &Store,
+    slot: usize,
+    i: usize,
+    item: Item,
+) -> ChainStep {
     let mut step = chain::step_at(chain::us(m.t0));
     let body = match store.map(&item) {
         Ok(b) => b,
@@ -137,9 +144,7 @@ pub(crate) fn answer(
         items: remote::format_items(items),
         runs,
     };
-    let mut r = Response::new(Body::from(
-        serde_json::to_vec(&reply).expect("plain data"),
-    ));
+    let mut r = Response::new(Body::from(serde_json::to_vec(&reply).expect("plain data")));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(remote::ITEMS_HEADER, HeaderValue::from(items.len()));

@@ -269,8 +269,8 @@ async fn forward_inner(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let how = (split, inline_below);
-        let kept =
-            crate::items::keep(a, inv, how, declared, rparts.status, rbody, mapper.as_ref()).await?;
+        let kept = crate::items::keep(a, inv, how, declared, rparts.status, rbody, mapper.as_ref())
+            .await?;
         let mut r = kept.response;
         if kept.inline {
             copy_headers(&rparts.headers, r.headers_mut());

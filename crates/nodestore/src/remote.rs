@@ -533,7 +533,10 @@ mod tests {
             .map(|(i, x)| format!("{x}{i}"))
             .collect::<Vec<_>>()
             .join(",");
-        assert_eq!(parse_map_then(sixteen.as_bytes()).unwrap().len(), MAX_MAP_SLOTS);
+        assert_eq!(
+            parse_map_then(sixteen.as_bytes()).unwrap().len(),
+            MAX_MAP_SLOTS
+        );
         let long = format!("{sixteen},y");
         let too_long = "a".repeat(MAX_INSTANCE_ID + 1);
         for (bad, want) in [

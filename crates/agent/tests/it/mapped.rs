@@ -102,7 +102,10 @@ async fn a_map_runs_on_each_element_as_the_reply_arrives() {
     assert_eq!(h[remote::ITEMS_HEADER], "5");
     let reply: MapReply = serde_json::from_slice(&body).expect(&text);
     let items = remote::parse_items(reply.items.as_bytes(), 10).unwrap();
-    assert!(items.iter().all(|(_, n)| (1004..=1005).contains(n)), "{items:?}");
+    assert!(
+        items.iter().all(|(_, n)| (1004..=1005).contains(n)),
+        "{items:?}"
+    );
     assert_eq!(reply.runs.len(), 5);
     for (i, run) in reply.runs.iter().enumerate() {
         assert_eq!(run.step.status, 200, "{run:?}");

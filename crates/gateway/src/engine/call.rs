@@ -312,9 +312,7 @@ impl Platform {
         // map on arrival as long again as its function's.
         let map_extra = map_leased.as_ref().map_or(Duration::ZERO, |m| m.extra);
         let deadline = deadline + leased.extra + map_extra;
-        let map_leases = map_leased
-            .as_mut()
-            .map(|m| std::mem::take(&mut m.leases));
+        let map_leases = map_leased.as_mut().map(|m| std::mem::take(&mut m.leases));
         // Where the successors' outputs are kept (the fut takes `kept_for`).
         let chain_at = kept_for
             .as_ref()

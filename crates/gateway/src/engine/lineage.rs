@@ -99,7 +99,16 @@ impl Platform {
                 };
                 self.metrics.lineage_reruns.inc();
                 let o = self
-                    .call(pool, d, t0, ctx, None, None, Some((k.clone(), keep)), (None, None))
+                    .call(
+                        pool,
+                        d,
+                        t0,
+                        ctx,
+                        None,
+                        None,
+                        Some((k.clone(), keep)),
+                        (None, None),
+                    )
                     .await;
                 let body = o
                     .result

@@ -493,6 +493,84 @@ async fn parts_run_on_the_workers_in_one_request() {
     assert_eq!(counters().await.0, before, "no part for diamond-off");
 }
 
+/// `--worker-chains`: a word count's map runs on its source's worker as
+/// the split answers (`engine::mapped`): its input too long to run the
+/// workflow whole, its split streams its parts, the worker maps each as
+/// it is kept. The same output as the control plane's driver gives
+/// (`workerParts: false`), every map run settled from the worker's answer,
+/// none requested by the control plane.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
+    let Some(etcd) = EtcdCluster::start_or_skip(3) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_w1, _w2, cp) = two_workers_and_cp(
+        &etcd,
+        dir.path(),
+        &["--workflow-data", "workers", "--worker-chains"],
+    )
+    .await;
+    let svc = |name: &str, func: &str, env: &str| {
+        format!(
+            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/{func}\n          command: [\"stratus\", \"fn\", \"{func}\"]\n{env}---\n"
+        )
+    };
+    let parts = "          env:\n            - {name: SPLIT_PARTS, value: \"4\"}\n";
+    let mut yaml = svc("oa-split", "split", parts)
+        + &svc("oa-count", "wc-map", "")
+        + &svc("oa-reduce", "wc-reduce", "");
+    for (name, off) in [("oa-mr", ""), ("oa-mr-off", "  workerParts: false\n")] {
+        yaml += &format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  placement: locality\n{off}  steps:\n    - {{name: split, function: oa-split}}\n    - {{name: count, function: oa-count, map: split}}\n    - {{name: reduce, function: oa-reduce, inputs: [count], inputFormat: json}}\n---\n");
+    }
+    let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let small = Bytes::from("one two three\nfour five six\n".repeat(100));
+    until("the leader serves", Duration::from_secs(20), async || {
+        call(&cp.admin, "oa-mr", small.clone()).await.0 == 200
+    })
+    .await;
+    // Over 4 MiB (not run whole): words on many lines.
+    let lines = 6u64 << 20 >> 4;
+    let text: String = (0..lines)
+        .map(|i| format!("w{} x{} yy zz\n", i % 997, i % 13))
+        .collect();
+    let data = Bytes::from(text);
+    assert!(data.len() > 4 << 20);
+    let counters = async || {
+        let m = cp.admin.get("/metrics").await.unwrap().text();
+        (
+            metric(&m, "stratus_engine_mapped_runs_total"),
+            metric(&m, "stratus_function_requests_total{function=\"oa-count\"}"),
+        )
+    };
+    // Warm: the map's instances beside the split's.
+    for _ in 0..2 {
+        ok(&cp, "oa-mr", data.clone()).await;
+    }
+    let expected = ok(&cp, "oa-mr-off", data.clone()).await;
+    let before = counters().await;
+    for _ in 0..3 {
+        let out = ok(&cp, "oa-mr", data.clone()).await;
+        assert_eq!(out, expected, "the driver's output");
+    }
+    let after = counters().await;
+    assert_eq!(
+        after.0 - before.0,
+        12.0,
+        "four map runs per invocation on the worker: {after:?}\n{}",
+        cp.log()
+    );
+    assert_eq!(after.1, before.1, "no request for the map");
+    let v: serde_json::Value = serde_json::from_slice(&expected).unwrap();
+    assert_eq!(v["total_words"], 4 * lines, "{v}");
+    // The driver's copy maps through the control plane.
+    let before = counters().await;
+    ok(&cp, "oa-mr-off", data.clone()).await;
+    let after = counters().await;
+    assert_eq!((after.0, after.1 - before.1), (before.0, 4.0));
+}
+
 /// `out`'s output with the flaky step's key left out (it names the
 /// invocation).
 fn without_keys(out: &[u8]) -> serde_json::Value {
