@@ -1,9 +1,9 @@
 //! Replies kept as they arrive. One longer than a body may be (the invoke
 //! body limit, declared with `Content-Length`) is written to the node data
 //! store, never held in memory whole, bounded by the store's room instead;
-//! a shorter one to split (or one of no declared length, as a function
-//! answering as it computes sends) is held in memory, as a reply read
-//! whole would be. One to split is split as it arrives
+//! so is one of no declared length (a function answering as it computes),
+//! up to four times the body limit; a shorter one to split is held in
+//! memory, as a reply read whole would be. One to split is split as it arrives
 //! ([`stratus_dag::ArraySplitter`]): each element is kept as an item once
 //! its last byte is in, so the map's runs can start as soon as the reply
 //! ends, or at once on this worker ([`crate::map_then`]). The whole reply
@@ -40,8 +40,9 @@ enum Msg {
 
 /// Where the whole reply goes as it arrives.
 enum Sink {
-    /// A declared length past the body limit: the store.
-    Store(Writing),
+    /// A declared length past the body limit, or none: the store (with
+    /// the most bytes it may take when it has no declared length).
+    Store(Writing, Option<(u64, &'static str)>),
     /// Otherwise memory, at most `max` bytes (the body limit or the
     /// store's room, as for a reply read whole).
     Memory {
@@ -54,8 +55,8 @@ enum Sink {
 /// Why the whole reply was not had.
 enum SinkError {
     Store(StoreError),
-    /// More than this many bytes came, in memory.
-    TooLong(u64),
+    /// More than this many bytes came, past the limit named.
+    TooLong(u64, &'static str),
 }
 
 /// The whole reply, once all in.
@@ -91,6 +92,10 @@ struct Elements {
     keeper: Option<std::thread::JoinHandle<Vec<Item>>>,
     failed: Arc<AtomicBool>,
 }
+
+/// A reply of no declared length is kept up to this many times the
+/// invoke body limit.
+const UNDECLARED_BODIES: u64 = 4;
 
 /// Batches of elements waiting for the keeper thread.
 const ELEMENT_BATCHES: usize = 2;
@@ -250,23 +255,40 @@ where
         _ => (None, None),
     };
     let mut elements = Elements::new(split, max_element, store, &inv, notify);
-    let to_store = declared.filter(|&n| n > max_invoke as u64);
+    // Past the body limit: the store, its room reserved for the declared
+    // length, or for the most a reply of no declared length may be.
     let room = store.budget();
+    let (mem_used, disk_used, _) = store.usage();
+    let free = (room.memory.saturating_sub(mem_used)).max(room.disk.saturating_sub(disk_used));
+    let undeclared = (max_invoke as u64).saturating_mul(UNDECLARED_BODIES);
+    let to_store = match declared {
+        Some(n) if n > max_invoke as u64 => Some((n, true)),
+        Some(_) => None,
+        None => Some((undeclared.min(free), false)),
+    };
+    let bounded_by = match undeclared <= free {
+        true => "four times the agent's invoke body limit, for a reply of no declared length",
+        false => "the room left in the agent's data store",
+    };
     let in_memory = room.memory.saturating_add(room.disk).min(max_invoke as u64);
     let writer = tokio::task::spawn_blocking(move || -> Result<Streamed, SinkError> {
-        let mut sink = match to_store {
-            Some(size) => match s.begin(&inv, size) {
-                Ok(w) => Sink::Store(w),
-                Err(e) => {
-                    elements.give_up(&s);
-                    return Err(SinkError::Store(e));
-                }
-            },
-            None => Sink::Memory {
+        let begun = match to_store {
+            Some((size, true)) => s.begin(&inv, size).map(|w| Sink::Store(w, None)),
+            Some((max, false)) => s
+                .begin_bounded(&inv, max)
+                .map(|w| Sink::Store(w, Some((max, bounded_by)))),
+            None => Ok(Sink::Memory {
                 parts: Vec::new(),
                 len: 0,
                 max: in_memory,
-            },
+            }),
+        };
+        let mut sink = match begun {
+            Ok(sink) => sink,
+            Err(e) => {
+                elements.give_up(&s);
+                return Err(SinkError::Store(e));
+            }
         };
         let got = loop {
             match rx.blocking_recv() {
@@ -279,15 +301,15 @@ where
                 Some(Msg::End) => break Ok(()),
                 None => {
                     let why = format!("the reply broke off after {} bytes", sink.written());
-                    let size = to_store.unwrap_or(0);
+                    let size = to_store.map_or(0, |(n, _)| n);
                     break Err(SinkError::Store(StoreError::Stream { size, why }));
                 }
             }
         };
         let whole = match (got, sink) {
-            (Ok(()), Sink::Store(w)) => s.finish(w).map(Whole::Item).map_err(SinkError::Store),
+            (Ok(()), Sink::Store(w, _)) => s.finish(w).map(Whole::Item).map_err(SinkError::Store),
             (Ok(()), Sink::Memory { parts, .. }) => Ok(Whole::Memory(parts)),
-            (Err(e), Sink::Store(w)) => {
+            (Err(e), Sink::Store(w, _)) => {
                 s.abandon(w);
                 Err(e)
             }
@@ -339,9 +361,9 @@ where
             // The writer gave up because the reply did.
             (Err(e), Err(SinkError::Store(StoreError::Stream { .. }))) | (Err(e), Ok(_)) => Err(e),
             (_, Err(SinkError::Store(e))) => Err(store_error("keeping the reply", e)),
-            (_, Err(SinkError::TooLong(max))) => Err(ApiError::new(
+            (_, Err(SinkError::TooLong(max, limit))) => Err(ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
-                format!("the reply to keep: more than {max} bytes (the agent's invoke body limit, or its data store's room)"),
+                format!("the reply to keep: more than {max} bytes ({limit})"),
             )),
             (Ok(()), Ok(streamed)) => Ok(streamed),
         }
@@ -362,11 +384,17 @@ where
 impl Sink {
     fn write(&mut self, s: &Store, b: &Bytes) -> Result<(), SinkError> {
         match self {
-            Sink::Store(w) => s.write(w, b).map_err(SinkError::Store),
+            Sink::Store(w, Some((max, why))) if w.written() + b.len() as u64 > *max => {
+                Err(SinkError::TooLong(*max, why))
+            }
+            Sink::Store(w, _) => s.write(w, b).map_err(SinkError::Store),
             Sink::Memory { parts, len, max } => {
                 *len += b.len() as u64;
                 if *len > *max {
-                    return Err(SinkError::TooLong(*max));
+                    return Err(SinkError::TooLong(
+                        *max,
+                        "the agent's invoke body limit, or its data store's room",
+                    ));
                 }
                 parts.push(b.clone());
                 Ok(())
@@ -376,7 +404,7 @@ impl Sink {
 
     fn written(&self) -> u64 {
         match self {
-            Sink::Store(w) => w.written(),
+            Sink::Store(w, _) => w.written(),
             Sink::Memory { len, .. } => *len,
         }
     }
@@ -402,17 +430,25 @@ pub(crate) async fn answer(
         inline: false,
     };
     if size < inline_below {
-        if let Whole::Memory(parts) = s.whole {
-            let elements = s.elements.unwrap_or_default();
-            let st = store.clone();
-            tokio::task::spawn_blocking(move || remove_ids(&st, &elements));
-            let mut r = Response::new(axum::body::Body::from(Bytes::from(parts.concat())));
-            *r.status_mut() = status;
-            return Ok(Kept {
-                response: r,
-                inline: true,
-            });
-        }
+        let body = match s.whole {
+            Whole::Memory(parts) => Bytes::from(parts.concat()),
+            Whole::Item(item) => {
+                let b = store
+                    .map(&item)
+                    .map_err(|e| store_error("reading the reply back", e))?;
+                store.remove(&item);
+                b
+            }
+        };
+        let elements = s.elements.unwrap_or_default();
+        let st = store.clone();
+        tokio::task::spawn_blocking(move || remove_ids(&st, &elements));
+        let mut r = Response::new(axum::body::Body::from(body));
+        *r.status_mut() = status;
+        return Ok(Kept {
+            response: r,
+            inline: true,
+        });
     }
     match (split_it, s.elements, s.whole) {
         (true, Some(items), whole) => {

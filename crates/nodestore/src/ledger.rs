@@ -164,6 +164,25 @@ impl Ledger {
         }
     }
 
+    /// Item `id` turned out `size` bytes long, no more than it was
+    /// admitted with (one written before its length was known): the rest
+    /// of its room is given back. False if it is not held or would grow.
+    pub fn shrink(&mut self, id: ItemId, size: u64) -> bool {
+        let Some((_, e)) = self.items.get_mut(&id) else {
+            return false;
+        };
+        if size > e.size {
+            return false;
+        }
+        let used = match e.tier {
+            Tier::Memory => &mut self.mem_used,
+            Tier::Disk => &mut self.disk_used,
+        };
+        *used -= e.size - size;
+        e.size = size;
+        true
+    }
+
     /// Forgets one item (e.g. its file could not be written after all);
     /// its bytes count until [`Ledger::deleted`].
     pub fn forget(&mut self, id: ItemId) -> Option<Freed> {
@@ -250,6 +269,24 @@ mod tests {
 
     fn ledger(mem: u64, disk: u64) -> Ledger {
         Ledger::new(Budget { memory: mem, disk }, 1_000)
+    }
+
+    #[test]
+    fn a_shrunk_item_gives_its_room_back_and_never_grows() {
+        let mut l = ledger(100, 1000);
+        l.admit("i", ItemId(1), Tier::Memory, 80, 0).unwrap();
+        assert!(l.shrink(ItemId(1), 30));
+        assert_eq!(
+            (l.used(), l.lookup(ItemId(1))),
+            ((30, 0), Some((Tier::Memory, 30)))
+        );
+        assert!(!l.shrink(ItemId(1), 31), "never more than admitted");
+        assert!(!l.shrink(ItemId(2), 1), "not held");
+        assert_eq!(l.place(70), Ok(Tier::Memory));
+        let freed = l.forget(ItemId(1)).unwrap();
+        assert_eq!(freed.size, 30);
+        l.deleted(&[freed]);
+        assert_eq!(l.used(), (0, 0));
     }
 
     #[test]

@@ -347,4 +347,28 @@ fn an_item_written_as_it_arrives_counts_only_once_all_of_it_came() {
     let e = s.begin("inv", 500).err().unwrap().to_string();
     assert!(e.contains("cannot write"), "{e}");
     assert_eq!((s.usage().0, s.usage().1, files()), (11, 0, 1));
+    faulty.set_full(None);
+
+    // Of unknown length: its bound reserved (and placed by), what it did
+    // not take given back; past the bound refused.
+    let mut w = s.begin_bounded("inv", 80).unwrap();
+    assert_eq!(s.usage().0, 91);
+    s.write(&mut w, b"twelve bytes").unwrap();
+    let it = s.finish(w).unwrap();
+    assert_eq!((it.tier, it.size), (Tier::Memory, 12));
+    assert_eq!(s.usage().0, 23, "only its 12 bytes count");
+    assert_eq!(s.map(&it).unwrap(), Bytes::from_static(b"twelve bytes"));
+    let mut w = s.begin_bounded("inv", 4).unwrap();
+    let e = s.write(&mut w, b"abcde").unwrap_err().to_string();
+    assert!(e.contains("more bytes came (5"), "{e}");
+    s.abandon(w);
+    let mut w = s.begin_bounded("inv", 300).unwrap();
+    assert_eq!(
+        s.usage(),
+        (23, 300, 3),
+        "a bound past the memory tier: on disk"
+    );
+    s.write(&mut w, b"ab").unwrap();
+    let it = s.finish(w).unwrap();
+    assert_eq!((it.tier, it.size, s.usage().1), (Tier::Disk, 2, 2));
 }

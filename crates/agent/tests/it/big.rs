@@ -16,7 +16,7 @@ use crate::api::{echo, Running};
 const T: Duration = Duration::from_secs(20);
 
 /// `flat N`: N bytes of `y`; `array N`: a JSON array of N strings of 1000
-/// `x`s; `cut N`: the same without its `]`; `bad N`: with a last element
+/// `x`s (`arrnolen N`: without a Content-Length); `cut N`: the same without its `]`; `bad N`: with a last element
 /// `nul`; `long N`: a string of N `x`s
 /// and `"a"`; `nolen N`: N bytes without a Content-Length; `lie N`:
 /// declares N bytes, sends 3.
@@ -27,7 +27,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         kind, n = self.rfile.read(int(self.headers.get('content-length') or 0)).decode().split()
         n = int(n)
-        if kind in ('array', 'cut', 'bad'):
+        if kind in ('array', 'cut', 'bad', 'arrnolen'):
             body = ('[' + ','.join(['"' + 'x' * 1000 + '"'] * n) + ']').encode()
             if kind == 'cut':
                 body = body[:-1]
@@ -38,7 +38,7 @@ class H(http.server.BaseHTTPRequestHandler):
         else:
             body = b'y' * n
         self.send_response(200)
-        if kind == 'nolen':
+        if kind in ('nolen', 'arrnolen'):
             self.send_header('connection', 'close')
             self.end_headers()
             self.wfile.write(body)
@@ -139,6 +139,26 @@ async fn a_reply_over_the_body_limit_is_kept_as_it_arrives() {
         "{}",
         text(&out.body)
     );
+    // To split, without a declared length: kept as it arrives, up to four
+    // times the body limit (the 100 elements), not past it (300).
+    let out = keep(&c, "arrnolen 100", true).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", text(&out.body));
+    assert_eq!(out.headers[remote::ITEMS_HEADER], "100");
+    assert_eq!(out.headers[remote::ITEM_BYTES_HEADER], "100301");
+    kept_items(&c, 405).await;
+    let out = keep(&c, "arrnolen 300", true).await;
+    assert_eq!(
+        out.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        text(&out.body)
+    );
+    assert!(
+        text(&out.body).contains("more than 262144 bytes (four times"),
+        "{}",
+        text(&out.body)
+    );
+    kept_items(&c, 405).await;
     // Declared longer than the store's room (1 MiB + 64 MiB): refused at
     // once; declared but cut short: refused, nothing kept.
     let out = keep(&c, "lie 100000000", false).await;
@@ -160,9 +180,9 @@ async fn a_reply_over_the_body_limit_is_kept_as_it_arrives() {
         "{}",
         text(&out.body)
     );
-    kept_items(&c, 305).await;
+    kept_items(&c, 405).await;
     let h = c.health().await.unwrap().kept_items;
-    assert_eq!((h.split_on_arrival, h.split_from_whole), (1, 3));
+    assert_eq!((h.split_on_arrival, h.split_from_whole), (2, 3));
 }
 
 /// Waits until the agent keeps `n` items (a split reply's whole is deleted

@@ -6,8 +6,8 @@
 //! alone ([`stratus_dag::Plan::map_on_arrival`]), and the placement put
 //! every run of the map on the host the run's instance is on, the driver
 //! leases instances of the map's function there (the first within
-//! [`LEASE_WAIT`], more only when free at once, at most
-//! [`remote::MAX_MAP_SLOTS`]) and names them in the run's request
+//! [`LEASE_WAIT`], more only when free at once, at most as many as the
+//! map's runs were wide last time, and [`remote::MAX_MAP_SLOTS`]) and names them in the run's request
 //! ([`remote::MAP_THEN_HEADER`]). The worker's agent sends each element
 //! to a free one as soon as the element is kept, while the rest of the
 //! reply still arrives, and keeps each reply ([`remote::MapReply`]). The
@@ -37,6 +37,8 @@ pub(super) struct MapPlan {
     step: StepIdx,
     function: Arc<str>,
     host: Arc<str>,
+    /// The most instances to lease: the map's width as last seen.
+    width: usize,
 }
 
 /// The map's instances leased for one run of its source.
@@ -87,6 +89,7 @@ impl Platform {
             step: m,
             function: plan.step_function(m).clone(),
             host,
+            width: placed.width(m).clamp(1, remote::MAX_MAP_SLOTS),
         })
     }
 
@@ -111,7 +114,7 @@ impl Platform {
             extra: Duration::from_secs(pool.service.timeout_seconds),
         };
         let mut until = (Instant::now() + LEASE_WAIT).min(deadline);
-        while out.leases.len() < remote::MAX_MAP_SLOTS {
+        while out.leases.len() < mp.width {
             let Ok(l) = pool.acquire_near(until, Some(&mp.host)).await else {
                 break;
             };

@@ -57,6 +57,12 @@ impl StepHosts {
         (!h.is_empty()).then(|| h[k as usize % h.len()].clone())
     }
 
+    /// How many instances were planned for `step` (its runs' width, as
+    /// last seen).
+    pub(crate) fn width(&self, step: usize) -> usize {
+        self.hosts.get(step).map_or(0, Vec::len)
+    }
+
     /// Whether every run of `step` was placed on `host`.
     pub(crate) fn all_on(&self, step: usize, host: &str) -> bool {
         self.hosts

@@ -1,7 +1,9 @@
 //! Items written as their bytes arrive: a reply too large to hold in
 //! memory whole goes to the store chunk by chunk, its room reserved for
-//! its declared size first ([`Store::begin`]), and counts only once it is
-//! all there ([`Store::finish`]).
+//! its declared size first ([`Store::begin`]), or for the most it may be
+//! when its length is not known ([`Store::begin_bounded`], the rest given
+//! back at the end), and counts only once it is all there
+//! ([`Store::finish`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +17,8 @@ pub struct Writing {
     path: PathBuf,
     tier: Tier,
     size: u64,
+    /// `size` is the item's length (else only its bound).
+    exact: bool,
     written: u64,
     out: Box<dyn Write + Send>,
 }
@@ -30,6 +34,17 @@ impl Store {
     /// Reserves room for an item of `size` bytes of invocation `inv` and
     /// opens its file; the bytes follow ([`Store::write`]).
     pub fn begin(&self, inv: &str, size: u64) -> Result<Writing, StoreError> {
+        self.begin_with(inv, size, true)
+    }
+
+    /// [`Store::begin`] for an item of unknown length, at most `max`
+    /// bytes: that much room is reserved (and decides the tier), and what
+    /// the item did not take is given back when it is finished.
+    pub fn begin_bounded(&self, inv: &str, max: u64) -> Result<Writing, StoreError> {
+        self.begin_with(inv, max, false)
+    }
+
+    fn begin_with(&self, inv: &str, size: u64, exact: bool) -> Result<Writing, StoreError> {
         let (id, tier, path) = self.reserve(inv, size)?;
         match self.backend.create_new(&path, ITEM_MODE) {
             Ok(out) => Ok(Writing {
@@ -37,6 +52,7 @@ impl Store {
                 path,
                 tier,
                 size,
+                exact,
                 written: 0,
                 out,
             }),
@@ -69,15 +85,16 @@ impl Store {
         Ok(())
     }
 
-    /// The item `w` made, once all its declared bytes are written and its
+    /// The item `w` made, once all its declared bytes are written (any
+    /// number up to its bound, for [`Store::begin_bounded`]) and its
     /// invocation has not ended meanwhile; else it is deleted.
     pub fn finish(&self, mut w: Writing) -> Result<Item, StoreError> {
         let flushed = w.out.flush();
-        let why = if w.written != w.size {
+        let why = if w.exact && w.written != w.size {
             Some(format!("only {} bytes came", w.written))
         } else if let Err(e) = flushed {
             Some(format!("cannot write {}: {e}", w.path.display()))
-        } else if self.ledger.lock().lookup(w.id).is_none() {
+        } else if !self.ledger.lock().shrink(w.id, w.written) {
             Some("its invocation ended while it was written".to_string())
         } else {
             None
@@ -91,7 +108,7 @@ impl Store {
         Ok(Item {
             id: w.id,
             path: w.path,
-            size: w.size,
+            size: w.written,
             tier: w.tier,
         })
     }
