@@ -2,7 +2,8 @@
 //! ([`remote::MAP_THEN_HEADER`]): the control plane names instances of the
 //! map's function on this agent, leased for the run; each element kept on
 //! arrival ([`crate::big`]) is sent to a free one at once (one call per
-//! instance at a time, in the elements' order), and its reply is kept as a
+//! entry at a time, an instance named k times taking k, in the elements'
+//! order), and its reply is kept as a
 //! part's step's is ([`crate::chain`]). The maps so overlap the rest of
 //! the reply's arrival, and the control plane sends none of them. The
 //! answer lists the elements and each one's map run

@@ -171,7 +171,6 @@ async fn a_map_runs_on_each_element_as_the_reply_arrives() {
     for (h, status, says) in [
         (bad("m-1", false), StatusCode::BAD_REQUEST, "kept and split"),
         (bad("m-1,,m-2", true), StatusCode::BAD_REQUEST, "instance 1"),
-        (bad("m-1,m-1", true), StatusCode::BAD_REQUEST, "instance 1"),
         (bad("nope", true), StatusCode::NOT_FOUND, "nope"),
     ] {
         let out = c

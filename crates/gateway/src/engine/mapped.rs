@@ -5,9 +5,10 @@
 //! When a run's output is split for its one consumer, a `map:` over it
 //! alone ([`stratus_dag::Plan::map_on_arrival`]), and the placement put
 //! every run of the map on the host the run's instance is on, the driver
-//! leases instances of the map's function there (the first within
-//! [`LEASE_WAIT`], more only when free at once, at most as many as the
-//! map's runs were wide last time, and [`remote::MAX_MAP_SLOTS`]) and names them in the run's request
+//! leases instances of the map's function there (as many requests at once
+//! as the map's runs were wide last time, at most [`remote::MAX_MAP_SLOTS`]:
+//! the first answered within [`LEASE_WAIT`] and those answered by then,
+//! the rest withdrawn, the instances they started kept warm) and names them in the run's request
 //! ([`remote::MAP_THEN_HEADER`]). The worker's agent sends each element
 //! to a free one as soon as the element is kept, while the rest of the
 //! reply still arrives, and keeps each reply ([`remote::MapReply`]). The
@@ -21,6 +22,8 @@
 //! instance's concurrency holds.
 
 use std::collections::HashMap;
+
+use futures_util::{FutureExt, StreamExt};
 
 use stratus_dag::StepIdx;
 use stratus_nodestore::remote::{self, MapRun};
@@ -113,24 +116,40 @@ impl Platform {
             leases: Vec::new(),
             extra: Duration::from_secs(pool.service.timeout_seconds),
         };
-        let mut until = (Instant::now() + LEASE_WAIT).min(deadline);
-        while out.leases.len() < mp.width {
-            let Ok(l) = pool.acquire_near(until, Some(&mp.host)).await else {
-                break;
-            };
-            let there = l.slot.host.as_deref() == Some(&*mp.host)
-                && l.slot.uri.authority() == first.slot.uri.authority();
-            let Some(id) = agent_instance(&l.slot).filter(|_| there) else {
-                break;
-            };
-            if out.agent_ids.contains(&id) {
+        // As many requests as the map is wide, at once: the first answered
+        // within LEASE_WAIT is taken with those answered by then; the rest
+        // are withdrawn, but the instances started for them stay, warm for
+        // the next run (one request at a time would never make the pool
+        // grow past one instance).
+        let until = (Instant::now() + LEASE_WAIT).min(deadline);
+        let mut asked: FuturesUnordered<_> = (0..mp.width)
+            .map(|_| {
+                let (pool, host) = (pool.clone(), mp.host.clone());
+                async move { pool.acquire_near(until, Some(&host)).await }
+            })
+            .collect();
+        let mut got = Vec::new();
+        while let Some(r) = asked.next().await {
+            if let Ok(l) = r {
+                got.push(l);
                 break;
             }
+        }
+        while let Some(Some(r)) = asked.next().now_or_never() {
+            got.extend(r.ok());
+        }
+        drop(asked);
+        for l in got {
+            let there = l.slot.host.as_deref() == Some(&*mp.host)
+                && l.slot.uri.authority() == first.slot.uri.authority();
+            // An instance leased k times (its concurrency allowing) takes
+            // k calls at once.
+            let Some(id) = agent_instance(&l.slot).filter(|_| there) else {
+                continue;
+            };
             out.agent_ids.push(id);
             out.instances.push(l.slot.id.clone());
             out.leases.push(l);
-            // More only when free at once.
-            until = Instant::now();
         }
         (!out.leases.is_empty()).then_some(out)
     }
