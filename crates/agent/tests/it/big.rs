@@ -67,6 +67,12 @@ async fn keep(c: &AgentClient, ask: &str, split: bool) -> stratus_agent::client:
         .unwrap()
 }
 
+/// `out` is `status`, its message saying `says`.
+fn refused(out: &stratus_agent::client::Invoked, status: StatusCode, says: &str) {
+    assert_eq!(out.status, status, "{}", text(&out.body));
+    assert!(text(&out.body).contains(says), "{}", text(&out.body));
+}
+
 fn text(b: &Bytes) -> String {
     String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned()
 }
@@ -128,16 +134,10 @@ async fn a_reply_over_the_body_limit_is_kept_as_it_arrives() {
 
     // Without a declared length: the body limit holds (507), nothing kept.
     let out = keep(&c, "nolen 100000", false).await;
-    assert_eq!(
-        out.status,
+    refused(
+        &out,
         StatusCode::INSUFFICIENT_STORAGE,
-        "{}",
-        text(&out.body)
-    );
-    assert!(
-        text(&out.body).contains("more than 65536 bytes"),
-        "{}",
-        text(&out.body)
+        "more than 65536 bytes",
     );
     // To split, without a declared length: kept as it arrives, up to four
     // times the body limit (the 100 elements), not past it (300).
@@ -147,39 +147,18 @@ async fn a_reply_over_the_body_limit_is_kept_as_it_arrives() {
     assert_eq!(out.headers[remote::ITEM_BYTES_HEADER], "100301");
     kept_items(&c, 405).await;
     let out = keep(&c, "arrnolen 300", true).await;
-    assert_eq!(
-        out.status,
+    refused(
+        &out,
         StatusCode::INSUFFICIENT_STORAGE,
-        "{}",
-        text(&out.body)
-    );
-    assert!(
-        text(&out.body).contains("more than 262144 bytes (four times"),
-        "{}",
-        text(&out.body)
+        "more than 262144 bytes (four times",
     );
     kept_items(&c, 405).await;
     // Declared longer than the store's room (1 MiB + 64 MiB): refused at
     // once; declared but cut short: refused, nothing kept.
     let out = keep(&c, "lie 100000000", false).await;
-    assert_eq!(
-        out.status,
-        StatusCode::INSUFFICIENT_STORAGE,
-        "{}",
-        text(&out.body)
-    );
-    assert!(
-        text(&out.body).contains("100000000 bytes"),
-        "{}",
-        text(&out.body)
-    );
+    refused(&out, StatusCode::INSUFFICIENT_STORAGE, "100000000 bytes");
     let out = keep(&c, "lie 200000", false).await;
-    assert_eq!(out.status, StatusCode::BAD_GATEWAY, "{}", text(&out.body));
-    assert!(
-        text(&out.body).contains("the reply to keep"),
-        "{}",
-        text(&out.body)
-    );
+    refused(&out, StatusCode::BAD_GATEWAY, "the reply to keep");
     kept_items(&c, 405).await;
     let h = c.health().await.unwrap().kept_items;
     assert_eq!((h.split_on_arrival, h.split_from_whole), (2, 3));

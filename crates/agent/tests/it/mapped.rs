@@ -12,7 +12,7 @@ use stratus_agent::AgentClient;
 use stratus_nodestore::remote::{self, MapReply};
 
 use crate::api::Running;
-use crate::part::{start, FAIL};
+use crate::part::{item, start, FAIL};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -71,15 +71,6 @@ async fn mapped(c: &AgentClient, map: &str, ask: &str) -> (StatusCode, http::Hea
         .await
         .unwrap();
     (out.status, out.headers, out.body)
-}
-
-async fn item(c: &AgentClient, id: &Option<String>) -> String {
-    let path = format!("/v1/agent/items/{}", id.as_deref().unwrap());
-    let b = c
-        .send(Method::GET, &path, None, Bytes::new(), T)
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&b.body).into_owned()
 }
 
 #[tokio::test]

@@ -51,7 +51,7 @@ async fn part(c: &AgentClient, then: &str, body: &'static [u8]) -> (StatusCode, 
     (out.status, serde_json::from_slice(&out.body).expect(&text))
 }
 
-async fn item(c: &AgentClient, id: &Option<String>) -> String {
+pub(crate) async fn item(c: &AgentClient, id: &Option<String>) -> String {
     let path = format!("/v1/agent/items/{}", id.as_deref().unwrap());
     let b = c
         .send(Method::GET, &path, None, Bytes::new(), T)

@@ -8,7 +8,7 @@
 //! leases instances of the map's function there (as many requests at once
 //! as the map's runs were wide last time, at most [`remote::MAX_MAP_SLOTS`]:
 //! the first answered within [`LEASE_WAIT`] and those answered by then,
-//! the rest withdrawn, the instances they started kept warm) and names them in the run's request
+//! the rest withdrawn) and names them in the run's request
 //! ([`remote::MAP_THEN_HEADER`]). The worker's agent sends each element
 //! to a free one as soon as the element is kept, while the rest of the
 //! reply still arrives, and keeps each reply ([`remote::MapReply`]). The
@@ -117,10 +117,11 @@ impl Platform {
             extra: Duration::from_secs(pool.service.timeout_seconds),
         };
         // As many requests as the map is wide, at once: the first answered
-        // within LEASE_WAIT is taken with those answered by then; the rest
-        // are withdrawn, but the instances started for them stay, warm for
-        // the next run (one request at a time would never make the pool
-        // grow past one instance).
+        // within LEASE_WAIT is taken with those answered by then (an
+        // instance whose concurrency allows answers several), and the
+        // rest are withdrawn (instances the pool started for them serve
+        // later runs). Asked one at a time, a map would only ever get the
+        // one lease.
         let until = (Instant::now() + LEASE_WAIT).min(deadline);
         let mut asked: FuturesUnordered<_> = (0..mp.width)
             .map(|_| {

@@ -22,6 +22,14 @@ use crate::cluster_workflows::{hosts_of, wordcount};
 use crate::limits::metric;
 use crate::worker::{until, Worker};
 
+/// Service `name` running the built-in function `func`, with `env` (YAML
+/// lines under the container) as its environment.
+fn svc(name: &str, func: &str, env: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/{func}\n          command: [\"stratus\", \"fn\", \"{func}\"]\n{env}---\n"
+    )
+}
+
 pub(crate) fn echo_service(name: &str, extra: &str) -> String {
     format!(
         "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/echo\n          command: [\"stratus\", \"fn\", \"echo\"]\n{extra}---\n"
@@ -280,11 +288,6 @@ async fn a_map_source_lost_with_its_worker_is_split_again_and_the_map_completes(
     };
     let dir = tempfile::tempdir().unwrap();
     let (w1, w2, cp) = two_workers_and_cp(&etcd, dir.path(), &["--workflow-data", "workers"]).await;
-    let svc = |name: &str, func: &str, env: &str| {
-        format!(
-            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/{func}\n          command: [\"stratus\", \"fn\", \"{func}\"]\n{env}---\n"
-        )
-    };
     let yaml = svc(
         "ms-split",
         "split",
@@ -511,11 +514,6 @@ async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
         &["--workflow-data", "workers", "--worker-chains"],
     )
     .await;
-    let svc = |name: &str, func: &str, env: &str| {
-        format!(
-            "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      containers:\n        - image: stratus.dev/test/{func}\n          command: [\"stratus\", \"fn\", \"{func}\"]\n{env}---\n"
-        )
-    };
     let parts = "          env:\n            - {name: SPLIT_PARTS, value: \"4\"}\n";
     let mut yaml = svc("oa-split", "split", parts)
         + &svc("oa-count", "wc-map", "")
