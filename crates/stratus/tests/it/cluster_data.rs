@@ -501,7 +501,8 @@ async fn parts_run_on_the_workers_in_one_request() {
 /// workflow whole, its split streams its parts, the worker maps each as
 /// it is kept. The same output as the control plane's driver gives
 /// (`workerParts: false`), every map run settled from the worker's answer,
-/// none requested by the control plane.
+/// none requested by the control plane. A map that fails on the worker
+/// is retried by the control plane under its own key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
     let Some(etcd) = EtcdCluster::start_or_skip(3) else {
@@ -515,9 +516,27 @@ async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
     )
     .await;
     let parts = "          env:\n            - {name: SPLIT_PARTS, value: \"4\"}\n";
+    // Flaky counts kept in files every instance shares: the n-th call with
+    // a key fails or passes wherever it lands.
+    let flaky_dir = tempfile::Builder::new()
+        .prefix("stratus-flaky-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        flaky_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let flaky_env = format!(
+        "          env:\n            - {{name: FLAKY_STATE_DIR, value: \"{}\"}}\n",
+        flaky_dir.path().display()
+    );
     let mut yaml = svc("oa-split", "split", parts)
         + &svc("oa-count", "wc-map", "")
-        + &svc("oa-reduce", "wc-reduce", "");
+        + &svc("oa-reduce", "wc-reduce", "")
+        + &svc("oa-flaky", "flaky", &flaky_env)
+        + &echo_service("oa-out", "")
+        + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: oa-flaky-map\nspec:\n  placement: locality\n  steps:\n    - {name: split, function: oa-split}\n    - name: m\n      function: oa-flaky\n      map: split\n      retry: {attempts: 3, backoff: 1ms}\n    - {name: out, function: oa-out, inputs: [m], inputFormat: json}\n---\n";
     for (name, off) in [("oa-mr", ""), ("oa-mr-off", "  workerParts: false\n")] {
         yaml += &format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  placement: locality\n{off}  steps:\n    - {{name: split, function: oa-split}}\n    - {{name: count, function: oa-count, map: split}}\n    - {{name: reduce, function: oa-reduce, inputs: [count], inputFormat: json}}\n---\n");
     }
@@ -567,6 +586,33 @@ async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
     ok(&cp, "oa-mr-off", data.clone()).await;
     let after = counters().await;
     assert_eq!((after.0, after.1 - before.1), (before.0, 4.0));
+
+    // A map run that fails on the worker is settled as failed, and the
+    // control plane retries it under its own key: each element's first
+    // call (the worker's, key `.map<i>`) and its retry's first fail, the
+    // retry's second call passes.
+    for _ in 0..2 {
+        ok(&cp, "oa-flaky-map", small.clone()).await;
+    }
+    let mapped = async || {
+        let m = cp.admin.get("/metrics").await.unwrap().text();
+        metric(&m, "stratus_engine_mapped_runs_total")
+    };
+    let before = mapped().await;
+    let out = ok(&cp, "oa-flaky-map", data.clone()).await;
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for r in &runs {
+        let key = r["key"].as_str().unwrap();
+        assert_eq!(r["calls"], 2, "{r}");
+        assert!(!key.contains(".map"), "the control plane's own key: {r}");
+        assert!(r["input_bytes"].as_u64().unwrap() > 1 << 20, "{r}");
+    }
+    assert_eq!(
+        mapped().await - before,
+        4.0,
+        "settled from the worker, failed"
+    );
 }
 
 /// `out`'s output with the flaky step's key left out (it names the
