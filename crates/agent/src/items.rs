@@ -120,7 +120,6 @@ where
     let on_arrival =
         split && (mapper.is_some() || declared.is_none_or(|n| n >= SPLIT_ON_ARRIVAL_BYTES));
     if big || on_arrival {
-        let mapper = mapper.filter(|_| split);
         let streamed = crate::big::stream(a, &store, inv, declared, split, body, mapper).await?;
         let how = (split, inline_below, mapper);
         return crate::big::answer(a, store, inv.to_string(), status, how, streamed).await;

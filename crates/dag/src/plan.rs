@@ -325,11 +325,7 @@ impl Plan {
             return None;
         };
         let ms = &self.steps[m];
-        (ms.mode == Mode::Map
-            && ms.sources == [Source::Step(s)]
-            && ms.when.is_none()
-            && ms.catches.is_none())
-        .then_some(m)
+        (ms.mode == Mode::Map && ms.sources == [Source::Step(s)] && ms.when.is_none()).then_some(m)
     }
 
     /// Whether step `s`'s output is only ever split by `map:` consumers

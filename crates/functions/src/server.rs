@@ -354,7 +354,7 @@ async fn split_streamed(state: &Arc<State>, mut body: Incoming, len: usize) -> R
             }
         }
     };
-    if first != Some(b'"') && first.is_some() {
+    if matches!(first, Some(c) if c != b'"') {
         return split_parts(state.config.split, head, body, len).await;
     }
     // A JSON string, or only whitespace: split whole.

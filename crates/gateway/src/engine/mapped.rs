@@ -21,8 +21,6 @@
 //! usual. The instances stay leased until the worker answers, so each
 //! instance's concurrency holds.
 
-use std::collections::HashMap;
-
 use futures_util::{FutureExt, StreamExt};
 
 use stratus_dag::StepIdx;
@@ -169,7 +167,7 @@ pub(super) fn pre_done(
     runs: Vec<MapRun>,
     started_us: u64,
 ) -> Vec<(PreKey, PreDone)> {
-    let mut out = HashMap::new();
+    let mut out = Vec::new();
     for (i, run) in runs.into_iter().enumerate() {
         let (Some(slot), Some(stand_in)) = (run.slot, split.get(i)) else {
             continue;
@@ -185,7 +183,7 @@ pub(super) fn pre_done(
             input_bytes: k.len_of(stand_in).unwrap_or(0),
             result: step_result(k, at, auth.clone(), &leased.function, &s),
         };
-        out.insert((leased.step, stand_in.as_ptr() as usize), p);
+        out.push(((leased.step, stand_in.as_ptr() as usize), p));
     }
-    out.into_iter().collect()
+    out
 }
