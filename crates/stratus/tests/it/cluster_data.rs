@@ -501,8 +501,9 @@ async fn parts_run_on_the_workers_in_one_request() {
 /// workflow whole, its split streams its parts, the worker maps each as
 /// it is kept. The same output as the control plane's driver gives
 /// (`workerParts: false`), every map run settled from the worker's answer,
-/// none requested by the control plane. A map that fails on the worker
-/// is retried by the control plane under its own key.
+/// none requested by the control plane. A map whose instances take one
+/// call each gives the same output. A map that fails on the worker is
+/// retried by the control plane under its own key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
     let Some(etcd) = EtcdCluster::start_or_skip(3) else {
@@ -533,12 +534,17 @@ async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
     );
     let mut yaml = svc("oa-split", "split", parts)
         + &svc("oa-count", "wc-map", "")
+        + &svc("oa-count1", "wc-map", "      containerConcurrency: 1\n")
         + &svc("oa-reduce", "wc-reduce", "")
         + &svc("oa-flaky", "flaky", &flaky_env)
         + &echo_service("oa-out", "")
         + "apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: oa-flaky-map\nspec:\n  placement: locality\n  steps:\n    - {name: split, function: oa-split}\n    - name: m\n      function: oa-flaky\n      map: split\n      retry: {attempts: 3, backoff: 1ms}\n    - {name: out, function: oa-out, inputs: [m], inputFormat: json}\n---\n";
-    for (name, off) in [("oa-mr", ""), ("oa-mr-off", "  workerParts: false\n")] {
-        yaml += &format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  placement: locality\n{off}  steps:\n    - {{name: split, function: oa-split}}\n    - {{name: count, function: oa-count, map: split}}\n    - {{name: reduce, function: oa-reduce, inputs: [count], inputFormat: json}}\n---\n");
+    for (name, count, off) in [
+        ("oa-mr", "oa-count", ""),
+        ("oa-mr-off", "oa-count", "  workerParts: false\n"),
+        ("oa-mr-one", "oa-count1", ""),
+    ] {
+        yaml += &format!("apiVersion: stratus.dev/v1alpha1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n  placement: locality\n{off}  steps:\n    - {{name: split, function: oa-split}}\n    - {{name: count, function: {count}, map: split}}\n    - {{name: reduce, function: oa-reduce, inputs: [count], inputFormat: json}}\n---\n");
     }
     let r = cp.admin.deploy("all.yaml", &yaml).await.unwrap();
     assert_eq!(r.status, 200, "{}", r.error_message());
@@ -586,6 +592,31 @@ async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
     ok(&cp, "oa-mr-off", data.clone()).await;
     let after = counters().await;
     assert_eq!((after.0, after.1 - before.1), (before.0, 4.0));
+    let mapped = async || {
+        let m = cp.admin.get("/metrics").await.unwrap().text();
+        metric(&m, "stratus_engine_mapped_runs_total")
+    };
+
+    // A map whose instances take one call each (`containerConcurrency:
+    // 1`): a lease per instance, several asked at once. The output is the
+    // driver's, maps run on the worker once instances are there, and the
+    // requests withdrawn leave nothing queued.
+    let before = mapped().await;
+    for _ in 0..4 {
+        let out = ok(&cp, "oa-mr-one", data.clone()).await;
+        assert_eq!(out, expected, "the driver's output, one call per instance");
+    }
+    let m = cp.admin.get("/metrics").await.unwrap().text();
+    assert!(
+        metric(&m, "stratus_engine_mapped_runs_total") > before,
+        "no map run on the worker with one call per instance:\n{}",
+        cp.log()
+    );
+    assert_eq!(
+        metric(&m, "stratus_queued_requests{function=\"oa-count1\"}"),
+        0.0,
+        "withdrawn lease requests still queued"
+    );
 
     // A map run that fails on the worker is settled as failed, and the
     // control plane retries it under its own key: each element's first
@@ -594,10 +625,6 @@ async fn a_map_runs_on_its_sources_worker_as_the_source_arrives() {
     for _ in 0..2 {
         ok(&cp, "oa-flaky-map", small.clone()).await;
     }
-    let mapped = async || {
-        let m = cp.admin.get("/metrics").await.unwrap().text();
-        metric(&m, "stratus_engine_mapped_runs_total")
-    };
     let before = mapped().await;
     let out = ok(&cp, "oa-flaky-map", data.clone()).await;
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
