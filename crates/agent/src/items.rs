@@ -13,7 +13,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use stratus_nodestore::remote::{self, Part};
 use stratus_nodestore::{ItemId, Store, StoreError};
 
@@ -379,11 +379,9 @@ async fn item(a: &Agent, len: u64, at: &str, id: ItemId) -> Result<Bytes, ApiErr
             .map_err(|e| stratus_sandbox::error_chain(&e))?;
         let status = resp.status();
         let limit = if status.is_success() { len } else { 4096 };
-        let body = Limited::new(resp.into_body(), limit as usize)
-            .collect()
+        let body = stratus_nodestore::gather::read(resp.into_body(), limit as usize)
             .await
-            .map_err(|e| format!("{status}: reading it: {e}"))?
-            .to_bytes();
+            .map_err(|e| format!("{status}: reading it: {e}"))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
             return Err(format!("{status}: {}", text.trim()));

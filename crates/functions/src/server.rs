@@ -284,8 +284,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Re
         // `bench` only reads its input (see `run_bench`): no framing copy.
         Some(_) if state.function == Function::Bench => Bytes::new(),
         Some(i) => i.body(),
-        None => match body.collect().await {
-            Ok(b) => b.to_bytes(),
+        // Joined as it arrives: held once, whole at its last byte.
+        None => match stratus_nodestore::gather::read(body, usize::MAX).await {
+            Ok(b) => b,
             Err(e) => {
                 return Ok(
                     bad_request(BadInput(format!("cannot read the request body: {e}")))

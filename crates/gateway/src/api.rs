@@ -10,7 +10,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use crate::body::ChunksBody;
@@ -64,15 +63,28 @@ pub(crate) fn platform_error(e: PlatformError) -> Response {
     error(status, crate::error_chain(&e))
 }
 
-/// Reads a request body, refusing more than `limit` bytes with a 413.
-/// A body not received within `timeout` gets a 408.
+/// Reads a request body, refusing more than `limit` bytes with a 413 (at
+/// once when its declared length is past it). A body not received within
+/// `timeout` gets a 408. Read as it arrives into one buffer
+/// ([`stratus_nodestore::Gather`]): a large body is held once, and is
+/// whole as its last byte comes in.
 async fn read_body(
     req: Request,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<bytes::Bytes, Response> {
-    let collect = Limited::new(req.into_body(), limit).collect();
-    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the {limit}-byte limit (stratus up --max-body-bytes)"),
+        )
+    };
+    let declared = axum::body::HttpBody::size_hint(req.body()).exact();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let read = stratus_nodestore::gather::read(req.into_body(), limit);
+    let Ok(read) = tokio::time::timeout(timeout, read).await else {
         return Err(error(
             StatusCode::REQUEST_TIMEOUT,
             format!(
@@ -81,18 +93,13 @@ async fn read_body(
             ),
         ));
     };
-    match collected {
-        Ok(b) => Ok(b.to_bytes()),
+    match read {
+        Ok(b) => Ok(b),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body exceeds the {limit}-byte limit (stratus up --max-body-bytes)"
-                ),
-            ))
+            Err(too_large())
         }
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,

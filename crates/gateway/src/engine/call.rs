@@ -348,8 +348,7 @@ impl Platform {
                     .cloned(),
                 _ => None,
             };
-            let body = Limited::new(resp.into_body(), limit)
-                .collect()
+            let body = stratus_nodestore::gather::read(resp.into_body(), limit)
                 .await
                 .map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -363,7 +362,6 @@ impl Platform {
                         Err(crate::error_chain(&*e))
                     }
                 })?;
-            let body = body.to_bytes();
             if !status.is_success() {
                 let text = String::from_utf8_lossy(&body[..body.len().min(512)])
                     .trim()
