@@ -27,7 +27,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http_body_util::{BodyExt, Limited};
 use stratus_nodestore::remote::{self, ChainReply, ChainStep, Part, ThenStep};
 use stratus_nodestore::ItemId;
 
@@ -119,8 +118,8 @@ where
     B: axum::body::HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, remote::MAX_CHAIN_ERROR).collect().await {
-        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+    match stratus_nodestore::gather::read(body, remote::MAX_CHAIN_ERROR).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
         Err(_) => format!("(an answer longer than {} bytes)", remote::MAX_CHAIN_ERROR),
     }
 }

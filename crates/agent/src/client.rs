@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use serde::de::DeserializeOwned;
@@ -131,11 +131,9 @@ impl AgentClient {
                 .map_err(|e| transport(stratus_sandbox::error_chain(&e)))?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = Limited::new(resp.into_body(), MAX_REPLY_BYTES)
-                .collect()
+            let body = stratus_nodestore::gather::read(resp.into_body(), MAX_REPLY_BYTES)
                 .await
-                .map_err(|e| transport(format!("reading the answer: {e}")))?
-                .to_bytes();
+                .map_err(|e| transport(format!("reading the answer: {e}")))?;
             Ok(Invoked {
                 status,
                 headers,

@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use stratus_nodestore::remote;
@@ -204,8 +204,7 @@ async fn forward_inner(
     let (body, assembled) = match plan {
         None => (Body::new(Limited::new(body, max)), None),
         Some(plan) => {
-            let inline = Limited::new(body, max)
-                .collect()
+            let inline = stratus_nodestore::gather::read(body, max)
                 .await
                 .map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -215,8 +214,7 @@ async fn forward_inner(
                     } else {
                         ApiError::new(StatusCode::BAD_REQUEST, format!("invocation body: {e}"))
                     }
-                })?
-                .to_bytes();
+                })?;
             let chunks = crate::items::assemble(a, &plan, inline).await?;
             let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
             let stream = futures_util::stream::iter(

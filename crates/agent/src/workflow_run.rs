@@ -27,7 +27,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http_body_util::{BodyExt, Limited};
 use stratus_dag::spread::{self as spreading, Outcome, RunEvent};
 use stratus_dag::whole::Spread;
 use stratus_dag::{Dispatch, ExecStatus, Execution, RunError, RunId, StepIdx};
@@ -87,8 +86,7 @@ fn us(t0: Instant) -> u64 {
 
 /// A request's whole body, at most `limit` bytes (413 past it).
 pub(crate) async fn read_body(req: Request, limit: usize, what: &str) -> Result<Bytes, ApiError> {
-    Ok(Limited::new(req.into_body(), limit)
-        .collect()
+    stratus_nodestore::gather::read(req.into_body(), limit)
         .await
         .map_err(|e| {
             let status = match e.downcast_ref::<http_body_util::LengthLimitError>() {
@@ -96,8 +94,7 @@ pub(crate) async fn read_body(req: Request, limit: usize, what: &str) -> Result<
                 None => StatusCode::BAD_REQUEST,
             };
             ApiError::new(status, format!("{what} body: {e}"))
-        })?
-        .to_bytes())
+        })
 }
 
 /// `POST /v1/agent/workflows/run`.
@@ -548,9 +545,9 @@ impl Runner<'_> {
                 }
             };
             let status = resp.status();
-            let body = Limited::new(resp.into_body(), max).collect().await;
+            let body = stratus_nodestore::gather::read(resp.into_body(), max).await;
             Ok(match (status.is_success(), body) {
-                (true, Ok(b)) => Ok(b.to_bytes()),
+                (true, Ok(b)) => Ok(b),
                 (true, Err(_)) => {
                     return Err(ApiError::new(
                         StatusCode::INSUFFICIENT_STORAGE,
@@ -560,7 +557,6 @@ impl Runner<'_> {
                 (false, body) => {
                     let text = match body {
                         Ok(b) => {
-                            let b = b.to_bytes();
                             String::from_utf8_lossy(&b[..b.len().min(MAX_ERROR_BODY)]).into_owned()
                         }
                         Err(_) => String::new(),

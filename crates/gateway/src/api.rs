@@ -63,26 +63,15 @@ pub(crate) fn platform_error(e: PlatformError) -> Response {
     error(status, crate::error_chain(&e))
 }
 
-/// Reads a request body, refusing more than `limit` bytes with a 413 (at
-/// once when its declared length is past it). A body not received within
-/// `timeout` gets a 408. Read as it arrives into one buffer
-/// ([`stratus_nodestore::Gather`]): a large body is held once, and is
-/// whole as its last byte comes in.
+/// Reads a request body, refusing more than `limit` bytes with a 413.
+/// A body not received within `timeout` gets a 408. Read as it arrives
+/// into one buffer ([`stratus_nodestore::Gather`]): a large body is held
+/// once, and is whole as its last byte comes in.
 async fn read_body(
     req: Request,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<bytes::Bytes, Response> {
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds the {limit}-byte limit (stratus up --max-body-bytes)"),
-        )
-    };
-    let declared = axum::body::HttpBody::size_hint(req.body()).exact();
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
     let read = stratus_nodestore::gather::read(req.into_body(), limit);
     let Ok(read) = tokio::time::timeout(timeout, read).await else {
         return Err(error(
@@ -99,7 +88,12 @@ async fn read_body(
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(too_large())
+            Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body exceeds the {limit}-byte limit (stratus up --max-body-bytes)"
+                ),
+            ))
         }
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,

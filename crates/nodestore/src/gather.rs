@@ -9,8 +9,8 @@ use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 
 /// Reads `body` whole, at most `limit` bytes, as it arrives. Past the
-/// limit: the error is [`http_body_util::LengthLimitError`] (callers
-/// refuse a declared length past it before calling).
+/// limit: the error is [`http_body_util::LengthLimitError`] (a declared
+/// length past it reserves no room: the body is read up to the limit).
 pub async fn read<B>(
     body: B,
     limit: usize,

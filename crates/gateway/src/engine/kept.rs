@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use parking_lot::Mutex;
 use stratus_dag::{Dispatch, Payload};
 use stratus_nodestore::remote::{self, Part};
@@ -513,11 +512,9 @@ impl Kept {
                 .await
                 .map_err(|e| crate::error_chain(&e))?;
             let status = resp.status();
-            let body = Limited::new(resp.into_body(), h.len.max(4096) as usize)
-                .collect()
+            let body = stratus_nodestore::gather::read(resp.into_body(), h.len.max(4096) as usize)
                 .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
+                .map_err(|e| e.to_string())?;
             if !status.is_success() {
                 return Err(format!(
                     "{status}: {}",

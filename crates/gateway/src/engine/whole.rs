@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use stratus_dag::whole::{self as workflow, Slot, WorkflowDone, WorkflowRun};
 use stratus_dag::{Payload, Plan, RunRecord};
 
@@ -183,11 +182,9 @@ impl Platform {
                 .await
                 .map_err(|e| (true, crate::error_chain(&e)))?;
             let status = resp.status();
-            let body = Limited::new(resp.into_body(), limit)
-                .collect()
+            let body = stratus_nodestore::gather::read(resp.into_body(), limit)
                 .await
-                .map_err(|e| (false, format!("its answer: {e}")))?
-                .to_bytes();
+                .map_err(|e| (false, format!("its answer: {e}")))?;
             if status == http::StatusCode::INSUFFICIENT_STORAGE {
                 self.estimates
                     .refuse_whole(plan, Instant::now() + REFUSED_FOR);

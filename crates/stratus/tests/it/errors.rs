@@ -147,17 +147,13 @@ async fn payloads_over_the_limit_are_refused() {
     cfg.max_body_bytes = 1 << 20;
     let p = platform(cfg).await;
     deploy_ok(&p, &service("big", "spin", "", "")).await;
-    // Just past it, and far past it (refused on its declared length,
-    // before the body is read): the client gets the 413 either way.
-    for n in [(1 << 20) + 1, 48 << 20] {
-        let r = invoke(&p, "big", vec![b'x'; n]).await;
-        assert_eq!(r.status, 413, "{n} bytes");
-        assert!(
-            r.error_message().contains("exceeds the 1048576-byte limit"),
-            "{}",
-            r.error_message()
-        );
-    }
+    let r = invoke(&p, "big", vec![b'x'; (1 << 20) + 1]).await;
+    assert_eq!(r.status, 413);
+    assert!(
+        r.error_message().contains("exceeds the 1048576-byte limit"),
+        "{}",
+        r.error_message()
+    );
     // A response over the limit fails the step, clearly.
     let r = invoke(&p, "big", format!("{{\"output_bytes\": {}}}", 2 << 20)).await;
     assert_eq!(r.status, 502);
